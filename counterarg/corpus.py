@@ -1,0 +1,232 @@
+"""Reader for the ArguAna Counterargs corpus, as distributed (zip) or unpacked.
+
+Layout: ``02-extracted-arguments/{training,validation,test}/THEME/DEBATE/{pro,con}/XNN{a-point,b-counter}.txt``.
+A point ``XNNa-point.txt`` and the counter ``XNNb-counter.txt`` beside it are a true pair. Every file is
+kept or reported: a name outside the pattern, bytes that are not UTF-8 or an empty text stop the read
+with :class:`CorpusError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .config import SPLITS
+
+ARGS_DIR = "02-extracted-arguments"
+FILE_RE = re.compile(r"(?P<side>pro|con)(?P<number>\d+)(?P<kind>a-point|b-counter)\.txt")
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be read as given; the message names the path or value."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One argument file."""
+
+    split: str
+    theme: str
+    debate: str  # folder name; unique only within its theme
+    side: str  # pro | con: the folder, i.e. the side of the point
+    number: int
+    kind: str  # point | counter
+    text: str
+    source: str  # path of the file (inside the zip: "zip!member")
+
+    @property
+    def debate_key(self) -> str:
+        return f"{self.theme}/{self.debate}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    point: Record
+    counter: Record
+
+
+@dataclass
+class Split:
+    """One split's records; ``pairs`` are its true (point, counter) pairs in a stable order."""
+
+    name: str
+    records: list[Record]
+    pairs: list[Pair]
+    unpaired: list[Record]
+
+    def counts(self) -> dict[str, int]:
+        kinds = Counter(r.kind for r in self.records)
+        return {
+            "points": kinds.get("point", 0),
+            "counters": kinds.get("counter", 0),
+            "pairs": len(self.pairs),
+            "unpaired": len(self.unpaired),
+            "debates": len({r.debate_key for r in self.records}),
+            "themes": len({r.theme for r in self.records}),
+        }
+
+
+@dataclass
+class Corpus:
+    source: str
+    splits: dict[str, Split]
+    is_demo: bool = False
+    fingerprint: str = field(default="")
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits:
+            raise CorpusError(
+                f"corpus {self.source} has no split {name!r} (it has: {', '.join(self.splits) or 'none'})"
+            )
+        return self.splits[name]
+
+    def counts_table(self) -> str:
+        rows = [f"{'split':<11} {'points':>7} {'counters':>9} {'pairs':>6} {'unpaired':>9} {'debates':>8} {'themes':>7}"]
+        for name, s in self.splits.items():
+            c = s.counts()
+            rows.append(
+                f"{name:<11} {c['points']:>7} {c['counters']:>9} {c['pairs']:>6} {c['unpaired']:>9} "
+                f"{c['debates']:>8} {c['themes']:>7}"
+            )
+        return "\n".join(rows)
+
+
+def load_corpus(path: str | Path | None, *, splits: tuple[str, ...] | None = None) -> Corpus:
+    """Read a corpus zip or folder; ``None`` gives the generated demo corpus."""
+    if path is None:
+        from .demo import demo_corpus_path
+
+        corpus = load_corpus(demo_corpus_path(), splits=splits)
+        corpus.is_demo = True
+        return corpus
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CorpusError(f"corpus path does not exist: {p}")
+    if p.is_file():
+        if not zipfile.is_zipfile(p):
+            raise CorpusError(f"corpus file is not a zip archive: {p}")
+        files = _zip_files(p)
+    else:
+        files = _folder_files(p)
+    return _build(str(p), files, splits)
+
+
+# --------------------------------------------------------------------------- sources
+def _zip_files(path: Path) -> list[tuple[tuple[str, ...], str, bytes]]:
+    """(parts below the split level incl. split, display path, bytes) for every member file."""
+    out = []
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        rel = _relative_parts([PurePosixPath(n).parts for n in names], str(path))
+        for name, parts in zip(names, rel):
+            if parts is None:
+                continue
+            out.append((parts, f"{path}!{name}", zf.read(name)))
+    return out
+
+
+def _folder_files(root: Path) -> list[tuple[tuple[str, ...], str, bytes]]:
+    files = sorted(f for f in root.rglob("*") if f.is_file())
+    rel = _relative_parts([f.relative_to(root).parts for f in files], str(root), root_name=root.name)
+    return [(parts, str(f), f.read_bytes()) for f, parts in zip(files, rel) if parts is not None]
+
+
+def _relative_parts(all_parts, source: str, root_name: str | None = None):
+    """Map each file's path parts to (split, theme, debate, side, file), or None when outside the args tree.
+
+    Accepts the corpus root, ``02-extracted-arguments`` itself, or a single split folder.
+    """
+    if root_name in SPLITS:  # a single split folder was given
+        return [(root_name, *parts) if not _hidden(parts) else None for parts in all_parts]
+    out = []
+    found = False
+    for parts in all_parts:
+        if _hidden(parts):
+            out.append(None)
+            continue
+        if ARGS_DIR in parts:
+            i = parts.index(ARGS_DIR)
+            rest = parts[i + 1 :]
+        elif root_name == ARGS_DIR:
+            rest = parts
+        else:
+            out.append(None)  # e.g. the corpus readme beside the args tree
+            continue
+        found = True
+        out.append(tuple(rest))
+    if not found:
+        raise CorpusError(
+            f"no {ARGS_DIR}/{{training,validation,test}} folders found in {source}; "
+            "pass the corpus zip, its unpacked root, its 02-extracted-arguments folder or one split folder"
+        )
+    return out
+
+
+def _hidden(parts) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+# --------------------------------------------------------------------------- building
+def _build(source: str, files, wanted: tuple[str, ...] | None) -> Corpus:
+    by_split: dict[str, list[Record]] = {}
+    digest = hashlib.sha256()
+    for parts, display, data in sorted(files, key=lambda t: t[0]):
+        if len(parts) != 5:
+            raise CorpusError(
+                f"unexpected file {display}: expected SPLIT/THEME/DEBATE/{{pro,con}}/XNN{{a-point,b-counter}}.txt"
+            )
+        split, theme, debate, side, fname = parts
+        if split not in SPLITS:
+            raise CorpusError(f"unexpected split folder {split!r} at {display}; expected one of {', '.join(SPLITS)}")
+        if wanted is not None and split not in wanted:
+            continue
+        m = FILE_RE.fullmatch(fname)
+        if m is None:
+            raise CorpusError(f"file name outside the pattern XNN{{a-point,b-counter}}.txt: {display}")
+        if side not in ("pro", "con"):
+            raise CorpusError(f"side folder must be pro or con, got {side!r}: {display}")
+        if m["side"] != side:
+            raise CorpusError(f"file {fname} lies in the {side!r} folder but is named {m['side']!r}: {display}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"file is not valid UTF-8 ({e.reason} at byte {e.start}): {display}") from None
+        text = text.strip()
+        if not text:
+            raise CorpusError(f"file has no text: {display}")
+        digest.update("/".join(parts).encode())
+        digest.update(b"\0")
+        digest.update(text.encode())
+        by_split.setdefault(split, []).append(
+            Record(split, theme, debate, side, int(m["number"]), "point" if m["kind"] == "a-point" else "counter",
+                   text, display)
+        )
+    if not by_split:
+        raise CorpusError(f"no argument files found in {source}" + (f" for splits {wanted}" if wanted else ""))
+    splits = {}
+    for name in SPLITS:
+        if name in by_split:
+            splits[name] = _pair(name, by_split[name])
+    return Corpus(source=source, splits=splits, fingerprint=digest.hexdigest()[:16])
+
+
+def _pair(name: str, records: list[Record]) -> Split:
+    slots: dict[tuple, dict[str, Record]] = {}
+    for r in records:
+        key = (r.theme, r.debate, r.side, r.number)
+        slot = slots.setdefault(key, {})
+        if r.kind in slot:  # cannot happen with a file system, but a zip may hold duplicate names
+            raise CorpusError(f"duplicate {r.kind} for {key}: {slot[r.kind].source} and {r.source}")
+        slot[r.kind] = r
+    pairs, unpaired = [], []
+    for key in sorted(slots):
+        slot = slots[key]
+        if "point" in slot and "counter" in slot:
+            pairs.append(Pair(slot["point"], slot["counter"]))
+        else:
+            unpaired.extend(slot.values())
+    return Split(name, records, pairs, unpaired)

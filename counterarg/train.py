@@ -1,0 +1,314 @@
+"""One full training run of the seed method: re-mine hard negatives, train, evaluate, checkpoint, per epoch.
+
+``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (tune.py) wraps it and this
+module never imports Ray. Every epoch's randomness is derived from (seed, epoch), and a checkpoint
+holds the model, the optimizer, the RNG states and the metric history, so a resumed run on CPU gives
+the same metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .corpus import Corpus, load_corpus
+from .features import TextFeatures, TextTable
+from .io import atomic_replace_dir, atomic_write_text, append_jsonl
+from .loss import combined_loss
+from .mining import mine_negatives
+from .model import EncoderError, Heads, pick_device, set_threads_from_env
+from .schedules import random_rate
+
+Report = Callable[[dict, Path], None]
+STATE_FILE = "state.pt"
+# fields that may differ between a checkpoint and the run resuming it
+RESUMABLE_CHANGES = {"epochs", "test_every", "eval_training", "device", "cache_dir", "index", "shards"}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on: a NaN/inf loss (naming epoch and step), or a checkpoint that does not fit."""
+
+
+def _say(msg: str, progress: bool) -> None:
+    if progress:
+        print(f"[counterarg] {msg}", flush=True)
+
+
+class Run:
+    """The pieces of one run, built once from a config: corpus, features, heads, optimizer, pools."""
+
+    def __init__(self, config: Config, *, progress: bool = True, corpus: Corpus | None = None,
+                 eval_splits: list[str] | None = None):
+        set_threads_from_env()
+        self.config, self.progress = config, progress
+        self.device = pick_device(config.device)
+        self.corpus = corpus or load_corpus(config.corpus)
+        if self.corpus.is_demo:
+            _say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
+                 "(pass --corpus PATH for ArguAna)", progress)
+        self.table = TextTable.from_corpus(self.corpus)
+        torch.manual_seed(config.seed)
+        self.features = TextFeatures(config, self.table, self.device, progress=progress)
+        torch.manual_seed(config.seed)
+        self.heads = Heads(self.features.hidden, config.sim_dim).to(self.device)
+        groups = [{"params": list(self.heads.parameters()), "lr": config.lr}]
+        enc_params = [p for p in self.features.trainable.parameters() if p.requires_grad]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": config.encoder_lr})
+        opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(groups, weight_decay=config.weight_decay)
+        if eval_splits is None:
+            eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
+                           and (s != "training" or config.eval_training)]
+        self.eval_splits = eval_splits
+        from .tasks import build_pools
+
+        self.pools = {s: build_pools(self.corpus.split(s)) for s in self.eval_splits}
+
+    # ------------------------------------------------------------------ embeddings
+    def embed_split(self, split: str) -> dict[str, torch.Tensor]:
+        """h and s for every pair's point and counter of a split (eval mode, no gradients)."""
+        ids = self.table.splits[split]
+        with torch.no_grad():
+            h_p = self.features.embed(ids.point)  # [Q, H]
+            h_c = self.features.embed(ids.counter)  # [Q, H]
+            return {"h_p": h_p, "h_c": h_c, "s_p": self.heads.similarity(h_p), "s_c": self.heads.similarity(h_c)}
+
+    def mine(self, emb: dict[str, torch.Tensor], split: str, rate: float, rng: np.random.Generator):
+        ids = self.table.splits[split]
+        cfg = self.config
+        return mine_negatives(
+            emb["s_p"].cpu().numpy(), emb["s_c"].cpu().numpy(), rate, rng,
+            point_keys=ids.point, counter_keys=ids.counter,
+            index_backend=cfg.index,
+            index_options={"leaf_size": cfg.leaf_size, "shards": cfg.shards, "block_size": cfg.block_size},
+        )
+
+    def negative_tids(self, split: str, negatives: np.ndarray) -> np.ndarray:
+        ids = self.table.splits[split]
+        n = len(ids.point)
+        return np.where(negatives < n, ids.point[np.minimum(negatives, n - 1)], ids.counter[np.maximum(negatives - n, 0)])
+
+    def loss(self, h_p, h_c, h_n):
+        s_p, s_c, s_n = (self.heads.similarity(h) for h in (h_p, h_c, h_n))  # [B, d] each
+        logits_pos = self.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
+        logits_neg = self.heads.classify(s_p, s_n, h_p, h_n)  # [B, 2]
+        c = self.config
+        return combined_loss(s_p, s_c, s_n, logits_pos, logits_neg, margin=c.margin, p=c.p,
+                             w_triplet=c.w_triplet, w_pos=c.w_pos, w_neg=c.w_neg)
+
+    # ------------------------------------------------------------------ one epoch
+    def train_epoch(self, epoch: int) -> dict:
+        cfg = self.config
+        t0 = time.perf_counter()
+        rate = random_rate(cfg, epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        emb = self.embed_split("training")
+        t_mine = time.perf_counter()
+        mined = self.mine(emb, "training", rate, rng)
+        t_mine = time.perf_counter() - t_mine
+        ids = self.table.splits["training"]
+        neg = self.negative_tids("training", mined.negatives)
+        n = len(ids.point)
+        if n < cfg.batch_size:
+            raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
+        perm = rng.permutation(n)
+        steps = n // cfg.batch_size  # drop_last, as the seed
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
+        self.heads.train()
+        self.features.train()
+        sums = {"loss": 0.0, "triplet": 0.0, "ce_pos": 0.0, "ce_neg": 0.0}
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
+                   unit="step", leave=False, mininterval=1.0)
+        for step in bar:
+            rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            tids = torch.from_numpy(np.concatenate([ids.point[rows], ids.counter[rows], neg[rows]]))  # [3B]
+            h = self.features(tids)  # [3B, H]
+            h_p, h_c, h_n = h.split(len(rows))
+            total, parts = self.loss(h_p, h_c, h_n)
+            if not torch.isfinite(total):
+                raise TrainingError(f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
+                                    f"(lr={cfg.lr}, margin={cfg.margin}); stopping")
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self.optimizer.step()
+            sums["loss"] += total.item()
+            for k, v in parts.items():
+                sums[k] += v.item()
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
+        self.heads.eval()
+        self.features.eval()
+        row = {
+            "epoch": epoch + 1,
+            "train/loss": sums["loss"] / steps,
+            "train/triplet": sums["triplet"] / steps,
+            "train/ce_pos": sums["ce_pos"] / steps,
+            "train/ce_neg": sums["ce_neg"] / steps,
+            "mining/rate": rate,
+            "mining/hard": mined.n_hard,
+            "mining/random": mined.n_random,
+            "time/mining_s": t_mine,
+            "time/train_s": time.perf_counter() - t0,
+        }
+        return row
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, epoch: int) -> dict:
+        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch."""
+        from .evaluate import evaluate_split
+
+        cfg = self.config
+        t0 = time.perf_counter()
+        row: dict = {}
+        last = epoch + 1 == cfg.epochs
+        for split in self.eval_splits:
+            if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
+                continue
+            emb = self.embed_split(split)
+            if split == "validation" and len(emb["s_p"]) >= 2:
+                mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
+                n = len(emb["s_p"])
+                neg = torch.as_tensor(mined.negatives, device=self.device)
+                all_h = torch.cat([emb["h_p"], emb["h_c"]])  # [2Q, H]
+                with torch.no_grad():
+                    total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg])
+                row["validation/loss"] = total.item()
+                del n
+            with torch.no_grad():
+                row.update(evaluate_split(
+                    split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify,
+                    mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks,
+                ))
+        row["time/eval_s"] = time.perf_counter() - t0
+        return row
+
+    # ------------------------------------------------------------------ state
+    def state(self, epoch: int, history: list[dict]) -> dict:
+        return {
+            "epoch": epoch,
+            "config": self.config.to_dict(),
+            "heads": self.heads.state_dict(),
+            "encoder": self.features.trainable.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "history": history,
+        }
+
+    def load_state(self, state: dict) -> None:
+        try:
+            self.heads.load_state_dict(state["heads"])
+            self.features.trainable.load_state_dict(state["encoder"])
+        except RuntimeError as e:
+            raise TrainingError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
+                                f"{str(e).splitlines()[0]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+
+
+def read_checkpoint(folder: str | Path) -> dict:
+    """Load a checkpoint folder's state, with a clear error when it is not one."""
+    path = Path(folder)
+    f = path / STATE_FILE if path.is_dir() else path
+    if not f.exists():
+        raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
+    return torch.load(f, map_location="cpu", weights_only=False)
+
+
+def check_resumable(config: Config, saved: dict, source: Path) -> None:
+    diffs = {k: (saved.get(k), v) for k, v in config.to_dict().items()
+             if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
+        raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
+
+
+def prepare_features(config: Config, *, progress: bool = True) -> None:
+    """Build the on-disk feature cache for ``config`` (a sweep driver calls this before its trials)."""
+    corpus = load_corpus(config.corpus)
+    table = TextTable.from_corpus(corpus)
+    TextFeatures(config, table, pick_device(config.device), progress=progress)
+
+
+def train(
+    config: Config,
+    out_dir: str | Path,
+    report: Report | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
+
+    Writes ``config.json``, appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
+    atomically after each epoch, then calls ``report(row, checkpoint_dir)``. ``resume_from`` is a
+    checkpoint folder; the run continues at the epoch after it.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history: list[dict] = []
+    start = 0
+    saved = None
+    if resume_from is not None:
+        saved = read_checkpoint(resume_from)
+        check_resumable(config, saved["config"], Path(resume_from))
+        start, history = saved["epoch"], list(saved["history"])
+    try:
+        run = Run(config, progress=progress)
+    except EncoderError as e:
+        raise TrainingError(str(e)) from None
+    if "training" not in run.corpus.splits:
+        raise TrainingError(f"corpus {run.corpus.source} has no training split")
+    if saved is not None:
+        run.load_state(saved)
+        _say(f"resumed from {resume_from} after epoch {start}", progress)
+    config.save(out / "config.json")
+    metrics_path = out / "metrics.jsonl"
+    import json
+
+    atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    ckpt = out / "checkpoint"
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        row = run.train_epoch(epoch)
+        row.update(run.evaluate(epoch))
+        row["time/epoch_s"] = time.perf_counter() - t0
+        for k, v in row.items():
+            if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):
+                raise TrainingError(f"metric {k} is {v} at epoch {epoch + 1}")
+        history.append(row)
+        state = run.state(epoch + 1, history)
+
+        def fill(folder: Path) -> None:
+            torch.save(state, folder / STATE_FILE)
+            config.save(folder / "config.json")
+
+        atomic_replace_dir(ckpt, fill)
+        append_jsonl(metrics_path, row)
+        if progress:
+            _say(_epoch_line(row), True)
+        if report is not None:
+            report(row, ckpt)
+    return history
+
+
+def _epoch_line(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train/loss']:.4f}", f"rate {row['mining/rate']:.2f}",
+             f"hard {row['mining/hard']} random {row['mining/random']}"]
+    for key in ("validation/loss", "validation/mean/acc@1", "test/mean/acc@1"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts.append(f"{row['time/epoch_s']:.1f}s")
+    return " | ".join(parts)

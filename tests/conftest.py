@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny random BERT, the generated demo corpus, and the real corpus when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CORPUS = REPO.parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep test caches out of the user's ~/.cache."""
+    old = os.environ.get("COUNTERARG_CACHE")
+    os.environ["COUNTERARG_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("COUNTERARG_CACHE", None)
+    else:
+        os.environ["COUNTERARG_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    from counterarg.testing import make_tiny_encoder
+
+    return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def real_corpus() -> Path:
+    if not REAL_CORPUS.exists():
+        pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (it lives in ../shared beside the repo)")
+    return REAL_CORPUS

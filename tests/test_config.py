@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from counterarg.config import Config, ConfigError, FIELD_NAMES
+
+
+def test_defaults_and_roundtrip(tmp_path):
+    cfg = Config()
+    assert cfg.margin == 1.0 and cfg.p == 2.0 and cfg.sim_dim == 128 and cfg.max_length == 256
+    cfg.save(tmp_path / "c.json")
+    assert Config.load(tmp_path / "c.json") == cfg
+    assert set(json.loads((tmp_path / "c.json").read_text())) == set(FIELD_NAMES)
+
+
+def test_set_parses_types():
+    cfg = Config().with_overrides(["schedule=fixed", "rate=0.5", "epochs=3", "finetune=top:1", "ks=1,3",
+                                   "eval_training=true", "corpus=none"])
+    assert (cfg.schedule, cfg.rate, cfg.epochs, cfg.finetune, cfg.ks, cfg.eval_training, cfg.corpus) == \
+        ("fixed", 0.5, 3, "top:1", (1, 3), True, None)
+    assert cfg.trainable_layers == 1
+
+
+@pytest.mark.parametrize("item, word", [
+    ("marginn=1", "marginn"), ("schedule=sometimes", "schedule"), ("epochs=two", "epochs"),
+    ("finetune=top:0", "finetune"), ("rate=1.5", "rate"), ("lr=-1", "lr"), ("noequals", "FIELD=VALUE"),
+])
+def test_bad_keys_and_values_name_themselves(item, word):
+    with pytest.raises(ConfigError, match=word):
+        Config().with_overrides([item])
+
+
+def test_from_dict_rejects_unknown_and_wrong_types():
+    with pytest.raises(ConfigError, match="unknown config field"):
+        Config.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="epochs"):
+        Config.from_dict({"epochs": 2.5})
+    with pytest.raises(ConfigError, match="seed"):
+        Config.from_dict({"seed": True})
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    with pytest.raises(ConfigError, match="bad.json"):
+        Config.load(bad)

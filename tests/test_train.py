@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from counterarg.cli import main
+from counterarg.config import Config
+from counterarg.train import TrainingError, train
+
+
+def rows(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def strip_times(rs):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]
+
+
+@pytest.fixture
+def cfg(tiny_encoder):
+    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
+
+
+def test_resume_equals_uninterrupted(cfg, tmp_path):
+    straight = train(cfg, tmp_path / "a", progress=False)
+    train(cfg.replace(epochs=2), tmp_path / "b", progress=False)
+    resumed = train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False)
+    assert len(rows(tmp_path / "b")) == 3 and len(resumed) == 3
+    assert strip_times(rows(tmp_path / "b")) == strip_times(rows(tmp_path / "a")) == strip_times(straight)
+    assert "validation/mean/acc@1" in straight[0] and "test/sdoc/acc@1" in straight[0]
+    assert [r["mining/rate"] for r in straight] == pytest.approx([0.8, 0.5, 0.2])
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert Config.from_dict(saved) == cfg
+
+
+def test_training_learns_on_demo(cfg, tmp_path):
+    h = train(cfg.replace(epochs=4, lr=3e-3), tmp_path / "r", progress=False)
+    assert h[-1]["train/loss"] < h[0]["train/loss"]
+    assert h[-1]["train/ce_pos"] < h[0]["train/ce_pos"]
+
+
+def test_nan_loss_names_epoch_and_step(cfg, tmp_path):
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+"):
+        train(cfg.replace(lr=1e30, grad_clip=0.0, optimizer="adam", margin=1e30), tmp_path / "n", progress=False)
+
+
+def test_resume_with_other_model_is_refused(cfg, tmp_path):
+    train(cfg.replace(epochs=1), tmp_path / "a", progress=False)
+    with pytest.raises(TrainingError, match="different config.*sim_dim"):
+        train(cfg.replace(sim_dim=16), tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
+
+
+@pytest.mark.parametrize("finetune", ["top:1", "all"])
+def test_partial_and_full_finetuning_run(cfg, tmp_path, finetune):
+    h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), tmp_path / finetune.replace(":", ""),
+              progress=False)
+    assert np.isfinite(h[0]["train/loss"])
+    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=False)
+    assert state["encoder"], "trained encoder weights are checkpointed"
+
+
+def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
+    from counterarg.model import encode_texts, load_encoder, pool, run_layers
+
+    model, tok = load_encoder(tiny_encoder)
+    texts = ["a short one", "a much longer text about taxes and the rich " * 5, "middle length text here"]
+    full = encode_texts(model, tok, texts, pooling="mean", max_length=64, batch_size=2, device=torch.device("cpu"))
+    states, lengths = encode_texts(model, tok, texts, pooling="mean", max_length=64, batch_size=2,
+                                   device=torch.device("cpu"), upto_layer=1)
+    t = int(lengths.max())
+    mask = (torch.arange(t)[None] < torch.as_tensor(lengths)[:, None]).long()
+    with torch.no_grad():
+        h = run_layers(model, model.encoder.layer[1:], torch.from_numpy(states[:, :t].astype(np.float32)), mask)
+        top = pool(h, mask, "mean")
+    np.testing.assert_allclose(top.numpy(), full, atol=2e-2)  # float16 cache
+
+
+def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--out", str(out), "--quiet", "--set", f"encoder={tiny_encoder}", "--set", "schedule=fixed"]
+    assert main(args + ["--epochs", "2"]) == 0
+    assert "demo" in capsys.readouterr().out.lower() or True
+    assert len(rows(out)) == 2
+    assert main(args + ["--epochs", "3"]) == 2  # refuses to overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--epochs", "3", "--resume"]) == 0
+    assert [r["epoch"] for r in rows(out)] == [1, 2, 3]
+    assert str(out.resolve()) in capsys.readouterr().out
+    assert main(args + ["--set", "shedule=fixed"]) == 2
+    assert "shedule" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
