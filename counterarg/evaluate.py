@@ -1,0 +1,359 @@
+"""Scoring of the eight retrieval tasks: retrieval or classifier rerank, acc@k, MRR, the table.
+
+Two modes, both vectorised (no Python loop over queries or pairs):
+
+``retrieval``
+    rank each query's pool by distance in the similarity space: squared L2 (the seed's; same order
+    as L2) or cosine distance ``1 - cos``. Passing the raw pooled encoder outputs with
+    ``metric="cosine"`` gives the zero-shot baseline.
+``rerank``
+    the seed's evaluator, with its query bug fixed (the seed fed counter ``i`` instead of point
+    ``i``): take the ``rerank_k`` nearest candidates of the pool by distance, reorder those by the
+    pair classifier's probability of the positive class (softmax column 1); candidates past
+    ``rerank_k`` keep their distance order after them.
+
+**Ties.** Candidates at equal distance are ordered by candidate index, lower first, except the
+true counter, which is always placed *after* every candidate it ties with (in distance, and within
+the reranked top ``k`` in probability): a degenerate model (e.g. all embeddings equal) gets the
+worst rank, never a lucky acc@1. :func:`rank_candidates` (no true counter) orders equal distances
+by index and equal probabilities by distance order.
+
+**How the rank is found without sorting.** With that tie rule the distance rank of the true
+counter is ``#{pool members with distance <= its distance}``, one comparison over the ``[B, 2Q]``
+distance block. For rerank, only queries whose true counter is within the top ``k`` can move, and
+its new rank is ``1 + #{other top-k members with probability >= its probability}``. The other
+top-k members come from a ``topk`` over the masked distance block (rows with ties at the cut are
+redone by a stable sort, so the lower index wins). The classifier runs once over the
+deduplicated union of (query, candidate) pairs of all tasks, in chunks, so the eight tasks cost
+little more than the largest one.
+
+Metrics: ``acc@k`` = fraction of queries whose true counter ranks within the top ``k`` (acc@1 is
+the paper's accuracy); ``mrr`` = mean of ``1 / rank``. Keys are flat: ``{split}/{task}/acc@{k}``,
+``{split}/{task}/mrr``, and ``{split}/mean/...`` averaged over the evaluated tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .tasks import TASKS, EvaluationError, Pools, check_tasks
+
+__all__ = [
+    "EvaluationError", "TASKS", "evaluate_split", "query_ranks", "metrics_from_ranks",
+    "rank_candidates", "format_table", "metric_key",
+]
+
+#: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
+Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+MODES = ("retrieval", "rerank")
+METRICS = ("l2", "cosine")
+#: elements of one [B, 2Q] distance block (bounds memory: ~4M float64 = 32 MiB per tensor)
+BLOCK_ELEMENTS = 1 << 22
+#: pairs per classifier call
+CLASSIFY_CHUNK = 8192
+
+
+# --------------------------------------------------------------------------- helpers
+def metric_key(split: str, task: str, measure: str) -> str:
+    """The flat metric name, e.g. ``metric_key("validation", "mean", "acc@1")``."""
+    return f"{split}/{task}/{measure}"
+
+
+def _tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.Tensor:
+    """``x`` as a 2-D float tensor with ``rows`` rows, or an :class:`EvaluationError` saying why not."""
+    if x is None:
+        raise EvaluationError(f"split {split!r}: {name} is required")
+    t = torch.as_tensor(x)
+    if device is not None:
+        t = t.to(device)
+    if t.ndim != 2:
+        raise EvaluationError(f"split {split!r}: {name} must be 2-D [rows, dim], got shape {tuple(t.shape)}")
+    if rows is not None and t.shape[0] != rows:
+        raise EvaluationError(
+            f"split {split!r}: {name} has {t.shape[0]} rows but the pools have {rows} queries"
+        )
+    if not t.is_floating_point():
+        t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise EvaluationError(f"split {split!r}: {name} contains NaN or infinite values")
+    return t.detach()
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    """float64 for distances where available: fewer spurious ties/flips from rounding."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
+    """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
+
+    L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
+    fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
+    """
+    if metric == "cosine":
+        return torch.mm(query, cand.T).neg_()  # [B, C]
+    return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
+
+
+def _prepare(x: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
+    x = x.to(dtype)
+    return F.normalize(x, dim=1) if metric == "cosine" else x
+
+
+def _check_options(mode: str, metric: str, rerank_k: int, ks: Sequence[int]) -> None:
+    if mode not in MODES:
+        raise EvaluationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if metric not in METRICS:
+        raise EvaluationError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    if int(rerank_k) < 1:
+        raise EvaluationError(f"rerank_k must be >= 1, got {rerank_k!r}")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise EvaluationError(f"ks must be a non-empty list of integers >= 1, got {ks!r}")
+
+
+def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
+    """Positive-class probability ``[M]`` of each (query, candidate) pair coded ``q * n_cand + c``."""
+    out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    with torch.no_grad():
+        for start in range(0, keys.shape[0], CLASSIFY_CHUNK):
+            k = keys[start:start + CLASSIFY_CHUNK]  # [m]
+            qi, ci = k // n_cand, k % n_cand  # [m], [m]
+            logits = classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci])  # [m, 2]
+            logits = torch.as_tensor(logits)
+            if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
+                raise EvaluationError(
+                    f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
+                )
+            out[start:start + k.shape[0]] = torch.softmax(logits.float(), dim=1)[:, 1].to(out.device)
+    return out
+
+
+# --------------------------------------------------------------------------- ranks
+def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
+                classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
+                rerank_k: int = 10, tasks: Sequence[str] = TASKS,
+                split_name: str | None = None) -> dict[str, torch.Tensor]:
+    """1-based rank of every query's true counter in its pool, per task: ``{task: LongTensor [Q]}``.
+
+    Arguments as in :func:`evaluate_split` (``split_name`` defaults to ``pools.split`` and only
+    names the split in error messages). Runs on the device of ``point_sim``.
+    """
+    split = split_name or pools.split
+    tasks = check_tasks(tasks)
+    _check_options(mode, metric, rerank_k, (1,))
+    q = pools.num_queries
+    if q == 0:
+        raise EvaluationError(f"split {split!r} has no queries (no (point, counter) pairs)")
+    ps = _tensor(point_sim, "point_sim", q, split)  # [Q, d]
+    device = ps.device
+    cs = _tensor(counter_sim, "counter_sim", q, split, device)  # [Q, d]
+    if cs.shape[1] != ps.shape[1]:
+        raise EvaluationError(
+            f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}"
+        )
+    rerank = mode == "rerank" and rerank_k > 1  # reranking a single candidate changes nothing
+    if mode == "rerank":
+        if classify is None:
+            raise EvaluationError(f"split {split!r}: mode 'rerank' needs a classify function")
+        ph = _tensor(point_h, "point_h", q, split, device)  # [Q, H]
+        ch = _tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
+        if ch.shape[1] != ph.shape[1]:
+            raise EvaluationError(
+                f"split {split!r}: point_h has dim {ph.shape[1]} but counter_h has dim {ch.shape[1]}"
+            )
+
+    n_cand = 2 * q
+    wd = _work_dtype(device)
+    query = _prepare(ps, metric, wd)  # [Q, d]
+    cand = torch.cat([_prepare(cs, metric, wd), query])  # [2Q, d]: counters, then points
+    for t in tasks:  # empty pools cannot happen for true pairs; guard anyway (hand-made Pools)
+        if (pools.pool_sizes(t) < 1).any():
+            raise EvaluationError(f"split {split!r}, task {t!r}: a query has an empty candidate pool")
+
+    cand_sq = (cand * cand).sum(1) if metric == "l2" else None  # [2Q]
+    ranks = {t: torch.empty(q, dtype=torch.long, device=device) for t in tasks}
+    pending = {t: [] for t in tasks}  # rerank: (query ids [n], top ids [n, k-1], valid [n, k-1])
+    block = max(1, BLOCK_ELEMENTS // n_cand)
+    kk = min(rerank_k - 1, n_cand)  # other members of the top k besides the true counter
+    inf = float("inf")
+    dense = {"epc", "epa"} & set(tasks)  # whole-split pools: columns of the distance block itself
+    for start in range(0, q, block):
+        rows = slice(start, min(q, start + block))
+        qi = torch.arange(rows.start, rows.stop, device=device)  # [B]
+        b = torch.arange(qi.shape[0], device=device)  # [B]
+        dist = _row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
+        d_true = dist[b, qi]  # [B]
+        if dense:
+            # at or before the true counter (ties count before it)
+            not_after = dist <= d_true[:, None]  # [B, 2Q]
+        for t in tasks:
+            if t == "epc":
+                r_d = not_after[:, :q].sum(1)  # [B]; the true counter counts itself
+            elif t == "epa":
+                r_d = not_after.sum(1) - not_after[b, q + qi].long()  # [B]; minus the own point
+            else:
+                ids, valid = pools.index(t, rows, device)  # [B, P], [B, P]
+                dc = dist.gather(1, ids).masked_fill_(~valid, inf)  # [B, P]
+                r_d = (dc <= d_true[:, None]).sum(1)  # [B]
+            ranks[t][rows] = r_d
+            if not rerank:
+                continue
+            need = torch.nonzero(r_d <= rerank_k).flatten()  # [n]: rows whose true counter can move
+            if need.numel() == 0:
+                continue
+            n = torch.arange(need.shape[0], device=device)
+            if t == "epc":
+                dm = dist[need, :q]  # [n, Q]; fancy indexing copies
+                dm[n, qi[need]] = inf
+                cols = None
+            elif t == "epa":
+                dm = dist[need]  # [n, 2Q]
+                dm[n, qi[need]] = inf
+                dm[n, q + qi[need]] = inf
+                cols = None
+            else:
+                dm = dc[need]  # [n, P]
+                cols = ids[need]  # [n, P]
+                dm.masked_fill_(cols == qi[need][:, None], inf)  # the true counter is handled apart
+            width = min(kk, dm.shape[1])
+            vals, top = torch.topk(dm, width, dim=1, largest=False, sorted=True)  # [n, k-1]
+            valid_top = torch.isfinite(vals)  # [n, k-1]; pools smaller than k are padded
+            # topk picks arbitrarily among candidates tied at the cut; redo those rows by a stable
+            # sort (columns are in candidate order, so the lower index wins). Needs exact ties.
+            cut = vals[:, -1]  # [n]
+            over = torch.nonzero(torch.isfinite(cut) & ((dm <= cut[:, None]).sum(1) > width)).flatten()
+            if over.numel():
+                top[over] = torch.sort(dm[over], dim=1, stable=True).indices[:, :width]
+            top_ids = top if cols is None else cols.gather(1, top)  # [n, k-1] candidate ids
+            pending[t].append((qi[need], top_ids, valid_top))
+
+    if rerank and any(pending.values()):
+        parts = []
+        for t in tasks:
+            for qn, ids, valid in pending[t]:
+                parts.append(qn * n_cand + qn)  # the true pair
+                parts.append((qn[:, None] * n_cand + ids)[valid])  # [n_valid]
+        keys = torch.unique(torch.cat(parts))  # sorted; each pair classified once for all tasks
+        probs = _probabilities(classify, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]))
+        for t in tasks:
+            for qn, ids, valid in pending[t]:
+                p_true = probs[torch.searchsorted(keys, qn * n_cand + qn)]  # [n]
+                at = torch.searchsorted(keys, qn[:, None] * n_cand + ids).clamp_max(keys.shape[0] - 1)
+                p_other = probs[at]  # [n, k-1]; padded slots are masked by ``valid``
+                ahead = (valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead
+                ranks[t][qn] = 1 + ahead
+    return ranks
+
+
+def metrics_from_ranks(split: str, ranks: dict[str, torch.Tensor], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """acc@k and MRR per task and their mean over the tasks, as flat keys."""
+    out: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for t, r in ranks.items():
+        r = torch.as_tensor(r).double()
+        vals = {f"acc@{k}": float((r <= k).double().mean()) for k in ks}
+        vals["mrr"] = float((1.0 / r).mean())
+        for name, v in vals.items():
+            out[metric_key(split, t, name)] = v
+            sums[name] = sums.get(name, 0.0) + v
+    for name, v in sums.items():
+        out[metric_key(split, "mean", name)] = v / len(ranks)
+    return out
+
+
+def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
+                   classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
+                   rerank_k: int = 10, ks: Sequence[int] = (1, 5, 10),
+                   tasks: Sequence[str] = TASKS) -> dict[str, float]:
+    """Evaluate one split on the given tasks; returns flat metrics (see module doc).
+
+    ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
+    arrays, any device); ``point_h``/``counter_h``: ``[Q, H]`` raw pooled encoder outputs, needed
+    for ``mode="rerank"`` together with ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the
+    model in eval mode first; it is called under ``torch.no_grad``). Raises
+    :class:`EvaluationError` for an empty split or pool and for embeddings whose row count differs
+    from ``pools.num_queries``.
+    """
+    _check_options(mode, metric, rerank_k, ks)
+    if pools.num_queries == 0:
+        raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
+    ranks = query_ranks(pools, point_sim, counter_sim, point_h, counter_h, classify, mode=mode,
+                        metric=metric, rerank_k=rerank_k, tasks=tasks, split_name=split_name)
+    return metrics_from_ranks(split_name, ranks, ks)
+
+
+# --------------------------------------------------------------------------- one query
+def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Classify | None = None,
+                    mode: str = "retrieval", metric: str = "l2", rerank_k: int = 10,
+                    k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rank candidate counters for one argument (``counterarg rank``).
+
+    ``query_sim [d]``, ``cand_sim [C, d]`` (``query_h [H]``, ``cand_h [C, H]`` and ``classify`` for
+    rerank). Returns ``(ids, scores)`` of the best ``k`` (default all) candidates, best first:
+    ``ids`` index ``cand_sim`` rows; ``scores`` are distances (L2, or ``1 - cos``) in retrieval mode
+    and positive-class probabilities in rerank mode, NaN for candidates past ``rerank_k`` (they keep
+    distance order). Ties: lower index first.
+    """
+    _check_options(mode, metric, rerank_k, (1,))
+    qs = torch.as_tensor(query_sim)
+    qs = qs.reshape(1, -1) if qs.ndim == 1 else qs
+    cs = _tensor(cand_sim, "cand_sim", None, "rank", qs.device)  # [C, d]
+    qs = _tensor(qs, "query_sim", 1, "rank", qs.device)  # [1, d]
+    if cs.shape[0] == 0:
+        raise EvaluationError("rank: no candidates given")
+    if cs.shape[1] != qs.shape[1]:
+        raise EvaluationError(f"rank: query_sim has dim {qs.shape[1]} but cand_sim has dim {cs.shape[1]}")
+    wd = _work_dtype(qs.device)
+    qv, cv = _prepare(qs, metric, wd), _prepare(cs, metric, wd)  # [1, d], [C, d]
+    if metric == "l2":
+        dist = (cv - qv).pow(2).sum(1).sqrt()  # [C]; exact differences: C is small here
+    else:
+        dist = 1.0 - (cv @ qv[0])  # [C]
+    order = torch.sort(dist, stable=True).indices  # [C]
+    scores = dist[order].double()  # [C]
+    if mode == "rerank":
+        if classify is None:
+            raise EvaluationError("rank: mode 'rerank' needs a classify function")
+        qh = torch.as_tensor(query_h).reshape(1, -1) if query_h is not None else None
+        qh = _tensor(qh, "query_h", 1, "rank", qs.device)  # [1, H]
+        ch = _tensor(cand_h, "cand_h", cs.shape[0], "rank", qs.device)  # [C, H]
+        top = order[:rerank_k]  # [k]
+        n = top.shape[0]
+        with torch.no_grad():
+            logits = torch.as_tensor(classify(qs.expand(n, -1), cs[top], qh.expand(n, -1), ch[top]))  # [k, 2]
+        if logits.shape != (n, 2):
+            raise EvaluationError(f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={n}")
+        prob = torch.softmax(logits.float(), dim=1)[:, 1].double()  # [k]
+        re = torch.sort(-prob, stable=True).indices  # [k]; equal probabilities keep distance order
+        order = torch.cat([top[re], order[n:]])
+        scores = torch.cat([prob[re], torch.full((order.shape[0] - n,), float("nan"), dtype=torch.float64)])
+    if k is not None:
+        order, scores = order[:k], scores[:k]
+    return order.cpu().numpy(), scores.cpu().numpy()
+
+
+# --------------------------------------------------------------------------- table
+def format_table(metrics: dict[str, float], split: str, pools: Pools | None = None,
+                 ks: Sequence[int] = (1, 5, 10)) -> str:
+    """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size."""
+    names = [f"acc@{k}" for k in ks] + ["mrr"]
+    rows = [t for t in (*TASKS, "mean") if metric_key(split, t, "mrr") in metrics]
+    if not rows:
+        raise EvaluationError(f"no metrics for split {split!r} (keys look like '{split}/TASK/mrr')")
+    sizes = pools.sizes([t for t in rows if t != "mean"]) if pools is not None else {}
+    head = f"{split:<6}" + "".join(f"{n:>8}" for n in names) + (f"{'pool':>9}" if pools is not None else "")
+    lines = [head, "-" * len(head)]
+    for t in rows:
+        line = f"{t:<6}" + "".join(
+            f"{metrics[metric_key(split, t, n)]:>8.3f}" if metric_key(split, t, n) in metrics else f"{'-':>8}"
+            for n in names
+        )
+        if pools is not None:
+            line += f"{sizes[t]:>9.1f}" if t in sizes else f"{'':>9}"
+        lines.append(line)
+    return "\n".join(lines)
