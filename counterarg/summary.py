@@ -1,0 +1,368 @@
+"""Summary statistics and plots of a sweep, without Ray.
+
+Why a separate module: the numbers in summary.csv / summary.md are what people quote, so they are
+computed here from plain data (one :class:`TrialRecord` per trial: its flat config, its per-epoch
+metric rows, its status) where tests can check them by hand. ``counterarg.tune`` turns a Ray Tune
+``ResultGrid`` into these records; nothing here imports Ray.
+
+Conventions:
+
+* A trial's *best epoch* is the epoch with the best ``validation/mean/acc@1`` (ties: the earliest);
+  its validation and test metrics are reported at that epoch (model selection on validation only).
+* A trial's *group* names what it was run with apart from its seed: the strategy (from the
+  schedule and the ``rate*`` fields that schedule uses) plus any other Config field that varies
+  across the sweep (e.g. ``margin=0.5 lr=0.001``). Seeds are the repeats within a group.
+* ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
+  shown as "n/a".
+* Ray overhead of a trial = 1 - (time spent inside ``train()``) / (the trial's wall time in Tune),
+  summed over all trials for the sweep figure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .config import Config, FIELD_NAMES
+
+TASKS = ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa")
+DEFAULT_METRIC = "validation/mean/acc@1"
+DEFAULT_MODE = "max"
+TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
+WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
+
+#: Config fields each schedule reads; they name the strategy.
+SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
+    "fixed": ("rate",),
+    "decay": ("rate_start", "rate_step", "rate_floor"),
+    "random": (),
+    "cosine": ("rate_start", "rate_floor", "rate_period"),
+    "step": ("rate_start", "rate_every", "rate_gamma", "rate_floor"),
+}
+STRATEGY_FIELDS = ("schedule",) + tuple(sorted({f for fs in SCHEDULE_FIELDS.values() for f in fs}))
+#: Fields that never name a group: repeats, placement and paths that do not change the method.
+NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
+
+
+@dataclass
+class TrialRecord:
+    """One trial as plain data: enough for every number and plot in the summary."""
+
+    trial_id: str
+    config: dict[str, Any]  # flat Config fields
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, epoch ascending
+    status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
+    error: str | None = None  # short message for errored trials
+    path: str | None = None
+
+
+# ---------------------------------------------------------------------------------------- labels
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def strategy_label(config: dict[str, Any]) -> str:
+    """Name the random_rate strategy of a config, e.g. ``fixed(rate=0.8)`` or ``random``.
+
+    Derived from the config alone (the schedule and the fields that schedule reads), so a trial's
+    strategy is recoverable from its Config with no side channel.
+    """
+    full = {**Config().to_dict(), **config}
+    schedule = full["schedule"]
+    names = SCHEDULE_FIELDS.get(schedule, ())
+    if not names:
+        return schedule
+    return f"{schedule}(" + ", ".join(f"{n}={_fmt(full[n])}" for n in names) + ")"
+
+
+def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Config fields whose value differs between at least two of ``configs`` (sorted)."""
+    keys = sorted({k for c in configs for k in c})
+    out = []
+    for k in keys:
+        values = {repr(c.get(k)) for c in configs}
+        if len(values) > 1:
+            out.append(k)
+    return out
+
+
+def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
+    """Strategy plus every other varying field except the repeat (seed) fields."""
+    extra = [k for k in varying if k not in STRATEGY_FIELDS and k not in NON_GROUP_FIELDS]
+    parts = [strategy_label(config)] + [f"{k}={_fmt(config.get(k))}" for k in extra]
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------- tables
+def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch (the last one seen wins: an epoch repeated after a restore), ascending."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("epoch") is None or (isinstance(r["epoch"], float) and math.isnan(r["epoch"])):
+            continue
+        by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def best_row(history: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC,
+             mode: str = DEFAULT_MODE) -> dict[str, Any] | None:
+    """The epoch row with the best ``metric`` (earliest on ties), or None if none has it."""
+    best = None
+    for r in history:
+        v = r.get(metric)
+        if v is None or not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if best is None or (v > best[metric] if mode == "max" else v < best[metric]):
+            best = r
+    return best
+
+
+def metric_keys(history: Sequence[dict[str, Any]]) -> list[str]:
+    """The validation/ and test/ keys present in ``history``, in a stable order."""
+    keys = {k for r in history for k in r if k.startswith(("validation/", "test/"))}
+    return sorted(keys)
+
+
+def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
+                 mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
+    """summary.csv: one row per trial with config, status, best epoch and its val/test metrics."""
+    configs = [r.config for r in records]
+    varying = varying_fields(configs)
+    rows = []
+    for rec in records:
+        hist = dedupe_history(rec.history)
+        best = best_row(hist, metric, mode)
+        last = hist[-1] if hist else {}
+        row: dict[str, Any] = {
+            "trial_id": rec.trial_id,
+            "status": rec.status,
+            "group": group_label(rec.config, varying),
+            "strategy": strategy_label(rec.config),
+            "seed": rec.config.get("seed", Config().seed),
+            "epochs_done": int(last.get("epoch", 0)) if hist else 0,
+            "best_epoch": int(best["epoch"]) if best else None,
+            "error": rec.error or "",
+        }
+        train_s = last.get(TRAIN_TIME_KEY)
+        wall_s = last.get(WALL_TIME_KEY)
+        row["train_s"] = train_s
+        row["wall_s"] = wall_s
+        row["ray_overhead"] = (1.0 - train_s / wall_s) if (train_s and wall_s) else None
+        for k in sorted(rec.config):
+            row[f"config/{k}"] = rec.config[k]
+        for k in metric_keys(hist):
+            row[k] = best.get(k) if best else None
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per group: n (seeds with a value) and mean/std of each key over its trials' best epochs.
+
+    Trials without a best epoch (errored before the first one) are left out of the statistics.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    for g, members in groups.items():
+        stats: dict[str, Any] = {"n": 0, "trials": len(members)}
+        for k in keys:
+            vals = [m[k] for m in members if isinstance(m.get(k), (int, float))
+                    and not math.isnan(m[k])]
+            if vals:
+                stats[k] = _mean_std(vals)
+                stats["n"] = max(stats["n"], len(vals))
+        out[g] = stats
+    return out
+
+
+def test_acc1_keys(ks_task: Sequence[str] = TASKS, k: int = 1) -> list[str]:
+    return [f"test/{t}/acc@{k}" for t in ks_task] + [f"test/mean/acc@{k}"]
+
+
+def winners(stats: dict[str, dict[str, Any]], keys: Sequence[str]) -> dict[str, list[str]]:
+    """Per key, the group(s) with the highest mean (ties share the win)."""
+    out: dict[str, list[str]] = {}
+    for k in keys:
+        means = {g: s[k][0] for g, s in stats.items() if k in s}
+        if means:
+            top = max(means.values())
+            out[k] = [g for g, m in means.items() if math.isclose(m, top, rel_tol=0, abs_tol=1e-12)]
+    return out
+
+
+def overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Sweep-level Ray overhead: 1 - sum(train_s) / sum(wall_s) over trials that report both."""
+    pairs = [(r["train_s"], r["wall_s"]) for r in rows if r.get("train_s") and r.get("wall_s")]
+    if not pairs:
+        return {"train_s": None, "wall_s": None, "overhead": None}
+    t = sum(p[0] for p in pairs)
+    w = sum(p[1] for p in pairs)
+    return {"train_s": t, "wall_s": w, "overhead": 1.0 - t / w}
+
+
+def _pm(ms: tuple[float, float] | None) -> str:
+    if ms is None:
+        return "–"
+    m, s = ms
+    return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
+
+
+def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
+                     metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None) -> str:
+    """summary.md: per group mean ± std over seeds of each test task's acc@1, winners in bold."""
+    keys = test_acc1_keys()
+    stats = group_stats(rows, keys + [metric])
+    wins = winners(stats, keys)
+    lines = [f"# {title}", "",
+             f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) "
+             "over seeds; **bold** = best mean for that task.", ""]
+    header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for g in sorted(stats):
+        s = stats[g]
+        cells = [g, f"{s['n']}/{s['trials']}", _pm(s.get(metric))]
+        for k in keys:
+            c = _pm(s.get(k))
+            if g in wins.get(k, []):
+                c = f"**{c}**"
+            cells.append(c)
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Winners: " + "; ".join(
+        f"{k.split('/')[1]}: {', '.join(v)}" for k, v in wins.items()) if wins else "Winners: none")
+    errored = [r for r in rows if r["status"] == "ERROR"]
+    unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
+    lines.append("")
+    lines.append(f"Trials: {len(rows)} ({len(errored)} errored, {len(unfinished)} unfinished).")
+    for r in errored:
+        lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
+                     f"{r['epochs_done']} epochs done): {r['error']}")
+    for r in unfinished:
+        lines.append(f"- {r['status']} {r['trial_id']} ({r['group']}, seed {r['seed']})")
+    ov = overhead(rows)
+    lines.append("")
+    if ov["overhead"] is not None:
+        lines.append(f"Ray overhead: {100 * ov['overhead']:.1f}% of trial wall time outside train() "
+                     f"({ov['wall_s'] - ov['train_s']:.1f} s of {ov['wall_s']:.1f} s; target <= 10%).")
+    if sweep_wall_s is not None:
+        lines.append(f"Sweep wall time: {sweep_wall_s:.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    import pandas as pd
+
+    from .io import atomic_write_text
+
+    atomic_write_text(Path(path), pd.DataFrame(list(rows)).to_csv(index=False))
+
+
+# ---------------------------------------------------------------------------------------- plots
+def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC) -> None:
+    """``metric`` per epoch per group: mean over seeds, band = min..max over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    varying = varying_fields([r.config for r in records])
+    curves: dict[str, dict[int, list[float]]] = {}
+    for rec in records:
+        g = group_label(rec.config, varying)
+        for row in dedupe_history(rec.history):
+            v = row.get(metric)
+            if isinstance(v, (int, float)) and not math.isnan(v):
+                curves.setdefault(g, {}).setdefault(int(row["epoch"]), []).append(v)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for g in sorted(curves):
+        epochs = sorted(curves[g])
+        vals = [curves[g][e] for e in epochs]
+        mean = [sum(v) / len(v) for v in vals]
+        line, = ax.plot(epochs, mean, marker="o", ms=3, label=g)
+        ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals],
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per epoch (mean over seeds, band = min..max)")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Test acc@1 per task per group at the best epoch: mean bars with std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = test_acc1_keys()
+    stats = group_stats(rows, keys)
+    groups = sorted(stats)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.8 / max(1, len(groups))
+    for i, g in enumerate(groups):
+        xs, ms, ss = [], [], []
+        for j, k in enumerate(keys):
+            if k in stats[g]:
+                m, s = stats[g][k]
+                xs.append(j + (i - (len(groups) - 1) / 2) * width)
+                ms.append(m)
+                ss.append(0.0 if math.isnan(s) else s)
+        ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([k.split("/")[1] for k in keys])
+    ax.set_ylabel("test acc@1 (best epoch)")
+    ax.set_title("Test acc@1 per task (mean ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    if groups:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
+                  metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                  sweep_wall_s: float | None = None) -> dict[str, Any]:
+    """Write summary.csv, summary.md, curves.png and test_acc1.png into ``out_dir``.
+
+    Returns {"rows", "markdown", "paths"}.
+    """
+    from .io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(records, metric, mode)
+    md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s)
+    paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
+             "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
+    write_csv(rows, paths["csv"])
+    atomic_write_text(paths["md"], md)
+    plot_curves(records, paths["curves"], metric)
+    plot_task_bars(rows, paths["bars"])
+    return {"rows": rows, "markdown": md, "paths": paths}
+
+
+__all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
+           "group_stats", "winners", "overhead", "summary_markdown", "write_summary",
+           "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

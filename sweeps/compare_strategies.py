@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Compare random_rate strategies (fixed 0.8, decay 0.8-0.02*epoch, pure random) over seeds.
+
+Default: 3 strategies x 3 seeds on the Config defaults (frozen all-MiniLM-L6-v2, 20 epochs),
+experiment, summary.csv/.md and plots in results/compare_strategies/. See README "Sweeps".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from counterarg.tune import (DEFAULT_STRATEGIES, STRATEGIES, Sweep, add_common_args,
+                             base_from_args, parse_seeds, parse_strategy, run_from_args,
+                             strategy_grid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--strategies", default=None,
+                   help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
+                        f"{', '.join(STRATEGIES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
+    args = p.parse_args(argv)
+    strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
+                  if args.strategies else list(DEFAULT_STRATEGIES))
+    seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
+    name = args.name or ("compare_strategies_smoke" if args.smoke_test else "compare_strategies")
+    sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),
+                  cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+    run_from_args(args, sweep)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
