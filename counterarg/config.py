@@ -81,7 +81,7 @@ class Config:
     block_size: int = 4096
 
     # evaluation (tasks.py, evaluate.py)
-    eval_mode: str = "rerank"  # retrieval | rerank
+    eval_mode: str = "retrieval"  # retrieval | rerank (the seed's classifier rerank of the top rerank_k)
     eval_metric: str = "l2"  # l2 | cosine
     rerank_k: int = 10
     ks: tuple[int, ...] = (1, 5, 10)

@@ -8,6 +8,7 @@ the same metrics as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -72,6 +73,7 @@ class Run:
         from .tasks import build_pools
 
         self.pools = {s: build_pools(self.corpus.split(s)) for s in self.eval_splits}
+        self._indexes: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ embeddings
     def embed_split(self, split: str) -> dict[str, torch.Tensor]:
@@ -83,14 +85,35 @@ class Run:
             return {"h_p": h_p, "h_c": h_c, "s_p": self.heads.similarity(h_p), "s_c": self.heads.similarity(h_c)}
 
     def mine(self, emb: dict[str, torch.Tensor], split: str, rate: float, rng: np.random.Generator):
+        """The seed's mining rule over this split's point and counter trees, rebuilt on new embeddings.
+
+        Training mines with the configured backend; its trees are kept across epochs (``rebuild``
+        reuses the sharded backend's actors). The validation loss mines with ``exact``: every
+        backend returns the same neighbours, and no second set of shard actors is needed.
+        """
         ids = self.table.splits[split]
         cfg = self.config
-        return mine_negatives(
-            emb["s_p"].cpu().numpy(), emb["s_c"].cpu().numpy(), rate, rng,
-            point_keys=ids.point, counter_keys=ids.counter,
-            index_backend=cfg.index,
-            index_options={"leaf_size": cfg.leaf_size, "shards": cfg.shards, "block_size": cfg.block_size},
-        )
+        backend = cfg.index if split == "training" else "exact"
+        s_p, s_c = emb["s_p"].cpu().numpy(), emb["s_c"].cpu().numpy()  # [N, d] each
+        if split in self._indexes:
+            for index, x in zip(self._indexes[split], (s_p, s_c)):
+                index.rebuild(x)
+        else:
+            from .index import make_index_pair
+
+            self._indexes[split] = make_index_pair(
+                backend, s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,
+                device=str(self.device))
+        point_index, counter_index = self._indexes[split]
+        return mine_negatives(s_p, s_c, rate, rng, point_index=point_index, counter_index=counter_index,
+                              point_keys=ids.point, counter_keys=ids.counter)
+
+    def close(self) -> None:
+        """Release index resources (the sharded backend's Ray actors)."""
+        for pair in self._indexes.values():
+            for index in reversed(pair):
+                index.close()
+        self._indexes.clear()
 
     def negative_tids(self, split: str, negatives: np.ndarray) -> np.ndarray:
         ids = self.table.splits[split]
@@ -179,13 +202,11 @@ class Run:
             emb = self.embed_split(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
-                n = len(emb["s_p"])
                 neg = torch.as_tensor(mined.negatives, device=self.device)
                 all_h = torch.cat([emb["h_p"], emb["h_c"]])  # [2Q, H]
                 with torch.no_grad():
                     total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg])
                 row["validation/loss"] = total.item()
-                del n
             with torch.no_grad():
                 row.update(evaluate_split(
                     split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify,
@@ -276,10 +297,17 @@ def train(
         _say(f"resumed from {resume_from} after epoch {start}", progress)
     config.save(out / "config.json")
     metrics_path = out / "metrics.jsonl"
-    import json
-
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     ckpt = out / "checkpoint"
+    try:
+        _epochs(run, config, start, history, ckpt, metrics_path, report, progress)
+    finally:
+        run.close()
+    return history
+
+
+def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
+            metrics_path: Path, report: Report | None, progress: bool) -> None:
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         row = run.train_epoch(epoch)
@@ -301,7 +329,6 @@ def train(
             _say(_epoch_line(row), True)
         if report is not None:
             report(row, ckpt)
-    return history
 
 
 def _epoch_line(row: dict) -> str:

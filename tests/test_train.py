@@ -91,3 +91,19 @@ def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
     assert "shedule" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_index_backends_give_identical_runs(cfg, tmp_path):
+    """Mining is exact whatever the backend, so whole runs agree; the sharded trees share 2 actors."""
+    import ray
+
+    base = cfg.replace(epochs=2, schedule="fixed", rate=0.3)
+    ref = strip_times(train(base, tmp_path / "exact", progress=False))
+    try:
+        for backend in ("balltree", "sharded-balltree"):
+            got = strip_times(train(base.replace(index=backend, shards=2), tmp_path / backend, progress=False))
+            assert got == ref, backend
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
