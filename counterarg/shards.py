@@ -31,16 +31,20 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from counterarg.index import BallTreeIndex, as_float64, sort_rows, _check_queries
 
 
-def shard_bundles(shards: int, trial: dict[str, float] | None = None) -> list[dict[str, float]]:
+def shard_bundles(shards: int, trial: dict[str, float] | None = None,
+                  cpu_per_shard: float = 1.0) -> list[dict[str, float]]:
     """Placement-group bundles for a trial that uses ``shards`` shard actors.
 
-    ``[{"CPU": 1, **trial}, {"CPU": 1}, ... S times]``: bundle 0 is the trial itself (``trial``
-    adds or overrides its resources, e.g. ``{"GPU": 1}``), bundles 1..S one per shard actor.
-    Use as ``tune.PlacementGroupFactory(shard_bundles(S), strategy="PACK")``.
+    ``[{"CPU": 1, **trial}, {"CPU": cpu_per_shard}, ... S times]``: bundle 0 is the trial itself
+    (``trial`` adds or overrides its resources, e.g. ``{"GPU": 1}``), bundles 1..S one per shard
+    actor; each actor asks for exactly its bundle's CPU. Use as
+    ``tune.PlacementGroupFactory(shard_bundles(S), strategy="PACK")``.
     """
     if int(shards) < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    return [{"CPU": 1, **(trial or {})}] + [{"CPU": 1} for _ in range(int(shards))]
+    if not cpu_per_shard > 0:
+        raise ValueError(f"cpu_per_shard must be > 0, got {cpu_per_shard}")
+    return [{"CPU": 1, **(trial or {})}] + [{"CPU": float(cpu_per_shard)} for _ in range(int(shards))]
 
 
 @ray.remote(num_cpus=1)
@@ -127,7 +131,8 @@ class ShardedBallTree:
                 f"sharded-balltree with shards={self.shards} runs inside a placement group with "
                 f"{len(pg.bundle_specs)} bundle(s); it needs {self.shards + 1} "
                 f"(build the trial's PlacementGroupFactory from shard_bundles({self.shards}))")
-        return {"num_cpus": 1, "scheduling_strategy": PlacementGroupSchedulingStrategy(
+        cpus = float(pg.bundle_specs[i + 1].get("CPU", 1))  # exactly what the bundle reserves
+        return {"num_cpus": cpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
             placement_group=pg, placement_group_bundle_index=i + 1,
             placement_group_capture_child_tasks=False)}
 

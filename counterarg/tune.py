@@ -215,19 +215,22 @@ class VariantSearcher(_searcher_base()):
 
 # ======================================================================== the trainable
 def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:
-    """Placement-group bundles of one trial: itself, then one per shard actor if sharded."""
+    """Placement-group bundles of one trial: itself, then one per shard actor if sharded.
+
+    A sharded trial reserves the same ``cpus`` in all, half for itself and half split over its
+    shard actors: the trial waits while its shards query, so they take turns on the same cores,
+    and two such trials still run side by side on 2 CPUs (no actor left without a bundle).
+    """
     trial = {"CPU": float(cpus)}
     if gpus:
         trial["GPU"] = float(gpus)
-    index = config.get("index", Config.index)
-    if index == "sharded-balltree":
-        shards = int(config.get("shards", Config.shards))
-        try:
-            from .shards import shard_bundles
-        except ImportError:  # shard code not there yet: same convention, built here
-            return [trial] + [{"CPU": 1.0} for _ in range(shards)]
-        return shard_bundles(shards, trial=trial)
-    return [trial]
+    if config.get("index", Config.index) != "sharded-balltree":
+        return [trial]
+    from .shards import shard_bundles
+
+    shards = int(config.get("shards", Config.shards))
+    trial["CPU"] = float(cpus) / 2
+    return shard_bundles(shards, trial=trial, cpu_per_shard=float(cpus) / (2 * shards))
 
 
 def trial_resources(cpus: float = 1, gpus: float = 0) -> Callable[[dict], Any]:
@@ -268,7 +271,7 @@ def trainable(config: dict) -> None:
     ctx = tune.get_context()
     try:
         bundles = ctx.get_trial_resources().bundles
-        cpus = max(1, int(bundles[0].get("CPU", 1)))
+        cpus = max(1, round(sum(b.get("CPU", 0) for b in bundles)))  # its shards idle while it trains
     except Exception:  # noqa: BLE001 - resources unknown outside a full Tune session
         cpus = 1
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
@@ -655,7 +658,20 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
         k, v = item.split("=", 1)
         base[k.strip()] = v
     cfg = Config.from_dict(base)
-    return {k: getattr(cfg, k) if k != "ks" else list(cfg.ks) for k in base}
+    out = {k: getattr(cfg, k) if k != "ks" else list(cfg.ks) for k in base}
+    return absolute_paths(out)
+
+
+def absolute_paths(fields: dict[str, Any]) -> dict[str, Any]:
+    """Make local paths absolute: trials run in their own working folders (and on other nodes)."""
+    out = dict(fields)
+    for k in ("corpus", "cache_dir", "encoder"):
+        v = out.get(k)
+        if isinstance(v, str) and v and "://" not in v:
+            p = Path(v).expanduser()
+            if p.exists() or k != "encoder":  # a hub name such as bert-base-uncased stays as it is
+                out[k] = str(p.resolve())
+    return out
 
 
 def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:

@@ -122,6 +122,7 @@ def test_shard_bundles():
 
     assert shard_bundles(2) == [{"CPU": 1}, {"CPU": 1}, {"CPU": 1}]
     assert shard_bundles(1, {"GPU": 1}) == [{"CPU": 1, "GPU": 1}, {"CPU": 1}]
+    assert shard_bundles(2, {"CPU": 0.5}, cpu_per_shard=0.25) == [{"CPU": 0.5}, {"CPU": 0.25}, {"CPU": 0.25}]
     with pytest.raises(ValueError):
         shard_bundles(0)
 

@@ -57,7 +57,9 @@ def test_strategy_parsing_and_errors():
 def test_placement_bundles():
     assert trial_bundles({"index": "exact"}, cpus=1) == [{"CPU": 1.0}]
     b = trial_bundles({"index": "sharded-balltree", "shards": 3}, cpus=1, gpus=0.5)
-    assert len(b) == 4 and b[0]["GPU"] == 0.5 and all(x["CPU"] >= 1 for x in b)
+    assert len(b) == 4 and b[0]["GPU"] == 0.5
+    assert b[0]["CPU"] == 0.5 and [x["CPU"] for x in b[1:]] == pytest.approx([1 / 6] * 3)
+    assert sum(x["CPU"] for x in b) == pytest.approx(1.0)  # a sharded trial reserves what a plain one does
 
 
 def test_variant_searcher_saves_position(tmp_path):
@@ -219,3 +221,41 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
             "--set", "max_length=32"]
     kill_and_resume(args, tmp_path / "results" / "kill", epochs, env, tmp_path / "driver.log",
                     n_trials=2)
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    from counterarg.tune import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "enc").mkdir()
+    got = absolute_paths({"corpus": "data/c.zip", "cache_dir": "~/cache", "encoder": "enc", "epochs": 3})
+    assert got["corpus"] == str(tmp_path / "data" / "c.zip")
+    assert got["cache_dir"].startswith("/") and "~" not in got["cache_dir"]
+    assert got["encoder"] == str(tmp_path / "enc") and got["epochs"] == 3
+    assert absolute_paths({"encoder": "bert-base-uncased"})["encoder"] == "bert-base-uncased"
+    assert absolute_paths({"corpus": None})["corpus"] is None
+
+
+@pytest.mark.slow
+def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
+    """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
+    exp = tmp_path / "results" / "sharded"
+    args = ["--storage", str(tmp_path / "results"), "--name", "sharded", "--strategies", "fixed;random",
+            "--seeds", "0", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", "3",
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
+            "--set", "index=sharded-balltree", "--set", "shards=2"]
+    with open(tmp_path / "driver.log", "w") as log:
+        proc = _driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
+        try:
+            rc = proc.wait(timeout=240)
+        finally:
+            _kill_group(proc)
+    assert rc == 0, (tmp_path / "driver.log").read_text()[-4000:]
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    spans = []
+    for d in _trial_dirs(exp):
+        rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1, f"the two trials did not overlap in time: {spans}"
