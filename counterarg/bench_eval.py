@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed-queries", type=int, default=30,
                     help="queries per task timed in seed style (extrapolated to the split)")
     ap.add_argument("--repeats", type=int, default=3, help="runs of ours; the best is reported")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: like for like with the single-threaded seed loop; 0 = torch default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for both styles (default 0 = torch's default, all cores, as training uses)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)

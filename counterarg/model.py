@@ -8,14 +8,13 @@ transformer layers over cached hidden states, ``all`` trains everything (the see
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .config import DEFAULT_ENCODER, Config
+from .config import DEFAULT_ENCODER
 
 DEFAULT_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "default"}
 
@@ -204,15 +203,20 @@ def encode_texts(
             h = pool(res.last_hidden_state, mask, pooling, getattr(model, "pooler", None))  # [B, H]
             out[rows] = h.float().cpu().numpy()
         else:
-            res = model(**batch, output_hidden_states=True)
-            hs = res.hidden_states[upto_layer]  # [B, T, H] input of layer `upto_layer`
+            hs = _hidden_before(model, batch, upto_layer)  # [B, T, H] input of layer `upto_layer`
             out[rows, : hs.shape[1]] = hs.to(torch.float16).cpu().numpy()
     lengths = np.asarray(lengths, dtype=np.int32)
     return out if upto_layer is None else (out, lengths)
 
 
-def config_summary(config: Config) -> str:
-    return json.dumps({k: getattr(config, k) for k in ("encoder", "pooling", "max_length", "finetune")})
+def _hidden_before(model: nn.Module, batch, layer: int) -> torch.Tensor:
+    """Hidden states entering ``layer`` [B, T, H], running only the layers below it."""
+    layers = model.encoder.layer
+    model.encoder.layer = layers[:layer]
+    try:
+        return model(**batch).last_hidden_state
+    finally:
+        model.encoder.layer = layers
 
 
 def set_threads_from_env() -> None:

@@ -52,9 +52,10 @@ class Run:
         self.config, self.progress = config, progress
         self.device = pick_device(config.device)
         self.corpus = corpus or load_corpus(config.corpus)
-        if self.corpus.is_demo:
+        if self.corpus.is_demo:  # said even when quiet: results on it mean nothing for ArguAna
             _say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
-                 "(pass --corpus PATH for ArguAna)", progress)
+                 "(pass --corpus PATH for ArguAna)", True)
+        _say(f"corpus {self.corpus.source}\n{self.corpus.counts_table()}", progress)
         self.table = TextTable.from_corpus(self.corpus)
         torch.manual_seed(config.seed)
         self.features = TextFeatures(config, self.table, self.device, progress=progress)

@@ -42,7 +42,6 @@ import itertools
 import json
 import math
 import os
-import pickle
 import shutil
 import sys
 import tempfile

@@ -80,7 +80,7 @@ def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "--out", str(out), "--quiet", "--set", f"encoder={tiny_encoder}", "--set", "schedule=fixed"]
     assert main(args + ["--epochs", "2"]) == 0
-    assert "demo" in capsys.readouterr().out.lower() or True
+    assert "DEMO corpus" in capsys.readouterr().out
     assert len(rows(out)) == 2
     assert main(args + ["--epochs", "3"]) == 2  # refuses to overwrite a run
     assert "--resume" in capsys.readouterr().err
@@ -107,3 +107,9 @@ def test_index_backends_give_identical_runs(cfg, tmp_path):
     finally:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--set", f"encoder={tiny_encoder}"]) == 0
+    out = capsys.readouterr().out
+    assert "points" in out and "unpaired" in out and "training" in out
