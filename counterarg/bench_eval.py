@@ -20,23 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from .evaluate import evaluate_split, query_ranks
+from .model import Heads
 from .tasks import TASKS, Pools, build_pools, pools_from_labels
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/arguana-counterargs-corpus.zip"
-
-
-class TinyPairClassifier(nn.Module):
-    """The seed's pair classifier shape: Linear over [s_p, s_c, |s_p-s_c|, h_p, h_c, |h_p-h_c|] -> 2."""
-
-    def __init__(self, sim_dim: int = 128, hidden: int = 384):
-        super().__init__()
-        self.linear = nn.Linear(3 * sim_dim + 3 * hidden, 2)
-
-    def forward(self, s_p, s_c, h_p, h_c):  # [M, d], [M, d], [M, H], [M, H] -> [M, 2]
-        return self.linear(torch.cat([s_p, s_c, (s_p - s_c).abs(), h_p, h_c, (h_p - h_c).abs()], dim=1))
 
 
 def synthetic_pools(n_queries: int = 1401, n_themes: int = 15, n_debates: int = 189, seed: int = 0) -> Pools:
@@ -120,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ph = torch.randn(q, args.hidden, generator=g)  # [Q, H]
     ch = torch.randn(q, args.hidden, generator=g)  # [Q, H]
     torch.manual_seed(args.seed)
-    clf = TinyPairClassifier(args.sim_dim, args.hidden).eval()
+    clf = Heads(args.hidden, args.sim_dim).eval().classify  # the model's own pair classifier
     k = args.rerank_k
 
     print(f"pools: {source}: {q} queries; random embeddings d={args.sim_dim}, H={args.hidden}; "

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, FIELD_NAMES
+from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
 
 # fields a user may change when evaluating a checkpoint; the rest describe the trained model
 EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "device", "cache_dir",
@@ -61,8 +61,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
     cfg = Config.from_dict(state["config"])
     overrides = Config().with_overrides(args.set or [])  # validates names and values
     changes = {}
-    for item in args.set or []:
-        key = item.split("=", 1)[0].strip()
+    for key in parse_assignments(args.set or []):
         value = getattr(overrides, key)
         if key not in EVAL_FIELDS and value != getattr(cfg, key):
             raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "

@@ -133,13 +133,7 @@ class Config:
 
     def with_overrides(self, assignments: list[str]) -> "Config":
         """Apply ``FIELD=VALUE`` strings (the CLI's ``--set``)."""
-        changes: dict[str, Any] = {}
-        for item in assignments:
-            if "=" not in item:
-                raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
-            key, value = item.split("=", 1)
-            changes[key.strip()] = value
-        return self.replace(**changes)
+        return self.replace(**parse_assignments(assignments))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -186,6 +180,17 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """``["FIELD=VALUE", ...]`` -> ``{FIELD: "VALUE"}`` (values are coerced by ``Config.from_dict``)."""
+    changes: dict[str, str] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        changes[key.strip()] = value
+    return changes
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

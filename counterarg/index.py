@@ -336,6 +336,18 @@ class ExactIndex:
 # ----------------------------------------------------------------------------- factory
 
 
+def _resolve_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """All options with defaults filled in; an unknown name raises TypeError naming it."""
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown index option(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(DEFAULT_OPTIONS)}")
+    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    if o["slack"] is None:
+        o["slack"] = DEFAULT_SLACK.get(backend, 8)
+    return o
+
+
 def make_index(backend: str, embeddings: Any, **options: Any) -> NeighbourIndex:
     """Build a neighbour index over ``embeddings`` [N, d] (numpy array or torch tensor).
 
@@ -348,13 +360,7 @@ def make_index(backend: str, embeddings: Any, **options: Any) -> NeighbourIndex:
     The result has ``.query(queries, k) -> (distances [Q, k], ids [Q, k])`` with k clipped to N,
     ``.rebuild(embeddings)`` (reuses Ray actors for the sharded backend) and ``.close()``.
     """
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise TypeError(f"unknown index option(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(DEFAULT_OPTIONS)}")
-    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-    if o["slack"] is None:
-        o["slack"] = DEFAULT_SLACK.get(backend, 8)
+    o = _resolve_options(backend, options)
     if backend == "exact":
         return ExactIndex(embeddings, block_size=o["block_size"], col_block=o["col_block"],
                           device=o["device"], slack=o["slack"])
@@ -380,7 +386,7 @@ def make_index_pair(backend: str, first: Any, second: Any, **options: Any) -> tu
         return a, make_index(backend, second, **options)
     from counterarg.shards import ShardedBallTree
 
-    o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
+    o = _resolve_options(backend, options)
     b = ShardedBallTree(second, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
-                        slack=o["slack"] if o["slack"] is not None else DEFAULT_SLACK[backend], share_actors_of=a)
+                        slack=o["slack"], share_actors_of=a)
     return a, b

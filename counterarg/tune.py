@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import Config, ConfigError, FIELD_NAMES
+from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
 from .summary import (
     DEFAULT_METRIC,
     DEFAULT_MODE,
@@ -651,11 +651,7 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
         v = getattr(args, k)
         if v is not None:
             base[k] = v
-    for item in args.overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        base[k.strip()] = v
+    base.update(parse_assignments(args.overrides))
     cfg = Config.from_dict(base)
     out = {k: getattr(cfg, k) if k != "ks" else list(cfg.ks) for k in base}
     return absolute_paths(out)

@@ -47,15 +47,15 @@ def test_test_split_pools_hold_the_true_counter(pools):
 
 
 def test_test_split_evaluates(pools):
-    from counterarg.bench_eval import TinyPairClassifier
     from counterarg.evaluate import evaluate_split
+    from counterarg.model import Heads
 
     g = torch.Generator().manual_seed(0)
     q = pools.num_queries
     ps = torch.randn(q, 16, generator=g)
     cs = ps + 0.5 * torch.randn(q, 16, generator=g)  # counters near their points
     h = torch.randn(q, 8, generator=g)
-    clf = TinyPairClassifier(16, 8)
+    clf = Heads(8, 16).classify
     ret = evaluate_split("test", pools, ps, cs, mode="retrieval")
     rr = evaluate_split("test", pools, ps, cs, h, h, clf, mode="rerank", rerank_k=10)
     assert ret["test/epc/acc@1"] > 0.5  # far above chance (1/1401)
