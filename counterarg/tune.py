@@ -14,7 +14,9 @@ Why this shape:
   ``ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))`` (not
   ``ray.train.report``: inside a Tune function trainable that fails on Ray 2.60). A restarted
   trial continues from ``tune.get_checkpoint()`` via ``train(resume_from=...)``, so a killed
-  sweep loses at most the epoch in flight. It also reports ``time/train_total_s``, the
+  sweep loses at most the epoch in flight; a trial that had finished before the experiment state
+  caught up is recognised by its final checkpoint in storage (:func:`final_checkpoint_after`) and
+  not rerun, and a retrained epoch is counted once (:func:`dedupe_epochs`). It also reports ``time/train_total_s``, the
   cumulative seconds spent inside ``train()`` minus the time spent inside ``tune.report``; against
   Tune's ``time_total_s`` that gives the Ray overhead printed in the summary.
 * **Resources**: a ``PlacementGroupFactory`` per trial: bundle 0 = the trial (CPU, GPU fraction),
@@ -63,7 +65,7 @@ from .summary import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "results"
-TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: cumulative train time
+TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: train time, epoch
 
 #: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -256,6 +258,93 @@ def _load_train_time(ckpt_dir: Path) -> float:
         return 0.0
 
 
+def final_checkpoint_after(ckpt, epochs: int) -> str | None:
+    """Storage path of a later checkpoint of the same trial that already holds all ``epochs``.
+
+    Each epoch the worker persists its checkpoint before the driver logs the result, and the
+    driver snapshots the experiment state later still; a driver killed between the two resumes a
+    *finished* trial from its second-to-last checkpoint. Finding the final checkpoint beside the
+    one Tune restored, the trial is known to be done and is not rerun. Works on any pyarrow
+    filesystem Tune's storage uses (local, ``file://``, ``s3://``, ``gs://``).
+    """
+    import re
+
+    import pyarrow.fs as pafs
+
+    fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
+    parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    pattern = re.compile(r"checkpoint_(\d+)$")
+    own = pattern.match(name)
+    if fs is None or own is None:
+        return None
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        return None
+    later = sorted(((int(m.group(1)), info.path) for info in infos
+                    if info.type == pafs.FileType.Directory
+                    and (m := pattern.match(info.path.rstrip("/").rsplit("/", 1)[-1]))
+                    and int(m.group(1)) > int(own.group(1))), reverse=True)
+    for _, candidate in later:
+        try:
+            with fs.open_input_stream(f"{candidate}/{TRAIN_TIME_FILE}") as f:
+                side = json.loads(f.read().decode("utf-8"))
+        except (OSError, ValueError):
+            continue  # a checkpoint cut short by the kill
+        if int(side.get("epoch", -1)) >= epochs:
+            return candidate
+    return None
+
+
+def logged_epochs(ckpt) -> set[int]:
+    """Epochs in the trial's ``result.json`` beside ``ckpt`` in storage (a torn last line skipped)."""
+    fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
+    try:
+        with fs.open_input_stream(path.rsplit("/", 1)[0] + "/result.json") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return set()
+    epochs = set()
+    for line in text.splitlines():
+        try:
+            epochs.add(int(json.loads(line)["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return epochs
+
+
+def _report_finished(cfg: Config, final, local: Path) -> None:
+    """Report the rows of a finished trial that the killed driver never logged; train nothing.
+
+    The final checkpoint holds the whole history. Rows already in ``result.json`` are not sent
+    again; the last row goes with the final checkpoint, so Tune's latest checkpoint is the final.
+    """
+    shutil.rmtree(local, ignore_errors=True)
+    final.to_directory(str(local))
+    try:
+        _report_rows(cfg, final, local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _report_rows(cfg: Config, final, local: Path) -> None:
+    from ray import tune
+
+    from .train import read_checkpoint
+
+    history = read_checkpoint(local)["history"]
+    logged = logged_epochs(final)
+    missing = [row for row in history if int(row["epoch"]) not in logged]
+    print(f"[trial] already finished all {cfg.epochs} epochs ({final.path}); not rerun; "
+          f"{len(missing)} unlogged epoch(s) reported", flush=True)
+    for i, row in enumerate(missing):
+        if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
+            tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+        else:
+            last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
+            tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
+
+
 def trainable(config: dict) -> None:
     """Ray Tune function trainable: one ``train()`` run, one ``tune.report`` per epoch.
 
@@ -282,6 +371,11 @@ def trainable(config: dict) -> None:
     prior_train_s = 0.0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
+        done_at = final_checkpoint_after(ckpt, cfg.epochs)
+        if done_at is not None:
+            _report_finished(cfg, tune.Checkpoint(done_at, filesystem=ckpt.filesystem),
+                             trial_dir / "final_checkpoint")
+            return
         resume_from = trial_dir / "resume_checkpoint"
         shutil.rmtree(resume_from, ignore_errors=True)
         ckpt.to_directory(str(resume_from))
@@ -293,7 +387,8 @@ def trainable(config: dict) -> None:
     def report(metrics: dict, checkpoint_dir: Path) -> None:
         t0 = time.perf_counter()
         train_s = prior_train_s + (t0 - start) - state["in_report"]
-        (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps({"train_total_s": train_s}))
+        (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
+            {"train_total_s": train_s, "epoch": int(metrics["epoch"]), "epochs": cfg.epochs}))
         row = dict(metrics)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
@@ -398,6 +493,72 @@ def local_experiment_dir(storage: str, name: str) -> Path | None:
     if "://" in storage:
         return None
     return Path(storage) / name
+
+
+class SweepStateError(RuntimeError):
+    """The experiment state on disk cannot be resumed; the message names the file."""
+
+
+def _intact(path: Path) -> bool:
+    """Whether a state file Tune wrote is whole: JSON parses, a pickle reaches its STOP opcode.
+
+    Judged by content, not name: Tune's ``search_gen_state-*.json`` is a pickle.
+    """
+    import pickletools
+
+    try:
+        data = path.read_bytes()
+        if not data.startswith(b"\x80"):  # every pickle protocol >= 2 opens with PROTO
+            json.loads(data.decode("utf-8"))
+        else:
+            for _ in pickletools.genops(data):
+                pass
+        return bool(data)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+
+
+def _ray_temp_roots() -> list[Path]:
+    roots = [os.environ.get("RAY_TMPDIR"), tempfile.gettempdir(), "/tmp"]
+    return list(dict.fromkeys(Path(r) / "ray" for r in roots if r))
+
+
+def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
+    """Replace state files a killed driver left cut short with the driver's intact local copies.
+
+    Tune writes its snapshot to a staging folder on the driver and then copies it into storage;
+    a driver killed during that copy leaves a truncated file that ``Tuner.restore`` cannot read.
+    The staging copy (``<ray temp>/session_*/artifacts/*/<name>/driver_artifacts``) is whole in
+    that case. The cut file is kept beside, renamed ``*.torn``. Returns what was repaired; raises
+    :class:`SweepStateError` naming the file when no intact copy exists.
+    """
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    stamp = states[-1].name[len("experiment_state-"):-len(".json")]  # the newest session's
+    files = [f for f in exp_dir.iterdir() if f.is_file() and stamp in f.name
+             and f.suffix in (".json", ".pkl")]
+    files += [f for f in (exp_dir / "tuner.pkl",) if f.exists()]
+    repaired = []
+    for f in files:
+        if _intact(f):
+            continue
+        copies = [c for root in _ray_temp_roots()
+                  for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")
+                  if _intact(c)]
+        if not copies:
+            older = [s.name for s in states[:-1]]
+            hint = (f"move it away to resume from the previous session's {older[-1]}" if older
+                    else "start the sweep again under a new --name")
+            raise SweepStateError(f"{f} is cut short (the driver died while writing it) and no "
+                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}; "
+                                  f"{hint}")
+        good = max(copies, key=lambda c: c.stat().st_mtime)
+        torn = f.with_name(f.name + ".torn")
+        os.replace(f, torn)
+        shutil.copy2(good, f)
+        repaired.append(f"{f.name} (cut short; kept as {torn.name}) <- {good}")
+    return repaired
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -534,6 +695,24 @@ def _short_error(err: Any) -> str:
     return (lines[-1] if lines else repr(err))[:500]
 
 
+def dedupe_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch, the last reported, in epoch order.
+
+    A trial resumed after a driver kill retrains the epoch whose checkpoint the experiment state
+    had not recorded yet, and Tune appends that epoch's result again; statistics and plots must
+    count it once. Rows without an epoch (none are expected) keep their place at the end.
+    """
+    by_epoch: dict[int, dict[str, Any]] = {}
+    rest = []
+    for row in rows:
+        ep = row.get("epoch")
+        if ep is None:
+            rest.append(row)
+        else:
+            by_epoch[int(ep)] = row
+    return [by_epoch[e] for e in sorted(by_epoch)] + rest
+
+
 def collect_records(result_grid) -> list[TrialRecord]:
     """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error)."""
     records = []
@@ -546,8 +725,9 @@ def collect_records(result_grid) -> list[TrialRecord]:
         history: list[dict[str, Any]] = []
         df = res.metrics_dataframe
         if df is not None and len(df):
-            history = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in row.items()} for row in df.to_dict("records")]
+            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in row.items()} for row in df.to_dict("records")]
+            history = dedupe_epochs(rows)
         trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
         if res.error is not None:
             status = "ERROR"
@@ -580,6 +760,9 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     if not resume and local is not None and (local / "tuner.pkl").exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
+    if resume and local is not None and local.is_dir():
+        for line in repair_experiment_state(local, sweep.name):
+            print(f"[sweep] repaired {line}", flush=True)
     init_ray(address, num_cpus=num_cpus)
     t0 = time.perf_counter()
     if warm_cache and not (resume and tune.Tuner.can_restore(exp_path)):
@@ -678,8 +861,11 @@ def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
 def run_from_args(args, sweep: Sweep) -> SweepResult:
     """Run the sweep from parsed flags and print the table, overhead and TensorBoard command."""
     storage = storage_uri(args.storage)
-    result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
-                       num_cpus=args.num_cpus)
+    try:
+        result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
+                           num_cpus=args.num_cpus)
+    except (FileExistsError, SweepStateError) as e:
+        raise SystemExit(f"error: {e}") from None
     print()
     print(result.markdown)
     print(f"Summary: {result.local_dir}/summary.md, summary.csv, *.png")

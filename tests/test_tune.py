@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from counterarg.config import FIELD_NAMES, Config, ConfigError
-from counterarg.tune import (STRATEGIES, Sweep, VariantSearcher, grid, margin_lr_space,
-                             parse_strategy, strategy, strategy_grid, trial_bundles)
+from counterarg.tune import (STRATEGIES, TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
+                             final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
+                             strategy_grid, trial_bundles)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -70,6 +72,32 @@ def test_variant_searcher_saves_position(tmp_path):
     s2.restore(str(tmp_path / "state.json"))
     assert s2.suggest("t2") == {"seed": 1} and s2.suggest("t3") == {"seed": 2}
     assert s2.suggest("t4") == VariantSearcher.FINISHED
+
+
+def test_final_checkpoint_after_finds_a_finished_trial(tmp_path):
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    trial = tmp_path / "trial_x"
+    for index, epoch in ((27, 28), (28, 29), (29, 30)):
+        d = trial / f"checkpoint_{index:06d}"
+        d.mkdir(parents=True)
+        (d / TRAIN_TIME_FILE).write_text(json.dumps({"train_total_s": 1.0, "epoch": epoch}))
+    (trial / "checkpoint_000030").mkdir()  # cut short by the kill: no sidecar
+    fs = pafs.LocalFileSystem()
+    restored = tune.Checkpoint(str(trial / "checkpoint_000028"), filesystem=fs)
+    assert final_checkpoint_after(restored, 30) == str(trial / "checkpoint_000029")
+    assert final_checkpoint_after(restored, 31) is None  # not finished: resume from Tune's own
+    last = tune.Checkpoint(str(trial / "checkpoint_000029"), filesystem=fs)
+    assert final_checkpoint_after(last, 30) is None  # only later checkpoints count
+    (trial / "checkpoint_000029" / TRAIN_TIME_FILE).write_text("{\"epo")  # a torn sidecar
+    assert final_checkpoint_after(restored, 30) is None
+
+
+def test_dedupe_epochs_keeps_the_last_report_of_each_epoch():
+    rows = [{"epoch": 1, "v": 0.1}, {"epoch": 2, "v": 0.2}, {"epoch": 3, "v": 0.3},
+            {"epoch": 3, "v": 0.35}, {"epoch": 4, "v": 0.4}]
+    assert [(r["epoch"], r["v"]) for r in dedupe_epochs(rows)] == [(1, .1), (2, .2), (3, .35), (4, .4)]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -162,36 +190,49 @@ def _kill_group(proc):
         pass
 
 
-def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
-                    kill_group_before_resume: bool = False, timeout: float = 240):
-    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
-    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
+def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
+              poll_s: float = 0.05, kill_group: bool = False) -> subprocess.Popen:
+    """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
     with open(log_path, "w") as log:
         proc = _driver(args, env, log)
         try:
             t0 = time.time()
-            while True:
+            while not ready():
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 assert time.time() - t0 < timeout, "driver never reached the kill point"
-                eps = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-                done = [k for k, e in eps.items() if e and max(e) == epochs]
-                mid = [k for k, e in eps.items() if e and 2 <= max(e) < epochs - 2]
-                if done and mid:
-                    break
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)  # the driver only
+                time.sleep(poll_s)
+            proc.send_signal(signal.SIGKILL)
             proc.wait()
-            at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
         finally:
-            if kill_group_before_resume or proc.poll() is None:
+            if kill_group or proc.poll() is None:
                 _kill_group(proc)
+    return proc
+
+
+def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
+                  timeout: float = 240) -> None:
+    """``--resume`` to the end, then clear what both drivers' process groups left behind."""
     with open(log_path, "a") as log:
-        proc2 = _driver([*args, "--resume"], env, log)
+        proc = _driver([*args, "--resume"], env, log)
         try:
-            assert proc2.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
+            assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
         finally:
-            _kill_group(proc2)
             _kill_group(proc)
+            _kill_group(killed)
+
+
+def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
+                    kill_group_before_resume: bool = False, timeout: float = 240):
+    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
+    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
+    def ready() -> bool:
+        eps = [_epochs(d) for d in _trial_dirs(exp)]
+        return (any(e and max(e) == epochs for e in eps)
+                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
+
+    killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
+    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    resume_to_end(args, env, log_path, killed, timeout)
     after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
     assert len(after) == n_trials
     for name, eps in after.items():
@@ -221,6 +262,101 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
             "--set", "max_length=32"]
     kill_and_resume(args, tmp_path / "results" / "kill", epochs, env, tmp_path / "driver.log",
                     n_trials=2)
+
+
+def _snapshot_status(exp: Path) -> dict[str, str] | None:
+    """Trial folder name -> status in the newest experiment state Tune wrote (None: cut short)."""
+    try:
+        state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
+    except ValueError:
+        return None  # killed while copying it to storage: the resume must repair it
+    out = {}
+    for trial_json, _run_json in state["trial_data"]:
+        t = json.loads(trial_json)
+        out[f"trial_{t['trial_id']}"] = t["status"]
+    return out
+
+
+def _has_final_checkpoint(trial_dir: Path, epochs: int) -> bool:
+    for f in trial_dir.glob(f"checkpoint_*/{TRAIN_TIME_FILE}"):
+        try:
+            if json.loads(f.read_text()).get("epoch") == epochs:
+                return True
+        except (OSError, ValueError):
+            pass  # still being copied
+    return False
+
+
+@pytest.mark.slow
+def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
+    """The driver dies after logging a trial's last epoch but before its state snapshot says so.
+
+    With the periodic snapshot off (one hour), the experiment state only moves on Tune's forced
+    sync every ``num_to_keep`` (2) checkpoints: after epoch 2 of 3. Killed as soon as a trial's
+    epoch-3 checkpoint is in storage, the state on disk still holds that trial RUNNING at epoch
+    2; its last result may or may not be in ``result.json`` yet. On resume the trial trains
+    nothing and reports only the rows the driver never logged, from the checkpoint's history.
+    """
+    epochs = 3
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    exp = tmp_path / "results" / "late"
+    args = ["--storage", str(tmp_path / "results"), "--name", "late",
+            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--encoder", tiny["encoder"], "--epochs", str(epochs),
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
+            "--set", "max_length=32"]
+    log_path = tmp_path / "driver.log"
+    # the worker stores a checkpoint before the driver hears of it: kill on the final one
+    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in _trial_dirs(exp)),
+                       args, env, log_path, poll_s=0.005)
+    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    snapshot = _snapshot_status(exp)
+    late = [name for name, status in (snapshot or {}).items()
+            if status == "RUNNING" and _has_final_checkpoint(exp / name, epochs)]
+    assert late or snapshot is None, f"the snapshot caught up with every trial: no race ({at_kill})"
+    resume_to_end(args, env, log_path, killed)
+    after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    for name in late:  # finished, unknown to the state: each epoch logged once, none trained again
+        assert after[name] == [1, 2, 3], (name, at_kill, after)
+    log = log_path.read_text()
+    if snapshot is None:
+        assert "[sweep] repaired experiment_state-" in log, log[-3000:]
+    else:
+        assert log.count("not rerun") == len(late), log[-3000:]
+    for name, eps in after.items():  # every trial logs each epoch once unless one was mid-epoch
+        if eps != [1, 2, 3]:
+            assert eps[:len(at_kill[name])] == at_kill[name] and sorted(set(eps)) == [1, 2, 3]
+    assert len(after) == 2 and all(e and max(e) == epochs for e in after.values()), after
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+
+
+def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeypatch):
+    from counterarg.tune import SweepStateError, repair_experiment_state
+
+    exp = tmp_path / "results" / "sw"
+    exp.mkdir(parents=True)
+    whole = json.dumps({"trial_data": [], "runner_data": {}, "stats": {}})
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(whole)  # an older session
+    (exp / "experiment_state-2026-01-02_00-00-00.json").write_text(whole[:17])  # cut by the kill
+    (exp / "searcher-state-2026-01-02_00-00-00.pkl").write_bytes(b"\x80\x05K\x01.")  # pickle of 1
+    (exp / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K")  # a cut pickle
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    with pytest.raises(SweepStateError, match="experiment_state-2026-01-02_00-00-00.json is cut "
+                       "short.*experiment_state-2026-01-01_00-00-00.json"):
+        repair_experiment_state(exp, "sw")
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole[:17]  # untouched
+    staging = tmp_path / "raytmp" / "ray" / "session_1" / "artifacts" / "t" / "sw" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    (staging / "experiment_state-2026-01-02_00-00-00.json").write_text(whole)
+    (staging / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K\x02.")
+    done = repair_experiment_state(exp, "sw")
+    assert len(done) == 2 and sorted(d.split(" ")[0] for d in done) == [
+        "experiment_state-2026-01-02_00-00-00.json", "search_gen_state-2026-01-02_00-00-00.json"]
+    assert (exp / "search_gen_state-2026-01-02_00-00-00.json").read_bytes() == b"\x80\x05K\x02."
+    assert (exp / "searcher-state-2026-01-02_00-00-00.pkl").read_bytes() == b"\x80\x05K\x01."
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json.torn").read_text() == whole[:17]
+    assert repair_experiment_state(exp, "sw") == []  # whole now: nothing to do
 
 
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):
