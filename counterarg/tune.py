@@ -44,6 +44,7 @@ import itertools
 import json
 import math
 import os
+import posixpath
 import shutil
 import sys
 import tempfile
@@ -251,11 +252,27 @@ def _train_fn():
     return train
 
 
-def _load_train_time(ckpt_dir: Path) -> float:
+def _read_sidecar(fs, folder: str) -> dict:
+    """A checkpoint folder's sidecar (train time, epoch) on ``fs``; ``{}`` if absent or cut short."""
     try:
-        return float(json.loads((ckpt_dir / TRAIN_TIME_FILE).read_text())["train_total_s"])
-    except (FileNotFoundError, KeyError, ValueError):
-        return 0.0
+        with fs.open_input_stream(f"{folder}/{TRAIN_TIME_FILE}") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _load_train_time(ckpt_dir: Path) -> float:
+    import pyarrow.fs as pafs
+
+    return float(_read_sidecar(pafs.LocalFileSystem(), str(ckpt_dir)).get("train_total_s", 0.0))
+
+
+def _checkpoint_index(folder: str) -> int | None:
+    """``.../checkpoint_000012`` -> 12; None for any other name."""
+    import re
+
+    m = re.fullmatch(r"checkpoint_(\d+)", posixpath.basename(folder.rstrip("/")))
+    return int(m.group(1)) if m else None
 
 
 def final_checkpoint_after(ckpt, epochs: int) -> str | None:
@@ -267,40 +284,29 @@ def final_checkpoint_after(ckpt, epochs: int) -> str | None:
     one Tune restored, the trial is known to be done and is not rerun. Works on any pyarrow
     filesystem Tune's storage uses (local, ``file://``, ``s3://``, ``gs://``).
     """
-    import re
-
     import pyarrow.fs as pafs
 
     fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
-    parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    pattern = re.compile(r"checkpoint_(\d+)$")
-    own = pattern.match(name)
+    own = _checkpoint_index(path)
     if fs is None or own is None:
         return None
     try:
-        infos = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        infos = fs.get_file_info(pafs.FileSelector(posixpath.dirname(path), allow_not_found=True))
     except OSError:
         return None
-    later = sorted(((int(m.group(1)), info.path) for info in infos
-                    if info.type == pafs.FileType.Directory
-                    and (m := pattern.match(info.path.rstrip("/").rsplit("/", 1)[-1]))
-                    and int(m.group(1)) > int(own.group(1))), reverse=True)
-    for _, candidate in later:
-        try:
-            with fs.open_input_stream(f"{candidate}/{TRAIN_TIME_FILE}") as f:
-                side = json.loads(f.read().decode("utf-8"))
-        except (OSError, ValueError):
-            continue  # a checkpoint cut short by the kill
-        if int(side.get("epoch", -1)) >= epochs:
+    later = sorted(((i, info.path) for info in infos if info.type == pafs.FileType.Directory
+                    and (i := _checkpoint_index(info.path)) is not None and i > own), reverse=True)
+    for _, candidate in later:  # a checkpoint cut short by the kill has no readable sidecar
+        if int(_read_sidecar(fs, candidate).get("epoch", -1)) >= epochs:
             return candidate
     return None
 
 
 def logged_epochs(ckpt) -> set[int]:
     """Epochs in the trial's ``result.json`` beside ``ckpt`` in storage (a torn last line skipped)."""
-    fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
+    folder = posixpath.dirname(str(ckpt.path).rstrip("/"))
     try:
-        with fs.open_input_stream(path.rsplit("/", 1)[0] + "/result.json") as f:
+        with ckpt.filesystem.open_input_stream(f"{folder}/result.json") as f:
             text = f.read().decode("utf-8", errors="replace")
     except OSError:
         return set()
@@ -319,30 +325,26 @@ def _report_finished(cfg: Config, final, local: Path) -> None:
     The final checkpoint holds the whole history. Rows already in ``result.json`` are not sent
     again; the last row goes with the final checkpoint, so Tune's latest checkpoint is the final.
     """
-    shutil.rmtree(local, ignore_errors=True)
-    final.to_directory(str(local))
-    try:
-        _report_rows(cfg, final, local)
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
-
-
-def _report_rows(cfg: Config, final, local: Path) -> None:
     from ray import tune
 
     from .train import read_checkpoint
 
-    history = read_checkpoint(local)["history"]
-    logged = logged_epochs(final)
-    missing = [row for row in history if int(row["epoch"]) not in logged]
-    print(f"[trial] already finished all {cfg.epochs} epochs ({final.path}); not rerun; "
-          f"{len(missing)} unlogged epoch(s) reported", flush=True)
-    for i, row in enumerate(missing):
-        if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
-            tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
-        else:
-            last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
-            tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
+    shutil.rmtree(local, ignore_errors=True)
+    final.to_directory(str(local))
+    try:
+        history = read_checkpoint(local)["history"]
+        logged = logged_epochs(final)
+        missing = [row for row in history if int(row["epoch"]) not in logged]
+        print(f"[trial] already finished all {cfg.epochs} epochs ({final.path}); not rerun; "
+              f"{len(missing)} unlogged epoch(s) reported", flush=True)
+        for i, row in enumerate(missing):
+            if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
+                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+            else:
+                last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
+                tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def trainable(config: dict) -> None:
@@ -388,7 +390,7 @@ def trainable(config: dict) -> None:
         t0 = time.perf_counter()
         train_s = prior_train_s + (t0 - start) - state["in_report"]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
-            {"train_total_s": train_s, "epoch": int(metrics["epoch"]), "epochs": cfg.epochs}))
+            {"train_total_s": train_s, "epoch": int(metrics["epoch"])}))
         row = dict(metrics)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
@@ -536,9 +538,8 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     if not states:
         return []
     stamp = states[-1].name[len("experiment_state-"):-len(".json")]  # the newest session's
-    files = [f for f in exp_dir.iterdir() if f.is_file() and stamp in f.name
-             and f.suffix in (".json", ".pkl")]
-    files += [f for f in (exp_dir / "tuner.pkl",) if f.exists()]
+    files = [f for f in exp_dir.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
+             and (stamp in f.name or f.name == "tuner.pkl")]
     repaired = []
     for f in files:
         if _intact(f):
