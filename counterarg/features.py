@@ -2,8 +2,8 @@
 
 ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
 unique text. With a frozen encoder the pooled features are computed once and cached, keyed by the
-encoder's weights, pooling, max_length and the corpus texts; ``top:N`` caches the hidden states that
-enter the first trainable layer; ``all`` caches only the token ids.
+content of the encoder's files, pooling, max_length and the corpus texts; ``top:N`` caches the
+hidden states that enter the first trainable layer; ``all`` caches only the token ids.
 """
 
 from __future__ import annotations
@@ -80,8 +80,7 @@ def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
     kind = {0: "pooled", None: "tokens"}.get(top, "hidden")
     key = {
         "kind": kind,
-        "encoder": config.encoder,
-        "weights": encoder_fingerprint(config.encoder),
+        "weights": encoder_fingerprint(config.encoder),  # by content: folder moves keep the cache
         "max_length": config.max_length,
         "texts": table.fingerprint,
         "n_texts": len(table.texts),

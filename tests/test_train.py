@@ -113,3 +113,24 @@ def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--set", f"encoder={tiny_encoder}"]) == 0
     out = capsys.readouterr().out
     assert "points" in out and "unpaired" in out and "training" in out
+
+
+def test_feature_cache_key_follows_encoder_content_not_location(tiny_encoder, tmp_path):
+    """A copied or reinstalled encoder (new folder, new file times) reuses the cache; new weights
+    of the same size saved in place do not."""
+    import os
+    import shutil
+
+    from counterarg.model import encoder_fingerprint
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_encoder, copy)
+    for f in copy.iterdir():
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    assert encoder_fingerprint(str(copy)) == encoder_fingerprint(tiny_encoder)
+    weights = next(copy.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one byte changed
+    weights.write_bytes(bytes(data))
+    assert encoder_fingerprint(str(copy)) != encoder_fingerprint(tiny_encoder)
+    assert encoder_fingerprint("some-org/not-local") != encoder_fingerprint("other-org/not-local")
