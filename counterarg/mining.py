@@ -23,9 +23,12 @@ import numpy as np
 
 @dataclass
 class MiningResult:
-    negatives: np.ndarray  # [N] int64 ids in [0, 2N)
-    is_random: np.ndarray  # [N] bool
-    distances: np.ndarray  # [N] float, anchor-to-hard-negative distance (nan for random rows)
+    """K negatives per anchor, as ids in the 2N space and as text ids."""
+
+    negatives: np.ndarray  # [N, K] int64 ids in [0, 2N)
+    keys: np.ndarray  # [N, K] int64 text identity of each negative (its point/counter key)
+    is_random: np.ndarray  # [N, K] bool
+    distances: np.ndarray  # [N, K] float, anchor-to-negative distance (nan for random draws)
 
     @property
     def n_random(self) -> int:
@@ -79,6 +82,73 @@ def nearest_allowed(
     return ids, dist
 
 
+def ranked_allowed(
+    point_index: Any,
+    counter_index: Any,
+    queries: np.ndarray,  # [T, d]
+    pk: np.ndarray,  # [N] point text ids
+    ck: np.ndarray,  # [N] counter text ids
+    banned: np.ndarray,  # [T, 2] text ids each query may not take
+    depth: int,
+    floor: np.ndarray | None = None,  # [T] smallest allowed distance (the false-negative guard), or None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's ``depth`` nearest allowed candidates over points and counters, one per distinct text.
+
+    Returns ``(ids [T, depth], dist [T, depth])`` in the 2N space, nearest first, -1 / inf past the
+    end; equal distances put points before counters, then lower ids first (the reference tie rule).
+    A candidate is allowed when its text is not banned, is the first of its text in the order, and
+    (with ``floor``) lies at distance >= ``floor``. The indexes are asked for k hits each; rows
+    without ``depth`` allowed candidates inside the exactly-known region are asked again with 2k.
+    """
+    n = len(pk)
+    t = len(queries)
+    out_i = np.full((t, depth), -1, dtype=np.int64)
+    out_d = np.full((t, depth), np.inf)
+    todo = np.arange(t)
+    k = min(n, depth + 2)
+    while len(todo):
+        dp, ip = point_index.query(queries[todo], k)  # [T', k] each
+        dc, ic = counter_index.query(queries[todo], k)
+        ids = np.concatenate([np.asarray(ip, dtype=np.int64), n + np.asarray(ic, dtype=np.int64)], 1)  # [T', 2k]
+        dist = np.concatenate([np.asarray(dp, dtype=np.float64), np.asarray(dc, dtype=np.float64)], 1)
+        order = np.lexsort((ids, ids >= n, dist), axis=-1)  # by distance, then points first, then id
+        ids, dist = np.take_along_axis(ids, order, 1), np.take_along_axis(dist, order, 1)  # [T', 2k]
+        keys = np.concatenate([pk, ck])[ids]  # [T', 2k]
+        # exact region: nothing beyond the k-th hit of either index can be closer than this
+        limit = np.full(len(todo), np.inf) if k >= n else np.minimum(dp[:, -1], dc[:, -1])  # [T']
+        known = dist <= limit[:, None]  # [T', 2k]
+        ok = known & (keys != banned[todo, :1]) & (keys != banned[todo, 1:2])
+        if floor is not None:
+            ok &= dist >= floor[todo, None]
+        # the first occurrence of each text in the row
+        by_key = np.lexsort((np.arange(keys.shape[1])[None].repeat(len(todo), 0), keys), axis=-1)  # [T', 2k]
+        sk = np.take_along_axis(keys, by_key, 1)
+        dup_sorted = np.zeros_like(sk, dtype=bool)
+        dup_sorted[:, 1:] = sk[:, 1:] == sk[:, :-1]
+        dup = np.empty_like(dup_sorted)
+        np.put_along_axis(dup, by_key, dup_sorted, 1)
+        ok &= ~dup
+        done = (ok.sum(1) >= depth) | (k >= n)
+        for r in np.flatnonzero(done):  # at most `depth` per row: cheap
+            sel = np.flatnonzero(ok[r])[:depth]
+            out_i[todo[r], : len(sel)] = ids[r, sel]
+            out_d[todo[r], : len(sel)] = dist[r, sel]
+        todo = todo[~done]
+        k = min(n, 2 * k)
+    return out_i, out_d
+
+
+def dedupe_pairs(point_keys: np.ndarray, counter_keys: np.ndarray) -> np.ndarray:
+    """Rows of the first occurrence of each distinct (point text, counter text) pair, in order. [M].
+
+    ArguAna files debates under several themes, so 1,862 of the 4,065 training counters have a
+    verbatim copy; training on every copy weights those pairs up to several times.
+    """
+    pairs = np.stack([np.asarray(point_keys, dtype=np.int64), np.asarray(counter_keys, dtype=np.int64)], 1)
+    _, first = np.unique(pairs, axis=0, return_index=True)
+    return np.sort(first)
+
+
 def mine_negatives(
     point_emb: np.ndarray,  # [N, d]
     counter_emb: np.ndarray,  # [N, d] counter j is the true counter of point j
@@ -92,8 +162,19 @@ def mine_negatives(
     index_backend: str = "exact",
     index_options: dict | None = None,
     k: int = 3,
+    num_negatives: int = 1,
+    neg_rank: tuple[int, int] = (1, 1),
+    neg_margin: float | None = None,
 ) -> MiningResult:
-    """Pick one negative per anchor point (see module docstring). Pure given ``rng`` and the inputs.
+    """Pick ``num_negatives`` negatives per anchor point. Pure given ``rng`` and the inputs.
+
+    Each negative is, with probability ``rate``, a uniformly random point or counter (never the
+    anchor's nor its counter's text); otherwise a hard one, drawn uniformly from the anchor's allowed
+    candidates (points and counters, one per distinct text) of ranks ``neg_rank = (lo, hi)``
+    (1 = nearest; fewer than ``lo`` allowed: the farthest allowed one). With ``neg_margin`` set, a
+    candidate closer to the anchor than its own counter minus ``neg_margin`` is not allowed: in
+    ArguAna such a candidate is often an argument for the same conclusion (a false negative).
+    The defaults (one negative, rank 1, no guard) are the reference rule of the module docstring.
 
     Pass ready ``point_index``/``counter_index`` objects (anything with ``.query(x, k)``) to reuse
     index actors across epochs; otherwise they are built with ``make_index(index_backend, ...)``.
@@ -107,26 +188,33 @@ def mine_negatives(
         raise ValueError(f"mining needs at least 2 pairs, got {n}")
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must lie in [0, 1], got {rate}")
+    lo, hi = (int(v) for v in neg_rank)
+    if not 1 <= lo <= hi:
+        raise ValueError(f"neg_rank must be (lo, hi) with 1 <= lo <= hi, got {neg_rank}")
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    kk = int(num_negatives)
     pk = _keys(point_keys, n, 0)
     ck = _keys(counter_keys, n, n)
     banned = np.stack([pk, ck], axis=1)  # [N, 2]
     all_keys = np.concatenate([pk, ck])  # [2N]
 
     # the random draws come first and always, so a seed gives the same stream whatever the rate
-    take_random = rng.random(n) < rate  # [N]
-    rand_ids = rng.integers(0, 2 * n, size=n)  # [N]
-    bad = (all_keys[rand_ids] == pk) | (all_keys[rand_ids] == ck)
+    take_random = (rng.random(n * kk) < rate).reshape(n, kk)  # [N, K]
+    rand_ids = rng.integers(0, 2 * n, size=n * kk)  # [N*K]
+    apk, ack = np.repeat(pk, kk), np.repeat(ck, kk)  # [N*K] anchor keys per draw
+    bad = (all_keys[rand_ids] == apk) | (all_keys[rand_ids] == ack)
     rounds = 0
     while bad.any():  # rejection sampling; more than a few rounds only on degenerate data
         rounds += 1
         if rounds > 1000:
             raise ValueError("some anchor has no allowed random negative: every text equals its point or counter")
         rand_ids[bad] = rng.integers(0, 2 * n, size=int(bad.sum()))
-        bad = (all_keys[rand_ids] == pk) | (all_keys[rand_ids] == ck)
+        bad = (all_keys[rand_ids] == apk) | (all_keys[rand_ids] == ack)
 
-    negatives = rand_ids.copy()
-    distances = np.full(n, np.nan)
-    hard_rows = np.flatnonzero(~take_random)
+    negatives = rand_ids.reshape(n, kk).copy()  # [N, K]
+    distances = np.full((n, kk), np.nan)
+    hard_rows = np.flatnonzero(~take_random.all(axis=1))
     if len(hard_rows):
         if point_index is None or counter_index is None:
             from .index import make_index
@@ -135,11 +223,36 @@ def mine_negatives(
             point_index = point_index or make_index(index_backend, point_emb, **opts)
             counter_index = counter_index or make_index(index_backend, counter_emb, **opts)
         q = point_emb[hard_rows]
-        p_ids, p_d = nearest_allowed(point_index, q, pk, banned[hard_rows], k)
-        c_ids, c_d = nearest_allowed(counter_index, q, ck, banned[hard_rows], k)
-        if ((p_ids < 0) & (c_ids < 0)).any():
-            raise ValueError("some anchor has no allowed hard negative: every text equals its point or counter")
-        use_point = p_d <= c_d  # a tie goes to the point
-        negatives[hard_rows] = np.where(use_point, p_ids, n + c_ids)
-        distances[hard_rows] = np.where(use_point, p_d, c_d)
-    return MiningResult(negatives=negatives.astype(np.int64), is_random=take_random, distances=distances)
+        if kk == 1 and hi == 1 and neg_margin is None:  # the reference rule
+            p_ids, p_d = nearest_allowed(point_index, q, pk, banned[hard_rows], k)
+            c_ids, c_d = nearest_allowed(counter_index, q, ck, banned[hard_rows], k)
+            if ((p_ids < 0) & (c_ids < 0)).any():
+                raise ValueError("some anchor has no allowed hard negative: every text equals its point or counter")
+            use_point = p_d <= c_d  # a tie goes to the point
+            hard = np.where(use_point, p_ids, n + c_ids)[:, None]  # [H, 1]
+            hard_d = np.where(use_point, p_d, c_d)[:, None]
+        else:
+            floor = None
+            if neg_margin is not None:
+                own = np.linalg.norm(q - counter_emb[hard_rows], axis=1)  # [H] distance to the own counter
+                floor = own - neg_margin
+            ids, dist = ranked_allowed(point_index, counter_index, q, pk, ck, banned[hard_rows], hi, floor)  # [H, hi]
+            count = (ids >= 0).sum(1)  # [H] allowed candidates found (<= hi)
+            # window of ranks [lo, hi] clipped to what exists; fewer than lo: the farthest found
+            start = np.minimum(lo, np.maximum(count, 1)) - 1  # [H]
+            width = np.maximum(count - start, 1)  # [H]
+            if lo == hi:
+                pick = np.repeat(start[:, None], kk, axis=1)  # [H, K]
+            else:
+                pick = start[:, None] + np.floor(rng.random((len(hard_rows), kk)) * width[:, None]).astype(np.int64)
+            hard = np.take_along_axis(ids, pick, 1)  # [H, K]
+            hard_d = np.take_along_axis(dist, pick, 1)
+            none = hard < 0  # the guard left nothing: keep the random draw
+            take_random[hard_rows] |= none
+            hard = np.where(none, negatives[hard_rows], hard)
+            hard_d = np.where(none, np.nan, hard_d)
+        use_hard = ~take_random[hard_rows]  # [H, K]
+        negatives[hard_rows] = np.where(use_hard, hard, negatives[hard_rows])
+        distances[hard_rows] = np.where(use_hard, hard_d, np.nan)
+    negatives = negatives.astype(np.int64)
+    return MiningResult(negatives=negatives, keys=all_keys[negatives], is_random=take_random, distances=distances)

@@ -116,11 +116,6 @@ class Run:
                 index.close()
         self._indexes.clear()
 
-    def negative_tids(self, split: str, negatives: np.ndarray) -> np.ndarray:
-        ids = self.table.splits[split]
-        n = len(ids.point)
-        return np.where(negatives < n, ids.point[np.minimum(negatives, n - 1)], ids.counter[np.maximum(negatives - n, 0)])
-
     def loss(self, h_p, h_c, h_n):
         s_p, s_c, s_n = (self.heads.similarity(h) for h in (h_p, h_c, h_n))  # [B, d] each
         logits_pos = self.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
@@ -140,7 +135,7 @@ class Run:
         mined = self.mine(emb, "training", rate, rng)
         t_mine = time.perf_counter() - t_mine
         ids = self.table.splits["training"]
-        neg = self.negative_tids("training", mined.negatives)
+        neg = mined.keys[:, 0]  # [N] text id of each anchor's negative
         n = len(ids.point)
         if n < cfg.batch_size:
             raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
@@ -203,7 +198,7 @@ class Run:
             emb = self.embed_split(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
-                neg = torch.as_tensor(mined.negatives, device=self.device)
+                neg = torch.as_tensor(mined.negatives[:, 0], device=self.device)  # [Q]
                 all_h = torch.cat([emb["h_p"], emb["h_c"]])  # [2Q, H]
                 with torch.no_grad():
                     total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg])

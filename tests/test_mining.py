@@ -29,7 +29,7 @@ def test_rate_zero_is_exact_hard_rule(emb):
     P, C = emb
     res = mine_negatives(P, C, 0.0, np.random.default_rng(1))
     assert res.n_hard == 60 and res.n_random == 0
-    np.testing.assert_array_equal(res.negatives, brute_force(P, C))
+    np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C))
 
 
 def test_never_self_or_own_counter(emb):
@@ -39,8 +39,8 @@ def test_never_self_or_own_counter(emb):
     for rate in (0.0, 0.5, 1.0):
         res = mine_negatives(P, C, rate, np.random.default_rng(2))
         n = len(P)
-        assert not np.any(res.negatives == np.arange(n))
-        assert not np.any(res.negatives == n + np.arange(n))
+        assert not np.any(res.negatives[:, 0] == np.arange(n))
+        assert not np.any(res.negatives[:, 0] == n + np.arange(n))
 
 
 def test_rate_one_is_all_random_and_uniformish(emb):
@@ -48,7 +48,7 @@ def test_rate_one_is_all_random_and_uniformish(emb):
     res = mine_negatives(P, C, 1.0, np.random.default_rng(3))
     assert res.n_random == 60 and res.n_hard == 0
     assert np.isnan(res.distances).all()
-    many = np.concatenate([mine_negatives(P, C, 1.0, np.random.default_rng(s)).negatives for s in range(50)])
+    many = np.concatenate([mine_negatives(P, C, 1.0, np.random.default_rng(s)).negatives[:, 0] for s in range(50)])
     assert (many < 60).mean() == pytest.approx(0.5, abs=0.05)  # points and counters equally likely
 
 
@@ -71,16 +71,16 @@ def test_duplicate_texts_and_ties():
     pk = np.array([10, 10, 12, 13, 14, 15])
     ck = np.array([20, 21, 22, 22, 24, 25])
     res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
-    np.testing.assert_array_equal(res.negatives, brute_force(P, C, pk, ck))
+    np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C, pk, ck))
     keys = np.concatenate([pk, ck])
-    chosen = keys[res.negatives]
+    chosen = keys[res.negatives[:, 0]]
     assert not np.any(chosen == pk) and not np.any(chosen == ck)  # never the same text as anchor/counter
     # pair 0's nearest point (distance 0) is pair 1's identical text: skipped
-    assert res.negatives[0] not in (0, 1)
+    assert res.negatives[:, 0][0] not in (0, 1)
     # random draws also avoid duplicates of the anchor and of its counter
     for s in range(20):
         r = mine_negatives(P, C, 1.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck)
-        ch = keys[r.negatives]
+        ch = keys[r.negatives[:, 0]]
         assert not np.any(ch == pk) and not np.any(ch == ck)
 
 
@@ -91,8 +91,8 @@ def test_all_hits_banned_requeries_deeper():
     pk = np.array([1, 1, 1, 1, 2])
     ck = np.array([3, 3, 3, 3, 4])
     res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
-    np.testing.assert_array_equal(res.negatives[:4], [4, 4, 4, 4])  # the only other point text
-    np.testing.assert_array_equal(res.negatives, brute_force(P, C, pk, ck))
+    np.testing.assert_array_equal(res.negatives[:, 0][:4], [4, 4, 4, 4])  # the only other point text
+    np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C, pk, ck))
 
 
 def test_bad_inputs():
@@ -101,3 +101,90 @@ def test_bad_inputs():
         mine_negatives(P, np.zeros((4, 2)), 0.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="rate"):
         mine_negatives(P, P, 1.5, np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- neg_rank, neg_margin, dedupe_pairs
+from counterarg.mining import dedupe_pairs  # noqa: E402
+
+
+def ranked_brute_force(P, C, pk, ck, i, margin=None):
+    """Anchor i's allowed candidates, nearest first: (distance, points first, id), one per text, guarded."""
+    n = len(P)
+    keys = np.concatenate([pk, ck])
+    cands = sorted((np.linalg.norm(P[i] - X[j]), int(kind), kind * n + j)
+                   for kind, X in ((0, P), (1, C)) for j in range(n))
+    own = np.linalg.norm(P[i] - C[i])
+    out, seen = [], set()
+    for d, _, j in cands:
+        if keys[j] in seen:
+            continue
+        seen.add(keys[j])
+        if keys[j] in (pk[i], ck[i]) or (margin is not None and d < own - margin):
+            continue
+        out.append(j)
+    return out
+
+
+@pytest.fixture
+def dup_emb():
+    rng = np.random.default_rng(4)
+    P, C = rng.normal(size=(40, 4)), rng.normal(size=(40, 4))
+    pk, ck = np.arange(40), np.arange(100, 140)
+    P[5], pk[5] = P[6], pk[6]  # a repeated point text
+    C[7], ck[7] = C[8], ck[8]  # a repeated counter text
+    C[9], ck[9] = P[3], pk[3]  # a counter whose text is also a point
+    return P, C, pk, ck
+
+
+@pytest.mark.parametrize("rank", [1, 3, 7])
+def test_fixed_rank_is_the_brute_force_rank(dup_emb, rank):
+    P, C, pk, ck = dup_emb
+    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
+                         neg_rank=(rank, rank), num_negatives=2)
+    expect = [ranked_brute_force(P, C, pk, ck, i)[rank - 1] for i in range(len(P))]
+    np.testing.assert_array_equal(res.negatives, np.repeat(np.array(expect)[:, None], 2, axis=1))
+    np.testing.assert_array_equal(res.keys, np.concatenate([pk, ck])[res.negatives])
+
+
+def test_rank_window_draws_cover_exactly_the_window(dup_emb):
+    P, C, pk, ck = dup_emb
+    seen = [set() for _ in P]
+    for s in range(40):
+        res = mine_negatives(P, C, 0.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck,
+                             neg_rank=(2, 4), num_negatives=3)
+        assert res.n_random == 0
+        for i, row in enumerate(res.negatives):
+            seen[i].update(row.tolist())
+    for i in range(len(P)):
+        assert seen[i] == set(ranked_brute_force(P, C, pk, ck, i)[1:4])
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3, -0.2])
+def test_margin_guard_against_brute_force(dup_emb, margin):
+    P, C, pk, ck = dup_emb
+    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
+                         neg_rank=(1, 1), neg_margin=margin)
+    for i in range(len(P)):
+        allowed = ranked_brute_force(P, C, pk, ck, i, margin)
+        if allowed:
+            assert res.negatives[i, 0] == allowed[0] and not res.is_random[i, 0]
+        else:  # nothing passes the guard: the random draw stays, and is marked random
+            assert res.is_random[i, 0]
+
+
+def test_reference_rule_unchanged_by_the_general_path(emb):
+    P, C = emb
+    ref = mine_negatives(P, C, 0.3, np.random.default_rng(5))
+    gen = mine_negatives(P, C, 0.3, np.random.default_rng(5), neg_rank=(1, 1), neg_margin=1e9)
+    np.testing.assert_array_equal(ref.negatives, gen.negatives)
+
+
+def test_dedupe_pairs_against_brute_force():
+    rng = np.random.default_rng(3)
+    pk, ck = rng.integers(0, 5, 60), rng.integers(0, 4, 60)
+    first, seen = [], set()
+    for i, key in enumerate(zip(pk, ck)):
+        if key not in seen:
+            seen.add(key)
+            first.append(i)
+    np.testing.assert_array_equal(dedupe_pairs(pk, ck), first)
