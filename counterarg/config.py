@@ -41,7 +41,9 @@ class Config:
     encoder: str = DEFAULT_ENCODER  # local folder, hub name, or the embedded default
     pooling: str = "mean"  # cls | pooler | mean
     max_length: int = 256
-    sim_dim: int = 128
+    sim_dim: int = 128  # 0 = the encoder width
+    head: str = "linear"  # similarity head's start: linear (reference) | identity | orthogonal | residual
+    head_reg: float = 0.0  # weight of ||W - W_start||^2, pulls the head back toward its start
     finetune: str = "none"  # all | none | top:N
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None  # feature cache; None -> $COUNTERARG_CACHE or ~/.cache/counterarg
@@ -57,7 +59,10 @@ class Config:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
 
-    # CombinedLoss
+    # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
+    loss: str = "combined"
+    scale: float = 20.0  # infonce: cosine similarity times scale are the logits
+    # CombinedLoss (combined, triplet, pair_ce)
     margin: float = 1.0
     p: float = 2.0
     w_triplet: float = 1.0
@@ -73,6 +78,12 @@ class Config:
     rate_period: int = 0  # cosine: epochs from start to floor; 0 -> epochs
     rate_every: int = 5  # step: epochs between drops
     rate_gamma: float = 0.5  # step: factor per drop
+
+    # mining (mining.py)
+    num_negatives: int = 1  # mined negatives per anchor
+    neg_rank: tuple[int, ...] = (1, 1)  # (lo, hi): draw hard negatives from these ranks, 1 = nearest
+    neg_margin: float | None = None  # skip candidates closer than the own counter minus this; None = off
+    dedupe_pairs: bool = False  # train on each distinct (point text, counter text) pair once
 
     # neighbour index (index.py), shared by mining and evaluation
     index: str = "exact"  # exact | balltree | sharded-balltree
@@ -147,7 +158,21 @@ class Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
+        from .loss import LossError, parse_loss
+        from .model import HEADS
+
         _choice("pooling", self.pooling, POOLINGS)
+        _choice("head", self.head, tuple(HEADS))
+        try:
+            parse_loss(self.loss)
+        except LossError as e:
+            raise ConfigError(str(e)) from None
+        if len(self.neg_rank) != 2 or not 1 <= self.neg_rank[0] <= self.neg_rank[1]:
+            raise ConfigError(f"neg_rank must be two ranks lo,hi with 1 <= lo <= hi, got {self.neg_rank!r}")
+        if self.neg_margin is not None and not math.isfinite(self.neg_margin):
+            raise ConfigError(f"neg_margin must be a finite number or none, got {self.neg_margin!r}")
+        if not (self.scale > 0 and math.isfinite(self.scale)):
+            raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("index", self.index, INDEXES)
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
@@ -157,14 +182,16 @@ class Config:
             raise ConfigError(f"finetune must be all, none or top:N (N >= 1), got {self.finetune!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("max_length", "sim_dim", "embed_batch_size", "epochs", "batch_size",
+        if self.sim_dim < 0:
+            raise ConfigError(f"sim_dim must be >= 0 (0 = the encoder width), got {self.sim_dim!r}")
+        for name in ("max_length", "embed_batch_size", "epochs", "batch_size", "num_negatives",
                      "shards", "leaf_size", "block_size", "rerank_k", "rate_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lr", "encoder_lr", "p"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("weight_decay", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",
+        for name in ("weight_decay", "head_reg", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",
                      "rate_step", "rate_period", "test_every"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):

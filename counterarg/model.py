@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -128,17 +130,76 @@ def pool(
     return (last_hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # [B, H]
 
 
-class Heads(nn.Module):
-    """Similarity head Linear(H, sim_dim) and pair classifier Linear(3*sim_dim + 3*H, 2), as in the seed."""
+def _init_linear(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
+    """The reference: keep nn.Linear's own random start (no extra draws, so runs stay reproducible)."""
 
-    def __init__(self, hidden: int, sim_dim: int):
+
+def _init_identity(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
+    """W = the first sim_dim rows of I [sim_dim, H], b = 0: s starts as (the first coordinates of) h."""
+    with torch.no_grad():
+        sim.weight.copy_(torch.eye(sim_dim, hidden))
+        sim.bias.zero_()
+
+
+def _init_orthogonal(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
+    """W with orthonormal rows, b = 0: a rotation keeps every distance when sim_dim = H."""
+    with torch.no_grad():
+        nn.init.orthogonal_(sim.weight)
+        sim.bias.zero_()
+
+
+def _init_residual(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
+    """A = 0, b = 0 in s = h + A h + b: the head starts as the identity and learns a correction."""
+    if sim_dim != hidden:
+        raise ValueError(f"head=residual needs sim_dim equal to the encoder width {hidden} (or 0), got {sim_dim}")
+    with torch.no_grad():
+        sim.weight.zero_()
+        sim.bias.zero_()
+
+
+@dataclass(frozen=True)
+class Head:
+    """A similarity head's initialisation and whether h is added to its output."""
+
+    init: Callable[[nn.Linear, int, int], None]
+    residual: bool = False
+
+
+#: The similarity heads the ``head`` config field names; Config validation reads the names here.
+HEADS: dict[str, Head] = {
+    "linear": Head(_init_linear),  # the reference implementation's randomly initialised Linear(H, sim_dim)
+    "identity": Head(_init_identity),
+    "orthogonal": Head(_init_orthogonal),
+    "residual": Head(_init_residual, residual=True),
+}
+
+
+class Heads(nn.Module):
+    """Similarity head and pair classifier Linear(3*sim_dim + 3*H, 2), as in the reference implementation.
+
+    ``head`` picks the similarity head's start (see :data:`HEADS`); ``sim_dim=0`` means the encoder
+    width. The start is kept (``sim_start``, rebuilt from the run's seed, not saved) so that
+    :meth:`drift` can pull training back toward it (the ``head_reg`` term): with a zero-shot
+    geometry as the start, training refines it instead of replacing it.
+    """
+
+    def __init__(self, hidden: int, sim_dim: int, head: str = "linear"):
         super().__init__()
-        self.hidden, self.sim_dim = hidden, sim_dim
+        sim_dim = sim_dim or hidden
+        self.hidden, self.sim_dim, self.head = hidden, sim_dim, head
         self.sim = nn.Linear(hidden, sim_dim)
+        HEADS[head].init(self.sim, hidden, sim_dim)
+        self.residual = HEADS[head].residual
+        self.register_buffer("sim_start", self.sim.weight.detach().clone(), persistent=False)  # [sim_dim, H]
         self.classifier = nn.Linear(3 * sim_dim + 3 * hidden, 2)
 
     def similarity(self, h: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B, sim_dim]
-        return self.sim(h)
+        s = self.sim(h)  # [B, sim_dim]
+        return h + s if self.residual else s
+
+    def drift(self) -> torch.Tensor:
+        """Squared Frobenius distance of the similarity weights from their start (a scalar)."""
+        return ((self.sim.weight - self.sim_start) ** 2).sum()
 
     def classify(
         self,
@@ -149,7 +210,6 @@ class Heads(nn.Module):
     ) -> torch.Tensor:  # [B, 2] logits; softmax column 1 = "is the counter"
         x = torch.cat([s_p, s_c, (s_p - s_c).abs(), h_p, h_c, (h_p - h_c).abs()], dim=-1)  # [B, 3s+3H]
         return self.classifier(x)
-
 
 def attention_mask_for(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
     """The attention mask BERT layers expect, built the way the installed transformers builds it."""

@@ -23,8 +23,8 @@ from .config import Config
 from .corpus import Corpus, load_corpus
 from .features import TextFeatures, TextTable
 from .io import atomic_replace_dir, atomic_write_text, append_jsonl
-from .loss import combined_loss
-from .mining import mine_negatives
+from .loss import LossBatch, total_loss, uses_classifier
+from .mining import dedupe_pairs, mine_negatives
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
 from .schedules import random_rate
 
@@ -60,7 +60,7 @@ class Run:
         torch.manual_seed(config.seed)
         self.features = TextFeatures(config, self.table, self.device, progress=progress)
         torch.manual_seed(config.seed)
-        self.heads = Heads(self.features.hidden, config.sim_dim).to(self.device)
+        self.heads = Heads(self.features.hidden, config.sim_dim, config.head).to(self.device)
         groups = [{"params": list(self.heads.parameters()), "lr": config.lr}]
         enc_params = [p for p in self.features.trainable.parameters() if p.requires_grad]
         if enc_params:
@@ -95,7 +95,10 @@ class Run:
         ids = self.table.splits[split]
         cfg = self.config
         backend = cfg.index if split == "training" else "exact"
-        s_p, s_c = emb["s_p"].cpu().numpy(), emb["s_c"].cpu().numpy()  # [N, d] each
+        s_p, s_c = emb["s_p"], emb["s_c"]  # [N, d] each
+        if cfg.eval_metric == "cosine":  # neighbours by the metric the model is judged on
+            s_p, s_c = torch.nn.functional.normalize(s_p, dim=-1), torch.nn.functional.normalize(s_c, dim=-1)
+        s_p, s_c = s_p.cpu().numpy(), s_c.cpu().numpy()
         if split in self._indexes:
             for index, x in zip(self._indexes[split], (s_p, s_c)):
                 index.rebuild(x)
@@ -107,7 +110,8 @@ class Run:
                 device=str(self.device))
         point_index, counter_index = self._indexes[split]
         return mine_negatives(s_p, s_c, rate, rng, point_index=point_index, counter_index=counter_index,
-                              point_keys=ids.point, counter_keys=ids.counter)
+                              point_keys=ids.point, counter_keys=ids.counter, num_negatives=cfg.num_negatives,
+                              neg_rank=tuple(cfg.neg_rank), neg_margin=cfg.neg_margin)
 
     def close(self) -> None:
         """Release index resources (the sharded backend's Ray actors)."""
@@ -116,13 +120,28 @@ class Run:
                 index.close()
         self._indexes.clear()
 
-    def loss(self, h_p, h_c, h_n):
-        s_p, s_c, s_n = (self.heads.similarity(h) for h in (h_p, h_c, h_n))  # [B, d] each
-        logits_pos = self.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
-        logits_neg = self.heads.classify(s_p, s_n, h_p, h_n)  # [B, 2]
+    def loss(self, h_p, h_c, h_n, keys):
+        """The configured objective (loss.py) plus ``head_reg`` times the head's drift from its start.
+
+        ``h_p``, ``h_c`` [B, H], ``h_n`` [B, K, H]; ``keys`` = text ids (point [B], counter [B], negatives [B, K]).
+        """
         c = self.config
-        return combined_loss(s_p, s_c, s_n, logits_pos, logits_neg, margin=c.margin, p=c.p,
-                             w_triplet=c.w_triplet, w_pos=c.w_pos, w_neg=c.w_neg)
+        b, k = h_n.shape[:2]
+        s_p, s_c = self.heads.similarity(h_p), self.heads.similarity(h_c)  # [B, d] each
+        s_n = self.heads.similarity(h_n.reshape(b * k, -1))  # [B*K, d]
+        logits_pos = logits_neg = None
+        if uses_classifier(c.loss):
+            logits_pos = self.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
+            logits_neg = self.heads.classify(s_p.repeat_interleave(k, 0), s_n, h_p.repeat_interleave(k, 0),
+                                             h_n.reshape(b * k, -1)).view(b, k, 2)  # [B, K, 2]
+        batch = LossBatch(s_p=s_p, s_c=s_c, s_n=s_n.view(b, k, -1), logits_pos=logits_pos, logits_neg=logits_neg,
+                          point_keys=keys[0], counter_keys=keys[1], negative_keys=keys[2])
+        total, parts = total_loss(c.loss, batch, c)
+        if c.head_reg > 0:
+            drift = self.heads.drift()
+            total = total + c.head_reg * drift
+            parts = {**parts, "head_drift": drift.detach()}
+        return total, parts
 
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
@@ -135,25 +154,28 @@ class Run:
         mined = self.mine(emb, "training", rate, rng)
         t_mine = time.perf_counter() - t_mine
         ids = self.table.splits["training"]
-        neg = mined.keys[:, 0]  # [N] text id of each anchor's negative
-        n = len(ids.point)
+        neg = mined.keys  # [N, K] text ids of each anchor's negatives
+        rows_all = dedupe_pairs(ids.point, ids.counter) if cfg.dedupe_pairs else np.arange(len(ids.point))
+        n = len(rows_all)
         if n < cfg.batch_size:
             raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        perm = rng.permutation(n)
+        perm = rows_all[rng.permutation(n)]
         steps = n // cfg.batch_size  # drop_last, as the seed
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
         self.heads.train()
         self.features.train()
-        sums = {"loss": 0.0, "triplet": 0.0, "ce_pos": 0.0, "ce_neg": 0.0}
+        sums: dict[str, float] = {"loss": 0.0}
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
                    unit="step", leave=False, mininterval=1.0)
         for step in bar:
             rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            tids = torch.from_numpy(np.concatenate([ids.point[rows], ids.counter[rows], neg[rows]]))  # [3B]
-            h = self.features(tids)  # [3B, H]
-            h_p, h_c, h_n = h.split(len(rows))
-            total, parts = self.loss(h_p, h_c, h_n)
+            b = len(rows)
+            keys = (ids.point[rows], ids.counter[rows], neg[rows])  # [B], [B], [B, K]
+            tids = torch.from_numpy(np.concatenate([keys[0], keys[1], keys[2].reshape(-1)]))  # [(2+K)B]
+            h = self.features(tids)  # [(2+K)B, H]
+            h_p, h_c, h_n = h[:b], h[b : 2 * b], h[2 * b :].view(b, -1, h.shape[1])  # [B, H], [B, H], [B, K, H]
+            total, parts = self.loss(h_p, h_c, h_n, tuple(torch.as_tensor(x, device=self.device) for x in keys))
             if not torch.isfinite(total):
                 raise TrainingError(f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
                                     f"(lr={cfg.lr}, margin={cfg.margin}); stopping")
@@ -164,17 +186,14 @@ class Run:
             self.optimizer.step()
             sums["loss"] += total.item()
             for k, v in parts.items():
-                sums[k] += v.item()
+                sums[k] = sums.get(k, 0.0) + v.item()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
         self.heads.eval()
         self.features.eval()
         row = {
             "epoch": epoch + 1,
-            "train/loss": sums["loss"] / steps,
-            "train/triplet": sums["triplet"] / steps,
-            "train/ce_pos": sums["ce_pos"] / steps,
-            "train/ce_neg": sums["ce_neg"] / steps,
+            **{f"train/{k}": v / steps for k, v in sums.items()},
             "mining/rate": rate,
             "mining/hard": mined.n_hard,
             "mining/random": mined.n_random,
@@ -198,10 +217,12 @@ class Run:
             emb = self.embed_split(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
-                neg = torch.as_tensor(mined.negatives[:, 0], device=self.device)  # [Q]
+                neg = torch.as_tensor(mined.negatives, device=self.device)  # [Q, K]
                 all_h = torch.cat([emb["h_p"], emb["h_c"]])  # [2Q, H]
+                ids = self.table.splits[split]
+                keys = tuple(torch.as_tensor(x, device=self.device) for x in (ids.point, ids.counter, mined.keys))
                 with torch.no_grad():
-                    total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg])
+                    total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg], keys)  # all_h[neg]: [Q, K, H]
                 row["validation/loss"] = total.item()
             with torch.no_grad():
                 row.update(evaluate_split(
