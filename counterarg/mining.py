@@ -256,3 +256,47 @@ def mine_negatives(
         distances[hard_rows] = np.where(use_hard, hard_d, np.nan)
     negatives = negatives.astype(np.int64)
     return MiningResult(negatives=negatives, keys=all_keys[negatives], is_random=take_random, distances=distances)
+
+
+def mining_telemetry(
+    result: MiningResult,
+    debate: np.ndarray,  # [N] debate code of each pair (a point and its counter share the folder)
+    theme: np.ndarray,  # [N] theme code
+    side: np.ndarray,  # [N] side folder code (0 pro, 1 con)
+    point_emb: np.ndarray,  # [N, d] the embeddings mined on
+    counter_emb: np.ndarray,  # [N, d]
+    rows: np.ndarray | None = None,  # anchors to describe (e.g. the deduplicated training rows); None = all
+    seen: np.ndarray | None = None,  # [2N] bool: candidate's text occurs in the training split
+) -> dict[str, float]:
+    """What the mined negatives are, as shares of all negatives of ``rows``, and how far they lie.
+
+    Where a negative comes from (point or counter; same debate and same side folder, same debate and
+    the other side, same theme in another debate, another theme), whether it was hard or random,
+    whether its text is seen in training, and the mean anchor-negative vs anchor-counter distance:
+    an epoch whose negatives sit nearer than the true counters is mining false negatives or copies.
+    """
+    n = len(debate)
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    neg = result.negatives[rows]  # [R, K]
+    pair = neg % n  # [R, K] the pair whose folder the negative sits in
+    a = rows[:, None]  # [R, 1]
+    same_debate = debate[pair] == debate[a]
+    same_side = side[pair] == side[a]
+    same_theme = theme[pair] == theme[a]
+    out = {
+        "mining/share_points": float((neg < n).mean()),
+        "mining/share_counters": float((neg >= n).mean()),
+        "mining/share_same_debate_same_side": float((same_debate & same_side).mean()),
+        "mining/share_same_debate_other_side": float((same_debate & ~same_side).mean()),
+        "mining/share_same_theme_other_debate": float((same_theme & ~same_debate).mean()),
+        "mining/share_other_theme": float((~same_theme).mean()),
+        "mining/share_hard": float((~result.is_random[rows]).mean()),
+        "mining/share_random": float(result.is_random[rows].mean()),
+    }
+    if seen is not None:
+        out["mining/share_seen_in_training"] = float(np.asarray(seen)[neg].mean())
+    cand = np.concatenate([point_emb, counter_emb])  # [2N, d]
+    anchor = point_emb[rows]  # [R, d]
+    out["mining/dist_negative"] = float(np.linalg.norm(cand[neg] - anchor[:, None], axis=-1).mean())
+    out["mining/dist_counter"] = float(np.linalg.norm(counter_emb[rows] - anchor, axis=-1).mean())
+    return out

@@ -24,7 +24,7 @@ from .corpus import Corpus, load_corpus
 from .features import TextFeatures, TextTable
 from .io import atomic_replace_dir, atomic_write_text, append_jsonl
 from .loss import LossBatch, total_loss, uses_classifier
-from .mining import dedupe_pairs, mine_negatives
+from .mining import dedupe_pairs, mine_negatives, mining_telemetry
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
 from .schedules import random_rate
 
@@ -75,6 +75,7 @@ class Run:
 
         self.pools = {s: build_pools(self.corpus.split(s)) for s in self.eval_splits}
         self._indexes: dict[str, tuple] = {}
+        self.training_pools = build_pools(self.corpus.split("training")) if "training" in self.corpus.splits else None
 
     # ------------------------------------------------------------------ embeddings
     def embed_split(self, split: str) -> dict[str, torch.Tensor]:
@@ -84,6 +85,13 @@ class Run:
             h_p = self.features.embed(ids.point)  # [Q, H]
             h_c = self.features.embed(ids.counter)  # [Q, H]
             return {"h_p": h_p, "h_c": h_c, "s_p": self.heads.similarity(h_p), "s_c": self.heads.similarity(h_c)}
+
+    def mining_space(self, emb: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """Point and counter embeddings as mining sees them: normalised when the model is judged by cosine."""
+        s_p, s_c = emb["s_p"], emb["s_c"]  # [N, d] each
+        if self.config.eval_metric == "cosine":
+            s_p, s_c = torch.nn.functional.normalize(s_p, dim=-1), torch.nn.functional.normalize(s_c, dim=-1)
+        return s_p.cpu().numpy(), s_c.cpu().numpy()
 
     def mine(self, emb: dict[str, torch.Tensor], split: str, rate: float, rng: np.random.Generator):
         """The seed's mining rule over this split's point and counter trees, rebuilt on new embeddings.
@@ -95,10 +103,7 @@ class Run:
         ids = self.table.splits[split]
         cfg = self.config
         backend = cfg.index if split == "training" else "exact"
-        s_p, s_c = emb["s_p"], emb["s_c"]  # [N, d] each
-        if cfg.eval_metric == "cosine":  # neighbours by the metric the model is judged on
-            s_p, s_c = torch.nn.functional.normalize(s_p, dim=-1), torch.nn.functional.normalize(s_c, dim=-1)
-        s_p, s_c = s_p.cpu().numpy(), s_c.cpu().numpy()
+        s_p, s_c = self.mining_space(emb)  # [N, d] each
         if split in self._indexes:
             for index, x in zip(self._indexes[split], (s_p, s_c)):
                 index.rebuild(x)
@@ -191,12 +196,14 @@ class Run:
                 bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
         self.heads.eval()
         self.features.eval()
+        tp = self.training_pools
         row = {
             "epoch": epoch + 1,
             **{f"train/{k}": v / steps for k, v in sums.items()},
             "mining/rate": rate,
             "mining/hard": mined.n_hard,
             "mining/random": mined.n_random,
+            **mining_telemetry(mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all),
             "time/mining_s": t_mine,
             "time/train_s": time.perf_counter() - t0,
         }

@@ -188,3 +188,37 @@ def test_dedupe_pairs_against_brute_force():
             seen.add(key)
             first.append(i)
     np.testing.assert_array_equal(dedupe_pairs(pk, ck), first)
+
+
+# --------------------------------------------------------------------------- telemetry
+from counterarg.mining import MiningResult, mining_telemetry  # noqa: E402
+
+
+def test_telemetry_counts_on_a_hand_built_corpus():
+    # 4 pairs: theme 0 holds debate 0 (pairs 0 pro, 1 con) and debate 1 (pair 2); theme 1 holds debate 2 (pair 3)
+    debate, theme, side = np.array([0, 0, 1, 2]), np.array([0, 0, 0, 1]), np.array([0, 1, 0, 0])
+    n = 4
+    # anchor 0: point 1 (same debate, other side), counter 0 is banned, so counter 2 (same theme, other debate)
+    # anchor 1: counter 0 (same debate, other side) and point 3 (other theme)
+    # anchor 2: point 0 (same theme), random counter 3 (other theme)
+    # anchor 3: random point 2 (other theme) twice
+    neg = np.array([[1, n + 2], [n + 0, 3], [0, n + 3], [2, 2]])
+    rnd = np.array([[False, False], [False, False], [False, True], [True, True]])
+    res = MiningResult(negatives=neg, keys=neg, is_random=rnd, distances=np.zeros((4, 2)))
+    P = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    C = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 3.0], [3.0, 4.0]])
+    seen = np.array([True, True, False, False, True, False, False, False])  # over [points; counters]
+    t = mining_telemetry(res, debate, theme, side, P, C, seen=seen)
+    assert t["mining/share_points"] == 5 / 8 and t["mining/share_counters"] == 3 / 8
+    # same debate same side: anchor 1's counter 0? pair 0 is pro, anchor 1 is con -> other side. none.
+    assert t["mining/share_same_debate_same_side"] == 0.0
+    assert t["mining/share_same_debate_other_side"] == 2 / 8  # (0: point 1), (1: counter 0)
+    assert t["mining/share_same_theme_other_debate"] == 2 / 8  # (0: counter 2), (2: point 0)
+    assert t["mining/share_other_theme"] == 4 / 8  # (1: point 3), (2: counter 3), (3: point 2) x2
+    assert t["mining/share_hard"] == 5 / 8 and t["mining/share_random"] == 3 / 8
+    assert t["mining/share_seen_in_training"] == 3 / 8  # point 1, counter 0, point 0
+    d_neg = [1, 3, np.hypot(1, 1), 2, 2, np.hypot(3, 2), np.hypot(3, 2), np.hypot(3, 2)]
+    assert t["mining/dist_negative"] == pytest.approx(np.mean(d_neg))
+    assert t["mining/dist_counter"] == pytest.approx(np.mean([1, 1, 1, 4]))
+    only = mining_telemetry(res, debate, theme, side, P, C, rows=np.array([3]))
+    assert only["mining/share_other_theme"] == 1.0 and only["mining/share_random"] == 1.0
