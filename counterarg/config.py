@@ -58,6 +58,8 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
+    select_metric: str = "validation/mean/acc@1"  # picks the best epoch (OUT/best) and drives patience
+    patience: int = 0  # stop after this many epochs without a new best select_metric; 0 = run all epochs
 
     # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
     loss: str = "combined"
@@ -191,6 +193,8 @@ class Config:
         for name in ("lr", "encoder_lr", "p"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0 (0 = off), got {self.patience!r}")
         for name in ("weight_decay", "head_reg", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",
                      "rate_step", "rate_period", "test_every"):
             v = getattr(self, name)

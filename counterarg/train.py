@@ -31,7 +31,8 @@ from .schedules import random_rate
 Report = Callable[[dict, Path], None]
 STATE_FILE = "state.pt"
 # fields that may differ between a checkpoint and the run resuming it
-RESUMABLE_CHANGES = {"epochs", "test_every", "eval_training", "device", "cache_dir", "index", "shards"}
+RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards"}
+BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best config.select_metric
 
 
 class TrainingError(RuntimeError):
@@ -298,8 +299,10 @@ def train(
     """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
 
     Writes ``config.json``, appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
-    atomically after each epoch, then calls ``report(row, checkpoint_dir)``. ``resume_from`` is a
-    checkpoint folder; the run continues at the epoch after it.
+    atomically after each epoch, then calls ``report(row, checkpoint_dir)``; ``best/`` holds the
+    epoch with the highest ``config.select_metric`` (earliest on ties). With ``patience`` > 0 the
+    run stops once that many epochs pass without a new best. ``resume_from`` is a checkpoint
+    folder; the run continues at the epoch after it.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,9 +333,25 @@ def train(
     return history
 
 
+def best_epoch(history: list[dict], metric: str) -> tuple[int | None, float | None]:
+    """(epoch, value) of the highest ``metric`` in ``history`` (earliest on ties); (None, None) if absent."""
+    best: tuple[int | None, float | None] = (None, None)
+    for row in history:
+        v = row.get(metric)
+        if v is not None and (best[1] is None or v > best[1]):
+            best = (row["epoch"], v)
+    return best
+
+
 def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
             metrics_path: Path, report: Report | None, progress: bool) -> None:
+    best, best_value = best_epoch(history, config.select_metric)
     for epoch in range(start, config.epochs):
+        if config.patience and best is not None and epoch - best >= config.patience:
+            _say(f"early stop after epoch {epoch}: {config.select_metric} has not improved for "
+                 f"{config.patience} epochs (best {best_value:.4f} at epoch {best}; state in {ckpt.parent / BEST_DIR})",
+                 progress)
+            break
         t0 = time.perf_counter()
         row = run.train_epoch(epoch)
         row.update(run.evaluate(epoch))
@@ -340,6 +359,14 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
         for k, v in row.items():
             if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):
                 raise TrainingError(f"metric {k} is {v} at epoch {epoch + 1}")
+        value = row.get(config.select_metric)
+        if value is None and config.patience:
+            raise TrainingError(f"patience={config.patience} selects on {config.select_metric!r}, which epoch "
+                                f"{epoch + 1} did not report (has the corpus a validation split?)")
+        improved = value is not None and (best_value is None or value > best_value)
+        if improved:
+            best, best_value = epoch + 1, value
+        row["select/best_epoch"] = best
         history.append(row)
         state = run.state(epoch + 1, history)
 
@@ -348,6 +375,8 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
             config.save(folder / "config.json")
 
         atomic_replace_dir(ckpt, fill)
+        if improved:
+            atomic_replace_dir(ckpt.parent / BEST_DIR, fill)
         append_jsonl(metrics_path, row)
         if progress:
             _say(_epoch_line(row), True)

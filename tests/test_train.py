@@ -134,3 +134,31 @@ def test_feature_cache_key_follows_encoder_content_not_location(tiny_encoder, tm
     weights.write_bytes(bytes(data))
     assert encoder_fingerprint(str(copy)) != encoder_fingerprint(tiny_encoder)
     assert encoder_fingerprint("some-org/not-local") != encoder_fingerprint("other-org/not-local")
+
+
+def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch):
+    from counterarg import train as train_mod
+    from counterarg.train import read_checkpoint
+
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2; epochs 3 and 4 do not beat it
+    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {"validation/mean/acc@1": next(script)})
+    h = train(cfg.replace(epochs=6, patience=2), tmp_path / "p", progress=False)
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+    assert [r["select/best_epoch"] for r in h] == [1, 2, 2, 2]
+    assert read_checkpoint(tmp_path / "p" / "best")["epoch"] == 2
+    assert read_checkpoint(tmp_path / "p" / "checkpoint")["epoch"] == 4
+    # resuming with more patience goes on from epoch 5 and keeps the best
+    script2 = iter([0.35, 0.1])
+    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {"validation/mean/acc@1": next(script2)})
+    h2 = train(cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint",
+               progress=False)
+    assert [r["epoch"] for r in h2] == [1, 2, 3, 4, 5, 6] and h2[-1]["select/best_epoch"] == 5
+    assert read_checkpoint(tmp_path / "p" / "best")["epoch"] == 5
+
+
+def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
+    from counterarg import train as train_mod
+
+    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {})
+    with pytest.raises(TrainingError, match="select"):
+        train(cfg.replace(epochs=2, patience=1, select_metric="validation/nope"), tmp_path / "q", progress=False)
