@@ -9,7 +9,8 @@ its test. The ``loss`` field is a weighted sum of entries, e.g. ``infonce`` or `
   negative plus the pair classifier's cross-entropy on (point, counter) -> 1 and (point, negative) -> 0.
 - ``triplet`` and ``pair_ce``: its two halves, to mix separately.
 - ``infonce``: softmax cross-entropy of each point against its own counter, with every other counter
-  of the batch and every mined negative as the alternatives, on cosine similarity times ``scale``.
+  of the batch and every mined negative of the batch as the alternatives, on cosine similarity times
+  ``scale``.
   Candidates whose text equals the anchor's point or counter text are masked (false negatives:
   ArguAna repeats texts).
 """
@@ -82,7 +83,7 @@ def combined_loss(
 def infonce_loss(
     s_point: torch.Tensor,  # [B, d]
     s_counter: torch.Tensor,  # [B, d] counter i is the positive of point i
-    s_negative: torch.Tensor,  # [B, K, d] extra negatives of each anchor (K may be 0)
+    s_negative: torch.Tensor,  # [B, K, d] mined negatives of each anchor (K may be 0)
     point_keys: torch.Tensor,  # [B] text ids
     counter_keys: torch.Tensor,  # [B]
     negative_keys: torch.Tensor,  # [B, K]
@@ -91,19 +92,17 @@ def infonce_loss(
 ) -> torch.Tensor:
     """Mean over anchors of ``-log softmax(scale * cos)`` at the anchor's own counter.
 
-    Anchor i's alternatives are all counters of the batch and its own K negatives (not the other
-    anchors' negatives). A candidate whose text equals anchor i's point or counter text, other than
-    the positive itself, is left out: it is a copy, not a negative.
+    Every anchor's alternatives are all counters of the batch and all mined negatives of the batch
+    (its own and the other anchors', as in DPR: B + B*K candidates for the price of B*K embeddings).
+    A candidate whose text equals anchor i's point or counter text, other than the positive itself,
+    is left out: it is a copy, not a negative.
     """
     b = s_point.shape[0]
     a = F.normalize(s_point, dim=-1)  # [B, d]
-    c = F.normalize(s_counter, dim=-1)  # [B, d]
-    n = F.normalize(s_negative, dim=-1)  # [B, K, d]
-    in_batch = a @ c.T  # [B, B]
-    own = torch.einsum("bd,bkd->bk", a, n)  # [B, K]
-    logits = scale * torch.cat([in_batch, own], dim=1)  # [B, B + K]
-    keys = torch.cat([counter_keys[None, :].expand(b, b), negative_keys], dim=1)  # [B, B + K]
-    copy = (keys == counter_keys[:, None]) | (keys == point_keys[:, None])  # [B, B + K]
+    cand = F.normalize(torch.cat([s_counter, s_negative.reshape(-1, s_point.shape[1])]), dim=-1)  # [B + B*K, d]
+    keys = torch.cat([counter_keys, negative_keys.reshape(-1)])  # [B + B*K]
+    logits = scale * a @ cand.T  # [B, B + B*K]
+    copy = (keys[None, :] == counter_keys[:, None]) | (keys[None, :] == point_keys[:, None])  # [B, B + B*K]
     eye = torch.arange(b, device=s_point.device)
     copy[eye, eye] = False  # the positive stays
     logits = logits.masked_fill(copy, float("-inf"))

@@ -42,16 +42,23 @@ from counterarg.loss import LOSSES, LossBatch, LossError, infonce_loss, parse_lo
 
 
 def test_infonce_by_hand():
-    # unit vectors at known angles: cos values are exact
+    # anchors and candidates at known angles: cos values are exact
     a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # anchors (norm does not matter)
-    c = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # cos(a0,c0)=1/sqrt2, cos(a0,c1)=0, cos(a1,c0)=1/sqrt2, cos(a1,c1)=1
-    n = torch.tensor([[[-1.0, 0.0]], [[1.0, 0.0]]])  # cos(a0,n0)=-1, cos(a1,n1)=0
+    c = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # cos(a0,c0)=r, cos(a0,c1)=0, cos(a1,c0)=r, cos(a1,c1)=1
+    n = torch.tensor([[[-1.0, 0.0]], [[1.0, 0.0]]])  # cos(a0,n0)=-1, cos(a0,n1)=1, cos(a1,n0)=0, cos(a1,n1)=0
     keys = torch.tensor([0, 1]), torch.tensor([10, 11]), torch.tensor([[20], [21]])
     s = 2.0
     r = 1 / math.sqrt(2)
-    row0 = -math.log(math.exp(s * r) / (math.exp(s * r) + math.exp(0.0) + math.exp(-s)))
-    row1 = -math.log(math.exp(s) / (math.exp(s * r) + math.exp(s) + math.exp(0.0)))
+    e = math.exp
+    # every anchor sees both counters and both anchors' negatives
+    row0 = -math.log(e(s * r) / (e(s * r) + e(0.0) + e(-s) + e(s)))
+    row1 = -math.log(e(s) / (e(s * r) + e(s) + e(0.0) + e(0.0)))
     got = infonce_loss(a, c, n, *keys, scale=s)
+    assert got.item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
+    # K = 0: in-batch counters only
+    row0 = -math.log(e(s * r) / (e(s * r) + e(0.0)))
+    row1 = -math.log(e(s) / (e(s * r) + e(s)))
+    got = infonce_loss(a, c, n[:, :0], keys[0], keys[1], keys[2][:, :0], scale=s)
     assert got.item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
 
 
@@ -61,8 +68,10 @@ def test_infonce_masks_copies_of_the_positive_and_the_point():
     n = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
     # counter 1 is a copy of counter 0's text; anchor 0's negative is a copy of its own point
     got = infonce_loss(a, c, n, torch.tensor([0, 1]), torch.tensor([10, 10]), torch.tensor([[0], [5]]), scale=3.0)
-    row0 = 0.0  # every alternative of anchor 0 is masked: softmax over the positive alone
-    row1 = -math.log(math.exp(0.0) / (math.exp(0.0) + math.exp(3.0)))  # counter 0 is a copy, negative n1 stays
+    # anchor 0: counter 1 (copy of its counter) and n0 (copy of its point) are masked; n1 (cos 0) stays
+    row0 = -math.log(math.exp(3.0) / (math.exp(3.0) + math.exp(0.0)))
+    # anchor 1: counter 0 is a copy of its counter; n0 (cos 0) and n1 (cos 1) stay
+    row1 = -math.log(math.exp(0.0) / (math.exp(0.0) + math.exp(0.0) + math.exp(3.0)))
     assert got.item() == pytest.approx((row0 + row1) / 2, abs=1e-6)
 
 
