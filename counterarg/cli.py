@@ -76,7 +76,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .evaluate import evaluate_split, format_table
+    from .evaluate import evaluate_split, format_table, unseen_split
     from .train import Run
 
     cfg, state = _checkpoint_config(args)
@@ -96,7 +96,14 @@ def cmd_evaluate(args) -> int:
     what = "zero-shot (pooled encoder output, cosine)" if state is None else \
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
-    print(format_table(metrics, args.split, run.pools[args.split], ks=cfg.ks))
+    pools = run.pools[args.split]
+    print(pools.describe())
+    print(format_table(metrics, args.split, pools, ks=cfg.ks))
+    view = unseen_split(args.split)
+    if any(k.startswith(view + "/") for k in metrics):
+        print(f"\nunseen view: the {int(pools.unseen.sum())} of {pools.num_queries} queries whose point and "
+              "counter texts occur nowhere in the training split")
+        print(format_table(metrics, view, pools, ks=cfg.ks))
     if args.json:
         from .io import atomic_write_json
 

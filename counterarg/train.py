@@ -71,9 +71,13 @@ class Run:
             eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
                            and (s != "training" or config.eval_training)]
         self.eval_splits = eval_splits
-        from .tasks import build_pools
+        from .tasks import build_pools, seen_texts
 
-        self.pools = {s: build_pools(self.corpus.split(s)) for s in self.eval_splits}
+        seen = seen_texts(self.corpus.splits.get("training"))
+        self.pools = {s: build_pools(self.corpus.split(s), seen) for s in self.eval_splits}
+        for s in self.eval_splits:
+            _say(self.pools[s].describe(), progress)
+        self.ranks: dict[str, dict[str, np.ndarray]] = {}  # per split: the last evaluation's ranks
         self._indexes: dict[str, tuple] = {}
 
     # ------------------------------------------------------------------ embeddings
@@ -190,12 +194,16 @@ class Run:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int) -> dict:
-        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch."""
+        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch.
+
+        Leaves each evaluated split's per-query ranks in ``self.ranks`` (for :class:`BestRanks`).
+        """
         from .evaluate import evaluate_split
 
         cfg = self.config
         t0 = time.perf_counter()
         row: dict = {}
+        self.ranks = {}
         last = epoch + 1 == cfg.epochs
         for split in self.eval_splits:
             if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
@@ -209,10 +217,12 @@ class Run:
                     total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg])
                 row["validation/loss"] = total.item()
             with torch.no_grad():
-                row.update(evaluate_split(
+                metrics, ranks = evaluate_split(
                     split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify,
                     mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks,
-                ))
+                    return_ranks=True)
+            row.update(metrics)
+            self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
         row["time/eval_s"] = time.perf_counter() - t0
         return row
 
@@ -239,6 +249,64 @@ class Run:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+
+
+class BestRanks:
+    """Per-query ranks of a run's best epoch (by ``config.select_metric``), kept in its checkpoint.
+
+    A sweep's significance tests compare strategies query by query at each trial's best epoch; the
+    rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
+    checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
+    pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
+    The best epoch is the earliest with the highest ``select_metric`` (:func:`summary.best_row`).
+    """
+
+    FILE = "best_ranks.npz"
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.value: float | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def update(self, row: dict, ranks: dict[str, dict[str, np.ndarray]], pools: dict) -> bool:
+        """Take this epoch's ranks if ``row`` beats the best so far; True if it did."""
+        v = row.get(self.metric)
+        if v is None or not math.isfinite(v) or (self.value is not None and v <= self.value):
+            return False
+        self.value = float(v)
+        self.arrays = {"epoch": np.array(int(row["epoch"]))}
+        for split, by_task in ranks.items():
+            for task, r in by_task.items():
+                self.arrays[f"{split}/{task}"] = r
+            if pools[split].unseen is not None:
+                self.arrays[f"{split}/unseen"] = pools[split].unseen
+        return True
+
+    def save(self, folder: Path) -> None:
+        if self.arrays:
+            with open(folder / self.FILE, "wb") as f:
+                np.savez(f, **self.arrays)
+
+    def load(self, folder: str | Path, history: list[dict]) -> None:
+        """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
+        from .summary import best_row
+
+        best = best_row(history, self.metric)
+        path = Path(folder) / self.FILE
+        if best is None or not path.exists():
+            return
+        self.value = float(best[self.metric])
+        with np.load(path, allow_pickle=False) as z:
+            self.arrays = {k: z[k] for k in z.files}
+
+
+def read_best_ranks(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The ``best_ranks.npz`` arrays of a checkpoint folder, or None if it has none."""
+    path = Path(folder) / BestRanks.FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def read_checkpoint(folder: str | Path) -> dict:
@@ -300,15 +368,18 @@ def train(
     metrics_path = out / "metrics.jsonl"
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     ckpt = out / "checkpoint"
+    best = BestRanks(config.select_metric)
+    if saved is not None:
+        best.load(resume_from, history)
     try:
-        _epochs(run, config, start, history, ckpt, metrics_path, report, progress)
+        _epochs(run, config, start, history, ckpt, metrics_path, report, progress, best)
     finally:
         run.close()
     return history
 
 
 def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
-            metrics_path: Path, report: Report | None, progress: bool) -> None:
+            metrics_path: Path, report: Report | None, progress: bool, best: BestRanks) -> None:
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
         row = run.train_epoch(epoch)
@@ -318,11 +389,13 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
             if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):
                 raise TrainingError(f"metric {k} is {v} at epoch {epoch + 1}")
         history.append(row)
+        best.update(row, run.ranks, run.pools)
         state = run.state(epoch + 1, history)
 
         def fill(folder: Path) -> None:
             torch.save(state, folder / STATE_FILE)
             config.save(folder / "config.json")
+            best.save(folder)
 
         atomic_replace_dir(ckpt, fill)
         append_jsonl(metrics_path, row)
@@ -335,7 +408,8 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
 def _epoch_line(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train/loss']:.4f}", f"rate {row['mining/rate']:.2f}",
              f"hard {row['mining/hard']} random {row['mining/random']}"]
-    for key in ("validation/loss", "validation/mean/acc@1", "test/mean/acc@1"):
+    for key in ("validation/loss", "validation/mean/acc@1", "validation_unseen/mean/acc@1", "test/mean/acc@1",
+                "test_unseen/mean/acc@1"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
     parts.append(f"{row['time/epoch_s']:.1f}s")

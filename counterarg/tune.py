@@ -302,6 +302,31 @@ def final_checkpoint_after(ckpt, epochs: int) -> str | None:
     return None
 
 
+def read_trial_ranks(result) -> dict[str, Any] | None:
+    """The per-query ranks of a trial's best epoch (``train.BestRanks``) from its latest checkpoint
+    in storage, on any pyarrow filesystem; None when the trial has none (errored before an epoch)."""
+    import io as _io
+
+    import numpy as np
+
+    from .train import BestRanks
+
+    ckpts = [c for c, _ in (getattr(result, "best_checkpoints", None) or [])]
+    if getattr(result, "checkpoint", None) is not None:
+        ckpts.append(result.checkpoint)
+    ckpts.sort(key=lambda c: _checkpoint_index(str(c.path)) or -1, reverse=True)
+    for ckpt in ckpts:
+        fs = ckpt.filesystem
+        try:
+            with fs.open_input_stream(f"{str(ckpt.path).rstrip('/')}/{BestRanks.FILE}") as f:
+                data = f.read()
+            with np.load(_io.BytesIO(data), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            print(f"[sweep] no per-query ranks in {ckpt.path}: {e}", flush=True)
+    return None
+
+
 def logged_epochs(ckpt) -> set[int]:
     """Epochs in the trial's ``result.json`` beside ``ckpt`` in storage (a torn last line skipped)."""
     folder = posixpath.dirname(str(ckpt.path).rstrip("/"))
@@ -740,7 +765,7 @@ def collect_records(result_grid) -> list[TrialRecord]:
             status = "UNFINISHED"
         records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
                                    status=status, error=_short_error(res.error) if res.error else None,
-                                   path=res.path))
+                                   path=res.path, ranks=read_trial_ranks(res) if history else None))
     records.sort(key=lambda r: r.trial_id)
     return records
 

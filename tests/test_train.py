@@ -34,6 +34,28 @@ def test_resume_equals_uninterrupted(cfg, tmp_path):
     assert Config.from_dict(saved) == cfg
 
 
+def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp_path):
+    from counterarg.summary import best_row
+    from counterarg.train import read_best_ranks
+
+    straight = train(cfg, tmp_path / "a", progress=False)
+    best = best_row(straight, cfg.select_metric)
+    kept = read_best_ranks(tmp_path / "a" / "checkpoint")
+    assert int(kept["epoch"]) == best["epoch"]
+    for split in ("validation", "test"):
+        for task in ("sdoc", "epa"):
+            r = kept[f"{split}/{task}"]
+            assert float((r <= 1).mean()) == pytest.approx(best[f"{split}/{task}/acc@1"])
+            if f"{split}_unseen/{task}/acc@1" in best:  # the demo corpus's texts are all unseen
+                unseen = kept[f"{split}/unseen"]
+                assert float((r[unseen] <= 1).mean()) == pytest.approx(best[f"{split}_unseen/{task}/acc@1"])
+    train(cfg.replace(epochs=1), tmp_path / "b", progress=False)
+    train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False)
+    again = read_best_ranks(tmp_path / "b" / "checkpoint")
+    assert sorted(again) == sorted(kept)
+    assert all(np.array_equal(again[k], kept[k]) for k in kept)
+
+
 def test_training_learns_on_demo(cfg, tmp_path):
     h = train(cfg.replace(epochs=4, lr=3e-3), tmp_path / "r", progress=False)
     assert h[-1]["train/loss"] < h[0]["train/loss"]

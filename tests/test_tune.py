@@ -160,6 +160,16 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
         assert (exp / f).stat().st_size > 0
     md = (exp / "summary.md").read_text()
     assert "ERROR" in md and "no-such-bert" in md and "Ray overhead" in md
+    # per-query ranks came back from the trials' checkpoints in storage, at their best epochs
+    for r in res.records:
+        if r.status == "TERMINATED":
+            best = next(row["best_epoch"] for row in res.rows if row["trial_id"] == r.trial_id)
+            assert int(r.ranks["epoch"]) == best and r.ranks["test/epa"].shape == r.ranks["test/unseen"].shape
+    import pandas as pd
+
+    sig = pd.read_csv(exp / "significance.csv")
+    assert len(sig) == 9 * 2 and set(sig["view"]) == {"all", "unseen"}  # 2 strategies: 1 pair per task, view
+    assert "## Unseen test queries" in md and "## Significance" in md
     good_rows = [r for r in res.rows if r["status"] == "TERMINATED"]
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
 
@@ -170,7 +180,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     acc.Reload()
     tags = acc.Tags()["scalars"]
     # TensorBoard tag names cannot hold "@": tensorboardX writes acc@1 as acc_1.
-    assert "ray/tune/test/sdoc/acc_1" in tags, tags[:10]
+    assert "ray/tune/test/sdoc/acc_1" in tags and "ray/tune/test_unseen/sdoc/acc_1" in tags, tags[:10]
     assert [e.step for e in acc.Scalars("ray/tune/test/sdoc/acc_1")] == [1, 2]
     content = b"".join(acc.PluginTagToContent("hparams").values())
     assert b"schedule" in content and b"strategy" in content
