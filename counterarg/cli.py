@@ -179,6 +179,30 @@ def _load_trained_encoder(model, run, cfg) -> None:
         model.pooler.load_state_dict(trained["pooler"].state_dict())
 
 
+def cmd_embed(args) -> int:
+    from .inference import TrainedModel, read_texts, save_embeddings
+
+    texts = read_texts(args.input, args.field)
+    out = Path(args.out)
+    if out.exists() and not args.force:  # refuse before the model loads
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    _, s = tm.embed(texts, progress=not args.quiet)
+    save_embeddings(out, s.cpu().numpy(), force=args.force)
+    print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    command = "counterarg export " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
+    out = export(args.checkpoint, args.out, force=args.force, command=command)
+    print(f"[counterarg] exported to {out.resolve()}\n  from sentence_transformers import SentenceTransformer\n"
+          f"  SentenceTransformer({str(out.resolve())!r}).encode([...])")
+    return 0
+
+
 def cmd_bench(args, rest) -> int:
     if args.what == "mining":
         from .bench_mining import main as bench_main
@@ -221,6 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--candidates", help="a text file, one candidate counter per line, instead of the corpus")
     r.add_argument("--k", type=int, default=5)
     r.set_defaults(func=cmd_rank)
+
+    m = sub.add_parser("embed", help="similarity-space embeddings of texts with a trained checkpoint")
+    m.add_argument("--checkpoint", required=True, help="a run's checkpoint folder (OUT/checkpoint)")
+    m.add_argument("--input", required=True, help="a text file (one text per line) or a .jsonl file")
+    m.add_argument("--field", default="text", help="the text field of a .jsonl input")
+    m.add_argument("--out", required=True, help="the .npy file to write ([N, sim_dim] float32)")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--force", action="store_true", help="replace an existing --out")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_embed)
+
+    x = sub.add_parser("export", help="the checkpoint as a sentence-transformers folder (+ pair classifier, "
+                                      "config, model card)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="the folder to write")
+    x.add_argument("--force", action="store_true", help="replace an existing --out")
+    x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
     b.add_argument("what", choices=["mining", "eval"])
