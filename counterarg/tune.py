@@ -432,40 +432,78 @@ def _tbx_base():
 
 
 class HParamsTBXLogger(_tbx_base()):
-    """Tune's TensorBoardX logger, with HParams = the sweep's varying Config fields + strategy.
+    """Tune's TensorBoardX logger, with an HParams table that compares trials.
 
-    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric). HParams are written when
-    a trial ends (Tune's rule) with the final metrics; HParams values must be scalars or strings.
+    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric, both views). When a
+    trial ends, its HParams row is written: the strategy, the fields its schedule reads and the
+    other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
+    and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
+    ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
     """
 
-    def __init__(self, hparam_fields: Sequence[str] = ()):
+    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
         super().__init__()
         self.hparam_fields = list(hparam_fields)
+        self.metric, self.mode = metric, mode
+        self._best: dict[Any, dict[str, float]] = {}
 
-    def _try_log_hparams(self, trial, result):
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        super().log_trial_result(iteration, trial, result)
+        v = result.get(self.metric)
+        best = self._best.get(trial)
+        if isinstance(v, (int, float)) and math.isfinite(v) and (
+                best is None or (v > best[self.metric] if self.mode == "max" else v < best[self.metric])):
+            self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
+                                 and not isinstance(x, bool)}
+
+    def hparams_of(self, trial) -> dict[str, Any]:
+        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
+        from .summary import NON_GROUP_FIELDS, SCHEDULE_FIELDS, STRATEGY_FIELDS
+
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        params: dict[str, Any] = {"strategy": strategy_label(cfg)}
+        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        for k in SCHEDULE_FIELDS.get(cfg["schedule"], ()):
+            params[k] = cfg[k]
         for k in self.hparam_fields or sorted(trial.evaluated_params or {}):
+            if k in STRATEGY_FIELDS or k in NON_GROUP_FIELDS - {"seed"}:
+                continue  # rate fields only where the schedule reads them
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
-        metrics = {k: v for k, v in result.items()
-                   if k.startswith(("validation/", "test/", "train/")) and isinstance(v, (int, float))}
+        return params
+
+    @staticmethod
+    def best_metrics(best: dict[str, float]) -> dict[str, float]:
+        """acc@1 of both splits and views at the best epoch, as ``best/<split>/<task>/acc_1``."""
+        return {"best/" + k.replace("@", "_"): v for k, v in best.items()
+                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
+
+    def _log_hparams(self, trial) -> None:
         from tensorboardX.summary import hparams
 
-        exp, start, end = hparams(hparam_dict=params, metric_dict=metrics)
-        writer = self._trial_writer[trial].file_writer
-        for s in (exp, start, end):
-            writer.add_summary(s)
+        metrics = self.best_metrics(self._best.get(trial, {}))
+        writer = self._trial_writer[trial]
+        step = int(self._best.get(trial, {}).get("epoch", 0))
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, global_step=step)
+        exp, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
+        for summary in (exp, start, end):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
 
     def log_trial_end(self, trial, failed: bool = False):
-        # Tune only logs HParams when trial.evaluated_params is non-empty; ours always applies.
-        if trial in self._trial_writer and self._trial_result.get(trial):
-            if not trial.evaluated_params:
-                try:
-                    self._try_log_hparams(trial, self._trial_result[trial])
-                except Exception:  # noqa: BLE001 - TensorBoard must never fail a sweep
-                    pass
-        super().log_trial_end(trial, failed)
+        # Tune only logs HParams for trials with evaluated_params (search spaces); ours always do,
+        # with the best epoch's metrics instead of the last result.
+        if trial in self._trial_writer and self._best.get(trial):
+            try:
+                self._log_hparams(trial)
+            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
+                print(f"[sweep] HParams of trial {trial.trial_id} not written: {e}", flush=True)
+        self._best.pop(trial, None)
+        evaluated, trial.evaluated_params = trial.evaluated_params, {}  # ours replaced Tune's
+        try:
+            super().log_trial_end(trial, failed)
+        finally:
+            trial.evaluated_params = evaluated
 
 
 # ======================================================================== running a sweep
@@ -650,8 +688,16 @@ def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def trial_dirname(trial) -> str:
-    """Short trial folder names (Tune's default packs the whole config into the name)."""
-    return f"trial_{trial.trial_id}"
+    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
+    apart (Tune's default packs the whole config into the name)."""
+    import re
+
+    try:
+        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
+        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+    except (ConfigError, KeyError, TypeError):
+        return f"trial_{trial.trial_id}"
 
 
 def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
@@ -695,7 +741,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
         checkpoint_config=CheckpointConfig(num_to_keep=2),
-        callbacks=[HParamsTBXLogger(hp_fields)],
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
         verbose=verbose,
     )
     return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,

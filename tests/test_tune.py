@@ -182,8 +182,25 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     # TensorBoard tag names cannot hold "@": tensorboardX writes acc@1 as acc_1.
     assert "ray/tune/test/sdoc/acc_1" in tags and "ray/tune/test_unseen/sdoc/acc_1" in tags, tags[:10]
     assert [e.step for e in acc.Scalars("ray/tune/test/sdoc/acc_1")] == [1, 2]
-    content = b"".join(acc.PluginTagToContent("hparams").values())
-    assert b"schedule" in content and b"strategy" in content
+    # the HParams plugin data, parsed: the hparams of this trial's schedule and the best-epoch metrics
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = {}
+    for tag, raw in acc.PluginTagToContent("hparams").items():
+        data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
+    experiment = data["_hparams_/experiment"].experiment
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
+    session = data["_hparams_/session_start_info"].session_start_info
+    assert session.hparams["strategy"].string_value == "fixed(rate=0.8)"
+    assert session.hparams["rate"].number_value == pytest.approx(0.8)
+    assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
+    best_row = next(r for r in res.rows if r["trial_id"] == next(
+        x.trial_id for x in res.records if x.config["schedule"] == "fixed"))
+    logged = acc.Scalars("best/test/mean/acc_1")
+    assert logged[-1].value == pytest.approx(best_row["test/mean/acc@1"], abs=1e-6)
+    assert logged[-1].step == best_row["best_epoch"]
+    assert "fixed" in trial.name and "seed0" in trial.name  # TensorBoard run names tell curves apart
 
 
 # ----------------------------------------------------------------------------- kill + resume
