@@ -97,7 +97,8 @@ def cmd_evaluate(args) -> int:
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
     pools = run.pools[args.split]
-    print(pools.describe())
+    if args.quiet:  # otherwise Run said it already
+        print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
     view = unseen_split(args.split)
     if any(k.startswith(view + "/") for k in metrics):
