@@ -67,6 +67,7 @@ class TrialRecord:
     error: str | None = None  # short message for errored trials
     path: str | None = None
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -157,6 +158,7 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "seed": rec.config.get("seed", Config().seed),
             "epochs_done": int(last.get("epoch", 0)) if hist else 0,
             "best_epoch": int(best["epoch"]) if best else None,
+            "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
@@ -274,6 +276,18 @@ def significance_rows(comparisons) -> list[dict[str, Any]]:
     return [c.row() for c in comparisons]
 
 
+def best_per_group(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[str, dict[str, Any]]:
+    """Per group, the trial with the highest ``metric`` at its best epoch (ties: lower seed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (str(r.get("seed")), r["trial_id"])):
+        v = r.get(metric)
+        if not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if r["group"] not in out or v > out[r["group"]][metric]:
+            out[r["group"]] = r
+    return out
+
+
 def overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """Sweep-level Ray overhead: 1 - sum(train_s) / sum(wall_s) over trials that report both."""
     pairs = [(r["train_s"], r["wall_s"]) for r in rows if r.get("train_s") and r.get("wall_s")]
@@ -343,6 +357,16 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "|---|" + "---|" * len(VIEWS)]
         for t in (*TASKS, "mean"):
             lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
+        lines.append("")
+    best = best_per_group(rows, metric)
+    if best:
+        lines += ["## Best checkpoint per strategy", "",
+                  f"The trial with the highest {metric}, at its best epoch (kept by Tune besides the last one).", "",
+                  "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
+        for g in sorted(best):
+            r = best[g]
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
+                         f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
         lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")
@@ -474,6 +498,6 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
-           "group_stats", "overhead", "summary_markdown", "write_summary", "significance",
+           "group_stats", "overhead", "best_per_group", "summary_markdown", "write_summary", "significance",
            "strategy_hits", "VIEWS",
            "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

@@ -67,6 +67,10 @@ from .summary import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "results"
 TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: train time, epoch
+#: reported with every epoch: the trial's select_metric minus 1e-9 x epoch, so that Tune's
+#: checkpoint ranking keeps the *earliest* best epoch, as the summary picks it (Tune keeps the later
+#: of equal scores); the checkpoints kept per trial are that best one and the latest (the resume point)
+CHECKPOINT_SCORE = "checkpoint_score"
 
 #: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -344,6 +348,15 @@ def logged_epochs(ckpt) -> set[int]:
     return epochs
 
 
+def with_score(row: dict, cfg: Config) -> dict:
+    """``row`` plus :data:`CHECKPOINT_SCORE` (when it holds the trial's select_metric)."""
+    out = dict(row)
+    v = row.get(cfg.select_metric)
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        out[CHECKPOINT_SCORE] = float(v) - 1e-9 * int(row["epoch"])
+    return out
+
+
 def _report_finished(cfg: Config, final, local: Path) -> None:
     """Report the rows of a finished trial that the killed driver never logged; train nothing.
 
@@ -364,9 +377,9 @@ def _report_finished(cfg: Config, final, local: Path) -> None:
               f"{len(missing)} unlogged epoch(s) reported", flush=True)
         for i, row in enumerate(missing):
             if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
-                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+                tune.report(with_score(row, cfg))  # an epoch's row without its (overwritten) checkpoint
             else:
-                last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
+                last = {**with_score(row, cfg), TRAIN_TIME_KEY: _load_train_time(local)}
                 tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
     finally:
         shutil.rmtree(local, ignore_errors=True)
@@ -416,7 +429,7 @@ def trainable(config: dict) -> None:
         train_s = prior_train_s + (t0 - start) - state["in_report"]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
             {"train_total_s": train_s, "epoch": int(metrics["epoch"])}))
-        row = dict(metrics)
+        row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         state["in_report"] += time.perf_counter() - t0
@@ -520,7 +533,7 @@ class Sweep:
     param_space: dict[str, Any] | None = None  # search: Tune domains over Config fields
     num_samples: int = 1
     scheduler: str = "fifo"  # fifo | asha
-    metric: str = DEFAULT_METRIC
+    metric: str | None = None  # None: the trials' select_metric (Config), the one selection rule
     mode: str = DEFAULT_MODE
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
@@ -535,8 +548,14 @@ class Sweep:
         bad = sorted(keys - set(FIELD_NAMES))
         if bad:
             raise ConfigError(f"unknown config field(s) in sweep: {', '.join(bad)}")
-        for v in self.variants or [{}]:
-            Config.from_dict({**self.base, **v})
+        selects = {Config.from_dict({**self.base, **v}).select_metric for v in self.variants or [{}]}
+        if len(selects) > 1:
+            raise ConfigError(f"the trials of one sweep must share select_metric; got {', '.join(sorted(selects))}")
+        if self.metric is None:
+            self.metric = selects.pop()
+        elif self.metric != next(iter(selects)):
+            raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
+                              f"{next(iter(selects))!r}; set select_metric instead")
         if self.scheduler not in ("fifo", "asha"):
             raise ValueError(f"scheduler must be fifo or asha, got {self.scheduler!r}")
 
@@ -740,7 +759,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         name=sweep.name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                           checkpoint_score_order="max"),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
         verbose=verbose,
     )
@@ -785,8 +805,28 @@ def dedupe_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)] + rest
 
 
-def collect_records(result_grid) -> list[TrialRecord]:
-    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error)."""
+def _uri(ckpt) -> str:
+    """A checkpoint's location as a user passes it: a local path, or ``scheme://path``."""
+    fs = ckpt.filesystem
+    kind = getattr(fs, "type_name", "local") if fs is not None else "local"
+    return str(ckpt.path) if kind == "local" else f"{kind}://{ckpt.path}"
+
+
+def best_checkpoint(result, epoch: int | None) -> str | None:
+    """Where the checkpoint of ``epoch`` (a trial's best) is kept in storage, if Tune kept it."""
+    if epoch is None:
+        return None
+    for ckpt, metrics in getattr(result, "best_checkpoints", None) or []:
+        if int((metrics or {}).get("epoch", -1)) == int(epoch):
+            return _uri(ckpt)
+    return None
+
+
+def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> list[TrialRecord]:
+    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error, where the
+    best epoch's checkpoint is kept)."""
+    from .summary import best_row
+
     records = []
     for res in result_grid:
         cfg = dict(res.config or {})
@@ -809,9 +849,11 @@ def collect_records(result_grid) -> list[TrialRecord]:
             status = "TERMINATED"  # stopped early by a scheduler (ASHA)
         else:
             status = "UNFINISHED"
+        best = best_row(history, metric, mode)
         records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
                                    status=status, error=_short_error(res.error) if res.error else None,
-                                   path=res.path, ranks=read_trial_ranks(res) if history else None))
+                                   path=res.path, ranks=read_trial_ranks(res) if history else None,
+                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None)))
     records.sort(key=lambda r: r.trial_id)
     return records
 
@@ -843,7 +885,7 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    records = collect_records(grid_)
+    records = collect_records(grid_, sweep.metric, sweep.mode)
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
@@ -859,7 +901,7 @@ def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: s
     from ray import tune
 
     grid_ = tune.Tuner.restore(str(path), trainable=trainable).get_results()
-    records = collect_records(grid_)
+    records = collect_records(grid_, metric, mode)
     out = Path(out_dir) if out_dir else Path(str(path).replace("file://", ""))
     return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode)
 
@@ -930,6 +972,33 @@ def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
 
 
+def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) -> str:
+    """The best trial per strategy and ready commands to evaluate, rank with and export it."""
+    import re
+    import shlex
+
+    from .summary import best_per_group
+
+    best = best_per_group(rows, sweep.metric)
+    if not best:
+        return "No trial finished an epoch: no checkpoint to use."
+    lines = [f"Best checkpoint per strategy (by {sweep.metric}):"]
+    corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
+    for g in sorted(best):
+        r = best[g]
+        ck = r.get("best_checkpoint")
+        lines.append(f"  {g}  (seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f})")
+        if not ck:
+            lines.append("    checkpoint not kept")
+            continue
+        q = shlex.quote(ck)
+        slug = re.sub(r"[^A-Za-z0-9.=]+", "-", g).strip("-")[:40]
+        lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
+                  f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
+                  f"    counterarg export --checkpoint {q} --out models/{slug}"]
+    return "\n".join(lines)
+
+
 def run_from_args(args, sweep: Sweep) -> SweepResult:
     """Run the sweep from parsed flags and print the table, overhead and TensorBoard command."""
     storage = storage_uri(args.storage)
@@ -940,8 +1009,9 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
         raise SystemExit(f"error: {e}") from None
     print()
     print(result.markdown)
-    print(f"Summary: {result.local_dir}/summary.md, summary.csv, *.png")
+    print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
+    print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them.", file=sys.stderr)

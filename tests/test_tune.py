@@ -172,6 +172,20 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert "## Unseen test queries" in md and "## Significance" in md
     good_rows = [r for r in res.rows if r["status"] == "TERMINATED"]
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
+    # the best epoch's checkpoint is kept besides the latest and named; it evaluates to its own row
+    from counterarg.cli import main as cli_main
+    from counterarg.train import read_checkpoint
+
+    for row in good_rows:
+        ck = Path(row["best_checkpoint"])
+        assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
+        out = tmp_path / f"{row['trial_id']}.json"
+        assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
+                         "--quiet"]) == 0
+        import json as _json
+
+        assert _json.loads(out.read_text())["validation/mean/acc@1"] == pytest.approx(row["validation/mean/acc@1"])
+    assert "## Best checkpoint per strategy" in md
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
