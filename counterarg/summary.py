@@ -388,6 +388,34 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     return "\n".join(lines) + "\n"
 
 
+def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None) -> str:
+    """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
+    both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
+    p-values) is in summary.md."""
+    verdict = verdict or {}
+    names = [*TASKS, "mean"]
+    out = []
+    for view in VIEWS:
+        keys = test_acc1_keys(view=view)
+        stats = group_stats(rows, keys + [metric])
+        if not any(k in st for st in stats.values() for k in keys):
+            continue
+        w = max([len("strategy")] + [len(g) for g in stats])
+        out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
+        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
+        for g in sorted(stats):
+            st = stats[g]
+            val = f"{st[metric][0]:.3f}" if metric in st else "-"
+            cells = []
+            for t, k in zip(names, keys):
+                v = verdict.get((t, view))
+                mark = "*" if v is not None and v.significant and v.best == g else " "
+                cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
+            out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+        out.append("")
+    return "\n".join(out)
+
+
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
     import pandas as pd
 
@@ -498,6 +526,6 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
-           "group_stats", "overhead", "best_per_group", "summary_markdown", "write_summary", "significance",
+           "group_stats", "overhead", "best_per_group", "console_table", "summary_markdown", "write_summary", "significance",
            "strategy_hits", "VIEWS",
            "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

@@ -396,6 +396,7 @@ def trainable(config: dict) -> None:
     from ray import tune
 
     cfg = Config.from_dict(config)
+    quiet_worker_logs()
     ctx = tune.get_context()
     try:
         bundles = ctx.get_trial_resources().bundles
@@ -517,6 +518,77 @@ class HParamsTBXLogger(_tbx_base()):
             super().log_trial_end(trial, failed)
         finally:
             trial.evaluated_params = evaluated
+
+
+# ======================================================================== console
+def _reporter_base():
+    from ray.tune import ProgressReporter
+
+    return ProgressReporter
+
+
+class SweepReporter(_reporter_base()):
+    """A status table a person can read: per trial its strategy, seed, state, epoch and best metric.
+
+    Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
+    table shows trial hashes and loss columns). Needs Tune's classic output engine
+    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`build_tuner`).
+    """
+
+    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0):
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self._last, self._states, self._start = 0.0, None, time.time()
+
+    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
+              **kwargs) -> None:
+        self._start = start_time or time.time()
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        states = tuple((t.trial_id, t.status) for t in trials)
+        return states != self._states or (not done and time.time() - self._last >= self.every_s)
+
+    def table(self, trials) -> str:
+        rows = []
+        for t in trials:
+            try:
+                label = strategy_label(Config.from_dict(dict(t.config)).to_dict())
+            except (ConfigError, TypeError):
+                label = "?"
+            seed = dict(t.config).get("seed", Config().seed)
+            last = t.last_result or {}
+            best = (getattr(t, "metric_analysis", None) or {}).get(self.metric, {}).get(self.mode)
+            rows.append((label, str(seed), t.status.lower(), str(last.get("epoch", "-")),
+                         "-" if best is None else f"{best:.4f}"))
+        head = ("strategy", "seed", "state", "epoch", f"best {self.metric}")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        counts = {}
+        for t in trials:
+            counts[t.status.lower()] = counts.get(t.status.lower(), 0) + 1
+        elapsed = time.time() - self._start
+        lines = [f"[sweep] {elapsed / 60:.1f} min: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                 fmt.format(*head)] + [fmt.format(*r) for r in sorted(rows)]
+        return "\n".join(lines)
+
+    def report(self, trials, done: bool, *sys_info: str) -> None:
+        self._states = tuple((t.trial_id, t.status) for t in trials)
+        self._last = time.time()
+        print(self.table(trials), flush=True)
+
+
+class _DropRestoreHint:
+    """Logging filter: Tune's interrupt hint names ``Tuner.restore(...)``; ours says ``--resume``."""
+
+    def filter(self, record) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+def quiet_worker_logs() -> None:
+    """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
+    import logging
+
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ======================================================================== running a sweep
@@ -725,8 +797,15 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    import logging
+
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
+    # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune.tune").addFilter(_DropRestoreHint())
+    quiet_worker_logs()
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
     if resume and tune.Tuner.can_restore(exp_path):
@@ -762,6 +841,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
                                            checkpoint_score_order="max"),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
+        progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )
     return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
@@ -776,6 +856,7 @@ class SweepResult:
     rows: list[dict[str, Any]]
     markdown: str
     wall_s: float
+    verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
 
 
 def _short_error(err: Any) -> str:
@@ -822,14 +903,16 @@ def best_checkpoint(result, epoch: int | None) -> str | None:
     return None
 
 
-def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE) -> list[TrialRecord]:
+def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                    base: Mapping[str, Any] | None = None) -> list[TrialRecord]:
     """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error, where the
-    best epoch's checkpoint is kept)."""
+    best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
+    trial that never started, whose config Tune holds without them."""
     from .summary import best_row
 
     records = []
     for res in result_grid:
-        cfg = dict(res.config or {})
+        cfg = {**dict(base or {}), **dict(res.config or {})}
         try:
             full = Config.from_dict(cfg).to_dict()
         except ConfigError:
@@ -885,14 +968,14 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    records = collect_records(grid_, sweep.metric, sweep.mode)
+    records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall)
+                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"])
 
 
 def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
@@ -1002,17 +1085,32 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) 
 def run_from_args(args, sweep: Sweep) -> SweepResult:
     """Run the sweep from parsed flags and print the table, overhead and TensorBoard command."""
     storage = storage_uri(args.storage)
+    resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:
         result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
                            num_cpus=args.num_cpus)
     except (FileExistsError, SweepStateError) as e:
         raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
+        raise SystemExit(130) from None
+    from .summary import console_table, overhead
+
     print()
-    print(result.markdown)
+    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts))
+    n_err = sum(r.status == "ERROR" for r in result.records)
+    ov = overhead(result.rows)["overhead"]
+    print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"
+          + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
     print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them.", file=sys.stderr)
+    unfinished = [r for r in result.records if r.status not in ("TERMINATED", "ERROR")]
+    if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
+        print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
+              f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
+        raise SystemExit(130)
     return result
