@@ -28,17 +28,12 @@ def cmd_train(args) -> int:
     if args.epochs is not None:
         cfg = cfg.replace(epochs=args.epochs)
     out = Path(args.out)
-    resume = None
-    if args.resume:
-        ckpt = out / "checkpoint"
-        if ckpt.exists():
-            resume = ckpt
-        else:
-            print(f"[counterarg] --resume: no checkpoint in {out}, starting fresh", flush=True)
-    elif (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if not args.resume and (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
         raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass --resume to continue it, "
                           "or choose another --out")
-    history = train(cfg, out, resume_from=resume, progress=not args.quiet)
+    history = train(cfg, out, resume_latest=args.resume, progress=not args.quiet)
     last = history[-1] if history else {}
     print(f"[counterarg] done: {len(history)} epochs in {out.resolve()}")
     print(f"  config      {out.resolve() / 'config.json'}")
@@ -223,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
+    from .io import FolderLockedError
     from .model import EncoderError
     from .tasks import EvaluationError
     from .train import TrainingError
@@ -236,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             ap.error(f"unrecognised arguments: {' '.join(rest)}")
         return args.func(args)
-    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError) as e:
+    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError, FolderLockedError) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
