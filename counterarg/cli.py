@@ -131,7 +131,7 @@ def cmd_rank(args) -> int:
         raise ConfigError("--text is empty")
     run = Run(cfg.replace(corpus=cfg.corpus), progress=False, eval_splits=[])
     run.load_state(state)
-    model, tokenizer = load_encoder(cfg.encoder)
+    model, tokenizer = load_encoder(cfg.encoder, cfg.pooling)
     if cfg.trainable_layers != 0:  # put the trained encoder weights into the full encoder
         _load_trained_encoder(model, run, cfg)
 

@@ -24,7 +24,8 @@ import torch.nn as nn
 from .config import Config
 from .corpus import Corpus
 from .io import atomic_write_json, cache_root, sha256_file
-from .model import encode_texts, encoder_fingerprint, load_encoder, pool, run_layers, split_layer
+from .model import (clip_texts, encode_texts, encoder_fingerprint, load_encoder, pool, run_layers,
+                    split_layer)
 
 
 @dataclass
@@ -106,7 +107,7 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
         if not done.exists():
             folder.mkdir(parents=True, exist_ok=True)
             if model is None:
-                model, tokenizer = load_encoder(config.encoder)
+                model, tokenizer = load_encoder(config.encoder, config.pooling)
             kind = key["kind"]
             if progress:
                 print(f"[counterarg] building the {kind} feature cache for {len(table.texts)} unique texts "
@@ -125,7 +126,7 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
                 np.save(folder / "hidden.npy", hidden)
                 np.save(folder / "lengths.npy", lengths)
             else:
-                enc = tokenizer(table.texts, truncation=True, max_length=config.max_length, padding="max_length",
+                enc = tokenizer(clip_texts(table.texts, config.max_length), truncation=True, max_length=config.max_length, padding="max_length",
                                 return_tensors="np")
                 np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
                 np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
@@ -183,8 +184,8 @@ class TextFeatures(nn.Module):
         self.config, self.device = config, device
         self.top = config.trainable_layers
         model = tokenizer = None
-        if self.top != 0:
-            model, tokenizer = load_encoder(config.encoder)
+        if self.top != 0 or config.pooling == "pooler":  # the pooler check needs the loaded weights
+            model, tokenizer = load_encoder(config.encoder, config.pooling)
         inputs = cached_inputs(config, table, device=device, progress=progress, model=model, tokenizer=tokenizer)
         if self.top == 0:
             self.register_buffer("pooled", torch.from_numpy(np.array(inputs["pooled"])).to(device), persistent=False)

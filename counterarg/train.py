@@ -69,6 +69,9 @@ class Run:
             _say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
                  "(pass --corpus PATH for ArguAna)", True)
         _say(f"corpus {self.corpus.source}\n{self.corpus.counts_table()}", progress)
+        if self.corpus.skipped:  # said even when quiet: data the user may have meant to include
+            shown = ", ".join(self.corpus.skipped[:5]) + (" ..." if len(self.corpus.skipped) > 5 else "")
+            _say(f"skipped {len(self.corpus.skipped)} hidden file(s)/folder(s) of the corpus: {shown}", True)
         self.table = TextTable.from_corpus(self.corpus)
         torch.manual_seed(config.seed)
         self.features = TextFeatures(config, self.table, self.device, progress=progress)
