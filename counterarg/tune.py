@@ -615,7 +615,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start or join Ray for a sweep driver.
 
     * ``address=None``: a fresh local cluster (``address="local"``), never a lingering one left by a
-      killed driver, so a resume does not attach to half-dead processes.
+      killed driver, so a resume does not attach to half-dead processes. It listens on 127.0.0.1
+      only (:func:`counterarg.shards.loopback_only`): nothing of a local sweep is reachable from the network.
     * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
       by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
       does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
@@ -629,8 +630,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True)
+        from .shards import LOOPBACK, loopback_only
+
+        with loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=True, _node_ip_address=LOOPBACK)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
