@@ -519,6 +519,10 @@ def test_smoke_encoder_folder_is_per_user_and_checked(tmp_path):
     own = tmp_path / "own"
     assert base_from_args(args, smoke_dir=own)["encoder"] == str(own)
     assert (own.stat().st_mode & 0o777) == 0o700
+    weights = next(own.glob("*.safetensors"))
+    weights.write_bytes(b"changed since")  # reused only when its files match their manifest
+    base_from_args(args, smoke_dir=own)
+    assert weights.stat().st_size > 1000
 
 
 @pytest.mark.slow
