@@ -233,3 +233,16 @@ def test_resume_with_fewer_epochs_leaves_config_alone(cfg, tmp_path):
     with pytest.raises(TrainingError, match="already holds 3 epochs"):
         train(cfg.replace(epochs=2), run, resume_latest=True, progress=False)
     assert ((run / "config.json").read_text(), (run / "metrics.jsonl").read_text()) == before
+
+
+def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
+    """Safe loading allows exactly what the earlier format stored beside tensors: numpy arrays
+    (the RNG state) and numpy scalars (metric values)."""
+    from counterarg.train import _numpy_state_in, read_checkpoint
+
+    state = {"epoch": 1, "config": {}, "heads": {}, "rng": {"numpy": np.random.get_state()},
+             "history": [{"epoch": 1, "train/loss": np.float64(0.5), "mining/hard": np.int64(3)}]}
+    torch.save(state, tmp_path / "state.pt")
+    back = read_checkpoint(tmp_path)
+    assert back["history"][0]["train/loss"] == 0.5 and back["history"][0]["mining/hard"] == 3
+    np.random.set_state(_numpy_state_in(back["rng"]["numpy"]))
