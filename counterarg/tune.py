@@ -49,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -93,7 +94,11 @@ def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
     """
     if isinstance(name, str):
         if name not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
+            import difflib
+
+            close = difflib.get_close_matches(name, list(STRATEGIES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(STRATEGIES)}")
         out = {**STRATEGIES[name], **fields_}
     else:
         out = {**dict(name), **fields_}
@@ -630,6 +635,12 @@ class Sweep:
                               f"{next(iter(selects))!r}; set select_metric instead")
         if self.scheduler not in ("fifo", "asha"):
             raise ValueError(f"scheduler must be fifo or asha, got {self.scheduler!r}")
+        if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
+            raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
+        if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
+            raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
+            raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
 
 def storage_uri(storage: str | Path | None) -> str:
@@ -660,18 +671,47 @@ def _intact(path: Path) -> bool:
 
     Judged by content, not name: Tune's ``search_gen_state-*.json`` is a pickle.
     """
+    try:
+        return _intact_bytes(path.read_bytes())
+    except OSError:
+        return False
+
+
+def _intact_bytes(data: bytes) -> bool:
     import pickletools
 
     try:
-        data = path.read_bytes()
         if not data.startswith(b"\x80"):  # every pickle protocol >= 2 opens with PROTO
             json.loads(data.decode("utf-8"))
         else:
             for _ in pickletools.genops(data):
                 pass
         return bool(data)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         return False
+
+
+def _read_own_file(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file owned by this user and writable by nobody else.
+
+    Ray's temp folders are world-writable (mode 0777, no sticky bit), so any user can put a file
+    there; a pickle from such a place would run their code in ``Tuner.restore``. The checks are on
+    the opened file descriptor (no symlinks followed), so the file cannot be swapped in between.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        import stat
+
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _ray_temp_roots() -> list[Path]:
@@ -685,8 +725,9 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     Tune writes its snapshot to a staging folder on the driver and then copies it into storage;
     a driver killed during that copy leaves a truncated file that ``Tuner.restore`` cannot read.
     The staging copy (``<ray temp>/session_*/artifacts/*/<name>/driver_artifacts``) is whole in
-    that case. The cut file is kept beside, renamed ``*.torn``. Returns what was repaired; raises
-    :class:`SweepStateError` naming the file when no intact copy exists.
+    that case. Only copies owned by this user and writable by no one else are used (Tune unpickles
+    them; :func:`_read_own_file`). The cut file is kept beside, renamed ``*.torn``. Returns what was
+    repaired; raises :class:`SweepStateError` naming the file when no intact, safe copy exists.
     """
     states = sorted(exp_dir.glob("experiment_state-*.json"))
     if not states:
@@ -698,20 +739,28 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     for f in files:
         if _intact(f):
             continue
-        copies = [c for root in _ray_temp_roots()
-                  for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")
-                  if _intact(c)]
+        found = [c for root in _ray_temp_roots()
+                 for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")]
+        copies = []
+        for c in found:
+            data = _read_own_file(c)
+            if data is not None and _intact_bytes(data):
+                copies.append((c.stat().st_mtime, c, data))
         if not copies:
             older = [s.name for s in states[:-1]]
             hint = (f"move it away to resume from the previous session's {older[-1]}" if older
                     else "start the sweep again under a new --name")
+            unsafe = (f" ({len(found)} cop{'y' if len(found) == 1 else 'ies'} ignored: not owned by you, "
+                      "writable by others, or cut short too)") if found else ""
             raise SweepStateError(f"{f} is cut short (the driver died while writing it) and no "
-                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}; "
-                                  f"{hint}")
-        good = max(copies, key=lambda c: c.stat().st_mtime)
+                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}"
+                                  f"{unsafe}; {hint}")
+        _, good, data = max(copies, key=lambda c: c[0])
         torn = f.with_name(f.name + ".torn")
         os.replace(f, torn)
-        shutil.copy2(good, f)
+        from .io import _atomic
+
+        _atomic(f, lambda tmp, d=data: tmp.write_bytes(d))
         repaired.append(f"{f.name} (cut short; kept as {torn.name}) <- {good}")
     return repaired
 
@@ -720,7 +769,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start or join Ray for a sweep driver.
 
     * ``address=None``: a fresh local cluster (``address="local"``), never a lingering one left by a
-      killed driver, so a resume does not attach to half-dead processes.
+      killed driver, so a resume does not attach to half-dead processes. It listens on 127.0.0.1
+      only (:func:`counterarg.shards.loopback_only`): nothing of a local sweep is reachable from the network.
     * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
       by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
       does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
@@ -734,8 +784,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True)
+        from .shards import LOOPBACK, loopback_only
+
+        with loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=True, _node_ip_address=LOOPBACK)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -808,7 +861,9 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     quiet_worker_logs()
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
-    if resume and tune.Tuner.can_restore(exp_path):
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
                                   restart_errored=True)
 
@@ -946,23 +1001,56 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
               summary_dir: Path | None = None, verbose: int = 1) -> SweepResult:
     """Run (or resume) ``sweep`` and write the summary; returns the records and the table.
 
-    A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``). Errored
-    trials do not raise; they are listed in the summary.
+    A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
+    with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
+    (``<storage>/.<name>.lock``) for the whole sweep: a second driver gets
+    :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
+    cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
+    listed in the summary.
     """
-    from ray import tune
+    from contextlib import nullcontext
+
+    from .io import exclusive_lock
 
     storage = storage_uri(storage)
-    exp_path = storage.rstrip("/") + "/" + sweep.name
     local = local_experiment_dir(storage, sweep.name)
+    lock = (exclusive_lock(local.parent / f".{sweep.name}.lock", f"sweep folder {local}")
+            if local is not None else nullcontext())
+    with lock:
+        return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
+                                 warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+
+
+def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
+    """A trial asking for more CPUs than exist would wait forever: refuse it up front."""
+    if sweep.cpus_per_trial > available:
+        raise ConfigError(f"--cpus-per-trial {sweep.cpus_per_trial:g} is more than the {available:g} CPU(s) "
+                          f"{where} has; no trial could ever start")
+
+
+def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
+                      warm_cache, summary_dir, verbose) -> SweepResult:
+    from ray import tune
+
+    exp_path = storage.rstrip("/") + "/" + sweep.name
     if not resume and local is not None and (local / "tuner.pkl").exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
+    if resume and not tune.Tuner.can_restore(exp_path):
+        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
+                              "drop --resume to start this sweep, or check --storage and --name")
+    if address in (None, "", "local"):
+        check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
     init_ray(address, num_cpus=num_cpus)
+    if address not in (None, "", "local"):
+        import ray
+
+        check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), f"the cluster at {address}")
     t0 = time.perf_counter()
-    if warm_cache and not (resume and tune.Tuner.can_restore(exp_path)):
+    if warm_cache and not resume:
         secs = warm_feature_cache(_concrete_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
@@ -995,27 +1083,115 @@ def tensorboard_command(storage: str, name: str) -> str:
 
 
 # ======================================================================== shared CLI
+#: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
+#: checkpoints and its logs).
+MAX_NUM_SAMPLES = 1000
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]; a bad value is a usage error (exit 2, no traceback)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _number_at_least(low: float) -> Callable[[str], float]:
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``LO,HI`` with 0 < LO < HI (the log-uniform ranges of --margin-range / --lr-range)."""
+    import argparse
+
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        lo, hi = (float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise argparse.ArgumentTypeError(f"expected 0 < LO < HI (a log-uniform range), got {text!r}")
+    return lo, hi
+
+
+def seeds_arg(text: str) -> list[int]:
+    """argparse type of --seeds: comma-separated integers, each named when it is not one."""
+    import argparse
+
+    try:
+        return parse_seeds(text, ())
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_common_args(p) -> None:
-    """Flags shared by the sweep scripts."""
+    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default: Config default, 20)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=_int_at_least(1), help="epochs per trial, >= 1 (default: Config default, 20)")
+    p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
     p.add_argument("--name", default=None, help="experiment name (folder under --storage)")
     p.add_argument("--address", default=None,
-                   help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray")
+                   help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",
                    help="continue <storage>/<name>: finished trials kept, unfinished continue "
-                        "from their last epoch, errored ones restart")
+                        "from their last epoch, errored ones restart (an error if there is nothing to resume)")
     p.add_argument("--smoke-test", action="store_true",
                    help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check")
-    p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=0)
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--cpus-per-trial", type=_number_at_least(1), default=1,
+                   help="CPUs per trial, >= 1 and at most what the machine/cluster has (default 1)")
+    p.add_argument("--gpus-per-trial", type=_number_at_least(0), default=0)
+    p.add_argument("--num-cpus", type=_int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
+
+
+@contextmanager
+def usage_errors(parser):
+    """Turn the named errors of setting up or resuming a sweep into ``parser.error`` (exit 2)."""
+    from .io import FolderLockedError
+
+    try:
+        yield
+    except (ConfigError, SweepStateError, FileExistsError, FolderLockedError) as e:
+        parser.error(str(e))
+
+
+def smoke_encoder_dir() -> Path:
+    """This user's tiny smoke-test BERT: ``<tmp>/counterarg-smoke-encoder-<uid>`` (not shared)."""
+    return Path(tempfile.gettempdir()) / f"counterarg-smoke-encoder-{os.getuid()}"
+
+
+def _own_folder(folder: Path) -> None:
+    """Refuse a folder another user owns or may write (its weights would be loaded as ours)."""
+    st = os.lstat(folder)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(f"{folder} is not a folder owned by you and writable only by you; "
+                          "remove it (the smoke test makes it again)")
 
 
 def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
@@ -1024,7 +1200,11 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
     if args.smoke_test:
         from .testing import make_tiny_encoder
 
-        folder = smoke_dir or Path(tempfile.gettempdir()) / "counterarg-smoke-encoder"
+        folder = smoke_dir or smoke_encoder_dir()
+        if folder.exists() or folder.is_symlink():
+            _own_folder(folder)
+        else:
+            folder.mkdir(mode=0o700)
         base.update(encoder=make_tiny_encoder(folder), epochs=2, corpus=None, max_length=64,
                     device="cpu")
     for k in ("corpus", "encoder", "epochs"):
@@ -1049,10 +1229,23 @@ def absolute_paths(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
+def parse_seeds(text: str | list[int] | None, default: Sequence[int]) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; a part that is not an integer is a ConfigError naming it."""
     if not text:
         return list(default)
-    return [int(s) for s in text.split(",") if s.strip()]
+    if isinstance(text, list):
+        return text
+    seeds = []
+    for part in (s.strip() for s in text.split(",")):
+        if not part:
+            continue
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds expects comma-separated integers, got {part!r} in {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds holds no seed: {text!r}")
+    return seeds
 
 
 def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) -> str:
@@ -1083,15 +1276,17 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) 
 
 
 def run_from_args(args, sweep: Sweep) -> SweepResult:
-    """Run the sweep from parsed flags and print the table, overhead and TensorBoard command."""
+    """Run the sweep from parsed flags and print the table, overhead and TensorBoard command.
+
+    Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
+    raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
+    """
     storage = storage_uri(args.storage)
     resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:
         result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
                            num_cpus=args.num_cpus)
-    except (FileExistsError, SweepStateError) as e:
-        raise SystemExit(f"error: {e}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own graceful stop
         print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
         raise SystemExit(130) from None
     from .summary import console_table, overhead
@@ -1107,10 +1302,19 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
-        print(f"{len(errored)} trial(s) errored; `--resume` retries them.", file=sys.stderr)
+        print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)
+        for r in errored:
+            print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
     unfinished = [r for r in result.records if r.status not in ("TERMINATED", "ERROR")]
     if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
         print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
               f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
-        raise SystemExit(130)
     return result
+
+
+def exit_code(result: SweepResult) -> int:
+    """0 when every trial finished; 1 when any errored (named by :func:`run_from_args`); 130 when the
+    sweep was interrupted (Ctrl-C) with trials unfinished."""
+    if any(r.status == "ERROR" for r in result.records):
+        return 1
+    return 130 if any(r.status != "TERMINATED" for r in result.records) else 0
