@@ -58,7 +58,6 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
-    select_metric: str = "validation/mean/acc@1"  # picks the best epoch (OUT/best) and drives patience
     patience: int = 0  # stop after this many epochs without a new best select_metric; 0 = run all epochs
 
     # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
@@ -100,6 +99,9 @@ class Config:
     ks: tuple[int, ...] = (1, 5, 10)
     test_every: int = 1  # evaluate test every N epochs (and at the last); 0 = never
     eval_training: bool = False
+    # the metric that picks a run's best epoch and ranks trials in a sweep (maximised); validation
+    # only: the full view or the unseen view (queries whose texts never occur in training)
+    select_metric: str = "validation/mean/acc@1"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -206,11 +208,23 @@ class Config:
                 raise ConfigError(f"{name} must lie in [0, 1], got {v!r}")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
+        _check_select_metric(self.select_metric)
         if self.max_length > 512:
             raise ConfigError(f"max_length must be <= 512 for BERT encoders, got {self.max_length}")
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def _check_select_metric(name: str) -> None:
+    """``validation[_unseen]/{task|mean}/{acc@k|mrr}``: model selection never reads the test split."""
+    from .tasks import TASKS  # the one list of task names
+
+    m = re.fullmatch(r"(validation|validation_unseen)/([a-z]+)/(acc@[1-9]\d*|mrr)", name)
+    if not m or m.group(2) not in (*TASKS, "mean"):
+        raise ConfigError(
+            f"select_metric must look like validation/mean/acc@1 or validation_unseen/TASK/acc@K "
+            f"(TASK one of {', '.join(TASKS)} or mean; or mrr); got {name!r}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:

@@ -44,13 +44,15 @@ from .tasks import TASKS, EvaluationError, Pools, check_tasks
 
 __all__ = [
     "EvaluationError", "TASKS", "evaluate_split", "query_ranks", "metrics_from_ranks",
-    "rank_candidates", "format_table", "metric_key",
+    "rank_candidates", "format_table", "metric_key", "view_metrics", "unseen_split", "UNSEEN_SUFFIX",
 ]
 
 #: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
 Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 MODES = ("retrieval", "rerank")
+#: the split-name suffix of the unseen view: queries whose texts never occur in training
+UNSEEN_SUFFIX = "_unseen"
 METRICS = ("l2", "cosine")
 #: elements of one [B, 2Q] distance block (bounds memory: ~4M float64 = 32 MiB per tensor)
 BLOCK_ELEMENTS = 1 << 22
@@ -134,6 +136,11 @@ def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c
 
 
 # --------------------------------------------------------------------------- ranks
+def pools_text(pools: Pools, device) -> torch.Tensor:
+    """``[2Q]`` candidate text codes of ``pools`` on ``device`` (cached on the pools)."""
+    return pools._text_on("epa", device)[1]
+
+
 def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                 classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                 rerank_k: int = 10, tasks: Sequence[str] = TASKS,
@@ -182,6 +189,13 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     kk = min(rerank_k - 1, n_cand)  # other members of the top k besides the true counter
     inf = float("inf")
     dense = {"epc", "epa"} & set(tasks)  # whole-split pools: columns of the distance block itself
+    if dense:
+        # copies: only the first copy of a text counts (rep), and the candidates sharing a text
+        # with the query or its true counter (peers) are never *other* pool members
+        rep = {t: torch.as_tensor(pools.representatives(t), device=device) for t in dense}  # [2Q] each
+        peers = torch.as_tensor(pools.peers(), device=device)  # [Q, m], padded with column 0
+        first = torch.ones_like(peers, dtype=torch.bool)
+        first[:, 1:] = peers[:, 1:] != peers[:, :1]  # the padding repeats column 0
     for start in range(0, q, block):
         rows = slice(start, min(q, start + block))
         qi = torch.arange(rows.start, rows.stop, device=device)  # [B]
@@ -191,35 +205,32 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
         if dense:
             # at or before the true counter (ties count before it)
             not_after = dist <= d_true[:, None]  # [B, 2Q]
+            pr, pf = peers[rows], first[rows]  # [B, m], [B, m]
+            peer_before = not_after.gather(1, pr) & pf  # [B, m]
         for t in tasks:
-            if t == "epc":
-                r_d = not_after[:, :q].sum(1)  # [B]; the true counter counts itself
-            elif t == "epa":
-                r_d = not_after.sum(1) - not_after[b, q + qi].long()  # [B]; minus the own point
+            if t in dense:
+                cols = n_cand if t == "epa" else q  # epc: counters only
+                in_pool = rep[t][pr] & (pr < cols)  # [B, m]: peers that are represented in the pool
+                r_d = 1 + (not_after[:, :cols] & rep[t][None, :cols]).sum(1) - (peer_before & in_pool).sum(1)  # [B]
             else:
-                ids, valid = pools.index(t, rows, device)  # [B, P], [B, P]
-                dc = dist.gather(1, ids).masked_fill_(~valid, inf)  # [B, P]
-                r_d = (dc <= d_true[:, None]).sum(1)  # [B]
+                ids, valid = pools.index(t, rows, device)  # [B, P], [B, P]; copies already left out
+                other = valid & (pools_text(pools, device)[ids] != pools_text(pools, device)[qi][:, None])  # [B, P]
+                dc = dist.gather(1, ids).masked_fill_(~other, inf)  # [B, P]
+                r_d = 1 + (dc <= d_true[:, None]).sum(1)  # [B]
             ranks[t][rows] = r_d
             if not rerank:
                 continue
             need = torch.nonzero(r_d <= rerank_k).flatten()  # [n]: rows whose true counter can move
             if need.numel() == 0:
                 continue
-            n = torch.arange(need.shape[0], device=device)
-            if t == "epc":
-                dm = dist[need, :q]  # [n, Q]; fancy indexing copies
-                dm[n, qi[need]] = inf
-                cols = None
-            elif t == "epa":
-                dm = dist[need]  # [n, 2Q]
-                dm[n, qi[need]] = inf
-                dm[n, q + qi[need]] = inf
-                cols = None
+            if t in dense:
+                dm = dist[need, :cols].masked_fill_(~rep[t][None, :cols], inf)  # [n, cols]; a copy
+                pn = pr[need]  # [n, m]
+                dm.scatter_(1, pn.clamp_max(cols - 1).where(pn < cols, pn[:, :1]), inf)  # peers out
+                cols_ids = None
             else:
-                dm = dc[need]  # [n, P]
-                cols = ids[need]  # [n, P]
-                dm.masked_fill_(cols == qi[need][:, None], inf)  # the true counter is handled apart
+                dm = dc[need]  # [n, P]; the true counter's text is already out
+                cols_ids = ids[need]  # [n, P]
             width = min(kk, dm.shape[1])
             vals, top = torch.topk(dm, width, dim=1, largest=False, sorted=True)  # [n, k-1]
             valid_top = torch.isfinite(vals)  # [n, k-1]; pools smaller than k are padded
@@ -229,7 +240,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
             over = torch.nonzero(torch.isfinite(cut) & ((dm <= cut[:, None]).sum(1) > width)).flatten()
             if over.numel():
                 top[over] = torch.sort(dm[over], dim=1, stable=True).indices[:, :width]
-            top_ids = top if cols is None else cols.gather(1, top)  # [n, k-1] candidate ids
+            top_ids = top if cols_ids is None else cols_ids.gather(1, top)  # [n, k-1] candidate ids
             pending[t].append((qi[need], top_ids, valid_top))
 
     if rerank and any(pending.values()):
@@ -266,25 +277,43 @@ def metrics_from_ranks(split: str, ranks: dict[str, torch.Tensor], ks: Sequence[
     return out
 
 
+def unseen_split(split: str) -> str:
+    """The split name of the unseen view of ``split``, e.g. ``test_unseen``."""
+    return f"{split}{UNSEEN_SUFFIX}"
+
+
+def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
+                 ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Metrics of both views from per-query ranks: all queries (``{split}/...``) and, where the
+    pools carry an unseen mask with at least one query, the unseen queries (``{split}_unseen/...``)."""
+    out = metrics_from_ranks(split, ranks, ks)
+    if pools.unseen is not None and pools.unseen.any():
+        keep = torch.as_tensor(pools.unseen)
+        out.update(metrics_from_ranks(unseen_split(split), {t: r[keep.to(r.device)] for t, r in ranks.items()}, ks))
+    return out
+
+
 def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                    classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                    rerank_k: int = 10, ks: Sequence[int] = (1, 5, 10),
-                   tasks: Sequence[str] = TASKS) -> dict[str, float]:
-    """Evaluate one split on the given tasks; returns flat metrics (see module doc).
+                   tasks: Sequence[str] = TASKS, return_ranks: bool = False):
+    """Evaluate one split on the given tasks; returns flat metrics of both views (see module doc).
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
     arrays, any device); ``point_h``/``counter_h``: ``[Q, H]`` raw pooled encoder outputs, needed
     for ``mode="rerank"`` together with ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the
-    model in eval mode first; it is called under ``torch.no_grad``). Raises
-    :class:`EvaluationError` for an empty split or pool and for embeddings whose row count differs
-    from ``pools.num_queries``.
+    model in eval mode first; it is called under ``torch.no_grad``). With ``return_ranks`` returns
+    ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
+    Raises :class:`EvaluationError` for an empty split or pool and for embeddings whose row count
+    differs from ``pools.num_queries``.
     """
     _check_options(mode, metric, rerank_k, ks)
     if pools.num_queries == 0:
         raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
     ranks = query_ranks(pools, point_sim, counter_sim, point_h, counter_h, classify, mode=mode,
                         metric=metric, rerank_k=rerank_k, tasks=tasks, split_name=split_name)
-    return metrics_from_ranks(split_name, ranks, ks)
+    metrics = view_metrics(split_name, pools, ranks, ks)
+    return (metrics, ranks) if return_ranks else metrics
 
 
 # --------------------------------------------------------------------------- one query
@@ -340,16 +369,19 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
 # --------------------------------------------------------------------------- table
 def format_table(metrics: dict[str, float], split: str, pools: Pools | None = None,
                  ks: Sequence[int] = (1, 5, 10)) -> str:
-    """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size."""
+    """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size
+    (over the view's queries: ``split`` ``test_unseen`` averages over the unseen queries)."""
     names = [f"acc@{k}" for k in ks] + ["mrr"]
     rows = [t for t in (*TASKS, "mean") if metric_key(split, t, "mrr") in metrics]
     if not rows:
         raise EvaluationError(f"no metrics for split {split!r} (keys look like '{split}/TASK/mrr')")
-    sizes = pools.sizes([t for t in rows if t != "mean"]) if pools is not None else {}
-    head = f"{split:<6}" + "".join(f"{n:>8}" for n in names) + (f"{'pool':>9}" if pools is not None else "")
+    unseen = split.endswith(UNSEEN_SUFFIX)
+    sizes = pools.sizes([t for t in rows if t != "mean"], unseen=unseen) if pools is not None else {}
+    w = max(6, len(split))
+    head = f"{split:<{w}}" + "".join(f"{n:>8}" for n in names) + (f"{'pool':>9}" if pools is not None else "")
     lines = [head, "-" * len(head)]
     for t in rows:
-        line = f"{t:<6}" + "".join(
+        line = f"{t:<{w}}" + "".join(
             f"{metrics[metric_key(split, t, n)]:>8.3f}" if metric_key(split, t, n) in metrics else f"{'-':>8}"
             for n in names
         )

@@ -16,6 +16,10 @@ Conventions:
   shown as "n/a".
 * Ray overhead of a trial = 1 - (time spent inside ``train()``) / (the trial's wall time in Tune),
   summed over all trials for the sweep figure.
+* Two views of the test split: all queries (``test/...``) and the unseen queries, whose texts occur
+  nowhere in training (``test_unseen/...``). A winner is bolded only where it beats every other
+  strategy at p < 0.05 in a paired test over queries (:mod:`counterarg.significance`), using the
+  per-query ranks each trial keeps from its best epoch (``TrialRecord.ranks``).
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import Config, FIELD_NAMES
+import numpy as np
 
-TASKS = ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa")
-DEFAULT_METRIC = "validation/mean/acc@1"
+from .config import Config, FIELD_NAMES
+from .significance import PairedTest, SIGNIFICANCE_COLUMNS, compare, verdicts
+from .tasks import TASKS
+
+DEFAULT_METRIC = Config().select_metric
+#: the two views of the test split: name -> metric-key prefix
+VIEWS = {"all": "test", "unseen": "test_unseen"}
+VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 DEFAULT_MODE = "max"
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
@@ -56,6 +66,8 @@ class TrialRecord:
     status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
     error: str | None = None  # short message for errored trials
     path: str | None = None
+    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -122,8 +134,9 @@ def best_row(history: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC,
 
 
 def metric_keys(history: Sequence[dict[str, Any]]) -> list[str]:
-    """The validation/ and test/ keys present in ``history``, in a stable order."""
-    keys = {k for r in history for k in r if k.startswith(("validation/", "test/"))}
+    """The validation and test keys (both views) present in ``history``, in a stable order."""
+    keys = {k for r in history for k in r
+            if k.startswith(("validation/", "test/", "validation_unseen/", "test_unseen/"))}
     return sorted(keys)
 
 
@@ -145,6 +158,7 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "seed": rec.config.get("seed", Config().seed),
             "epochs_done": int(last.get("epoch", 0)) if hist else 0,
             "best_epoch": int(best["epoch"]) if best else None,
+            "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
@@ -190,18 +204,87 @@ def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def test_acc1_keys(ks_task: Sequence[str] = TASKS, k: int = 1) -> list[str]:
-    return [f"test/{t}/acc@{k}" for t in ks_task] + [f"test/mean/acc@{k}"]
+def test_acc1_keys(ks_task: Sequence[str] = TASKS, k: int = 1, view: str = "all") -> list[str]:
+    prefix = VIEWS[view]
+    return [f"{prefix}/{t}/acc@{k}" for t in ks_task] + [f"{prefix}/mean/acc@{k}"]
 
 
-def winners(stats: dict[str, dict[str, Any]], keys: Sequence[str]) -> dict[str, list[str]]:
-    """Per key, the group(s) with the highest mean (ties share the win)."""
-    out: dict[str, list[str]] = {}
-    for k in keys:
-        means = {g: s[k][0] for g, s in stats.items() if k in s}
-        if means:
-            top = max(means.values())
-            out[k] = [g for g, m in means.items() if math.isclose(m, top, rel_tol=0, abs_tol=1e-12)]
+# ---------------------------------------------------------------------------------------- significance
+def strategy_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
+    """Per (task, view): group -> per-query acc@1 hit rate over the group's seeds ``[n]``.
+
+    Uses each trial's ranks from its best epoch; a trial whose kept ranks come from another epoch
+    than the summary's best epoch (or that has none) is left out, with a note saying so. ``task``
+    ``mean`` is the per-query mean over the eight tasks. Returns ``(scores, notes)``.
+    """
+    by_id = {r["trial_id"]: r for r in rows}
+    per_group: dict[str, list[dict[str, np.ndarray]]] = {}
+    notes = []
+    for rec in records:
+        row = by_id.get(rec.trial_id)
+        if row is None or row.get("best_epoch") is None:
+            continue
+        if not rec.ranks:
+            notes.append(f"{rec.trial_id}: no per-query ranks kept; left out of the significance tests")
+            continue
+        if int(rec.ranks.get("epoch", -1)) != int(row["best_epoch"]):
+            notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
+                         f"epoch is {row['best_epoch']}; left out of the significance tests")
+            continue
+        if not all(f"test/{t}" in rec.ranks for t in TASKS):
+            notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
+            continue
+        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in TASKS}  # [n] each
+        hits["mean"] = np.mean([hits[t] for t in TASKS], axis=0)
+        unseen = rec.ranks.get("test/unseen")
+        trial = {}
+        for t, h in hits.items():
+            trial[(t, "all")] = h
+            if unseen is not None and unseen.any():
+                trial[(t, "unseen")] = h[unseen]
+        per_group.setdefault(row["group"], []).append(trial)
+    scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for g, trials in per_group.items():
+        for key in trials[0]:
+            if all(key in tr and tr[key].shape == trials[0][key].shape for tr in trials):
+                scores.setdefault(key, {})[g] = np.mean([tr[key] for tr in trials], axis=0)
+    for key, by_group in list(scores.items()):
+        if len({v.shape for v in by_group.values()}) > 1:
+            notes.append(f"{key[0]}/{key[1]}: strategies were scored on different query sets; not compared")
+            del scores[key]
+    return scores, notes
+
+
+def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *, seed: int = 0):
+    """Paired tests between every two strategies per task and view; ``(comparisons, verdicts, notes)``."""
+    scores, notes = strategy_hits(records, rows)
+    tests: dict[int, PairedTest] = {}
+    comparisons = []
+    means = {}
+    for key, by_group in scores.items():
+        means[key] = {g: float(v.mean()) for g, v in by_group.items()}
+        if len(by_group) < 2:
+            continue
+        n = next(iter(by_group.values())).shape[0]
+        if n not in tests:
+            tests[n] = PairedTest(n, seed=seed)
+        comparisons += compare(by_group, key[0], key[1], tests[n])
+    return comparisons, verdicts(comparisons, means), notes
+
+
+def significance_rows(comparisons) -> list[dict[str, Any]]:
+    return [c.row() for c in comparisons]
+
+
+def best_per_group(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[str, dict[str, Any]]:
+    """Per group, the trial with the highest ``metric`` at its best epoch (ties: lower seed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (str(r.get("seed")), r["trial_id"])):
+        v = r.get(metric)
+        if not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if r["group"] not in out or v > out[r["group"]][metric]:
+            out[r["group"]] = r
     return out
 
 
@@ -222,33 +305,73 @@ def _pm(ms: tuple[float, float] | None) -> str:
     return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
 
 
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else ("p < 0.0001" if p < 1e-4 else f"p = {p:.4f}")
+
+
+def _verdict_cell(v) -> str:
+    if v is None:
+        return "–"
+    if v.runner_up is None:
+        return f"{v.best} (only strategy)"
+    if v.significant:
+        return f"**{v.best}** ({_p(v.p_runner_up)} vs {v.runner_up})"
+    return f"no significant winner (best {v.best}, {_p(v.p_runner_up)} vs {v.runner_up})"
+
+
 def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
-                     metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None) -> str:
-    """summary.md: per group mean ± std over seeds of each test task's acc@1, winners in bold."""
-    keys = test_acc1_keys()
-    stats = group_stats(rows, keys + [metric])
-    wins = winners(stats, keys)
+                     metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
+                     verdict: dict | None = None, notes: Sequence[str] = ()) -> str:
+    """summary.md: per group mean ± std over seeds of each test task's acc@1 in both views; a cell
+    is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`significance`)."""
+    verdict = verdict or {}
     lines = [f"# {title}", "",
-             f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) "
-             "over seeds; **bold** = best mean for that task.", ""]
-    header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for g in sorted(stats):
-        s = stats[g]
-        cells = [g, f"{s['n']}/{s['trials']}", _pm(s.get(metric))]
-        for k in keys:
-            c = _pm(s.get(k))
-            if g in wins.get(k, []):
-                c = f"**{c}**"
-            cells.append(c)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Winners: " + "; ".join(
-        f"{k.split('/')[1]}: {', '.join(v)}" for k, v in wins.items()) if wins else "Winners: none")
+             f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) over seeds. "
+             "Each distinct text counts once in every pool. A value in bold beats every other strategy at p < 0.05 "
+             "(paired sign-flip test over test queries, 10,000 resamples, hits averaged over seeds).", ""]
+    for view in VIEWS:
+        keys = test_acc1_keys(view=view)
+        stats = group_stats(rows, keys + [metric])
+        if not any(k in s for s in stats.values() for k in keys):
+            continue
+        lines += [f"## {VIEW_TITLES[view].capitalize()}", ""]
+        header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for g in sorted(stats):
+            st = stats[g]
+            cells = [g, f"{st['n']}/{st['trials']}", _pm(st.get(metric))]
+            for k in keys:
+                c = _pm(st.get(k))
+                v = verdict.get((k.split("/")[1], view))
+                if v is not None and v.significant and v.best == g:
+                    c = f"**{c}**"
+                cells.append(c)
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if verdict:
+        lines += ["## Significance (acc@1, test)", "",
+                  "Best strategy per task and view; bold where it beats every other at p < 0.05, with its "
+                  "p-value against the runner-up. All pairs are in `significance.csv`.", "",
+                  "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
+                  "|---|" + "---|" * len(VIEWS)]
+        for t in (*TASKS, "mean"):
+            lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
+        lines.append("")
+    best = best_per_group(rows, metric)
+    if best:
+        lines += ["## Best checkpoint per strategy", "",
+                  f"The trial with the highest {metric}, at its best epoch (kept by Tune besides the last one).", "",
+                  "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
+        for g in sorted(best):
+            r = best[g]
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
+                         f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
+        lines.append("")
+    for n in notes:
+        lines.append(f"- note: {n}")
     errored = [r for r in rows if r["status"] == "ERROR"]
     unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
-    lines.append("")
     lines.append(f"Trials: {len(rows)} ({len(errored)} errored, {len(unfinished)} unfinished).")
     for r in errored:
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
@@ -259,18 +382,47 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     lines.append("")
     if ov["overhead"] is not None:
         lines.append(f"Ray overhead: {100 * ov['overhead']:.1f}% of trial wall time outside train() "
-                     f"({ov['wall_s'] - ov['train_s']:.1f} s of {ov['wall_s']:.1f} s; target <= 10%).")
+                     f"({ov['wall_s'] - ov['train_s']:.1f} s of {ov['wall_s']:.1f} s).")
     if sweep_wall_s is not None:
         lines.append(f"Sweep wall time: {sweep_wall_s:.1f} s.")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None) -> str:
+    """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
+    both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
+    p-values) is in summary.md."""
+    verdict = verdict or {}
+    names = [*TASKS, "mean"]
+    out = []
+    for view in VIEWS:
+        keys = test_acc1_keys(view=view)
+        stats = group_stats(rows, keys + [metric])
+        if not any(k in st for st in stats.values() for k in keys):
+            continue
+        w = max([len("strategy")] + [len(g) for g in stats])
+        out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
+        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
+        for g in sorted(stats):
+            st = stats[g]
+            val = f"{st[metric][0]:.3f}" if metric in st else "-"
+            cells = []
+            for t, k in zip(names, keys):
+                v = verdict.get((t, view))
+                mark = "*" if v is not None and v.significant and v.best == g else " "
+                cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
+            out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+        out.append("")
+    return "\n".join(out)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
     import pandas as pd
 
     from .io import atomic_write_text
 
-    atomic_write_text(Path(path), pd.DataFrame(list(rows)).to_csv(index=False))
+    frame = pd.DataFrame(list(rows), columns=list(columns) if columns else None)
+    atomic_write_text(Path(path), frame.to_csv(index=False))
 
 
 # ---------------------------------------------------------------------------------------- plots
@@ -309,16 +461,25 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
 
 
 def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test acc@1 per task per group at the best epoch: mean bars with std error bars."""
+    """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = test_acc1_keys()
+    views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
+    fig, axes = plt.subplots(len(views), 1, figsize=(10, 4.5 * len(views)), squeeze=False)
+    for ax, view in zip(axes[:, 0], views):
+        _task_bars(ax, rows, view)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
+    keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
     groups = sorted(stats)
-    fig, ax = plt.subplots(figsize=(10, 5))
     width = 0.8 / max(1, len(groups))
     for i, g in enumerate(groups):
         xs, ms, ss = [], [], []
@@ -332,37 +493,39 @@ def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([k.split("/")[1] for k in keys])
     ax.set_ylabel("test acc@1 (best epoch)")
-    ax.set_title("Test acc@1 per task (mean ± std over seeds)")
+    ax.set_title(f"Test acc@1 per task, {VIEW_TITLES[view]} (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
     if groups:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
                   sweep_wall_s: float | None = None) -> dict[str, Any]:
-    """Write summary.csv, summary.md, curves.png and test_acc1.png into ``out_dir``.
+    """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``.
 
-    Returns {"rows", "markdown", "paths"}.
+    Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
     """
     from .io import atomic_write_text
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
-    md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s)
+    comparisons, verdict, notes = significance(records, rows)
+    md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
+                          notes=notes)
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
+             "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
     write_csv(rows, paths["csv"])
+    write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
     atomic_write_text(paths["md"], md)
     plot_curves(records, paths["curves"], metric)
     plot_task_bars(rows, paths["bars"])
-    return {"rows": rows, "markdown": md, "paths": paths}
+    return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict}
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
-           "group_stats", "winners", "overhead", "summary_markdown", "write_summary",
+           "group_stats", "overhead", "best_per_group", "console_table", "summary_markdown", "write_summary", "significance",
+           "strategy_hits", "VIEWS",
            "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

@@ -4,6 +4,11 @@
 module never imports Ray. Every epoch's randomness is derived from (seed, epoch), and a checkpoint
 holds the model, the optimizer, the RNG states and the metric history, so a resumed run on CPU gives
 the same metrics as an uninterrupted one.
+
+Checkpoints hold tensors and plain data only and are read with ``torch.load(weights_only=True)``,
+so a planted ``state.pt`` cannot run code; each checkpoint folder carries a sha256 manifest checked
+on load. The run folder is locked while a run writes it, and a checkpoint swap a kill interrupted
+is completed or rolled back before anything else happens (io.recover_dir).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from tqdm.auto import tqdm
 from .config import Config
 from .corpus import Corpus, load_corpus
 from .features import TextFeatures, TextTable
-from .io import atomic_replace_dir, atomic_write_text, append_jsonl
+from .io import (MANIFEST, append_jsonl, atomic_replace_dir, atomic_write_text, bad_files, folder_lock,
+                 read_manifest, recover_dir, remove_temp_files)
 from .loss import LossBatch, total_loss, uses_classifier
 from .mining import dedupe_pairs, mine_negatives, mining_telemetry
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
@@ -37,6 +43,13 @@ BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best co
 
 class TrainingError(RuntimeError):
     """A run that cannot go on: a NaN/inf loss (naming epoch and step), or a checkpoint that does not fit."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that cannot be trusted: unsafe to load, cut short, or failing its sha256 manifest.
+
+    The message names the file and, where a run folder's metrics.jsonl tells it, the last good epoch.
+    """
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -57,6 +70,9 @@ class Run:
             _say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
                  "(pass --corpus PATH for ArguAna)", True)
         _say(f"corpus {self.corpus.source}\n{self.corpus.counts_table()}", progress)
+        if self.corpus.skipped:  # said even when quiet: data the user may have meant to include
+            shown = ", ".join(self.corpus.skipped[:5]) + (" ..." if len(self.corpus.skipped) > 5 else "")
+            _say(f"skipped {len(self.corpus.skipped)} hidden file(s)/folder(s) of the corpus: {shown}", True)
         self.table = TextTable.from_corpus(self.corpus)
         torch.manual_seed(config.seed)
         self.features = TextFeatures(config, self.table, self.device, progress=progress)
@@ -72,9 +88,13 @@ class Run:
             eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
                            and (s != "training" or config.eval_training)]
         self.eval_splits = eval_splits
-        from .tasks import build_pools
+        from .tasks import build_pools, seen_texts
 
-        self.pools = {s: build_pools(self.corpus.split(s)) for s in self.eval_splits}
+        seen = seen_texts(self.corpus.splits.get("training"))
+        self.pools = {s: build_pools(self.corpus.split(s), seen) for s in self.eval_splits}
+        for s in self.eval_splits:
+            _say(self.pools[s].describe(), progress)
+        self.ranks: dict[str, dict[str, np.ndarray]] = {}  # per split: the last evaluation's ranks
         self._indexes: dict[str, tuple] = {}
         self.training_pools = build_pools(self.corpus.split("training")) if "training" in self.corpus.splits else None
 
@@ -212,12 +232,16 @@ class Run:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int) -> dict:
-        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch."""
+        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch.
+
+        Leaves each evaluated split's per-query ranks in ``self.ranks`` (for :class:`BestRanks`).
+        """
         from .evaluate import evaluate_split
 
         cfg = self.config
         t0 = time.perf_counter()
         row: dict = {}
+        self.ranks = {}
         last = epoch + 1 == cfg.epochs
         for split in self.eval_splits:
             if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
@@ -233,10 +257,12 @@ class Run:
                     total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg], keys)  # all_h[neg]: [Q, K, H]
                 row["validation/loss"] = total.item()
             with torch.no_grad():
-                row.update(evaluate_split(
+                metrics, ranks = evaluate_split(
                     split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify,
                     mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks,
-                ))
+                    return_ranks=True)
+            row.update(metrics)
+            self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
         row["time/eval_s"] = time.perf_counter() - t0
         return row
 
@@ -248,8 +274,8 @@ class Run:
             "heads": self.heads.state_dict(),
             "encoder": self.features.trainable.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "history": history,
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
+            "history": _plain(history),
         }
 
     def load_state(self, state: dict) -> None:
@@ -261,17 +287,151 @@ class Run:
                                 f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
 
 
+class BestRanks:
+    """Per-query ranks of a run's best epoch (by ``config.select_metric``), kept in its checkpoint.
+
+    A sweep's significance tests compare strategies query by query at each trial's best epoch; the
+    rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
+    checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
+    pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
+    The best epoch is the earliest with the highest ``select_metric`` (:func:`summary.best_row`).
+    """
+
+    FILE = "best_ranks.npz"
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.value: float | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def update(self, row: dict, ranks: dict[str, dict[str, np.ndarray]], pools: dict) -> bool:
+        """Take this epoch's ranks if ``row`` beats the best so far; True if it did."""
+        v = row.get(self.metric)
+        if v is None or not math.isfinite(v) or (self.value is not None and v <= self.value):
+            return False
+        self.value = float(v)
+        self.arrays = {"epoch": np.array(int(row["epoch"]))}
+        for split, by_task in ranks.items():
+            for task, r in by_task.items():
+                self.arrays[f"{split}/{task}"] = r
+            if pools[split].unseen is not None:
+                self.arrays[f"{split}/unseen"] = pools[split].unseen
+        return True
+
+    def save(self, folder: Path) -> None:
+        if self.arrays:
+            with open(folder / self.FILE, "wb") as f:
+                np.savez(f, **self.arrays)
+
+    def load(self, folder: str | Path, history: list[dict]) -> None:
+        """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
+        from .summary import best_row
+
+        best = best_row(history, self.metric)
+        path = Path(folder) / self.FILE
+        if best is None or not path.exists():
+            return
+        self.value = float(best[self.metric])
+        with np.load(path, allow_pickle=False) as z:
+            self.arrays = {k: z[k] for k in z.files}
+
+
+def read_best_ranks(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The ``best_ranks.npz`` arrays of a checkpoint folder, or None if it has none."""
+    path = Path(folder) / BestRanks.FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+def _numpy_state_out() -> dict:
+    """numpy's global RNG state as tensors and numbers (no ndarray: loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _numpy_state_in(saved) -> tuple:
+    if isinstance(saved, dict):
+        return (saved["name"], saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                saved["gauss"])
+    return saved  # a checkpoint written before the state was stored as a tensor
+
+
+def _plain(obj):
+    """numpy scalars -> Python numbers, recursively (they would need unsafe unpickling)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _legacy_numpy_types() -> list:
+    """What checkpoints written before the tensor-only format need: numpy arrays and scalars only.
+
+    ``_reconstruct``/``scalar`` rebuild an array or scalar from its dtype and bytes and call nothing else.
+    """
+    core = getattr(np, "_core", None) or np.core
+    types = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    types += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.bool_)]
+    return types
+
+
+def _last_good_epoch(folder: Path) -> str:
+    """'epoch N (metrics.jsonl)' from the run folder above a checkpoint, for error messages."""
+    metrics = folder.parent / "metrics.jsonl"
+    try:
+        lines = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return f"the last epoch recorded in {metrics} is {int(json.loads(lines[-1])['epoch'])}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return f"no epoch is recorded beside it ({metrics} is missing or empty)"
+
+
 def read_checkpoint(folder: str | Path) -> dict:
-    """Load a checkpoint folder's state, with a clear error when it is not one."""
+    """Load a checkpoint folder's state safely, or raise :class:`CheckpointError` naming the file.
+
+    Only tensors and plain data are unpickled (``weights_only=True``); the sha256 manifest written
+    with the checkpoint is checked first, so a bit flip or a cut-short file is named, not loaded.
+    """
     path = Path(folder)
     f = path / STATE_FILE if path.is_dir() else path
     if not f.exists():
         raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
-    return torch.load(f, map_location="cpu", weights_only=False)
+    manifest = read_manifest(f.parent)
+    if manifest is not None:
+        bad = bad_files(f.parent, manifest)
+        if bad:
+            raise CheckpointError(
+                f"checkpoint file(s) {', '.join(str(f.parent / b) for b in bad)} fail their sha256 check "
+                f"against {f.parent / MANIFEST} (checkpoint of epoch {manifest.get('epoch', '?')}): the file was "
+                f"damaged after it was written; {_last_good_epoch(f.parent)}. Restore the folder from a copy, "
+                "or move it away and train again")
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_types()):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure to unpickle becomes one named error
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            first = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(f"refusing to load {f}: it holds objects other than tensors and plain data, "
+                                  f"which could run code when loaded ({first or type(e).__name__}); "
+                                  "only checkpoints written by counterarg are accepted") from None
+        raise CheckpointError(f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
+                              f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}") from None
+    if not isinstance(state, dict) or not {"epoch", "config", "heads", "history"} <= set(state):
+        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/config/heads/history)")
+    return state
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
@@ -295,17 +455,32 @@ def train(
     report: Report | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
+    resume_latest: bool = False,
 ) -> list[dict]:
     """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
 
     Writes ``config.json``, appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
-    atomically after each epoch, then calls ``report(row, checkpoint_dir)``; ``best/`` holds the
-    epoch with the highest ``config.select_metric`` (earliest on ties). With ``patience`` > 0 the
-    run stops once that many epochs pass without a new best. ``resume_from`` is a checkpoint
-    folder; the run continues at the epoch after it.
+    atomically after each epoch, then calls ``report(row, checkpoint_dir)``; ``best/`` beside it holds
+    the epoch with the highest ``config.select_metric`` (earliest on ties), and with ``patience`` > 0
+    the run stops once that many epochs pass without a new best. ``resume_from`` is a
+    checkpoint folder; the run continues at the epoch after it. ``resume_latest`` continues from
+    ``out_dir/checkpoint`` when there is one (after repairing an interrupted swap), else starts fresh.
+    The folder is locked for the whole run (:class:`~counterarg.io.FolderLockedError` for a second writer).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        for line in recover_dir(out / "checkpoint") + remove_temp_files(out):
+            _say(line, True)  # said even when quiet: the folder was changed
+        if resume_latest and resume_from is None:
+            if (out / "checkpoint").exists():
+                resume_from = out / "checkpoint"
+            else:
+                _say(f"--resume: no checkpoint in {out}, starting fresh", True)
+        return _train_locked(config, out, report, resume_from, progress)
+
+
+def _train_locked(config: Config, out: Path, report: Report | None, resume_from, progress: bool) -> list[dict]:
     history: list[dict] = []
     start = 0
     saved = None
@@ -313,6 +488,10 @@ def train(
         saved = read_checkpoint(resume_from)
         check_resumable(config, saved["config"], Path(resume_from))
         start, history = saved["epoch"], list(saved["history"])
+        if start > config.epochs:
+            raise TrainingError(f"checkpoint {resume_from} already holds {start} epochs, more than epochs="
+                                f"{config.epochs}; nothing to train (config.json and metrics.jsonl left as they are). "
+                                f"Pass --epochs {start} or more")
     try:
         run = Run(config, progress=progress)
     except EncoderError as e:
@@ -326,31 +505,26 @@ def train(
     metrics_path = out / "metrics.jsonl"
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     ckpt = out / "checkpoint"
+    best = BestRanks(config.select_metric)
+    if saved is not None:
+        best.load(resume_from, history)
     try:
-        _epochs(run, config, start, history, ckpt, metrics_path, report, progress)
+        _epochs(run, config, start, history, ckpt, metrics_path, report, progress, best)
     finally:
         run.close()
     return history
 
 
-def best_epoch(history: list[dict], metric: str) -> tuple[int | None, float | None]:
-    """(epoch, value) of the highest ``metric`` in ``history`` (earliest on ties); (None, None) if absent."""
-    best: tuple[int | None, float | None] = (None, None)
-    for row in history:
-        v = row.get(metric)
-        if v is not None and (best[1] is None or v > best[1]):
-            best = (row["epoch"], v)
-    return best
-
-
 def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
-            metrics_path: Path, report: Report | None, progress: bool) -> None:
-    best, best_value = best_epoch(history, config.select_metric)
+            metrics_path: Path, report: Report | None, progress: bool, best: BestRanks) -> None:
+    from .summary import best_row
+
     for epoch in range(start, config.epochs):
-        if config.patience and best is not None and epoch - best >= config.patience:
+        top = best_row(history, config.select_metric)
+        if config.patience and top is not None and epoch - top["epoch"] >= config.patience:
             _say(f"early stop after epoch {epoch}: {config.select_metric} has not improved for "
-                 f"{config.patience} epochs (best {best_value:.4f} at epoch {best}; state in {ckpt.parent / BEST_DIR})",
-                 progress)
+                 f"{config.patience} epochs (best {top[config.select_metric]:.4f} at epoch {top['epoch']}; "
+                 f"its state is in {ckpt.parent / BEST_DIR})", progress)
             break
         t0 = time.perf_counter()
         row = run.train_epoch(epoch)
@@ -359,24 +533,24 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
         for k, v in row.items():
             if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):
                 raise TrainingError(f"metric {k} is {v} at epoch {epoch + 1}")
-        value = row.get(config.select_metric)
-        if value is None and config.patience:
+        if config.patience and config.select_metric not in row:
             raise TrainingError(f"patience={config.patience} selects on {config.select_metric!r}, which epoch "
                                 f"{epoch + 1} did not report (has the corpus a validation split?)")
-        improved = value is not None and (best_value is None or value > best_value)
-        if improved:
-            best, best_value = epoch + 1, value
-        row["select/best_epoch"] = best
         history.append(row)
+        improved = best.update(row, run.ranks, run.pools)
+        top = best_row(history, config.select_metric)
+        if top is not None:
+            row["select/best_epoch"] = top["epoch"]
         state = run.state(epoch + 1, history)
 
         def fill(folder: Path) -> None:
             torch.save(state, folder / STATE_FILE)
             config.save(folder / "config.json")
+            best.save(folder)
 
-        atomic_replace_dir(ckpt, fill)
+        atomic_replace_dir(ckpt, fill, epoch=epoch + 1)
         if improved:
-            atomic_replace_dir(ckpt.parent / BEST_DIR, fill)
+            atomic_replace_dir(ckpt.parent / BEST_DIR, fill, epoch=epoch + 1)
         append_jsonl(metrics_path, row)
         if progress:
             _say(_epoch_line(row), True)
@@ -387,7 +561,8 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
 def _epoch_line(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['train/loss']:.4f}", f"rate {row['mining/rate']:.2f}",
              f"hard {row['mining/hard']} random {row['mining/random']}"]
-    for key in ("validation/loss", "validation/mean/acc@1", "test/mean/acc@1"):
+    for key in ("validation/loss", "validation/mean/acc@1", "validation_unseen/mean/acc@1", "test/mean/acc@1",
+                "test_unseen/mean/acc@1"):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
     parts.append(f"{row['time/epoch_s']:.1f}s")

@@ -229,3 +229,140 @@ def test_format_table(one_debate):
     assert lines[-2].split()[-1] == "5.0"  # epa pool: 3 counters + 2 other points
     with pytest.raises(EvaluationError):
         format_table(m, "validation")
+
+
+# ----------------------------------------------------------------------------- copies of a text
+def label_pool(task, i, debates, sides, themes):
+    """Candidate ids of query ``i``'s pool by the task's definition, from the labels alone."""
+    q = len(debates)
+    same_d = [j for j in range(q) if (themes[j], debates[j]) == (themes[i], debates[i])]
+    same_t = [j for j in range(q) if themes[j] == themes[i]]
+    if task == "sdoc":
+        return [j for j in same_d if sides[j] == sides[i]]
+    if task == "sdoa":
+        return [j for j in same_d if sides[j] == sides[i]] + [q + j for j in same_d if sides[j] != sides[i]]
+    group = {"sdc": same_d, "sda": same_d, "stc": same_t, "sta": same_t}.get(task, list(range(q)))
+    if task in ("sdc", "stc", "epc"):
+        return list(group)
+    return list(group) + [q + j for j in group if j != i]
+
+
+def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric, k):
+    """The copy rule by its definition: drop copies of the query, keep the first copy of every other
+    text, the first copy of the true counter's text is the hit; then rank as :func:`reference_ranks`."""
+    debates, sides, themes = labels
+    q = len(debates)
+    cand = np.concatenate([cs, ps]).astype(np.float64)  # [2Q, d]
+    cand_h = np.concatenate([ch, ph])
+    out = {}
+    for task in TASKS:
+        ranks = []
+        for i in range(q):
+            pool, seen_t = [], set()
+            for c in sorted(label_pool(task, i, debates, sides, themes)):
+                if texts[c] == texts[q + i] and texts[c] != texts[i]:
+                    continue  # a copy of the query is no candidate
+                if texts[c] in seen_t:
+                    continue  # each text once
+                seen_t.add(texts[c])
+                pool.append(c)
+            hit = next(c for c in pool if texts[c] == texts[i])
+            pool = np.array(pool)
+            if metric == "l2":
+                d = ((cand[pool] - ps[i]) ** 2).sum(1)
+            else:
+                a = ps[i] / np.linalg.norm(ps[i])
+                b = cand[pool] / np.linalg.norm(cand[pool], axis=1, keepdims=True)
+                d = 1 - b @ a
+            order = sorted(range(len(pool)), key=lambda j: (d[j], pool[j] == hit, pool[j]))
+            ranked = [int(pool[j]) for j in order]
+            if mode == "rerank":
+                t = torch.as_tensor
+                top = ranked[:k]
+                logits = classify(t(np.repeat(ps[i:i + 1], len(top), 0)).float(), t(cand[top]).float(),
+                                  t(np.repeat(ph[i:i + 1], len(top), 0)), t(cand_h[top]))
+                prob = torch.softmax(logits.float(), 1)[:, 1].tolist()
+                top = [c for _, c in sorted(zip(range(len(top)), top),
+                                            key=lambda x: (-prob[x[0]], x[1] == hit, x[0]))]
+                ranked = top + ranked[k:]
+            ranks.append(ranked.index(hit) + 1)
+        out[task] = ranks
+    return out
+
+
+def copy_heavy_split(rng, n_themes=3, n_texts=None):
+    """Random labels and texts drawn from a small vocabulary, so that points and counters repeat
+    within and across pools (as ArguAna's debates filed under several themes)."""
+    debates, sides, themes = [], [], []
+    for t in range(n_themes):
+        for d in range(rng.integers(1, 4)):
+            for s in ("pro", "con"):
+                for _ in range(rng.integers(1, 4)):
+                    themes.append(f"t{t}")
+                    debates.append(f"d{d}")
+                    sides.append(s)
+    q = len(debates)
+    n_texts = n_texts or max(3, q)
+    texts = rng.integers(0, n_texts, 2 * q).tolist()  # candidate order: counters, then points
+    return (debates, sides, themes), texts
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_copies_match_the_definition(seed, monkeypatch):
+    import counterarg.evaluate as ev
+
+    rng = np.random.default_rng(seed)
+    labels, texts = copy_heavy_split(rng)
+    debates, sides, themes = labels
+    q = len(debates)
+    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
+                              point_texts=texts[q:], counter_texts=texts[:q])
+    n_texts = max(texts) + 1
+    monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 3 * 2 * q)
+    monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
+    for mode, metric, k in [("retrieval", "l2", 1), ("retrieval", "cosine", 1), ("rerank", "l2", 3),
+                            ("rerank", "l2", 10), ("rerank", "cosine", 2)]:
+        # one embedding per TEXT (copies embed identically, as with any deterministic encoder)
+        if metric == "cosine":
+            emb = rng.normal(size=(n_texts, 3))
+        else:
+            emb = rng.integers(0, 3, (n_texts, 2)).astype(np.float64)  # exact ties between texts
+        emb_h = rng.integers(0, 3, (n_texts, 1)).astype(np.float32)
+        cs, ps = emb[texts[:q]], emb[texts[q:]]
+        ch, ph = emb_h[texts[:q]], emb_h[texts[q:]]
+        got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode=mode, metric=metric, rerank_k=k)
+        want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, mode, metric, k)
+        for task in TASKS:
+            assert got[task].tolist() == want[task], (seed, mode, metric, k, task)
+
+
+def test_a_copy_of_the_true_counter_is_the_hit_and_a_copy_of_the_query_is_no_candidate():
+    # one debate, 3 pairs; counter 2 is a verbatim copy of counter 0, point 1 a copy of point 0
+    pools = pools_from_labels("test", ["t/x"] * 3, ["pro", "pro", "con"],
+                              point_texts=["P", "P", "R"], counter_texts=["C", "D", "C"])
+    q0 = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])  # points
+    # the model puts counter 2 (copy of query 0's true counter) first for query 0
+    cs = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
+    r = query_ranks(pools, q0, cs, mode="retrieval")
+    for t in TASKS:
+        assert r[t][0] == 1, t  # the copy stands for the true counter: a hit, not a tie
+    # a copy of the query (point 1, at distance 0 from point 0) never ranks: epa rank of query 0 is 1
+    assert pools.members("epa", 0).tolist() == [0, 1, 5]  # C (the hit), D, R; points 0 and 1 (P) are out
+    assert pools.pool_sizes("epa")[0] == 3  # C, D, R: each text once, P excluded
+    assert pools.pool_sizes("epc")[0] == 2  # C, D
+    # the same query without the copy rule: the copy of its counter ties and wins (pessimistic rule)
+    plain = pools_from_labels("test", ["t/x"] * 3, ["pro", "pro", "con"])
+    assert query_ranks(plain, q0, cs, mode="retrieval")["epc"][0] == 2
+
+
+def test_pool_sizes_match_masks_with_copies():
+    rng = np.random.default_rng(11)
+    labels, texts = copy_heavy_split(rng, n_themes=4)
+    debates, sides, themes = labels
+    q = len(debates)
+    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
+                              point_texts=texts[q:], counter_texts=texts[:q])
+    for t in TASKS:
+        assert pools.pool_sizes(t).tolist() == pools.mask(t).sum(1).tolist(), t
+        ids, valid = pools.index(t)
+        assert valid.sum(1).tolist() == pools.mask(t).sum(1).tolist(), t

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from counterarg.summary import (TASKS, TrialRecord, best_row, dedupe_history, group_stats,
-                                overhead, strategy_label, summary_markdown, summary_rows,
-                                varying_fields, winners, write_summary)
+                                overhead, significance, strategy_label, summary_markdown, summary_rows,
+                                varying_fields, write_summary)
 
 
 def _row(epoch, val, test_base, train_s=None, wall_s=None):
@@ -48,7 +49,7 @@ def test_best_epoch_and_dedupe():
     assert best_row([]) is None
 
 
-def test_rows_stats_winners_by_hand():
+def test_rows_and_stats_by_hand():
     recs = _records()
     assert varying_fields([r.config for r in recs]) == ["rate", "schedule", "seed"]
     rows = summary_rows(recs)
@@ -65,9 +66,6 @@ def test_rows_stats_winners_by_hand():
     m, s = stats["random"]["test/mean/acc@1"]
     assert m == pytest.approx(0.50) and math.isnan(s)
     assert "test/mean/acc@1" not in stats["decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"]
-    w = winners(stats, ["test/mean/acc@1", "test/sdoc/acc@1"])
-    assert w["test/mean/acc@1"] == ["random"]  # 0.50 > 0.30
-    assert w["test/sdoc/acc@1"] == ["random"]
 
     ov = overhead(rows)  # last rows: a0 9/10, a1 9.5/10, b0 18/20 -> 1 - 36.5/40
     assert ov["overhead"] == pytest.approx(1 - 36.5 / 40)
@@ -77,8 +75,9 @@ def test_markdown_and_files(tmp_path):
     recs = _records()
     out = write_summary(recs, tmp_path, title="t", sweep_wall_s=12.0)
     md = out["markdown"]
-    assert "**0.5000 ± n/a**" in md  # random wins test mean
+    assert "0.5000 ± n/a" in md and "**" not in md  # no per-query ranks: nothing is called a winner
     assert "0.3000 ± 0.1414" in md  # fixed: mean ± sample std of 0.4 and 0.2
+    assert "no per-query ranks kept" in md
     assert "ERROR c0" in md and "nan at epoch 1" in md
     assert "Ray overhead: 8.8%" in md
     for k in ("csv", "md", "curves", "bars"):
@@ -88,3 +87,68 @@ def test_markdown_and_files(tmp_path):
     df = pd.read_csv(out["paths"]["csv"])
     assert len(df) == 4 and set(df["status"]) == {"TERMINATED", "ERROR"}
     assert summary_markdown(summary_rows(recs)).count("| ") > 10
+
+
+# ----------------------------------------------------------------------------- significance
+def _ranked_records(n=200, gap=0.3, seed=0):
+    """Two strategies x 2 seeds with per-query ranks at their best epoch: ``good`` hits on about
+    ``gap`` more queries than ``bad``; ``bad2`` is ``bad``'s exact copy under another strategy."""
+    rng = np.random.default_rng(seed)
+    unseen = np.arange(n) % 2 == 0
+    base = rng.random(n)
+    recs = []
+    for name, rate, thresh in (("good", 0.5, 0.4 + gap), ("bad", 0.6, 0.4), ("bad2", 0.7, 0.4)):
+        for s in (0, 1):
+            hits = base < thresh
+            ranks = {f"test/{t}": np.where(hits, 1, 2) for t in TASKS}
+            ranks["test/unseen"] = unseen
+            ranks["epoch"] = np.array(1)
+            row = _row(1, 0.5, float(hits.mean()))
+            for t in TASKS:
+                row[f"test/{t}/acc@1"] = float(hits.mean())
+                row[f"test_unseen/{t}/acc@1"] = float(hits[unseen].mean())
+            row["test_unseen/mean/acc@1"] = float(hits[unseen].mean())
+            recs.append(TrialRecord(f"{name}{s}", {"schedule": "fixed", "rate": rate, "seed": s}, [row],
+                                    ranks=ranks))
+    return recs
+
+
+def test_significance_finds_a_planted_gap_and_not_a_copy():
+    recs = _ranked_records()
+    rows = summary_rows(recs)
+    comps, verdict, notes = significance(recs, rows)
+    assert not notes
+    by = {(c.task, c.view, c.strategy_a, c.strategy_b): c for c in comps}
+    big = by[("sdoc", "all", "fixed(rate=0.5)", "fixed(rate=0.6)")]
+    assert big.p_value < 0.01 and big.diff == pytest.approx(0.3, abs=0.08)
+    assert big.ci_low < big.diff < big.ci_high and big.ci_low > 0
+    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed(rate=0.6)", "fixed(rate=0.7)"}]
+    assert same and all(c.p_value == 1.0 and c.diff == 0 for c in same)
+    v = verdict[("mean", "unseen")]
+    assert v.best == "fixed(rate=0.5)" and v.significant and v.runner_up in ("fixed(rate=0.6)", "fixed(rate=0.7)")
+    again = significance(recs, rows)[0]
+    assert [c.p_value for c in again] == [c.p_value for c in comps]  # seeded
+
+
+def test_summary_bolds_only_a_significant_winner(tmp_path):
+    recs = _ranked_records()
+    out = write_summary(recs, tmp_path, title="t")
+    md = out["markdown"]
+    assert "## All test queries" in md and "## Unseen test queries" in md
+    assert "| sdoc | **fixed(rate=0.5)** (p < 0.0001 vs fixed(rate=0.6))" in md
+    import pandas as pd
+
+    sig = pd.read_csv(out["paths"]["significance"])
+    assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "diff", "ci_low", "ci_high", "p_value"]
+    assert len(sig) == 9 * 2 * 3  # (8 tasks + mean) x 2 views x 3 pairs
+    # the two identical strategies alone: no significant winner, nothing bold
+    alone = [r for r in recs if not r.trial_id.startswith("good")]
+    md2 = write_summary(alone, tmp_path / "b", title="t")["markdown"]
+    assert "no significant winner" in md2 and "**" not in md2.split("## Significance")[0]
+
+
+def test_ranks_from_another_epoch_are_left_out():
+    recs = _ranked_records()
+    recs[0].ranks["epoch"] = np.array(3)
+    _, _, notes = significance(recs, summary_rows(recs))
+    assert any("good0" in n and "epoch 3" in n for n in notes)

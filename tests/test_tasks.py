@@ -129,3 +129,18 @@ def test_compact_index_matches_mask(pools):
                 rebuilt[b, ids[b][valid[b]]] = True
                 assert bool((ids[b][valid[b]].diff() > 0).all())  # increasing candidate order
             assert torch.equal(rebuilt, m), (task, rows)
+
+
+def test_unseen_view_picks_exactly_the_queries_with_no_text_in_training():
+    from counterarg.corpus import Pair, Record
+
+    split = make_split(LAYOUT)
+    # training holds the point of pair 1, the counter of pair 3 and an unpaired text equal to pair 5's point
+    training_records = [split.pairs[1].point, split.pairs[3].counter,
+                        Record("training", "Z", "z", "pro", 9, "point", split.pairs[5].point.text, "mem")]
+    seen = {r.text for r in training_records}
+    pools = build_pools(split, seen)
+    assert pools.unseen.tolist() == [True, False, True, False, True, False, True, True]
+    assert build_pools(make_split(LAYOUT, name="training"), seen).unseen is None  # training has no view
+    assert pools.copy_counts()["unseen"] == 5
+    assert "5 unseen" in pools.describe()

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -34,6 +35,28 @@ def test_resume_equals_uninterrupted(cfg, tmp_path):
     assert Config.from_dict(saved) == cfg
 
 
+def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp_path):
+    from counterarg.summary import best_row
+    from counterarg.train import read_best_ranks
+
+    straight = train(cfg, tmp_path / "a", progress=False)
+    best = best_row(straight, cfg.select_metric)
+    kept = read_best_ranks(tmp_path / "a" / "checkpoint")
+    assert int(kept["epoch"]) == best["epoch"]
+    for split in ("validation", "test"):
+        for task in ("sdoc", "epa"):
+            r = kept[f"{split}/{task}"]
+            assert float((r <= 1).mean()) == pytest.approx(best[f"{split}/{task}/acc@1"])
+            if f"{split}_unseen/{task}/acc@1" in best:  # the demo corpus's texts are all unseen
+                unseen = kept[f"{split}/unseen"]
+                assert float((r[unseen] <= 1).mean()) == pytest.approx(best[f"{split}_unseen/{task}/acc@1"])
+    train(cfg.replace(epochs=1), tmp_path / "b", progress=False)
+    train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False)
+    again = read_best_ranks(tmp_path / "b" / "checkpoint")
+    assert sorted(again) == sorted(kept)
+    assert all(np.array_equal(again[k], kept[k]) for k in kept)
+
+
 def test_training_learns_on_demo(cfg, tmp_path):
     h = train(cfg.replace(epochs=4, lr=3e-3), tmp_path / "r", progress=False)
     assert h[-1]["train/loss"] < h[0]["train/loss"]
@@ -56,7 +79,7 @@ def test_partial_and_full_finetuning_run(cfg, tmp_path, finetune):
     h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), tmp_path / finetune.replace(":", ""),
               progress=False)
     assert np.isfinite(h[0]["train/loss"])
-    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=True)
     assert state["encoder"], "trained encoder weights are checkpointed"
 
 
@@ -136,6 +159,117 @@ def test_feature_cache_key_follows_encoder_content_not_location(tiny_encoder, tm
     assert encoder_fingerprint("some-org/not-local") != encoder_fingerprint("other-org/not-local")
 
 
+# ---------------------------------------------------------------- checkpoints: safe, sealed, recoverable
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_checkpoint_is_refused_not_run(tiny_encoder, tmp_path, capsys):
+    """Finding 1: a state.pt whose unpickling would run a command is refused with a named error."""
+    marker = tmp_path / "ran"
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    torch.save({"epoch": 1, "config": {}, "heads": {}, "history": [], "x": _Planted(marker)}, folder / "state.pt")
+    assert main(["rank", "--checkpoint", str(folder), "--text", "anything"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "state.pt" in err
+    assert not marker.exists()
+    assert main(["evaluate", "--checkpoint", str(folder), "--quiet"]) == 2
+    assert not marker.exists()
+
+
+def test_checkpoint_holds_tensors_and_plain_data_only(cfg, tmp_path):
+    train(cfg.replace(epochs=1), tmp_path / "r", progress=False)
+    state = torch.load(tmp_path / "r" / "checkpoint" / "state.pt", weights_only=True)  # no allowlist needed
+    assert state["epoch"] == 1 and isinstance(state["history"][0]["mining/hard"], int)
+
+
+def test_cut_short_and_bit_flipped_checkpoints_are_named(cfg, tmp_path, capsys):
+    """Finding 8: truncated/garbage checkpoints and bit flips give a named error with file and last epoch."""
+    from counterarg.train import CheckpointError, read_checkpoint
+
+    run = tmp_path / "r"
+    train(cfg.replace(epochs=2), run, progress=False)
+    state = run / "checkpoint" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"state\.pt.*sha256.*epoch 2.*last epoch recorded .* is 2"):
+        read_checkpoint(run / "checkpoint")
+    args = ["train", "--out", str(run), "--quiet", "--resume", "--epochs", "3", "--set", f"encoder={cfg.encoder}"]
+    assert main(args + ["--set", "schedule=decay", "--set", "rate_step=0.3", "--set", "eval_mode=rerank"]) == 2
+    assert "sha256" in capsys.readouterr().err
+    assert len(rows(run)) == 2  # nothing already written is lost
+    (run / "checkpoint" / "manifest.json").unlink()  # without a manifest: cut short / garbage
+    state.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*state\.pt.*last epoch recorded .* is 2"):
+        read_checkpoint(run / "checkpoint")
+    state.write_bytes(b"garbage, not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="state.pt"):
+        read_checkpoint(run / "checkpoint")
+
+
+def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
+    """Finding 2 end to end: checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
+    .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
+    import shutil
+
+    args = ["train", "--quiet", "--set", f"encoder={cfg.encoder}", "--set", "schedule=decay", "--set",
+            "rate_step=0.3", "--set", "eval_mode=rerank"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--epochs", "4"]) == 0
+    assert main(args + ["--out", str(tmp_path / "c"), "--epochs", "3"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
+    b = tmp_path / "b"
+    os.replace(b / "checkpoint", b / ".checkpoint.old")  # the first rename happened ...
+    shutil.copytree(tmp_path / "c" / "checkpoint", b / ".checkpoint.x7q2m0ab")  # ... the second did not
+    capsys.readouterr()
+    assert main(args + ["--out", str(b), "--epochs", "4", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "completed the swap" in out and "starting fresh" not in out
+    assert strip_times(rows(b)) == strip_times(rows(tmp_path / "a"))
+    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == ["checkpoint", "config.json", "metrics.jsonl"]
+
+
+def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, capsys):
+    """Finding 4: a second writer of the same --out gets a named error, exit 2, nothing written."""
+    from counterarg.io import folder_lock
+
+    out = tmp_path / "r"
+    with folder_lock(out):
+        assert main(["train", "--out", str(out), "--quiet", "--epochs", "1", "--set", f"encoder={cfg.encoder}"]) == 2
+    assert "in use by another process" in capsys.readouterr().err
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_resume_with_fewer_epochs_leaves_config_alone(cfg, tmp_path):
+    """Finding 9: --resume --epochs 2 on a 3-epoch run does not rewrite config.json or metrics."""
+    run = tmp_path / "r"
+    train(cfg, run, progress=False)
+    before = (run / "config.json").read_text(), (run / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="already holds 3 epochs"):
+        train(cfg.replace(epochs=2), run, resume_latest=True, progress=False)
+    assert ((run / "config.json").read_text(), (run / "metrics.jsonl").read_text()) == before
+
+
+def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
+    """Safe loading allows exactly what the earlier format stored beside tensors: numpy arrays
+    (the RNG state) and numpy scalars (metric values)."""
+    from counterarg.train import _numpy_state_in, read_checkpoint
+
+    state = {"epoch": 1, "config": {}, "heads": {}, "rng": {"numpy": np.random.get_state()},
+             "history": [{"epoch": 1, "train/loss": np.float64(0.5), "mining/hard": np.int64(3)}]}
+    torch.save(state, tmp_path / "state.pt")
+    back = read_checkpoint(tmp_path)
+    assert back["history"][0]["train/loss"] == 0.5 and back["history"][0]["mining/hard"] == 3
+    np.random.set_state(_numpy_state_in(back["rng"]["numpy"]))
+
+
 def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch):
     from counterarg import train as train_mod
     from counterarg.train import read_checkpoint
@@ -161,4 +295,5 @@ def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {})
     with pytest.raises(TrainingError, match="select"):
-        train(cfg.replace(epochs=2, patience=1, select_metric="validation/nope"), tmp_path / "q", progress=False)
+        train(cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"), tmp_path / "q",
+              progress=False)
