@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
+from .config import REFERENCE_METHOD, Config, ConfigError, FIELD_NAMES, parse_assignments
 from .summary import (
     DEFAULT_METRIC,
     DEFAULT_MODE,
@@ -74,12 +74,16 @@ TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint
 CHECKPOINT_SCORE = "checkpoint_score"
 
 #: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
+#: The schedule strategies train the reference method (config.REFERENCE_METHOD) with their schedule;
+#: "infonce" is the project's default recipe (the Config defaults).
+_REF = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "patience")}
 STRATEGIES: dict[str, dict[str, Any]] = {
-    "fixed": {"schedule": "fixed", "rate": 0.8},
-    "decay": {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02},
-    "random": {"schedule": "random"},
-    "cosine": {"schedule": "cosine", "rate_start": 0.8, "rate_floor": 0.0},
-    "step": {"schedule": "step", "rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
+    "fixed": {**_REF, "schedule": "fixed", "rate": 0.8},
+    "decay": {**_REF, "schedule": "decay", "rate_start": 0.8, "rate_step": 0.02},
+    "random": {**_REF, "schedule": "random"},
+    "cosine": {**_REF, "schedule": "cosine", "rate_start": 0.8, "rate_floor": 0.0},
+    "step": {**_REF, "schedule": "step", "rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
+    "infonce": {"loss": "infonce", "schedule": "fixed", "rate": 0.0},
 }
 #: The seed's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random.
 DEFAULT_STRATEGIES = ("fixed", "decay", "random")

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from counterarg.config import Config, ConfigError, FIELD_NAMES
+from counterarg.config import FIELD_NAMES, PRESETS, REFERENCE_METHOD, Config, ConfigError
 
 
 def test_defaults_and_roundtrip(tmp_path):
     cfg = Config()
-    assert cfg.margin == 1.0 and cfg.p == 2.0 and cfg.sim_dim == 128 and cfg.max_length == 256
+    assert cfg.margin == 1.0 and cfg.p == 2.0 and cfg.sim_dim == 0 and cfg.max_length == 256
     cfg.save(tmp_path / "c.json")
     assert Config.load(tmp_path / "c.json") == cfg
     assert set(json.loads((tmp_path / "c.json").read_text())) == set(FIELD_NAMES)
@@ -46,3 +46,18 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_text("{nope")
     with pytest.raises(ConfigError, match="bad.json"):
         Config.load(bad)
+
+
+def test_reference_preset_is_one_flag_away():
+    ref = Config.load("reference")
+    assert {k: getattr(ref, k) for k in REFERENCE_METHOD} == {k: (tuple(v) if isinstance(v, tuple) else v)
+                                                            for k, v in REFERENCE_METHOD.items()}
+    assert (ref.loss, ref.head, ref.sim_dim, ref.schedule) == ("combined", "linear", 128, "decay")
+    assert set(PRESETS) == {"reference"}
+
+
+@pytest.mark.parametrize("bad", [["loss=cosface"], ["loss=infonce+"], ["head=mlp"], ["neg_rank=5,2"],
+                                 ["neg_rank=1"], ["sim_dim=-1"], ["scale=0"], ["patience=-1"], ["num_negatives=0"]])
+def test_new_fields_fail_loudly(bad):
+    with pytest.raises(ConfigError):
+        Config().with_overrides(bad)

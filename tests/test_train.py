@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from counterarg.cli import main
-from counterarg.config import Config
+from counterarg.config import REFERENCE_METHOD, Config
 from counterarg.train import TrainingError, train
 
 
@@ -58,9 +58,20 @@ def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp
 
 
 def test_training_learns_on_demo(cfg, tmp_path):
-    h = train(cfg.replace(epochs=4, lr=3e-3), tmp_path / "r", progress=False)
+    ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "lr")}
+    h = train(cfg.replace(**ref, epochs=4, lr=3e-3), tmp_path / "r", progress=False)
     assert h[-1]["train/loss"] < h[0]["train/loss"]
     assert h[-1]["train/ce_pos"] < h[0]["train/ce_pos"]
+
+
+def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
+    h = train(cfg.replace(epochs=3, lr=3e-3, batch_size=16, num_negatives=2, schedule="fixed", rate=0.0), tmp_path / "d",
+              progress=False)
+    assert h[-1]["train/infonce"] < h[0]["train/infonce"]
+    shares = ("same_debate_same_side", "same_debate_other_side", "same_theme_other_debate", "other_theme")
+    assert sum(h[0][f"mining/share_{k}"] for k in shares) == pytest.approx(1.0)
+    assert h[0]["mining/share_points"] + h[0]["mining/share_counters"] == pytest.approx(1.0)
+    assert h[0]["mining/share_hard"] == 1.0  # rate 0: every negative mined
 
 
 def test_nan_loss_names_epoch_and_step(cfg, tmp_path):
