@@ -14,8 +14,22 @@ MAX_CANDIDATES_BYTES = 50 << 20
 MAX_TEXT_FILE_BYTES = 1 << 20
 
 # fields a user may change when evaluating a checkpoint; the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "device", "cache_dir",
+EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", "device", "cache_dir",
                "embed_batch_size", "index", "shards", "leaf_size", "block_size"}
+
+
+def _fused_w(cfg: Config, state: dict | None) -> float:
+    """eval_mode=fused: ``--set fused_w=W``, else the weight training picked on validation for the
+    checkpoint's epoch (``eval/fused_w`` in its history)."""
+    if cfg.eval_mode != "fused":
+        return 0.0
+    if cfg.fused_w is not None:
+        return cfg.fused_w
+    rows = [r for r in (state or {}).get("history", []) if r.get("epoch") == (state or {}).get("epoch")]
+    if not rows or "eval/fused_w" not in rows[-1]:
+        raise ConfigError("eval_mode=fused: this checkpoint was not trained with eval_mode=fused, so no weight "
+                          "was picked on validation; pass --set fused_w=W")
+    return float(rows[-1]["eval/fused_w"])
 
 
 def _config(args) -> Config:
@@ -111,7 +125,7 @@ def cmd_evaluate(args) -> int:
         else:
             metrics = evaluate_split(args.split, run.pools[args.split], emb["s_p"], emb["s_c"], emb["h_p"],
                                      emb["h_c"], run.heads.classify, mode=cfg.eval_mode, metric=cfg.eval_metric,
-                                     rerank_k=cfg.rerank_k, ks=cfg.ks)
+                                     rerank_k=cfg.rerank_k, ks=cfg.ks, fused_w=_fused_w(cfg, state))
     what = "zero-shot (pooled encoder output, cosine)" if state is None else \
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
@@ -178,7 +192,8 @@ def cmd_rank(args) -> int:
         hq, hc = h_of([text]), h_of(cands)  # [1, H], [C, H]
         sq, sc = run.heads.similarity(hq), run.heads.similarity(hc)
         ids, scores = rank_candidates(sq[0], sc, hq[0], hc, run.heads.classify, mode=cfg.eval_mode,
-                                      metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k)
+                                      metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k,
+                                      fused_w=_fused_w(cfg, state))
     label = "p(counter)" if cfg.eval_mode == "rerank" else "distance"
     print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}):")
     for r, (i, sc_) in enumerate(zip(ids, scores), 1):

@@ -22,7 +22,6 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
 POOLINGS = ("cls", "pooler", "mean")
 INDEXES = ("exact", "balltree", "sharded-balltree")
-EVAL_MODES = ("retrieval", "rerank")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SPLITS = ("training", "validation", "test")
@@ -107,7 +106,9 @@ class Config:
     block_size: int = 4096
 
     # evaluation (tasks.py, evaluate.py)
-    eval_mode: str = "retrieval"  # retrieval | rerank (the seed's classifier rerank of the top rerank_k)
+    eval_mode: str = "retrieval"  # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
+    fused_w: float | None = None  # fused: weight of the classifier's log-odds; None = picked on validation
+    fused_grid: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # ... from these, each epoch
     eval_metric: str = "cosine"  # l2 | cosine
     rerank_k: int = 10
     ks: tuple[int, ...] = (1, 5, 10)
@@ -196,7 +197,13 @@ class Config:
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("index", self.index, INDEXES)
-        _choice("eval_mode", self.eval_mode, EVAL_MODES)
+        from .evaluate import MODES
+
+        _choice("eval_mode", self.eval_mode, MODES)
+        if not self.fused_grid or any(not (w >= 0 and math.isfinite(w)) for w in self.fused_grid):
+            raise ConfigError(f"fused_grid must be finite weights >= 0, got {self.fused_grid!r}")
+        if self.fused_w is not None and not (self.fused_w >= 0 and math.isfinite(self.fused_w)):
+            raise ConfigError(f"fused_w must be a finite number >= 0 or none, got {self.fused_w!r}")
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):

@@ -1,6 +1,6 @@
 """Scoring of the eight retrieval tasks: retrieval or classifier rerank, acc@k, MRR, the table.
 
-Two modes, both vectorised (no Python loop over queries or pairs):
+Three modes, all vectorised (no Python loop over queries or pairs):
 
 ``retrieval``
     rank each query's pool by distance in the similarity space: squared L2 (the seed's; same order
@@ -11,6 +11,10 @@ Two modes, both vectorised (no Python loop over queries or pairs):
     ``i``): take the ``rerank_k`` nearest candidates of the pool by distance, reorder those by the
     pair classifier's probability of the positive class (softmax column 1); candidates past
     ``rerank_k`` keep their distance order after them.
+``fused``
+    the same top ``rerank_k``, reordered by ``fused_w * logit - distance``, where ``logit`` is the
+    classifier's log-odds of "is the counter": the classifier corrects the distance instead of
+    replacing it (``fused_w = 0`` is retrieval). Training picks ``fused_w`` on validation each epoch.
 
 **Ties.** Candidates at equal distance are ordered by candidate index, lower first, except the
 true counter, which is always placed *after* every candidate it ties with (in distance, and within
@@ -50,7 +54,7 @@ __all__ = [
 #: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
 Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-MODES = ("retrieval", "rerank")
+MODES = ("retrieval", "rerank", "fused")
 #: the split-name suffix of the unseen view: queries whose texts never occur in training
 UNSEEN_SUFFIX = "_unseen"
 METRICS = ("l2", "cosine")
@@ -118,8 +122,10 @@ def _check_options(mode: str, metric: str, rerank_k: int, ks: Sequence[int]) -> 
         raise EvaluationError(f"ks must be a non-empty list of integers >= 1, got {ks!r}")
 
 
-def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
-    """Positive-class probability ``[M]`` of each (query, candidate) pair coded ``q * n_cand + c``."""
+def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c,
+                   log_odds: bool = False) -> torch.Tensor:
+    """Positive-class probability ``[M]`` of each (query, candidate) pair coded ``q * n_cand + c``
+    (with ``log_odds``: ``logit_1 - logit_0`` instead, which does not saturate)."""
     out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
     with torch.no_grad():
         for start in range(0, keys.shape[0], CLASSIFY_CHUNK):
@@ -131,7 +137,9 @@ def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c
                 raise EvaluationError(
                     f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
                 )
-            out[start:start + k.shape[0]] = torch.softmax(logits.float(), dim=1)[:, 1].to(out.device)
+            lg = logits.float()
+            val = lg[:, 1] - lg[:, 0] if log_odds else torch.softmax(lg, dim=1)[:, 1]  # [m]
+            out[start:start + k.shape[0]] = val.to(out.device)
     return out
 
 
@@ -144,7 +152,7 @@ def pools_text(pools: Pools, device) -> torch.Tensor:
 def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                 classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                 rerank_k: int = 10, tasks: Sequence[str] = TASKS,
-                split_name: str | None = None) -> dict[str, torch.Tensor]:
+                split_name: str | None = None, fused_w: float = 0.0) -> dict[str, torch.Tensor]:
     """1-based rank of every query's true counter in its pool, per task: ``{task: LongTensor [Q]}``.
 
     Arguments as in :func:`evaluate_split` (``split_name`` defaults to ``pools.split`` and only
@@ -163,10 +171,10 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
         raise EvaluationError(
             f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}"
         )
-    rerank = mode == "rerank" and rerank_k > 1  # reranking a single candidate changes nothing
-    if mode == "rerank":
+    rerank = mode in ("rerank", "fused") and rerank_k > 1  # reranking a single candidate changes nothing
+    if mode in ("rerank", "fused"):
         if classify is None:
-            raise EvaluationError(f"split {split!r}: mode 'rerank' needs a classify function")
+            raise EvaluationError(f"split {split!r}: mode {mode!r} needs a classify function")
         ph = _tensor(point_h, "point_h", q, split, device)  # [Q, H]
         ch = _tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
         if ch.shape[1] != ph.shape[1]:
@@ -184,7 +192,8 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
 
     cand_sq = (cand * cand).sum(1) if metric == "l2" else None  # [2Q]
     ranks = {t: torch.empty(q, dtype=torch.long, device=device) for t in tasks}
-    pending = {t: [] for t in tasks}  # rerank: (query ids [n], top ids [n, k-1], valid [n, k-1])
+    # rerank: (query ids [n], top ids [n, k-1], valid [n, k-1], top distances [n, k-1], true distance [n])
+    pending = {t: [] for t in tasks}
     block = max(1, BLOCK_ELEMENTS // n_cand)
     kk = min(rerank_k - 1, n_cand)  # other members of the top k besides the true counter
     inf = float("inf")
@@ -241,21 +250,26 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
             if over.numel():
                 top[over] = torch.sort(dm[over], dim=1, stable=True).indices[:, :width]
             top_ids = top if cols_ids is None else cols_ids.gather(1, top)  # [n, k-1] candidate ids
-            pending[t].append((qi[need], top_ids, valid_top))
+            pending[t].append((qi[need], top_ids, valid_top, dm.gather(1, top), d_true[need]))
 
     if rerank and any(pending.values()):
         parts = []
         for t in tasks:
-            for qn, ids, valid in pending[t]:
+            for qn, ids, valid, _, _ in pending[t]:
                 parts.append(qn * n_cand + qn)  # the true pair
                 parts.append((qn[:, None] * n_cand + ids)[valid])  # [n_valid]
         keys = torch.unique(torch.cat(parts))  # sorted; each pair classified once for all tasks
-        probs = _probabilities(classify, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]))
+        fused = mode == "fused"
+        probs = _probabilities(classify, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]),
+                               log_odds=fused)
         for t in tasks:
-            for qn, ids, valid in pending[t]:
+            for qn, ids, valid, d_top, d_qn in pending[t]:
                 p_true = probs[torch.searchsorted(keys, qn * n_cand + qn)]  # [n]
                 at = torch.searchsorted(keys, qn[:, None] * n_cand + ids).clamp_max(keys.shape[0] - 1)
                 p_other = probs[at]  # [n, k-1]; padded slots are masked by ``valid``
+                if fused:  # scores: fused_w * log-odds - distance (distances up to a per-row constant)
+                    p_true = fused_w * p_true.double() - d_qn.double()  # [n]
+                    p_other = fused_w * p_other.double() - d_top.double().nan_to_num(posinf=0.0)  # [n, k-1]
                 ahead = (valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead
                 ranks[t][qn] = 1 + ahead
     return ranks
@@ -296,7 +310,7 @@ def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
 def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                    classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                    rerank_k: int = 10, ks: Sequence[int] = (1, 5, 10),
-                   tasks: Sequence[str] = TASKS, return_ranks: bool = False):
+                   tasks: Sequence[str] = TASKS, return_ranks: bool = False, fused_w: float = 0.0):
     """Evaluate one split on the given tasks; returns flat metrics of both views (see module doc).
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
@@ -311,7 +325,7 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
     if pools.num_queries == 0:
         raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
     ranks = query_ranks(pools, point_sim, counter_sim, point_h, counter_h, classify, mode=mode,
-                        metric=metric, rerank_k=rerank_k, tasks=tasks, split_name=split_name)
+                        metric=metric, rerank_k=rerank_k, tasks=tasks, split_name=split_name, fused_w=fused_w)
     metrics = view_metrics(split_name, pools, ranks, ks)
     return (metrics, ranks) if return_ranks else metrics
 
@@ -319,14 +333,14 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
 # --------------------------------------------------------------------------- one query
 def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Classify | None = None,
                     mode: str = "retrieval", metric: str = "l2", rerank_k: int = 10,
-                    k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    k: int | None = None, fused_w: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Rank candidate counters for one argument (``counterarg rank``).
 
     ``query_sim [d]``, ``cand_sim [C, d]`` (``query_h [H]``, ``cand_h [C, H]`` and ``classify`` for
     rerank). Returns ``(ids, scores)`` of the best ``k`` (default all) candidates, best first:
     ``ids`` index ``cand_sim`` rows; ``scores`` are distances (L2, or ``1 - cos``) in retrieval mode
-    and positive-class probabilities in rerank mode, NaN for candidates past ``rerank_k`` (they keep
-    distance order). Ties: lower index first.
+    and positive-class probabilities in rerank mode (``fused_w * log-odds - distance`` in fused
+    mode), NaN for candidates past ``rerank_k`` (they keep distance order). Ties: lower index first.
     """
     _check_options(mode, metric, rerank_k, (1,))
     qs = torch.as_tensor(query_sim)
@@ -345,9 +359,9 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
         dist = 1.0 - (cv @ qv[0])  # [C]
     order = torch.sort(dist, stable=True).indices  # [C]
     scores = dist[order].double()  # [C]
-    if mode == "rerank":
+    if mode in ("rerank", "fused"):
         if classify is None:
-            raise EvaluationError("rank: mode 'rerank' needs a classify function")
+            raise EvaluationError(f"rank: mode {mode!r} needs a classify function")
         qh = torch.as_tensor(query_h).reshape(1, -1) if query_h is not None else None
         qh = _tensor(qh, "query_h", 1, "rank", qs.device)  # [1, H]
         ch = _tensor(cand_h, "cand_h", cs.shape[0], "rank", qs.device)  # [C, H]
@@ -358,6 +372,9 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
         if logits.shape != (n, 2):
             raise EvaluationError(f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={n}")
         prob = torch.softmax(logits.float(), dim=1)[:, 1].double()  # [k]
+        if mode == "fused":
+            lg = logits.double()
+            prob = fused_w * (lg[:, 1] - lg[:, 0]) - dist[top].double()  # [k]
         re = torch.sort(-prob, stable=True).indices  # [k]; equal probabilities keep distance order
         order = torch.cat([top[re], order[n:]])
         scores = torch.cat([prob[re], torch.full((order.shape[0] - n,), float("nan"), dtype=torch.float64)])

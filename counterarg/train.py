@@ -256,15 +256,27 @@ class Run:
                 with torch.no_grad():
                     total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg], keys)  # all_h[neg]: [Q, K, H]
                 row["validation/loss"] = total.item()
+            args = (split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify)
+            kw = dict(mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks, return_ranks=True)
             with torch.no_grad():
-                metrics, ranks = evaluate_split(
-                    split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify,
-                    mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks,
-                    return_ranks=True)
+                if cfg.eval_mode == "fused" and cfg.fused_w is None and split == "validation":
+                    # the classifier's weight that scores best on the selection metric (smallest on ties)
+                    tries = {w: evaluate_split(*args, **kw, fused_w=w) for w in cfg.fused_grid}
+                    self.fused_w = max(sorted(tries), key=lambda w: tries[w][0].get(cfg.select_metric, -1.0))
+                    row["eval/fused_w"] = self.fused_w
+                    metrics, ranks = tries[self.fused_w]
+                else:
+                    metrics, ranks = evaluate_split(*args, **kw, fused_w=self.current_fused_w())
             row.update(metrics)
             self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
         row["time/eval_s"] = time.perf_counter() - t0
         return row
+
+    def current_fused_w(self) -> float:
+        """The fused weight in force: the config's, else the last one picked on validation (0 before)."""
+        if self.config.fused_w is not None:
+            return self.config.fused_w
+        return getattr(self, "fused_w", 0.0)
 
     # ------------------------------------------------------------------ state
     def state(self, epoch: int, history: list[dict]) -> dict:

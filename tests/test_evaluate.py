@@ -247,7 +247,7 @@ def label_pool(task, i, debates, sides, themes):
     return list(group) + [q + j for j in group if j != i]
 
 
-def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric, k):
+def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric, k, fused_w=0.0):
     """The copy rule by its definition: drop copies of the query, keep the first copy of every other
     text, the first copy of the true counter's text is the hit; then rank as :func:`reference_ranks`."""
     debates, sides, themes = labels
@@ -276,6 +276,16 @@ def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric,
                 d = 1 - b @ a
             order = sorted(range(len(pool)), key=lambda j: (d[j], pool[j] == hit, pool[j]))
             ranked = [int(pool[j]) for j in order]
+            if mode == "fused":  # fused_w * log-odds - distance over the top k, ties ahead of the hit
+                t = torch.as_tensor
+                top = ranked[:k]
+                logits = classify(t(np.repeat(ps[i:i + 1], len(top), 0)).float(), t(cand[top]).float(),
+                                  t(np.repeat(ph[i:i + 1], len(top), 0)), t(cand_h[top])).double()
+                score = (fused_w * (logits[:, 1] - logits[:, 0])).tolist()
+                dist = {int(pool[j]): d[j] for j in range(len(pool))}
+                top = [c for _, c in sorted(enumerate(top), key=lambda x: (-(score[x[0]] - dist[x[1]]),
+                                                                            x[1] == hit, x[0]))]
+                ranked = top + ranked[k:]
             if mode == "rerank":
                 t = torch.as_tensor
                 top = ranked[:k]
@@ -366,3 +376,34 @@ def test_pool_sizes_match_masks_with_copies():
         assert pools.pool_sizes(t).tolist() == pools.mask(t).sum(1).tolist(), t
         ids, valid = pools.index(t)
         assert valid.sum(1).tolist() == pools.mask(t).sum(1).tolist(), t
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
+    import counterarg.evaluate as ev
+
+    rng = np.random.default_rng(10 + seed)
+    labels, texts = copy_heavy_split(rng)
+    debates, sides, themes = labels
+    q = len(debates)
+    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
+                              point_texts=texts[q:], counter_texts=texts[:q])
+    n_texts = max(texts) + 1
+    monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 3 * 2 * q)
+    monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
+    for metric, k, w in [("l2", 3, 0.5), ("l2", 10, 2.0), ("l2", 10, 0.0), ("cosine", 4, 0.3), ("cosine", 10, 3.0)]:
+        if metric == "cosine":
+            emb = rng.normal(size=(n_texts, 3))
+        else:
+            emb = rng.integers(0, 3, (n_texts, 2)).astype(np.float64)  # exact ties between texts
+        emb_h = rng.integers(0, 3, (n_texts, 1)).astype(np.float32)
+        cs, ps = emb[texts[:q]], emb[texts[q:]]
+        ch, ph = emb_h[texts[:q]], emb_h[texts[q:]]
+        got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode="fused", metric=metric, rerank_k=k,
+                          fused_w=w)
+        want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, "fused", metric, k, w)
+        for task in TASKS:
+            assert got[task].tolist() == want[task], (seed, metric, k, w, task)
+        if w == 0.0:  # no weight on the classifier: plain retrieval
+            plain = query_ranks(pools, ps, cs, mode="retrieval", metric=metric)
+            assert all(got[t].tolist() == plain[t].tolist() for t in TASKS)

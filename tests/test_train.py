@@ -308,3 +308,17 @@ def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match="select"):
         train(cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"), tmp_path / "q",
               progress=False)
+
+
+def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path, capsys):
+    c = cfg.replace(epochs=2, batch_size=16, loss="infonce+pair_ce", eval_mode="fused", fused_grid=(0.0, 0.5, 5.0))
+    h = train(c, tmp_path / "f", progress=False)
+    assert all(r["eval/fused_w"] in (0.0, 0.5, 5.0) for r in h)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "f" / "checkpoint"), "--split", "test", "--quiet",
+                 "--json", str(tmp_path / "t.json")]) == 0
+    assert "test/mean/acc@1" in json.loads((tmp_path / "t.json").read_text())
+    # a checkpoint trained without fused needs an explicit weight
+    train(cfg.replace(epochs=1, batch_size=16), tmp_path / "r", progress=False)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "r" / "checkpoint"), "--split", "test", "--quiet",
+                 "--set", "eval_mode=fused"]) == 2
+    assert "fused_w" in capsys.readouterr().err
