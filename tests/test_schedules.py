@@ -5,7 +5,7 @@ from counterarg.schedules import random_rate
 
 
 def test_seed_schedules():
-    fixed, decay, rnd = Config(schedule="fixed"), Config(schedule="decay"), Config(schedule="random")
+    fixed, decay, rnd = Config(schedule="fixed", rate=0.8), Config(schedule="decay"), Config(schedule="random")
     assert [random_rate(fixed, e) for e in (0, 10, 100)] == [0.8, 0.8, 0.8]
     assert [random_rate(rnd, e) for e in (0, 50)] == [1.0, 1.0]
     assert random_rate(decay, 0) == pytest.approx(0.8)

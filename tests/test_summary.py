@@ -13,7 +13,8 @@ from counterarg.summary import (TASKS, TrialRecord, best_row, dedupe_history, gr
 
 
 def _row(epoch, val, test_base, train_s=None, wall_s=None):
-    r = {"epoch": epoch, "validation/mean/acc@1": val, "test/mean/acc@1": test_base}
+    # the selection metric (Config().select_metric, the unseen view) carries the same value as the full view
+    r = {"epoch": epoch, "validation/mean/acc@1": val, "validation_unseen/mean/acc@1": val, "test/mean/acc@1": test_base}
     for i, t in enumerate(TASKS):
         r[f"test/{t}/acc@1"] = test_base + i / 100
         r[f"validation/{t}/acc@1"] = val
