@@ -76,7 +76,8 @@ def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
 
 def test_nan_loss_names_epoch_and_step(cfg, tmp_path):
     with pytest.raises(TrainingError, match=r"epoch 1, step \d+"):
-        train(cfg.replace(lr=1e30, grad_clip=0.0, optimizer="adam", margin=1e30), tmp_path / "n", progress=False)
+        train(cfg.replace(lr=1e30, grad_clip=0.0, optimizer="adam", margin=1e30, loss="combined", head="linear",
+                          sim_dim=128), tmp_path / "n", progress=False)
 
 
 def test_resume_with_other_model_is_refused(cfg, tmp_path):
@@ -244,7 +245,8 @@ def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "completed the swap" in out and "starting fresh" not in out
     assert strip_times(rows(b)) == strip_times(rows(tmp_path / "a"))
-    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == ["checkpoint", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == ["best", "checkpoint", "config.json",
+                                                                         "metrics.jsonl"]
 
 
 def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, capsys):
@@ -286,7 +288,7 @@ def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch
     from counterarg.train import read_checkpoint
 
     script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2; epochs 3 and 4 do not beat it
-    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {"validation/mean/acc@1": next(script)})
+    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script)})
     h = train(cfg.replace(epochs=6, patience=2), tmp_path / "p", progress=False)
     assert [r["epoch"] for r in h] == [1, 2, 3, 4]
     assert [r["select/best_epoch"] for r in h] == [1, 2, 2, 2]
@@ -294,7 +296,7 @@ def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch
     assert read_checkpoint(tmp_path / "p" / "checkpoint")["epoch"] == 4
     # resuming with more patience goes on from epoch 5 and keeps the best
     script2 = iter([0.35, 0.1])
-    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {"validation/mean/acc@1": next(script2)})
+    monkeypatch.setattr(train_mod.Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script2)})
     h2 = train(cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint",
                progress=False)
     assert [r["epoch"] for r in h2] == [1, 2, 3, 4, 5, 6] and h2[-1]["select/best_epoch"] == 5

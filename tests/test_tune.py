@@ -16,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from counterarg.config import FIELD_NAMES, Config, ConfigError
+from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, Config, ConfigError
 from counterarg.tune import (STRATEGIES, TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
@@ -41,8 +41,10 @@ def test_default_grid_is_flat_config_fields():
 
 
 def test_strategy_parsing_and_errors():
-    assert parse_strategy("fixed:rate=0.5") == {"schedule": "fixed", "rate": 0.5}
-    assert parse_strategy("random") == {"schedule": "random"}
+    ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "patience")}
+    assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
+    assert parse_strategy("random") == {**ref, "schedule": "random"}  # the schedules train the reference method
+    assert parse_strategy("infonce") == {"loss": "infonce", "schedule": "fixed", "rate": 0.0}
     with pytest.raises(ConfigError):
         strategy("nope")
     with pytest.raises(ConfigError):
