@@ -35,7 +35,7 @@ SPLITS = ("training", "validation", "test")
 REFERENCE_METHOD: dict[str, Any] = {
     "head": "linear", "sim_dim": 128, "loss": "combined", "lr": 1e-3, "batch_size": 8, "epochs": 20,
     "patience": 0, "num_negatives": 1, "neg_rank": (1, 1), "neg_margin": None, "dedupe_pairs": False,
-    "schedule": "decay", "rate": 0.8, "eval_metric": "l2",
+    "schedule": "decay", "rate": 0.8, "eval_metric": "l2", "eval_mode": "retrieval",
 }
 #: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file.
 PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD}
@@ -74,7 +74,7 @@ class Config:
     patience: int = 5  # stop after this many epochs without a new best select_metric; 0 = run all epochs
 
     # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
-    loss: str = "infonce"
+    loss: str = "infonce+pair_ce"
     scale: float = 20.0  # infonce: cosine similarity times scale are the logits
     # CombinedLoss (combined, triplet, pair_ce)
     margin: float = 1.0
@@ -106,9 +106,9 @@ class Config:
     block_size: int = 4096
 
     # evaluation (tasks.py, evaluate.py)
-    eval_mode: str = "retrieval"  # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
+    eval_mode: str = "fused"  # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
     fused_w: float | None = None  # fused: weight of the classifier's log-odds; None = picked on validation
-    fused_grid: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # ... from these, each epoch
+    fused_grid: tuple[float, ...] = (0.0, 0.05, 0.2, 1.0)  # ... from these, each epoch
     eval_metric: str = "cosine"  # l2 | cosine
     rerank_k: int = 10
     ks: tuple[int, ...] = (1, 5, 10)
