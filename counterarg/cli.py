@@ -194,7 +194,7 @@ def cmd_rank(args) -> int:
         ids, scores = rank_candidates(sq[0], sc, hq[0], hc, run.heads.classify, mode=cfg.eval_mode,
                                       metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k,
                                       fused_w=_fused_w(cfg, state))
-    label = "p(counter)" if cfg.eval_mode == "rerank" else "distance"
+    label = {"rerank": "p(counter)", "fused": "fused_w * log-odds - distance"}.get(cfg.eval_mode, "distance")
     print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}):")
     for r, (i, sc_) in enumerate(zip(ids, scores), 1):
         text = cands[i].replace("\n", " ")
