@@ -48,7 +48,7 @@ def _modules(tm: TrainedModel, hf_dir: Path) -> list:
     else:
         mods.append(Pooling(tm.hidden, pooling_mode=cfg.pooling))
     w, b = tm.similarity_as_affine()
-    mods.append(Dense(tm.hidden, cfg.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b))
+    mods.append(Dense(tm.hidden, tm.heads.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b))
     return mods
 
 
@@ -66,7 +66,7 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
              "tags: [counterargument-retrieval, argument-mining, counterarg]", "---", "",
              "# Counterargument retrieval model (counterarg)", "",
              f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
-             f"distance in a {cfg.sim_dim}-d similarity space). Base encoder: `{cfg.encoder}` "
+             f"distance in a {tm.heads.sim_dim}-d similarity space). Base encoder: `{cfg.encoder}` "
              f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
              "`counterarg` project for "
              f"{tm.epoch} epochs (schedule {cfg.schedule}, seed {cfg.seed}).", "",

@@ -30,7 +30,7 @@ class TrainedModel:
         self._load_encoder(state.get("encoder") or {})
         self.model.to(self.device).eval()
         self.hidden = int(self.model.config.hidden_size)
-        self.heads = Heads(self.hidden, config.sim_dim)
+        self.heads = Heads(self.hidden, config.sim_dim, config.head)
         try:
             self.heads.load_state_dict(state["heads"])
         except RuntimeError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,8 @@ def test_export_encodes_like_embed(tiny_encoder, tmp_path, finetune, pooling):
     assert main(["embed", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--input", str(inp),
                  "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
     ours = np.load(tmp_path / "s.npy")
-    assert ours.shape == (len(TEXTS), cfg.sim_dim)
+    hidden = json.loads((Path(tiny_encoder) / "config.json").read_text())["hidden_size"]
+    assert ours.shape == (len(TEXTS), cfg.sim_dim or hidden)  # sim_dim 0 = the encoder width
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--out", str(tmp_path / "st")]) == 0
     st = SentenceTransformer(str(tmp_path / "st"), device="cpu")
     theirs = st.encode(TEXTS, convert_to_numpy=True, batch_size=3)
@@ -42,7 +44,7 @@ def test_export_encodes_like_embed(tiny_encoder, tmp_path, finetune, pooling):
     from safetensors.torch import load_file
 
     clf = load_file(str(tmp_path / "st" / "pair_classifier.safetensors"))
-    assert clf["weight"].shape == (2, 3 * cfg.sim_dim + 3 * 32)  # the tiny encoder's hidden size is 32
+    assert clf["weight"].shape == (2, 3 * (cfg.sim_dim or hidden) + 3 * hidden)
 
 
 def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
