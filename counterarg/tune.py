@@ -76,7 +76,7 @@ CHECKPOINT_SCORE = "checkpoint_score"
 #: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
 #: The schedule strategies train the reference method (config.REFERENCE_METHOD) with their schedule;
 #: "infonce" is the project's default recipe (the Config defaults).
-_REF = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "patience")}
+_REF = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs")}
 STRATEGIES: dict[str, dict[str, Any]] = {
     "fixed": {**_REF, "schedule": "fixed", "rate": 0.8},
     "decay": {**_REF, "schedule": "decay", "rate_start": 0.8, "rate_step": 0.02},

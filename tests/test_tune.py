@@ -41,7 +41,7 @@ def test_default_grid_is_flat_config_fields():
 
 
 def test_strategy_parsing_and_errors():
-    ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "patience")}
+    ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs")}
     assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
     assert parse_strategy("random") == {**ref, "schedule": "random"}  # the schedules train the reference method
     assert parse_strategy("infonce") == {"loss": "infonce", "schedule": "fixed", "rate": 0.0}
