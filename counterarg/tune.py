@@ -438,9 +438,39 @@ def trainable(config: dict) -> None:
         row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        mirror_run_files(out_dir)
         state["in_report"] += time.perf_counter() - t0
 
     _train_fn()(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+
+
+#: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
+RUN_FILES = ("config.json", "metrics.jsonl")
+
+
+def mirror_run_files(out_dir: Path) -> None:
+    """Copy the run's :data:`RUN_FILES` beside the trial's checkpoints in storage.
+
+    The run folder itself lives in the worker's local trial dir (Ray's temp folder, which Ray may
+    delete, and which a reused worker does not sync); its checkpoint is already Tune's. Uses the
+    storage filesystem of the checkpoint just reported, so local, ``file://``, ``s3://`` and
+    ``gs://`` storage all work.
+    """
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None or ckpt.filesystem is None:
+        return
+    fs, trial = ckpt.filesystem, posixpath.dirname(str(ckpt.path).rstrip("/"))
+    try:
+        fs.create_dir(f"{trial}/run")
+        for name in RUN_FILES:
+            src = Path(out_dir) / name
+            if src.exists():
+                with fs.open_output_stream(f"{trial}/run/{name}") as f:
+                    f.write(src.read_bytes())
+    except OSError as e:  # storage hiccup: the rows are in result.json too; say so, go on
+        print(f"[trial] could not copy {', '.join(RUN_FILES)} to {trial}/run: {e}", flush=True)
 
 
 # ======================================================================== TensorBoard

@@ -178,6 +178,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])
+        run = ck.parent / "run"  # train()'s own files, mirrored beside the trial's checkpoints
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert json.loads((run / "config.json").read_text())["epochs"] == 2
         assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
         out = tmp_path / f"{row['trial_id']}.json"
         assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
