@@ -1198,6 +1198,25 @@ def add_common_args(p) -> None:
                    help="override any Config field for every trial (repeatable)")
 
 
+def sweep_name(args, script: str) -> str:
+    """The experiment name: ``--name``, else ``<script>[_smoke]_<date>_<time>``, a fresh folder per run,
+    so that a user's sweep never rewrites the committed reference results (regenerated on purpose
+    with ``--name <script>``). ``--resume`` without ``--name`` takes the newest such folder."""
+    if args.name:
+        return args.name
+    base = f"{script}_smoke" if args.smoke_test else script
+    if not args.resume:
+        return f"{base}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    local = local_experiment_dir(storage_uri(args.storage), base)
+    if local is None:
+        raise SweepStateError("--resume on remote storage needs --name (the folder to resume)")
+    runs = sorted((p for p in local.parent.glob(f"{base}_20*") if p.is_dir()), key=lambda p: p.name)
+    if not runs:
+        raise SweepStateError(f"--resume: no earlier {base}_<date> sweep under {local.parent}; pass --name")
+    print(f"[sweep] resuming the newest {base} sweep: {runs[-1]}", flush=True)
+    return runs[-1].name
+
+
 @contextmanager
 def usage_errors(parser):
     """Turn the named errors of setting up or resuming a sweep into ``parser.error`` (exit 2)."""

@@ -592,3 +592,24 @@ def test_local_ray_listens_on_loopback_only():
             assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), ln
     finally:
         ray.shutdown()
+
+
+def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, capsys):
+    from argparse import Namespace
+
+    from counterarg.tune import SweepStateError, sweep_name
+
+    args = Namespace(name=None, smoke_test=False, resume=False, storage=str(tmp_path))
+    name = sweep_name(args, "compare_strategies")
+    assert name.startswith("compare_strategies_20") and name != "compare_strategies"  # never the reference
+    assert sweep_name(Namespace(**{**vars(args), "smoke_test": True}), "compare_strategies").startswith(
+        "compare_strategies_smoke_20")
+    assert sweep_name(Namespace(**{**vars(args), "name": "mine"}), "compare_strategies") == "mine"
+    with pytest.raises(SweepStateError, match="no earlier compare_strategies_<date> sweep"):
+        sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
+    for n in ("compare_strategies_2026-01-01_00-00-00", "compare_strategies_2026-02-01_00-00-00",
+              "compare_strategies_smoke_2026-03-01_00-00-00"):
+        (tmp_path / n).mkdir()
+    assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
+        "compare_strategies_2026-02-01_00-00-00"
+    assert "resuming the newest" in capsys.readouterr().out
