@@ -94,7 +94,7 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from .evaluate import evaluate_split, format_table, unseen_split
-    from .train import Run
+    from .train import Run, zero_shot_split
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
@@ -103,12 +103,11 @@ def cmd_evaluate(args) -> int:
     if state is not None:
         run.load_state(state)
     run.corpus.split(args.split)  # clear error when the split is missing
-    emb = run.embed_split(args.split)
-    with torch.no_grad():
-        if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
-            metrics = evaluate_split(args.split, run.pools[args.split], emb["h_p"], emb["h_c"],
-                                     mode="retrieval", metric="cosine", ks=cfg.ks)
-        else:
+    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
+        metrics = zero_shot_split(run, args.split)
+    else:
+        emb = run.embed_split(args.split)
+        with torch.no_grad():
             metrics = evaluate_split(args.split, run.pools[args.split], emb["s_p"], emb["s_c"], emb["h_p"],
                                      emb["h_c"], run.heads.classify, mode=cfg.eval_mode, metric=cfg.eval_metric,
                                      rerank_k=cfg.rerank_k, ks=cfg.ks)

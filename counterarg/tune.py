@@ -846,11 +846,27 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
             continue
         seen.add(key)
         try:
-            prepare_features(cfg, progress=False)
+            prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
         except Exception as e:  # noqa: BLE001 - the trial reports it as its error
             print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
                   f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
     return time.perf_counter() - t
+
+
+def sweep_baseline(sweep: Sweep) -> dict[str, float] | None:
+    """The zero-shot encoder's validation and test metrics, when every trial shares one frozen
+    encoder setup (its pooled feature cache is then warm: seconds); else None."""
+    from .train import zero_shot_metrics
+
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
+    cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
+    if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
+        return None
+    try:
+        return zero_shot_metrics(cfgs[0])
+    except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
+        print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+        return None
 
 
 def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
@@ -942,6 +958,7 @@ class SweepResult:
     markdown: str
     wall_s: float
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
+    baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
 
 
 def _short_error(err: Any) -> str:
@@ -1090,10 +1107,12 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
+    baseline = sweep_baseline(sweep)
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall)
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"])
+                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
+                       baseline=baseline)
 
 
 def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
@@ -1104,7 +1123,9 @@ def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: s
     grid_ = tune.Tuner.restore(str(path), trainable=trainable).get_results()
     records = collect_records(grid_, metric, mode)
     out = Path(out_dir) if out_dir else Path(str(path).replace("file://", ""))
-    return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode)
+    kept = Path(str(path).replace("file://", "")) / "zero_shot.json"
+    baseline = json.loads(kept.read_text()) if kept.exists() else None
+    return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode, baseline=baseline)
 
 
 def tensorboard_command(storage: str, name: str) -> str:
@@ -1341,7 +1362,7 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     from .summary import console_table, overhead
 
     print()
-    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts))
+    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
     n_err = sum(r.status == "ERROR" for r in result.records)
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"
