@@ -406,7 +406,8 @@ def trainable(config: dict) -> None:
     try:
         bundles = ctx.get_trial_resources().bundles
         cpus = max(1, round(sum(b.get("CPU", 0) for b in bundles)))  # its shards idle while it trains
-    except Exception:  # noqa: BLE001 - resources unknown outside a full Tune session
+    except (AttributeError, RuntimeError, TypeError) as e:  # resources unknown outside a full Tune session
+        print(f"[trial] trial resources unknown ({e!r}); training with 1 thread", flush=True)
         cpus = 1
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
     torch.set_num_threads(cpus)
