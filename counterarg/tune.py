@@ -72,6 +72,8 @@ TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint
 #: checkpoint ranking keeps the *earliest* best epoch, as the summary picks it (Tune keeps the later
 #: of equal scores); the checkpoints kept per trial are that best one and the latest (the resume point)
 CHECKPOINT_SCORE = "checkpoint_score"
+#: reported with every epoch: the Ray node the trial ran on
+NODE_KEY = "node_id"
 
 #: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
 STRATEGIES: dict[str, dict[str, Any]] = {
@@ -430,6 +432,9 @@ def trainable(config: dict) -> None:
 
     state = {"in_report": 0.0}
     start = time.perf_counter()
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()  # where this trial runs (a cluster spreads them)
 
     def report(metrics: dict, checkpoint_dir: Path) -> None:
         t0 = time.perf_counter()
@@ -438,6 +443,7 @@ def trainable(config: dict) -> None:
             {"train_total_s": train_s, "epoch": int(metrics["epoch"])}))
         row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
+        row[NODE_KEY] = node_id
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         mirror_run_files(out_dir)
         state["in_report"] += time.perf_counter() - t0
