@@ -156,8 +156,17 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     bad = next(r for r in res.records if r.status == "ERROR")
     assert "no-such-bert" in bad.error, bad.error
     exp = tmp_path / "results" / "err"
-    for f in ("summary.csv", "summary.md", "validation_mean_acc1.png", "test_acc1_per_task.png"):
-        assert (exp / f).stat().st_size > 0
+    import matplotlib.image as mpimg
+    import pandas as pd
+
+    csv = pd.read_csv(exp / "summary.csv")
+    assert len(csv) == 3 and sorted(csv["status"]) == ["ERROR", "TERMINATED", "TERMINATED"]
+    ok = csv[csv["status"] == "TERMINATED"]
+    assert set(ok["best_epoch"]) <= {1, 2} and ok["test/sdoc/acc@1"].between(0, 1).all()
+    assert ok["test_unseen/mean/acc@1"].notna().all() and ok["best_checkpoint"].str.contains("checkpoint_").all()
+    for png in ("validation_mean_acc1.png", "test_acc1_per_task.png"):
+        img = mpimg.imread(exp / png)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.std() > 0.05, png  # a drawn figure, not blank
     md = (exp / "summary.md").read_text()
     assert "ERROR" in md and "no-such-bert" in md and "Ray overhead" in md
     # per-query ranks came back from the trials' checkpoints in storage, at their best epochs
