@@ -547,3 +547,20 @@ def test_local_ray_listens_on_loopback_only():
             assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), ln
     finally:
         ray.shutdown()
+
+
+@pytest.mark.slow
+def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
+    """Finding 5: a trial asking for resources that do not exist would wait forever."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        with pytest.raises(SystemExit) as e:
+            _script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0",
+                                           "--num-cpus", "1", "--gpus-per-trial", "64"])
+        assert e.value.code == 2
+        assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
+    finally:
+        ray.shutdown()
