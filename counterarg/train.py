@@ -473,9 +473,20 @@ def train(
         if resume_latest and resume_from is None:
             if (out / "checkpoint").exists():
                 resume_from = out / "checkpoint"
+            elif _recorded_epochs(out):  # starting fresh would empty metrics.jsonl
+                raise TrainingError(f"--resume: {out / 'metrics.jsonl'} holds {_recorded_epochs(out)} epoch row(s) "
+                                    f"but {out} has no checkpoint to continue from; nothing was changed. Move the "
+                                    "folder away to start again, or restore its checkpoint/")
             else:
                 _say(f"--resume: no checkpoint in {out}, starting fresh", True)
         return _train_locked(config, out, report, resume_from, progress)
+
+
+def _recorded_epochs(out: Path) -> int:
+    try:
+        return sum(1 for ln in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip())
+    except OSError:
+        return 0
 
 
 def _train_locked(config: Config, out: Path, report: Report | None, resume_from, progress: bool) -> list[dict]:

@@ -1099,10 +1099,15 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if address in (None, "", "local"):
         check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
     init_ray(address, num_cpus=num_cpus)
-    if address not in (None, "", "local"):
-        import ray
+    import ray
 
-        check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), f"the cluster at {address}")
+    where = "this machine" if address in (None, "", "local") else f"the cluster at {address}"
+    if address not in (None, "", "local"):
+        check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), where)
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if sweep.gpus_per_trial > gpus:
+        raise ConfigError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the {gpus:g} GPU(s) {where} "
+                          "has; no trial could ever start")
     t0 = time.perf_counter()
     if warm_cache and not resume:
         secs = warm_feature_cache(_concrete_configs(sweep))

@@ -301,3 +301,17 @@ def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
     back = read_checkpoint(tmp_path)
     assert back["history"][0]["train/loss"] == 0.5 and back["history"][0]["mining/hard"] == 3
     np.random.set_state(_numpy_state_in(back["rng"]["numpy"]))
+
+
+def test_resume_without_a_checkpoint_keeps_recorded_rows(cfg, tmp_path):
+    """--resume where rows exist but no checkpoint (nor an interrupted swap) refuses to start fresh,
+    which would empty metrics.jsonl."""
+    import shutil
+
+    run = tmp_path / "r"
+    train(cfg.replace(epochs=1), run, progress=False)
+    shutil.rmtree(run / "checkpoint")
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="holds 1 epoch row.*no checkpoint"):
+        train(cfg, run, resume_latest=True, progress=False)
+    assert (run / "metrics.jsonl").read_text() == before

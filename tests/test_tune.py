@@ -622,3 +622,20 @@ def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, 
     assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
         "compare_strategies_2026-02-01_00-00-00"
     assert "resuming the newest" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
+    """Finding 5: a trial asking for resources that do not exist would wait forever."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        with pytest.raises(SystemExit) as e:
+            _script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0",
+                                           "--num-cpus", "1", "--gpus-per-trial", "64"])
+        assert e.value.code == 2
+        assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
+    finally:
+        ray.shutdown()
