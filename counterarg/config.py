@@ -188,13 +188,13 @@ FIELD_NAMES = tuple(f.name for f in fields(Config))
 
 def _check_select_metric(name: str) -> None:
     """``validation[_unseen]/{task|mean}/{acc@k|mrr}``: model selection never reads the test split."""
-    from .tasks import TASKS  # the one list of task names
+    from .tasks import task_names  # the one list of task names
 
     m = re.fullmatch(r"(validation|validation_unseen)/([a-z]+)/(acc@[1-9]\d*|mrr)", name)
-    if not m or m.group(2) not in (*TASKS, "mean"):
+    if not m or m.group(2) not in (*task_names(), "mean"):
         raise ConfigError(
             f"select_metric must look like validation/mean/acc@1 or validation_unseen/TASK/acc@K "
-            f"(TASK one of {', '.join(TASKS)} or mean; or mrr); got {name!r}")
+            f"(TASK one of {', '.join(task_names())} or mean; or mrr); got {name!r}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:

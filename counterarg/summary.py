@@ -33,7 +33,7 @@ import numpy as np
 
 from .config import Config, FIELD_NAMES
 from .significance import PairedTest, SIGNIFICANCE_COLUMNS, compare, verdicts
-from .tasks import TASKS
+from .tasks import task_names
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -206,9 +206,9 @@ def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def test_acc1_keys(ks_task: Sequence[str] = TASKS, k: int = 1, view: str = "all") -> list[str]:
+def test_acc1_keys(ks_task: Sequence[str] | None = None, k: int = 1, view: str = "all") -> list[str]:
     prefix = VIEWS[view]
-    return [f"{prefix}/{t}/acc@{k}" for t in ks_task] + [f"{prefix}/mean/acc@{k}"]
+    return [f"{prefix}/{t}/acc@{k}" for t in (ks_task or task_names())] + [f"{prefix}/mean/acc@{k}"]
 
 
 # ---------------------------------------------------------------------------------------- significance
@@ -233,11 +233,11 @@ def strategy_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]
             notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
                          f"epoch is {row['best_epoch']}; left out of the significance tests")
             continue
-        if not all(f"test/{t}" in rec.ranks for t in TASKS):
+        if not all(f"test/{t}" in rec.ranks for t in task_names()):
             notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
             continue
-        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in TASKS}  # [n] each
-        hits["mean"] = np.mean([hits[t] for t in TASKS], axis=0)
+        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in task_names()}  # [n] each
+        hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
         unseen = rec.ranks.get("test/unseen")
         trial = {}
         for t, h in hits.items():
@@ -361,7 +361,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "p-value against the runner-up. All pairs are in `significance.csv`.", "",
                   "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
                   "|---|" + "---|" * len(VIEWS)]
-        for t in (*TASKS, "mean"):
+        for t in (*task_names(), "mean"):
             lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
         lines.append("")
     best = best_per_group(rows, metric)
@@ -400,7 +400,7 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
     both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
     p-values) is in summary.md."""
     verdict = verdict or {}
-    names = [*TASKS, "mean"]
+    names = [*task_names(), "mean"]
     out = []
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
@@ -554,4 +554,4 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
            "group_stats", "overhead", "best_per_group", "console_table", "summary_markdown", "write_summary", "significance",
            "strategy_hits", "VIEWS",
-           "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]
+           "best_row", "dedupe_history", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

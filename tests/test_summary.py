@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from counterarg.summary import (TASKS, TrialRecord, best_row, dedupe_history, group_stats,
+from counterarg.tasks import TASKS
+from counterarg.summary import (TrialRecord, best_row, dedupe_history, group_stats,
                                 overhead, significance, strategy_label, summary_markdown, summary_rows,
                                 varying_fields, write_summary)
 
