@@ -21,7 +21,6 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
 POOLINGS = ("cls", "pooler", "mean")
-INDEXES = ("exact", "balltree", "sharded-balltree")
 EVAL_MODES = ("retrieval", "rerank")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -152,7 +151,9 @@ class Config:
     def validate(self) -> None:
         _choice("pooling", self.pooling, POOLINGS)
         _choice("schedule", self.schedule, SCHEDULES)
-        _choice("index", self.index, INDEXES)
+        from .index import BACKENDS  # the index backends' one list
+
+        _choice("index", self.index, BACKENDS)
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
