@@ -249,9 +249,31 @@ def cmd_bench(args, rest) -> int:
     return int(bench_main(rest) or 0)
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names each option's default, where it has a meaningful one (not None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text \
+                and action.option_strings:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="counterarg", description=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = argparse.ArgumentParser(
+        prog="counterarg",
+        description="Counterargument retrieval: train a model, evaluate it on the eight ArguAna tasks, "
+                    "rank counters for a new argument, embed texts, export a checkpoint, run benchmarks.",
+        epilog="Sweeps over training strategies: python sweeps/compare_strategies.py --help. "
+               "Every command: counterarg COMMAND --help.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_parser = sub.add_parser
+
+    def add_parser(name, **kw):  # every subcommand shows its defaults in --help
+        return _add_parser(name, formatter_class=_DefaultsFormatter, **kw)
+
+    sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
 
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
@@ -288,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--field", default="text", help="the text field of a .jsonl --candidates file")
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
-    r.add_argument("--device", default="cpu")
+    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 
