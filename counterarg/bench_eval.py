@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .corpus import real_corpus_path
 from .evaluate import evaluate_split, query_ranks
 from .model import Heads
-from .tasks import TASKS, Pools, build_pools, pools_from_labels
+from .tasks import Pools, build_pools, pools_from_labels, task_names
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/arguana-counterargs-corpus.zip"
+DEFAULT_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS or ../shared/data
 
 
 def synthetic_pools(n_queries: int = 1401, n_themes: int = 15, n_debates: int = 189, seed: int = 0) -> Pools:
@@ -79,8 +80,9 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="counterarg bench eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.is_file() else None,
-                    help="corpus zip/folder whose split gives the pools (default: the ../shared zip if present)")
+    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else None,
+                    help="corpus zip/folder whose split gives the pools (default: $COUNTERARG_CORPUS or the "
+                         "../shared zip, if present)")
     ap.add_argument("--synthetic", action="store_true", help="use a synthetic split of the test split's size")
     ap.add_argument("--split", default="test")
     ap.add_argument("--sim-dim", type=int, default=128)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference style: Python loop over queries, one classifier call per (query, candidate) pair; timed on "
           f"{len(sub)} of {q} queries per task and extrapolated x{q / len(sub):.1f}")
     print(f"{'task':<6}{'pool':>8}{'ours ret ms':>13}{'ours rr ms':>12}{'ref ret ms':>13}{'ref rr ms':>12}{'rr speed-up':>13}")
-    for task in TASKS:
+    for task in task_names():
         mask = pools.mask(task).numpy()
         pool_lists = {int(i): np.nonzero(mask[i])[0] for i in sub}  # untimed, as if precomputed
         hits = {i: next(int(c) for c in pool_lists[i] if pools.text[c] == pools.text[i]) for i in pool_lists}
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"all eight tasks, reference style (extrapolated): retrieval {ref_total['retrieval']:.2f} s, "
           f"rerank {ref_total['rerank']:.2f} s")
     print(f"speed-up: retrieval {ratio['retrieval']:.0f}x, rerank {ratio['rerank']:.0f}x "
-          f"(target >= 50x); reference-style ranks equal ours on the timed queries for {agree}/{len(TASKS)} tasks")
+          f"(target >= 50x); reference-style ranks equal ours on the timed queries for {agree}/{len(task_names())} tasks")
     if args.out:
         from .io import atomic_write_json
 
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(), "reference_queries": int(len(sub)), "tasks": rows,
             "ours_all_s": ours_all, "reference_all_s": ref_total, "speedup": ratio, "ranks_agree_tasks": agree,
         })
-    return 0 if agree == len(TASKS) else 1
+    return 0 if agree == len(task_names()) else 1
 
 
 if __name__ == "__main__":

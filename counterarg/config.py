@@ -21,7 +21,6 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
 POOLINGS = ("cls", "pooler", "mean")
-INDEXES = ("exact", "balltree", "sharded-balltree")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SPLITS = ("training", "validation", "test")
@@ -196,9 +195,10 @@ class Config:
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, SCHEDULES)
-        _choice("index", self.index, INDEXES)
         from .evaluate import MODES
+        from .index import BACKENDS  # the index backends' one list
 
+        _choice("index", self.index, BACKENDS)
         _choice("eval_mode", self.eval_mode, MODES)
         if not self.fused_grid or any(not (w >= 0 and math.isfinite(w)) for w in self.fused_grid):
             raise ConfigError(f"fused_grid must be finite weights >= 0, got {self.fused_grid!r}")
@@ -242,13 +242,13 @@ FIELD_NAMES = tuple(f.name for f in fields(Config))
 
 def _check_select_metric(name: str) -> None:
     """``validation[_unseen]/{task|mean}/{acc@k|mrr}``: model selection never reads the test split."""
-    from .tasks import TASKS  # the one list of task names
+    from .tasks import task_names  # the one list of task names
 
     m = re.fullmatch(r"(validation|validation_unseen)/([a-z]+)/(acc@[1-9]\d*|mrr)", name)
-    if not m or m.group(2) not in (*TASKS, "mean"):
+    if not m or m.group(2) not in (*task_names(), "mean"):
         raise ConfigError(
             f"select_metric must look like validation/mean/acc@1 or validation_unseen/TASK/acc@K "
-            f"(TASK one of {', '.join(TASKS)} or mean; or mrr); got {name!r}")
+            f"(TASK one of {', '.join(task_names())} or mean; or mrr); got {name!r}")
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tasks import TASKS, EvaluationError, Pools, check_tasks
+from .tasks import REGISTRY, TASKS, EvaluationError, Pools, check_tasks, task_names
 
 __all__ = [
     "EvaluationError", "TASKS", "evaluate_split", "query_ranks", "metrics_from_ranks",
@@ -146,12 +146,12 @@ def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c
 # --------------------------------------------------------------------------- ranks
 def pools_text(pools: Pools, device) -> torch.Tensor:
     """``[2Q]`` candidate text codes of ``pools`` on ``device`` (cached on the pools)."""
-    return pools._text_on("epa", device)[1]
+    return pools.text_on(device)
 
 
 def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                 classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
-                rerank_k: int = 10, tasks: Sequence[str] = TASKS,
+                rerank_k: int = 10, tasks: Sequence[str] | None = None,
                 split_name: str | None = None, fused_w: float = 0.0) -> dict[str, torch.Tensor]:
     """1-based rank of every query's true counter in its pool, per task: ``{task: LongTensor [Q]}``.
 
@@ -197,7 +197,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     block = max(1, BLOCK_ELEMENTS // n_cand)
     kk = min(rerank_k - 1, n_cand)  # other members of the top k besides the true counter
     inf = float("inf")
-    dense = {"epc", "epa"} & set(tasks)  # whole-split pools: columns of the distance block itself
+    dense = {t for t in tasks if REGISTRY[t].split_wide}  # whole-split pools: columns of the distance block
     if dense:
         # copies: only the first copy of a text counts (rep), and the candidates sharing a text
         # with the query or its true counter (peers) are never *other* pool members
@@ -218,7 +218,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
             peer_before = not_after.gather(1, pr) & pf  # [B, m]
         for t in tasks:
             if t in dense:
-                cols = n_cand if t == "epa" else q  # epc: counters only
+                cols = n_cand if REGISTRY[t].with_points else q  # counters only: the first Q columns
                 in_pool = rep[t][pr] & (pr < cols)  # [B, m]: peers that are represented in the pool
                 r_d = 1 + (not_after[:, :cols] & rep[t][None, :cols]).sum(1) - (peer_before & in_pool).sum(1)  # [B]
             else:
@@ -310,7 +310,7 @@ def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
 def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                    classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                    rerank_k: int = 10, ks: Sequence[int] = (1, 5, 10),
-                   tasks: Sequence[str] = TASKS, return_ranks: bool = False, fused_w: float = 0.0):
+                   tasks: Sequence[str] | None = None, return_ranks: bool = False, fused_w: float = 0.0):
     """Evaluate one split on the given tasks; returns flat metrics of both views (see module doc).
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
@@ -389,7 +389,7 @@ def format_table(metrics: dict[str, float], split: str, pools: Pools | None = No
     """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size
     (over the view's queries: ``split`` ``test_unseen`` averages over the unseen queries)."""
     names = [f"acc@{k}" for k in ks] + ["mrr"]
-    rows = [t for t in (*TASKS, "mean") if metric_key(split, t, "mrr") in metrics]
+    rows = [t for t in (*task_names(), "mean") if metric_key(split, t, "mrr") in metrics]
     if not rows:
         raise EvaluationError(f"no metrics for split {split!r} (keys look like '{split}/TASK/mrr')")
     unseen = split.endswith(UNSEEN_SUFFIX)

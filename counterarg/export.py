@@ -83,11 +83,11 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
     if best is not None:
         lines += [f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)", "",
                   "| split | view | sdoc | sdoa | sdc | sda | stc | sta | epc | epa | mean |", "|---|---|" + "---|" * 9]
-        from .tasks import TASKS
+        from .tasks import task_names
 
         for split in ("validation", "test"):
             for view, prefix in (("all", split), ("unseen", f"{split}_unseen")):
-                keys = [f"{prefix}/{t}/acc@1" for t in (*TASKS, "mean")]
+                keys = [f"{prefix}/{t}/acc@1" for t in (*task_names(), "mean")]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
         lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split.", ""]

@@ -41,11 +41,21 @@ import numpy as np
 
 BACKENDS = ("exact", "balltree", "sharded-balltree")
 
-#: The defaults of every option :func:`make_index` accepts (the run config uses the same names).
+def _config_default(name: str) -> Any:
+    """A Config field's default (config.py is the one home of defaults; no Config is built here)."""
+    from dataclasses import fields
+
+    from .config import Config
+
+    return next(f.default for f in fields(Config) if f.name == name)
+
+
+#: The defaults of every option :func:`make_index` accepts; the run config's own fields
+#: (``leaf_size``, ``shards``, ``block_size``) take their defaults from Config.
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "leaf_size": 2,  # BallTree leaf size; the seed project's value
-    "shards": 2,  # sharded-balltree: number of Ray actors / contiguous shards
-    "block_size": 4096,  # query rows per block (exact, balltree): bounds memory
+    "leaf_size": _config_default("leaf_size"),  # BallTree leaf size; the 2018 scripts' value
+    "shards": _config_default("shards"),  # sharded-balltree: number of Ray actors / contiguous shards
+    "block_size": _config_default("block_size"),  # query rows per block (exact, balltree): bounds memory
     "col_block": 16384,  # exact: database rows per column block; bounds the [block, col] matrix
     "device": "cpu",  # exact: "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
     "slack": None,  # extra candidates per query beyond k (see module doc); None -> per backend

@@ -33,11 +33,13 @@ import numpy as np
 
 from .config import Config, FIELD_NAMES
 from .significance import PairedTest, SIGNIFICANCE_COLUMNS, compare, verdicts
-from .tasks import TASKS
+from .tasks import task_names
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
 VIEWS = {"all": "test", "unseen": "test_unseen"}
+#: the label of the untrained encoder's row (pooled output, cosine retrieval) in tables and plots
+ZERO_SHOT = "zero-shot encoder"
 VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 DEFAULT_MODE = "max"
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
@@ -204,9 +206,9 @@ def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def test_acc1_keys(ks_task: Sequence[str] = TASKS, k: int = 1, view: str = "all") -> list[str]:
+def test_acc1_keys(ks_task: Sequence[str] | None = None, k: int = 1, view: str = "all") -> list[str]:
     prefix = VIEWS[view]
-    return [f"{prefix}/{t}/acc@{k}" for t in ks_task] + [f"{prefix}/mean/acc@{k}"]
+    return [f"{prefix}/{t}/acc@{k}" for t in (ks_task or task_names())] + [f"{prefix}/mean/acc@{k}"]
 
 
 # ---------------------------------------------------------------------------------------- significance
@@ -231,11 +233,11 @@ def strategy_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]
             notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
                          f"epoch is {row['best_epoch']}; left out of the significance tests")
             continue
-        if not all(f"test/{t}" in rec.ranks for t in TASKS):
+        if not all(f"test/{t}" in rec.ranks for t in task_names()):
             notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
             continue
-        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in TASKS}  # [n] each
-        hits["mean"] = np.mean([hits[t] for t in TASKS], axis=0)
+        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in task_names()}  # [n] each
+        hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
         unseen = rec.ranks.get("test/unseen")
         trial = {}
         for t, h in hits.items():
@@ -321,7 +323,8 @@ def _verdict_cell(v) -> str:
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
-                     verdict: dict | None = None, notes: Sequence[str] = ()) -> str:
+                     verdict: dict | None = None, notes: Sequence[str] = (),
+                     baseline: dict[str, float] | None = None) -> str:
     """summary.md: per group mean ± std over seeds of each test task's acc@1 in both views; a cell
     is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`significance`)."""
     verdict = verdict or {}
@@ -348,6 +351,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                     c = f"**{c}**"
                 cells.append(c)
             lines.append("| " + " | ".join(cells) + " |")
+        if baseline and all(k in baseline for k in keys):
+            lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
+                                           + [f"{baseline[k]:.4f}" for k in keys]) + " |")
         lines.append("")
     if verdict:
         lines += ["## Significance (acc@1, test)", "",
@@ -355,7 +361,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "p-value against the runner-up. All pairs are in `significance.csv`.", "",
                   "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
                   "|---|" + "---|" * len(VIEWS)]
-        for t in (*TASKS, "mean"):
+        for t in (*task_names(), "mean"):
             lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
         lines.append("")
     best = best_per_group(rows, metric)
@@ -388,19 +394,20 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     return "\n".join(lines) + "\n"
 
 
-def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None) -> str:
+def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None,
+                  baseline: dict[str, float] | None = None) -> str:
     """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
     both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
     p-values) is in summary.md."""
     verdict = verdict or {}
-    names = [*TASKS, "mean"]
+    names = [*task_names(), "mean"]
     out = []
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
         stats = group_stats(rows, keys + [metric])
         if not any(k in st for st in stats.values() for k in keys):
             continue
-        w = max([len("strategy")] + [len(g) for g in stats])
+        w = max([len("strategy"), len(ZERO_SHOT)] + [len(g) for g in stats])
         out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
         out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
         for g in sorted(stats):
@@ -412,6 +419,9 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
                 mark = "*" if v is not None and v.significant and v.best == g else " "
                 cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
             out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+        if baseline and all(k in baseline for k in keys):
+            val = f"{baseline[metric]:.3f}" if metric in baseline else "-"
+            out.append(f"{ZERO_SHOT:<{w}}  {'':>5}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys))
         out.append("")
     return "\n".join(out)
 
@@ -426,8 +436,10 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------- plots
-def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC) -> None:
-    """``metric`` per epoch per group: mean over seeds, band = min..max over seeds."""
+def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
+                baseline: dict[str, float] | None = None) -> None:
+    """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
+    encoder as a dashed line; whole-number epoch ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -449,18 +461,23 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
         line, = ax.plot(epochs, mean, marker="o", ms=3, label=g)
         ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals],
                         color=line.get_color(), alpha=0.2)
+    if baseline and metric in baseline:
+        ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label=ZERO_SHOT)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch (mean over seeds, band = min..max)")
     ax.grid(alpha=0.3)
-    if curves:
+    if curves or baseline:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None) -> None:
     """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
     import matplotlib
 
@@ -470,13 +487,13 @@ def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
     views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
     fig, axes = plt.subplots(len(views), 1, figsize=(10, 4.5 * len(views)), squeeze=False)
     for ax, view in zip(axes[:, 0], views):
-        _task_bars(ax, rows, view)
+        _task_bars(ax, rows, view, baseline)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
+def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None = None) -> None:
     keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
     groups = sorted(stats)
@@ -490,6 +507,9 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
                 ms.append(m)
                 ss.append(0.0 if math.isnan(s) else s)
         ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g)
+    if baseline and all(k in baseline for k in keys):
+        ax.scatter(range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3,
+                   label=ZERO_SHOT)
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([k.split("/")[1] for k in keys])
     ax.set_ylabel("test acc@1 (best epoch)")
@@ -501,7 +521,7 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
 
 def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                  sweep_wall_s: float | None = None) -> dict[str, Any]:
+                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None) -> dict[str, Any]:
     """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``.
 
     Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
@@ -513,19 +533,25 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     rows = summary_rows(records, metric, mode)
     comparisons, verdict, notes = significance(records, rows)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes)
+                          notes=notes, baseline=baseline)
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
     write_csv(rows, paths["csv"])
     write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
     atomic_write_text(paths["md"], md)
-    plot_curves(records, paths["curves"], metric)
-    plot_task_bars(rows, paths["bars"])
-    return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict}
+    plot_curves(records, paths["curves"], metric, baseline)
+    plot_task_bars(rows, paths["bars"], baseline)
+    if baseline:
+        from .io import atomic_write_json
+
+        paths["baseline"] = out_dir / "zero_shot.json"
+        atomic_write_json(paths["baseline"], baseline)
+    return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict,
+            "baseline": baseline}
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
            "group_stats", "overhead", "best_per_group", "console_table", "summary_markdown", "write_summary", "significance",
            "strategy_hits", "VIEWS",
-           "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]
+           "best_row", "dedupe_history", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

@@ -55,19 +55,82 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from .corpus import Split
 
-TASKS = ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa")
+@dataclass(frozen=True)
+class Task:
+    """One retrieval task: which candidates share a query's pool, as a rule over pair labels.
+
+    ``scope`` groups the pairs (``debate_side``: the same debate and side folder, ``debate``,
+    ``theme``, ``split``: all of them); the pool holds the counters of the query's group and, by
+    ``points``, no points (``None``), the other points of the group (``"group"``), or the points of
+    the debate's other side (``"other_side"``, only with ``scope="debate_side"``). Everything else
+    (pool masks, sizes, the evaluator's whole-split fast path, summary columns) follows from this.
+    """
+
+    name: str
+    description: str
+    scope: str  # debate_side | debate | theme | split
+    points: str | None = None  # None | group | other_side
+
+    @property
+    def split_wide(self) -> bool:
+        """Pools are the whole split: the evaluator ranks columns of its distance block directly."""
+        return self.scope == "split"
+
+    @property
+    def with_points(self) -> bool:
+        return self.points is not None
+
+
+#: The eight tasks of Wachsmuth et al. (2018), in their order. Adding a task is one entry here.
+REGISTRY: dict[str, Task] = {t.name: t for t in (
+    Task("sdoc", "same debate, same side: counters", "debate_side"),
+    Task("sdoa", "same debate: same-side counters + other-side points", "debate_side", "other_side"),
+    Task("sdc", "same debate: all counters", "debate"),
+    Task("sda", "same debate: all counters + other points", "debate", "group"),
+    Task("stc", "same theme: all counters", "theme"),
+    Task("sta", "same theme: all counters + other points", "theme", "group"),
+    Task("epc", "entire portal: all counters", "split"),
+    Task("epa", "entire portal: all counters + other points", "split", "group"),
+)}
+TASKS = tuple(REGISTRY)  # the eight, as registered at import; task_names() sees later registrations
+SCOPES = ("debate_side", "debate", "theme", "split")
+
+
+def task_names() -> tuple[str, ...]:
+    """Every registered task, in order (read at call time, so registered tasks are included)."""
+    return tuple(REGISTRY)
+
+
+def register_task(task: Task) -> Task:
+    """Add a task (a new pool rule) to :data:`REGISTRY`; evaluation, metrics and summaries pick it up.
+
+    ``TASKS`` is rebuilt in place of the module attribute, so code that reads ``tasks.TASKS`` at call
+    time sees it. Raises :class:`EvaluationError` for a taken name or an unknown scope/points rule.
+    """
+    global TASKS
+    if task.name in REGISTRY:
+        raise EvaluationError(f"task {task.name!r} exists already")
+    if task.scope not in SCOPES or task.points not in (None, "group", "other_side") or (
+            task.points == "other_side" and task.scope != "debate_side"):
+        raise EvaluationError(f"task {task.name!r}: scope must be one of {', '.join(SCOPES)} and points "
+                              f"None, 'group' or 'other_side' (with scope debate_side); got {task.scope!r}, "
+                              f"{task.points!r}")
+    REGISTRY[task.name] = task
+    TASKS = tuple(REGISTRY)
+    return task
 
 
 class EvaluationError(ValueError):
     """Evaluation cannot run as asked (empty split or pool, mismatched shapes, unknown task)."""
 
 
-def check_tasks(tasks) -> tuple[str, ...]:
-    """Validate a task list and return it as a tuple; unknown names raise :class:`EvaluationError`."""
-    tasks = tuple(tasks)
-    unknown = [t for t in tasks if t not in TASKS]
+def check_tasks(tasks=None) -> tuple[str, ...]:
+    """Validate a task list (default: all registered) and return it as a tuple; unknown names raise
+    :class:`EvaluationError`."""
+    tasks = task_names() if tasks is None else tuple(tasks)
+    unknown = [t for t in tasks if t not in REGISTRY]
     if unknown:
-        raise EvaluationError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+        raise EvaluationError(f"unknown task(s) {', '.join(unknown)}; known: {', '.join(task_names())}")
     if not tasks:
         raise EvaluationError("no tasks to evaluate")
     return tasks
@@ -203,26 +266,19 @@ class Pools:
         when ``drop_own_point``, ``c != Q + i``). Query codes are >= 0; -1 marks candidates that are
         in no pool of the task (points, for the counter-only tasks). One comparison per mask.
         """
-        if task not in TASKS:
-            raise EvaluationError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        if task not in REGISTRY:
+            raise EvaluationError(f"unknown task {task!r}; known: {', '.join(task_names())}")
+        rule = REGISTRY[task]
         none = np.full(self.num_queries, -1, dtype=np.int64)
-        zero = np.zeros(self.num_queries, dtype=np.int64)
-        ds = self.debate * 2 + self.side  # debate and side folder
-        if task == "sdoc":
-            return ds, np.concatenate([ds, none]), False
-        if task == "sdoa":  # same-side counters + other-side points (own point is same-side)
-            return ds, np.concatenate([ds, self.debate * 2 + (1 - self.side)]), False
-        if task == "sdc":
-            return self.debate, np.concatenate([self.debate, none]), False
-        if task == "sda":
-            return self.debate, np.concatenate([self.debate, self.debate]), True
-        if task == "stc":
-            return self.theme, np.concatenate([self.theme, none]), False
-        if task == "sta":
-            return self.theme, np.concatenate([self.theme, self.theme]), True
-        if task == "epc":
-            return zero, np.concatenate([zero, none]), False
-        return zero, np.concatenate([zero, zero]), True  # epa
+        group = {"debate_side": self.debate * 2 + self.side, "debate": self.debate, "theme": self.theme,
+                 "split": np.zeros(self.num_queries, dtype=np.int64)}[rule.scope]  # [Q]
+        if rule.points is None:
+            points = none
+        elif rule.points == "other_side":  # the own point is same-side: never in the pool
+            points = self.debate * 2 + (1 - self.side)
+        else:
+            points = group
+        return group, np.concatenate([group, points]), rule.points == "group"
 
     def _codes_on(self, task: str, device) -> tuple[torch.Tensor, torch.Tensor, bool]:
         key = (task, str(torch.device(device)))
@@ -245,12 +301,18 @@ class Pools:
             m[torch.arange(qi.shape[0], device=device), self.num_queries + qi] = False  # own point
         return m
 
+    def text_on(self, device) -> torch.Tensor:
+        """``[2Q]`` candidate text codes on ``device`` (cached)."""
+        key = ("text", str(torch.device(device)))
+        if key not in self._torch:
+            self._torch[key] = torch.as_tensor(self.text, device=device)
+        return self._torch[key]
+
     def _text_on(self, task: str, device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(representatives [2Q] bool, text [2Q] int64)`` of ``task`` on ``device``."""
-        key = ("text", task, str(torch.device(device)))
+        key = ("rep", task, str(torch.device(device)))
         if key not in self._torch:
-            self._torch[key] = (torch.as_tensor(self.representatives(task), device=device),
-                                torch.as_tensor(self.text, device=device))
+            self._torch[key] = (torch.as_tensor(self.representatives(task), device=device), self.text_on(device))
         return self._torch[key]
 
     def _index_on(self, task: str, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
@@ -310,7 +372,7 @@ class Pools:
         own_present = (keys[at] == own) if len(keys) else np.zeros(len(own), bool)
         return n_rep[q_code] - (own_present & (self.query_text != self.true_text))
 
-    def sizes(self, tasks=TASKS, unseen: bool = False) -> dict[str, float]:
+    def sizes(self, tasks=None, unseen: bool = False) -> dict[str, float]:
         """Mean pool size per task, over all queries or (``unseen``) over the unseen queries."""
         keep = self.unseen if unseen and self.unseen is not None else np.ones(self.num_queries, bool)
         out = {}

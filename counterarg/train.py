@@ -454,6 +454,30 @@ def check_resumable(config: Config, saved: dict, source: Path) -> None:
         raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
 
 
+def zero_shot_split(run: "Run", split: str) -> dict[str, float]:
+    """The untrained encoder on one split: its pooled output ranked by cosine (both views)."""
+    from .evaluate import evaluate_split
+
+    emb = run.embed_split(split)
+    with torch.no_grad():
+        return evaluate_split(split, run.pools[split], emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
+                              ks=run.config.ks)
+
+
+def zero_shot_metrics(config: Config, splits: tuple[str, ...] = ("validation", "test"),
+                      progress: bool = False) -> dict[str, float]:
+    """The baseline every trained model is compared with: the frozen encoder's pooled output with
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache."""
+    cfg = config.replace(finetune="none")
+    corpus = load_corpus(cfg.corpus)
+    run = Run(cfg, progress=progress, corpus=corpus, eval_splits=[s for s in splits if s in corpus.splits])
+    out: dict[str, float] = {}
+    for split in run.eval_splits:
+        out.update(zero_shot_split(run, split))
+    run.close()
+    return out
+
+
 def prepare_features(config: Config, *, progress: bool = True) -> None:
     """Build the on-disk feature cache for ``config`` (a sweep driver calls this before its trials)."""
     corpus = load_corpus(config.corpus)
@@ -487,9 +511,20 @@ def train(
         if resume_latest and resume_from is None:
             if (out / "checkpoint").exists():
                 resume_from = out / "checkpoint"
+            elif _recorded_epochs(out):  # starting fresh would empty metrics.jsonl
+                raise TrainingError(f"--resume: {out / 'metrics.jsonl'} holds {_recorded_epochs(out)} epoch row(s) "
+                                    f"but {out} has no checkpoint to continue from; nothing was changed. Move the "
+                                    "folder away to start again, or restore its checkpoint/")
             else:
                 _say(f"--resume: no checkpoint in {out}, starting fresh", True)
         return _train_locked(config, out, report, resume_from, progress)
+
+
+def _recorded_epochs(out: Path) -> int:
+    try:
+        return sum(1 for ln in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip())
+    except OSError:
+        return 0
 
 
 def _train_locked(config: Config, out: Path, report: Report | None, resume_from, progress: bool) -> list[dict]:

@@ -50,17 +50,19 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):  # noqa: F811
                 "--set", "max_length=32"]
         at_kill, after = kill_and_resume(args, tmp_path / "shared" / "cluster", epochs, env,
                                          tmp_path / "driver.log", n_trials=3)
-        # the trials ran on both nodes
+        # the trials ran on both nodes (each result row names its Ray node)
         import json
+
+        from counterarg.tune import NODE_KEY
 
         nodes = set()
         for name in after:
             for line in (tmp_path / "shared" / "cluster" / name / "result.json").read_text().splitlines():
-                try:
-                    nodes.add(json.loads(line)["pid"])
-                except (ValueError, KeyError):
-                    pass
-        assert len(nodes) >= 2
+                row = json.loads(line)
+                if NODE_KEY in row:  # rows a resumed finished trial reports from its checkpoint have none
+                    nodes.add(row[NODE_KEY])
+        cluster_nodes = {n.node_id for n in cluster.list_all_nodes()}
+        assert nodes == cluster_nodes and len(nodes) == 2, (nodes, cluster_nodes)
     finally:
         if cluster is not None:
             cluster.shutdown()

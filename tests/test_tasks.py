@@ -144,3 +144,37 @@ def test_unseen_view_picks_exactly_the_queries_with_no_text_in_training():
     assert build_pools(make_split(LAYOUT, name="training"), seen).unseen is None  # training has no view
     assert pools.copy_counts()["unseen"] == 5
     assert "5 unseen" in pools.describe()
+
+
+@pytest.fixture
+def toy_task():
+    """A ninth task registered for one test: counters and other points of the same debate side."""
+    import counterarg.tasks as tasks_mod
+
+    task = tasks_mod.register_task(tasks_mod.Task("sdsa", "same debate side: counters + other points",
+                                                  "debate_side", "group"))
+    yield task
+    tasks_mod.REGISTRY.pop(task.name)
+    tasks_mod.TASKS = tuple(tasks_mod.REGISTRY)
+
+
+def test_a_registered_task_is_evaluated_and_summarised(toy_task, tmp_path):
+    from counterarg.evaluate import evaluate_split, format_table
+    from counterarg.summary import TrialRecord, summary_markdown, summary_rows
+    from counterarg.tasks import register_task, Task, task_names
+
+    pools = build_pools(make_split(LAYOUT))
+    assert set(pools.members("sdsa", 0).tolist()) == {0, 1, 9}  # d1/pro counters 0, 1 and point 1
+    q = pools.num_queries
+    g = torch.Generator().manual_seed(0)
+    m = evaluate_split("test", pools, torch.randn(q, 4, generator=g), torch.randn(q, 4, generator=g),
+                       mode="retrieval")
+    assert "test/sdsa/acc@1" in m and "\nsdsa " in format_table(m, "test", pools)
+    assert m["test/mean/acc@1"] == pytest.approx(sum(m[f"test/{t}/acc@1"] for t in task_names()) / 9)
+    row = {"epoch": 1, "validation/mean/acc@1": 0.5, **m}
+    md = summary_markdown(summary_rows([TrialRecord("a", {"schedule": "random"}, [row])]))
+    assert "| epa | sdsa | mean |" in md  # the summary's columns follow the registry
+    with pytest.raises(EvaluationError, match="exists already"):
+        register_task(Task("sdoc", "again", "debate"))
+    with pytest.raises(EvaluationError, match="scope"):
+        register_task(Task("bad", "?", "galaxy"))

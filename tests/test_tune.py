@@ -158,8 +158,17 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     bad = next(r for r in res.records if r.status == "ERROR")
     assert "no-such-bert" in bad.error, bad.error
     exp = tmp_path / "results" / "err"
-    for f in ("summary.csv", "summary.md", "validation_mean_acc1.png", "test_acc1_per_task.png"):
-        assert (exp / f).stat().st_size > 0
+    import matplotlib.image as mpimg
+    import pandas as pd
+
+    csv = pd.read_csv(exp / "summary.csv")
+    assert len(csv) == 3 and sorted(csv["status"]) == ["ERROR", "TERMINATED", "TERMINATED"]
+    ok = csv[csv["status"] == "TERMINATED"]
+    assert set(ok["best_epoch"]) <= {1, 2} and ok["test/sdoc/acc@1"].between(0, 1).all()
+    assert ok["test_unseen/mean/acc@1"].notna().all() and ok["best_checkpoint"].str.contains("checkpoint_").all()
+    for png in ("validation_mean_acc1.png", "test_acc1_per_task.png"):
+        img = mpimg.imread(exp / png)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.std() > 0.05, png  # a drawn figure, not blank
     md = (exp / "summary.md").read_text()
     assert "ERROR" in md and "no-such-bert" in md and "Ray overhead" in md
     # per-query ranks came back from the trials' checkpoints in storage, at their best epochs
@@ -180,6 +189,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])
+        run = ck.parent / "run"  # train()'s own files, mirrored beside the trial's checkpoints
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert json.loads((run / "config.json").read_text())["epochs"] == 2
         assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
         out = tmp_path / f"{row['trial_id']}.json"
         assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
@@ -589,5 +601,43 @@ def test_local_ray_listens_on_loopback_only():
         for ln in ours:
             local = ln.split()[3]
             assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), ln
+    finally:
+        ray.shutdown()
+
+
+def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, capsys):
+    from argparse import Namespace
+
+    from counterarg.tune import SweepStateError, sweep_name
+
+    args = Namespace(name=None, smoke_test=False, resume=False, storage=str(tmp_path))
+    name = sweep_name(args, "compare_strategies")
+    assert name.startswith("compare_strategies_20") and name != "compare_strategies"  # never the reference
+    assert sweep_name(Namespace(**{**vars(args), "smoke_test": True}), "compare_strategies").startswith(
+        "compare_strategies_smoke_20")
+    assert sweep_name(Namespace(**{**vars(args), "name": "mine"}), "compare_strategies") == "mine"
+    with pytest.raises(SweepStateError, match="no earlier compare_strategies_<date> sweep"):
+        sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
+    for n in ("compare_strategies_2026-01-01_00-00-00", "compare_strategies_2026-02-01_00-00-00",
+              "compare_strategies_smoke_2026-03-01_00-00-00"):
+        (tmp_path / n).mkdir()
+    assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
+        "compare_strategies_2026-02-01_00-00-00"
+    assert "resuming the newest" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
+    """Finding 5: a trial asking for resources that do not exist would wait forever."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        with pytest.raises(SystemExit) as e:
+            _script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0",
+                                           "--num-cpus", "1", "--gpus-per-trial", "64"])
+        assert e.value.code == 2
+        assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
     finally:
         ray.shutdown()
