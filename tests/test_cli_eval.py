@@ -122,7 +122,7 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
     cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, eval_mode=mode, encoder_lr=1e-3,
-                 max_length=32, rerank_k=3)
+                 max_length=32, rerank_k=3, eval_metric="l2")  # the direct computation below is L2
     train(cfg, tmp_path / "run", progress=False)
     capsys.readouterr()  # the demo-corpus notice of training
     ck = tmp_path / "run" / "checkpoint"

@@ -160,7 +160,7 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
     recs = _ranked_records()
     base = {f"test/{t}/acc@1": 0.123 for t in (*TASKS, "mean")}
     base |= {f"test_unseen/{t}/acc@1": 0.111 for t in (*TASKS, "mean")}
-    base["validation/mean/acc@1"] = 0.5
+    base["validation/mean/acc@1"] = base["validation_unseen/mean/acc@1"] = 0.5
     out = write_summary(recs, tmp_path, title="t", baseline=base)
     md = out["markdown"]
     assert "| zero-shot encoder | – | 0.5000 | 0.1230 |" in md and "| zero-shot encoder | – | 0.5000 | 0.1110 |" in md

@@ -171,7 +171,7 @@ def test_a_registered_task_is_evaluated_and_summarised(toy_task, tmp_path):
                        mode="retrieval")
     assert "test/sdsa/acc@1" in m and "\nsdsa " in format_table(m, "test", pools)
     assert m["test/mean/acc@1"] == pytest.approx(sum(m[f"test/{t}/acc@1"] for t in task_names()) / 9)
-    row = {"epoch": 1, "validation/mean/acc@1": 0.5, **m}
+    row = {"epoch": 1, "validation/mean/acc@1": 0.5, "validation_unseen/mean/acc@1": 0.5, **m}
     md = summary_markdown(summary_rows([TrialRecord("a", {"schedule": "random"}, [row])]))
     assert "| epa | sdsa | mean |" in md  # the summary's columns follow the registry
     with pytest.raises(EvaluationError, match="exists already"):
