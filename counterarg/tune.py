@@ -4,7 +4,7 @@ Why this shape:
 
 * **1:1 with Config.** Every key a trial receives is a :class:`~counterarg.config.Config` field
   (``Config.from_dict`` fails loudly on anything else). A strategy is several fields at once
-  (``{"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02}``), which Tune's ``grid_search``
+  (schedule ``decay`` with ``rate_start`` 0.8 and ``rate_step`` 0.02), which Tune's ``grid_search``
   cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat
   config dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is
   saved with the experiment (resume keeps working). The strategy's name is derived back from the
@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import schedules
 from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
 from .summary import (
     DEFAULT_METRIC,
@@ -68,40 +69,41 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "results"
 TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: train time, epoch
 
-#: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "fixed": {"schedule": "fixed", "rate": 0.8},
-    "decay": {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02},
-    "random": {"schedule": "random"},
-    "cosine": {"schedule": "cosine", "rate_start": 0.8, "rate_floor": 0.0},
-    "step": {"schedule": "step", "rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
-}
-#: The seed's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random.
-DEFAULT_STRATEGIES = ("fixed", "decay", "random")
+#: The reference implementation's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random
+#: (from the schedule registry, :mod:`counterarg.schedules`).
+DEFAULT_STRATEGIES = schedules.default_strategies()
 
 
 # ======================================================================== search spaces
 def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
-    """A strategy as flat Config fields: a name from :data:`STRATEGIES` or a dict, plus overrides.
+    """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides.
 
-    ``strategy("fixed", rate=0.5)`` -> ``{"schedule": "fixed", "rate": 0.5}``. Validated now, so a
+    ``strategy("fixed", rate=0.5)`` -> ``{"schedule": "fixed", "rate": 0.5}`` (the name's default
+    strategy, :func:`counterarg.schedules.strategy_fields`, with overrides). Validated now, so a
     typo fails before the sweep starts.
     """
     if isinstance(name, str):
-        if name not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
-        out = {**STRATEGIES[name], **fields_}
+        if name not in schedules.SCHEDULES:
+            raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(schedules.SCHEDULES)}")
+        out = {**schedules.strategy_fields(name), **fields_}
     else:
         out = {**dict(name), **fields_}
     cfg = Config.from_dict(out)  # validates and coerces ("0.5" -> 0.5)
-    return {k: getattr(cfg, k) for k in out}
+    values = cfg.to_dict()
+    return {k: values[k] for k in out}
 
 
 def parse_strategy(text: str) -> dict[str, Any]:
-    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``."""
+    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``.
+
+    A list value keeps its commas: ``table:rate_table=0.8,0.6,0.4`` (a comma starts a new
+    override only where ``FIELD=`` follows it).
+    """
+    import re
+
     name, _, rest = text.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest)):
         if "=" not in item:
             raise ConfigError(f"strategy override expects FIELD=VALUE, got {item!r} in {text!r}")
         k, v = item.split("=", 1)
@@ -149,7 +151,7 @@ def strategy_grid(strategies: Sequence[str | Mapping[str, Any]] = DEFAULT_STRATE
     return grid(*axes)
 
 
-def margin_lr_space(schedule: str | Mapping[str, Any] = "decay", *,
+def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE, *,
                     margin: tuple[float, float] = (0.1, 3.0), lr: tuple[float, float] = (1e-4, 1e-2),
                     seeds: Sequence[int] = (0,)) -> dict[str, Any]:
     """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy.
@@ -862,7 +864,8 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
             base[k] = v
     base.update(parse_assignments(args.overrides))
     cfg = Config.from_dict(base)
-    out = {k: getattr(cfg, k) if k != "ks" else list(cfg.ks) for k in base}
+    values = cfg.to_dict()
+    out = {k: values[k] for k in base}
     return absolute_paths(out)
 
 

@@ -17,7 +17,8 @@ from typing import Callable
 import pytest
 
 from counterarg.config import FIELD_NAMES, Config, ConfigError
-from counterarg.tune import (STRATEGIES, TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
+from counterarg.schedules import SCHEDULES
+from counterarg.tune import (TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
@@ -51,7 +52,8 @@ def test_strategy_parsing_and_errors():
         grid([{"seed": 1}], {"seed": [0, 1]})
     with pytest.raises(ConfigError):
         Sweep(name="x", base={"strategy": "fixed"}, variants=[{}])
-    assert set(STRATEGIES) >= {"fixed", "decay", "random", "cosine", "step"}
+    assert set(SCHEDULES) >= {"fixed", "decay", "random", "cosine", "step", "table"}
+    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {"schedule": "table", "rate_table": [0.8, 0.6, 0.4]}
     space = margin_lr_space("fixed", seeds=(0, 1))
     assert set(space) <= set(FIELD_NAMES) and "margin" in space and "lr" in space
 
