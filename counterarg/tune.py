@@ -67,7 +67,9 @@ from .summary import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "results"
-TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: train time, epoch
+#: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
+#: of its weights (one entry per epoch, :mod:`counterarg.lineage`)
+TRAIN_TIME_FILE = "_tune_train_time.json"
 
 #: The reference implementation's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random
 #: (from the schedule registry, :mod:`counterarg.schedules`).
@@ -394,13 +396,20 @@ def trainable(config: dict) -> None:
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
     torch.set_num_threads(cpus)
 
+    from .lineage import inherit, lineage_entry
+
     trial_dir = Path(ctx.get_trial_dir())
+    trial_id = str(ctx.get_trial_id())
     out_dir = trial_dir / "run"
     resume_from = None
     prior_train_s = 0.0
+    lineage: list[dict[str, Any]] = []  # one entry per epoch of the weights' history (lineage.py)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
-        done_at = final_checkpoint_after(ckpt, cfg.epochs)
+        sidecar = _read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
+        owner = sidecar.get("trial_id")
+        donor = owner if owner and owner != trial_id else None  # PBT's exploit: another trial's weights
+        done_at = final_checkpoint_after(ckpt, cfg.epochs) if donor is None else None
         if done_at is not None:
             _report_finished(cfg, tune.Checkpoint(done_at, filesystem=ckpt.filesystem),
                              trial_dir / "final_checkpoint")
@@ -409,21 +418,38 @@ def trainable(config: dict) -> None:
         shutil.rmtree(resume_from, ignore_errors=True)
         ckpt.to_directory(str(resume_from))
         prior_train_s = _load_train_time(resume_from)
+        lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
+        if donor is not None:
+            print(f"[trial] {trial_id} continues from {donor}'s weights after epoch "
+                  f"{sidecar.get('epoch')} with rate={cfg.rate:g} lr={cfg.lr:g} margin={cfg.margin:g}",
+                  flush=True)
 
-    state = {"in_report": 0.0}
+    state = {"in_report": 0.0, "reports": 0}
     start = time.perf_counter()
 
-    def report(metrics: dict, checkpoint_dir: Path) -> None:
+    def report(metrics: dict, checkpoint_dir: Path, trained: bool = True) -> None:
         t0 = time.perf_counter()
         train_s = prior_train_s + (t0 - start) - state["in_report"]
+        epoch = int(metrics["epoch"])
+        if trained:  # this trial trained the epoch (else it came with the weights)
+            lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
-            {"train_total_s": train_s, "epoch": int(metrics["epoch"])}))
+            {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
         row = dict(metrics)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         state["in_report"] += time.perf_counter() - t0
+        state["reports"] += 1
 
     _train_fn()(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+    if state["reports"] == 0 and resume_from is not None:
+        # the weights taken already hold every epoch (a PBT donor's final checkpoint): report its
+        # last row so that the trial ends with a result and a checkpoint of its own
+        from .train import read_checkpoint
+
+        history = read_checkpoint(resume_from)["history"]
+        if history:
+            report(dict(history[-1]), resume_from, trained=False)
 
 
 # ======================================================================== TensorBoard
@@ -483,7 +509,8 @@ class Sweep:
     variants: list[dict[str, Any]] | None = None  # grid: one flat dict per trial
     param_space: dict[str, Any] | None = None  # search: Tune domains over Config fields
     num_samples: int = 1
-    scheduler: str = "fifo"  # fifo | asha
+    scheduler: str = "fifo"  # fifo | asha | pbt
+    pbt: Any = None  # scheduler "pbt": a counterarg.pbt.PBTOptions
     metric: str = DEFAULT_METRIC
     mode: str = DEFAULT_MODE
     cpus_per_trial: float = 1
@@ -501,8 +528,10 @@ class Sweep:
             raise ConfigError(f"unknown config field(s) in sweep: {', '.join(bad)}")
         for v in self.variants or [{}]:
             Config.from_dict({**self.base, **v})
-        if self.scheduler not in ("fifo", "asha"):
-            raise ValueError(f"scheduler must be fifo or asha, got {self.scheduler!r}")
+        if self.scheduler not in ("fifo", "asha", "pbt"):
+            raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
+        if (self.scheduler == "pbt") != (self.pbt is not None):
+            raise ValueError("scheduler 'pbt' needs pbt options (counterarg.pbt.PBTOptions), and only it")
 
 
 def storage_uri(storage: str | Path | None) -> str:
@@ -687,6 +716,10 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         max_t = int(Config.from_dict(all_configs[0]).epochs)
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                                   grace_period=max(1, min(2, max_t)), reduction_factor=2)
+    elif sweep.scheduler == "pbt":
+        from .pbt import make_scheduler
+
+        scheduler = make_scheduler(sweep.pbt)
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
@@ -696,7 +729,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         name=sweep.name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        checkpoint_config=CheckpointConfig(num_to_keep=2),
+        # PBT: a donor's checkpoint must outlive the wait of the trial that takes it over
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[HParamsTBXLogger(hp_fields)],
         verbose=verbose,
     )
