@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -22,8 +17,8 @@ from counterarg.tune import (TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epo
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
+from conftest import (kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
+                      start_driver, sweep_base, trial_dirs)
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -102,39 +97,6 @@ def test_dedupe_epochs_keeps_the_last_report_of_each_epoch():
     assert [(r["epoch"], r["v"]) for r in dedupe_epochs(rows)] == [(1, .1), (2, .2), (3, .35), (4, .4)]
 
 
-# ----------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A tiny random BERT and a feature-cache folder shared by the sweep tests."""
-    from counterarg.testing import make_tiny_encoder
-
-    root = tmp_path_factory.mktemp("tiny")
-    return {"encoder": make_tiny_encoder(root / "bert"), "cache_dir": str(root / "cache")}
-
-
-def _base(tiny, **kw):
-    return {"encoder": tiny["encoder"], "cache_dir": tiny["cache_dir"], "corpus": None,
-            "device": "cpu", "max_length": 32, **kw}
-
-
-def _trial_dirs(exp: Path) -> list[Path]:
-    return sorted(p for p in exp.glob("trial_*") if p.is_dir())
-
-
-def _epochs(trial_dir: Path) -> list[int]:
-    """Epochs reported to Tune, in order (result.json gets one line per report, resumes append)."""
-    f = trial_dir / "result.json"
-    if not f.exists():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError):
-            pass  # a line cut by the kill
-    return out
-
-
 # ----------------------------------------------------------------------------- in-process sweep
 @pytest.mark.slow
 def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
@@ -144,7 +106,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     from counterarg.tune import run_sweep
 
-    good = _base(tiny, epochs=2)
+    good = sweep_base(tiny, epochs=2)
     variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**good, "schedule": "random", "seed": 0},
                 {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
@@ -189,80 +151,6 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- kill + resume
-def _driver(args, env, log):
-    return subprocess.Popen([PY, str(REPO / "sweeps" / "compare_strategies.py"), *args], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill_group(proc):
-    """SIGKILL the driver's process group: Ray processes a killed local driver left behind."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
-              poll_s: float = 0.05, kill_group: bool = False) -> subprocess.Popen:
-    """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
-    with open(log_path, "w") as log:
-        proc = _driver(args, env, log)
-        try:
-            t0 = time.time()
-            while not ready():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() - t0 < timeout, "driver never reached the kill point"
-                time.sleep(poll_s)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if kill_group or proc.poll() is None:
-                _kill_group(proc)
-    return proc
-
-
-def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
-                  timeout: float = 240) -> None:
-    """``--resume`` to the end, then clear what both drivers' process groups left behind."""
-    with open(log_path, "a") as log:
-        proc = _driver([*args, "--resume"], env, log)
-        try:
-            assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
-        finally:
-            _kill_group(proc)
-            _kill_group(killed)
-
-
-def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
-                    kill_group_before_resume: bool = False, timeout: float = 240):
-    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
-    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
-    def ready() -> bool:
-        eps = [_epochs(d) for d in _trial_dirs(exp)]
-        return (any(e and max(e) == epochs for e in eps)
-                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
-
-    killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
-    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-    resume_to_end(args, env, log_path, killed, timeout)
-    after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-    assert len(after) == n_trials
-    for name, eps in after.items():
-        before = at_kill.get(name, [])
-        assert max(eps) == epochs, (name, eps)
-        if before and max(before) == epochs:
-            assert eps == before, f"finished trial {name} reran: {before} -> {eps}"
-        elif before:
-            # rows after the kill restart at the epoch after the last checkpoint Tune kept:
-            # at most one epoch is trained twice.
-            resumed_from = eps[len(before)]
-            assert resumed_from >= max(before), (name, before, eps)
-            assert resumed_from > 1, f"{name} restarted from scratch: {eps}"
-    summary = (exp / "summary.md").read_text()
-    assert f"Trials: {n_trials} (0 errored, 0 unfinished)" in summary
-    return at_kill, after
-
-
 @pytest.mark.slow
 def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
@@ -319,15 +207,15 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
             "--set", "max_length=32"]
     log_path = tmp_path / "driver.log"
     # the worker stores a checkpoint before the driver hears of it: kill on the final one
-    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in _trial_dirs(exp)),
+    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in trial_dirs(exp)),
                        args, env, log_path, poll_s=0.005)
-    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
     snapshot = _snapshot_status(exp)
     late = [name for name, status in (snapshot or {}).items()
             if status == "RUNNING" and _has_final_checkpoint(exp / name, epochs)]
     assert late or snapshot is None, f"the snapshot caught up with every trial: no race ({at_kill})"
     resume_to_end(args, env, log_path, killed)
-    after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
     for name in late:  # finished, unknown to the state: each epoch logged once, none trained again
         assert after[name] == [1, 2, 3], (name, at_kill, after)
     log = log_path.read_text()
@@ -393,15 +281,15 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "index=sharded-balltree", "--set", "shards=2"]
     with open(tmp_path / "driver.log", "w") as log:
-        proc = _driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
+        proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
         try:
             rc = proc.wait(timeout=240)
         finally:
-            _kill_group(proc)
+            kill_process_group(proc)
     assert rc == 0, (tmp_path / "driver.log").read_text()[-4000:]
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
     spans = []
-    for d in _trial_dirs(exp):
+    for d in trial_dirs(exp):
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2, 3]
         spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
