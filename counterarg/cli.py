@@ -8,6 +8,11 @@ from pathlib import Path
 
 from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
 
+#: Size limits of the files ``rank`` reads (checked before reading): candidates, one per line, and
+#: the new argument of --text-file (a text is cut to max_length * CHARS_PER_TOKEN characters anyway).
+MAX_CANDIDATES_BYTES = 50 << 20
+MAX_TEXT_FILE_BYTES = 1 << 20
+
 # fields a user may change when evaluating a checkpoint; the rest describe the trained model
 EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "device", "cache_dir",
                "embed_batch_size", "index", "shards", "leaf_size", "block_size"}
@@ -21,6 +26,23 @@ def _config(args) -> Config:
     return cfg
 
 
+def read_input_text(path: str | Path, limit: int, what: str) -> str:
+    """A UTF-8 text file given on the command line (BOM dropped), or a ConfigError naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file")
+    size = path.stat().st_size
+    if size > limit:
+        raise ConfigError(f"{what} {path} is {size} bytes, over the limit of {limit} bytes")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path} is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                          "save it as UTF-8") from None
+
+
 def cmd_train(args) -> int:
     from .train import train
 
@@ -28,17 +50,12 @@ def cmd_train(args) -> int:
     if args.epochs is not None:
         cfg = cfg.replace(epochs=args.epochs)
     out = Path(args.out)
-    resume = None
-    if args.resume:
-        ckpt = out / "checkpoint"
-        if ckpt.exists():
-            resume = ckpt
-        else:
-            print(f"[counterarg] --resume: no checkpoint in {out}, starting fresh", flush=True)
-    elif (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    if not args.resume and (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
         raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass --resume to continue it, "
                           "or choose another --out")
-    history = train(cfg, out, resume_from=resume, progress=not args.quiet)
+    history = train(cfg, out, resume_latest=args.resume, progress=not args.quiet)
     last = history[-1] if history else {}
     print(f"[counterarg] done: {len(history)} epochs in {out.resolve()}")
     print(f"  config      {out.resolve() / 'config.json'}")
@@ -79,6 +96,8 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_split, format_table, unseen_split
     from .train import Run
 
+    if args.json and Path(args.json).is_dir():
+        raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
     cfg, state = _checkpoint_config(args)
     run = Run(cfg, progress=not args.quiet, eval_splits=[args.split])
     if state is not None:
@@ -97,7 +116,8 @@ def cmd_evaluate(args) -> int:
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
     pools = run.pools[args.split]
-    print(pools.describe())
+    if args.quiet:  # otherwise Run said it already
+        print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
     view = unseen_split(args.split)
     if any(k.startswith(view + "/") for k in metrics):
@@ -120,18 +140,23 @@ def cmd_rank(args) -> int:
     from .model import encode_texts, load_encoder
     from .train import Run, read_checkpoint
 
+    if args.k < 1:
+        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    text = read_input_text(args.text_file, MAX_TEXT_FILE_BYTES, "--text-file") if args.text_file else args.text
+    if not text.strip():
+        raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
     state = read_checkpoint(args.checkpoint)
     cfg = Config.from_dict(state["config"])
     if args.corpus:
         cfg = cfg.replace(corpus=args.corpus)
     if args.candidates:
         path = Path(args.candidates)
-        if not path.exists():
-            raise ConfigError(f"candidates file not found: {path}")
-        cands = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not cands:
+        lines = read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file").splitlines()
+        numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+        if not numbered:
             raise ConfigError(f"candidates file {path} holds no non-empty lines")
-        sources = [f"{path}:{i + 1}" for i in range(len(cands))]
+        cands = [c for _, c in numbered]
+        sources = [f"{path}:{n}" for n, _ in numbered]  # the file's own line numbers
     else:
         from .corpus import load_corpus
 
@@ -139,11 +164,9 @@ def cmd_rank(args) -> int:
         split = corpus.split(args.split)
         cands = [p.counter.text for p in split.pairs]
         sources = [p.counter.source for p in split.pairs]
-    if not args.text.strip():
-        raise ConfigError("--text is empty")
     run = Run(cfg.replace(corpus=cfg.corpus), progress=False, eval_splits=[])
     run.load_state(state)
-    model, tokenizer = load_encoder(cfg.encoder)
+    model, tokenizer = load_encoder(cfg.encoder, cfg.pooling)
     if cfg.trainable_layers != 0:  # put the trained encoder weights into the full encoder
         _load_trained_encoder(model, run, cfg)
 
@@ -152,7 +175,7 @@ def cmd_rank(args) -> int:
                                              batch_size=cfg.embed_batch_size, device=run.device))
 
     with torch.no_grad():
-        hq, hc = h_of([args.text]), h_of(cands)  # [1, H], [C, H]
+        hq, hc = h_of([text]), h_of(cands)  # [1, H], [C, H]
         sq, sc = run.heads.similarity(hq), run.heads.similarity(hc)
         ids, scores = rank_candidates(sq[0], sc, hq[0], hc, run.heads.classify, mode=cfg.eval_mode,
                                       metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k)
@@ -177,6 +200,30 @@ def _load_trained_encoder(model, run, cfg) -> None:
         model.encoder.layer[first + i].load_state_dict(layer.state_dict())
     if "pooler" in trained:
         model.pooler.load_state_dict(trained["pooler"].state_dict())
+
+
+def cmd_embed(args) -> int:
+    from .inference import TrainedModel, read_texts, save_embeddings
+
+    texts = read_texts(args.input, args.field)
+    out = Path(args.out)
+    if out.exists() and not args.force:  # refuse before the model loads
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    _, s = tm.embed(texts, progress=not args.quiet)
+    save_embeddings(out, s.cpu().numpy(), force=args.force)
+    print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    command = "counterarg export " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
+    out = export(args.checkpoint, args.out, force=args.force, command=command)
+    print(f"[counterarg] exported to {out.resolve()}\n  from sentence_transformers import SentenceTransformer\n"
+          f"  SentenceTransformer({str(out.resolve())!r}).encode([...])")
+    return 0
 
 
 def cmd_bench(args, rest) -> int:
@@ -215,12 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rank", help="the best counters for a new argument")
     r.add_argument("--checkpoint", required=True)
-    r.add_argument("--text", required=True)
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the new argument")
+    src.add_argument("--text-file", help=f"a UTF-8 file holding the new argument (at most {MAX_TEXT_FILE_BYTES} bytes)")
     r.add_argument("--corpus", help="candidates: this corpus's counters (default: the checkpoint's corpus)")
     r.add_argument("--split", default="test")
-    r.add_argument("--candidates", help="a text file, one candidate counter per line, instead of the corpus")
-    r.add_argument("--k", type=int, default=5)
+    r.add_argument("--candidates", help=f"a UTF-8 file, one candidate counter per line, instead of the corpus "
+                                        f"(at most {MAX_CANDIDATES_BYTES} bytes)")
+    r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.set_defaults(func=cmd_rank)
+
+    m = sub.add_parser("embed", help="similarity-space embeddings of texts with a trained checkpoint")
+    m.add_argument("--checkpoint", required=True, help="a run's checkpoint folder (OUT/checkpoint)")
+    m.add_argument("--input", required=True, help="a text file (one text per line) or a .jsonl file")
+    m.add_argument("--field", default="text", help="the text field of a .jsonl input")
+    m.add_argument("--out", required=True, help="the .npy file to write ([N, sim_dim] float32)")
+    m.add_argument("--device", default="cpu")
+    m.add_argument("--force", action="store_true", help="replace an existing --out")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=cmd_embed)
+
+    x = sub.add_parser("export", help="the checkpoint as a sentence-transformers folder (+ pair classifier, "
+                                      "config, model card)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="the folder to write")
+    x.add_argument("--force", action="store_true", help="replace an existing --out")
+    x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
     b.add_argument("what", choices=["mining", "eval"])
@@ -230,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
+    from .io import FolderLockedError
     from .model import EncoderError
     from .tasks import EvaluationError
     from .train import TrainingError
@@ -243,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             ap.error(f"unrecognised arguments: {' '.join(rest)}")
         return args.func(args)
-    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError) as e:
+    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError, FolderLockedError) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

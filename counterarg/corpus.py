@@ -2,8 +2,10 @@
 
 Layout: ``02-extracted-arguments/{training,validation,test}/THEME/DEBATE/{pro,con}/XNN{a-point,b-counter}.txt``.
 A point ``XNNa-point.txt`` and the counter ``XNNb-counter.txt`` beside it are a true pair. Every file is
-kept or reported: a name outside the pattern, bytes that are not UTF-8 or an empty text stop the read
-with :class:`CorpusError` naming the file.
+kept or reported: a name outside the pattern, bytes that are not UTF-8, an empty text, a file over
+:data:`MAX_FILE_BYTES` or a symlink pointing outside a corpus folder stop the read with
+:class:`CorpusError` naming the file; hidden files and folders (``.name``, ``__MACOSX``) are skipped
+and listed in ``Corpus.skipped``. A UTF-8 byte order mark is not part of the text.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from pathlib import Path, PurePosixPath
 from .config import SPLITS
 
 ARGS_DIR = "02-extracted-arguments"
+#: One argument file may hold at most this many bytes (ArguAna's largest is about 7 KB); the whole
+#: corpus at most MAX_CORPUS_BYTES. Checked before reading, so a stray huge file fails at once.
+MAX_FILE_BYTES = 1 << 20
+MAX_CORPUS_BYTES = 1 << 30
 FILE_RE = re.compile(r"(?P<side>pro|con)(?P<number>\d+)(?P<kind>a-point|b-counter)\.txt")
 
 
@@ -76,6 +82,7 @@ class Corpus:
     splits: dict[str, Split]
     is_demo: bool = False
     fingerprint: str = field(default="")
+    skipped: list[str] = field(default_factory=list)  # hidden files/folders left out (reported, not read)
 
     def split(self, name: str) -> Split:
         if name not in self.splits:
@@ -109,30 +116,73 @@ def load_corpus(path: str | Path | None, *, splits: tuple[str, ...] | None = Non
     if p.is_file():
         if not zipfile.is_zipfile(p):
             raise CorpusError(f"corpus file is not a zip archive: {p}")
-        files = _zip_files(p)
+        files, skipped = _zip_files(p)
     else:
-        files = _folder_files(p)
-    return _build(str(p), files, splits)
+        files, skipped = _folder_files(p)
+    corpus = _build(str(p), files, splits)
+    corpus.skipped = skipped
+    return corpus
 
 
 # --------------------------------------------------------------------------- sources
-def _zip_files(path: Path) -> list[tuple[tuple[str, ...], str, bytes]]:
-    """(parts below the split level incl. split, display path, bytes) for every member file."""
+def _hidden_names(all_parts, prefix: tuple[str, ...] = (), in_tree: bool = False) -> list[str]:
+    """The hidden files/folders inside the arguments tree, each named once at its hidden level.
+
+    Hidden entries beside the tree (a cache marker, ``__MACOSX`` at the top) could not be arguments
+    and are not listed. ``in_tree``: the root given is the tree itself or one split folder.
+    """
+    out = []
+    for parts in all_parts:
+        for i, part in enumerate(parts):
+            if part.startswith(".") or part == "__MACOSX":
+                if in_tree or prefix or ARGS_DIR in parts[:i]:
+                    out.append("/".join((*prefix, *parts[: i + 1])))
+                break
+    return sorted(set(out))
+
+
+def _check_size(size: int, total: int, display: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise CorpusError(f"file is {size} bytes, over the limit of {MAX_FILE_BYTES} bytes for one argument: {display}")
+    if total > MAX_CORPUS_BYTES:
+        raise CorpusError(f"corpus is over the limit of {MAX_CORPUS_BYTES} bytes of argument files (at {display})")
+
+
+def _zip_files(path: Path) -> tuple[list[tuple[tuple[str, ...], str, bytes]], list[str]]:
+    """(parts below the split level incl. split, display path, bytes) for every member file; hidden names."""
     out = []
     with zipfile.ZipFile(path) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")]
-        rel = _relative_parts([PurePosixPath(n).parts for n in names], str(path))
-        for name, parts in zip(names, rel):
+        infos = [i for i in zf.infolist() if not i.filename.endswith("/")]
+        all_parts = [PurePosixPath(i.filename).parts for i in infos]
+        rel = _relative_parts(all_parts, str(path))
+        total = 0
+        for info, parts in zip(infos, rel):
             if parts is None:
                 continue
-            out.append((parts, f"{path}!{name}", zf.read(name)))
-    return out
+            total += info.file_size
+            _check_size(info.file_size, total, f"{path}!{info.filename}")
+            out.append((parts, f"{path}!{info.filename}", zf.read(info)))
+    return out, _hidden_names(all_parts)
 
 
-def _folder_files(root: Path) -> list[tuple[tuple[str, ...], str, bytes]]:
+def _folder_files(root: Path) -> tuple[list[tuple[tuple[str, ...], str, bytes]], list[str]]:
     files = sorted(f for f in root.rglob("*") if f.is_file())
-    rel = _relative_parts([f.relative_to(root).parts for f in files], str(root), root_name=root.name)
-    return [(parts, str(f), f.read_bytes()) for f, parts in zip(files, rel) if parts is not None]
+    all_parts = [f.relative_to(root).parts for f in files]
+    rel = _relative_parts(all_parts, str(root), root_name=root.name)
+    real_root = root.resolve()
+    out, total = [], 0
+    for f, parts in zip(files, rel):
+        if parts is None:
+            continue
+        real = f.resolve()
+        if real != real_root and real_root not in real.parents:
+            raise CorpusError(f"{f} is a symlink to {real}, outside the corpus folder {root}; "
+                              "copy the file into the corpus instead")
+        size = real.stat().st_size
+        total += size
+        _check_size(size, total, str(f))
+        out.append((parts, str(f), f.read_bytes()))
+    return out, _hidden_names(all_parts, (root.name,) if root.name in SPLITS else (), in_tree=root.name == ARGS_DIR)
 
 
 def _relative_parts(all_parts, source: str, root_name: str | None = None):
@@ -192,7 +242,7 @@ def _build(source: str, files, wanted: tuple[str, ...] | None) -> Corpus:
         if m["side"] != side:
             raise CorpusError(f"file {fname} lies in the {side!r} folder but is named {m['side']!r}: {display}")
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig").replace("\ufeff", "")  # a byte order mark is not text
         except UnicodeDecodeError as e:
             raise CorpusError(f"file is not valid UTF-8 ({e.reason} at byte {e.start}): {display}") from None
         text = text.strip()

@@ -3,7 +3,9 @@
 ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
 unique text. With a frozen encoder the pooled features are computed once and cached, keyed by the
 content of the encoder's files, pooling, max_length and the corpus texts; ``top:N`` caches the
-hidden states that enter the first trainable layer; ``all`` caches only the token ids.
+hidden states that enter the first trainable layer; ``all`` caches only the token ids. ``meta.json``
+records the sha256 of every cached array; a cache whose files do not match (cut short, bit flips)
+is said so and rebuilt.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch.nn as nn
 
 from .config import Config
 from .corpus import Corpus
-from .io import atomic_write_json, cache_root
-from .model import encode_texts, encoder_fingerprint, load_encoder, pool, run_layers, split_layer
+from .io import atomic_write_json, cache_root, sha256_file
+from .model import (clip_texts, encode_texts, encoder_fingerprint, load_encoder, pool, run_layers,
+                    split_layer)
 
 
 @dataclass
@@ -99,10 +102,12 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
     folder, key = cache_folder(config, table)
     done = folder / "meta.json"
     with _locked(folder.with_suffix(".lock")):
+        if done.exists() and not _cache_intact(folder, done, key):
+            done.unlink()
         if not done.exists():
             folder.mkdir(parents=True, exist_ok=True)
             if model is None:
-                model, tokenizer = load_encoder(config.encoder)
+                model, tokenizer = load_encoder(config.encoder, config.pooling)
             kind = key["kind"]
             if progress:
                 print(f"[counterarg] building the {kind} feature cache for {len(table.texts)} unique texts "
@@ -121,15 +126,54 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
                 np.save(folder / "hidden.npy", hidden)
                 np.save(folder / "lengths.npy", lengths)
             else:
-                enc = tokenizer(table.texts, truncation=True, max_length=config.max_length, padding="max_length",
+                enc = tokenizer(clip_texts(table.texts, config.max_length), truncation=True, max_length=config.max_length, padding="max_length",
                                 return_tensors="np")
                 np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
                 np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
-            atomic_write_json(done, key)
+            atomic_write_json(done, {**key, "files": _hashes(folder)})
     out = {}
     for f in folder.glob("*.npy"):
         out[f.stem] = np.load(f, mmap_mode="r" if f.stem == "hidden" else None)
     return out
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {f.name: sha256_file(f) for f in sorted(folder.glob("*.npy"))}
+
+
+def _cache_intact(folder: Path, meta_path: Path, key: dict) -> bool:
+    """Whether the cached arrays match the sha256 in meta.json; says why when they do not.
+
+    A cache written before hashes were recorded is checked by loading every array whole once, and
+    its hashes are then added (so a later bit flip is caught).
+    """
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        print(f"[counterarg] feature cache {folder}: meta.json is unreadable; rebuilding", flush=True)
+        return False
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if files is None:
+        try:
+            for f in folder.glob("*.npy"):
+                np.load(f, mmap_mode="r")[-1:].copy()  # header and full length, without reading it all
+        except (OSError, ValueError, EOFError) as e:
+            print(f"[counterarg] feature cache {folder} is damaged ({e}); rebuilding", flush=True)
+            return False
+        atomic_write_json(meta_path, {**key, "files": _hashes(folder)})
+        return True
+    if not files:
+        print(f"[counterarg] feature cache {folder}: meta.json lists no files; rebuilding", flush=True)
+        return False
+    have = _hashes(folder)
+    bad = sorted(n for n in files if have.get(n) != files[n])
+    if bad:
+        print(f"[counterarg] feature cache file(s) {', '.join(str(folder / b) for b in bad)} do not match "
+              "their sha256 in meta.json (cut short or damaged); rebuilding the cache", flush=True)
+        for f in folder.glob("*.npy"):
+            f.unlink()
+        return False
+    return True
 
 
 class TextFeatures(nn.Module):
@@ -140,8 +184,8 @@ class TextFeatures(nn.Module):
         self.config, self.device = config, device
         self.top = config.trainable_layers
         model = tokenizer = None
-        if self.top != 0:
-            model, tokenizer = load_encoder(config.encoder)
+        if self.top != 0 or config.pooling == "pooler":  # the pooler check needs the loaded weights
+            model, tokenizer = load_encoder(config.encoder, config.pooling)
         inputs = cached_inputs(config, table, device=device, progress=progress, model=model, tokenizer=tokenizer)
         if self.top == 0:
             self.register_buffer("pooled", torch.from_numpy(np.array(inputs["pooled"])).to(device), persistent=False)

@@ -18,6 +18,16 @@ import torch.nn as nn
 from .config import DEFAULT_ENCODER
 
 DEFAULT_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "default"}
+#: Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenising: only max_length tokens
+#: are used, and no word-piece token is this long, so the cut never changes the tokens kept, while a
+#: runaway input no longer costs memory and time in proportion to its size.
+CHARS_PER_TOKEN = 20
+
+
+def clip_texts(texts: list[str], max_length: int) -> list[str]:
+    """Each text cut to ``max_length * CHARS_PER_TOKEN`` characters (see :data:`CHARS_PER_TOKEN`)."""
+    limit = max_length * CHARS_PER_TOKEN
+    return [t if len(t) <= limit else t[:limit] for t in texts]
 
 
 class EncoderError(RuntimeError):
@@ -78,8 +88,12 @@ def _content_digest(stats: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_encoder(name: str | None):
-    """(model, tokenizer) through AutoModel/AutoTokenizer; offline-friendly errors."""
+def load_encoder(name: str | None, pooling: str | None = None):
+    """(model, tokenizer) through AutoModel/AutoTokenizer; offline-friendly errors.
+
+    With ``pooling="pooler"`` the encoder must have saved pooler weights: transformers would draw a
+    new random pooler at every load otherwise, so cached and later features would disagree.
+    """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -89,17 +103,26 @@ def load_encoder(name: str | None):
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(loc)
-        model = AutoModel.from_pretrained(loc)
-    except (OSError, ValueError) as e:
+        model, info = AutoModel.from_pretrained(loc, output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, SafetensorError (corrupt weights), ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise EncoderError(
-            f"cannot load encoder {name!r} from {loc}: {e}\n"
-            "No model hub may be reachable: pass a local folder (config.json + weights + tokenizer)."
+            f"cannot load encoder {name!r} from {loc}: {type(e).__name__}: {first}\n"
+            "No model hub may be reachable: pass a local folder (config.json + weights + tokenizer); "
+            "a folder whose weight file is damaged must be saved again."
         ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
     if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
         raise EncoderError(f"encoder {name!r} ({type(model).__name__}) is not a BERT-family model with encoder.layer")
+    if pooling == "pooler":
+        missing = sorted(k for k in (info or {}).get("missing_keys", ()) if k.startswith("pooler."))
+        if getattr(model, "pooler", None) is None or missing:
+            raise EncoderError(
+                f"pooling=pooler, but encoder {name!r} ({loc}) was saved without pooler weights "
+                f"({', '.join(missing) or 'no pooler layer'}): transformers would initialise a random pooler "
+                "at every load, so features would change from run to run. Use pooling=cls or pooling=mean")
     return model, tokenizer
 
 
@@ -108,6 +131,9 @@ def pick_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EncoderError(f"device {device!r} requested but CUDA is not available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EncoderError("device 'mps' requested but this machine has no usable MPS (Apple GPU) backend; "
+                           "use device=cpu or auto")
     return torch.device(device)
 
 
@@ -203,6 +229,7 @@ def encode_texts(
     from tqdm.auto import tqdm
 
     model = model.to(device).eval()
+    texts = clip_texts(texts, max_length)
     lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(-np.asarray(lengths), kind="stable")
     hsize = model.config.hidden_size

@@ -156,43 +156,51 @@ class Learned:
     best_table: list[float] = field(default_factory=list)
     paths: dict[str, Path] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # summary.csv rows (lineage-based)
+    verdicts: dict = field(default_factory=dict)
 
 
-def read_lineages(experiment: str) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
-    """Trial id -> lineage and metric history of the weights each trial ended with (its latest
-    checkpoint in storage, on any pyarrow filesystem)."""
+def read_lineages(experiment: str) -> dict[str, tuple[list[dict], list[dict], Any]]:
+    """Trial id -> (lineage, metric history, Tune result) of the weights each trial ended with
+    (its latest checkpoint in storage, on any pyarrow filesystem)."""
     from ray import tune
 
     from .train import read_checkpoint
     from .tune import _read_sidecar, trainable
 
-    grid = tune.Tuner.restore(experiment, trainable=trainable).get_results()
-    lineages, histories = {}, {}
-    for res in grid:
+    out = {}
+    for res in tune.Tuner.restore(experiment, trainable=trainable).get_results():
         ckpt = res.checkpoint
         if ckpt is None:
             continue
         trial = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
-        lineages[trial] = list(_read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/")).get("lineage") or [])
+        entries = list(_read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/")).get("lineage") or [])
         with tempfile.TemporaryDirectory() as d:
             ckpt.to_directory(d)
-            histories[trial] = list(read_checkpoint(d)["history"])
-    return lineages, histories
+            history = list(read_checkpoint(d)["history"])
+        out[trial] = (entries, history, res)
+    return out
 
 
-def lineage_record(rec, lineage_: list[dict], history: list[dict]):
+def lineage_record(rec, entries: list[dict], history: list[dict], result, metric: str, mode: str):
     """A summary record for a PBT trial: named by its realised schedule as a rate table, with its
-    lineage's history (Tune's timing fields kept from its last reported row)."""
-    from .summary import TRAIN_TIME_KEY, WALL_TIME_KEY
+    lineage's history (Tune's timing fields kept from its last reported row). Its best epoch's
+    checkpoint is named only where this trial trained that epoch after its last exploit (an
+    inherited epoch's checkpoint lies with a donor whose weights may since have moved on)."""
+    from .summary import TRAIN_TIME_KEY, WALL_TIME_KEY, best_row
+    from .tune import best_checkpoint
 
-    table = lineage.rate_table(lineage_)
+    table = lineage.rate_table(entries)
     config = {**rec.config, "schedule": schedules.TABLE.name, "rate_table": table}
     hist = [dict(r) for r in history]
     if hist and rec.history:
         for k in (TRAIN_TIME_KEY, WALL_TIME_KEY):
             if k in rec.history[-1]:
                 hist[-1][k] = rec.history[-1][k]
-    return replace(rec, config=config, history=hist)
+    best = best_row(hist, metric, mode)
+    own = {int(e["epoch"]) for e in entries if not e.get("donor")}
+    kept = best_checkpoint(result, best["epoch"]) if best and int(best["epoch"]) in own else None
+    return replace(rec, config=config, history=hist, best_checkpoint=kept)
 
 
 def finish(result, sweep, out_dir: Path) -> Learned:
@@ -201,31 +209,33 @@ def finish(result, sweep, out_dir: Path) -> Learned:
 
     metric, mode = sweep.metric, sweep.mode
     epochs = int(Config.from_dict(dict(sweep.base)).epochs)
-    lineages, histories = read_lineages(result.experiment)
+    found = read_lineages(result.experiment)
+    lineages = {t: v[0] for t, v in found.items()}
+    histories = {t: v[1] for t, v in found.items()}
     problems = [f"{t}: lineage misses epoch(s) {', '.join(map(str, m))}"
                 for t, entries in sorted(lineages.items()) if (m := lineage.missing_epochs(entries, epochs))]
-    records = [lineage_record(r, lineages[r.trial_id], histories[r.trial_id]) if r.trial_id in lineages else r
+    records = [lineage_record(r, *found[r.trial_id], metric, mode) if r.trial_id in found else r
                for r in result.records]
     written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "
                             "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s)
     values = {t: {int(r["epoch"]): r.get(metric) for r in h} for t, h in histories.items()}
     paths = {"schedules_csv": out_dir / "schedules.csv", "schedules_png": out_dir / "schedules.png",
              **{f"summary_{k}": v for k, v in written["paths"].items()}}
-    rows = lineage.schedule_rows(lineages, values, metric)
-    write_csv(rows, paths["schedules_csv"], columns=[*lineage.COLUMNS, metric])
+    write_csv(lineage.schedule_rows(lineages, values, metric), paths["schedules_csv"],
+              columns=[*lineage.COLUMNS, metric])
     best_trial, best_value = None, None
-    for t, h in histories.items():
+    for t, h in sorted(histories.items()):
         b = best_row(h, metric, mode)
         if b is not None and (best_value is None or (b[metric] > best_value if mode == "max" else b[metric] < best_value)):
             best_trial, best_value = t, b[metric]
     decay = Config.from_dict({**schedules.strategy_fields(schedules.DECAY.name), "epochs": epochs})
     reference = {schedules.short_label(decay.to_dict()): [schedules.random_rate(decay, e) for e in range(epochs)]}
-    plot_fields = ["random_rate"] + [f for f in ("lr", "margin") if f in (sweep.pbt.mutate if sweep.pbt else ())]
+    plot_fields = ["random_rate"] + [f for f in ("lr", "margin") if f in sweep.pbt.mutate]
     lineage.plot_schedules(lineages, paths["schedules_png"], best=best_trial, reference=reference,
                            fields=plot_fields)
     best_table = lineage.rate_table(lineages[best_trial]) if best_trial else []
     return Learned(lineages=lineages, histories=histories, best=best_trial, best_table=best_table,
-                   paths=paths, problems=problems)
+                   paths=paths, problems=problems, rows=written["rows"], verdicts=written["verdicts"])
 
 
 def replay_command(args, table: Sequence[float], name: str) -> str:

@@ -22,6 +22,7 @@ This and tune.py are the only modules that import Ray.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,35 @@ class ShardActor:
                 "pid": os.getpid()}
 
 
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def loopback_only():
+    """Keep ``_node_ip_address="127.0.0.1"`` on the loopback interface while Ray starts.
+
+    Ray 2.60's ``ray.init`` documents ``_node_ip_address`` (the IP address of this node) but passes
+    it through ``services.resolve_ip_for_localhost``, which swaps a loopback address for the
+    machine's routable one unless ``ray_constants.ENABLE_RAY_CLUSTER`` is false (its value on
+    macOS/Windows). Cleared for the call, GCS, raylet and workers of a purely local sweep bind
+    127.0.0.1 only instead of every interface; restored after, so joining a cluster is unchanged.
+    """
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # a Ray without it: nothing to adjust
+        yield
+        return
+    had = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if had is None:
+            del ray_constants.ENABLE_RAY_CLUSTER
+        else:
+            ray_constants.ENABLE_RAY_CLUSTER = had
+
+
 def ensure_ray(num_cpus: int | None = None) -> bool:
     """Start a new local Ray (never attach to a cluster another process left running on this
     machine: ``address="local"``) without dashboard or driver logging, unless Ray is initialised.
@@ -88,8 +118,10 @@ def ensure_ray(num_cpus: int | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=True, logging_level="warning", ignore_reinit_error=True)
+    with loopback_only():  # a local Ray for one run: nothing of it listens beyond 127.0.0.1
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 configure_logging=True, logging_level="warning", ignore_reinit_error=True,
+                 _node_ip_address=LOOPBACK)
     return True
 
 

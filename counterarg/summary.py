@@ -59,6 +59,7 @@ class TrialRecord:
     error: str | None = None  # short message for errored trials
     path: str | None = None
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
 
 
 # ---------------------------------------------------------------------------------------- labels
@@ -152,6 +153,7 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "seed": rec.config.get("seed", Config().seed),
             "epochs_done": int(last.get("epoch", 0)) if hist else 0,
             "best_epoch": int(best["epoch"]) if best else None,
+            "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
@@ -269,6 +271,18 @@ def significance_rows(comparisons) -> list[dict[str, Any]]:
     return [c.row() for c in comparisons]
 
 
+def best_per_group(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[str, dict[str, Any]]:
+    """Per group, the trial with the highest ``metric`` at its best epoch (ties: lower seed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (str(r.get("seed")), r["trial_id"])):
+        v = r.get(metric)
+        if not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if r["group"] not in out or v > out[r["group"]][metric]:
+            out[r["group"]] = r
+    return out
+
+
 def overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
     """Sweep-level Ray overhead: 1 - sum(train_s) / sum(wall_s) over trials that report both."""
     pairs = [(r["train_s"], r["wall_s"]) for r in rows if r.get("train_s") and r.get("wall_s")]
@@ -339,6 +353,16 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         for t in (*TASKS, "mean"):
             lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
         lines.append("")
+    best = best_per_group(rows, metric)
+    if best:
+        lines += ["## Best checkpoint per strategy", "",
+                  f"The trial with the highest {metric}, at its best epoch (kept by Tune besides the last one).", "",
+                  "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
+        for g in sorted(best):
+            r = best[g]
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
+                         f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
+        lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")
     errored = [r for r in rows if r["status"] == "ERROR"]
@@ -357,6 +381,34 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     if sweep_wall_s is not None:
         lines.append(f"Sweep wall time: {sweep_wall_s:.1f} s.")
     return "\n".join(lines) + "\n"
+
+
+def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None) -> str:
+    """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
+    both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
+    p-values) is in summary.md."""
+    verdict = verdict or {}
+    names = [*TASKS, "mean"]
+    out = []
+    for view in VIEWS:
+        keys = test_acc1_keys(view=view)
+        stats = group_stats(rows, keys + [metric])
+        if not any(k in st for st in stats.values() for k in keys):
+            continue
+        w = max([len("strategy")] + [len(g) for g in stats])
+        out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
+        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
+        for g in sorted(stats):
+            st = stats[g]
+            val = f"{st[metric][0]:.3f}" if metric in st else "-"
+            cells = []
+            for t, k in zip(names, keys):
+                v = verdict.get((t, view))
+                mark = "*" if v is not None and v.significant and v.best == g else " "
+                cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
+            out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+        out.append("")
+    return "\n".join(out)
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str] | None = None) -> None:
@@ -469,6 +521,6 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",
-           "group_stats", "overhead", "summary_markdown", "write_summary", "significance",
+           "group_stats", "overhead", "best_per_group", "console_table", "summary_markdown", "write_summary", "significance",
            "strategy_hits", "VIEWS",
            "best_row", "dedupe_history", "TASKS", "DEFAULT_METRIC", "DEFAULT_MODE", "FIELD_NAMES"]

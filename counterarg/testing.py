@@ -9,15 +9,21 @@ def make_tiny_encoder(folder: str | Path, *, layers: int = 2, hidden: int = 32, 
     """Save a randomly initialised BERT with the bert-base-uncased vocabulary into ``folder``.
 
     The tokenizer comes from the embedded all-MiniLM-L6-v2 package (same vocabulary), so no hub is
-    needed. Returns the folder as a string, usable as ``Config.encoder``.
+    needed. Returns the folder as a string, usable as ``Config.encoder``. A folder made earlier is
+    reused only when its files still match the sha256 manifest written with them (a save cut short
+    or files changed since are made again).
     """
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from .model import resolve_encoder
 
+    from .io import bad_files, read_manifest, write_manifest
+
     folder = Path(folder)
-    if (folder / "config.json").exists():
+    manifest = read_manifest(folder)
+    if manifest is not None and manifest.get("tiny_encoder") == [layers, hidden, seed] \
+            and not bad_files(folder, manifest):
         return str(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(resolve_encoder(None))
@@ -32,4 +38,5 @@ def make_tiny_encoder(folder: str | Path, *, layers: int = 2, hidden: int = 32, 
     torch.manual_seed(seed)
     BertModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
+    write_manifest(folder, tiny_encoder=[layers, hidden, seed])
     return str(folder)

@@ -4,6 +4,11 @@
 module never imports Ray. Every epoch's randomness is derived from (seed, epoch), and a checkpoint
 holds the model, the optimizer, the RNG states and the metric history, so a resumed run on CPU gives
 the same metrics as an uninterrupted one.
+
+Checkpoints hold tensors and plain data only and are read with ``torch.load(weights_only=True)``,
+so a planted ``state.pt`` cannot run code; each checkpoint folder carries a sha256 manifest checked
+on load. The run folder is locked while a run writes it, and a checkpoint swap a kill interrupted
+is completed or rolled back before anything else happens (io.recover_dir).
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from tqdm.auto import tqdm
 from .config import Config
 from .corpus import Corpus, load_corpus
 from .features import TextFeatures, TextTable
-from .io import atomic_replace_dir, atomic_write_text, append_jsonl
+from .io import (MANIFEST, append_jsonl, atomic_replace_dir, atomic_write_text, bad_files, folder_lock,
+                 read_manifest, recover_dir, remove_temp_files)
 from .loss import combined_loss
 from .mining import mine_negatives
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
@@ -40,6 +46,13 @@ RESUMABLE_CHANGES = {"epochs", "test_every", "eval_training", "device", "cache_d
 
 class TrainingError(RuntimeError):
     """A run that cannot go on: a NaN/inf loss (naming epoch and step), or a checkpoint that does not fit."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that cannot be trusted: unsafe to load, cut short, or failing its sha256 manifest.
+
+    The message names the file and, where a run folder's metrics.jsonl tells it, the last good epoch.
+    """
 
 
 def _say(msg: str, progress: bool) -> None:
@@ -60,6 +73,9 @@ class Run:
             _say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
                  "(pass --corpus PATH for ArguAna)", True)
         _say(f"corpus {self.corpus.source}\n{self.corpus.counts_table()}", progress)
+        if self.corpus.skipped:  # said even when quiet: data the user may have meant to include
+            shown = ", ".join(self.corpus.skipped[:5]) + (" ..." if len(self.corpus.skipped) > 5 else "")
+            _say(f"skipped {len(self.corpus.skipped)} hidden file(s)/folder(s) of the corpus: {shown}", True)
         self.table = TextTable.from_corpus(self.corpus)
         torch.manual_seed(config.seed)
         self.features = TextFeatures(config, self.table, self.device, progress=progress)
@@ -240,8 +256,8 @@ class Run:
             "heads": self.heads.state_dict(),
             "encoder": self.features.trainable.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            "history": history,
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
+            "history": _plain(history),
         }
 
     def load_state(self, state: dict) -> None:
@@ -254,7 +270,7 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.apply_hyperparameters()
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
 
 
@@ -323,14 +339,90 @@ def read_best_ranks(folder: str | Path) -> dict[str, np.ndarray] | None:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
+def _numpy_state_out() -> dict:
+    """numpy's global RNG state as tensors and numbers (no ndarray: loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _numpy_state_in(saved) -> tuple:
+    if isinstance(saved, dict):
+        return (saved["name"], saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                saved["gauss"])
+    return saved  # a checkpoint written before the state was stored as a tensor
+
+
+def _plain(obj):
+    """numpy scalars -> Python numbers, recursively (they would need unsafe unpickling)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _legacy_numpy_types() -> list:
+    """What checkpoints written before the tensor-only format need: numpy arrays and scalars only.
+
+    ``_reconstruct``/``scalar`` rebuild an array or scalar from its dtype and bytes and call nothing else.
+    """
+    core = getattr(np, "_core", None) or np.core
+    types = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    types += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.bool_)]
+    return types
+
+
+def _last_good_epoch(folder: Path) -> str:
+    """'epoch N (metrics.jsonl)' from the run folder above a checkpoint, for error messages."""
+    metrics = folder.parent / "metrics.jsonl"
+    try:
+        lines = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return f"the last epoch recorded in {metrics} is {int(json.loads(lines[-1])['epoch'])}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return f"no epoch is recorded beside it ({metrics} is missing or empty)"
+
 
 def read_checkpoint(folder: str | Path) -> dict:
-    """Load a checkpoint folder's state, with a clear error when it is not one."""
+    """Load a checkpoint folder's state safely, or raise :class:`CheckpointError` naming the file.
+
+    Only tensors and plain data are unpickled (``weights_only=True``); the sha256 manifest written
+    with the checkpoint is checked first, so a bit flip or a cut-short file is named, not loaded.
+    """
     path = Path(folder)
     f = path / STATE_FILE if path.is_dir() else path
     if not f.exists():
         raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
-    return torch.load(f, map_location="cpu", weights_only=False)
+    manifest = read_manifest(f.parent)
+    if manifest is not None:
+        bad = bad_files(f.parent, manifest)
+        if bad:
+            raise CheckpointError(
+                f"checkpoint file(s) {', '.join(str(f.parent / b) for b in bad)} fail their sha256 check "
+                f"against {f.parent / MANIFEST} (checkpoint of epoch {manifest.get('epoch', '?')}): the file was "
+                f"damaged after it was written; {_last_good_epoch(f.parent)}. Restore the folder from a copy, "
+                "or move it away and train again")
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_types()):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure to unpickle becomes one named error
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            first = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(f"refusing to load {f}: it holds objects other than tensors and plain data, "
+                                  f"which could run code when loaded ({first or type(e).__name__}); "
+                                  "only checkpoints written by counterarg are accepted") from None
+        raise CheckpointError(f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
+                              f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}") from None
+    if not isinstance(state, dict) or not {"epoch", "config", "heads", "history"} <= set(state):
+        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/config/heads/history)")
+    return state
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
@@ -366,15 +458,30 @@ def train(
     report: Report | None = None,
     resume_from: str | Path | None = None,
     progress: bool = True,
+    resume_latest: bool = False,
 ) -> list[dict]:
     """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
 
     Writes ``config.json``, appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
     atomically after each epoch, then calls ``report(row, checkpoint_dir)``. ``resume_from`` is a
-    checkpoint folder; the run continues at the epoch after it.
+    checkpoint folder; the run continues at the epoch after it. ``resume_latest`` continues from
+    ``out_dir/checkpoint`` when there is one (after repairing an interrupted swap), else starts fresh.
+    The folder is locked for the whole run (:class:`~counterarg.io.FolderLockedError` for a second writer).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        for line in recover_dir(out / "checkpoint") + remove_temp_files(out):
+            _say(line, True)  # said even when quiet: the folder was changed
+        if resume_latest and resume_from is None:
+            if (out / "checkpoint").exists():
+                resume_from = out / "checkpoint"
+            else:
+                _say(f"--resume: no checkpoint in {out}, starting fresh", True)
+        return _train_locked(config, out, report, resume_from, progress)
+
+
+def _train_locked(config: Config, out: Path, report: Report | None, resume_from, progress: bool) -> list[dict]:
     history: list[dict] = []
     start = 0
     saved = None
@@ -382,6 +489,10 @@ def train(
         saved = read_checkpoint(resume_from)
         check_resumable(config, saved["config"], Path(resume_from))
         start, history = saved["epoch"], list(saved["history"])
+        if start > config.epochs:
+            raise TrainingError(f"checkpoint {resume_from} already holds {start} epochs, more than epochs="
+                                f"{config.epochs}; nothing to train (config.json and metrics.jsonl left as they are). "
+                                f"Pass --epochs {start} or more")
     try:
         run = Run(config, progress=progress)
     except EncoderError as e:
@@ -426,7 +537,7 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
             config.save(folder / "config.json")
             best.save(folder)
 
-        atomic_replace_dir(ckpt, fill)
+        atomic_replace_dir(ckpt, fill, epoch=epoch + 1)
         append_jsonl(metrics_path, row)
         if progress:
             _say(_epoch_line(row), True)

@@ -49,6 +49,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -70,6 +71,10 @@ DEFAULT_STORAGE = REPO_ROOT / "results"
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
 #: of its weights (one entry per epoch, :mod:`counterarg.lineage`)
 TRAIN_TIME_FILE = "_tune_train_time.json"
+#: reported with every epoch: the trial's select_metric minus 1e-9 x epoch, so that Tune's
+#: checkpoint ranking keeps the *earliest* best epoch, as the summary picks it (Tune keeps the later
+#: of equal scores); the checkpoints kept per trial are that best one and the latest (the resume point)
+CHECKPOINT_SCORE = "checkpoint_score"
 
 #: The reference implementation's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random
 #: (from the schedule registry, :mod:`counterarg.schedules`).
@@ -86,7 +91,11 @@ def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
     """
     if isinstance(name, str):
         if name not in schedules.SCHEDULES:
-            raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(schedules.SCHEDULES)}")
+            import difflib
+
+            close = difflib.get_close_matches(name, list(schedules.SCHEDULES), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(schedules.SCHEDULES)}")
         out = {**schedules.strategy_fields(name), **fields_}
     else:
         out = {**dict(name), **fields_}
@@ -348,6 +357,15 @@ def logged_epochs(ckpt) -> set[int]:
     return epochs
 
 
+def with_score(row: dict, cfg: Config) -> dict:
+    """``row`` plus :data:`CHECKPOINT_SCORE` (when it holds the trial's select_metric)."""
+    out = dict(row)
+    v = row.get(cfg.select_metric)
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        out[CHECKPOINT_SCORE] = float(v) - 1e-9 * int(row["epoch"])
+    return out
+
+
 def _report_finished(cfg: Config, final, local: Path) -> None:
     """Report the rows of a finished trial that the killed driver never logged; train nothing.
 
@@ -368,9 +386,9 @@ def _report_finished(cfg: Config, final, local: Path) -> None:
               f"{len(missing)} unlogged epoch(s) reported", flush=True)
         for i, row in enumerate(missing):
             if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
-                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+                tune.report(with_score(row, cfg))  # an epoch's row without its (overwritten) checkpoint
             else:
-                last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
+                last = {**with_score(row, cfg), TRAIN_TIME_KEY: _load_train_time(local)}
                 tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
     finally:
         shutil.rmtree(local, ignore_errors=True)
@@ -387,6 +405,7 @@ def trainable(config: dict) -> None:
     from ray import tune
 
     cfg = Config.from_dict(config)
+    quiet_worker_logs()
     ctx = tune.get_context()
     try:
         bundles = ctx.get_trial_resources().bundles
@@ -435,7 +454,7 @@ def trainable(config: dict) -> None:
             lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
             {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
-        row = dict(metrics)
+        row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         state["in_report"] += time.perf_counter() - t0
@@ -460,40 +479,151 @@ def _tbx_base():
 
 
 class HParamsTBXLogger(_tbx_base()):
-    """Tune's TensorBoardX logger, with HParams = the sweep's varying Config fields + strategy.
+    """Tune's TensorBoardX logger, with an HParams table that compares trials.
 
-    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric). HParams are written when
-    a trial ends (Tune's rule) with the final metrics; HParams values must be scalars or strings.
+    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric, both views). When a
+    trial ends, its HParams row is written: the strategy, the fields its schedule reads and the
+    other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
+    and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
+    ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
     """
 
-    def __init__(self, hparam_fields: Sequence[str] = ()):
+    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
         super().__init__()
         self.hparam_fields = list(hparam_fields)
+        self.metric, self.mode = metric, mode
+        self._best: dict[Any, dict[str, float]] = {}
 
-    def _try_log_hparams(self, trial, result):
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        super().log_trial_result(iteration, trial, result)
+        v = result.get(self.metric)
+        best = self._best.get(trial)
+        if isinstance(v, (int, float)) and math.isfinite(v) and (
+                best is None or (v > best[self.metric] if self.mode == "max" else v < best[self.metric])):
+            self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
+                                 and not isinstance(x, bool)}
+
+    def hparams_of(self, trial) -> dict[str, Any]:
+        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
+        from .summary import NON_GROUP_FIELDS
+
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        params: dict[str, Any] = {"strategy": strategy_label(cfg)}
+        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        entry = schedules.SCHEDULES.get(cfg["schedule"])
+        for k in entry.fields if entry else ():
+            params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
+        strategy_fields = schedules.all_fields()
         for k in self.hparam_fields or sorted(trial.evaluated_params or {}):
+            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
+                continue  # rate fields only where the schedule reads them
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
-        metrics = {k: v for k, v in result.items()
-                   if k.startswith(("validation/", "test/", "train/")) and isinstance(v, (int, float))}
+        return params
+
+    @staticmethod
+    def best_metrics(best: dict[str, float]) -> dict[str, float]:
+        """acc@1 of both splits and views at the best epoch, as ``best/<split>/<task>/acc_1``."""
+        return {"best/" + k.replace("@", "_"): v for k, v in best.items()
+                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
+
+    def _log_hparams(self, trial) -> None:
         from tensorboardX.summary import hparams
 
-        exp, start, end = hparams(hparam_dict=params, metric_dict=metrics)
-        writer = self._trial_writer[trial].file_writer
-        for s in (exp, start, end):
-            writer.add_summary(s)
+        metrics = self.best_metrics(self._best.get(trial, {}))
+        writer = self._trial_writer[trial]
+        step = int(self._best.get(trial, {}).get("epoch", 0))
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, global_step=step)
+        exp, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
+        for summary in (exp, start, end):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
 
     def log_trial_end(self, trial, failed: bool = False):
-        # Tune only logs HParams when trial.evaluated_params is non-empty; ours always applies.
-        if trial in self._trial_writer and self._trial_result.get(trial):
-            if not trial.evaluated_params:
-                try:
-                    self._try_log_hparams(trial, self._trial_result[trial])
-                except Exception:  # noqa: BLE001 - TensorBoard must never fail a sweep
-                    pass
-        super().log_trial_end(trial, failed)
+        # Tune only logs HParams for trials with evaluated_params (search spaces); ours always do,
+        # with the best epoch's metrics instead of the last result.
+        if trial in self._trial_writer and self._best.get(trial):
+            try:
+                self._log_hparams(trial)
+            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
+                print(f"[sweep] HParams of trial {trial.trial_id} not written: {e}", flush=True)
+        self._best.pop(trial, None)
+        evaluated, trial.evaluated_params = trial.evaluated_params, {}  # ours replaced Tune's
+        try:
+            super().log_trial_end(trial, failed)
+        finally:
+            trial.evaluated_params = evaluated
+
+
+# ======================================================================== console
+def _reporter_base():
+    from ray.tune import ProgressReporter
+
+    return ProgressReporter
+
+
+class SweepReporter(_reporter_base()):
+    """A status table a person can read: per trial its strategy, seed, state, epoch and best metric.
+
+    Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
+    table shows trial hashes and loss columns). Needs Tune's classic output engine
+    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`build_tuner`).
+    """
+
+    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0):
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self._last, self._states, self._start = 0.0, None, time.time()
+
+    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
+              **kwargs) -> None:
+        self._start = start_time or time.time()
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        states = tuple((t.trial_id, t.status) for t in trials)
+        return states != self._states or (not done and time.time() - self._last >= self.every_s)
+
+    def table(self, trials) -> str:
+        rows = []
+        for t in trials:
+            try:
+                label = strategy_label(Config.from_dict(dict(t.config)).to_dict())
+            except (ConfigError, TypeError):
+                label = "?"
+            seed = dict(t.config).get("seed", Config().seed)
+            last = t.last_result or {}
+            best = (getattr(t, "metric_analysis", None) or {}).get(self.metric, {}).get(self.mode)
+            rows.append((label, str(seed), t.status.lower(), str(last.get("epoch", "-")),
+                         "-" if best is None else f"{best:.4f}"))
+        head = ("strategy", "seed", "state", "epoch", f"best {self.metric}")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        counts = {}
+        for t in trials:
+            counts[t.status.lower()] = counts.get(t.status.lower(), 0) + 1
+        elapsed = time.time() - self._start
+        lines = [f"[sweep] {elapsed / 60:.1f} min: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                 fmt.format(*head)] + [fmt.format(*r) for r in sorted(rows)]
+        return "\n".join(lines)
+
+    def report(self, trials, done: bool, *sys_info: str) -> None:
+        self._states = tuple((t.trial_id, t.status) for t in trials)
+        self._last = time.time()
+        print(self.table(trials), flush=True)
+
+
+class _DropRestoreHint:
+    """Logging filter: Tune's interrupt hint names ``Tuner.restore(...)``; ours says ``--resume``."""
+
+    def filter(self, record) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+def quiet_worker_logs() -> None:
+    """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
+    import logging
+
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ======================================================================== running a sweep
@@ -511,7 +641,7 @@ class Sweep:
     num_samples: int = 1
     scheduler: str = "fifo"  # fifo | asha | pbt
     pbt: Any = None  # scheduler "pbt": a counterarg.pbt.PBTOptions
-    metric: str = DEFAULT_METRIC
+    metric: str | None = None  # None: the trials' select_metric (Config), the one selection rule
     mode: str = DEFAULT_MODE
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
@@ -526,12 +656,24 @@ class Sweep:
         bad = sorted(keys - set(FIELD_NAMES))
         if bad:
             raise ConfigError(f"unknown config field(s) in sweep: {', '.join(bad)}")
-        for v in self.variants or [{}]:
-            Config.from_dict({**self.base, **v})
+        selects = {Config.from_dict({**self.base, **v}).select_metric for v in self.variants or [{}]}
+        if len(selects) > 1:
+            raise ConfigError(f"the trials of one sweep must share select_metric; got {', '.join(sorted(selects))}")
+        if self.metric is None:
+            self.metric = selects.pop()
+        elif self.metric != next(iter(selects)):
+            raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
+                              f"{next(iter(selects))!r}; set select_metric instead")
         if self.scheduler not in ("fifo", "asha", "pbt"):
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
         if (self.scheduler == "pbt") != (self.pbt is not None):
             raise ValueError("scheduler 'pbt' needs pbt options (counterarg.pbt.PBTOptions), and only it")
+        if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
+            raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
+        if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
+            raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
+            raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
 
 def storage_uri(storage: str | Path | None) -> str:
@@ -562,18 +704,47 @@ def _intact(path: Path) -> bool:
 
     Judged by content, not name: Tune's ``search_gen_state-*.json`` is a pickle.
     """
+    try:
+        return _intact_bytes(path.read_bytes())
+    except OSError:
+        return False
+
+
+def _intact_bytes(data: bytes) -> bool:
     import pickletools
 
     try:
-        data = path.read_bytes()
         if not data.startswith(b"\x80"):  # every pickle protocol >= 2 opens with PROTO
             json.loads(data.decode("utf-8"))
         else:
             for _ in pickletools.genops(data):
                 pass
         return bool(data)
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         return False
+
+
+def _read_own_file(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file owned by this user and writable by nobody else.
+
+    Ray's temp folders are world-writable (mode 0777, no sticky bit), so any user can put a file
+    there; a pickle from such a place would run their code in ``Tuner.restore``. The checks are on
+    the opened file descriptor (no symlinks followed), so the file cannot be swapped in between.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        import stat
+
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _ray_temp_roots() -> list[Path]:
@@ -587,8 +758,9 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     Tune writes its snapshot to a staging folder on the driver and then copies it into storage;
     a driver killed during that copy leaves a truncated file that ``Tuner.restore`` cannot read.
     The staging copy (``<ray temp>/session_*/artifacts/*/<name>/driver_artifacts``) is whole in
-    that case. The cut file is kept beside, renamed ``*.torn``. Returns what was repaired; raises
-    :class:`SweepStateError` naming the file when no intact copy exists.
+    that case. Only copies owned by this user and writable by no one else are used (Tune unpickles
+    them; :func:`_read_own_file`). The cut file is kept beside, renamed ``*.torn``. Returns what was
+    repaired; raises :class:`SweepStateError` naming the file when no intact, safe copy exists.
     """
     states = sorted(exp_dir.glob("experiment_state-*.json"))
     if not states:
@@ -600,20 +772,28 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     for f in files:
         if _intact(f):
             continue
-        copies = [c for root in _ray_temp_roots()
-                  for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")
-                  if _intact(c)]
+        found = [c for root in _ray_temp_roots()
+                 for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")]
+        copies = []
+        for c in found:
+            data = _read_own_file(c)
+            if data is not None and _intact_bytes(data):
+                copies.append((c.stat().st_mtime, c, data))
         if not copies:
             older = [s.name for s in states[:-1]]
             hint = (f"move it away to resume from the previous session's {older[-1]}" if older
                     else "start the sweep again under a new --name")
+            unsafe = (f" ({len(found)} cop{'y' if len(found) == 1 else 'ies'} ignored: not owned by you, "
+                      "writable by others, or cut short too)") if found else ""
             raise SweepStateError(f"{f} is cut short (the driver died while writing it) and no "
-                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}; "
-                                  f"{hint}")
-        good = max(copies, key=lambda c: c.stat().st_mtime)
+                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}"
+                                  f"{unsafe}; {hint}")
+        _, good, data = max(copies, key=lambda c: c[0])
         torn = f.with_name(f.name + ".torn")
         os.replace(f, torn)
-        shutil.copy2(good, f)
+        from .io import _atomic
+
+        _atomic(f, lambda tmp, d=data: tmp.write_bytes(d))
         repaired.append(f"{f.name} (cut short; kept as {torn.name}) <- {good}")
     return repaired
 
@@ -622,7 +802,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start or join Ray for a sweep driver.
 
     * ``address=None``: a fresh local cluster (``address="local"``), never a lingering one left by a
-      killed driver, so a resume does not attach to half-dead processes.
+      killed driver, so a resume does not attach to half-dead processes. It listens on 127.0.0.1
+      only (:func:`counterarg.shards.loopback_only`): nothing of a local sweep is reachable from the network.
     * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
       by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
       does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
@@ -636,8 +817,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True)
+        from .shards import LOOPBACK, loopback_only
+
+        with loopback_only():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                     log_to_driver=True, _node_ip_address=LOOPBACK)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -681,8 +865,16 @@ def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def trial_dirname(trial) -> str:
-    """Short trial folder names (Tune's default packs the whole config into the name)."""
-    return f"trial_{trial.trial_id}"
+    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
+    apart (Tune's default packs the whole config into the name)."""
+    import re
+
+    try:
+        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
+        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+    except (ConfigError, KeyError, TypeError):
+        return f"trial_{trial.trial_id}"
 
 
 def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
@@ -691,11 +883,20 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    import logging
+
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
+    # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune.tune").addFilter(_DropRestoreHint())
+    quiet_worker_logs()
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
-    if resume and tune.Tuner.can_restore(exp_path):
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
                                   restart_errored=True)
 
@@ -729,9 +930,12 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         name=sweep.name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        # PBT: a donor's checkpoint must outlive the wait of the trial that takes it over
-        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields)],
+        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 1,
+                                           checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                           checkpoint_score_order="max"),
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
+        progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )
     return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
@@ -746,6 +950,7 @@ class SweepResult:
     rows: list[dict[str, Any]]
     markdown: str
     wall_s: float
+    verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
 
 
 def _short_error(err: Any) -> str:
@@ -775,11 +980,33 @@ def dedupe_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)] + rest
 
 
-def collect_records(result_grid) -> list[TrialRecord]:
-    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error)."""
+def _uri(ckpt) -> str:
+    """A checkpoint's location as a user passes it: a local path, or ``scheme://path``."""
+    fs = ckpt.filesystem
+    kind = getattr(fs, "type_name", "local") if fs is not None else "local"
+    return str(ckpt.path) if kind == "local" else f"{kind}://{ckpt.path}"
+
+
+def best_checkpoint(result, epoch: int | None) -> str | None:
+    """Where the checkpoint of ``epoch`` (a trial's best) is kept in storage, if Tune kept it."""
+    if epoch is None:
+        return None
+    for ckpt, metrics in getattr(result, "best_checkpoints", None) or []:
+        if int((metrics or {}).get("epoch", -1)) == int(epoch):
+            return _uri(ckpt)
+    return None
+
+
+def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                    base: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error, where the
+    best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
+    trial that never started, whose config Tune holds without them."""
+    from .summary import best_row
+
     records = []
     for res in result_grid:
-        cfg = dict(res.config or {})
+        cfg = {**dict(base or {}), **dict(res.config or {})}
         try:
             full = Config.from_dict(cfg).to_dict()
         except ConfigError:
@@ -799,9 +1026,11 @@ def collect_records(result_grid) -> list[TrialRecord]:
             status = "TERMINATED"  # stopped early by a scheduler (ASHA)
         else:
             status = "UNFINISHED"
+        best = best_row(history, metric, mode)
         records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
                                    status=status, error=_short_error(res.error) if res.error else None,
-                                   path=res.path, ranks=read_trial_ranks(res) if history else None))
+                                   path=res.path, ranks=read_trial_ranks(res) if history else None,
+                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None)))
     records.sort(key=lambda r: r.trial_id)
     return records
 
@@ -811,36 +1040,69 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
               summary_dir: Path | None = None, verbose: int = 1) -> SweepResult:
     """Run (or resume) ``sweep`` and write the summary; returns the records and the table.
 
-    A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``). Errored
-    trials do not raise; they are listed in the summary.
+    A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
+    with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
+    (``<storage>/.<name>.lock``) for the whole sweep: a second driver gets
+    :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
+    cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
+    listed in the summary.
     """
-    from ray import tune
+    from contextlib import nullcontext
+
+    from .io import exclusive_lock
 
     storage = storage_uri(storage)
-    exp_path = storage.rstrip("/") + "/" + sweep.name
     local = local_experiment_dir(storage, sweep.name)
+    lock = (exclusive_lock(local.parent / f".{sweep.name}.lock", f"sweep folder {local}")
+            if local is not None else nullcontext())
+    with lock:
+        return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
+                                 warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+
+
+def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
+    """A trial asking for more CPUs than exist would wait forever: refuse it up front."""
+    if sweep.cpus_per_trial > available:
+        raise ConfigError(f"--cpus-per-trial {sweep.cpus_per_trial:g} is more than the {available:g} CPU(s) "
+                          f"{where} has; no trial could ever start")
+
+
+def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
+                      warm_cache, summary_dir, verbose) -> SweepResult:
+    from ray import tune
+
+    exp_path = storage.rstrip("/") + "/" + sweep.name
     if not resume and local is not None and (local / "tuner.pkl").exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
+    if resume and not tune.Tuner.can_restore(exp_path):
+        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
+                              "drop --resume to start this sweep, or check --storage and --name")
+    if address in (None, "", "local"):
+        check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
     init_ray(address, num_cpus=num_cpus)
+    if address not in (None, "", "local"):
+        import ray
+
+        check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), f"the cluster at {address}")
     t0 = time.perf_counter()
-    if warm_cache and not (resume and tune.Tuner.can_restore(exp_path)):
+    if warm_cache and not resume:
         secs = warm_feature_cache(_concrete_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    records = collect_records(grid_)
+    records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall)
+                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"])
 
 
 def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
@@ -849,7 +1111,7 @@ def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: s
     from ray import tune
 
     grid_ = tune.Tuner.restore(str(path), trainable=trainable).get_results()
-    records = collect_records(grid_)
+    records = collect_records(grid_, metric, mode)
     out = Path(out_dir) if out_dir else Path(str(path).replace("file://", ""))
     return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode)
 
@@ -860,27 +1122,115 @@ def tensorboard_command(storage: str, name: str) -> str:
 
 
 # ======================================================================== shared CLI
+#: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
+#: checkpoints and its logs).
+MAX_NUM_SAMPLES = 1000
+
+
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]; a bad value is a usage error (exit 2, no traceback)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _number_at_least(low: float) -> Callable[[str], float]:
+    import argparse
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+        return value
+
+    return parse
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """``LO,HI`` with 0 < LO < HI (the log-uniform ranges of --margin-range / --lr-range)."""
+    import argparse
+
+    parts = [x.strip() for x in text.split(",")]
+    try:
+        lo, hi = (float(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise argparse.ArgumentTypeError(f"expected 0 < LO < HI (a log-uniform range), got {text!r}")
+    return lo, hi
+
+
+def seeds_arg(text: str) -> list[int]:
+    """argparse type of --seeds: comma-separated integers, each named when it is not one."""
+    import argparse
+
+    try:
+        return parse_seeds(text, ())
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_common_args(p) -> None:
-    """Flags shared by the sweep scripts."""
+    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int, help="epochs per trial (default: Config default, 20)")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--epochs", type=_int_at_least(1), help="epochs per trial, >= 1 (default: Config default, 20)")
+    p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
     p.add_argument("--name", default=None, help="experiment name (folder under --storage)")
     p.add_argument("--address", default=None,
-                   help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray")
+                   help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",
                    help="continue <storage>/<name>: finished trials kept, unfinished continue "
-                        "from their last epoch, errored ones restart")
+                        "from their last epoch, errored ones restart (an error if there is nothing to resume)")
     p.add_argument("--smoke-test", action="store_true",
                    help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check")
-    p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=0)
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--cpus-per-trial", type=_number_at_least(1), default=1,
+                   help="CPUs per trial, >= 1 and at most what the machine/cluster has (default 1)")
+    p.add_argument("--gpus-per-trial", type=_number_at_least(0), default=0)
+    p.add_argument("--num-cpus", type=_int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
+
+
+@contextmanager
+def usage_errors(parser):
+    """Turn the named errors of setting up or resuming a sweep into ``parser.error`` (exit 2)."""
+    from .io import FolderLockedError
+
+    try:
+        yield
+    except (ConfigError, SweepStateError, FileExistsError, FolderLockedError) as e:
+        parser.error(str(e))
+
+
+def smoke_encoder_dir() -> Path:
+    """This user's tiny smoke-test BERT: ``<tmp>/counterarg-smoke-encoder-<uid>`` (not shared)."""
+    return Path(tempfile.gettempdir()) / f"counterarg-smoke-encoder-{os.getuid()}"
+
+
+def _own_folder(folder: Path) -> None:
+    """Refuse a folder another user owns or may write (its weights would be loaded as ours)."""
+    st = os.lstat(folder)
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(f"{folder} is not a folder owned by you and writable only by you; "
+                          "remove it (the smoke test makes it again)")
 
 
 def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
@@ -889,7 +1239,11 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
     if args.smoke_test:
         from .testing import make_tiny_encoder
 
-        folder = smoke_dir or Path(tempfile.gettempdir()) / "counterarg-smoke-encoder"
+        folder = smoke_dir or smoke_encoder_dir()
+        if folder.exists() or folder.is_symlink():
+            _own_folder(folder)
+        else:
+            folder.mkdir(mode=0o700)
         base.update(encoder=make_tiny_encoder(folder), epochs=2, corpus=None, max_length=64,
                     device="cpu")
     for k in ("corpus", "encoder", "epochs"):
@@ -915,25 +1269,92 @@ def absolute_paths(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
+def parse_seeds(text: str | list[int] | None, default: Sequence[int]) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; a part that is not an integer is a ConfigError naming it."""
     if not text:
         return list(default)
-    return [int(s) for s in text.split(",") if s.strip()]
+    if isinstance(text, list):
+        return text
+    seeds = []
+    for part in (s.strip() for s in text.split(",")):
+        if not part:
+            continue
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds expects comma-separated integers, got {part!r} in {text!r}") from None
+    if not seeds:
+        raise ConfigError(f"--seeds holds no seed: {text!r}")
+    return seeds
+
+
+def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) -> str:
+    """The best trial per strategy and ready commands to evaluate, rank with and export it."""
+    import re
+    import shlex
+
+    from .summary import best_per_group
+
+    best = best_per_group(rows, sweep.metric)
+    if not best:
+        return "No trial finished an epoch: no checkpoint to use."
+    lines = [f"Best checkpoint per strategy (by {sweep.metric}):"]
+    corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
+    for g in sorted(best):
+        r = best[g]
+        ck = r.get("best_checkpoint")
+        lines.append(f"  {g}  (seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f})")
+        if not ck:
+            lines.append("    checkpoint not kept")
+            continue
+        q = shlex.quote(ck)
+        slug = re.sub(r"[^A-Za-z0-9.=]+", "-", g).strip("-")[:40]
+        lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
+                  f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
+                  f"    counterarg export --checkpoint {q} --out models/{slug}"]
+    return "\n".join(lines)
 
 
 def run_from_args(args, sweep: Sweep) -> SweepResult:
-    """Run the sweep from parsed flags and print the table, overhead and TensorBoard command."""
+    """Run the sweep from parsed flags and print the table, overhead and TensorBoard command.
+
+    Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
+    raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
+    """
     storage = storage_uri(args.storage)
+    resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:
         result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
                            num_cpus=args.num_cpus)
-    except (FileExistsError, SweepStateError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own graceful stop
+        print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
+        raise SystemExit(130) from None
+    from .summary import console_table, overhead
+
     print()
-    print(result.markdown)
-    print(f"Summary: {result.local_dir}/summary.md, summary.csv, *.png")
+    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts))
+    n_err = sum(r.status == "ERROR" for r in result.records)
+    ov = overhead(result.rows)["overhead"]
+    print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"
+          + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
+    print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
+    print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
-        print(f"{len(errored)} trial(s) errored; `--resume` retries them.", file=sys.stderr)
+        print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)
+        for r in errored:
+            print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
+    unfinished = [r for r in result.records if r.status not in ("TERMINATED", "ERROR")]
+    if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
+        print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
+              f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
     return result
+
+
+def exit_code(result: SweepResult) -> int:
+    """0 when every trial finished; 1 when any errored (named by :func:`run_from_args`); 130 when the
+    sweep was interrupted (Ctrl-C) with trials unfinished."""
+    if any(r.status == "ERROR" for r in result.records):
+        return 1
+    return 130 if any(r.status != "TERMINATED" for r in result.records) else 0

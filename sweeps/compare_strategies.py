@@ -12,8 +12,8 @@ import sys
 
 from counterarg.schedules import SCHEDULES
 from counterarg.tune import (DEFAULT_STRATEGIES, Sweep, add_common_args,
-                             base_from_args, parse_seeds, parse_strategy, run_from_args,
-                             strategy_grid)
+                             base_from_args, exit_code, parse_seeds, parse_strategy, run_from_args,
+                             strategy_grid, usage_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,14 +23,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
                         f"{', '.join(SCHEDULES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
     args = p.parse_args(argv)
-    strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
-                  if args.strategies else list(DEFAULT_STRATEGIES))
-    seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
-    name = args.name or ("compare_strategies_smoke" if args.smoke_test else "compare_strategies")
-    sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),
-                  cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
-    run_from_args(args, sweep)
-    return 0
+    with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
+        strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
+                      if args.strategies else list(DEFAULT_STRATEGIES))
+        seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
+        name = args.name or ("compare_strategies_smoke" if args.smoke_test else "compare_strategies")
+        sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),
+                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+        result = run_from_args(args, sweep)
+    return exit_code(result)  # 1 when a trial errored (named above)
 
 
 if __name__ == "__main__":

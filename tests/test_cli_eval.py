@@ -53,3 +53,55 @@ def test_rank_new_argument(trained, tmp_path, capsys):
     assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(cands),
                  "--k", "5"]) == 0
     assert "best 3 of 3" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- named errors for bad rank/evaluate input
+def test_rank_k_must_be_positive(trained, capsys):
+    """Finding 9: --k 0 / --k -3 printed "best 0" / "best 69 of 72"; now a named error, exit 2."""
+    for k in ("0", "-3"):
+        assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--k", k]) == 2
+        assert f"--k must be >= 1, got {k}" in capsys.readouterr().err
+
+
+def test_candidates_keep_their_file_line_numbers(trained, tmp_path, capsys):
+    """Finding 9: line numbers name the file's own lines, empty lines counted."""
+    cands = tmp_path / "c.txt"
+    cands.write_text("\n\nonly candidate\n")
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates",
+                 str(cands)]) == 0
+    assert f"{cands}:3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind, match", [("latin1", "not valid UTF-8"), ("folder", "is not a file"),
+                                         ("missing", "not found")])
+def test_bad_candidates_files_are_named(trained, tmp_path, capsys, kind, match):
+    """Finding 8: --candidates in Latin-1 or a folder gave a traceback."""
+    path = tmp_path / "c.txt"
+    if kind == "latin1":
+        path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    elif kind == "folder":
+        path.mkdir()
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates",
+                 str(path)]) == 2
+    err = capsys.readouterr().err
+    assert match in err and str(path) in err
+
+
+def test_rank_text_file(trained, tmp_path, capsys, monkeypatch):
+    """Finding 9: --text-file for long texts; a BOM is dropped; over the size limit is a named error."""
+    import counterarg.cli as cli
+
+    text = tmp_path / "arg.txt"
+    text.write_bytes(b"\xef\xbb\xbfTaxes on banks hurt growth\n")
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text-file", str(text), "--k", "2"]) == 0
+    assert "best 2 of" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "MAX_TEXT_FILE_BYTES", 10)
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text-file", str(text)]) == 2
+    assert "over the limit of 10 bytes" in capsys.readouterr().err
+
+
+def test_evaluate_json_at_a_folder_is_a_named_error(trained, tmp_path, capsys):
+    """Finding 8: evaluate --json at a folder."""
+    assert main(["evaluate", "--checkpoint", str(trained / "checkpoint"), "--split", "validation",
+                 "--json", str(tmp_path), "--quiet"]) == 2
+    assert "is a folder" in capsys.readouterr().err

@@ -106,3 +106,71 @@ def test_real_corpus_counts(real_corpus):
         [(4083, 4065), (1290, 1287), (1406, 1401)]
     assert all(got[s]["themes"] == 15 for s in got)
     assert all(got[s]["pairs"] + got[s]["unpaired"] == got[s]["points"] for s in got)
+
+
+# ---------------------------------------------------------------- hidden files, symlinks, BOM, size limits
+def test_hidden_folders_are_reported(tmp_path):
+    """Finding 9: test/.economy is skipped, but said, not dropped without a word."""
+    files = small_files()
+    files[f"{ROOT}/training/.economy/d/pro/pro01a-point.txt"] = "hidden point"
+    root = make_tree(tmp_path / "u", files)
+    for src in (root, zip_of(root, tmp_path / "c.zip")):
+        c = load_corpus(src)
+        check_small(c)
+        assert any(s.endswith("training/.economy") for s in c.skipped), c.skipped
+
+
+def test_hidden_folders_are_said_by_train(tiny_encoder, tmp_path, capsys):
+    from counterarg.demo import demo_corpus_path
+    import shutil
+
+    from counterarg.cli import main
+
+    corpus = tmp_path / "c"
+    shutil.copytree(demo_corpus_path(), corpus)
+    hidden = corpus / "02-extracted-arguments" / "test" / ".economy"
+    hidden.mkdir()
+    (hidden / "note.txt").write_text("x")
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet",
+                 "--set", f"encoder={tiny_encoder}"]) == 0
+    assert "skipped 1 hidden file(s)/folder(s) of the corpus: 02-extracted-arguments/test/.economy" in \
+        capsys.readouterr().out
+
+
+def test_symlink_outside_the_corpus_folder_is_refused(tmp_path):
+    """Finding 9: a symlink inside a corpus folder is not followed outside it."""
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not an argument")
+    root = make_tree(tmp_path / "u", small_files())
+    link = root / ROOT / "training/economy/house-would-tax/pro/pro03a-point.txt"
+    link.symlink_to(outside)
+    with pytest.raises(CorpusError, match=r"pro03a-point\.txt is a symlink .*outside the corpus"):
+        load_corpus(root)
+    link.unlink()
+    inside = root / ROOT / "training/economy/house-would-tax/pro/pro01a-point.txt"
+    link.symlink_to(inside)  # a link within the folder is fine
+    assert load_corpus(root).split("training").counts()["points"] == 4
+
+
+def test_utf8_byte_order_mark_is_stripped(tmp_path):
+    """Finding 9: a BOM is not part of the text."""
+    files = small_files()
+    files[f"{ROOT}/training/economy/house-would-tax/con/con01a-point.txt"] = b"\xef\xbb\xbfTaxes hurt growth.\n"
+    root = make_tree(tmp_path / "u", files)
+    for src in (root, zip_of(root, tmp_path / "c.zip")):
+        c = load_corpus(src)
+        check_small(c)
+        assert all("\ufeff" not in r.text for r in c.split("training").records)
+
+
+def test_file_over_the_size_limit_is_named(tmp_path, monkeypatch):
+    """Finding 6: a huge file fails at once with its name, before it is read."""
+    import counterarg.corpus as corpus_mod
+
+    monkeypatch.setattr(corpus_mod, "MAX_FILE_BYTES", 100)
+    files = small_files()
+    files[f"{ROOT}/training/economy/house-would-tax/pro/pro09a-point.txt"] = "word " * 50
+    root = make_tree(tmp_path / "u", files)
+    for src in (root, zip_of(root, tmp_path / "c.zip")):
+        with pytest.raises(CorpusError, match=r"250 bytes, over the limit of 100 bytes .*pro09a-point\.txt"):
+            load_corpus(src)

@@ -76,7 +76,8 @@ def check_lineages(exp: Path, epochs: int, population: int) -> dict[str, list[di
         assert all(donors[:k]) and not any(donors[k:]) and len(set(donors[:k])) <= 1, (trial, donors)
         assert all(r["trained_by"] == trial for r in rows[k:]), (trial, rows)
         # the weights' own record: the metric history inside the trial's latest checkpoint
-        latest = max((exp / f"trial_{trial}").glob("checkpoint_*"))
+        trial_dir = next(exp.glob(f"trial_{trial}*"))  # trial_<id>_<strategy>_seed<n>
+        latest = max(trial_dir.glob("checkpoint_*"))
         history = read_checkpoint(latest)["history"]
         assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
         assert [float(r["random_rate"]) for r in rows] == pytest.approx([h["mining/rate"] for h in history])

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -78,7 +79,7 @@ def test_partial_and_full_finetuning_run(cfg, tmp_path, finetune):
     h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), tmp_path / finetune.replace(":", ""),
               progress=False)
     assert np.isfinite(h[0]["train/loss"])
-    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=True)
     assert state["encoder"], "trained encoder weights are checkpointed"
 
 
@@ -158,6 +159,117 @@ def test_feature_cache_key_follows_encoder_content_not_location(tiny_encoder, tm
     assert encoder_fingerprint("some-org/not-local") != encoder_fingerprint("other-org/not-local")
 
 
+# ---------------------------------------------------------------- checkpoints: safe, sealed, recoverable
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_planted_pickle_checkpoint_is_refused_not_run(tiny_encoder, tmp_path, capsys):
+    """Finding 1: a state.pt whose unpickling would run a command is refused with a named error."""
+    marker = tmp_path / "ran"
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    torch.save({"epoch": 1, "config": {}, "heads": {}, "history": [], "x": _Planted(marker)}, folder / "state.pt")
+    assert main(["rank", "--checkpoint", str(folder), "--text", "anything"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load" in err and "state.pt" in err
+    assert not marker.exists()
+    assert main(["evaluate", "--checkpoint", str(folder), "--quiet"]) == 2
+    assert not marker.exists()
+
+
+def test_checkpoint_holds_tensors_and_plain_data_only(cfg, tmp_path):
+    train(cfg.replace(epochs=1), tmp_path / "r", progress=False)
+    state = torch.load(tmp_path / "r" / "checkpoint" / "state.pt", weights_only=True)  # no allowlist needed
+    assert state["epoch"] == 1 and isinstance(state["history"][0]["mining/hard"], int)
+
+
+def test_cut_short_and_bit_flipped_checkpoints_are_named(cfg, tmp_path, capsys):
+    """Finding 8: truncated/garbage checkpoints and bit flips give a named error with file and last epoch."""
+    from counterarg.train import CheckpointError, read_checkpoint
+
+    run = tmp_path / "r"
+    train(cfg.replace(epochs=2), run, progress=False)
+    state = run / "checkpoint" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"state\.pt.*sha256.*epoch 2.*last epoch recorded .* is 2"):
+        read_checkpoint(run / "checkpoint")
+    args = ["train", "--out", str(run), "--quiet", "--resume", "--epochs", "3", "--set", f"encoder={cfg.encoder}"]
+    assert main(args + ["--set", "schedule=decay", "--set", "rate_step=0.3", "--set", "eval_mode=rerank"]) == 2
+    assert "sha256" in capsys.readouterr().err
+    assert len(rows(run)) == 2  # nothing already written is lost
+    (run / "checkpoint" / "manifest.json").unlink()  # without a manifest: cut short / garbage
+    state.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*state\.pt.*last epoch recorded .* is 2"):
+        read_checkpoint(run / "checkpoint")
+    state.write_bytes(b"garbage, not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="state.pt"):
+        read_checkpoint(run / "checkpoint")
+
+
+def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
+    """Finding 2 end to end: checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
+    .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
+    import shutil
+
+    args = ["train", "--quiet", "--set", f"encoder={cfg.encoder}", "--set", "schedule=decay", "--set",
+            "rate_step=0.3", "--set", "eval_mode=rerank"]
+    assert main(args + ["--out", str(tmp_path / "a"), "--epochs", "4"]) == 0
+    assert main(args + ["--out", str(tmp_path / "c"), "--epochs", "3"]) == 0
+    assert main(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
+    b = tmp_path / "b"
+    os.replace(b / "checkpoint", b / ".checkpoint.old")  # the first rename happened ...
+    shutil.copytree(tmp_path / "c" / "checkpoint", b / ".checkpoint.x7q2m0ab")  # ... the second did not
+    capsys.readouterr()
+    assert main(args + ["--out", str(b), "--epochs", "4", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "completed the swap" in out and "starting fresh" not in out
+    assert strip_times(rows(b)) == strip_times(rows(tmp_path / "a"))
+    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == ["checkpoint", "config.json", "metrics.jsonl"]
+
+
+def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, capsys):
+    """Finding 4: a second writer of the same --out gets a named error, exit 2, nothing written."""
+    from counterarg.io import folder_lock
+
+    out = tmp_path / "r"
+    with folder_lock(out):
+        assert main(["train", "--out", str(out), "--quiet", "--epochs", "1", "--set", f"encoder={cfg.encoder}"]) == 2
+    assert "in use by another process" in capsys.readouterr().err
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_resume_with_fewer_epochs_leaves_config_alone(cfg, tmp_path):
+    """Finding 9: --resume --epochs 2 on a 3-epoch run does not rewrite config.json or metrics."""
+    run = tmp_path / "r"
+    train(cfg, run, progress=False)
+    before = (run / "config.json").read_text(), (run / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="already holds 3 epochs"):
+        train(cfg.replace(epochs=2), run, resume_latest=True, progress=False)
+    assert ((run / "config.json").read_text(), (run / "metrics.jsonl").read_text()) == before
+
+
+def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
+    """Safe loading allows exactly what the earlier format stored beside tensors: numpy arrays
+    (the RNG state) and numpy scalars (metric values)."""
+    from counterarg.train import _numpy_state_in, read_checkpoint
+
+    state = {"epoch": 1, "config": {}, "heads": {}, "rng": {"numpy": np.random.get_state()},
+             "history": [{"epoch": 1, "train/loss": np.float64(0.5), "mining/hard": np.int64(3)}]}
+    torch.save(state, tmp_path / "state.pt")
+    back = read_checkpoint(tmp_path)
+    assert back["history"][0]["train/loss"] == 0.5 and back["history"][0]["mining/hard"] == 3
+    np.random.set_state(_numpy_state_in(back["rng"]["numpy"]))
+
+
 # ----------------------------------------------------------------------------- changed on resume
 def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     """PBT's exploit/explore: a run resumed with another rate, lr and margin trains with them from
@@ -170,7 +282,7 @@ def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     assert [r["optim/lr"] for r in hist] == pytest.approx([1e-3, 1e-3, 4e-4])
     assert [r["loss/margin"] for r in hist] == pytest.approx([1.0, 1.0, 0.5])
     assert strip_times(rows(tmp_path / "taker")) == strip_times(hist)  # inherited rows written out
-    state = torch.load(tmp_path / "taker" / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "taker" / "checkpoint" / "state.pt", weights_only=True)
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([4e-4])
     assert state["config"]["rate"] == 0.3
     n = len(json.loads((tmp_path / "donor" / "config.json").read_text()))
@@ -189,7 +301,7 @@ def test_resume_with_a_changed_schedule_and_encoder_lr(cfg, tmp_path):
     table = base.replace(epochs=3, schedule="table", rate_table=(0.1, 0.2), encoder_lr=2e-4)
     hist = train(table, tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
     assert [r["mining/rate"] for r in hist] == pytest.approx([0.8, 0.2, 0.2])  # decay at epoch 0, then the table
-    state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=False)
+    state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=True)
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([table.lr, 2e-4])
 
 

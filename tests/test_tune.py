@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from counterarg.tune import (TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epo
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
-from conftest import (kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
+from conftest import (REPO, kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
                       start_driver, sweep_base, trial_dirs)
 
 
@@ -136,6 +137,20 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert "## Unseen test queries" in md and "## Significance" in md
     good_rows = [r for r in res.rows if r["status"] == "TERMINATED"]
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
+    # the best epoch's checkpoint is kept besides the latest and named; it evaluates to its own row
+    from counterarg.cli import main as cli_main
+    from counterarg.train import read_checkpoint
+
+    for row in good_rows:
+        ck = Path(row["best_checkpoint"])
+        assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
+        out = tmp_path / f"{row['trial_id']}.json"
+        assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
+                         "--quiet"]) == 0
+        import json as _json
+
+        assert _json.loads(out.read_text())["validation/mean/acc@1"] == pytest.approx(row["validation/mean/acc@1"])
+    assert "## Best checkpoint per strategy" in md
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -146,8 +161,25 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     # TensorBoard tag names cannot hold "@": tensorboardX writes acc@1 as acc_1.
     assert "ray/tune/test/sdoc/acc_1" in tags and "ray/tune/test_unseen/sdoc/acc_1" in tags, tags[:10]
     assert [e.step for e in acc.Scalars("ray/tune/test/sdoc/acc_1")] == [1, 2]
-    content = b"".join(acc.PluginTagToContent("hparams").values())
-    assert b"schedule" in content and b"strategy" in content
+    # the HParams plugin data, parsed: the hparams of this trial's schedule and the best-epoch metrics
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = {}
+    for tag, raw in acc.PluginTagToContent("hparams").items():
+        data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
+    experiment = data["_hparams_/experiment"].experiment
+    metric_tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
+    session = data["_hparams_/session_start_info"].session_start_info
+    assert session.hparams["strategy"].string_value == "fixed(rate=0.8)"
+    assert session.hparams["rate"].number_value == pytest.approx(0.8)
+    assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
+    best_row = next(r for r in res.rows if r["trial_id"] == next(
+        x.trial_id for x in res.records if x.config["schedule"] == "fixed"))
+    logged = acc.Scalars("best/test/mean/acc_1")
+    assert logged[-1].value == pytest.approx(best_row["test/mean/acc@1"], abs=1e-6)
+    assert logged[-1].step == best_row["best_epoch"]
+    assert "fixed" in trial.name and "seed0" in trial.name  # TensorBoard run names tell curves apart
 
 
 # ----------------------------------------------------------------------------- kill + resume
@@ -295,3 +327,155 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
         spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two trials did not overlap in time: {spans}"
+
+
+# ----------------------------------------------------------------------------- sweep flags and folders
+def _script(name: str):
+    """A sweep script's ``main`` (sweeps/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"sweep_{name}", REPO / "sweeps" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+@pytest.mark.parametrize("script, flags, match", [
+    ("search_margin_lr", ["--num-samples", "-1"], "--num-samples: must be between 1 and 1000, got -1"),
+    ("search_margin_lr", ["--num-samples", "0"], "--num-samples: must be between 1 and 1000, got 0"),
+    ("search_margin_lr", ["--num-samples", "100000"], "must be between 1 and 1000"),
+    ("search_margin_lr", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
+    ("search_margin_lr", ["--cpus-per-trial", "0"], "--cpus-per-trial: must be a finite number >= 1"),
+    ("search_margin_lr", ["--num-cpus", "2", "--cpus-per-trial", "64"], "64 is more than the 2 CPU"),
+    ("search_margin_lr", ["--margin-range", "3,0.1"], "--margin-range: expected 0 < LO < HI"),
+    ("search_margin_lr", ["--lr-range", "0,0.1"], "--lr-range: expected 0 < LO < HI"),
+    ("search_margin_lr", ["--seeds", "a,b"], "got 'a' in 'a,b'"),
+    ("search_margin_lr", ["--strategy", "decy"], "unknown strategy 'decy'; did you mean 'decay'"),
+    ("search_margin_lr", ["--set", "foo=1"], "unknown config field.*foo"),
+    ("compare_strategies", ["--strategies", "fixed;decy"], "did you mean 'decay'"),
+    ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
+    ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
+    ("compare_strategies", ["--resume"], "nothing to resume at"),
+])
+def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
+    """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
+    nothing to resume is an error, not a silent fresh start."""
+    with pytest.raises(SystemExit) as e:
+        _script(script)(["--storage", str(tmp_path), "--name", "x", *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(match, err), err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tmp_path, capsys):
+    """Finding 9: a sweep whose trials errored exited 0."""
+    import counterarg.tune as tune_mod
+    from counterarg.summary import TrialRecord
+    from counterarg.tune import SweepResult
+
+    records = [TrialRecord("trial_ok", {"seed": 0}, status="TERMINATED"),
+               TrialRecord("trial_bad", {"seed": 1}, status="ERROR", error="TrainingError: loss is nan")]
+    monkeypatch.setattr(tune_mod, "run_sweep", lambda *a, **k: SweepResult("x", tmp_path, records, [], "table", 1.0))
+    assert _script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "trial_bad: TrainingError: loss is nan" in err and "trial_ok" not in err
+    records[1].status = "TERMINATED"
+    assert _script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 0
+
+
+def test_second_sweep_with_the_same_name_gets_a_named_error(tmp_path, capsys):
+    """Finding 4: two sweeps with the same --name both ran; the second now stops at once."""
+    from counterarg.io import exclusive_lock
+
+    with exclusive_lock(tmp_path / ".x.lock", "first driver"):
+        with pytest.raises(SystemExit) as e:
+            _script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0"])
+    assert e.value.code == 2
+    assert f"sweep folder {tmp_path / 'x'} is in use by another process" in capsys.readouterr().err
+
+
+def test_repair_ignores_state_copies_others_could_have_planted(tmp_path, monkeypatch):
+    """Finding 7: a staging copy writable by others (or owned by another user) is never used."""
+    from counterarg.tune import SweepStateError, repair_experiment_state
+
+    exp = tmp_path / "results" / "sw"
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-02_00-00-00.json").write_text('{"trial_d')  # cut by the kill
+    (exp / "tuner.pkl").write_bytes(b"\x80\x05K")  # cut pickle
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    staging = tmp_path / "raytmp" / "ray" / "session_1" / "artifacts" / "t" / "sw" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    (staging / "experiment_state-2026-01-02_00-00-00.json").write_text("{}")
+    planted = staging / "tuner.pkl"
+    planted.write_bytes(b"\x80\x05K\x02.")
+    planted.chmod(0o666)
+    with pytest.raises(SweepStateError, match=r"tuner\.pkl is cut short.*1 copy ignored: not owned by you, "
+                                              "writable by others"):
+        repair_experiment_state(exp, "sw")
+    assert (exp / "tuner.pkl").read_bytes() == b"\x80\x05K"
+    link = staging / "tuner.pkl"
+    link.unlink()
+    good = tmp_path / "elsewhere.pkl"
+    good.write_bytes(b"\x80\x05K\x02.")
+    link.symlink_to(good)  # a symlink is not followed either
+    with pytest.raises(SweepStateError, match="ignored"):
+        repair_experiment_state(exp, "sw")
+    if os.getuid() == 0:  # root can make a file another user owns
+        link.unlink()
+        link.write_bytes(b"\x80\x05K\x02.")
+        os.chown(link, 12345, 12345)
+        with pytest.raises(SweepStateError, match="ignored"):
+            repair_experiment_state(exp, "sw")
+        os.chown(link, 0, 0)
+        link.chmod(0o644)
+        assert any(d.startswith("tuner.pkl") for d in repair_experiment_state(exp, "sw"))  # own: used
+        assert (exp / "tuner.pkl").read_bytes() == b"\x80\x05K\x02."
+
+
+def test_smoke_encoder_folder_is_per_user_and_checked(tmp_path):
+    """Finding 9: /tmp/counterarg-smoke-encoder was shared and reused without a check."""
+    import argparse
+
+    from counterarg.tune import base_from_args, smoke_encoder_dir
+
+    assert smoke_encoder_dir().name == f"counterarg-smoke-encoder-{os.getuid()}"
+    args = argparse.Namespace(smoke_test=True, corpus=None, encoder=None, epochs=None, overrides=[])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError, match="not a folder owned by you and writable only by you"):
+        base_from_args(args, smoke_dir=shared)
+    own = tmp_path / "own"
+    assert base_from_args(args, smoke_dir=own)["encoder"] == str(own)
+    assert (own.stat().st_mode & 0o777) == 0o700
+    weights = next(own.glob("*.safetensors"))
+    weights.write_bytes(b"changed since")  # reused only when its files match their manifest
+    base_from_args(args, smoke_dir=own)
+    assert weights.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_local_ray_listens_on_loopback_only():
+    """Finding 9: GCS and raylet of a purely local sweep listened on every interface."""
+    import ray
+
+    from counterarg.tune import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(None, num_cpus=1)
+    try:
+        node = ray._private.worker._global_node
+        assert node.node_ip_address == "127.0.0.1"
+        pids = {p.process.pid for procs in node.all_processes.values() for p in procs}
+        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+        ours = [ln for ln in out.splitlines() if any(f"pid={pid}," in ln for pid in pids)]
+        assert ours, out
+        for ln in ours:
+            local = ln.split()[3]
+            assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), ln
+    finally:
+        ray.shutdown()

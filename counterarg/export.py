@@ -1,0 +1,127 @@
+"""``counterarg export``: a checkpoint as a sentence-transformers folder that leaves the project.
+
+The folder holds the encoder with the checkpoint's weights (Transformer), the pooling the model
+was trained with (Pooling; BERT's tanh pooler becomes a Dense layer after [CLS]), and the
+similarity head as a Dense layer with identity activation, so ``SentenceTransformer(FOLDER)``
+loads offline and its ``encode(texts)`` gives the similarity-space embeddings that
+``counterarg embed`` gives. Beside them: the pair classifier's weights
+(``pair_classifier.safetensors``), the resolved config (``counterarg_config.json``) and a model
+card (``README.md``: data, citation, metrics at the best epoch, the command that made it).
+sentence-transformers is the optional extra ``[export]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError
+from .inference import TrainedModel
+
+CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
+  title     = {Retrieval of the Best Counterargument without Prior Topic Knowledge},
+  author    = {Wachsmuth, Henning and Syed, Shahbaz and Stein, Benno},
+  booktitle = {Proceedings of the 56th Annual Meeting of the Association for Computational Linguistics},
+  year      = {2018},
+  pages     = {241--251},
+}"""
+
+
+def _modules(tm: TrainedModel, hf_dir: Path) -> list:
+    try:
+        from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    except ImportError:  # sentence-transformers 5.x
+        from sentence_transformers.models import Dense, Pooling, Transformer
+    cfg = tm.config
+    tm.model.save_pretrained(hf_dir)
+    tm.tokenizer.save_pretrained(hf_dir)
+    mods = [Transformer(str(hf_dir), max_seq_length=cfg.max_length)]
+    if cfg.pooling == "pooler":
+        mods.append(Pooling(tm.hidden, pooling_mode="cls"))
+        pooler = tm.model.pooler.dense
+        mods.append(Dense(tm.hidden, tm.hidden, activation_function=torch.nn.Tanh(),
+                          init_weight=pooler.weight.detach().cpu().clone(), init_bias=pooler.bias.detach().cpu().clone()))
+    else:
+        mods.append(Pooling(tm.hidden, pooling_mode=cfg.pooling))
+    w, b = tm.similarity_as_affine()
+    mods.append(Dense(tm.hidden, cfg.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b))
+    return mods
+
+
+def _best(history: list[dict], metric: str) -> dict | None:
+    from .summary import best_row
+
+    return best_row(history, metric)
+
+
+def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
+    """README.md of the exported folder: what it is, the data, the metrics, how it was made."""
+    cfg = tm.config
+    best = _best(tm.history, cfg.select_metric)
+    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+             "tags: [counterargument-retrieval, argument-mining, counterarg]", "---", "",
+             "# Counterargument retrieval model (counterarg)", "",
+             f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
+             f"distance in a {cfg.sim_dim}-d similarity space). Base encoder: `{cfg.encoder}` "
+             f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
+             "`counterarg` project for "
+             f"{tm.epoch} epochs (schedule {cfg.schedule}, seed {cfg.seed}).", "",
+             "```python", "from sentence_transformers import SentenceTransformer",
+             "model = SentenceTransformer(\"PATH/TO/THIS/FOLDER\")",
+             "s = model.encode([\"An argument ...\", \"A candidate counter ...\"])  # similarity-space embeddings",
+             "```", "",
+             "The pair classifier (`pair_classifier.safetensors`, `Linear(3*sim_dim + 3*H, 2)` over "
+             "`[s_p, s_c, |s_p-s_c|, h_p, h_c, |h_p-h_c|]`, softmax column 1 = \"is the counter\") is kept "
+             "beside the encoder for reranking; `counterarg_config.json` is the resolved training config.", "",
+             "## Training data", "",
+             f"ArguAna Counterargs corpus (`{cfg.corpus or 'generated demo corpus'}`), its training split; model "
+             f"selection on validation by `{cfg.select_metric}`. Cite:", "", "```bibtex", CITATION, "```", ""]
+    if best is not None:
+        lines += [f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)", "",
+                  "| split | view | sdoc | sdoa | sdc | sda | stc | sta | epc | epa | mean |", "|---|---|" + "---|" * 9]
+        from .tasks import TASKS
+
+        for split in ("validation", "test"):
+            for view, prefix in (("all", split), ("unseen", f"{split}_unseen")):
+                keys = [f"{prefix}/{t}/acc@1" for t in (*TASKS, "mean")]
+                if all(k in best for k in keys):
+                    lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
+        lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split.", ""]
+    lines += ["## Made by", "", f"`{command}` from the checkpoint `{checkpoint}`.", ""]
+    return "\n".join(lines)
+
+
+def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, command: str = "") -> Path:
+    """Write the export folder ``out`` (refusing an existing path unless ``force``); returns it."""
+    from safetensors.torch import save_file
+
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ConfigError("counterarg export needs sentence-transformers: pip install -e \".[export]\"") from None
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    tm = TrainedModel.load(checkpoint, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory() as hf_dir:
+            st = SentenceTransformer(modules=_modules(tm, Path(hf_dir)), device="cpu")
+            st.save(str(tmp))
+        clf = tm.heads.classifier
+        save_file({"weight": clf.weight.detach().cpu().contiguous(), "bias": clf.bias.detach().cpu().contiguous()},
+                  str(tmp / "pair_classifier.safetensors"))
+        (tmp / "counterarg_config.json").write_text(json.dumps(tm.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(model_card(tm, checkpoint, command or f"counterarg export --checkpoint {checkpoint} --out {out}"))
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,154 @@
+"""A trained model outside training: a checkpoint's encoder and heads over any texts.
+
+Training reads the corpus through the feature cache; ``rank``, ``embed`` and ``export`` instead need
+the checkpoint's model for texts it has never seen. :class:`TrainedModel` loads the encoder named in
+the checkpoint's config, puts the checkpoint's trained encoder weights into it (all layers, or the
+top N and the pooler), and the similarity head and pair classifier beside it. Texts go through the
+full encoder in float32, longest first, batch by batch (:func:`model.encode_texts`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .model import EncoderError, Heads, encode_texts, load_encoder, pick_device, split_layer
+
+
+class TrainedModel:
+    """Encoder with the checkpoint's weights + :class:`model.Heads`, in eval mode."""
+
+    def __init__(self, config: Config, state: dict, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.epoch = int(state.get("epoch", 0))
+        self.history = list(state.get("history", []))
+        self.model, self.tokenizer = load_encoder(config.encoder)
+        self._load_encoder(state.get("encoder") or {})
+        self.model.to(self.device).eval()
+        self.hidden = int(self.model.config.hidden_size)
+        self.heads = Heads(self.hidden, config.sim_dim)
+        try:
+            self.heads.load_state_dict(state["heads"])
+        except RuntimeError as e:
+            raise EncoderError(f"the checkpoint's heads do not fit encoder {config.encoder!r} "
+                               f"(hidden size {self.hidden}): {str(e).splitlines()[0]}") from None
+        self.heads.to(self.device).eval()
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, device: str = "cpu") -> "TrainedModel":
+        from .train import read_checkpoint
+
+        state = read_checkpoint(checkpoint)
+        return cls(Config.from_dict(state["config"]), state, device)
+
+    def _load_encoder(self, trained: dict) -> None:
+        """Put the trained part of the encoder (``TextFeatures.trainable``'s state) into the full model."""
+        top = self.config.trainable_layers
+        if top == 0 or not trained:
+            return
+        if top is None:  # finetune=all: "encoder.<name>"
+            self.model.load_state_dict({k.split(".", 1)[1]: v for k, v in trained.items()})
+            return
+        first = split_layer(self.model, top)
+        layers, pooler = {}, {}
+        for k, v in trained.items():
+            part, rest = k.split(".", 1)
+            if part == "layers":
+                i, name = rest.split(".", 1)
+                layers.setdefault(int(i), {})[name] = v
+            elif part == "pooler":
+                pooler[rest] = v
+        for i, sd in layers.items():
+            self.model.encoder.layer[first + i].load_state_dict(sd)
+        if pooler:
+            self.model.pooler.load_state_dict(pooler)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], *, progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
+        """Pooled encoder output ``h`` ``[N, H]`` (float32) for ``texts``."""
+        h = encode_texts(self.model, self.tokenizer, list(texts), pooling=self.config.pooling,
+                         max_length=self.config.max_length, batch_size=batch_size or self.config.embed_batch_size,
+                         device=self.device, progress=progress, desc="embedding")
+        return torch.from_numpy(h).to(self.device)
+
+    @torch.no_grad()
+    def embed(self, texts: list[str], *, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h [N, H], s [N, sim_dim])``: encoder output and its similarity-space embedding."""
+        h = self.encode(texts, progress=progress)
+        return h, self.heads.similarity(h)
+
+    def similarity_as_affine(self, atol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+        """The similarity head as ``(W [sim_dim, H], b [sim_dim])`` with ``s = h @ W.T + b``.
+
+        Read off the head itself (its value at 0 and at the unit vectors), so any affine head works;
+        a head that is not affine raises :class:`EncoderError` (it cannot be exported as a Dense layer).
+        """
+        with torch.no_grad():
+            eye = torch.eye(self.hidden, device=self.device)  # [H, H]
+            b = self.heads.similarity(torch.zeros(1, self.hidden, device=self.device))[0]  # [sim_dim]
+            w = (self.heads.similarity(eye) - b).T  # [sim_dim, H]
+            x = torch.randn(8, self.hidden, generator=torch.Generator().manual_seed(0)).to(self.device)  # [8, H]
+            err = (self.heads.similarity(x) - (x @ w.T + b)).abs().max().item()
+        if err > atol * max(1.0, float(x.abs().max())):
+            raise EncoderError(f"the similarity head is not affine (max deviation {err:.2e}); it cannot be "
+                               "exported as a sentence-transformers Dense layer")
+        return w.cpu(), b.cpu()
+
+
+def read_texts(path: str | Path, field: str = "text") -> list[str]:
+    """Texts of an input file: JSONL (``.jsonl``, one object per line with ``field``) or plain text,
+    one text per line (empty lines skipped). Errors name the file and the line."""
+    import json
+
+    from .config import ConfigError
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"input file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"input {path} is a folder; give a text or JSONL file")
+    raw = path.read_bytes()
+    texts = []
+    for n, line in enumerate(raw.split(b"\n"), 1):
+        try:
+            s = line.decode("utf-8").lstrip("\ufeff").rstrip("\r")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}, line {n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        if not s.strip():
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                obj = json.loads(s)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}, line {n}: not JSON ({e.msg})") from None
+            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
+                raise ConfigError(f"{path}, line {n}: expected an object with a string field {field!r}")
+            s = obj[field]
+        texts.append(s)
+    if not texts:
+        raise ConfigError(f"input file {path} holds no texts")
+    return texts
+
+
+def save_embeddings(out: str | Path, s: np.ndarray, force: bool = False) -> Path:
+    """Write ``s`` as ``.npy`` (refusing an existing file unless ``force``)."""
+    from .config import ConfigError
+    from .io import _atomic
+
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise ConfigError(f"--out must end in .npy, got {out}")
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(s, dtype=np.float32))
+
+    _atomic(out, write)
+    return out

@@ -1,0 +1,73 @@
+"""Export: the sentence-transformers folder encodes exactly like ``counterarg embed``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from counterarg.cli import main
+from counterarg.config import Config
+from counterarg.train import train
+
+TEXTS = ["Homework should be banned because children need time to play.",
+         "Play is not lost: homework teaches discipline that play cannot.",
+         "A short one.", "Ünïcode and a much longer text " * 20]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("finetune,pooling", [("none", "mean"), ("top:1", "cls"), ("all", "pooler")])
+def test_export_encodes_like_embed(tiny_encoder, tmp_path, finetune, pooling):
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, pooling=pooling, encoder_lr=1e-3,
+                 max_length=64, test_every=1)
+    train(cfg, tmp_path / "run", progress=False)
+    inp = tmp_path / "texts.txt"
+    inp.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert main(["embed", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--input", str(inp),
+                 "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    ours = np.load(tmp_path / "s.npy")
+    assert ours.shape == (len(TEXTS), cfg.sim_dim)
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--out", str(tmp_path / "st")]) == 0
+    st = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    theirs = st.encode(TEXTS, convert_to_numpy=True, batch_size=3)
+    assert np.abs(theirs - ours).max() < 1e-5
+    # the folder carries the classifier, the config and a model card with the metrics
+    assert json.loads((tmp_path / "st" / "counterarg_config.json").read_text())["finetune"] == finetune
+    card = (tmp_path / "st" / "README.md").read_text()
+    assert "Wachsmuth" in card and "| test | all |" in card and "counterarg export" in card
+    from safetensors.torch import load_file
+
+    clf = load_file(str(tmp_path / "st" / "pair_classifier.safetensors"))
+    assert clf["weight"].shape == (2, 3 * cfg.sim_dim + 3 * 32)  # the tiny encoder's hidden size is 32
+
+
+def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
+    ck = tmp_path / "run" / "checkpoint"
+    train(Config(encoder=tiny_encoder, epochs=1, max_length=32), tmp_path / "run", progress=False)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert main(["embed", "--checkpoint", str(ck), "--input", str(empty), "--out", str(tmp_path / "e.npy")]) == 2
+    assert "holds no texts" in capsys.readouterr().err
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("fine\nna\xefve\n".encode("latin-1"))
+    assert main(["embed", "--checkpoint", str(ck), "--input", str(bad), "--out", str(tmp_path / "e.npy")]) == 2
+    assert "line 2: not UTF-8" in capsys.readouterr().err
+    jl = tmp_path / "t.jsonl"
+    jl.write_text('{"text": "a"}\n{"body": "b"}\n')
+    assert main(["embed", "--checkpoint", str(ck), "--input", str(jl), "--out", str(tmp_path / "e.npy")]) == 2
+    assert "line 2" in capsys.readouterr().err
+    exists = tmp_path / "x.npy"
+    exists.write_bytes(b"keep")
+    good = tmp_path / "good.txt"
+    good.write_text("a text\n")
+    assert main(["embed", "--checkpoint", str(ck), "--input", str(good), "--out", str(exists)]) == 2
+    assert "--force" in capsys.readouterr().err and exists.read_bytes() == b"keep"
+    assert main(["embed", "--checkpoint", str(tmp_path), "--input", str(good), "--out", str(tmp_path / "n.npy")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    assert main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "taken")]) == 2
+    assert "--force" in capsys.readouterr().err

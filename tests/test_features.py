@@ -1,0 +1,61 @@
+"""The on-disk feature cache (features.py): sha256 per cached array, rebuilt when damaged."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from counterarg.config import Config
+from counterarg.corpus import load_corpus
+from counterarg.features import TextTable, cache_folder, cached_inputs
+
+
+@pytest.fixture
+def setup(tiny_encoder, tmp_path):
+    cfg = Config(encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32)
+    table = TextTable.from_corpus(load_corpus(None))
+    return cfg, table
+
+
+def test_cache_records_sha256_and_rebuilds_a_cut_short_array(setup, capsys):
+    """Finding 8: a truncated .npy is detected (sha256 in meta.json) and rebuilt, with a message."""
+    cfg, table = setup
+    first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    folder, _ = cache_folder(cfg, table)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert set(meta["files"]) == {"pooled.npy"} and len(meta["files"]["pooled.npy"]) == 64
+    f = folder / "pooled.npy"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    again = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    assert "do not match their sha256" in capsys.readouterr().out
+    np.testing.assert_array_equal(again, first)
+
+
+def test_bit_flip_in_the_cache_is_detected(setup, capsys):
+    cfg, table = setup
+    first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    f = cache_folder(cfg, table)[0] / "pooled.npy"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x40
+    f.write_bytes(bytes(data))
+    again = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    assert "rebuilding" in capsys.readouterr().out
+    np.testing.assert_array_equal(again, first)
+
+
+def test_cache_written_before_hashes_is_checked_once_and_sealed(setup, capsys):
+    cfg, table = setup
+    cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
+    folder = cache_folder(cfg, table)[0]
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["files"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
+    assert "files" in json.loads((folder / "meta.json").read_text())  # sealed, not rebuilt
+    assert "rebuilding" not in capsys.readouterr().out
+    (folder / "meta.json").write_text(json.dumps(meta))
+    f = folder / "pooled.npy"
+    f.write_bytes(f.read_bytes()[:1000])  # an unsealed cache cut short: rebuilt too
+    out = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    assert "damaged" in capsys.readouterr().out and out.shape[0] == len(table.texts)
