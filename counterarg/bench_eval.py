@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .corpus import real_corpus_path
 from .evaluate import evaluate_split, query_ranks
 from .model import Heads
 from .tasks import TASKS, Pools, build_pools, pools_from_labels
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/arguana-counterargs-corpus.zip"
+DEFAULT_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS or ../shared/data
 
 
 def synthetic_pools(n_queries: int = 1401, n_themes: int = 15, n_debates: int = 189, seed: int = 0) -> Pools:
@@ -79,8 +80,9 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="counterarg bench eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.is_file() else None,
-                    help="corpus zip/folder whose split gives the pools (default: the ../shared zip if present)")
+    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else None,
+                    help="corpus zip/folder whose split gives the pools (default: $COUNTERARG_CORPUS or the "
+                         "../shared zip, if present)")
     ap.add_argument("--synthetic", action="store_true", help="use a synthetic split of the test split's size")
     ap.add_argument("--split", default="test")
     ap.add_argument("--sim-dim", type=int, default=128)

@@ -243,9 +243,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = build_parser().parse_args(argv)
-    run_bench(ns=a.n, shards=a.shards, json_path=a.json, embeddings=a.embeddings, out=a.out,
-              repeat=a.repeat, threads=a.threads, balltree_max=a.balltree_max,
-              command=" ".join(["counterarg bench mining", *map(shlex.quote, argv)]))
+    result = run_bench(ns=a.n, shards=a.shards, json_path=a.json, embeddings=a.embeddings, out=a.out,
+                       repeat=a.repeat, threads=a.threads, balltree_max=a.balltree_max,
+                       command=" ".join(["counterarg bench mining", *map(shlex.quote, argv)]))
+    # the project's backends must return exactly the exact index's ids (faiss breaks ties its own way)
+    bad = [f"{r['backend']} at n={r['n']} ({r['ids_agree_with_exact']:.4f})" for r in result["rows"]
+           if r["backend"] != "faiss-flat" and r["ids_agree_with_exact"] < 1.0]
+    if bad:
+        print("bench mining: ids differ from the exact index for " + ", ".join(bad), file=sys.stderr)
+        return 1
     return 0
 
 

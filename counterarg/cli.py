@@ -94,7 +94,7 @@ def cmd_evaluate(args) -> int:
     import torch
 
     from .evaluate import evaluate_split, format_table, unseen_split
-    from .train import Run
+    from .train import Run, zero_shot_split
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
@@ -103,12 +103,11 @@ def cmd_evaluate(args) -> int:
     if state is not None:
         run.load_state(state)
     run.corpus.split(args.split)  # clear error when the split is missing
-    emb = run.embed_split(args.split)
-    with torch.no_grad():
-        if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
-            metrics = evaluate_split(args.split, run.pools[args.split], emb["h_p"], emb["h_c"],
-                                     mode="retrieval", metric="cosine", ks=cfg.ks)
-        else:
+    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
+        metrics = zero_shot_split(run, args.split)
+    else:
+        emb = run.embed_split(args.split)
+        with torch.no_grad():
             metrics = evaluate_split(args.split, run.pools[args.split], emb["s_p"], emb["s_c"], emb["h_p"],
                                      emb["h_c"], run.heads.classify, mode=cfg.eval_mode, metric=cfg.eval_metric,
                                      rerank_k=cfg.rerank_k, ks=cfg.ks)
@@ -132,74 +131,90 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None"]:
+    """``(texts, sources, s)`` of the collection to rank: a text file (one per line), a ``.jsonl``
+    file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
+    rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's)."""
+    import numpy as np
+
+    from .inference import read_texts
+
+    if not args.candidates:
+        from .corpus import load_corpus
+
+        split = load_corpus(args.corpus or cfg.corpus).split(args.split)
+        return [p.counter.text for p in split.pairs], [p.counter.source for p in split.pairs], None
+    path = Path(args.candidates)
+    if path.suffix == ".npy":
+        if not args.candidate_texts:
+            raise ConfigError(f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
+                              "with --candidate-texts FILE (the --input of counterarg embed)")
+        texts = read_texts(args.candidate_texts, args.field)
+        try:
+            s = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
+        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != cfg.sim_dim:
+            raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
+                              f"[{len(texts)}, {cfg.sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
+                              "and this checkpoint's sim_dim")
+        return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s
+    if path.exists() and path.stat().st_size > MAX_CANDIDATES_BYTES:
+        read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file")  # names the limit
+    if path.suffix == ".jsonl":
+        texts = read_texts(path, args.field)
+        return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None
+    lines = read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file").splitlines()
+    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
+    if not numbered:
+        raise ConfigError(f"candidates file {path} holds no non-empty lines")
+    return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None  # the file's own line numbers
+
+
 def cmd_rank(args) -> int:
+    import json
+
     import numpy as np
     import torch
 
     from .evaluate import rank_candidates
-    from .model import encode_texts, load_encoder
-    from .train import Run, read_checkpoint
+    from .inference import TrainedModel, candidate_embeddings
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     text = read_input_text(args.text_file, MAX_TEXT_FILE_BYTES, "--text-file") if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    state = read_checkpoint(args.checkpoint)
-    cfg = Config.from_dict(state["config"])
-    if args.corpus:
-        cfg = cfg.replace(corpus=args.corpus)
-    if args.candidates:
-        path = Path(args.candidates)
-        lines = read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file").splitlines()
-        numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-        if not numbered:
-            raise ConfigError(f"candidates file {path} holds no non-empty lines")
-        cands = [c for _, c in numbered]
-        sources = [f"{path}:{n}" for n, _ in numbered]  # the file's own line numbers
-    else:
-        from .corpus import load_corpus
-
-        corpus = load_corpus(cfg.corpus)
-        split = corpus.split(args.split)
-        cands = [p.counter.text for p in split.pairs]
-        sources = [p.counter.source for p in split.pairs]
-    run = Run(cfg.replace(corpus=cfg.corpus), progress=False, eval_splits=[])
-    run.load_state(state)
-    model, tokenizer = load_encoder(cfg.encoder, cfg.pooling)
-    if cfg.trainable_layers != 0:  # put the trained encoder weights into the full encoder
-        _load_trained_encoder(model, run, cfg)
-
-    def h_of(texts):
-        return torch.from_numpy(encode_texts(model, tokenizer, texts, pooling=cfg.pooling, max_length=cfg.max_length,
-                                             batch_size=cfg.embed_batch_size, device=run.device))
-
+    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    cfg = tm.config
+    cands, sources, s_given = _candidates(args, cfg)
+    t0 = __import__("time").perf_counter()
     with torch.no_grad():
-        hq, hc = h_of([text]), h_of(cands)  # [1, H], [C, H]
-        sq, sc = run.heads.similarity(hq), run.heads.similarity(hc)
-        ids, scores = rank_candidates(sq[0], sc, hq[0], hc, run.heads.classify, mode=cfg.eval_mode,
+        hq, sq = tm.embed([text])  # [1, H], [1, d]
+        if s_given is not None:
+            if cfg.eval_mode == "rerank":
+                raise ConfigError("a .npy of similarity embeddings has no encoder outputs for the rerank "
+                                  "classifier: rank the texts themselves, or --set eval_mode=retrieval at training")
+            sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, True
+        else:
+            hc, sc, cached = candidate_embeddings(tm, cands, progress=not args.quiet)
+        ids, scores = rank_candidates(sq[0], sc, hq[0], hc, tm.heads.classify, mode=cfg.eval_mode,
                                       metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k)
+    secs = __import__("time").perf_counter() - t0
     label = "p(counter)" if cfg.eval_mode == "rerank" else "distance"
-    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}):")
+    if args.json:
+        out = [{"rank": r, "score": None if np.isnan(sc_) else float(sc_), "id": int(i), "source": sources[i],
+                "text": cands[i]} for r, (i, sc_) in enumerate(zip(ids, scores), 1)]
+        print(json.dumps({"query": text, "mode": cfg.eval_mode, "score": label, "candidates": len(cands),
+                          "results": out}, ensure_ascii=False, indent=1))
+        return 0
+    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; "
+          f"candidates {'from cache' if cached else 'encoded'}; {secs:.1f} s):")
     for r, (i, sc_) in enumerate(zip(ids, scores), 1):
-        text = cands[i].replace("\n", " ")
-        print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {text[:160]}{'...' if len(text) > 160 else ''}")
+        t = cands[i].replace("\n", " ")
+        print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {t[:160]}{'...' if len(t) > 160 else ''}")
         print(f"     {sources[i]}")
     return 0
-
-
-def _load_trained_encoder(model, run, cfg) -> None:
-    from .model import split_layer
-
-    trained = run.features.trainable
-    if "encoder" in trained:
-        model.load_state_dict(trained["encoder"].state_dict())
-        return
-    first = split_layer(model, cfg.trainable_layers)
-    for i, layer in enumerate(trained["layers"]):
-        model.encoder.layer[first + i].load_state_dict(layer.state_dict())
-    if "pooler" in trained:
-        model.pooler.load_state_dict(trained["pooler"].state_dict())
 
 
 def cmd_embed(args) -> int:
@@ -267,9 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text-file", help=f"a UTF-8 file holding the new argument (at most {MAX_TEXT_FILE_BYTES} bytes)")
     r.add_argument("--corpus", help="candidates: this corpus's counters (default: the checkpoint's corpus)")
     r.add_argument("--split", default="test")
-    r.add_argument("--candidates", help=f"a UTF-8 file, one candidate counter per line, instead of the corpus "
-                                        f"(at most {MAX_CANDIDATES_BYTES} bytes)")
+    r.add_argument("--candidates", help=f"instead of the corpus: a UTF-8 file, one candidate per line, a .jsonl "
+                                        f"file, or a .npy from counterarg embed (at most {MAX_CANDIDATES_BYTES} bytes)")
+    r.add_argument("--candidate-texts", help="with a .npy --candidates: the texts it was made from")
+    r.add_argument("--field", default="text", help="the text field of a .jsonl --candidates file")
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
+    r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 
     m = sub.add_parser("embed", help="similarity-space embeddings of texts with a trained checkpoint")

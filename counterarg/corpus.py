@@ -11,6 +11,7 @@ and listed in ``Corpus.skipped``. A UTF-8 byte order mark is not part of the tex
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import zipfile
 from collections import Counter
@@ -25,6 +26,17 @@ ARGS_DIR = "02-extracted-arguments"
 MAX_FILE_BYTES = 1 << 20
 MAX_CORPUS_BYTES = 1 << 30
 FILE_RE = re.compile(r"(?P<side>pro|con)(?P<number>\d+)(?P<kind>a-point|b-counter)\.txt")
+
+
+#: where the real corpus lies beside a checkout (../shared/data), unless COUNTERARG_CORPUS names it
+SHARED_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
+
+
+def real_corpus_path() -> Path:
+    """The real ArguAna corpus for tests and benchmarks: ``$COUNTERARG_CORPUS`` (a zip or folder,
+    anywhere) or ``../shared/data/arguana-counterargs-corpus.zip`` beside the repository."""
+    env = os.environ.get("COUNTERARG_CORPUS")
+    return Path(env).expanduser() if env else SHARED_CORPUS
 
 
 class CorpusError(ValueError):

@@ -26,7 +26,8 @@ class TrainedModel:
         self.device = pick_device(device) if isinstance(device, str) else device
         self.epoch = int(state.get("epoch", 0))
         self.history = list(state.get("history", []))
-        self.model, self.tokenizer = load_encoder(config.encoder)
+        self.source = None  # the checkpoint folder, when loaded from one
+        self.model, self.tokenizer = load_encoder(config.encoder, config.pooling)
         self._load_encoder(state.get("encoder") or {})
         self.model.to(self.device).eval()
         self.hidden = int(self.model.config.hidden_size)
@@ -43,7 +44,25 @@ class TrainedModel:
         from .train import read_checkpoint
 
         state = read_checkpoint(checkpoint)
-        return cls(Config.from_dict(state["config"]), state, device)
+        tm = cls(Config.from_dict(state["config"]), state, device)
+        tm.source = Path(checkpoint)
+        return tm
+
+    def fingerprint(self) -> str:
+        """sha256 of the checkpoint's weights file (what the model computes depends on nothing else
+        but the config, which is inside it)."""
+        import hashlib
+
+        if self.source is None:
+            raise EncoderError("this model was not loaded from a checkpoint folder; nothing to fingerprint")
+        from .train import STATE_FILE
+
+        f = self.source / STATE_FILE if self.source.is_dir() else self.source
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
 
     def _load_encoder(self, trained: dict) -> None:
         """Put the trained part of the encoder (``TextFeatures.trainable``'s state) into the full model."""
@@ -97,6 +116,41 @@ class TrainedModel:
             raise EncoderError(f"the similarity head is not affine (max deviation {err:.2e}); it cannot be "
                                "exported as a sentence-transformers Dense layer")
         return w.cpu(), b.cpu()
+
+
+def candidate_embeddings(tm: TrainedModel, texts: list[str], *, progress: bool = True,
+                         cache_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """``(h [C, H], s [C, sim_dim], from_cache)`` of candidate texts, cached by content.
+
+    The key is the checkpoint's weights (sha256 of its state file) and the texts themselves, so a
+    second ``counterarg rank`` against the same collection loads them instead of re-encoding (the
+    first encodes with a progress bar). Files: ``$COUNTERARG_CACHE/rank/<key>.npz``.
+    """
+    import hashlib
+
+    from .io import _atomic, cache_root
+
+    h = hashlib.sha256(tm.fingerprint().encode())
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\0")
+    path = cache_root(cache_dir or tm.config.cache_dir) / "rank" / f"{h.hexdigest()[:24]}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                hc, sc = torch.from_numpy(z["h"]), torch.from_numpy(z["s"])
+            if hc.shape[0] == len(texts):
+                return hc.to(tm.device), sc.to(tm.device), True
+        except (OSError, ValueError, KeyError) as e:
+            print(f"[counterarg] candidate cache {path} unreadable ({e}); encoding again", flush=True)
+    hc, sc = tm.embed(texts, progress=progress)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, h=hc.cpu().numpy(), s=sc.cpu().numpy())
+
+    _atomic(path, write)
+    return hc, sc, False
 
 
 def read_texts(path: str | Path, field: str = "text") -> list[str]:

@@ -217,7 +217,8 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     records = [lineage_record(r, *found[r.trial_id], metric, mode) if r.trial_id in found else r
                for r in result.records]
     written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "
-                            "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s)
+                            "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s,
+                            baseline=getattr(result, "baseline", None))
     values = {t: {int(r["epoch"]): r.get(metric) for r in h} for t, h in histories.items()}
     paths = {"schedules_csv": out_dir / "schedules.csv", "schedules_png": out_dir / "schedules.png",
              **{f"summary_{k}": v for k, v in written["paths"].items()}}

@@ -22,6 +22,7 @@ This and tune.py are the only modules that import Ray.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from typing import Any
 
@@ -209,5 +210,6 @@ class ShardedBallTree:
         try:
             if self.actors and ray.is_initialized():
                 self.close()
-        except Exception:
-            pass
+        except Exception as e:  # noqa: BLE001 - at interpreter exit Ray may be half torn down; say so
+            print(f"[index] shard actors of {getattr(self, 'name', '?')} not released at exit: {e!r}",
+                  file=sys.stderr)

@@ -39,6 +39,8 @@ from .tasks import TASKS
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
 VIEWS = {"all": "test", "unseen": "test_unseen"}
+#: the label of the untrained encoder's row (pooled output, cosine retrieval) in tables and plots
+ZERO_SHOT = "zero-shot encoder"
 VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 DEFAULT_MODE = "max"
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
@@ -316,7 +318,8 @@ def _verdict_cell(v) -> str:
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
-                     verdict: dict | None = None, notes: Sequence[str] = ()) -> str:
+                     verdict: dict | None = None, notes: Sequence[str] = (),
+                     baseline: dict[str, float] | None = None) -> str:
     """summary.md: per group mean ± std over seeds of each test task's acc@1 in both views; a cell
     is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`significance`)."""
     verdict = verdict or {}
@@ -343,6 +346,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                     c = f"**{c}**"
                 cells.append(c)
             lines.append("| " + " | ".join(cells) + " |")
+        if baseline and all(k in baseline for k in keys):
+            lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
+                                           + [f"{baseline[k]:.4f}" for k in keys]) + " |")
         lines.append("")
     if verdict:
         lines += ["## Significance (acc@1, test)", "",
@@ -383,7 +389,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     return "\n".join(lines) + "\n"
 
 
-def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None) -> str:
+def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None,
+                  baseline: dict[str, float] | None = None) -> str:
     """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
     both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
     p-values) is in summary.md."""
@@ -395,7 +402,7 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
         stats = group_stats(rows, keys + [metric])
         if not any(k in st for st in stats.values() for k in keys):
             continue
-        w = max([len("strategy")] + [len(g) for g in stats])
+        w = max([len("strategy"), len(ZERO_SHOT)] + [len(g) for g in stats])
         out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
         out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
         for g in sorted(stats):
@@ -407,6 +414,9 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
                 mark = "*" if v is not None and v.significant and v.best == g else " "
                 cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
             out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+        if baseline and all(k in baseline for k in keys):
+            val = f"{baseline[metric]:.3f}" if metric in baseline else "-"
+            out.append(f"{ZERO_SHOT:<{w}}  {'':>5}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys))
         out.append("")
     return "\n".join(out)
 
@@ -421,8 +431,10 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------- plots
-def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC) -> None:
-    """``metric`` per epoch per group: mean over seeds, band = min..max over seeds."""
+def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
+                baseline: dict[str, float] | None = None) -> None:
+    """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
+    encoder as a dashed line; whole-number epoch ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,18 +456,23 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
         line, = ax.plot(epochs, mean, marker="o", ms=3, label=g)
         ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals],
                         color=line.get_color(), alpha=0.2)
+    if baseline and metric in baseline:
+        ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label=ZERO_SHOT)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch (mean over seeds, band = min..max)")
     ax.grid(alpha=0.3)
-    if curves:
+    if curves or baseline:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None) -> None:
     """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
     import matplotlib
 
@@ -465,13 +482,13 @@ def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path) -> None:
     views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
     fig, axes = plt.subplots(len(views), 1, figsize=(10, 4.5 * len(views)), squeeze=False)
     for ax, view in zip(axes[:, 0], views):
-        _task_bars(ax, rows, view)
+        _task_bars(ax, rows, view, baseline)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
+def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None = None) -> None:
     keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
     groups = sorted(stats)
@@ -485,6 +502,9 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
                 ms.append(m)
                 ss.append(0.0 if math.isnan(s) else s)
         ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g)
+    if baseline and all(k in baseline for k in keys):
+        ax.scatter(range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3,
+                   label=ZERO_SHOT)
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([k.split("/")[1] for k in keys])
     ax.set_ylabel("test acc@1 (best epoch)")
@@ -496,7 +516,7 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str) -> None:
 
 def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                  sweep_wall_s: float | None = None) -> dict[str, Any]:
+                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None) -> dict[str, Any]:
     """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``.
 
     Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
@@ -508,16 +528,22 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     rows = summary_rows(records, metric, mode)
     comparisons, verdict, notes = significance(records, rows)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes)
+                          notes=notes, baseline=baseline)
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
     write_csv(rows, paths["csv"])
     write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
     atomic_write_text(paths["md"], md)
-    plot_curves(records, paths["curves"], metric)
-    plot_task_bars(rows, paths["bars"])
-    return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict}
+    plot_curves(records, paths["curves"], metric, baseline)
+    plot_task_bars(rows, paths["bars"], baseline)
+    if baseline:
+        from .io import atomic_write_json
+
+        paths["baseline"] = out_dir / "zero_shot.json"
+        atomic_write_json(paths["baseline"], baseline)
+    return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict,
+            "baseline": baseline}
 
 
 __all__ = ["TrialRecord", "strategy_label", "group_label", "varying_fields", "summary_rows",

@@ -445,6 +445,30 @@ def resumed_changes(config: Config, saved: dict) -> str:
     return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)
 
 
+def zero_shot_split(run: "Run", split: str) -> dict[str, float]:
+    """The untrained encoder on one split: its pooled output ranked by cosine (both views)."""
+    from .evaluate import evaluate_split
+
+    emb = run.embed_split(split)
+    with torch.no_grad():
+        return evaluate_split(split, run.pools[split], emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
+                              ks=run.config.ks)
+
+
+def zero_shot_metrics(config: Config, splits: tuple[str, ...] = ("validation", "test"),
+                      progress: bool = False) -> dict[str, float]:
+    """The baseline every trained model is compared with: the frozen encoder's pooled output with
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache."""
+    cfg = config.replace(finetune="none")
+    corpus = load_corpus(cfg.corpus)
+    run = Run(cfg, progress=progress, corpus=corpus, eval_splits=[s for s in splits if s in corpus.splits])
+    out: dict[str, float] = {}
+    for split in run.eval_splits:
+        out.update(zero_shot_split(run, split))
+    run.close()
+    return out
+
+
 def prepare_features(config: Config, *, progress: bool = True) -> None:
     """Build the on-disk feature cache for ``config`` (a sweep driver calls this before its trials)."""
     corpus = load_corpus(config.corpus)

@@ -410,7 +410,8 @@ def trainable(config: dict) -> None:
     try:
         bundles = ctx.get_trial_resources().bundles
         cpus = max(1, round(sum(b.get("CPU", 0) for b in bundles)))  # its shards idle while it trains
-    except Exception:  # noqa: BLE001 - resources unknown outside a full Tune session
+    except (AttributeError, RuntimeError, TypeError) as e:  # resources unknown outside a full Tune session
+        print(f"[trial] trial resources unknown ({e!r}); training with 1 thread", flush=True)
         cpus = 1
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
     torch.set_num_threads(cpus)
@@ -457,6 +458,7 @@ def trainable(config: dict) -> None:
         row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        mirror_run_files(out_dir)
         state["in_report"] += time.perf_counter() - t0
         state["reports"] += 1
 
@@ -469,6 +471,35 @@ def trainable(config: dict) -> None:
         history = read_checkpoint(resume_from)["history"]
         if history:
             report(dict(history[-1]), resume_from, trained=False)
+
+
+#: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
+RUN_FILES = ("config.json", "metrics.jsonl")
+
+
+def mirror_run_files(out_dir: Path) -> None:
+    """Copy the run's :data:`RUN_FILES` beside the trial's checkpoints in storage.
+
+    The run folder itself lives in the worker's local trial dir (Ray's temp folder, which Ray may
+    delete, and which a reused worker does not sync); its checkpoint is already Tune's. Uses the
+    storage filesystem of the checkpoint just reported, so local, ``file://``, ``s3://`` and
+    ``gs://`` storage all work.
+    """
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None or ckpt.filesystem is None:
+        return
+    fs, trial = ckpt.filesystem, posixpath.dirname(str(ckpt.path).rstrip("/"))
+    try:
+        fs.create_dir(f"{trial}/run")
+        for name in RUN_FILES:
+            src = Path(out_dir) / name
+            if src.exists():
+                with fs.open_output_stream(f"{trial}/run/{name}") as f:
+                    f.write(src.read_bytes())
+    except OSError as e:  # storage hiccup: the rows are in result.json too; say so, go on
+        print(f"[trial] could not copy {', '.join(RUN_FILES)} to {trial}/run: {e}", flush=True)
 
 
 # ======================================================================== TensorBoard
@@ -849,11 +880,27 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
             continue
         seen.add(key)
         try:
-            prepare_features(cfg, progress=False)
+            prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
         except Exception as e:  # noqa: BLE001 - the trial reports it as its error
             print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
                   f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
     return time.perf_counter() - t
+
+
+def sweep_baseline(sweep: Sweep) -> dict[str, float] | None:
+    """The zero-shot encoder's validation and test metrics, when every trial shares one frozen
+    encoder setup (its pooled feature cache is then warm: seconds); else None."""
+    from .train import zero_shot_metrics
+
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
+    cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
+    if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
+        return None
+    try:
+        return zero_shot_metrics(cfgs[0])
+    except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
+        print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+        return None
 
 
 def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
@@ -951,6 +998,7 @@ class SweepResult:
     markdown: str
     wall_s: float
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
+    baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
 
 
 def _short_error(err: Any) -> str:
@@ -1099,10 +1147,12 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
+    baseline = sweep_baseline(sweep)
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall)
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"])
+                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
+                       baseline=baseline)
 
 
 def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
@@ -1113,7 +1163,9 @@ def summarize_experiment(path: str | Path, metric: str = DEFAULT_METRIC, mode: s
     grid_ = tune.Tuner.restore(str(path), trainable=trainable).get_results()
     records = collect_records(grid_, metric, mode)
     out = Path(out_dir) if out_dir else Path(str(path).replace("file://", ""))
-    return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode)
+    kept = Path(str(path).replace("file://", "")) / "zero_shot.json"
+    baseline = json.loads(kept.read_text()) if kept.exists() else None
+    return write_summary(records, out, title=Path(str(path)).name, metric=metric, mode=mode, baseline=baseline)
 
 
 def tensorboard_command(storage: str, name: str) -> str:
@@ -1205,6 +1257,25 @@ def add_common_args(p) -> None:
     p.add_argument("--num-cpus", type=_int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
+
+
+def sweep_name(args, script: str) -> str:
+    """The experiment name: ``--name``, else ``<script>[_smoke]_<date>_<time>``, a fresh folder per run,
+    so that a user's sweep never rewrites the committed reference results (regenerated on purpose
+    with ``--name <script>``). ``--resume`` without ``--name`` takes the newest such folder."""
+    if args.name:
+        return args.name
+    base = f"{script}_smoke" if args.smoke_test else script
+    if not args.resume:
+        return f"{base}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    local = local_experiment_dir(storage_uri(args.storage), base)
+    if local is None:
+        raise SweepStateError("--resume on remote storage needs --name (the folder to resume)")
+    runs = sorted((p for p in local.parent.glob(f"{base}_20*") if p.is_dir()), key=lambda p: p.name)
+    if not runs:
+        raise SweepStateError(f"--resume: no earlier {base}_<date> sweep under {local.parent}; pass --name")
+    print(f"[sweep] resuming the newest {base} sweep: {runs[-1]}", flush=True)
+    return runs[-1].name
 
 
 @contextmanager
@@ -1332,7 +1403,7 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     from .summary import console_table, overhead
 
     print()
-    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts))
+    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
     n_err = sum(r.status == "ERROR" for r in result.records)
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"

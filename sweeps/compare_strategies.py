@@ -13,7 +13,7 @@ import sys
 from counterarg.schedules import SCHEDULES
 from counterarg.tune import (DEFAULT_STRATEGIES, Sweep, add_common_args,
                              base_from_args, exit_code, parse_seeds, parse_strategy, run_from_args,
-                             strategy_grid, usage_errors)
+                             strategy_grid, sweep_name, usage_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
                       if args.strategies else list(DEFAULT_STRATEGIES))
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
-        name = args.name or ("compare_strategies_smoke" if args.smoke_test else "compare_strategies")
+        name = sweep_name(args, "compare_strategies")
         sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
         result = run_from_args(args, sweep)

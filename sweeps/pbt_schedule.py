@@ -18,8 +18,8 @@ import sys
 
 from counterarg.config import Config, ConfigError
 from counterarg.tune import (Sweep, _int_at_least, _number_at_least, add_common_args, base_from_args,
-                             parse_range, parse_seeds, run_sweep, storage_uri, tensorboard_command,
-                             usage_errors)
+                             parse_range, parse_seeds, run_sweep, storage_uri, sweep_name,
+                             tensorboard_command, usage_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             lr_range=args.lr_range, margin_range=args.margin_range)
         base = {**base_from_args(args), "seed": seeds[0]}
         epochs = Config.from_dict(base).epochs
-        name = args.name or ("pbt_schedule_smoke" if args.smoke_test else "pbt_schedule")
+        name = sweep_name(args, "pbt_schedule")
         sweep = Sweep(name=name, base=base, param_space=param_space(base, opts), scheduler="pbt", pbt=opts,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
         print(f"[pbt] population {opts.population}, {epochs} epochs, exploit/explore every "
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     learned = finish(result, sweep, result.local_dir)
     print()
-    print(console_table(learned.rows, metric=sweep.metric, verdict=learned.verdicts))
+    print(console_table(learned.rows, metric=sweep.metric, verdict=learned.verdicts, baseline=result.baseline))
     ov = overhead(learned.rows)["overhead"]
     print(f"{len(result.records)} trials in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))

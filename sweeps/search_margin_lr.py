@@ -12,7 +12,7 @@ import sys
 
 from counterarg.tune import (MAX_NUM_SAMPLES, Sweep, _int_at_least, add_common_args, base_from_args,
                              exit_code, margin_lr_space, parse_range, parse_seeds, parse_strategy,
-                             run_from_args, usage_errors)
+                             run_from_args, sweep_name, usage_errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
         seeds = parse_seeds(args.seeds, (0,))
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 12)
-        name = args.name or ("search_margin_lr_smoke" if args.smoke_test else "search_margin_lr")
+        name = sweep_name(args, "search_margin_lr")
         space = margin_lr_space(parse_strategy(args.strategy), margin=args.margin_range,
                                 lr=args.lr_range, seeds=seeds)
         sweep = Sweep(name=name, base=base_from_args(args), param_space=space, num_samples=num_samples,

@@ -17,7 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-REAL_CORPUS = REPO.parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
+from counterarg.corpus import real_corpus_path  # noqa: E402
+
+REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +44,8 @@ def tiny_encoder(tmp_path_factory) -> str:
 @pytest.fixture
 def real_corpus() -> Path:
     if not REAL_CORPUS.exists():
-        pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (it lives in ../shared beside the repo)")
+        pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (set COUNTERARG_CORPUS, or put it in "
+                    "../shared/data beside the repo)")
     return REAL_CORPUS
 
 

@@ -105,3 +105,60 @@ def test_evaluate_json_at_a_folder_is_a_named_error(trained, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(trained / "checkpoint"), "--split", "validation",
                  "--json", str(tmp_path), "--quiet"]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- rank: order, scores, cache
+@pytest.mark.parametrize("finetune,mode", [("none", "retrieval"), ("top:1", "retrieval"), ("all", "rerank")])
+def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tmp_path, capsys, monkeypatch,
+                                                               finetune, mode):
+    import json as _json
+
+    import numpy as np
+    import torch
+
+    from counterarg.config import Config
+    from counterarg.inference import TrainedModel
+    from counterarg.train import train
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, eval_mode=mode, encoder_lr=1e-3,
+                 max_length=32, rerank_k=3)
+    train(cfg, tmp_path / "run", progress=False)
+    capsys.readouterr()  # the demo-corpus notice of training
+    ck = tmp_path / "run" / "checkpoint"
+    cands = ["banks pay more tax", "growth needs lower taxes", "schools need funding", "taxes fund schools",
+             "a fifth candidate"]
+    f = tmp_path / "c.txt"
+    f.write_text("\n".join(cands) + "\n")
+    calls = []
+    real = TrainedModel.embed
+    monkeypatch.setattr(TrainedModel, "embed", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw))
+    args = ["rank", "--checkpoint", str(ck), "--text", "Taxes on banks hurt growth", "--candidates", str(f),
+            "--k", "5", "--json", "--quiet"]
+    assert main(args) == 0
+    first = _json.loads(capsys.readouterr().out)
+    assert calls == [1, 5]  # the query, then the 5 candidates
+    assert main(args) == 0
+    second = _json.loads(capsys.readouterr().out)
+    assert calls == [1, 5, 1], "the second rank against the same collection re-encoded it"
+    assert second == first
+    # the same order and scores, computed directly from the model
+    tm = TrainedModel.load(ck)
+    with torch.no_grad():
+        hq, sq = real(tm, ["Taxes on banks hurt growth"])
+        hc, sc = real(tm, cands)
+        d = torch.cdist(sq.double(), sc.double())[0]  # [5]
+        if mode == "retrieval":
+            want = sorted(range(5), key=lambda i: (float(d[i]), i))
+            scores = [float(d[i]) for i in want]
+        else:
+            near = sorted(range(5), key=lambda i: (float(d[i]), i))
+            top = near[:3]
+            p = torch.softmax(tm.heads.classify(sq.expand(3, -1), sc[top], hq.expand(3, -1), hc[top]), 1)[:, 1]
+            order = sorted(range(3), key=lambda j: (-float(p[j]), j))
+            want = [top[j] for j in order] + near[3:]
+            scores = [float(p[j]) for j in order] + [None, None]
+    assert [r["id"] for r in first["results"]] == want
+    for r, s in zip(first["results"], scores):
+        assert (r["score"] is None and s is None) or r["score"] == pytest.approx(s, abs=1e-5)
+    assert [r["text"] for r in first["results"]] == [cands[i] for i in want]

@@ -59,3 +59,51 @@ def test_cache_written_before_hashes_is_checked_once_and_sealed(setup, capsys):
     f.write_bytes(f.read_bytes()[:1000])  # an unsealed cache cut short: rebuilt too
     out = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
     assert "damaged" in capsys.readouterr().out and out.shape[0] == len(table.texts)
+
+
+def test_cache_key_follows_what_changes_the_features(setup, tmp_path):
+    """The cache folder changes with pooling, max_length, the encoder's weights and the texts; not
+    with fields that do not change the features (a constant key would serve stale features)."""
+    cfg, table = setup
+    key = cache_folder(cfg, table)[0]
+    assert cache_folder(cfg.replace(pooling="cls"), table)[0] != key
+    assert cache_folder(cfg.replace(max_length=16), table)[0] != key
+    assert cache_folder(cfg.replace(finetune="top:1"), table)[0] != key
+    import shutil
+
+    from counterarg.demo import demo_corpus_path
+
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_corpus_path(), copy)
+    assert cache_folder(cfg, TextTable.from_corpus(load_corpus(copy)))[0] == key  # same texts elsewhere
+    one = next(copy.rglob("*-counter.txt"))
+    one.write_text(one.read_text(encoding="utf-8") + " One more sentence.", encoding="utf-8")
+    assert cache_folder(cfg, TextTable.from_corpus(load_corpus(copy)))[0] != key  # one text changed
+    assert cache_folder(cfg.replace(lr=0.5, seed=3, schedule="fixed", epochs=7), table)[0] == key
+
+
+def _build(args):
+    cfg_dict, out = args
+    from counterarg.config import Config as C
+    from counterarg.corpus import load_corpus as lc
+    from counterarg.features import TextTable as T, cached_inputs as ci
+
+    cfg = C.from_dict(cfg_dict)
+    feats = ci(cfg, T.from_corpus(lc(None)), device=torch.device("cpu"), progress=False)["pooled"]
+    np.save(out, feats)
+
+
+@pytest.mark.slow
+def test_two_processes_build_one_cache(setup, tmp_path):
+    """Under the file lock, two concurrent builders produce one cache and read the same features."""
+    import multiprocessing as mp
+
+    cfg, table = setup
+    outs = [str(tmp_path / f"f{i}.npy") for i in range(2)]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.map(_build, [(cfg.to_dict(), o) for o in outs])
+    a, b = (np.load(o) for o in outs)
+    np.testing.assert_array_equal(a, b)
+    folder = cache_folder(cfg, table)[0]
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "pooled.npy"]

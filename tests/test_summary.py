@@ -168,3 +168,19 @@ def test_ranks_from_another_epoch_are_left_out():
     recs[0].ranks["epoch"] = np.array(3)
     _, _, notes = significance(recs, summary_rows(recs))
     assert any("good0" in n and "epoch 3" in n for n in notes)
+
+
+def test_zero_shot_baseline_in_tables_and_files(tmp_path):
+    recs = _ranked_records()
+    base = {f"test/{t}/acc@1": 0.123 for t in (*TASKS, "mean")}
+    base |= {f"test_unseen/{t}/acc@1": 0.111 for t in (*TASKS, "mean")}
+    base["validation/mean/acc@1"] = 0.5
+    out = write_summary(recs, tmp_path, title="t", baseline=base)
+    md = out["markdown"]
+    assert "| zero-shot encoder | – | 0.5000 | 0.1230 |" in md and "| zero-shot encoder | – | 0.5000 | 0.1110 |" in md
+    import json
+
+    assert json.loads(out["paths"]["baseline"].read_text()) == base
+    from counterarg.summary import console_table
+
+    assert "zero-shot encoder" in console_table(out["rows"], baseline=base)

@@ -1,4 +1,4 @@
-"""Pools on the real ArguAna test split (skipped when ../shared/data holds no corpus)."""
+"""Pools on the real ArguAna test split (skipped when no corpus is found: $COUNTERARG_CORPUS or ../shared/data)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import torch
 
 from counterarg.tasks import TASKS
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared/data/arguana-counterargs-corpus.zip"
+from counterarg.corpus import real_corpus_path
+
+CORPUS = real_corpus_path()
 
 pytestmark = [
     pytest.mark.corpus,
-    pytest.mark.skipif(not CORPUS.is_file(), reason=f"real corpus not found at {CORPUS}"),
+    pytest.mark.skipif(not CORPUS.exists(), reason=f"real corpus not found at {CORPUS} (set COUNTERARG_CORPUS)"),
 ]
 
 # mean pool sizes on the test split (1,401 queries), each distinct text counted once

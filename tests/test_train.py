@@ -26,7 +26,10 @@ def cfg(tiny_encoder):
 def test_resume_equals_uninterrupted(cfg, tmp_path):
     straight = train(cfg, tmp_path / "a", progress=False)
     train(cfg.replace(epochs=2), tmp_path / "b", progress=False)
-    resumed = train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False)
+    reported = []
+    resumed = train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False,
+                    report=lambda row, ck: reported.append(row["epoch"]))
+    assert reported == [3], "a resume trains only the epochs after its checkpoint"
     assert len(rows(tmp_path / "b")) == 3 and len(resumed) == 3
     assert strip_times(rows(tmp_path / "b")) == strip_times(rows(tmp_path / "a")) == strip_times(straight)
     assert "validation/mean/acc@1" in straight[0] and "test/sdoc/acc@1" in straight[0]
@@ -83,6 +86,28 @@ def test_partial_and_full_finetuning_run(cfg, tmp_path, finetune):
     assert state["encoder"], "trained encoder weights are checkpointed"
 
 
+@pytest.mark.parametrize("finetune", ["none", "top:1", "all"])
+def test_finetuning_changes_exactly_the_trainable_weights(cfg, finetune):
+    from counterarg.train import Run
+
+    run = Run(cfg.replace(finetune=finetune, encoder_lr=1e-2, lr=1e-2), progress=False)
+    base = run.features._base[0] if getattr(run.features, "_base", None) else None
+    trainable = {id(p) for p in run.features.trainable.parameters()}
+    before = {n: p.detach().clone() for n, p in (base.named_parameters() if base is not None else [])}
+    heads_before = {n: p.detach().clone() for n, p in run.heads.named_parameters()}
+    run.train_epoch(0)
+    assert all(not torch.equal(p, heads_before[n]) for n, p in run.heads.named_parameters()), "heads must train"
+    if base is None:  # finetune=none: only the heads exist
+        return
+    changed = {n for n, p in base.named_parameters() if not torch.equal(p, before[n])}
+    frozen = {n for n, p in base.named_parameters() if id(p) not in trainable}
+    assert not (changed & frozen), f"frozen weights changed: {sorted(changed & frozen)[:3]}"
+    if finetune == "top:1":
+        assert frozen and any(".layer.1." in n for n in changed) and not any(".layer.0." in n for n in changed)
+    else:
+        assert any(".layer.0." in n for n in changed) and any("embeddings" in n for n in changed)
+
+
 def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
     from counterarg.model import encode_texts, load_encoder, pool, run_layers
 
@@ -117,16 +142,24 @@ def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_index_backends_give_identical_runs(cfg, tmp_path):
+def test_index_backends_give_identical_runs(cfg, tmp_path, monkeypatch):
     """Mining is exact whatever the backend, so whole runs agree; the sharded trees share 2 actors."""
     import ray
 
+    import counterarg.index as index_mod
+
+    made = []
+    real = index_mod.make_index_pair
+    monkeypatch.setattr(index_mod, "make_index_pair",
+                        lambda backend, *a, **kw: made.append(r := real(backend, *a, **kw)) or r)
     base = cfg.replace(epochs=2, schedule="fixed", rate=0.3)
     ref = strip_times(train(base, tmp_path / "exact", progress=False))
     try:
         for backend in ("balltree", "sharded-balltree"):
             got = strip_times(train(base.replace(index=backend, shards=2), tmp_path / backend, progress=False))
             assert got == ref, backend
+        kinds = [type(pair[0]).__name__ for pair in made]  # training's pair first in each run
+        assert "BallTreeIndex" in kinds and "ShardedBallTree" in kinds, kinds  # the backends were really used
     finally:
         if ray.is_initialized():
             ray.shutdown()

@@ -143,6 +143,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])
+        run = ck.parent / "run"  # train()'s own files, mirrored beside the trial's checkpoints
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+        assert json.loads((run / "config.json").read_text())["epochs"] == 2
         assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
         out = tmp_path / f"{row['trial_id']}.json"
         assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
@@ -203,9 +206,10 @@ def _snapshot_status(exp: Path) -> dict[str, str] | None:
     except ValueError:
         return None  # killed while copying it to storage: the resume must repair it
     out = {}
+    folders = {d.name.split("_")[1]: d.name for d in _trial_dirs(exp)}  # trial_<id>_<strategy>_seed<N>
     for trial_json, _run_json in state["trial_data"]:
         t = json.loads(trial_json)
-        out[f"trial_{t['trial_id']}"] = t["status"]
+        out[folders.get(t["trial_id"], f"trial_{t['trial_id']}")] = t["status"]
     return out
 
 
@@ -224,7 +228,7 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
     """The driver dies after logging a trial's last epoch but before its state snapshot says so.
 
     With the periodic snapshot off (one hour), the experiment state only moves on Tune's forced
-    sync every ``num_to_keep`` (2) checkpoints: after epoch 2 of 3. Killed as soon as a trial's
+    sync every ``num_to_keep`` (1) checkpoints, when the driver processes a checkpoint. Killed as soon as a trial's
     epoch-3 checkpoint is in storage, the state on disk still holds that trial RUNNING at epoch
     2; its last result may or may not be in ``result.json`` yet. On resume the trial trains
     nothing and reports only the rows the driver never logged, from the checkpoint's history.
@@ -479,3 +483,24 @@ def test_local_ray_listens_on_loopback_only():
             assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"), ln
     finally:
         ray.shutdown()
+
+
+def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, capsys):
+    from argparse import Namespace
+
+    from counterarg.tune import SweepStateError, sweep_name
+
+    args = Namespace(name=None, smoke_test=False, resume=False, storage=str(tmp_path))
+    name = sweep_name(args, "compare_strategies")
+    assert name.startswith("compare_strategies_20") and name != "compare_strategies"  # never the reference
+    assert sweep_name(Namespace(**{**vars(args), "smoke_test": True}), "compare_strategies").startswith(
+        "compare_strategies_smoke_20")
+    assert sweep_name(Namespace(**{**vars(args), "name": "mine"}), "compare_strategies") == "mine"
+    with pytest.raises(SweepStateError, match="no earlier compare_strategies_<date> sweep"):
+        sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
+    for n in ("compare_strategies_2026-01-01_00-00-00", "compare_strategies_2026-02-01_00-00-00",
+              "compare_strategies_smoke_2026-03-01_00-00-00"):
+        (tmp_path / n).mkdir()
+    assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
+        "compare_strategies_2026-02-01_00-00-00"
+    assert "resuming the newest" in capsys.readouterr().out
