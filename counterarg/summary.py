@@ -9,8 +9,8 @@ Conventions:
 
 * A trial's *best epoch* is the epoch with the best ``validation/mean/acc@1`` (ties: the earliest);
   its validation and test metrics are reported at that epoch (model selection on validation only).
-* A trial's *group* names what it was run with apart from its seed: the strategy (from the
-  schedule and the ``rate*`` fields that schedule uses) plus any other Config field that varies
+* A trial's *group* names what it was run with apart from its seed: the strategy (the short label
+  of its schedule and the fields that schedule reads, from the registry in :mod:`counterarg.schedules`) plus any other Config field that varies
   across the sweep (e.g. ``margin=0.5 lr=0.001``). Seeds are the repeats within a group.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
   shown as "n/a".
@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from . import schedules
 from .config import Config, FIELD_NAMES
 from .significance import PairedTest, SIGNIFICANCE_COLUMNS, compare, verdicts
 from .tasks import task_names
@@ -45,15 +46,6 @@ DEFAULT_MODE = "max"
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
 
-#: Config fields each schedule reads; they name the strategy.
-SCHEDULE_FIELDS: dict[str, tuple[str, ...]] = {
-    "fixed": ("rate",),
-    "decay": ("rate_start", "rate_step", "rate_floor"),
-    "random": (),
-    "cosine": ("rate_start", "rate_floor", "rate_period"),
-    "step": ("rate_start", "rate_every", "rate_gamma", "rate_floor"),
-}
-STRATEGY_FIELDS = ("schedule",) + tuple(sorted({f for fs in SCHEDULE_FIELDS.values() for f in fs}))
 #: Fields that never name a group: repeats, placement and paths that do not change the method.
 NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
 
@@ -80,17 +72,18 @@ def _fmt(v: Any) -> str:
 
 
 def strategy_label(config: dict[str, Any]) -> str:
-    """Name the random_rate strategy of a config, e.g. ``fixed(rate=0.8)`` or ``random``.
+    """The short label of a config's random_rate strategy, e.g. ``decay 0.8-0.02`` or ``random``.
 
-    Derived from the config alone (the schedule and the fields that schedule reads), so a trial's
-    strategy is recoverable from its Config with no side channel.
+    Derived from the config alone through the schedule registry (:func:`schedules.short_label`),
+    so a trial's strategy is recoverable from its Config with no side channel. summary.md and the
+    console use it; summary.csv also carries every field (:func:`strategy_fields_label`).
     """
-    full = {**Config().to_dict(), **config}
-    schedule = full["schedule"]
-    names = SCHEDULE_FIELDS.get(schedule, ())
-    if not names:
-        return schedule
-    return f"{schedule}(" + ", ".join(f"{n}={_fmt(full[n])}" for n in names) + ")"
+    return schedules.short_label(config)
+
+
+def strategy_fields_label(config: dict[str, Any]) -> str:
+    """Every field the strategy's schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
+    return schedules.full_label(config)
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -104,10 +97,35 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
+def method_label(config: dict[str, Any]) -> str | None:
+    """``reference`` when the config trains the reference method (config.method_fields), ``recipe``
+    when it trains the default recipe (those fields at their Config defaults), else None."""
+    from .config import method_fields
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    defaults = Config().to_dict()
+    full = {**defaults, **config}
+    ref = method_fields()
+    if all(norm(full[k]) == norm(v) for k, v in ref.items()):
+        return "reference"
+    if all(norm(full[k]) == norm(defaults[k]) for k in ref):
+        return "recipe"
+    return None
+
+
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """Strategy plus every other varying field except the repeat (seed) fields."""
-    extra = [k for k in varying if k not in STRATEGY_FIELDS and k not in NON_GROUP_FIELDS]
-    parts = [strategy_label(config)] + [f"{k}={_fmt(config.get(k))}" for k in extra]
+    """Method (``reference``/``recipe``) and strategy, plus every other varying field except the
+    repeat (seed) fields, e.g. ``reference: decay 0.8-0.02`` or ``recipe: fixed 0 lr=0.001``."""
+    from .config import method_fields
+
+    strategy_fields = schedules.all_fields()
+    method = method_label(config)
+    named = set(method_fields()) if method else set()
+    extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
+    parts = [f"{method}: {strategy_label(config)}" if method else strategy_label(config)]
+    parts += [f"{k}={_fmt(config.get(k))}" for k in extra]
     return " ".join(parts)
 
 
@@ -157,6 +175,7 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "status": rec.status,
             "group": group_label(rec.config, varying),
             "strategy": strategy_label(rec.config),
+            "strategy_fields": strategy_fields_label(rec.config),
             "seed": rec.config.get("seed", Config().seed),
             "epochs_done": int(last.get("epoch", 0)) if hist else 0,
             "best_epoch": int(best["epoch"]) if best else None,

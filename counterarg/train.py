@@ -36,8 +36,12 @@ from .schedules import random_rate
 
 Report = Callable[[dict, Path], None]
 STATE_FILE = "state.pt"
-# fields that may differ between a checkpoint and the run resuming it
-RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards"}
+# fields that may differ between a checkpoint and the run resuming it; besides these, the schedule
+# fields (schedules.all_fields()): the rate is computed per epoch, so a changed schedule applies from
+# the resumed epoch on. lr, encoder_lr and margin change too (Population Based Training's exploit /
+# explore): the optimizer's param groups and the loss take the new values (Run.apply_hyperparameters).
+RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
+                     "lr", "encoder_lr", "margin"}
 BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best config.select_metric
 
 
@@ -222,6 +226,8 @@ class Run:
             "epoch": epoch + 1,
             **{f"train/{k}": v / steps for k, v in sums.items()},
             "mining/rate": rate,
+            "optim/lr": self.optimizer.param_groups[0]["lr"],
+            "loss/margin": cfg.margin,
             "mining/hard": mined.n_hard,
             "mining/random": mined.n_random,
             **mining_telemetry(mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all),
@@ -298,9 +304,18 @@ class Run:
             raise TrainingError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
                                 f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        self.apply_hyperparameters()
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
+
+
+    def apply_hyperparameters(self) -> None:
+        """Set the optimizer's learning rates from the config (a checkpoint's optimizer state holds
+        the old ones); the margin and the rate are read from the config every step and epoch."""
+        lrs = [self.config.lr, self.config.encoder_lr]
+        for group, lr in zip(self.optimizer.param_groups, lrs):  # heads, then encoder layers
+            group["lr"] = lr
 
 
 class BestRanks:
@@ -447,11 +462,23 @@ def read_checkpoint(folder: str | Path) -> dict:
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
+    from .schedules import all_fields
+
+    allowed = RESUMABLE_CHANGES | set(all_fields())
     diffs = {k: (saved.get(k), v) for k, v in config.to_dict().items()
-             if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+             if k not in allowed and saved.get(k) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
         raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
+
+
+def resumed_changes(config: Config, saved: dict) -> str:
+    """``rate 0.8 -> 0.6, lr 0.001 -> 0.0008``: the training fields a resume changed ('' if none)."""
+    from .schedules import all_fields
+
+    now = config.to_dict()
+    keys = [k for k in (*all_fields(), "lr", "encoder_lr", "margin") if k in saved and saved[k] != now[k]]
+    return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)
 
 
 def zero_shot_split(run: "Run", split: str) -> dict[str, float]:
@@ -547,7 +574,9 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
         raise TrainingError(f"corpus {run.corpus.source} has no training split")
     if saved is not None:
         run.load_state(saved)
-        _say(f"resumed from {resume_from} after epoch {start}", progress)
+        changed = resumed_changes(config, saved["config"])
+        _say(f"resumed from {resume_from} after epoch {start}"
+             + (f" with {changed}" if changed else ""), progress)
     config.save(out / "config.json")
     metrics_path = out / "metrics.jsonl"
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))

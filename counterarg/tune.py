@@ -4,7 +4,7 @@ Why this shape:
 
 * **1:1 with Config.** Every key a trial receives is a :class:`~counterarg.config.Config` field
   (``Config.from_dict`` fails loudly on anything else). A strategy is several fields at once
-  (``{"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02}``), which Tune's ``grid_search``
+  (schedule ``decay`` with ``rate_start`` 0.8 and ``rate_step`` 0.02), which Tune's ``grid_search``
   cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat
   config dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is
   saved with the experiment (resume keeps working). The strategy's name is derived back from the
@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import REFERENCE_METHOD, Config, ConfigError, FIELD_NAMES, parse_assignments
+from . import schedules
+from .config import Config, ConfigError, FIELD_NAMES, method_fields, parse_assignments
 from .summary import (
     DEFAULT_METRIC,
     DEFAULT_MODE,
@@ -67,7 +68,9 @@ from .summary import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STORAGE = REPO_ROOT / "results"
-TRAIN_TIME_FILE = "_tune_train_time.json"  # sidecar in each reported checkpoint: train time, epoch
+#: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
+#: of its weights (one entry per epoch, :mod:`counterarg.lineage`)
+TRAIN_TIME_FILE = "_tune_train_time.json"
 #: reported with every epoch: the trial's select_metric minus 1e-9 x epoch, so that Tune's
 #: checkpoint ranking keeps the *earliest* best epoch, as the summary picks it (Tune keeps the later
 #: of equal scores); the checkpoints kept per trial are that best one and the latest (the resume point)
@@ -75,48 +78,56 @@ CHECKPOINT_SCORE = "checkpoint_score"
 #: reported with every epoch: the Ray node the trial ran on
 NODE_KEY = "node_id"
 
-#: Named strategies (flat Config fields). "random" = every negative random (rate 1.0 each epoch).
-#: The schedule strategies train the reference method (config.REFERENCE_METHOD) with their schedule;
-#: "infonce" is the project's default recipe (the Config defaults).
-_REF = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs")}
-STRATEGIES: dict[str, dict[str, Any]] = {
-    "fixed": {**_REF, "schedule": "fixed", "rate": 0.8},
-    "decay": {**_REF, "schedule": "decay", "rate_start": 0.8, "rate_step": 0.02},
-    "random": {**_REF, "schedule": "random"},
-    "cosine": {**_REF, "schedule": "cosine", "rate_start": 0.8, "rate_floor": 0.0},
-    "step": {**_REF, "schedule": "step", "rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
-    "infonce": {"loss": "infonce", "schedule": "fixed", "rate": 0.0},
-}
-#: The seed's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random.
-DEFAULT_STRATEGIES = ("fixed", "decay", "random")
+#: A named schedule strategy trains the reference method (config.REFERENCE_METHOD, less its schedule
+#: and length) with that schedule from the registry (:mod:`counterarg.schedules`); the one named
+#: recipe, ``infonce``, is the project's default recipe (the Config defaults) as it stands.
+REFERENCE_FIELDS = method_fields()
+RECIPES: dict[str, dict[str, Any]] = {"infonce": {}}
+#: The reference implementation's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random.
+DEFAULT_STRATEGIES = schedules.default_strategies()
 
 
 # ======================================================================== search spaces
 def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
-    """A strategy as flat Config fields: a name from :data:`STRATEGIES` or a dict, plus overrides.
+    """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides.
 
-    ``strategy("fixed", rate=0.5)`` -> ``{"schedule": "fixed", "rate": 0.5}``. Validated now, so a
-    typo fails before the sweep starts.
+    ``strategy("fixed", rate=0.5)`` -> the reference method (:data:`REFERENCE_FIELDS`) with
+    ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
+    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("infonce")`` -> the
+    default recipe, the same fields at their Config defaults. Validated now, so a typo fails before
+    the sweep starts.
     """
     if isinstance(name, str):
-        if name not in STRATEGIES:
+        known = [*schedules.SCHEDULES, *RECIPES]
+        if name not in known:
             import difflib
 
-            close = difflib.get_close_matches(name, list(STRATEGIES), n=1)
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(STRATEGIES)}")
-        out = {**STRATEGIES[name], **fields_}
+            raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(known)}")
+        if name in RECIPES:  # the default recipe, with its own schedule (Config defaults)
+            out = {**Config().to_dict(), **RECIPES[name], **fields_}
+            out = {k: out[k] for k in (*REFERENCE_FIELDS, *schedules.all_fields(), *RECIPES[name], *fields_)}
+        else:  # the reference method with this schedule
+            out = {**REFERENCE_FIELDS, **schedules.strategy_fields(name), **fields_}
     else:
         out = {**dict(name), **fields_}
     cfg = Config.from_dict(out)  # validates and coerces ("0.5" -> 0.5)
-    return {k: getattr(cfg, k) for k in out}
+    values = cfg.to_dict()
+    return {k: values[k] for k in out}
 
 
 def parse_strategy(text: str) -> dict[str, Any]:
-    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``."""
+    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``.
+
+    A list value keeps its commas: ``table:rate_table=0.8,0.6,0.4`` (a comma starts a new
+    override only where ``FIELD=`` follows it).
+    """
+    import re
+
     name, _, rest = text.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest)):
         if "=" not in item:
             raise ConfigError(f"strategy override expects FIELD=VALUE, got {item!r} in {text!r}")
         k, v = item.split("=", 1)
@@ -164,7 +175,7 @@ def strategy_grid(strategies: Sequence[str | Mapping[str, Any]] = DEFAULT_STRATE
     return grid(*axes)
 
 
-def margin_lr_space(schedule: str | Mapping[str, Any] = "decay", *,
+def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE, *,
                     margin: tuple[float, float] = (0.1, 3.0), lr: tuple[float, float] = (1e-4, 1e-2),
                     seeds: Sequence[int] = (0,)) -> dict[str, Any]:
     """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy.
@@ -418,13 +429,20 @@ def trainable(config: dict) -> None:
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
     torch.set_num_threads(cpus)
 
+    from .lineage import inherit, lineage_entry
+
     trial_dir = Path(ctx.get_trial_dir())
+    trial_id = str(ctx.get_trial_id())
     out_dir = trial_dir / "run"
     resume_from = None
     prior_train_s = 0.0
+    lineage: list[dict[str, Any]] = []  # one entry per epoch of the weights' history (lineage.py)
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
-        done_at = final_checkpoint_after(ckpt, cfg.epochs)
+        sidecar = _read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
+        owner = sidecar.get("trial_id")
+        donor = owner if owner and owner != trial_id else None  # PBT's exploit: another trial's weights
+        done_at = final_checkpoint_after(ckpt, cfg.epochs) if donor is None else None
         if done_at is not None:
             _report_finished(cfg, tune.Checkpoint(done_at, filesystem=ckpt.filesystem),
                              trial_dir / "final_checkpoint")
@@ -433,26 +451,43 @@ def trainable(config: dict) -> None:
         shutil.rmtree(resume_from, ignore_errors=True)
         ckpt.to_directory(str(resume_from))
         prior_train_s = _load_train_time(resume_from)
+        lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
+        if donor is not None:
+            print(f"[trial] {trial_id} continues from {donor}'s weights after epoch "
+                  f"{sidecar.get('epoch')} with rate={cfg.rate:g} lr={cfg.lr:g} margin={cfg.margin:g}",
+                  flush=True)
 
-    state = {"in_report": 0.0}
+    state = {"in_report": 0.0, "reports": 0}
     start = time.perf_counter()
     import ray
 
     node_id = ray.get_runtime_context().get_node_id()  # where this trial runs (a cluster spreads them)
 
-    def report(metrics: dict, checkpoint_dir: Path) -> None:
+    def report(metrics: dict, checkpoint_dir: Path, trained: bool = True) -> None:
         t0 = time.perf_counter()
         train_s = prior_train_s + (t0 - start) - state["in_report"]
+        epoch = int(metrics["epoch"])
+        if trained:  # this trial trained the epoch (else it came with the weights)
+            lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
-            {"train_total_s": train_s, "epoch": int(metrics["epoch"])}))
+            {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
         row = with_score(metrics, cfg)
         row[TRAIN_TIME_KEY] = train_s
         row[NODE_KEY] = node_id
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         mirror_run_files(out_dir)
         state["in_report"] += time.perf_counter() - t0
+        state["reports"] += 1
 
     _train_fn()(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+    if state["reports"] == 0 and resume_from is not None:
+        # the weights taken already hold every epoch (a PBT donor's final checkpoint): report its
+        # last row so that the trial ends with a result and a checkpoint of its own
+        from .train import read_checkpoint
+
+        history = read_checkpoint(resume_from)["history"]
+        if history:
+            report(dict(history[-1]), resume_from, trained=False)
 
 
 #: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
@@ -518,14 +553,16 @@ class HParamsTBXLogger(_tbx_base()):
 
     def hparams_of(self, trial) -> dict[str, Any]:
         """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
-        from .summary import NON_GROUP_FIELDS, SCHEDULE_FIELDS, STRATEGY_FIELDS
+        from .summary import NON_GROUP_FIELDS
 
         cfg = Config.from_dict(dict(trial.config)).to_dict()
         params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
-        for k in SCHEDULE_FIELDS.get(cfg["schedule"], ()):
-            params[k] = cfg[k]
+        entry = schedules.SCHEDULES.get(cfg["schedule"])
+        for k in entry.fields if entry else ():
+            params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
+        strategy_fields = schedules.all_fields()
         for k in self.hparam_fields or sorted(trial.evaluated_params or {}):
-            if k in STRATEGY_FIELDS or k in NON_GROUP_FIELDS - {"seed"}:
+            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
                 continue  # rate fields only where the schedule reads them
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
@@ -650,7 +687,8 @@ class Sweep:
     variants: list[dict[str, Any]] | None = None  # grid: one flat dict per trial
     param_space: dict[str, Any] | None = None  # search: Tune domains over Config fields
     num_samples: int = 1
-    scheduler: str = "fifo"  # fifo | asha
+    scheduler: str = "fifo"  # fifo | asha | pbt
+    pbt: Any = None  # scheduler "pbt": a counterarg.pbt.PBTOptions
     metric: str | None = None  # None: the trials' select_metric (Config), the one selection rule
     mode: str = DEFAULT_MODE
     cpus_per_trial: float = 1
@@ -674,8 +712,10 @@ class Sweep:
         elif self.metric != next(iter(selects)):
             raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
                               f"{next(iter(selects))!r}; set select_metric instead")
-        if self.scheduler not in ("fifo", "asha"):
-            raise ValueError(f"scheduler must be fifo or asha, got {self.scheduler!r}")
+        if self.scheduler not in ("fifo", "asha", "pbt"):
+            raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
+        if (self.scheduler == "pbt") != (self.pbt is not None):
+            raise ValueError("scheduler 'pbt' needs pbt options (counterarg.pbt.PBTOptions), and only it")
         if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
@@ -941,6 +981,10 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         max_t = int(Config.from_dict(all_configs[0]).epochs)
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
                                   grace_period=max(1, min(2, max_t)), reduction_factor=2)
+    elif sweep.scheduler == "pbt":
+        from .pbt import make_scheduler
+
+        scheduler = make_scheduler(sweep.pbt)
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
@@ -950,7 +994,9 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         name=sweep.name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        checkpoint_config=CheckpointConfig(num_to_keep=1, checkpoint_score_attribute=CHECKPOINT_SCORE,
+        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 1,
+                                           checkpoint_score_attribute=CHECKPOINT_SCORE,
                                            checkpoint_score_order="max"),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
@@ -1299,7 +1345,8 @@ def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
             base[k] = v
     base.update(parse_assignments(args.overrides))
     cfg = Config.from_dict(base)
-    out = {k: getattr(cfg, k) if k != "ks" else list(cfg.ks) for k in base}
+    values = cfg.to_dict()
+    out = {k: values[k] for k in base}
     return absolute_paths(out)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.tune import (DEFAULT_STRATEGIES, STRATEGIES, Sweep, add_common_args,
+from counterarg.schedules import SCHEDULES
+from counterarg.tune import (DEFAULT_STRATEGIES, Sweep, add_common_args,
                              base_from_args, exit_code, parse_seeds, parse_strategy, run_from_args,
                              strategy_grid, sweep_name, usage_errors)
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(p)
     p.add_argument("--strategies", default=None,
                    help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
-                        f"{', '.join(STRATEGIES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
+                        f"{', '.join(SCHEDULES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
     args = p.parse_args(argv)
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
         strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]

@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from test_tune import kill_and_resume, tiny  # noqa: F401 - fixture reuse
+from conftest import kill_and_resume
 
 
 def _auth_env(values: dict[str, str | None]) -> None:
@@ -29,7 +29,7 @@ def _auth_env(values: dict[str, str | None]) -> None:
 
 
 @pytest.mark.slow
-def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):  # noqa: F811
+def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
     from ray.cluster_utils import Cluster
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}

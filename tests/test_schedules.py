@@ -1,6 +1,6 @@
 import pytest
 
-from counterarg.config import Config
+from counterarg.config import Config, ConfigError
 from counterarg.schedules import random_rate
 
 
@@ -27,3 +27,53 @@ def test_cosine_and_step():
 def test_negative_epoch():
     with pytest.raises(ValueError, match="epoch"):
         random_rate(Config(), -1)
+
+
+# ----------------------------------------------------------------------------- table
+def test_table_holds_its_last_value():
+    cfg = Config().with_overrides(["schedule=table", "rate_table=0.8,0.6,0.4", "epochs=6"])
+    assert cfg.rate_table == (0.8, 0.6, 0.4)
+    assert [random_rate(cfg, e) for e in range(6)] == pytest.approx([0.8, 0.6, 0.4, 0.4, 0.4, 0.4])
+    assert Config.from_dict(cfg.to_dict()) == cfg  # a JSON list round-trips to the tuple
+
+
+@pytest.mark.parametrize("items, message", [
+    (["schedule=table"], "rate_table must list at least one rate"),
+    (["schedule=table", "rate_table="], "rate_table must list at least one rate"),
+    (["schedule=table", "rate_table=0.8,1.2"], r"rate_table values must lie in \[0, 1\], got 1.2"),
+    (["schedule=table", "rate_table=-0.1"], r"rate_table .*-0.1"),
+    (["rate_table=0.5,2"], "rate_table"),  # out of range even when another schedule is selected
+    (["schedule=table", "rate_table=0.8,high"], "rate_table"),
+])
+def test_bad_tables_name_the_field(items, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().with_overrides(items)
+
+
+# ----------------------------------------------------------------------------- the registry
+def test_a_toy_schedule_is_one_entry(monkeypatch):
+    """Registered once, a schedule works through --set (Config) and a sweep's strategy list."""
+    from counterarg import schedules
+    from counterarg.summary import strategy_label
+    from counterarg.tune import parse_strategy, strategy_grid
+
+    monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
+    with pytest.raises(ConfigError, match="schedule must be one of"):
+        Config().with_overrides(["schedule=halving"])
+    schedules.register(schedules.Schedule(
+        "halving", lambda c, epoch: c.rate / 2 ** epoch, fields=("rate",), strategy={"rate": 0.5},
+        short=("rate",)))
+    cfg = Config().with_overrides(["schedule=halving", "rate=0.8"])
+    assert [random_rate(cfg, e) for e in range(3)] == pytest.approx([0.8, 0.4, 0.2])
+    assert parse_strategy("halving") == {"schedule": "halving", "rate": 0.5}
+    assert parse_strategy("halving:rate=0.6") == {"schedule": "halving", "rate": 0.6}
+    grid = strategy_grid(["halving", "decay"], seeds=(0, 1))
+    assert [(g["schedule"], g["seed"]) for g in grid] == [("halving", 0), ("halving", 1), ("decay", 0), ("decay", 1)]
+    assert strategy_label(grid[0]) == "halving 0.5"
+    with pytest.raises(schedules.ScheduleError, match="already registered"):
+        schedules.register(schedules.Schedule("halving", lambda c, e: 0.0))
+    with pytest.raises(schedules.ScheduleError, match="not a Config field"):
+        schedules.register(schedules.Schedule("typo", lambda c, e: 0.0, fields=("rate_strat",)))
+    with pytest.raises(schedules.ScheduleError, match="not among the fields it reads"):
+        schedules.register(schedules.Schedule("typo", lambda c, e: 0.0, strategy={"rate": 0.1}))
+

@@ -9,7 +9,7 @@ import pytest
 
 from counterarg.tasks import TASKS
 from counterarg.summary import (TrialRecord, best_row, dedupe_history, group_stats,
-                                overhead, significance, strategy_label, summary_markdown, summary_rows,
+                                overhead, significance, strategy_fields_label, strategy_label, summary_markdown, summary_rows,
                                 varying_fields, write_summary)
 
 
@@ -38,9 +38,25 @@ def _records():
 
 
 def test_strategy_labels_come_from_config_fields():
-    assert strategy_label({"schedule": "fixed", "rate": 0.5}) == "fixed(rate=0.5)"
+    assert strategy_label({"schedule": "fixed", "rate": 0.5}) == "fixed 0.5"
     assert strategy_label({"schedule": "random", "rate": 0.3}) == "random"  # rate unused by random
-    assert strategy_label({"schedule": "decay"}) == "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"
+    assert strategy_label({"schedule": "decay"}) == "decay 0.8-0.02"
+    # a field outside the short form shows where it is not the default: labels never collide
+    assert strategy_label({"schedule": "decay", "rate_floor": 0.1}) == "decay 0.8-0.02 rate_floor=0.1"
+    assert strategy_label({"schedule": "table", "rate_table": [0.8, 0.6, 0.4]}) == "table 0.8,0.6,0.4"
+    assert strategy_label({"schedule": "table", "rate_table": [0.8, 0.8, 0.8, 0.2]}) == "table 0.8*3,0.2"
+    assert strategy_fields_label({"schedule": "decay"}) == "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"
+
+
+def test_summary_csv_keeps_every_strategy_field(tmp_path):
+    out = write_summary(_records(), tmp_path, title="t")
+    by = {r["trial_id"]: r for r in out["rows"]}
+    assert by["a0"]["strategy"] == "fixed 0.8" and by["a0"]["strategy_fields"] == "fixed(rate=0.8)"
+    import pandas as pd
+
+    df = pd.read_csv(out["paths"]["csv"])
+    assert "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)" in set(df["strategy_fields"])
+    assert "decay 0.8-0.02" in out["markdown"]
 
 
 def test_best_epoch_and_dedupe():
@@ -58,16 +74,16 @@ def test_rows_and_stats_by_hand():
     by = {r["trial_id"]: r for r in rows}
     assert by["a0"]["best_epoch"] == 2 and by["a0"]["test/mean/acc@1"] == pytest.approx(0.40)
     assert by["a1"]["best_epoch"] == 1 and by["a1"]["test/mean/acc@1"] == pytest.approx(0.20)
-    assert by["a0"]["group"] == by["a1"]["group"] == "fixed(rate=0.8)"
+    assert by["a0"]["group"] == by["a1"]["group"] == "fixed 0.8"
     assert by["c0"]["status"] == "ERROR" and by["c0"]["best_epoch"] is None
 
     stats = group_stats(rows, ["test/mean/acc@1", "test/sdoc/acc@1", "test/epa/acc@1"])
-    m, s = stats["fixed(rate=0.8)"]["test/mean/acc@1"]
+    m, s = stats["fixed 0.8"]["test/mean/acc@1"]
     assert m == pytest.approx(0.30)
     assert s == pytest.approx(math.sqrt(((0.4 - 0.3) ** 2 + (0.2 - 0.3) ** 2) / 1))  # ddof=1
     m, s = stats["random"]["test/mean/acc@1"]
     assert m == pytest.approx(0.50) and math.isnan(s)
-    assert "test/mean/acc@1" not in stats["decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"]
+    assert "test/mean/acc@1" not in stats["decay 0.8-0.02"]
 
     ov = overhead(rows)  # last rows: a0 9/10, a1 9.5/10, b0 18/20 -> 1 - 36.5/40
     assert ov["overhead"] == pytest.approx(1 - 36.5 / 40)
@@ -121,13 +137,13 @@ def test_significance_finds_a_planted_gap_and_not_a_copy():
     comps, verdict, notes = significance(recs, rows)
     assert not notes
     by = {(c.task, c.view, c.strategy_a, c.strategy_b): c for c in comps}
-    big = by[("sdoc", "all", "fixed(rate=0.5)", "fixed(rate=0.6)")]
+    big = by[("sdoc", "all", "fixed 0.5", "fixed 0.6")]
     assert big.p_value < 0.01 and big.diff == pytest.approx(0.3, abs=0.08)
     assert big.ci_low < big.diff < big.ci_high and big.ci_low > 0
-    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed(rate=0.6)", "fixed(rate=0.7)"}]
+    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed 0.6", "fixed 0.7"}]
     assert same and all(c.p_value == 1.0 and c.diff == 0 for c in same)
     v = verdict[("mean", "unseen")]
-    assert v.best == "fixed(rate=0.5)" and v.significant and v.runner_up in ("fixed(rate=0.6)", "fixed(rate=0.7)")
+    assert v.best == "fixed 0.5" and v.significant and v.runner_up in ("fixed 0.6", "fixed 0.7")
     again = significance(recs, rows)[0]
     assert [c.p_value for c in again] == [c.p_value for c in comps]  # seeded
 
@@ -137,7 +153,7 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "## All test queries" in md and "## Unseen test queries" in md
-    assert "| sdoc | **fixed(rate=0.5)** (p < 0.0001 vs fixed(rate=0.6))" in md
+    assert "| sdoc | **fixed 0.5** (p < 0.0001 vs fixed 0.6)" in md
     import pandas as pd
 
     sig = pd.read_csv(out["paths"]["significance"])

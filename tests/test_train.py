@@ -371,3 +371,48 @@ def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path
     assert main(["evaluate", "--checkpoint", str(tmp_path / "r" / "checkpoint"), "--split", "test", "--quiet",
                  "--set", "eval_mode=fused"]) == 2
     assert "fused_w" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- changed on resume
+def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
+    """PBT's exploit/explore: a run resumed with another rate, lr and margin trains with them from
+    the resumed epoch on; the history keeps every epoch's realised values, inherited ones included."""
+    base = cfg.replace(epochs=2, schedule="fixed", rate=0.8, lr=1e-3, margin=1.0, eval_mode="retrieval")
+    train(base, tmp_path / "donor", progress=False)
+    changed = base.replace(epochs=3, rate=0.3, lr=4e-4, margin=0.5)
+    hist = train(changed, tmp_path / "taker", resume_from=tmp_path / "donor" / "checkpoint", progress=False)
+    assert [r["mining/rate"] for r in hist] == pytest.approx([0.8, 0.8, 0.3])
+    assert [r["optim/lr"] for r in hist] == pytest.approx([1e-3, 1e-3, 4e-4])
+    assert [r["loss/margin"] for r in hist] == pytest.approx([1.0, 1.0, 0.5])
+    assert strip_times(rows(tmp_path / "taker")) == strip_times(hist)  # inherited rows written out
+    state = torch.load(tmp_path / "taker" / "checkpoint" / "state.pt", weights_only=True)
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([4e-4])
+    assert state["config"]["rate"] == 0.3
+    n = len(json.loads((tmp_path / "donor" / "config.json").read_text()))
+    assert n == len(Config().to_dict())
+    # the margin reaches the loss: the same resume with the old margin trains differently
+    same_margin = train(changed.replace(margin=1.0), tmp_path / "m", progress=False,
+                        resume_from=tmp_path / "donor" / "checkpoint")
+    assert same_margin[2]["train/loss"] != pytest.approx(hist[2]["train/loss"])
+    assert same_margin[2]["loss/margin"] == 1.0
+
+
+def test_resume_with_a_changed_schedule_and_encoder_lr(cfg, tmp_path):
+    """Any schedule (and its fields) may change on resume; encoder_lr reaches the encoder's group."""
+    base = cfg.replace(epochs=1, finetune="top:1", encoder_lr=1e-4, eval_mode="retrieval")
+    train(base, tmp_path / "a", progress=False)
+    table = base.replace(epochs=3, schedule="table", rate_table=(0.1, 0.2), encoder_lr=2e-4)
+    hist = train(table, tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
+    assert [r["mining/rate"] for r in hist] == pytest.approx([0.8, 0.2, 0.2])  # decay at epoch 0, then the table
+    state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=True)
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([table.lr, 2e-4])
+
+
+def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "table"
+    assert main(["train", "--out", str(out), "--quiet", "--epochs", "4", "--set", f"encoder={tiny_encoder}",
+                 "--set", "schedule=table", "--set", "rate_table=0.8,0.6,0.4"]) == 0
+    assert [r["mining/rate"] for r in rows(out)] == pytest.approx([0.8, 0.6, 0.4, 0.4])
+    assert main(["train", "--out", str(tmp_path / "bad"), "--set", "schedule=table",
+                 "--set", "rate_table=0.8,1.5"]) == 2
+    assert "rate_table" in capsys.readouterr().err

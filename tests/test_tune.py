@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, Config, ConfigError
-from counterarg.tune import (STRATEGIES, TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
+from counterarg.schedules import SCHEDULES
+from counterarg.tune import (REFERENCE_FIELDS, TRAIN_TIME_FILE, Sweep, VariantSearcher, dedupe_epochs,
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
+from conftest import (REPO, kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
+                      start_driver, sweep_base, trial_dirs)
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -41,10 +38,14 @@ def test_default_grid_is_flat_config_fields():
 
 
 def test_strategy_parsing_and_errors():
-    ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs")}
+    ref = {k: (list(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_FIELDS.items()}
+    assert ref["loss"] == REFERENCE_METHOD["loss"] and "schedule" not in ref and "epochs" not in ref
     assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
     assert parse_strategy("random") == {**ref, "schedule": "random"}  # the schedules train the reference method
-    assert parse_strategy("infonce") == {"loss": "infonce", "schedule": "fixed", "rate": 0.0}
+    recipe = parse_strategy("infonce")  # the default recipe: the same fields at their Config defaults
+    defaults = Config().to_dict()
+    assert set(ref) <= set(recipe) and all(recipe[k] == defaults[k] for k in recipe)
+    assert recipe["schedule"] == defaults["schedule"] and recipe["loss"] == defaults["loss"]
     with pytest.raises(ConfigError):
         strategy("nope")
     with pytest.raises(ConfigError):
@@ -53,7 +54,8 @@ def test_strategy_parsing_and_errors():
         grid([{"seed": 1}], {"seed": [0, 1]})
     with pytest.raises(ConfigError):
         Sweep(name="x", base={"strategy": "fixed"}, variants=[{}])
-    assert set(STRATEGIES) >= {"fixed", "decay", "random", "cosine", "step"}
+    assert set(SCHEDULES) >= {"fixed", "decay", "random", "cosine", "step", "table"}
+    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {**ref, "schedule": "table", "rate_table": [0.8, 0.6, 0.4]}
     space = margin_lr_space("fixed", seeds=(0, 1))
     assert set(space) <= set(FIELD_NAMES) and "margin" in space and "lr" in space
 
@@ -102,39 +104,6 @@ def test_dedupe_epochs_keeps_the_last_report_of_each_epoch():
     assert [(r["epoch"], r["v"]) for r in dedupe_epochs(rows)] == [(1, .1), (2, .2), (3, .35), (4, .4)]
 
 
-# ----------------------------------------------------------------------------- helpers
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A tiny random BERT and a feature-cache folder shared by the sweep tests."""
-    from counterarg.testing import make_tiny_encoder
-
-    root = tmp_path_factory.mktemp("tiny")
-    return {"encoder": make_tiny_encoder(root / "bert"), "cache_dir": str(root / "cache")}
-
-
-def _base(tiny, **kw):
-    return {"encoder": tiny["encoder"], "cache_dir": tiny["cache_dir"], "corpus": None,
-            "device": "cpu", "max_length": 32, **kw}
-
-
-def _trial_dirs(exp: Path) -> list[Path]:
-    return sorted(p for p in exp.glob("trial_*") if p.is_dir())
-
-
-def _epochs(trial_dir: Path) -> list[int]:
-    """Epochs reported to Tune, in order (result.json gets one line per report, resumes append)."""
-    f = trial_dir / "result.json"
-    if not f.exists():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError):
-            pass  # a line cut by the kill
-    return out
-
-
 # ----------------------------------------------------------------------------- in-process sweep
 @pytest.mark.slow
 def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
@@ -144,7 +113,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     from counterarg.tune import run_sweep
 
-    good = _base(tiny, epochs=2)
+    good = sweep_base(tiny, epochs=2)
     variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**good, "schedule": "random", "seed": 0},
                 {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
@@ -220,7 +189,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
     session = data["_hparams_/session_start_info"].session_start_info
-    assert session.hparams["strategy"].string_value == "fixed(rate=0.8)"
+    assert session.hparams["strategy"].string_value == "fixed 0.8"
     assert session.hparams["rate"].number_value == pytest.approx(0.8)
     assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
     best_row = next(r for r in res.rows if r["trial_id"] == next(
@@ -232,80 +201,6 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
 
 # ----------------------------------------------------------------------------- kill + resume
-def _driver(args, env, log):
-    return subprocess.Popen([PY, str(REPO / "sweeps" / "compare_strategies.py"), *args], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _kill_group(proc):
-    """SIGKILL the driver's process group: Ray processes a killed local driver left behind."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
-              poll_s: float = 0.05, kill_group: bool = False) -> subprocess.Popen:
-    """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
-    with open(log_path, "w") as log:
-        proc = _driver(args, env, log)
-        try:
-            t0 = time.time()
-            while not ready():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() - t0 < timeout, "driver never reached the kill point"
-                time.sleep(poll_s)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if kill_group or proc.poll() is None:
-                _kill_group(proc)
-    return proc
-
-
-def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
-                  timeout: float = 240) -> None:
-    """``--resume`` to the end, then clear what both drivers' process groups left behind."""
-    with open(log_path, "a") as log:
-        proc = _driver([*args, "--resume"], env, log)
-        try:
-            assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
-        finally:
-            _kill_group(proc)
-            _kill_group(killed)
-
-
-def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
-                    kill_group_before_resume: bool = False, timeout: float = 240):
-    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
-    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
-    def ready() -> bool:
-        eps = [_epochs(d) for d in _trial_dirs(exp)]
-        return (any(e and max(e) == epochs for e in eps)
-                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
-
-    killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
-    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-    resume_to_end(args, env, log_path, killed, timeout)
-    after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-    assert len(after) == n_trials
-    for name, eps in after.items():
-        before = at_kill.get(name, [])
-        assert max(eps) == epochs, (name, eps)
-        if before and max(before) == epochs:
-            assert eps == before, f"finished trial {name} reran: {before} -> {eps}"
-        elif before:
-            # rows after the kill restart at the epoch after the last checkpoint Tune kept:
-            # at most one epoch is trained twice.
-            resumed_from = eps[len(before)]
-            assert resumed_from >= max(before), (name, before, eps)
-            assert resumed_from > 1, f"{name} restarted from scratch: {eps}"
-    summary = (exp / "summary.md").read_text()
-    assert f"Trials: {n_trials} (0 errored, 0 unfinished)" in summary
-    return at_kill, after
-
-
 @pytest.mark.slow
 def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
@@ -363,15 +258,15 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
             "--set", "max_length=32"]
     log_path = tmp_path / "driver.log"
     # the worker stores a checkpoint before the driver hears of it: kill on the final one
-    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in _trial_dirs(exp)),
+    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in trial_dirs(exp)),
                        args, env, log_path, poll_s=0.005)
-    at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
     snapshot = _snapshot_status(exp)
     late = [name for name, status in (snapshot or {}).items()
             if status == "RUNNING" and _has_final_checkpoint(exp / name, epochs)]
     assert late or snapshot is None, f"the snapshot caught up with every trial: no race ({at_kill})"
     resume_to_end(args, env, log_path, killed)
-    after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
     for name in late:  # finished, unknown to the state: each epoch logged once, none trained again
         assert after[name] == [1, 2, 3], (name, at_kill, after)
     log = log_path.read_text()
@@ -437,15 +332,15 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "index=sharded-balltree", "--set", "shards=2"]
     with open(tmp_path / "driver.log", "w") as log:
-        proc = _driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
+        proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
         try:
             rc = proc.wait(timeout=240)
         finally:
-            _kill_group(proc)
+            kill_process_group(proc)
     assert rc == 0, (tmp_path / "driver.log").read_text()[-4000:]
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
     spans = []
-    for d in _trial_dirs(exp):
+    for d in trial_dirs(exp):
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2, 3]
         spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Learn a random_rate schedule with Population Based Training (Ray Tune PBT), then replay it.
+
+A population of trials starts from rates spread over [0, 1] (fixed schedule); every
+--perturbation-interval epochs the bottom --quantile of the population (by the Config field
+select_metric, on validation) takes the weights of a top trial and a perturbed copy of its rate
+(and lr / margin with --mutate). Outputs in <storage>/<name>: schedules.csv (every trial's lineage:
+trial, epoch, random_rate, lr, margin, donor, trained_by, metric), schedules.png (the learned
+schedules beside decay) and the usual summary. The run ends with the best learned schedule as a
+rate_table and the one command that replays it from scratch with 3 seeds beside decay.
+See README "Learned schedules (PBT)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from counterarg.config import Config, ConfigError
+from counterarg.tune import (Sweep, _int_at_least, _number_at_least, add_common_args, base_from_args,
+                             parse_range, parse_seeds, run_sweep, storage_uri, sweep_name,
+                             tensorboard_command, usage_errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from counterarg.lineage import format_table
+    from counterarg.pbt import PBTOptions, finish, param_space, replay_command
+    from counterarg.summary import console_table, overhead
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p)
+    p.add_argument("--population", type=_int_at_least(2, 64), default=None,
+                   help="trials in the population, 2..64 (default 4; smoke 2)")
+    p.add_argument("--perturbation-interval", type=_int_at_least(1), default=None,
+                   help="epochs between exploit/explore steps (default 2; smoke 1)")
+    p.add_argument("--quantile", type=_number_at_least(0.0), default=0.25,
+                   help="the bottom fraction that takes over the weights of the top fraction, (0, 0.5] (default 0.25)")
+    p.add_argument("--resample-probability", type=_number_at_least(0.0), default=0.25,
+                   help="chance that explore draws a value afresh instead of a step (default 0.25)")
+    p.add_argument("--mutate", default="rate",
+                   help="fields PBT changes: rate plus any of lr, margin, comma-separated (default rate)")
+    p.add_argument("--lr-range", type=parse_range, default=(1e-4, 1e-2), metavar="LO,HI",
+                   help="lr resampling range, log-uniform (with --mutate rate,lr)")
+    p.add_argument("--margin-range", type=parse_range, default=(0.1, 3.0), metavar="LO,HI",
+                   help="margin resampling range, uniform (with --mutate rate,margin)")
+    args = p.parse_args(argv)
+    if args.smoke_test and args.epochs is None:
+        args.epochs = 4  # room for three exploit/explore steps
+    storage = storage_uri(args.storage)
+    with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
+        seeds = parse_seeds(args.seeds, (0,))
+        if len(seeds) != 1:
+            raise ConfigError("PBT learns one schedule from one seed (--seeds takes one value); the "
+                              "replay command it prints repeats the learned schedule over 3 seeds")
+        opts = PBTOptions(
+            population=args.population or (2 if args.smoke_test else 4),
+            perturbation_interval=args.perturbation_interval or (1 if args.smoke_test else 2),
+            quantile=args.quantile, resample_probability=args.resample_probability,
+            mutate=tuple(m.strip() for m in args.mutate.split(",") if m.strip()),
+            lr_range=args.lr_range, margin_range=args.margin_range)
+        base = {**base_from_args(args), "seed": seeds[0]}
+        epochs = Config.from_dict(base).epochs
+        name = sweep_name(args, "pbt_schedule")
+        sweep = Sweep(name=name, base=base, param_space=param_space(base, opts), scheduler="pbt", pbt=opts,
+                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+        print(f"[pbt] population {opts.population}, {epochs} epochs, exploit/explore every "
+              f"{opts.perturbation_interval} epoch(s) by {sweep.metric}: the bottom {opts.quantile:g} takes the "
+              f"weights of the top {opts.quantile:g}; mutating {', '.join(opts.mutate)}", flush=True)
+        try:
+            result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
+                               num_cpus=args.num_cpus)
+        except KeyboardInterrupt:
+            print(f"\n[pbt] interrupted; finished epochs are kept. Resume with --resume", file=sys.stderr)
+            return 130
+    learned = finish(result, sweep, result.local_dir)
+    print()
+    print(console_table(learned.rows, metric=sweep.metric, verdict=learned.verdicts, baseline=result.baseline))
+    ov = overhead(learned.rows)["overhead"]
+    print(f"{len(result.records)} trials in {result.wall_s / 60:.1f} min"
+          + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
+    print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
+    print(f"Learned schedules: {learned.paths['schedules_csv']}, {learned.paths['schedules_png']}")
+    print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
+    for problem in learned.problems:
+        print(f"[pbt] WARNING {problem}", file=sys.stderr)
+    errored = [r for r in result.records if r.status == "ERROR"]
+    for r in errored:
+        print(f"[pbt] trial {r.trial_id} errored: {r.error} (--resume retries it)", file=sys.stderr)
+    if learned.best is None:
+        print("[pbt] no trial finished an epoch: nothing learned", file=sys.stderr)
+        return 1
+    print()
+    print(f"Best learned schedule ({learned.best}, by {sweep.metric}):")
+    print(f"  --set schedule=table --set rate_table={format_table(learned.best_table)}")
+    print("Replay it from scratch with 3 seeds beside decay (paired significance test in its summary):")
+    print(f"  {replay_command(args, learned.best_table, sweep.name)}")
+    if set(opts.mutate) - {"rate"}:
+        print("  (the replay repeats the rate schedule only; lr and margin stay at their configured values)")
+    if any(r.status not in ("TERMINATED", "ERROR") for r in result.records):
+        return 130
+    return 1 if errored or learned.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

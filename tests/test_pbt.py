@@ -1,0 +1,144 @@
+"""Population Based Training over random_rate (counterarg.pbt, sweeps/pbt_schedule.py).
+
+The sweep tests run the real ``train()`` on the demo corpus with a tiny random BERT.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from counterarg.config import ConfigError
+from counterarg.train import read_checkpoint
+from counterarg.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
+
+from conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
+
+SCRIPT = "pbt_schedule.py"
+
+
+# ----------------------------------------------------------------------------- no Ray run
+def test_options_name_the_bad_flag():
+    assert initial_rates(2) == [0.3, 0.7] and initial_rates(4) == [0.2, 0.4, 0.6, 0.8]
+    for kw, flag in (({"population": 1}, "--population"), ({"perturbation_interval": 0}, "--perturbation-interval"),
+                     ({"quantile": 0.6}, "--quantile"), ({"mutate": ("lr",)}, "--mutate"),
+                     ({"mutate": ("rate", "lrr")}, "--mutate"), ({"lr_range": (1e-2, 1e-4)}, "--lr-range")):
+        with pytest.raises(ConfigError, match=flag):
+            PBTOptions(**kw)
+    with pytest.raises(ConfigError, match="PBT learns the rate; do not set rate_table"):
+        param_space({"rate_table": [0.5]}, PBTOptions())
+    space = param_space({"epochs": 3}, PBTOptions(population=3))
+    assert space["rate"] == {"grid_search": [0.2, 0.5, 0.8]}
+
+
+@pytest.mark.parametrize("donor_rate", [0.0, 0.5, 1.0])
+def test_explore_always_moves_the_rate(donor_rate):
+    """Ray's list shift is a no-op at the ends of the grid and a resample may draw the same value;
+    ours always moves the rate by at least one step, staying on the grid."""
+    pbt = RateExplorePBT(time_attr="epoch", perturbation_interval=1,
+                         hyperparam_mutations={"rate": list(RATE_GRID)}, resample_probability=0.5)
+    donor = SimpleNamespace(config={"rate": donor_rate, "schedule": "fixed"})
+    for _ in range(200):
+        new, _ = pbt._get_new_config(SimpleNamespace(config={}), donor)
+        assert new["rate"] in RATE_GRID and new["rate"] != donor_rate
+
+
+# ----------------------------------------------------------------------------- sweeps
+def _args(tiny, storage: Path, name: str, *more: str) -> list[str]:
+    return ["--storage", str(storage), "--name", name, "--encoder", tiny["encoder"],
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32", *more]
+
+
+def _schedules(exp: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    with open(exp / "schedules.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            out.setdefault(row["trial"], []).append(row)
+    return out
+
+
+def check_lineages(exp: Path, epochs: int, population: int) -> dict[str, list[dict]]:
+    """Every trial's lineage is whole and agrees with the metric history its final weights carry."""
+    lineages = _schedules(exp)
+    assert len(lineages) == population, lineages.keys()
+    for trial, rows in lineages.items():
+        assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1)), (trial, rows)
+        assert all(r["trained_by"] in lineages for r in rows)
+        donors = [r["donor"] for r in rows]
+        # epochs that came with taken weights form a prefix, all from one donor; the rest are its own
+        k = sum(1 for d in donors if d)
+        assert all(donors[:k]) and not any(donors[k:]) and len(set(donors[:k])) <= 1, (trial, donors)
+        assert all(r["trained_by"] == trial for r in rows[k:]), (trial, rows)
+        # the weights' own record: the metric history inside the trial's latest checkpoint
+        trial_dir = next(exp.glob(f"trial_{trial}*"))  # trial_<id>_<strategy>_seed<n>
+        latest = max(trial_dir.glob("checkpoint_*"))
+        history = read_checkpoint(latest)["history"]
+        assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+        assert [float(r["random_rate"]) for r in rows] == pytest.approx([h["mining/rate"] for h in history])
+        assert [float(r["lr"]) for r in rows] == pytest.approx([h["optim/lr"] for h in history])
+    return lineages
+
+
+@pytest.mark.slow
+def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
+    exp = tmp_path / "results" / "smoke"
+    proc = subprocess.run([PY, str(REPO / "sweeps" / SCRIPT), "--smoke-test", "--num-cpus", "2",
+                           *_args(tiny, tmp_path / "results", "smoke")],
+                          cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    lineages = check_lineages(exp, epochs=4, population=2)
+    changing = [t for t, rows in lineages.items() if len({r["random_rate"] for r in rows}) > 1]
+    assert changing, lineages  # PBT changed at least one trial's rate mid-run
+    assert any(r["donor"] for rows in lineages.values() for r in rows)  # and weights changed hands
+    for f in ("schedules.png", "summary.md", "summary.csv", "significance.csv"):
+        assert (exp / f).stat().st_size > 0, f
+    assert "| table " in (exp / "summary.md").read_text()
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    line = next(ln for ln in out.splitlines() if "--set schedule=table --set rate_table=" in ln)
+    table = line.split("rate_table=")[1].strip()
+    assert all(0 <= float(v) <= 1 for v in table.split(","))
+    assert f"compare_strategies.py --strategies 'decay;table:rate_table={table}' --seeds 0,1,2" in out
+
+
+def _latest_epoch(exp: Path) -> int:
+    """The highest epoch any trial has a checkpoint of in storage (from the checkpoint sidecars)."""
+    best = 0
+    for f in exp.glob("trial_*/checkpoint_*/_tune_train_time.json"):
+        try:
+            best = max(best, int(json.loads(f.read_text())["epoch"]))
+        except (OSError, ValueError, KeyError):
+            pass  # being written
+    return best
+
+
+@pytest.mark.slow
+def test_sigkill_driver_during_pbt_then_resume_keeps_every_lineage(tiny, tmp_path):
+    """SIGKILL the driver after an exploit, mid-sweep; --resume completes every trial with its whole
+    lineage (every epoch, donors as a prefix, rates equal to its final run's history)."""
+    epochs, population = 12, 2
+    exp = tmp_path / "results" / "kill"
+    args = _args(tiny, tmp_path / "results", "kill", "--epochs", str(epochs), "--population", str(population),
+                 "--perturbation-interval", "2", "--num-cpus", "2")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def ready() -> bool:
+        exploits = exp / "pbt_global.txt"
+        return exploits.exists() and exploits.read_text().count("\n") >= 1 and 5 <= _latest_epoch(exp) < epochs - 2
+
+    log_path = tmp_path / "driver.log"
+    killed = kill_when(ready, args, env, log_path, timeout=300, script=SCRIPT)
+    assert not (exp / "schedules.csv").exists()  # killed before the end
+    resume_to_end(args, env, log_path, killed, timeout=300, script=SCRIPT)
+    log = log_path.read_text()
+    lineages = check_lineages(exp, epochs, population)
+    assert any(r["donor"] for rows in lineages.values() for r in rows) or "continues from" in log, log[-3000:]
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    kill_process_group(killed)
