@@ -116,13 +116,14 @@ def method_label(config: dict[str, Any]) -> str | None:
 
 
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """Method (``reference``/``recipe``) and strategy, plus every other varying field except the
-    repeat (seed) fields, e.g. ``reference: decay 0.8-0.02`` or ``recipe: fixed 0 lr=0.001``."""
+    """Strategy plus every other varying field except the repeat (seed) fields; where the sweep
+    mixes methods, prefixed by ``reference``/``recipe`` instead of their fields, e.g.
+    ``reference: decay 0.8-0.02`` or ``recipe: fixed 0``."""
     from .config import method_fields
 
     strategy_fields = schedules.all_fields()
-    method = method_label(config)
-    named = set(method_fields()) if method else set()
+    named = set(method_fields())
+    method = method_label(config) if named & set(varying) else None  # only where methods differ
     extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
     parts = [f"{method}: {strategy_label(config)}" if method else strategy_label(config)]
     parts += [f"{k}={_fmt(config.get(k))}" for k in extra]

@@ -377,7 +377,8 @@ def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path
 def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     """PBT's exploit/explore: a run resumed with another rate, lr and margin trains with them from
     the resumed epoch on; the history keeps every epoch's realised values, inherited ones included."""
-    base = cfg.replace(epochs=2, schedule="fixed", rate=0.8, lr=1e-3, margin=1.0, eval_mode="retrieval")
+    base = cfg.replace(epochs=2, schedule="fixed", rate=0.8, lr=1e-3, margin=1.0, eval_mode="retrieval",
+                       loss="combined")  # the margin is a term of the reference loss
     train(base, tmp_path / "donor", progress=False)
     changed = base.replace(epochs=3, rate=0.3, lr=4e-4, margin=0.5)
     hist = train(changed, tmp_path / "taker", resume_from=tmp_path / "donor" / "checkpoint", progress=False)
