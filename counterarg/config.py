@@ -26,6 +26,8 @@ EVAL_MODES = ("retrieval", "rerank")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SPLITS = ("training", "validation", "test")
+#: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class ConfigError(ValueError):
@@ -45,7 +47,10 @@ class Config:
     finetune: str = "none"  # all | none | top:N
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None  # feature cache; None -> $COUNTERARG_CACHE or ~/.cache/counterarg
-    embed_batch_size: int = 16
+    embed_batch_size: int = 16  # no-grad embedding passes (longest texts first)
+    # encoder forward in training and embedding passes: auto | fp32 | bf16 | fp16; heads and loss stay
+    # fp32, fp16 adds a gradient scaler; auto = bf16 on a CUDA device that supports it, else fp32
+    precision: str = "auto"
 
     # optimisation
     epochs: int = 20
@@ -56,6 +61,10 @@ class Config:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
+    # 0 = off (one random permutation per epoch); N = length buckets of N batches: the epoch's
+    # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
+    # into batches, and the batches shuffled; finetune top:N and all only (nothing is padded with none)
+    length_buckets: int = 0
 
     # CombinedLoss
     margin: float = 1.0
@@ -156,6 +165,7 @@ class Config:
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("precision", self.precision, PRECISIONS)
         if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):
             raise ConfigError(f"finetune must be all, none or top:N (N >= 1), got {self.finetune!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
@@ -179,11 +189,30 @@ class Config:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
         _check_select_metric(self.select_metric)
+        if self.length_buckets < 0:
+            raise ConfigError(f"length_buckets must be >= 0 (0 = off), got {self.length_buckets!r}")
+        if self.length_buckets and self.finetune == "none":
+            raise ConfigError(f"length_buckets={self.length_buckets} needs finetune=top:N or all: with "
+                              "finetune=none training reads cached pooled vectors and nothing is padded")
         if self.max_length > 512:
             raise ConfigError(f"max_length must be <= 512 for BERT encoders, got {self.max_length}")
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
+    """The precision a run uses on ``device_type`` ("cpu", "cuda", ...): fp32 | bf16 | fp16.
+
+    ``auto`` is bf16 on CUDA devices that support it (Ampere and later) and fp32 everywhere else:
+    on CPUs bf16 autocast is often slower than fp32 (no bf16 matrix units), and fp16 needs a
+    gradient scaler, so neither is picked without being asked for. Explicit values pass through.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
 
 
 def _check_select_metric(name: str) -> None:

@@ -26,18 +26,20 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .corpus import Corpus, load_corpus
-from .features import TextFeatures, TextTable
+from .features import TextFeatures, TextTable, batch_order
 from .io import (MANIFEST, append_jsonl, atomic_replace_dir, atomic_write_text, bad_files, folder_lock,
                  read_manifest, recover_dir, remove_temp_files)
 from .loss import combined_loss
 from .mining import mine_negatives
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
+from .precision import grad_scaler
 from .schedules import random_rate
 
 Report = Callable[[dict, Path], None]
 STATE_FILE = "state.pt"
 # fields that may differ between a checkpoint and the run resuming it
-RESUMABLE_CHANGES = {"epochs", "test_every", "eval_training", "device", "cache_dir", "index", "shards"}
+RESUMABLE_CHANGES = {"epochs", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
+                     "precision"}
 
 
 class TrainingError(RuntimeError):
@@ -83,6 +85,7 @@ class Run:
             groups.append({"params": enc_params, "lr": config.encoder_lr})
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(groups, weight_decay=config.weight_decay)
+        self.scaler = grad_scaler(self.features.precision, self.device)  # active at fp16 only
         if eval_splits is None:
             eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
                            and (s != "training" or config.eval_training)]
@@ -149,6 +152,29 @@ class Run:
         return combined_loss(s_p, s_c, s_n, logits_pos, logits_neg, margin=c.margin, p=c.p,
                              w_triplet=c.w_triplet, w_pos=c.w_pos, w_neg=c.w_neg)
 
+    # ------------------------------------------------------------------ one step
+    def batches(self, tids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The epoch's batches of training rows [steps, batch_size] (features.batch_order); ``tids``
+        [N, K] are each row's text ids, whose longest text is the row's length for length buckets."""
+        cfg = self.config
+        n = len(tids)
+        if n < cfg.batch_size:
+            raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
+        lengths = self.features.row_lengths(tids) if cfg.length_buckets else None  # [N]
+        return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=cfg.length_buckets)
+
+    def backward_step(self, total: torch.Tensor) -> None:
+        """Gradients of ``total`` and one optimizer step: clipped, and through the fp16 gradient
+        scaler (a no-op at fp32/bf16; at fp16 a step whose gradients overflowed is skipped)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.config
@@ -161,20 +187,16 @@ class Run:
         t_mine = time.perf_counter() - t_mine
         ids = self.table.splits["training"]
         neg = self.negative_tids("training", mined.negatives)
-        n = len(ids.point)
-        if n < cfg.batch_size:
-            raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        perm = rng.permutation(n)
-        steps = n // cfg.batch_size  # drop_last, as the seed
+        batches = self.batches(np.column_stack([ids.point, ids.counter, neg]), rng)  # [steps, B], drop_last
+        steps = len(batches)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
         self.heads.train()
         self.features.train()
         sums = {"loss": 0.0, "triplet": 0.0, "ce_pos": 0.0, "ce_neg": 0.0}
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
                    unit="step", leave=False, mininterval=1.0)
         for step in bar:
-            rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            rows = batches[step]
             tids = torch.from_numpy(np.concatenate([ids.point[rows], ids.counter[rows], neg[rows]]))  # [3B]
             h = self.features(tids)  # [3B, H]
             h_p, h_c, h_n = h.split(len(rows))
@@ -182,11 +204,7 @@ class Run:
             if not torch.isfinite(total):
                 raise TrainingError(f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
                                     f"(lr={cfg.lr}, margin={cfg.margin}); stopping")
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
+            self.backward_step(total)
             sums["loss"] += total.item()
             for k, v in parts.items():
                 sums[k] += v.item()
@@ -250,6 +268,7 @@ class Run:
             "heads": self.heads.state_dict(),
             "encoder": self.features.trainable.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
             "history": _plain(history),
         }
@@ -262,6 +281,8 @@ class Run:
             raise TrainingError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
                                 f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
         random.setstate(state["rng"]["python"])
@@ -411,8 +432,9 @@ def read_checkpoint(folder: str | Path) -> dict:
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
-    diffs = {k: (saved.get(k), v) for k, v in config.to_dict().items()
-             if k not in RESUMABLE_CHANGES and saved.get(k) != v}
+    defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
+    diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
+             if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
         raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
