@@ -260,6 +260,10 @@ def cmd_export(args) -> int:
 def cmd_bench(args, rest) -> int:
     if args.what == "mining":
         from .bench_mining import main as bench_main
+    elif args.what == "train":
+        from .bench_train import main as bench_main
+    elif args.what == "gpu":
+        from .bench_train import gpu_main as bench_main
     else:
         from .bench_eval import main as bench_main
     return int(bench_main(rest) or 0)
@@ -348,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
-    b.add_argument("what", choices=["mining", "eval"])
+    b.add_argument("what", choices=["mining", "eval", "train", "gpu"])
     b.set_defaults(func=None)
     return ap
 

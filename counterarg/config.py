@@ -25,6 +25,8 @@ POOLINGS = ("cls", "pooler", "mean")
 METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SPLITS = ("training", "validation", "test")
+#: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 #: The reference implementation's method (the 2018 scripts as this project reproduces them: a
@@ -68,7 +70,10 @@ class Config:
     finetune: str = "none"  # all | none | top:N
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str | None = None  # feature cache; None -> $COUNTERARG_CACHE or ~/.cache/counterarg
-    embed_batch_size: int = 16
+    embed_batch_size: int = 16  # no-grad embedding passes (longest texts first)
+    # encoder forward in training and embedding passes: auto | fp32 | bf16 | fp16; heads and loss stay
+    # fp32, fp16 adds a gradient scaler; auto = bf16 on a CUDA device that supports it, else fp32
+    precision: str = "auto"
 
     # optimisation
     epochs: int = 30
@@ -80,6 +85,10 @@ class Config:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
     patience: int = 5  # stop after this many epochs without a new best select_metric; 0 = run all epochs
+    # 0 = off (one random permutation per epoch); N = length buckets of N batches: the epoch's
+    # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
+    # into batches, and the batches shuffled; finetune top:N and all only (nothing is padded with none)
+    length_buckets: int = 0
 
     # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
     loss: str = "infonce+pair_ce"
@@ -215,6 +224,7 @@ class Config:
             raise ConfigError(f"fused_w must be a finite number >= 0 or none, got {self.fused_w!r}")
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("precision", self.precision, PRECISIONS)
         if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):
             raise ConfigError(f"finetune must be all, none or top:N (N >= 1), got {self.finetune!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
@@ -248,6 +258,11 @@ class Config:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"ks must be a non-empty list of integers >= 1, got {self.ks!r}")
         _check_select_metric(self.select_metric)
+        if self.length_buckets < 0:
+            raise ConfigError(f"length_buckets must be >= 0 (0 = off), got {self.length_buckets!r}")
+        if self.length_buckets and self.finetune == "none":
+            raise ConfigError(f"length_buckets={self.length_buckets} needs finetune=top:N or all: with "
+                              "finetune=none training reads cached pooled vectors and nothing is padded")
         if self.max_length > 512:
             raise ConfigError(f"max_length must be <= 512 for BERT encoders, got {self.max_length}")
 
@@ -255,6 +270,20 @@ class Config:
 FIELD_NAMES = tuple(f.name for f in fields(Config))
 for _entry in _schedules.SCHEDULES.values():  # registered while this module was loading
     _schedules.check_entry(_entry, FIELD_NAMES)
+
+
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
+    """The precision a run uses on ``device_type`` ("cpu", "cuda", ...): fp32 | bf16 | fp16.
+
+    ``auto`` is bf16 on CUDA devices that support it (Ampere and later) and fp32 everywhere else:
+    on CPUs bf16 autocast is often slower than fp32 (no bf16 matrix units), and fp16 needs a
+    gradient scaler, so neither is picked without being asked for. Explicit values pass through.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
 
 
 def _check_select_metric(name: str) -> None:

@@ -6,6 +6,10 @@ content of the encoder's files, pooling, max_length and the corpus texts; ``top:
 hidden states that enter the first trainable layer; ``all`` caches only the token ids. ``meta.json``
 records the sha256 of every cached array; a cache whose files do not match (cut short, bit flips)
 is said so and rebuilt.
+
+The caches are built at fp32 whatever ``precision`` says: they are made once and shared by every
+precision (a ``top:N`` cache of ArguAna is 1.7 GB), so their key holds no precision. Training and
+the per-epoch embedding passes run the trainable layers at the configured precision.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .corpus import Corpus
 from .io import atomic_write_json, cache_root, sha256_file
 from .model import (clip_texts, encode_texts, encoder_fingerprint, load_encoder, pool, run_layers,
                     split_layer)
+from .precision import autocast, run_precision
 
 
 @dataclass
@@ -182,6 +187,7 @@ class TextFeatures(nn.Module):
     def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
         super().__init__()
         self.config, self.device = config, device
+        self.precision = run_precision(config.precision, device)  # fp32 | bf16 | fp16
         self.top = config.trainable_layers
         model = tokenizer = None
         if self.top != 0 or config.pooling == "pooler":  # the pooler check needs the loaded weights
@@ -216,14 +222,23 @@ class TextFeatures(nn.Module):
         pooler = self.trainable["pooler"] if "pooler" in self.trainable else getattr(self._base[0], "pooler", None)
         if self.top is None:
             enc = self.trainable["encoder"]
-            out = enc(input_ids=self.input_ids[ids, :t].to(self.device), attention_mask=mask)
-            return pool(out.last_hidden_state, mask, self.config.pooling, pooler)
+            with autocast(self.precision, self.device):
+                out = enc(input_ids=self.input_ids[ids, :t].to(self.device), attention_mask=mask)
+            hidden = out.last_hidden_state.float()  # [B, T, H] fp32: pooling and heads run in fp32
+            return pool(hidden, mask, self.config.pooling, pooler)
         rows = np.sort(ids.numpy())
         states = torch.from_numpy(np.asarray(self.states[rows, :t], dtype=np.float32))  # [B, T, H]
         back = torch.from_numpy(np.searchsorted(rows, ids.numpy()))
         states = states[back].to(self.device)  # [B, T, H] in the order asked
-        hidden = run_layers(self._base[0], self.trainable["layers"], states, mask)  # [B, T, H]
-        return pool(hidden, mask, self.config.pooling, pooler)
+        with autocast(self.precision, self.device):
+            hidden = run_layers(self._base[0], self.trainable["layers"], states, mask)  # [B, T, H]
+        return pool(hidden.float(), mask, self.config.pooling, pooler)  # [B, H] fp32
+
+    def row_lengths(self, tids: np.ndarray) -> np.ndarray:
+        """Token count of each training row: the longest of its texts. tids [N, K] -> [N]."""
+        if self.top == 0:
+            raise ValueError("finetune=none trains on cached pooled vectors: its texts have no lengths here")
+        return self.lengths.numpy()[np.asarray(tids)].max(axis=1)
 
     def embed(self, tids: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         """h for many text ids without gradients, in eval mode (dropout off): [U', H]."""
@@ -241,3 +256,31 @@ class TextFeatures(nn.Module):
                 out[torch.as_tensor(rows, device=self.device)] = self(torch.as_tensor(tids[rows]))
         self.train(was)
         return out
+
+
+def batch_order(n: int, batch_size: int, rng: np.random.Generator, *, lengths: np.ndarray | None = None,
+                buckets: int = 0) -> np.ndarray:
+    """An epoch's training batches as row indices [n // batch_size, batch_size] (the rest dropped).
+
+    ``buckets=0``: one random permutation cut in order (exactly the draws training made before
+    buckets existed). ``buckets=N``: the permuted rows are cut into spans of N * batch_size, each
+    span sorted by ``lengths`` (ties in permuted order) and cut into batches, and the batches are
+    shuffled: similar lengths share a batch, so little is padded, while which rows meet and the order
+    of batches stay random. All randomness comes from ``rng`` (seeded from (seed, epoch)), so a
+    resumed run draws the same batches. Each kept row occurs exactly once.
+    """
+    if batch_size < 1 or n < batch_size:
+        raise ValueError(f"cannot cut {n} rows into batches of {batch_size}")
+    steps = n // batch_size
+    perm = rng.permutation(n)[: steps * batch_size]  # [steps * B]
+    if not buckets:
+        return perm.reshape(steps, batch_size)
+    if lengths is None or len(lengths) != n:
+        raise ValueError(f"length buckets need one length per row ({n}), got "
+                         f"{None if lengths is None else len(lengths)}")
+    span = buckets * batch_size
+    lengths = np.asarray(lengths)
+    spans = [perm[s : s + span] for s in range(0, len(perm), span)]
+    sorted_rows = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in spans])  # [steps * B]
+    batches = sorted_rows.reshape(steps, batch_size)  # spans are whole batches: len(perm) % B == 0
+    return batches[rng.permutation(steps)]

@@ -279,14 +279,18 @@ def encode_texts(
     upto_layer: int | None = None,
     progress: bool = False,
     desc: str = "encoding",
+    precision: str = "fp32",
 ):
     """Encode ``texts`` with the frozen encoder, longest first, each batch padded only to its own length.
 
     upto_layer=None returns pooled features [U, H] (float32). upto_layer=L returns the hidden states
-    entering layer L as a float16 array [U, max_length, H] plus token counts [U].
+    entering layer L as a float16 array [U, max_length, H] plus token counts [U]. ``precision``
+    (fp32 | bf16 | fp16) is the autocast of the encoder's forward; outputs are stored as above.
     """
     import numpy as np
     from tqdm.auto import tqdm
+
+    from .precision import autocast
 
     model = model.to(device).eval()
     texts = clip_texts(texts, max_length)
@@ -304,11 +308,14 @@ def encode_texts(
                           return_tensors="pt").to(device)
         mask = batch["attention_mask"]  # [B, T]
         if upto_layer is None:
-            res = model(**batch)
-            h = pool(res.last_hidden_state, mask, pooling, getattr(model, "pooler", None))  # [B, H]
+            with autocast(precision, device):
+                res = model(**batch)
+            last = res.last_hidden_state.float()  # [B, T, H]
+            h = pool(last, mask, pooling, getattr(model, "pooler", None))  # [B, H]
             out[rows] = h.float().cpu().numpy()
         else:
-            hs = _hidden_before(model, batch, upto_layer)  # [B, T, H] input of layer `upto_layer`
+            with autocast(precision, device):
+                hs = _hidden_before(model, batch, upto_layer)  # [B, T, H] input of layer `upto_layer`
             out[rows, : hs.shape[1]] = hs.to(torch.float16).cpu().numpy()
     lengths = np.asarray(lengths, dtype=np.int32)
     return out if upto_layer is None else (out, lengths)

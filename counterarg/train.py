@@ -26,12 +26,13 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .corpus import Corpus, load_corpus
-from .features import TextFeatures, TextTable
+from .features import TextFeatures, TextTable, batch_order
 from .io import (MANIFEST, append_jsonl, atomic_replace_dir, atomic_write_text, bad_files, folder_lock,
                  read_manifest, recover_dir, remove_temp_files)
 from .loss import LossBatch, total_loss, uses_classifier
 from .mining import dedupe_pairs, mine_negatives, mining_telemetry
 from .model import EncoderError, Heads, pick_device, set_threads_from_env
+from .precision import grad_scaler
 from .schedules import random_rate
 
 Report = Callable[[dict, Path], None]
@@ -41,7 +42,7 @@ STATE_FILE = "state.pt"
 # the resumed epoch on. lr, encoder_lr and margin change too (Population Based Training's exploit /
 # explore): the optimizer's param groups and the loss take the new values (Run.apply_hyperparameters).
 RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
-                     "lr", "encoder_lr", "margin"}
+                     "lr", "encoder_lr", "margin", "precision"}
 BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best config.select_metric
 
 
@@ -88,6 +89,7 @@ class Run:
             groups.append({"params": enc_params, "lr": config.encoder_lr})
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(groups, weight_decay=config.weight_decay)
+        self.scaler = grad_scaler(self.features.precision, self.device)  # active at fp16 only
         if eval_splits is None:
             eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
                            and (s != "training" or config.eval_training)]
@@ -173,6 +175,29 @@ class Run:
             parts = {**parts, "head_drift": drift.detach()}
         return total, parts
 
+    # ------------------------------------------------------------------ one step
+    def batches(self, tids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The epoch's batches of training rows [steps, batch_size] (features.batch_order); ``tids``
+        [N, K] are each row's text ids, whose longest text is the row's length for length buckets."""
+        cfg = self.config
+        n = len(tids)
+        if n < cfg.batch_size:
+            raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
+        lengths = self.features.row_lengths(tids) if cfg.length_buckets else None  # [N]
+        return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=cfg.length_buckets)
+
+    def backward_step(self, total: torch.Tensor) -> None:
+        """Gradients of ``total`` and one optimizer step: clipped, and through the fp16 gradient
+        scaler (a no-op at fp32/bf16; at fp16 a step whose gradients overflowed is skipped)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
     # ------------------------------------------------------------------ one epoch
     def train_epoch(self, epoch: int) -> dict:
         cfg = self.config
@@ -185,21 +210,18 @@ class Run:
         t_mine = time.perf_counter() - t_mine
         ids = self.table.splits["training"]
         neg = mined.keys  # [N, K] text ids of each anchor's negatives
-        rows_all = dedupe_pairs(ids.point, ids.counter) if cfg.dedupe_pairs else np.arange(len(ids.point))
-        n = len(rows_all)
-        if n < cfg.batch_size:
-            raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        perm = rows_all[rng.permutation(n)]
-        steps = n // cfg.batch_size  # drop_last, as the seed
+        rows_all = dedupe_pairs(ids.point, ids.counter) if cfg.dedupe_pairs else np.arange(len(ids.point))  # [n]
+        table = np.column_stack([ids.point[rows_all], ids.counter[rows_all], neg[rows_all]])  # [n, 2 + K]
+        batches = rows_all[self.batches(table, rng)]  # [steps, B] training rows, drop_last
+        steps = len(batches)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
         self.heads.train()
         self.features.train()
         sums: dict[str, float] = {"loss": 0.0}
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
                    unit="step", leave=False, mininterval=1.0)
         for step in bar:
-            rows = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            rows = batches[step]
             b = len(rows)
             keys = (ids.point[rows], ids.counter[rows], neg[rows])  # [B], [B], [B, K]
             tids = torch.from_numpy(np.concatenate([keys[0], keys[1], keys[2].reshape(-1)]))  # [(2+K)B]
@@ -209,11 +231,7 @@ class Run:
             if not torch.isfinite(total):
                 raise TrainingError(f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
                                     f"(lr={cfg.lr}, margin={cfg.margin}); stopping")
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            self.optimizer.step()
+            self.backward_step(total)
             sums["loss"] += total.item()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
@@ -292,6 +310,7 @@ class Run:
             "heads": self.heads.state_dict(),
             "encoder": self.features.trainable.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
             "history": _plain(history),
         }
@@ -304,6 +323,8 @@ class Run:
             raise TrainingError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
                                 f"{str(e).splitlines()[0]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.apply_hyperparameters()
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
@@ -465,8 +486,9 @@ def check_resumable(config: Config, saved: dict, source: Path) -> None:
     from .schedules import all_fields
 
     allowed = RESUMABLE_CHANGES | set(all_fields())
-    diffs = {k: (saved.get(k), v) for k, v in config.to_dict().items()
-             if k not in allowed and saved.get(k) != v}
+    defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
+    diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
+             if k not in allowed and saved.get(k, defaults[k]) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
         raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")

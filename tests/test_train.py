@@ -23,7 +23,10 @@ def cfg(tiny_encoder):
     return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
 
 
-def test_resume_equals_uninterrupted(cfg, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4}],
+                         ids=["frozen", "top1-length-buckets"])
+def test_resume_equals_uninterrupted(cfg, tmp_path, extra):
+    cfg = cfg.replace(**extra)
     straight = train(cfg, tmp_path / "a", progress=False)
     train(cfg.replace(epochs=2), tmp_path / "b", progress=False)
     reported = []

@@ -536,3 +536,51 @@ def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
         assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
     finally:
         ray.shutdown()
+
+
+def test_gpu_fractions_pack_two_trials_on_one_gpu_and_fall_back_to_cpu(tmp_path):
+    """A CPU-only Ray cluster declared with one logical GPU: with --gpus-per-trial 0.5 two trials run
+    at once on the same GPU, each holding half of it, and device=auto trains on the CPU there."""
+    import ray
+    import torch
+    from ray import tune
+    from ray.tune import RunConfig
+
+    from counterarg.tune import REPO_ROOT, trial_resources
+
+    def probe(config):
+        import time as _time
+        from pathlib import Path as _Path
+
+        import ray as _ray
+        from ray import tune as _tune
+
+        from counterarg.model import pick_device
+
+        folder = _Path(config["folder"])
+        (folder / f"{config['i']}.start").write_text("")
+        deadline = _time.time() + 120
+        while len(list(folder.glob("*.start"))) < 2 and _time.time() < deadline:  # wait for the other trial
+            _time.sleep(0.05)
+        bundles = _tune.get_context().get_trial_resources().bundles
+        _tune.report({"gpu": sum(b.get("GPU", 0) for b in bundles), "gpu_ids": [str(g) for g in _ray.get_gpu_ids()],
+                      "both_running": len(list(folder.glob("*.start"))) == 2, "device": str(pick_device("auto"))})
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO_ROOT)}})
+    try:
+        (tmp_path / "marks").mkdir()
+        tuner = tune.Tuner(tune.with_resources(probe, trial_resources(cpus=1, gpus=0.5)),
+                           param_space={"i": tune.grid_search([0, 1]), "folder": str(tmp_path / "marks")},
+                           run_config=RunConfig(storage_path=str(tmp_path / "store"), verbose=0))
+        results = [r.metrics for r in tuner.fit()]
+    finally:
+        ray.shutdown()
+    assert len(results) == 2
+    for m in results:
+        assert m["gpu"] == 0.5 and m["gpu_ids"] == ["0"], m  # half of the one GPU each
+        assert m["both_running"], "the two trials did not run at the same time"
+        if not torch.cuda.is_available():
+            assert m["device"] == "cpu", m  # a logical GPU without CUDA: device=auto trains on the CPU
