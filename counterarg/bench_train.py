@@ -128,8 +128,11 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
             if i == min(warmup, n_steps - 1):
                 _sync(device)
                 t0, timed = time.perf_counter(), 0
-            h = run.features(torch.from_numpy(tids[order[i]].T.ravel()))  # [3B, H]: points, counters, negatives
-            total, _ = run.loss(*h.split(len(order[i])))
+            rows = tids[order[i]]  # [B, 3]: point, counter, one negative
+            h = run.features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
+            h_p, h_c, h_n = h.split(len(rows))  # [B, H] each
+            keys = tuple(torch.as_tensor(x, device=device) for x in (rows[:, 0], rows[:, 1], rows[:, 2:]))
+            total, _ = run.loss(h_p, h_c, h_n[:, None], keys)  # one negative per anchor: [B, 1, H]
             run.backward_step(total)
             if i >= min(warmup, n_steps - 1):
                 timed += h.shape[0]

@@ -71,10 +71,9 @@ DEFAULT_STORAGE = REPO_ROOT / "results"
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
 #: of its weights (one entry per epoch, :mod:`counterarg.lineage`)
 TRAIN_TIME_FILE = "_tune_train_time.json"
-#: reported with every epoch: the trial's select_metric minus 1e-9 x epoch, so that Tune's
-#: checkpoint ranking keeps the *earliest* best epoch, as the summary picks it (Tune keeps the later
-#: of equal scores); the checkpoints kept per trial are that best one and the latest (the resume point)
-CHECKPOINT_SCORE = "checkpoint_score"
+#: the folder beside a trial's checkpoints in storage that holds its best epoch's state (train's
+#: OUT/best, mirrored after each epoch that improved select_metric)
+BEST_DIR = "best"
 #: reported with every epoch: the Ray node the trial ran on
 NODE_KEY = "node_id"
 
@@ -370,15 +369,6 @@ def logged_epochs(ckpt) -> set[int]:
     return epochs
 
 
-def with_score(row: dict, cfg: Config) -> dict:
-    """``row`` plus :data:`CHECKPOINT_SCORE` (when it holds the trial's select_metric)."""
-    out = dict(row)
-    v = row.get(cfg.select_metric)
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        out[CHECKPOINT_SCORE] = float(v) - 1e-9 * int(row["epoch"])
-    return out
-
-
 def _report_finished(cfg: Config, final, local: Path) -> None:
     """Report the rows of a finished trial that the killed driver never logged; train nothing.
 
@@ -399,9 +389,9 @@ def _report_finished(cfg: Config, final, local: Path) -> None:
               f"{len(missing)} unlogged epoch(s) reported", flush=True)
         for i, row in enumerate(missing):
             if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
-                tune.report(with_score(row, cfg))  # an epoch's row without its (overwritten) checkpoint
+                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
             else:
-                last = {**with_score(row, cfg), TRAIN_TIME_KEY: _load_train_time(local)}
+                last = {**row, TRAIN_TIME_KEY: _load_train_time(local)}
                 tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
     finally:
         shutil.rmtree(local, ignore_errors=True)
@@ -471,11 +461,11 @@ def trainable(config: dict) -> None:
             lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
         (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
             {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
-        row = with_score(metrics, cfg)
+        row = dict(metrics)
         row[TRAIN_TIME_KEY] = train_s
         row[NODE_KEY] = node_id
         tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-        mirror_run_files(out_dir)
+        mirror_run_files(out_dir, mirrored)
         state["in_report"] += time.perf_counter() - t0
         state["reports"] += 1
 
@@ -494,8 +484,10 @@ def trainable(config: dict) -> None:
 RUN_FILES = ("config.json", "metrics.jsonl")
 
 
-def mirror_run_files(out_dir: Path) -> None:
-    """Copy the run's :data:`RUN_FILES` beside the trial's checkpoints in storage.
+def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
+    """Copy the run's :data:`RUN_FILES` beside the trial's checkpoints in storage, and its best
+    epoch's state (``OUT/best``) into ``<trial>/best`` whenever that changed (``mirrored`` remembers
+    the epoch last copied).
 
     The run folder itself lives in the worker's local trial dir (Ray's temp folder, which Ray may
     delete, and which a reused worker does not sync); its checkpoint is already Tune's. Uses the
@@ -517,6 +509,33 @@ def mirror_run_files(out_dir: Path) -> None:
                     f.write(src.read_bytes())
     except OSError as e:  # storage hiccup: the rows are in result.json too; say so, go on
         print(f"[trial] could not copy {', '.join(RUN_FILES)} to {trial}/run: {e}", flush=True)
+    _mirror_best(Path(out_dir) / BEST_DIR, fs, f"{trial}/{BEST_DIR}", {} if mirrored is None else mirrored)
+
+
+def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:
+    """Copy ``best`` to ``dest`` on ``fs`` when its manifest names a newer epoch than last copied.
+
+    Written to ``dest.tmp`` and moved into place, so a kill leaves the old copy or none (the
+    summary then falls back to Tune's checkpoints), never a half-written one under ``dest``.
+    """
+    import pyarrow.fs as pafs
+
+    from .io import read_manifest
+
+    manifest = read_manifest(best)
+    epoch = (manifest or {}).get("epoch")
+    if epoch is None or mirrored.get("epoch") == epoch:
+        return
+    try:
+        for path in (f"{dest}.tmp", dest):
+            if fs.get_file_info(path).type != pafs.FileType.NotFound:
+                fs.delete_dir(path)
+        pafs.copy_files(str(best), f"{dest}.tmp", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        fs.move(f"{dest}.tmp", dest)
+        mirrored["epoch"] = epoch
+    except OSError as e:  # storage hiccup: Tune's own checkpoints still hold every epoch's state
+        print(f"[trial] could not copy the best epoch's state to {dest}: {e}", flush=True)
 
 
 # ======================================================================== TensorBoard
@@ -994,10 +1013,10 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         name=sweep.name,
         storage_path=storage,
         failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over
-        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 1,
-                                           checkpoint_score_attribute=CHECKPOINT_SCORE,
-                                           checkpoint_score_order="max"),
+        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
+        # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
+        # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
@@ -1053,9 +1072,22 @@ def _uri(ckpt) -> str:
 
 
 def best_checkpoint(result, epoch: int | None) -> str | None:
-    """Where the checkpoint of ``epoch`` (a trial's best) is kept in storage, if Tune kept it."""
+    """Where the state of ``epoch`` (a trial's best) is kept in storage: the trial's mirrored
+    ``best/`` folder when it holds that epoch, else one of Tune's checkpoints of that epoch."""
+    import json as _json
+
     if epoch is None:
         return None
+    fs, path = getattr(result, "filesystem", None), getattr(result, "path", None)
+    if fs is not None and path:
+        best = f"{str(path).rstrip('/')}/{BEST_DIR}"
+        try:
+            with fs.open_input_stream(f"{best}/manifest.json") as f:
+                if int(_json.loads(f.read().decode("utf-8")).get("epoch", -1)) == int(epoch):
+                    kind = getattr(fs, "type_name", "local")
+                    return best if kind == "local" else f"{kind}://{best}"
+        except (OSError, ValueError):
+            pass
     for ckpt, metrics in getattr(result, "best_checkpoints", None) or []:
         if int((metrics or {}).get("epoch", -1)) == int(epoch):
             return _uri(ckpt)

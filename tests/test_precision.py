@@ -51,11 +51,18 @@ def _steps(run: Run, precision: str, start: dict) -> tuple[np.ndarray, np.ndarra
         tids = torch.from_numpy(np.concatenate([ids.point[rows], ids.counter[rows], neg]))  # [3B]
         h = run.features(tids)  # [3B, H]
         assert h.dtype == torch.float32, "pooled output, heads and loss are fp32"
-        total, _ = run.loss(*h.split(8))
+        total = _loss(run, h, tids)
         assert torch.isfinite(total), f"{precision}: loss {total.item()}"
         run.backward_step(total)
         losses.append(total.item())
     return np.array(losses), run.features.embed(ids.point[:64]).numpy()  # [STEPS], [64, H]
+
+
+def _loss(run, h, tids):
+    """The run's objective for a batch laid out as [points; counters; one negative each]."""
+    h_p, h_c, h_n = h.split(8)  # [B, H] each
+    t = tids.view(3, 8)  # [3, B]
+    return run.loss(h_p, h_c, h_n[:, None], (t[0], t[1], t[2][:, None]))[0]
 
 
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
@@ -86,7 +93,7 @@ def test_fp16_with_the_gradient_scaler_gives_no_nan(tiny_encoder, finetune):
     ids = run.table.splits["training"]
     tids = torch.from_numpy(np.concatenate([ids.point[:8], ids.counter[:8], ids.counter[8:16]]))  # [3B]
     for _ in range(3):
-        total, _ = run.loss(*run.features(tids).split(8))
+        total = _loss(run, run.features(tids), tids)
         run.backward_step(total)
     assert run.scaler.get_scale() < 2.0 ** 40, "overflowing steps must lower the scale"
     weights = [*run.heads.parameters(), *run.features.trainable.parameters()]

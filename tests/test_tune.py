@@ -243,7 +243,7 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
     """The driver dies after logging a trial's last epoch but before its state snapshot says so.
 
     With the periodic snapshot off (one hour), the experiment state only moves on Tune's forced
-    sync every ``num_to_keep`` (1) checkpoints, when the driver processes a checkpoint. Killed as soon as a trial's
+    sync every ``num_to_keep`` (2) checkpoints. Killed as soon as a trial's
     epoch-3 checkpoint is in storage, the state on disk still holds that trial RUNNING at epoch
     2; its last result may or may not be in ``result.json`` yet. On resume the trial trains
     nothing and reports only the rows the driver never logged, from the checkpoint's history.
