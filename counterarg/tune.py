@@ -448,6 +448,7 @@ def trainable(config: dict) -> None:
                   flush=True)
 
     state = {"in_report": 0.0, "reports": 0}
+    mirrored: dict = {}  # the epoch whose best state was last copied to storage
     start = time.perf_counter()
     import ray
 

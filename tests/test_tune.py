@@ -221,7 +221,7 @@ def _snapshot_status(exp: Path) -> dict[str, str] | None:
     except ValueError:
         return None  # killed while copying it to storage: the resume must repair it
     out = {}
-    folders = {d.name.split("_")[1]: d.name for d in _trial_dirs(exp)}  # trial_<id>_<strategy>_seed<N>
+    folders = {d.name.split("_")[1]: d.name for d in trial_dirs(exp)}  # trial_<id>_<strategy>_seed<N>
     for trial_json, _run_json in state["trial_data"]:
         t = json.loads(trial_json)
         out[folders.get(t["trial_id"], f"trial_{t['trial_id']}")] = t["status"]
