@@ -79,11 +79,12 @@ NODE_KEY = "node_id"
 
 #: A named schedule strategy trains the reference method (config.REFERENCE_METHOD, less its schedule
 #: and length) with that schedule from the registry (:mod:`counterarg.schedules`); the one named
-#: recipe, ``infonce``, is the project's default recipe (the Config defaults) as it stands.
+#: recipe, ``recipe``, is the project's default recipe (the Config defaults) as it stands.
 REFERENCE_FIELDS = method_fields()
-RECIPES: dict[str, dict[str, Any]] = {"infonce": {}}
-#: The reference implementation's three strategies: fixed 0.8, decay 0.8 - 0.02 * epoch, pure random.
-DEFAULT_STRATEGIES = schedules.default_strategies()
+RECIPES: dict[str, dict[str, Any]] = {"recipe": {}}
+#: The main job: the reference implementation's three strategies (fixed 0.8, decay 0.8 - 0.02 * epoch,
+#: pure random) beside the project's default recipe.
+DEFAULT_STRATEGIES = (*schedules.default_strategies(), *RECIPES)
 
 
 # ======================================================================== search spaces
@@ -92,7 +93,7 @@ def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
 
     ``strategy("fixed", rate=0.5)`` -> the reference method (:data:`REFERENCE_FIELDS`) with
     ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
-    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("infonce")`` -> the
+    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("recipe")`` -> the
     default recipe, the same fields at their Config defaults. Validated now, so a typo fails before
     the sweep starts.
     """

@@ -25,7 +25,7 @@ from conftest import (REPO, kill_and_resume, kill_process_group, kill_when, repo
 # ----------------------------------------------------------------------------- search spaces
 def test_default_grid_is_flat_config_fields():
     variants = strategy_grid()
-    assert len(variants) == 9
+    assert len(variants) == 12  # the reference three and the default recipe, x 3 seeds
     for v in variants:
         assert set(v) <= set(FIELD_NAMES)
         Config.from_dict(v)
@@ -34,7 +34,8 @@ def test_default_grid_is_flat_config_fields():
     assert {v["seed"] for v in variants} == {0, 1, 2}
     decay = next(v for v in variants if v["schedule"] == "decay")
     assert decay["rate_start"] == 0.8 and decay["rate_step"] == 0.02
-    assert next(v for v in variants if v["schedule"] == "fixed")["rate"] == 0.8
+    assert sorted({v["rate"] for v in variants if v["schedule"] == "fixed"}) == [0.0, 0.8]  # recipe, reference
+    assert {v["loss"] for v in variants} == {Config().loss, REFERENCE_METHOD["loss"]}
 
 
 def test_strategy_parsing_and_errors():
@@ -42,7 +43,7 @@ def test_strategy_parsing_and_errors():
     assert ref["loss"] == REFERENCE_METHOD["loss"] and "schedule" not in ref and "epochs" not in ref
     assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
     assert parse_strategy("random") == {**ref, "schedule": "random"}  # the schedules train the reference method
-    recipe = parse_strategy("infonce")  # the default recipe: the same fields at their Config defaults
+    recipe = parse_strategy("recipe")  # the default recipe: the same fields at their Config defaults
     defaults = Config().to_dict()
     assert set(ref) <= set(recipe) and all(recipe[k] == defaults[k] for k in recipe)
     assert recipe["schedule"] == defaults["schedule"] and recipe["loss"] == defaults["loss"]
