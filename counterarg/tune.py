@@ -532,6 +532,7 @@ def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:
         for path in (f"{dest}.tmp", dest):
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)
+        fs.create_dir(f"{dest}.tmp")
         pafs.copy_files(str(best), f"{dest}.tmp", source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)
         fs.move(f"{dest}.tmp", dest)

@@ -135,7 +135,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert len(csv) == 3 and sorted(csv["status"]) == ["ERROR", "TERMINATED", "TERMINATED"]
     ok = csv[csv["status"] == "TERMINATED"]
     assert set(ok["best_epoch"]) <= {1, 2} and ok["test/sdoc/acc@1"].between(0, 1).all()
-    assert ok["test_unseen/mean/acc@1"].notna().all() and ok["best_checkpoint"].str.contains("checkpoint_").all()
+    assert ok["test_unseen/mean/acc@1"].notna().all() and ok["best_checkpoint"].str.endswith("/best").all()
     for png in ("validation_mean_acc1.png", "test_acc1_per_task.png"):
         img = mpimg.imread(exp / png)
         assert img.ndim == 3 and img.shape[0] > 300 and img.std() > 0.05, png  # a drawn figure, not blank
@@ -159,6 +159,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])
+        assert ck.name == "best", ck  # the mirrored best state, not one of Tune's rolling checkpoints
         run = ck.parent / "run"  # train()'s own files, mirrored beside the trial's checkpoints
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
         assert json.loads((run / "config.json").read_text())["epochs"] == 2
