@@ -3,11 +3,11 @@
 Three modes, all vectorised (no Python loop over queries or pairs):
 
 ``retrieval``
-    rank each query's pool by distance in the similarity space: squared L2 (the seed's; same order
+    rank each query's pool by distance in the similarity space: squared L2 (the reference implementation's; same order
     as L2) or cosine distance ``1 - cos``. Passing the raw pooled encoder outputs with
     ``metric="cosine"`` gives the zero-shot baseline.
 ``rerank``
-    the seed's evaluator, with its query bug fixed (the seed fed counter ``i`` instead of point
+    the reference implementation's evaluator, with its query bug fixed (it fed counter ``i`` instead of point
     ``i``): take the ``rerank_k`` nearest candidates of the pool by distance, reorder those by the
     pair classifier's probability of the positive class (softmax column 1); candidates past
     ``rerank_k`` keep their distance order after them.

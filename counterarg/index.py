@@ -4,7 +4,7 @@ Three backends, one contract (:func:`make_index`):
 
 * ``exact`` (the default): blocked matrix-multiply brute force with ``torch.topk`` on CPU or GPU.
   It is the fast choice at every size we use (0.1 s for the 4k training pairs on 2 cores).
-* ``balltree``: one scikit-learn BallTree, the seed project's method (``leaf_size=2``).
+* ``balltree``: one scikit-learn BallTree, the 2018 scripts' method (``leaf_size=2``).
 * ``sharded-balltree``: the database split into contiguous shards, one BallTree per Ray actor,
   queried in parallel (see :mod:`counterarg.shards`, the only module here that imports Ray).
 
@@ -177,7 +177,7 @@ def _row_error(q64: np.ndarray, xmax: float, dim: int, eps: float) -> np.ndarray
 
 
 class BallTreeIndex:
-    """One scikit-learn BallTree over the whole database (the seed project's index).
+    """One scikit-learn BallTree over the whole database (the 2018 scripts' index).
 
     sklearn's BallTree query is single-threaded; use ``sharded-balltree`` to spread it over cores.
     """

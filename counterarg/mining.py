@@ -1,4 +1,4 @@
-"""Hard-negative mining: the seed's rule over two neighbour indexes (points, counters).
+"""Hard-negative mining: the reference implementation's rule over two neighbour indexes (points, counters).
 
 For anchor point i, the candidates are the nearest point that is not the anchor and the nearest
 counter that is not its own counter; the closer of the two becomes the negative (a tie goes to the
@@ -8,7 +8,7 @@ anchor itself nor its own counter.
 Duplicate texts are common in ArguAna (debates are filed under several themes), so exclusion is by
 text identity when ``point_keys``/``counter_keys`` are given: a candidate whose text equals the
 anchor's or its counter's is never a negative. Without keys each item is its own identity, which is
-the seed's rule exactly.
+the reference implementation's rule exactly.
 
 Negative ids live in one space of 2N: ``j < N`` is point j, ``N + j`` is counter j.
 """
@@ -57,7 +57,7 @@ def nearest_allowed(
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query, the nearest indexed item whose key is not banned: (ids [N], distances [N]).
 
-    Queries with k = 3 as the seed did; rows whose k hits are all banned (duplicate-heavy data) are
+    Queries with k = 3 as the 2018 scripts did; rows whose k hits are all banned (duplicate-heavy data) are
     asked again with a doubled k until an allowed hit appears or the index is exhausted (id -1).
     """
     n, m = len(queries), len(cand_keys)

@@ -2,7 +2,7 @@
 
 One encoder embeds points and counters. ``finetune`` decides how much of it trains: ``none`` freezes
 it (pooled features come from the on-disk cache, see features.py), ``top:N`` trains the top N
-transformer layers over cached hidden states, ``all`` trains everything (the seed, for GPUs).
+transformer layers over cached hidden states, ``all`` trains everything (the reference implementation's way, for GPUs).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One full training run of the seed method: re-mine hard negatives, train, evaluate, checkpoint, per epoch.
+"""One full training run: the reference method or the default recipe: re-mine hard negatives, train, evaluate, checkpoint, per epoch.
 
 ``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (tune.py) wraps it and this
 module never imports Ray. Every epoch's randomness is derived from (seed, epoch), and a checkpoint
@@ -121,7 +121,7 @@ class Run:
         return s_p.cpu().numpy(), s_c.cpu().numpy()
 
     def mine(self, emb: dict[str, torch.Tensor], split: str, rate: float, rng: np.random.Generator):
-        """The seed's mining rule over this split's point and counter trees, rebuilt on new embeddings.
+        """The reference implementation's mining rule over this split's point and counter trees, rebuilt on new embeddings.
 
         Training mines with the configured backend; its trees are kept across epochs (``rebuild``
         reuses the sharded backend's actors). The validation loss mines with ``exact``: every
