@@ -639,3 +639,79 @@ def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
         assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
     finally:
         ray.shutdown()
+
+
+# ----------------------------------------------------------------------------- ASHA, existing folders, errored trials
+def _result_epochs(res_path) -> list[int]:
+    return _epochs(Path(res_path))
+
+
+@pytest.mark.slow
+def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
+    """The margin/lr search under ASHA (grace 2, reduction 2, max_t 4): the trial that learns runs
+    first and to the end; the two whose lr is too small to move the heads score below it at the
+    epoch-2 rung and are stopped there. All three count as finished, and the summary lists them."""
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    from counterarg.tune import run_sweep
+
+    space = margin_lr_space("fixed", margin=(0.5, 0.5000001))
+    space["lr"] = tune.grid_search([3e-3, 1e-9, 1e-9])  # in this order: the learner first
+    sweep = Sweep(name="asha", base=_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha")
+    try:
+        res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=1, verbose=0)
+    finally:
+        ray.shutdown()
+    by_lr = sorted(res.records, key=lambda r: -r.config["lr"])
+    assert [r.status for r in by_lr] == ["TERMINATED"] * 3, [(r.status, r.error) for r in by_lr]
+    assert [len(r.history) for r in by_lr] == [4, 2, 2], [(r.config["lr"], len(r.history)) for r in by_lr]
+    assert all(_result_epochs(r.path) == [1, 2, 3, 4][:len(r.history)] for r in by_lr)
+    csv = pd.read_csv(tmp_path / "results" / "asha" / "summary.csv")
+    assert len(csv) == 3 and set(csv["status"]) == {"TERMINATED"}
+    assert "Trials: 3 (0 errored, 0 unfinished)" in (tmp_path / "results" / "asha" / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tmp_path, capsys):
+    """A trial whose encoder is missing errors; starting the sweep again without --resume is refused
+    before anything runs; once the encoder exists, --resume reruns only the errored trial, to the end."""
+    import ray
+
+    from counterarg.testing import make_tiny_encoder
+    from counterarg.tune import run_sweep
+
+    later = tmp_path / "later-bert"
+    variants = [{**_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},
+                {**_base(tiny, epochs=2), "schedule": "random", "seed": 0, "encoder": str(later)}]
+    sweep = Sweep(name="again", variants=variants)
+    storage = tmp_path / "results"
+    exp = storage / "again"
+    try:
+        first = run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
+    finally:
+        ray.shutdown()
+    assert sorted(r.status for r in first.records) == ["ERROR", "TERMINATED"]
+    good = next(Path(r.path).name for r in first.records if r.status == "TERMINATED")
+    bad = next(Path(r.path).name for r in first.records if r.status == "ERROR")
+    assert str(later) in next(r.error for r in first.records if r.status == "ERROR")
+    state = sorted(p.name for p in exp.iterdir())
+    with pytest.raises(FileExistsError, match="already holds an experiment; pass --resume"):
+        run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
+    with pytest.raises(SystemExit) as e:  # the script: exit 2, named error, nothing started
+        _script("compare_strategies")(["--storage", str(storage), "--name", "again", "--seeds", "0",
+                                       "--encoder", tiny["encoder"]])
+    assert e.value.code == 2 and "already holds an experiment" in capsys.readouterr().err
+    assert not ray.is_initialized() and sorted(p.name for p in exp.iterdir()) == state
+    make_tiny_encoder(later)
+    try:
+        second = run_sweep(sweep, storage=storage, num_cpus=1, resume=True, verbose=0)
+    finally:
+        ray.shutdown()
+    assert [r.status for r in second.records] == ["TERMINATED", "TERMINATED"], [r.error for r in second.records]
+    assert _epochs(exp / good) == [1, 2], "the finished trial was not run again"
+    redone = next(r for r in second.records if r.config["schedule"] == "random")
+    assert _epochs(Path(redone.path)) == [1, 2] and redone.history[-1]["epoch"] == 2
+    assert (exp / bad / "error.txt").exists()  # Tune restarts an errored trial under a new id and folder
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
