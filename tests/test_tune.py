@@ -21,6 +21,8 @@ from counterarg.tune import (STRATEGIES, TRAIN_TIME_FILE, Sweep, VariantSearcher
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
+from conftest import unique_name
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -146,7 +148,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**good, "schedule": "random", "seed": 0},
                 {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
-    sweep = Sweep(name="err", variants=variants)
+    sweep = Sweep(name=unique_name("err"), variants=variants)
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)
     finally:
@@ -155,7 +157,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert status == {"fixed": "TERMINATED", "random": "TERMINATED", "decay": "ERROR"}
     bad = next(r for r in res.records if r.status == "ERROR")
     assert "no-such-bert" in bad.error, bad.error
-    exp = tmp_path / "results" / "err"
+    exp = tmp_path / "results" / sweep.name
     import matplotlib.image as mpimg
     import pandas as pd
 
@@ -308,12 +310,13 @@ def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_t
 def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["--storage", str(tmp_path / "results"), "--name", "kill",
+    name = unique_name("kill")
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
             "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
-    kill_and_resume(args, tmp_path / "results" / "kill", epochs, env, tmp_path / "driver.log",
+    kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log",
                     n_trials=2)
 
 
@@ -353,8 +356,9 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
     """
     epochs = 3
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    exp = tmp_path / "results" / "late"
-    args = ["--storage", str(tmp_path / "results"), "--name", "late",
+    name = unique_name("late")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
             "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
@@ -429,8 +433,9 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
     """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
-    exp = tmp_path / "results" / "sharded"
-    args = ["--storage", str(tmp_path / "results"), "--name", "sharded", "--strategies", "fixed;random",
+    name = unique_name("sharded")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--strategies", "fixed;random",
             "--seeds", "0", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", "3",
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "index=sharded-balltree", "--set", "shards=2"]
@@ -442,11 +447,20 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
             _kill_group(proc)
     assert rc == 0, (tmp_path / "driver.log").read_text()[-4000:]
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    # the driver staged its state under this test's own Ray temp root (conftest._own_ray_temp)
+    assert list(Path(os.environ["RAY_TMPDIR"]).glob(f"ray/session_*/artifacts/*/{name}/driver_artifacts"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     spans = []
     for d in _trial_dirs(exp):
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2, 3]
-        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+        # result.json's timestamps are whole seconds; TensorBoard's wall times are floats
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        iters = acc.Scalars("ray/tune/time_this_iter_s")
+        assert [e.step for e in iters] == [1, 2, 3]
+        spans.append((iters[0].wall_time - iters[0].value, iters[-1].wall_time))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two trials did not overlap in time: {spans}"
 
@@ -659,7 +673,7 @@ def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
 
     space = margin_lr_space("fixed", margin=(0.5, 0.5000001))
     space["lr"] = tune.grid_search([3e-3, 1e-9, 1e-9])  # in this order: the learner first
-    sweep = Sweep(name="asha", base=_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha")
+    sweep = Sweep(name=unique_name("asha"), base=_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha")
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=1, verbose=0)
     finally:
@@ -668,9 +682,9 @@ def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
     assert [r.status for r in by_lr] == ["TERMINATED"] * 3, [(r.status, r.error) for r in by_lr]
     assert [len(r.history) for r in by_lr] == [4, 2, 2], [(r.config["lr"], len(r.history)) for r in by_lr]
     assert all(_result_epochs(r.path) == [1, 2, 3, 4][:len(r.history)] for r in by_lr)
-    csv = pd.read_csv(tmp_path / "results" / "asha" / "summary.csv")
+    csv = pd.read_csv(tmp_path / "results" / sweep.name / "summary.csv")
     assert len(csv) == 3 and set(csv["status"]) == {"TERMINATED"}
-    assert "Trials: 3 (0 errored, 0 unfinished)" in (tmp_path / "results" / "asha" / "summary.md").read_text()
+    assert "Trials: 3 (0 errored, 0 unfinished)" in (tmp_path / "results" / sweep.name / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -685,9 +699,9 @@ def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tm
     later = tmp_path / "later-bert"
     variants = [{**_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**_base(tiny, epochs=2), "schedule": "random", "seed": 0, "encoder": str(later)}]
-    sweep = Sweep(name="again", variants=variants)
+    sweep = Sweep(name=unique_name("again"), variants=variants)
     storage = tmp_path / "results"
-    exp = storage / "again"
+    exp = storage / sweep.name
     try:
         first = run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
     finally:
@@ -700,7 +714,7 @@ def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tm
     with pytest.raises(FileExistsError, match="already holds an experiment; pass --resume"):
         run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
     with pytest.raises(SystemExit) as e:  # the script: exit 2, named error, nothing started
-        _script("compare_strategies")(["--storage", str(storage), "--name", "again", "--seeds", "0",
+        _script("compare_strategies")(["--storage", str(storage), "--name", sweep.name, "--seeds", "0",
                                        "--encoder", tiny["encoder"]])
     assert e.value.code == 2 and "already holds an experiment" in capsys.readouterr().err
     assert not ray.is_initialized() and sorted(p.name for p in exp.iterdir()) == state
