@@ -344,15 +344,51 @@ def _has_final_checkpoint(trial_dir: Path, epochs: int) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
-    """The driver dies after logging a trial's last epoch but before its state snapshot says so.
+#: Runs a sweep script with Tune's experiment-state snapshot held: as soon as a trial has reported
+#: its last epoch, the driver waits for the previous snapshot's upload to finish and SIGKILLs itself
+#: instead of writing the snapshot that would record the trial as finished. ``torn`` first cuts the
+#: snapshot in storage short, as a kill during its copy does. argv: EPOCHS stale|torn SCRIPT ARGS...
+HOLD_SNAPSHOT = r"""
+import os, runpy, signal, sys
+from pathlib import Path
 
-    With the periodic snapshot off (one hour), the experiment state only moves on Tune's forced
-    sync every ``num_to_keep`` (1) checkpoints, when the driver processes a checkpoint. Killed as soon as a trial's
-    epoch-3 checkpoint is in storage, the state on disk still holds that trial RUNNING at epoch
-    2; its last result may or may not be in ``result.json`` yet. On resume the trial trains
-    nothing and reports only the rows the driver never logged, from the checkpoint's history.
+from ray.tune.execution.tune_controller import TuneController
+
+epochs, mode, script = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+real = TuneController.checkpoint
+
+
+def checkpoint(self, force=False, wait=False):
+    if any((t.last_result or {}).get("epoch") == epochs for t in self._trials):
+        try:  # as Tune's own wait: a failed upload of files still being written is only logged
+            self._checkpoint_manager._storage.syncer.wait()
+        except Exception as e:
+            print(f"[test] previous upload: {e!r:.200}", flush=True)
+        if mode == "torn":
+            exp = Path(self._checkpoint_manager._storage.experiment_fs_path)
+            state = max(exp.glob("experiment_state-*.json"))
+            state.write_bytes(state.read_bytes()[:40])
+        print("[test] driver killed with the snapshot held", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, force=force, wait=wait)
+
+
+TuneController.checkpoint = checkpoint
+sys.argv = [script, *sys.argv[4:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stale", "torn"])
+def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
+    """The driver dies after a trial's last epoch (its final checkpoint stored) but before the
+    experiment-state snapshot says so; no race: the snapshot is held by a hook in the driver.
+
+    ``stale``: the state in storage holds the trial RUNNING at epoch 2; ``torn``: it is cut short
+    and the resume repairs it from the driver's staging copy (the same epoch-2 state). Either way
+    the finished trial trains nothing on resume and each of its epochs is logged once, and the
+    other trial (not started at the kill: one CPU) runs to the end.
     """
     epochs = 3
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
@@ -364,27 +400,33 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
     log_path = tmp_path / "driver.log"
-    # the worker stores a checkpoint before the driver hears of it: kill on the final one
-    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in _trial_dirs(exp)),
-                       args, env, log_path, poll_s=0.005)
+    hook = tmp_path / "hold_snapshot.py"
+    hook.write_text(HOLD_SNAPSHOT)
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([PY, str(hook), str(epochs), mode, str(REPO / "sweeps" / "compare_strategies.py"),
+                                   *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            rc = killed.wait(timeout=240)
+        finally:
+            if killed.poll() is None:
+                _kill_group(killed)
+    assert rc == -signal.SIGKILL and "snapshot held" in log_path.read_text(), log_path.read_text()[-3000:]
     at_kill = {d.name: _epochs(d) for d in _trial_dirs(exp)}
+    done = [d.name for d in _trial_dirs(exp) if _has_final_checkpoint(d, epochs)]
+    assert len(done) == 1, at_kill
     snapshot = _snapshot_status(exp)
-    late = [name for name, status in (snapshot or {}).items()
-            if status == "RUNNING" and _has_final_checkpoint(exp / name, epochs)]
-    assert late or snapshot is None, f"the snapshot caught up with every trial: no race ({at_kill})"
+    if mode == "stale":
+        assert snapshot is not None and snapshot[done[0]] == "RUNNING", snapshot
+    else:
+        assert snapshot is None
     resume_to_end(args, env, log_path, killed)
     after = {d.name: _epochs(d) for d in _trial_dirs(exp)}
-    for name in late:  # finished, unknown to the state: each epoch logged once, none trained again
-        assert after[name] == [1, 2, 3], (name, at_kill, after)
     log = log_path.read_text()
-    if snapshot is None:
-        assert "[sweep] repaired experiment_state-" in log, log[-3000:]
-    else:
-        assert log.count("not rerun") == len(late), log[-3000:]
-    for name, eps in after.items():  # every trial logs each epoch once unless one was mid-epoch
-        if eps != [1, 2, 3]:
-            assert eps[:len(at_kill[name])] == at_kill[name] and sorted(set(eps)) == [1, 2, 3]
-    assert len(after) == 2 and all(e and max(e) == epochs for e in after.values()), after
+    assert after[done[0]] == [1, 2, 3], (at_kill, after)  # each epoch logged once, none trained again
+    assert log.count("not rerun") == 1, log[-3000:]
+    assert ("[sweep] repaired experiment_state-" in log) == (mode == "torn"), log[-3000:]
+    assert len(after) == 2 and all(eps == [1, 2, 3] for eps in after.values()), after
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
 
