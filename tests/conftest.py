@@ -31,6 +31,7 @@ def _own_ray_temp(monkeypatch):
     temp root of its own (short: Ray's socket paths are length-limited), so state repair, which
     scans Ray's temp folders for the driver's staging copies, never sees another test's sessions.
     Test sweeps also get unique names (``unique_name``), since repair scans /tmp/ray as well."""
+    import contextlib
     import shutil
     import tempfile
 
@@ -40,8 +41,11 @@ def _own_ray_temp(monkeypatch):
     import sys
 
     ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():  # a Ray left running keeps its folder
+    if ray is None or not ray.is_initialized():
         shutil.rmtree(root, ignore_errors=True)
+    else:  # a Ray still running (a module's shared session) may be using it: remove it only if empty
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
 
 
 def unique_name(stem: str) -> str:
