@@ -34,6 +34,36 @@ def _isolated_cache(tmp_path_factory):
         os.environ["COUNTERARG_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def _own_ray_temp(monkeypatch):
+    """Each test's Ray (in-process, sweep drivers it starts, cluster nodes) keeps its sessions in a
+    temp root of its own (short: Ray's socket paths are length-limited), so state repair, which
+    scans Ray's temp folders for the driver's staging copies, never sees another test's sessions.
+    Test sweeps also get unique names (``unique_name``), since repair scans /tmp/ray as well."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="cr-ray-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", root)
+    yield root
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        shutil.rmtree(root, ignore_errors=True)
+    else:  # a Ray still running (a module's shared session) may be using it: remove it only if empty
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
+
+
+def unique_name(stem: str) -> str:
+    """A sweep name no other test run (here or another checkout's) uses at the same time."""
+    import uuid
+
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
     from counterarg.testing import make_tiny_encoder

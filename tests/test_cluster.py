@@ -12,7 +12,7 @@ import secrets
 
 import pytest
 
-from conftest import kill_and_resume
+from conftest import kill_and_resume, unique_name
 
 
 def _auth_env(values: dict[str, str | None]) -> None:
@@ -42,13 +42,14 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
         cluster.wait_for_nodes()
         epochs = 30
         storage = f"file://{tmp_path / 'shared'}"
+        name = unique_name("cluster")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = ["--address", cluster.address, "--storage", storage, "--name", "cluster",
+        args = ["--address", cluster.address, "--storage", storage, "--name", name,
                 "--strategies", "fixed;decay;random", "--seeds", "0",
                 "--encoder", tiny["encoder"], "--epochs", str(epochs),
                 "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
                 "--set", "max_length=32"]
-        at_kill, after = kill_and_resume(args, tmp_path / "shared" / "cluster", epochs, env,
+        at_kill, after = kill_and_resume(args, tmp_path / "shared" / name, epochs, env,
                                          tmp_path / "driver.log", n_trials=3)
         # the trials ran on both nodes (each result row names its Ray node)
         import json
@@ -57,7 +58,7 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
 
         nodes = set()
         for name in after:
-            for line in (tmp_path / "shared" / "cluster" / name / "result.json").read_text().splitlines():
+            for line in (tmp_path / "shared" / name / name / "result.json").read_text().splitlines():
                 row = json.loads(line)
                 if NODE_KEY in row:  # rows a resumed finished trial reports from its checkpoint have none
                     nodes.add(row[NODE_KEY])

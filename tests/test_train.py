@@ -420,3 +420,71 @@ def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "bad"), "--set", "schedule=table",
                  "--set", "rate_table=0.8,1.5"]) == 2
     assert "rate_table" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- pooling, test_every, eval_training, NaN metrics
+@pytest.mark.parametrize("pooling", ["cls", "pooler"])
+def test_cls_and_pooler_pooling_give_their_own_features_and_train(cfg, tmp_path, pooling):
+    """The cached features are the [CLS] vector / BERT's pooler output, computed here directly with
+    transformers, and differ from mean pooling; a run (frozen and top:1) trains with them."""
+    from transformers import AutoTokenizer, BertModel
+
+    from counterarg.train import Run
+
+    feats = {}
+    for p in ("mean", pooling):
+        run = Run(cfg.replace(pooling=p), progress=False)
+        tids = run.table.splits["validation"].point[:6]
+        feats[p] = run.features.embed(tids).cpu()
+        run.close()
+    texts = [run.table.texts[t] for t in tids]
+    model = BertModel.from_pretrained(cfg.encoder).eval()
+    tok = AutoTokenizer.from_pretrained(cfg.encoder)
+    with torch.no_grad():
+        out = model(**tok(texts, max_length=cfg.max_length, truncation=True, padding=True, return_tensors="pt"))
+    want = out.last_hidden_state[:, 0] if pooling == "cls" else out.pooler_output
+    np.testing.assert_allclose(feats[pooling].numpy(), want.numpy(), atol=5e-3)
+    assert (feats[pooling] - feats["mean"]).abs().max() > 0.1, "pooling made no difference"
+    for finetune in ("none", "top:1"):
+        h = train(cfg.replace(pooling=pooling, epochs=1, finetune=finetune), tmp_path / finetune.replace(":", ""),
+                  progress=False)
+        assert np.isfinite(h[0]["train/loss"]) and 0 <= h[0]["validation/mean/acc@1"] <= 1
+
+
+@pytest.mark.parametrize("epochs, every, due", [(3, 2, [2, 3]), (4, 3, [3, 4]), (3, 0, []), (2, 1, [1, 2])])
+def test_test_split_is_scored_only_on_due_epochs_and_the_last(cfg, tmp_path, epochs, every, due):
+    h = train(cfg.replace(epochs=epochs, test_every=every, schedule="fixed"), tmp_path / "r", progress=False)
+    assert [r["epoch"] for r in h if "test/sdoc/acc@1" in r] == due
+    assert [r["epoch"] for r in h if "test/mean/acc@1" in r] == due
+    assert all("validation/mean/acc@1" in r for r in h)  # validation every epoch regardless
+
+
+def test_eval_training_adds_training_split_metrics(cfg, tmp_path):
+    off = train(cfg.replace(epochs=1), tmp_path / "off", progress=False)
+    on = train(cfg.replace(epochs=1, eval_training=True), tmp_path / "on", progress=False)
+    assert not any(k.startswith("training") for k in off[0])
+    for task in ("sdoc", "sdc", "epa", "mean"):
+        assert 0 <= on[0][f"training/{task}/acc@1"] <= 1, sorted(on[0])
+    assert on[0]["validation/mean/acc@1"] == off[0]["validation/mean/acc@1"]  # scoring does not change training
+
+
+def test_non_finite_metric_names_metric_and_epoch(cfg, tmp_path, monkeypatch):
+    """A NaN evaluation metric stops the run with a TrainingError naming it and the epoch; the
+    epochs before it stay recorded and checkpointed."""
+    import counterarg.evaluate as evaluate_mod
+
+    real = evaluate_mod.evaluate_split
+    calls = []
+
+    def nan_on_second_epoch(split, *a, **kw):
+        metrics, ranks = real(split, *a, **kw)
+        calls.append(split)
+        if split == "validation" and calls.count("validation") == 2:
+            metrics = {**metrics, "validation/epa/acc@1": float("nan")}
+        return metrics, ranks
+
+    monkeypatch.setattr(evaluate_mod, "evaluate_split", nan_on_second_epoch)
+    with pytest.raises(TrainingError, match=r"metric validation/epa/acc@1 is nan at epoch 2"):
+        train(cfg, tmp_path / "r", progress=False)
+    assert [r["epoch"] for r in rows(tmp_path / "r")] == [1]
+    assert torch.load(tmp_path / "r" / "checkpoint" / "state.pt", weights_only=True)["epoch"] == 1

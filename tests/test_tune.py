@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,10 @@ from counterarg.tune import (REFERENCE_FIELDS, TRAIN_TIME_FILE, Sweep, VariantSe
                              final_checkpoint_after, grid, margin_lr_space, parse_strategy, strategy,
                              strategy_grid, trial_bundles)
 
-from conftest import (REPO, kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
+from conftest import (REPO, unique_name, kill_and_resume, kill_process_group, kill_when, reported_epochs, resume_to_end,
                       start_driver, sweep_base, trial_dirs)
+
+PY = sys.executable
 
 
 # ----------------------------------------------------------------------------- search spaces
@@ -118,7 +122,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**good, "schedule": "random", "seed": 0},
                 {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
-    sweep = Sweep(name="err", variants=variants)
+    sweep = Sweep(name=unique_name("err"), variants=variants)
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)
     finally:
@@ -127,7 +131,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert status == {"fixed": "TERMINATED", "random": "TERMINATED", "decay": "ERROR"}
     bad = next(r for r in res.records if r.status == "ERROR")
     assert "no-such-bert" in bad.error, bad.error
-    exp = tmp_path / "results" / "err"
+    exp = tmp_path / "results" / sweep.name
     import matplotlib.image as mpimg
     import pandas as pd
 
@@ -207,12 +211,13 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = ["--storage", str(tmp_path / "results"), "--name", "kill",
+    name = unique_name("kill")
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
             "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
-    kill_and_resume(args, tmp_path / "results" / "kill", epochs, env, tmp_path / "driver.log",
+    kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log",
                     n_trials=2)
 
 
@@ -240,46 +245,89 @@ def _has_final_checkpoint(trial_dir: Path, epochs: int) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path):
-    """The driver dies after logging a trial's last epoch but before its state snapshot says so.
+#: Runs a sweep script with Tune's experiment-state snapshot held: as soon as a trial has reported
+#: its last epoch, the driver waits for the previous snapshot's upload to finish and SIGKILLs itself
+#: instead of writing the snapshot that would record the trial as finished. ``torn`` first cuts the
+#: snapshot in storage short, as a kill during its copy does. argv: EPOCHS stale|torn SCRIPT ARGS...
+HOLD_SNAPSHOT = r"""
+import os, runpy, signal, sys
+from pathlib import Path
 
-    With the periodic snapshot off (one hour), the experiment state only moves on Tune's forced
-    sync every ``num_to_keep`` (2) checkpoints. Killed as soon as a trial's
-    epoch-3 checkpoint is in storage, the state on disk still holds that trial RUNNING at epoch
-    2; its last result may or may not be in ``result.json`` yet. On resume the trial trains
-    nothing and reports only the rows the driver never logged, from the checkpoint's history.
+from ray.tune.execution.tune_controller import TuneController
+
+epochs, mode, script = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+real = TuneController.checkpoint
+
+
+def checkpoint(self, force=False, wait=False):
+    if any((t.last_result or {}).get("epoch") == epochs for t in self._trials):
+        try:  # as Tune's own wait: a failed upload of files still being written is only logged
+            self._checkpoint_manager._storage.syncer.wait()
+        except Exception as e:
+            print(f"[test] previous upload: {e!r:.200}", flush=True)
+        if mode == "torn":
+            exp = Path(self._checkpoint_manager._storage.experiment_fs_path)
+            state = max(exp.glob("experiment_state-*.json"))
+            state.write_bytes(state.read_bytes()[:40])
+        print("[test] driver killed with the snapshot held", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, force=force, wait=wait)
+
+
+TuneController.checkpoint = checkpoint
+sys.argv = [script, *sys.argv[4:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stale", "torn"])
+def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
+    """The driver dies after a trial's last epoch (its final checkpoint stored) but before the
+    experiment-state snapshot says so; no race: the snapshot is held by a hook in the driver.
+
+    ``stale``: the state in storage holds the trial RUNNING at epoch 2; ``torn``: it is cut short
+    and the resume repairs it from the driver's staging copy (the same epoch-2 state). Either way
+    the finished trial trains nothing on resume and each of its epochs is logged once, and the
+    other trial (not started at the kill: one CPU) runs to the end.
     """
     epochs = 3
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
-    exp = tmp_path / "results" / "late"
-    args = ["--storage", str(tmp_path / "results"), "--name", "late",
+    name = unique_name("late")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
             "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
     log_path = tmp_path / "driver.log"
-    # the worker stores a checkpoint before the driver hears of it: kill on the final one
-    killed = kill_when(lambda: any(_has_final_checkpoint(d, epochs) for d in trial_dirs(exp)),
-                       args, env, log_path, poll_s=0.005)
+    hook = tmp_path / "hold_snapshot.py"
+    hook.write_text(HOLD_SNAPSHOT)
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([PY, str(hook), str(epochs), mode, str(REPO / "sweeps" / "compare_strategies.py"),
+                                   *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            rc = killed.wait(timeout=240)
+        finally:
+            if killed.poll() is None:
+                kill_process_group(killed)
+    assert rc == -signal.SIGKILL and "snapshot held" in log_path.read_text(), log_path.read_text()[-3000:]
     at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
+    done = [d.name for d in trial_dirs(exp) if _has_final_checkpoint(d, epochs)]
+    assert len(done) == 1, at_kill
     snapshot = _snapshot_status(exp)
-    late = [name for name, status in (snapshot or {}).items()
-            if status == "RUNNING" and _has_final_checkpoint(exp / name, epochs)]
-    assert late or snapshot is None, f"the snapshot caught up with every trial: no race ({at_kill})"
+    if mode == "stale":
+        assert snapshot is not None and snapshot[done[0]] == "RUNNING", snapshot
+    else:
+        assert snapshot is None
     resume_to_end(args, env, log_path, killed)
     after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
-    for name in late:  # finished, unknown to the state: each epoch logged once, none trained again
-        assert after[name] == [1, 2, 3], (name, at_kill, after)
     log = log_path.read_text()
-    if snapshot is None:
-        assert "[sweep] repaired experiment_state-" in log, log[-3000:]
-    else:
-        assert log.count("not rerun") == len(late), log[-3000:]
-    for name, eps in after.items():  # every trial logs each epoch once unless one was mid-epoch
-        if eps != [1, 2, 3]:
-            assert eps[:len(at_kill[name])] == at_kill[name] and sorted(set(eps)) == [1, 2, 3]
-    assert len(after) == 2 and all(e and max(e) == epochs for e in after.values()), after
+    assert after[done[0]] == [1, 2, 3], (at_kill, after)  # each epoch logged once, none trained again
+    assert log.count("not rerun") == 1, log[-3000:]
+    assert ("[sweep] repaired experiment_state-" in log) == (mode == "torn"), log[-3000:]
+    assert len(after) == 2 and all(eps == [1, 2, 3] for eps in after.values()), after
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
 
@@ -328,8 +376,9 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
     """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
-    exp = tmp_path / "results" / "sharded"
-    args = ["--storage", str(tmp_path / "results"), "--name", "sharded", "--strategies", "fixed;random",
+    name = unique_name("sharded")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--strategies", "fixed;random",
             "--seeds", "0", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", "3",
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "index=sharded-balltree", "--set", "shards=2"]
@@ -341,11 +390,20 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
             kill_process_group(proc)
     assert rc == 0, (tmp_path / "driver.log").read_text()[-4000:]
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    # the driver staged its state under this test's own Ray temp root (conftest._own_ray_temp)
+    assert list(Path(os.environ["RAY_TMPDIR"]).glob(f"ray/session_*/artifacts/*/{name}/driver_artifacts"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     spans = []
     for d in trial_dirs(exp):
         rows = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2, 3]
-        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+        # result.json's timestamps are whole seconds; TensorBoard's wall times are floats
+        acc = EventAccumulator(str(d))
+        acc.Reload()
+        iters = acc.Scalars("ray/tune/time_this_iter_s")
+        assert [e.step for e in iters] == [1, 2, 3]
+        spans.append((iters[0].wall_time - iters[0].value, iters[-1].wall_time))
     (a0, a1), (b0, b1) = spans
     assert a0 < b1 and b0 < a1, f"the two trials did not overlap in time: {spans}"
 
@@ -586,3 +644,79 @@ def test_gpu_fractions_pack_two_trials_on_one_gpu_and_fall_back_to_cpu(tmp_path)
         assert m["both_running"], "the two trials did not run at the same time"
         if not torch.cuda.is_available():
             assert m["device"] == "cpu", m  # a logical GPU without CUDA: device=auto trains on the CPU
+
+
+# ----------------------------------------------------------------------------- ASHA, existing folders, errored trials
+def _result_epochs(res_path) -> list[int]:
+    return reported_epochs(Path(res_path))
+
+
+@pytest.mark.slow
+def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
+    """The margin/lr search under ASHA (grace 2, reduction 2, max_t 4): the trial that learns runs
+    first and to the end; the two whose lr is too small to move the heads score below it at the
+    epoch-2 rung and are stopped there. All three count as finished, and the summary lists them."""
+    import pandas as pd
+    import ray
+    from ray import tune
+
+    from counterarg.tune import run_sweep
+
+    space = margin_lr_space("fixed", margin=(0.5, 0.5000001))
+    space["lr"] = tune.grid_search([3e-3, 1e-9, 1e-9])  # in this order: the learner first
+    sweep = Sweep(name=unique_name("asha"), base=sweep_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha")
+    try:
+        res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=1, verbose=0)
+    finally:
+        ray.shutdown()
+    by_lr = sorted(res.records, key=lambda r: -r.config["lr"])
+    assert [r.status for r in by_lr] == ["TERMINATED"] * 3, [(r.status, r.error) for r in by_lr]
+    assert [len(r.history) for r in by_lr] == [4, 2, 2], [(r.config["lr"], len(r.history)) for r in by_lr]
+    assert all(_result_epochs(r.path) == [1, 2, 3, 4][:len(r.history)] for r in by_lr)
+    csv = pd.read_csv(tmp_path / "results" / sweep.name / "summary.csv")
+    assert len(csv) == 3 and set(csv["status"]) == {"TERMINATED"}
+    assert "Trials: 3 (0 errored, 0 unfinished)" in (tmp_path / "results" / sweep.name / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tmp_path, capsys):
+    """A trial whose encoder is missing errors; starting the sweep again without --resume is refused
+    before anything runs; once the encoder exists, --resume reruns only the errored trial, to the end."""
+    import ray
+
+    from counterarg.testing import make_tiny_encoder
+    from counterarg.tune import run_sweep
+
+    later = tmp_path / "later-bert"
+    variants = [{**sweep_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},
+                {**sweep_base(tiny, epochs=2), "schedule": "random", "seed": 0, "encoder": str(later)}]
+    sweep = Sweep(name=unique_name("again"), variants=variants)
+    storage = tmp_path / "results"
+    exp = storage / sweep.name
+    try:
+        first = run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
+    finally:
+        ray.shutdown()
+    assert sorted(r.status for r in first.records) == ["ERROR", "TERMINATED"]
+    good = next(Path(r.path).name for r in first.records if r.status == "TERMINATED")
+    bad = next(Path(r.path).name for r in first.records if r.status == "ERROR")
+    assert str(later) in next(r.error for r in first.records if r.status == "ERROR")
+    state = sorted(p.name for p in exp.iterdir())
+    with pytest.raises(FileExistsError, match="already holds an experiment; pass --resume"):
+        run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
+    with pytest.raises(SystemExit) as e:  # the script: exit 2, named error, nothing started
+        _script("compare_strategies")(["--storage", str(storage), "--name", sweep.name, "--seeds", "0",
+                                       "--encoder", tiny["encoder"]])
+    assert e.value.code == 2 and "already holds an experiment" in capsys.readouterr().err
+    assert not ray.is_initialized() and sorted(p.name for p in exp.iterdir()) == state
+    make_tiny_encoder(later)
+    try:
+        second = run_sweep(sweep, storage=storage, num_cpus=1, resume=True, verbose=0)
+    finally:
+        ray.shutdown()
+    assert [r.status for r in second.records] == ["TERMINATED", "TERMINATED"], [r.error for r in second.records]
+    assert reported_epochs(exp / good) == [1, 2], "the finished trial was not run again"
+    redone = next(r for r in second.records if r.config["schedule"] == "random")
+    assert reported_epochs(Path(redone.path)) == [1, 2] and redone.history[-1]["epoch"] == 2
+    assert (exp / bad / "error.txt").exists()  # Tune restarts an errored trial under a new id and folder
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
