@@ -90,7 +90,11 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
                 keys = [f"{prefix}/{t}/acc@1" for t in (*task_names(), "mean")]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
-        lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split.", ""]
+        how = (f"scored with eval_mode={cfg.eval_mode}" + (f" (fused_w from the run's selection)" if cfg.eval_mode == "fused"
+               else "") + f", {cfg.eval_metric} distance; `SentenceTransformer.encode` gives the similarity-space "
+               "embeddings, i.e. retrieval without the classifier")
+        lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split; "
+                  f"{how}.", ""]
     lines += ["## Made by", "", f"`{command}` from the checkpoint `{checkpoint}`.", ""]
     return "\n".join(lines)
 

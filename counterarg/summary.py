@@ -387,7 +387,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     best = best_per_group(rows, metric)
     if best:
         lines += ["## Best checkpoint per strategy", "",
-                  f"The trial with the highest {metric}, at its best epoch (kept by Tune besides the last one).", "",
+                  f"The trial with the highest {metric}, at its best epoch (its state mirrored into the trial's best/ "
+                  "folder; `counterarg evaluate|rank|export --checkpoint PATH` take it).", "",
                   "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
         for g in sorted(best):
             r = best[g]

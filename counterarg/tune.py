@@ -428,6 +428,7 @@ def trainable(config: dict) -> None:
     resume_from = None
     prior_train_s = 0.0
     lineage: list[dict[str, Any]] = []  # one entry per epoch of the weights' history (lineage.py)
+    donor = None  # the trial whose weights this one took (PBT exploit), if any
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         sidecar = _read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
@@ -472,9 +473,10 @@ def trainable(config: dict) -> None:
         state["reports"] += 1
 
     _train_fn()(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
-    if state["reports"] == 0 and resume_from is not None:
+    if state["reports"] == 0 and resume_from is not None and donor is not None:
         # the weights taken already hold every epoch (a PBT donor's final checkpoint): report its
-        # last row so that the trial ends with a result and a checkpoint of its own
+        # last row so that the trial ends with a result and a checkpoint of its own. (A trial
+        # restored at its *own* final checkpoint reported that row before the kill: not again.)
         from .train import read_checkpoint
 
         history = read_checkpoint(resume_from)["history"]

@@ -57,8 +57,8 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
         from counterarg.tune import NODE_KEY
 
         nodes = set()
-        for name in after:
-            for line in (tmp_path / "shared" / name / name / "result.json").read_text().splitlines():
+        for trial in after:
+            for line in (tmp_path / "shared" / name / trial / "result.json").read_text().splitlines():
                 row = json.loads(line)
                 if NODE_KEY in row:  # rows a resumed finished trial reports from its checkpoint have none
                     nodes.add(row[NODE_KEY])
