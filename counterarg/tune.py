@@ -1106,9 +1106,16 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     trial that never started, whose config Tune holds without them."""
     from .summary import best_row
 
+    # a trial that never started has no result config; Tune's own trial list still holds it
+    analysis = getattr(result_grid, "_experiment_analysis", None)
+    planned = {str(t.trial_id): dict(t.config or {}) for t in getattr(analysis, "trials", None) or []}
     records = []
     for res in result_grid:
-        cfg = {**dict(base or {}), **dict(res.config or {})}
+        own = dict(res.config or {})
+        if not own:
+            tid = Path(str(res.path)).name.split("_")[1] if "_" in Path(str(res.path)).name else ""
+            own = planned.get(tid, {})
+        cfg = {**dict(base or {}), **own}
         try:
             full = Config.from_dict(cfg).to_dict()
         except ConfigError:

@@ -720,3 +720,22 @@ def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tm
     assert reported_epochs(Path(redone.path)) == [1, 2] and redone.history[-1]["epoch"] == 2
     assert (exp / bad / "error.txt").exists()  # Tune restarts an errored trial under a new id and folder
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+
+
+def test_a_trial_that_never_started_keeps_its_strategy_in_the_summary():
+    """After Ctrl-C, Tune's result for a trial that never started has no config; its strategy comes
+    from Tune's trial list (not the Config defaults), and the sweep's shared fields from ``base``."""
+    from types import SimpleNamespace as NS
+
+    from counterarg.tune import collect_records
+
+    variant = {**REFERENCE_FIELDS, "schedule": "random", "seed": 0}
+    res = NS(config=None, path="/x/exp/trial_ab12_random_seed0", metrics_dataframe=None, error=None, metrics={},
+             filesystem=None, best_checkpoints=[], checkpoint=None)
+
+    class Grid(list):
+        _experiment_analysis = NS(trials=[NS(trial_id="ab12", config=variant)])
+
+    rec, = collect_records(Grid([res]), base={"epochs": 7})
+    assert rec.config["schedule"] == "random" and rec.config["loss"] == REFERENCE_METHOD["loss"]
+    assert rec.config["epochs"] == 7 and rec.status == "UNFINISHED" and rec.history == []
