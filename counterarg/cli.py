@@ -157,7 +157,12 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
         from .corpus import load_corpus
 
         split = load_corpus(args.corpus or cfg.corpus).split(args.split)
-        return [p.counter.text for p in split.pairs], [p.counter.source for p in split.pairs], None
+        copies: dict[str, list[str]] = {}  # each distinct counter text once (debates filed under several themes)
+        for p in split.pairs:
+            copies.setdefault(p.counter.text, []).append(p.counter.source)
+        sources = [src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "")
+                   for src in copies.values()]
+        return list(copies), sources, None
     path = Path(args.candidates)
     if path.suffix == ".npy":
         if not args.candidate_texts:
