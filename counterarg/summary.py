@@ -498,6 +498,52 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     plt.close(fig)
 
 
+#: the mining telemetry a sweep plots (train.py writes these every epoch; mining.mining_telemetry)
+TELEMETRY = {"mining/share_points": "negatives that are points", "mining/share_hard": "hard (mined) negatives",
+             "mining/share_same_debate_same_side": "from the anchor's debate, same side",
+             "mining/share_same_debate_other_side": "from the anchor's debate, other side",
+             "mining/share_other_theme": "from another theme",
+             "mining/dist_negative": "mean anchor-negative distance"}
+
+
+def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
+    """The mining telemetry per epoch per group (mean over seeds), one panel per quantity; False
+    (nothing written) when no trial reported any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k in TELEMETRY if any(k in r for rec in records for r in rec.history)]
+    if not keys:
+        return False
+    varying = varying_fields([r.config for r in records])
+    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(4.2 * ((len(keys) + 1) // 2), 7), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        curves: dict[str, dict[int, list[float]]] = {}
+        for rec in records:
+            g = group_label(rec.config, varying)
+            for row in dedupe_history(rec.history):
+                v = row.get(key)
+                if isinstance(v, (int, float)) and not math.isnan(v):
+                    curves.setdefault(g, {}).setdefault(int(row["epoch"]), []).append(v)
+        for g in sorted(curves):
+            epochs = sorted(curves[g])
+            ax.plot(epochs, [sum(curves[g][e]) / len(curves[g][e]) for e in epochs], marker=".", label=g)
+        ax.set_title(TELEMETRY[key], fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Mining telemetry per epoch (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None) -> None:
     """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
     import matplotlib
@@ -563,6 +609,8 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     atomic_write_text(paths["md"], md)
     plot_curves(records, paths["curves"], metric, baseline)
     plot_task_bars(rows, paths["bars"], baseline)
+    if plot_telemetry(records, out_dir / "mining_telemetry.png"):
+        paths["telemetry"] = out_dir / "mining_telemetry.png"
     if baseline:
         from .io import atomic_write_json
 

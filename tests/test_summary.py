@@ -186,3 +186,16 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
     from counterarg.summary import console_table
 
     assert "zero-shot encoder" in console_table(out["rows"], baseline=base)
+
+
+def test_mining_telemetry_is_plotted_when_trials_report_it(tmp_path):
+    import matplotlib.image as mpimg
+
+    recs = _ranked_records()
+    assert "telemetry" not in write_summary(recs, tmp_path / "none", title="t")["paths"]  # nothing to plot
+    for i, r in enumerate(recs):
+        r.history[0]["mining/share_points"] = 0.5 + i / 100
+        r.history[0]["mining/share_hard"] = 1.0
+    out = write_summary(recs, tmp_path / "some", title="t")
+    img = mpimg.imread(out["paths"]["telemetry"])
+    assert img.ndim == 3 and img.std() > 0.05
