@@ -144,11 +144,6 @@ def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c
 
 
 # --------------------------------------------------------------------------- ranks
-def pools_text(pools: Pools, device) -> torch.Tensor:
-    """``[2Q]`` candidate text codes of ``pools`` on ``device`` (cached on the pools)."""
-    return pools.text_on(device)
-
-
 def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                 classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
                 rerank_k: int = 10, tasks: Sequence[str] | None = None,
@@ -223,7 +218,8 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
                 r_d = 1 + (not_after[:, :cols] & rep[t][None, :cols]).sum(1) - (peer_before & in_pool).sum(1)  # [B]
             else:
                 ids, valid = pools.index(t, rows, device)  # [B, P], [B, P]; copies already left out
-                other = valid & (pools_text(pools, device)[ids] != pools_text(pools, device)[qi][:, None])  # [B, P]
+                text = pools.text_on(device)  # [2Q]
+                other = valid & (text[ids] != text[qi][:, None])  # [B, P]; the true counter's text is the hit
                 dc = dist.gather(1, ids).masked_fill_(~other, inf)  # [B, P]
                 r_d = 1 + (dc <= d_true[:, None]).sum(1)  # [B]
             ranks[t][rows] = r_d

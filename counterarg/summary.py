@@ -457,6 +457,19 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------- plots
+def epoch_values(records: Sequence[TrialRecord], key: str) -> dict[str, dict[int, list[float]]]:
+    """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once)."""
+    varying = varying_fields([r.config for r in records])
+    out: dict[str, dict[int, list[float]]] = {}
+    for rec in records:
+        g = group_label(rec.config, varying)
+        for row in dedupe_history(rec.history):
+            v = row.get(key)
+            if isinstance(v, (int, float)) and not math.isnan(v):
+                out.setdefault(g, {}).setdefault(int(row["epoch"]), []).append(v)
+    return out
+
+
 def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
                 baseline: dict[str, float] | None = None) -> None:
     """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
@@ -466,14 +479,7 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    varying = varying_fields([r.config for r in records])
-    curves: dict[str, dict[int, list[float]]] = {}
-    for rec in records:
-        g = group_label(rec.config, varying)
-        for row in dedupe_history(rec.history):
-            v = row.get(metric)
-            if isinstance(v, (int, float)) and not math.isnan(v):
-                curves.setdefault(g, {}).setdefault(int(row["epoch"]), []).append(v)
+    curves = epoch_values(records, metric)
     fig, ax = plt.subplots(figsize=(8, 5))
     for g in sorted(curves):
         epochs = sorted(curves[g])
@@ -518,16 +524,9 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     keys = [k for k in TELEMETRY if any(k in r for rec in records for r in rec.history)]
     if not keys:
         return False
-    varying = varying_fields([r.config for r in records])
     fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(4.2 * ((len(keys) + 1) // 2), 7), squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        curves: dict[str, dict[int, list[float]]] = {}
-        for rec in records:
-            g = group_label(rec.config, varying)
-            for row in dedupe_history(rec.history):
-                v = row.get(key)
-                if isinstance(v, (int, float)) and not math.isnan(v):
-                    curves.setdefault(g, {}).setdefault(int(row["epoch"]), []).append(v)
+        curves = epoch_values(records, key)
         for g in sorted(curves):
             epochs = sorted(curves[g])
             ax.plot(epochs, [sum(curves[g][e]) / len(curves[g][e]) for e in epochs], marker=".", label=g)

@@ -1069,11 +1069,10 @@ def dedupe_epochs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)] + rest
 
 
-def _uri(ckpt) -> str:
-    """A checkpoint's location as a user passes it: a local path, or ``scheme://path``."""
-    fs = ckpt.filesystem
+def _uri(fs, path: str) -> str:
+    """A storage location as a user passes it: a local path, or ``scheme://path``."""
     kind = getattr(fs, "type_name", "local") if fs is not None else "local"
-    return str(ckpt.path) if kind == "local" else f"{kind}://{ckpt.path}"
+    return str(path) if kind == "local" else f"{kind}://{path}"
 
 
 def best_checkpoint(result, epoch: int | None) -> str | None:
@@ -1089,13 +1088,12 @@ def best_checkpoint(result, epoch: int | None) -> str | None:
         try:
             with fs.open_input_stream(f"{best}/manifest.json") as f:
                 if int(_json.loads(f.read().decode("utf-8")).get("epoch", -1)) == int(epoch):
-                    kind = getattr(fs, "type_name", "local")
-                    return best if kind == "local" else f"{kind}://{best}"
+                    return _uri(fs, best)
         except (OSError, ValueError):
             pass
     for ckpt, metrics in getattr(result, "best_checkpoints", None) or []:
         if int((metrics or {}).get("epoch", -1)) == int(epoch):
-            return _uri(ckpt)
+            return _uri(ckpt.filesystem, ckpt.path)
     return None
 
 

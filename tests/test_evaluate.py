@@ -89,6 +89,13 @@ def test_rerank_only_calls_classifier_in_batches(one_debate):
 
 
 # ----------------------------------------------------------------------------- brute force
+def pool_distances(query, cands, metric):
+    """Distances of one query to its pool's candidates, by the definition (float64 numpy)."""
+    if metric == "l2":
+        return ((cands - query) ** 2).sum(1)
+    return 1 - (cands / np.linalg.norm(cands, axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+
+
 def reference_ranks(pools: Pools, ps, cs, ph, ch, classify, mode, metric, k):
     """The definition, one query at a time: order the pool by (distance, is-true, index), rerank
     the first k by (-probability, is-true, distance position)."""
@@ -107,12 +114,7 @@ def reference_ranks(pools: Pools, ps, cs, ph, ch, classify, mode, metric, k):
         ranks = []
         for i in range(q):
             pool = np.nonzero(mask[i])[0]
-            if metric == "l2":
-                d = ((cand[pool] - ps[i]) ** 2).sum(1)
-            else:
-                a = ps[i] / np.linalg.norm(ps[i])
-                b = cand[pool] / np.linalg.norm(cand[pool], axis=1, keepdims=True)
-                d = 1 - b @ a
+            d = pool_distances(ps[i], cand[pool], metric)
             order = sorted(range(len(pool)), key=lambda j: (d[j], pool[j] == i, pool[j]))
             ranked = [int(pool[j]) for j in order]
             if mode == "rerank":
@@ -268,12 +270,7 @@ def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric,
                 pool.append(c)
             hit = next(c for c in pool if texts[c] == texts[i])
             pool = np.array(pool)
-            if metric == "l2":
-                d = ((cand[pool] - ps[i]) ** 2).sum(1)
-            else:
-                a = ps[i] / np.linalg.norm(ps[i])
-                b = cand[pool] / np.linalg.norm(cand[pool], axis=1, keepdims=True)
-                d = 1 - b @ a
+            d = pool_distances(ps[i], cand[pool], metric)
             order = sorted(range(len(pool)), key=lambda j: (d[j], pool[j] == hit, pool[j]))
             ranked = [int(pool[j]) for j in order]
             if mode == "fused":  # fused_w * log-odds - distance over the top k, ties ahead of the hit
@@ -317,29 +314,40 @@ def copy_heavy_split(rng, n_themes=3, n_texts=None):
     return (debates, sides, themes), texts
 
 
+def per_text_embeddings(rng, texts, metric):
+    """``(ps, cs, ph, ch)``: one random embedding per TEXT, so copies embed identically (as with any
+    deterministic encoder); small integers for l2 (exact ties between texts), generic for cosine."""
+    n_texts, q = max(texts) + 1, len(texts) // 2
+    if metric == "cosine":
+        emb = rng.normal(size=(n_texts, 3))
+    else:
+        emb = rng.integers(0, 3, (n_texts, 2)).astype(np.float64)
+    emb_h = rng.integers(0, 3, (n_texts, 1)).astype(np.float32)
+    return emb[texts[q:]], emb[texts[:q]], emb_h[texts[q:]], emb_h[texts[:q]]
+
+
+def copy_heavy_pools(rng, n_themes=3):
+    """:func:`copy_heavy_split` and its pools: ``(labels, texts, pools)``."""
+    labels, texts = copy_heavy_split(rng, n_themes=n_themes)
+    debates, sides, themes = labels
+    q = len(debates)
+    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
+                              point_texts=texts[q:], counter_texts=texts[:q])
+    return labels, texts, pools
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_copies_match_the_definition(seed, monkeypatch):
     import counterarg.evaluate as ev
 
     rng = np.random.default_rng(seed)
-    labels, texts = copy_heavy_split(rng)
-    debates, sides, themes = labels
-    q = len(debates)
-    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
-                              point_texts=texts[q:], counter_texts=texts[:q])
-    n_texts = max(texts) + 1
+    labels, texts, pools = copy_heavy_pools(rng)
+    q = pools.num_queries
     monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 3 * 2 * q)
     monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
     for mode, metric, k in [("retrieval", "l2", 1), ("retrieval", "cosine", 1), ("rerank", "l2", 3),
                             ("rerank", "l2", 10), ("rerank", "cosine", 2)]:
-        # one embedding per TEXT (copies embed identically, as with any deterministic encoder)
-        if metric == "cosine":
-            emb = rng.normal(size=(n_texts, 3))
-        else:
-            emb = rng.integers(0, 3, (n_texts, 2)).astype(np.float64)  # exact ties between texts
-        emb_h = rng.integers(0, 3, (n_texts, 1)).astype(np.float32)
-        cs, ps = emb[texts[:q]], emb[texts[q:]]
-        ch, ph = emb_h[texts[:q]], emb_h[texts[q:]]
+        ps, cs, ph, ch = per_text_embeddings(rng, texts, metric)
         got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode=mode, metric=metric, rerank_k=k)
         want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, mode, metric, k)
         for task in TASKS:
@@ -367,11 +375,7 @@ def test_a_copy_of_the_true_counter_is_the_hit_and_a_copy_of_the_query_is_no_can
 
 def test_pool_sizes_match_masks_with_copies():
     rng = np.random.default_rng(11)
-    labels, texts = copy_heavy_split(rng, n_themes=4)
-    debates, sides, themes = labels
-    q = len(debates)
-    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
-                              point_texts=texts[q:], counter_texts=texts[:q])
+    _, _, pools = copy_heavy_pools(rng, n_themes=4)
     for t in TASKS:
         assert pools.pool_sizes(t).tolist() == pools.mask(t).sum(1).tolist(), t
         ids, valid = pools.index(t)
@@ -383,22 +387,12 @@ def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
     import counterarg.evaluate as ev
 
     rng = np.random.default_rng(10 + seed)
-    labels, texts = copy_heavy_split(rng)
-    debates, sides, themes = labels
-    q = len(debates)
-    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
-                              point_texts=texts[q:], counter_texts=texts[:q])
-    n_texts = max(texts) + 1
+    labels, texts, pools = copy_heavy_pools(rng)
+    q = pools.num_queries
     monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 3 * 2 * q)
     monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
     for metric, k, w in [("l2", 3, 0.5), ("l2", 10, 2.0), ("l2", 10, 0.0), ("cosine", 4, 0.3), ("cosine", 10, 3.0)]:
-        if metric == "cosine":
-            emb = rng.normal(size=(n_texts, 3))
-        else:
-            emb = rng.integers(0, 3, (n_texts, 2)).astype(np.float64)  # exact ties between texts
-        emb_h = rng.integers(0, 3, (n_texts, 1)).astype(np.float32)
-        cs, ps = emb[texts[:q]], emb[texts[q:]]
-        ch, ph = emb_h[texts[:q]], emb_h[texts[q:]]
+        ps, cs, ph, ch = per_text_embeddings(rng, texts, metric)
         got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode="fused", metric=metric, rerank_k=k,
                           fused_w=w)
         want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, "fused", metric, k, w)
