@@ -8,6 +8,9 @@
 * the **embedding pass** (no gradients, eval mode, longest first, ``embed_batch_size``) over
   ``--embed-texts`` unique texts drawn at random; with ``finetune=none`` training reads cached pooled
   vectors, so its row times the full frozen encoder (what building that cache costs per text);
+* both per wall second and per **CPU second of this process** (``time.process_time``): on a machine
+  shared with other jobs the wall figures move with the load, the CPU-second figures much less, so
+  ratios (bf16 vs fp32, buckets vs none) are read from those; the load average is recorded too;
 * **peak memory** while the setting ran: the process's resident set (sampled every 10 ms, so it
   includes what the process held before) and, on CUDA, ``torch.cuda.max_memory_allocated``.
 
@@ -28,6 +31,7 @@ runs a tiny CPU version (a tiny random BERT, the demo corpus) so CI covers the s
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -51,8 +55,6 @@ def _rss_bytes() -> int:
     """The process's resident set size now (Linux /proc; elsewhere the lifetime peak)."""
     try:
         with open("/proc/self/statm") as fh:
-            import os
-
             return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         import resource
@@ -110,6 +112,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
     from .model import encode_texts, load_encoder
     from .train import Run
 
+    load_start = os.getloadavg()[0]
     cfg = base.replace(finetune=finetune, precision=precision, length_buckets=buckets)
     run = Run(cfg, progress=False, eval_splits=[])
     device = run.device
@@ -127,7 +130,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
         for i in range(n_steps):
             if i == min(warmup, n_steps - 1):
                 _sync(device)
-                t0, timed = time.perf_counter(), 0
+                t0, c0, timed = time.perf_counter(), time.process_time(), 0
             rows = tids[order[i]]  # [B, 3]: point, counter, one negative
             h = run.features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
             h_p, h_c, h_n = h.split(len(rows))  # [B, H] each
@@ -137,35 +140,39 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
             if i >= min(warmup, n_steps - 1):
                 timed += h.shape[0]
         _sync(device)
-        train_s = time.perf_counter() - t0
+        train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         texts = np.random.default_rng(1).permutation(len(run.table.texts))[:embed_texts]
-        t1 = time.perf_counter()
         if run.features.top == 0:  # the frozen encoder, as when its pooled cache is built
             model, tok = load_encoder(cfg.encoder, cfg.pooling)
-            t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
+        if run.features.top == 0:
             encode_texts(model, tok, [run.table.texts[i] for i in texts], pooling=cfg.pooling,
                          max_length=cfg.max_length, batch_size=cfg.embed_batch_size, device=device,
                          precision=run.features.precision)
         else:
             run.features.embed(texts)
         _sync(device)
-        embed_s = time.perf_counter() - t1
+        embed_s, embed_cpu = time.perf_counter() - t1, time.process_time() - c1
     run.close()
     row.update({"train_steps_timed": n_steps - min(warmup, n_steps - 1), "train_seq_per_s": timed / train_s,
-                "embed_texts": len(texts), "embed_seq_per_s": len(texts) / embed_s, **mem})
+                "train_seq_per_cpu_s": timed / train_cpu, "embed_texts": len(texts),
+                "embed_seq_per_s": len(texts) / embed_s, "embed_seq_per_cpu_s": len(texts) / embed_cpu,
+                "load_start": load_start, "load_end": os.getloadavg()[0], **mem})
     return row
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| finetune | precision | buckets | train seq/s | embed seq/s | peak RSS MB | CUDA peak MB "
-            "| padded tokens/epoch |\n|---|---|---|---|---|---|---|---|")
+    head = ("| finetune | precision | buckets | train seq/s | train seq/CPU-s | embed seq/s | embed seq/CPU-s "
+            "| peak RSS MB | CUDA peak MB | padded tokens/epoch | load avg |\n|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         pad = r.get("epoch_padded_tokens")
         pad_s = f"{pad:,} ({pad / r['epoch_real_tokens']:.2f}× real)" if pad else "-"
         cuda = f"{r['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in r else "-"
         lines.append(f"| {r['finetune']} | {r['precision']} | {r['length_buckets'] or 'off'} | "
-                     f"{r['train_seq_per_s']:.1f} | {r['embed_seq_per_s']:.1f} | {r['rss_peak_mb']:.0f} | {cuda} | {pad_s} |")
+                     f"{r['train_seq_per_s']:.1f} | {r['train_seq_per_cpu_s']:.2f} | {r['embed_seq_per_s']:.1f} | "
+                     f"{r['embed_seq_per_cpu_s']:.2f} | {r['rss_peak_mb']:.0f} | {cuda} | {pad_s} | "
+                     f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
     return "\n".join(lines)
 
 
@@ -181,7 +188,9 @@ def bucket_savings(rows: list[dict]) -> list[str]:
                    f"the epoch's padded tokens {off['epoch_padded_tokens']:,} -> {on['epoch_padded_tokens']:,} "
                    f"({1 - on['epoch_padded_tokens'] / off['epoch_padded_tokens']:.0%} fewer); train step "
                    f"{off['train_seq_per_s']:.1f} -> {on['train_seq_per_s']:.1f} seq/s "
-                   f"({on['train_seq_per_s'] / off['train_seq_per_s']:.2f}×, over {on['train_steps_timed']} timed batches)")
+                   f"({on['train_seq_per_s'] / off['train_seq_per_s']:.2f}× wall, "
+                   f"{on['train_seq_per_cpu_s'] / off['train_seq_per_cpu_s']:.2f}× per CPU-second, over "
+                   f"{on['train_steps_timed']} timed batches)")
     return out
 
 

@@ -52,6 +52,9 @@ def test_bench_train_on_the_demo_with_the_tiny_encoder(tiny_encoder, tmp_path, c
                    ("top:1", "bf16", 0), ("top:1", "bf16", 2)}
     for r in res["rows"]:
         assert r["train_seq_per_s"] > 0 and r["embed_seq_per_s"] > 0 and r["rss_peak_mb"] > 50
+        # the same work per CPU-second of this process (the figures ratios are read from under load)
+        assert 0 < r["train_seq_per_cpu_s"] and 0 < r["embed_seq_per_cpu_s"]
+        assert r["load_start"] >= 0 and r["load_end"] >= 0
     top = {r["length_buckets"]: r for r in res["rows"] if r["finetune"] == "top:1" and r["precision"] == "fp32"}
     assert top[2]["epoch_padded_tokens"] < top[0]["epoch_padded_tokens"]  # same epoch, less padding
     assert top[0]["epoch_real_tokens"] == top[2]["epoch_real_tokens"]  # the same rows
