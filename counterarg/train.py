@@ -346,7 +346,7 @@ class BestRanks:
     rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
     checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
     pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
-    The best epoch is the earliest with the highest ``select_metric`` (:func:`summary.best_row`).
+    The best epoch is the earliest with the highest ``select_metric`` (:func:`counterarg.selection.best_row`).
     """
 
     FILE = "best_ranks.npz"
