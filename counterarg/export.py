@@ -53,7 +53,7 @@ def _modules(tm: TrainedModel, hf_dir: Path) -> list:
 
 
 def _best(history: list[dict], metric: str) -> dict | None:
-    from .summary import best_row
+    from .selection import best_row
 
     return best_row(history, metric)
 

@@ -44,6 +44,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda p: p.write_bytes(data))
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 

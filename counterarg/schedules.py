@@ -3,7 +3,7 @@
 This module is the one home of schedules (the registry :data:`SCHEDULES`). Each schedule is one
 :class:`Schedule` entry: its rate function, the Config fields it reads, its default strategy (the
 field values of the sweep strategy named after it) and a short human label. Config validation
-(``schedule`` must name an entry), the sweep's named strategies (``counterarg.tune.strategy``,
+(``schedule`` must name an entry), the sweep's named strategies (``counterarg.sweep.spaces.strategy``,
 ``parse_strategy``, ``strategy_grid``) and the summary's strategy labels all read this registry, so
 adding a schedule is one :func:`register` call here (plus its test).
 

@@ -12,11 +12,13 @@ Scheduling. Outside Ray Tune the actors are plain ``num_cpus=1`` actors (Ray is 
 if needed). Inside a Tune trial a child actor without a reserved bundle can wait forever once the
 trials hold every CPU (two concurrent trials on 2 CPUs deadlock silently). So the convention is:
 the trial's placement group has bundle 0 for the trial itself and bundles 1..S, ``{"CPU": 1}``
-each, for the shard actors; :func:`shard_bundles` builds that list for tune.py's
-``PlacementGroupFactory`` and this module pins actor i to bundle i+1. Whether bundles pack onto
-one node or spread over several is tune.py's choice of bundle strategy.
+each, for the shard actors; :func:`shard_bundles` builds that list for the sweep trainable's
+``PlacementGroupFactory`` (:func:`counterarg.sweep.trainable.trial_bundles`) and this module pins
+actor i to bundle i+1. Whether bundles pack onto one node or spread over several is the trainable's
+choice of bundle strategy.
 
-This and tune.py are the only modules that import Ray.
+This module and the sweep package (:mod:`counterarg.sweep`) are the only ones that import Ray;
+:func:`ensure_ray` is the one way either starts a local Ray.
 """
 
 from __future__ import annotations
@@ -111,18 +113,27 @@ def loopback_only():
             ray_constants.ENABLE_RAY_CLUSTER = had
 
 
-def ensure_ray(num_cpus: int | None = None) -> bool:
-    """Start a new local Ray (never attach to a cluster another process left running on this
-    machine: ``address="local"``) without dashboard or driver logging, unless Ray is initialised.
+def ensure_ray(num_cpus: int | None = None, *, quiet: bool = True,
+               runtime_env: dict[str, Any] | None = None) -> bool:
+    """Start a new local Ray, unless Ray is initialised: the one way this project starts a local Ray.
+
+    Never attaches to a cluster another process left running on this machine (``address="local"``),
+    listens on 127.0.0.1 only (:func:`loopback_only`), no dashboard. ``quiet`` (the sharded index):
+    no worker output on the driver and Ray's warnings only; a sweep driver
+    (:func:`counterarg.sweep.runner.init_ray`) passes ``quiet=False`` and the ``runtime_env`` its
+    workers need.
 
     Returns True when this call started it (the caller may then ``ray.shutdown()``).
     """
     if ray.is_initialized():
         return False
-    with loopback_only():  # a local Ray for one run: nothing of it listens beyond 127.0.0.1
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="warning", ignore_reinit_error=True,
-                 _node_ip_address=LOOPBACK)
+    init: dict[str, Any] = {"log_to_driver": not quiet}
+    if quiet:
+        init.update(configure_logging=True, logging_level="warning", ignore_reinit_error=True)
+    if runtime_env is not None:
+        init["runtime_env"] = runtime_env
+    with loopback_only():  # a local Ray: nothing of it listens beyond 127.0.0.1
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, **init)
     return True
 
 

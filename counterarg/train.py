@@ -1,6 +1,6 @@
 """One full training run: the reference method or the default recipe: re-mine hard negatives, train, evaluate, checkpoint, per epoch.
 
-``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (tune.py) wraps it and this
+``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (sweep/trainable.py) wraps it and this
 module never imports Ray. Every epoch's randomness is derived from (seed, epoch), and a checkpoint
 holds the model, the optimizer, the RNG states and the metric history, so a resumed run on CPU gives
 the same metrics as an uninterrupted one.
@@ -346,7 +346,7 @@ class BestRanks:
     rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
     checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
     pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
-    The best epoch is the earliest with the highest ``select_metric`` (:func:`summary.best_row`).
+    The best epoch is the earliest with the highest ``select_metric`` (:func:`counterarg.selection.best_row`).
     """
 
     FILE = "best_ranks.npz"
@@ -377,7 +377,7 @@ class BestRanks:
 
     def load(self, folder: str | Path, history: list[dict]) -> None:
         """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
-        from .summary import best_row
+        from .selection import best_row
 
         best = best_row(history, self.metric)
         path = Path(folder) / self.FILE
@@ -615,7 +615,7 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
 
 def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
             metrics_path: Path, report: Report | None, progress: bool, best: BestRanks) -> None:
-    from .summary import best_row
+    from .selection import best_row
 
     for epoch in range(start, config.epochs):
         top = best_row(history, config.select_metric)

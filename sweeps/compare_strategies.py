@@ -11,9 +11,10 @@ import argparse
 import sys
 
 from counterarg.schedules import SCHEDULES
-from counterarg.tune import (DEFAULT_STRATEGIES, Sweep, add_common_args,
-                             base_from_args, exit_code, parse_seeds, parse_strategy, run_from_args,
-                             strategy_grid, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, parse_seeds, run_from_args, sweep_name,
+                                  usage_errors)
+from counterarg.sweep.runner import Sweep
+from counterarg.sweep.spaces import DEFAULT_STRATEGIES, parse_strategy, strategy_grid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,25 +17,25 @@ import argparse
 import sys
 
 from counterarg.config import Config, ConfigError
-from counterarg.tune import (Sweep, _int_at_least, _number_at_least, add_common_args, base_from_args,
-                             parse_range, parse_seeds, run_sweep, storage_uri, sweep_name,
-                             tensorboard_command, usage_errors)
+from counterarg.sweep.cli import (add_common_args, base_from_args, int_at_least, number_at_least, parse_range,
+                                  parse_seeds, sweep_name, usage_errors)
+from counterarg.sweep.lineage import format_table
+from counterarg.sweep.pbt import PBTOptions, finish, param_space, replay_command
+from counterarg.sweep.runner import Sweep, run_sweep, storage_uri, tensorboard_command
+from counterarg.sweep.summary import console_table
+from counterarg.sweep.trials import overhead
 
 
 def main(argv: list[str] | None = None) -> int:
-    from counterarg.lineage import format_table
-    from counterarg.pbt import PBTOptions, finish, param_space, replay_command
-    from counterarg.summary import console_table, overhead
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
-    p.add_argument("--population", type=_int_at_least(2, 64), default=None,
+    p.add_argument("--population", type=int_at_least(2, 64), default=None,
                    help="trials in the population, 2..64 (default 4; smoke 2)")
-    p.add_argument("--perturbation-interval", type=_int_at_least(1), default=None,
+    p.add_argument("--perturbation-interval", type=int_at_least(1), default=None,
                    help="epochs between exploit/explore steps (default 2; smoke 1)")
-    p.add_argument("--quantile", type=_number_at_least(0.0), default=0.25,
+    p.add_argument("--quantile", type=number_at_least(0.0), default=0.25,
                    help="the bottom fraction that takes over the weights of the top fraction, (0, 0.5] (default 0.25)")
-    p.add_argument("--resample-probability", type=_number_at_least(0.0), default=0.25,
+    p.add_argument("--resample-probability", type=number_at_least(0.0), default=0.25,
                    help="chance that explore draws a value afresh instead of a step (default 0.25)")
     p.add_argument("--mutate", default="rate",
                    help="fields PBT changes: rate plus any of lr, margin, comma-separated (default rate)")

@@ -10,16 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.tune import (MAX_NUM_SAMPLES, Sweep, _int_at_least, add_common_args, base_from_args,
-                             exit_code, margin_lr_space, parse_range, parse_seeds, parse_strategy,
-                             run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, parse_range, parse_seeds,
+                                  run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.runner import MAX_NUM_SAMPLES, Sweep
+from counterarg.sweep.spaces import margin_lr_space, parse_strategy
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--strategy", default="decay", help="NAME[:FIELD=V,...] (default: decay)")
-    p.add_argument("--num-samples", type=_int_at_least(1, MAX_NUM_SAMPLES), default=None,
+    p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
                    help=f"sampled (margin, lr) points, 1 to {MAX_NUM_SAMPLES} (default 12; smoke 2)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="fifo")
     p.add_argument("--margin-range", type=parse_range, default=(0.1, 3.0), metavar="LO,HI",

@@ -1,23 +1,14 @@
-"""Shared fixtures: a tiny random BERT, the generated demo corpus, and the real corpus when present;
-and the sweep-driver helpers the sweep tests share (start a sweep script, SIGKILL it at a chosen
-point, ``--resume`` it to the end): import them with ``from conftest import ...``."""
+"""Shared fixtures: a tiny random BERT, the real corpus when present, an isolated feature cache and
+a Ray temp root per test. The sweep tests' own fixtures and helpers are in ``tests/sweep/conftest.py``."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
-from counterarg.corpus import real_corpus_path  # noqa: E402
+from counterarg.corpus import real_corpus_path
 
 REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
@@ -39,7 +30,7 @@ def _own_ray_temp(monkeypatch):
     """Each test's Ray (in-process, sweep drivers it starts, cluster nodes) keeps its sessions in a
     temp root of its own (short: Ray's socket paths are length-limited), so state repair, which
     scans Ray's temp folders for the driver's staging copies, never sees another test's sessions.
-    Test sweeps also get unique names (``unique_name``), since repair scans /tmp/ray as well."""
+    Test sweeps also get unique names (``unique_name`` in tests/sweep/conftest.py), since repair scans /tmp/ray as well."""
     import contextlib
     import shutil
     import tempfile
@@ -57,13 +48,6 @@ def _own_ray_temp(monkeypatch):
             os.rmdir(root)
 
 
-def unique_name(stem: str) -> str:
-    """A sweep name no other test run (here or another checkout's) uses at the same time."""
-    import uuid
-
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
     from counterarg.testing import make_tiny_encoder
@@ -77,112 +61,3 @@ def real_corpus() -> Path:
         pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (set COUNTERARG_CORPUS, or put it in "
                     "../shared/data beside the repo)")
     return REAL_CORPUS
-
-
-# ----------------------------------------------------------------------------- sweep drivers
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A tiny random BERT and a feature-cache folder shared by the sweep tests."""
-    from counterarg.testing import make_tiny_encoder
-
-    root = tmp_path_factory.mktemp("tiny")
-    return {"encoder": make_tiny_encoder(root / "bert"), "cache_dir": str(root / "cache")}
-
-
-def sweep_base(tiny, **kw):
-    return {"encoder": tiny["encoder"], "cache_dir": tiny["cache_dir"], "corpus": None,
-            "device": "cpu", "max_length": 32, **kw}
-
-
-def trial_dirs(exp: Path) -> list[Path]:
-    return sorted(p for p in exp.glob("trial_*") if p.is_dir())
-
-
-def reported_epochs(trial_dir: Path) -> list[int]:
-    """Epochs reported to Tune, in order (result.json gets one line per report, resumes append)."""
-    f = trial_dir / "result.json"
-    if not f.exists():
-        return []
-    out = []
-    for line in f.read_text().splitlines():
-        try:
-            out.append(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError):
-            pass  # a line cut by the kill
-    return out
-
-
-def start_driver(args, env, log, script: str = "compare_strategies.py"):
-    """A sweep script (``sweeps/<script>``) as its own process group, output into ``log``."""
-    return subprocess.Popen([PY, str(REPO / "sweeps" / script), *args], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_process_group(proc):
-    """SIGKILL the driver's process group: Ray processes a killed local driver left behind."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
-              poll_s: float = 0.05, kill_group: bool = False,
-              script: str = "compare_strategies.py") -> subprocess.Popen:
-    """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
-    with open(log_path, "w") as log:
-        proc = start_driver(args, env, log, script)
-        try:
-            t0 = time.time()
-            while not ready():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() - t0 < timeout, "driver never reached the kill point"
-                time.sleep(poll_s)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        finally:
-            if kill_group or proc.poll() is None:
-                kill_process_group(proc)
-    return proc
-
-
-def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
-                  timeout: float = 240, script: str = "compare_strategies.py") -> None:
-    """``--resume`` to the end, then clear what both drivers' process groups left behind."""
-    with open(log_path, "a") as log:
-        proc = start_driver([*args, "--resume"], env, log, script)
-        try:
-            assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
-        finally:
-            kill_process_group(proc)
-            kill_process_group(killed)
-
-
-def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
-                    kill_group_before_resume: bool = False, timeout: float = 240):
-    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
-    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
-    def ready() -> bool:
-        eps = [reported_epochs(d) for d in trial_dirs(exp)]
-        return (any(e and max(e) == epochs for e in eps)
-                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
-
-    killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
-    at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
-    resume_to_end(args, env, log_path, killed, timeout)
-    after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
-    assert len(after) == n_trials
-    for name, eps in after.items():
-        before = at_kill.get(name, [])
-        assert max(eps) == epochs, (name, eps)
-        if before and max(before) == epochs:
-            assert eps == before, f"finished trial {name} reran: {before} -> {eps}"
-        elif before:
-            # rows after the kill restart at the epoch after the last checkpoint Tune kept:
-            # at most one epoch is trained twice.
-            resumed_from = eps[len(before)]
-            assert resumed_from >= max(before), (name, before, eps)
-            assert resumed_from > 1, f"{name} restarted from scratch: {eps}"
-    summary = (exp / "summary.md").read_text()
-    assert f"Trials: {n_trials} (0 errored, 0 unfinished)" in summary
-    return at_kill, after

@@ -54,8 +54,8 @@ def test_bad_tables_name_the_field(items, message):
 def test_a_toy_schedule_is_one_entry(monkeypatch):
     """Registered once, a schedule works through --set (Config) and a sweep's strategy list."""
     from counterarg import schedules
-    from counterarg.summary import strategy_label
-    from counterarg.tune import parse_strategy, strategy_grid
+    from counterarg.sweep.spaces import REFERENCE_FIELDS, parse_strategy, strategy_grid
+    from counterarg.sweep.trials import strategy_label
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
     with pytest.raises(ConfigError, match="schedule must be one of"):
@@ -65,8 +65,6 @@ def test_a_toy_schedule_is_one_entry(monkeypatch):
         short=("rate",)))
     cfg = Config().with_overrides(["schedule=halving", "rate=0.8"])
     assert [random_rate(cfg, e) for e in range(3)] == pytest.approx([0.8, 0.4, 0.2])
-    from counterarg.tune import REFERENCE_FIELDS
-
     ref = {k: (list(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_FIELDS.items()}
     assert parse_strategy("halving") == {**ref, "schedule": "halving", "rate": 0.5}  # on the reference method
     assert parse_strategy("halving:rate=0.6") == {**ref, "schedule": "halving", "rate": 0.6}

@@ -160,7 +160,8 @@ def toy_task():
 
 def test_a_registered_task_is_evaluated_and_summarised(toy_task, tmp_path):
     from counterarg.evaluate import evaluate_split, format_table
-    from counterarg.summary import TrialRecord, summary_markdown, summary_rows
+    from counterarg.sweep.summary import summary_markdown
+    from counterarg.sweep.trials import TrialRecord, summary_rows
     from counterarg.tasks import register_task, Task, task_names
 
     pools = build_pools(make_split(LAYOUT))

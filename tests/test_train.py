@@ -42,7 +42,7 @@ def test_resume_equals_uninterrupted(cfg, tmp_path, extra):
 
 
 def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp_path):
-    from counterarg.summary import best_row
+    from counterarg.selection import best_row
     from counterarg.train import read_best_ranks
 
     straight = train(cfg, tmp_path / "a", progress=False)

@@ -10,10 +10,10 @@ Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it
   hyperparameters (explore): the rate moves one step on :data:`RATE_GRID` (or is resampled), lr and
   margin are scaled by 0.8 or 1.2 (or resampled). :class:`RateExplorePBT` makes sure the rate
   always moves (Ray's list shift is a no-op at the ends of the grid).
-* **Taking weights** is a resume: the trainable (``counterarg.tune.trainable``) restarts from the
+* **Taking weights** is a resume: the trainable (:func:`counterarg.sweep.trainable.trainable`) restarts from the
   donor's checkpoint with the new config, which ``train()`` accepts (the rate, lr and margin may
   change on resume, train.RESUMABLE_CHANGES). The checkpoint carries the metric history of its
-  epochs and the lineage (:mod:`counterarg.lineage`), so the epochs a trial inherited keep the
+  epochs and the lineage (:mod:`counterarg.sweep.lineage`), so the epochs a trial inherited keep the
   rates they were trained with.
 * **Outputs**: ``schedules.csv`` (every trial's full lineage), ``schedules.png`` (the learned
   schedules beside decay) and the usual summary, in which each trial is named by its realised
@@ -31,10 +31,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from ray import tune
 from ray.tune.schedulers import PopulationBasedTraining
 
-from . import lineage, schedules
-from .config import Config, ConfigError
+from .. import schedules
+from ..config import Config, ConfigError
+from ..selection import best_row
+from ..train import read_checkpoint
+from . import lineage
+from .records import best_checkpoint
+from .recovery import read_sidecar
+from .summary import write_csv, write_summary
+from .trainable import trainable
+from .trials import TRAIN_TIME_KEY, WALL_TIME_KEY
 
 #: The rates PBT moves between: one step is 0.1.
 RATE_GRID = tuple(round(i / 10, 1) for i in range(11))
@@ -79,8 +88,6 @@ def initial_rates(population: int) -> list[float]:
 
 def mutations(opts: PBTOptions) -> dict[str, Any]:
     """``hyperparam_mutations``: Config field -> values (a list: adjacent steps) or a Tune domain."""
-    from ray import tune
-
     out: dict[str, Any] = {"rate": list(RATE_GRID)}
     if "lr" in opts.mutate:
         out["lr"] = tune.loguniform(*opts.lr_range)
@@ -137,8 +144,6 @@ def make_scheduler(opts: PBTOptions) -> RateExplorePBT:
 def param_space(base: dict[str, Any], opts: PBTOptions) -> dict[str, Any]:
     """The population: fixed schedule, a grid over the starting rate; lr and margin, when mutated
     and not set in ``base``, start from values PBT samples from their ranges."""
-    from ray import tune
-
     clash = sorted(set(base) & set(schedules.all_fields()))
     if clash:
         raise ConfigError(f"PBT learns the rate; do not set {', '.join(clash)} (--set) for this sweep")
@@ -163,18 +168,13 @@ class Learned:
 def read_lineages(experiment: str) -> dict[str, tuple[list[dict], list[dict], Any]]:
     """Trial id -> (lineage, metric history, Tune result) of the weights each trial ended with
     (its latest checkpoint in storage, on any pyarrow filesystem)."""
-    from ray import tune
-
-    from .train import read_checkpoint
-    from .tune import _read_sidecar, trainable
-
     out = {}
     for res in tune.Tuner.restore(experiment, trainable=trainable).get_results():
         ckpt = res.checkpoint
         if ckpt is None:
             continue
         trial = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
-        entries = list(_read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/")).get("lineage") or [])
+        entries = list(read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/")).get("lineage") or [])
         with tempfile.TemporaryDirectory() as d:
             ckpt.to_directory(d)
             history = list(read_checkpoint(d)["history"])
@@ -187,9 +187,6 @@ def lineage_record(rec, entries: list[dict], history: list[dict], result, metric
     lineage's history (Tune's timing fields kept from its last reported row). Its best epoch's
     checkpoint is named only where this trial trained that epoch after its last exploit (an
     inherited epoch's checkpoint lies with a donor whose weights may since have moved on)."""
-    from .summary import TRAIN_TIME_KEY, WALL_TIME_KEY, best_row
-    from .tune import best_checkpoint
-
     table = lineage.rate_table(entries)
     config = {**rec.config, "schedule": schedules.TABLE.name, "rate_table": table}
     hist = [dict(r) for r in history]
@@ -205,8 +202,6 @@ def lineage_record(rec, entries: list[dict], history: list[dict], result, metric
 
 def finish(result, sweep, out_dir: Path) -> Learned:
     """Write schedules.csv, schedules.png and the lineage-based summary of a finished PBT sweep."""
-    from .summary import best_row, write_csv, write_summary
-
     metric, mode = sweep.metric, sweep.mode
     epochs = int(Config.from_dict(dict(sweep.base)).epochs)
     found = read_lineages(result.experiment)

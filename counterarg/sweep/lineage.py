@@ -2,7 +2,7 @@
 
 Population Based Training (``sweeps/pbt_schedule.py``) copies the weights of good trials into bad
 ones (exploit) and perturbs their hyperparameters (explore). A trial's final weights then carry the
-epochs of one or more donors before its own. The sweep trainable (:func:`counterarg.tune.trainable`)
+epochs of one or more donors before its own. The sweep trainable (:func:`counterarg.sweep.trainable.trainable`)
 keeps, in the sidecar of every checkpoint it reports, one entry per epoch of those weights::
 
     {"epoch": 3, "random_rate": 0.4, "lr": 0.001, "margin": 1.0,

@@ -1,10 +1,10 @@
-"""The lineage of a trial's weights (counterarg.lineage), by hand; no Ray."""
+"""The lineage of a trial's weights (counterarg.sweep.lineage), by hand; no Ray."""
 
 from __future__ import annotations
 
 import pytest
 
-from counterarg.lineage import (COLUMNS, format_table, inherit, lineage_entry, missing_epochs,
+from counterarg.sweep.lineage import (COLUMNS, format_table, inherit, lineage_entry, missing_epochs,
                                 plot_schedules, rate_table, schedule_rows)
 
 

@@ -13,15 +13,19 @@ queries*: for each query, its acc@1 hit (0/1) averaged over the strategy's seeds
 
 Both use ``R`` = 10,000 resamples drawn once per query count from a seeded generator, so results
 are reproducible and every comparison of a sweep uses the same resamples. Identical strategies give
-``p = 1``. Pure numpy; nothing here knows about Ray or the model.
+``p = 1``. The per-query hits come from the ranks each trial keeps from its best epoch
+(:func:`strategy_hits`, ``TrialRecord.ranks``). Pure numpy; nothing here knows about Ray or the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..tasks import task_names
+from .trials import TrialRecord
 
 RESAMPLES = 10_000
 ALPHA = 0.05
@@ -137,3 +141,70 @@ def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], 
 
 __all__ = ["PairedTest", "Comparison", "Verdict", "compare", "verdicts", "RESAMPLES", "ALPHA",
            "SIGNIFICANCE_COLUMNS"]
+
+
+# ---------------------------------------------------------------------------------------- a sweep's trials
+def strategy_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
+    """Per (task, view): group -> per-query acc@1 hit rate over the group's seeds ``[n]``.
+
+    Uses each trial's ranks from its best epoch; a trial whose kept ranks come from another epoch
+    than the summary's best epoch (or that has none) is left out, with a note saying so. ``task``
+    ``mean`` is the per-query mean over the eight tasks. Returns ``(scores, notes)``.
+    """
+    by_id = {r["trial_id"]: r for r in rows}
+    per_group: dict[str, list[dict[str, np.ndarray]]] = {}
+    notes = []
+    for rec in records:
+        row = by_id.get(rec.trial_id)
+        if row is None or row.get("best_epoch") is None:
+            continue
+        if not rec.ranks:
+            notes.append(f"{rec.trial_id}: no per-query ranks kept; left out of the significance tests")
+            continue
+        if int(rec.ranks.get("epoch", -1)) != int(row["best_epoch"]):
+            notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
+                         f"epoch is {row['best_epoch']}; left out of the significance tests")
+            continue
+        if not all(f"test/{t}" in rec.ranks for t in task_names()):
+            notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
+            continue
+        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in task_names()}  # [n] each
+        hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
+        unseen = rec.ranks.get("test/unseen")
+        trial = {}
+        for t, h in hits.items():
+            trial[(t, "all")] = h
+            if unseen is not None and unseen.any():
+                trial[(t, "unseen")] = h[unseen]
+        per_group.setdefault(row["group"], []).append(trial)
+    scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for g, trials in per_group.items():
+        for key in trials[0]:
+            if all(key in tr and tr[key].shape == trials[0][key].shape for tr in trials):
+                scores.setdefault(key, {})[g] = np.mean([tr[key] for tr in trials], axis=0)
+    for key, by_group in list(scores.items()):
+        if len({v.shape for v in by_group.values()}) > 1:
+            notes.append(f"{key[0]}/{key[1]}: strategies were scored on different query sets; not compared")
+            del scores[key]
+    return scores, notes
+
+
+def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *, seed: int = 0):
+    """Paired tests between every two strategies per task and view; ``(comparisons, verdicts, notes)``."""
+    scores, notes = strategy_hits(records, rows)
+    tests: dict[int, PairedTest] = {}
+    comparisons = []
+    means = {}
+    for key, by_group in scores.items():
+        means[key] = {g: float(v.mean()) for g, v in by_group.items()}
+        if len(by_group) < 2:
+            continue
+        n = next(iter(by_group.values())).shape[0]
+        if n not in tests:
+            tests[n] = PairedTest(n, seed=seed)
+        comparisons += compare(by_group, key[0], key[1], tests[n])
+    return comparisons, verdicts(comparisons, means), notes
+
+
+def significance_rows(comparisons) -> list[dict[str, Any]]:
+    return [c.row() for c in comparisons]

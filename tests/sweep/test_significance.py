@@ -1,11 +1,14 @@
-"""The paired tests of counterarg.significance against exact small cases and planted differences."""
+"""The paired tests of counterarg.sweep.significance against exact small cases and planted differences."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from counterarg.significance import PairedTest, compare, verdicts
+from counterarg.sweep.significance import PairedTest, compare, significance, verdicts
+from counterarg.sweep.trials import summary_rows
+
+from conftest import ranked_records
 
 
 def test_identical_strategies_give_p_one():
@@ -56,3 +59,28 @@ def test_compare_and_verdict():
     comps2 = compare({"x": base, "z": base}, "sdoc", "all", PairedTest(400))
     v2 = verdicts(comps2, {("sdoc", "all"): {"x": base.mean(), "z": base.mean()}})[("sdoc", "all")]
     assert not v2.significant and v2.p_runner_up == 1.0
+
+
+# ----------------------------------------------------------------------------- a sweep's trials
+def test_significance_finds_a_planted_gap_and_not_a_copy():
+    recs = ranked_records()
+    rows = summary_rows(recs)
+    comps, verdict, notes = significance(recs, rows)
+    assert not notes
+    by = {(c.task, c.view, c.strategy_a, c.strategy_b): c for c in comps}
+    big = by[("sdoc", "all", "fixed 0.5", "fixed 0.6")]
+    assert big.p_value < 0.01 and big.diff == pytest.approx(0.3, abs=0.08)
+    assert big.ci_low < big.diff < big.ci_high and big.ci_low > 0
+    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed 0.6", "fixed 0.7"}]
+    assert same and all(c.p_value == 1.0 and c.diff == 0 for c in same)
+    v = verdict[("mean", "unseen")]
+    assert v.best == "fixed 0.5" and v.significant and v.runner_up in ("fixed 0.6", "fixed 0.7")
+    again = significance(recs, rows)[0]
+    assert [c.p_value for c in again] == [c.p_value for c in comps]  # seeded
+
+
+def test_ranks_from_another_epoch_are_left_out():
+    recs = ranked_records()
+    recs[0].ranks["epoch"] = np.array(3)
+    _, _, notes = significance(recs, summary_rows(recs))
+    assert any("good0" in n and "epoch 3" in n for n in notes)

@@ -1,4 +1,4 @@
-"""Population Based Training over random_rate (counterarg.pbt, sweeps/pbt_schedule.py).
+"""Population Based Training over random_rate (counterarg.sweep.pbt, sweeps/pbt_schedule.py).
 
 The sweep tests run the real ``train()`` on the demo corpus with a tiny random BERT.
 """
@@ -16,7 +16,7 @@ import pytest
 
 from counterarg.config import ConfigError
 from counterarg.train import read_checkpoint
-from counterarg.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
+from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 
 from conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 

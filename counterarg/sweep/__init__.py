@@ -1,0 +1,22 @@
+"""Ray Tune sweeps over training strategies: each trial is one ``counterarg.train`` run.
+
+The sweep scripts (``sweeps/*.py``) parse, build a :class:`~counterarg.sweep.runner.Sweep` and run
+it; the pieces, one job per module:
+
+* :mod:`~counterarg.sweep.spaces`: named strategies, grids of flat trial configs, their searcher;
+* :mod:`~counterarg.sweep.trainable`: the Tune trainable that adapts a training run, its resources;
+* :mod:`~counterarg.sweep.recovery`: checkpoint sidecars, finished trials and torn experiment
+  state after a killed driver;
+* :mod:`~counterarg.sweep.runner`: starting Ray, building the Tuner, running and resuming a sweep;
+* :mod:`~counterarg.sweep.records`: Tune's results as plain trial records;
+* :mod:`~counterarg.sweep.trials`, :mod:`~counterarg.sweep.significance`,
+  :mod:`~counterarg.sweep.summary`, :mod:`~counterarg.sweep.plots`: the summary's numbers, paired
+  tests, files and figures (no Ray);
+* :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
+* :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
+  the random rate and the lineage of each trial's weights;
+* :mod:`~counterarg.sweep.cli`: the flags, names and exit codes the sweep scripts share.
+
+Importing this package imports nothing; the modules that drive Ray import it plainly. Training
+(``counterarg.train``, ``counterarg.evaluate``) never imports this package, so it never imports Ray.
+"""

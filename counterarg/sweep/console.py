@@ -1,0 +1,73 @@
+"""What a sweep prints while it runs: a status table a person can read, and quieter Ray logs."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ray.tune import ProgressReporter
+
+from ..config import Config, ConfigError
+from .trials import DEFAULT_MODE, strategy_label
+
+
+class SweepReporter(ProgressReporter):
+    """A status table a person can read: per trial its strategy, seed, state, epoch and best metric.
+
+    Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
+    table shows trial hashes and loss columns). Needs Tune's classic output engine
+    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`counterarg.sweep.runner.build_tuner`).
+    """
+
+    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0):
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self._last, self._states, self._start = 0.0, None, time.time()
+
+    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
+              **kwargs) -> None:
+        self._start = start_time or time.time()
+
+    def should_report(self, trials, done: bool = False) -> bool:
+        states = tuple((t.trial_id, t.status) for t in trials)
+        return states != self._states or (not done and time.time() - self._last >= self.every_s)
+
+    def table(self, trials) -> str:
+        rows = []
+        for t in trials:
+            try:
+                label = strategy_label(Config.from_dict(dict(t.config)).to_dict())
+            except (ConfigError, TypeError):
+                label = "?"
+            seed = dict(t.config).get("seed", Config().seed)
+            last = t.last_result or {}
+            best = (getattr(t, "metric_analysis", None) or {}).get(self.metric, {}).get(self.mode)
+            rows.append((label, str(seed), t.status.lower(), str(last.get("epoch", "-")),
+                         "-" if best is None else f"{best:.4f}"))
+        head = ("strategy", "seed", "state", "epoch", f"best {self.metric}")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        counts = {}
+        for t in trials:
+            counts[t.status.lower()] = counts.get(t.status.lower(), 0) + 1
+        elapsed = time.time() - self._start
+        lines = [f"[sweep] {elapsed / 60:.1f} min: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+                 fmt.format(*head)] + [fmt.format(*r) for r in sorted(rows)]
+        return "\n".join(lines)
+
+    def report(self, trials, done: bool, *sys_info: str) -> None:
+        self._states = tuple((t.trial_id, t.status) for t in trials)
+        self._last = time.time()
+        print(self.table(trials), flush=True)
+
+
+class DropRestoreHint:
+    """Logging filter: Tune's interrupt hint names ``Tuner.restore(...)``; ours says ``--resume``."""
+
+    def filter(self, record) -> bool:
+        return "Tuner.restore(" not in record.getMessage()
+
+
+def quiet_worker_logs() -> None:
+    """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
+    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,120 @@
+"""A finished (or interrupted) sweep as plain data: Tune's ``ResultGrid`` -> :class:`TrialRecord` list.
+
+Per trial: its full Config, its per-epoch rows (each epoch once: a resumed trial may report an
+epoch twice), its status and short error, the per-query ranks of its best epoch and where that
+epoch's state is kept in storage. The summary (:mod:`counterarg.sweep.summary`) reads only these
+records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..config import Config, ConfigError
+from ..selection import best_row
+from ..train import BEST_DIR, BestRanks
+from .recovery import checkpoint_index
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+
+
+def read_trial_ranks(result) -> dict[str, Any] | None:
+    """The per-query ranks of a trial's best epoch (``train.BestRanks``) from its latest checkpoint
+    in storage, on any pyarrow filesystem; None when the trial has none (errored before an epoch)."""
+    ckpts = [c for c, _ in (getattr(result, "best_checkpoints", None) or [])]
+    if getattr(result, "checkpoint", None) is not None:
+        ckpts.append(result.checkpoint)
+    ckpts.sort(key=lambda c: checkpoint_index(str(c.path)) or -1, reverse=True)
+    for ckpt in ckpts:
+        fs = ckpt.filesystem
+        try:
+            with fs.open_input_stream(f"{str(ckpt.path).rstrip('/')}/{BestRanks.FILE}") as f:
+                data = f.read()
+            with np.load(BytesIO(data), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            print(f"[sweep] no per-query ranks in {ckpt.path}: {e}", flush=True)
+    return None
+
+
+def _uri(fs, path: str) -> str:
+    """A storage location as a user passes it: a local path, or ``scheme://path``."""
+    kind = getattr(fs, "type_name", "local") if fs is not None else "local"
+    return str(path) if kind == "local" else f"{kind}://{path}"
+
+
+def best_checkpoint(result, epoch: int | None) -> str | None:
+    """Where the state of ``epoch`` (a trial's best) is kept in storage: the trial's mirrored
+    ``best/`` folder when it holds that epoch, else one of Tune's checkpoints of that epoch."""
+    if epoch is None:
+        return None
+    fs, path = getattr(result, "filesystem", None), getattr(result, "path", None)
+    if fs is not None and path:
+        best = f"{str(path).rstrip('/')}/{BEST_DIR}"
+        try:
+            with fs.open_input_stream(f"{best}/manifest.json") as f:
+                if int(json.loads(f.read().decode("utf-8")).get("epoch", -1)) == int(epoch):
+                    return _uri(fs, best)
+        except (OSError, ValueError):
+            pass
+    for ckpt, metrics in getattr(result, "best_checkpoints", None) or []:
+        if int((metrics or {}).get("epoch", -1)) == int(epoch):
+            return _uri(ckpt.filesystem, ckpt.path)
+    return None
+
+
+def _short_error(err: Any) -> str:
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "Exception" in ln:
+            return ln[:500]
+    return (lines[-1] if lines else repr(err))[:500]
+
+
+def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                    base: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error, where the
+    best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
+    trial that never started, whose config Tune holds without them."""
+    # a trial that never started has no result config; Tune's own trial list still holds it
+    analysis = getattr(result_grid, "_experiment_analysis", None)
+    planned = {str(t.trial_id): dict(t.config or {}) for t in getattr(analysis, "trials", None) or []}
+    records = []
+    for res in result_grid:
+        own = dict(res.config or {})
+        if not own:
+            tid = Path(str(res.path)).name.split("_")[1] if "_" in Path(str(res.path)).name else ""
+            own = planned.get(tid, {})
+        cfg = {**dict(base or {}), **own}
+        try:
+            full = Config.from_dict(cfg).to_dict()
+        except ConfigError:
+            full = cfg
+        history: list[dict[str, Any]] = []
+        df = res.metrics_dataframe
+        if df is not None and len(df):
+            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in row.items()} for row in df.to_dict("records")]
+            history = dedupe_history(rows)
+        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
+        if res.error is not None:
+            status = "ERROR"
+        elif history and int(history[-1].get("epoch") or 0) >= int(full.get("epochs", 0)):
+            status = "TERMINATED"
+        elif history and (res.metrics or {}).get("done"):
+            status = "TERMINATED"  # stopped early by a scheduler (ASHA)
+        else:
+            status = "UNFINISHED"
+        best = best_row(history, metric, mode)
+        records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
+                                   status=status, error=_short_error(res.error) if res.error else None,
+                                   path=res.path, ranks=read_trial_ranks(res) if history else None,
+                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None)))
+    records.sort(key=lambda r: r.trial_id)
+    return records

@@ -1,0 +1,348 @@
+"""Running a sweep: what to run (:class:`Sweep`), starting Ray, the Tuner, run / resume, the result.
+
+* **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
+  experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
+  from its last epoch checkpoint (a torn state file is repaired first,
+  :func:`counterarg.sweep.recovery.repair_experiment_state`). ``FailureConfig(max_failures=0)``
+  and no raise at the end: an errored trial (NaN loss, bad encoder path) is recorded with its
+  message and the sweep goes on; ``--resume`` retries errored trials from scratch.
+* **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
+  refuses a folder that holds an experiment.
+* **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.shards.ensure_ray`,
+  the one way this project starts a local Ray; ``--address`` joins a cluster instead.
+* **Schedulers**: FIFO, ASHA (the margin/lr search) or PBT (:mod:`counterarg.sweep.pbt`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import ray
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ..config import Config, ConfigError, FIELD_NAMES
+from ..io import exclusive_lock
+from ..shards import ensure_ray
+from ..train import prepare_features, zero_shot_metrics
+from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
+from .pbt import make_scheduler
+from .records import collect_records
+from .recovery import SweepStateError, repair_experiment_state
+from .spaces import VariantSearcher
+from .summary import write_summary
+from .tensorboard import HParamsTBXLogger
+from .trainable import trainable, trial_resources
+from .trials import DEFAULT_MODE, TrialRecord, strategy_label, varying_fields
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_STORAGE = REPO_ROOT / "results"
+#: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
+#: checkpoints and its logs).
+MAX_NUM_SAMPLES = 1000
+
+
+@dataclass
+class Sweep:
+    """What to run: either a list of flat trial configs (grid) or a Tune param space (search).
+
+    ``base`` holds Config overrides shared by every trial (corpus, encoder, epochs, ...).
+    """
+
+    name: str
+    base: dict[str, Any] = field(default_factory=dict)
+    variants: list[dict[str, Any]] | None = None  # grid: one flat dict per trial
+    param_space: dict[str, Any] | None = None  # search: Tune domains over Config fields
+    num_samples: int = 1
+    scheduler: str = "fifo"  # fifo | asha | pbt
+    pbt: Any = None  # scheduler "pbt": a counterarg.sweep.pbt.PBTOptions
+    metric: str | None = None  # None: the trials' select_metric (Config), the one selection rule
+    mode: str = DEFAULT_MODE
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+
+    def __post_init__(self) -> None:
+        if (self.variants is None) == (self.param_space is None):
+            raise ValueError("give exactly one of variants (grid) or param_space (search)")
+        keys = set(self.base)
+        for v in self.variants or []:
+            keys |= set(v)
+        keys |= set(self.param_space or {})
+        bad = sorted(keys - set(FIELD_NAMES))
+        if bad:
+            raise ConfigError(f"unknown config field(s) in sweep: {', '.join(bad)}")
+        selects = {Config.from_dict({**self.base, **v}).select_metric for v in self.variants or [{}]}
+        if len(selects) > 1:
+            raise ConfigError(f"the trials of one sweep must share select_metric; got {', '.join(sorted(selects))}")
+        if self.metric is None:
+            self.metric = selects.pop()
+        elif self.metric != next(iter(selects)):
+            raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
+                              f"{next(iter(selects))!r}; set select_metric instead")
+        if self.scheduler not in ("fifo", "asha", "pbt"):
+            raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
+        if (self.scheduler == "pbt") != (self.pbt is not None):
+            raise ValueError("scheduler 'pbt' needs pbt options (counterarg.sweep.pbt.PBTOptions), and only it")
+        if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
+            raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
+        if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
+            raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
+            raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+
+
+def storage_uri(storage: str | Path | None) -> str:
+    """Absolute local path for plain paths; URIs (file://, s3://, gs://) pass through."""
+    if storage is None:
+        return str(DEFAULT_STORAGE)
+    s = str(storage)
+    if "://" in s:
+        return s
+    return str(Path(s).expanduser().resolve())
+
+
+def local_experiment_dir(storage: str, name: str) -> Path | None:
+    """The experiment folder on this machine, when storage is local (plain path or file://)."""
+    if storage.startswith("file://"):
+        return Path(storage[len("file://"):]) / name
+    if "://" in storage:
+        return None
+    return Path(storage) / name
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Start or join Ray for a sweep driver.
+
+    * ``address=None``: a fresh local cluster (:func:`counterarg.shards.ensure_ray`, the one way a
+      local Ray is started), never a lingering one left by a killed driver, so a resume does not
+      attach to half-dead processes. It listens on 127.0.0.1 only: nothing of a local sweep is
+      reachable from the network. Its workers' output reaches the driver's console.
+    * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
+      by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
+      does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Workers must import counterarg even when it is not installed on the cluster's Python path.
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
+    if address in (None, "", "local"):
+        ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
+        return
+    if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").exists()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    ray.init(address=address, runtime_env=runtime_env)
+
+
+def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
+    """Run ``prepare_features`` once per distinct config before trials start; returns seconds.
+
+    Trials then only load the cache (file-locked, on disk). Distinctness is judged on the fields
+    that can change the features; extra calls are cache hits anyway.
+    """
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir",
+            "embed_batch_size", "device")
+    seen = set()
+    t = time.perf_counter()
+    for c in configs:
+        cfg = Config.from_dict(dict(c))
+        key = tuple(repr(getattr(cfg, k)) for k in keys)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
+        except Exception as e:  # noqa: BLE001 - the trial reports it as its error
+            print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
+                  f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+    return time.perf_counter() - t
+
+
+def sweep_baseline(sweep: Sweep) -> dict[str, float] | None:
+    """The zero-shot encoder's validation and test metrics, when every trial shares one frozen
+    encoder setup (its pooled feature cache is then warm: seconds); else None."""
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
+    cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
+    if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
+        return None
+    try:
+        return zero_shot_metrics(cfgs[0])
+    except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
+        print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+        return None
+
+
+def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
+    if sweep.variants is not None:
+        return [{**sweep.base, **v} for v in sweep.variants]
+    fixed = {k: v for k, v in (sweep.param_space or {}).items()
+             if isinstance(v, (str, int, float, bool, type(None)))}
+    return [{**sweep.base, **fixed}]
+
+
+def trial_dirname(trial) -> str:
+    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
+    apart (Tune's default packs the whole config into the name)."""
+    try:
+        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
+        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+    except (ConfigError, KeyError, TypeError):
+        return f"trial_{trial.trial_id}"
+
+
+def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
+    """A ``tune.Tuner`` for ``sweep`` (fresh) or restored from ``<storage>/<name>`` (resume)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
+    # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
+    quiet_worker_logs()
+    exp_path = storage.rstrip("/") + "/" + sweep.name
+    runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
+        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
+                                  restart_errored=True)
+
+    all_configs = _concrete_configs(sweep)
+    hp_fields = varying_fields(all_configs)
+    if sweep.param_space is not None:
+        hp_fields = sorted(set(hp_fields) | {k for k, v in sweep.param_space.items()
+                                              if not isinstance(v, (str, int, float, bool))})
+    if sweep.variants is not None:
+        param_space = dict(sweep.base)
+        search_alg = VariantSearcher(sweep.variants)
+        num_samples = len(sweep.variants)
+    else:
+        param_space = {**sweep.base, **sweep.param_space}
+        search_alg = None
+        num_samples = sweep.num_samples
+    if sweep.scheduler == "asha":
+        max_t = int(Config.from_dict(all_configs[0]).epochs)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
+                                  grace_period=max(1, min(2, max_t)), reduction_factor=2)
+    elif sweep.scheduler == "pbt":
+        scheduler = make_scheduler(sweep.pbt)
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
+                                  search_alg=search_alg, scheduler=scheduler, reuse_actors=True,
+                                  trial_dirname_creator=trial_dirname)
+    run_config = RunConfig(
+        name=sweep.name,
+        storage_path=storage,
+        failure_config=FailureConfig(max_failures=0, fail_fast=False),
+        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
+        # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
+        # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
+        progress_reporter=SweepReporter(sweep.metric, sweep.mode),
+        verbose=verbose,
+    )
+    return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` returns: the trials as records, the summary rows and table, the timing."""
+
+    experiment: str  # storage URI/path of the experiment
+    local_dir: Path | None  # where summary files were written (None: nothing written)
+    records: list[TrialRecord]
+    rows: list[dict[str, Any]]
+    markdown: str
+    wall_s: float
+    verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
+    baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
+
+
+def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
+              resume: bool = False, num_cpus: int | None = None, warm_cache: bool = True,
+              summary_dir: Path | None = None, verbose: int = 1) -> SweepResult:
+    """Run (or resume) ``sweep`` and write the summary; returns the records and the table.
+
+    A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
+    with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
+    (``<storage>/.<name>.lock``) for the whole sweep: a second driver gets
+    :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
+    cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
+    listed in the summary.
+    """
+    storage = storage_uri(storage)
+    local = local_experiment_dir(storage, sweep.name)
+    lock = (exclusive_lock(local.parent / f".{sweep.name}.lock", f"sweep folder {local}")
+            if local is not None else nullcontext())
+    with lock:
+        return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
+                                 warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+
+
+def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
+    """A trial asking for more CPUs than exist would wait forever: refuse it up front."""
+    if sweep.cpus_per_trial > available:
+        raise ConfigError(f"--cpus-per-trial {sweep.cpus_per_trial:g} is more than the {available:g} CPU(s) "
+                          f"{where} has; no trial could ever start")
+
+
+def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
+                      warm_cache, summary_dir, verbose) -> SweepResult:
+    exp_path = storage.rstrip("/") + "/" + sweep.name
+    if not resume and local is not None and (local / "tuner.pkl").exists():
+        raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
+                              "or choose another --name")
+    if resume and local is not None and local.is_dir():
+        for line in repair_experiment_state(local, sweep.name):
+            print(f"[sweep] repaired {line}", flush=True)
+    if resume and not tune.Tuner.can_restore(exp_path):
+        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
+                              "drop --resume to start this sweep, or check --storage and --name")
+    if address in (None, "", "local"):
+        check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
+    init_ray(address, num_cpus=num_cpus)
+    where = "this machine" if address in (None, "", "local") else f"the cluster at {address}"
+    if address not in (None, "", "local"):
+        check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), where)
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    if sweep.gpus_per_trial > gpus:
+        raise ConfigError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the {gpus:g} GPU(s) {where} "
+                          "has; no trial could ever start")
+    t0 = time.perf_counter()
+    if warm_cache and not resume:
+        secs = warm_feature_cache(_concrete_configs(sweep))
+        print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
+    tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
+    grid_ = tuner.fit()
+    wall = time.perf_counter() - t0
+    records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
+    out = summary_dir if summary_dir is not None else local
+    if out is None:  # remote storage: write the summary next to where we run
+        out = Path.cwd() / sweep.name
+    baseline = sweep_baseline(sweep)
+    written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline)
+    return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
+                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
+                       baseline=baseline)
+
+
+def tensorboard_command(storage: str, name: str) -> str:
+    """The command that shows this sweep (Tune's own hint points at a temp staging folder)."""
+    return f"tensorboard --logdir {storage.rstrip('/')}/{name}"

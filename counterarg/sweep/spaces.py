@@ -1,0 +1,176 @@
+"""A sweep's search space: named strategies, grids of flat trial configs, and the searcher serving them.
+
+Why this shape: **1:1 with Config.** Every key a trial receives is a :class:`~counterarg.config.Config`
+field (``Config.from_dict`` fails loudly on anything else). A strategy is several fields at once
+(schedule ``decay`` with ``rate_start`` 0.8 and ``rate_step`` 0.02), which Tune's ``grid_search``
+cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat config
+dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is saved with
+the experiment (resume keeps working). The strategy's name is derived back from the config
+(:func:`counterarg.sweep.trials.strategy_label`), never passed as a key. Random/ASHA search
+(:func:`margin_lr_space`) uses Tune's native domains, which are flat already. Schedule names come
+from the registry (:mod:`counterarg.schedules`); none is listed here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ray import tune
+from ray.tune.search import Searcher
+
+from .. import schedules
+from ..config import Config, ConfigError, method_fields
+from ..io import atomic_write_text
+
+#: A named schedule strategy trains the reference method (config.REFERENCE_METHOD, less its schedule
+#: and length) with that schedule from the registry (:mod:`counterarg.schedules`); the one named
+#: recipe, ``recipe``, is the project's default recipe (the Config defaults) as it stands.
+REFERENCE_FIELDS = method_fields()
+RECIPES: dict[str, dict[str, Any]] = {"recipe": {}}
+#: The main job: the reference implementation's three strategies (fixed 0.8, decay 0.8 - 0.02 * epoch,
+#: pure random) beside the project's default recipe.
+DEFAULT_STRATEGIES = (*schedules.default_strategies(), *RECIPES)
+
+
+def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
+    """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides.
+
+    ``strategy("fixed", rate=0.5)`` -> the reference method (:data:`REFERENCE_FIELDS`) with
+    ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
+    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("recipe")`` -> the
+    default recipe, the same fields at their Config defaults. Validated now, so a typo fails before
+    the sweep starts.
+    """
+    if isinstance(name, str):
+        known = [*schedules.SCHEDULES, *RECIPES]
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(known)}")
+        if name in RECIPES:  # the default recipe, with its own schedule (Config defaults)
+            out = {**Config().to_dict(), **RECIPES[name], **fields_}
+            out = {k: out[k] for k in (*REFERENCE_FIELDS, *schedules.all_fields(), *RECIPES[name], *fields_)}
+        else:  # the reference method with this schedule
+            out = {**REFERENCE_FIELDS, **schedules.strategy_fields(name), **fields_}
+    else:
+        out = {**dict(name), **fields_}
+    cfg = Config.from_dict(out)  # validates and coerces ("0.5" -> 0.5)
+    values = cfg.to_dict()
+    return {k: values[k] for k in out}
+
+
+def parse_strategy(text: str) -> dict[str, Any]:
+    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``.
+
+    A list value keeps its commas: ``table:rate_table=0.8,0.6,0.4`` (a comma starts a new
+    override only where ``FIELD=`` follows it).
+    """
+    name, _, rest = text.partition(":")
+    overrides = {}
+    for item in filter(None, re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", rest)):
+        if "=" not in item:
+            raise ConfigError(f"strategy override expects FIELD=VALUE, got {item!r} in {text!r}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v
+    return strategy(name.strip(), **overrides)
+
+
+def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
+         base: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Cartesian product of axes into flat Config-field dicts (the trial configs of a grid).
+
+    Each axis is either a list of partial configs (e.g. strategies, each several fields) or a
+    ``{field: [values]}`` mapping (one field, e.g. ``{"seed": [0, 1, 2]}``). Later axes and
+    ``base`` never share keys with each other silently: overlapping keys raise, since that would
+    make two "different" trials identical. Every dict is validated against Config.
+    """
+    norm: list[list[dict[str, Any]]] = []
+    for ax in axes:
+        if isinstance(ax, Mapping):
+            if len(ax) != 1:
+                raise ValueError("a mapping axis must have exactly one field: {field: [values]}")
+            (k, values), = ax.items()
+            norm.append([{k: v} for v in values])
+        else:
+            norm.append([dict(p) for p in ax])
+    out = []
+    for combo in itertools.product(*norm):
+        cfg: dict[str, Any] = dict(base or {})
+        for part in combo:
+            for k in part:
+                if k in cfg:
+                    raise ValueError(f"field {k!r} is set by more than one grid axis/base")
+            cfg.update(part)
+        Config.from_dict(cfg)
+        out.append(cfg)
+    return out
+
+
+def strategy_grid(strategies: Sequence[str | Mapping[str, Any]] = DEFAULT_STRATEGIES,
+                  seeds: Sequence[int] = (0, 1, 2), **more: Sequence[Any]) -> list[dict[str, Any]]:
+    """Strategies x seeds (x any ``field=[values]`` given as keyword), as flat trial configs."""
+    axes: list[Any] = [[strategy(s) for s in strategies]]
+    axes += [{k: list(v)} for k, v in more.items()]
+    axes.append({"seed": list(seeds)})
+    return grid(*axes)
+
+
+def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE, *,
+                    margin: tuple[float, float] = (0.1, 3.0), lr: tuple[float, float] = (1e-4, 1e-2),
+                    seeds: Sequence[int] = (0,)) -> dict[str, Any]:
+    """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy.
+
+    Keys are Config fields; seeds become a ``grid_search`` (repeats per sample) when more than one.
+    """
+    space: dict[str, Any] = dict(strategy(schedule))
+    space["margin"] = tune.loguniform(*margin)
+    space["lr"] = tune.loguniform(*lr)
+    space["seed"] = tune.grid_search(list(seeds)) if len(seeds) > 1 else seeds[0]
+    return space
+
+
+class VariantSearcher(Searcher):
+    """Serve a fixed list of flat trial configs in order (a grid whose points are whole dicts).
+
+    Unlike ``grid_search`` the points may vary several fields jointly while every key stays a
+    Config field. The position is saved with the experiment so ``Tuner.restore`` continues the
+    list where it stopped instead of creating trials twice.
+    """
+
+    def __init__(self, variants: Sequence[Mapping[str, Any]], metric: str | None = None,
+                 mode: str | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self.variants = [dict(v) for v in variants]
+        self.next_index = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        # The param space holds only constants (the shared base); they are merged by Tune.
+        if metric and not self._metric:
+            self._metric = metric
+        if mode and not self._mode:
+            self._mode = mode
+        return True
+
+    def suggest(self, trial_id: str):
+        if self.next_index >= len(self.variants):
+            return self.FINISHED
+        cfg = dict(self.variants[self.next_index])
+        self.next_index += 1
+        return cfg
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        atomic_write_text(Path(checkpoint_path), json.dumps(
+            {"variants": self.variants, "next_index": self.next_index}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        state = json.loads(Path(checkpoint_path).read_text())
+        self.variants = state["variants"]
+        self.next_index = state["next_index"]

@@ -1,0 +1,93 @@
+"""TensorBoard for a sweep: Tune's per-epoch scalars plus an HParams table that compares strategies.
+
+Ray 2.60 adds ``TBXLoggerCallback`` automatically, but it writes HParams only for Tune-*sampled*
+values (``trial.evaluated_params``) and only at trial end; ours (:class:`HParamsTBXLogger`) logs
+the varying Config fields plus the strategy name as HParams, so the HParams tab can compare
+strategies. Events land in the trial folders under ``<storage>/<name>``, which is what
+``tensorboard --logdir`` should point at (Tune's own hint names a temp folder).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from ray.tune.logger import TBXLoggerCallback
+from tensorboardX.summary import hparams
+
+from .. import schedules
+from ..config import Config
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, strategy_label
+
+
+class HParamsTBXLogger(TBXLoggerCallback):
+    """Tune's TensorBoardX logger, with an HParams table that compares trials.
+
+    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric, both views). When a
+    trial ends, its HParams row is written: the strategy, the fields its schedule reads and the
+    other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
+    and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
+    ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
+    """
+
+    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
+        super().__init__()
+        self.hparam_fields = list(hparam_fields)
+        self.metric, self.mode = metric, mode
+        self._best: dict[Any, dict[str, float]] = {}
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        super().log_trial_result(iteration, trial, result)
+        v = result.get(self.metric)
+        best = self._best.get(trial)
+        if isinstance(v, (int, float)) and math.isfinite(v) and (
+                best is None or (v > best[self.metric] if self.mode == "max" else v < best[self.metric])):
+            self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
+                                 and not isinstance(x, bool)}
+
+    def hparams_of(self, trial) -> dict[str, Any]:
+        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
+        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        entry = schedules.SCHEDULES.get(cfg["schedule"])
+        for k in entry.fields if entry else ():
+            params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
+        strategy_fields = schedules.all_fields()
+        for k in self.hparam_fields or sorted(trial.evaluated_params or {}):
+            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
+                continue  # rate fields only where the schedule reads them
+            v = cfg.get(k)
+            params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
+        return params
+
+    @staticmethod
+    def best_metrics(best: dict[str, float]) -> dict[str, float]:
+        """acc@1 of both splits and views at the best epoch, as ``best/<split>/<task>/acc_1``."""
+        return {"best/" + k.replace("@", "_"): v for k, v in best.items()
+                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
+
+    def _log_hparams(self, trial) -> None:
+        metrics = self.best_metrics(self._best.get(trial, {}))
+        writer = self._trial_writer[trial]
+        step = int(self._best.get(trial, {}).get("epoch", 0))
+        for k, v in metrics.items():
+            writer.add_scalar(k, v, global_step=step)
+        exp, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
+        for summary in (exp, start, end):
+            writer.file_writer.add_summary(summary)
+        writer.flush()
+
+    def log_trial_end(self, trial, failed: bool = False):
+        # Tune only logs HParams for trials with evaluated_params (search spaces); ours always do,
+        # with the best epoch's metrics instead of the last result.
+        if trial in self._trial_writer and self._best.get(trial):
+            try:
+                self._log_hparams(trial)
+            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
+                print(f"[sweep] HParams of trial {trial.trial_id} not written: {e}", flush=True)
+        self._best.pop(trial, None)
+        evaluated, trial.evaluated_params = trial.evaluated_params, {}  # ours replaced Tune's
+        try:
+            super().log_trial_end(trial, failed)
+        finally:
+            trial.evaluated_params = evaluated

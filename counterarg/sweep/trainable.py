@@ -1,0 +1,227 @@
+"""The Tune trainable: one ``counterarg.train`` run per trial, adapted to Ray Tune.
+
+* **Trainable** (:func:`trainable`): one call of ``train()`` per trial; each epoch
+  ``ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))`` (not
+  ``ray.train.report``: inside a Tune function trainable that fails on Ray 2.60). A restarted
+  trial continues from ``tune.get_checkpoint()`` via ``train(resume_from=...)``, so a killed
+  sweep loses at most the epoch in flight; a trial that had finished before the experiment state
+  caught up is recognised by its final checkpoint in storage
+  (:func:`counterarg.sweep.recovery.final_checkpoint_after`) and not rerun. It also reports
+  ``time/train_total_s``, the cumulative seconds spent inside ``train()`` minus the time spent
+  inside ``tune.report``; against Tune's ``time_total_s`` that gives the Ray overhead printed in
+  the summary. A PBT exploit is a resume from another trial's checkpoint; the lineage of the
+  weights travels in the checkpoint sidecar (:mod:`counterarg.sweep.lineage`).
+* **Resources**: a ``PlacementGroupFactory`` per trial: bundle 0 = the trial (CPU, GPU fraction),
+  plus one bundle per shard actor when ``index == "sharded-balltree"`` (a child actor without a
+  reserved bundle hangs silently once trials hold every CPU). torch threads per trial = the
+  trial's CPUs.
+* **Files**: the run's own files (config.json, metrics.jsonl) and its best epoch's state are
+  mirrored beside the trial's checkpoints in storage after each epoch (:func:`mirror_run_files`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pyarrow.fs as pafs
+import ray
+import torch
+from ray import tune
+
+from ..config import Config
+from ..io import read_manifest
+from ..shards import shard_bundles
+from ..train import BEST_DIR, read_checkpoint, train
+from .console import quiet_worker_logs
+from .lineage import inherit, lineage_entry
+from .recovery import TRAIN_TIME_FILE, final_checkpoint_after, load_train_time, logged_epochs, read_sidecar
+from .trials import TRAIN_TIME_KEY
+
+#: reported with every epoch: the Ray node the trial ran on
+NODE_KEY = "node_id"
+
+
+def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:
+    """Placement-group bundles of one trial: itself, then one per shard actor if sharded.
+
+    A sharded trial reserves the same ``cpus`` in all, half for itself and half split over its
+    shard actors: the trial waits while its shards query, so they take turns on the same cores,
+    and two such trials still run side by side on 2 CPUs (no actor left without a bundle).
+    """
+    trial = {"CPU": float(cpus)}
+    if gpus:
+        trial["GPU"] = float(gpus)
+    if config.get("index", Config.index) != "sharded-balltree":
+        return [trial]
+    shards = int(config.get("shards", Config.shards))
+    trial["CPU"] = float(cpus) / 2
+    return shard_bundles(shards, trial=trial, cpu_per_shard=float(cpus) / (2 * shards))
+
+
+def trial_resources(cpus: float = 1, gpus: float = 0) -> Callable[[dict], Any]:
+    """``tune.with_resources`` callable: config -> PlacementGroupFactory (PACK onto one node)."""
+
+    def make(config: dict):
+        return tune.PlacementGroupFactory(trial_bundles(config, cpus, gpus), strategy="PACK")
+
+    return make
+
+
+def _report_finished(cfg: Config, final, local: Path) -> None:
+    """Report the rows of a finished trial that the killed driver never logged; train nothing.
+
+    The final checkpoint holds the whole history. Rows already in ``result.json`` are not sent
+    again; the last row goes with the final checkpoint, so Tune's latest checkpoint is the final.
+    """
+    shutil.rmtree(local, ignore_errors=True)
+    final.to_directory(str(local))
+    try:
+        history = read_checkpoint(local)["history"]
+        logged = logged_epochs(final)
+        missing = [row for row in history if int(row["epoch"]) not in logged]
+        print(f"[trial] already finished all {cfg.epochs} epochs ({final.path}); not rerun; "
+              f"{len(missing)} unlogged epoch(s) reported", flush=True)
+        for i, row in enumerate(missing):
+            if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
+                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+            else:
+                last = {**row, TRAIN_TIME_KEY: load_train_time(local)}
+                tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def trainable(config: dict) -> None:
+    """Ray Tune function trainable: one ``train()`` run, one ``tune.report`` per epoch.
+
+    ``config`` must hold only Config field names. The run's files (config.json, metrics.jsonl,
+    checkpoint/) go to ``<trial dir>/run``; each epoch's checkpoint folder is handed to Tune,
+    which persists it under the trial's storage folder.
+    """
+    cfg = Config.from_dict(config)
+    quiet_worker_logs()
+    ctx = tune.get_context()
+    try:
+        bundles = ctx.get_trial_resources().bundles
+        cpus = max(1, round(sum(b.get("CPU", 0) for b in bundles)))  # its shards idle while it trains
+    except (AttributeError, RuntimeError, TypeError) as e:  # resources unknown outside a full Tune session
+        print(f"[trial] trial resources unknown ({e!r}); training with 1 thread", flush=True)
+        cpus = 1
+    os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
+    torch.set_num_threads(cpus)
+
+    trial_dir = Path(ctx.get_trial_dir())
+    trial_id = str(ctx.get_trial_id())
+    out_dir = trial_dir / "run"
+    resume_from = None
+    prior_train_s = 0.0
+    lineage: list[dict[str, Any]] = []  # one entry per epoch of the weights' history (lineage.py)
+    donor = None  # the trial whose weights this one took (PBT exploit), if any
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        sidecar = read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
+        owner = sidecar.get("trial_id")
+        donor = owner if owner and owner != trial_id else None  # PBT's exploit: another trial's weights
+        done_at = final_checkpoint_after(ckpt, cfg.epochs) if donor is None else None
+        if done_at is not None:
+            _report_finished(cfg, tune.Checkpoint(done_at, filesystem=ckpt.filesystem),
+                             trial_dir / "final_checkpoint")
+            return
+        resume_from = trial_dir / "resume_checkpoint"
+        shutil.rmtree(resume_from, ignore_errors=True)
+        ckpt.to_directory(str(resume_from))
+        prior_train_s = load_train_time(resume_from)
+        lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
+        if donor is not None:
+            print(f"[trial] {trial_id} continues from {donor}'s weights after epoch "
+                  f"{sidecar.get('epoch')} with rate={cfg.rate:g} lr={cfg.lr:g} margin={cfg.margin:g}",
+                  flush=True)
+
+    state = {"in_report": 0.0, "reports": 0}
+    mirrored: dict = {}  # the epoch whose best state was last copied to storage
+    start = time.perf_counter()
+    node_id = ray.get_runtime_context().get_node_id()  # where this trial runs (a cluster spreads them)
+
+    def report(metrics: dict, checkpoint_dir: Path, trained: bool = True) -> None:
+        t0 = time.perf_counter()
+        train_s = prior_train_s + (t0 - start) - state["in_report"]
+        epoch = int(metrics["epoch"])
+        if trained:  # this trial trained the epoch (else it came with the weights)
+            lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
+        (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
+            {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
+        row = dict(metrics)
+        row[TRAIN_TIME_KEY] = train_s
+        row[NODE_KEY] = node_id
+        tune.report(row, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+        mirror_run_files(out_dir, mirrored)
+        state["in_report"] += time.perf_counter() - t0
+        state["reports"] += 1
+
+    train(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
+    if state["reports"] == 0 and resume_from is not None and donor is not None:
+        # the weights taken already hold every epoch (a PBT donor's final checkpoint): report its
+        # last row so that the trial ends with a result and a checkpoint of its own. (A trial
+        # restored at its *own* final checkpoint reported that row before the kill: not again.)
+        history = read_checkpoint(resume_from)["history"]
+        if history:
+            report(dict(history[-1]), resume_from, trained=False)
+
+
+#: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
+RUN_FILES = ("config.json", "metrics.jsonl")
+
+
+def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
+    """Copy the run's :data:`RUN_FILES` beside the trial's checkpoints in storage, and its best
+    epoch's state (``OUT/best``) into ``<trial>/best`` whenever that changed (``mirrored`` remembers
+    the epoch last copied).
+
+    The run folder itself lives in the worker's local trial dir (Ray's temp folder, which Ray may
+    delete, and which a reused worker does not sync); its checkpoint is already Tune's. Uses the
+    storage filesystem of the checkpoint just reported, so local, ``file://``, ``s3://`` and
+    ``gs://`` storage all work.
+    """
+    ckpt = tune.get_checkpoint()
+    if ckpt is None or ckpt.filesystem is None:
+        return
+    fs, trial = ckpt.filesystem, posixpath.dirname(str(ckpt.path).rstrip("/"))
+    try:
+        fs.create_dir(f"{trial}/run")
+        for name in RUN_FILES:
+            src = Path(out_dir) / name
+            if src.exists():
+                with fs.open_output_stream(f"{trial}/run/{name}") as f:
+                    f.write(src.read_bytes())
+    except OSError as e:  # storage hiccup: the rows are in result.json too; say so, go on
+        print(f"[trial] could not copy {', '.join(RUN_FILES)} to {trial}/run: {e}", flush=True)
+    _mirror_best(Path(out_dir) / BEST_DIR, fs, f"{trial}/{BEST_DIR}", {} if mirrored is None else mirrored)
+
+
+def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:
+    """Copy ``best`` to ``dest`` on ``fs`` when its manifest names a newer epoch than last copied.
+
+    Written to ``dest.tmp`` and moved into place, so a kill leaves the old copy or none (the
+    summary then falls back to Tune's checkpoints), never a half-written one under ``dest``.
+    """
+    manifest = read_manifest(best)
+    epoch = (manifest or {}).get("epoch")
+    if epoch is None or mirrored.get("epoch") == epoch:
+        return
+    try:
+        for path in (f"{dest}.tmp", dest):
+            if fs.get_file_info(path).type != pafs.FileType.NotFound:
+                fs.delete_dir(path)
+        fs.create_dir(f"{dest}.tmp")
+        pafs.copy_files(str(best), f"{dest}.tmp", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=fs)
+        fs.move(f"{dest}.tmp", dest)
+        mirrored["epoch"] = epoch
+    except OSError as e:  # storage hiccup: Tune's own checkpoints still hold every epoch's state
+        print(f"[trial] could not copy the best epoch's state to {dest}: {e}", flush=True)

@@ -1,0 +1,237 @@
+"""A sweep's trials as plain data: labels, one summary row per trial, statistics per strategy.
+
+Why a separate module: the numbers in summary.csv / summary.md are what people quote, so they are
+computed here from plain data (one :class:`TrialRecord` per trial: its flat config, its per-epoch
+metric rows, its status) where tests can check them by hand. :mod:`counterarg.sweep.records` turns
+a Ray Tune ``ResultGrid`` into these records; nothing here imports Ray.
+
+Conventions:
+
+* A trial's *best epoch* is the epoch with the best sweep metric (Config ``select_metric``; ties:
+  the earliest, :func:`counterarg.selection.best_row`); its validation and test metrics are
+  reported at that epoch (model selection on validation only).
+* A trial's *group* names what it was run with apart from its seed: the strategy (the short label
+  of its schedule and the fields that schedule reads, from the registry in
+  :mod:`counterarg.schedules`) plus any other Config field that varies across the sweep (e.g.
+  ``margin=0.5 lr=0.001``). Seeds are the repeats within a group.
+* ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
+  shown as "n/a".
+* Ray overhead of a trial = 1 - (time spent inside ``train()``) / (the trial's wall time in Tune),
+  summed over all trials for the sweep figure.
+* Two views of the test split: all queries (``test/...``) and the unseen queries, whose texts occur
+  nowhere in training (``test_unseen/...``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .. import schedules
+from ..config import Config, method_fields
+from ..selection import DEFAULT_MODE, best_row
+from ..tasks import task_names
+
+DEFAULT_METRIC = Config().select_metric
+#: the two views of the test split: name -> metric-key prefix
+VIEWS = {"all": "test", "unseen": "test_unseen"}
+#: the label of the untrained encoder's row (pooled output, cosine retrieval) in tables and plots
+ZERO_SHOT = "zero-shot encoder"
+VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
+TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
+WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
+#: Fields that never name a group: repeats, placement and paths that do not change the method.
+NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
+
+
+@dataclass
+class TrialRecord:
+    """One trial as plain data: enough for every number and plot in the summary."""
+
+    trial_id: str
+    config: dict[str, Any]  # flat Config fields
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, epoch ascending
+    status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
+    error: str | None = None  # short message for errored trials
+    path: str | None = None
+    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def strategy_label(config: dict[str, Any]) -> str:
+    """The short label of a config's random_rate strategy, e.g. ``decay 0.8-0.02`` or ``random``.
+
+    Derived from the config alone through the schedule registry (:func:`schedules.short_label`),
+    so a trial's strategy is recoverable from its Config with no side channel. summary.md and the
+    console use it; summary.csv also carries every field (:func:`strategy_fields_label`).
+    """
+    return schedules.short_label(config)
+
+
+def strategy_fields_label(config: dict[str, Any]) -> str:
+    """Every field the strategy's schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
+    return schedules.full_label(config)
+
+
+def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Config fields whose value differs between at least two of ``configs`` (sorted)."""
+    keys = sorted({k for c in configs for k in c})
+    out = []
+    for k in keys:
+        values = {repr(c.get(k)) for c in configs}
+        if len(values) > 1:
+            out.append(k)
+    return out
+
+
+def method_label(config: dict[str, Any]) -> str | None:
+    """``reference`` when the config trains the reference method (config.method_fields), ``recipe``
+    when it trains the default recipe (those fields at their Config defaults), else None."""
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
+    defaults = Config().to_dict()
+    full = {**defaults, **config}
+    ref = method_fields()
+    if all(norm(full[k]) == norm(v) for k, v in ref.items()):
+        return "reference"
+    if all(norm(full[k]) == norm(defaults[k]) for k in ref):
+        return "recipe"
+    return None
+
+
+def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
+    """Strategy plus every other varying field except the repeat (seed) fields; where the sweep
+    mixes methods, prefixed by ``reference``/``recipe`` instead of their fields, e.g.
+    ``reference: decay 0.8-0.02`` or ``recipe: fixed 0``."""
+    strategy_fields = schedules.all_fields()
+    named = set(method_fields())
+    method = method_label(config) if named & set(varying) else None  # only where methods differ
+    extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
+    parts = [f"{method}: {strategy_label(config)}" if method else strategy_label(config)]
+    parts += [f"{k}={_fmt(config.get(k))}" for k in extra]
+    return " ".join(parts)
+
+
+def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch, the last reported, in epoch order; rows without an epoch are dropped.
+
+    A trial resumed after a driver kill retrains the epoch whose checkpoint the experiment state
+    had not recorded yet, and Tune appends that epoch's result again; statistics and plots must
+    count it once.
+    """
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("epoch") is None or (isinstance(r["epoch"], float) and math.isnan(r["epoch"])):
+            continue
+        by_epoch[int(r["epoch"])] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def metric_keys(history: Sequence[dict[str, Any]]) -> list[str]:
+    """The validation and test keys (both views) present in ``history``, in a stable order."""
+    keys = {k for r in history for k in r
+            if k.startswith(("validation/", "test/", "validation_unseen/", "test_unseen/"))}
+    return sorted(keys)
+
+
+def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
+                 mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
+    """summary.csv: one row per trial with config, status, best epoch and its val/test metrics."""
+    configs = [r.config for r in records]
+    varying = varying_fields(configs)
+    rows = []
+    for rec in records:
+        hist = dedupe_history(rec.history)
+        best = best_row(hist, metric, mode)
+        last = hist[-1] if hist else {}
+        row: dict[str, Any] = {
+            "trial_id": rec.trial_id,
+            "status": rec.status,
+            "group": group_label(rec.config, varying),
+            "strategy": strategy_label(rec.config),
+            "strategy_fields": strategy_fields_label(rec.config),
+            "seed": rec.config.get("seed", Config().seed),
+            "epochs_done": int(last.get("epoch", 0)) if hist else 0,
+            "best_epoch": int(best["epoch"]) if best else None,
+            "best_checkpoint": rec.best_checkpoint or "",
+            "error": rec.error or "",
+        }
+        train_s = last.get(TRAIN_TIME_KEY)
+        wall_s = last.get(WALL_TIME_KEY)
+        row["train_s"] = train_s
+        row["wall_s"] = wall_s
+        row["ray_overhead"] = (1.0 - train_s / wall_s) if (train_s and wall_s) else None
+        for k in sorted(rec.config):
+            row[f"config/{k}"] = rec.config[k]
+        for k in metric_keys(hist):
+            row[k] = best.get(k) if best else None
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per group: n (seeds with a value) and mean/std of each key over its trials' best epochs.
+
+    Trials without a best epoch (errored before the first one) are left out of the statistics.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+    for g, members in groups.items():
+        stats: dict[str, Any] = {"n": 0, "trials": len(members)}
+        for k in keys:
+            vals = [m[k] for m in members if isinstance(m.get(k), (int, float))
+                    and not math.isnan(m[k])]
+            if vals:
+                stats[k] = _mean_std(vals)
+                stats["n"] = max(stats["n"], len(vals))
+        out[g] = stats
+    return out
+
+
+def test_acc1_keys(ks_task: Sequence[str] | None = None, k: int = 1, view: str = "all") -> list[str]:
+    prefix = VIEWS[view]
+    return [f"{prefix}/{t}/acc@{k}" for t in (ks_task or task_names())] + [f"{prefix}/mean/acc@{k}"]
+
+
+def best_per_group(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[str, dict[str, Any]]:
+    """Per group, the trial with the highest ``metric`` at its best epoch (ties: lower seed)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: (str(r.get("seed")), r["trial_id"])):
+        v = r.get(metric)
+        if not isinstance(v, (int, float)) or math.isnan(v):
+            continue
+        if r["group"] not in out or v > out[r["group"]][metric]:
+            out[r["group"]] = r
+    return out
+
+
+def overhead(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """Sweep-level Ray overhead: 1 - sum(train_s) / sum(wall_s) over trials that report both."""
+    pairs = [(r["train_s"], r["wall_s"]) for r in rows if r.get("train_s") and r.get("wall_s")]
+    if not pairs:
+        return {"train_s": None, "wall_s": None, "overhead": None}
+    t = sum(p[0] for p in pairs)
+    w = sum(p[1] for p in pairs)
+    return {"train_s": t, "wall_s": w, "overhead": 1.0 - t / w}

@@ -1,0 +1,197 @@
+"""Fixtures and helpers the sweep tests share: a tiny random BERT with its feature cache, sweep
+configs over it, the sweep-driver helpers (start a sweep script, SIGKILL it at a chosen point,
+``--resume`` it to the end) and hand-made trial records for the summary tests. The helpers are
+plain functions: import them with ``from conftest import ...``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from counterarg.sweep.trials import TrialRecord
+from counterarg.tasks import TASKS
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def unique_name(stem: str) -> str:
+    """A sweep name no other test run (here or another checkout's) uses at the same time."""
+    import uuid
+
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random BERT and a feature-cache folder shared by the sweep tests."""
+    from counterarg.testing import make_tiny_encoder
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {"encoder": make_tiny_encoder(root / "bert"), "cache_dir": str(root / "cache")}
+
+
+def sweep_base(tiny, **kw):
+    return {"encoder": tiny["encoder"], "cache_dir": tiny["cache_dir"], "corpus": None,
+            "device": "cpu", "max_length": 32, **kw}
+
+
+def trial_dirs(exp: Path) -> list[Path]:
+    return sorted(p for p in exp.glob("trial_*") if p.is_dir())
+
+
+def reported_epochs(trial_dir: Path) -> list[int]:
+    """Epochs reported to Tune, in order (result.json gets one line per report, resumes append)."""
+    f = trial_dir / "result.json"
+    if not f.exists():
+        return []
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            out.append(int(json.loads(line)["epoch"]))
+        except (ValueError, KeyError):
+            pass  # a line cut by the kill
+    return out
+
+
+def start_driver(args, env, log, script: str = "compare_strategies.py"):
+    """A sweep script (``sweeps/<script>``) as its own process group, output into ``log``."""
+    return subprocess.Popen([PY, str(REPO / "sweeps" / script), *args], cwd=REPO,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_process_group(proc):
+    """SIGKILL the driver's process group: Ray processes a killed local driver left behind."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
+              poll_s: float = 0.05, kill_group: bool = False,
+              script: str = "compare_strategies.py") -> subprocess.Popen:
+    """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
+    with open(log_path, "w") as log:
+        proc = start_driver(args, env, log, script)
+        try:
+            t0 = time.time()
+            while not ready():
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.time() - t0 < timeout, "driver never reached the kill point"
+                time.sleep(poll_s)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        finally:
+            if kill_group or proc.poll() is None:
+                kill_process_group(proc)
+    return proc
+
+
+def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
+                  timeout: float = 240, script: str = "compare_strategies.py") -> None:
+    """``--resume`` to the end, then clear what both drivers' process groups left behind."""
+    with open(log_path, "a") as log:
+        proc = start_driver([*args, "--resume"], env, log, script)
+        try:
+            assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
+        finally:
+            kill_process_group(proc)
+            kill_process_group(killed)
+
+
+def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
+                    kill_group_before_resume: bool = False, timeout: float = 240):
+    """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
+    end; check no finished trial reran and each unfinished trial lost at most one epoch."""
+    def ready() -> bool:
+        eps = [reported_epochs(d) for d in trial_dirs(exp)]
+        return (any(e and max(e) == epochs for e in eps)
+                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
+
+    killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
+    at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
+    resume_to_end(args, env, log_path, killed, timeout)
+    after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
+    assert len(after) == n_trials
+    for name, eps in after.items():
+        before = at_kill.get(name, [])
+        assert max(eps) == epochs, (name, eps)
+        if before and max(before) == epochs:
+            assert eps == before, f"finished trial {name} reran: {before} -> {eps}"
+        elif before:
+            # rows after the kill restart at the epoch after the last checkpoint Tune kept:
+            # at most one epoch is trained twice.
+            resumed_from = eps[len(before)]
+            assert resumed_from >= max(before), (name, before, eps)
+            assert resumed_from > 1, f"{name} restarted from scratch: {eps}"
+    summary = (exp / "summary.md").read_text()
+    assert f"Trials: {n_trials} (0 errored, 0 unfinished)" in summary
+    return at_kill, after
+
+
+def sweep_script(name: str):
+    """A sweep script's ``main`` (sweeps/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"sweep_{name}", REPO / "sweeps" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def epoch_row(epoch, val, test_base, train_s=None, wall_s=None):
+    # the selection metric (Config().select_metric, the unseen view) carries the same value as the full view
+    r = {"epoch": epoch, "validation/mean/acc@1": val, "validation_unseen/mean/acc@1": val, "test/mean/acc@1": test_base}
+    for i, t in enumerate(TASKS):
+        r[f"test/{t}/acc@1"] = test_base + i / 100
+        r[f"validation/{t}/acc@1"] = val
+    if train_s is not None:
+        r["time/train_total_s"] = train_s
+        r["time_total_s"] = wall_s
+    return r
+
+
+def summary_records():
+    # fixed: seeds 0,1 -> best epochs 2 (val .5) and 1 (val .6, tie-break irrelevant)
+    fixed0 = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},
+                         [epoch_row(1, 0.4, 0.30), epoch_row(2, 0.5, 0.40, 9.0, 10.0), epoch_row(3, 0.45, 0.90, 9.0, 10.0)])
+    fixed1 = TrialRecord("a1", {"schedule": "fixed", "rate": 0.8, "seed": 1},
+                         [epoch_row(1, 0.6, 0.20, 4.5, 5.0), epoch_row(2, 0.6, 0.99, 9.5, 10.0)])  # tie -> epoch 1
+    rand0 = TrialRecord("b0", {"schedule": "random", "seed": 0}, [epoch_row(1, 0.3, 0.50, 18.0, 20.0)])
+    bad = TrialRecord("c0", {"schedule": "decay", "seed": 0}, [], status="ERROR",
+                      error="TrainingError: metric train/loss is nan at epoch 1")
+    return [fixed0, fixed1, rand0, bad]
+
+
+def ranked_records(n=200, gap=0.3, seed=0):
+    """Two strategies x 2 seeds with per-query ranks at their best epoch: ``good`` hits on about
+    ``gap`` more queries than ``bad``; ``bad2`` is ``bad``'s exact copy under another strategy."""
+    rng = np.random.default_rng(seed)
+    unseen = np.arange(n) % 2 == 0
+    base = rng.random(n)
+    recs = []
+    for name, rate, thresh in (("good", 0.5, 0.4 + gap), ("bad", 0.6, 0.4), ("bad2", 0.7, 0.4)):
+        for s in (0, 1):
+            hits = base < thresh
+            ranks = {f"test/{t}": np.where(hits, 1, 2) for t in TASKS}
+            ranks["test/unseen"] = unseen
+            ranks["epoch"] = np.array(1)
+            row = epoch_row(1, 0.5, float(hits.mean()))
+            for t in TASKS:
+                row[f"test/{t}/acc@1"] = float(hits.mean())
+                row[f"test_unseen/{t}/acc@1"] = float(hits[unseen].mean())
+            row["test_unseen/mean/acc@1"] = float(hits[unseen].mean())
+            recs.append(TrialRecord(f"{name}{s}", {"schedule": "fixed", "rate": rate, "seed": s}, [row],
+                                    ranks=ranks))
+    return recs

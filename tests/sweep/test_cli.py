@@ -1,0 +1,163 @@
+"""The sweep scripts' shared command line (counterarg.sweep.cli): flags fail with a named error and
+exit 2, exit codes, folder names, the smoke-test encoder, absolute paths."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from counterarg.config import ConfigError
+from counterarg.sweep.cli import absolute_paths, base_from_args, smoke_encoder_dir, sweep_name
+from counterarg.sweep.recovery import SweepStateError
+from counterarg.sweep.runner import SweepResult
+from counterarg.sweep.trials import TrialRecord
+
+from conftest import sweep_script
+
+
+def test_relative_paths_become_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "enc").mkdir()
+    got = absolute_paths({"corpus": "data/c.zip", "cache_dir": "~/cache", "encoder": "enc", "epochs": 3})
+    assert got["corpus"] == str(tmp_path / "data" / "c.zip")
+    assert got["cache_dir"].startswith("/") and "~" not in got["cache_dir"]
+    assert got["encoder"] == str(tmp_path / "enc") and got["epochs"] == 3
+    assert absolute_paths({"encoder": "bert-base-uncased"})["encoder"] == "bert-base-uncased"
+    assert absolute_paths({"corpus": None})["corpus"] is None
+
+
+@pytest.mark.parametrize("script, flags, match", [
+    ("search_margin_lr", ["--num-samples", "-1"], "--num-samples: must be between 1 and 1000, got -1"),
+    ("search_margin_lr", ["--num-samples", "0"], "--num-samples: must be between 1 and 1000, got 0"),
+    ("search_margin_lr", ["--num-samples", "100000"], "must be between 1 and 1000"),
+    ("search_margin_lr", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
+    ("search_margin_lr", ["--cpus-per-trial", "0"], "--cpus-per-trial: must be a finite number >= 1"),
+    ("search_margin_lr", ["--num-cpus", "2", "--cpus-per-trial", "64"], "64 is more than the 2 CPU"),
+    ("search_margin_lr", ["--margin-range", "3,0.1"], "--margin-range: expected 0 < LO < HI"),
+    ("search_margin_lr", ["--lr-range", "0,0.1"], "--lr-range: expected 0 < LO < HI"),
+    ("search_margin_lr", ["--seeds", "a,b"], "got 'a' in 'a,b'"),
+    ("search_margin_lr", ["--strategy", "decy"], "unknown strategy 'decy'; did you mean 'decay'"),
+    ("search_margin_lr", ["--set", "foo=1"], "unknown config field.*foo"),
+    ("compare_strategies", ["--strategies", "fixed;decy"], "did you mean 'decay'"),
+    ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
+    ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
+    ("compare_strategies", ["--resume"], "nothing to resume at"),
+])
+def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
+    """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
+    nothing to resume is an error, not a silent fresh start."""
+    with pytest.raises(SystemExit) as e:
+        sweep_script(script)(["--storage", str(tmp_path), "--name", "x", *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(match, err), err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tmp_path, capsys):
+    """Finding 9: a sweep whose trials errored exited 0."""
+    import counterarg.sweep.cli as cli_mod
+
+    records = [TrialRecord("trial_ok", {"seed": 0}, status="TERMINATED"),
+               TrialRecord("trial_bad", {"seed": 1}, status="ERROR", error="TrainingError: loss is nan")]
+    monkeypatch.setattr(cli_mod, "run_sweep", lambda *a, **k: SweepResult("x", tmp_path, records, [], "table", 1.0))
+    assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "trial_bad: TrainingError: loss is nan" in err and "trial_ok" not in err
+    records[1].status = "TERMINATED"
+    assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 0
+
+
+def test_second_sweep_with_the_same_name_gets_a_named_error(tmp_path, capsys):
+    """Finding 4: two sweeps with the same --name both ran; the second now stops at once."""
+    from counterarg.io import exclusive_lock
+
+    with exclusive_lock(tmp_path / ".x.lock", "first driver"):
+        with pytest.raises(SystemExit) as e:
+            sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0"])
+    assert e.value.code == 2
+    assert f"sweep folder {tmp_path / 'x'} is in use by another process" in capsys.readouterr().err
+
+
+def test_smoke_encoder_folder_is_per_user_and_checked(tmp_path):
+    """Finding 9: /tmp/counterarg-smoke-encoder was shared and reused without a check."""
+    import argparse
+
+    assert smoke_encoder_dir().name == f"counterarg-smoke-encoder-{os.getuid()}"
+    args = argparse.Namespace(smoke_test=True, corpus=None, encoder=None, epochs=None, overrides=[])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ConfigError, match="not a folder owned by you and writable only by you"):
+        base_from_args(args, smoke_dir=shared)
+    own = tmp_path / "own"
+    assert base_from_args(args, smoke_dir=own)["encoder"] == str(own)
+    assert (own.stat().st_mode & 0o777) == 0o700
+    weights = next(own.glob("*.safetensors"))
+    weights.write_bytes(b"changed since")  # reused only when its files match their manifest
+    base_from_args(args, smoke_dir=own)
+    assert weights.stat().st_size > 1000
+
+
+def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, capsys):
+    from argparse import Namespace
+
+    args = Namespace(name=None, smoke_test=False, resume=False, storage=str(tmp_path))
+    name = sweep_name(args, "compare_strategies")
+    assert name.startswith("compare_strategies_20") and name != "compare_strategies"  # never the reference
+    assert sweep_name(Namespace(**{**vars(args), "smoke_test": True}), "compare_strategies").startswith(
+        "compare_strategies_smoke_20")
+    assert sweep_name(Namespace(**{**vars(args), "name": "mine"}), "compare_strategies") == "mine"
+    with pytest.raises(SweepStateError, match="no earlier compare_strategies_<date> sweep"):
+        sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
+    for n in ("compare_strategies_2026-01-01_00-00-00", "compare_strategies_2026-02-01_00-00-00",
+              "compare_strategies_smoke_2026-03-01_00-00-00"):
+        (tmp_path / n).mkdir()
+    assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
+        "compare_strategies_2026-02-01_00-00-00"
+    assert "resuming the newest" in capsys.readouterr().out
+
+
+def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_path, tiny_encoder, capsys):
+    """Adding a schedule is one registry entry: registered once, it trains through ``counterarg train
+    --set schedule=<toy>`` and becomes trials through a sweep script's ``--strategies``."""
+    import json
+
+    import counterarg.sweep.cli as cli_mod
+    from counterarg import schedules
+    from counterarg.cli import main as cli_main
+    from counterarg.sweep.trials import strategy_label
+
+    monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
+    schedules.register(schedules.Schedule(
+        "halving", lambda c, epoch: c.rate / 2 ** epoch, fields=("rate",), strategy={"rate": 0.5}, short=("rate",)))
+    # --set on the training command line: the rate each epoch mined with is the toy's
+    out = tmp_path / "run"
+    assert cli_main(["train", "--out", str(out), "--quiet", "--epochs", "2", "--set", f"encoder={tiny_encoder}",
+                     "--set", "schedule=halving", "--set", "rate=0.8"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["mining/rate"] for r in rows] == pytest.approx([0.8, 0.4])
+    # --strategies on a sweep script: the trial configs it builds (run_sweep is not started)
+    built = {}
+
+    def fake_run_sweep(sweep, **kw):
+        built["sweep"] = sweep
+        return SweepResult("x", tmp_path, [], [], "table", 1.0)
+
+    monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
+    assert sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy",
+                                               "--strategies", "halving;halving:rate=0.6;decay",
+                                               "--seeds", "0,1"]) == 0
+    variants = built["sweep"].variants
+    assert [(v["schedule"], v.get("rate"), v["seed"]) for v in variants] == [
+        ("halving", 0.5, 0), ("halving", 0.5, 1), ("halving", 0.6, 0), ("halving", 0.6, 1),
+        ("decay", None, 0), ("decay", None, 1)]
+    assert [strategy_label(v) for v in variants[::2]] == ["halving 0.5", "halving 0.6", "decay 0.8-0.02"]
+    with pytest.raises(SystemExit) as e:  # unregistered, the name is an error naming the known ones
+        monkeypatch.setattr(schedules, "SCHEDULES", {k: v for k, v in schedules.SCHEDULES.items() if k != "halving"})
+        sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy2",
+                                            "--strategies", "halving"])
+    assert e.value.code == 2 and "unknown strategy 'halving'" in capsys.readouterr().err

@@ -1,0 +1,28 @@
+"""The summary's figures (counterarg.sweep.plots), drawn from hand-made trial records."""
+
+from __future__ import annotations
+
+from counterarg.sweep.plots import plot_telemetry
+from counterarg.sweep.summary import write_summary
+
+from conftest import ranked_records
+
+
+def test_mining_telemetry_is_plotted_when_trials_report_it(tmp_path):
+    import matplotlib.image as mpimg
+
+    recs = ranked_records()
+    assert "telemetry" not in write_summary(recs, tmp_path / "none", title="t")["paths"]  # nothing to plot
+    for i, r in enumerate(recs):
+        r.history[0]["mining/share_points"] = 0.5 + i / 100
+        r.history[0]["mining/share_hard"] = 1.0
+    out = write_summary(recs, tmp_path / "some", title="t")
+    img = mpimg.imread(out["paths"]["telemetry"])
+    assert img.ndim == 3 and img.std() > 0.05
+
+
+def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path):
+    recs = ranked_records()
+    assert plot_telemetry(recs, tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
+    recs[0].history[0]["mining/dist_negative"] = 0.7
+    assert plot_telemetry(recs, tmp_path / "some.png") is True and (tmp_path / "some.png").stat().st_size > 1000

@@ -1,0 +1,227 @@
+"""Crash recovery (counterarg.sweep.recovery): SIGKILL the driver, resume; finished trials are not
+rerun; torn experiment state is repaired only from safe copies.
+
+The sweep tests run the real ``train()`` on the demo corpus with a tiny random BERT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from counterarg.sweep.recovery import TRAIN_TIME_FILE, SweepStateError, final_checkpoint_after, repair_experiment_state
+
+from conftest import (PY, REPO, kill_and_resume, kill_process_group, reported_epochs, resume_to_end, trial_dirs,
+                      unique_name)
+
+
+def test_final_checkpoint_after_finds_a_finished_trial(tmp_path):
+    import pyarrow.fs as pafs
+    from ray import tune
+
+    trial = tmp_path / "trial_x"
+    for index, epoch in ((27, 28), (28, 29), (29, 30)):
+        d = trial / f"checkpoint_{index:06d}"
+        d.mkdir(parents=True)
+        (d / TRAIN_TIME_FILE).write_text(json.dumps({"train_total_s": 1.0, "epoch": epoch}))
+    (trial / "checkpoint_000030").mkdir()  # cut short by the kill: no sidecar
+    fs = pafs.LocalFileSystem()
+    restored = tune.Checkpoint(str(trial / "checkpoint_000028"), filesystem=fs)
+    assert final_checkpoint_after(restored, 30) == str(trial / "checkpoint_000029")
+    assert final_checkpoint_after(restored, 31) is None  # not finished: resume from Tune's own
+    last = tune.Checkpoint(str(trial / "checkpoint_000029"), filesystem=fs)
+    assert final_checkpoint_after(last, 30) is None  # only later checkpoints count
+    (trial / "checkpoint_000029" / TRAIN_TIME_FILE).write_text("{\"epo")  # a torn sidecar
+    assert final_checkpoint_after(restored, 30) is None
+
+
+@pytest.mark.slow
+def test_sigkill_driver_then_resume(tiny, tmp_path):
+    epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    name = unique_name("kill")
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
+            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--encoder", tiny["encoder"], "--epochs", str(epochs),
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
+            "--set", "max_length=32"]
+    kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log",
+                    n_trials=2)
+
+
+def _snapshot_status(exp: Path) -> dict[str, str] | None:
+    """Trial folder name -> status in the newest experiment state Tune wrote (None: cut short)."""
+    try:
+        state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
+    except ValueError:
+        return None  # killed while copying it to storage: the resume must repair it
+    out = {}
+    folders = {d.name.split("_")[1]: d.name for d in trial_dirs(exp)}  # trial_<id>_<strategy>_seed<N>
+    for trial_json, _run_json in state["trial_data"]:
+        t = json.loads(trial_json)
+        out[folders.get(t["trial_id"], f"trial_{t['trial_id']}")] = t["status"]
+    return out
+
+
+def _has_final_checkpoint(trial_dir: Path, epochs: int) -> bool:
+    for f in trial_dir.glob(f"checkpoint_*/{TRAIN_TIME_FILE}"):
+        try:
+            if json.loads(f.read_text()).get("epoch") == epochs:
+                return True
+        except (OSError, ValueError):
+            pass  # still being copied
+    return False
+
+
+#: Runs a sweep script with Tune's experiment-state snapshot held: as soon as a trial has reported
+#: its last epoch, the driver waits for the previous snapshot's upload to finish and SIGKILLs itself
+#: instead of writing the snapshot that would record the trial as finished. ``torn`` first cuts the
+#: snapshot in storage short, as a kill during its copy does. argv: EPOCHS stale|torn SCRIPT ARGS...
+HOLD_SNAPSHOT = r"""
+import os, runpy, signal, sys
+from pathlib import Path
+
+from ray.tune.execution.tune_controller import TuneController
+
+epochs, mode, script = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+real = TuneController.checkpoint
+
+
+def checkpoint(self, force=False, wait=False):
+    if any((t.last_result or {}).get("epoch") == epochs for t in self._trials):
+        try:  # as Tune's own wait: a failed upload of files still being written is only logged
+            self._checkpoint_manager._storage.syncer.wait()
+        except Exception as e:
+            print(f"[test] previous upload: {e!r:.200}", flush=True)
+        if mode == "torn":
+            exp = Path(self._checkpoint_manager._storage.experiment_fs_path)
+            state = max(exp.glob("experiment_state-*.json"))
+            state.write_bytes(state.read_bytes()[:40])
+        print("[test] driver killed with the snapshot held", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, force=force, wait=wait)
+
+
+TuneController.checkpoint = checkpoint
+sys.argv = [script, *sys.argv[4:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stale", "torn"])
+def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
+    """The driver dies after a trial's last epoch (its final checkpoint stored) but before the
+    experiment-state snapshot says so; no race: the snapshot is held by a hook in the driver.
+
+    ``stale``: the state in storage holds the trial RUNNING at epoch 2; ``torn``: it is cut short
+    and the resume repairs it from the driver's staging copy (the same epoch-2 state). Either way
+    the finished trial trains nothing on resume and each of its epochs is logged once, and the
+    other trial (not started at the kill: one CPU) runs to the end.
+    """
+    epochs = 3
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
+    name = unique_name("late")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name,
+            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--encoder", tiny["encoder"], "--epochs", str(epochs),
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
+            "--set", "max_length=32"]
+    log_path = tmp_path / "driver.log"
+    hook = tmp_path / "hold_snapshot.py"
+    hook.write_text(HOLD_SNAPSHOT)
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([PY, str(hook), str(epochs), mode, str(REPO / "sweeps" / "compare_strategies.py"),
+                                   *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            rc = killed.wait(timeout=240)
+        finally:
+            if killed.poll() is None:
+                kill_process_group(killed)
+    assert rc == -signal.SIGKILL and "snapshot held" in log_path.read_text(), log_path.read_text()[-3000:]
+    at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
+    done = [d.name for d in trial_dirs(exp) if _has_final_checkpoint(d, epochs)]
+    assert len(done) == 1, at_kill
+    snapshot = _snapshot_status(exp)
+    if mode == "stale":
+        assert snapshot is not None and snapshot[done[0]] == "RUNNING", snapshot
+    else:
+        assert snapshot is None
+    resume_to_end(args, env, log_path, killed)
+    after = {d.name: reported_epochs(d) for d in trial_dirs(exp)}
+    log = log_path.read_text()
+    assert after[done[0]] == [1, 2, 3], (at_kill, after)  # each epoch logged once, none trained again
+    assert log.count("not rerun") == 1, log[-3000:]
+    assert ("[sweep] repaired experiment_state-" in log) == (mode == "torn"), log[-3000:]
+    assert len(after) == 2 and all(eps == [1, 2, 3] for eps in after.values()), after
+    assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+
+
+def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeypatch):
+    exp = tmp_path / "results" / "sw"
+    exp.mkdir(parents=True)
+    whole = json.dumps({"trial_data": [], "runner_data": {}, "stats": {}})
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(whole)  # an older session
+    (exp / "experiment_state-2026-01-02_00-00-00.json").write_text(whole[:17])  # cut by the kill
+    (exp / "searcher-state-2026-01-02_00-00-00.pkl").write_bytes(b"\x80\x05K\x01.")  # pickle of 1
+    (exp / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K")  # a cut pickle
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    with pytest.raises(SweepStateError, match="experiment_state-2026-01-02_00-00-00.json is cut "
+                       "short.*experiment_state-2026-01-01_00-00-00.json"):
+        repair_experiment_state(exp, "sw")
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole[:17]  # untouched
+    staging = tmp_path / "raytmp" / "ray" / "session_1" / "artifacts" / "t" / "sw" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    (staging / "experiment_state-2026-01-02_00-00-00.json").write_text(whole)
+    (staging / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K\x02.")
+    done = repair_experiment_state(exp, "sw")
+    assert len(done) == 2 and sorted(d.split(" ")[0] for d in done) == [
+        "experiment_state-2026-01-02_00-00-00.json", "search_gen_state-2026-01-02_00-00-00.json"]
+    assert (exp / "search_gen_state-2026-01-02_00-00-00.json").read_bytes() == b"\x80\x05K\x02."
+    assert (exp / "searcher-state-2026-01-02_00-00-00.pkl").read_bytes() == b"\x80\x05K\x01."
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole
+    assert (exp / "experiment_state-2026-01-02_00-00-00.json.torn").read_text() == whole[:17]
+    assert repair_experiment_state(exp, "sw") == []  # whole now: nothing to do
+
+
+def test_repair_ignores_state_copies_others_could_have_planted(tmp_path, monkeypatch):
+    """Finding 7: a staging copy writable by others (or owned by another user) is never used."""
+    exp = tmp_path / "results" / "sw"
+    exp.mkdir(parents=True)
+    (exp / "experiment_state-2026-01-02_00-00-00.json").write_text('{"trial_d')  # cut by the kill
+    (exp / "tuner.pkl").write_bytes(b"\x80\x05K")  # cut pickle
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    staging = tmp_path / "raytmp" / "ray" / "session_1" / "artifacts" / "t" / "sw" / "driver_artifacts"
+    staging.mkdir(parents=True)
+    (staging / "experiment_state-2026-01-02_00-00-00.json").write_text("{}")
+    planted = staging / "tuner.pkl"
+    planted.write_bytes(b"\x80\x05K\x02.")
+    planted.chmod(0o666)
+    with pytest.raises(SweepStateError, match=r"tuner\.pkl is cut short.*1 copy ignored: not owned by you, "
+                                              "writable by others"):
+        repair_experiment_state(exp, "sw")
+    assert (exp / "tuner.pkl").read_bytes() == b"\x80\x05K"
+    link = staging / "tuner.pkl"
+    link.unlink()
+    good = tmp_path / "elsewhere.pkl"
+    good.write_bytes(b"\x80\x05K\x02.")
+    link.symlink_to(good)  # a symlink is not followed either
+    with pytest.raises(SweepStateError, match="ignored"):
+        repair_experiment_state(exp, "sw")
+    if os.getuid() == 0:  # root can make a file another user owns
+        link.unlink()
+        link.write_bytes(b"\x80\x05K\x02.")
+        os.chown(link, 12345, 12345)
+        with pytest.raises(SweepStateError, match="ignored"):
+            repair_experiment_state(exp, "sw")
+        os.chown(link, 0, 0)
+        link.chmod(0o644)
+        assert any(d.startswith("tuner.pkl") for d in repair_experiment_state(exp, "sw"))  # own: used
+        assert (exp / "tuner.pkl").read_bytes() == b"\x80\x05K\x02."

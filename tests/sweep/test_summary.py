@@ -1,0 +1,72 @@
+"""The summary files (counterarg.sweep.summary): summary.md/.csv, significance.csv, zero-shot rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from counterarg.sweep.summary import console_table, summary_markdown, write_summary
+from counterarg.sweep.trials import summary_rows
+from counterarg.tasks import TASKS
+
+from conftest import ranked_records, summary_records
+
+
+def test_summary_csv_keeps_every_strategy_field(tmp_path):
+    out = write_summary(summary_records(), tmp_path, title="t")
+    by = {r["trial_id"]: r for r in out["rows"]}
+    assert by["a0"]["strategy"] == "fixed 0.8" and by["a0"]["strategy_fields"] == "fixed(rate=0.8)"
+    import pandas as pd
+
+    df = pd.read_csv(out["paths"]["csv"])
+    assert "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)" in set(df["strategy_fields"])
+    assert "decay 0.8-0.02" in out["markdown"]
+
+
+def test_markdown_and_files(tmp_path):
+    recs = summary_records()
+    out = write_summary(recs, tmp_path, title="t", sweep_wall_s=12.0)
+    md = out["markdown"]
+    assert "0.5000 ± n/a" in md and "**" not in md  # no per-query ranks: nothing is called a winner
+    assert "0.3000 ± 0.1414" in md  # fixed: mean ± sample std of 0.4 and 0.2
+    assert "no per-query ranks kept" in md
+    assert "ERROR c0" in md and "nan at epoch 1" in md
+    assert "Ray overhead: 8.8%" in md
+    for k in ("csv", "md", "curves", "bars"):
+        assert out["paths"][k].stat().st_size > 0
+    import pandas as pd
+
+    df = pd.read_csv(out["paths"]["csv"])
+    assert len(df) == 4 and set(df["status"]) == {"TERMINATED", "ERROR"}
+    assert summary_markdown(summary_rows(recs)).count("| ") > 10
+
+
+def test_summary_bolds_only_a_significant_winner(tmp_path):
+    recs = ranked_records()
+    out = write_summary(recs, tmp_path, title="t")
+    md = out["markdown"]
+    assert "## All test queries" in md and "## Unseen test queries" in md
+    assert "| sdoc | **fixed 0.5** (p < 0.0001 vs fixed 0.6)" in md
+    import pandas as pd
+
+    sig = pd.read_csv(out["paths"]["significance"])
+    assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "diff", "ci_low", "ci_high", "p_value"]
+    assert len(sig) == 9 * 2 * 3  # (8 tasks + mean) x 2 views x 3 pairs
+    # the two identical strategies alone: no significant winner, nothing bold
+    alone = [r for r in recs if not r.trial_id.startswith("good")]
+    md2 = write_summary(alone, tmp_path / "b", title="t")["markdown"]
+    assert "no significant winner" in md2 and "**" not in md2.split("## Significance")[0]
+
+
+def test_zero_shot_baseline_in_tables_and_files(tmp_path):
+    recs = ranked_records()
+    base = {f"test/{t}/acc@1": 0.123 for t in (*TASKS, "mean")}
+    base |= {f"test_unseen/{t}/acc@1": 0.111 for t in (*TASKS, "mean")}
+    base["validation/mean/acc@1"] = base["validation_unseen/mean/acc@1"] = 0.5
+    out = write_summary(recs, tmp_path, title="t", baseline=base)
+    md = out["markdown"]
+    assert "| zero-shot encoder | – | 0.5000 | 0.1230 |" in md and "| zero-shot encoder | – | 0.5000 | 0.1110 |" in md
+    import json
+
+    assert json.loads(out["paths"]["baseline"].read_text()) == base
+
+    assert "zero-shot encoder" in console_table(out["rows"], baseline=base)
