@@ -40,9 +40,7 @@ import torch
 
 from .config import Config
 from .corpus import real_corpus_path
-from .features import batch_order
 from .io import atomic_write_json
-from .precision import autocast
 
 NO_CUDA = "no CUDA device found; running the CPU fallback: "
 
@@ -99,7 +97,7 @@ def _rows(run, rng: np.random.Generator) -> np.ndarray:
 
 def _padded_tokens(run, tids: np.ndarray, batches: np.ndarray) -> tuple[int, int]:
     """(tokens encoded with padding, real tokens) over the whole epoch's ``batches``."""
-    lengths = run.features.lengths.numpy()[tids]  # [N, 3]
+    lengths = run.features.text_lengths(tids)  # [N, 3]
     padded = sum(int(lengths[b].max()) * lengths[b].size for b in batches)
     return padded, int(lengths[batches.ravel()].sum())
 
@@ -108,7 +106,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
                  embed_texts: int) -> dict:
     """One row of the table: train-step and embedding throughput and peak memory of one setting."""
     from .model import encode_texts, load_encoder
-    from .train import Run
+    from .run import Run
 
     cfg = base.replace(finetune=finetune, precision=precision, length_buckets=buckets)
     run = Run(cfg, progress=False, eval_splits=[])
@@ -118,7 +116,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
     order = run.batches(tids, rng)  # [steps, B] epoch 1's batches
     row = {"finetune": finetune, "precision": run.features.precision, "length_buckets": buckets,
            "device": str(device), "batch_size": cfg.batch_size, "steps_per_epoch": len(order)}
-    if run.features.top != 0:
+    if run.features.trains_encoder:
         row["epoch_padded_tokens"], row["epoch_real_tokens"] = _padded_tokens(run, tids, order)
     n_steps = min(batches + warmup, len(order))
     run.heads.train()
@@ -140,7 +138,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
         train_s = time.perf_counter() - t0
         texts = np.random.default_rng(1).permutation(len(run.table.texts))[:embed_texts]
         t1 = time.perf_counter()
-        if run.features.top == 0:  # the frozen encoder, as when its pooled cache is built
+        if not run.features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
             model, tok = load_encoder(cfg.encoder, cfg.pooling)
             t1 = time.perf_counter()
             encode_texts(model, tok, [run.table.texts[i] for i in texts], pooling=cfg.pooling,
