@@ -23,7 +23,8 @@ def test_train_command_and_rows_without_times(tmp_path):
 
 @pytest.mark.slow
 def test_one_kill_and_resume_on_the_demo_gives_the_uninterrupted_rows(tiny_encoder, tmp_path):
-    assert main(["--out", str(tmp_path), "--epochs", "2", "--kills", "1", "--set", f"encoder={tiny_encoder}",
+    assert main(["--out", str(tmp_path), "--epochs", "20", "--kills", "1", "--set", f"encoder={tiny_encoder}",
                  "--set", "max_length=32"]) == 0
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result, "the summary is written"
+    assert result["kills"] == 1 and result["rows_identical"] and result["rows"] >= 2  # patience may stop it early
+    assert result["leftovers"] == []  # best/ beside checkpoint/ is part of a run folder
