@@ -24,7 +24,8 @@ import torch
 from .corpus import real_corpus_path
 from .evaluate import evaluate_split, query_ranks
 from .model import Heads
-from .tasks import Pools, build_pools, pools_from_labels, task_names
+from .pools import Pools, build_pools, pools_from_labels
+from .tasks import task_names
 
 DEFAULT_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS or ../shared/data
 

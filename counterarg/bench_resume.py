@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-EXPECTED = {"checkpoint", "config.json", "metrics.jsonl", ".lock"}
+from .selection import BEST_DIR
+
+EXPECTED = {"checkpoint", BEST_DIR, "config.json", "metrics.jsonl", ".lock"}
 
 
 def _rows(folder: Path) -> list[dict]:

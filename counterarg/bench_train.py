@@ -44,9 +44,7 @@ import torch
 
 from .config import Config
 from .corpus import real_corpus_path
-from .features import batch_order
 from .io import atomic_write_json
-from .precision import autocast
 
 NO_CUDA = "no CUDA device found; running the CPU fallback: "
 
@@ -101,7 +99,7 @@ def _rows(run, rng: np.random.Generator) -> np.ndarray:
 
 def _padded_tokens(run, tids: np.ndarray, batches: np.ndarray) -> tuple[int, int]:
     """(tokens encoded with padding, real tokens) over the whole epoch's ``batches``."""
-    lengths = run.features.lengths.numpy()[tids]  # [N, 3]
+    lengths = run.features.text_lengths(tids)  # [N, 3]
     padded = sum(int(lengths[b].max()) * lengths[b].size for b in batches)
     return padded, int(lengths[batches.ravel()].sum())
 
@@ -110,7 +108,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
                  embed_texts: int) -> dict:
     """One row of the table: train-step and embedding throughput and peak memory of one setting."""
     from .model import encode_texts, load_encoder
-    from .train import Run
+    from .run import Run
 
     load_start = os.getloadavg()[0]
     cfg = base.replace(finetune=finetune, precision=precision, length_buckets=buckets)
@@ -121,7 +119,7 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
     order = run.batches(tids, rng)  # [steps, B] epoch 1's batches
     row = {"finetune": finetune, "precision": run.features.precision, "length_buckets": buckets,
            "device": str(device), "batch_size": cfg.batch_size, "steps_per_epoch": len(order)}
-    if run.features.top != 0:
+    if run.features.trains_encoder:
         row["epoch_padded_tokens"], row["epoch_real_tokens"] = _padded_tokens(run, tids, order)
     n_steps = min(batches + warmup, len(order))
     run.heads.train()
@@ -142,10 +140,10 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
         _sync(device)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         texts = np.random.default_rng(1).permutation(len(run.table.texts))[:embed_texts]
-        if run.features.top == 0:  # the frozen encoder, as when its pooled cache is built
+        if not run.features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
             model, tok = load_encoder(cfg.encoder, cfg.pooling)
         t1, c1 = time.perf_counter(), time.process_time()
-        if run.features.top == 0:
+        if not run.features.trains_encoder:
             encode_texts(model, tok, [run.table.texts[i] for i in texts], pooling=cfg.pooling,
                          max_length=cfg.max_length, batch_size=cfg.embed_batch_size, device=device,
                          precision=run.features.precision)

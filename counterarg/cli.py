@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
+from .inputs import read_input_text, read_texts
 
 #: Size limits of the files ``rank`` reads (checked before reading): candidates, one per line, and
 #: the new argument of --text-file (a text is cut to max_length * CHARS_PER_TOKEN characters anyway).
@@ -40,23 +41,6 @@ def _config(args) -> Config:
     return cfg
 
 
-def read_input_text(path: str | Path, limit: int, what: str) -> str:
-    """A UTF-8 text file given on the command line (BOM dropped), or a ConfigError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"{what} {path} is not a file")
-    size = path.stat().st_size
-    if size > limit:
-        raise ConfigError(f"{what} {path} is {size} bytes, over the limit of {limit} bytes")
-    try:
-        return path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{what} {path} is not valid UTF-8 ({e.reason} at byte {e.start}); "
-                          "save it as UTF-8") from None
-
-
 def cmd_train(args) -> int:
     from .train import train
 
@@ -83,7 +67,7 @@ def cmd_train(args) -> int:
 
 def _checkpoint_config(args) -> tuple[Config, dict | None]:
     """The config to evaluate with: the checkpoint's, with only evaluation fields changeable."""
-    from .train import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     if args.zero_shot:
         cfg = Config().with_overrides(args.set or [])
@@ -107,15 +91,18 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from .evaluate import evaluate_split, format_table, unseen_split
-    from .train import Run, zero_shot_split
+    from .checkpoint import restore_run
+    from .evaluate import evaluate_split
+    from .metrics import format_table, unseen_split
+    from .run import Run
+    from .train import zero_shot_split
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
     cfg, state = _checkpoint_config(args)
     run = Run(cfg, progress=not args.quiet, eval_splits=[args.split])
     if state is not None:
-        run.load_state(state)
+        restore_run(run, state)
     run.corpus.split(args.split)  # clear error when the split is missing
     if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
         metrics = zero_shot_split(run, args.split)
@@ -151,8 +138,6 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
     rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's)."""
     import numpy as np
 
-    from .inference import read_texts
-
     if not args.candidates:
         from .corpus import load_corpus
 
@@ -168,7 +153,7 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
         if not args.candidate_texts:
             raise ConfigError(f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
                               "with --candidate-texts FILE (the --input of counterarg embed)")
-        texts = read_texts(args.candidate_texts, args.field)
+        texts = read_texts(args.candidate_texts, args.field, what="--candidate-texts file")
         try:
             s = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -178,12 +163,10 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
                               f"[{len(texts)}, {cfg.sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
                               "and this checkpoint's sim_dim")
         return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s
-    if path.exists() and path.stat().st_size > MAX_CANDIDATES_BYTES:
-        read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file")  # names the limit
     if path.suffix == ".jsonl":
-        texts = read_texts(path, args.field)
+        texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
         return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None
-    lines = read_input_text(path, MAX_CANDIDATES_BYTES, "candidates file").splitlines()
+    lines = read_input_text(path, "candidates file", MAX_CANDIDATES_BYTES).splitlines()
     numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise ConfigError(f"candidates file {path} holds no non-empty lines")
@@ -201,7 +184,7 @@ def cmd_rank(args) -> int:
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
-    text = read_input_text(args.text_file, MAX_TEXT_FILE_BYTES, "--text-file") if args.text_file else args.text
+    text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
     tm = TrainedModel.load(args.checkpoint, device=args.device)
@@ -239,7 +222,7 @@ def cmd_rank(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .inference import TrainedModel, read_texts, save_embeddings
+    from .inference import TrainedModel, save_embeddings
 
     texts = read_texts(args.input, args.field)
     out = Path(args.out)
@@ -366,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
     from .io import FolderLockedError
     from .model import EncoderError
+    from .run import TrainingError
     from .tasks import EvaluationError
-    from .train import TrainingError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()

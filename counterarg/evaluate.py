@@ -31,9 +31,7 @@ redone by a stable sort, so the lower index wins). The classifier runs once over
 deduplicated union of (query, candidate) pairs of all tasks, in chunks, so the eight tasks cost
 little more than the largest one.
 
-Metrics: ``acc@k`` = fraction of queries whose true counter ranks within the top ``k`` (acc@1 is
-the paper's accuracy); ``mrr`` = mean of ``1 / rank``. Keys are flat: ``{split}/{task}/acc@{k}``,
-``{split}/{task}/mrr``, and ``{split}/mean/...`` averaged over the evaluated tasks.
+Metrics from the ranks (acc@k, MRR, the unseen view, the table): metrics.py.
 """
 
 from __future__ import annotations
@@ -44,19 +42,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tasks import REGISTRY, TASKS, EvaluationError, Pools, check_tasks, task_names
+from .metrics import view_metrics
+from .pools import Pools
+from .tasks import REGISTRY, EvaluationError, check_tasks
 
-__all__ = [
-    "EvaluationError", "TASKS", "evaluate_split", "query_ranks", "metrics_from_ranks",
-    "rank_candidates", "format_table", "metric_key", "view_metrics", "unseen_split", "UNSEEN_SUFFIX",
-]
+__all__ = ["EvaluationError", "evaluate_split", "query_ranks", "rank_candidates", "MODES", "METRICS"]
 
 #: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
 Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 MODES = ("retrieval", "rerank", "fused")
-#: the split-name suffix of the unseen view: queries whose texts never occur in training
-UNSEEN_SUFFIX = "_unseen"
 METRICS = ("l2", "cosine")
 #: elements of one [B, 2Q] distance block (bounds memory: ~4M float64 = 32 MiB per tensor)
 BLOCK_ELEMENTS = 1 << 22
@@ -65,11 +60,6 @@ CLASSIFY_CHUNK = 8192
 
 
 # --------------------------------------------------------------------------- helpers
-def metric_key(split: str, task: str, measure: str) -> str:
-    """The flat metric name, e.g. ``metric_key("validation", "mean", "acc@1")``."""
-    return f"{split}/{task}/{measure}"
-
-
 def _tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.Tensor:
     """``x`` as a 2-D float tensor with ``rows`` rows, or an :class:`EvaluationError` saying why not."""
     if x is None:
@@ -271,37 +261,6 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     return ranks
 
 
-def metrics_from_ranks(split: str, ranks: dict[str, torch.Tensor], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """acc@k and MRR per task and their mean over the tasks, as flat keys."""
-    out: dict[str, float] = {}
-    sums: dict[str, float] = {}
-    for t, r in ranks.items():
-        r = torch.as_tensor(r).double()
-        vals = {f"acc@{k}": float((r <= k).double().mean()) for k in ks}
-        vals["mrr"] = float((1.0 / r).mean())
-        for name, v in vals.items():
-            out[metric_key(split, t, name)] = v
-            sums[name] = sums.get(name, 0.0) + v
-    for name, v in sums.items():
-        out[metric_key(split, "mean", name)] = v / len(ranks)
-    return out
-
-
-def unseen_split(split: str) -> str:
-    """The split name of the unseen view of ``split``, e.g. ``test_unseen``."""
-    return f"{split}{UNSEEN_SUFFIX}"
-
-
-def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
-                 ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Metrics of both views from per-query ranks: all queries (``{split}/...``) and, where the
-    pools carry an unseen mask with at least one query, the unseen queries (``{split}_unseen/...``)."""
-    out = metrics_from_ranks(split, ranks, ks)
-    if pools.unseen is not None and pools.unseen.any():
-        keep = torch.as_tensor(pools.unseen)
-        out.update(metrics_from_ranks(unseen_split(split), {t: r[keep.to(r.device)] for t, r in ranks.items()}, ks))
-    return out
-
 
 def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
                    classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
@@ -377,28 +336,3 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
     if k is not None:
         order, scores = order[:k], scores[:k]
     return order.cpu().numpy(), scores.cpu().numpy()
-
-
-# --------------------------------------------------------------------------- table
-def format_table(metrics: dict[str, float], split: str, pools: Pools | None = None,
-                 ks: Sequence[int] = (1, 5, 10)) -> str:
-    """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size
-    (over the view's queries: ``split`` ``test_unseen`` averages over the unseen queries)."""
-    names = [f"acc@{k}" for k in ks] + ["mrr"]
-    rows = [t for t in (*task_names(), "mean") if metric_key(split, t, "mrr") in metrics]
-    if not rows:
-        raise EvaluationError(f"no metrics for split {split!r} (keys look like '{split}/TASK/mrr')")
-    unseen = split.endswith(UNSEEN_SUFFIX)
-    sizes = pools.sizes([t for t in rows if t != "mean"], unseen=unseen) if pools is not None else {}
-    w = max(6, len(split))
-    head = f"{split:<{w}}" + "".join(f"{n:>8}" for n in names) + (f"{'pool':>9}" if pools is not None else "")
-    lines = [head, "-" * len(head)]
-    for t in rows:
-        line = f"{t:<{w}}" + "".join(
-            f"{metrics[metric_key(split, t, n)]:>8.3f}" if metric_key(split, t, n) in metrics else f"{'-':>8}"
-            for n in names
-        )
-        if pools is not None:
-            line += f"{sizes[t]:>9.1f}" if t in sizes else f"{'':>9}"
-        lines.append(line)
-    return "\n".join(lines)

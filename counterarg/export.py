@@ -81,13 +81,15 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
              f"ArguAna Counterargs corpus (`{cfg.corpus or 'generated demo corpus'}`), its training split; model "
              f"selection on validation by `{cfg.select_metric}`. Cite:", "", "```bibtex", CITATION, "```", ""]
     if best is not None:
-        lines += [f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)", "",
-                  "| split | view | sdoc | sdoa | sdc | sda | stc | sta | epc | epa | mean |", "|---|---|" + "---|" * 9]
+        from .metrics import unseen_split
         from .tasks import task_names
 
+        columns = (*task_names(), "mean")
+        lines += [f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)", "",
+                  "| split | view | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
         for split in ("validation", "test"):
-            for view, prefix in (("all", split), ("unseen", f"{split}_unseen")):
-                keys = [f"{prefix}/{t}/acc@1" for t in (*task_names(), "mean")]
+            for view, prefix in (("all", split), ("unseen", unseen_split(split))):
+                keys = [f"{prefix}/{t}/acc@1" for t in columns]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
         how = (f"scored with eval_mode={cfg.eval_mode}" + (f" (fused_w from the run's selection)" if cfg.eval_mode == "fused"

@@ -1,11 +1,17 @@
-"""Encoder inputs per unique text, cached on disk, and the module that turns text ids into pooled features.
+"""Text ids -> pooled encoder output ``h`` [B, H]: the three feature modes behind one interface.
 
-ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
-unique text. With a frozen encoder the pooled features are computed once and cached, keyed by the
-content of the encoder's files, pooling, max_length and the corpus texts; ``top:N`` caches the
-hidden states that enter the first trainable layer; ``all`` caches only the token ids. ``meta.json``
-records the sha256 of every cached array; a cache whose files do not match (cut short, bit flips)
-is said so and rebuilt.
+``finetune`` decides how much of the encoder trains, and with it what is cached per unique text
+(feature_cache.py) and what a training step runs:
+
+* ``none`` -> :class:`PooledFeatures`: the frozen encoder's pooled output, computed once and cached;
+* ``top:N`` -> :class:`HiddenStateFeatures`: the hidden states that enter the first trainable layer
+  are cached; a step runs the top N layers (and the pooler) over them;
+* ``all`` -> :class:`EncoderFeatures`: only the token ids are cached; a step runs the whole encoder.
+
+Training, evaluation and ``prepare_features`` use the interface of :class:`TextFeatures` only
+(``forward``/``embed`` by text id, token lengths, trainable parameters, checkpoint state), built by
+:func:`make_features`; rank, embed and export put a checkpoint's trained part into a whole encoder
+through :meth:`TextFeatures.load_into_encoder` of the mode (:func:`feature_class`).
 
 The caches are built at fp32 whatever ``precision`` says: they are made once and shared by every
 precision (a ``top:N`` cache of ArguAna is 1.7 GB), so their key holds no precision. Training and
@@ -14,11 +20,7 @@ the per-epoch embedding passes run the trainable layers at the configured precis
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-from contextlib import contextmanager
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -26,230 +28,147 @@ import torch
 import torch.nn as nn
 
 from .config import Config
-from .corpus import Corpus
-from .io import atomic_write_json, cache_root, sha256_file
-from .model import (clip_texts, encode_texts, encoder_fingerprint, load_encoder, pool, run_layers,
-                    split_layer)
+from .feature_cache import TextTable, folder_for, load_or_build
+from .model import clip_texts, encode_texts, encoder_fingerprint, hidden_states, load_encoder, pool, run_layers, \
+    split_layer
 from .precision import autocast, run_precision
 
 
-@dataclass
-class SplitIds:
-    point: np.ndarray  # [Q] unique-text id of each pair's point
-    counter: np.ndarray  # [Q] unique-text id of each pair's counter
+class TextFeatures(nn.Module, ABC):
+    """Text ids -> pooled encoder output h [B, H]; holds whatever part of the encoder trains.
 
-
-@dataclass
-class TextTable:
-    """Unique texts of the loaded splits and, per split, the text ids of its pairs."""
-
-    texts: list[str]
-    splits: dict[str, SplitIds]
-    fingerprint: str
-
-    @classmethod
-    def from_corpus(cls, corpus: Corpus) -> "TextTable":
-        index: dict[str, int] = {}
-        texts: list[str] = []
-
-        def tid(text: str) -> int:
-            if text not in index:
-                index[text] = len(texts)
-                texts.append(text)
-            return index[text]
-
-        splits = {}
-        for name, split in corpus.splits.items():
-            splits[name] = SplitIds(
-                point=np.array([tid(p.point.text) for p in split.pairs], dtype=np.int64),
-                counter=np.array([tid(p.counter.text) for p in split.pairs], dtype=np.int64),
-            )
-        h = hashlib.sha256()
-        for t in texts:
-            h.update(t.encode())
-            h.update(b"\0")
-        return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
-    """The cache folder for this config's encoder inputs, and the key that names it."""
-    top = config.trainable_layers
-    kind = {0: "pooled", None: "tokens"}.get(top, "hidden")
-    key = {
-        "kind": kind,
-        "weights": encoder_fingerprint(config.encoder),  # by content: folder moves keep the cache
-        "max_length": config.max_length,
-        "texts": table.fingerprint,
-        "n_texts": len(table.texts),
-    }
-    if kind == "pooled":
-        key["pooling"] = config.pooling
-    if kind == "hidden":
-        key["top"] = top
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_root(config.cache_dir) / "features" / f"{kind}-{digest}", key
-
-
-def cached_inputs(config: Config, table: TextTable, *, device: torch.device, progress: bool = True,
-                  model=None, tokenizer=None) -> dict[str, np.ndarray]:
-    """Load (or compute once, under a file lock) the encoder inputs this config trains on."""
-    folder, key = cache_folder(config, table)
-    done = folder / "meta.json"
-    with _locked(folder.with_suffix(".lock")):
-        if done.exists() and not _cache_intact(folder, done, key):
-            done.unlink()
-        if not done.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            if model is None:
-                model, tokenizer = load_encoder(config.encoder, config.pooling)
-            kind = key["kind"]
-            if progress:
-                print(f"[counterarg] building the {kind} feature cache for {len(table.texts)} unique texts "
-                      f"-> {folder} (once; later runs load it)", flush=True)
-            if kind == "pooled":
-                feats = encode_texts(model, tokenizer, table.texts, pooling=config.pooling,
-                                     max_length=config.max_length, batch_size=config.embed_batch_size,
-                                     device=device, progress=progress, desc="caching features")
-                np.save(folder / "pooled.npy", feats)
-            elif kind == "hidden":
-                layer = split_layer(model, config.trainable_layers)
-                hidden, lengths = encode_texts(model, tokenizer, table.texts, pooling=config.pooling,
-                                               max_length=config.max_length, batch_size=config.embed_batch_size,
-                                               device=device, upto_layer=layer, progress=progress,
-                                               desc=f"caching layer-{layer} states")
-                np.save(folder / "hidden.npy", hidden)
-                np.save(folder / "lengths.npy", lengths)
-            else:
-                enc = tokenizer(clip_texts(table.texts, config.max_length), truncation=True, max_length=config.max_length, padding="max_length",
-                                return_tensors="np")
-                np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
-                np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
-            atomic_write_json(done, {**key, "files": _hashes(folder)})
-    out = {}
-    for f in folder.glob("*.npy"):
-        out[f.stem] = np.load(f, mmap_mode="r" if f.stem == "hidden" else None)
-    return out
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {f.name: sha256_file(f) for f in sorted(folder.glob("*.npy"))}
-
-
-def _cache_intact(folder: Path, meta_path: Path, key: dict) -> bool:
-    """Whether the cached arrays match the sha256 in meta.json; says why when they do not.
-
-    A cache written before hashes were recorded is checked by loading every array whole once, and
-    its hashes are then added (so a later bit flip is caught).
+    ``trainable`` (a ModuleDict) is that part: its state is the checkpoint's ``encoder`` entry.
     """
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        print(f"[counterarg] feature cache {folder}: meta.json is unreadable; rebuilding", flush=True)
-        return False
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if files is None:
-        try:
-            for f in folder.glob("*.npy"):
-                np.load(f, mmap_mode="r")[-1:].copy()  # header and full length, without reading it all
-        except (OSError, ValueError, EOFError) as e:
-            print(f"[counterarg] feature cache {folder} is damaged ({e}); rebuilding", flush=True)
-            return False
-        atomic_write_json(meta_path, {**key, "files": _hashes(folder)})
-        return True
-    if not files:
-        print(f"[counterarg] feature cache {folder}: meta.json lists no files; rebuilding", flush=True)
-        return False
-    have = _hashes(folder)
-    bad = sorted(n for n in files if have.get(n) != files[n])
-    if bad:
-        print(f"[counterarg] feature cache file(s) {', '.join(str(folder / b) for b in bad)} do not match "
-              "their sha256 in meta.json (cut short or damaged); rebuilding the cache", flush=True)
-        for f in folder.glob("*.npy"):
-            f.unlink()
-        return False
-    return True
 
+    kind: str  # the cache kind: pooled | hidden | tokens
+    trains_encoder: bool = True  # False: training reads fixed vectors
 
-class TextFeatures(nn.Module):
-    """Text ids -> pooled encoder output h [B, H]; holds whatever part of the encoder trains."""
-
-    def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
+    def __init__(self, config: Config, device: torch.device):
         super().__init__()
         self.config, self.device = config, device
         self.precision = run_precision(config.precision, device)  # fp32 | bf16 | fp16
-        self.top = config.trainable_layers
-        model = tokenizer = None
-        if self.top != 0 or config.pooling == "pooler":  # the pooler check needs the loaded weights
-            model, tokenizer = load_encoder(config.encoder, config.pooling)
-        inputs = cached_inputs(config, table, device=device, progress=progress, model=model, tokenizer=tokenizer)
-        if self.top == 0:
-            self.register_buffer("pooled", torch.from_numpy(np.array(inputs["pooled"])).to(device), persistent=False)
-            self.hidden = self.pooled.shape[1]
-            self.trainable = nn.ModuleDict()
-            return
-        self.lengths = torch.from_numpy(np.array(inputs["lengths"])).long()  # [U]
-        self.hidden = model.config.hidden_size
-        self._base = [model]  # outside the module tree: only the trainable part is saved
-        if self.top is None:
-            self.input_ids = torch.from_numpy(np.array(inputs["input_ids"])).long()  # [U, T]
-            self.trainable = nn.ModuleDict({"encoder": model})
-        else:
-            self.states = inputs["hidden"]  # memmap [U, T, H] float16
-            first = split_layer(model, self.top)
-            parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}
-            if config.pooling == "pooler" and getattr(model, "pooler", None) is not None:
-                parts["pooler"] = model.pooler
-            self.trainable = nn.ModuleDict(parts)
-        self.to(device)
+        self.hidden = 0  # H, set by the mode
 
+    # ------------------------------------------------------------------ the cache
+    @classmethod
+    def cache_key(cls, config: Config) -> dict:
+        """What besides the encoder, max_length and the texts changes this mode's cached arrays."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def build_cache(cls, folder: Path, config: Config, table: TextTable, model, tokenizer, *,
+                    device: torch.device, progress: bool) -> None:
+        """Write this mode's arrays for every text of ``table`` into ``folder`` (``.npy`` files)."""
+
+    # ------------------------------------------------------------------ features
+    @abstractmethod
     def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
-        if self.top == 0:
-            return self.pooled[tids.to(self.device)]
-        ids = tids.cpu()
-        t = int(self.lengths[ids].max())  # trim padding to the batch's longest text
-        mask = (torch.arange(t)[None, :] < self.lengths[ids][:, None]).long().to(self.device)  # [B, T]
-        pooler = self.trainable["pooler"] if "pooler" in self.trainable else getattr(self._base[0], "pooler", None)
-        if self.top is None:
-            enc = self.trainable["encoder"]
-            with autocast(self.precision, self.device):
-                out = enc(input_ids=self.input_ids[ids, :t].to(self.device), attention_mask=mask)
-            hidden = out.last_hidden_state.float()  # [B, T, H] fp32: pooling and heads run in fp32
-            return pool(hidden, mask, self.config.pooling, pooler)
-        rows = np.sort(ids.numpy())
-        states = torch.from_numpy(np.asarray(self.states[rows, :t], dtype=np.float32))  # [B, T, H]
-        back = torch.from_numpy(np.searchsorted(rows, ids.numpy()))
-        states = states[back].to(self.device)  # [B, T, H] in the order asked
-        with autocast(self.precision, self.device):
-            hidden = run_layers(self._base[0], self.trainable["layers"], states, mask)  # [B, T, H]
-        return pool(hidden.float(), mask, self.config.pooling, pooler)  # [B, H] fp32
+        """h for text ids, with gradients through the trainable part."""
+
+    @abstractmethod
+    def embed(self, tids: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
+        """h for many text ids without gradients, in eval mode (dropout off): [U', H]."""
+
+    @abstractmethod
+    def text_lengths(self, tids: np.ndarray) -> np.ndarray:
+        """Token count of each text id (any shape -> the same shape)."""
 
     def row_lengths(self, tids: np.ndarray) -> np.ndarray:
         """Token count of each training row: the longest of its texts. tids [N, K] -> [N]."""
-        if self.top == 0:
-            raise ValueError("finetune=none trains on cached pooled vectors: its texts have no lengths here")
-        return self.lengths.numpy()[np.asarray(tids)].max(axis=1)
+        return self.text_lengths(np.asarray(tids)).max(axis=1)
+
+    # ------------------------------------------------------------------ training and checkpoints
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The encoder parameters the optimizer updates (none for a frozen encoder)."""
+        return [p for p in self.trainable.parameters() if p.requires_grad]
+
+    def checkpoint_state(self) -> dict:
+        """The trained part's weights, as a checkpoint's ``encoder`` entry."""
+        return self.trainable.state_dict()
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        self.trainable.load_state_dict(state)
+
+    @staticmethod
+    @abstractmethod
+    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+        """Put a checkpoint's ``encoder`` entry of this mode into a whole encoder (rank, embed, export)."""
+
+
+class PooledFeatures(TextFeatures):
+    """``finetune=none``: the frozen encoder's pooled output of every text, from the cache."""
+
+    kind = "pooled"
+    trains_encoder = False
+
+    def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
+        super().__init__(config, device)
+        model = tokenizer = None
+        if config.pooling == "pooler":  # the pooler check needs the loaded weights
+            model, tokenizer = load_encoder(config.encoder, config.pooling)
+        inputs = cached_inputs(config, table, device=device, progress=progress, model=model, tokenizer=tokenizer)
+        self.register_buffer("pooled", torch.from_numpy(np.array(inputs["pooled"])).to(device), persistent=False)
+        self.hidden = self.pooled.shape[1]
+        self.trainable = nn.ModuleDict()
+
+    @classmethod
+    def cache_key(cls, config: Config) -> dict:
+        return {"pooling": config.pooling}
+
+    @classmethod
+    def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
+        feats = encode_texts(model, tokenizer, table.texts, pooling=config.pooling, max_length=config.max_length,
+                             batch_size=config.embed_batch_size, device=device, progress=progress,
+                             desc="caching features")  # [U, H]
+        np.save(folder / "pooled.npy", feats)
+
+    def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
+        return self.pooled[tids.to(self.device)]
 
     def embed(self, tids: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
-        """h for many text ids without gradients, in eval mode (dropout off): [U', H]."""
-        if self.top == 0:
-            return self.pooled[torch.as_tensor(tids, device=self.device)]
+        return self.pooled[torch.as_tensor(tids, device=self.device)]  # [U', H]
+
+    def text_lengths(self, tids: np.ndarray) -> np.ndarray:
+        raise ValueError("finetune=none trains on cached pooled vectors: its texts have no lengths here")
+
+    @staticmethod
+    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+        """Nothing trained: the encoder as loaded is the model."""
+
+
+class _TokenFeatures(TextFeatures):
+    """A mode that runs encoder layers per batch: token lengths, padding trimmed per batch, and the
+    embedding pass longest first."""
+
+    def _load(self, table: TextTable, progress: bool) -> tuple[nn.Module, dict[str, np.ndarray]]:
+        """The whole encoder and this mode's cached arrays (built on first use); sets the lengths."""
+        model, tokenizer = load_encoder(self.config.encoder, self.config.pooling)
+        inputs = cached_inputs(self.config, table, device=self.device, progress=progress, model=model,
+                               tokenizer=tokenizer)
+        self.lengths = torch.from_numpy(np.array(inputs["lengths"])).long()  # [U]
+        self.hidden = model.config.hidden_size
+        self._base = [model]  # outside the module tree: only the trainable part is saved
+        return model, inputs
+
+    def _mask(self, ids: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """``(t, mask [B, t])`` for CPU text ids: the batch's longest text and its attention mask."""
+        t = int(self.lengths[ids].max())  # trim padding to the batch's longest text
+        return t, (torch.arange(t)[None, :] < self.lengths[ids][:, None]).long().to(self.device)  # [B, T]
+
+    def _pooler(self):
+        return self.trainable["pooler"] if "pooler" in self.trainable else getattr(self._base[0], "pooler", None)
+
+    def text_lengths(self, tids: np.ndarray) -> np.ndarray:
+        return self.lengths.numpy()[np.asarray(tids)]
+
+    def embed(self, tids: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         was = self.training
         self.eval()
         bs = batch_size or self.config.embed_batch_size
         tids = np.asarray(tids)
         order = np.argsort(-self.lengths[torch.as_tensor(tids)].numpy(), kind="stable")
-        out = torch.empty(len(tids), self.hidden, device=self.device)
+        out = torch.empty(len(tids), self.hidden, device=self.device)  # [U', H]
         with torch.no_grad():
             for s in range(0, len(tids), bs):
                 rows = order[s : s + bs]
@@ -258,29 +177,137 @@ class TextFeatures(nn.Module):
         return out
 
 
-def batch_order(n: int, batch_size: int, rng: np.random.Generator, *, lengths: np.ndarray | None = None,
-                buckets: int = 0) -> np.ndarray:
-    """An epoch's training batches as row indices [n // batch_size, batch_size] (the rest dropped).
+class HiddenStateFeatures(_TokenFeatures):
+    """``finetune=top:N``: the top N layers (and the pooler) run over cached hidden states."""
 
-    ``buckets=0``: one random permutation cut in order (exactly the draws training made before
-    buckets existed). ``buckets=N``: the permuted rows are cut into spans of N * batch_size, each
-    span sorted by ``lengths`` (ties in permuted order) and cut into batches, and the batches are
-    shuffled: similar lengths share a batch, so little is padded, while which rows meet and the order
-    of batches stay random. All randomness comes from ``rng`` (seeded from (seed, epoch)), so a
-    resumed run draws the same batches. Each kept row occurs exactly once.
-    """
-    if batch_size < 1 or n < batch_size:
-        raise ValueError(f"cannot cut {n} rows into batches of {batch_size}")
-    steps = n // batch_size
-    perm = rng.permutation(n)[: steps * batch_size]  # [steps * B]
-    if not buckets:
-        return perm.reshape(steps, batch_size)
-    if lengths is None or len(lengths) != n:
-        raise ValueError(f"length buckets need one length per row ({n}), got "
-                         f"{None if lengths is None else len(lengths)}")
-    span = buckets * batch_size
-    lengths = np.asarray(lengths)
-    spans = [perm[s : s + span] for s in range(0, len(perm), span)]
-    sorted_rows = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in spans])  # [steps * B]
-    batches = sorted_rows.reshape(steps, batch_size)  # spans are whole batches: len(perm) % B == 0
-    return batches[rng.permutation(steps)]
+    kind = "hidden"
+
+    def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
+        super().__init__(config, device)
+        model, inputs = self._load(table, progress)
+        self.states = inputs["hidden"]  # memmap [U, T, H] float16
+        first = split_layer(model, config.trainable_layers)
+        parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}
+        if config.pooling == "pooler" and getattr(model, "pooler", None) is not None:
+            parts["pooler"] = model.pooler
+        self.trainable = nn.ModuleDict(parts)
+        self.to(device)
+
+    @classmethod
+    def cache_key(cls, config: Config) -> dict:
+        return {"top": config.trainable_layers}
+
+    @classmethod
+    def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
+        layer = split_layer(model, config.trainable_layers)
+        states, lengths = hidden_states(model, tokenizer, table.texts, layer=layer, max_length=config.max_length,
+                                        batch_size=config.embed_batch_size, device=device, progress=progress,
+                                        desc=f"caching layer-{layer} states")  # [U, T, H], [U]
+        np.save(folder / "hidden.npy", states)
+        np.save(folder / "lengths.npy", lengths)
+
+    def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
+        ids = tids.cpu()
+        t, mask = self._mask(ids)
+        rows = np.sort(ids.numpy())
+        states = torch.from_numpy(np.asarray(self.states[rows, :t], dtype=np.float32))  # [B, T, H]
+        back = torch.from_numpy(np.searchsorted(rows, ids.numpy()))
+        states = states[back].to(self.device)  # [B, T, H] in the order asked
+        with autocast(self.precision, self.device):
+            hidden = run_layers(self._base[0], self.trainable["layers"], states, mask)  # [B, T, H]
+        return pool(hidden.float(), mask, self.config.pooling, self._pooler())  # [B, H] fp32
+
+    @staticmethod
+    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+        """``layers.<i>.<name>`` -> layer ``first + i`` of the encoder; ``pooler.<name>`` -> its pooler."""
+        first = split_layer(model, config.trainable_layers)
+        layers, pooler = {}, {}
+        for k, v in trained.items():
+            part, rest = k.split(".", 1)
+            if part == "layers":
+                i, name = rest.split(".", 1)
+                layers.setdefault(int(i), {})[name] = v
+            elif part == "pooler":
+                pooler[rest] = v
+        for i, sd in layers.items():
+            model.encoder.layer[first + i].load_state_dict(sd)
+        if pooler:
+            model.pooler.load_state_dict(pooler)
+
+
+class EncoderFeatures(_TokenFeatures):
+    """``finetune=all``: the whole encoder runs over cached token ids."""
+
+    kind = "tokens"
+
+    def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
+        super().__init__(config, device)
+        model, inputs = self._load(table, progress)
+        self.input_ids = torch.from_numpy(np.array(inputs["input_ids"])).long()  # [U, T]
+        self.trainable = nn.ModuleDict({"encoder": model})
+        self.to(device)
+
+    @classmethod
+    def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
+        enc = tokenizer(clip_texts(table.texts, config.max_length), truncation=True, max_length=config.max_length,
+                        padding="max_length", return_tensors="np")
+        np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
+        np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
+
+    def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
+        ids = tids.cpu()
+        t, mask = self._mask(ids)
+        with autocast(self.precision, self.device):
+            out = self.trainable["encoder"](input_ids=self.input_ids[ids, :t].to(self.device), attention_mask=mask)
+        hidden = out.last_hidden_state.float()  # [B, T, H] fp32: pooling and heads run in fp32
+        return pool(hidden, mask, self.config.pooling, self._pooler())
+
+    @staticmethod
+    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+        """``encoder.<name>`` -> the encoder's ``<name>``."""
+        model.load_state_dict({k.split(".", 1)[1]: v for k, v in trained.items()})
+
+
+def feature_class(config: Config) -> type[TextFeatures]:
+    """The feature mode of ``config.finetune`` (none, top:N, all)."""
+    top = config.trainable_layers
+    if top == 0:
+        return PooledFeatures
+    return EncoderFeatures if top is None else HiddenStateFeatures
+
+
+def make_features(config: Config, table: TextTable, device: torch.device, *, progress: bool = True) -> TextFeatures:
+    """The feature module ``config`` trains with, over the texts of ``table`` (its cache built once)."""
+    return feature_class(config)(config, table, device, progress=progress)
+
+
+def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
+    """The cache folder for this config's encoder inputs, and the key that names it."""
+    mode = feature_class(config)
+    key = {
+        "kind": mode.kind,
+        "weights": encoder_fingerprint(config.encoder),  # by content: folder moves keep the cache
+        "max_length": config.max_length,
+        "texts": table.fingerprint,
+        "n_texts": len(table.texts),
+        **mode.cache_key(config),
+    }
+    return folder_for(key, config.cache_dir), key
+
+
+def cached_inputs(config: Config, table: TextTable, *, device: torch.device, progress: bool = True,
+                  model=None, tokenizer=None) -> dict[str, np.ndarray]:
+    """Load (or compute once, under a file lock) the encoder inputs this config trains on."""
+    folder, key = cache_folder(config, table)
+    mode = feature_class(config)
+
+    def build(folder: Path) -> None:
+        nonlocal model, tokenizer
+        if model is None:
+            model, tokenizer = load_encoder(config.encoder, config.pooling)
+        if progress:
+            print(f"[counterarg] building the {mode.kind} feature cache for {len(table.texts)} unique texts "
+                  f"-> {folder} (once; later runs load it)", flush=True)
+        mode.build_cache(folder, config, table, model, tokenizer, device=device, progress=progress)
+
+    return load_or_build(folder, key, build)

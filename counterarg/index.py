@@ -35,16 +35,16 @@ No Ray import at module level: the sharded backend imports :mod:`counterarg.shar
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Callable, Protocol
 
 import numpy as np
 
 BACKENDS = ("exact", "balltree", "sharded-balltree")
 
+
 def _config_default(name: str) -> Any:
     """A Config field's default (config.py is the one home of defaults; no Config is built here)."""
-    from dataclasses import fields
-
     from .config import Config
 
     return next(f.default for f in fields(Config) if f.name == name)
@@ -314,8 +314,7 @@ class ExactIndex:
             else:
                 v = torch.cat([best_v, v], 1)  # [b, <= 2kk]
                 i = torch.cat([best_i, i], 1)  # [b, <= 2kk]
-                best_v, j = torch.topk(v, min(kk, v.shape[1]), dim=1, largest=False,
-                                       sorted=False)  # [b, kk]
+                best_v, j = torch.topk(v, min(kk, v.shape[1]), dim=1, largest=False, sorted=False)  # [b, kk]
                 best_i = torch.gather(i, 1, j)  # [b, kk]
         qq = (qb * qb).sum(1, keepdim=True)  # [b, 1]
         return best_v + qq, best_i
@@ -397,6 +396,5 @@ def make_index_pair(backend: str, first: Any, second: Any, **options: Any) -> tu
     from counterarg.shards import ShardedBallTree
 
     o = _resolve_options(backend, options)
-    b = ShardedBallTree(second, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
-                        slack=o["slack"], share_actors_of=a)
-    return a, b
+    return a, ShardedBallTree(second, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
+                              slack=o["slack"], share_actors_of=a)

@@ -2,9 +2,10 @@
 
 Training reads the corpus through the feature cache; ``rank``, ``embed`` and ``export`` instead need
 the checkpoint's model for texts it has never seen. :class:`TrainedModel` loads the encoder named in
-the checkpoint's config, puts the checkpoint's trained encoder weights into it (all layers, or the
-top N and the pooler), and the similarity head and pair classifier beside it. Texts go through the
-full encoder in float32, longest first, batch by batch (:func:`model.encode_texts`).
+the checkpoint's config, puts the checkpoint's trained encoder weights into it (the feature mode it
+trained with says where: features.TextFeatures.load_into_encoder), and the similarity head and pair
+classifier beside it. Texts go through the full encoder in float32, longest first, batch by batch
+(:func:`model.encode_texts`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .model import EncoderError, Heads, encode_texts, load_encoder, pick_device, split_layer
+from .features import feature_class
+from .model import EncoderError, Heads, encode_texts, load_encoder, pick_device
 
 
 class TrainedModel:
@@ -28,7 +30,9 @@ class TrainedModel:
         self.history = list(state.get("history", []))
         self.source = None  # the checkpoint folder, when loaded from one
         self.model, self.tokenizer = load_encoder(config.encoder, config.pooling)
-        self._load_encoder(state.get("encoder") or {})
+        trained = state.get("encoder") or {}
+        if trained:  # the feature mode it trained with knows where its trained part goes
+            feature_class(config).load_into_encoder(self.model, trained, config)
         self.model.to(self.device).eval()
         self.hidden = int(self.model.config.hidden_size)
         self.heads = Heads(self.hidden, config.sim_dim, config.head)
@@ -41,7 +45,7 @@ class TrainedModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu") -> "TrainedModel":
-        from .train import read_checkpoint
+        from .checkpoint import read_checkpoint
 
         state = read_checkpoint(checkpoint)
         tm = cls(Config.from_dict(state["config"]), state, device)
@@ -55,7 +59,7 @@ class TrainedModel:
 
         if self.source is None:
             raise EncoderError("this model was not loaded from a checkpoint folder; nothing to fingerprint")
-        from .train import STATE_FILE
+        from .checkpoint import STATE_FILE
 
         f = self.source / STATE_FILE if self.source.is_dir() else self.source
         h = hashlib.sha256()
@@ -63,28 +67,6 @@ class TrainedModel:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()
-
-    def _load_encoder(self, trained: dict) -> None:
-        """Put the trained part of the encoder (``TextFeatures.trainable``'s state) into the full model."""
-        top = self.config.trainable_layers
-        if top == 0 or not trained:
-            return
-        if top is None:  # finetune=all: "encoder.<name>"
-            self.model.load_state_dict({k.split(".", 1)[1]: v for k, v in trained.items()})
-            return
-        first = split_layer(self.model, top)
-        layers, pooler = {}, {}
-        for k, v in trained.items():
-            part, rest = k.split(".", 1)
-            if part == "layers":
-                i, name = rest.split(".", 1)
-                layers.setdefault(int(i), {})[name] = v
-            elif part == "pooler":
-                pooler[rest] = v
-        for i, sd in layers.items():
-            self.model.encoder.layer[first + i].load_state_dict(sd)
-        if pooler:
-            self.model.pooler.load_state_dict(pooler)
 
     @torch.no_grad()
     def encode(self, texts: list[str], *, progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
@@ -151,41 +133,6 @@ def candidate_embeddings(tm: TrainedModel, texts: list[str], *, progress: bool =
 
     _atomic(path, write)
     return hc, sc, False
-
-
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """Texts of an input file: JSONL (``.jsonl``, one object per line with ``field``) or plain text,
-    one text per line (empty lines skipped). Errors name the file and the line."""
-    import json
-
-    from .config import ConfigError
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"input file not found: {path}")
-    if path.is_dir():
-        raise ConfigError(f"input {path} is a folder; give a text or JSONL file")
-    raw = path.read_bytes()
-    texts = []
-    for n, line in enumerate(raw.split(b"\n"), 1):
-        try:
-            s = line.decode("utf-8").lstrip("\ufeff").rstrip("\r")
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}, line {n}: not UTF-8 ({e.reason} at byte {e.start})") from None
-        if not s.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}, line {n}: not JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-                raise ConfigError(f"{path}, line {n}: expected an object with a string field {field!r}")
-            s = obj[field]
-        texts.append(s)
-    if not texts:
-        raise ConfigError(f"input file {path} holds no texts")
-    return texts
 
 
 def save_embeddings(out: str | Path, s: np.ndarray, force: bool = False) -> Path:

@@ -28,7 +28,6 @@ class MiningResult:
     negatives: np.ndarray  # [N, K] int64 ids in [0, 2N)
     keys: np.ndarray  # [N, K] int64 text identity of each negative (its point/counter key)
     is_random: np.ndarray  # [N, K] bool
-    distances: np.ndarray  # [N, K] float, anchor-to-negative distance (nan for random draws)
 
     @property
     def n_random(self) -> int:
@@ -91,19 +90,17 @@ def ranked_allowed(
     banned: np.ndarray,  # [T, 2] text ids each query may not take
     depth: int,
     floor: np.ndarray | None = None,  # [T] smallest allowed distance (the false-negative guard), or None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Each query's ``depth`` nearest allowed candidates over points and counters, one per distinct text.
 
-    Returns ``(ids [T, depth], dist [T, depth])`` in the 2N space, nearest first, -1 / inf past the
-    end; equal distances put points before counters, then lower ids first (the reference tie rule).
-    A candidate is allowed when its text is not banned, is the first of its text in the order, and
+    Returns ``ids [T, depth]`` in the 2N space, nearest first, -1 past the end; equal distances put
+    points before counters, then lower ids first (the reference tie rule). A candidate is allowed when its text is not banned, is the first of its text in the order, and
     (with ``floor``) lies at distance >= ``floor``. The indexes are asked for k hits each; rows
     without ``depth`` allowed candidates inside the exactly-known region are asked again with 2k.
     """
     n = len(pk)
     t = len(queries)
     out_i = np.full((t, depth), -1, dtype=np.int64)
-    out_d = np.full((t, depth), np.inf)
     todo = np.arange(t)
     k = min(n, depth + 2)
     while len(todo):
@@ -132,10 +129,9 @@ def ranked_allowed(
         for r in np.flatnonzero(done):  # at most `depth` per row: cheap
             sel = np.flatnonzero(ok[r])[:depth]
             out_i[todo[r], : len(sel)] = ids[r, sel]
-            out_d[todo[r], : len(sel)] = dist[r, sel]
         todo = todo[~done]
         k = min(n, 2 * k)
-    return out_i, out_d
+    return out_i
 
 
 def dedupe_pairs(point_keys: np.ndarray, counter_keys: np.ndarray) -> np.ndarray:
@@ -155,12 +151,10 @@ def mine_negatives(
     rate: float,
     rng: np.random.Generator,
     *,
-    point_index: Any = None,
-    counter_index: Any = None,
+    point_index: Any,
+    counter_index: Any,
     point_keys: np.ndarray | None = None,
     counter_keys: np.ndarray | None = None,
-    index_backend: str = "exact",
-    index_options: dict | None = None,
     k: int = 3,
     num_negatives: int = 1,
     neg_rank: tuple[int, int] = (1, 1),
@@ -176,8 +170,8 @@ def mine_negatives(
     ArguAna such a candidate is often an argument for the same conclusion (a false negative).
     The defaults (one negative, rank 1, no guard) are the reference rule of the module docstring.
 
-    Pass ready ``point_index``/``counter_index`` objects (anything with ``.query(x, k)``) to reuse
-    index actors across epochs; otherwise they are built with ``make_index(index_backend, ...)``.
+    ``point_index``/``counter_index`` are neighbour indexes over ``point_emb``/``counter_emb``
+    (anything with ``.query(x, k)``, e.g. :func:`index.make_index_pair`), kept across epochs by the caller.
     """
     point_emb = np.asarray(point_emb)
     counter_emb = np.asarray(counter_emb)
@@ -213,30 +207,21 @@ def mine_negatives(
         bad = (all_keys[rand_ids] == apk) | (all_keys[rand_ids] == ack)
 
     negatives = rand_ids.reshape(n, kk).copy()  # [N, K]
-    distances = np.full((n, kk), np.nan)
     hard_rows = np.flatnonzero(~take_random.all(axis=1))
     if len(hard_rows):
-        if point_index is None or counter_index is None:
-            from .index import make_index
-
-            opts = index_options or {}
-            point_index = point_index or make_index(index_backend, point_emb, **opts)
-            counter_index = counter_index or make_index(index_backend, counter_emb, **opts)
         q = point_emb[hard_rows]
         if kk == 1 and hi == 1 and neg_margin is None:  # the reference rule
             p_ids, p_d = nearest_allowed(point_index, q, pk, banned[hard_rows], k)
             c_ids, c_d = nearest_allowed(counter_index, q, ck, banned[hard_rows], k)
             if ((p_ids < 0) & (c_ids < 0)).any():
                 raise ValueError("some anchor has no allowed hard negative: every text equals its point or counter")
-            use_point = p_d <= c_d  # a tie goes to the point
-            hard = np.where(use_point, p_ids, n + c_ids)[:, None]  # [H, 1]
-            hard_d = np.where(use_point, p_d, c_d)[:, None]
+            hard = np.where(p_d <= c_d, p_ids, n + c_ids)[:, None]  # [H, 1]; a tie goes to the point
         else:
             floor = None
             if neg_margin is not None:
                 own = np.linalg.norm(q - counter_emb[hard_rows], axis=1)  # [H] distance to the own counter
                 floor = own - neg_margin
-            ids, dist = ranked_allowed(point_index, counter_index, q, pk, ck, banned[hard_rows], hi, floor)  # [H, hi]
+            ids = ranked_allowed(point_index, counter_index, q, pk, ck, banned[hard_rows], hi, floor)  # [H, hi]
             count = (ids >= 0).sum(1)  # [H] allowed candidates found (<= hi)
             # window of ranks [lo, hi] clipped to what exists; fewer than lo: the farthest found
             start = np.minimum(lo, np.maximum(count, 1)) - 1  # [H]
@@ -246,16 +231,13 @@ def mine_negatives(
             else:
                 pick = start[:, None] + np.floor(rng.random((len(hard_rows), kk)) * width[:, None]).astype(np.int64)
             hard = np.take_along_axis(ids, pick, 1)  # [H, K]
-            hard_d = np.take_along_axis(dist, pick, 1)
             none = hard < 0  # the guard left nothing: keep the random draw
             take_random[hard_rows] |= none
             hard = np.where(none, negatives[hard_rows], hard)
-            hard_d = np.where(none, np.nan, hard_d)
         use_hard = ~take_random[hard_rows]  # [H, K]
         negatives[hard_rows] = np.where(use_hard, hard, negatives[hard_rows])
-        distances[hard_rows] = np.where(use_hard, hard_d, np.nan)
     negatives = negatives.astype(np.int64)
-    return MiningResult(negatives=negatives, keys=all_keys[negatives], is_random=take_random, distances=distances)
+    return MiningResult(negatives=negatives, keys=all_keys[negatives], is_random=take_random)
 
 
 def mining_telemetry(

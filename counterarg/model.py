@@ -266,59 +266,68 @@ def split_layer(model: nn.Module, top: int | None) -> int:
     return n - top
 
 
-@torch.inference_mode()
-def encode_texts(
-    model: nn.Module,
-    tokenizer,
-    texts: list[str],
-    *,
-    pooling: str,
-    max_length: int,
-    batch_size: int,
-    device: torch.device,
-    upto_layer: int | None = None,
-    progress: bool = False,
-    desc: str = "encoding",
-    precision: str = "fp32",
-):
-    """Encode ``texts`` with the frozen encoder, longest first, each batch padded only to its own length.
-
-    upto_layer=None returns pooled features [U, H] (float32). upto_layer=L returns the hidden states
-    entering layer L as a float16 array [U, max_length, H] plus token counts [U]. ``precision``
-    (fp32 | bf16 | fp16) is the autocast of the encoder's forward; outputs are stored as above.
-    """
+def _longest_first(tokenizer, texts: list[str], *, max_length: int, batch_size: int, device: torch.device,
+                   progress: bool, desc: str):
+    """``(lengths [U] int32, batches)``: ``texts`` cut (:func:`clip_texts`) and tokenised, and an iterator
+    of ``(rows, batch)``, longest texts first, each batch padded only to its own longest text."""
     import numpy as np
     from tqdm.auto import tqdm
+
+    texts = clip_texts(texts, max_length)
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+
+    def batches():
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch"):
+            rows = order[start : start + batch_size]
+            yield rows, tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
+                                  return_tensors="pt").to(device)
+
+    return np.asarray(lengths, dtype=np.int32), batches()
+
+
+@torch.inference_mode()
+def encode_texts(model: nn.Module, tokenizer, texts: list[str], *, pooling: str, max_length: int, batch_size: int,
+                 device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
+    """Pooled features ``[U, H]`` (float32 numpy) of ``texts`` through the whole encoder, longest first.
+
+    ``precision`` (fp32 | bf16 | fp16) is the autocast of the encoder's forward; the output is float32.
+    """
+    import numpy as np
 
     from .precision import autocast
 
     model = model.to(device).eval()
-    texts = clip_texts(texts, max_length)
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(-np.asarray(lengths), kind="stable")
-    hsize = model.config.hidden_size
-    if upto_layer is None:
-        out = np.zeros((len(texts), hsize), dtype=np.float32)
-    else:
-        out = np.zeros((len(texts), max_length, hsize), dtype=np.float16)
-    bar = tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch")
-    for start in bar:
-        rows = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                          return_tensors="pt").to(device)
-        mask = batch["attention_mask"]  # [B, T]
-        if upto_layer is None:
-            with autocast(precision, device):
-                res = model(**batch)
-            last = res.last_hidden_state.float()  # [B, T, H]
-            h = pool(last, mask, pooling, getattr(model, "pooler", None))  # [B, H]
-            out[rows] = h.float().cpu().numpy()
-        else:
-            with autocast(precision, device):
-                hs = _hidden_before(model, batch, upto_layer)  # [B, T, H] input of layer `upto_layer`
-            out[rows, : hs.shape[1]] = hs.to(torch.float16).cpu().numpy()
-    lengths = np.asarray(lengths, dtype=np.int32)
-    return out if upto_layer is None else (out, lengths)
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)  # [U, H]
+    _, batches = _longest_first(tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device,
+                                progress=progress, desc=desc)
+    for rows, batch in batches:
+        with autocast(precision, device):
+            res = model(**batch)
+        last = res.last_hidden_state.float()  # [B, T, H]
+        h = pool(last, batch["attention_mask"], pooling, getattr(model, "pooler", None))  # [B, H]
+        out[rows] = h.float().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def hidden_states(model: nn.Module, tokenizer, texts: list[str], *, layer: int, max_length: int, batch_size: int,
+                  device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
+    """``(states [U, max_length, H] float16, lengths [U] int32)``: the hidden states entering ``layer``
+    for each of ``texts`` (zero past its tokens) and its token count, longest first as above."""
+    import numpy as np
+
+    from .precision import autocast
+
+    model = model.to(device).eval()
+    out = np.zeros((len(texts), max_length, model.config.hidden_size), dtype=np.float16)  # [U, T, H]
+    lengths, batches = _longest_first(tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                                      device=device, progress=progress, desc=desc)
+    for rows, batch in batches:
+        with autocast(precision, device):
+            hs = _hidden_before(model, batch, layer)  # [B, T, H] input of layer `layer`
+        out[rows, : hs.shape[1]] = hs.to(torch.float16).cpu().numpy()
+    return out, lengths
 
 
 def _hidden_before(model: nn.Module, batch, layer: int) -> torch.Tensor:

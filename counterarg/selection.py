@@ -1,17 +1,24 @@
-"""Model selection: which epoch of a run is its best.
+"""Model selection: which epoch of a run is its best, its per-query ranks, patience.
 
 One rule, read everywhere a best epoch is named: training (early stopping, the ``best/`` state and
 its per-query ranks), ``counterarg export``'s model card and the sweep summary. The best epoch is
-the one with the best ``metric`` (Config ``select_metric``, a validation metric); ties go to the
-earliest epoch. No Ray here: training imports it.
+the earliest with the best ``select_metric`` (:func:`best_row`); its state is kept in ``best/``
+beside ``checkpoint/`` and its per-query ranks in every checkpoint (:class:`BestRanks`), and with
+``patience`` > 0 a run stops once that many epochs pass without a new best. No Ray here: training
+imports it.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .config import Config
+
+BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best config.select_metric
 
 #: every selection metric (acc@k, mrr) is better when higher
 DEFAULT_MODE = "max"
@@ -28,3 +35,74 @@ def best_row(history: Sequence[dict[str, Any]], metric: str = Config.select_metr
         if best is None or (v > best[metric] if mode == "max" else v < best[metric]):
             best = r
     return best
+
+
+class BestRanks:
+    """Per-query ranks of a run's best epoch (by ``config.select_metric``), kept in its checkpoint.
+
+    A sweep's significance tests compare strategies query by query at each trial's best epoch; the
+    rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
+    checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
+    pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
+    The best epoch is the earliest with the highest ``select_metric`` (:func:`best_row`).
+    """
+
+    FILE = "best_ranks.npz"
+
+    def __init__(self, metric: str):
+        self.metric = metric
+        self.value: float | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def update(self, row: dict, ranks: dict[str, dict[str, np.ndarray]], pools: dict) -> bool:
+        """Take this epoch's ranks if ``row`` beats the best so far; True if it did."""
+        v = row.get(self.metric)
+        if v is None or not math.isfinite(v) or (self.value is not None and v <= self.value):
+            return False
+        self.value = float(v)
+        self.arrays = {"epoch": np.array(int(row["epoch"]))}
+        for split, by_task in ranks.items():
+            for task, r in by_task.items():
+                self.arrays[f"{split}/{task}"] = r
+            if pools[split].unseen is not None:
+                self.arrays[f"{split}/unseen"] = pools[split].unseen
+        return True
+
+    def save(self, folder: Path) -> None:
+        if self.arrays:
+            with open(folder / self.FILE, "wb") as f:
+                np.savez(f, **self.arrays)
+
+    def load(self, folder: str | Path, history: list[dict]) -> None:
+        """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
+        best = best_row(history, self.metric)
+        path = Path(folder) / self.FILE
+        if best is None or not path.exists():
+            return
+        self.value = float(best[self.metric])
+        with np.load(path, allow_pickle=False) as z:
+            self.arrays = {k: z[k] for k in z.files}
+
+
+def read_best_ranks(folder: str | Path) -> dict[str, np.ndarray] | None:
+    """The ``best_ranks.npz`` arrays of a checkpoint folder, or None if it has none."""
+    path = Path(folder) / BestRanks.FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def early_stop(config: Config, history: list[dict], epoch: int) -> dict | None:
+    """The best row so far when ``patience`` epochs have passed since it before ``epoch`` (0-based):
+    the run stops there. None while the run goes on (always, with ``patience`` 0)."""
+    top = best_row(history, config.select_metric)
+    if config.patience and top is not None and epoch - top["epoch"] >= config.patience:
+        return top
+    return None
+
+
+def best_epoch(history: list[dict], metric: str) -> int | None:
+    """The best epoch of ``history`` by ``metric`` (None while no row reports it)."""
+    top = best_row(history, metric)
+    return None if top is None else top["epoch"]

@@ -1,11 +1,15 @@
-"""Shared fixtures: a tiny random BERT, the real corpus when present, an isolated feature cache and
-a Ray temp root per test. The sweep tests' own fixtures and helpers are in ``tests/sweep/conftest.py``."""
+"""Shared fixtures and helpers: a tiny random BERT, the real corpus when present, an isolated feature
+cache and a Ray temp root per test; the neighbour-index test data and its brute-force reference; a
+hand-made split; the training tests' config and metric-row helpers. Helpers are plain functions:
+import them with ``from conftest import ...``. The sweep tests' own fixtures and helpers are in
+``tests/sweep/conftest.py``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from counterarg.corpus import real_corpus_path
@@ -61,3 +65,101 @@ def real_corpus() -> Path:
         pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (set COUNTERARG_CORPUS, or put it in "
                     "../shared/data beside the repo)")
     return REAL_CORPUS
+
+
+# ----------------------------------------------------------------------------- neighbour-index data
+K = 7  # neighbours asked of every index in the index tests
+
+
+def reference(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k by a float64 brute force, sorted by (distance, id): what every index must return."""
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    d = np.sqrt(((q64[:, None, :] - x64[None, :, :]) ** 2).sum(-1))  # [Q, N]
+    ids = np.broadcast_to(np.arange(len(x)), d.shape)
+    order = np.lexsort((ids, d), axis=-1)[:, :k]  # [Q, k]
+    return np.take_along_axis(d, order, -1), order.astype(np.int64)
+
+
+def datasets() -> dict[str, np.ndarray]:
+    """Gaussian rows, heavy duplicates, an integer grid (exact ties between distinct rows), large norms."""
+    rng = np.random.default_rng(0)
+    gauss = rng.standard_normal((500, 16)).astype(np.float32)
+    base = rng.standard_normal((30, 16)).astype(np.float32)
+    dups = base[rng.integers(0, 30, 480)]  # ~16 copies of each row: ties way beyond the slack
+    dups = np.concatenate([dups, rng.standard_normal((20, 16)).astype(np.float32)])
+    grid = rng.integers(0, 3, (400, 4)).astype(np.float32)  # exact ties between distinct rows
+    scaled = (rng.standard_normal((300, 32)) * 50 + 200).astype(np.float32)  # large norms
+    return {"gauss": gauss, "dups": dups, "grid": grid, "scaled": scaled}
+
+
+DATA = datasets()
+
+
+def check(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
+    """Same ids as the reference, distances within 1e-5."""
+    d, i = got
+    assert i.dtype == np.int64 and d.dtype in (np.float32, np.float64)
+    assert d.shape == i.shape == want[1].shape
+    np.testing.assert_array_equal(i, want[1])
+    np.testing.assert_allclose(d, want[0], rtol=0, atol=1e-5)
+
+
+def queries_for(x: np.ndarray, name: str) -> np.ndarray:
+    """Half database rows (self-queries), half fresh points; for grid data, fresh grid points."""
+    rng = np.random.default_rng(1)
+    if name == "grid":
+        fresh = rng.integers(0, 3, (40, x.shape[1])).astype(np.float32)
+    else:
+        fresh = (x[rng.integers(0, len(x), 40)]
+                 + rng.standard_normal((40, x.shape[1])).astype(np.float32) * 0.3)
+    return np.concatenate([x[::7], fresh])
+
+
+# ----------------------------------------------------------------------------- a hand-made split
+def rec(theme, debate, side, number, kind):
+    """A corpus record of the hand-made split (its text names its place)."""
+    from counterarg.corpus import Record
+
+    return Record("test", theme, debate, side, number, kind, f"{kind} {theme}/{debate}/{side}{number}", "mem")
+
+
+def make_split(layout, name="test"):
+    """``layout``: list of (theme, debate, side, number) -> a Split of true pairs in that order."""
+    from counterarg.corpus import Pair, Split
+
+    pairs = [Pair(rec(t, d, s, n, "point"), rec(t, d, s, n, "counter")) for t, d, s, n in layout]
+    records = [r for p in pairs for r in (p.point, p.counter)]
+    return Split(name, records, pairs, [])
+
+
+# Q = 8: counters are candidates 0..7, points 8..15. Debate "d1" exists in both themes: the
+# debate key (theme/debate) keeps them apart.
+LAYOUT = [
+    ("A", "d1", "pro", 1),  # 0
+    ("A", "d1", "pro", 2),  # 1
+    ("A", "d1", "con", 1),  # 2
+    ("A", "d2", "pro", 1),  # 3
+    ("A", "d2", "con", 1),  # 4
+    ("B", "d1", "pro", 1),  # 5
+    ("B", "d1", "con", 1),  # 6
+    ("B", "d1", "con", 2),  # 7
+]
+
+
+# ----------------------------------------------------------------------------- training runs
+@pytest.fixture
+def cfg(tiny_encoder):
+    """The training tests' config: three epochs of the tiny encoder on the demo corpus."""
+    from counterarg.config import Config
+
+    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
+
+
+def rows(path: Path) -> list[dict]:
+    """The metric rows of a run folder's metrics.jsonl."""
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def strip_times(rs: list[dict]) -> list[dict]:
+    """Rows without their ``time/`` fields (the only ones that differ between equal runs)."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]

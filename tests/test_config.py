@@ -61,3 +61,10 @@ def test_reference_preset_is_one_flag_away():
 def test_new_fields_fail_loudly(bad):
     with pytest.raises(ConfigError):
         Config().with_overrides(bad)
+
+
+def test_length_buckets_need_a_trainable_encoder():
+    with pytest.raises(Exception, match="length_buckets=4 needs finetune=top:N or all"):
+        Config(length_buckets=4)
+    with pytest.raises(Exception, match="length_buckets must be >= 0"):
+        Config(length_buckets=-1, finetune="all")

@@ -91,14 +91,6 @@ def test_missing_and_empty_inputs(tmp_path):
         c.split("test")
 
 
-def test_demo_corpus_is_generated_and_flagged():
-    c = load_corpus(None)
-    assert c.is_demo and set(c.splits) == {"training", "validation", "test"}
-    counts = c.split("training").counts()
-    assert counts["pairs"] > 100 and counts["unpaired"] > 0
-    assert load_corpus(None).fingerprint == c.fingerprint  # deterministic
-
-
 def test_real_corpus_counts(real_corpus):
     c = load_corpus(real_corpus)
     got = {n: s.counts() for n, s in c.splits.items()}

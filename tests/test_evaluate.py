@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.evaluate import (EvaluationError, evaluate_split, format_table, query_ranks,
+from counterarg.evaluate import (EvaluationError, evaluate_split, query_ranks,
                                  rank_candidates)
-from counterarg.tasks import TASKS, Pools, pools_from_labels
+from counterarg.metrics import format_table
+from counterarg.pools import Pools, pools_from_labels
+from counterarg.tasks import TASKS
 
 
 def score_classifier(sp, sc, hp, hc):

@@ -57,7 +57,7 @@ def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("fine\nna\xefve\n".encode("latin-1"))
     assert main(["embed", "--checkpoint", str(ck), "--input", str(bad), "--out", str(tmp_path / "e.npy")]) == 2
-    assert "line 2: not UTF-8" in capsys.readouterr().err
+    assert "line 2: not valid UTF-8" in capsys.readouterr().err
     jl = tmp_path / "t.jsonl"
     jl.write_text('{"text": "a"}\n{"body": "b"}\n')
     assert main(["embed", "--checkpoint", str(ck), "--input", str(jl), "--out", str(tmp_path / "e.npy")]) == 2

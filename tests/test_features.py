@@ -1,6 +1,7 @@
-"""The on-disk feature cache (features.py): sha256 per cached array, rebuilt when damaged."""
+"""The feature modes behind one interface (counterarg.features): which mode a config gets, what each
+trains, and that a checkpoint's trained part put into a whole encoder gives the features training saw."""
 
-import json
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -8,152 +9,102 @@ import torch
 
 from counterarg.config import Config
 from counterarg.corpus import load_corpus
-from counterarg.features import TextTable, cache_folder, cached_inputs
+from counterarg.feature_cache import TextTable
+from counterarg.features import (EncoderFeatures, HiddenStateFeatures, PooledFeatures, feature_class,
+                                 make_features)
+from counterarg.model import encode_texts, load_encoder
+from counterarg.run import Run
+from counterarg.train import train
 
 
-@pytest.fixture
-def setup(tiny_encoder, tmp_path):
-    cfg = Config(encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32)
+@pytest.mark.parametrize("finetune, mode", [("none", PooledFeatures), ("top:1", HiddenStateFeatures),
+                                            ("all", EncoderFeatures)])
+def test_each_finetune_mode_gets_its_own_feature_class(tiny_encoder, finetune, mode):
+    cfg = Config(encoder=tiny_encoder, finetune=finetune, max_length=32)
+    assert feature_class(cfg) is mode
     table = TextTable.from_corpus(load_corpus(None))
-    return cfg, table
+    feats = make_features(cfg, table, torch.device("cpu"), progress=False)
+    assert type(feats) is mode and feats.trains_encoder == (finetune != "none")
+    feats.eval()  # as embed runs: dropout off
+    h = feats.embed(np.arange(5))  # [5, H]
+    assert h.shape == (5, feats.hidden) and torch.isfinite(h).all()
+    torch.testing.assert_close(feats(torch.arange(5)).detach(), h, atol=1e-5, rtol=0)  # eval: no dropout
+    n_params = sum(p.numel() for p in feats.trainable_parameters())
+    assert (n_params > 0) == feats.trains_encoder
+    assert set(feats.checkpoint_state()) == set(feats.trainable.state_dict())
+    if finetune == "none":
+        with pytest.raises(ValueError, match="no lengths"):
+            feats.row_lengths(np.zeros((2, 3), dtype=np.int64))
+    else:
+        tids = np.array([[0, 1, 2], [3, 4, 5]])
+        assert feats.row_lengths(tids).tolist() == feats.text_lengths(tids).max(axis=1).tolist()
+        assert (feats.text_lengths(tids) <= 32).all() and (feats.text_lengths(tids) > 0).all()
 
 
-def test_cache_records_sha256_and_rebuilds_a_cut_short_array(setup, capsys):
-    """Finding 8: a truncated .npy is detected (sha256 in meta.json) and rebuilt, with a message."""
-    cfg, table = setup
-    first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
-    folder, _ = cache_folder(cfg, table)
-    meta = json.loads((folder / "meta.json").read_text())
-    assert set(meta["files"]) == {"pooled.npy"} and len(meta["files"]["pooled.npy"]) == 64
-    f = folder / "pooled.npy"
-    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
-    again = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
-    assert "do not match their sha256" in capsys.readouterr().out
-    np.testing.assert_array_equal(again, first)
+@pytest.mark.parametrize("finetune, atol", [("top:1", 2e-2), ("all", 1e-4)])
+def test_trained_part_put_into_a_whole_encoder_gives_the_training_features(tiny_encoder, finetune, atol):
+    """What rank/embed/export compute for a text (the whole encoder with the checkpoint's weights put in
+    by load_into_encoder) is what training saw for it (float16 cached states for top:N)."""
+    cfg = Config(encoder=tiny_encoder, finetune=finetune, max_length=32)
+    table = TextTable.from_corpus(load_corpus(None))
+    feats = make_features(cfg, table, torch.device("cpu"), progress=False)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in feats.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))  # as if trained
+    state = {k: v.clone() for k, v in feats.checkpoint_state().items()}
+    model, tok = load_encoder(tiny_encoder)
+    untouched = encode_texts(model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4,
+                             device=torch.device("cpu"))
+    feature_class(cfg).load_into_encoder(model, state, cfg)
+    whole = encode_texts(model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4,
+                         device=torch.device("cpu"))  # [6, H]
+    seen = feats.embed(np.arange(6)).numpy()  # [6, H]
+    np.testing.assert_allclose(whole, seen, atol=atol)
+    assert np.abs(untouched - seen).max() > 10 * atol, "the trained weights must matter"
 
 
-def test_bit_flip_in_the_cache_is_detected(setup, capsys):
-    cfg, table = setup
-    first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
-    f = cache_folder(cfg, table)[0] / "pooled.npy"
-    data = bytearray(f.read_bytes())
-    data[-5] ^= 0x40
-    f.write_bytes(bytes(data))
-    again = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
-    assert "rebuilding" in capsys.readouterr().out
-    np.testing.assert_array_equal(again, first)
+@pytest.mark.parametrize("finetune", ["none", "top:1", "all"])
+def test_finetuning_changes_exactly_the_trainable_weights(cfg, finetune):
+    run = Run(cfg.replace(finetune=finetune, encoder_lr=1e-2, lr=1e-2), progress=False)
+    base = run.features._base[0] if getattr(run.features, "_base", None) else None
+    trainable = {id(p) for p in run.features.trainable.parameters()}
+    before = {n: p.detach().clone() for n, p in (base.named_parameters() if base is not None else [])}
+    heads_before = {n: p.detach().clone() for n, p in run.heads.named_parameters()}
+    run.train_epoch(0)
+    assert all(not torch.equal(p, heads_before[n]) for n, p in run.heads.named_parameters()), "heads must train"
+    if base is None:  # finetune=none: only the heads exist
+        return
+    changed = {n for n, p in base.named_parameters() if not torch.equal(p, before[n])}
+    frozen = {n for n, p in base.named_parameters() if id(p) not in trainable}
+    assert not (changed & frozen), f"frozen weights changed: {sorted(changed & frozen)[:3]}"
+    if finetune == "top:1":
+        assert frozen and any(".layer.1." in n for n in changed) and not any(".layer.0." in n for n in changed)
+    else:
+        assert any(".layer.0." in n for n in changed) and any("embeddings" in n for n in changed)
 
 
-def test_cache_written_before_hashes_is_checked_once_and_sealed(setup, capsys):
-    cfg, table = setup
-    cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
-    folder = cache_folder(cfg, table)[0]
-    meta = json.loads((folder / "meta.json").read_text())
-    del meta["files"]
-    (folder / "meta.json").write_text(json.dumps(meta))
-    cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
-    assert "files" in json.loads((folder / "meta.json").read_text())  # sealed, not rebuilt
-    assert "rebuilding" not in capsys.readouterr().out
-    (folder / "meta.json").write_text(json.dumps(meta))
-    f = folder / "pooled.npy"
-    f.write_bytes(f.read_bytes()[:1000])  # an unsealed cache cut short: rebuilt too
-    out = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
-    assert "damaged" in capsys.readouterr().out and out.shape[0] == len(table.texts)
+@pytest.mark.parametrize("pooling", ["cls", "pooler"])
+def test_cls_and_pooler_pooling_give_their_own_features_and_train(cfg, tmp_path, pooling):
+    """The cached features are the [CLS] vector / BERT's pooler output, computed here directly with
+    transformers, and differ from mean pooling; a run (frozen and top:1) trains with them."""
+    from transformers import AutoTokenizer, BertModel
 
-
-def test_cache_key_follows_what_changes_the_features(setup, tmp_path):
-    """The cache folder changes with pooling, max_length, the encoder's weights and the texts; not
-    with fields that do not change the features (a constant key would serve stale features)."""
-    cfg, table = setup
-    key = cache_folder(cfg, table)[0]
-    assert cache_folder(cfg.replace(pooling="cls"), table)[0] != key
-    assert cache_folder(cfg.replace(max_length=16), table)[0] != key
-    assert cache_folder(cfg.replace(finetune="top:1"), table)[0] != key
-    import shutil
-
-    from counterarg.demo import demo_corpus_path
-
-    copy = tmp_path / "demo"
-    shutil.copytree(demo_corpus_path(), copy)
-    assert cache_folder(cfg, TextTable.from_corpus(load_corpus(copy)))[0] == key  # same texts elsewhere
-    one = next(copy.rglob("*-counter.txt"))
-    one.write_text(one.read_text(encoding="utf-8") + " One more sentence.", encoding="utf-8")
-    assert cache_folder(cfg, TextTable.from_corpus(load_corpus(copy)))[0] != key  # one text changed
-    assert cache_folder(cfg.replace(lr=0.5, seed=3, schedule="fixed", epochs=7), table)[0] == key
-
-
-def _build(args):
-    cfg_dict, out = args
-    from counterarg.config import Config as C
-    from counterarg.corpus import load_corpus as lc
-    from counterarg.features import TextTable as T, cached_inputs as ci
-
-    cfg = C.from_dict(cfg_dict)
-    feats = ci(cfg, T.from_corpus(lc(None)), device=torch.device("cpu"), progress=False)["pooled"]
-    np.save(out, feats)
-
-
-@pytest.mark.slow
-def test_two_processes_build_one_cache(setup, tmp_path):
-    """Under the file lock, two concurrent builders produce one cache and read the same features."""
-    import multiprocessing as mp
-
-    cfg, table = setup
-    outs = [str(tmp_path / f"f{i}.npy") for i in range(2)]
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        pool.map(_build, [(cfg.to_dict(), o) for o in outs])
-    a, b = (np.load(o) for o in outs)
-    np.testing.assert_array_equal(a, b)
-    folder = cache_folder(cfg, table)[0]
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "pooled.npy"]
-
-
-# ---------------------------------------------------------------- length-bucketed batches
-def _padded(batches: np.ndarray, lengths: np.ndarray) -> int:
-    """Tokens a batch pays for: its longest row times its size, summed over batches."""
-    return int(sum(lengths[b].max() * len(b) for b in batches))
-
-
-@pytest.mark.parametrize("buckets", [0, 1, 4, 1000])
-def test_batch_order_uses_each_row_once_and_is_fixed_by_the_seed(buckets):
-    from counterarg.features import batch_order
-
-    n, bs = 203, 8
-    lengths = np.random.default_rng(5).integers(5, 256, n)
-    b = batch_order(n, bs, np.random.default_rng([0, 3]), lengths=lengths, buckets=buckets)
-    assert b.shape == (n // bs, bs)
-    assert len(np.unique(b)) == b.size and b.min() >= 0 and b.max() < n  # each kept row exactly once
-    again = batch_order(n, bs, np.random.default_rng([0, 3]), lengths=lengths, buckets=buckets)
-    np.testing.assert_array_equal(b, again)
-    other = batch_order(n, bs, np.random.default_rng([0, 4]), lengths=lengths, buckets=buckets)
-    assert not np.array_equal(b, other), "another epoch draws other batches"
-
-
-def test_unbucketed_order_is_the_plain_permutation():
-    """buckets=0 draws exactly what training drew before buckets existed (old results reproduce)."""
-    from counterarg.features import batch_order
-
-    b = batch_order(50, 8, np.random.default_rng([2, 1]))
-    np.testing.assert_array_equal(b.ravel(), np.random.default_rng([2, 1]).permutation(50)[:48])
-
-
-def test_length_buckets_cut_padding_and_still_shuffle():
-    from counterarg.features import batch_order
-
-    n, bs = 4065, 8
-    lengths = np.random.default_rng(1).integers(20, 256, n)
-    plain = _padded(batch_order(n, bs, np.random.default_rng(0)), lengths)
-    b = batch_order(n, bs, np.random.default_rng(0), lengths=lengths, buckets=64)
-    assert _padded(b, lengths) < 0.75 * plain
-    first = [int(lengths[r].max()) for r in b[:20]]
-    assert first != sorted(first) and first != sorted(first, reverse=True), "batches are shuffled across buckets"
-    with pytest.raises(ValueError, match="one length per row"):
-        batch_order(n, bs, np.random.default_rng(0), buckets=4)
-
-
-def test_length_buckets_need_a_trainable_encoder():
-    with pytest.raises(Exception, match="length_buckets=4 needs finetune=top:N or all"):
-        Config(length_buckets=4)
-    with pytest.raises(Exception, match="length_buckets must be >= 0"):
-        Config(length_buckets=-1, finetune="all")
+    feats = {}
+    for p in ("mean", pooling):
+        run = Run(cfg.replace(pooling=p), progress=False)
+        tids = run.table.splits["validation"].point[:6]
+        feats[p] = run.features.embed(tids).cpu()
+        run.close()
+    texts = [run.table.texts[t] for t in tids]
+    model = BertModel.from_pretrained(cfg.encoder).eval()
+    tok = AutoTokenizer.from_pretrained(cfg.encoder)
+    with torch.no_grad():
+        out = model(**tok(texts, max_length=cfg.max_length, truncation=True, padding=True, return_tensors="pt"))
+    want = out.last_hidden_state[:, 0] if pooling == "cls" else out.pooler_output
+    np.testing.assert_allclose(feats[pooling].numpy(), want.numpy(), atol=5e-3)
+    assert (feats[pooling] - feats["mean"]).abs().max() > 0.1, "pooling made no difference"
+    for finetune in ("none", "top:1"):
+        h = train(cfg.replace(pooling=pooling, epochs=1, finetune=finetune), tmp_path / finetune.replace(":", ""),
+                  progress=False)
+        assert np.isfinite(h[0]["train/loss"]) and 0 <= h[0]["validation/mean/acc@1"] <= 1

@@ -2,8 +2,8 @@
 
 The reference is a float64 brute force that sorts every database row by (distance, id).
 Duplicate-heavy data puts tie groups far larger than the backends' slack at the k-th boundary;
-small-integer data adds exact ties between *different* rows. The sharded backend runs on one
-module-scoped local Ray session (4 logical CPUs, so a 3-bundle placement group fits on 2 cores).
+small-integer data adds exact ties between *different* rows. The data and the reference live in
+conftest.py (the sharded backend's tests in test_shards.py use them too).
 """
 
 from __future__ import annotations
@@ -11,51 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import DATA, K, check, queries_for, reference
 from counterarg.index import BACKENDS, make_index
-
-K = 7
-
-
-def reference(x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    x64, q64 = x.astype(np.float64), q.astype(np.float64)
-    d = np.sqrt(((q64[:, None, :] - x64[None, :, :]) ** 2).sum(-1))  # [Q, N]
-    ids = np.broadcast_to(np.arange(len(x)), d.shape)
-    order = np.lexsort((ids, d), axis=-1)[:, :k]  # [Q, k]
-    return np.take_along_axis(d, order, -1), order.astype(np.int64)
-
-
-def datasets() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    gauss = rng.standard_normal((500, 16)).astype(np.float32)
-    base = rng.standard_normal((30, 16)).astype(np.float32)
-    dups = base[rng.integers(0, 30, 480)]  # ~16 copies of each row: ties way beyond the slack
-    dups = np.concatenate([dups, rng.standard_normal((20, 16)).astype(np.float32)])
-    grid = rng.integers(0, 3, (400, 4)).astype(np.float32)  # exact ties between distinct rows
-    scaled = (rng.standard_normal((300, 32)) * 50 + 200).astype(np.float32)  # large norms
-    return {"gauss": gauss, "dups": dups, "grid": grid, "scaled": scaled}
-
-
-DATA = datasets()
-
-
-def check(got: tuple[np.ndarray, np.ndarray], want: tuple[np.ndarray, np.ndarray]) -> None:
-    d, i = got
-    assert i.dtype == np.int64 and d.dtype in (np.float32, np.float64)
-    assert d.shape == i.shape == want[1].shape
-    np.testing.assert_array_equal(i, want[1])
-    np.testing.assert_allclose(d, want[0], rtol=0, atol=1e-5)
-
-
-def queries_for(x: np.ndarray, name: str) -> np.ndarray:
-    """Half database rows (self-queries), half fresh points; for grid data, fresh grid points."""
-    rng = np.random.default_rng(1)
-    if name == "grid":
-        fresh = rng.integers(0, 3, (40, x.shape[1])).astype(np.float32)
-    else:
-        fresh = (x[rng.integers(0, len(x), 40)]
-                 + rng.standard_normal((40, x.shape[1])).astype(np.float32) * 0.3)
-    return np.concatenate([x[::7], fresh])
-
 
 @pytest.mark.parametrize("name", list(DATA))
 @pytest.mark.parametrize("backend,opts", [
@@ -117,81 +74,7 @@ def test_bad_arguments():
     assert set(BACKENDS) == {"exact", "balltree", "sharded-balltree"}
 
 
-def test_shard_bundles():
-    from counterarg.shards import shard_bundles
 
-    assert shard_bundles(2) == [{"CPU": 1}, {"CPU": 1}, {"CPU": 1}]
-    assert shard_bundles(1, {"GPU": 1}) == [{"CPU": 1, "GPU": 1}, {"CPU": 1}]
-    assert shard_bundles(2, {"CPU": 0.5}, cpu_per_shard=0.25) == [{"CPU": 0.5}, {"CPU": 0.25}, {"CPU": 0.25}]
-    with pytest.raises(ValueError):
-        shard_bundles(0)
-
-
-# ----------------------------------------------------------------------------- Ray
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 logging_level="warning")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
-@pytest.mark.slow
-def test_sharded_balltree_is_exact_and_reuses_actors(ray_session):
-    idx = make_index("sharded-balltree", DATA["gauss"], shards=3)  # uneven shards
-    try:
-        pids = [w["pid"] for w in idx.where()]
-        for name, x in DATA.items():
-            idx.rebuild(x)  # in place: same actors, new trees
-            check(idx.query(x, K), reference(x, x, K))
-            q = queries_for(x, name)
-            check(idx.query(q, K), reference(x, q, K))
-        assert [w["pid"] for w in idx.where()] == pids
-        small = DATA["dups"][:5]  # fewer rows than k, and a shard of only one row
-        idx.rebuild(small)
-        check(idx.query(small, 50), reference(small, small, 5))
-    finally:
-        idx.close()
-
-
-@pytest.mark.slow
-def test_sharded_actors_use_the_trials_placement_group_bundles(ray_session):
-    """Inside a placement group (a Tune trial), shard i runs in bundle i+1 of that group."""
-    ray = ray_session
-    from ray.util.placement_group import placement_group, remove_placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    from counterarg.shards import shard_bundles
-
-    x = DATA["dups"]
-
-    @ray.remote(num_cpus=1)
-    def trial(shards):
-        idx = make_index("sharded-balltree", x, shards=shards)
-        try:
-            return idx.query(x, K), idx.where()
-        finally:
-            idx.close()
-
-    pg = placement_group(shard_bundles(2), strategy="PACK")
-    ray.get(pg.ready(), timeout=60)
-    try:
-        in_bundle0 = PlacementGroupSchedulingStrategy(placement_group=pg,
-                                                      placement_group_bundle_index=0)
-        got, where = ray.get(trial.options(scheduling_strategy=in_bundle0).remote(2), timeout=120)
-        check(got, reference(x, x, K))
-        assert [w["placement_group_id"] for w in where] == [pg.id.hex()] * 2
-        # a group without bundles for the shards fails loudly instead of hanging
-        with pytest.raises(ray.exceptions.RayTaskError, match="shard_bundles"):
-            ray.get(trial.options(scheduling_strategy=in_bundle0).remote(3), timeout=60)
-    finally:
-        remove_placement_group(pg)
 
 
 @pytest.mark.parametrize("name", ["gauss", "dups"])

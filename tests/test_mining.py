@@ -1,7 +1,18 @@
+"""Hard-negative mining (counterarg.mining): the reference rule against a brute force, random draws,
+text-identity exclusion, the generalised rule (several negatives, rank windows, the margin guard),
+and the telemetry of what was mined."""
+
 import numpy as np
 import pytest
 
+from counterarg.index import make_index
 from counterarg.mining import mine_negatives
+
+
+def mine(P, C, rate, rng, **kw):
+    """``mine_negatives`` over exact indexes of ``P`` and ``C`` (training keeps its indexes across epochs)."""
+    return mine_negatives(P, C, rate, rng, point_index=make_index("exact", P), counter_index=make_index("exact", C),
+                          **kw)
 
 
 def brute_force(P, C, pk=None, ck=None):
@@ -27,7 +38,7 @@ def emb():
 
 def test_rate_zero_is_exact_hard_rule(emb):
     P, C = emb
-    res = mine_negatives(P, C, 0.0, np.random.default_rng(1))
+    res = mine(P, C, 0.0, np.random.default_rng(1))
     assert res.n_hard == 60 and res.n_random == 0
     np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C))
 
@@ -37,7 +48,7 @@ def test_never_self_or_own_counter(emb):
     # make each point's own counter its nearest neighbour, and the point itself is at distance 0
     C = P + 1e-3
     for rate in (0.0, 0.5, 1.0):
-        res = mine_negatives(P, C, rate, np.random.default_rng(2))
+        res = mine(P, C, rate, np.random.default_rng(2))
         n = len(P)
         assert not np.any(res.negatives[:, 0] == np.arange(n))
         assert not np.any(res.negatives[:, 0] == n + np.arange(n))
@@ -45,18 +56,17 @@ def test_never_self_or_own_counter(emb):
 
 def test_rate_one_is_all_random_and_uniformish(emb):
     P, C = emb
-    res = mine_negatives(P, C, 1.0, np.random.default_rng(3))
+    res = mine(P, C, 1.0, np.random.default_rng(3))
     assert res.n_random == 60 and res.n_hard == 0
-    assert np.isnan(res.distances).all()
-    many = np.concatenate([mine_negatives(P, C, 1.0, np.random.default_rng(s)).negatives[:, 0] for s in range(50)])
+    many = np.concatenate([mine(P, C, 1.0, np.random.default_rng(s)).negatives[:, 0] for s in range(50)])
     assert (many < 60).mean() == pytest.approx(0.5, abs=0.05)  # points and counters equally likely
 
 
 def test_reproducible_under_seed(emb):
     P, C = emb
-    a = mine_negatives(P, C, 0.5, np.random.default_rng(7))
-    b = mine_negatives(P, C, 0.5, np.random.default_rng(7))
-    c = mine_negatives(P, C, 0.5, np.random.default_rng(8))
+    a = mine(P, C, 0.5, np.random.default_rng(7))
+    b = mine(P, C, 0.5, np.random.default_rng(7))
+    c = mine(P, C, 0.5, np.random.default_rng(8))
     np.testing.assert_array_equal(a.negatives, b.negatives)
     np.testing.assert_array_equal(a.is_random, b.is_random)
     assert not np.array_equal(a.negatives, c.negatives)
@@ -70,7 +80,7 @@ def test_duplicate_texts_and_ties():
     C = np.array([[0, 1], [3, 3], [2, 2], [2, 2], [5, 4], [6, 6]], dtype=float)
     pk = np.array([10, 10, 12, 13, 14, 15])
     ck = np.array([20, 21, 22, 22, 24, 25])
-    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
+    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
     np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C, pk, ck))
     keys = np.concatenate([pk, ck])
     chosen = keys[res.negatives[:, 0]]
@@ -79,7 +89,7 @@ def test_duplicate_texts_and_ties():
     assert res.negatives[:, 0][0] not in (0, 1)
     # random draws also avoid duplicates of the anchor and of its counter
     for s in range(20):
-        r = mine_negatives(P, C, 1.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck)
+        r = mine(P, C, 1.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck)
         ch = keys[r.negatives[:, 0]]
         assert not np.any(ch == pk) and not np.any(ch == ck)
 
@@ -90,7 +100,7 @@ def test_all_hits_banned_requeries_deeper():
     C = np.array([[0, 0.1]] * 4 + [[9, 9.5]], dtype=float)
     pk = np.array([1, 1, 1, 1, 2])
     ck = np.array([3, 3, 3, 3, 4])
-    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
+    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck)
     np.testing.assert_array_equal(res.negatives[:, 0][:4], [4, 4, 4, 4])  # the only other point text
     np.testing.assert_array_equal(res.negatives[:, 0], brute_force(P, C, pk, ck))
 
@@ -98,9 +108,9 @@ def test_all_hits_banned_requeries_deeper():
 def test_bad_inputs():
     P = np.zeros((3, 2))
     with pytest.raises(ValueError, match="shape"):
-        mine_negatives(P, np.zeros((4, 2)), 0.0, np.random.default_rng(0))
+        mine(P, np.zeros((4, 2)), 0.0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="rate"):
-        mine_negatives(P, P, 1.5, np.random.default_rng(0))
+        mine(P, P, 1.5, np.random.default_rng(0))
 
 
 # --------------------------------------------------------------------------- neg_rank, neg_margin, dedupe_pairs
@@ -139,7 +149,7 @@ def dup_emb():
 @pytest.mark.parametrize("rank", [1, 3, 7])
 def test_fixed_rank_is_the_brute_force_rank(dup_emb, rank):
     P, C, pk, ck = dup_emb
-    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
+    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
                          neg_rank=(rank, rank), num_negatives=2)
     expect = [ranked_brute_force(P, C, pk, ck, i)[rank - 1] for i in range(len(P))]
     np.testing.assert_array_equal(res.negatives, np.repeat(np.array(expect)[:, None], 2, axis=1))
@@ -150,7 +160,7 @@ def test_rank_window_draws_cover_exactly_the_window(dup_emb):
     P, C, pk, ck = dup_emb
     seen = [set() for _ in P]
     for s in range(40):
-        res = mine_negatives(P, C, 0.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck,
+        res = mine(P, C, 0.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck,
                              neg_rank=(2, 4), num_negatives=3)
         assert res.n_random == 0
         for i, row in enumerate(res.negatives):
@@ -162,7 +172,7 @@ def test_rank_window_draws_cover_exactly_the_window(dup_emb):
 @pytest.mark.parametrize("margin", [0.0, 0.3, -0.2])
 def test_margin_guard_against_brute_force(dup_emb, margin):
     P, C, pk, ck = dup_emb
-    res = mine_negatives(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
+    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
                          neg_rank=(1, 1), neg_margin=margin)
     for i in range(len(P)):
         allowed = ranked_brute_force(P, C, pk, ck, i, margin)
@@ -174,8 +184,8 @@ def test_margin_guard_against_brute_force(dup_emb, margin):
 
 def test_reference_rule_unchanged_by_the_general_path(emb):
     P, C = emb
-    ref = mine_negatives(P, C, 0.3, np.random.default_rng(5))
-    gen = mine_negatives(P, C, 0.3, np.random.default_rng(5), neg_rank=(1, 1), neg_margin=1e9)
+    ref = mine(P, C, 0.3, np.random.default_rng(5))
+    gen = mine(P, C, 0.3, np.random.default_rng(5), neg_rank=(1, 1), neg_margin=1e9)
     np.testing.assert_array_equal(ref.negatives, gen.negatives)
 
 
@@ -204,7 +214,7 @@ def test_telemetry_counts_on_a_hand_built_corpus():
     # anchor 3: random point 2 (other theme) twice
     neg = np.array([[1, n + 2], [n + 0, 3], [0, n + 3], [2, 2]])
     rnd = np.array([[False, False], [False, False], [False, True], [True, True]])
-    res = MiningResult(negatives=neg, keys=neg, is_random=rnd, distances=np.zeros((4, 2)))
+    res = MiningResult(negatives=neg, keys=neg, is_random=rnd)
     P = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     C = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 3.0], [3.0, 4.0]])
     seen = np.array([True, True, False, False, True, False, False, False])  # over [points; counters]

@@ -80,7 +80,7 @@ def test_texts_are_clipped_by_characters_before_tokenising(tiny_encoder):
 # ---------------------------------------------------------------- similarity heads: where each starts
 from counterarg.evaluate import query_ranks  # noqa: E402
 from counterarg.model import HEADS, Heads  # noqa: E402
-from counterarg.tasks import pools_from_labels  # noqa: E402
+from counterarg.pools import pools_from_labels  # noqa: E402
 
 
 @pytest.fixture
@@ -136,3 +136,21 @@ def test_linear_head_keeps_the_reference_random_start():
     torch.manual_seed(3)
     heads = Heads(8, 4, "linear")
     torch.testing.assert_close(heads.sim.weight, ref.weight)
+
+
+def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
+    from counterarg.model import hidden_states, pool, run_layers
+
+    model, tok = load_encoder(tiny_encoder)
+    texts = ["a short one", "a much longer text about taxes and the rich " * 5, "middle length text here"]
+    full = encode_texts(model, tok, texts, pooling="mean", max_length=64, batch_size=2, device=torch.device("cpu"))
+    states, lengths = hidden_states(model, tok, texts, layer=1, max_length=64, batch_size=2,
+                                    device=torch.device("cpu"))  # [3, 64, H] float16, [3]
+    assert states.shape[:2] == (3, 64) and states.dtype == np.float16 and lengths.dtype == np.int32
+    assert lengths[1] > lengths[2] > lengths[0] and not states[0, lengths[0]:].any()  # zero past the tokens
+    t = int(lengths.max())
+    mask = (torch.arange(t)[None] < torch.as_tensor(lengths)[:, None]).long()
+    with torch.no_grad():
+        h = run_layers(model, model.encoder.layer[1:], torch.from_numpy(states[:, :t].astype(np.float32)), mask)
+        top = pool(h, mask, "mean")
+    np.testing.assert_allclose(top.numpy(), full, atol=2e-2)  # float16 cache

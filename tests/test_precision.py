@@ -11,7 +11,8 @@ import torch
 
 from counterarg.config import Config, ConfigError, resolve_precision
 from counterarg.precision import grad_scaler
-from counterarg.train import Run
+from counterarg.checkpoint import run_state
+from counterarg.run import Run
 
 #: bf16 vs fp32 after STEPS steps on the tiny encoder: the loss of every step within this relative
 #: tolerance (observed: 2e-5), the encoder's output h within this absolute tolerance (observed 2e-3
@@ -35,7 +36,7 @@ def test_auto_precision_is_fp32_on_cpu_and_bf16_on_capable_cuda():
 def _steps(run: Run, precision: str, start: dict) -> tuple[np.ndarray, np.ndarray]:
     """STEPS training steps from the state ``start`` at ``precision``: (losses [STEPS], h [64, H])."""
     run.heads.load_state_dict(start["heads"])
-    run.features.trainable.load_state_dict(start["encoder"])
+    run.features.load_checkpoint_state(start["encoder"])
     run.optimizer.load_state_dict(start["optimizer"])
     run.features.precision = precision
     run.scaler = grad_scaler(precision, run.device)
@@ -70,7 +71,7 @@ def test_bf16_and_fp32_training_agree_within_tolerance(tiny_encoder, finetune):
     run = Run(Config(encoder=tiny_encoder, finetune=finetune, precision="bf16", encoder_lr=1e-3, device="cpu"),
               progress=False)
     assert run.features.precision == "bf16"
-    start = copy.deepcopy(run.state(0, []))
+    start = copy.deepcopy(run_state(run, 0, []))
     l16, h16 = _steps(run, "bf16", start)
     l32, h32 = _steps(run, "fp32", start)
     np.testing.assert_allclose(l16, l32, rtol=LOSS_RTOL)
@@ -85,7 +86,7 @@ def test_fp16_with_the_gradient_scaler_gives_no_nan(tiny_encoder, finetune):
     run = Run(Config(encoder=tiny_encoder, finetune=finetune, precision="fp16", encoder_lr=1e-3, device="cpu"),
               progress=False)
     assert run.scaler.is_enabled() and run.features.precision == "fp16"
-    start = copy.deepcopy(run.state(0, []))
+    start = copy.deepcopy(run_state(run, 0, []))
     losses, h = _steps(run, "fp16", start)
     assert np.isfinite(losses).all() and np.isfinite(h).all()
     run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
@@ -96,6 +97,6 @@ def test_fp16_with_the_gradient_scaler_gives_no_nan(tiny_encoder, finetune):
         total = _loss(run, run.features(tids), tids)
         run.backward_step(total)
     assert run.scaler.get_scale() < 2.0 ** 40, "overflowing steps must lower the scale"
-    weights = [*run.heads.parameters(), *run.features.trainable.parameters()]
+    weights = [*run.heads.parameters(), *run.features.trainable_parameters()]
     assert all(torch.isfinite(p).all() for p in weights), "a step with inf gradients must be skipped"
-    assert run.state(1, [])["scaler"]["scale"] == run.scaler.get_scale(), "the scale is checkpointed"
+    assert run_state(run, 1, [])["scaler"]["scale"] == run.scaler.get_scale(), "the scale is checkpointed"

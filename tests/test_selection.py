@@ -1,11 +1,18 @@
-"""Model selection (counterarg.selection): the best epoch of a history, by hand."""
+"""Model selection (counterarg.selection): the best epoch of a history by hand, its ranks kept across resumes, patience."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
+from counterarg.checkpoint import read_checkpoint
 from counterarg.config import Config
-from counterarg.selection import best_row
+from counterarg.pools import pools_from_labels
+from counterarg.run import Run, TrainingError
+from counterarg.selection import BestRanks, best_epoch, best_row, early_stop, read_best_ranks
+from counterarg.train import train
 
 
 def test_best_epoch_is_the_best_metric_earliest_on_ties():
@@ -17,3 +24,74 @@ def test_best_epoch_is_the_best_metric_earliest_on_ties():
     assert best_row([{"epoch": 1, m: math.nan}, {"epoch": 2, m: 0.0}])["epoch"] == 2  # NaN is skipped
     assert best_row([]) is None
     assert best_row(history, "validation/mean/mrr") is None  # a metric the rows do not hold
+
+
+def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp_path):
+    straight = train(cfg, tmp_path / "a", progress=False)
+    best = best_row(straight, cfg.select_metric)
+    kept = read_best_ranks(tmp_path / "a" / "checkpoint")
+    assert int(kept["epoch"]) == best["epoch"]
+    for split in ("validation", "test"):
+        for task in ("sdoc", "epa"):
+            r = kept[f"{split}/{task}"]
+            assert float((r <= 1).mean()) == pytest.approx(best[f"{split}/{task}/acc@1"])
+            if f"{split}_unseen/{task}/acc@1" in best:  # the demo corpus's texts are all unseen
+                unseen = kept[f"{split}/unseen"]
+                assert float((r[unseen] <= 1).mean()) == pytest.approx(best[f"{split}_unseen/{task}/acc@1"])
+    train(cfg.replace(epochs=1), tmp_path / "b", progress=False)
+    train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False)
+    again = read_best_ranks(tmp_path / "b" / "checkpoint")
+    assert sorted(again) == sorted(kept)
+    assert all(np.array_equal(again[k], kept[k]) for k in kept)
+
+
+def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch):
+    script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2; epochs 3 and 4 do not beat it
+    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script)})
+    h = train(cfg.replace(epochs=6, patience=2), tmp_path / "p", progress=False)
+    assert [r["epoch"] for r in h] == [1, 2, 3, 4]
+    assert [r["select/best_epoch"] for r in h] == [1, 2, 2, 2]
+    assert read_checkpoint(tmp_path / "p" / "best")["epoch"] == 2
+    assert read_checkpoint(tmp_path / "p" / "checkpoint")["epoch"] == 4
+    # resuming with more patience goes on from epoch 5 and keeps the best
+    script2 = iter([0.35, 0.1])
+    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script2)})
+    h2 = train(cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint",
+               progress=False)
+    assert [r["epoch"] for r in h2] == [1, 2, 3, 4, 5, 6] and h2[-1]["select/best_epoch"] == 5
+    assert read_checkpoint(tmp_path / "p" / "best")["epoch"] == 5
+
+
+def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
+
+
+    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {})
+    with pytest.raises(TrainingError, match="select"):
+        train(cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"), tmp_path / "q",
+              progress=False)
+
+
+def test_early_stop_and_best_epoch_follow_the_earliest_best_row():
+    cfg = Config(patience=2, select_metric="validation/mean/acc@1")
+    m = cfg.select_metric
+    history = [{"epoch": 1, m: 0.2}, {"epoch": 2, m: 0.5}, {"epoch": 3, m: 0.5}, {"epoch": 4, m: 0.4}]
+    assert best_epoch(history, m) == 2  # a tie keeps the earlier epoch
+    assert early_stop(cfg, history[:3], 3) is None  # one epoch since the best
+    assert early_stop(cfg, history, 4)["epoch"] == 2  # two epochs since the best: stop before epoch 5
+    assert early_stop(cfg.replace(patience=0), history, 4) is None
+    assert best_epoch([{"epoch": 1}], m) is None and early_stop(cfg, [], 0) is None
+
+
+def test_best_ranks_take_only_a_strictly_better_finite_row(tmp_path):
+    pools = {"validation": pools_from_labels("validation", ["d/a", "d/a"], ["pro", "con"], unseen=[True, False])}
+    best = BestRanks("validation/mean/acc@1")
+    first = {"sdoc": np.array([1, 2], dtype=np.int32)}
+    assert best.update({"epoch": 1, "validation/mean/acc@1": 0.5}, {"validation": first}, pools)
+    assert not best.update({"epoch": 2, "validation/mean/acc@1": 0.5}, {"validation": {"sdoc": np.array([2, 2])}}, pools)
+    assert not best.update({"epoch": 3, "validation/mean/acc@1": float("nan")}, {"validation": first}, pools)
+    assert not best.update({"epoch": 4}, {"validation": first}, pools)
+    best.save(tmp_path)
+    kept = read_best_ranks(tmp_path)
+    assert int(kept["epoch"]) == 1 and kept["validation/sdoc"].tolist() == [1, 2]
+    assert kept["validation/unseen"].tolist() == [True, False]
+    assert read_best_ranks(tmp_path / "none") is None

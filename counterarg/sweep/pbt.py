@@ -12,7 +12,7 @@ Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it
   always moves (Ray's list shift is a no-op at the ends of the grid).
 * **Taking weights** is a resume: the trainable (:func:`counterarg.sweep.trainable.trainable`) restarts from the
   donor's checkpoint with the new config, which ``train()`` accepts (the rate, lr and margin may
-  change on resume, train.RESUMABLE_CHANGES). The checkpoint carries the metric history of its
+  change on resume, checkpoint.RESUMABLE_CHANGES). The checkpoint carries the metric history of its
   epochs and the lineage (:mod:`counterarg.sweep.lineage`), so the epochs a trial inherited keep the
   rates they were trained with.
 * **Outputs**: ``schedules.csv`` (every trial's full lineage), ``schedules.png`` (the learned
@@ -37,7 +37,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 from .. import schedules
 from ..config import Config, ConfigError
 from ..selection import best_row
-from ..train import read_checkpoint
+from ..checkpoint import read_checkpoint
 from . import lineage
 from .records import best_checkpoint
 from .recovery import read_sidecar

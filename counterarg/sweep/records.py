@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..selection import best_row
-from ..train import BEST_DIR, BestRanks
+from ..selection import BEST_DIR, BestRanks
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 

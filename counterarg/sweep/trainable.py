@@ -37,7 +37,9 @@ from ray import tune
 from ..config import Config
 from ..io import read_manifest
 from ..shards import shard_bundles
-from ..train import BEST_DIR, read_checkpoint, train
+from ..checkpoint import read_checkpoint
+from ..selection import BEST_DIR
+from ..train import train
 from .console import quiet_worker_logs
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, final_checkpoint_after, load_train_time, logged_epochs, read_sidecar

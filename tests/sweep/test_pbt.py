@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from counterarg.config import ConfigError
-from counterarg.train import read_checkpoint
+from counterarg.checkpoint import read_checkpoint
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 
 from conftest import PY, REPO, kill_process_group, kill_when, resume_to_end

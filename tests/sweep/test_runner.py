@@ -71,7 +71,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
     # the best epoch's checkpoint is kept besides the latest and named; it evaluates to its own row
     from counterarg.cli import main as cli_main
-    from counterarg.train import read_checkpoint
+    from counterarg.checkpoint import read_checkpoint
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])

@@ -1,7 +1,13 @@
+"""The command line (counterarg.cli): train, evaluate, rank and embed as a user runs them, and their
+errors (exit status 2 with a message naming the file or value)."""
+
+from __future__ import annotations
+
 import json
 
 import pytest
 
+from conftest import rows
 from counterarg.cli import main
 
 
@@ -162,3 +168,36 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     for r, s in zip(first["results"], scores):
         assert (r["score"] is None and s is None) or r["score"] == pytest.approx(s, abs=1e-5)
     assert [r["text"] for r in first["results"]] == [cands[i] for i in want]
+
+
+def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "--out", str(out), "--quiet", "--set", f"encoder={tiny_encoder}", "--set", "schedule=fixed"]
+    assert main(args + ["--epochs", "2"]) == 0
+    assert "DEMO corpus" in capsys.readouterr().out
+    assert len(rows(out)) == 2
+    assert main(args + ["--epochs", "3"]) == 2  # refuses to overwrite a run
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--epochs", "3", "--resume"]) == 0
+    assert [r["epoch"] for r in rows(out)] == [1, 2, 3]
+    assert str(out.resolve()) in capsys.readouterr().out
+    assert main(args + ["--set", "shedule=fixed"]) == 2
+    assert "shedule" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--corpus", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "table"
+    assert main(["train", "--out", str(out), "--quiet", "--epochs", "4", "--set", f"encoder={tiny_encoder}",
+                 "--set", "schedule=table", "--set", "rate_table=0.8,0.6,0.4"]) == 0
+    assert [r["mining/rate"] for r in rows(out)] == pytest.approx([0.8, 0.6, 0.4, 0.4])
+    assert main(["train", "--out", str(tmp_path / "bad"), "--set", "schedule=table",
+                 "--set", "rate_table=0.8,1.5"]) == 2
+    assert "rate_table" in capsys.readouterr().err
+
+
+def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--set", f"encoder={tiny_encoder}"]) == 0
+    out = capsys.readouterr().out
+    assert "points" in out and "unpaired" in out and "training" in out

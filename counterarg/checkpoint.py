@@ -1,0 +1,177 @@
+"""Checkpoints: what a run's state is, writing it as plain data, and reading it back safely.
+
+A checkpoint holds the model (heads and the feature mode's trained part), the optimizer, the gradient
+scaler, the RNG states and the metric history, so a resumed run on CPU gives the same metrics as an
+uninterrupted one. It holds tensors and plain data only and is read with
+``torch.load(weights_only=True)``, so a planted ``state.pt`` cannot run code; each checkpoint folder
+carries a sha256 manifest (io.py) checked on load. Which config fields may change on resume lives
+here too (:data:`RESUMABLE_CHANGES`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .io import MANIFEST, bad_files, read_manifest
+from .run import Run, TrainingError
+
+STATE_FILE = "state.pt"
+# fields that may differ between a checkpoint and the run resuming it; besides these, the schedule
+# fields (schedules.all_fields()): the rate is computed per epoch, so a changed schedule applies from
+# the resumed epoch on. lr, encoder_lr and margin change too (Population Based Training's exploit /
+# explore): the optimizer's param groups and the loss take the new values (Run.apply_hyperparameters).
+RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
+                     "lr", "encoder_lr", "margin", "precision"}
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint that cannot be trusted: unsafe to load, cut short, or failing its sha256 manifest.
+
+    The message names the file and, where a run folder's metrics.jsonl tells it, the last good epoch.
+    """
+
+
+def run_state(run: Run, epoch: int, history: list[dict]) -> dict:
+    """The checkpoint of ``run`` after ``epoch`` epochs with their metric ``history``."""
+    return {
+        "epoch": epoch,
+        "config": run.config.to_dict(),
+        "heads": run.heads.state_dict(),
+        "encoder": run.features.checkpoint_state(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),  # {} unless fp16
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
+        "history": _plain(history),
+    }
+
+
+def restore_run(run: Run, state: dict) -> None:
+    """Put a checkpoint's weights, optimizer, scaler and RNG states into ``run``; the config's
+    learning rates replace the saved ones (:meth:`Run.apply_hyperparameters`)."""
+    try:
+        run.heads.load_state_dict(state["heads"])
+        run.features.load_checkpoint_state(state["encoder"])
+    except RuntimeError as e:
+        raise TrainingError(f"checkpoint does not fit this model (encoder {run.config.encoder!r}): "
+                            f"{str(e).splitlines()[0]}") from None
+    run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.apply_hyperparameters()
+    torch.set_rng_state(state["rng"]["torch"])
+    np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
+    random.setstate(state["rng"]["python"])
+
+
+
+def _numpy_state_out() -> dict:
+    """numpy's global RNG state as tensors and numbers (no ndarray: loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _numpy_state_in(saved) -> tuple:
+    if isinstance(saved, dict):
+        return (saved["name"], saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                saved["gauss"])
+    return saved  # a checkpoint written before the state was stored as a tensor
+
+
+def _plain(obj):
+    """numpy scalars -> Python numbers, recursively (they would need unsafe unpickling)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _legacy_numpy_types() -> list:
+    """What checkpoints written before the tensor-only format need: numpy arrays and scalars only.
+
+    ``_reconstruct``/``scalar`` rebuild an array or scalar from its dtype and bytes and call nothing else.
+    """
+    core = getattr(np, "_core", None) or np.core
+    types = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    types += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.bool_)]
+    return types
+
+
+def _last_good_epoch(folder: Path) -> str:
+    """'epoch N (metrics.jsonl)' from the run folder above a checkpoint, for error messages."""
+    metrics = folder.parent / "metrics.jsonl"
+    try:
+        lines = [ln for ln in metrics.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        return f"the last epoch recorded in {metrics} is {int(json.loads(lines[-1])['epoch'])}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return f"no epoch is recorded beside it ({metrics} is missing or empty)"
+
+
+def read_checkpoint(folder: str | Path) -> dict:
+    """Load a checkpoint folder's state safely, or raise :class:`CheckpointError` naming the file.
+
+    Only tensors and plain data are unpickled (``weights_only=True``); the sha256 manifest written
+    with the checkpoint is checked first, so a bit flip or a cut-short file is named, not loaded.
+    """
+    path = Path(folder)
+    f = path / STATE_FILE if path.is_dir() else path
+    if not f.exists():
+        raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
+    manifest = read_manifest(f.parent)
+    if manifest is not None:
+        bad = bad_files(f.parent, manifest)
+        if bad:
+            raise CheckpointError(
+                f"checkpoint file(s) {', '.join(str(f.parent / b) for b in bad)} fail their sha256 check "
+                f"against {f.parent / MANIFEST} (checkpoint of epoch {manifest.get('epoch', '?')}): the file was "
+                f"damaged after it was written; {_last_good_epoch(f.parent)}. Restore the folder from a copy, "
+                "or move it away and train again")
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_types()):
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every failure to unpickle becomes one named error
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text:
+            first = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise CheckpointError(f"refusing to load {f}: it holds objects other than tensors and plain data, "
+                                  f"which could run code when loaded ({first or type(e).__name__}); "
+                                  "only checkpoints written by counterarg are accepted") from None
+        raise CheckpointError(f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
+                              f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}") from None
+    if not isinstance(state, dict) or not {"epoch", "config", "heads", "history"} <= set(state):
+        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/config/heads/history)")
+    return state
+
+
+def check_resumable(config: Config, saved: dict, source: Path) -> None:
+    from .schedules import all_fields
+
+    allowed = RESUMABLE_CHANGES | set(all_fields())
+    defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
+    diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
+             if k not in allowed and saved.get(k, defaults[k]) != v}
+    if diffs:
+        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
+        raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
+
+
+def resumed_changes(config: Config, saved: dict) -> str:
+    """``rate 0.8 -> 0.6, lr 0.001 -> 0.0008``: the training fields a resume changed ('' if none)."""
+    from .schedules import all_fields
+
+    now = config.to_dict()
+    keys = [k for k in (*all_fields(), "lr", "encoder_lr", "margin") if k in saved and saved[k] != now[k]]
+    return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)

@@ -1,0 +1,24 @@
+"""``counterarg bench mining`` (counterarg.bench_mining): every backend on a tiny set agrees with exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from counterarg.cli import main
+
+@pytest.mark.slow
+def test_bench_mining_tiny(tmp_path, monkeypatch):
+    import ray
+
+    out = tmp_path / "mining.md"
+    try:
+        assert main(["bench", "mining", "--n", "300", "--repeat", "1", "--shards", "2", "--out", str(out),
+                     "--json", str(tmp_path / "m.json")]) == 0
+    finally:  # the sharded backend started a Ray in this process: later tests (a cluster) need none
+        ray.shutdown()
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert {r["backend"] for r in rows} >= {"exact", "balltree", "sharded-balltree"}
+    assert all(r["ids_agree_with_exact"] == 1.0 for r in rows if r["backend"] != "faiss-flat")
+    assert "sharded-balltree" in out.read_text()

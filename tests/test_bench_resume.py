@@ -1,0 +1,30 @@
+"""The kill-and-resume check (counterarg.bench_resume): its train command, and one real kill on the demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from counterarg.bench_resume import _rows, _train_cmd, main
+
+
+def test_train_command_and_rows_without_times(tmp_path):
+    cmd = _train_cmd(None, tmp_path / "r", 3, ["schedule=fixed", "max_length=32"], resume=True)
+    assert cmd[:4] == [sys.executable, "-m", "counterarg", "train"]
+    assert cmd[cmd.index("--epochs") + 1] == "3" and cmd[-1] == "--resume" and "--corpus" not in cmd
+    assert [cmd[i + 1] for i, c in enumerate(cmd) if c == "--set"] == ["schedule=fixed", "max_length=32"]
+    assert "--corpus" in _train_cmd("c.zip", Path("o"), 1, [], resume=False)
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "time/epoch_s": 2.0, "train/loss": 0.5}\n\n')
+    assert _rows(tmp_path) == [{"epoch": 1, "train/loss": 0.5}] and _rows(tmp_path / "none") == []
+
+
+@pytest.mark.slow
+def test_one_kill_and_resume_on_the_demo_gives_the_uninterrupted_rows(tiny_encoder, tmp_path):
+    assert main(["--out", str(tmp_path), "--epochs", "20", "--kills", "1", "--set", f"encoder={tiny_encoder}",
+                 "--set", "max_length=32"]) == 0
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["kills"] == 1 and result["rows_identical"] and result["rows"] >= 2  # patience may stop it early
+    assert result["leftovers"] == []  # best/ beside checkpoint/ is part of a run folder
