@@ -6,6 +6,7 @@ import them with ``from conftest import ...``. The sweep tests' own fixtures and
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 

@@ -1,7 +1,7 @@
 """Fixtures and helpers the sweep tests share: a tiny random BERT with its feature cache, sweep
 configs over it, the sweep-driver helpers (start a sweep script, SIGKILL it at a chosen point,
 ``--resume`` it to the end) and hand-made trial records for the summary tests. The helpers are
-plain functions: import them with ``from conftest import ...``."""
+plain functions: import them with ``from .conftest import ...``."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from counterarg.sweep.recovery import SweepStateError
 from counterarg.sweep.runner import SweepResult
 from counterarg.sweep.trials import TrialRecord
 
-from conftest import sweep_script
+from .conftest import sweep_script
 
 
 def test_relative_paths_become_absolute(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from counterarg.config import ConfigError
 from counterarg.checkpoint import read_checkpoint
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 
-from conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
+from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 
 SCRIPT = "pbt_schedule.py"
 

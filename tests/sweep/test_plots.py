@@ -5,7 +5,7 @@ from __future__ import annotations
 from counterarg.sweep.plots import plot_telemetry
 from counterarg.sweep.summary import write_summary
 
-from conftest import ranked_records
+from .conftest import ranked_records
 
 
 def test_mining_telemetry_is_plotted_when_trials_report_it(tmp_path):

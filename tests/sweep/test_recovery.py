@@ -16,7 +16,7 @@ import pytest
 
 from counterarg.sweep.recovery import TRAIN_TIME_FILE, SweepStateError, final_checkpoint_after, repair_experiment_state
 
-from conftest import (PY, REPO, kill_and_resume, kill_process_group, reported_epochs, resume_to_end, trial_dirs,
+from .conftest import (PY, REPO, kill_and_resume, kill_process_group, reported_epochs, resume_to_end, trial_dirs,
                       unique_name)
 
 

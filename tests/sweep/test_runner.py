@@ -20,7 +20,7 @@ from counterarg.sweep.runner import Sweep, init_ray, run_sweep
 from counterarg.sweep.spaces import margin_lr_space
 from counterarg.sweep.trainable import NODE_KEY
 
-from conftest import (kill_and_resume, kill_process_group, reported_epochs, start_driver, sweep_base, sweep_script,
+from .conftest import (kill_and_resume, kill_process_group, reported_epochs, start_driver, sweep_base, sweep_script,
                       trial_dirs, unique_name)
 
 

@@ -8,7 +8,7 @@ import pytest
 from counterarg.sweep.significance import PairedTest, compare, significance, verdicts
 from counterarg.sweep.trials import summary_rows
 
-from conftest import ranked_records
+from .conftest import ranked_records
 
 
 def test_identical_strategies_give_p_one():

@@ -8,7 +8,7 @@ from counterarg.sweep.summary import console_table, summary_markdown, write_summ
 from counterarg.sweep.trials import summary_rows
 from counterarg.tasks import TASKS
 
-from conftest import ranked_records, summary_records
+from .conftest import ranked_records, summary_records
 
 
 def test_summary_csv_keeps_every_strategy_field(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from counterarg.sweep.trainable import trial_bundles
 
-from conftest import REPO
+from .conftest import REPO
 
 
 def test_placement_bundles():

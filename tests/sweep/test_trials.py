@@ -10,7 +10,7 @@ from counterarg.selection import best_row
 from counterarg.sweep.trials import (dedupe_history, group_stats, overhead, strategy_fields_label, strategy_label,
                                      summary_rows, varying_fields)
 
-from conftest import epoch_row, summary_records
+from .conftest import epoch_row, summary_records
 
 
 def test_strategy_labels_come_from_config_fields():
