@@ -22,7 +22,6 @@ from . import schedules as _schedules
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
 POOLINGS = ("cls", "pooler", "mean")
-METRICS = ("l2", "cosine")
 OPTIMIZERS = ("adam", "adamw")
 SPLITS = ("training", "validation", "test")
 #: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
@@ -213,7 +212,7 @@ class Config:
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
-        from .evaluate import MODES
+        from .evaluate import METRICS, MODES
         from .index import BACKENDS  # the index backends' one list
 
         _choice("index", self.index, BACKENDS)
