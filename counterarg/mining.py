@@ -29,6 +29,16 @@ class MiningResult:
     keys: np.ndarray  # [N, K] int64 text identity of each negative (its point/counter key)
     is_random: np.ndarray  # [N, K] bool
 
+    def take(self, point_rows: Any, counter_rows: Any) -> Any:
+        """Each anchor's negatives' rows, [N, K, ...], from per-pair ``point_rows`` and ``counter_rows``
+        ([N, ...] each, numpy or torch): callers never decode the 2N id layout."""
+        if isinstance(point_rows, np.ndarray):
+            return np.concatenate([point_rows, counter_rows])[self.negatives]  # [2N, ...] -> [N, K, ...]
+        import torch
+
+        both = torch.cat([point_rows, counter_rows])  # [2N, ...]
+        return both[torch.as_tensor(self.negatives, device=both.device)]  # [N, K, ...]
+
     @property
     def n_random(self) -> int:
         return int(self.is_random.sum())
@@ -248,14 +258,17 @@ def mining_telemetry(
     point_emb: np.ndarray,  # [N, d] the embeddings mined on
     counter_emb: np.ndarray,  # [N, d]
     rows: np.ndarray | None = None,  # anchors to describe (e.g. the deduplicated training rows); None = all
-    seen: np.ndarray | None = None,  # [2N] bool: candidate's text occurs in the training split
+    eval_texts: np.ndarray | None = None,  # text ids of the evaluation splits (validation, test)
 ) -> dict[str, float]:
     """What the mined negatives are, as shares of all negatives of ``rows``, and how far they lie.
 
     Where a negative comes from (point or counter; same debate and same side folder, same debate and
     the other side, same theme in another debate, another theme), whether it was hard or random,
-    whether its text is seen in training, and the mean anchor-negative vs anchor-counter distance:
-    an epoch whose negatives sit nearer than the true counters is mining false negatives or copies.
+    whether its text also occurs in an evaluation split (``eval_texts``: every training text is seen
+    in training, so the seen/unseen boundary shows from this side: a negative shared with validation
+    or test is a text the unseen view excludes), and the mean anchor-negative vs anchor-counter
+    distance: an epoch whose negatives sit nearer than the true counters is mining false negatives
+    or copies.
     """
     n = len(debate)
     rows = np.arange(n) if rows is None else np.asarray(rows)
@@ -275,8 +288,8 @@ def mining_telemetry(
         "mining/share_hard": float((~result.is_random[rows]).mean()),
         "mining/share_random": float(result.is_random[rows].mean()),
     }
-    if seen is not None:
-        out["mining/share_seen_in_training"] = float(np.asarray(seen)[neg].mean())
+    if eval_texts is not None:
+        out["mining/share_in_eval_splits"] = float(np.isin(result.keys[rows], eval_texts).mean())
     cand = np.concatenate([point_emb, counter_emb])  # [2N, d]
     anchor = point_emb[rows]  # [R, d]
     out["mining/dist_negative"] = float(np.linalg.norm(cand[neg] - anchor[:, None], axis=-1).mean())

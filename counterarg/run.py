@@ -74,6 +74,10 @@ class Run:
         self.ranks: dict[str, dict[str, np.ndarray]] = {}  # per split: the last evaluation's ranks
         self._indexes: dict[str, tuple] = {}
         self.training_pools = build_pools(self.corpus.split("training")) if "training" in self.corpus.splits else None
+        # text ids of validation and test: the telemetry's share of negatives an evaluation split shares
+        self.eval_texts = np.unique(np.concatenate(
+            [np.concatenate([ids.point, ids.counter]) for s, ids in self.table.splits.items() if s != "training"]
+            or [np.zeros(0, np.int64)]))
 
     # ------------------------------------------------------------------ embeddings
     def embed_split(self, split: str) -> dict[str, torch.Tensor]:
@@ -219,7 +223,8 @@ class Run:
             "loss/margin": cfg.margin,
             "mining/hard": mined.n_hard,
             "mining/random": mined.n_random,
-            **mining_telemetry(mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all),
+            **mining_telemetry(mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all,
+                               eval_texts=self.eval_texts),
             "time/mining_s": t_mine,
             "time/train_s": time.perf_counter() - t0,
         }
@@ -244,12 +249,11 @@ class Run:
             emb = self.embed_split(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
-                neg = torch.as_tensor(mined.negatives, device=self.device)  # [Q, K]
-                all_h = torch.cat([emb["h_p"], emb["h_c"]])  # [2Q, H]
                 ids = self.table.splits[split]
                 keys = tuple(torch.as_tensor(x, device=self.device) for x in (ids.point, ids.counter, mined.keys))
                 with torch.no_grad():
-                    total, _ = self.loss(emb["h_p"], emb["h_c"], all_h[neg], keys)  # all_h[neg]: [Q, K, H]
+                    h_n = mined.take(emb["h_p"], emb["h_c"])  # [Q, K, H]
+                    total, _ = self.loss(emb["h_p"], emb["h_c"], h_n, keys)
                 row["validation/loss"] = total.item()
             args = (split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify)
             kw = dict(mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks, return_ranks=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from counterarg.index import make_index
-from counterarg.mining import mine_negatives
+from counterarg.mining import MiningResult, dedupe_pairs, mine_negatives, mining_telemetry
 
 
 def mine(P, C, rate, rng, **kw):
@@ -114,7 +114,6 @@ def test_bad_inputs():
 
 
 # --------------------------------------------------------------------------- neg_rank, neg_margin, dedupe_pairs
-from counterarg.mining import dedupe_pairs  # noqa: E402
 
 
 def ranked_brute_force(P, C, pk, ck, i, margin=None):
@@ -201,7 +200,6 @@ def test_dedupe_pairs_against_brute_force():
 
 
 # --------------------------------------------------------------------------- telemetry
-from counterarg.mining import MiningResult, mining_telemetry  # noqa: E402
 
 
 def test_telemetry_counts_on_a_hand_built_corpus():
@@ -217,8 +215,8 @@ def test_telemetry_counts_on_a_hand_built_corpus():
     res = MiningResult(negatives=neg, keys=neg, is_random=rnd)
     P = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     C = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 3.0], [3.0, 4.0]])
-    seen = np.array([True, True, False, False, True, False, False, False])  # over [points; counters]
-    t = mining_telemetry(res, debate, theme, side, P, C, seen=seen)
+    eval_texts = np.array([1, n + 0, 0, 99])  # text ids (here: the 2N ids) that validation/test share
+    t = mining_telemetry(res, debate, theme, side, P, C, eval_texts=eval_texts)
     assert t["mining/share_points"] == 5 / 8 and t["mining/share_counters"] == 3 / 8
     # same debate same side: anchor 1's counter 0? pair 0 is pro, anchor 1 is con -> other side. none.
     assert t["mining/share_same_debate_same_side"] == 0.0
@@ -226,9 +224,22 @@ def test_telemetry_counts_on_a_hand_built_corpus():
     assert t["mining/share_same_theme_other_debate"] == 2 / 8  # (0: counter 2), (2: point 0)
     assert t["mining/share_other_theme"] == 4 / 8  # (1: point 3), (2: counter 3), (3: point 2) x2
     assert t["mining/share_hard"] == 5 / 8 and t["mining/share_random"] == 3 / 8
-    assert t["mining/share_seen_in_training"] == 3 / 8  # point 1, counter 0, point 0
+    assert t["mining/share_in_eval_splits"] == 3 / 8  # point 1, counter 0, point 0
     d_neg = [1, 3, np.hypot(1, 1), 2, 2, np.hypot(3, 2), np.hypot(3, 2), np.hypot(3, 2)]
     assert t["mining/dist_negative"] == pytest.approx(np.mean(d_neg))
     assert t["mining/dist_counter"] == pytest.approx(np.mean([1, 1, 1, 4]))
-    only = mining_telemetry(res, debate, theme, side, P, C, rows=np.array([3]))
+    only = mining_telemetry(res, debate, theme, side, P, C, rows=np.array([3]), eval_texts=eval_texts)
     assert only["mining/share_other_theme"] == 1.0 and only["mining/share_random"] == 1.0
+    assert only["mining/share_in_eval_splits"] == 0.0 and "mining/share_in_eval_splits" not in \
+        mining_telemetry(res, debate, theme, side, P, C)
+
+
+def test_take_gathers_the_negatives_rows_without_the_caller_decoding_ids():
+    import torch
+
+    neg = np.array([[1, 3], [2, 0]])  # N = 2: point 1 and counter 1; counter 0 and point 0
+    res = MiningResult(negatives=neg, keys=neg, is_random=np.zeros_like(neg, bool))
+    P, C = np.array([[10.0], [11.0]]), np.array([[20.0], [21.0]])
+    assert res.take(P, C)[..., 0].tolist() == [[11.0, 21.0], [20.0, 10.0]]  # [N, K, 1]
+    got = res.take(torch.from_numpy(P), torch.from_numpy(C))
+    assert isinstance(got, torch.Tensor) and got[..., 0].tolist() == [[11.0, 21.0], [20.0, 10.0]]
