@@ -9,9 +9,10 @@
   (:func:`final_checkpoint_after`) and not rerun, and the epochs already in its ``result.json``
   (:func:`logged_epochs`) are not reported twice.
 * **Torn experiment state.** A driver killed while copying its snapshot into storage leaves a
-  truncated state file; :func:`repair_experiment_state` puts the driver's intact staging copy
-  back (only one this user owns and no one else may write), or raises :class:`SweepStateError`
-  naming the file.
+  truncated state file; :func:`repair_experiment_state` puts back the last complete set of state
+  files (:class:`StateSnapshot` keeps it in ``<experiment>/.intact_state``), else the driver's
+  intact staging copy (only one this user owns and no one else may write), or raises
+  :class:`SweepStateError` naming the file.
 
 Works on any pyarrow filesystem Tune's storage uses (local, ``file://``, ``s3://``, ``gs://``).
 """
@@ -28,12 +29,15 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
+from ray.tune import Callback
 
-from ..io import atomic_write_bytes
+from ..io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
 #: of its weights (one entry per epoch, :mod:`counterarg.sweep.lineage`)
 TRAIN_TIME_FILE = "_tune_train_time.json"
+#: folder in a local experiment directory with the last complete set of Tune's state files
+SNAPSHOT_DIR = ".intact_state"
 
 
 def read_sidecar(fs, folder: str) -> dict:
@@ -151,15 +155,82 @@ def _ray_temp_roots() -> list[Path]:
     return list(dict.fromkeys(Path(r) / "ray" for r in roots if r))
 
 
+def _state_files(folder: Path) -> list[Path]:
+    """Tune's state files directly in ``folder``: experiment, search generator and searcher state."""
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
+                  and f.name.startswith(("experiment_state-", "search_gen_state-", "searcher-state-")))
+
+
+class StateSnapshot(Callback):
+    """Keeps the last complete set of Tune's state files in ``<experiment>/.intact_state``.
+
+    Tune rewrites its state files in the driver's staging folder in place (``open(..., "w")``) and
+    copies them into storage in a background thread, so a driver killed while it rewrites them
+    during an upload leaves no intact copy anywhere: the repair had nothing to put back (a rare
+    failure of the kill/resume tests). Tune asks its callbacks for their state right after it has
+    written the experiment and searcher state (``TuneController.save_to_dir``): at that moment
+    those files are whole and from one save. This callback copies them then, as one sealed folder
+    swap (:func:`counterarg.io.atomic_replace_dir`: a kill leaves the old set or the new one). It
+    keeps no state of its own. Both folders come from the trials' storage at run time (a resumed
+    sweep's may differ from the first run's); local storage only, elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.exp_dir: Path | None = None
+        self.staging: Path | None = None
+
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if self.staging is None and trials:  # every trial shares the experiment's folders
+            storage = trials[0].storage
+            self.staging = Path(storage.experiment_driver_staging_path)
+            if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+                self.exp_dir = Path(storage.experiment_fs_path)
+
+    def get_state(self) -> None:
+        if self.exp_dir is not None and self.staging is not None and self.staging.is_dir():
+            self.snapshot()
+        return None
+
+    def snapshot(self) -> bool:
+        """Copy the staging folder's state files if every one is whole; True if a set was written."""
+        data = {f.name: f.read_bytes() for f in _state_files(self.staging)}
+        if not any(n.startswith("experiment_state-") for n in data) or not all(map(_intact_bytes, data.values())):
+            return False
+
+        def fill(tmp: Path) -> None:
+            for n, b in data.items():
+                (tmp / n).write_bytes(b)
+
+        atomic_replace_dir(self.exp_dir / SNAPSHOT_DIR, fill)
+        return True
+
+
+def _from_snapshot(exp_dir: Path, stamp: str) -> dict[str, bytes] | None:
+    """The snapshot's files if it is sealed, whole and from session ``stamp``; else None."""
+    snap = exp_dir / SNAPSHOT_DIR
+    recover_dir(snap)  # a kill inside the swap: complete or roll back first
+    manifest = read_manifest(snap)
+    if manifest is None or bad_files(snap, manifest):
+        return None
+    data = {f.name: f.read_bytes() for f in _state_files(snap)}
+    if f"experiment_state-{stamp}.json" not in data or not all(map(_intact_bytes, data.values())):
+        return None
+    return data
+
+
 def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     """Replace state files a killed driver left cut short with the driver's intact local copies.
 
     Tune writes its snapshot to a staging folder on the driver and then copies it into storage;
     a driver killed during that copy leaves a truncated file that ``Tuner.restore`` cannot read.
-    The staging copy (``<ray temp>/session_*/artifacts/*/<name>/driver_artifacts``) is whole in
-    that case. Only copies owned by this user and writable by no one else are used (Tune unpickles
-    them; :func:`_read_own_file`). The cut file is kept beside, renamed ``*.torn``. Returns what was
-    repaired; raises :class:`SweepStateError` naming the file when no intact, safe copy exists.
+    When any file of the newest session is cut short, the last complete set (:class:`StateSnapshot`)
+    replaces the whole set, so experiment and searcher state stay from one save (a searcher ahead of
+    the trial list would skip a trial). Without one (remote storage, or no save yet), each cut file
+    is replaced by the driver's staging copy (``<ray temp>/session_*/artifacts/*/<name>/driver_artifacts``),
+    owned by this user and writable by no one else (Tune unpickles them; :func:`_read_own_file`).
+    A replaced file is kept beside, renamed ``*.torn`` (cut) or ``*.replaced`` (whole, but from a
+    later save than the set). Returns what was repaired; raises :class:`SweepStateError` naming the
+    file when no intact, safe copy exists.
     """
     states = sorted(exp_dir.glob("experiment_state-*.json"))
     if not states:
@@ -168,9 +239,21 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     files = [f for f in exp_dir.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
              and (stamp in f.name or f.name == "tuner.pkl")]
     repaired = []
-    for f in files:
-        if _intact(f):
-            continue
+    torn_files = [f for f in files if not _intact(f)]
+    snap = _from_snapshot(exp_dir, stamp) if torn_files else None
+    if snap is not None:
+        for n, data in snap.items():
+            f = exp_dir / n
+            if f.exists() and f.read_bytes() == data:
+                continue
+            kept = f.with_name(n + (".torn" if f in torn_files else ".replaced"))
+            if f.exists():
+                os.replace(f, kept)
+            atomic_write_bytes(f, data)
+            repaired.append(f"{n} ({'cut short' if f in torn_files else 'from a later save'}; kept as "
+                            f"{kept.name}) <- {exp_dir / SNAPSHOT_DIR / n}")
+        torn_files = [f for f in torn_files if f.name not in snap]
+    for f in torn_files:
         found = [c for root in _ray_temp_roots()
                  for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")]
         copies = []

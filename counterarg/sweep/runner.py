@@ -37,7 +37,7 @@ from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
 from .records import collect_records
-from .recovery import SweepStateError, repair_experiment_state
+from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
 from .spaces import VariantSearcher
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
@@ -252,7 +252,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode)],
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode), StateSnapshot()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )

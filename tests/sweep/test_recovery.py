@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from counterarg.sweep.recovery import TRAIN_TIME_FILE, SweepStateError, final_checkpoint_after, repair_experiment_state
+from counterarg.io import MANIFEST
+from counterarg.sweep.recovery import (SNAPSHOT_DIR, TRAIN_TIME_FILE, StateSnapshot, SweepStateError,
+                                       final_checkpoint_after, repair_experiment_state)
 
 from .conftest import (PY, REPO, kill_and_resume, kill_process_group, reported_epochs, resume_to_end, trial_dirs,
                       unique_name)
@@ -81,7 +83,9 @@ def _has_final_checkpoint(trial_dir: Path, epochs: int) -> bool:
 #: Runs a sweep script with Tune's experiment-state snapshot held: as soon as a trial has reported
 #: its last epoch, the driver waits for the previous snapshot's upload to finish and SIGKILLs itself
 #: instead of writing the snapshot that would record the trial as finished. ``torn`` first cuts the
-#: snapshot in storage short, as a kill during its copy does. argv: EPOCHS stale|torn SCRIPT ARGS...
+#: snapshot in storage short, as a kill during its copy does; ``torn_everywhere`` cuts the driver's
+#: staging copy too (Tune rewrites it in place while an upload may read it).
+#: argv: EPOCHS stale|torn|torn_everywhere SCRIPT ARGS...
 HOLD_SNAPSHOT = r"""
 import os, runpy, signal, sys
 from pathlib import Path
@@ -98,10 +102,14 @@ def checkpoint(self, force=False, wait=False):
             self._checkpoint_manager._storage.syncer.wait()
         except Exception as e:
             print(f"[test] previous upload: {e!r:.200}", flush=True)
-        if mode == "torn":
-            exp = Path(self._checkpoint_manager._storage.experiment_fs_path)
-            state = max(exp.glob("experiment_state-*.json"))
-            state.write_bytes(state.read_bytes()[:40])
+        if mode.startswith("torn"):
+            storage = self._checkpoint_manager._storage
+            folders = [storage.experiment_fs_path]
+            if mode == "torn_everywhere":  # the race: the staging copy rewritten in place as well
+                folders.append(storage.experiment_driver_staging_path)
+            for folder in folders:
+                state = max(Path(folder).glob("experiment_state-*.json"))
+                state.write_bytes(state.read_bytes()[:40])
         print("[test] driver killed with the snapshot held", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     return real(self, force=force, wait=wait)
@@ -114,13 +122,15 @@ runpy.run_path(script, run_name="__main__")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["stale", "torn"])
+@pytest.mark.parametrize("mode", ["stale", "torn", "torn_everywhere"])
 def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     """The driver dies after a trial's last epoch (its final checkpoint stored) but before the
     experiment-state snapshot says so; no race: the snapshot is held by a hook in the driver.
 
     ``stale``: the state in storage holds the trial RUNNING at epoch 2; ``torn``: it is cut short
-    and the resume repairs it from the driver's staging copy (the same epoch-2 state). Either way
+    and the resume repairs it from the last complete set (``.intact_state``, the same epoch-2
+    state); ``torn_everywhere``: the driver's staging copy is cut short too, and the set alone
+    holds the state. Either way
     the finished trial trains nothing on resume and each of its epochs is logged once, and the
     other trial (not started at the kill: one CPU) runs to the end.
     """
@@ -159,7 +169,9 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     log = log_path.read_text()
     assert after[done[0]] == [1, 2, 3], (at_kill, after)  # each epoch logged once, none trained again
     assert log.count("not rerun") == 1, log[-3000:]
-    assert ("[sweep] repaired experiment_state-" in log) == (mode == "torn"), log[-3000:]
+    assert ("[sweep] repaired experiment_state-" in log) == mode.startswith("torn"), log[-3000:]
+    if mode.startswith("torn"):
+        assert f"{SNAPSHOT_DIR}/experiment_state-" in log, log[-3000:]
     assert len(after) == 2 and all(eps == [1, 2, 3] for eps in after.values()), after
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
@@ -189,6 +201,66 @@ def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeyp
     assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole
     assert (exp / "experiment_state-2026-01-02_00-00-00.json.torn").read_text() == whole[:17]
     assert repair_experiment_state(exp, "sw") == []  # whole now: nothing to do
+
+
+class _Storage:  # what StateSnapshot reads of a trial's storage context
+    def __init__(self, staging: Path, exp: Path):
+        import pyarrow.fs as pafs
+
+        self.experiment_driver_staging_path, self.experiment_fs_path = str(staging), str(exp)
+        self.storage_filesystem = pafs.LocalFileSystem()
+
+
+def test_state_snapshot_keeps_the_last_whole_set_and_repair_prefers_it(tmp_path, monkeypatch):
+    """The race the kill tests once lost: storage and staging copies both cut short. The callback
+    copied the last whole set when Tune asked for callback state; the repair restores that set."""
+    from types import SimpleNamespace
+
+    exp, staging = tmp_path / "results" / "sw", tmp_path / "staging"
+    exp.mkdir(parents=True)
+    staging.mkdir()
+    stamp = "2026-01-02_00-00-00"
+    state = json.dumps({"trial_data": [["t1"]], "runner_data": {}, "stats": {}})
+    (staging / f"experiment_state-{stamp}.json").write_text(state)
+    (staging / f"searcher-state-{stamp}.pkl").write_bytes(b"\x80\x05K\x01.")
+    (staging / "trial_x").mkdir()  # trial folders are not state files
+    snap = StateSnapshot()
+    assert snap.get_state() is None and not (exp / SNAPSHOT_DIR).exists()  # no trial seen yet: nothing
+    snap.on_step_begin(0, [SimpleNamespace(storage=_Storage(staging, exp))])
+    assert snap.get_state() is None  # Tune saves no callback state for it
+    assert sorted(p.name for p in (exp / SNAPSHOT_DIR).iterdir()) == [
+        f"experiment_state-{stamp}.json", MANIFEST, f"searcher-state-{stamp}.pkl"]  # sealed by its manifest
+    # a later save cut short in staging (Tune's in-place rewrite): the snapshot keeps the last whole set
+    (staging / f"experiment_state-{stamp}.json").write_text(state[:20])
+    assert snap.snapshot() is False
+    assert (exp / SNAPSHOT_DIR / f"experiment_state-{stamp}.json").read_text() == state
+    # storage: the state cut short, the searcher state from a later save; staging useless too
+    (exp / f"experiment_state-{stamp}.json").write_text(state[:25])
+    (exp / f"searcher-state-{stamp}.pkl").write_bytes(b"\x80\x05K\x02.")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
+    done = repair_experiment_state(exp, "sw")
+    assert len(done) == 2 and all(f"<- {exp / SNAPSHOT_DIR}" in d for d in done), done
+    assert (exp / f"experiment_state-{stamp}.json").read_text() == state
+    assert (exp / f"searcher-state-{stamp}.pkl").read_bytes() == b"\x80\x05K\x01."  # one save: consistent
+    assert (exp / f"experiment_state-{stamp}.json.torn").read_text() == state[:25]
+    assert (exp / f"searcher-state-{stamp}.pkl.replaced").read_bytes() == b"\x80\x05K\x02."
+    assert repair_experiment_state(exp, "sw") == []
+    # a snapshot of another session, or one whose files fail the manifest, is not used
+    (exp / f"experiment_state-{stamp}.json").write_text(state[:25])
+    (exp / SNAPSHOT_DIR / f"searcher-state-{stamp}.pkl").write_bytes(b"\x80\x05K\x03.")
+    with pytest.raises(SweepStateError, match="cut short"):
+        repair_experiment_state(exp, "sw")
+
+
+def test_state_snapshot_does_nothing_on_remote_storage(tmp_path):
+    from types import SimpleNamespace
+
+    storage = _Storage(tmp_path, tmp_path / "exp")
+    storage.storage_filesystem = object()  # e.g. S3FileSystem
+    (tmp_path / "experiment_state-x.json").write_text("{}")
+    snap = StateSnapshot()
+    snap.on_step_begin(0, [SimpleNamespace(storage=storage)])
+    assert snap.get_state() is None and not (tmp_path / "exp").exists()
 
 
 def test_repair_ignores_state_copies_others_could_have_planted(tmp_path, monkeypatch):
