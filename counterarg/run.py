@@ -152,7 +152,7 @@ class Run:
 
     # ------------------------------------------------------------------ one step
     def batches(self, tids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The epoch's batches of training rows [steps, batch_size] (features.batch_order); ``tids``
+        """The epoch's batches of training rows [steps, batch_size] (batches.batch_order); ``tids``
         [N, K] are each row's text ids, whose longest text is the row's length for length buckets."""
         cfg = self.config
         n = len(tids)
