@@ -66,7 +66,7 @@ TELEMETRY = {"mining/share_points": "negatives that are points", "mining/share_h
              "mining/share_same_debate_same_side": "from the anchor's debate, same side",
              "mining/share_same_debate_other_side": "from the anchor's debate, other side",
              "mining/share_other_theme": "from another theme",
-             "mining/share_in_eval_splits": "texts validation/test share",
+             "mining/share_in_eval_splits": "negatives whose text validation/test hold",
              "mining/dist_negative": "mean anchor-negative distance"}
 
 
