@@ -23,8 +23,12 @@ def test_train_command_and_rows_without_times(tmp_path):
 
 @pytest.mark.slow
 def test_one_kill_and_resume_on_the_demo_gives_the_uninterrupted_rows(tiny_encoder, tmp_path):
-    assert main(["--out", str(tmp_path), "--epochs", "20", "--kills", "1", "--set", f"encoder={tiny_encoder}",
-                 "--set", "max_length=32"]) == 0
+    # The kill lands within the reference's start-up plus 1.5 epochs. Demo epochs take about 0.1 s and
+    # start-up varies by seconds with the load (the reference's may be slow and the killed run's
+    # fast), so the run must outlast that window by far: 150 epochs (about 15 s) and no early stop.
+    # With 20 epochs and the default patience a run once finished before its kill on an idle machine.
+    assert main(["--out", str(tmp_path), "--epochs", "150", "--kills", "1", "--set", f"encoder={tiny_encoder}",
+                 "--set", "max_length=32", "--set", "patience=0"]) == 0
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["kills"] == 1 and result["rows_identical"] and result["rows"] >= 2  # patience may stop it early
+    assert result["kills"] == 1 and result["rows_identical"] and result["rows"] == 150
     assert result["leftovers"] == []  # best/ beside checkpoint/ is part of a run folder
