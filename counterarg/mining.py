@@ -290,8 +290,8 @@ def mining_telemetry(
     }
     if eval_texts is not None:
         out["mining/share_in_eval_splits"] = float(np.isin(result.keys[rows], eval_texts).mean())
-    cand = np.concatenate([point_emb, counter_emb])  # [2N, d]
     anchor = point_emb[rows]  # [R, d]
-    out["mining/dist_negative"] = float(np.linalg.norm(cand[neg] - anchor[:, None], axis=-1).mean())
+    negative = result.take(point_emb, counter_emb)[rows]  # [R, K, d]
+    out["mining/dist_negative"] = float(np.linalg.norm(negative - anchor[:, None], axis=-1).mean())
     out["mining/dist_counter"] = float(np.linalg.norm(counter_emb[rows] - anchor, axis=-1).mean())
     return out
