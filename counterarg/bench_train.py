@@ -265,7 +265,13 @@ def gpu_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
-    work = Path(tempfile.mkdtemp(prefix="counterarg-bench-gpu-"))
+    with tempfile.TemporaryDirectory(prefix="counterarg-bench-gpu-") as tmp:  # run folders, tiny BERT
+        return _gpu_bench(args, cuda, Path(tmp))
+
+
+def _gpu_bench(args, cuda: bool, work: Path) -> int:
+    """One epoch per precision under ``work`` (removed afterwards by :func:`gpu_main`); prints and
+    optionally writes the rows."""
     if cuda:
         corpus = Path(args.corpus) if args.corpus else real_corpus_path()
         if not corpus.exists():

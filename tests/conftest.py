@@ -30,27 +30,40 @@ def _isolated_cache(tmp_path_factory):
         os.environ["COUNTERARG_CACHE"] = old
 
 
+#: Ray temp roots a test's Ray may still use when the test ends; removed once the session ends
+_LEFT_RAY_ROOTS: list[str] = []
+
+
 @pytest.fixture(autouse=True)
 def _own_ray_temp(monkeypatch):
     """Each test's Ray (in-process, sweep drivers it starts, cluster nodes) keeps its sessions in a
     temp root of its own (short: Ray's socket paths are length-limited), so state repair, which
     scans Ray's temp folders for the driver's staging copies, never sees another test's sessions.
     Test sweeps also get unique names (``unique_name`` in tests/sweep/conftest.py), since repair scans /tmp/ray as well."""
-    import contextlib
     import shutil
+    import sys
     import tempfile
 
     root = tempfile.mkdtemp(prefix="cr-ray-", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", root)
     yield root
-    import sys
-
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         shutil.rmtree(root, ignore_errors=True)
-    else:  # a Ray still running (a module's shared session) may be using it: remove it only if empty
-        with contextlib.suppress(OSError):
-            os.rmdir(root)
+    else:  # a Ray still running (a module's shared session) may be using it: removed at the session's end
+        _LEFT_RAY_ROOTS.append(root)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Shut down an in-process Ray still running and remove the temp roots it may have used."""
+    import shutil
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    for root in _LEFT_RAY_ROOTS:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

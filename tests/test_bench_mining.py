@@ -9,16 +9,27 @@ import pytest
 from counterarg.cli import main
 
 @pytest.mark.slow
-def test_bench_mining_tiny(tmp_path, monkeypatch):
+def test_bench_mining_tiny(tmp_path, monkeypatch, capsys):
     import ray
 
     out = tmp_path / "mining.md"
+    args = ["bench", "mining", "--n", "300", "--repeat", "1", "--shards", "2", "--out", str(out)]
     try:
-        assert main(["bench", "mining", "--n", "300", "--repeat", "1", "--shards", "2", "--out", str(out),
-                     "--json", str(tmp_path / "m.json")]) == 0
+        assert main(args + ["--json", str(tmp_path / "m.json")]) == 0
+        rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+        assert {r["backend"] for r in rows} >= {"exact", "balltree", "sharded-balltree"}
+        assert all(r["ids_agree_with_exact"] == 1.0 for r in rows if r["backend"] != "faiss-flat")
+        assert "sharded-balltree" in out.read_text()
+        # a backend that returns other neighbours makes the bench fail, naming it
+        import numpy as np
+
+        from counterarg.index import BallTreeIndex
+
+        real = BallTreeIndex.query
+        monkeypatch.setattr(BallTreeIndex, "query", lambda self, x, k: (lambda d, i: (d, np.roll(i, 1, axis=0)))(
+            *real(self, x, k)))
+        capsys.readouterr()
+        assert main(args + ["--json", str(tmp_path / "bad.json")]) == 1
+        assert "ids differ from the exact index for balltree at n=300" in capsys.readouterr().err
     finally:  # the sharded backend started a Ray in this process: later tests (a cluster) need none
         ray.shutdown()
-    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
-    assert {r["backend"] for r in rows} >= {"exact", "balltree", "sharded-balltree"}
-    assert all(r["ids_agree_with_exact"] == 1.0 for r in rows if r["backend"] != "faiss-flat")
-    assert "sharded-balltree" in out.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 from counterarg.cli import main
 
@@ -36,7 +37,11 @@ def test_bench_gpu_falls_back_to_a_tiny_cpu_run_without_cuda(tmp_path, capsys, m
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # CI machines with a GPU test the fallback too
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     assert main(["bench", "gpu", "--json", str(tmp_path / "gpu.json")]) == 0
+    assert list(scratch.iterdir()) == []  # its run folders and tiny BERT (52 MB) are removed
     out = capsys.readouterr().out
     assert "no CUDA device found; running the CPU fallback: a tiny random BERT" in out
     rows = json.loads((tmp_path / "gpu.json").read_text())["rows"]

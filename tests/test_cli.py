@@ -18,7 +18,9 @@ def trained(tiny_encoder, tmp_path_factory):
     return out
 
 
-def test_evaluate_checkpoint_prints_table_and_json(trained, tmp_path, capsys):
+def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path, capsys):
+    """The 1-epoch run's checkpoint, evaluated, reproduces every validation metric of its epoch row
+    (both views), and prints the table."""
     js = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(trained / "checkpoint"), "--split", "validation",
                  "--json", str(js), "--quiet"]) == 0
@@ -26,13 +28,44 @@ def test_evaluate_checkpoint_prints_table_and_json(trained, tmp_path, capsys):
     for task in ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa", "mean"):
         assert f"\n{task} " in out
     metrics = json.loads(js.read_text())
-    assert 0.0 <= metrics["validation/epa/acc@1"] <= 1.0 and "validation/mean/mrr" in metrics
+    row = rows(trained)[-1]
+    want = {k: v for k, v in row.items() if k.startswith(("validation/", "validation_unseen/")) and "/acc@" in k}
+    assert len(want) == 2 * 9 * 3  # 2 views x (8 tasks + mean) x acc@1,5,10
+    assert {k: metrics[k] for k in want} == pytest.approx(want, abs=1e-9)
 
 
-def test_evaluate_zero_shot(tiny_encoder, capsys):
+def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_encoder, tmp_path, capsys):
+    """--zero-shot equals a direct computation: transformers' BertModel, mean over the attention
+    mask, cosine retrieval over the split's pools."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    from counterarg.config import Config
+    from counterarg.evaluate import evaluate_split
+    from counterarg.run import Run
+
+    js = tmp_path / "z.json"
     assert main(["evaluate", "--zero-shot", "--split", "test", "--quiet", "--set", f"encoder={tiny_encoder}",
-                 "--set", "pooling=mean", "--set", "max_length=64"]) == 0
+                 "--set", "pooling=mean", "--set", "max_length=64", "--json", str(js)]) == 0
     assert "zero-shot" in capsys.readouterr().out
+    got = json.loads(js.read_text())
+    run = Run(Config(encoder=tiny_encoder, pooling="mean", max_length=64), progress=False, eval_splits=["test"])
+    ids = run.table.splits["test"]
+    model, tok = BertModel.from_pretrained(tiny_encoder).eval(), AutoTokenizer.from_pretrained(tiny_encoder)
+
+    def mean_pooled(tids):
+        enc = tok([run.table.texts[t] for t in tids], max_length=64, truncation=True, padding=True,
+                  return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**enc).last_hidden_state  # [Q, T, H]
+        mask = enc["attention_mask"].unsqueeze(-1).float()  # [Q, T, 1]
+        return (hidden * mask).sum(1) / mask.sum(1)  # [Q, H]
+
+    want = evaluate_split("test", run.pools["test"], mean_pooled(ids.point), mean_pooled(ids.counter),
+                          mode="retrieval", metric="cosine")
+    run.close()
+    assert set(got) == set(want)
+    assert got == pytest.approx(want, abs=0.01)  # equal here; float noise elsewhere may swap a near-tie
 
 
 def test_evaluate_errors(trained, tiny_encoder, tmp_path, capsys):

@@ -131,3 +131,37 @@ def test_feature_cache_key_follows_encoder_content_not_location(tiny_encoder, tm
     weights.write_bytes(bytes(data))
     assert encoder_fingerprint(str(copy)) != encoder_fingerprint(tiny_encoder)
     assert encoder_fingerprint("some-org/not-local") != encoder_fingerprint("other-org/not-local")
+
+
+def test_a_second_builder_waits_for_the_first_and_builds_nothing(tmp_path):
+    """The cache lock, deterministically: while the first caller is inside its build, a second caller
+    of the same folder waits (it has not returned after 0.5 s), then reads the first one's arrays
+    without building."""
+    import threading
+
+    from counterarg.feature_cache import load_or_build
+
+    folder, key = tmp_path / "pooled-x", {"kind": "pooled"}
+    started, release, built, got = threading.Event(), threading.Event(), [], {}
+
+    def first(f):
+        built.append("first")
+        started.set()
+        assert release.wait(30)
+        np.save(f / "pooled.npy", np.arange(6.0).reshape(3, 2))
+
+    def call(name, build):
+        got[name] = load_or_build(folder, key, build)
+
+    a = threading.Thread(target=call, args=("first", first), daemon=True)
+    a.start()
+    assert started.wait(30)
+    b = threading.Thread(target=call, args=("second", lambda f: built.append("second")), daemon=True)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive() and "second" not in got  # blocked on the lock while the first builds
+    release.set()
+    a.join(30)
+    b.join(30)
+    assert built == ["first"]
+    np.testing.assert_array_equal(got["second"]["pooled"], np.arange(6.0).reshape(3, 2))

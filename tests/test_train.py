@@ -47,12 +47,26 @@ def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
 
 
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
-def test_partial_and_full_finetuning_run(cfg, tmp_path, finetune):
-    h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), tmp_path / finetune.replace(":", ""),
-              progress=False)
+def test_the_checkpoint_holds_exactly_the_trained_encoder_weights(cfg, tmp_path, finetune):
+    """top:1 checkpoints the top layer only, ``all`` the whole encoder; each tensor there moved away
+    from the pretrained one (the weights really trained), and nothing else is saved."""
+    from transformers import BertModel
+
+    out = tmp_path / finetune.replace(":", "")
+    h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), out, progress=False)
     assert np.isfinite(h[0]["train/loss"])
-    state = torch.load(tmp_path / finetune.replace(":", "") / "checkpoint" / "state.pt", weights_only=True)
-    assert state["encoder"], "trained encoder weights are checkpointed"
+    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["encoder"]
+    pretrained = BertModel.from_pretrained(cfg.encoder).state_dict()
+    if finetune == "top:1":  # the trained part holds the top layer as layers.0 (2-layer tiny BERT)
+        mapped = {"encoder.layer.1." + k[len("layers.0."):]: v for k, v in saved.items()}
+        assert set(mapped) == {k for k in pretrained if k.startswith("encoder.layer.1.")}
+    else:
+        mapped = {k[len("encoder."):]: v for k, v in saved.items()}
+        assert set(mapped) == set(pretrained)
+    moved = {k for k, v in mapped.items() if not torch.equal(v, pretrained[k])}
+    used = {k for k in mapped if k.endswith("dense.weight") and not k.startswith("pooler.")}  # mean pooling
+    assert used and used <= moved, sorted(used - moved)
+    assert not any(k.startswith("pooler.") for k in moved)  # no gradient reaches an unused pooler
 
 
 @pytest.mark.slow

@@ -92,7 +92,10 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_figure
+
     fig, axes = plt.subplots(len(fields), 1, figsize=(8, 3.2 * len(fields) + 0.8), squeeze=False, sharex=True)
+    drawn: dict[str, dict[str, Any]] = {"best": best, "reference": {k: list(v) for k, v in (reference or {}).items()}}
     for ax, f in zip(axes[:, 0], fields):
         for trial in sorted(lineages):
             entries = sorted(lineages[trial], key=lambda e: int(e["epoch"]))
@@ -100,6 +103,8 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
             ys = [e.get(f) for e in entries]
             if not xs or any(y is None for y in ys):
                 continue
+            drawn.setdefault(f, {})[trial] = {"epochs": xs, "values": ys,
+                                              "inherited": [x for x, e in zip(xs, entries) if e.get("trained_by") != trial]}
             bold = trial == best
             line, = ax.step(xs, ys, where="mid", lw=2.8 if bold else 1.2, alpha=1.0 if bold else 0.6,
                             label=f"{trial} (best)" if bold else trial, zorder=3 if bold else 2)
@@ -123,8 +128,7 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
     if handles:
         axes[0, 0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, drawn, dpi=120)
 
 
 def _float(v: Any) -> float | None:

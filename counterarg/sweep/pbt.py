@@ -24,6 +24,7 @@ Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it
 
 from __future__ import annotations
 
+import logging
 import random
 import shlex
 import tempfile
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
 from .. import schedules
@@ -44,6 +46,8 @@ from .recovery import read_sidecar
 from .summary import write_csv, write_summary
 from .trainable import trainable
 from .trials import TRAIN_TIME_KEY, WALL_TIME_KEY
+
+log = logging.getLogger(__name__)
 
 #: The rates PBT moves between: one step is 0.1.
 RATE_GRID = tuple(round(i / 10, 1) for i in range(11))
@@ -97,9 +101,10 @@ def mutations(opts: PBTOptions) -> dict[str, Any]:
 
 
 class RateExplorePBT(PopulationBasedTraining):
-    """Ray's PBT, except that an explore step always moves the rate by at least one grid step, and
-    a trial's last epoch is not a perturbation point (its new weights would never train), and a
-    synchronous step after a resumed sweep does not leave every trial waiting forever.
+    """Ray's PBT, except that an explore step always moves the rate by at least one grid step, a
+    trial's last epoch is not a perturbation point (its new weights would never train), a
+    synchronous step after a resumed sweep does not leave every trial waiting forever, and a trial
+    that takes weights while Tune is still saving its last epoch is not stopped after its next one.
 
     Ray shifts a list-valued hyperparameter to an adjacent value, which does nothing at the ends of
     the list, and a resample may draw the donor's own value; a trial would then only copy weights.
@@ -120,6 +125,23 @@ class RateExplorePBT(PopulationBasedTraining):
                 # already reached and none is chosen to run again. The next step is one interval on.
                 self._next_perturbation_sync = reached + self._perturbation_interval
         return decision
+
+    def _exploit(self, tune_controller, trial, trial_to_clone):
+        """Ray's exploit, then drop the decision Tune cached for the trial's run that just ended.
+
+        Ray 2.60 (ray-project/ray#57906): the trial that first reached the synchronous step was told
+        to pause, and Tune saves it before pausing; if the last trial arrives while that save is in
+        flight, ``pause_trial(should_checkpoint=False)`` in Ray's exploit caches a STOP "for after
+        the save" and then drops the save. The trial restarts from the donor's weights, and Tune
+        carries out that stale STOP after the trial's next epoch: it ends as TERMINATED, epochs
+        short (3 of 27 two-trial test sweeps on 2 CPUs). The trial is PAUSED with no actor and no
+        pending work here, so any cached decision belongs to the run that ended.
+        """
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        cached = getattr(tune_controller, "_cached_trial_decisions", None)
+        if trial.status == Trial.PAUSED and isinstance(cached, dict) and trial.trial_id in cached:
+            log.debug("dropped the stale %s that Tune cached for %s when it was paused mid-save",
+                      cached.pop(trial.trial_id), trial.trial_id)
 
     def _get_new_config(self, trial, trial_to_clone):
         new, operations = super()._get_new_config(trial, trial_to_clone)

@@ -1,11 +1,14 @@
 """The figures of a sweep summary: validation curves, per-task test bars, mining telemetry.
 
 Each is drawn from the plain trial data of :mod:`counterarg.sweep.trials` (mean over seeds per
-strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too.
+strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too. Every PNG
+also carries the numbers it draws, as JSON in its ``counterarg`` text chunk (:func:`save_figure`,
+:func:`read_plot_data`): a script or a test reads a figure back without redoing the aggregation.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +21,33 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
                      group_label, group_stats, test_acc1_keys, varying_fields)
+
+
+#: PNG text chunk that holds the numbers a figure draws
+PLOT_DATA_KEY = "counterarg"
+
+
+def save_figure(fig, path: Path, data: Any, dpi: int) -> None:
+    """Write ``fig`` to the PNG ``path`` with ``data`` (what it draws) as JSON in its text chunk, and
+    close it."""
+    fig.savefig(path, dpi=dpi, metadata={PLOT_DATA_KEY: json.dumps(data, sort_keys=True)})
+    plt.close(fig)
+
+
+def read_plot_data(path: Path) -> Any:
+    """The numbers a figure of this module draws, read back from its PNG."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return json.loads(img.text[PLOT_DATA_KEY])
+
+
+def _series(values: dict[int, list[float]]) -> dict[str, list]:
+    """One group's per-epoch values -> epochs, mean, min and max over seeds."""
+    epochs = sorted(values)
+    vals = [values[e] for e in epochs]
+    return {"epochs": epochs, "mean": [sum(v) / len(v) for v in vals], "min": [min(v) for v in vals],
+            "max": [max(v) for v in vals]}
 
 
 def epoch_values(records: Sequence[TrialRecord], key: str) -> dict[str, dict[int, list[float]]]:
@@ -37,15 +67,12 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
                 baseline: dict[str, float] | None = None) -> None:
     """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
     encoder as a dashed line; whole-number epoch ticks."""
-    curves = epoch_values(records, metric)
+    curves = {g: _series(v) for g, v in epoch_values(records, metric).items()}
     fig, ax = plt.subplots(figsize=(8, 5))
     for g in sorted(curves):
-        epochs = sorted(curves[g])
-        vals = [curves[g][e] for e in epochs]
-        mean = [sum(v) / len(v) for v in vals]
-        line, = ax.plot(epochs, mean, marker="o", ms=3, label=g)
-        ax.fill_between(epochs, [min(v) for v in vals], [max(v) for v in vals],
-                        color=line.get_color(), alpha=0.2)
+        c = curves[g]
+        line, = ax.plot(c["epochs"], c["mean"], marker="o", ms=3, label=g)
+        ax.fill_between(c["epochs"], c["min"], c["max"], color=line.get_color(), alpha=0.2)
     if baseline and metric in baseline:
         ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label=ZERO_SHOT)
 
@@ -57,8 +84,8 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     if curves or baseline:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, {"metric": metric, "curves": curves,
+                            ZERO_SHOT: (baseline or {}).get(metric)}, dpi=120)
 
 
 #: the mining telemetry a sweep plots (train.py writes these every epoch; mining.mining_telemetry)
@@ -77,11 +104,11 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     if not keys:
         return False
     fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(4.2 * ((len(keys) + 1) // 2), 7), squeeze=False)
+    drawn = {}
     for ax, key in zip(axes.flat, keys):
-        curves = epoch_values(records, key)
+        curves = drawn[key] = {g: _series(v) for g, v in epoch_values(records, key).items()}
         for g in sorted(curves):
-            epochs = sorted(curves[g])
-            ax.plot(epochs, [sum(curves[g][e]) / len(curves[g][e]) for e in epochs], marker=".", label=g)
+            ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g)
         ax.set_title(TELEMETRY[key], fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -90,8 +117,7 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Mining telemetry per epoch (mean over seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, drawn, dpi=110)
     return True
 
 
@@ -99,18 +125,19 @@ def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[st
     """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
     views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
     fig, axes = plt.subplots(len(views), 1, figsize=(10, 4.5 * len(views)), squeeze=False)
-    for ax, view in zip(axes[:, 0], views):
-        _task_bars(ax, rows, view, baseline)
+    drawn = {view: _task_bars(ax, rows, view, baseline) for ax, view in zip(axes[:, 0], views)}
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, drawn, dpi=120)
 
 
-def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None = None) -> None:
+def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
+               baseline: dict[str, float] | None = None) -> dict[str, dict[str, list[float]]]:
+    """One view's panel; returns what it drew: group -> metric key -> [mean, std] (std 0 for one seed)."""
     keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
     groups = sorted(stats)
     width = 0.8 / max(1, len(groups))
+    drawn: dict[str, dict[str, list[float]]] = {}
     for i, g in enumerate(groups):
         xs, ms, ss = [], [], []
         for j, k in enumerate(keys):
@@ -119,6 +146,7 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str
                 xs.append(j + (i - (len(groups) - 1) / 2) * width)
                 ms.append(m)
                 ss.append(0.0 if math.isnan(s) else s)
+                drawn.setdefault(g, {})[k] = [m, ss[-1]]
         ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g)
     if baseline and all(k in baseline for k in keys):
         ax.scatter(range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3,
@@ -130,3 +158,4 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str
     ax.grid(axis="y", alpha=0.3)
     if groups:
         ax.legend(fontsize=8)
+    return drawn

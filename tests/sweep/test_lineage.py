@@ -6,6 +6,7 @@ import pytest
 
 from counterarg.sweep.lineage import (COLUMNS, format_table, inherit, lineage_entry, missing_epochs,
                                 plot_schedules, rate_table, schedule_rows)
+from counterarg.sweep.plots import read_plot_data
 
 
 def _row(epoch, rate, lr=1e-3, margin=1.0):
@@ -44,7 +45,11 @@ def test_schedule_rows_and_plot(tmp_path):
     assert set(COLUMNS) <= set(rows[0])
     plot_schedules(lineages, tmp_path / "s.png", best="B", reference={"decay": [0.8, 0.78]},
                    fields=("random_rate", "lr"))
-    assert (tmp_path / "s.png").stat().st_size > 1000
+    drawn = read_plot_data(tmp_path / "s.png")
+    assert drawn["best"] == "B" and drawn["reference"] == {"decay": [0.8, 0.78]}
+    assert drawn["random_rate"] == {"A": {"epochs": [1, 2], "values": [0.3, 0.2], "inherited": []},
+                                    "B": {"epochs": [1, 2], "values": [0.3, 0.4], "inherited": [1]}}
+    assert drawn["lr"]["B"]["values"] == [1e-3, 2e-3]
 
 
 def test_an_entry_needs_the_realised_rate():

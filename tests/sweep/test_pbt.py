@@ -13,9 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ray.tune.execution.tune_controller import TuneController
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from counterarg.config import ConfigError
 from counterarg.checkpoint import read_checkpoint
+from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 
 from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
@@ -47,6 +51,58 @@ def test_explore_always_moves_the_rate(donor_rate):
     for _ in range(200):
         new, _ = pbt._get_new_config(SimpleNamespace(config={}), donor)
         assert new["rate"] in RATE_GRID and new["rate"] != donor_rate
+
+
+class _Controller(TuneController):
+    """Ray's own pause/stop code (``pause_trial`` -> ``_schedule_trial_pause`` ->
+    ``_schedule_trial_stop``) over only the state it touches: no Ray session, no actors; the
+    actor is cached for reuse, as in the sweeps (``reuse_actors=True``)."""
+
+    def __init__(self, trials):  # noqa: D107 - TuneController's own __init__ starts a whole run
+        self._cached_trial_decisions, self._search_alg = {}, None
+        self._trial_to_actor = {t: object() for t in trials}
+        self._actor_to_trial = {a: t for t, a in self._trial_to_actor.items()}
+        self._actor_manager = SimpleNamespace(clear_actor_task_futures=lambda tracked_actor: None)
+
+    def _mark_trial_to_checkpoint(self, trial):
+        pass
+
+    def _set_trial_status(self, trial, status):
+        trial.set_status(status)
+
+    def _maybe_cache_trial_actor(self, trial):
+        return True
+
+
+@pytest.mark.parametrize("scheduler", [PopulationBasedTraining, RateExplorePBT])
+def test_a_trial_exploited_mid_save_is_not_stopped_after_its_next_epoch(scheduler):
+    """Synchronous PBT: the bottom trial reached the step first and was told to pause, and Tune is
+    still saving it when the last trial arrives and the exploit runs. Ray's exploit then leaves a
+    STOP cached for the bottom trial, which Tune carries out after the restarted trial's next epoch
+    (ray-project/ray#57906: a test sweep ended one trial at epoch 3 of 12). Ours drops it."""
+    trials = [Trial("trainable", config={"rate": r, "schedule": "fixed"}, stub=True) for r in (0.3, 0.7)]
+    controller = _Controller(trials)
+    pbt = scheduler(time_attr="epoch", metric="m", mode="max", perturbation_interval=2, synch=True,
+                    hyperparam_mutations={"rate": list(RATE_GRID)}, log_config=False)
+    for t in trials:
+        t.set_status(Trial.RUNNING)
+        pbt.on_trial_add(controller, t)
+    bottom, top = trials
+    for t, score in ((bottom, 0.5), (top, 1.0)):
+        pbt._trial_state[t].last_score = score
+        pbt._trial_state[t].last_result = {"epoch": 2, "m": score}
+    pbt._trial_state[top].last_checkpoint = "top's epoch-2 checkpoint"
+    bottom.temporary_state.saving_to = object()  # the save before its pause is in flight
+    controller._cached_trial_decisions[bottom.trial_id] = TrialScheduler.PAUSE
+
+    pbt._exploit(controller, bottom, top)
+
+    assert bottom.status == Trial.PAUSED and not bottom.is_saving
+    stale = controller._cached_trial_decisions.get(bottom.trial_id)
+    if scheduler is RateExplorePBT:
+        assert stale is None
+    else:  # Ray's bug, still present: when Ray fixes it, RateExplorePBT._exploit can go
+        assert stale == TrialScheduler.STOP
 
 
 # ----------------------------------------------------------------------------- sweeps
@@ -98,8 +154,17 @@ def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     changing = [t for t, rows in lineages.items() if len({r["random_rate"] for r in rows}) > 1]
     assert changing, lineages  # PBT changed at least one trial's rate mid-run
     assert any(r["donor"] for rows in lineages.values() for r in rows)  # and weights changed hands
-    for f in ("schedules.png", "summary.md", "summary.csv", "significance.csv"):
-        assert (exp / f).stat().st_size > 0, f
+    drawn = read_plot_data(exp / "schedules.png")  # the figure draws each lineage of schedules.csv
+    assert {t: [float(v) for v in d["values"]] for t, d in drawn["random_rate"].items()} == {
+        t: [float(r["random_rate"]) for r in rows] for t, rows in lineages.items()}
+    assert {t: d["inherited"] for t, d in drawn["random_rate"].items()} == {
+        t: [int(r["epoch"]) for r in rows if r["trained_by"] != t] for t, rows in lineages.items()}
+    import pandas as pd
+
+    summary = pd.read_csv(exp / "summary.csv")  # one row per trial, named by its learned table
+    assert len(summary) == 2 and all(s.startswith("table ") for s in summary["strategy"]), summary["strategy"]
+    sig = pd.read_csv(exp / "significance.csv")
+    assert len(sig) == 9 * 2 and set(sig["view"]) == {"all", "unseen"}  # (8 tasks + mean) x 2 views, 1 pair
     assert "| table " in (exp / "summary.md").read_text()
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
     line = next(ln for ln in out.splitlines() if "--set schedule=table --set rate_table=" in ln)

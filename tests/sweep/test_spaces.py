@@ -47,6 +47,19 @@ def test_strategy_parsing_and_errors():
     assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {**ref, "schedule": "table", "rate_table": [0.8, 0.6, 0.4]}
     space = margin_lr_space("fixed", seeds=(0, 1))
     assert set(space) <= set(FIELD_NAMES) and "margin" in space and "lr" in space
+    assert space["seed"] == {"grid_search": [0, 1]} and space["schedule"] == "fixed"
+
+
+@pytest.mark.parametrize("field, lo, hi", [("margin", 0.1, 3.0), ("lr", 1e-4, 1e-2)])
+def test_margin_lr_space_draws_log_uniformly_inside_the_bounds(field, lo, hi):
+    """Each trial of the ASHA search draws its own value: inside [lo, hi], spread evenly in log."""
+    import numpy as np
+
+    domain = margin_lr_space("fixed", **{field: (lo, hi)})[field]
+    draws = np.asarray(domain.sample(size=2000, random_state=np.random.default_rng(0)))  # seeded: no flake
+    assert lo <= draws.min() and draws.max() <= hi and len(set(draws)) > 1900
+    quartiles = np.quantile(np.log(draws), [0.25, 0.5, 0.75])  # log-uniform: evenly spaced in log
+    assert quartiles == pytest.approx(np.log(lo) + (np.log(hi) - np.log(lo)) * np.array([0.25, 0.5, 0.75]), abs=0.15)
 
 
 def test_variant_searcher_saves_position(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.summary import console_table, summary_markdown, write_summary
 from counterarg.sweep.trials import summary_rows
 from counterarg.tasks import TASKS
@@ -31,12 +32,29 @@ def test_markdown_and_files(tmp_path):
     assert "no per-query ranks kept" in md
     assert "ERROR c0" in md and "nan at epoch 1" in md
     assert "Ray overhead: 8.8%" in md
-    for k in ("csv", "md", "curves", "bars"):
-        assert out["paths"][k].stat().st_size > 0
     import pandas as pd
 
     df = pd.read_csv(out["paths"]["csv"])
     assert len(df) == 4 and set(df["status"]) == {"TERMINATED", "ERROR"}
+    by_trial = df.set_index("trial_id")
+    assert by_trial.loc["a0", "best_epoch"] == 2 and by_trial.loc["a1", "best_epoch"] == 1  # tie: the first
+    assert by_trial.loc["a0", "test/sdoc/acc@1"] == pytest.approx(0.40)  # its best epoch's row
+    # the figures, read back: the numbers they draw, against the records computed by hand
+    curves = read_plot_data(out["paths"]["curves"])
+    assert curves["metric"] == "validation_unseen/mean/acc@1"
+    by_epochs = {tuple(c["epochs"]): c for c in curves["curves"].values()}
+    assert set(by_epochs) == {(1, 2, 3), (1,)}  # fixed (2 seeds, 3 and 2 epochs) and random; the errored none
+    fixed = by_epochs[(1, 2, 3)]
+    assert fixed["mean"] == pytest.approx([0.5, 0.55, 0.45])
+    assert fixed["min"] == pytest.approx([0.4, 0.5, 0.45]) and fixed["max"] == pytest.approx([0.6, 0.6, 0.45])
+    assert by_epochs[(1,)]["mean"] == pytest.approx([0.3])
+    bars = read_plot_data(out["paths"]["bars"])["all"]
+    assert len(bars) == 2
+    fixed_bars = next(b for b in bars.values() if b["test/sdoc/acc@1"][0] < 0.45)
+    assert fixed_bars["test/sdoc/acc@1"] == pytest.approx([0.30, 0.1414], abs=1e-4)  # best epochs 2 and 1
+    assert fixed_bars["test/epa/acc@1"] == pytest.approx([0.37, 0.1414], abs=1e-4)
+    random_bars = next(b for b in bars.values() if b is not fixed_bars)
+    assert random_bars["test/sdoc/acc@1"] == pytest.approx([0.50, 0.0])  # one seed: no error bar
     assert summary_markdown(summary_rows(recs)).count("| ") > 10
 
 

@@ -1,0 +1,177 @@
+"""The suite's mutation check: each entry is a one-line change to the package that breaks one
+behaviour; it is made in a scratch copy of the tree and the tests named beside it must then fail.
+
+    python .ci/mutants.py          # all of them (5.5 minutes on 2 idle cores)
+    python .ci/mutants.py 3 12     # just these
+
+Prints one line per change: CAUGHT (its tests failed) or MISSED (they passed: a blind test);
+exits 1 when any is missed. Not part of `.ci/run`; run it after changing a test or the code it
+guards (an entry whose line no longer exists stops the run, naming it).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+M = [
+ ("resume ignores its checkpoint (retrains from scratch)", "counterarg/train.py",
+  "        return _train_locked(config, out, report, resume_from, progress)",
+  "        return _train_locked(config, out, report, None, progress)",
+  ["tests/test_train.py::test_resume_equals_uninterrupted"]),
+ ("encoder weights never change (encoder lr 0)", "counterarg/run.py",
+  '            groups.append({"params": enc_params, "lr": config.encoder_lr})',
+  '            groups.append({"params": enc_params, "lr": 0.0})',
+  ["tests/test_features.py::test_finetuning_changes_exactly_the_trainable_weights",
+   "tests/test_train.py::test_the_checkpoint_holds_exactly_the_trained_encoder_weights"]),
+ ("top:N also trains the layer below (lower layer not frozen)", "counterarg/features.py",
+  '        parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}',
+  '        parts = {"layers": nn.ModuleList(model.encoder.layer[max(first - 1, 0):])}',
+  ["tests/test_features.py::test_finetuning_changes_exactly_the_trainable_weights"]),
+ ("the index field is ignored (always exact)", "counterarg/run.py",
+  "                backend, s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,",
+  '                "exact", s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,',
+  ["tests/test_train.py::test_index_backends_give_identical_runs"]),
+ ("trials report the job id instead of their node", "counterarg/sweep/trainable.py",
+  "    node_id = ray.get_runtime_context().get_node_id()",
+  "    node_id = ray.get_runtime_context().get_job_id()",
+  ["tests/sweep/test_runner.py::test_two_node_cluster_kill_driver_and_restore"]),
+ ("evaluate --checkpoint ignores the checkpoint's weights", "counterarg/cli.py",
+  "        restore_run(run, state)",
+  "        pass",
+  ["tests/test_cli.py::test_evaluate_checkpoint_gives_the_runs_own_validation_row"]),
+ ("zero-shot pools the [CLS] vector instead of the mean", "counterarg/model.py",
+  '    if pooling == "cls":',
+  '    if pooling == "cls" or pooling == "mean":',
+  ["tests/test_cli.py::test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine"]),
+ ("rank returns the farthest candidates first", "counterarg/evaluate.py",
+  "    order = torch.sort(dist, stable=True).indices  # [C]",
+  "    order = torch.sort(-dist, stable=True).indices  # [C]",
+  ["tests/test_cli.py::test_rank_equals_a_direct_computation_and_caches_candidates"]),
+ ("rerank orders by the lowest probability", "counterarg/evaluate.py",
+  "        re = torch.sort(-prob, stable=True).indices",
+  "        re = torch.sort(prob, stable=True).indices",
+  ["tests/test_cli.py::test_rank_equals_a_direct_computation_and_caches_candidates"]),
+ ("best epoch = the worst epoch (selection mode flipped)", "counterarg/selection.py",
+  '        if best is None or (v > best[metric] if mode == "max" else v < best[metric]):',
+  '        if best is None or (v < best[metric] if mode == "max" else v > best[metric]):',
+  ["tests/sweep/test_summary.py::test_markdown_and_files",
+   "tests/sweep/test_runner.py::test_sweep_errored_trial_summary_and_tensorboard"]),
+ ("the curves plot the best seed instead of the mean", "counterarg/sweep/plots.py",
+  '    return {"epochs": epochs, "mean": [sum(v) / len(v) for v in vals], "min": [min(v) for v in vals],',
+  '    return {"epochs": epochs, "mean": [max(v) for v in vals], "min": [min(v) for v in vals],',
+  ["tests/sweep/test_summary.py::test_markdown_and_files"]),
+ ("HParams metrics keyed by Tune's ray/tune/ prefix (the shipped bug)", "counterarg/sweep/tensorboard.py",
+  '                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}',
+  '                if k.startswith(("ray/tune/validation", "ray/tune/test")) and k.endswith("/acc@1")}',
+  ["tests/sweep/test_runner.py::test_sweep_errored_trial_summary_and_tensorboard"]),
+ ("exact index: grouped-min path keeps too few groups", "counterarg/index.py",
+  "        _, gi = torch.topk(grp.amin(-1), kk, dim=1, largest=False, sorted=False)  # [b, kk]",
+  "        _, gi = torch.topk(grp.amin(-1), max(1, kk // 2), dim=1, largest=False, sorted=False)  # [b, kk]",
+  ["tests/test_index.py::test_exact_grouped_min_selection_is_exact"]),
+ ("feature cache key ignores max_length", "counterarg/features.py",
+  '        "max_length": config.max_length,',
+  '        "max_length": None,',
+  ["tests/test_feature_cache.py::test_cache_key_follows_what_changes_the_features"]),
+ ("feature cache lock taken by no one", "counterarg/feature_cache.py",
+  "        fcntl.flock(fh, fcntl.LOCK_EX)",
+  "        pass",
+  ["tests/test_feature_cache.py::test_a_second_builder_waits_for_the_first_and_builds_nothing"]),
+ ("bench eval passes when ranks disagree", "counterarg/bench_eval.py",
+  "    return 0 if agree == len(task_names()) else 1",
+  "    return 0",
+  ["tests/test_bench_eval.py"]),
+ ("bench mining passes when ids differ", "counterarg/bench_mining.py",
+  "        return 1\n    return 0",
+  "        return 0\n    return 0",
+  ["tests/test_bench_mining.py"]),
+ ("resume does not restore the top:N encoder weights", "counterarg/checkpoint.py",
+  '        run.features.load_checkpoint_state(state["encoder"])',
+  "        pass",
+  ["tests/test_train.py::test_resume_equals_uninterrupted"]),
+ ("a kill between the swap renames always rolls back", "counterarg/io.py",
+  "        candidates = [(m.get(\"epoch\", -1), str(t), t) for t in _temps(target) if (m := _complete(t)) is not None]",
+  "        candidates = []",
+  ["tests/test_train.py::test_resume_after_a_kill_between_the_swap_renames"]),
+ ("pooling=cls takes the token mean", "counterarg/model.py",
+  "        return last_hidden[:, 0]",
+  "        return last_hidden.mean(1)",
+  ["tests/test_features.py::test_cls_and_pooler_pooling_give_their_own_features_and_train"]),
+ ("test split scored every epoch regardless of test_every", "counterarg/run.py",
+  '            if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):',
+  '            if split == "test" and not (cfg.test_every):',
+  ["tests/test_run.py::test_test_split_is_scored_only_on_due_epochs_and_the_last"]),
+ ("eval_training ignored", "counterarg/run.py",
+  '                           and (s != "training" or config.eval_training)]',
+  '                           and (s != "training")]',
+  ["tests/test_run.py::test_eval_training_adds_training_split_metrics"]),
+ ("a NaN metric passes silently", "counterarg/train.py",
+  '            if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):',
+  '            if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/") and False:',
+  ["tests/test_train.py::test_non_finite_metric_names_metric_and_epoch"]),
+ ("ASHA search samples lr from a point", "counterarg/sweep/spaces.py",
+  '    space["lr"] = tune.loguniform(*lr)',
+  '    space["lr"] = lr[0]',
+  ["tests/sweep/test_spaces.py::test_margin_lr_space_draws_log_uniformly_inside_the_bounds"]),
+ ("an existing sweep folder is reused without --resume", "counterarg/sweep/runner.py",
+  '    if not resume and local is not None and (local / "tuner.pkl").exists():',
+  '    if False and not resume and local is not None and (local / "tuner.pkl").exists():',
+  ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_restart_on_resume"]),
+ ("--resume leaves errored trials errored", "counterarg/sweep/runner.py",
+  "                                  restart_errored=True)",
+  "                                  restart_errored=False)",
+  ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_restart_on_resume"]),
+ ("PBT keeps Ray's stale STOP after a mid-save exploit", "counterarg/sweep/pbt.py",
+  "        super()._exploit(tune_controller, trial, trial_to_clone)\n",
+  "        return super()._exploit(tune_controller, trial, trial_to_clone)\n",
+  ["tests/sweep/test_pbt.py::test_a_trial_exploited_mid_save_is_not_stopped_after_its_next_epoch"]),
+ ("encoder fingerprint constant", "counterarg/model.py",
+  "    return _content_digest(stats)\n",
+  "    return \"constant\"\n",
+  ["tests/test_feature_cache.py::test_feature_cache_key_follows_encoder_content_not_location"]),
+ ("corpus texts fingerprint constant", "counterarg/feature_cache.py",
+  "        return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])",
+  "        return cls(texts=texts, splits=splits, fingerprint=\"constant\")",
+  ["tests/test_feature_cache.py::test_cache_key_follows_what_changes_the_features"]),
+]
+
+
+def main(argv: list[str]) -> int:
+    only = set(argv)
+    missed = []
+    with tempfile.TemporaryDirectory(prefix="counterarg-mutants-") as tmp:
+        dst = os.path.join(tmp, "tree")
+        for i, (what, path, old, new, tests) in enumerate(M, 1):
+            if only and str(i) not in only:
+                continue
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(SRC, dst, ignore=shutil.ignore_patterns(
+                ".venv", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".benchmarks", "results"))
+            f = os.path.join(dst, path)
+            with open(f) as fh:
+                text = fh.read()
+            if text.count(old) != 1:
+                print(f"{i:2d} {what}: {path} holds the line {text.count(old)} times, not once; update this entry")
+                return 2
+            with open(f, "w") as fh:
+                fh.write(text.replace(old, new))
+            t0 = time.time()
+            p = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=dst,
+                               env={**os.environ, "PYTHONPATH": dst}, capture_output=True, text=True)
+            verdict = {1: "CAUGHT", 0: "MISSED"}.get(p.returncode, f"rc={p.returncode}")
+            failed = [ln.split(" - ")[0].replace("FAILED ", "") for ln in p.stdout.splitlines()
+                      if ln.startswith("FAILED")]
+            print(f"{i:2d} {verdict:6s} {time.time() - t0:4.0f} s  {what}  ({path}; {failed[0] if failed else tests[0]})",
+                  flush=True)
+            if p.returncode != 1:
+                missed.append(i)
+    if missed:
+        print(f"missed: {missed}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
