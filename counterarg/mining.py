@@ -104,9 +104,10 @@ def ranked_allowed(
     """Each query's ``depth`` nearest allowed candidates over points and counters, one per distinct text.
 
     Returns ``ids [T, depth]`` in the 2N space, nearest first, -1 past the end; equal distances put
-    points before counters, then lower ids first (the reference tie rule). A candidate is allowed when its text is not banned, is the first of its text in the order, and
-    (with ``floor``) lies at distance >= ``floor``. The indexes are asked for k hits each; rows
-    without ``depth`` allowed candidates inside the exactly-known region are asked again with 2k.
+    points before counters, then lower ids first (the reference tie rule). A candidate is allowed
+    when its text is not banned, is the first of its text in the order, and (with ``floor``) lies at
+    distance >= ``floor``. The indexes are asked for k hits each; rows without ``depth`` allowed
+    candidates inside the exactly-known region are asked again with 2k.
     """
     n = len(pk)
     t = len(queries)

@@ -26,8 +26,12 @@ def test_bench_mining_tiny(tmp_path, monkeypatch, capsys):
         from counterarg.index import BallTreeIndex
 
         real = BallTreeIndex.query
-        monkeypatch.setattr(BallTreeIndex, "query", lambda self, x, k: (lambda d, i: (d, np.roll(i, 1, axis=0)))(
-            *real(self, x, k)))
+
+        def shifted(self, x, k):  # each query gets the next query's neighbours
+            d, i = real(self, x, k)
+            return d, np.roll(i, 1, axis=0)
+
+        monkeypatch.setattr(BallTreeIndex, "query", shifted)
         capsys.readouterr()
         assert main(args + ["--json", str(tmp_path / "bad.json")]) == 1
         assert "ids differ from the exact index for balltree at n=300" in capsys.readouterr().err

@@ -103,14 +103,14 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
             ys = [e.get(f) for e in entries]
             if not xs or any(y is None for y in ys):
                 continue
-            drawn.setdefault(f, {})[trial] = {"epochs": xs, "values": ys,
-                                              "inherited": [x for x, e in zip(xs, entries) if e.get("trained_by") != trial]}
+            inherited = [i for i, e in enumerate(entries) if e.get("trained_by") != trial]  # trained by a donor
+            drawn.setdefault(f, {})[trial] = {"epochs": xs, "values": ys, "inherited": [xs[i] for i in inherited]}
             bold = trial == best
             line, = ax.step(xs, ys, where="mid", lw=2.8 if bold else 1.2, alpha=1.0 if bold else 0.6,
                             label=f"{trial} (best)" if bold else trial, zorder=3 if bold else 2)
-            inherited = [(x, y) for x, y, e in zip(xs, ys, entries) if e.get("trained_by") != trial]
             if inherited:
-                ax.plot(*zip(*inherited), "o", ms=3, color=line.get_color(), zorder=4)
+                ax.plot([xs[i] for i in inherited], [ys[i] for i in inherited], "o", ms=3, color=line.get_color(),
+                        zorder=4)
         if f == "random_rate":
             for name, values in (reference or {}).items():
                 ax.plot(range(1, len(values) + 1), values, "k--", lw=1.2, label=name)

@@ -17,8 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..selection import best_row
-from ..selection import BEST_DIR, BestRanks
+from ..selection import BEST_DIR, BestRanks, best_row
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 
