@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
+from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
 from .inputs import read_input_text, read_texts
 
 #: Size limits of the files ``rank`` reads (checked before reading): candidates, one per line, and
@@ -14,9 +14,9 @@ from .inputs import read_input_text, read_texts
 MAX_CANDIDATES_BYTES = 50 << 20
 MAX_TEXT_FILE_BYTES = 1 << 20
 
-# fields a user may change when evaluating a checkpoint; the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", "device", "cache_dir",
-               "embed_batch_size", "index", "shards", "leaf_size", "block_size"}
+# fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
+# how to score); the rest describe the trained model
+EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
 
 
 def _fused_w(cfg: Config, state: dict | None) -> float:
@@ -73,7 +73,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
         cfg = Config().with_overrides(args.set or [])
         return (cfg.replace(corpus=args.corpus) if args.corpus else cfg), None
     state = read_checkpoint(args.checkpoint)
-    cfg = Config.from_dict(state["config"])
+    cfg = Config.from_checkpoint(state["config"])  # this machine's cache_dir, device, ...
     overrides = Config().with_overrides(args.set or [])  # validates names and values
     changes = {}
     for key in parse_assignments(args.set or []):
@@ -132,7 +132,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None"]:
+def _machine_overrides(args) -> dict:
+    """``rank``/``embed --set``: this machine's fields only (config.MACHINE_FIELDS), validated."""
+    changes = parse_assignments(args.set or [])
+    other = sorted(set(changes) - set(MACHINE_FIELDS))
+    if other:
+        raise ConfigError(f"--set {other[0]}: {args.command} takes only this machine's fields from --set "
+                          f"({', '.join(MACHINE_FIELDS)}); the rest come from the checkpoint")
+    overrides = Config().with_overrides(args.set or [])  # validates the values
+    return {k: getattr(overrides, k) for k in changes}
+
+
+def _candidates(args, cfg: Config, sim_dim: int) -> tuple[list[str], list[str], "object | None"]:
     """``(texts, sources, s)`` of the collection to rank: a text file (one per line), a ``.jsonl``
     file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
     rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's)."""
@@ -158,10 +169,10 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
             s = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
-        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != cfg.sim_dim:
+        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != sim_dim:
             raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
-                              f"[{len(texts)}, {cfg.sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
-                              "and this checkpoint's sim_dim")
+                              f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
+                              "and this checkpoint's similarity space")
         return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s
     if path.suffix == ".jsonl":
         texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
@@ -187,9 +198,9 @@ def cmd_rank(args) -> int:
     text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm = TrainedModel.load(args.checkpoint, device=args.device, overrides=_machine_overrides(args))
     cfg = tm.config
-    cands, sources, s_given = _candidates(args, cfg)
+    cands, sources, s_given = _candidates(args, cfg, tm.heads.sim_dim)  # sim_dim 0 resolved to the width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]
@@ -226,9 +237,11 @@ def cmd_embed(args) -> int:
 
     texts = read_texts(args.input, args.field)
     out = Path(args.out)
-    if out.exists() and not args.force:  # refuse before the model loads
+    if out.is_dir():  # refuse before the model loads
+        raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
+    if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm = TrainedModel.load(args.checkpoint, device=args.device, overrides=_machine_overrides(args))
     _, s = tm.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)
     print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
@@ -283,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
+    machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(MACHINE_FIELDS)}); "
+                    "never taken from the checkpoint")
 
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
     t.add_argument("--corpus", help="ArguAna zip or folder (default: the generated demo corpus)")
@@ -319,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help=machine_help)
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 
@@ -329,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="the .npy file to write ([N, sim_dim] float32)")
     m.add_argument("--device", default="cpu")
     m.add_argument("--force", action="store_true", help="replace an existing --out")
+    m.add_argument("--set", action="append", metavar="FIELD=VALUE", help=machine_help)
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_embed)
 
@@ -347,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
-    from .io import FolderLockedError
+    from .io import DiskFullError, FolderLockedError
     from .model import EncoderError
     from .run import TrainingError
     from .tasks import EvaluationError
@@ -364,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError, FolderLockedError) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"counterarg: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("counterarg: interrupted; the last finished epoch's checkpoint is kept (use --resume)", file=sys.stderr)
         return 130
