@@ -17,6 +17,9 @@ MAX_TEXT_FILE_BYTES = 1 << 20
 # fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
 # how to score); the rest describe the trained model
 EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
+# ... for rank and embed (their --device and --candidates/--corpus flags say the rest)
+RANK_FIELDS = EVAL_FIELDS - {"corpus", "device"}
+EMBED_FIELDS = set(MACHINE_FIELDS) - {"device"}
 
 
 def _fused_w(cfg: Config, state: dict | None) -> float:
@@ -65,8 +68,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _checkpoint_overrides(args, cfg: Config, allowed) -> dict:
+    """The ``--set`` changes a command may make to a checkpoint's config ``cfg``: only fields in
+    ``allowed`` (setting another field to the checkpoint's own value is no change); values validated."""
+    overrides = Config().with_overrides(args.set or [])  # validates names and values
+    changes = {}
+    for key in parse_assignments(args.set or []):
+        value = getattr(overrides, key)
+        if key not in allowed and value != getattr(cfg, key):
+            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
+                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be used "
+                              f"as {value!r} (changeable here: {', '.join(sorted(allowed))})")
+        changes[key] = value
+    return changes
+
+
 def _checkpoint_config(args) -> tuple[Config, dict | None]:
-    """The config to evaluate with: the checkpoint's, with only evaluation fields changeable."""
+    """The config to evaluate with: the checkpoint's (less this machine's fields,
+    config.MACHINE_FIELDS), with only evaluation fields changeable."""
     from .checkpoint import read_checkpoint
 
     if args.zero_shot:
@@ -74,15 +93,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
         return (cfg.replace(corpus=args.corpus) if args.corpus else cfg), None
     state = read_checkpoint(args.checkpoint)
     cfg = Config.from_checkpoint(state["config"])  # this machine's cache_dir, device, ...
-    overrides = Config().with_overrides(args.set or [])  # validates names and values
-    changes = {}
-    for key in parse_assignments(args.set or []):
-        value = getattr(overrides, key)
-        if key not in EVAL_FIELDS and value != getattr(cfg, key):
-            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
-                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be evaluated "
-                              f"as {value!r} (changeable here: {', '.join(sorted(EVAL_FIELDS))})")
-        changes[key] = value
+    changes = _checkpoint_overrides(args, cfg, EVAL_FIELDS)
     if args.corpus:
         changes["corpus"] = args.corpus
     return cfg.replace(**changes), state
@@ -130,17 +141,6 @@ def cmd_evaluate(args) -> int:
         atomic_write_json(Path(args.json), metrics)
         print(f"[counterarg] metrics written to {Path(args.json).resolve()}")
     return 0
-
-
-def _machine_overrides(args) -> dict:
-    """``rank``/``embed --set``: this machine's fields only (config.MACHINE_FIELDS), validated."""
-    changes = parse_assignments(args.set or [])
-    other = sorted(set(changes) - set(MACHINE_FIELDS))
-    if other:
-        raise ConfigError(f"--set {other[0]}: {args.command} takes only this machine's fields from --set "
-                          f"({', '.join(MACHINE_FIELDS)}); the rest come from the checkpoint")
-    overrides = Config().with_overrides(args.set or [])  # validates the values
-    return {k: getattr(overrides, k) for k in changes}
 
 
 def _candidates(args, cfg: Config, sim_dim: int) -> tuple[list[str], list[str], "object | None"]:
@@ -198,16 +198,17 @@ def cmd_rank(args) -> int:
     text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    tm = TrainedModel.load(args.checkpoint, device=args.device, overrides=_machine_overrides(args))
-    cfg = tm.config
+    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
     cands, sources, s_given = _candidates(args, cfg, tm.heads.sim_dim)  # sim_dim 0 resolved to the width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]
         if s_given is not None:
             if cfg.eval_mode in ("rerank", "fused"):
-                raise ConfigError("a .npy of similarity embeddings has no encoder outputs for the rerank "
-                                  "classifier: rank the texts themselves, or --set eval_mode=retrieval at training")
+                raise ConfigError(f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
+                                  f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
+                                  "themselves, or pass --set eval_mode=retrieval")
             sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, True
         else:
             hc, sc, cached = candidate_embeddings(tm, cands, progress=not args.quiet)
@@ -241,7 +242,8 @@ def cmd_embed(args) -> int:
         raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = TrainedModel.load(args.checkpoint, device=args.device, overrides=_machine_overrides(args))
+    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm.config = tm.config.replace(**_checkpoint_overrides(args, tm.config, EMBED_FIELDS))
     _, s = tm.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)
     print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
@@ -296,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
-    machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(MACHINE_FIELDS)}); "
+    machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "
                     "never taken from the checkpoint")
 
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
@@ -334,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help=machine_help)
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help=f"how to score and this machine's settings (fields: {', '.join(sorted(RANK_FIELDS))}); "
+                        "the model's fields come from the checkpoint")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 

@@ -44,14 +44,13 @@ class TrainedModel:
         self.heads.to(self.device).eval()
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str = "cpu", overrides: dict | None = None) -> "TrainedModel":
+    def load(cls, checkpoint: str | Path, device: str = "cpu") -> "TrainedModel":
         """The checkpoint's model on this machine: its config less the machine-local fields
-        (config.MACHINE_FIELDS: this machine's defaults, then ``overrides`` of those fields)."""
+        (config.MACHINE_FIELDS take this machine's defaults; a caller may then change them)."""
         from .checkpoint import read_checkpoint
 
         state = read_checkpoint(checkpoint)
-        cfg = Config.from_checkpoint(state["config"])
-        tm = cls(cfg.replace(**overrides) if overrides else cfg, state, device)
+        tm = cls(Config.from_checkpoint(state["config"]), state, device)
         tm.source = Path(checkpoint)
         return tm
 

@@ -82,6 +82,12 @@ def disk_full_error(path: Path, kept: str) -> DiskFullError:
 _rename = os.replace
 
 
+def _fsync_file(path: Path) -> None:
+    """Flush a written file to disk (where a full disk may first say so; tests inject ENOSPC here)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` a sibling temporary file, then rename it onto ``path``: a kill leaves the old
     file or the new one. A full disk is a :class:`DiskFullError`; the old file stays."""
@@ -93,6 +99,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         write(Path(tmp))
+        _fsync_file(Path(tmp))
         _rename(tmp, path)
     except BaseException as e:
         full = isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, path.parent)
@@ -138,8 +145,7 @@ def write_manifest(folder: Path, seal: str = MANIFEST, **extra: Any) -> dict:
     files = {}
     for f in sorted(folder.iterdir()):
         if f.is_file() and f.name != seal and not f.name.endswith(".tmp"):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            _fsync_file(f)
             files[f.name] = sha256_file(f)
     manifest = {"files": files, **extra}
     atomic_write_json(folder / seal, manifest)
@@ -354,8 +360,7 @@ def append_jsonl(path: Path, row: dict) -> None:
     try:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _fsync_file(path)
     except OSError as e:
         if is_disk_full(e, path.parent):
             raise disk_full_error(path, f"the rows already in {path}") from None
