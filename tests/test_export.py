@@ -93,8 +93,8 @@ main(sys.argv[2:])
 @pytest.mark.slow
 def test_a_kill_inside_export_force_never_loses_the_previous_export(tiny_encoder, tmp_path):
     """Issue 22 item 3: export --force deleted the old folder before renaming the new one in; a
-    kill there lost it, and a kill mid-write left .OUT.xxxx. Now a kill at the swap's 2nd rename
-    (old export moved aside, new one not yet in) is completed or rolled back by the next export,
+    kill there lost it, and a kill mid-write left .OUT.xxxx. Now a kill before the swap's last rename
+    (old export moved aside, new one sealed but not yet in) is completed or rolled back by the next export,
     which leaves one whole folder and no leftover."""
     import os
     import subprocess
