@@ -65,9 +65,10 @@ def is_disk_full(e: BaseException, path: Path) -> bool:
         if "No space left on device" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
-    if isinstance(e, (KeyboardInterrupt, SystemExit, MemoryError)):
-        return False
-    free = free_bytes(path)
+    text = str(e)
+    writing = isinstance(e, OSError) or type(e).__name__ == "SafetensorError" or any(
+        w in text for w in ("write", "written", "basic_ios", "unexpected pos"))  # torch's writer errors
+    free = free_bytes(path) if writing else None
     return free is not None and free < FULL_BELOW
 
 

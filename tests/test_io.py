@@ -257,11 +257,17 @@ def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, m
     from counterarg.io import DiskFullError
 
     def torch_like(d):
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 218112 vs 102368")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
 
-    with pytest.raises(RuntimeError, match="unexpected pos"):
+    def not_a_write(d):
+        raise RuntimeError("metric validation/mean/acc@1 is nan at epoch 3")
+
+    with pytest.raises(RuntimeError, match="file write failed"):
         atomic_replace_dir(tmp_path / "c", torch_like)
     monkeypatch.setattr(io, "free_bytes", lambda path: 4096)
     with pytest.raises(DiskFullError, match=r"0\.0 MiB left.*kept nothing new"):
         atomic_replace_dir(tmp_path / "c", torch_like)
+    with pytest.raises(RuntimeError, match="is nan"):  # not a write: stays what it was
+        atomic_replace_dir(tmp_path / "c", not_a_write)
     assert list(tmp_path.iterdir()) == []

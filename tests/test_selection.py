@@ -120,8 +120,8 @@ def test_best_is_repaired_after_a_kill_between_its_renames(cfg, tmp_path, capsys
     write_manifest(out / ".best.x1y2z3w4", epoch=1)  # sealed, yet ...
     (out / ".best.x1y2z3w4" / "state.pt").write_bytes(b"hal")  # ... cut short after: not swapped in
     train(cfg.replace(epochs=1), out, progress=False, resume_latest=True)
+    assert sorted(p.name for p in out.iterdir() if "best" in p.name) == ["best"]  # repaired by the resume
     assert read_checkpoint(out / "best")["epoch"] == want
-    assert sorted(p.name for p in out.iterdir() if "best" in p.name) == ["best"]
 
 
 def test_best_ranks_that_cannot_be_read_are_left_out_with_a_warning(tmp_path, capsys):
