@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -366,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: OSErrors that mean a path given cannot be used as given: named (exit 2), not a traceback
+PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
     from .io import DiskFullError, FolderLockedError
@@ -388,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFullError as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a path the user named that cannot be one (a file where a folder must be, ...)
+        if e.errno in PATH_ERRNOS and e.filename:
+            print(f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
+                  "--checkpoint, cache_dir)", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("counterarg: interrupted; the last finished epoch's checkpoint is kept (use --resume)", file=sys.stderr)
         return 130

@@ -280,7 +280,7 @@ def test_rank_a_npy_of_a_default_checkpoint(trained, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["config_dir", "config_binary", "seed", "embed_out_folder", "bench_n",
-                                  "rank_model_field"])
+                                  "rank_model_field", "out_under_a_file", "cache_under_a_file"])
 def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
     """Item 8: each of these gave a traceback; now exit 2 with one line naming the file or value."""
     ck = str(trained / "checkpoint")
@@ -298,6 +298,9 @@ def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
         "bench_n": (["bench", "mining", "--n", "-5"], "argument --n: must be >= 1, got -5"),
         "rank_model_field": (["rank", "--checkpoint", ck, "--text", "x", "--set", "max_length=64"],
                              "--set max_length: the checkpoint"),
+        "out_under_a_file": (["train", "--out", str(texts / "r"), "--epochs", "1"], f"{texts / 'r'}: Not a directory"),
+        "cache_under_a_file": (["rank", "--checkpoint", ck, "--text", "x", "--quiet", "--set", f"cache_dir={texts}"],
+                               f"{texts / 'rank'}: Not a directory"),
     }[case]
     try:
         code = main(argv)
