@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..io import FolderLockedError
+from ..paths import portable_path
 from ..testing import make_tiny_encoder
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
@@ -199,8 +200,17 @@ def parse_seeds(text: str | list[int] | None, default: Sequence[int]) -> list[in
     return seeds
 
 
-def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) -> str:
-    """The best trial per strategy and ready commands to evaluate, rank with and export it."""
+def export_folder(sweep_dir: Path, group: str) -> Path:
+    """Where the printed export command of a strategy's best checkpoint writes: inside the sweep's
+    own folder (``<sweep>/models/<slug>``), so it is unique per sweep and, under the default
+    ``results/``, ignored by git (a sweep's commands never dirty the repository)."""
+    slug = re.sub(r"[^A-Za-z0-9.=]+", "-", group).strip("-")[:40] or "model"
+    return Path(sweep_dir) / "models" / slug
+
+
+def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, sweep_dir: Path) -> str:
+    """The best trial per strategy and ready commands to evaluate, rank with and export it (paths
+    relative to the current folder where they lie inside it; exports into :func:`export_folder`)."""
     best = best_per_group(rows, sweep.metric)
     if not best:
         return "No trial finished an epoch: no checkpoint to use."
@@ -213,11 +223,11 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) 
         if not ck:
             lines.append("    checkpoint not kept")
             continue
-        q = shlex.quote(ck)
-        slug = re.sub(r"[^A-Za-z0-9.=]+", "-", g).strip("-")[:40]
+        q = shlex.quote(portable_path(ck))
+        out = shlex.quote(portable_path(export_folder(sweep_dir, g)))
         lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
                   f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
-                  f"    counterarg export --checkpoint {q} --out models/{slug}"]
+                  f"    counterarg export --checkpoint {q} --out {out}"]
     return "\n".join(lines)
 
 
@@ -244,7 +254,7 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
-    print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
+    print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)

@@ -36,6 +36,7 @@ from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
+from .provenance import record_session
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
 from .spaces import VariantSearcher
@@ -336,6 +337,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
     baseline = sweep_baseline(sweep)
+    record_session(out, wall)  # the summary's wall time sums every run and resume
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],

@@ -161,3 +161,57 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
         sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy2",
                                             "--strategies", "halving"])
     assert e.value.code == 2 and "unknown strategy 'halving'" in capsys.readouterr().err
+
+
+def _printed_exports(text: str) -> list[str]:
+    """The --out of every printed export command, parsed as a shell would."""
+    import shlex
+
+    return [shlex.split(line)[-1] for line in text.splitlines() if line.strip().startswith("counterarg export")]
+
+
+def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeypatch):
+    """Issue 23.2: the printed `--out models/<slug>` was relative to wherever the user stood (a
+    folder git does not ignore) and the same in every sweep; it is now inside the sweep's folder."""
+    from pathlib import Path
+
+    from counterarg.sweep.cli import best_commands
+    from counterarg.sweep.runner import Sweep
+
+    repo = tmp_path / "repo"
+    monkeypatch.chdir(repo.mkdir() or repo)
+    rows = []
+    for name in ("sweep_a", "sweep_b"):
+        ck = repo / "results" / name / "trial_1_fixed-0_seed0" / "best"
+        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3,
+                     "validation_unseen/mean/acc@1": 0.5, "best_checkpoint": str(ck)})
+    outs = []
+    for name, row in zip(("sweep_a", "sweep_b"), rows):
+        sweep_dir = repo / "results" / name
+        text = best_commands([row], Sweep(name=name, variants=[{}], metric="validation_unseen/mean/acc@1"), None, sweep_dir)
+        (out,) = _printed_exports(text)
+        assert not Path(out).is_absolute() and str(repo) not in text, text  # no path of this machine
+        resolved = (Path.cwd() / out).resolve()
+        assert resolved.is_relative_to(sweep_dir.resolve()), (out, sweep_dir)
+        assert f"--checkpoint results/{name}/trial_1_fixed-0_seed0/best" in text
+        outs.append(resolved)
+    assert outs[0] != outs[1]  # a second sweep never prints the first one's folder
+
+
+def test_export_folder_of_the_default_storage_is_ignored_by_git():
+    """Issue 23.2: exports under results/<sweep>/models/ leave `git status` empty (the committed
+    reference folders included)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from counterarg.sweep.cli import export_folder
+
+    root = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for sweep in ("compare_strategies", "compare_strategies_2026-01-01_00-00-00", "pbt_schedule",
+                  "pbt_schedule_replay"):
+        path = export_folder(Path("results") / sweep, "reference: decay 0.8-0.02") / "model.safetensors"
+        done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
+        assert done.returncode == 0, f"{path} is not ignored by git"

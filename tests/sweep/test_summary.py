@@ -88,3 +88,15 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
     assert json.loads(out["paths"]["baseline"].read_text()) == base
 
     assert "zero-shot encoder" in console_table(out["rows"], baseline=base)
+
+
+def test_summary_names_checkpoints_relative_to_the_sweep_folder(tmp_path):
+    """Issue 23.10: summary.md named each best checkpoint by this machine's absolute path."""
+    from counterarg.paths import absolute_paths_in
+
+    recs = summary_records()
+    for r in recs:
+        r.best_checkpoint = str(tmp_path / f"trial_{r.trial_id}" / "best")
+    md = write_summary(recs, tmp_path, title="t")["markdown"]
+    assert "`trial_a1/best`" in md and "`trial_b0/best`" in md  # a1: fixed's best seed
+    assert not absolute_paths_in(md), absolute_paths_in(md)
