@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 #: An absolute path of at least two parts inside text (``/tmp/x``, ``/work/main/results``), not
 #: ``validation/mean/acc@1`` (it starts with a word) nor a URL's ``https://host/...``.
-ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~$-])/[\w.-]+/[\w.@=-]+")
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~$-])/[\w.-]+(?:/[\w.@=-]+)+")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -37,7 +39,7 @@ def portable_path(path: str | Path, base: str | Path | None = None) -> str:
     p = Path(os.path.abspath(Path(text).expanduser()))
     here = Path(os.path.abspath(Path.cwd()))
     b = Path(os.path.abspath(Path(base).expanduser())) if base is not None else here
-    if _inside(p, b) or _inside(p, here):
+    if _inside(p, b) or (_inside(p, here) and here != Path(here.anchor)):
         return os.path.relpath(p, b)
     for root, shown in ((Path(tempfile.gettempdir()), "$TMPDIR"), (Path.home(), "~")):
         root = Path(os.path.abspath(root))
@@ -49,3 +51,15 @@ def portable_path(path: str | Path, base: str | Path | None = None) -> str:
 def absolute_paths_in(text: str) -> list[str]:
     """The absolute paths written in ``text`` (what :data:`ABSOLUTE_PATH` matches), in order."""
     return ABSOLUTE_PATH.findall(text)
+
+
+def portable_command(argv: Sequence[str]) -> str:
+    """``argv`` as a shell command with every path argument (``PATH`` or ``--flag=PATH``) shown
+    by :func:`portable_path`."""
+    out = []
+    for a in argv:
+        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        if value and "://" not in value and (os.path.isabs(value) or os.path.exists(value)):
+            value = portable_path(value)
+        out.append(shlex.quote(flag + eq + value))
+    return " ".join(out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -22,24 +21,12 @@ from typing import Any, Sequence
 
 from ..config import Config
 from ..io import append_jsonl
-from ..paths import portable_path
+from ..paths import portable_command
 
 SESSIONS_FILE = "sessions.jsonl"
 #: The packages whose versions change what a sweep computes (or how it runs).
 PACKAGES = ("counterarg", "torch", "transformers", "sentence-transformers", "ray", "scikit-learn", "numpy",
             "scipy")
-
-
-def portable_command(argv: Sequence[str]) -> str:
-    """``argv`` as a shell command with every path argument (``PATH`` or ``--flag=PATH``) shown
-    by :func:`portable_path`."""
-    out = []
-    for a in argv:
-        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
-        if value and "://" not in value and (os.path.isabs(value) or os.path.exists(value)):
-            value = portable_path(value)
-        out.append(shlex.quote(flag + eq + value))
-    return " ".join(out)
 
 
 def sweep_provenance(records: Sequence[Any], rows: Sequence[dict[str, Any]], out_dir: Path,
