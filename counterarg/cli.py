@@ -244,7 +244,9 @@ def cmd_embed(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    command = "counterarg export " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
+    from .paths import portable_command
+
+    command = "counterarg export " + portable_command(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
     out = export(args.checkpoint, args.out, force=args.force, command=command)
     print(f"[counterarg] exported to {out.resolve()}\n  from sentence_transformers import SentenceTransformer\n"
           f"  SentenceTransformer({str(out.resolve())!r}).encode([...])")
