@@ -253,7 +253,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode), StateSnapshot()],
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+                   StateSnapshot()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )

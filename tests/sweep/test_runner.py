@@ -121,7 +121,12 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     data = {}
     for tag, raw in acc.PluginTagToContent("hparams").items():
         data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
-    experiment = data["_hparams_/experiment"].experiment
+    assert "_hparams_/experiment" not in data  # one experiment summary, at the sweep's root (issue 23.8)
+    root = EventAccumulator(str(trial.parent))
+    root.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        root.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert {"strategy", "rate"} <= {h.name for h in experiment.hparam_infos}
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
     session = data["_hparams_/session_start_info"].session_start_info
