@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Compare random_rate strategies (fixed 0.8, decay 0.8-0.02*epoch, pure random) over seeds.
 
-Default: 3 strategies x 3 seeds on the Config defaults (frozen all-MiniLM-L6-v2, 20 epochs),
-experiment, summary.csv/.md and plots in results/compare_strategies/. See README "Sweeps".
+Default: every strategy of the --strategies default below x seeds 0,1,2 on the Config defaults
+(frozen all-MiniLM-L6-v2, --epochs as below), written to a fresh folder per run,
+results/compare_strategies_<date>_<time>/ (experiment, summary.csv/.md, plots). See README "Sweeps".
 """
 
 from __future__ import annotations

@@ -86,11 +86,13 @@ def add_common_args(p) -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int_at_least(1), help="epochs per trial, >= 1 (default: Config default, 20)")
+    p.add_argument("--epochs", type=int_at_least(1),
+                   help=f"epochs per trial, >= 1 (default: {Config().epochs}, Config's)")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
-    p.add_argument("--name", default=None, help="experiment name (folder under --storage)")
+    p.add_argument("--name", default=None, help="experiment name (folder under --storage; default: a fresh "
+                                                 "<script>_<date>_<time> per run, <script>_smoke_... with --smoke-test)")
     p.add_argument("--address", default=None,
                    help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",

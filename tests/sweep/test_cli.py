@@ -215,3 +215,40 @@ def test_export_folder_of_the_default_storage_is_ignored_by_git():
         path = export_folder(Path("results") / sweep, "reference: decay 0.8-0.02") / "model.safetensors"
         done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
         assert done.returncode == 0, f"{path} is not ignored by git"
+
+
+@pytest.mark.parametrize("script", ["compare_strategies", "search_margin_lr", "pbt_schedule"])
+def test_sweep_help_states_configs_defaults(script, capsys):
+    """Issue 23.4: --help said "--epochs (default: Config default, 20)" and "3 strategies x 3 seeds ...
+    in results/compare_strategies/" while Config trains 30 epochs, there are 4 strategies and each
+    run gets a timestamped folder. --help now reads the defaults from the code."""
+    import re
+
+    from counterarg.config import Config
+
+    with pytest.raises(SystemExit) as done:
+        sweep_script(script)(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    said = re.search(r"--epochs EPOCHS epochs per trial, >= 1 \(default: (\d+), Config's\)", text)
+    assert said and int(said.group(1)) == Config().epochs, text
+    description = text.split("options:")[0]
+    for n in re.findall(r"(\d+) epochs", description):  # any epoch count the description states is Config's
+        assert int(n) == Config().epochs, description
+    assert "results/compare_strategies/" not in description  # user sweeps never write the committed folder
+
+
+def test_results_readme_names_the_default_sweep_folder():
+    """Issue 23.4: results/README.md said the default --name is "the script's name"."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    text = (Path(__file__).resolve().parents[2] / "results" / "README.md").read_text(encoding="utf-8")
+    assert "default: a fresh `<script>_<date>_<time>` per run" in text
+    for smoke, doc in ((False, "<script>_<date>_<time>"), (True, "<script>_smoke_<date>_<time>")):
+        assert f"`{doc}`" in text
+        name = sweep_name(SimpleNamespace(name=None, smoke_test=smoke, resume=False), "compare_strategies")
+        pattern = doc.replace("<script>", "compare_strategies").replace("<date>", r"\d{4}-\d\d-\d\d") \
+            .replace("<time>", r"\d\d-\d\d-\d\d")
+        assert re.fullmatch(pattern, name), (name, doc)
