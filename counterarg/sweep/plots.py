@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..config import Config  # noqa: E402
@@ -140,7 +141,7 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
             panels.append((k, TELEMETRY[k], records))
             continue
         for m in sorted({_eval_metric(rec) for rec in records if any(k in r for r in rec.history)}):
-            panels.append((f"{k} ({m})", f"{TELEMETRY[k]} ({METRIC_SPACES.get(m, m)})",
+            panels.append((f"{k} ({m})", f"{TELEMETRY[k]}\n({METRIC_SPACES.get(m, m)})",
                            [rec for rec in records if _eval_metric(rec) == m]))
     if not panels:
         return False
@@ -148,17 +149,23 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7), squeeze=False)
     drawn = {}
     varying = varying_fields([r.config for r in records])  # the same strategy names in every panel
+    names = sorted({group_label(r.config, varying) for r in records})
+    color = {g: f"C{i % 10}" for i, g in enumerate(names)}  # ... and the same colours
     for ax, (name, title, recs) in zip(axes.flat, panels):
         key = name.split(" (")[0]
         curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, varying).items()}
         for g in sorted(curves):
-            ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g)
+            ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g, color=color[g])
         ax.set_title(title, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles = [Line2D([], [], marker=".", color=color[g], label=g) for g in names]
+    if len(panels) < axes.size:  # one legend of every strategy, in the empty cell when there is one
+        axes.flat[-1].legend(handles=handles, fontsize=7, loc="center")
+    else:
+        axes.flat[0].legend(handles=handles, fontsize=7)
     fig.suptitle("Mining telemetry per epoch (mean over seeds)")
     fig.tight_layout()
     save_figure(fig, path, drawn, dpi=110)
