@@ -91,8 +91,9 @@ def add_common_args(p) -> None:
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
-    p.add_argument("--name", default=None, help="experiment name (folder under --storage; default: a fresh "
-                                                 "<script>_<date>_<time> per run, <script>_smoke_... with --smoke-test)")
+    p.add_argument("--name", default=None,
+                   help="experiment name (folder under --storage; default: a fresh <script>_<date>_<time> per run, "
+                        "<script>_smoke_... with --smoke-test)")
     p.add_argument("--address", default=None,
                    help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",

@@ -11,7 +11,6 @@ and their sum. Paths in the command are shown as :func:`counterarg.paths.portabl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -98,8 +98,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
         for g in sorted(best):
             r = best[g]
-            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
-                         f"{('`' + portable_path(r['best_checkpoint'], folder) + '`') if r.get('best_checkpoint') else 'not kept'} |")
+            ck = f"`{portable_path(r['best_checkpoint'], folder)}`" if r.get("best_checkpoint") else "not kept"
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | {ck} |")
         lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")

@@ -188,7 +188,8 @@ def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeyp
     outs = []
     for name, row in zip(("sweep_a", "sweep_b"), rows):
         sweep_dir = repo / "results" / name
-        text = best_commands([row], Sweep(name=name, variants=[{}], metric="validation_unseen/mean/acc@1"), None, sweep_dir)
+        sweep = Sweep(name=name, variants=[{}], metric="validation_unseen/mean/acc@1")
+        text = best_commands([row], sweep, None, sweep_dir)
         (out,) = _printed_exports(text)
         assert not Path(out).is_absolute() and str(repo) not in text, text  # no path of this machine
         resolved = (Path.cwd() / out).resolve()
