@@ -69,3 +69,15 @@ def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
     (curve,) = read_plot_data(tmp_path / "c.png")["curves"].values()
     assert curve["epochs"] == [1, 2, 3] and curve["mean"] == pytest.approx([0.3, 0.3, 0.5])
     assert curve["seeds"] == [2, 2, 1] and curve["of"] == 2
+
+
+def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
+    out = write_summary(ranked_records(), tmp_path, title="t")
+    drawn = read_plot_data(out["paths"]["verdicts"])
+    cells = drawn["all"]
+    assert cells["fixed 0.5"]["sdoc"] == {"gap": 0.0, "p_holm": None, "best": True, "significant": True}
+    worse = cells["fixed 0.6"]["sdoc"]
+    comp = next(c for c in out["comparisons"] if (c.task, c.view, c.strategy_a, c.strategy_b)
+                == ("sdoc", "all", "fixed 0.5", "fixed 0.6"))
+    assert worse["gap"] == pytest.approx(-comp.diff) and worse["p_holm"] == pytest.approx(comp.p_holm)
+    assert worse["significant"] and set(drawn) == {"all", "unseen"}
