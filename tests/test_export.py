@@ -93,7 +93,9 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
                  eval_mode="retrieval", loss="combined", head="linear", sim_dim=16, lr=1e-2)
     train(cfg, tmp_path / "run", progress=False)
     out = tmp_path / "st"
+    capsys.readouterr()
     assert main(["export", "--checkpoint", str(tmp_path / "run" / "best"), "--out", str(out)]) == 0
+    assert "SentenceTransformer('st')" in capsys.readouterr().out  # the printed snippet: no path of this machine
     declared = json.loads((out / "config_sentence_transformers.json").read_text())["similarity_fn_name"]
     assert declared == similarity
     st = SentenceTransformer(str(out), device="cpu")
