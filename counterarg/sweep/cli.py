@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shlex
 import stat
 import sys
@@ -25,6 +24,7 @@ from ..config import Config, ConfigError, parse_assignments
 from ..io import FolderLockedError
 from ..testing import make_tiny_encoder
 from .recovery import SweepStateError
+from .methods import METHODS, parse_methods, slug
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 from .summary import console_table
 from .trials import best_per_group, overhead
@@ -81,11 +81,36 @@ def seeds_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def methods_arg(text: str) -> list[str]:
+    """argparse type of --methods: comma-separated names of :data:`counterarg.sweep.methods.METHODS`;
+    an unknown one is a usage error naming it."""
+    try:
+        return parse_methods(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def method_arg(text: str) -> str:
+    """argparse type of --method: one name of :data:`counterarg.sweep.methods.METHODS`."""
+    names = methods_arg(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"expected one method, got {text!r}")
+    return names[0]
+
+
+def add_methods_arg(p) -> None:
+    """``--methods reference,recipe``: the methods every strategy is crossed with (default: all)."""
+    p.add_argument("--methods", type=methods_arg, default=list(METHODS), metavar="NAME,...",
+                   help="methods each strategy trains with, comma-separated: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
+                        + f" (default: {','.join(METHODS)})")
+
+
 def add_common_args(p) -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int_at_least(1), help="epochs per trial, >= 1 (default: Config default, 20)")
+    p.add_argument("--epochs", type=int_at_least(1), help=f"epochs per trial, >= 1 (default: the Config default, {Config.epochs})")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
@@ -214,10 +239,9 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) 
             lines.append("    checkpoint not kept")
             continue
         q = shlex.quote(ck)
-        slug = re.sub(r"[^A-Za-z0-9.=]+", "-", g).strip("-")[:40]
         lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
                   f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
-                  f"    counterarg export --checkpoint {q} --out models/{slug}"]
+                  f"    counterarg export --checkpoint {q} --out models/{slug(g, 40)}"]
     return "\n".join(lines)
 
 

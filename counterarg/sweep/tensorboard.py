@@ -17,7 +17,8 @@ from tensorboardX.summary import hparams
 
 from .. import schedules
 from ..config import Config
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, strategy_label
+from .methods import trial_label
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
 
 
 class HParamsTBXLogger(TBXLoggerCallback):
@@ -46,9 +47,9 @@ class HParamsTBXLogger(TBXLoggerCallback):
                                  and not isinstance(x, bool)}
 
     def hparams_of(self, trial) -> dict[str, Any]:
-        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
+        """The trial's one name (``recipe: decay 0.8-0.02``), the fields its schedule reads, and the other varying fields of ``trial``."""
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
