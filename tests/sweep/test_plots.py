@@ -35,4 +35,4 @@ def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path)
     recs[0].history[0]["mining/dist_negative"] = 0.7
     assert plot_telemetry(recs, tmp_path / "some.png") is True
     assert read_plot_data(tmp_path / "some.png") == {"mining/dist_negative": {
-        "fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two
+        "recipe: fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two

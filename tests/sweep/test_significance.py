@@ -68,13 +68,13 @@ def test_significance_finds_a_planted_gap_and_not_a_copy():
     comps, verdict, notes = significance(recs, rows)
     assert not notes
     by = {(c.task, c.view, c.strategy_a, c.strategy_b): c for c in comps}
-    big = by[("sdoc", "all", "fixed 0.5", "fixed 0.6")]
+    big = by[("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6")]
     assert big.p_value < 0.01 and big.diff == pytest.approx(0.3, abs=0.08)
     assert big.ci_low < big.diff < big.ci_high and big.ci_low > 0
-    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed 0.6", "fixed 0.7"}]
+    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"recipe: fixed 0.6", "recipe: fixed 0.7"}]
     assert same and all(c.p_value == 1.0 and c.diff == 0 for c in same)
     v = verdict[("mean", "unseen")]
-    assert v.best == "fixed 0.5" and v.significant and v.runner_up in ("fixed 0.6", "fixed 0.7")
+    assert v.best == "recipe: fixed 0.5" and v.significant and v.runner_up in ("recipe: fixed 0.6", "recipe: fixed 0.7")
     again = significance(recs, rows)[0]
     assert [c.p_value for c in again] == [c.p_value for c in comps]  # seeded
 

@@ -63,7 +63,7 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "## All test queries" in md and "## Unseen test queries" in md
-    assert "| sdoc | **fixed 0.5** (p < 0.0001 vs fixed 0.6)" in md
+    assert "| sdoc | **recipe: fixed 0.5** (p < 0.0001 vs recipe: fixed 0.6)" in md
     import pandas as pd
 
     sig = pd.read_csv(out["paths"]["significance"])
