@@ -48,6 +48,7 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ("compare_strategies", ["--methods", ","], "--methods names no method"),
     ("compare_strategies", ["--strategies", "decay;recipe"], "'recipe' is a method, not a strategy"),
     ("pbt_schedule", ["--method", "recip"], "argument --method: unknown method 'recip'"),
+    ("search_margin_lr", ["--method", "ref"], "argument --method: unknown method 'ref'"),
     ("pbt_schedule", ["--method", "reference,recipe"], "argument --method: expected one method"),
 ])
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
