@@ -21,6 +21,7 @@ from counterarg.config import ConfigError
 from counterarg.checkpoint import read_checkpoint
 from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
+from counterarg.sweep.trials import ZERO_SHOT
 
 from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 
@@ -203,7 +204,8 @@ def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     summary = pd.read_csv(exp / "summary.csv")  # one row per trial, named by its learned table
     assert len(summary) == 2 and all(s.startswith("table ") for s in summary["strategy"]), summary["strategy"]
     sig = pd.read_csv(exp / "significance.csv")
-    assert len(sig) == 9 * 2 and set(sig["view"]) == {"all", "unseen"}  # (8 tasks + mean) x 2 views, 1 pair
+    pairs = sig[sig["strategy_b"] != ZERO_SHOT]  # (8 tasks + mean) x 2 views, 1 pair; each also vs zero-shot
+    assert len(pairs) == 9 * 2 and len(sig) == 3 * 9 * 2 and set(sig["view"]) == {"all", "unseen"}
     assert "| recipe: table " in (exp / "summary.md").read_text()  # the default method: the recipe
     assert all("_recipe-" in p.name for p in exp.glob("trial_*") if p.is_dir())  # trial_<id>_recipe-fixed-0.3_seed0
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
