@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
-                   help="the method the population trains: " + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
-                        + f" (default {DEFAULT_METHOD})")
+                   help="the method the population trains: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
     p.add_argument("--population", type=int_at_least(2, 64), default=None,
                    help="trials in the population, 2..64 (default 4; smoke 2)")
     p.add_argument("--perturbation-interval", type=int_at_least(1), default=None,

@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 from ..config import Config, ConfigError, parse_assignments
 from ..io import FolderLockedError
 from ..testing import make_tiny_encoder
-from .recovery import SweepStateError
 from .methods import METHODS, parse_methods, slug
+from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 from .summary import console_table
 from .trials import best_per_group, overhead
@@ -110,7 +110,8 @@ def add_common_args(p) -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int_at_least(1), help=f"epochs per trial, >= 1 (default: the Config default, {Config.epochs})")
+    p.add_argument("--epochs", type=int_at_least(1),
+                   help=f"epochs per trial, >= 1 (default: the Config default, {Config.epochs})")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")

@@ -37,7 +37,8 @@ DEFAULT_METHODS = tuple(METHODS)
 
 
 def default_strategies(method: str) -> tuple[str, ...]:
-    """The main job's strategies under ``method`` (``--strategies`` forms, from :data:`~counterarg.sweep.methods.METHODS`)."""
+    """The main job's strategies under ``method``: ``--strategies`` forms, from
+    :data:`~counterarg.sweep.methods.METHODS`."""
     return get_method(method).strategies
 
 

@@ -52,7 +52,8 @@ def test_methods_cross_every_strategy():
                                                                           if k in recipe}
     assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss
     only = strategy_grid(seeds=(0,), methods=["recipe"])  # --methods recipe alone: the recipe's main-job list
-    assert [trial_label(v) for v in only] == [trial_label(parse_strategy(s, "recipe")) for s in METHODS["recipe"].strategies]
+    own = [trial_label(parse_strategy(s, "recipe")) for s in METHODS["recipe"].strategies]
+    assert [trial_label(v) for v in only] == own
     assert len(only) == 5 and trial_label(only[0]) == "recipe"
     assert [trial_label(v) for v in strategy_grid("random", (0,), ["recipe"])] == ["recipe: random"]
 
