@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shlex
 import stat
 import sys
@@ -25,6 +24,7 @@ from ..config import Config, ConfigError, parse_assignments
 from ..io import FolderLockedError
 from ..paths import portable_path
 from ..testing import make_tiny_encoder
+from .methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 from .summary import console_table
@@ -80,6 +80,31 @@ def seeds_arg(text: str) -> list[int]:
         return parse_seeds(text, ())
     except ConfigError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def methods_arg(text: str) -> list[str]:
+    """argparse type of --methods: comma-separated names of :data:`counterarg.sweep.methods.METHODS`;
+    an unknown one is a usage error naming it."""
+    try:
+        return parse_methods(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def method_arg(text: str) -> str:
+    """argparse type of --method: one name of :data:`counterarg.sweep.methods.METHODS`."""
+    names = methods_arg(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"expected one method, got {text!r}")
+    return names[0]
+
+
+def add_methods_arg(p) -> None:
+    """``--methods reference,recipe``: the methods every strategy is crossed with (default: all)."""
+    p.add_argument("--methods", type=methods_arg, default=list(METHODS), metavar="NAME,...",
+                   help="methods each strategy trains with, comma-separated: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
+                        + f" (default: {','.join(METHODS)})")
 
 
 def add_common_args(p) -> None:
@@ -207,8 +232,7 @@ def export_folder(sweep_dir: Path, group: str) -> Path:
     """Where the printed export command of a strategy's best checkpoint writes: inside the sweep's
     own folder (``<sweep>/models/<slug>``), so it is unique per sweep and, under the default
     ``results/``, ignored by git (a sweep's commands never dirty the repository)."""
-    slug = re.sub(r"[^A-Za-z0-9.=]+", "-", group).strip("-")[:40] or "model"
-    return Path(sweep_dir) / "models" / slug
+    return Path(sweep_dir) / "models" / (slug(group, 40) or "model")
 
 
 def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, sweep_dir: Path) -> str:

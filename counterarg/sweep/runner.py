@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from ..io import exclusive_lock
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
+from .methods import slug, trial_label
 from .pbt import make_scheduler
 from .provenance import record_session
 from .records import collect_records
@@ -43,7 +43,7 @@ from .spaces import VariantSearcher
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, strategy_label, varying_fields
+from .trials import DEFAULT_MODE, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
@@ -194,12 +194,12 @@ def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
-    apart (Tune's default packs the whole config into the name)."""
+    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
+    ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
     try:
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
-        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"
 

@@ -22,7 +22,8 @@ from tensorboardX.summary import hparams
 from .. import schedules
 from ..config import Config
 from ..tasks import task_names
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, strategy_label
+from .methods import trial_label
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
@@ -90,13 +91,13 @@ class HParamsTBXLogger(TBXLoggerCallback):
                                  and not isinstance(x, bool)}
 
     def hparams_of(self, trial) -> dict[str, Any]:
-        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
+        """The trial's one name (``recipe: decay 0.8-0.02``), the fields its schedule reads, and the other varying fields of ``trial``."""
         return self.hparams_of_config(dict(trial.config), trial.evaluated_params)
 
     def hparams_of_config(self, config: dict[str, Any], evaluated: dict | None = None) -> dict[str, Any]:
         """:meth:`hparams_of` for a config (``evaluated``: Tune's sampled values, when no field list was given)."""
         cfg = Config.from_dict(config).to_dict()
-        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])

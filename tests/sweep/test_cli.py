@@ -43,6 +43,14 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
     ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
     ("compare_strategies", ["--resume"], "nothing to resume at"),
+    ("compare_strategies", ["--methods", "recipee"],
+     "argument --methods: unknown method 'recipee'; did you mean 'recipe'"),
+    ("compare_strategies", ["--methods", "recipe,referenc"], "unknown method 'referenc'"),
+    ("compare_strategies", ["--methods", ","], "--methods names no method"),
+    ("compare_strategies", ["--strategies", "decay;recipe"], "'recipe' is a method, not a strategy"),
+    ("pbt_schedule", ["--method", "recip"], "argument --method: unknown method 'recip'"),
+    ("search_margin_lr", ["--method", "ref"], "argument --method: unknown method 'ref'"),
+    ("pbt_schedule", ["--method", "reference,recipe"], "argument --method: expected one method"),
 ])
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
     """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
@@ -150,7 +158,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy",
                                                "--strategies", "halving;halving:rate=0.6;decay",
-                                               "--seeds", "0,1"]) == 0
+                                               "--methods", "reference", "--seeds", "0,1"]) == 0
     variants = built["sweep"].variants
     assert [(v["schedule"], v.get("rate"), v["seed"]) for v in variants] == [
         ("halving", 0.5, 0), ("halving", 0.5, 1), ("halving", 0.6, 0), ("halving", 0.6, 1),
@@ -253,3 +261,30 @@ def test_results_readme_names_the_default_sweep_folder():
         pattern = doc.replace("<script>", "compare_strategies").replace("<date>", r"\d{4}-\d\d-\d\d") \
             .replace("<time>", r"\d\d-\d\d-\d\d")
         assert re.fullmatch(pattern, name), (name, doc)
+
+
+@pytest.mark.parametrize("flags, labels", [
+    ([], ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe", "recipe: fixed 0.5",
+          "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]),
+    (["--methods", "recipe"], ["recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
+                               "recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]),
+    (["--methods", "recipe,reference", "--strategies", "fixed:rate=0;random"],
+     ["recipe", "recipe: random", "reference: fixed 0", "reference: random"]),
+])
+def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch, tmp_path):
+    """compare_strategies builds method x strategy x seed trials: the main job by default, one
+    method's own list with --methods alone, every given strategy under every given method."""
+    import counterarg.sweep.cli as cli_mod
+    from counterarg.sweep.methods import trial_label
+
+    built = {}
+
+    def fake_run_sweep(sweep, **kw):
+        built["sweep"] = sweep
+        return SweepResult("x", tmp_path, [], [], "table", 1.0)
+
+    monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
+    assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0,1",
+                                               *flags]) == 0
+    variants = built["sweep"].variants
+    assert [trial_label(v) for v in variants[::2]] == labels and [v["seed"] for v in variants[:2]] == [0, 1]

@@ -130,7 +130,8 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
     session = data["_hparams_/session_start_info"].session_start_info
-    assert session.hparams["strategy"].string_value == "fixed 0.8"
+    assert session.hparams["strategy"].string_value == "recipe: fixed 0.8"  # the trial's one name
+    assert trial.name.endswith("_recipe-fixed-0.8_seed0"), trial.name  # trial_<id>_<name>_seed<N>
     assert session.hparams["rate"].number_value == pytest.approx(0.8)
     assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
     best_row = next(r for r in res.rows if r["trial_id"] == next(

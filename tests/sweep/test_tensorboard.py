@@ -13,7 +13,7 @@ def test_hparams_name_the_strategy_and_the_fields_its_schedule_reads():
     trial = SimpleNamespace(config={"schedule": "fixed", "rate": 0.5, "margin": 0.3, "seed": 1, "device": "cpu"},
                             evaluated_params={})
     params = logger.hparams_of(trial)
-    assert params["strategy"] == "fixed 0.5" and params["schedule"] == "fixed" and params["rate"] == 0.5
+    assert params["strategy"] == "recipe: fixed 0.5" and params["schedule"] == "fixed" and params["rate"] == 0.5
     assert params["margin"] == 0.3 and params["seed"] == 1  # varying fields; seed kept to tell repeats apart
     assert "device" not in params and "rate_start" not in params  # placement, and fields fixed does not read
     best = {"epoch": 3.0, "validation/mean/acc@1": 0.4, "test_unseen/sdoc/acc@1": 0.2, "train/loss": 1.0,
