@@ -265,9 +265,9 @@ def test_results_readme_names_the_default_sweep_folder():
 
 @pytest.mark.parametrize("flags, labels", [
     ([], ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe", "recipe: fixed 0.5",
-          "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]),
+          "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.2*4,0.1*14,0"]),
     (["--methods", "recipe"], ["recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
-                               "recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]),
+                               "recipe: table 0.2*4,0.1*14,0"]),
     (["--methods", "recipe,reference", "--strategies", "fixed:rate=0;random"],
      ["recipe", "recipe: random", "reference: fixed 0", "reference: random"]),
 ])

@@ -28,7 +28,7 @@ def test_default_grid_is_the_main_job():
     labels = [trial_label(v) for v in variants if v["seed"] == 0]
     assert labels == ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe",
                       "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
-                      "recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]
+                      "recipe: table 0.2*4,0.1*14,0"]
     assert {v["seed"] for v in variants} == {0, 1, 2}
     by = {trial_label(v): v for v in variants if v["seed"] == 0}
     ref, recipe = _plain(METHODS["reference"].fields), _plain(METHODS["recipe"].fields)
@@ -36,7 +36,7 @@ def test_default_grid_is_the_main_job():
     for label, v in by.items():
         assert {k: v[k] for k in METHOD_FIELDS} == (ref if label.startswith("reference") else recipe), label
     assert by["recipe"]["schedule"] == "fixed" and by["recipe"]["rate"] == Config().rate == 0.0
-    assert by["recipe: table 0.6*2,0.5*6,0.4*6,0.2*2,0.3*2,0.2"]["rate_table"] == list(RECIPE_TABLE)
+    assert by["recipe: table 0.2*4,0.1*14,0"]["rate_table"] == list(RECIPE_TABLE)
     assert by["reference: decay 0.8-0.02"]["rate_start"] == 0.8 and by["reference: decay 0.8-0.02"]["rate_step"] == 0.02
 
 
