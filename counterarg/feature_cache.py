@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from .corpus import Corpus
-from .io import atomic_replace_dir, atomic_write_json, cache_root, exclusive_lock, recover_dir, sha256_file
+from .io import (FolderLockedError, LockFileError, atomic_replace_dir, atomic_write_json, cache_root, exclusive_lock,
+                 recover_dir, sha256_file)
 
 #: the seal of a cache entry: its key and the sha256 of every array (io.write_manifest under this name)
 SEAL = "meta.json"
@@ -116,6 +117,21 @@ def _read_entry(folder: Path, key: dict, check, what: str) -> dict[str, np.ndarr
         print(f"[counterarg] {what} {folder} cannot be used ({problem}); rebuilding", flush=True)
         return None
     return arrays
+
+
+def load_built(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of ``folder`` when it is already built and intact, else None; never builds and
+    never waits (a cache another process is building now counts as not built)."""
+    folder = Path(folder)
+    if not (folder / SEAL).exists():
+        return None
+    try:
+        with exclusive_lock(folder.with_name(folder.name + ".lock"), f"feature cache {folder}"):
+            return _read_entry(folder, key, None, "feature cache")
+    except LockFileError:
+        raise
+    except FolderLockedError:  # being built or rebuilt right now
+        return None
 
 
 def _hashes(folder: Path) -> dict[str, str]:
