@@ -283,12 +283,16 @@ def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_enco
                  "--set", f"cache_dir={theirs}", "--set", "max_length=32"]) == 0
     shutil.rmtree(tmp_path / "their-node")
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "mine"))
+    cands = tmp_path / "c.txt"  # a file of candidates: rank caches their embeddings
+    cands.write_text("first counter\nsecond counter\n")
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint"), "--split", "validation", "--quiet"]) == 0
-    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet"]) == 0
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet"]) == 0  # the corpus
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet",
+                 "--candidates", str(cands)]) == 0
     assert not (tmp_path / "their-node").exists()
     assert {"features", "rank"} <= {p.name for p in (tmp_path / "mine").iterdir()}
     other = tmp_path / "chosen"
-    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet",
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet", "--candidates", str(cands),
                  "--set", f"cache_dir={other}"]) == 0  # --set wins
     assert (other / "rank").is_dir()
 
