@@ -68,12 +68,13 @@ def git_commit(folder: Path | None = None) -> str:
     return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
 
 
-def record_session(out_dir: Path, wall_s: float, command: str | None = None) -> None:
-    """Append one driver session (its command, wall seconds, end time) to ``<out_dir>/sessions.jsonl``;
-    the sweep runner calls it once per run or resume."""
+def record_session(out_dir: Path, wall_s: float, command: str | None = None, resumed: bool = False) -> None:
+    """Append one driver session (its command, run or resume, wall seconds, end time) to
+    ``<out_dir>/sessions.jsonl``; the sweep runner calls it once per run or resume."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     append_jsonl(Path(out_dir) / SESSIONS_FILE,
                  {"command": command if command is not None else driver_command(),
+                  "kind": "resume" if resumed else "run",
                   "wall_s": round(float(wall_s), 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
@@ -106,9 +107,12 @@ def provenance_markdown(sessions: Sequence[dict[str, Any]], configs: Sequence[di
     """The summary's provenance section: the command of every session, epochs, versions, commit."""
     lines = ["## Provenance", ""]
     for i, s in enumerate(sessions, 1):
-        what = "run" if i == 1 else "resume"
+        what = s.get("kind") or ("run" if i == 1 else "resume")
         lines.append(f"- session {i} ({what}, {s['wall_s']:.1f} s, ended {s.get('ended', '?')}): "
                      f"`{s.get('command', '?')}`")
+    if sessions and sessions[0].get("kind") == "resume":
+        lines.append("- the sweep's first run is not recorded here (it predates the session record): its wall "
+                     "time covers the recorded sessions only")
     lines.append(f"- {_epochs(configs, epochs_done)}")
     lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
     lines.append(f"- git commit: {git_commit()}")

@@ -339,7 +339,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
-    record_session(out, wall)  # the summary's wall time sums every run and resume
+    record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],

@@ -21,7 +21,7 @@ def test_summary_names_command_epochs_versions_commit_and_sums_every_session(tmp
     corpus.write_bytes(b"")
     out = tmp_path / "results" / "s"
     record_session(out, 100.0, portable_command(["python", "sweeps/x.py", "--corpus", str(corpus), "--epochs", "3"]))
-    record_session(out, 23.5, portable_command(["python", "sweeps/x.py", f"--corpus={corpus}", "--resume"]))
+    record_session(out, 23.5, portable_command(["python", "sweeps/x.py", f"--corpus={corpus}", "--resume"]), resumed=True)
     recs = summary_records()
     for r in recs:
         r.config["epochs"] = 3
@@ -39,3 +39,13 @@ def test_summary_names_command_epochs_versions_commit_and_sums_every_session(tmp
 def test_without_recorded_sessions_the_wall_time_is_this_run(tmp_path):
     md = write_summary(summary_records(), tmp_path, title="t", sweep_wall_s=12.0)["markdown"]
     assert "Sweep wall time: 12.0 s." in md and read_sessions(tmp_path) == []
+
+
+def test_a_session_says_whether_it_resumed_and_an_unrecorded_first_run_is_named(tmp_path):
+    from counterarg.sweep.provenance import provenance_markdown
+
+    record_session(tmp_path, 3.0, command="python sweeps/x.py --resume", resumed=True)
+    record_session(tmp_path, 2.0, command="python sweeps/x.py --resume", resumed=True)
+    lines = provenance_markdown(read_sessions(tmp_path), [{"epochs": 2}], [2])
+    assert lines[2].startswith("- session 1 (resume, 3.0 s") and lines[3].startswith("- session 2 (resume")
+    assert "first run is not recorded here" in lines[4]
