@@ -10,23 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.schedules import SCHEDULES
-from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, parse_seeds, run_from_args, sweep_name,
-                                  usage_errors)
+from counterarg.sweep.cli import (add_common_args, add_strategies_arg, base_from_args, exit_code, parse_seeds,
+                                  run_from_args, strategies_from_args, sweep_name, usage_errors)
 from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import DEFAULT_STRATEGIES, parse_strategy, strategy_grid
+from counterarg.sweep.spaces import strategy_grid
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
-    p.add_argument("--strategies", default=None,
-                   help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
-                        f"{', '.join(SCHEDULES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
+    add_strategies_arg(p)
     args = p.parse_args(argv)
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
-        strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
-                      if args.strategies else list(DEFAULT_STRATEGIES))
+        strategies = strategies_from_args(args)
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
         name = sweep_name(args, "compare_strategies")
         sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
+from ..schedules import SCHEDULES
 from ..io import FolderLockedError
 from ..testing import make_tiny_encoder
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
+from .spaces import DEFAULT_STRATEGIES, parse_strategy
 from .summary import console_table
 from .trials import best_per_group, overhead
 
@@ -103,6 +105,21 @@ def add_common_args(p) -> None:
     p.add_argument("--num-cpus", type=int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
+
+
+def add_strategies_arg(p) -> None:
+    """The --strategies flag of the scripts that compare strategies (read by :func:`strategies_from_args`)."""
+    p.add_argument("--strategies", default=None,
+                   help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
+                        f"{', '.join(SCHEDULES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
+
+
+def strategies_from_args(args) -> list[Any]:
+    """--strategies as strategies (flat Config fields; a bad one is a ConfigError naming it), or
+    the default strategies when the flag is not given."""
+    if not args.strategies:
+        return list(DEFAULT_STRATEGIES)
+    return [parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
 
 
 def sweep_name(args, script: str) -> str:

@@ -47,9 +47,10 @@ def _verdict_cell(v) -> str:
 def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
                      verdict: dict | None = None, notes: Sequence[str] = (),
-                     baseline: dict[str, float] | None = None) -> str:
+                     baseline: dict[str, float] | None = None, sections: Sequence[str] = ()) -> str:
     """summary.md: per group mean ± std over seeds of each test task's acc@1 in both views; a cell
-    is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`counterarg.sweep.significance.significance`)."""
+    is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`counterarg.sweep.significance.significance`).
+    ``sections``: more markdown sections a kind of sweep adds (a race's rounds), before the trial list."""
     verdict = verdict or {}
     lines = [f"# {title}", "",
              f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) over seeds. "
@@ -98,6 +99,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
             lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
                          f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
         lines.append("")
+    for section in sections:
+        lines += [section.rstrip("\n"), ""]
     for n in notes:
         lines.append(f"- note: {n}")
     errored = [r for r in rows if r["status"] == "ERROR"]
@@ -157,8 +160,10 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``.
+                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None,
+                  sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``; ``sections``
+    go into summary.md (:func:`summary_markdown`).
 
     Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
     """
@@ -167,7 +172,7 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     rows = summary_rows(records, metric, mode)
     comparisons, verdict, notes = significance(records, rows)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes, baseline=baseline)
+                          notes=notes, baseline=baseline, sections=sections)
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
