@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 import pyarrow.fs as pafs
 from ray.tune.search import Searcher
 from scipy import stats
@@ -50,7 +51,6 @@ from ..config import ConfigError
 from ..io import atomic_write_text
 from .plots import plot_race
 from .significance import holm, seed_test
-from .summary import write_csv
 from .trials import DEFAULT_MODE, group_label, varying_fields
 
 ALPHA = 0.05
@@ -245,13 +245,21 @@ class RaceSearcher(Searcher):
         else:
             t["value"] = self._better(t["value"], (result or {}).get(self._metric))
             t["state"] = "done"
+            if t["value"] is None:
+                print(f"[race] trial {trial_id} ({t['strategy']}, seed {t['seed']}) finished without reporting "
+                      f"{self._metric}: counted as a missing run", flush=True)
         self._advance()
 
     def save(self, checkpoint_path: str) -> None:
-        atomic_write_text(Path(checkpoint_path), json.dumps(self.state))
+        atomic_write_text(Path(checkpoint_path), json.dumps({**self.state, "metric": self._metric,
+                                                             "mode": self._mode}))
 
     def restore(self, checkpoint_path: str) -> None:
-        self.state = json.loads(Path(checkpoint_path).read_text())
+        """The saved race; also its metric and mode (``Tuner.restore`` does not set them again)."""
+        state = json.loads(Path(checkpoint_path).read_text())
+        self._metric = state.pop("metric", None) or self._metric
+        self._mode = state.pop("mode", None) or self._mode
+        self.state = state
 
     # -- the race
     def _better(self, old: float | None, new: Any) -> float | None:
@@ -359,7 +367,8 @@ def write_race(state: Mapping[str, Any], out_dir: Path, metric: str) -> dict[str
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "race.csv", "png": out_dir / "race.png"}
-    write_csv(race_rows(state), paths["csv"], columns=RACE_COLUMNS)
+    frame = pd.DataFrame(race_rows(state), columns=list(RACE_COLUMNS)).astype({"eliminated_in_round": "Int64"})
+    atomic_write_text(paths["csv"], frame.to_csv(index=False))  # a round number, not 1.0
     plot_race(state, paths["png"], metric)
     return paths
 
