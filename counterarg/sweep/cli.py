@@ -256,8 +256,9 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
     n_err = sum(r.status == "ERROR" for r in result.records)
+    n_open = sum(r.status not in ("TERMINATED", "ERROR") for r in result.records)
     ov = overhead(result.rows)["overhead"]
-    print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"
+    print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")

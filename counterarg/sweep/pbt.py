@@ -235,7 +235,8 @@ def finish(result, sweep, out_dir: Path) -> Learned:
                for r in result.records]
     written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "
                             "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s,
-                            baseline=getattr(result, "baseline", None))
+                            baseline=getattr(result, "baseline", None),
+                            baseline_ranks=getattr(result, "baseline_ranks", None))
     values = {t: {int(r["epoch"]): r.get(metric) for r in h} for t, h in histories.items()}
     paths = {"schedules_csv": out_dir / "schedules.csv", "schedules_png": out_dir / "schedules.png",
              **{f"summary_{k}": v for k, v in written["paths"].items()}}

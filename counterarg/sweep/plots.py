@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..tasks import task_names  # noqa: E402
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
                      group_label, group_stats, test_acc1_keys, varying_fields)
 
@@ -159,6 +160,63 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
     if groups:
         ax.legend(fontsize=8)
     return drawn
+
+
+def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool:
+    """Which differences are significant: per view a grid of strategies x tasks, each cell the gap in
+    test acc@1 to that task's best strategy with its Holm-adjusted seed-aware p-value; a cell is dark
+    where the best strategy is significantly better, pale where the seeds do not separate them, and
+    the best strategy's cell says ``best`` (``best *`` where it beats every other). Nothing to draw
+    (fewer than two strategies): False."""
+    views = [v for v in VIEWS if any(key[1] == v for key in verdict)]
+    tasks = [*task_names(), "mean"]
+    drawn: dict[str, dict[str, dict[str, Any]]] = {}
+    for view in views:
+        cells: dict[str, dict[str, Any]] = {}
+        for t in tasks:
+            v = verdict.get((t, view))
+            if v is None or v.runner_up is None:
+                continue
+            cells.setdefault(v.best, {})[t] = {"gap": 0.0, "p_holm": None, "best": True, "significant": v.significant}
+            for c in comparisons:
+                if (c.task, c.view, c.strategy_a) == (t, view, v.best) and c.strategy_b != ZERO_SHOT:
+                    cells.setdefault(c.strategy_b, {})[t] = {"gap": -c.diff, "p_holm": c.p_holm, "best": False,
+                                                            "significant": c.significant}
+        if cells:
+            drawn[view] = cells
+    if not drawn:
+        return False
+    n_rows = max(len(c) for c in drawn.values())
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(12, 0.55 * n_rows * len(drawn) + 1.6 * len(drawn)), squeeze=False)
+    for ax, (view, cells) in zip(axes[:, 0], drawn.items()):
+        groups = sorted(cells)
+        scale = max([abs(c["gap"]) for g in groups for c in cells[g].values()] + [1e-6])
+        for i, g in enumerate(groups):
+            for j, t in enumerate(tasks):
+                c = cells[g].get(t)
+                if c is None:
+                    continue
+                shade = 0.15 + 0.75 * abs(c["gap"]) / scale if c["significant"] or c["best"] else 0.12
+                colour = (0.2, 0.6, 0.2, 0.35 if c["best"] else shade) if c["best"] else (0.8, 0.2, 0.2, shade)
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color=colour))
+                if c["best"]:
+                    text = "best *" if c["significant"] else "best"
+                else:
+                    p = c["p_holm"]
+                    text = f"{c['gap']:+.3f}\n" + ("p n/a" if p is None else ("p<.0001" if p < 1e-4 else f"p={p:.3f}"))
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        fontweight="bold" if c["significant"] and not c["best"] else "normal")
+        ax.set_xlim(-0.5, len(tasks) - 0.5)
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels(tasks)
+        ax.set_yticks(range(len(groups)))
+        ax.set_yticklabels(groups, fontsize=8)
+        ax.set_title(f"Gap to the best strategy per task, {VIEW_TITLES[view]}\n(test acc@1; dark/bold: significantly "
+                     "worse, seed-aware test, Holm; pale: the seeds do not separate them)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, drawn, dpi=110)
+    return True
 
 
 def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -> None:

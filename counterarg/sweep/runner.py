@@ -186,15 +186,15 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
     return time.perf_counter() - t
 
 
-def sweep_baseline(sweep: Sweep) -> dict[str, float] | None:
-    """The zero-shot encoder's validation and test metrics, when every trial shares one frozen
-    encoder setup (its pooled feature cache is then warm: seconds); else None."""
+def sweep_baseline(sweep: Sweep) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
+    shares one frozen encoder setup (its pooled feature cache is then warm: seconds); else None."""
     keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
     cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
     if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
         return None
     try:
-        return zero_shot_metrics(cfgs[0])
+        return zero_shot_metrics(cfgs[0], with_ranks=True)
     except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
         print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
         return None
@@ -292,6 +292,7 @@ class SweepResult:
     wall_s: float
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
+    baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
     race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
 
 
@@ -356,17 +357,18 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
-    baseline = sweep_baseline(sweep)
+    baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
     race = load_race_state(exp_path) if sweep.race is not None else None
     sections = []
     if race is not None:
         write_race(race, out, sweep.metric)
         sections.append(race_markdown(race, sweep.metric))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, sections=sections)
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
+                            extra_sections=sections)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline, race=race)
+                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
 
 
 def tensorboard_command(storage: str, name: str) -> str:

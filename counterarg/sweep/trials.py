@@ -190,18 +190,22 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per group: n (seeds with a value) and mean/std of each key over its trials' best epochs.
+    """Per group: ``n`` (finished seeds with a value), ``trials``, ``unfinished`` and mean/std of each
+    key over its *finished* trials' best epochs.
 
-    Trials without a best epoch (errored before the first one) are left out of the statistics.
+    Only finished trials (status TERMINATED) count: a trial stopped by Ctrl-C or an error is counted
+    in ``unfinished`` and left out of the statistics, so a partial sweep's means are over complete
+    runs only.
     """
     out: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
     for g, members in groups.items():
-        stats: dict[str, Any] = {"n": 0, "trials": len(members)}
+        done = [m for m in members if m.get("status", "TERMINATED") == "TERMINATED"]
+        stats: dict[str, Any] = {"n": 0, "trials": len(members), "unfinished": len(members) - len(done)}
         for k in keys:
-            vals = [m[k] for m in members if isinstance(m.get(k), (int, float))
+            vals = [m[k] for m in done if isinstance(m.get(k), (int, float))
                     and not math.isnan(m[k])]
             if vals:
                 stats[k] = _mean_std(vals)

@@ -36,3 +36,15 @@ def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path)
     assert plot_telemetry(recs, tmp_path / "some.png") is True
     assert read_plot_data(tmp_path / "some.png") == {"mining/dist_negative": {
         "fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two
+
+
+def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
+    out = write_summary(ranked_records(), tmp_path, title="t")
+    drawn = read_plot_data(out["paths"]["verdicts"])
+    cells = drawn["all"]
+    assert cells["fixed 0.5"]["sdoc"] == {"gap": 0.0, "p_holm": None, "best": True, "significant": True}
+    worse = cells["fixed 0.6"]["sdoc"]
+    comp = next(c for c in out["comparisons"] if (c.task, c.view, c.strategy_a, c.strategy_b)
+                == ("sdoc", "all", "fixed 0.5", "fixed 0.6"))
+    assert worse["gap"] == pytest.approx(-comp.diff) and worse["p_holm"] == pytest.approx(comp.p_holm)
+    assert worse["significant"] and set(drawn) == {"all", "unseen"}
