@@ -1,4 +1,5 @@
-"""The figures of a sweep summary: validation curves, per-task test bars, mining telemetry.
+"""The figures of a sweep summary: validation curves, per-task test bars, mining telemetry, verdicts,
+and a race's rounds.
 
 Each is drawn from the plain trial data of :mod:`counterarg.sweep.trials` (mean over seeds per
 strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too. Every PNG
