@@ -6,7 +6,9 @@ the strategy + noise * z(seed, strategy) + 0.001 * epoch`` (known means, seeded 
 ``--block-file F`` the trial of ``fixed 0.2`` on seed :data:`BLOCK_SEED` (the first trial of round
 2) creates ``F`` and then blocks until killed, unless ``F`` already exists: the test kills the
 driver at that point and resumes it. The race runs through :class:`counterarg.sweep.race.RaceSearcher`
-and ends with race.csv and race.png in the experiment folder.
+and ends with race.csv and race.png in the experiment folder; like the sweep runner, it keeps
+the last whole set of state files (:class:`~counterarg.sweep.recovery.StateSnapshot`) and repairs
+a cut one on resume.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
     from ray import tune
     from ray.tune import FailureConfig, RunConfig
 
-    from counterarg.sweep.recovery import repair_experiment_state
+    from counterarg.sweep.recovery import StateSnapshot, repair_experiment_state
     from counterarg.sweep.runner import init_ray
 
     exp = Path(args.storage) / args.name
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
                 tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=RaceSearcher(strategies, opts),
                                             num_samples=opts.max_trials(len(strategies))),
                 run_config=RunConfig(name=args.name, storage_path=str(Path(args.storage).resolve()), verbose=0,
-                                     failure_config=FailureConfig(max_failures=0)))
+                                     failure_config=FailureConfig(max_failures=0), callbacks=[StateSnapshot()]))
         tuner.fit()
     finally:
         ray.shutdown()

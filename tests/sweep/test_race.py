@@ -201,14 +201,21 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
     args = _synthetic_args(storage, name, block)
 
     def ready() -> bool:
-        states = sorted(exp.glob("searcher-state-*.pkl")) if exp.is_dir() else []
-        if not block.exists() or not states:
+        """Round 2's blocked trial is running in the searcher state *and* in the experiment state in
+        storage: Tune uploads the two files of a save one by one, and a kill between them leaves a
+        searcher that waits for a trial the restored experiment does not hold."""
+        searcher = sorted(exp.glob("searcher-state-*.pkl")) if exp.is_dir() else []
+        trials = sorted(exp.glob("experiment_state-*.json")) if exp.is_dir() else []
+        if not block.exists() or not searcher or not trials:
             return False
         try:
-            st = json.loads(states[-1].read_text())
-        except ValueError:  # being replaced
+            st = json.loads(searcher[-1].read_text())
+            listed = trials[-1].read_text()
+            json.loads(listed)
+        except ValueError:  # being written
             return False
-        return st["round"] == 2 and any(t["round"] == 2 and t["state"] == "running" for t in st["trials"].values())
+        running = [tid for tid, t in st["trials"].items() if t["round"] == 2 and t["state"] == "running"]
+        return st["round"] == 2 and any(tid in listed for tid in running)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = kill_when(ready, args, env, tmp_path / "driver.log", timeout=300, kill_group=True, script=str(SYNTHETIC))
@@ -237,3 +244,27 @@ def test_smoke_test_writes_race_csv_and_summary(tmp_path):
     assert "## Race (validation)" in md and "left in round" in md
     assert "[race] after round 1:" in proc.stdout and "Survivor(s):" in proc.stdout
     assert (exp / "race.png").exists()
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--first-seeds", "1"], "--first-seeds: must be >= 2, got 1"),
+    (["--first-seeds", "4", "--max-seeds", "3"], "--max-seeds 3 is below --first-seeds 4"),
+    (["--seeds", "0,1,2", "--max-seeds", "5"], "--max-seeds 5 needs 5 seeds, --seeds gives 3"),
+    (["--seeds", "0,0,1"], "race seeds must be distinct"),
+    (["--budget", "11"], r"--budget 11 cannot hold the first round: 4 strategies x 3 seeds = 12 trials"),
+    (["--strategies", "decay"], "a race needs at least 2 strategies, got 1"),
+    (["--strategies", "decay;decay"], "two raced strategies are the same"),
+    (["--strategies", "fixed;decy"], "did you mean 'decay'"),
+    (["--set", "seed=3"], "a race chooses the seeds itself"),
+    (["--max-seeds", "400"], "a race of at most 1000 trials"),
+])
+def test_race_flags_fail_with_a_named_error_and_exit_2(flags, match, tmp_path, capsys):
+    import re
+
+    from .conftest import sweep_script
+
+    with pytest.raises(SystemExit) as e:
+        sweep_script("race_strategies")(["--storage", str(tmp_path), "--name", "x", *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and re.search(match, err), err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
