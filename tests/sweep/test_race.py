@@ -176,6 +176,8 @@ def clean_race(tmp_path_factory):
     proc = subprocess.run([PY, str(SYNTHETIC), *_synthetic_args(storage, name)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = {p.parent.name: p.read_text()[-500:] for p in (storage / name).glob("*/error.txt")}
+    assert not errors, errors  # an errored trial is a missing run: the race would rightly differ
     return pd.read_csv(storage / name / "race.csv"), proc.stdout
 
 
@@ -222,6 +224,8 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
     assert not (exp / "race.csv").exists()
     resume_to_end(args, env, tmp_path / "driver.log", killed, timeout=300, script=str(SYNTHETIC))
     resumed = pd.read_csv(exp / "race.csv")
+    errors = {p.parent.name: p.read_text()[-500:] for p in exp.glob("*/error.txt")}
+    assert not errors, errors  # an errored trial is a missing run: the race would rightly differ
     pd.testing.assert_frame_equal(resumed, clean_race[0])
 
 
