@@ -17,7 +17,8 @@ import sys
 
 from counterarg.sweep.cli import (add_common_args, add_strategies_arg, base_from_args, exit_code, int_at_least,
                                   parse_seeds, run_from_args, strategies_from_args, sweep_name, usage_errors)
-from counterarg.sweep.race import RaceOptions, survivors
+from counterarg.sweep.race import RaceOptions
+from counterarg.sweep.race_files import survivors
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import strategy
 

@@ -30,31 +30,26 @@ Here:
   ``Tuner.restore`` after a SIGKILL continues the race to the same eliminations.
 
 The outputs (``race.csv``, ``race.png``, the summary's race section) are written from that saved
-state by :func:`write_race`.
+state by :mod:`counterarg.sweep.race_files`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import posixpath
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import pandas as pd
-import pyarrow.fs as pafs
 from ray.tune.search import Searcher
 from scipy import stats
 
 from ..config import ConfigError
 from ..io import atomic_write_text
-from .plots import plot_race
 from .significance import holm, seed_test
 from .trials import DEFAULT_MODE, group_label, varying_fields
 
 ALPHA = 0.05
-RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")
 
 
 @dataclass(frozen=True)
@@ -92,6 +87,11 @@ class RaceOptions:
     def max_trials(self, n_strategies: int) -> int:
         full = n_strategies * self.max_seeds
         return full if self.budget is None else min(full, self.budget)
+
+    def tune_samples(self, n_strategies: int) -> int:
+        """Tune's ``num_samples`` cap: the race's own limit plus one round of slack for the trials a
+        resume re-emits (:func:`reconcile_race_state`); the searcher itself stops the race."""
+        return self.max_trials(n_strategies) + n_strategies
 
 
 # ------------------------------------------------------------------------------------- the decision
@@ -307,71 +307,3 @@ class RaceSearcher(Searcher):
             return
         if self.verbose:
             print(f"[race] finished after round {st['round']}: {st['stop']}", flush=True)
-
-
-# ------------------------------------------------------------------------------------- the outputs
-def load_race_state(experiment: str) -> dict[str, Any] | None:
-    """The race's saved state in an experiment folder (path or URI): the newest searcher-state file."""
-    if "://" in experiment:
-        fs, root = pafs.FileSystem.from_uri(experiment)
-    else:
-        fs, root = pafs.LocalFileSystem(), str(Path(experiment).resolve())
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(root))
-    except (OSError, FileNotFoundError):
-        return None
-    files = [i for i in infos if posixpath.basename(i.path).startswith("searcher-state-")
-             and i.type == pafs.FileType.File]
-    if not files:
-        return None
-    newest = max(files, key=lambda i: (i.mtime_ns or 0, i.path))
-    with fs.open_input_stream(newest.path) as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
-def race_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """race.csv: one row per round and strategy raced in it; ``eliminated_in_round`` is the round
-    the strategy left (on each of its rows; empty while it survived)."""
-    rows = []
-    for rnd in state["rounds"]:
-        for s in rnd["standings"]:
-            left = state["left"].get(s["strategy"])
-            rows.append({"round": rnd["round"], "strategy": s["strategy"], "seeds": s["seeds"],
-                         "value": s["value"], "p_value": s["p_value"],
-                         "eliminated_in_round": left["round"] if left else None})
-    return rows
-
-
-def race_markdown(state: Mapping[str, Any], metric: str) -> str:
-    """The summary's race section: per strategy its seeds, last validation mean and the round it left."""
-    last: dict[str, dict[str, Any]] = {}
-    for rnd in state["rounds"]:
-        for s in rnd["standings"]:
-            last[s["strategy"]] = s
-    lines = ["## Race (validation)", "",
-             f"Raced on {metric} (each run's best epoch), seed-aware Welch test against the leader after each "
-             f"round, Holm-corrected, alpha {state['options']['alpha']:g}; per round in `race.csv`, `race.png`. "
-             f"Ended: {state['stop'] or 'unfinished'}.", "",
-             "| strategy | seeds | " + metric + " mean | left in round | why |", "|---|---|---|---|---|"]
-    for g in state["strategies"]:
-        s = last.get(g)
-        left = state["left"].get(g)
-        value = "–" if not s or s["value"] is None else f"{s['value']:.4f}"
-        lines.append(f"| {g} | {s['seeds'] if s else 0} | {value} | {left['round'] if left else 'survived'} | "
-                     f"{left['reason'] if left else ''} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_race(state: Mapping[str, Any], out_dir: Path, metric: str) -> dict[str, Path]:
-    """race.csv and race.png in ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "race.csv", "png": out_dir / "race.png"}
-    frame = pd.DataFrame(race_rows(state), columns=list(RACE_COLUMNS)).astype({"eliminated_in_round": "Int64"})
-    atomic_write_text(paths["csv"], frame.to_csv(index=False))  # a round number, not 1.0
-    plot_race(state, paths["png"], metric)
-    return paths
-
-
-def survivors(state: Mapping[str, Any]) -> list[str]:
-    return [g for g in state["strategies"] if g not in state["left"]]

@@ -39,7 +39,8 @@ from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
-from .race import RaceOptions, RaceSearcher, load_race_state, race_markdown, write_race
+from .race import RaceOptions, RaceSearcher
+from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
 from .spaces import VariantSearcher
@@ -244,7 +245,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     if sweep.race is not None:
         param_space = dict(sweep.base)
         search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
-        num_samples = sweep.race.max_trials(len(sweep.variants))
+        num_samples = sweep.race.tune_samples(len(sweep.variants))
     elif sweep.variants is not None:
         param_space = dict(sweep.base)
         search_alg = VariantSearcher(sweep.variants)
@@ -333,6 +334,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
+        for line in reconcile_race_state(local) if sweep.race is not None else []:
+            print(f"[race] {line}", flush=True)
     if resume and not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
                               "drop --resume to start this sweep, or check --storage and --name")

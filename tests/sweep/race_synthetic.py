@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's counterarg
 
 from counterarg.config import Config  # noqa: E402
-from counterarg.sweep.race import RaceOptions, RaceSearcher, load_race_state, write_race  # noqa: E402
+from counterarg.sweep.race import RaceOptions, RaceSearcher  # noqa: E402
+from counterarg.sweep.race_files import load_race_state, reconcile_race_state, write_race  # noqa: E402
 
 METRIC = Config().select_metric
 MEANS = {0.2: 0.60, 0.5: 0.55, 0.8: 0.30}  # rate -> mean of the metric: fixed 0.8 far behind, 0.5 a little
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
         if args.resume:
             for line in repair_experiment_state(exp, args.name):
                 print(f"[race-test] repaired {line}", flush=True)
+            for line in reconcile_race_state(exp):
+                print(f"[race-test] {line}", flush=True)
             tuner = tune.Tuner.restore(str(exp), trainable=synthetic, resume_unfinished=True, restart_errored=True)
         else:
             strategies = [{"schedule": "fixed", "rate": r} for r in MEANS]
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
             tuner = tune.Tuner(
                 synthetic, param_space={"block_file": args.block_file},
                 tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=RaceSearcher(strategies, opts),
-                                            num_samples=opts.max_trials(len(strategies))),
+                                            num_samples=opts.tune_samples(len(strategies))),
                 run_config=RunConfig(name=args.name, storage_path=str(Path(args.storage).resolve()), verbose=0,
                                      failure_config=FailureConfig(max_failures=0), callbacks=[StateSnapshot()]))
         tuner.fit()

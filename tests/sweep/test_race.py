@@ -1,7 +1,7 @@
 """Racing strategies over seeds (counterarg.sweep.race): the round decision on hand-made values, the
 searcher's rounds, stops and saved state without Ray, a race on a synthetic trainable with known
 means (the worst leaves first, the best stays), a SIGKILLed race resumed to the same eliminations,
-and the script's smoke test."""
+and the script's smoke test and flags. The race's files: tests/sweep/test_race_files.py."""
 
 from __future__ import annotations
 
@@ -15,13 +15,11 @@ import pandas as pd
 import pytest
 
 from counterarg.config import Config, ConfigError
-from counterarg.sweep.plots import read_plot_data
-from counterarg.sweep.race import (RACE_COLUMNS, RaceOptions, RaceSearcher, race_markdown, race_round, race_rows,
-                                   race_table, write_race)
+from counterarg.sweep.race import RaceOptions, RaceSearcher, race_round, race_table
+from counterarg.sweep.race_files import RACE_COLUMNS, race_rows
 from counterarg.sweep.significance import holm, seed_test
-from counterarg.sweep.spaces import strategy
 
-from .conftest import PY, REPO, kill_when, resume_to_end, unique_name
+from .conftest import PY, RACE_STRATEGIES, REPO, drive_race, kill_when, race_value, resume_to_end, unique_name
 
 METRIC = Config().select_metric
 SYNTHETIC = Path(__file__).with_name("race_synthetic.py")
@@ -67,40 +65,10 @@ def test_untestable_and_empty_strategies_and_min_mode():
 
 
 # ------------------------------------------------------------------------------ the searcher, no Ray
-def _drive(searcher: RaceSearcher, value_of, error=lambda cfg: False) -> list[dict]:
-    """Play Tune's part: ask for trials until FINISHED, complete each round's trials with ``value_of``."""
-    emitted, n = [], 0
-    while True:
-        running = []
-        while True:
-            cfg = searcher.suggest(f"t{n}")
-            if cfg in (None, RaceSearcher.FINISHED):
-                break
-            running.append((f"t{n}", cfg))
-            emitted.append(cfg)
-            n += 1
-        if cfg == RaceSearcher.FINISHED:
-            return emitted
-        assert running, "suggest returned None with no trial running"
-        for tid, c in running:
-            searcher.on_trial_result(tid, {METRIC: value_of(c) - 0.1, "epoch": 1})
-            if error(c):
-                searcher.on_trial_complete(tid, error=True)
-            else:
-                searcher.on_trial_complete(tid, {METRIC: value_of(c), "epoch": 2})
-
-
-STRATS = [strategy("fixed", rate=0.2), strategy("fixed", rate=0.5), strategy("fixed", rate=0.8)]
-
-
-def _value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apart
-    return {0.2: 0.6, 0.5: 0.6, 0.8: 0.3}[cfg["rate"]] + 0.01 * ((cfg["seed"] * 7) % 3)
-
-
 def test_searcher_races_rounds_then_stops_at_max_seeds():
-    s = RaceSearcher(STRATS, RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5), metric=METRIC,
+    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5), metric=METRIC,
                      mode="max", verbose=False)
-    emitted = _drive(s, _value)
+    emitted = drive_race(s, race_value)
     seeds = [(c["rate"], c["seed"]) for c in emitted]
     assert seeds[:9] == [(r, sd) for r in (0.2, 0.5, 0.8) for sd in (5, 6, 7)]  # round 1
     assert seeds[9:] == [(0.2, 8), (0.5, 8), (0.2, 9), (0.5, 9)]  # one more seed per survivor
@@ -108,7 +76,7 @@ def test_searcher_races_rounds_then_stops_at_max_seeds():
     assert st["left"] == {"fixed 0.8": {"round": 1, "reason": st["left"]["fixed 0.8"]["reason"]}}
     assert [r["round"] for r in st["rounds"]] == [1, 2, 3] and "--max-seeds 5" in st["stop"]
     # the value of a run is its best reported epoch (the max), not its last
-    assert all(t["value"] == pytest.approx(_value({"rate": float(st["strategies"][t["strategy"]]["rate"]),
+    assert all(t["value"] == pytest.approx(race_value({"rate": float(st["strategies"][t["strategy"]]["rate"]),
                                                    "seed": t["seed"]})) for t in st["trials"].values())
     rows = race_rows(st)
     assert [(r["round"], r["strategy"]) for r in rows][:3] == [(1, "fixed 0.2"), (1, "fixed 0.5"), (1, "fixed 0.8")]
@@ -119,47 +87,30 @@ def test_searcher_races_rounds_then_stops_at_max_seeds():
 
 def test_searcher_budget_stops_before_a_round_that_does_not_fit_and_state_round_trips(tmp_path):
     opts = RaceOptions(seeds=tuple(range(10)), first_seeds=2, max_seeds=10, budget=9)
-    s = RaceSearcher(STRATS, opts, metric=METRIC, mode="max", verbose=False)
-    emitted = _drive(s, _value)
+    s = RaceSearcher(RACE_STRATEGIES, opts, metric=METRIC, mode="max", verbose=False)
+    emitted = drive_race(s, race_value)
     assert len(emitted) == 8  # 6 in round 1, 2 in round 2; round 3 would need 2 more: 10 > 9
     assert s.state["stop"].startswith("--budget 9")
     s.save(str(tmp_path / "state.json"))
-    again = RaceSearcher(STRATS[:2], RaceOptions(seeds=tuple(range(10))), verbose=False)
+    again = RaceSearcher(RACE_STRATEGIES[:2], RaceOptions(seeds=tuple(range(10))), verbose=False)
     again.restore(str(tmp_path / "state.json"))
     assert again.state == json.loads(json.dumps(s.state)) and again.suggest("x") == RaceSearcher.FINISHED
     assert (again.metric, again.mode) == (METRIC, "max")  # Tuner.restore does not set them again
     with pytest.raises(ConfigError, match="cannot hold the first round"):
-        RaceSearcher(STRATS, RaceOptions(seeds=(0, 1, 2), max_seeds=3, budget=8))
+        RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=(0, 1, 2), max_seeds=3, budget=8))
     with pytest.raises(ConfigError, match="--max-seeds 10 needs 10 seeds"):
         RaceOptions(seeds=(0, 1, 2))
     with pytest.raises(ConfigError, match="at least 2 strategies"):
-        RaceSearcher(STRATS[:1], RaceOptions(seeds=tuple(range(10))))
+        RaceSearcher(RACE_STRATEGIES[:1], RaceOptions(seeds=tuple(range(10))))
 
 
 def test_a_strategy_whose_trials_all_error_is_dropped_with_the_reason():
-    s = RaceSearcher(STRATS, RaceOptions(seeds=tuple(range(4)), first_seeds=2, max_seeds=4), metric=METRIC,
+    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=tuple(range(4)), first_seeds=2, max_seeds=4), metric=METRIC,
                      mode="max", verbose=False)
-    _drive(s, _value, error=lambda c: c["rate"] == 0.5)
+    drive_race(s, race_value, error=lambda c: c["rate"] == 0.5)
     assert s.state["left"]["fixed 0.5"] == {"round": 1, "reason": "no finished run"}
     # an errored run is missing, not a zero: the survivors' values hold none of it
     assert all(t["value"] is not None or t["state"] == "error" for t in s.state["trials"].values())
-
-
-def test_race_files_carry_the_rounds(tmp_path):
-    s = RaceSearcher(STRATS, RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5), metric=METRIC,
-                     mode="max", verbose=False)
-    _drive(s, _value)
-    paths = write_race(s.state, tmp_path, METRIC)
-    csv = pd.read_csv(paths["csv"])
-    assert tuple(csv.columns) == RACE_COLUMNS and len(csv) == 3 + 2 + 2
-    assert csv["p_value"].isna().sum() == 3  # the leader of each round
-    drawn = read_plot_data(paths["png"])
-    assert drawn["eliminated_in_round"] == {"fixed 0.8": 1}
-    assert drawn["strategies"]["fixed 0.2"]["seeds"] == [3, 4, 5]
-    assert drawn["strategies"]["fixed 0.2"]["mean"] == pytest.approx(
-        list(csv[csv["strategy"] == "fixed 0.2"]["value"]))
-    md = race_markdown(s.state, METRIC)
-    assert "| fixed 0.8 | 3 |" in md and "| 1 | behind fixed" in md and "| fixed 0.2 | 5 |" in md
 
 
 # ------------------------------------------------------------------------------ Ray: synthetic races
