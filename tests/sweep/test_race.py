@@ -118,6 +118,24 @@ def _synthetic_args(storage: Path, name: str, block: Path | None = None) -> list
     return ["--storage", str(storage), "--name", name] + (["--block-file", str(block)] if block else [])
 
 
+def round_two_running(exp: Path) -> bool:
+    """A trial of round 2 is running in the searcher state *and* listed in the experiment state in
+    storage (this test kills the driver only then, so that the two files agree, as they do after the
+    resume's reconciliation; that path is tested in test_race_files.py)."""
+    searcher = sorted(exp.glob("searcher-state-*.pkl")) if exp.is_dir() else []
+    trials = sorted(exp.glob("experiment_state-*.json")) if exp.is_dir() else []
+    if not searcher or not trials:
+        return False
+    try:
+        st = json.loads(searcher[-1].read_text())
+        listed = trials[-1].read_text()
+        json.loads(listed)
+    except ValueError:  # being written
+        return False
+    running = [tid for tid, t in st["trials"].items() if t["round"] == 2 and t["state"] == "running"]
+    return st["round"] == 2 and any(tid in listed for tid in running)
+
+
 @pytest.fixture(scope="module")
 def clean_race(tmp_path_factory):
     """The synthetic race run once to its end, uninterrupted: its race.csv."""
@@ -153,25 +171,8 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
     exp = storage / name
     args = _synthetic_args(storage, name, block)
 
-    def ready() -> bool:
-        """Round 2's blocked trial is running in the searcher state *and* in the experiment state in
-        storage: Tune uploads the two files of a save one by one, and a kill between them leaves a
-        searcher that waits for a trial the restored experiment does not hold."""
-        searcher = sorted(exp.glob("searcher-state-*.pkl")) if exp.is_dir() else []
-        trials = sorted(exp.glob("experiment_state-*.json")) if exp.is_dir() else []
-        if not block.exists() or not searcher or not trials:
-            return False
-        try:
-            st = json.loads(searcher[-1].read_text())
-            listed = trials[-1].read_text()
-            json.loads(listed)
-        except ValueError:  # being written
-            return False
-        running = [tid for tid, t in st["trials"].items() if t["round"] == 2 and t["state"] == "running"]
-        return st["round"] == 2 and any(tid in listed for tid in running)
-
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    killed = kill_when(ready, args, env, tmp_path / "driver.log", timeout=300, kill_group=True, script=str(SYNTHETIC))
+    killed = kill_when(lambda: block.exists() and round_two_running(exp), args, env, tmp_path / "driver.log", timeout=300, kill_group=True, script=str(SYNTHETIC))
     assert not (exp / "race.csv").exists()
     resume_to_end(args, env, tmp_path / "driver.log", killed, timeout=300, script=str(SYNTHETIC))
     resumed = pd.read_csv(exp / "race.csv")
@@ -199,6 +200,25 @@ def test_smoke_test_writes_race_csv_and_summary(tmp_path):
     assert "## Race (validation)" in md and "left in round" in md
     assert "[race] after round 1:" in proc.stdout and "Survivor(s):" in proc.stdout
     assert (exp / "race.png").exists()
+
+
+@pytest.mark.slow
+def test_killed_race_script_resumes_and_finishes_the_race(tmp_path):
+    """The script's own --resume path (state repair, reconciliation, Tuner.restore through the runner):
+    SIGKILLed with its Ray while a round-2 trial of the smoke race runs, resumed to the end."""
+    name = unique_name("race-script")
+    exp = tmp_path / name
+    args = ["--smoke-test", "--num-cpus", "2", "--epochs", "3", "--storage", str(tmp_path), "--name", name]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = kill_when(lambda: round_two_running(exp), args, env, tmp_path / "driver.log", timeout=400,
+                       kill_group=True, script="race_strategies.py")
+    assert not (exp / "race.csv").exists()
+    resume_to_end(args, env, tmp_path / "driver.log", killed, timeout=400, script="race_strategies.py")
+    csv = pd.read_csv(exp / "race.csv")
+    assert list(csv["round"]) == [1, 1, 2, 2] and list(csv["seeds"]) == [2, 2, 3, 3], csv
+    md = (exp / "summary.md").read_text()
+    assert "Trials: 6 (0 errored, 0 unfinished)" in md and "--max-seeds 3 reached" in md
+    assert "Survivor(s): " in (tmp_path / "driver.log").read_text()
 
 
 @pytest.mark.parametrize("flags, match", [
