@@ -77,8 +77,8 @@ def _baseline_table(comparisons, view: str) -> list[str]:
     for c in comparisons:
         if c.strategy_b == ZERO_SHOT and c.view == view:
             rows.setdefault(c.strategy_a, {})[c.task] = c
-    if not rows:
-        return []
+    if not rows or all(c.p_value is None for by_task in rows.values() for c in by_task.values()):
+        return []  # one seed per strategy: no seed-aware test against it
     names = [*task_names(), "mean"]
     out = [f"### {VIEW_TITLES[view].capitalize()}", "", "| strategy | " + " | ".join(names) + " |",
            "|---|" + "---|" * len(names)]
@@ -134,7 +134,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
             lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
                                            + [f"{baseline[k]:.4f}" for k in keys]) + " |")
         lines.append("")
-    if verdict:
+    untestable = bool(verdict) and all(v.p_runner_up is None and not v.partial for v in verdict.values())
+    if untestable:  # e.g. PBT: every member is one seed
+        lines += ["## Which strategy trains the better model (acc@1, test)", "",
+                  "No verdict: the seed-aware test needs at least 2 finished seeds per strategy, and no two strategies "
+                  "have them (replay the strategies over seeds to compare them).", ""]
+    elif verdict:
         lines += ["## Which strategy trains the better model (acc@1, test)", "",
                   f"Best strategy per task and view by mean; bold where it beats every other strategy ({TEST_DESCRIPTION}), "
                   "with its Holm-adjusted p-value against the runner-up and the seeds per strategy. Where no strategy "

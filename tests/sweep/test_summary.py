@@ -122,3 +122,12 @@ def test_strategies_are_tested_against_the_zero_shot_ranks(tmp_path):
     assert "## Against the zero-shot encoder" in out["markdown"]
     verdicts_only = {c.strategy_b for c in out["comparisons"]} - {"zero-shot encoder"}
     assert out["verdicts"][("sdoc", "all")].best == "fixed 0.5" and verdicts_only
+
+
+def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
+    recs = [r for r in ranked_records() if r.trial_id.endswith("0")]  # seed 0 of each strategy
+    bad = recs[1].ranks
+    out = write_summary(recs, tmp_path, title="t", baseline_ranks={k: v for k, v in bad.items() if k != "epoch"})
+    md = out["markdown"]
+    assert "No verdict: the seed-aware test needs at least 2 finished seeds per strategy" in md
+    assert "no significant winner" not in md and "## Against the zero-shot encoder" not in md
