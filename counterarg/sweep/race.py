@@ -187,8 +187,8 @@ class RaceSearcher(Searcher):
 
     Emits round 1 (every strategy x the first ``first_seeds`` seeds), returns None from
     :meth:`suggest` while a round runs, decides the round (:func:`race_round`) when its last trial
-    completes, then emits one more seed per survivor, until :meth:`stop_reason` holds; then
-    ``FINISHED``. The state is plain JSON (:meth:`save` / :meth:`restore`).
+    completes, then emits one more seed per survivor, until a stopping rule holds (its reason in
+    ``state["stop"]``); then ``FINISHED``. The state is plain JSON (:meth:`save` / :meth:`restore`).
     """
 
     def __init__(self, strategies: Sequence[Mapping[str, Any]], options: RaceOptions,
