@@ -32,7 +32,7 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
     the queue still holds its seed. Local experiment folders only.
     """
     states = sorted(Path(exp_dir).glob("experiment_state-*.json"))
-    searchers = sorted(Path(exp_dir).glob("searcher-state-*.pkl"), key=lambda f: (f.stat().st_mtime_ns, f.name))
+    searchers = sorted(Path(exp_dir).glob("searcher-state-*.pkl"))  # the newest session's last, as Tune picks it
     if not states or not searchers:
         return []
     try:
@@ -53,7 +53,7 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
 
 
 def load_race_state(experiment: str) -> dict[str, Any] | None:
-    """The race's saved state in an experiment folder (path or URI): the newest searcher-state file."""
+    """The race's saved state in an experiment folder (path or URI): the newest session's searcher-state file."""
     if "://" in experiment:
         fs, root = pafs.FileSystem.from_uri(experiment)
     else:
@@ -66,7 +66,9 @@ def load_race_state(experiment: str) -> dict[str, Any] | None:
              and i.type == pafs.FileType.File]
     if not files:
         return None
-    newest = max(files, key=lambda i: (i.mtime_ns or 0, i.path))
+    # Tune picks the greatest name (its session's start time), not the newest mtime: every upload of a
+    # resumed sweep rewrites the earlier sessions' files too
+    newest = max(files, key=lambda i: i.path)
     with fs.open_input_stream(newest.path) as f:
         return json.loads(f.read().decode("utf-8"))
 

@@ -39,7 +39,7 @@ from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
-from .race import RaceOptions, RaceSearcher
+from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
@@ -106,6 +106,7 @@ class Sweep:
             if any("seed" in v for v in self.variants) or "seed" in self.base:
                 raise ConfigError("a race chooses the seeds itself: its strategies and base hold no seed")
             self.race.check(len(self.variants))
+            strategy_labels(self.variants, self.base)  # two strategies with one label: refused now
             if self.race.max_trials(len(self.variants)) > MAX_NUM_SAMPLES:
                 raise ConfigError(f"a race of at most {MAX_NUM_SAMPLES} trials; this one could run "
                                   f"{self.race.max_trials(len(self.variants))} (lower --max-seeds or set --budget)")

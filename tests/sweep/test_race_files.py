@@ -59,3 +59,7 @@ def test_a_running_trial_missing_from_the_saved_trial_list_is_emitted_again(tmp_
     again = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=tuple(range(10))), verbose=False)
     again.restore(str(tmp_path / "searcher-state-2026-01-01_00-00-00.pkl"))
     assert again.suggest("t10") == first and again.metric == METRIC
+    # an earlier session's file, rewritten later (a resumed sweep uploads every session's files):
+    # the newest session is read, by name, as Tune restores it
+    (tmp_path / "searcher-state-2025-12-31_00-00-00.pkl").write_text(json.dumps({"stale": True}))
+    assert load_race_state(str(tmp_path))["queue"][0] == ["fixed 0.2", 3]
