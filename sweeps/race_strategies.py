@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Race random_rate strategies over seeds (F-Race / irace): drop the ones shown worse, seed the rest.
 
-Every strategy trains on a first round of --first-seeds seeds; after each round the strategies the
+Every strategy (--strategies, each under every --methods; default: the main job's lists) trains on
+a first round of --first-seeds seeds; after each round the strategies the
 seed-aware test (Welch over per-run values of the validation select metric, Holm-corrected against
 the leader) shows worse than the best are dropped, and each survivor gets one more seed, until one
 survives, --max-seeds seeds ran per survivor, or the next round would pass --budget trials.
@@ -15,19 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.sweep.cli import (add_common_args, add_strategies_arg, base_from_args, exit_code, int_at_least,
-                                  parse_seeds, run_from_args, strategies_from_args, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
+                                  int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.race import RaceOptions
 from counterarg.sweep.race_files import survivors
 from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import strategy
+from counterarg.sweep.spaces import method_strategies
 
-SMOKE_STRATEGIES = "fixed;random"
+SMOKE_STRATEGIES = "fixed;random"  # under both methods unless --methods: four strategies
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
+    add_methods_arg(p)
     add_strategies_arg(p)
     p.add_argument("--first-seeds", type=int_at_least(2), default=None,
                    help="seeds per strategy in the first round, >= 2 (default 3; smoke 2)")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test and args.strategies is None:
         args.strategies = SMOKE_STRATEGIES
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
-        strategies = [strategy(s) for s in strategies_from_args(args)]
+        strategies = method_strategies(args.strategies, args.methods)  # every strategy under every method
         first = args.first_seeds or (2 if args.smoke_test else 3)
         seeds = parse_seeds(args.seeds, range(args.max_seeds or (3 if args.smoke_test else 10)))
         most = args.max_seeds or len(seeds)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from ..io import exclusive_lock
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
+from .methods import slug, trial_label
 from .pbt import make_scheduler
+from .provenance import record_session
 from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
@@ -47,7 +48,7 @@ from .spaces import VariantSearcher
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, strategy_label, varying_fields
+from .trials import DEFAULT_MODE, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
@@ -211,12 +212,12 @@ def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
-    apart (Tune's default packs the whole config into the name)."""
+    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
+    ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
     try:
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
-        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"
 
@@ -274,7 +275,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode), StateSnapshot()],
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+                   StateSnapshot()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )
@@ -362,6 +364,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
+    record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
     race = load_race_state(exp_path) if sweep.race is not None else None
     sections = []
     if race is not None:

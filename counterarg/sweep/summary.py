@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
 from ..tasks import task_names
+from ..paths import portable_path
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
+from .provenance import sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
 from .verdicts import SIGNIFICANCE_COLUMNS, significance, significance_rows
@@ -99,10 +101,11 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
                      verdict: dict | None = None, notes: Sequence[str] = (),
                      baseline: dict[str, float] | None = None, comparisons: Sequence = (),
-                     extra_sections: Sequence[str] = ()) -> str:
+                     extra_sections: Sequence[str] = (), folder: Path | None = None) -> str:
     """summary.md: per group mean ± std over finished seeds of each test task's acc@1 in both views;
     a cell is bold only where its group beats every other in the seed-aware test (``verdict`` from
-    :func:`counterarg.sweep.verdicts.significance`)."""
+    :func:`counterarg.sweep.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
+    (the sweep folder the file is written in)."""
     verdict = verdict or {}
     lines = [f"# {title}", ""]
     partial = partial_line(rows)
@@ -167,8 +170,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
         for g in sorted(best):
             r = best[g]
-            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
-                         f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
+            ck = f"`{portable_path(r['best_checkpoint'], folder)}`" if r.get("best_checkpoint") else "not kept"
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | {ck} |")
         lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")
@@ -254,8 +257,10 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
     comparisons, verdict, notes = significance(records, rows, baseline_ranks=baseline_ranks)
+    sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections)
+                          notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
+                          folder=out_dir) + "\n" + provenance
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}

@@ -227,7 +227,7 @@ def drive_race(searcher, value_of, error=lambda cfg: False) -> list[dict]:
                 searcher.on_trial_complete(tid, {race_metric(): value_of(c), "epoch": 2})
 
 
-RACE_STRATEGIES = [{"schedule": "fixed", "rate": r} for r in (0.2, 0.5, 0.8)]  # labels fixed 0.2 / 0.5 / 0.8
+RACE_STRATEGIES = [{"schedule": "fixed", "rate": r} for r in (0.2, 0.5, 0.8)]  # labels recipe: fixed 0.2 / 0.5 / 0.8
 
 
 def race_value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apart

@@ -28,12 +28,12 @@ def test_race_files_carry_the_rounds(tmp_path):
     assert tuple(csv.columns) == RACE_COLUMNS and len(csv) == 3 + 2 + 2
     assert csv["p_value"].isna().sum() == 3  # the leader of each round
     drawn = read_plot_data(paths["png"])
-    assert drawn["eliminated_in_round"] == {"fixed 0.8": 1}
-    assert drawn["strategies"]["fixed 0.2"]["seeds"] == [3, 4, 5]
-    assert drawn["strategies"]["fixed 0.2"]["mean"] == pytest.approx(
-        list(csv[csv["strategy"] == "fixed 0.2"]["value"]))
+    assert drawn["eliminated_in_round"] == {"recipe: fixed 0.8": 1}
+    assert drawn["strategies"]["recipe: fixed 0.2"]["seeds"] == [3, 4, 5]
+    assert drawn["strategies"]["recipe: fixed 0.2"]["mean"] == pytest.approx(
+        list(csv[csv["strategy"] == "recipe: fixed 0.2"]["value"]))
     md = race_markdown(s.state, METRIC)
-    assert "| fixed 0.8 | 3 |" in md and "| 1 | behind fixed" in md and "| fixed 0.2 | 5 |" in md
+    assert "| recipe: fixed 0.8 | 3 |" in md and "| 1 | behind recipe: fixed" in md and "| recipe: fixed 0.2 | 5 |" in md
 
 
 
@@ -52,14 +52,14 @@ def test_a_running_trial_missing_from_the_saved_trial_list_is_emitted_again(tmp_
     trial_data = [[json.dumps({"trial_id": f"t{n}"}), "{}"] for n in range(9)]
     (tmp_path / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": trial_data}))
     lines = reconcile_race_state(tmp_path)
-    assert len(lines) == 1 and "t9 (fixed 0.2, seed 3)" in lines[0], lines
+    assert len(lines) == 1 and "t9 (recipe: fixed 0.2, seed 3)" in lines[0], lines
     assert reconcile_race_state(tmp_path) == []
     state = load_race_state(str(tmp_path))
-    assert "t9" not in state["trials"] and state["emitted"] == 9 and state["queue"][0] == ["fixed 0.2", 3]
+    assert "t9" not in state["trials"] and state["emitted"] == 9 and state["queue"][0] == ["recipe: fixed 0.2", 3]
     again = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=tuple(range(10))), verbose=False)
     again.restore(str(tmp_path / "searcher-state-2026-01-01_00-00-00.pkl"))
     assert again.suggest("t10") == first and again.metric == METRIC
     # an earlier session's file, rewritten later (a resumed sweep uploads every session's files):
     # the newest session is read, by name, as Tune restores it
     (tmp_path / "searcher-state-2025-12-31_00-00-00.pkl").write_text(json.dumps({"stale": True}))
-    assert load_race_state(str(tmp_path))["queue"][0] == ["fixed 0.2", 3]
+    assert load_race_state(str(tmp_path))["queue"][0] == ["recipe: fixed 0.2", 3]

@@ -44,13 +44,13 @@ def test_significance_finds_a_planted_gap_and_not_a_copy():
     comps, verdict, notes = significance(recs, rows)
     assert not notes
     by = {(c.task, c.view, c.strategy_a, c.strategy_b): c for c in comps}
-    big = by[("sdoc", "all", "fixed 0.5", "fixed 0.6")]
+    big = by[("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6")]
     assert big.p_value < 0.01 and big.diff == pytest.approx(0.3, abs=0.08) and big.n_seeds_a == 2
     assert big.ci_low < big.diff < big.ci_high and big.ci_low > 0
-    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"fixed 0.6", "fixed 0.7"}]
+    same = [c for c in comps if {c.strategy_a, c.strategy_b} == {"recipe: fixed 0.6", "recipe: fixed 0.7"}]
     assert same and all(c.p_value == 1.0 and c.diff == 0 for c in same)
     v = verdict[("mean", "unseen")]
-    assert v.best == "fixed 0.5" and v.significant and v.runner_up in ("fixed 0.6", "fixed 0.7")
+    assert v.best == "recipe: fixed 0.5" and v.significant and v.runner_up in ("recipe: fixed 0.6", "recipe: fixed 0.7")
     again = significance(recs, rows)[0]
     assert [c.p_value_queries for c in again] == [c.p_value_queries for c in comps]  # seeded
 
@@ -60,8 +60,8 @@ def test_unfinished_trials_leave_their_strategy_out_and_stop_every_verdict():
     recs[0].status = "RUNNING"  # one seed of the good strategy was interrupted
     rows = summary_rows(recs)
     hits, notes, partial = trial_hits(recs, rows)
-    assert partial == {"fixed 0.5"} and "fixed 0.5" not in hits[("sdoc", "all")]
+    assert partial == {"recipe: fixed 0.5"} and "recipe: fixed 0.5" not in hits[("sdoc", "all")]
     assert any("unfinished" in n for n in notes)
     comps, verdict, _ = significance(recs, rows)
-    assert all("fixed 0.5" not in (c.strategy_a, c.strategy_b) for c in comps)
+    assert all("recipe: fixed 0.5" not in (c.strategy_a, c.strategy_b) for c in comps)
     assert all(v.partial and not v.significant for v in verdict.values())
