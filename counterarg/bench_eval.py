@@ -23,6 +23,7 @@ import torch
 
 from .corpus import real_corpus_path
 from .evaluate import evaluate_split, query_ranks
+from .inputs import int_at_least
 from .model import Heads
 from .pools import Pools, build_pools, pools_from_labels
 from .tasks import task_names
@@ -86,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
                          "../shared zip, if present)")
     ap.add_argument("--synthetic", action="store_true", help="use a synthetic split of the test split's size")
     ap.add_argument("--split", default="test")
-    ap.add_argument("--sim-dim", type=int, default=128)
-    ap.add_argument("--hidden", type=int, default=384)
-    ap.add_argument("--rerank-k", type=int, default=10)
-    ap.add_argument("--reference-queries", type=int, default=30,
+    ap.add_argument("--sim-dim", type=int_at_least(1), default=128)
+    ap.add_argument("--hidden", type=int_at_least(1), default=384)
+    ap.add_argument("--rerank-k", type=int_at_least(1), default=10)
+    ap.add_argument("--reference-queries", type=int_at_least(1), default=30,
                     help="queries per task timed in reference style (extrapolated to the split)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of ours; the best is reported")
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--repeats", type=int_at_least(1), default=3, help="runs of ours; the best is reported")
+    ap.add_argument("--threads", type=int_at_least(0), default=0,
                     help="torch threads for both styles (default 0 = torch's default, all cores, as training uses)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)
     if args.threads:

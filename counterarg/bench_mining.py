@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .inputs import int_at_least
 from .paths import portable_command
 
 REAL_N = 4065  # training pairs in ArguAna's training split
@@ -227,16 +228,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     """The flags of ``counterarg bench mining`` (pass a subparser to add them to it)."""
     p = parser or argparse.ArgumentParser(prog="counterarg bench mining",
                                           description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, nargs="+", default=list(DEFAULT_NS), metavar="N",
+    p.add_argument("--n", type=int_at_least(1), nargs="+", default=list(DEFAULT_NS), metavar="N",
                    help="database sizes (default: 4065 20000 200000)")
-    p.add_argument("--shards", type=int, default=2, help="sharded-balltree actors (default 2)")
+    p.add_argument("--shards", type=int_at_least(1), default=2, help="sharded-balltree actors (default 2)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write results as JSON")
     p.add_argument("--embeddings", default=None, metavar="FILE.npy",
                    help="real embeddings [N, d] to use instead of the real-size synthetic set")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"markdown report (default {DEFAULT_OUT})")
-    p.add_argument("--repeat", type=int, default=1, help="timed runs per backend; best is kept")
-    p.add_argument("--threads", type=int, default=None, help="threads per backend (default nproc)")
-    p.add_argument("--balltree-max", type=int, default=20_000,
+    p.add_argument("--repeat", type=int_at_least(1), default=1, help="timed runs per backend; best is kept")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="threads per backend (default nproc)")
+    p.add_argument("--balltree-max", type=int_at_least(0), default=20_000,
                    help="largest N for the BallTree backends (default 20000)")
     return p
 

@@ -120,6 +120,22 @@ def _last_good_epoch(folder: Path) -> str:
         return f"no epoch is recorded beside it ({metrics} is missing or empty)"
 
 
+def _repair_interrupted_swap(path: Path) -> None:
+    """A checkpoint folder (``checkpoint/``, ``best/``) that a kill left between its swap's two
+    renames: complete or roll back the swap (io.recover_dir) under its run folder's lock, saying so."""
+    from .io import FolderLockedError, folder_lock, recover_dir
+
+    if not any(path.parent.glob(f".{path.name}.*")):
+        return
+    try:
+        with folder_lock(path.parent):
+            for line in recover_dir(path):
+                print(f"[counterarg] {line}", flush=True)
+    except FolderLockedError as e:
+        raise CheckpointError(f"{path} is being replaced by a running training ({e}); try again when it "
+                              "has finished its epoch") from None
+
+
 def read_checkpoint(folder: str | Path) -> dict:
     """Load a checkpoint folder's state safely, or raise :class:`CheckpointError` naming the file.
 
@@ -127,6 +143,8 @@ def read_checkpoint(folder: str | Path) -> dict:
     with the checkpoint is checked first, so a bit flip or a cut-short file is named, not loaded.
     """
     path = Path(folder)
+    if not path.exists():
+        _repair_interrupted_swap(path)
     f = path / STATE_FILE if path.is_dir() else path
     if not f.exists():
         raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")

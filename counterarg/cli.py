@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
-from .config import Config, ConfigError, FIELD_NAMES, parse_assignments
+from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
 from .inputs import read_input_text, read_texts
 
 #: Size limits of the files ``rank`` reads (checked before reading): candidates, one per line, and
@@ -14,9 +15,12 @@ from .inputs import read_input_text, read_texts
 MAX_CANDIDATES_BYTES = 50 << 20
 MAX_TEXT_FILE_BYTES = 1 << 20
 
-# fields a user may change when evaluating a checkpoint; the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", "device", "cache_dir",
-               "embed_batch_size", "index", "shards", "leaf_size", "block_size"}
+# fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
+# how to score); the rest describe the trained model
+EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
+# ... for rank and embed (their --device and --candidates/--corpus flags say the rest)
+RANK_FIELDS = EVAL_FIELDS - {"corpus", "device"}
+EMBED_FIELDS = set(MACHINE_FIELDS) - {"device"}
 
 
 def _fused_w(cfg: Config, state: dict | None) -> float:
@@ -65,24 +69,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _checkpoint_overrides(args, cfg: Config, allowed) -> dict:
+    """The ``--set`` changes a command may make to a checkpoint's config ``cfg``: only fields in
+    ``allowed`` (setting another field to the checkpoint's own value is no change); values validated."""
+    overrides = Config().with_overrides(args.set or [])  # validates names and values
+    changes = {}
+    for key in parse_assignments(args.set or []):
+        value = getattr(overrides, key)
+        if key not in allowed and value != getattr(cfg, key):
+            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
+                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be used "
+                              f"as {value!r} (changeable here: {', '.join(sorted(allowed))})")
+        changes[key] = value
+    return changes
+
+
 def _checkpoint_config(args) -> tuple[Config, dict | None]:
-    """The config to evaluate with: the checkpoint's, with only evaluation fields changeable."""
+    """The config to evaluate with: the checkpoint's (less this machine's fields,
+    config.MACHINE_FIELDS), with only evaluation fields changeable."""
     from .checkpoint import read_checkpoint
 
     if args.zero_shot:
         cfg = Config().with_overrides(args.set or [])
         return (cfg.replace(corpus=args.corpus) if args.corpus else cfg), None
     state = read_checkpoint(args.checkpoint)
-    cfg = Config.from_dict(state["config"])
-    overrides = Config().with_overrides(args.set or [])  # validates names and values
-    changes = {}
-    for key in parse_assignments(args.set or []):
-        value = getattr(overrides, key)
-        if key not in EVAL_FIELDS and value != getattr(cfg, key):
-            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
-                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be evaluated "
-                              f"as {value!r} (changeable here: {', '.join(sorted(EVAL_FIELDS))})")
-        changes[key] = value
+    cfg = Config.from_checkpoint(state["config"])  # this machine's cache_dir, device, ...
+    changes = _checkpoint_overrides(args, cfg, EVAL_FIELDS)
     if args.corpus:
         changes["corpus"] = args.corpus
     return cfg.replace(**changes), state
@@ -132,7 +144,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None", "object | None"]:
+def _candidates(args, cfg: Config, sim_dim: int) -> tuple[list[str], list[str], "object | None", "object | None"]:
     """``(texts, sources, s, corpus)`` of the collection to rank: a text file (one per line), a ``.jsonl``
     file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
     rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's; then
@@ -160,10 +172,10 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
             s = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
-        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != cfg.sim_dim:
+        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != sim_dim:
             raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
-                              f"[{len(texts)}, {cfg.sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
-                              "and this checkpoint's sim_dim")
+                              f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
+                              "and this checkpoint's similarity space")
         return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s, None
     if path.suffix == ".jsonl":
         texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
@@ -190,8 +202,8 @@ def cmd_rank(args) -> int:
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
     tm = TrainedModel.load(args.checkpoint, device=args.device)
-    cfg = tm.config
-    cands, sources, s_given, corpus = _candidates(args, cfg)
+    tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
+    cands, sources, s_given, corpus = _candidates(args, cfg, tm.heads.sim_dim)  # sim_dim 0: the encoder width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]
@@ -200,8 +212,9 @@ def cmd_rank(args) -> int:
             sc, cached = tm.heads.similarity(hc), "from the feature cache"
         elif s_given is not None:
             if cfg.eval_mode in ("rerank", "fused"):
-                raise ConfigError("a .npy of similarity embeddings has no encoder outputs for the rerank "
-                                  "classifier: rank the texts themselves, or --set eval_mode=retrieval at training")
+                raise ConfigError(f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
+                                  f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
+                                  "themselves, or pass --set eval_mode=retrieval")
             sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, "from the .npy"
         else:
             hc, sc, hit = candidate_embeddings(tm, cands, progress=not args.quiet)
@@ -232,9 +245,12 @@ def cmd_embed(args) -> int:
 
     texts = read_texts(args.input, args.field)
     out = Path(args.out)
-    if out.exists() and not args.force:  # refuse before the model loads
+    if out.is_dir():  # refuse before the model loads
+        raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
+    if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
     tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm.config = tm.config.replace(**_checkpoint_overrides(args, tm.config, EMBED_FIELDS))
     _, s = tm.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)
     print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
@@ -291,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
+    machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "
+                    "never taken from the checkpoint")
 
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
     t.add_argument("--corpus", help="ArguAna zip or folder (default: the generated demo corpus)")
@@ -327,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
     r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help=f"how to score and this machine's settings (fields: {', '.join(sorted(RANK_FIELDS))}); "
+                        "the model's fields come from the checkpoint")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 
@@ -337,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="the .npy file to write ([N, sim_dim] float32)")
     m.add_argument("--device", default="cpu")
     m.add_argument("--force", action="store_true", help="replace an existing --out")
+    m.add_argument("--set", action="append", metavar="FIELD=VALUE", help=machine_help)
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=cmd_embed)
 
@@ -353,9 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: OSErrors that mean a path given cannot be used as given: named (exit 2), not a traceback
+PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
 def main(argv: list[str] | None = None) -> int:
     from .corpus import CorpusError
-    from .io import FolderLockedError
+    from .io import DiskFullError, FolderLockedError
     from .model import EncoderError
     from .run import TrainingError
     from .tasks import EvaluationError
@@ -372,6 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError, FolderLockedError) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
+    except DiskFullError as e:
+        print(f"counterarg: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path the user named that cannot be one (a file where a folder must be, ...)
+        if e.errno in PATH_ERRNOS and e.filename:
+            print(f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
+                  "--checkpoint, cache_dir)", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("counterarg: interrupted; the last finished epoch's checkpoint is kept (use --resume)", file=sys.stderr)
         return 130

@@ -46,6 +46,13 @@ def method_fields() -> dict[str, Any]:
     return {k: v for k, v in REFERENCE_METHOD.items() if k not in _schedules.all_fields() and k != "epochs"}
 
 
+#: Fields that describe the machine a command runs on, not the model: where caches live, the
+#: device, how large a no-grad batch fits, how the neighbour index spreads its work (every backend
+#: gives the same neighbours). A checkpoint's values are never taken for them (it was made on
+#: another machine, perhaps with a cache_dir that does not exist here): evaluate, rank, embed and
+#: export use this machine's defaults ($COUNTERARG_CACHE, device auto) unless --set names them.
+MACHINE_FIELDS = ("device", "cache_dir", "embed_batch_size", "index", "shards", "leaf_size", "block_size")
+
 #: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file.
 PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD}
 
@@ -152,6 +159,13 @@ class Config:
         values = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
         return cls(**values)
 
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> "Config":
+        """A checkpoint's config on this machine: its own values, but this machine's defaults for
+        :data:`MACHINE_FIELDS` (apply the user's ``--set`` on top)."""
+        here = {f.name: f.default for f in fields(cls) if f.name in MACHINE_FIELDS}
+        return cls.from_dict({**saved, **here})
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -165,12 +179,20 @@ class Config:
         if str(path) in PRESETS:
             return cls.from_dict(PRESETS[str(path)])
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give a JSON file of config fields "
+                              f"(or a preset: {', '.join(PRESETS)})")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); give a JSON file "
+                              "of config fields") from None
+        except OSError as e:
+            raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a JSON object")
         return cls.from_dict(data)
@@ -237,6 +259,8 @@ class Config:
         for name in ("lr", "encoder_lr", "p"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must lie in [0, 2**32 - 1] (numpy's range), got {self.seed!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0 (0 = off), got {self.patience!r}")
         for name in ("weight_decay", "head_reg", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",

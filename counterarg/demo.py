@@ -8,10 +8,9 @@ few points are left without a counter, as in the real corpus.
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
-from .io import cache_root
+from .io import atomic_replace_dir, cache_root, exclusive_lock, recover_dir
 
 VERSION = "v1"
 THEMES = {
@@ -62,16 +61,20 @@ def write_demo_corpus(root: Path, seed: int = 13) -> Path:
 
 
 def demo_corpus_path(cache_dir: str | None = None) -> Path:
-    """The demo corpus folder, generated on first use (atomically, so concurrent trials agree)."""
+    """The demo corpus folder, generated on first use: a cache entry written beside its place and
+    swapped in whole under its lock (io.atomic_replace_dir), so concurrent trials agree and a kill or
+    a full disk never leaves a half-written corpus in its place."""
     target = cache_root(cache_dir) / f"demo-corpus-{VERSION}"
     if (target / ".complete").exists():
         return target
+
+    def fill(tmp: Path) -> None:
+        write_demo_corpus(tmp)
+        (tmp / ".complete").write_text("ok\n")
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{random.getrandbits(32):08x}")
-    write_demo_corpus(tmp)
-    (tmp / ".complete").write_text("ok\n")
-    try:
-        tmp.rename(target)
-    except OSError:  # another process won the race; its copy is identical
-        shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive_lock(target.with_name(target.name + ".lock"), f"demo corpus {target}", wait=True):
+        recover_dir(target)
+        if not (target / ".complete").exists():
+            atomic_replace_dir(target, fill)
     return target

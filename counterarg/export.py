@@ -13,7 +13,6 @@ sentence-transformers is the optional extra ``[export]``.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -142,8 +141,16 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
 
 
 def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, command: str = "") -> Path:
-    """Write the export folder ``out`` (refusing an existing path unless ``force``); returns it."""
+    """Write the export folder ``out`` (refusing an existing path unless ``force``); returns it.
+
+    The folder is filled beside ``out`` and swapped in by the project's one folder swap
+    (io.atomic_replace_dir, with a ``manifest.json``) under the lock ``.OUT.lock``: a kill or a full
+    disk at any moment leaves the previous export whole (a later export completes or rolls back an
+    interrupted swap and removes the leftovers).
+    """
     from safetensors.torch import save_file
+
+    from .io import atomic_replace_dir, exclusive_lock
 
     try:
         from sentence_transformers import SentenceTransformer
@@ -153,9 +160,8 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
     tm = TrainedModel.load(checkpoint, device="cpu")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as hf_dir:
             st = SentenceTransformer(modules=_modules(tm, Path(hf_dir)), device="cpu",
                                      similarity_fn_name=SIMILARITY_FN[tm.config.eval_metric])
@@ -166,10 +172,8 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
         (tmp / "counterarg_config.json").write_text(json.dumps(tm.config.to_dict(), indent=2, sort_keys=True) + "\n")
         made_by = portable_command(["counterarg", "export", "--checkpoint", str(checkpoint), "--out", str(out)])
         (tmp / "README.md").write_text(model_card(tm, checkpoint, command or made_by))
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(out.parent / f".{out.name}.lock", f"export folder {out}"):
+        atomic_replace_dir(out, fill)
     return out

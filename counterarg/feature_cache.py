@@ -5,15 +5,16 @@ unique text (:class:`TextTable`). A feature mode (features.py) names its cache b
 content of the encoder's files, max_length, the corpus texts and what the mode adds) and fills
 the folder once; this module builds the folder under a file lock, so parallel trials build it
 once, and checks it on every load: ``meta.json`` records the sha256 of every cached array, and a
-cache whose files do not match (cut short, bit flips) is said so and rebuilt.
+cache whose files do not match (cut short, bit flips) or cannot be read is said so and rebuilt.
+:func:`load_or_build` is the cache helper of every cache entry (features, ``rank``'s candidates):
+a new entry is swapped in whole (io.atomic_replace_dir), so a kill or a full disk mid-build never
+leaves a half-built entry in its place.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,11 @@ from typing import Callable
 import numpy as np
 
 from .corpus import Corpus
-from .io import atomic_write_json, cache_root, sha256_file
+from .io import (FolderLockedError, LockFileError, atomic_replace_dir, atomic_write_json, cache_root, exclusive_lock,
+                 recover_dir, sha256_file)
+
+#: the seal of a cache entry: its key and the sha256 of every array (io.write_manifest under this name)
+SEAL = "meta.json"
 
 
 @dataclass
@@ -62,69 +67,78 @@ class TextTable:
         return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def folder_for(key: dict, cache_dir: str | None) -> Path:
     """The cache folder named by ``key`` (its ``kind`` and a digest of all of it)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return cache_root(cache_dir) / "features" / f"{key['kind']}-{digest}"
 
 
-def load_or_build(folder: Path, key: dict, build: Callable[[Path], None]) -> dict[str, np.ndarray]:
-    """The arrays of ``folder`` by file stem, after ``build(folder)`` has written them once (under a
-    lock) when the folder is missing or fails its sha256 check. ``hidden`` is memory-mapped."""
-    done = folder / "meta.json"
-    with _locked(folder.with_suffix(".lock")):
-        if done.exists() and not _cache_intact(folder, done, key):
-            done.unlink()
-        if not done.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            build(folder)
-            atomic_write_json(done, {**key, "files": _hashes(folder)})
-    out = {}
-    for f in folder.glob("*.npy"):
-        out[f.stem] = np.load(f, mmap_mode="r" if f.stem == "hidden" else None)
-    return out
+def load_or_build(folder: Path, key: dict, build: Callable[[Path], None],
+                  check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
+                  what: str = "feature cache") -> dict[str, np.ndarray]:
+    """The arrays of the cache entry ``folder`` by file stem; ``hidden`` is memory-mapped.
+
+    Under the entry's lock (``FOLDER.lock``, waited for: parallel callers build once), a swap a kill
+    interrupted is repaired first; then an entry that is missing, unsealed, fails its sha256, cannot
+    be read or fails ``check`` (returns why, e.g. a wrong shape) is said so and rebuilt:
+    ``build(tmp)`` fills a fresh folder that is sealed and swapped in whole.
+    """
+    folder = Path(folder)
+    with exclusive_lock(folder.with_name(folder.name + ".lock"), f"{what} {folder}", wait=True):
+        for line in recover_dir(folder, seal=SEAL):
+            print(f"[counterarg] {what}: {line}", flush=True)
+        arrays = _read_entry(folder, key, check, what)
+        if arrays is None:
+            atomic_replace_dir(folder, build, seal=SEAL, **key)
+            arrays = _load(folder)
+    return arrays
+
+
+def _load(folder: Path) -> dict[str, np.ndarray]:
+    return {f.stem: np.load(f, mmap_mode="r" if f.stem == "hidden" else None, allow_pickle=False)
+            for f in sorted(folder.glob("*.npy"))}
+
+
+def _read_entry(folder: Path, key: dict, check, what: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an intact entry; None (said why) for a missing, unsealed, damaged or unreadable one."""
+    meta_path = folder / SEAL
+    if not meta_path.exists():
+        if folder.exists():
+            print(f"[counterarg] {what} {folder} was never sealed (a build cut short); rebuilding", flush=True)
+        return None
+    if not _cache_intact(folder, meta_path, key, what):
+        return None
+    try:
+        arrays = _load(folder)
+        problem = check(arrays) if check is not None else None
+    except Exception as e:  # noqa: BLE001 - any read error means: rebuild
+        problem = f"{type(e).__name__}: {e}"
+    if problem:
+        print(f"[counterarg] {what} {folder} cannot be used ({problem}); rebuilding", flush=True)
+        return None
+    return arrays
 
 
 def load_built(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
     """The arrays of ``folder`` when it is already built and intact, else None; never builds and
     never waits (a cache another process is building now counts as not built)."""
-    done = folder / "meta.json"
-    if not done.exists():
+    folder = Path(folder)
+    if not (folder / SEAL).exists():
         return None
-    lock = folder.with_suffix(".lock")
     try:
-        fh = open(lock, "a")
-    except OSError:
+        with exclusive_lock(folder.with_name(folder.name + ".lock"), f"feature cache {folder}"):
+            return _read_entry(folder, key, None, "feature cache")
+    except LockFileError:
+        raise
+    except FolderLockedError:  # being built or rebuilt right now
         return None
-    with fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return None
-        try:
-            if not done.exists() or not _cache_intact(folder, done, key):
-                return None
-            return {f.stem: np.load(f, mmap_mode="r" if f.stem == "hidden" else None) for f in folder.glob("*.npy")}
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {f.name: sha256_file(f) for f in sorted(folder.glob("*.npy"))}
 
 
-def _cache_intact(folder: Path, meta_path: Path, key: dict) -> bool:
+def _cache_intact(folder: Path, meta_path: Path, key: dict, what: str) -> bool:
     """Whether the cached arrays match the sha256 in meta.json; says why when they do not.
 
     A cache written before hashes were recorded is checked by loading every array whole once, and
@@ -133,27 +147,25 @@ def _cache_intact(folder: Path, meta_path: Path, key: dict) -> bool:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        print(f"[counterarg] feature cache {folder}: meta.json is unreadable; rebuilding", flush=True)
+        print(f"[counterarg] {what} {folder}: meta.json is unreadable; rebuilding", flush=True)
         return False
     files = meta.get("files") if isinstance(meta, dict) else None
     if files is None:
         try:
             for f in folder.glob("*.npy"):
                 np.load(f, mmap_mode="r")[-1:].copy()  # header and full length, without reading it all
-        except (OSError, ValueError, EOFError) as e:
-            print(f"[counterarg] feature cache {folder} is damaged ({e}); rebuilding", flush=True)
+        except Exception as e:  # noqa: BLE001 - any read error means: rebuild
+            print(f"[counterarg] {what} {folder} is damaged ({e}); rebuilding", flush=True)
             return False
         atomic_write_json(meta_path, {**key, "files": _hashes(folder)})
         return True
-    if not files:
-        print(f"[counterarg] feature cache {folder}: meta.json lists no files; rebuilding", flush=True)
+    if not isinstance(files, dict) or not files:
+        print(f"[counterarg] {what} {folder}: meta.json lists no files; rebuilding", flush=True)
         return False
     have = _hashes(folder)
-    bad = sorted(n for n in files if have.get(n) != files[n])
+    bad = sorted(n for n in files if have.get(n) != files[n]) + sorted(set(have) - set(files))
     if bad:
-        print(f"[counterarg] feature cache file(s) {', '.join(str(folder / b) for b in bad)} do not match "
-              "their sha256 in meta.json (cut short or damaged); rebuilding the cache", flush=True)
-        for f in folder.glob("*.npy"):
-            f.unlink()
+        print(f"[counterarg] {what} file(s) {', '.join(str(folder / b) for b in bad)} do not match "
+              "their sha256 in meta.json (cut short, damaged or replaced); rebuilding the cache", flush=True)
         return False
     return True

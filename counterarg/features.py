@@ -301,13 +301,13 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
     folder, key = cache_folder(config, table)
     mode = feature_class(config)
 
-    def build(folder: Path) -> None:
+    def build(tmp: Path) -> None:  # a fresh folder, swapped in as ``folder`` when complete
         nonlocal model, tokenizer
         if model is None:
             model, tokenizer = load_encoder(config.encoder, config.pooling)
         if progress:
             print(f"[counterarg] building the {mode.kind} feature cache for {len(table.texts)} unique texts "
                   f"-> {folder} (once; later runs load it)", flush=True)
-        mode.build_cache(folder, config, table, model, tokenizer, device=device, progress=progress)
+        mode.build_cache(tmp, config, table, model, tokenizer, device=device, progress=progress)
 
     return load_or_build(folder, key, build)

@@ -45,28 +45,24 @@ class TrainedModel:
 
     @classmethod
     def load(cls, checkpoint: str | Path, device: str = "cpu") -> "TrainedModel":
+        """The checkpoint's model on this machine: its config less the machine-local fields
+        (config.MACHINE_FIELDS take this machine's defaults; a caller may then change them)."""
         from .checkpoint import read_checkpoint
 
         state = read_checkpoint(checkpoint)
-        tm = cls(Config.from_dict(state["config"]), state, device)
+        tm = cls(Config.from_checkpoint(state["config"]), state, device)
         tm.source = Path(checkpoint)
         return tm
 
     def fingerprint(self) -> str:
         """sha256 of the checkpoint's weights file (what the model computes depends on nothing else
         but the config, which is inside it)."""
-        import hashlib
-
         if self.source is None:
             raise EncoderError("this model was not loaded from a checkpoint folder; nothing to fingerprint")
         from .checkpoint import STATE_FILE
+        from .io import sha256_file
 
-        f = self.source / STATE_FILE if self.source.is_dir() else self.source
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(self.source / STATE_FILE if self.source.is_dir() else self.source)
 
     @torch.no_grad()
     def encode(self, texts: list[str], *, progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
@@ -129,43 +125,58 @@ def candidate_embeddings(tm: TrainedModel, texts: list[str], *, progress: bool =
 
     The key is the checkpoint's weights (sha256 of its state file) and the texts themselves, so a
     second ``counterarg rank`` against the same collection loads them instead of re-encoding (the
-    first encodes with a progress bar). Files: ``$COUNTERARG_CACHE/rank/<key>.npz``.
+    first encodes with a progress bar). The entry ``$COUNTERARG_CACHE/rank/<key>/`` (``h.npy``,
+    ``s.npy``) is a cache entry like the feature cache's (feature_cache.load_or_build): sealed with
+    sha256, its shapes checked, rebuilt on any read error. A cache that cannot be written (full
+    disk) is said so and the ranking goes on from the encoded texts.
     """
     import hashlib
 
-    from .io import _atomic, cache_root
+    from .feature_cache import load_or_build
+    from .io import DiskFullError, cache_root
 
     h = hashlib.sha256(tm.fingerprint().encode())
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\0")
-    path = cache_root(cache_dir or tm.config.cache_dir) / "rank" / f"{h.hexdigest()[:24]}.npz"
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                hc, sc = torch.from_numpy(z["h"]), torch.from_numpy(z["s"])
-            if hc.shape[0] == len(texts):
-                return hc.to(tm.device), sc.to(tm.device), True
-        except (OSError, ValueError, KeyError) as e:
-            print(f"[counterarg] candidate cache {path} unreadable ({e}); encoding again", flush=True)
-    hc, sc = tm.embed(texts, progress=progress)
+    folder = cache_root(cache_dir or tm.config.cache_dir) / "rank" / h.hexdigest()[:24]
+    encoded: list[tuple[torch.Tensor, torch.Tensor]] = []
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, h=hc.cpu().numpy(), s=sc.cpu().numpy())
+    def build(tmp: Path) -> None:
+        encoded.append(tm.embed(texts, progress=progress))
+        np.save(tmp / "h.npy", encoded[0][0].cpu().numpy())
+        np.save(tmp / "s.npy", encoded[0][1].cpu().numpy())
 
-    _atomic(path, write)
-    return hc, sc, False
+    def check(arrays: dict) -> str | None:
+        want = {"h": (len(texts), tm.hidden), "s": (len(texts), tm.heads.sim_dim)}
+        got = {k: tuple(arrays[k].shape) if k in arrays else None for k in want}
+        bad = [f"{k}.npy has shape {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
+        bad += [f"{k}.npy is {arrays[k].dtype}, not float32" for k in want if k in arrays and arrays[k].dtype != np.float32]
+        return "; ".join(bad) or None
+
+    try:
+        arrays = load_or_build(folder, {"kind": "rank", "n_texts": len(texts)}, build, check,
+                               what="candidate cache")
+    except DiskFullError as e:
+        if not encoded:
+            raise
+        print(f"[counterarg] candidate cache not written ({e}); ranking from the encoded texts", flush=True)
+        return encoded[0][0], encoded[0][1], False
+    if encoded:
+        return encoded[0][0], encoded[0][1], False
+    return torch.from_numpy(arrays["h"]).to(tm.device), torch.from_numpy(arrays["s"]).to(tm.device), True
 
 
 def save_embeddings(out: str | Path, s: np.ndarray, force: bool = False) -> Path:
-    """Write ``s`` as ``.npy`` (refusing an existing file unless ``force``)."""
+    """Write ``s`` as ``.npy`` (refusing an existing file unless ``force``, and a folder always)."""
     from .config import ConfigError
-    from .io import _atomic
+    from .io import atomic_write
 
     out = Path(out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out must end in .npy, got {out}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,5 +185,5 @@ def save_embeddings(out: str | Path, s: np.ndarray, force: bool = False) -> Path
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(s, dtype=np.float32))
 
-    _atomic(out, write)
+    atomic_write(out, write)
     return out

@@ -4,12 +4,17 @@ One reader (:func:`read_input_text`) checks every such file the same way (it exi
 is within its size limit, decodes as UTF-8, with a byte-order mark dropped) and names the file and
 the line in its errors; :func:`read_texts` splits a file into texts (one per line, or a field of
 each JSONL object). Errors are :class:`~counterarg.config.ConfigError`, which the CLI prints.
+Numbers on the command line are checked when parsed (:func:`int_at_least`, :func:`number_at_least`:
+argparse types, so a bad value is a usage error, exit 2).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from pathlib import Path
+from typing import Callable
 
 from .config import ConfigError
 
@@ -56,3 +61,34 @@ def read_texts(path: str | Path, field: str = "text", limit: int | None = None,
     if not texts:
         raise ConfigError(f"{what} {path} holds no texts")
     return texts
+
+
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]; a bad value is a usage error (exit 2, no traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def number_at_least(low: float) -> Callable[[str], float]:
+    """argparse type: a finite number >= low; a bad value is a usage error (exit 2, no traceback)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
+        return value
+
+    return parse

@@ -1,9 +1,11 @@
-"""Crash-safe files and folders: atomic writes, checkpoint swaps that a kill cannot lose, sha256
-manifests that catch corrupt files, and an exclusive lock per run or sweep folder.
+"""Crash-safe files and folders: atomic writes, the one folder swap that a kill cannot lose (used
+for ``checkpoint/``, ``best/``, exports and every cache entry) and its recovery, sha256 manifests
+that catch corrupt files, exclusive locks that never follow a link, and disk full as a named error.
 
-Why: a run is killed at any moment (SIGKILL, OOM, a preempted node) and resumed with ``--resume``;
-whatever was on disk before the kill must still be found and trusted after it, and two processes
-must never write the same folder at once.
+Why: a run is killed at any moment (SIGKILL, OOM, a preempted node) or its disk fills, and is
+resumed with ``--resume``; whatever was on disk before must still be found and trusted after it,
+two processes must never write the same folder at once, and a lock file planted as a symlink in a
+shared cache must not let us overwrite what it points to.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,25 +30,94 @@ class FolderLockedError(RuntimeError):
     """Another process holds the folder's lock; the message names the folder and the holder."""
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+class LockFileError(FolderLockedError):
+    """A lock file that is a symlink, a hard link or not a regular file: refused, never opened through."""
+
+
+class DiskFullError(RuntimeError):
+    """A write failed because its file system is full (ENOSPC, EDQUOT); the message names the file,
+    the space left and what was kept (the previous file or folder, untouched)."""
+
+
+#: below this many free bytes a write error that names no errno (torch's "file write failed",
+#: safetensors' SafetensorError) is taken to be a full disk
+FULL_BELOW = 1 << 20
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system of ``path`` (or of its nearest existing parent)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def is_disk_full(e: BaseException, path: Path) -> bool:
+    """Whether ``e`` (raised while writing under ``path``) means the disk is full: ENOSPC/EDQUOT in
+    its chain, or a write error of a library that hides the errno while almost nothing is free."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(e)
+    writing = isinstance(e, OSError) or type(e).__name__ == "SafetensorError" or any(
+        w in text for w in ("write", "written", "basic_ios", "unexpected pos"))  # torch's writer errors
+    free = free_bytes(path) if writing else None
+    return free is not None and free < FULL_BELOW
+
+
+def disk_full_error(path: Path, kept: str) -> DiskFullError:
+    free = free_bytes(path)
+    left = f"{free / 2**20:.1f} MiB left" if free is not None else "space left unknown"
+    return DiskFullError(f"disk full: could not write {path} ({left} on its file system); kept {kept}. "
+                         "Free some space and run the command again")
+
+
+#: every rename of a swap goes through here (tests kill the process at a chosen one)
+_rename = os.replace
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file to disk (where a full disk may first say so; tests inject ENOSPC here)."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` a sibling temporary file, then rename it onto ``path``: a kill leaves the old
+    file or the new one. A full disk is a :class:`DiskFullError`; the old file stays."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    existed = path.exists()
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _fsync_file(Path(tmp))
+        _rename(tmp, path)
+    except BaseException as e:
+        full = isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, path.parent)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise disk_full_error(path, f"the previous {path} as it was" if existed else
+                                  f"nothing ({path} was not written)") from None
         raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic(path, lambda p: p.write_bytes(data))
+    atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -55,7 +127,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def atomic_torch_save(path: Path, obj: Any) -> None:
     import torch
 
-    _atomic(path, lambda p: torch.save(obj, p))
+    atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def sha256_file(path: Path) -> str:
@@ -66,27 +138,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(folder: Path, **extra: Any) -> dict:
-    """Write ``manifest.json`` into ``folder``: the sha256 of every other file in it, plus ``extra``.
-
-    The files are fsynced first, so a manifest on disk always describes whole files.
+def write_manifest(folder: Path, seal: str = MANIFEST, **extra: Any) -> dict:
+    """Write ``seal`` (``manifest.json``) into ``folder``: the sha256 of every other file in it,
+    plus ``extra``. The files are fsynced first, so a manifest on disk always describes whole files.
     """
     folder = Path(folder)
     files = {}
     for f in sorted(folder.iterdir()):
-        if f.is_file() and f.name != MANIFEST and not f.name.endswith(".tmp"):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        if f.is_file() and f.name != seal and not f.name.endswith(".tmp"):
+            _fsync_file(f)
             files[f.name] = sha256_file(f)
     manifest = {"files": files, **extra}
-    atomic_write_json(folder / MANIFEST, manifest)
+    atomic_write_json(folder / seal, manifest)
     return manifest
 
 
-def read_manifest(folder: Path) -> dict | None:
+def read_manifest(folder: Path, seal: str = MANIFEST) -> dict | None:
     """The folder's manifest, or None when it has none (or an unreadable one)."""
     try:
-        data = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads((Path(folder) / seal).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
@@ -102,9 +172,9 @@ def bad_files(folder: Path, manifest: dict) -> list[str]:
     return bad
 
 
-def _complete(folder: Path) -> dict | None:
+def _complete(folder: Path, seal: str = MANIFEST) -> dict | None:
     """The manifest of a folder whose files all match it; None for an incomplete or damaged one."""
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, seal)
     if manifest is None or bad_files(folder, manifest):
         return None
     return manifest
@@ -131,73 +201,91 @@ def _temps(target: Path) -> list[Path]:
     return sorted(p for p in target.parent.glob(f".{target.name}.*") if p.is_dir() and p != old)
 
 
-def atomic_replace_dir(target: Path, fill: Callable[[Path], None], **manifest: Any) -> None:
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def atomic_replace_dir(target: Path, fill: Callable[[Path], None], *, seal: str = MANIFEST, **manifest: Any) -> None:
     """Fill a fresh sibling folder, seal it with a manifest, then swap it in place of ``target``.
 
-    The swap is two renames (``target`` -> ``.NAME.old``, fill folder -> ``target``); a kill
-    between them leaves no ``target``, which :func:`recover_dir` repairs on the next start from the
-    sealed fill folder (or, failing that, from ``.NAME.old``). ``manifest`` adds fields (the epoch)
-    to the manifest.
+    The one folder swap of the project (``checkpoint/``, ``best/``, exports, cache entries); the
+    caller holds the lock that makes it the only writer of ``target``. The swap is two renames
+    (``target`` -> ``.NAME.old``, fill folder -> ``target``); a kill between them leaves no
+    ``target``, which :func:`recover_dir` repairs (run first here, and by every reader that owns
+    the folder) from the sealed fill folder or, failing that, from ``.NAME.old``. ``seal`` names the
+    manifest file (caches keep their ``meta.json``); ``manifest`` adds fields (the epoch, a cache
+    key). A full disk is a :class:`DiskFullError` naming what was kept: ``target`` as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    for line in recover_dir(target, seal=seal):
+        print(f"[counterarg] {line}", flush=True)
     old = _old(target)
+    existed = target.exists()
+    tmp = None
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         fill(tmp)
-        write_manifest(tmp, **manifest)
+        write_manifest(tmp, seal, **manifest)
         _fsync_dir(tmp)
-        if old.exists():
-            shutil.rmtree(old)
         if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
+            _rename(target, old)
+        _rename(tmp, target)
         _fsync_dir(target.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        _remove(old)
+    except BaseException as e:
         if not target.exists() and old.exists():  # interrupted between the renames: roll back
-            os.replace(old, target)
-        shutil.rmtree(tmp, ignore_errors=True)
+            _rename(old, target)
+        full = isinstance(e, Exception) and not isinstance(e, DiskFullError) and is_disk_full(e, target.parent)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            epoch = (read_manifest(target, seal) or {}).get("epoch") if existed else None
+            raise disk_full_error(target, f"the previous {target}" + (f" (epoch {epoch})" if epoch else "")
+                                  + " as it was" if existed else f"nothing new ({target} did not exist)") from None
         raise
 
 
-def recover_dir(target: Path) -> list[str]:
+def recover_dir(target: Path, *, seal: str = MANIFEST) -> list[str]:
     """Complete or roll back a swap of ``target`` that a kill interrupted; remove leftovers.
 
-    * ``target`` present: fill folders (never swapped in; their epoch is retrained) and
+    * ``target`` present: fill folders (never swapped in; a checkpoint's epoch is retrained) and
       ``.NAME.old`` are removed.
     * ``target`` missing: the newest sealed fill folder (manifest present, every sha256 matching)
       becomes ``target`` (swap completed); without one, ``.NAME.old`` does (rolled back).
 
-    Nothing that could be the only copy of a checkpoint is deleted. Returns what was done, one
-    line each.
+    Nothing that could be the only copy is deleted. The caller holds the folder's lock. Returns
+    what was done, one line each.
     """
     target = Path(target)
     old = _old(target)
     done: list[str] = []
     if not target.exists():
-        candidates = [(m.get("epoch", -1), str(t), t) for t in _temps(target) if (m := _complete(t)) is not None]
+        candidates = [(m.get("epoch", -1), str(t), t) for t in _temps(target) if (m := _complete(t, seal)) is not None]
         if old.is_dir():
-            m = read_manifest(old)
+            m = read_manifest(old, seal)
             candidates.append(((m or {}).get("epoch", -1), "", old))
         if candidates:
             epoch, _, best = max(candidates, key=lambda c: (c[0], c[2] != old))
-            os.replace(best, target)
+            _rename(best, target)
             _fsync_dir(target.parent)
             how = "rolled back to" if best == old else "completed the swap to"
-            done.append(f"{target}: a kill interrupted the checkpoint swap; {how} {best.name}"
+            done.append(f"{target}: a kill interrupted its swap; {how} {best.name}"
                         + (f" (epoch {epoch})" if epoch != -1 else ""))
     for t in _temps(target):
         shutil.rmtree(t, ignore_errors=True)
-        done.append(f"removed the unfinished checkpoint folder {t}")
+        done.append(f"removed the unfinished folder {t}")
     if old.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        done.append(f"removed the previous checkpoint {old}")
+        _remove(old)
+        done.append(f"removed the previous copy {old}")
     return done
 
 
 def remove_temp_files(folder: Path) -> list[str]:
-    """Remove ``.NAME.XXXX.tmp`` files that :func:`_atomic` left when a kill hit mid-write."""
+    """Remove ``.NAME.XXXX.tmp`` files that :func:`atomic_write` left when a kill hit mid-write."""
     removed = []
     for f in Path(folder).glob(".*.tmp"):
         if f.is_file():
@@ -206,36 +294,59 @@ def remove_temp_files(folder: Path) -> list[str]:
     return removed
 
 
-@contextmanager
-def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold ``lock_path`` exclusively (``fcntl.flock``, non-blocking) while the block runs.
+def _open_lock(lock_path: Path) -> int:
+    """Open (creating) a lock file without following a symlink; refuse anything but a regular
+    file with one link, so a planted link never makes us write to what it points to."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock_path, flags, 0o644)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EMLINK):
+            raise LockFileError(f"lock file {lock_path} is a symbolic link (to {os.readlink(lock_path)!r}); "
+                                "refusing to follow it. Remove the link and retry") from None
+        if e.errno == errno.EISDIR:
+            raise LockFileError(f"lock file {lock_path} is a folder; remove it and retry") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        why = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
+        raise LockFileError(f"lock file {lock_path} is {why}; refusing to write to it. Remove it and retry")
+    return fd
 
-    A second process (or a second lock in this one) gets :class:`FolderLockedError` at once,
-    naming ``what`` and the holder's pid. The lock dies with its process, so a kill never leaves
-    a stale lock behind; the file itself stays.
+
+@contextmanager
+def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold ``lock_path`` exclusively (``fcntl.flock``) while the block runs; the one lock helper.
+
+    Without ``wait`` a second process (or a second lock in this one) gets :class:`FolderLockedError`
+    at once, naming ``what`` and the holder's pid; with ``wait`` it blocks until the holder is done
+    (a cache entry being built). The lock dies with its process, so a kill never leaves a stale lock
+    behind; the file itself stays. It is opened with ``O_NOFOLLOW`` and must be a regular file with
+    one link (:class:`LockFileError` otherwise).
     """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(lock_path, "a+", encoding="utf-8")
+    fd = _open_lock(lock_path)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        fh.close()
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+        os.close(fd)
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
             raise FolderLockedError(f"{what} is in use by another process ({holder}; lock file {lock_path}); "
                                     "wait for it to finish or choose another folder") from None
         raise
     try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        fh.flush()
+        try:  # who holds it, for the message a second process gets (a full disk may refuse the line)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        except OSError:
+            pass
         yield
     finally:
-        fcntl.flock(fh, fcntl.LOCK_UN)
-        fh.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def folder_lock(folder: Path, what: str = "run folder"):
@@ -244,11 +355,17 @@ def folder_lock(folder: Path, what: str = "run folder"):
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    """Append one JSON row and fsync, so a finished epoch's row survives a kill."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one JSON row and fsync, so a finished epoch's row survives a kill. A full disk is a
+    :class:`DiskFullError`; the rows before stay (a cut-short last line is rewritten on resume)."""
+    path = Path(path)
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        _fsync_file(path)
+    except OSError as e:
+        if is_disk_full(e, path.parent):
+            raise disk_full_error(path, f"the rows already in {path}") from None
+        raise
 
 
 def cache_root(cache_dir: str | None = None) -> Path:

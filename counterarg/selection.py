@@ -76,21 +76,36 @@ class BestRanks:
     def load(self, folder: str | Path, history: list[dict]) -> None:
         """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
         best = best_row(history, self.metric)
-        path = Path(folder) / self.FILE
-        if best is None or not path.exists():
+        if best is None:
             return
         self.value = float(best[self.metric])
-        with np.load(path, allow_pickle=False) as z:
-            self.arrays = {k: z[k] for k in z.files}
+        self.arrays = read_best_ranks(folder) or {}
+
+
+def parse_best_ranks(data: bytes | str | Path, where: str) -> dict[str, np.ndarray] | None:
+    """The arrays of a ``best_ranks.npz`` (its bytes or its path), or None with a warning naming
+    ``where`` when it cannot be used: cut short, not a zip, an object array, a non-numeric array."""
+    from io import BytesIO
+
+    try:
+        with np.load(BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        bad = [k for k, a in arrays.items() if a.dtype.kind not in "biuf"]
+        if bad:
+            raise ValueError(f"array {bad[0]!r} is {arrays[bad[0]].dtype}, not numbers")
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, ...: each skips this file only
+        print(f"[counterarg] warning: per-query ranks {where} cannot be read ({type(e).__name__}: {e}); "
+              "left out", flush=True)
+        return None
+    return arrays
 
 
 def read_best_ranks(folder: str | Path) -> dict[str, np.ndarray] | None:
-    """The ``best_ranks.npz`` arrays of a checkpoint folder, or None if it has none."""
+    """The ``best_ranks.npz`` arrays of a checkpoint folder, or None if it has none (or a bad one)."""
     path = Path(folder) / BestRanks.FILE
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return parse_best_ranks(path, str(path))
 
 
 def early_stop(config: Config, history: list[dict], epoch: int) -> dict | None:

@@ -6,8 +6,11 @@ module never imports Ray. This module is the epoch loop and the run folder (``co
 the checkpoint's content :mod:`counterarg.checkpoint`, the best epoch and patience
 :mod:`counterarg.selection`. A resumed run on CPU gives the same metrics as an uninterrupted one.
 
-The run folder is locked while a run writes it, and a checkpoint swap a kill interrupted is
-completed or rolled back before anything else happens (io.recover_dir).
+The run folder is locked while a run writes it, and a swap of ``checkpoint/`` or ``best/`` a kill
+interrupted is completed or rolled back before anything else happens (io.recover_dir). ``best/`` is
+swapped before ``checkpoint/``, so a kill or a full disk between the two leaves a checkpoint whose
+next epoch (retrained on resume) writes ``best/`` again; a full disk is an io.DiskFullError that
+names what was kept.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from .config import Config
 from .corpus import load_corpus
 from .feature_cache import TextTable
 from .features import make_features
-from .io import append_jsonl, atomic_replace_dir, atomic_write_text, folder_lock, recover_dir, remove_temp_files
+from .io import (DiskFullError, append_jsonl, atomic_replace_dir, atomic_write_text, folder_lock, recover_dir,
+                 remove_temp_files)
 from .model import EncoderError, pick_device
 from .run import Run, TrainingError, say
 from .selection import BEST_DIR, BestRanks, best_epoch, early_stop
@@ -96,7 +100,7 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
-        for line in recover_dir(out / "checkpoint") + remove_temp_files(out):
+        for line in recover_dir(out / "checkpoint") + recover_dir(out / BEST_DIR) + remove_temp_files(out):
             say(line, True)  # said even when quiet: the folder was changed
         if resume_latest and resume_from is None:
             if (out / "checkpoint").exists():
@@ -149,6 +153,9 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
         best.load(resume_from, history)
     try:
         _epochs(run, config, start, history, ckpt, metrics_path, report, progress, best)
+    except DiskFullError as e:
+        raise DiskFullError(f"{e}. The run folder {out} keeps its last complete checkpoint/ and best/; "
+                            f"continue it with --resume") from None
     finally:
         run.close()
     return history
@@ -185,9 +192,9 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
             config.save(folder / "config.json")
             best.save(folder)
 
-        atomic_replace_dir(ckpt, fill, epoch=epoch + 1)
-        if improved:
+        if improved:  # first: a checkpoint never names a best epoch that best/ lacks
             atomic_replace_dir(ckpt.parent / BEST_DIR, fill, epoch=epoch + 1)
+        atomic_replace_dir(ckpt, fill, epoch=epoch + 1)
         append_jsonl(metrics_path, row)
         if progress:
             say(_epoch_line(row), True)

@@ -269,3 +269,138 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     assert encoded == [1, fast["candidates"]] and fast["candidates"] > 10
     assert [r["id"] for r in fast["results"]] == [r["id"] for r in slow["results"]]
     assert [r["score"] for r in fast["results"]] == pytest.approx([r["score"] for r in slow["results"]], abs=1e-5)
+
+
+# ---------------------------------------------------------------- issue 22: machine fields, named errors, full disk
+def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_encoder, tmp_path, capsys, monkeypatch):
+    """Item 6: a checkpoint trained with --set cache_dir=/their/cache wrote evaluate's and rank's
+    caches there (or failed where it does not exist); they go to $COUNTERARG_CACHE now."""
+    import shutil
+
+    theirs = tmp_path / "their-node" / "cache"
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--quiet", "--epochs", "1", "--set", f"encoder={tiny_encoder}",
+                 "--set", f"cache_dir={theirs}", "--set", "max_length=32"]) == 0
+    shutil.rmtree(tmp_path / "their-node")
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "mine"))
+    cands = tmp_path / "c.txt"  # a file of candidates: rank caches their embeddings
+    cands.write_text("first counter\nsecond counter\n")
+    assert main(["evaluate", "--checkpoint", str(run / "checkpoint"), "--split", "validation", "--quiet"]) == 0
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet"]) == 0  # the corpus
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet",
+                 "--candidates", str(cands)]) == 0
+    assert not (tmp_path / "their-node").exists()
+    assert {"features", "rank"} <= {p.name for p in (tmp_path / "mine").iterdir()}
+    other = tmp_path / "chosen"
+    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet", "--candidates", str(cands),
+                 "--set", f"cache_dir={other}"]) == 0  # --set wins
+    assert (other / "rank").is_dir()
+
+
+def test_rank_a_npy_of_a_default_checkpoint(trained, tmp_path, capsys):
+    """Item 8: with sim_dim=0 (the encoder width) rank --candidates X.npy said "expected [2, 0]";
+    the width is resolved, and a fused checkpoint is told to score with --set eval_mode=retrieval."""
+    texts = tmp_path / "t.txt"
+    texts.write_text("first counter\nsecond counter\n")
+    npy = tmp_path / "c.npy"
+    ck = str(trained / "checkpoint")
+    assert main(["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(npy), "--quiet"]) == 0
+    base = ["rank", "--checkpoint", ck, "--text", "first", "--candidates", str(npy), "--candidate-texts", str(texts)]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "expected" not in err and "eval_mode=fused" in err and "--set eval_mode=retrieval" in err
+    assert main(base + ["--set", "eval_mode=retrieval", "--json"]) == 0
+    from_npy = json.loads(capsys.readouterr().out)["results"]
+    assert main(["rank", "--checkpoint", ck, "--text", "first", "--candidates", str(texts),
+                 "--set", "eval_mode=retrieval", "--json", "--quiet"]) == 0
+    from_texts = json.loads(capsys.readouterr().out)["results"]
+    assert [r["text"] for r in from_npy] == [r["text"] for r in from_texts]
+    assert [r["score"] for r in from_npy] == pytest.approx([r["score"] for r in from_texts], abs=1e-5)
+
+
+@pytest.mark.parametrize("case", ["config_dir", "config_binary", "seed", "embed_out_folder", "bench_n",
+                                  "rank_model_field", "out_under_a_file", "cache_under_a_file"])
+def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
+    """Item 8: each of these gave a traceback; now exit 2 with one line naming the file or value."""
+    ck = str(trained / "checkpoint")
+    texts = tmp_path / "t.txt"
+    texts.write_text("a text\n")
+    binary = tmp_path / "c.json"
+    binary.write_bytes(b"\x80\x81\x00\xff" * 8)
+    (tmp_path / "D.npy").mkdir()
+    argv, named = {
+        "config_dir": (["train", "--out", str(tmp_path / "r"), "--config", str(tmp_path)], f"{tmp_path} is a folder"),
+        "config_binary": (["train", "--out", str(tmp_path / "r"), "--config", str(binary)], f"{binary} is not UTF-8"),
+        "seed": (["train", "--out", str(tmp_path / "r"), "--set", "seed=-1"], "seed must lie in [0, 2**32 - 1]"),
+        "embed_out_folder": (["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "D.npy"),
+                              "--force"], f"--out {tmp_path / 'D.npy'} is a folder"),
+        "bench_n": (["bench", "mining", "--n", "-5"], "argument --n: must be >= 1, got -5"),
+        "rank_model_field": (["rank", "--checkpoint", ck, "--text", "x", "--set", "max_length=64"],
+                             "--set max_length: the checkpoint"),
+        "out_under_a_file": (["train", "--out", str(texts / "r"), "--epochs", "1"], f"{texts / 'r'}: Not a directory"),
+        "cache_under_a_file": (["rank", "--checkpoint", ck, "--text", "x", "--quiet", "--set", f"cache_dir={texts}"],
+                               f"{texts / 'rank'}: Not a directory"),
+    }[case]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained, tiny_encoder, tmp_path, capsys,
+                                                                        monkeypatch):
+    """Item 8 (the hook form of a 30 MB tmpfs that fills): train, evaluate, embed and export name
+    the full disk in one line (exit 1, no traceback) and the previous checkpoint, best/, export and
+    files stay as they were; rank still prints its ranking without its cache."""
+    import errno
+    import shutil
+
+    pytest.importorskip("sentence_transformers")
+    from counterarg import io
+    from counterarg.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    texts = tmp_path / "t.txt"
+    texts.write_text("a text\nanother text\n")
+    ck = str(run / "checkpoint")
+    assert main(["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]) == 0
+    assert main(["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"]) == 0
+    (tmp_path / "m.json").write_text("{}")
+    kept = {p: io.sha256_file(p) for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    capsys.readouterr()
+
+    def full_at(names):
+        def fsync(path):
+            if names is None or path.name in names:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return fsync
+
+    commands = [
+        (["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet", "--set", f"encoder={tiny_encoder}"],
+         {"state.pt"}, "The run folder"),  # the disk fills when epoch 2's state is written
+        (["evaluate", "--checkpoint", ck, "--split", "validation", "--json", str(tmp_path / "m.json"), "--quiet"],
+         None, "m.json"),
+        (["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--force", "--quiet"],
+         None, "e.npy"),
+        (["export", "--checkpoint", ck, "--out", str(tmp_path / "st"), "--force"], None, "st"),
+    ]
+    for argv, names, what in commands:
+        monkeypatch.setattr(io, "_fsync_file", full_at(names))
+        assert main(argv) == 1, argv[0]
+        err = capsys.readouterr().err  # export's library progress bars aside: one line
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("counterarg: error: disk full: could not write") and what in last, err
+        assert err.count("counterarg: error") == 1 and "kept" in last and "Traceback" not in err
+    assert main(["rank", "--checkpoint", ck, "--text", "a text", "--candidates", str(texts), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "candidate cache not written (disk full" in out and "best 2 of 2" in out
+    monkeypatch.undo()
+    now = {p: io.sha256_file(p) for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2  # the resumed run's config (written first)
+    kept.pop(run / "config.json"), now.pop(run / "config.json")
+    assert now == kept  # nothing else written, nothing lost, no leftover
+    assert read_checkpoint(run / "checkpoint")["epoch"] == 1 and read_checkpoint(run / "best")["epoch"] == 1

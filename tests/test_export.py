@@ -117,3 +117,46 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
     assert f"the run trained 3 of its 3 epochs; these weights are epoch {best}, its best by" in card
     assert not absolute_paths_in(card), absolute_paths_in(card)
     assert "from the checkpoint `run/best`" in card and "--out st`" in card
+
+
+KILL_AT_RENAME = """
+import os, signal, sys
+from counterarg import io
+from counterarg.cli import main
+calls = []
+def rename(a, b):
+    calls.append(b)
+    if len(calls) == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.replace(a, b)
+io._rename = rename
+main(sys.argv[2:])
+"""
+
+
+@pytest.mark.slow
+def test_a_kill_inside_export_force_never_loses_the_previous_export(tiny_encoder, tmp_path):
+    """Issue 22 item 3: export --force deleted the old folder before renaming the new one in; a
+    kill there lost it, and a kill mid-write left .OUT.xxxx. Now a kill before the swap's last rename
+    (old export moved aside, new one sealed but not yet in) is completed or rolled back by the next export,
+    which leaves one whole folder and no leftover."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("sentence_transformers")
+    from counterarg.io import read_manifest, recover_dir
+
+    train(Config(encoder=tiny_encoder, epochs=1, max_length=32), tmp_path / "run", progress=False)
+    ck, st = str(tmp_path / "run" / "checkpoint"), tmp_path / "st"
+    assert main(["export", "--checkpoint", ck, "--out", str(st)]) == 0
+    first = read_manifest(st)["files"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, "3", "export", "--checkpoint", ck, "--out", str(st),
+                        "--force"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    assert not st.exists() and (tmp_path / ".st.old").is_dir()  # the gap the kill hit
+    assert recover_dir(st)  # what the next export does first: the sealed new folder goes in
+    assert read_manifest(st)["files"]["README.md"] == first["README.md"]  # same checkpoint, same card
+    assert main(["export", "--checkpoint", ck, "--out", str(st), "--force"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".st.lock", "run", "st"]

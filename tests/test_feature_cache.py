@@ -165,3 +165,55 @@ def test_a_second_builder_waits_for_the_first_and_builds_nothing(tmp_path):
     b.join(30)
     assert built == ["first"]
     np.testing.assert_array_equal(got["second"]["pooled"], np.arange(6.0).reshape(3, 2))
+
+
+def test_a_symlinked_cache_lock_is_refused_and_its_target_untouched(setup, tmp_path):
+    """Issue 22 item 4: ``ln -sf ~/victim $CACHE/features/<entry>.lock`` must not empty ~/victim."""
+    from counterarg.io import LockFileError
+
+    cfg, table = setup
+    folder, _ = cache_folder(cfg, table)
+    folder.parent.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (folder.parent / f"{folder.name}.lock").symlink_to(victim)
+    with pytest.raises(LockFileError, match="symbolic link"):
+        cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
+    assert victim.read_text() == "precious"
+
+
+def test_an_entry_whose_hashes_match_but_cannot_be_read_is_rebuilt(setup, capsys):
+    """Issue 22 item 5: any read error (here an object array, sealed with its own sha256) rebuilds."""
+    from counterarg.io import sha256_file
+
+    cfg, table = setup
+    first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    folder = cache_folder(cfg, table)[0]
+    np.save(folder / "pooled.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["files"]["pooled.npy"] = sha256_file(folder / "pooled.npy")
+    (folder / "meta.json").write_text(json.dumps(meta))
+    again = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
+    assert "cannot be used" in capsys.readouterr().out
+    np.testing.assert_array_equal(again, first)
+
+
+def test_a_build_cut_short_by_a_full_disk_leaves_no_half_entry(tmp_path):
+    """Issue 22 items 5 and 8: the entry is filled beside its place and swapped in whole, so a
+    build that fails (disk full) leaves no entry and no leftover, and says that the disk is full."""
+    import errno
+
+    from counterarg.feature_cache import load_or_build
+    from counterarg.io import DiskFullError
+
+    folder = tmp_path / "features" / "pooled-x"
+
+    def build(f):
+        np.save(f / "pooled.npy", np.zeros((3, 2)))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskFullError, match=f"could not write {folder}"):
+        load_or_build(folder, {"kind": "pooled"}, build)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["pooled-x.lock"]
+    got = load_or_build(folder, {"kind": "pooled"}, lambda f: np.save(f / "pooled.npy", np.ones((3, 2))))
+    np.testing.assert_array_equal(got["pooled"], np.ones((3, 2)))

@@ -73,3 +73,70 @@ def test_save_embeddings_writes_float32_npy_and_refuses_to_overwrite(tmp_path):
     assert np.load(out).shape == (1, 1)
     with pytest.raises(ConfigError, match=r"must end in \.npy"):
         save_embeddings(tmp_path / "e.txt", np.zeros((1, 1)))
+
+
+def _rank_entry_file(cache):
+    """The candidate cache's one entry file to tamper with (its ``s`` array)."""
+    entries = [p for p in (cache / "rank").iterdir() if not p.name.endswith(".lock")]
+    assert len(entries) == 1
+    return entries[0] / "s.npy" if entries[0].is_dir() else entries[0]
+
+
+@pytest.mark.parametrize("tamper", ["flip", "same_shape"])
+def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, capsys, tamper):
+    """Issue 22 item 5: one flipped byte, or a same-shape array put in its place, is caught (sha256)
+    and the entry rebuilt: rank gives the same embeddings as before, never an error or other ranks."""
+    tm = TrainedModel.load(checkpoint)
+    texts = ["one candidate", "another candidate text", "a third"]
+    _, s, _ = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
+    f = _rank_entry_file(tmp_path)
+    if tamper == "flip":
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        f.write_bytes(bytes(data))
+    elif f.suffix == ".npy":
+        np.save(f, np.zeros(s.shape, dtype=np.float32))
+    else:  # the single-file cache of before
+        np.savez(f, h=np.zeros((3, tm.hidden), np.float32), s=np.zeros(s.shape, np.float32))
+    capsys.readouterr()
+    _, s2, cached = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
+    assert not cached and torch.equal(s, s2)
+    assert "rebuilding" in capsys.readouterr().out
+    assert candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))[2]  # healed
+
+
+def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, capsys, monkeypatch):
+    """Issue 22 item 8: rank printed no ranking when its cache write failed; now it says so and
+    goes on with the encoded texts, leaving no half entry."""
+    import errno
+
+    from counterarg import io
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io, "_fsync_file", full)
+    tm = TrainedModel.load(checkpoint)
+    h, s, cached = candidate_embeddings(tm, ["one", "two"], progress=False, cache_dir=str(tmp_path))
+    assert not cached and s.shape[0] == 2
+    assert "candidate cache not written (disk full" in capsys.readouterr().out
+    assert [p.suffix for p in (tmp_path / "rank").iterdir()] == [".lock"]
+
+
+def test_a_checkpoints_machine_fields_are_this_machines(tiny_encoder, tmp_path, monkeypatch):
+    """Issue 22 item 6: cache_dir, device, ... of the machine that trained are not taken."""
+    from counterarg.config import MACHINE_FIELDS
+
+    elsewhere = tmp_path / "their-node" / "cache"
+    train(Config(encoder=tiny_encoder, epochs=1, max_length=32, cache_dir=str(elsewhere), device="cpu",
+                 embed_batch_size=3, index="balltree"), tmp_path / "run", progress=False)
+    tm = TrainedModel.load(tmp_path / "run" / "checkpoint")
+    defaults = Config()
+    assert {k: getattr(tm.config, k) for k in MACHINE_FIELDS} == {k: getattr(defaults, k) for k in MACHINE_FIELDS}
+    assert tm.config.encoder == tiny_encoder and tm.config.max_length == 32  # the model's own fields stay
+    import shutil
+
+    shutil.rmtree(tmp_path / "their-node")
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "mine"))
+    candidate_embeddings(tm, ["a", "b"], progress=False)
+    assert (tmp_path / "mine" / "rank").is_dir() and not (tmp_path / "their-node").exists()

@@ -122,3 +122,152 @@ def test_manifest_lists_sha256_of_every_file(tmp_path):
     atomic_replace_dir(target, lambda d: ((d / "a").write_text("1"), (d / "b").write_text("2")), epoch=5)
     m = json.loads((target / "manifest.json").read_text())
     assert set(m["files"]) == {"a", "b"} and m["epoch"] == 5 and all(len(h) == 64 for h in m["files"].values())
+
+
+def _swap_killed_at(target, n, epoch):
+    """Run one swap of ``target`` to ``epoch`` in a forked child that SIGKILLs itself at its n-th
+    rename (io._rename: the manifest's, target -> .old, fill -> target); True if the kill hit."""
+    import signal
+
+    from counterarg import io
+
+    pid = os.fork()
+    if pid == 0:  # the child: file operations only, then a real SIGKILL (no cleanup runs)
+        calls = []
+
+        def rename(a, b):
+            calls.append(b)
+            if len(calls) == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            os.replace(a, b)
+
+        io._rename = rename
+        try:
+            atomic_replace_dir(target, lambda d: (d / "state.pt").write_text(f"epoch {epoch}"), epoch=epoch)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.parametrize("existed", [True, False])
+def test_a_kill_at_every_rename_of_the_swap_leaves_the_old_or_the_new_folder(tmp_path, existed):
+    """Issue 22 (one crash-safe swap): a SIGKILL at each rename of a swap, then recovery, gives the
+    previous folder or the new one, whole (content matches its manifest's epoch), and nothing else;
+    a swap started after the kill recovers on its own and leaves no leftover."""
+    outcomes = []
+    n = 1
+    while True:
+        case = tmp_path / f"kill{n}"
+        target = case / "checkpoint"
+        case.mkdir()
+        if existed:
+            atomic_replace_dir(target, lambda d: (d / "state.pt").write_text("epoch 1"), epoch=1)
+        killed = _swap_killed_at(target, n, 2)
+        recover_dir(target)
+        epoch = _epoch(target) if target.exists() else None
+        if epoch is not None:
+            assert (target / "state.pt").read_text() == f"epoch {epoch}"
+        assert sorted(p.name for p in case.iterdir()) == (["checkpoint"] if epoch else [])
+        outcomes.append((killed, epoch))
+        atomic_replace_dir(target, lambda d: (d / "state.pt").write_text("epoch 3"), epoch=3)
+        assert _epoch(target) == 3 and sorted(p.name for p in case.iterdir()) == ["checkpoint"]
+        if not killed:
+            break
+        n += 1
+    if existed:  # renames: manifest, checkpoint -> .checkpoint.old, fill -> checkpoint
+        assert outcomes == [(True, 1), (True, 1), (True, 2), (False, 2)]
+    else:  # renames: manifest, fill -> checkpoint
+        assert outcomes == [(True, None), (True, 2), (False, 2)]
+
+
+def test_a_swap_after_an_unrecovered_kill_keeps_the_only_copy(tmp_path):
+    """The state a kill between the renames leaves (only .checkpoint.old and a sealed fill folder):
+    the next swap completes or rolls back first, never deletes .checkpoint.old as a stale copy."""
+    _checkpoint(tmp_path / ".checkpoint.old", 7)
+    _checkpoint(tmp_path / ".checkpoint.cut0short", 8, sealed=False)
+    boom = OSError("fill failed")
+
+    def fill(d):
+        raise boom
+
+    with pytest.raises(OSError):
+        atomic_replace_dir(tmp_path / "checkpoint", fill, epoch=8)
+    assert _epoch(tmp_path / "checkpoint") == 7  # rolled back first, so the failed fill lost nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(tmp_path):
+    """Issue 22 item 4: a symlinked or hard-linked OUT/.lock is never opened through."""
+    from counterarg.io import LockFileError
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    for name, link in (("soft", os.symlink), ("hard", os.link)):
+        run = tmp_path / name
+        run.mkdir()
+        link(victim, run / ".lock")
+        with pytest.raises(LockFileError, match=f"lock file {run / '.lock'} is a (symbolic|hard) link"):
+            with folder_lock(run):
+                pass
+    assert victim.read_text() == "precious"
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    os.symlink(tmp_path / "not-yet", dangling / ".lock")
+    with pytest.raises(LockFileError):
+        with folder_lock(dangling):
+            pass
+    assert not (tmp_path / "not-yet").exists()  # not created through the link
+
+
+def test_a_full_disk_is_named_with_what_was_kept(tmp_path, monkeypatch):
+    """Issue 22 item 8: ENOSPC at any write of a swap, a file write or a row append is a
+    DiskFullError naming the file and what was kept, and the previous content stays."""
+    import errno
+
+    from counterarg import io
+    from counterarg.io import DiskFullError, append_jsonl, atomic_write_text
+
+    target = tmp_path / "checkpoint"
+    atomic_replace_dir(target, lambda d: (d / "state.pt").write_text("epoch 1"), epoch=1)
+    atomic_write_text(tmp_path / "config.json", "{}")
+    append_jsonl(tmp_path / "m.jsonl", {"epoch": 1})
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(io, "_fsync_file", full)
+    with pytest.raises(DiskFullError, match=rf"disk full: could not write {target} .*kept the previous {target} "
+                                            r"\(epoch 1\) as it was"):
+        atomic_replace_dir(target, lambda d: (d / "state.pt").write_text("epoch 2"), epoch=2)
+    with pytest.raises(DiskFullError, match="kept the previous .*config.json as it was"):
+        atomic_write_text(tmp_path / "config.json", '{"a": 1}')
+    with pytest.raises(DiskFullError, match="kept the rows already in"):
+        append_jsonl(tmp_path / "m.jsonl", {"epoch": 2})
+    monkeypatch.undo()
+    assert _epoch(target) == 1 and (target / "state.pt").read_text() == "epoch 1"
+    assert (tmp_path / "config.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "config.json", "m.jsonl"]
+
+
+def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, monkeypatch):
+    """torch ("file write failed") and safetensors hide the errno: with under FULL_BELOW bytes
+    free such an error is named as a full disk; with space left it stays what it was."""
+    from counterarg import io
+    from counterarg.io import DiskFullError
+
+    def torch_like(d):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    def not_a_write(d):
+        raise RuntimeError("metric validation/mean/acc@1 is nan at epoch 3")
+
+    with pytest.raises(RuntimeError, match="file write failed"):
+        atomic_replace_dir(tmp_path / "c", torch_like)
+    monkeypatch.setattr(io, "free_bytes", lambda path: 4096)
+    with pytest.raises(DiskFullError, match=r"0\.0 MiB left.*kept nothing new"):
+        atomic_replace_dir(tmp_path / "c", torch_like)
+    with pytest.raises(RuntimeError, match="is nan"):  # not a write: stays what it was
+        atomic_replace_dir(tmp_path / "c", not_a_write)
+    assert list(tmp_path.iterdir()) == []

@@ -95,3 +95,40 @@ def test_best_ranks_take_only_a_strictly_better_finite_row(tmp_path):
     assert int(kept["epoch"]) == 1 and kept["validation/sdoc"].tolist() == [1, 2]
     assert kept["validation/unseen"].tolist() == [True, False]
     assert read_best_ranks(tmp_path / "none") is None
+
+
+def test_best_is_repaired_after_a_kill_between_its_renames(cfg, tmp_path, capsys):
+    """Issue 22 item 2: a kill between best/'s two renames left .best.old and a fill folder, and a
+    kill before its manifest left .best.XXXX forever; reading R/best and --resume repair both."""
+    import shutil
+
+    from counterarg.io import write_manifest
+
+    out = tmp_path / "run"
+    train(cfg.replace(epochs=1), out, progress=False)
+    want = read_checkpoint(out / "best")["epoch"]
+    (out / "best").rename(out / ".best.old")  # the first rename done, the second not
+    shutil.copytree(out / ".best.old", out / ".best.cut0shrt")
+    (out / ".best.cut0shrt" / "manifest.json").unlink()  # a fill that never got its manifest
+    assert read_checkpoint(out / "best")["epoch"] == want  # export/evaluate --checkpoint R/best work
+    assert "rolled back to .best.old" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir() if "best" in p.name) == ["best"]
+
+    (out / "best").rename(out / ".best.old")
+    (out / ".best.x1y2z3w4").mkdir()
+    (out / ".best.x1y2z3w4" / "state.pt").write_bytes(b"half")
+    write_manifest(out / ".best.x1y2z3w4", epoch=1)  # sealed, yet ...
+    (out / ".best.x1y2z3w4" / "state.pt").write_bytes(b"hal")  # ... cut short after: not swapped in
+    train(cfg.replace(epochs=1), out, progress=False, resume_latest=True)
+    assert sorted(p.name for p in out.iterdir() if "best" in p.name) == ["best"]  # repaired by the resume
+    assert read_checkpoint(out / "best")["epoch"] == want
+
+
+def test_best_ranks_that_cannot_be_read_are_left_out_with_a_warning(tmp_path, capsys):
+    """Issue 22 item 5: an object array in best_ranks.npz gave a ValueError traceback."""
+    np.savez(tmp_path / BestRanks.FILE, epoch=np.array(1), **{"test/sdoc": np.array([{"x": 1}], dtype=object)})
+    assert read_best_ranks(tmp_path) is None
+    (tmp_path / BestRanks.FILE).write_bytes(b"PK\x03\x04 cut")
+    assert read_best_ranks(tmp_path) is None
+    out = capsys.readouterr().out
+    assert out.count(f"per-query ranks {tmp_path / BestRanks.FILE} cannot be read") == 2

@@ -21,46 +21,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
-from ..schedules import SCHEDULES
+from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
 from ..io import FolderLockedError
 from ..paths import portable_path
+from ..schedules import SCHEDULES
 from ..testing import make_tiny_encoder
 from .methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 from .summary import console_table
 from .trials import best_per_group, overhead
-
-
-def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    """argparse type: an integer in [low, high]; a bad value is a usage error (exit 2, no traceback)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
-        return value
-
-    return parse
-
-
-def number_at_least(low: float) -> Callable[[str], float]:
-    """argparse type: a finite number >= low; a bad value is a usage error (exit 2, no traceback)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"must be a finite number >= {low:g}, got {text}")
-        return value
-
-    return parse
 
 
 def parse_range(text: str) -> tuple[float, float]:

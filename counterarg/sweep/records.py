@@ -10,34 +10,33 @@ from __future__ import annotations
 
 import json
 import math
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from ..config import Config, ConfigError
-from ..selection import BEST_DIR, BestRanks, best_row
+from ..selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 
 
 def read_trial_ranks(result) -> dict[str, Any] | None:
-    """The per-query ranks of a trial's best epoch (``train.BestRanks``) from its latest checkpoint
-    in storage, on any pyarrow filesystem; None when the trial has none (errored before an epoch)."""
+    """The per-query ranks of a trial's best epoch (``selection.BestRanks``) from its latest checkpoint
+    in storage, on any pyarrow filesystem; None when the trial has none (errored before an epoch) or
+    when its file cannot be used (cut short, damaged: a warning; the summary goes on without it)."""
     ckpts = [c for c, _ in (getattr(result, "best_checkpoints", None) or [])]
     if getattr(result, "checkpoint", None) is not None:
         ckpts.append(result.checkpoint)
     ckpts.sort(key=lambda c: checkpoint_index(str(c.path)) or -1, reverse=True)
     for ckpt in ckpts:
         fs = ckpt.filesystem
+        where = f"{str(ckpt.path).rstrip('/')}/{BestRanks.FILE}"
         try:
-            with fs.open_input_stream(f"{str(ckpt.path).rstrip('/')}/{BestRanks.FILE}") as f:
+            with fs.open_input_stream(where) as f:
                 data = f.read()
-            with np.load(BytesIO(data), allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
         except (OSError, ValueError) as e:
             print(f"[sweep] no per-query ranks in {ckpt.path}: {e}", flush=True)
+            continue
+        return parse_best_ranks(data, f"of trial {Path(str(result.path)).name} ({where})")
     return None
 
 
