@@ -15,9 +15,8 @@ import argparse
 import sys
 
 from counterarg.config import Config
-from counterarg.schedules import SCHEDULES
-from counterarg.sweep.cli import (add_common_args, add_methods_arg, base_from_args, exit_code, parse_seeds,
-                                  run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
+                                  parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.methods import METHODS
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import strategy_grid
@@ -36,9 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     add_methods_arg(p)
-    p.add_argument("--strategies", default=None,
-                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
-                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list, below)")
+    add_strategies_arg(p)
     args = p.parse_args(argv)
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))

@@ -16,6 +16,8 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
 * :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
   the random rate and the lineage of each trial's weights;
+* :mod:`~counterarg.sweep.race`, :mod:`~counterarg.sweep.race_files`: racing strategies over seeds
+  (F-Race / irace): the round decision and its searcher; its saved state and files;
 * :mod:`~counterarg.sweep.cli`: the flags, names and exit codes the sweep scripts share.
 
 Importing this package imports nothing; the modules that drive Ray import it plainly. Training

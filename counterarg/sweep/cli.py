@@ -24,6 +24,7 @@ from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
 from ..io import FolderLockedError
 from ..paths import portable_path
+from ..schedules import SCHEDULES
 from ..testing import make_tiny_encoder
 from .methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
@@ -102,6 +103,14 @@ def add_common_args(p) -> None:
     p.add_argument("--num-cpus", type=int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
+
+
+def add_strategies_arg(p) -> None:
+    """``--strategies``: the strategies crossed with every ``--methods`` by the scripts that compare
+    them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
+    p.add_argument("--strategies", default=None,
+                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list)")
 
 
 def sweep_name(args, script: str) -> str:

@@ -1,4 +1,5 @@
-"""The figures of a sweep summary: validation curves, per-task test bars, mining telemetry.
+"""The figures of a sweep summary: validation curves, per-task test bars, mining telemetry, verdicts,
+and a race's rounds.
 
 Each is drawn from the plain trial data of :mod:`counterarg.sweep.trials` (mean over seeds per
 strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too. Every PNG
@@ -268,3 +269,40 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
     save_figure(fig, path, drawn, dpi=110)
     return True
 
+
+def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -> None:
+    """A race (:mod:`counterarg.sweep.race`) per round: each strategy's validation mean over its runs
+    so far with its 95% t-interval, an ``x`` where it was eliminated."""
+    drawn: dict[str, dict[str, list]] = {}
+    for rnd in state["rounds"]:
+        for s in rnd["standings"]:
+            if s["value"] is None:
+                continue
+            d = drawn.setdefault(s["strategy"], {"round": [], "mean": [], "ci_low": [], "ci_high": [],
+                                                 "seeds": []})
+            d["round"].append(rnd["round"])
+            d["mean"].append(s["value"])
+            d["ci_low"].append(None if math.isnan(s["ci_low"]) else s["ci_low"])
+            d["ci_high"].append(None if math.isnan(s["ci_high"]) else s["ci_high"])
+            d["seeds"].append(s["seeds"])
+    left = {g: v["round"] for g, v in state["left"].items()}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    n = max(1, len(drawn))
+    for i, g in enumerate(sorted(drawn)):
+        d = drawn[g]
+        xs = [r + (i - (n - 1) / 2) * 0.06 for r in d["round"]]  # side by side within a round
+        lo = [m - (c if c is not None else m) for m, c in zip(d["mean"], d["ci_low"])]
+        hi = [(c if c is not None else m) - m for m, c in zip(d["mean"], d["ci_high"])]
+        line = ax.errorbar(xs, d["mean"], yerr=[lo, hi], marker="o", ms=4, capsize=3, label=g)
+        if g in left and left[g] in d["round"]:
+            j = d["round"].index(left[g])
+            ax.plot([xs[j]], [d["mean"][j]], marker="x", ms=12, mew=2, color=line[0].get_color())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round")
+    ax.set_ylabel(f"{metric} (runs so far)")
+    ax.set_title("Race: mean over seeds, 95% interval; x = eliminated")
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, {"metric": metric, "strategies": drawn, "eliminated_in_round": left}, dpi=110)

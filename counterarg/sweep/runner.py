@@ -11,6 +11,9 @@
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.shards.ensure_ray`,
   the one way this project starts a local Ray; ``--address`` joins a cluster instead.
 * **Schedulers**: FIFO, ASHA (the margin/lr search) or PBT (:mod:`counterarg.sweep.pbt`).
+* **Searchers**: a grid's variants in order (:class:`~counterarg.sweep.spaces.VariantSearcher`), or
+  with ``race`` options the variants raced over seeds (:class:`~counterarg.sweep.race.RaceSearcher`;
+  race.csv, race.png and a race section in summary.md).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
 from .provenance import record_session
+from .race import RaceOptions, RaceSearcher, strategy_labels
+from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
 from .spaces import VariantSearcher
@@ -56,7 +61,9 @@ MAX_NUM_SAMPLES = 1000
 class Sweep:
     """What to run: either a list of flat trial configs (grid) or a Tune param space (search).
 
-    ``base`` holds Config overrides shared by every trial (corpus, encoder, epochs, ...).
+    ``base`` holds Config overrides shared by every trial (corpus, encoder, epochs, ...). With
+    ``race`` (:class:`~counterarg.sweep.race.RaceOptions`) the variants are strategies without a
+    seed, raced over the race's seeds instead of run once each.
     """
 
     name: str
@@ -70,6 +77,7 @@ class Sweep:
     mode: str = DEFAULT_MODE
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
+    race: RaceOptions | None = None
 
     def __post_init__(self) -> None:
         if (self.variants is None) == (self.param_space is None):
@@ -93,6 +101,16 @@ class Sweep:
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
         if (self.scheduler == "pbt") != (self.pbt is not None):
             raise ValueError("scheduler 'pbt' needs pbt options (counterarg.sweep.pbt.PBTOptions), and only it")
+        if self.race is not None:
+            if self.variants is None or self.scheduler != "fifo":
+                raise ValueError("a race needs variants (the strategies) and the fifo scheduler")
+            if any("seed" in v for v in self.variants) or "seed" in self.base:
+                raise ConfigError("a race chooses the seeds itself: its strategies and base hold no seed")
+            self.race.check(len(self.variants))
+            strategy_labels(self.variants, self.base)  # two strategies with one label: refused now
+            if self.race.max_trials(len(self.variants)) > MAX_NUM_SAMPLES:
+                raise ConfigError(f"a race of at most {MAX_NUM_SAMPLES} trials; this one could run "
+                                  f"{self.race.max_trials(len(self.variants))} (lower --max-seeds or set --budget)")
         if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
@@ -226,7 +244,11 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     if sweep.param_space is not None:
         hp_fields = sorted(set(hp_fields) | {k for k, v in sweep.param_space.items()
                                               if not isinstance(v, (str, int, float, bool))})
-    if sweep.variants is not None:
+    if sweep.race is not None:
+        param_space = dict(sweep.base)
+        search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
+        num_samples = sweep.race.tune_samples(len(sweep.variants))
+    elif sweep.variants is not None:
         param_space = dict(sweep.base)
         search_alg = VariantSearcher(sweep.variants)
         num_samples = len(sweep.variants)
@@ -275,6 +297,7 @@ class SweepResult:
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
     baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
+    race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
 
 
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
@@ -314,6 +337,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
+        for line in reconcile_race_state(local) if sweep.race is not None else []:
+            print(f"[race] {line}", flush=True)
     if resume and not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
                               "drop --resume to start this sweep, or check --storage and --name")
@@ -340,11 +365,17 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         out = Path.cwd() / sweep.name
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
     record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
+    race = load_race_state(exp_path) if sweep.race is not None else None
+    sections = []
+    if race is not None:
+        write_race(race, out, sweep.metric)
+        sections.append(race_markdown(race, sweep.metric))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks)
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
+                            extra_sections=sections)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks)
+                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
 
 
 def tensorboard_command(storage: str, name: str) -> str:

@@ -195,3 +195,42 @@ def ranked_records(n=200, gap=0.3, seed=0):
             recs.append(TrialRecord(f"{name}{s}", {"schedule": "fixed", "rate": rate, "seed": s}, [row],
                                     ranks=ranks))
     return recs
+
+
+# ----------------------------------------------------------------------------- races without Ray
+def race_metric() -> str:
+    from counterarg.config import Config
+
+    return Config().select_metric
+
+
+def drive_race(searcher, value_of, error=lambda cfg: False) -> list[dict]:
+    """Play Tune's part: ask for trials until FINISHED, complete each round's trials with ``value_of``."""
+    emitted, n = [], 0
+    while True:
+        running = []
+        while True:
+            cfg = searcher.suggest(f"t{n}")
+            if cfg in (None, searcher.FINISHED):
+                break
+            running.append((f"t{n}", cfg))
+            emitted.append(cfg)
+            n += 1
+        if cfg == searcher.FINISHED:
+            return emitted
+        assert running, "suggest returned None with no trial running"
+        for tid, c in running:
+            searcher.on_trial_result(tid, {race_metric(): value_of(c) - 0.1, "epoch": 1})
+            if error(c):
+                searcher.on_trial_complete(tid, error=True)
+            else:
+                searcher.on_trial_complete(tid, {race_metric(): value_of(c), "epoch": 2})
+
+
+RACE_STRATEGIES = [{"schedule": "fixed", "rate": r} for r in (0.2, 0.5, 0.8)]  # labels recipe: fixed 0.2 / 0.5 / 0.8
+
+
+def race_value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apart
+    return {0.2: 0.6, 0.5: 0.6, 0.8: 0.3}[cfg["rate"]] + 0.01 * ((cfg["seed"] * 7) % 3)
+
+
