@@ -180,6 +180,22 @@ def power(gap: float, seed_var: float, seeds: int, *, query_term: float = 0.0,
     return out
 
 
+def query_limited(a: Sequence[float], b: Sequence[float], *, query_var: float, n_queries: int | None,
+                  alpha: float = ALPHA, target: float = POWER) -> bool:
+    """True when no number of seeds could make the observed gap significant with ``target`` power:
+    with the seed terms gone the query-sampling term alone is too wide (the gap is within what
+    another sample of test queries could move)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    gap = float(a.mean() - b.mean())
+    if gap == 0:
+        return True
+    if not (query_var > 0 and n_queries):
+        return False
+    v = query_var / n_queries
+    crit = stats.norm.ppf(1 - alpha / 2)  # infinitely many seeds: the query term's own df is large
+    return float(stats.norm.sf(crit - abs(gap) / math.sqrt(v))) < target
+
+
 def seeds_needed(a: Sequence[float], b: Sequence[float], *, query_var: float = 0.0,
                  n_queries: int | None = None, alpha: float = ALPHA, target: float = POWER,
                  max_seeds: int = MAX_SEEDS) -> int | None:
@@ -251,6 +267,6 @@ class PairedTest:
         return obs, float(lo), float(hi), float(p)
 
 
-__all__ = ["SeedTest", "seed_test", "residual_var", "interaction_var", "holm", "power", "seeds_needed",
+__all__ = ["SeedTest", "seed_test", "residual_var", "interaction_var", "holm", "power", "seeds_needed", "query_limited",
            "PairedTest", "ALPHA", "POWER", "RESAMPLES"]
 

@@ -23,7 +23,7 @@ from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .provenance import sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
-from .verdicts import SIGNIFICANCE_COLUMNS, significance, significance_rows
+from .verdicts import SIGNIFICANCE_COLUMNS, significance_rows, sweep_verdicts
 
 TEST_DESCRIPTION = ("seed-aware two-level Welch test: the training run is the unit, the null holds the spread "
                     "of seeds and of test queries; Holm-adjusted over the pairs of each task and view")
@@ -45,8 +45,10 @@ def _seeds_cell(st: Mapping[str, Any]) -> str:
     return cell + (f" ({st['unfinished']} unfinished)" if st.get("unfinished") else "")
 
 
-def _need(n: int | None) -> str:
-    return "more seeds than 200 would not decide it" if n is None else f"about {n} seeds each would decide it"
+def _need(v) -> str:
+    if v.query_limited:
+        return "no number of seeds decides it on these test queries"
+    return "more than 200 seeds each" if v.seeds_needed is None else f"about {v.seeds_needed} seeds each would decide it"
 
 
 def _verdict_cell(v) -> str:
@@ -61,7 +63,7 @@ def _verdict_cell(v) -> str:
     if v.p_runner_up is None:
         return f"no significant winner (best {v.best}; fewer than 2 seeds: no seed-aware test)"
     return (f"no significant winner at {v.n_seeds[0]}+{v.n_seeds[1]} seeds (best {v.best}, Holm "
-            f"{_p(v.p_runner_up)} vs {v.runner_up}; {_need(v.seeds_needed)})")
+            f"{_p(v.p_runner_up)} vs {v.runner_up}; {_need(v)})")
 
 
 def partial_line(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -71,6 +73,22 @@ def partial_line(rows: Sequence[dict[str, Any]]) -> str | None:
         return None
     return (f"partial: {done} of {len(rows)} trials finished. Means are over finished seeds only; no "
             "verdict is made until every trial has finished (`--resume`).")
+
+
+def _method_sections(by_method: dict) -> list[str]:
+    """Per method, which schedule wins under it: its strategies' pairs only, Holm over those."""
+    if not by_method:
+        return []
+    lines = ["## Which schedule wins under each method (acc@1, test)", "",
+             "The same seed-aware test between the strategies of one method only, Holm-adjusted over that "
+             "method's pairs.", ""]
+    for method, verdict in by_method.items():
+        lines += [f"### {method}", "", "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
+                  "|---|" + "---|" * len(VIEWS)]
+        for t in (*task_names(), "mean"):
+            lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
+        lines.append("")
+    return ["\n".join(lines)]
 
 
 def _baseline_table(comparisons, view: str) -> list[str]:
@@ -256,7 +274,8 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
-    comparisons, verdict, notes = significance(records, rows, baseline_ranks=baseline_ranks)
+    comparisons, verdict, by_method, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks)
+    extra_sections = [*_method_sections(by_method), *extra_sections]
     sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
                           notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,

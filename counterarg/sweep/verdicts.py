@@ -22,13 +22,14 @@ No Ray here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..tasks import task_names
-from .significance import ALPHA, PairedTest, holm, interaction_var, seed_test, seeds_needed
+from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
+from .methods import method_of
 from .trials import ZERO_SHOT, TrialRecord
 
 FINISHED = "TERMINATED"
@@ -50,6 +51,7 @@ class Comparison:
     p_value: float | None  # seed-aware (training runs and queries); None with < 2 seeds on a side
     p_holm: float | None  # p_value, Holm-adjusted over the pairs of this task and view
     seeds_needed: int | None  # seeds per strategy for 80% power at 0.05 given the observed variance
+    query_limited: bool  # no number of seeds would do: the test queries alone are too few for the gap
     p_value_queries: float  # sign-flip test over queries of the seed-averaged hits
     ci_low_queries: float
     ci_high_queries: float
@@ -78,6 +80,7 @@ class Verdict:
     n_seeds: tuple[int, int] = (0, 0)  # of best and runner-up
     seeds_needed: int | None = None  # per strategy, to separate best from runner-up
     partial: bool = False  # some strategy had unfinished trials: no verdict
+    query_limited: bool = False  # no number of seeds separates best from runner-up on these queries
 
 
 def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
@@ -157,14 +160,15 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
             vq = interaction_var(ha, hb)
             run_a, run_b = ha.mean(axis=1), hb.mean(axis=1)  # [R_a], [R_b]
             st = seed_test(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
-            need = None if (st.p_value is not None and st.p_value < ALPHA) else \
-                seeds_needed(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
+            settled = st.p_value is not None and st.p_value < ALPHA
+            need = None if settled else seeds_needed(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
+            limited = not settled and query_limited(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
             q = qtest(ha.mean(axis=0), hb.mean(axis=0))
-            raw.append((a, b, st, need, q))
-    adjusted = holm([st.p_value for _, _, st, _, _ in raw])
+            raw.append((a, b, st, need, limited, q))
+    adjusted = holm([r[2].p_value for r in raw])
     return [Comparison(task, view, a, b, st.n_a, st.n_b, st.diff, st.ci_low, st.ci_high, st.p_value, ph, need,
-                       q[3], q[1], q[2])
-            for (a, b, st, need, q), ph in zip(raw, adjusted)]
+                       limited, q[3], q[1], q[2])
+            for (a, b, st, need, limited, q), ph in zip(raw, adjusted)]
 
 
 def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, task: str, view: str,
@@ -180,7 +184,7 @@ def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, t
         raw.append((g, st, q))
     adjusted = holm([st.p_value for _, st, _ in raw])
     return [Comparison(task, view, g, name, st.n_a, 0, st.diff, st.ci_low, st.ci_high, st.p_value, ph, None,
-                       q[3], q[1], q[2]) for (g, st, q), ph in zip(raw, adjusted)]
+                       False, q[3], q[1], q[2]) for (g, st, q), ph in zip(raw, adjusted)]
 
 
 def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]],
@@ -197,14 +201,36 @@ def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], 
         runner = others[0] if others else None
         c = mine.get(runner)
         out[key] = Verdict(key[0], key[1], best, significant, runner, c.p_holm if c else None,
-                           (c.n_seeds_a, c.n_seeds_b) if c else (0, 0), c.seeds_needed if c else None, partial)
+                           (c.n_seeds_a, c.n_seeds_b) if c else (0, 0), c.seeds_needed if c else None, partial,
+                           bool(c and c.query_limited))
     return out
 
 
-def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
-                 baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
-    """``(comparisons, verdicts, notes)`` of a sweep: strategy pairs and, with the zero-shot
-    encoder's test ranks, every strategy against it."""
+def family_verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]],
+                    families: Mapping[str, str], partial: bool = False) -> dict[str, dict[tuple[str, str], Verdict]]:
+    """Verdicts within each family of strategies (e.g. the schedules of one method): per family, its
+    strategies' pairs only, Holm re-adjusted over those pairs. ``families``: strategy -> family."""
+    out = {}
+    for fam in sorted(set(families.values())):
+        members = {g for g, f in families.items() if f == fam}
+        if len(members) < 2:
+            continue
+        mine = [c for c in comparisons if c.strategy_a in members and c.strategy_b in members]
+        adjusted = []
+        for key in {(c.task, c.view) for c in mine}:
+            group = [c for c in mine if (c.task, c.view) == key]
+            adjusted += [replace(c, p_holm=p) for c, p in zip(group, holm([c.p_value for c in group]))]
+        fam_means = {key: {g: v for g, v in by.items() if g in members} for key, by in means.items()}
+        out[fam] = verdicts(adjusted, {k: v for k, v in fam_means.items() if len(v) > 1}, partial)
+    return out
+
+
+def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
+                   baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
+    """``(comparisons, verdicts, by_method, notes)`` of a sweep: strategy pairs and, with the zero-shot
+    encoder's test ranks, every strategy against it; where the sweep holds several methods,
+    ``by_method`` holds each method's own verdicts (:func:`family_verdicts`: which schedule wins
+    under that method), else it is empty."""
     hits, notes, partial = trial_hits(records, rows)
     base = ranks_hits(baseline_ranks) if baseline_ranks else None
     qtests: dict[int, PairedTest] = {}
@@ -217,7 +243,19 @@ def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]],
             comparisons += compare(by_group, key[0], key[1], qtest)
         if base is not None and key in base and base[key].shape == (n,):
             comparisons += baseline_comparisons(by_group, base[key], key[0], key[1], qtest)
-    return comparisons, verdicts(comparisons, means, partial=bool(partial)), notes
+    group_of = {r["trial_id"]: r["group"] for r in rows}
+    families = {group_of[rec.trial_id]: method_of(rec.config) for rec in records
+                if rec.trial_id in group_of and method_of(rec.config)}
+    by_method = (family_verdicts(comparisons, means, families, partial=bool(partial))
+                 if len(set(families.values())) > 1 else {})
+    return comparisons, verdicts(comparisons, means, partial=bool(partial)), by_method, notes
+
+
+def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
+                 baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
+    """``(comparisons, verdicts, notes)``: :func:`sweep_verdicts` without the per-method verdicts."""
+    comparisons, out, _, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks, seed=seed)
+    return comparisons, out, notes
 
 
 def significance_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:

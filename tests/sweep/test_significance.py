@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from counterarg.sweep.significance import (PairedTest, holm, interaction_var, power, residual_var, seed_test,
-                                          seeds_needed)
+from counterarg.sweep.significance import (PairedTest, holm, interaction_var, power, query_limited, residual_var,
+                                          seed_test, seeds_needed)
 
 
 def test_identical_strategies_give_p_one():
@@ -165,3 +165,10 @@ def test_power_and_seeds_needed_agree():
     assert power(gap, var, n) >= 0.8 > power(gap, var, n - 1)
     assert seeds_needed([0.5, 0.5], [0.5, 0.5]) is None  # no gap: no number of seeds decides it
     assert seeds_needed([0.6], [0.5, 0.4]) is None
+
+
+def test_a_gap_inside_the_query_noise_is_not_decided_by_any_number_of_seeds():
+    a, b = [0.521, 0.519, 0.520], [0.511, 0.509, 0.510]  # 0.01 apart, tight seeds
+    assert not query_limited(a, b, query_var=0.0, n_queries=700)  # seeds alone: enough of them decide it
+    assert query_limited(a, b, query_var=0.3, n_queries=700)  # sd of the query term 0.021 > the gap
+    assert seeds_needed(a, b, query_var=0.3, n_queries=700) is None

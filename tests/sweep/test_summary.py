@@ -70,7 +70,7 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
 
     sig = pd.read_csv(out["paths"]["significance"])
     assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "n_seeds_a", "n_seeds_b", "diff",
-                                 "ci_low", "ci_high", "p_value", "p_holm", "seeds_needed", "p_value_queries",
+                                 "ci_low", "ci_high", "p_value", "p_holm", "seeds_needed", "query_limited", "p_value_queries",
                                  "ci_low_queries", "ci_high_queries", "significant"]
     assert len(sig) == 9 * 2 * 3  # (8 tasks + mean) x 2 views x 3 pairs
     assert set(sig["n_seeds_a"]) == set(sig["n_seeds_b"]) == {2}
@@ -143,3 +143,18 @@ def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
     md = out["markdown"]
     assert "No verdict: the seed-aware test needs at least 2 finished seeds per strategy" in md
     assert "no significant winner" not in md and "## Against the zero-shot encoder" not in md
+
+
+def test_a_sweep_of_two_methods_says_which_schedule_wins_under_each(tmp_path):
+    from counterarg.config import method_fields
+
+    recs = ranked_records()
+    for r in recs[4:]:  # "bad2" trains the reference method: a family of one, no verdict of its own
+        r.config = {**r.config, **method_fields()}
+    for r in recs[:4]:
+        r.config = {**r.config, "rate": {"good": 0.5, "bad": 0.6}[r.trial_id[:-1]]}
+    out = write_summary(recs, tmp_path, title="t")
+    md = out["markdown"]
+    assert "## Which schedule wins under each method" in md and "### recipe" in md and "### reference" not in md
+    section = md.split("### recipe")[1].split("##")[0]
+    assert "| sdoc | **recipe: fixed 0.5** (Holm p < 0.0001 vs recipe: fixed 0.6, 2+2 seeds)" in section
