@@ -37,7 +37,7 @@ from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
 from .records import collect_records
-from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
+from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
 from .spaces import VariantSearcher
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
@@ -310,6 +310,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                               "or choose another --name")
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
+            print(f"[sweep] repaired {line}", flush=True)
+        for line in restore_named_checkpoints(local):
             print(f"[sweep] repaired {line}", flush=True)
     if resume and not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "

@@ -176,6 +176,75 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
 
+#: Runs a sweep script and SIGKILLs the driver right after Tune registered its Nth checkpoint,
+#: the moment its ``num_to_keep`` deletes the oldest one, before any state naming the new one is
+#: saved. argv: N SCRIPT ARGS...
+KILL_AFTER_REGISTER = r"""
+import os, runpy, signal, sys
+
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+kill_at, script = int(sys.argv[1]), sys.argv[2]
+real = _CheckpointManager.register_checkpoint
+seen = [0]
+
+
+def register(self, result):
+    real(self, result)
+    seen[0] += 1
+    if seen[0] == kill_at:
+        print(f"[test] driver killed after checkpoint {kill_at} was registered", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CheckpointManager.register_checkpoint = register
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, tmp_path):
+    """Issue 22, item 1, without a race: the driver dies right after Tune registered a trial's 6th
+    checkpoint (deleting its 4th, which the last saved state names). The first resume exits 0, the
+    trial keeps its id and continues where it was (no epoch trained from scratch); Tune never
+    copied the folder ``train()`` swaps (no ``run/checkpoint`` or ``.checkpoint.*`` in storage, no
+    failed experiment-state upload in the log)."""
+    epochs = 12
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    name = unique_name("deleted")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--strategies", "fixed", "--seeds", "0",
+            "--num-cpus", "1", "--encoder", tiny["encoder"], "--epochs", str(epochs),
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
+            "--set", "patience=0"]
+    log_path = tmp_path / "driver.log"
+    hook = tmp_path / "kill_after_register.py"
+    hook.write_text(KILL_AFTER_REGISTER)
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([PY, str(hook), "6", str(REPO / "sweeps" / "compare_strategies.py"), *args],
+                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = killed.wait(timeout=240)
+        finally:
+            if killed.poll() is None:
+                kill_process_group(killed)
+    assert rc == -signal.SIGKILL and "[test] driver killed" in log_path.read_text(), log_path.read_text()[-3000:]
+    (trial,) = trial_dirs(exp)
+    at_kill = reported_epochs(trial)
+    assert at_kill and max(at_kill) >= 2, at_kill  # storage lags the registered checkpoints
+    resume_to_end(args, env, log_path, killed)  # exit 0 on the first resume
+    (after,) = trial_dirs(exp)
+    eps = reported_epochs(after)
+    log = log_path.read_text()
+    assert after.name == trial.name and eps[:len(at_kill)] == at_kill, (at_kill, eps)
+    assert max(eps) == epochs and eps[len(at_kill)] >= max(at_kill) - 1, (at_kill, eps)  # no restart from 1
+    assert sorted(set(eps)) == list(range(1, epochs + 1)), eps
+    assert "Trials: 1 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    assert "does not exist on storage" not in log and "Saving experiment state" not in log, log[-3000:]
+    assert not list(exp.glob("trial_*/run/checkpoint")) and not list(exp.glob("trial_*/run/.checkpoint*"))
+
+
 def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeypatch):
     exp = tmp_path / "results" / "sw"
     exp.mkdir(parents=True)
