@@ -228,6 +228,9 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
                                     "wait for it to finish or choose another folder") from None
         raise
     try:
+        if _unlinked(lock_path, fh):  # its holder removed the file as it finished: ours is a stale name
+            raise FolderLockedError(f"{what} was just released by another process (lock file {lock_path}); "
+                                    "run the command again")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
@@ -236,6 +239,21 @@ def exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()
+
+
+def _unlinked(lock_path: Path, fh) -> bool:
+    """Whether the file locked through ``fh`` is no longer the one at ``lock_path`` (removed by the
+    holder that finished before us, see :func:`remove_lock_file`)."""
+    try:
+        return os.stat(lock_path).st_ino != os.fstat(fh.fileno()).st_ino
+    except FileNotFoundError:
+        return True
+
+
+def remove_lock_file(lock_path: Path) -> None:
+    """Remove a lock file while still holding it (a lock file left beside results is clutter);
+    a process that opened it meanwhile sees it removed (:func:`_unlinked`) and stops."""
+    Path(lock_path).unlink(missing_ok=True)
 
 
 def folder_lock(folder: Path, what: str = "run folder"):

@@ -122,3 +122,30 @@ def test_manifest_lists_sha256_of_every_file(tmp_path):
     atomic_replace_dir(target, lambda d: ((d / "a").write_text("1"), (d / "b").write_text("2")), epoch=5)
     m = json.loads((target / "manifest.json").read_text())
     assert set(m["files"]) == {"a", "b"} and m["epoch"] == 5 and all(len(h) == 64 for h in m["files"].values())
+
+
+def test_a_lock_file_is_removed_by_its_holder_and_a_stale_name_is_refused(tmp_path, monkeypatch):
+    """Issue 23, item 13: sweeps left ``results/.<name>.lock`` behind. The holder removes it as it
+    finishes; a process that had opened the file just before that gets a named error, not a lock on
+    a file no one else sees."""
+    import fcntl
+
+    from counterarg.io import remove_lock_file
+
+    lock = tmp_path / ".x.lock"
+    with exclusive_lock(lock, "sweep folder x"):
+        remove_lock_file(lock)
+    assert not lock.exists()
+    with exclusive_lock(lock, "sweep folder x"):  # the next driver makes a fresh one
+        assert lock.exists()
+    real = fcntl.flock
+
+    def flock_after_removal(fh, op):  # the holder removed the file between our open and our flock
+        if op & fcntl.LOCK_EX:
+            lock.unlink(missing_ok=True)
+        return real(fh, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    with pytest.raises(FolderLockedError, match="was just released by another process"):
+        with exclusive_lock(lock, "sweep folder x"):
+            pass

@@ -31,14 +31,14 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError, FIELD_NAMES
-from ..io import exclusive_lock
+from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
 from .pbt import make_scheduler
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
-from .spaces import VariantSearcher
+from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
@@ -88,6 +88,16 @@ class Sweep:
         elif self.metric != next(iter(selects)):
             raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
                               f"{next(iter(selects))!r}; set select_metric instead")
+        if self.variants is not None and not self.variants:
+            raise ConfigError(f"sweep {self.name}: no trial to run (an empty --strategies or --seeds list)")
+        seen: set[str] = set()
+        for v in self.variants or []:
+            full = Config.from_dict({**self.base, **v}).to_dict()
+            key = repr(sorted(full.items()))
+            if key in seen:
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({strategy_label(full)} seed "
+                                  f"{full['seed']}); give each strategy and seed once")
+            seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
         if (self.scheduler == "pbt") != (self.pbt is not None):
@@ -281,18 +291,21 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
 
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
     with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
-    (``<storage>/.<name>.lock``) for the whole sweep: a second driver gets
+    (``<storage>/.<name>.lock``, removed as the sweep ends) for the whole sweep: a second driver gets
     :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
     cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
     listed in the summary.
     """
     storage = storage_uri(storage)
     local = local_experiment_dir(storage, sweep.name)
-    lock = (exclusive_lock(local.parent / f".{sweep.name}.lock", f"sweep folder {local}")
-            if local is not None else nullcontext())
-    with lock:
-        return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
-                                 warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+    lock_path = local.parent / f".{sweep.name}.lock" if local is not None else None
+    with exclusive_lock(lock_path, f"sweep folder {local}") if lock_path else nullcontext():
+        try:
+            return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
+                                     warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+        finally:
+            if lock_path is not None:
+                remove_lock_file(lock_path)  # held until here: no results/.<name>.lock left behind
 
 
 def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
@@ -313,6 +326,9 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
             print(f"[sweep] repaired {line}", flush=True)
         for line in restore_named_checkpoints(local):
             print(f"[sweep] repaired {line}", flush=True)
+        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else None
+        if changed:
+            raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
     if resume and not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
                               "drop --resume to start this sweep, or check --storage and --name")

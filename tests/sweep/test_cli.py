@@ -43,6 +43,13 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
     ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
     ("compare_strategies", ["--resume"], "nothing to resume at"),
+    ("compare_strategies", ["--seeds", "0,0"], "--seeds repeats 0 in '0,0': two identical trials"),
+    ("compare_strategies", ["--seeds", ""], "--seeds holds no seed: ''"),
+    ("compare_strategies", ["--seeds", "-1"], "--seeds: seed -1 is out of range"),
+    ("compare_strategies", ["--strategies", ";;"], "no trial to run"),
+    ("compare_strategies", ["--strategies", "decay;decay"], "two trials would be identical .decay 0.8-0.02 seed 0"),
+    ("compare_strategies", ["--num-cpus", "1000"], "--num-cpus: must be between 1 and"),
+    ("pbt_schedule", ["--seeds", ""], "--seeds holds no seed"),
 ])
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
     """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
@@ -161,3 +168,34 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
         sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy2",
                                             "--strategies", "halving"])
     assert e.value.code == 2 and "unknown strategy 'halving'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--strategies", "fixed", "--seeds", "0,1"],
+     "--resume: strategies differ from the sweep's: it runs decay 0.8-0.02, this command asks for fixed 0.8"),
+    (["--strategies", "decay", "--seeds", "0,2"],
+     "--resume: seeds differ from the sweep's: it runs 0,1, this command asks for 0,2"),
+    (["--strategies", "decay;random", "--seeds", "0"], "strategies differ.*; seeds differ"),
+])
+def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, capsys):
+    """Issue 22, item 7: --resume with other --strategies or --seeds silently resumed the old grid."""
+    import json
+    import re
+
+    from counterarg.sweep.spaces import strategy_grid
+
+    exp = tmp_path / "x"
+    exp.mkdir()
+    ran = strategy_grid(["decay"], [0, 1])
+    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_text(json.dumps({"variants": ran, "next_index": 2}))
+    with pytest.raises(SystemExit) as e:
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--resume", *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and re.search(match, err), err
+    assert "Traceback" not in err and not (tmp_path / ".x.lock").exists()
+    # the same grid passes this check (and stops at the missing experiment state)
+    with pytest.raises(SystemExit):
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--resume",
+                                             "--strategies", "decay", "--seeds", "0,1"])
+    assert "nothing to resume at" in capsys.readouterr().err
+
