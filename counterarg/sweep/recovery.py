@@ -126,25 +126,33 @@ def named_checkpoints(state_file: Path) -> dict[str, set[str]]:
 
 
 def restore_named_checkpoints(exp_dir: Path) -> list[str]:
-    """Put back each trial's newest checkpoint that the experiment state names but storage lost.
+    """Put back the checkpoints that the experiment state names but storage lost.
 
     Tune (``CheckpointConfig(num_to_keep)``) deletes a checkpoint the moment a newer one is
     registered and saves the state naming the newer one only afterwards; a driver killed in
-    between leaves a state naming a deleted checkpoint, and ``Tuner.restore`` then fails the trial
+    between leaves a state naming deleted checkpoints, and ``Tuner.restore`` then fails the trial
     ("does not exist on storage anymore") and the next resume retrains it from scratch (issue 22,
-    item 1). The missing folder gets a copy of the trial's next later checkpoint in storage (one
-    with a readable sidecar); the restored trial then continues from its newest intact checkpoint
-    (:func:`later_checkpoints`). Local storage; returns what was done, one line each.
+    item 1). The newest one a trial's state names gets a copy of the trial's next later checkpoint
+    in storage (one with a readable sidecar); the restored trial then continues from its newest
+    intact checkpoint (:func:`later_checkpoints`). An older one named becomes an empty folder, for
+    Tune to delete as the trial goes on (deleting a missing folder logs a traceback). Local storage;
+    returns what was done, one line each.
     """
     states = sorted(exp_dir.glob("experiment_state-*.json"))
     if not states:
         return []
     done = []
     fs = pafs.LocalFileSystem()
-    for trial, names in named_checkpoints(states[-1]).items():
+    for trial, names in sorted(named_checkpoints(states[-1]).items()):
         folder = exp_dir / trial
+        if not folder.is_dir():
+            continue
         newest = max(names, key=lambda n: checkpoint_index(n) or -1)
-        if not folder.is_dir() or (folder / newest).is_dir():
+        for name in sorted(n for n in names if n != newest and not (folder / n).is_dir()):
+            (folder / name).mkdir()
+            done.append(f"{trial}/{name}: named by the experiment state but deleted before the driver died; "
+                        "an empty folder now, for Tune to delete")
+        if (folder / newest).is_dir():
             continue
         later = sorted((i, d) for d in folder.glob("checkpoint_*") if d.is_dir()
                        and (i := checkpoint_index(d.name) or -1) > (checkpoint_index(newest) or -1)
@@ -158,23 +166,6 @@ def restore_named_checkpoints(exp_dir: Path) -> list[str]:
         done.append(f"{trial}/{newest}: named by the experiment state but deleted by Tune before the "
                     f"driver died; copied from {source.name}")
     return done
-
-
-def logged_epochs(ckpt) -> set[int]:
-    """Epochs in the trial's ``result.json`` beside ``ckpt`` in storage (a torn last line skipped)."""
-    folder = posixpath.dirname(str(ckpt.path).rstrip("/"))
-    try:
-        with ckpt.filesystem.open_input_stream(f"{folder}/result.json") as f:
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return set()
-    epochs = set()
-    for line in text.splitlines():
-        try:
-            epochs.add(int(json.loads(line)["epoch"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return epochs
 
 
 class SweepStateError(RuntimeError):

@@ -34,7 +34,7 @@ from ..config import Config, ConfigError, FIELD_NAMES
 from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
-from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
+from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .pbt import make_scheduler
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
@@ -147,6 +147,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
@@ -221,6 +222,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
     quiet_worker_logs()
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))

@@ -176,6 +176,35 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
 
+def test_restore_named_checkpoints_puts_back_what_tune_deleted_before_saving(tmp_path):
+    """The state names checkpoints 3 and 4 of a trial; Tune had deleted both (it had registered 5
+    and 6) when the driver died. The newest named becomes a copy of the next later one, the older an
+    empty folder for Tune to delete; a trial whose named checkpoints exist is left alone."""
+    from counterarg.sweep.recovery import named_checkpoints, restore_named_checkpoints
+
+    exp = tmp_path / "sw"
+    pickled = b"\x80\x05" + b"".join(f"\x8c{chr(60)}{exp}/{t}/checkpoint_{i:06d}\x94".encode()
+                                     for t, i in (("trial_a_fixed-0.8_seed0", 3), ("trial_a_fixed-0.8_seed0", 4),
+                                                  ("trial_b_random_seed0", 7)))
+    run = json.dumps({"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickled.hex()}})
+    exp.mkdir()
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [["{}", run]]}))
+    for trial, index, epoch in (("trial_a_fixed-0.8_seed0", 5, 6), ("trial_a_fixed-0.8_seed0", 6, 7),
+                                ("trial_b_random_seed0", 7, 8)):
+        d = exp / trial / f"checkpoint_{index:06d}"
+        d.mkdir(parents=True)
+        (d / TRAIN_TIME_FILE).write_text(json.dumps({"epoch": epoch}))
+    state = exp / "experiment_state-2026-01-01_00-00-00.json"
+    assert named_checkpoints(state) == {"trial_a_fixed-0.8_seed0": {"checkpoint_000003", "checkpoint_000004"},
+                                        "trial_b_random_seed0": {"checkpoint_000007"}}
+    done = restore_named_checkpoints(exp)
+    a = exp / "trial_a_fixed-0.8_seed0"
+    assert json.loads((a / "checkpoint_000004" / TRAIN_TIME_FILE).read_text()) == {"epoch": 6}  # from 5
+    assert list((a / "checkpoint_000003").iterdir()) == []
+    assert len(done) == 2 and "copied from checkpoint_000005" in done[1], done
+    assert restore_named_checkpoints(exp) == []  # nothing left to do; trial_b never needed anything
+
+
 #: Runs a sweep script and SIGKILLs the driver right after Tune registered its Nth checkpoint,
 #: the moment its ``num_to_keep`` deletes the oldest one, before any state naming the new one is
 #: saved. argv: N SCRIPT ARGS...
