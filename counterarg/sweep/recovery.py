@@ -168,6 +168,23 @@ def restore_named_checkpoints(exp_dir: Path) -> list[str]:
     return done
 
 
+def logged_epochs(ckpt) -> set[int]:
+    """Epochs in the trial's ``result.json`` beside ``ckpt`` in storage (a torn last line skipped)."""
+    folder = posixpath.dirname(str(ckpt.path).rstrip("/"))
+    try:
+        with ckpt.filesystem.open_input_stream(f"{folder}/result.json") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return set()
+    epochs = set()
+    for line in text.splitlines():
+        try:
+            epochs.add(int(json.loads(line)["epoch"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return epochs
+
+
 class SweepStateError(RuntimeError):
     """The experiment state on disk cannot be resumed; the message names the file."""
 
