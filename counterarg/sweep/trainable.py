@@ -214,8 +214,6 @@ def trainable(config: dict) -> None:
         state["reports"] += 1
 
     train(cfg, out_dir, report=report, resume_from=resume_from, progress=False)
-    for folder in (out_dir, trial_dir / "resume_checkpoint"):  # in storage now (checkpoints, mirrors)
-        shutil.rmtree(folder, ignore_errors=True)
     if state["reports"] == 0 and resume_from is not None and donor is not None:
         # the weights taken already hold every epoch (a PBT donor's final checkpoint): report its
         # last row so that the trial ends with a result and a checkpoint of its own. (A trial
@@ -223,6 +221,8 @@ def trainable(config: dict) -> None:
         history = read_checkpoint(resume_from)["history"]
         if history:
             report(dict(history[-1]), resume_from, trained=False)
+    for folder in (out_dir, trial_dir / "resume_checkpoint"):  # in storage now (checkpoints, mirrors)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 #: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
