@@ -23,13 +23,14 @@ import argparse
 import datetime as _dt
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from .paths import portable_command
 
 REAL_N = 4065  # training pairs in ArguAna's training split
 DIM = 128
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     result = run_bench(ns=a.n, shards=a.shards, json_path=a.json, embeddings=a.embeddings, out=a.out,
                        repeat=a.repeat, threads=a.threads, balltree_max=a.balltree_max,
-                       command=" ".join(["counterarg bench mining", *map(shlex.quote, argv)]))
+                       command="counterarg bench mining " + portable_command(argv))  # no path of this machine
     # the project's backends must return exactly the exact index's ids (faiss breaks ties its own way)
     bad = [f"{r['backend']} at n={r['n']} ({r['ids_agree_with_exact']:.4f})" for r in result["rows"]
            if r["backend"] != "faiss-flat" and r["ids_agree_with_exact"] < 1.0]

@@ -235,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     for line in savings:
         print(line)
     if args.json:
-        atomic_write_json(Path(args.json), {"corpus": corpus or "demo", "command": "counterarg bench train " +
-                                            " ".join(argv if argv is not None else sys.argv[3:]),
+        from .paths import portable_command, portable_path
+
+        atomic_write_json(Path(args.json), {"corpus": portable_path(corpus) if corpus else "demo",
+                                            "command": "counterarg bench train " +
+                                            portable_command(argv if argv is not None else sys.argv[3:]),
                                             "torch_threads": torch.get_num_threads(), "rows": rows,
                                             "bucket_savings": savings})
         print(f"[bench train] written to {Path(args.json).resolve()}")

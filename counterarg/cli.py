@@ -132,22 +132,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None"]:
-    """``(texts, sources, s)`` of the collection to rank: a text file (one per line), a ``.jsonl``
+def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None", "object | None"]:
+    """``(texts, sources, s, corpus)`` of the collection to rank: a text file (one per line), a ``.jsonl``
     file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
-    rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's)."""
+    rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's; then
+    ``corpus`` is that corpus, else None)."""
     import numpy as np
 
     if not args.candidates:
         from .corpus import load_corpus
 
-        split = load_corpus(args.corpus or cfg.corpus).split(args.split)
+        corpus = load_corpus(args.corpus or cfg.corpus)
+        split = corpus.split(args.split)
         copies: dict[str, list[str]] = {}  # each distinct counter text once (debates filed under several themes)
         for p in split.pairs:
             copies.setdefault(p.counter.text, []).append(p.counter.source)
         sources = [src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "")
                    for src in copies.values()]
-        return list(copies), sources, None
+        return list(copies), sources, None, corpus
     path = Path(args.candidates)
     if path.suffix == ".npy":
         if not args.candidate_texts:
@@ -162,15 +164,15 @@ def _candidates(args, cfg: Config) -> tuple[list[str], list[str], "object | None
             raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
                               f"[{len(texts)}, {cfg.sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
                               "and this checkpoint's sim_dim")
-        return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s
+        return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s, None
     if path.suffix == ".jsonl":
         texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
-        return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None
+        return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None, None
     lines = read_input_text(path, "candidates file", MAX_CANDIDATES_BYTES).splitlines()
     numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
     if not numbered:
         raise ConfigError(f"candidates file {path} holds no non-empty lines")
-    return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None  # the file's own line numbers
+    return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None, None  # the file's own line numbers
 
 
 def cmd_rank(args) -> int:
@@ -180,7 +182,7 @@ def cmd_rank(args) -> int:
     import torch
 
     from .evaluate import rank_candidates
-    from .inference import TrainedModel, candidate_embeddings
+    from .inference import TrainedModel, cached_pooled, candidate_embeddings
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
@@ -189,17 +191,21 @@ def cmd_rank(args) -> int:
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
     tm = TrainedModel.load(args.checkpoint, device=args.device)
     cfg = tm.config
-    cands, sources, s_given = _candidates(args, cfg)
+    cands, sources, s_given, corpus = _candidates(args, cfg)
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]
-        if s_given is not None:
+        hc = cached_pooled(tm, corpus, cands) if corpus is not None else None  # frozen encoder: heads only
+        if hc is not None:
+            sc, cached = tm.heads.similarity(hc), "from the feature cache"
+        elif s_given is not None:
             if cfg.eval_mode in ("rerank", "fused"):
                 raise ConfigError("a .npy of similarity embeddings has no encoder outputs for the rerank "
                                   "classifier: rank the texts themselves, or --set eval_mode=retrieval at training")
-            sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, True
+            sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, "from the .npy"
         else:
-            hc, sc, cached = candidate_embeddings(tm, cands, progress=not args.quiet)
+            hc, sc, hit = candidate_embeddings(tm, cands, progress=not args.quiet)
+            cached = "from cache" if hit else "encoded"
         last = tm.history[-1]["epoch"] if tm.history else None
         ids, scores = rank_candidates(sq[0], sc, hq[0], hc, tm.heads.classify, mode=cfg.eval_mode,
                                       metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k,
@@ -213,7 +219,7 @@ def cmd_rank(args) -> int:
                           "results": out}, ensure_ascii=False, indent=1))
         return 0
     print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; "
-          f"candidates {'from cache' if cached else 'encoded'}; {secs:.1f} s):")
+          f"candidates {cached}; {secs:.1f} s):")
     for r, (i, sc_) in enumerate(zip(ids, scores), 1):
         t = cands[i].replace("\n", " ")
         print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {t[:160]}{'...' if len(t) > 160 else ''}")
@@ -237,11 +243,13 @@ def cmd_embed(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export
+    from .paths import portable_command, portable_path
 
-    command = "counterarg export " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
+    command = "counterarg export " + portable_command(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
     out = export(args.checkpoint, args.out, force=args.force, command=command)
-    print(f"[counterarg] exported to {out.resolve()}\n  from sentence_transformers import SentenceTransformer\n"
-          f"  SentenceTransformer({str(out.resolve())!r}).encode([...])")
+    shown = portable_path(out)  # a printed command holds no absolute path of this machine
+    print(f"[counterarg] exported to {shown}\n  from sentence_transformers import SentenceTransformer\n"
+          f"  SentenceTransformer({shown!r}).encode([...])")
     return 0
 
 

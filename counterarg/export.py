@@ -20,7 +20,15 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
+from .evaluate import METRICS
 from .inference import TrainedModel
+from .paths import portable_command, portable_path
+
+#: eval_metric -> the sentence-transformers SimilarityFunction that ranks alike, declared in the
+#: export's config_sentence_transformers.json so ``model.similarity()`` ranks as ``counterarg rank``
+#: does (euclidean = negative L2 distance: the nearest candidate scores highest).
+SIMILARITY_FN = {"l2": "euclidean", "cosine": "cosine"}
+assert set(SIMILARITY_FN) == set(METRICS), "every eval_metric needs its sentence-transformers similarity"
 
 CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
   title     = {Retrieval of the Best Counterargument without Prior Topic Knowledge},
@@ -58,18 +66,50 @@ def _best(history: list[dict], metric: str) -> dict | None:
     return best_row(history, metric)
 
 
+def run_history(tm: TrainedModel, checkpoint: Path) -> list[dict]:
+    """Every epoch row of the run the checkpoint comes from: its run's ``metrics.jsonl`` (beside a
+    ``counterarg train`` checkpoint, in ``run/`` beside a sweep trial's) when it holds the
+    checkpoint's epochs, else the checkpoint's own history (which ends at the checkpoint's epoch)."""
+    for f in (checkpoint.parent / "metrics.jsonl", checkpoint.parent / "run" / "metrics.jsonl"):
+        try:
+            rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError):
+            continue
+        epochs = [r.get("epoch") for r in rows]
+        if rows and all(r.get("epoch") in epochs for r in tm.history):
+            return rows
+    return list(tm.history)
+
+
+def _training_sentence(tm: TrainedModel, history: list[dict]) -> str:
+    """How many epochs the run trained and which one these weights are (the best, or not)."""
+    cfg = tm.config
+    ran = max([int(r["epoch"]) for r in history if "epoch" in r] + [tm.epoch])
+    best = _best(history, cfg.select_metric)
+    text = f"the run trained {ran} of its {cfg.epochs} epochs; these weights are epoch {tm.epoch}"
+    if best is None:
+        return text
+    if int(best["epoch"]) == tm.epoch:
+        return text + f", its best by `{cfg.select_metric}`"
+    return text + f" (its best by `{cfg.select_metric}` was epoch {int(best['epoch'])})"
+
+
 def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
-    """README.md of the exported folder: what it is, the data, the metrics, how it was made."""
+    """README.md of the exported folder: what it is, the data, the metrics, how it was made. No
+    absolute path of the machine that exported it (paths as :func:`counterarg.paths.portable_path` shows them)."""
     cfg = tm.config
     best = _best(tm.history, cfg.select_metric)
+    encoder = portable_path(cfg.encoder) if Path(cfg.encoder).expanduser().exists() else cfg.encoder
+    corpus = Path(cfg.corpus).name if cfg.corpus else "generated demo corpus"
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
              "tags: [counterargument-retrieval, argument-mining, counterarg]", "---", "",
              "# Counterargument retrieval model (counterarg)", "",
              f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
-             f"distance in a {tm.heads.sim_dim}-d similarity space). Base encoder: `{cfg.encoder}` "
+             f"distance in a {tm.heads.sim_dim}-d similarity space; `model.similarity()` uses "
+             f"{SIMILARITY_FN[cfg.eval_metric]}). Base encoder: `{encoder}` "
              f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
-             "`counterarg` project for "
-             f"{tm.epoch} epochs (schedule {cfg.schedule}, seed {cfg.seed}).", "",
+             f"`counterarg` project (schedule {cfg.schedule}, seed {cfg.seed}): "
+             f"{_training_sentence(tm, run_history(tm, checkpoint))}.", "",
              "```python", "from sentence_transformers import SentenceTransformer",
              "model = SentenceTransformer(\"PATH/TO/THIS/FOLDER\")",
              "s = model.encode([\"An argument ...\", \"A candidate counter ...\"])  # similarity-space embeddings",
@@ -78,7 +118,7 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
              "`[s_p, s_c, |s_p-s_c|, h_p, h_c, |h_p-h_c|]`, softmax column 1 = \"is the counter\") is kept "
              "beside the encoder for reranking; `counterarg_config.json` is the resolved training config.", "",
              "## Training data", "",
-             f"ArguAna Counterargs corpus (`{cfg.corpus or 'generated demo corpus'}`), its training split; model "
+             f"ArguAna Counterargs corpus (`{corpus}`), its training split; model "
              f"selection on validation by `{cfg.select_metric}`. Cite:", "", "```bibtex", CITATION, "```", ""]
     if best is not None:
         from .metrics import unseen_split
@@ -97,7 +137,7 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
                "embeddings, i.e. retrieval without the classifier")
         lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split; "
                   f"{how}.", ""]
-    lines += ["## Made by", "", f"`{command}` from the checkpoint `{checkpoint}`.", ""]
+    lines += ["## Made by", "", f"`{command}` from the checkpoint `{portable_path(checkpoint)}`.", ""]
     return "\n".join(lines)
 
 
@@ -117,13 +157,15 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         with tempfile.TemporaryDirectory() as hf_dir:
-            st = SentenceTransformer(modules=_modules(tm, Path(hf_dir)), device="cpu")
+            st = SentenceTransformer(modules=_modules(tm, Path(hf_dir)), device="cpu",
+                                     similarity_fn_name=SIMILARITY_FN[tm.config.eval_metric])
             st.save(str(tmp))
         clf = tm.heads.classifier
         save_file({"weight": clf.weight.detach().cpu().contiguous(), "bias": clf.bias.detach().cpu().contiguous()},
                   str(tmp / "pair_classifier.safetensors"))
         (tmp / "counterarg_config.json").write_text(json.dumps(tm.config.to_dict(), indent=2, sort_keys=True) + "\n")
-        (tmp / "README.md").write_text(model_card(tm, checkpoint, command or f"counterarg export --checkpoint {checkpoint} --out {out}"))
+        made_by = portable_command(["counterarg", "export", "--checkpoint", str(checkpoint), "--out", str(out)])
+        (tmp / "README.md").write_text(model_card(tm, checkpoint, command or made_by))
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         tmp.rename(out)

@@ -96,6 +96,30 @@ def load_or_build(folder: Path, key: dict, build: Callable[[Path], None]) -> dic
     return out
 
 
+def load_built(folder: Path, key: dict) -> dict[str, np.ndarray] | None:
+    """The arrays of ``folder`` when it is already built and intact, else None; never builds and
+    never waits (a cache another process is building now counts as not built)."""
+    done = folder / "meta.json"
+    if not done.exists():
+        return None
+    lock = folder.with_suffix(".lock")
+    try:
+        fh = open(lock, "a")
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        try:
+            if not done.exists() or not _cache_intact(folder, done, key):
+                return None
+            return {f.stem: np.load(f, mmap_mode="r" if f.stem == "hidden" else None) for f in folder.glob("*.npy")}
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _hashes(folder: Path) -> dict[str, str]:
     return {f.name: sha256_file(f) for f in sorted(folder.glob("*.npy"))}
 

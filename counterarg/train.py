@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .checkpoint import STATE_FILE, check_resumable, read_checkpoint, restore_run, resumed_changes, run_state
@@ -33,28 +34,38 @@ from .selection import BEST_DIR, BestRanks, best_epoch, early_stop
 Report = Callable[[dict, Path], None]
 
 
-def zero_shot_split(run: "Run", split: str) -> dict[str, float]:
-    """The untrained encoder on one split: its pooled output ranked by cosine (both views)."""
+def zero_shot_split(run: "Run", split: str, return_ranks: bool = False):
+    """The untrained encoder on one split: its pooled output ranked by cosine (both views); with
+    ``return_ranks`` also its per-query ranks (``{task: [Q]}``)."""
     from .evaluate import evaluate_split
 
     emb = run.embed_split(split)
     with torch.no_grad():
         return evaluate_split(split, run.pools[split], emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
-                              ks=run.config.ks)
+                              ks=run.config.ks, return_ranks=return_ranks)
 
 
 def zero_shot_metrics(config: Config, splits: tuple[str, ...] = ("validation", "test"),
-                      progress: bool = False) -> dict[str, float]:
+                      progress: bool = False, with_ranks: bool = False):
     """The baseline every trained model is compared with: the frozen encoder's pooled output with
-    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache."""
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache.
+
+    With ``with_ranks`` returns ``(metrics, ranks)``, ranks keyed as a checkpoint's best ranks
+    (``{split}/{task}`` ``[Q]`` and ``{split}/unseen`` ``[Q]`` bool) for the sweep's tests against it.
+    """
     cfg = config.replace(finetune="none")
     corpus = load_corpus(cfg.corpus)
     run = Run(cfg, progress=progress, corpus=corpus, eval_splits=[s for s in splits if s in corpus.splits])
     out: dict[str, float] = {}
+    ranks: dict[str, np.ndarray] = {}
     for split in run.eval_splits:
-        out.update(zero_shot_split(run, split))
+        metrics, by_task = zero_shot_split(run, split, return_ranks=True)
+        out.update(metrics)
+        ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
+        if run.pools[split].unseen is not None:
+            ranks[f"{split}/unseen"] = np.asarray(run.pools[split].unseen)
     run.close()
-    return out
+    return (out, ranks) if with_ranks else out
 
 
 def prepare_features(config: Config, *, progress: bool = True) -> None:

@@ -1,8 +1,12 @@
 #!/usr/bin/env python
-"""Compare random_rate strategies (fixed 0.8, decay 0.8-0.02*epoch, pure random) over seeds.
+"""Compare random_rate strategies under each training method, over seeds.
 
-Default: 3 strategies x 3 seeds on the Config defaults (frozen all-MiniLM-L6-v2, 20 epochs),
-experiment, summary.csv/.md and plots in results/compare_strategies/. See README "Sweeps".
+Every strategy (--strategies) is crossed with every method (--methods: reference, the reference
+implementation; recipe, the project's default recipe) and repeated over --seeds. Without
+--strategies it runs the main job: each method's own list (below), x seeds 0,1,2, at the Config's
+epochs (the recipe stops early). Outputs (the Tune experiment, summary.csv/.md, significance.csv,
+plots) go to <storage>/<name>: by default results/compare_strategies_<date>_<time>/, a fresh
+folder per run. See README "Sweeps (Ray Tune)".
 """
 
 from __future__ import annotations
@@ -10,26 +14,37 @@ from __future__ import annotations
 import argparse
 import sys
 
+from counterarg.config import Config
 from counterarg.schedules import SCHEDULES
-from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, parse_seeds, run_from_args, sweep_name,
-                                  usage_errors)
+from counterarg.sweep.cli import (add_common_args, add_methods_arg, base_from_args, exit_code, parse_seeds,
+                                  run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.methods import METHODS
 from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import DEFAULT_STRATEGIES, parse_strategy, strategy_grid
+from counterarg.sweep.spaces import strategy_grid
+
+
+def main_job() -> str:
+    """The main job's trials, per method, as --help shows them (read from the method registry)."""
+    n = sum(len(m.strategies) for m in METHODS.values())
+    lines = [f"The main job ({n} strategies x 3 seeds = {3 * n} trials, {Config.epochs} epochs unless --epochs):"]
+    lines += [f"  --methods {m.name} --strategies \"{';'.join(m.strategies)}\"" for m in METHODS.values()]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, epilog=main_job(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
+    add_methods_arg(p)
     p.add_argument("--strategies", default=None,
-                   help=f"comma-free list separated by ';' of NAME[:FIELD=V,...]; names: "
-                        f"{', '.join(SCHEDULES)} (default: {';'.join(DEFAULT_STRATEGIES)})")
+                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list, below)")
     args = p.parse_args(argv)
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
-        strategies = ([parse_strategy(s) for s in args.strategies.split(";") if s.strip()]
-                      if args.strategies else list(DEFAULT_STRATEGIES))
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
+        variants = strategy_grid(args.strategies, seeds, args.methods)
         name = sweep_name(args, "compare_strategies")
-        sweep = Sweep(name=name, base=base_from_args(args), variants=strategy_grid(strategies, seeds),
+        sweep = Sweep(name=name, base=base_from_args(args), variants=variants,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

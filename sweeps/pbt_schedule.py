@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Learn a random_rate schedule with Population Based Training (Ray Tune PBT), then replay it.
 
-A population of trials starts from rates spread over [0, 1] (fixed schedule); every
+A population of trials trains one method (--method: recipe, the default recipe, by default; or
+reference) and starts from rates spread over [0, 1] (fixed schedule); every
 --perturbation-interval epochs the bottom --quantile of the population (by the Config field
 select_metric, on validation) takes the weights of a top trial and a perturbed copy of its rate
 (and lr / margin with --mutate). Outputs in <storage>/<name>: schedules.csv (every trial's lineage:
 trial, epoch, random_rate, lr, margin, donor, trained_by, metric), schedules.png (the learned
 schedules beside decay) and the usual summary. The run ends with the best learned schedule as a
-rate_table and the one command that replays it from scratch with 3 seeds beside decay.
+rate_table and the one command that replays it from scratch with 3 seeds under the same method,
+beside that method's hand-written schedules (sweeps/compare_strategies.py --methods METHOD).
 See README "Learned schedules (PBT)".
 """
 
@@ -17,9 +19,10 @@ import argparse
 import sys
 
 from counterarg.config import Config, ConfigError
-from counterarg.sweep.cli import (add_common_args, base_from_args, int_at_least, number_at_least, parse_range,
-                                  parse_seeds, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, base_from_args, int_at_least, method_arg, number_at_least,
+                                  parse_range, parse_seeds, sweep_name, usage_errors)
 from counterarg.sweep.lineage import format_table
+from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
 from counterarg.sweep.pbt import PBTOptions, finish, param_space, replay_command
 from counterarg.sweep.runner import Sweep, run_sweep, storage_uri, tensorboard_command
 from counterarg.sweep.summary import console_table
@@ -29,6 +32,9 @@ from counterarg.sweep.trials import overhead
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
+    p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
+                   help="the method the population trains: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
     p.add_argument("--population", type=int_at_least(2, 64), default=None,
                    help="trials in the population, 2..64 (default 4; smoke 2)")
     p.add_argument("--perturbation-interval", type=int_at_least(1), default=None,
@@ -61,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         base = {**base_from_args(args), "seed": seeds[0]}
         epochs = Config.from_dict(base).epochs
         name = sweep_name(args, "pbt_schedule")
-        sweep = Sweep(name=name, base=base, param_space=param_space(base, opts), scheduler="pbt", pbt=opts,
+        sweep = Sweep(name=name, base=base, param_space=param_space(base, opts, args.method), scheduler="pbt", pbt=opts,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
-        print(f"[pbt] population {opts.population}, {epochs} epochs, exploit/explore every "
+        print(f"[pbt] {args.method}: population {opts.population}, {epochs} epochs, exploit/explore every "
               f"{opts.perturbation_interval} epoch(s) by {sweep.metric}: the bottom {opts.quantile:g} takes the "
               f"weights of the top {opts.quantile:g}; mutating {', '.join(opts.mutate)}", flush=True)
         try:
@@ -92,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Best learned schedule ({learned.best}, by {sweep.metric}):")
     print(f"  --set schedule=table --set rate_table={format_table(learned.best_table)}")
-    print("Replay it from scratch with 3 seeds beside decay (paired significance test in its summary):")
-    print(f"  {replay_command(args, learned.best_table, sweep.name)}")
+    print(f"Replay it from scratch with 3 seeds under {args.method}, beside its hand-written schedules "
+          "(significance tests in its summary):")
+    print(f"  {replay_command(args, learned.best_table, sweep.name, args.method)}")
     if set(opts.mutate) - {"rate"}:
         print("  (the replay repeats the rate schedule only; lr and margin stay at their configured values)")
     if any(r.status not in ("TERMINATED", "ERROR") for r in result.records):

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Random or ASHA search over margin and lr (log-uniform) for one random_rate strategy.
 
-Same outputs and flags as compare_strategies.py, plus --num-samples, --scheduler, --strategy and
-the search ranges. See README "Sweeps".
+Same outputs and flags as compare_strategies.py, plus --num-samples, --scheduler, --strategy,
+--method (one of compare_strategies' --methods) and the search ranges. See README "Sweeps".
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, parse_range, parse_seeds,
-                                  run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg, parse_range,
+                                  parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.runner import MAX_NUM_SAMPLES, Sweep
 from counterarg.sweep.spaces import margin_lr_space, parse_strategy
 
@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p)
     p.add_argument("--strategy", default="decay", help="NAME[:FIELD=V,...] (default: decay)")
+    p.add_argument("--method", type=method_arg, default="reference",
+                   help="the method the strategy trains with: reference or recipe (default: reference)")
     p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
                    help=f"sampled (margin, lr) points, 1 to {MAX_NUM_SAMPLES} (default 12; smoke 2)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="fifo")
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds, (0,))
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 12)
         name = sweep_name(args, "search_margin_lr")
-        space = margin_lr_space(parse_strategy(args.strategy), margin=args.margin_range,
+        space = margin_lr_space(parse_strategy(args.strategy, args.method), margin=args.margin_range,
                                 lr=args.lr_range, seeds=seeds)
         sweep = Sweep(name=name, base=base_from_args(args), param_space=space, num_samples=num_samples,
                       scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial,

@@ -66,6 +66,16 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that reads the real corpus (the ``real_corpus`` fixture) must be marked ``corpus``, so
+    that ``-m corpus`` selects every one of them and ``-m "not corpus"`` none: refused by name otherwise."""
+    unmarked = [item.nodeid for item in items
+                if "real_corpus" in getattr(item, "fixturenames", ()) and item.get_closest_marker("corpus") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use the real_corpus fixture must be marked @pytest.mark.corpus: "
+                                + ", ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
     from counterarg.testing import make_tiny_encoder

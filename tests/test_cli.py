@@ -234,3 +234,38 @@ def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--set", f"encoder={tiny_encoder}"]) == 0
     out = capsys.readouterr().out
     assert "points" in out and "unpaired" in out and "training" in out
+
+
+def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder, tmp_path, capsys, monkeypatch):
+    """Issue 23.6: the first `rank` against a frozen-encoder checkpoint re-encoded every counter of
+    the split although training had cached their pooled features; it now runs only the heads over
+    the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
+    import counterarg.model as model_mod
+    import counterarg.inference as inference_mod
+    from counterarg.config import Config
+    from counterarg.train import train
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32)  # finetune=none, eval_mode=fused (defaults)
+    assert cfg.finetune == "none"
+    train(cfg, tmp_path / "run", progress=False)
+    capsys.readouterr()
+    encoded = []
+    real = model_mod.encode_texts
+    monkeypatch.setattr(inference_mod, "encode_texts", lambda m, t, texts, **kw: encoded.append(len(texts))
+                        or real(m, t, texts, **kw))
+    args = ["rank", "--checkpoint", str(tmp_path / "run" / "best"), "--text", "Taxes on banks hurt growth",
+            "--split", "test", "--k", "1000", "--quiet"]
+    assert main(args + ["--json"]) == 0
+    fast = json.loads(capsys.readouterr().out)
+    assert encoded == [1], f"the encoder ran over {encoded} texts; only the query should be encoded"
+    assert main(args) == 0
+    assert "candidates from the feature cache" in capsys.readouterr().out
+    # before: the same checkpoint with no feature cache to read encodes every candidate
+    monkeypatch.setattr(inference_mod, "cached_pooled", lambda *a: None)
+    encoded.clear()
+    assert main(args + ["--json"]) == 0
+    slow = json.loads(capsys.readouterr().out)
+    assert encoded == [1, fast["candidates"]] and fast["candidates"] > 10
+    assert [r["id"] for r in fast["results"]] == [r["id"] for r in slow["results"]]
+    assert [r["score"] for r in fast["results"]] == pytest.approx([r["score"] for r in slow["results"]], abs=1e-5)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -68,3 +69,63 @@ def test_length_buckets_need_a_trainable_encoder():
         Config(length_buckets=4)
     with pytest.raises(Exception, match="length_buckets must be >= 0"):
         Config(length_buckets=-1, finetune="all")
+
+
+# ---------------------------------------------------------------- the documented defaults are Config's
+README = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _documented(cell: str) -> str:
+    """A README default cell as plain text: no backticks, no trailing remark in parentheses."""
+    return cell.replace("`", "").split(" (")[0].strip()
+
+
+def _same(doc: str, value) -> bool:
+    """Whether a README default (text) states the Config default ``value``."""
+    if value is None:
+        return doc == "none"
+    if isinstance(value, bool):
+        return doc == str(value).lower()
+    if isinstance(value, tuple):
+        return (doc == "empty" and not value) or _same_numbers(doc.split(","), value)
+    if isinstance(value, (int, float)):
+        return _same_numbers([doc], (value,))
+    return doc == str(value)
+
+
+def _same_numbers(texts, values) -> bool:
+    try:
+        return len(texts) == len(values) and all(float(t) == float(v) for t, v in zip(texts, values))
+    except ValueError:
+        return False
+
+
+def test_readme_configuration_table_states_configs_defaults():
+    """Issue 23.4: the README's defaults drifted from Config's (select_metric, epochs). Every row of
+    its Configuration table names fields and their defaults; each must be Config's own."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("## Configuration", 1)[1].split("\n### ", 1)[0]
+    defaults = Config()
+    checked = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`"):
+            continue
+        names = [n.strip().strip("`") for n in cells[0].split(",")]
+        docs = [_documented(d) for d in cells[1].split(", ")] if len(names) > 1 else [_documented(cells[1])]
+        assert len(docs) == len(names), f"README Configuration row {cells[0]}: {len(names)} fields, {cells[1]!r}"
+        for name, doc in zip(names, docs):
+            assert name in FIELD_NAMES, f"README Configuration names {name!r}, not a Config field"
+            value = getattr(defaults, name)
+            if name == "encoder":  # the embedded default's name
+                value = str(value)
+            assert _same(doc, value), f"README says {name} defaults to {doc!r}; Config's default is {value!r}"
+            checked.append(name)
+    assert {"epochs", "select_metric", "patience", "eval_metric", "lr"} <= set(checked), checked
+    # the prose that names a default: select_metric and the epochs of a sweep's trials
+    for said in re.findall(r"`select_metric`[^.]{0,40}?\(default `([^`]+)`", text) + \
+            re.findall(r"\(default `(validation[^`]*)`", text):
+        assert said == defaults.select_metric, f"README: select_metric default {said!r}"
+    for said in re.findall(r"(\d+) epochs per trial: the Config default", text):
+        assert int(said) == defaults.epochs
+    assert re.findall(r"(\d+) epochs per trial: the Config default", text), "the main job's epochs are stated"

@@ -91,6 +91,7 @@ def test_missing_and_empty_inputs(tmp_path):
         c.split("test")
 
 
+@pytest.mark.corpus
 def test_real_corpus_counts(real_corpus):
     c = load_corpus(real_corpus)
     got = {n: s.counts() for n, s in c.splits.items()}

@@ -73,3 +73,47 @@ def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
     (tmp_path / "taken").mkdir()
     assert main(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "taken")]) == 2
     assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("metric,similarity", [("l2", "euclidean"), ("cosine", "cosine")])
+def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_path, capsys, monkeypatch,
+                                                            metric, similarity):
+    """Issue 23.7: a model trained with L2 was exported declaring cosine, so `model.similarity()`
+    ranked otherwise than `counterarg rank`. Issue 23.9: its card gave the best epoch as the number
+    of epochs trained and held absolute paths."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+
+    from counterarg.paths import absolute_paths_in
+    from counterarg.selection import best_row
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config(encoder=tiny_encoder, epochs=3, patience=0, max_length=32, eval_metric=metric,
+                 eval_mode="retrieval", loss="combined", head="linear", sim_dim=16, lr=1e-2)
+    train(cfg, tmp_path / "run", progress=False)
+    out = tmp_path / "st"
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "best"), "--out", str(out)]) == 0
+    assert "SentenceTransformer('st')" in capsys.readouterr().out  # the printed snippet: no path of this machine
+    declared = json.loads((out / "config_sentence_transformers.json").read_text())["similarity_fn_name"]
+    assert declared == similarity
+    st = SentenceTransformer(str(out), device="cpu")
+    assert st.similarity_fn_name == similarity
+    cands = tmp_path / "c.txt"
+    cands.write_text("\n".join(TEXTS + ["Taxes on banks hurt growth.", "Schools need money."]) + "\n")
+    capsys.readouterr()
+    assert main(["rank", "--checkpoint", str(tmp_path / "run" / "best"), "--text", TEXTS[0], "--candidates",
+                 str(cands), "--k", "6", "--json", "--quiet"]) == 0
+    ours = [r["id"] for r in json.loads(capsys.readouterr().out)["results"]]
+    emb = st.encode([TEXTS[0]] + cands.read_text().splitlines(), convert_to_tensor=True)
+    sims = st.similarity(emb[:1], emb[1:])[0]  # [6], higher = nearer
+    theirs = sorted(range(6), key=lambda i: (-float(sims[i]), i))
+    assert theirs == ours
+    # the card: epochs trained, which epoch these weights are, and no path of this machine
+    card = (out / "README.md").read_text()
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = int(best_row(history, cfg.select_metric)["epoch"])
+    assert f"the run trained 3 of its 3 epochs; these weights are epoch {best}, its best by" in card
+    assert not absolute_paths_in(card), absolute_paths_in(card)
+    assert "from the checkpoint `run/best`" in card and "--out st`" in card

@@ -3,6 +3,7 @@
 The sweep scripts (``sweeps/*.py``) parse, build a :class:`~counterarg.sweep.runner.Sweep` and run
 it; the pieces, one job per module:
 
+* :mod:`~counterarg.sweep.methods`: the methods strategies train (reference, recipe) and each trial's one name;
 * :mod:`~counterarg.sweep.spaces`: named strategies, grids of flat trial configs, their searcher;
 * :mod:`~counterarg.sweep.trainable`: the Tune trainable that adapts a training run, its resources;
 * :mod:`~counterarg.sweep.recovery`: checkpoint sidecars, finished trials and torn experiment

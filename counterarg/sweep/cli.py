@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 import shlex
 import stat
 import sys
@@ -23,7 +22,9 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..io import FolderLockedError
+from ..paths import portable_path
 from ..testing import make_tiny_encoder
+from .methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 from .summary import console_table
@@ -81,15 +82,43 @@ def seeds_arg(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def methods_arg(text: str) -> list[str]:
+    """argparse type of --methods: comma-separated names of :data:`counterarg.sweep.methods.METHODS`;
+    an unknown one is a usage error naming it."""
+    try:
+        return parse_methods(text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def method_arg(text: str) -> str:
+    """argparse type of --method: one name of :data:`counterarg.sweep.methods.METHODS`."""
+    names = methods_arg(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"expected one method, got {text!r}")
+    return names[0]
+
+
+def add_methods_arg(p) -> None:
+    """``--methods reference,recipe``: the methods every strategy is crossed with (default: all)."""
+    p.add_argument("--methods", type=methods_arg, default=list(METHODS), metavar="NAME,...",
+                   help="methods each strategy trains with, comma-separated: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
+                        + f" (default: {','.join(METHODS)})")
+
+
 def add_common_args(p) -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int_at_least(1), help="epochs per trial, >= 1 (default: Config default, 20)")
+    p.add_argument("--epochs", type=int_at_least(1),
+                   help=f"epochs per trial, >= 1 (default: {Config().epochs}, Config's)")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
-    p.add_argument("--name", default=None, help="experiment name (folder under --storage)")
+    p.add_argument("--name", default=None,
+                   help="experiment name (folder under --storage; default: a fresh <script>_<date>_<time> per run, "
+                        "<script>_smoke_... with --smoke-test)")
     p.add_argument("--address", default=None,
                    help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",
@@ -208,8 +237,16 @@ def parse_seeds(text: str | list[int] | None, default: Sequence[int]) -> list[in
     return seeds
 
 
-def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) -> str:
-    """The best trial per strategy and ready commands to evaluate, rank with and export it."""
+def export_folder(sweep_dir: Path, group: str) -> Path:
+    """Where the printed export command of a strategy's best checkpoint writes: inside the sweep's
+    own folder (``<sweep>/models/<slug>``), so it is unique per sweep and, under the default
+    ``results/``, ignored by git (a sweep's commands never dirty the repository)."""
+    return Path(sweep_dir) / "models" / (slug(group, 40) or "model")
+
+
+def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, sweep_dir: Path) -> str:
+    """The best trial per strategy and ready commands to evaluate, rank with and export it (paths
+    relative to the current folder where they lie inside it; exports into :func:`export_folder`)."""
     best = best_per_group(rows, sweep.metric)
     if not best:
         return "No trial finished an epoch: no checkpoint to use."
@@ -222,11 +259,11 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None) 
         if not ck:
             lines.append("    checkpoint not kept")
             continue
-        q = shlex.quote(ck)
-        slug = re.sub(r"[^A-Za-z0-9.=]+", "-", g).strip("-")[:40]
+        q = shlex.quote(portable_path(ck))
+        out = shlex.quote(portable_path(export_folder(sweep_dir, g)))
         lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
                   f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
-                  f"    counterarg export --checkpoint {q} --out models/{slug}"]
+                  f"    counterarg export --checkpoint {q} --out {out}"]
     return "\n".join(lines)
 
 
@@ -248,12 +285,13 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
     n_err = sum(r.status == "ERROR" for r in result.records)
+    n_open = sum(r.status not in ("TERMINATED", "ERROR") for r in result.records)
     ov = overhead(result.rows)["overhead"]
-    print(f"{len(result.records)} trials ({n_err} errored) in {result.wall_s / 60:.1f} min"
+    print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
-    print(best_commands(result.rows, sweep, getattr(args, "corpus", None)))
+    print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
     errored = [r for r in result.records if r.status == "ERROR"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)

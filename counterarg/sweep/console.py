@@ -8,11 +8,12 @@ import time
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
-from .trials import DEFAULT_MODE, strategy_label
+from .methods import trial_label
+from .trials import DEFAULT_MODE
 
 
 class SweepReporter(ProgressReporter):
-    """A status table a person can read: per trial its strategy, seed, state, epoch and best metric.
+    """A status table a person can read: per trial its name (``recipe``, ``reference: decay 0.8-0.02``), seed, state, epoch and best metric.
 
     Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
     table shows trial hashes and loss columns). Needs Tune's classic output engine
@@ -35,7 +36,7 @@ class SweepReporter(ProgressReporter):
         rows = []
         for t in trials:
             try:
-                label = strategy_label(Config.from_dict(dict(t.config)).to_dict())
+                label = trial_label(Config.from_dict(dict(t.config)).to_dict())
             except (ConfigError, TypeError):
                 label = "?"
             seed = dict(t.config).get("seed", Config().seed)

@@ -2,8 +2,9 @@
 
 Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it fits:
 
-* **The population** is a grid over the starting ``rate`` (:func:`initial_rates`) under the
-  ``fixed`` schedule: a member's rate is constant until PBT changes it. Every ``perturbation
+* **The population** trains one method (``--method``: the default recipe by default, or the
+  reference method; :mod:`counterarg.sweep.methods`) with the ``fixed`` schedule, a grid over the
+  starting ``rate`` (:func:`initial_rates`): a member's rate is constant until PBT changes it. Every ``perturbation
   interval`` epochs (``time_attr="epoch"``, the epoch a trial's weights have reached), synchronously,
   the bottom ``quantile`` of the population by the project's Tune metric (Config ``select_metric``)
   takes the weights of a member of the top quantile (exploit) and a perturbed copy of its
@@ -19,12 +20,14 @@ Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it
   schedules beside decay) and the usual summary, in which each trial is named by its realised
   schedule as a ``rate_table`` and its history is its lineage's (so the best epoch and the
   per-query significance tests refer to the weights it ended with). The best learned table and
-  the command that replays it from scratch beside decay close the run (:func:`replay_command`).
+  the command that replays it from scratch under the same method, beside that method's
+  hand-written schedules, close the run (:func:`replay_command`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import shlex
 import tempfile
@@ -41,6 +44,7 @@ from ..config import Config, ConfigError
 from ..selection import best_row, early_stop
 from ..checkpoint import read_checkpoint
 from . import lineage
+from .methods import DEFAULT_METHOD, get_method
 from .records import best_checkpoint
 from .recovery import read_sidecar
 from .summary import write_csv, write_summary
@@ -163,13 +167,15 @@ def make_scheduler(opts: PBTOptions) -> RateExplorePBT:
         resample_probability=opts.resample_probability, synch=True)
 
 
-def param_space(base: dict[str, Any], opts: PBTOptions) -> dict[str, Any]:
-    """The population: fixed schedule, a grid over the starting rate; lr and margin, when mutated
-    and not set in ``base``, start from values PBT samples from their ranges."""
+def param_space(base: dict[str, Any], opts: PBTOptions, method: str = DEFAULT_METHOD) -> dict[str, Any]:
+    """The population: ``method``'s fields, the fixed schedule, a grid over the starting rate. A
+    method field set in ``base`` (``--set``) keeps that value; lr and margin, when mutated and not
+    set in ``base``, start from values PBT samples from their ranges."""
     clash = sorted(set(base) & set(schedules.all_fields()))
     if clash:
         raise ConfigError(f"PBT learns the rate; do not set {', '.join(clash)} (--set) for this sweep")
-    return {"schedule": schedules.FIXED.name, "rate": tune.grid_search(initial_rates(opts.population))}
+    own = {k: v for k, v in get_method(method).fields.items() if k not in base and k not in opts.mutate}
+    return {**own, "schedule": schedules.FIXED.name, "rate": tune.grid_search(initial_rates(opts.population))}
 
 
 # ----------------------------------------------------------------------------- after the sweep
@@ -245,7 +251,8 @@ def finish(result, sweep, out_dir: Path) -> Learned:
                for r in result.records]
     written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "
                             "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s,
-                            baseline=getattr(result, "baseline", None))
+                            baseline=getattr(result, "baseline", None),
+                            baseline_ranks=getattr(result, "baseline_ranks", None))
     values = {t: {int(r["epoch"]): r.get(metric) for r in h} for t, h in histories.items()}
     paths = {"schedules_csv": out_dir / "schedules.csv", "schedules_png": out_dir / "schedules.png",
              **{f"summary_{k}": v for k, v in written["paths"].items()}}
@@ -266,17 +273,33 @@ def finish(result, sweep, out_dir: Path) -> Learned:
                    paths=paths, problems=problems, rows=written["rows"], verdicts=written["verdicts"])
 
 
-def replay_command(args, table: Sequence[float], name: str) -> str:
-    """The one command that replays ``table`` from scratch with 3 seeds beside decay."""
-    strategies = f"{schedules.DECAY.name};{schedules.TABLE.name}:rate_table={lineage.format_table(table)}"
-    cmd = ["python", "sweeps/compare_strategies.py", "--strategies", strategies, "--seeds", "0,1,2",
-           "--name", f"{name}_replay"]
+def replay_strategies(method: str, table: Sequence[float]) -> str:
+    """``--strategies`` of the replay: ``method``'s hand-written main-job schedules (its tables
+    left out) and the learned ``table``, e.g. ``fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=...``."""
+    hand = [s for s in get_method(method).strategies if s.partition(":")[0] != schedules.TABLE.name]
+    return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={lineage.format_table(table)}"])
+
+
+def command_path(value: str) -> str:
+    """A local path as a printed command holds it: relative to the current folder (printed commands
+    name no absolute path of this machine); a URI or a name that is no local path stays as it is."""
+    if "://" in value or not os.path.isabs(value):
+        return value
+    return os.path.relpath(value)
+
+
+def replay_command(args, table: Sequence[float], name: str, method: str = DEFAULT_METHOD) -> str:
+    """The one command that replays ``table`` from scratch with 3 seeds under ``method``, beside
+    that method's hand-written schedules (:func:`replay_strategies`)."""
+    cmd = ["python", "sweeps/compare_strategies.py", "--methods", method,
+           "--strategies", replay_strategies(method, table), "--seeds", "0,1,2", "--name", f"{name}_replay"]
     if args.smoke_test:
         cmd.append("--smoke-test")
     for flag, value in (("--corpus", args.corpus), ("--encoder", args.encoder), ("--epochs", args.epochs),
                         ("--storage", args.storage), ("--num-cpus", args.num_cpus)):
         if value is not None:
-            cmd += [flag, str(value)]
+            local = flag in ("--corpus", "--storage") or (flag == "--encoder" and os.path.exists(str(value)))
+            cmd += [flag, command_path(str(value)) if local else str(value)]
     for item in args.overrides:
         cmd += ["--set", item]
     return " ".join(shlex.quote(c) for c in cmd)

@@ -17,8 +17,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..config import Config  # noqa: E402
+from ..tasks import task_names  # noqa: E402
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
                      group_label, group_stats, test_acc1_keys, varying_fields)
 
@@ -50,9 +53,11 @@ def _series(values: dict[int, list[float]]) -> dict[str, list]:
             "max": [max(v) for v in vals]}
 
 
-def epoch_values(records: Sequence[TrialRecord], key: str) -> dict[str, dict[int, list[float]]]:
-    """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once)."""
-    varying = varying_fields([r.config for r in records])
+def epoch_values(records: Sequence[TrialRecord], key: str,
+                 varying: Sequence[str] | None = None) -> dict[str, dict[int, list[float]]]:
+    """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once);
+    groups are named by ``varying`` (default: the fields that vary across ``records``)."""
+    varying = varying_fields([r.config for r in records]) if varying is None else varying
     out: dict[str, dict[int, list[float]]] = {}
     for rec in records:
         g = group_label(rec.config, varying)
@@ -66,13 +71,29 @@ def epoch_values(records: Sequence[TrialRecord], key: str) -> dict[str, dict[int
 def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
                 baseline: dict[str, float] | None = None) -> None:
     """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
-    encoder as a dashed line; whole-number epoch ticks."""
-    curves = {g: _series(v) for g, v in epoch_values(records, metric).items()}
+    encoder as a dashed line; whole-number epoch ticks. Where fewer seeds are averaged than the
+    group has (the others stopped early or failed), the marker is hollow and larger, and the
+    figure's data says how many (``seeds`` per epoch, ``of`` the group's most)."""
+    values = epoch_values(records, metric)
+    curves = {}
+    for g, v in values.items():
+        c = curves[g] = _series(v)
+        c["seeds"] = [len(v[e]) for e in c["epochs"]]
+        c["of"] = max(c["seeds"])
     fig, ax = plt.subplots(figsize=(8, 5))
+    fewer = False
     for g in sorted(curves):
         c = curves[g]
         line, = ax.plot(c["epochs"], c["mean"], marker="o", ms=3, label=g)
         ax.fill_between(c["epochs"], c["min"], c["max"], color=line.get_color(), alpha=0.2)
+        thin = [i for i, n in enumerate(c["seeds"]) if n < c["of"]]
+        if thin:
+            fewer = True
+            ax.plot([c["epochs"][i] for i in thin], [c["mean"][i] for i in thin], linestyle="none", marker="o",
+                    ms=7, markerfacecolor="white", markeredgecolor=line.get_color())
+    if fewer:  # one legend entry explains the hollow markers
+        ax.plot([], [], linestyle="none", marker="o", ms=7, markerfacecolor="white", markeredgecolor="gray",
+                label="fewer seeds averaged (others stopped)")
     if baseline and metric in baseline:
         ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label=ZERO_SHOT)
 
@@ -97,24 +118,54 @@ TELEMETRY = {"mining/share_points": "negatives that are points", "mining/share_h
              "mining/dist_negative": "mean anchor-negative distance"}
 
 
+#: telemetry that is a distance in the mining space, whose scale depends on the trial's eval_metric
+#: (cosine: unit vectors, at most 2; l2: the raw similarity space): one panel per metric, never one axis
+DISTANCES = {"mining/dist_negative"}
+#: what a distance panel's title adds per eval_metric
+METRIC_SPACES = {"l2": "L2, eval_metric l2", "cosine": "unit vectors, eval_metric cosine"}
+
+
+def _eval_metric(rec: TrialRecord) -> str:
+    return str(rec.config.get("eval_metric", Config().eval_metric))
+
+
 def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
-    """The mining telemetry per epoch per group (mean over seeds), one panel per quantity; False
-    (nothing written) when no trial reported any."""
-    keys = [k for k in TELEMETRY if any(k in r for rec in records for r in rec.history)]
-    if not keys:
+    """The mining telemetry per epoch per group (mean over seeds), one panel per quantity, and a
+    distance once per eval_metric (``<key> (<metric>)``: L2 distances and distances of unit vectors
+    differ in scale); False (nothing written) when no trial reported any."""
+    panels = []  # (drawn key, title, the records it draws)
+    for k in TELEMETRY:
+        if not any(k in r for rec in records for r in rec.history):
+            continue
+        if k not in DISTANCES:
+            panels.append((k, TELEMETRY[k], records))
+            continue
+        for m in sorted({_eval_metric(rec) for rec in records if any(k in r for r in rec.history)}):
+            panels.append((f"{k} ({m})", f"{TELEMETRY[k]}\n({METRIC_SPACES.get(m, m)})",
+                           [rec for rec in records if _eval_metric(rec) == m]))
+    if not panels:
         return False
-    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(4.2 * ((len(keys) + 1) // 2), 7), squeeze=False)
+    cols = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7), squeeze=False)
     drawn = {}
-    for ax, key in zip(axes.flat, keys):
-        curves = drawn[key] = {g: _series(v) for g, v in epoch_values(records, key).items()}
+    varying = varying_fields([r.config for r in records])  # the same strategy names in every panel
+    names = sorted({group_label(r.config, varying) for r in records})
+    color = {g: f"C{i % 10}" for i, g in enumerate(names)}  # ... and the same colours
+    for ax, (name, title, recs) in zip(axes.flat, panels):
+        key = name.split(" (")[0]
+        curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, varying).items()}
         for g in sorted(curves):
-            ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g)
-        ax.set_title(TELEMETRY[key], fontsize=9)
+            ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g, color=color[g])
+        ax.set_title(title, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles = [Line2D([], [], marker=".", color=color[g], label=g) for g in names]
+    if len(panels) < axes.size:  # one legend of every strategy, in the empty cell when there is one
+        axes.flat[-1].legend(handles=handles, fontsize=7, loc="center")
+    else:
+        axes.flat[0].legend(handles=handles, fontsize=7)
     fig.suptitle("Mining telemetry per epoch (mean over seeds)")
     fig.tight_layout()
     save_figure(fig, path, drawn, dpi=110)
@@ -159,3 +210,61 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
     if groups:
         ax.legend(fontsize=8)
     return drawn
+
+
+def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool:
+    """Which differences are significant: per view a grid of strategies x tasks, each cell the gap in
+    test acc@1 to that task's best strategy with its Holm-adjusted seed-aware p-value; a cell is dark
+    where the best strategy is significantly better, pale where the seeds do not separate them, and
+    the best strategy's cell says ``best`` (``best *`` where it beats every other). Nothing to draw
+    (fewer than two strategies): False."""
+    views = [v for v in VIEWS if any(key[1] == v for key in verdict)]
+    tasks = [*task_names(), "mean"]
+    drawn: dict[str, dict[str, dict[str, Any]]] = {}
+    for view in views:
+        cells: dict[str, dict[str, Any]] = {}
+        for t in tasks:
+            v = verdict.get((t, view))
+            if v is None or v.runner_up is None:
+                continue
+            cells.setdefault(v.best, {})[t] = {"gap": 0.0, "p_holm": None, "best": True, "significant": v.significant}
+            for c in comparisons:
+                if (c.task, c.view, c.strategy_a) == (t, view, v.best) and c.strategy_b != ZERO_SHOT:
+                    cells.setdefault(c.strategy_b, {})[t] = {"gap": -c.diff, "p_holm": c.p_holm, "best": False,
+                                                            "significant": c.significant}
+        if cells:
+            drawn[view] = cells
+    if not drawn:
+        return False
+    n_rows = max(len(c) for c in drawn.values())
+    fig, axes = plt.subplots(len(drawn), 1, figsize=(12, 0.55 * n_rows * len(drawn) + 1.6 * len(drawn)), squeeze=False)
+    for ax, (view, cells) in zip(axes[:, 0], drawn.items()):
+        groups = sorted(cells)
+        scale = max([abs(c["gap"]) for g in groups for c in cells[g].values()] + [1e-6])
+        for i, g in enumerate(groups):
+            for j, t in enumerate(tasks):
+                c = cells[g].get(t)
+                if c is None:
+                    continue
+                shade = 0.15 + 0.75 * abs(c["gap"]) / scale if c["significant"] or c["best"] else 0.12
+                colour = (0.2, 0.6, 0.2, 0.35 if c["best"] else shade) if c["best"] else (0.8, 0.2, 0.2, shade)
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color=colour))
+                if c["best"]:
+                    text = "best *" if c["significant"] else "best"
+                else:
+                    p = c["p_holm"]
+                    text = f"{c['gap']:+.3f}\n" + ("p n/a" if p is None else ("p<.0001" if p < 1e-4 else f"p={p:.3f}"))
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        fontweight="bold" if c["significant"] and not c["best"] else "normal")
+        ax.set_xlim(-0.5, len(tasks) - 0.5)
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+        ax.set_xticks(range(len(tasks)))
+        ax.set_xticklabels(tasks)
+        ax.set_yticks(range(len(groups)))
+        ax.set_yticklabels(groups, fontsize=8)
+        ax.set_title(f"Gap to the best strategy per task, {VIEW_TITLES[view]}\n(test acc@1; dark/bold: significantly "
+                     "worse, seed-aware test, Holm; pale: the seeds do not separate them)", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, drawn, dpi=110)
+    return True
+

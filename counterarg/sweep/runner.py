@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -35,14 +34,16 @@ from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
+from .methods import slug, trial_label
 from .pbt import make_scheduler
+from .provenance import record_session
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
 from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, strategy_label, varying_fields
+from .trials import DEFAULT_MODE, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
@@ -95,7 +96,7 @@ class Sweep:
             full = Config.from_dict({**self.base, **v}).to_dict()
             key = repr(sorted(full.items()))
             if key in seen:
-                raise ConfigError(f"sweep {self.name}: two trials would be identical ({strategy_label(full)} seed "
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({trial_label(full)} seed "
                                   f"{full['seed']}); give each strategy and seed once")
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
@@ -181,15 +182,15 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
     return time.perf_counter() - t
 
 
-def sweep_baseline(sweep: Sweep) -> dict[str, float] | None:
-    """The zero-shot encoder's validation and test metrics, when every trial shares one frozen
-    encoder setup (its pooled feature cache is then warm: seconds); else None."""
+def sweep_baseline(sweep: Sweep) -> tuple[dict[str, float], dict[str, Any]] | None:
+    """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
+    shares one frozen encoder setup (its pooled feature cache is then warm: seconds); else None."""
     keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
     cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
     if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
         return None
     try:
-        return zero_shot_metrics(cfgs[0])
+        return zero_shot_metrics(cfgs[0], with_ranks=True)
     except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
         print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
         return None
@@ -204,12 +205,12 @@ def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<strategy>_seed<N>``: short, unique, and TensorBoard's run names tell the curves
-    apart (Tune's default packs the whole config into the name)."""
+    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
+    ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
     try:
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        label = re.sub(r"[^A-Za-z0-9.=]+", "-", strategy_label(cfg)).strip("-")[:48]
-        return f"trial_{trial.trial_id}_{label}_seed{cfg['seed']}"
+        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"
 
@@ -264,7 +265,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode), StateSnapshot()],
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+                   StateSnapshot()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode),
         verbose=verbose,
     )
@@ -284,6 +286,7 @@ class SweepResult:
     wall_s: float
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
+    baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
 
 
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
@@ -355,12 +358,13 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
-    baseline = sweep_baseline(sweep)
+    baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
+    record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline)
+                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline)
+                       baseline=baseline, baseline_ranks=baseline_ranks)
 
 
 def tensorboard_command(storage: str, name: str) -> str:

@@ -1,60 +1,219 @@
-"""Paired significance tests between strategies, query by query.
+"""Is one training strategy better than another? Tests whose unit is the training run.
 
-Why: a sweep's table shows means over seeds, and a gap of a point between two strategies can be
-noise. Every strategy is scored on the same test queries, so the right test is *paired over
-queries*: for each query, its acc@1 hit (0/1) averaged over the strategy's seeds; for strategies
-``a`` and ``b`` the per-query differences ``d = hit_a - hit_b``, and
+Why: a strategy is a training *procedure*; its unit of replication is the training run (a seed),
+not the test query. Averaging each strategy's hits over its seeds and testing over queries answers
+"do these particular trained models differ on these queries?", and with the 0.01-0.06 spread that a
+seed moves acc@1 here it claims wins the seeds do not support (Dror et al., "The Hitchhiker's Guide
+to Testing Statistical Significance in NLP", ACL 2018; Bouthillier et al., "Accounting for Variance
+in Machine Learning Benchmarks", MLSys 2021: the variance of training runs and of the test sample
+both belong in the null).
 
-* ``diff`` = mean of ``d`` (the gap in acc@1),
-* ``ci_low``/``ci_high`` = the 95% paired-bootstrap interval of that mean (queries resampled with
-  replacement),
-* ``p_value`` = the two-sided sign-flip permutation test of "no difference": under the null each
-  ``d_i`` is as likely to be ``-d_i``; ``p = (1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + R)``.
+The verdict test, :func:`seed_test`, is a **two-level Welch test**. A strategy ``s`` gives a hit
+matrix ``h[r, i]`` (run ``r`` of ``R_s`` seeds, query ``i`` of the ``n`` shared test queries), read
+as seed effect + query effect + noise. The gap ``D = mean(h_a) - mean(h_b)`` has variance
 
-Both use ``R`` = 10,000 resamples drawn once per query count from a seeded generator, so results
-are reproducible and every comparison of a sweep uses the same resamples. Identical strategies give
-``p = 1``. The per-query hits come from the ranks each trial keeps from its best epoch
-(:func:`strategy_hits`, ``TrialRecord.ranks``). Pure numpy; nothing here knows about Ray or the model.
+    V = s2_a / R_a + s2_b / R_b + v_q / n
+
+* ``s2_s``: the sample variance of strategy ``s``'s per-run values (acc@1 of each run; it holds the
+  seed effect and the run's own per-query noise);
+* ``v_q``: the variance over queries of the strategy-by-query interaction (the queries one strategy
+  gets right and the other wrong *in expectation*): ``var_i(d_i)`` of the seed-averaged per-query
+  differences, less the noise part it also holds (``sigma2_e,a / R_a + sigma2_e,b / R_b``, each
+  ``sigma2_e`` the residual variance of a two-way seed x query decomposition), floored at 0. This is
+  the query-sampling term: another sample of queries could move the gap by that much.
+
+``t = D / sqrt(V)`` against Student's t with the Welch-Satterthwaite degrees of freedom of the three
+terms (``R_a - 1``, ``R_b - 1``, ``n - 1``); the 95% interval is ``D +- t_0.975 sqrt(V)``. With one
+run on a side its seed variance is unknown and the test returns no p-value ("needs >= 2 seeds").
+Where strategies share query difficulties (``v_q`` = 0) it is Welch's t over per-run values.
+Not a bootstrap of three seeds: three values cannot show their own spread (a naive resampling of
+them gives p < 0.001 for gaps that Welch puts at p = 0.1). Its calibration is simulated in
+``tests/sweep/test_significance.py``: at most 6% rejections at 0.05 over 500 null sweeps, at least
+80% power for a gap of 3 between-seed standard deviations with 5 seeds.
+
+A deterministic baseline (the zero-shot encoder: no training, one "run") enters with ``R = inf``:
+no seed term, only its queries.
+
+Every pair of strategies in one (task, view) is one family: their p-values are Holm-adjusted
+(:func:`holm`; Holm 1979), and a verdict names a winner only where it beats every other strategy at
+adjusted p < :data:`ALPHA`. :func:`seeds_needed` says how many seeds per strategy would make the
+observed gap significant at 0.05 with 80% power, from the observed between-seed variance (noncentral
+t). The query-level sign-flip test of the seed-averaged hits (:class:`PairedTest`) stays as a second,
+labelled column, ``p_value_queries``: "given these trained models". Pure numpy/scipy; no Ray.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+import math
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+from scipy import stats
 
-from ..tasks import task_names
-from .trials import TrialRecord
-
-RESAMPLES = 10_000
 ALPHA = 0.05
-SIGNIFICANCE_COLUMNS = ("task", "view", "strategy_a", "strategy_b", "diff", "ci_low", "ci_high", "p_value")
+POWER = 0.8
+RESAMPLES = 10_000
+MAX_SEEDS = 200  # seeds_needed searches up to this many seeds per strategy
 _CHUNK = 1000  # resample rows per matrix product (bounds memory)
 
 
+# ------------------------------------------------------------------------------------------- run level
 @dataclass(frozen=True)
-class Comparison:
-    """One paired test: ``strategy_a`` minus ``strategy_b`` on ``task`` in ``view``."""
+class SeedTest:
+    """One seed-aware comparison of ``a`` minus ``b`` (run-level values)."""
 
-    task: str
-    view: str
-    strategy_a: str
-    strategy_b: str
-    diff: float
-    ci_low: float
+    diff: float  # mean(a) - mean(b)
+    ci_low: float  # 95% interval of diff (nan where it cannot be computed)
     ci_high: float
-    p_value: float
+    p_value: float | None  # two-sided; None when a trained side has fewer than 2 runs
+    n_a: int
+    n_b: int
+    df: float | None = None  # Welch-Satterthwaite degrees of freedom
 
-    def row(self) -> dict:
-        return asdict(self)
+
+def _terms(a: Sequence[float], b: Sequence[float] | None, query_var: float, n_queries: int | None):
+    """The variance terms ``[(v, df)]`` of the gap, or None where a seed variance is unknown."""
+    terms = []
+    for x in (a, b):
+        if x is None:  # a deterministic baseline: no training noise
+            continue
+        x = np.asarray(x, dtype=np.float64)
+        if x.size < 2:
+            return None
+        terms.append((float(x.var(ddof=1)) / x.size, x.size - 1))
+    if query_var > 0 and n_queries:
+        terms.append((query_var / n_queries, n_queries - 1))
+    return terms
 
 
+def _welch(terms: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(V, df)``: the summed variance and its Welch-Satterthwaite degrees of freedom."""
+    v = sum(t for t, _ in terms)
+    denom = sum(t * t / d for t, d in terms if d > 0 and t > 0)
+    return v, (v * v / denom if denom > 0 else math.inf)
+
+
+def seed_test(a: Sequence[float], b: Sequence[float] | None, *, query_var: float = 0.0,
+              n_queries: int | None = None, baseline: float | None = None) -> SeedTest:
+    """Two-level Welch test of mean(a) - mean(b) over per-run values (one value per training run).
+
+    ``b=None`` compares with a deterministic ``baseline`` value (no seed term). ``query_var`` and
+    ``n_queries`` add the query-sampling term (:func:`interaction_var`).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        raise ValueError("seed_test needs at least one run of strategy a")
+    if b is None:
+        if baseline is None:
+            raise ValueError("seed_test needs runs of b or a baseline value")
+        mb, n_b = float(baseline), 0
+    else:
+        b = np.asarray(b, dtype=np.float64)
+        if b.size == 0:
+            raise ValueError("seed_test needs at least one run of strategy b")
+        mb, n_b = float(b.mean()), int(b.size)
+    diff = float(a.mean()) - mb
+    terms = _terms(a, b, query_var, n_queries)
+    if terms is None:
+        return SeedTest(diff, math.nan, math.nan, None, int(a.size), n_b)
+    v, df = _welch(terms)
+    if v <= 0:  # no variance anywhere: identical runs
+        p = 1.0 if diff == 0 else 0.0
+        return SeedTest(diff, diff, diff, p, int(a.size), n_b, df)
+    se = math.sqrt(v)
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
+    return SeedTest(diff, diff - half, diff + half, p, int(a.size), n_b, df)
+
+
+def residual_var(hits: np.ndarray) -> float:
+    """The noise variance of a ``[R, n]`` hit matrix after removing run and query means (two-way
+    decomposition, ``(R-1)(n-1)`` degrees of freedom); 0 with one run."""
+    h = np.asarray(hits, dtype=np.float64)
+    r, n = h.shape
+    if r < 2 or n < 2:
+        return 0.0
+    e = h - h.mean(axis=1, keepdims=True) - h.mean(axis=0, keepdims=True) + h.mean()  # [R, n]
+    return float((e * e).sum() / ((r - 1) * (n - 1)))
+
+
+def interaction_var(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
+    """``v_q``: the variance over queries of the strategy-by-query effect of two hit matrices
+    (``[R_a, n]``, ``[R_b, n]``; a baseline is a ``[1, n]`` matrix without noise), floored at 0."""
+    hits_a, hits_b = np.atleast_2d(hits_a), np.atleast_2d(hits_b)
+    d = hits_a.mean(axis=0) - hits_b.mean(axis=0)  # [n]
+    if d.size < 2:
+        return 0.0
+    noise = residual_var(hits_a) / hits_a.shape[0] + residual_var(hits_b) / hits_b.shape[0]
+    return max(0.0, float(d.var(ddof=1)) - noise)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values in the input order; None (no test) stays None and does not
+    count towards the family size."""
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    m = len(idx)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def power(gap: float, seed_var: float, seeds: int, *, query_term: float = 0.0,
+          n_queries: int | None = None, alpha: float = ALPHA) -> float:
+    """Power of the two-sided test to see ``gap`` with ``seeds`` runs per strategy, each strategy's
+    per-run variance ``seed_var`` (the mean of the two) and a query term ``query_term`` (``v_q / n``)."""
+    terms = [(seed_var / seeds, seeds - 1), (seed_var / seeds, seeds - 1)]
+    if query_term > 0 and n_queries:
+        terms.append((query_term, n_queries - 1))
+    v, df = _welch(terms)
+    if v <= 0:
+        return 1.0 if gap else alpha
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    ncp = abs(gap) / math.sqrt(v)
+    out = float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    if not math.isfinite(out):  # scipy's noncentral t gives nan far in its tails: the normal limit
+        out = float(stats.norm.sf(crit - ncp) + stats.norm.cdf(-crit - ncp))
+    return out
+
+
+def seeds_needed(a: Sequence[float], b: Sequence[float], *, query_var: float = 0.0,
+                 n_queries: int | None = None, alpha: float = ALPHA, target: float = POWER,
+                 max_seeds: int = MAX_SEEDS) -> int | None:
+    """Seeds per strategy at which the observed gap would be significant at ``alpha`` with
+    ``target`` power, from the observed between-seed variances; None when no number up to
+    ``max_seeds`` would do (a zero gap, or the queries alone too noisy) or a side has < 2 runs."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return None
+    gap = float(a.mean() - b.mean())
+    seed_var = (float(a.var(ddof=1)) + float(b.var(ddof=1))) / 2
+    q = query_var / n_queries if (query_var > 0 and n_queries) else 0.0
+    if gap == 0:
+        return None
+    if power(gap, seed_var, max_seeds, query_term=q, n_queries=n_queries, alpha=alpha) < target:
+        return None
+    lo, hi = 2, max_seeds  # power grows with seeds: bisect for the first that reaches the target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if power(gap, seed_var, mid, query_term=q, n_queries=n_queries, alpha=alpha) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+# ------------------------------------------------------------------------------------------- query level
 class PairedTest:
-    """Sign-flip permutation p-values and paired-bootstrap intervals over ``n`` queries.
+    """Sign-flip permutation p-values and paired-bootstrap intervals over ``n`` queries: the
+    "given these trained models" test of seed-averaged per-query hits.
 
-    The resamples are drawn once (``R x n`` signs as int8 and bootstrap counts as uint16) and
-    reused for every pair of strategies, so a sweep's comparisons are consistent with each other.
+    The resamples are drawn once (``R x n`` signs as int8 and bootstrap counts as uint16) from a
+    seeded generator and reused for every pair, so a sweep's comparisons are consistent;
+    ``p = (1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + R)``; identical inputs give ``p = 1``.
     """
 
     def __init__(self, n: int, resamples: int = RESAMPLES, seed: int = 0):
@@ -92,119 +251,6 @@ class PairedTest:
         return obs, float(lo), float(hi), float(p)
 
 
-def compare(scores: Mapping[str, np.ndarray], task: str, view: str, test: PairedTest) -> list[Comparison]:
-    """Every ordered-by-mean pair of strategies: ``a`` is the one with the higher mean score.
+__all__ = ["SeedTest", "seed_test", "residual_var", "interaction_var", "holm", "power", "seeds_needed",
+           "PairedTest", "ALPHA", "POWER", "RESAMPLES"]
 
-    ``scores``: strategy -> per-query score ``[n]`` (acc@1 hits averaged over its seeds).
-    """
-    names = sorted(scores, key=lambda g: (-float(np.mean(scores[g])), g))
-    out = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            diff, lo, hi, p = test(scores[a], scores[b])
-            out.append(Comparison(task, view, a, b, diff, lo, hi, p))
-    return out
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The result of one (task, view): the best strategy, whether it beats all others at
-    p < ALPHA, and its p-value against the runner-up (None with one strategy)."""
-
-    task: str
-    view: str
-    best: str
-    significant: bool
-    runner_up: str | None
-    p_runner_up: float | None
-
-
-def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]]) -> dict[tuple[str, str], Verdict]:
-    """Per (task, view): the best strategy by mean, significant when it beats every other at p < ALPHA.
-
-    ``means``: (task, view) -> strategy -> mean score (the order :func:`compare` used).
-    """
-    out = {}
-    for key, by_strategy in means.items():
-        ranked = sorted(by_strategy, key=lambda g: (-by_strategy[g], g))
-        best = ranked[0]
-        mine = {c.strategy_b: c for c in comparisons
-                if (c.task, c.view) == key and c.strategy_a == best}
-        others = ranked[1:]
-        significant = bool(others) and all(
-            g in mine and mine[g].diff > 0 and mine[g].p_value < ALPHA for g in others)
-        runner = others[0] if others else None
-        p = mine[runner].p_value if runner in mine else None
-        out[key] = Verdict(key[0], key[1], best, significant, runner, p)
-    return out
-
-
-__all__ = ["PairedTest", "Comparison", "Verdict", "compare", "verdicts", "RESAMPLES", "ALPHA",
-           "SIGNIFICANCE_COLUMNS"]
-
-
-# ---------------------------------------------------------------------------------------- a sweep's trials
-def strategy_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
-    """Per (task, view): group -> per-query acc@1 hit rate over the group's seeds ``[n]``.
-
-    Uses each trial's ranks from its best epoch; a trial whose kept ranks come from another epoch
-    than the summary's best epoch (or that has none) is left out, with a note saying so. ``task``
-    ``mean`` is the per-query mean over the eight tasks. Returns ``(scores, notes)``.
-    """
-    by_id = {r["trial_id"]: r for r in rows}
-    per_group: dict[str, list[dict[str, np.ndarray]]] = {}
-    notes = []
-    for rec in records:
-        row = by_id.get(rec.trial_id)
-        if row is None or row.get("best_epoch") is None:
-            continue
-        if not rec.ranks:
-            notes.append(f"{rec.trial_id}: no per-query ranks kept; left out of the significance tests")
-            continue
-        if int(rec.ranks.get("epoch", -1)) != int(row["best_epoch"]):
-            notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
-                         f"epoch is {row['best_epoch']}; left out of the significance tests")
-            continue
-        if not all(f"test/{t}" in rec.ranks for t in task_names()):
-            notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
-            continue
-        hits = {t: (rec.ranks[f"test/{t}"] <= 1).astype(np.float64) for t in task_names()}  # [n] each
-        hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
-        unseen = rec.ranks.get("test/unseen")
-        trial = {}
-        for t, h in hits.items():
-            trial[(t, "all")] = h
-            if unseen is not None and unseen.any():
-                trial[(t, "unseen")] = h[unseen]
-        per_group.setdefault(row["group"], []).append(trial)
-    scores: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    for g, trials in per_group.items():
-        for key in trials[0]:
-            if all(key in tr and tr[key].shape == trials[0][key].shape for tr in trials):
-                scores.setdefault(key, {})[g] = np.mean([tr[key] for tr in trials], axis=0)
-    for key, by_group in list(scores.items()):
-        if len({v.shape for v in by_group.values()}) > 1:
-            notes.append(f"{key[0]}/{key[1]}: strategies were scored on different query sets; not compared")
-            del scores[key]
-    return scores, notes
-
-
-def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *, seed: int = 0):
-    """Paired tests between every two strategies per task and view; ``(comparisons, verdicts, notes)``."""
-    scores, notes = strategy_hits(records, rows)
-    tests: dict[int, PairedTest] = {}
-    comparisons = []
-    means = {}
-    for key, by_group in scores.items():
-        means[key] = {g: float(v.mean()) for g, v in by_group.items()}
-        if len(by_group) < 2:
-            continue
-        n = next(iter(by_group.values())).shape[0]
-        if n not in tests:
-            tests[n] = PairedTest(n, seed=seed)
-        comparisons += compare(by_group, key[0], key[1], tests[n])
-    return comparisons, verdicts(comparisons, means), notes
-
-
-def significance_rows(comparisons) -> list[dict[str, Any]]:
-    return [c.row() for c in comparisons]

@@ -5,8 +5,10 @@ field (``Config.from_dict`` fails loudly on anything else). A strategy is severa
 (schedule ``decay`` with ``rate_start`` 0.8 and ``rate_step`` 0.02), which Tune's ``grid_search``
 cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat config
 dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is saved with
-the experiment (resume keeps working). The strategy's name is derived back from the config
-(:func:`counterarg.sweep.trials.strategy_label`), never passed as a key. Random/ASHA search
+the experiment (resume keeps working). Each strategy is trained by a method (``reference`` or
+``recipe``, :mod:`counterarg.sweep.methods`); a grid crosses the strategies with the methods. The
+trial's name is derived back from the config (:func:`counterarg.sweep.methods.trial_label`), never
+passed as a key. Random/ASHA search
 (:func:`margin_lr_space`) uses Tune's native domains, which are flat already. Schedule names come
 from the registry (:mod:`counterarg.schedules`); none is listed here.
 """
@@ -26,37 +28,41 @@ from ray.tune.search import Searcher
 from .. import schedules
 from ..config import FIELD_NAMES, Config, ConfigError, method_fields
 from ..io import atomic_write_text
+from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text
 
-#: A named schedule strategy trains the reference method (config.REFERENCE_METHOD, less its schedule
-#: and length) with that schedule from the registry (:mod:`counterarg.schedules`); the one named
-#: recipe, ``recipe``, is the project's default recipe (the Config defaults) as it stands.
+#: The reference method's fields (kept for callers that build reference configs by hand).
 REFERENCE_FIELDS = method_fields()
-RECIPES: dict[str, dict[str, Any]] = {"recipe": {}}
-#: The main job: the reference implementation's three strategies (fixed 0.8, decay 0.8 - 0.02 * epoch,
-#: pure random) beside the project's default recipe.
-DEFAULT_STRATEGIES = (*schedules.default_strategies(), *RECIPES)
+#: The methods a strategy is crossed with when none is named: every one (``--methods`` default).
+DEFAULT_METHODS = tuple(METHODS)
 
 
-def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
-    """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides.
+def default_strategies(method: str) -> tuple[str, ...]:
+    """The main job's strategies under ``method``: ``--strategies`` forms, from
+    :data:`~counterarg.sweep.methods.METHODS`."""
+    return get_method(method).strategies
 
-    ``strategy("fixed", rate=0.5)`` -> the reference method (:data:`REFERENCE_FIELDS`) with
+
+def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_: Any) -> dict[str, Any]:
+    """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides,
+    trained by ``method`` (a name in :data:`counterarg.sweep.methods.METHODS`).
+
+    ``strategy("fixed", rate=0.5)`` -> the reference method's fields (:data:`REFERENCE_FIELDS`) with
     ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
-    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("recipe")`` -> the
-    default recipe, the same fields at their Config defaults. Validated now, so a typo fails before
-    the sweep starts.
+    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("fixed", "recipe",
+    rate=0)`` -> the default recipe, the same fields at their Config defaults. Validated now, so a
+    typo fails before the sweep starts.
     """
     if isinstance(name, str):
-        known = [*schedules.SCHEDULES, *RECIPES]
+        if name in METHODS:
+            raise ConfigError(f"{name!r} is a method, not a strategy: pass --methods {name} and schedules in "
+                              f"--strategies (the default recipe itself is {strategy_text({})!r} "
+                              f"under --methods {DEFAULT_METHOD})")
+        known = list(schedules.SCHEDULES)
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(known)}")
-        if name in RECIPES:  # the default recipe, with its own schedule (Config defaults)
-            out = {**Config().to_dict(), **RECIPES[name], **fields_}
-            out = {k: out[k] for k in (*REFERENCE_FIELDS, *schedules.all_fields(), *RECIPES[name], *fields_)}
-        else:  # the reference method with this schedule
-            out = {**REFERENCE_FIELDS, **schedules.strategy_fields(name), **fields_}
+        out = {**get_method(method).fields, **schedules.strategy_fields(name), **fields_}
     else:
         out = {**dict(name), **fields_}
     cfg = Config.from_dict(out)  # validates and coerces ("0.5" -> 0.5)
@@ -64,8 +70,8 @@ def strategy(name: str | Mapping[str, Any], **fields_: Any) -> dict[str, Any]:
     return {k: values[k] for k in out}
 
 
-def parse_strategy(text: str) -> dict[str, Any]:
-    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``.
+def parse_strategy(text: str, method: str = "reference") -> dict[str, Any]:
+    """CLI form: ``decay`` or ``fixed:rate=0.5`` or ``step:rate_start=0.8,rate_gamma=0.3``, under ``method``.
 
     A list value keeps its commas: ``table:rate_table=0.8,0.6,0.4`` (a comma starts a new
     override only where ``FIELD=`` follows it).
@@ -77,7 +83,25 @@ def parse_strategy(text: str) -> dict[str, Any]:
             raise ConfigError(f"strategy override expects FIELD=VALUE, got {item!r} in {text!r}")
         k, v = item.split("=", 1)
         overrides[k.strip()] = v
-    return strategy(name.strip(), **overrides)
+    return strategy(name.strip(), method, **overrides)
+
+
+def method_strategies(strategies: str | Sequence[str] | None = None,
+                      methods: Sequence[str] = DEFAULT_METHODS) -> list[dict[str, Any]]:
+    """Every strategy crossed with every method, as flat Config fields (method outer).
+
+    ``strategies``: ``--strategies`` forms (a list, or one string separated by ``;``), each trained
+    by each method; None: each method's own main-job list (:func:`default_strategies`).
+    """
+    if isinstance(strategies, str):
+        strategies = [s for s in strategies.split(";") if s.strip()]
+        if not strategies:
+            raise ConfigError("--strategies names no strategy")
+    out = []
+    for m in methods:
+        for s in (strategies if strategies is not None else default_strategies(m)):
+            out.append(parse_strategy(s, m) if isinstance(s, str) else strategy(s, m))
+    return out
 
 
 def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
@@ -111,10 +135,14 @@ def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
     return out
 
 
-def strategy_grid(strategies: Sequence[str | Mapping[str, Any]] = DEFAULT_STRATEGIES,
-                  seeds: Sequence[int] = (0, 1, 2), **more: Sequence[Any]) -> list[dict[str, Any]]:
-    """Strategies x seeds (x any ``field=[values]`` given as keyword), as flat trial configs."""
-    axes: list[Any] = [[strategy(s) for s in strategies]]
+def strategy_grid(strategies: str | Sequence[str | Mapping[str, Any]] | None = None,
+                  seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] = DEFAULT_METHODS,
+                  **more: Sequence[Any]) -> list[dict[str, Any]]:
+    """Methods x strategies x seeds (x any ``field=[values]`` given as keyword), as flat trial configs.
+
+    No ``strategies``: the main job, each method's own list (:func:`method_strategies`).
+    """
+    axes: list[Any] = [method_strategies(strategies, methods)]
     axes += [{k: list(v)} for k, v in more.items()]
     axes.append({"seed": list(seeds)})
     return grid(*axes)
@@ -192,7 +220,7 @@ def saved_variants(exp_dir: Path) -> list[dict[str, Any]] | None:
 def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mapping[str, Any]]) -> str | None:
     """What differs between the grid a sweep ran (``saved``) and the one asked for now, in the
     flags' words (``strategies differ from the sweep's: ...``); None when they are the same."""
-    from .trials import strategy_label
+    from .methods import trial_label
 
     if saved is None:
         return None
@@ -204,7 +232,7 @@ def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mappin
         labels, seeds = [], []
         for v in variants:
             full = Config.from_dict({k: x for k, x in v.items() if k in FIELD_NAMES}).to_dict()
-            labels += [lb] if (lb := strategy_label(full)) not in labels else []
+            labels += [lb] if (lb := trial_label(full)) not in labels else []
             seeds += [full["seed"]] if full["seed"] not in seeds else []
         return labels, seeds
 

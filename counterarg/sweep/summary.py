@@ -1,26 +1,32 @@
 """The files a sweep leaves: summary.md, summary.csv, significance.csv, the plots, zero_shot.json.
 
-Tables per strategy (mean ± std over seeds of each test task's acc@1, in both views of the test
-split) for the markdown file and the terminal, from the rows of :mod:`counterarg.sweep.trials`; a
-cell is bold only where its strategy beats every other at p < 0.05 in the paired test over queries
-(:mod:`counterarg.sweep.significance`). The figures come from :mod:`counterarg.sweep.plots`.
-No Ray here.
+Tables per strategy (mean ± std over finished seeds of each test task's acc@1, in both views of the
+test split) for the markdown file and the terminal, from the rows of :mod:`counterarg.sweep.trials`;
+a cell is bold only where its strategy beats every other in the seed-aware test, Holm-adjusted
+(:mod:`counterarg.sweep.verdicts`, :mod:`counterarg.sweep.significance`). A partial sweep (trials
+stopped by Ctrl-C or errored) says so in its first lines and makes no verdict. The figures come from
+:mod:`counterarg.sweep.plots`. No Ray here.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from ..io import atomic_write_json, atomic_write_text
 from ..tasks import task_names
-from .plots import plot_curves, plot_task_bars, plot_telemetry
-from .significance import SIGNIFICANCE_COLUMNS, significance, significance_rows
+from ..paths import portable_path
+from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
+from .provenance import sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
+from .verdicts import SIGNIFICANCE_COLUMNS, significance, significance_rows
+
+TEST_DESCRIPTION = ("seed-aware two-level Welch test: the training run is the unit, the null holds the spread "
+                    "of seeds and of test queries; Holm-adjusted over the pairs of each task and view")
 
 
 def _pm(ms: tuple[float, float] | None) -> str:
@@ -34,27 +40,80 @@ def _p(p: float | None) -> str:
     return "n/a" if p is None else ("p < 0.0001" if p < 1e-4 else f"p = {p:.4f}")
 
 
+def _seeds_cell(st: Mapping[str, Any]) -> str:
+    cell = f"{st['n']}/{st['trials']}"
+    return cell + (f" ({st['unfinished']} unfinished)" if st.get("unfinished") else "")
+
+
+def _need(n: int | None) -> str:
+    return "more seeds than 200 would not decide it" if n is None else f"about {n} seeds each would decide it"
+
+
 def _verdict_cell(v) -> str:
     if v is None:
         return "–"
+    if v.partial:
+        return "no verdict (partial sweep)"
     if v.runner_up is None:
         return f"{v.best} (only strategy)"
     if v.significant:
-        return f"**{v.best}** ({_p(v.p_runner_up)} vs {v.runner_up})"
-    return f"no significant winner (best {v.best}, {_p(v.p_runner_up)} vs {v.runner_up})"
+        return f"**{v.best}** (Holm {_p(v.p_runner_up)} vs {v.runner_up}, {v.n_seeds[0]}+{v.n_seeds[1]} seeds)"
+    if v.p_runner_up is None:
+        return f"no significant winner (best {v.best}; fewer than 2 seeds: no seed-aware test)"
+    return (f"no significant winner at {v.n_seeds[0]}+{v.n_seeds[1]} seeds (best {v.best}, Holm "
+            f"{_p(v.p_runner_up)} vs {v.runner_up}; {_need(v.seeds_needed)})")
+
+
+def partial_line(rows: Sequence[dict[str, Any]]) -> str | None:
+    """"partial: N of M trials finished" when any trial is not finished, else None."""
+    done = sum(r["status"] == "TERMINATED" for r in rows)
+    if done == len(rows):
+        return None
+    return (f"partial: {done} of {len(rows)} trials finished. Means are over finished seeds only; no "
+            "verdict is made until every trial has finished (`--resume`).")
+
+
+def _baseline_table(comparisons, view: str) -> list[str]:
+    """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view."""
+    rows = {}
+    for c in comparisons:
+        if c.strategy_b == ZERO_SHOT and c.view == view:
+            rows.setdefault(c.strategy_a, {})[c.task] = c
+    if not rows or all(c.p_value is None for by_task in rows.values() for c in by_task.values()):
+        return []  # one seed per strategy: no seed-aware test against it
+    names = [*task_names(), "mean"]
+    out = [f"### {VIEW_TITLES[view].capitalize()}", "", "| strategy | " + " | ".join(names) + " |",
+           "|---|" + "---|" * len(names)]
+    for g in sorted(rows):
+        cells = []
+        for t in names:
+            c = rows[g].get(t)
+            if c is None:
+                cells.append("–")
+                continue
+            cell = f"{c.diff:+.4f} ({_p(c.p_holm)})"
+            cells.append(f"**{cell}**" if c.p_holm is not None and c.p_holm < 0.05 else cell)
+        out.append(f"| {g} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summary",
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
                      verdict: dict | None = None, notes: Sequence[str] = (),
-                     baseline: dict[str, float] | None = None) -> str:
-    """summary.md: per group mean ± std over seeds of each test task's acc@1 in both views; a cell
-    is bold only where its group beats every other at p < 0.05 (``verdict`` from :func:`counterarg.sweep.significance.significance`)."""
+                     baseline: dict[str, float] | None = None, comparisons: Sequence = (),
+                     extra_sections: Sequence[str] = (), folder: Path | None = None) -> str:
+    """summary.md: per group mean ± std over finished seeds of each test task's acc@1 in both views;
+    a cell is bold only where its group beats every other in the seed-aware test (``verdict`` from
+    :func:`counterarg.sweep.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
+    (the sweep folder the file is written in)."""
     verdict = verdict or {}
-    lines = [f"# {title}", "",
-             f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) over seeds. "
-             "Each distinct text counts once in every pool. A value in bold beats every other strategy at p < 0.05 "
-             "(paired sign-flip test over test queries, 10,000 resamples, hits averaged over seeds).", ""]
+    lines = [f"# {title}", ""]
+    partial = partial_line(rows)
+    if partial:
+        lines += [f"> {partial}", ""]
+    lines += [f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) over finished seeds. "
+              "Each distinct text counts once in every pool. A value in bold beats every other strategy at "
+              f"p < 0.05 ({TEST_DESCRIPTION}).", ""]
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
         stats = group_stats(rows, keys + [metric])
@@ -66,7 +125,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         lines.append("|" + "---|" * len(header))
         for g in sorted(stats):
             st = stats[g]
-            cells = [g, f"{st['n']}/{st['trials']}", _pm(st.get(metric))]
+            cells = [g, _seeds_cell(st), _pm(st.get(metric))]
             for k in keys:
                 c = _pm(st.get(k))
                 v = verdict.get((k.split("/")[1], view))
@@ -78,15 +137,31 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
             lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
                                            + [f"{baseline[k]:.4f}" for k in keys]) + " |")
         lines.append("")
-    if verdict:
-        lines += ["## Significance (acc@1, test)", "",
-                  "Best strategy per task and view; bold where it beats every other at p < 0.05, with its "
-                  "p-value against the runner-up. All pairs are in `significance.csv`.", "",
+    untestable = bool(verdict) and all(v.p_runner_up is None and not v.partial for v in verdict.values())
+    if untestable:  # e.g. PBT: every member is one seed
+        lines += ["## Which strategy trains the better model (acc@1, test)", "",
+                  "No verdict: the seed-aware test needs at least 2 finished seeds per strategy, and no two strategies "
+                  "have them (replay the strategies over seeds to compare them).", ""]
+    elif verdict:
+        lines += ["## Which strategy trains the better model (acc@1, test)", "",
+                  f"Best strategy per task and view by mean; bold where it beats every other strategy ({TEST_DESCRIPTION}), "
+                  "with its Holm-adjusted p-value against the runner-up and the seeds per strategy. Where no strategy "
+                  "wins, the seeds per strategy at which the observed gap to the runner-up would be significant at "
+                  "0.05 with 80% power (from the observed between-seed variance). Every pair is in `significance.csv` "
+                  "(`p_value`: seed-aware; `p_value_queries`: sign-flip test over queries of the seed-averaged hits, "
+                  "which holds only *given these trained models*).", "",
                   "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
                   "|---|" + "---|" * len(VIEWS)]
         for t in (*task_names(), "mean"):
             lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
         lines.append("")
+    base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v)]
+    if base_lines:
+        lines += [f"## Against the {ZERO_SHOT}", "",
+                  "Each strategy's gap in acc@1 to the untrained encoder (pooled output, cosine), seed-aware test with "
+                  "the encoder as a fixed value, Holm-adjusted over the strategies; bold at p < 0.05.", ""] + base_lines
+    for section in extra_sections:
+        lines += [section.rstrip(), ""]
     best = best_per_group(rows, metric)
     if best:
         lines += ["## Best checkpoint per strategy", "",
@@ -95,8 +170,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
         for g in sorted(best):
             r = best[g]
-            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | "
-                         f"{('`' + r['best_checkpoint'] + '`') if r.get('best_checkpoint') else 'not kept'} |")
+            ck = f"`{portable_path(r['best_checkpoint'], folder)}`" if r.get("best_checkpoint") else "not kept"
+            lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | {ck} |")
         lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")
@@ -107,7 +182,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} epochs done): {r['error']}")
     for r in unfinished:
-        lines.append(f"- {r['status']} {r['trial_id']} ({r['group']}, seed {r['seed']})")
+        lines.append(f"- UNFINISHED ({r['status']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
+                     f"{r['epochs_done']} epochs done)")
     ov = overhead(rows)
     lines.append("")
     if ov["overhead"] is not None:
@@ -120,20 +196,25 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
 
 def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRIC, verdict: dict | None = None,
                   baseline: dict[str, float] | None = None) -> str:
-    """The sweep's result for a terminal: per strategy, test acc@1 per task (mean over seeds) in
-    both views; ``*`` marks a strategy that beats every other at p < 0.05. The full table (± std,
-    p-values) is in summary.md."""
+    """The sweep's result for a terminal: per strategy, finished/all seeds, validation, test acc@1 per
+    task (mean over finished seeds) and the mean ± std, in both views; ``*`` marks a strategy that
+    beats every other in the seed-aware test. A partial sweep says so first and marks nothing."""
     verdict = verdict or {}
     names = [*task_names(), "mean"]
     out = []
+    partial = partial_line(rows)
+    if partial:
+        out += [partial, ""]
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
         stats = group_stats(rows, keys + [metric])
         if not any(k in st for st in stats.values() for k in keys):
             continue
         w = max([len("strategy"), len(ZERO_SHOT)] + [len(g) for g in stats])
-        out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over seeds; * = significantly best, p < 0.05)")
-        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names))
+        out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over finished seeds; * = significantly best, "
+                   "seed-aware test, Holm)")
+        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names[:-1])
+                   + f"  {'mean ± std':>14}")
         for g in sorted(stats):
             st = stats[g]
             val = f"{st[metric][0]:.3f}" if metric in st else "-"
@@ -141,11 +222,18 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
             for t, k in zip(names, keys):
                 v = verdict.get((t, view))
                 mark = "*" if v is not None and v.significant and v.best == g else " "
-                cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
-            out.append(f"{g:<{w}}  {st['n']:>2}/{st['trials']:<2}  {val:>6}" + "".join(cells))
+                if t == "mean":
+                    sd = st[k][1] if k in st else math.nan
+                    txt = f"{st[k][0]:.3f}{mark}± {'n/a' if math.isnan(sd) else f'{sd:.3f}'}" if k in st else "-"
+                    cells.append(f"  {txt:>14}")
+                else:
+                    cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
+            seeds = f"{st['n']}/{st['trials']}"
+            out.append(f"{g:<{w}}  {seeds:>5}  {val:>6}" + "".join(cells))
         if baseline and all(k in baseline for k in keys):
             val = f"{baseline[metric]:.3f}" if metric in baseline else "-"
-            out.append(f"{ZERO_SHOT:<{w}}  {'':>5}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys))
+            out.append(f"{ZERO_SHOT:<{w}}  {'':>5}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys[:-1])
+                       + f"  {baseline[keys[-1]]:.3f}".rjust(16))
         out.append("")
     return "\n".join(out)
 
@@ -157,17 +245,22 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path, columns: Sequence[str]
 
 def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None) -> dict[str, Any]:
-    """Write summary.csv, summary.md, significance.csv and the two plots into ``out_dir``.
+                  sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None,
+                  baseline_ranks: Mapping[str, Any] | None = None,
+                  extra_sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Write summary.csv, summary.md, significance.csv and the plots into ``out_dir``.
 
-    Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
+    ``baseline``: the zero-shot encoder's metrics; ``baseline_ranks``: its per-query test ranks
+    (for the comparisons against it). Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
-    comparisons, verdict, notes = significance(records, rows)
+    comparisons, verdict, notes = significance(records, rows, baseline_ranks=baseline_ranks)
+    sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes, baseline=baseline)
+                          notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
+                          folder=out_dir) + "\n" + provenance
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
@@ -176,6 +269,8 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     atomic_write_text(paths["md"], md)
     plot_curves(records, paths["curves"], metric, baseline)
     plot_task_bars(rows, paths["bars"], baseline)
+    if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
+        paths["verdicts"] = out_dir / "verdicts.png"
     if plot_telemetry(records, out_dir / "mining_telemetry.png"):
         paths["telemetry"] = out_dir / "mining_telemetry.png"
     if baseline:

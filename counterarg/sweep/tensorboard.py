@@ -3,8 +3,12 @@
 Ray 2.60 adds ``TBXLoggerCallback`` automatically, but it writes HParams only for Tune-*sampled*
 values (``trial.evaluated_params``) and only at trial end; ours (:class:`HParamsTBXLogger`) logs
 the varying Config fields plus the strategy name as HParams, so the HParams tab can compare
-strategies. Events land in the trial folders under ``<storage>/<name>``, which is what
-``tensorboard --logdir`` should point at (Tune's own hint names a temp folder).
+strategies. As TensorBoard's HParams docs describe, the sweep has *one* experiment summary (its
+columns: the union of every trial's fields and the best-epoch metrics) at the root of the
+experiment folder, and each trial writes only its session (its own values and status): with one
+summary per trial, the columns depended on which trial TensorBoard read first. Events land under
+``<storage>/<name>``, which is what ``tensorboard --logdir`` should point at (Tune's own hint names
+a temp folder).
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from tensorboardX.summary import hparams
 
 from .. import schedules
 from ..config import Config
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, strategy_label
+from ..tasks import task_names
+from .methods import trial_label
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
+
+#: The splits and views whose acc@1 at the best epoch are HParams metrics.
+METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
 
 
 class HParamsTBXLogger(TBXLoggerCallback):
@@ -30,11 +39,47 @@ class HParamsTBXLogger(TBXLoggerCallback):
     ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
     """
 
-    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE):
+    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                 configs: Sequence[dict[str, Any]] = ()):
         super().__init__()
         self.hparam_fields = list(hparam_fields)
+        self.configs = [dict(c) for c in configs]  # the sweep's trial configs as known up front
         self.metric, self.mode = metric, mode
         self._best: dict[Any, dict[str, float]] = {}
+        self._experiment_written = False
+
+    def experiment_hparams(self) -> dict[str, Any]:
+        """The HParams columns of the whole sweep with a value of each one's type: the union of
+        :meth:`hparams_of_config` over the sweep's configs (a searched field adds its column too)."""
+        union: dict[str, Any] = {}
+        for cfg in self.configs or [{}]:
+            for k, v in self.hparams_of_config(cfg).items():
+                union.setdefault(k, v)
+        return union
+
+    @staticmethod
+    def experiment_metrics() -> dict[str, float]:
+        """Every best-epoch metric a trial may log (:meth:`best_metrics`), as HParams metric columns."""
+        return {f"best/{split}/{t}/acc_1": 0.0 for split in METRIC_SPLITS for t in (*task_names(), "mean")}
+
+    def write_experiment(self, folder: str) -> None:
+        """The sweep's one experiment summary, in ``folder`` (the experiment's root, synced to storage)."""
+        exp, _, _ = hparams(hparam_dict=self.experiment_hparams(), metric_dict=self.experiment_metrics())
+        writer = self._summary_writer_cls(folder, flush_secs=30)
+        try:
+            writer.file_writer.add_summary(exp)
+            writer.flush()
+        finally:
+            writer.close()
+
+    def log_trial_start(self, trial):
+        super().log_trial_start(trial)
+        if not self._experiment_written:
+            self._experiment_written = True
+            try:
+                self.write_experiment(trial.local_experiment_path)
+            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
+                print(f"[sweep] the HParams experiment summary was not written: {e}", flush=True)
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         super().log_trial_result(iteration, trial, result)
@@ -46,14 +91,18 @@ class HParamsTBXLogger(TBXLoggerCallback):
                                  and not isinstance(x, bool)}
 
     def hparams_of(self, trial) -> dict[str, Any]:
-        """The strategy, the fields its schedule reads, and the other varying fields of ``trial``."""
-        cfg = Config.from_dict(dict(trial.config)).to_dict()
-        params: dict[str, Any] = {"strategy": strategy_label(cfg), "schedule": cfg["schedule"]}
+        """The trial's one name (``recipe: decay 0.8-0.02``), the fields its schedule reads, and the other varying fields of ``trial``."""
+        return self.hparams_of_config(dict(trial.config), trial.evaluated_params)
+
+    def hparams_of_config(self, config: dict[str, Any], evaluated: dict | None = None) -> dict[str, Any]:
+        """:meth:`hparams_of` for a config (``evaluated``: Tune's sampled values, when no field list was given)."""
+        cfg = Config.from_dict(config).to_dict()
+        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
         strategy_fields = schedules.all_fields()
-        for k in self.hparam_fields or sorted(trial.evaluated_params or {}):
+        for k in self.hparam_fields or sorted(evaluated or {}):
             if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
                 continue  # rate fields only where the schedule reads them
             v = cfg.get(k)
@@ -72,8 +121,8 @@ class HParamsTBXLogger(TBXLoggerCallback):
         step = int(self._best.get(trial, {}).get("epoch", 0))
         for k, v in metrics.items():
             writer.add_scalar(k, v, global_step=step)
-        exp, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
-        for summary in (exp, start, end):
+        _, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
+        for summary in (start, end):  # the columns are the sweep's one experiment summary
             writer.file_writer.add_summary(summary)
         writer.flush()
 

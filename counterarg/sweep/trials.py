@@ -10,10 +10,10 @@ Conventions:
 * A trial's *best epoch* is the epoch with the best sweep metric (Config ``select_metric``; ties:
   the earliest, :func:`counterarg.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
-* A trial's *group* names what it was run with apart from its seed: the strategy (the short label
-  of its schedule and the fields that schedule reads, from the registry in
-  :mod:`counterarg.schedules`) plus any other Config field that varies across the sweep (e.g.
-  ``margin=0.5 lr=0.001``). Seeds are the repeats within a group.
+* A trial's *group* names what it was run with apart from its seed: its method and strategy
+  (:func:`counterarg.sweep.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
+  0.8-0.02``) plus any other Config field that varies across the sweep (e.g. ``margin=0.5``).
+  Seeds are the repeats within a group. The ``strategy`` column is the schedule's label alone.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
   shown as "n/a".
 * Ray overhead of a trial = 1 - (time spent inside ``train()``) / (the trial's wall time in Tune),
@@ -31,9 +31,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import schedules
-from ..config import Config, method_fields
+from ..config import Config
 from ..selection import DEFAULT_MODE, best_row
 from ..tasks import task_names
+from .methods import METHOD_FIELDS, method_of, trial_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -93,34 +94,15 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-def method_label(config: dict[str, Any]) -> str | None:
-    """``reference`` when the config trains the reference method (config.method_fields), ``recipe``
-    when it trains the default recipe (those fields at their Config defaults), else None."""
-
-    def norm(v: Any) -> Any:
-        return list(v) if isinstance(v, tuple) else v
-
-    defaults = Config().to_dict()
-    full = {**defaults, **config}
-    ref = method_fields()
-    if all(norm(full[k]) == norm(v) for k, v in ref.items()):
-        return "reference"
-    if all(norm(full[k]) == norm(defaults[k]) for k in ref):
-        return "recipe"
-    return None
-
-
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """Strategy plus every other varying field except the repeat (seed) fields; where the sweep
-    mixes methods, prefixed by ``reference``/``recipe`` instead of their fields, e.g.
-    ``reference: decay 0.8-0.02`` or ``recipe: fixed 0``."""
+    """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
+    0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
+    fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a config of
+    neither method shows the varying method fields too (``fixed 0.8 lr=0.001``)."""
     strategy_fields = schedules.all_fields()
-    named = set(method_fields())
-    method = method_label(config) if named & set(varying) else None  # only where methods differ
+    named = set(METHOD_FIELDS) if method_of(config) else set()
     extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
-    parts = [f"{method}: {strategy_label(config)}" if method else strategy_label(config)]
-    parts += [f"{k}={_fmt(config.get(k))}" for k in extra]
-    return " ".join(parts)
+    return " ".join([trial_label(config)] + [f"{k}={_fmt(config.get(k))}" for k in extra])
 
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -190,18 +172,22 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per group: n (seeds with a value) and mean/std of each key over its trials' best epochs.
+    """Per group: ``n`` (finished seeds with a value), ``trials``, ``unfinished`` and mean/std of each
+    key over its *finished* trials' best epochs.
 
-    Trials without a best epoch (errored before the first one) are left out of the statistics.
+    Only finished trials (status TERMINATED) count: a trial stopped by Ctrl-C or an error is counted
+    in ``unfinished`` and left out of the statistics, so a partial sweep's means are over complete
+    runs only.
     """
     out: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
     for g, members in groups.items():
-        stats: dict[str, Any] = {"n": 0, "trials": len(members)}
+        done = [m for m in members if m.get("status", "TERMINATED") == "TERMINATED"]
+        stats: dict[str, Any] = {"n": 0, "trials": len(members), "unfinished": len(members) - len(done)}
         for k in keys:
-            vals = [m[k] for m in members if isinstance(m.get(k), (int, float))
+            vals = [m[k] for m in done if isinstance(m.get(k), (int, float))
                     and not math.isnan(m[k])]
             if vals:
                 stats[k] = _mean_std(vals)

@@ -46,10 +46,18 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ("compare_strategies", ["--seeds", "0,0"], "--seeds repeats 0 in '0,0': two identical trials"),
     ("compare_strategies", ["--seeds", ""], "--seeds holds no seed: ''"),
     ("compare_strategies", ["--seeds", "-1"], "--seeds: seed -1 is out of range"),
-    ("compare_strategies", ["--strategies", ";;"], "no trial to run"),
-    ("compare_strategies", ["--strategies", "decay;decay"], "two trials would be identical .decay 0.8-0.02 seed 0"),
+    ("compare_strategies", ["--strategies", ";;"], "--strategies names no strategy"),
+    ("compare_strategies", ["--strategies", "decay;decay"], r"two trials would be identical \(reference: decay 0.8-0.02 seed 0\)"),
     ("compare_strategies", ["--num-cpus", "1000"], "--num-cpus: must be between 1 and"),
     ("pbt_schedule", ["--seeds", ""], "--seeds holds no seed"),
+    ("compare_strategies", ["--methods", "recipee"],
+     "argument --methods: unknown method 'recipee'; did you mean 'recipe'"),
+    ("compare_strategies", ["--methods", "recipe,referenc"], "unknown method 'referenc'"),
+    ("compare_strategies", ["--methods", ","], "--methods names no method"),
+    ("compare_strategies", ["--strategies", "decay;recipe"], "'recipe' is a method, not a strategy"),
+    ("pbt_schedule", ["--method", "recip"], "argument --method: unknown method 'recip'"),
+    ("search_margin_lr", ["--method", "ref"], "argument --method: unknown method 'ref'"),
+    ("pbt_schedule", ["--method", "reference,recipe"], "argument --method: expected one method"),
 ])
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
     """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
@@ -157,7 +165,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy",
                                                "--strategies", "halving;halving:rate=0.6;decay",
-                                               "--seeds", "0,1"]) == 0
+                                               "--methods", "reference", "--seeds", "0,1"]) == 0
     variants = built["sweep"].variants
     assert [(v["schedule"], v.get("rate"), v["seed"]) for v in variants] == [
         ("halving", 0.5, 0), ("halving", 0.5, 1), ("halving", 0.6, 0), ("halving", 0.6, 1),
@@ -172,7 +180,8 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
 
 @pytest.mark.parametrize("flags, match", [
     (["--strategies", "fixed", "--seeds", "0,1"],
-     "--resume: strategies differ from the sweep's: it runs decay 0.8-0.02, this command asks for fixed 0.8"),
+     "--resume: strategies differ from the sweep's: it runs reference: decay 0.8-0.02; recipe: decay 0.8-0.02, "
+     "this command asks for reference: fixed 0.8; recipe: fixed 0.8"),
     (["--strategies", "decay", "--seeds", "0,2"],
      "--resume: seeds differ from the sweep's: it runs 0,1, this command asks for 0,2"),
     (["--strategies", "decay;random", "--seeds", "0"], "strategies differ.*; seeds differ"),
@@ -199,3 +208,121 @@ def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, cap
                                              "--strategies", "decay", "--seeds", "0,1"])
     assert "nothing to resume at" in capsys.readouterr().err
 
+
+def _printed_exports(text: str) -> list[str]:
+    """The --out of every printed export command, parsed as a shell would."""
+    import shlex
+
+    return [shlex.split(line)[-1] for line in text.splitlines() if line.strip().startswith("counterarg export")]
+
+
+def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeypatch):
+    """Issue 23.2: the printed `--out models/<slug>` was relative to wherever the user stood (a
+    folder git does not ignore) and the same in every sweep; it is now inside the sweep's folder."""
+    from pathlib import Path
+
+    from counterarg.sweep.cli import best_commands
+    from counterarg.sweep.runner import Sweep
+
+    repo = tmp_path / "repo"
+    monkeypatch.chdir(repo.mkdir() or repo)
+    rows = []
+    for name in ("sweep_a", "sweep_b"):
+        ck = repo / "results" / name / "trial_1_fixed-0_seed0" / "best"
+        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3,
+                     "validation_unseen/mean/acc@1": 0.5, "best_checkpoint": str(ck)})
+    outs = []
+    for name, row in zip(("sweep_a", "sweep_b"), rows):
+        sweep_dir = repo / "results" / name
+        sweep = Sweep(name=name, variants=[{}], metric="validation_unseen/mean/acc@1")
+        text = best_commands([row], sweep, None, sweep_dir)
+        (out,) = _printed_exports(text)
+        assert not Path(out).is_absolute() and str(repo) not in text, text  # no path of this machine
+        resolved = (Path.cwd() / out).resolve()
+        assert resolved.is_relative_to(sweep_dir.resolve()), (out, sweep_dir)
+        assert f"--checkpoint results/{name}/trial_1_fixed-0_seed0/best" in text
+        outs.append(resolved)
+    assert outs[0] != outs[1]  # a second sweep never prints the first one's folder
+
+
+def test_export_folder_of_the_default_storage_is_ignored_by_git():
+    """Issue 23.2: exports under results/<sweep>/models/ leave `git status` empty (the committed
+    reference folders included)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from counterarg.sweep.cli import export_folder
+
+    root = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for sweep in ("compare_strategies", "compare_strategies_2026-01-01_00-00-00", "pbt_schedule",
+                  "pbt_schedule_replay"):
+        path = export_folder(Path("results") / sweep, "reference: decay 0.8-0.02") / "model.safetensors"
+        done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
+        assert done.returncode == 0, f"{path} is not ignored by git"
+
+
+@pytest.mark.parametrize("script", ["compare_strategies", "search_margin_lr", "pbt_schedule"])
+def test_sweep_help_states_configs_defaults(script, capsys):
+    """Issue 23.4: --help said "--epochs (default: Config default, 20)" and "3 strategies x 3 seeds ...
+    in results/compare_strategies/" while Config trains 30 epochs, there are 4 strategies and each
+    run gets a timestamped folder. --help now reads the defaults from the code."""
+    import re
+
+    from counterarg.config import Config
+
+    with pytest.raises(SystemExit) as done:
+        sweep_script(script)(["--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    said = re.search(r"--epochs EPOCHS epochs per trial, >= 1 \(default: (\d+), Config's\)", text)
+    assert said and int(said.group(1)) == Config().epochs, text
+    description = text.split("options:")[0]
+    for n in re.findall(r"(\d+) epochs", description):  # any epoch count the description states is Config's
+        assert int(n) == Config().epochs, description
+    assert "results/compare_strategies/" not in description  # user sweeps never write the committed folder
+
+
+def test_results_readme_names_the_default_sweep_folder():
+    """Issue 23.4: results/README.md said the default --name is "the script's name"."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    text = (Path(__file__).resolve().parents[2] / "results" / "README.md").read_text(encoding="utf-8")
+    assert "default: a fresh `<script>_<date>_<time>` per run" in text
+    for smoke, doc in ((False, "<script>_<date>_<time>"), (True, "<script>_smoke_<date>_<time>")):
+        assert f"`{doc}`" in text
+        name = sweep_name(SimpleNamespace(name=None, smoke_test=smoke, resume=False), "compare_strategies")
+        pattern = doc.replace("<script>", "compare_strategies").replace("<date>", r"\d{4}-\d\d-\d\d") \
+            .replace("<time>", r"\d\d-\d\d-\d\d")
+        assert re.fullmatch(pattern, name), (name, doc)
+
+
+@pytest.mark.parametrize("flags, labels", [
+    ([], ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe", "recipe: fixed 0.5",
+          "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.2*4,0.1*14,0"]),
+    (["--methods", "recipe"], ["recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
+                               "recipe: table 0.2*4,0.1*14,0"]),
+    (["--methods", "recipe,reference", "--strategies", "fixed:rate=0;random"],
+     ["recipe", "recipe: random", "reference: fixed 0", "reference: random"]),
+])
+def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch, tmp_path):
+    """compare_strategies builds method x strategy x seed trials: the main job by default, one
+    method's own list with --methods alone, every given strategy under every given method."""
+    import counterarg.sweep.cli as cli_mod
+    from counterarg.sweep.methods import trial_label
+
+    built = {}
+
+    def fake_run_sweep(sweep, **kw):
+        built["sweep"] = sweep
+        return SweepResult("x", tmp_path, [], [], "table", 1.0)
+
+    monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
+    assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0,1",
+                                               *flags]) == 0
+    variants = built["sweep"].variants
+    assert [trial_label(v) for v in variants[::2]] == labels and [v["seed"] for v in variants[:2]] == [0, 1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+from counterarg.config import method_fields
 from counterarg.sweep.console import DropRestoreHint, SweepReporter
 
 
@@ -17,15 +18,18 @@ def _trial(tid, config, status, epoch=None, best=None):
 def test_status_table_names_strategy_seed_state_epoch_and_best():
     rep = SweepReporter("m", every_s=3600)
     trials = [_trial("a", {"schedule": "decay", "seed": 1}, "RUNNING", 2, 0.25),
-              _trial("b", {"schedule": "random", "seed": 0}, "PENDING"),
-              _trial("c", {"schedule": "no-such"}, "ERROR")]
+              _trial("b", {**method_fields(), "schedule": "random", "seed": 0}, "PENDING"),
+              _trial("c", {"schedule": "no-such"}, "ERROR"),
+              _trial("d", {"seed": 2}, "TERMINATED", 9, 0.5)]
     assert rep.should_report(trials)
     table = rep.table(trials)
     lines = table.splitlines()
-    assert "1 error, 1 pending, 1 running" in lines[0]
+    assert "1 error, 1 pending, 1 running, 1 terminated" in lines[0]
     assert lines[1].split() == ["strategy", "seed", "state", "epoch", "best", "m"]
-    assert any(ln.split() == ["decay", "0.8-0.02", "1", "running", "2", "0.2500"] for ln in lines)
-    assert any(ln.split() == ["random", "0", "pending", "-", "-"] for ln in lines)
+    # the one trial label (counterarg.sweep.methods.trial_label): the default recipe is "recipe"
+    assert any(ln.split() == ["recipe:", "decay", "0.8-0.02", "1", "running", "2", "0.2500"] for ln in lines)
+    assert any(ln.split() == ["reference:", "random", "0", "pending", "-", "-"] for ln in lines)
+    assert any(ln.split() == ["recipe", "2", "terminated", "9", "0.5000"] for ln in lines)
     assert any(ln.startswith("?") for ln in lines)  # a config that does not parse: no label, no crash
     rep.report(trials, done=False)
     assert not rep.should_report(trials)  # nothing changed, within every_s

@@ -21,6 +21,7 @@ from counterarg.config import ConfigError
 from counterarg.checkpoint import read_checkpoint
 from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
+from counterarg.sweep.trials import ZERO_SHOT
 
 from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 
@@ -39,6 +40,45 @@ def test_options_name_the_bad_flag():
         param_space({"rate_table": [0.5]}, PBTOptions())
     space = param_space({"epochs": 3}, PBTOptions(population=3))
     assert space["rate"] == {"grid_search": [0.2, 0.5, 0.8]}
+
+
+def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path, monkeypatch):
+    """--method recipe (the default) or reference: the population's fields are the method's (a
+    field set with --set keeps its value; a mutated lr is drawn by PBT); the printed replay runs the
+    learned table under the same method beside its hand-written schedules, with no absolute path."""
+    import shlex
+    from argparse import Namespace
+
+    from counterarg.config import method_fields
+    from counterarg.sweep.methods import METHODS, trial_label
+    from counterarg.sweep.pbt import replay_command
+    from counterarg.sweep.spaces import strategy_grid
+
+    recipe = param_space({}, PBTOptions())
+    assert {k: v for k, v in recipe.items() if k != "rate"} == {**METHODS["recipe"].fields, "schedule": "fixed"}
+    ref = param_space({"batch_size": 16}, PBTOptions(mutate=("rate", "lr")), "reference")
+    assert ref["loss"] == method_fields()["loss"] and ref["head"] == "linear" and ref["schedule"] == "fixed"
+    assert "batch_size" not in ref and "lr" not in ref  # --set batch_size wins; PBT draws the mutated lr
+    assert trial_label({**recipe, "rate": 0.4}) == "recipe: fixed 0.4"
+    assert trial_label({**param_space({}, PBTOptions(), "reference"), "rate": 0.4}) == "reference: fixed 0.4"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "enc").mkdir()
+    args = Namespace(smoke_test=False, corpus=str(tmp_path / "data" / "c.zip"), encoder=str(tmp_path / "enc"),
+                     epochs=20, storage=str(tmp_path / "results"), num_cpus=2, overrides=["device=cpu"])
+    table = [0.6, 0.6, 0.4]
+    cmd = replay_command(args, table, "pbt", "recipe")
+    assert cmd == ("python sweeps/compare_strategies.py --methods recipe --strategies "
+                   "'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=0.6,0.6,0.4' --seeds 0,1,2 "
+                   "--name pbt_replay --corpus data/c.zip --encoder enc --epochs 20 --storage results "
+                   "--num-cpus 2 --set device=cpu")
+    assert not any(part.startswith("/") for part in shlex.split(cmd))  # no path of this machine
+    ref_cmd = replay_command(Namespace(**{**vars(args), "storage": "s3://b/x", "encoder": "bert-base-uncased"}),
+                             table, "pbt", "reference")
+    assert "--methods reference --strategies 'fixed;decay;random;table:rate_table=0.6,0.6,0.4'" in ref_cmd
+    assert "--storage s3://b/x" in ref_cmd and "--encoder bert-base-uncased" in ref_cmd
+    strategies = shlex.split(cmd)[5]  # the replay's trials: the learned table beside the recipe's own schedules
+    assert [trial_label(v) for v in strategy_grid(strategies, (0,), ["recipe"])] == [
+        "recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.6*2,0.4"]
 
 
 @pytest.mark.parametrize("donor_rate", [0.0, 0.5, 1.0])
@@ -164,13 +204,20 @@ def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     summary = pd.read_csv(exp / "summary.csv")  # one row per trial, named by its learned table
     assert len(summary) == 2 and all(s.startswith("table ") for s in summary["strategy"]), summary["strategy"]
     sig = pd.read_csv(exp / "significance.csv")
-    assert len(sig) == 9 * 2 and set(sig["view"]) == {"all", "unseen"}  # (8 tasks + mean) x 2 views, 1 pair
-    assert "| table " in (exp / "summary.md").read_text()
+    pairs = sig[sig["strategy_b"] != ZERO_SHOT]  # (8 tasks + mean) x 2 views, 1 pair; each also vs zero-shot
+    assert len(pairs) == 9 * 2 and len(sig) == 3 * 9 * 2 and set(sig["view"]) == {"all", "unseen"}
+    assert "| recipe: table " in (exp / "summary.md").read_text()  # the default method: the recipe
+    assert all("_recipe-" in p.name for p in exp.glob("trial_*") if p.is_dir())  # trial_<id>_recipe-fixed-0.3_seed0
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
     line = next(ln for ln in out.splitlines() if "--set schedule=table --set rate_table=" in ln)
     table = line.split("rate_table=")[1].strip()
     assert all(0 <= float(v) <= 1 for v in table.split(","))
-    assert f"compare_strategies.py --strategies 'decay;table:rate_table={table}' --seeds 0,1,2" in out
+    replay = next(ln for ln in out.splitlines() if "compare_strategies.py" in ln)
+    assert (f"compare_strategies.py --methods recipe --strategies "
+            f"'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table={table}' --seeds 0,1,2") in replay
+    import shlex
+
+    assert not any(part.startswith("/") for part in shlex.split(replay))  # no absolute path of this machine
 
 
 def _latest_epoch(exp: Path) -> int:

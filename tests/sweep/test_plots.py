@@ -34,5 +34,50 @@ def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path)
     assert plot_telemetry(recs, tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
     recs[0].history[0]["mining/dist_negative"] = 0.7
     assert plot_telemetry(recs, tmp_path / "some.png") is True
-    assert read_plot_data(tmp_path / "some.png") == {"mining/dist_negative": {
-        "fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two
+    assert read_plot_data(tmp_path / "some.png") == {"mining/dist_negative (cosine)": {
+        "recipe: fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two
+
+
+def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
+    """Issue 23.11: the telemetry put L2 distances (up to 7) and distances of unit vectors (about 0.9)
+    on one axis; each eval_metric now has its own panel, strategies named alike in all of them."""
+    recs = ranked_records()
+    for i, r in enumerate(recs):
+        r.config["eval_metric"] = "l2" if r.config["rate"] == 0.5 else "cosine"
+        r.history[0]["mining/dist_negative"] = 7.0 if r.config["eval_metric"] == "l2" else 0.9
+        r.history[0]["mining/share_hard"] = 1.0
+    assert plot_telemetry(recs, tmp_path / "t.png") is True
+    drawn = read_plot_data(tmp_path / "t.png")
+    assert sorted(drawn) == ["mining/dist_negative (cosine)", "mining/dist_negative (l2)", "mining/share_hard"]
+    l2, cos = drawn["mining/dist_negative (l2)"], drawn["mining/dist_negative (cosine)"]
+    assert [c["mean"] for c in l2.values()] == [[7.0]]  # one strategy trained with l2
+    assert [c["mean"] for c in cos.values()] == [[0.9], [0.9]]  # two with cosine
+    assert set(drawn["mining/share_hard"]) == set(l2) | set(cos)  # one name per strategy in every panel
+
+
+def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
+    """Issue 23.11: after one seed stopped early, the curve silently averaged the seeds left."""
+    from counterarg.sweep.plots import plot_curves
+    from counterarg.sweep.trials import TrialRecord
+
+    metric = "validation_unseen/mean/acc@1"
+    long = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},
+                       [{"epoch": e, metric: v} for e, v in ((1, 0.2), (2, 0.4), (3, 0.5))])
+    short = TrialRecord("a1", {"schedule": "fixed", "rate": 0.8, "seed": 1},
+                        [{"epoch": e, metric: v} for e, v in ((1, 0.4), (2, 0.2))])  # stopped after 2
+    plot_curves([long, short], tmp_path / "c.png", metric)
+    (curve,) = read_plot_data(tmp_path / "c.png")["curves"].values()
+    assert curve["epochs"] == [1, 2, 3] and curve["mean"] == pytest.approx([0.3, 0.3, 0.5])
+    assert curve["seeds"] == [2, 2, 1] and curve["of"] == 2
+
+
+def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
+    out = write_summary(ranked_records(), tmp_path, title="t")
+    drawn = read_plot_data(out["paths"]["verdicts"])
+    cells = drawn["all"]
+    assert cells["recipe: fixed 0.5"]["sdoc"] == {"gap": 0.0, "p_holm": None, "best": True, "significant": True}
+    worse = cells["recipe: fixed 0.6"]["sdoc"]
+    comp = next(c for c in out["comparisons"] if (c.task, c.view, c.strategy_a, c.strategy_b)
+                == ("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6"))
+    assert worse["gap"] == pytest.approx(-comp.diff) and worse["p_holm"] == pytest.approx(comp.p_holm)
+    assert worse["significant"] and set(drawn) == {"all", "unseen"}

@@ -84,7 +84,8 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
 
     sig = pd.read_csv(exp / "significance.csv")
     assert len(sig) == 9 * 2 and set(sig["view"]) == {"all", "unseen"}  # 2 strategies: 1 pair per task, view
-    assert "## Unseen test queries" in md and "## Significance" in md
+    assert "## Unseen test queries" in md and "## Which strategy trains the better model" in md
+    assert "> partial: 2 of 3 trials finished" in md and "no verdict (partial sweep)" in md  # decay errored
     good_rows = [r for r in res.rows if r["status"] == "TERMINATED"]
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
     # the best epoch's checkpoint is kept besides the latest and named; it evaluates to its own row
@@ -121,11 +122,17 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     data = {}
     for tag, raw in acc.PluginTagToContent("hparams").items():
         data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
-    experiment = data["_hparams_/experiment"].experiment
+    assert "_hparams_/experiment" not in data  # one experiment summary, at the sweep's root (issue 23.8)
+    root = EventAccumulator(str(trial.parent))
+    root.Reload()
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        root.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    assert {"strategy", "rate"} <= {h.name for h in experiment.hparam_infos}
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
     session = data["_hparams_/session_start_info"].session_start_info
-    assert session.hparams["strategy"].string_value == "fixed 0.8"
+    assert session.hparams["strategy"].string_value == "recipe: fixed 0.8"  # the trial's one name
+    assert trial.name.endswith("_recipe-fixed-0.8_seed0"), trial.name  # trial_<id>_<name>_seed<N>
     assert session.hparams["rate"].number_value == pytest.approx(0.8)
     assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
     best_row = next(r for r in res.rows if r["trial_id"] == next(

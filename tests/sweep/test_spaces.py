@@ -4,41 +4,79 @@ from __future__ import annotations
 
 import pytest
 
+from counterarg import schedules
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, Config, ConfigError
 from counterarg.schedules import SCHEDULES
+from counterarg.sweep.methods import METHOD_FIELDS, METHODS, RECIPE_TABLE, trial_label
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import (REFERENCE_FIELDS, VariantSearcher, grid, margin_lr_space, parse_strategy, strategy,
                                      strategy_grid)
 
 
-def test_default_grid_is_flat_config_fields():
+def _plain(fields):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+
+
+def test_default_grid_is_the_main_job():
+    """No --strategies: the reference three under the reference method beside the recipe's five
+    (its own fixed 0, fixed 0.5, decay, random, the learned table), each x 3 seeds, flat Config fields."""
     variants = strategy_grid()
-    assert len(variants) == 12  # the reference three and the default recipe, x 3 seeds
+    assert len(variants) == (3 + 5) * 3
     for v in variants:
         assert set(v) <= set(FIELD_NAMES)
         Config.from_dict(v)
-    schedules = sorted({v["schedule"] for v in variants})
-    assert schedules == ["decay", "fixed", "random"]
+    labels = [trial_label(v) for v in variants if v["seed"] == 0]
+    assert labels == ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe",
+                      "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
+                      "recipe: table 0.2*4,0.1*14,0"]
     assert {v["seed"] for v in variants} == {0, 1, 2}
-    decay = next(v for v in variants if v["schedule"] == "decay")
-    assert decay["rate_start"] == 0.8 and decay["rate_step"] == 0.02
-    assert sorted({v["rate"] for v in variants if v["schedule"] == "fixed"}) == [0.0, 0.8]  # recipe, reference
-    assert {v["loss"] for v in variants} == {Config().loss, REFERENCE_METHOD["loss"]}
+    by = {trial_label(v): v for v in variants if v["seed"] == 0}
+    ref, recipe = _plain(METHODS["reference"].fields), _plain(METHODS["recipe"].fields)
+    assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss != ref["loss"]
+    for label, v in by.items():
+        assert {k: v[k] for k in METHOD_FIELDS} == (ref if label.startswith("reference") else recipe), label
+    assert by["recipe"]["schedule"] == "fixed" and by["recipe"]["rate"] == Config().rate == 0.0
+    assert by["recipe: table 0.2*4,0.1*14,0"]["rate_table"] == list(RECIPE_TABLE)
+    assert by["reference: decay 0.8-0.02"]["rate_start"] == 0.8 and by["reference: decay 0.8-0.02"]["rate_step"] == 0.02
+
+
+def test_methods_cross_every_strategy():
+    """Given strategies are crossed with every method (method outer); one method alone runs its own list."""
+    variants = strategy_grid("fixed:rate=0;decay", seeds=(0, 1))
+    assert [(trial_label(v), v["seed"]) for v in variants] == [
+        ("reference: fixed 0", 0), ("reference: fixed 0", 1), ("reference: decay 0.8-0.02", 0),
+        ("reference: decay 0.8-0.02", 1), ("recipe", 0), ("recipe", 1),
+        ("recipe: decay 0.8-0.02", 0), ("recipe: decay 0.8-0.02", 1)]
+    ref, recipe = variants[2], variants[6]  # decay under each method: the same schedule, the method's fields
+    assert {k: ref[k] for k in schedules.all_fields() if k in ref} == {k: recipe[k] for k in schedules.all_fields()
+                                                                          if k in recipe}
+    assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss
+    only = strategy_grid(seeds=(0,), methods=["recipe"])  # --methods recipe alone: the recipe's main-job list
+    own = [trial_label(parse_strategy(s, "recipe")) for s in METHODS["recipe"].strategies]
+    assert [trial_label(v) for v in only] == own
+    assert len(only) == 5 and trial_label(only[0]) == "recipe"
+    assert [trial_label(v) for v in strategy_grid("random", (0,), ["recipe"])] == ["recipe: random"]
 
 
 def test_strategy_parsing_and_errors():
-    ref = {k: (list(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_FIELDS.items()}
+    ref = _plain(REFERENCE_FIELDS)
     assert ref["loss"] == REFERENCE_METHOD["loss"] and "schedule" not in ref and "epochs" not in ref
     assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
-    assert parse_strategy("random") == {**ref, "schedule": "random"}  # the schedules train the reference method
-    recipe = parse_strategy("recipe")  # the default recipe: the same fields at their Config defaults
+    assert parse_strategy("random") == {**ref, "schedule": "random"}  # the reference method unless named
+    recipe = parse_strategy("fixed:rate=0", "recipe")  # the default recipe: the same fields at their Config defaults
     defaults = Config().to_dict()
     assert set(ref) <= set(recipe) and all(recipe[k] == defaults[k] for k in recipe)
     assert recipe["schedule"] == defaults["schedule"] and recipe["loss"] == defaults["loss"]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
         strategy("nope")
+    with pytest.raises(ConfigError, match="'recipe' is a method, not a strategy: pass --methods recipe"):
+        strategy("recipe")  # the old strategy name says where it went
+    with pytest.raises(ConfigError, match="unknown method 'recipee'; did you mean 'recipe'"):
+        strategy("decay", "recipee")
     with pytest.raises(ConfigError):
         parse_strategy("fixed:rat=0.5")  # typo fails loudly
+    with pytest.raises(ConfigError, match="names no strategy"):
+        strategy_grid(" ; ")
     with pytest.raises(ValueError, match="more than one"):
         grid([{"seed": 1}], {"seed": [0, 1]})
     with pytest.raises(ConfigError):

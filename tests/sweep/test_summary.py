@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from counterarg.sweep.plots import read_plot_data
@@ -63,16 +65,33 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "## All test queries" in md and "## Unseen test queries" in md
-    assert "| sdoc | **fixed 0.5** (p < 0.0001 vs fixed 0.6)" in md
+    assert "| sdoc | **recipe: fixed 0.5** (Holm p < 0.0001 vs recipe: fixed 0.6, 2+2 seeds)" in md
     import pandas as pd
 
     sig = pd.read_csv(out["paths"]["significance"])
-    assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "diff", "ci_low", "ci_high", "p_value"]
+    assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "n_seeds_a", "n_seeds_b", "diff",
+                                 "ci_low", "ci_high", "p_value", "p_holm", "seeds_needed", "p_value_queries",
+                                 "ci_low_queries", "ci_high_queries", "significant"]
     assert len(sig) == 9 * 2 * 3  # (8 tasks + mean) x 2 views x 3 pairs
+    assert set(sig["n_seeds_a"]) == set(sig["n_seeds_b"]) == {2}
     # the two identical strategies alone: no significant winner, nothing bold
     alone = [r for r in recs if not r.trial_id.startswith("good")]
     md2 = write_summary(alone, tmp_path / "b", title="t")["markdown"]
-    assert "no significant winner" in md2 and "**" not in md2.split("## Significance")[0]
+    assert "no significant winner at 2+2 seeds" in md2 and "**" not in md2.split("## Which strategy")[0]
+
+
+def test_a_partial_sweep_says_so_and_crowns_no_one(tmp_path):
+    recs = ranked_records()
+    recs[-1].status = "PAUSED"  # Ctrl-C stopped one bad2 trial after its first epoch
+    out = write_summary(recs, tmp_path, title="t")
+    md = out["markdown"]
+    assert "> partial: 5 of 6 trials finished." in md
+    assert "**" not in md.split("## Which strategy")[0]  # no bold cell
+    assert "| bad2 | 1/2 (1 unfinished) |" in md.replace("recipe: fixed 0.7", "bad2")
+    assert "no verdict (partial sweep)" in md and "UNFINISHED (PAUSED)" in md
+    console = console_table(out["rows"], verdict=out["verdicts"])
+    assert console.startswith("partial: 5 of 6 trials finished") and not re.search(r"\d\*", console)
+    assert " 1/2 " in console
 
 
 def test_zero_shot_baseline_in_tables_and_files(tmp_path):
@@ -88,3 +107,39 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
     assert json.loads(out["paths"]["baseline"].read_text()) == base
 
     assert "zero-shot encoder" in console_table(out["rows"], baseline=base)
+
+
+def test_summary_names_checkpoints_relative_to_the_sweep_folder(tmp_path):
+    """Issue 23.10: summary.md named each best checkpoint by this machine's absolute path."""
+    from counterarg.paths import absolute_paths_in
+
+    recs = summary_records()
+    for r in recs:
+        r.best_checkpoint = str(tmp_path / f"trial_{r.trial_id}" / "best")
+    md = write_summary(recs, tmp_path, title="t")["markdown"]
+    assert "`trial_a1/best`" in md and "`trial_b0/best`" in md  # a1: fixed's best seed
+    assert not absolute_paths_in(md), absolute_paths_in(md)
+
+
+def test_strategies_are_tested_against_the_zero_shot_ranks(tmp_path):
+    recs = ranked_records(gap=0.3)
+    bad = recs[2].ranks  # the zero-shot encoder ranks like "bad": good beats it, bad2 ties it
+    base_ranks = {k: v for k, v in bad.items() if k != "epoch"}
+    out = write_summary(recs, tmp_path, title="t", baseline_ranks=base_ranks)
+    zs = [c for c in out["comparisons"] if c.strategy_b == "zero-shot encoder"]
+    assert len(zs) == 9 * 2 * 3 and {c.n_seeds_b for c in zs} == {0}
+    good = next(c for c in zs if (c.task, c.view, c.strategy_a) == ("sdoc", "all", "recipe: fixed 0.5"))
+    tie = next(c for c in zs if (c.task, c.view, c.strategy_a) == ("sdoc", "all", "recipe: fixed 0.7"))
+    assert good.significant and good.diff == pytest.approx(0.3, abs=0.08) and tie.diff == 0 and tie.p_value == 1.0
+    assert "## Against the zero-shot encoder" in out["markdown"]
+    verdicts_only = {c.strategy_b for c in out["comparisons"]} - {"zero-shot encoder"}
+    assert out["verdicts"][("sdoc", "all")].best == "recipe: fixed 0.5" and verdicts_only
+
+
+def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
+    recs = [r for r in ranked_records() if r.trial_id.endswith("0")]  # seed 0 of each strategy
+    bad = recs[1].ranks
+    out = write_summary(recs, tmp_path, title="t", baseline_ranks={k: v for k, v in bad.items() if k != "epoch"})
+    md = out["markdown"]
+    assert "No verdict: the seed-aware test needs at least 2 finished seeds per strategy" in md
+    assert "no significant winner" not in md and "## Against the zero-shot encoder" not in md

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
+from counterarg.config import method_fields
 from counterarg.selection import best_row
-from counterarg.sweep.trials import (dedupe_history, group_stats, overhead, strategy_fields_label, strategy_label,
-                                     summary_rows, varying_fields)
+from counterarg.sweep.trials import (dedupe_history, group_label, group_stats, overhead, strategy_fields_label,
+                                     strategy_label, summary_rows, varying_fields)
 
 from .conftest import epoch_row, summary_records
 
@@ -22,6 +23,18 @@ def test_strategy_labels_come_from_config_fields():
     assert strategy_label({"schedule": "table", "rate_table": [0.8, 0.6, 0.4]}) == "table 0.8,0.6,0.4"
     assert strategy_label({"schedule": "table", "rate_table": [0.8, 0.8, 0.8, 0.2]}) == "table 0.8*3,0.2"
     assert strategy_fields_label({"schedule": "decay"}) == "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"
+
+
+def test_group_label_is_the_trial_label_plus_other_varying_fields():
+    """One rule whether or not the sweep mixes methods; the method names its own fields, a config of
+    neither method shows them."""
+    ref = method_fields()
+    assert group_label({}, ["seed"]) == "recipe"
+    assert group_label({"margin": 0.5}, ["margin", "seed", "device"]) == "recipe margin=0.5"
+    assert group_label({**ref, "schedule": "decay"}, ["loss", "schedule", "seed"]) == "reference: decay 0.8-0.02"
+    assert group_label({"schedule": "decay"}, ["loss", "schedule"]) == "recipe: decay 0.8-0.02"
+    lr_search = {**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7}
+    assert group_label(lr_search, ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"  # lr is not dropped
 
 
 def test_best_epoch_and_dedupe():
@@ -45,16 +58,17 @@ def test_rows_and_stats_by_hand():
     by = {r["trial_id"]: r for r in rows}
     assert by["a0"]["best_epoch"] == 2 and by["a0"]["test/mean/acc@1"] == pytest.approx(0.40)
     assert by["a1"]["best_epoch"] == 1 and by["a1"]["test/mean/acc@1"] == pytest.approx(0.20)
-    assert by["a0"]["group"] == by["a1"]["group"] == "fixed 0.8"
+    assert by["a0"]["group"] == by["a1"]["group"] == "recipe: fixed 0.8"  # sparse configs: the recipe's fields
+    assert by["a0"]["strategy"] == "fixed 0.8"  # the schedule alone
     assert by["c0"]["status"] == "ERROR" and by["c0"]["best_epoch"] is None
 
     stats = group_stats(rows, ["test/mean/acc@1", "test/sdoc/acc@1", "test/epa/acc@1"])
-    m, s = stats["fixed 0.8"]["test/mean/acc@1"]
+    m, s = stats["recipe: fixed 0.8"]["test/mean/acc@1"]
     assert m == pytest.approx(0.30)
     assert s == pytest.approx(math.sqrt(((0.4 - 0.3) ** 2 + (0.2 - 0.3) ** 2) / 1))  # ddof=1
-    m, s = stats["random"]["test/mean/acc@1"]
+    m, s = stats["recipe: random"]["test/mean/acc@1"]
     assert m == pytest.approx(0.50) and math.isnan(s)
-    assert "test/mean/acc@1" not in stats["decay 0.8-0.02"]
+    assert "test/mean/acc@1" not in stats["recipe: decay 0.8-0.02"]
 
     ov = overhead(rows)  # last rows: a0 9/10, a1 9.5/10, b0 18/20 -> 1 - 36.5/40
     assert ov["overhead"] == pytest.approx(1 - 36.5 / 40)

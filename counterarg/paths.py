@@ -1,0 +1,65 @@
+"""Paths as outputs show them: never an absolute path of the machine that wrote them.
+
+Summaries, reports, model cards and printed commands are read on other machines (committed results,
+shared exports), where this machine's folders mean nothing and only leak its layout. A path is
+therefore shown relative to the folder it is read from (a sweep folder, a report's folder, the
+current folder for a printed command); a path outside that folder is shown from a place every
+machine has (``$TMPDIR/...``, ``~/...``) or, failing that, by its last parts only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+#: An absolute path of at least two parts inside text (``/tmp/x``, ``/work/main/results``), not
+#: ``validation/mean/acc@1`` (it starts with a word) nor a URL's ``https://host/...``.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~$-])/[\w.-]+(?:/[\w.@=-]+)+")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def portable_path(path: str | Path, base: str | Path | None = None) -> str:
+    """``path`` as an output shows it: relative to ``base`` (default: the current folder) when
+    it lies inside ``base`` or inside the current folder (then with ``..`` where needed), else
+    ``$TMPDIR/...`` or ``~/...``, else its last two parts. A URI (``s3://...``) is kept."""
+    text = str(path)
+    if "://" in text or not text:
+        return text
+    p = Path(os.path.abspath(Path(text).expanduser()))
+    here = Path(os.path.abspath(Path.cwd()))
+    b = Path(os.path.abspath(Path(base).expanduser())) if base is not None else here
+    if _inside(p, b) or (_inside(p, here) and here != Path(here.anchor)):
+        return os.path.relpath(p, b)
+    for root, shown in ((Path(tempfile.gettempdir()), "$TMPDIR"), (Path.home(), "~")):
+        root = Path(os.path.abspath(root))
+        if _inside(p, root):
+            return f"{shown}/{p.relative_to(root).as_posix()}"
+    return "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
+
+
+def absolute_paths_in(text: str) -> list[str]:
+    """The absolute paths written in ``text`` (what :data:`ABSOLUTE_PATH` matches), in order."""
+    return ABSOLUTE_PATH.findall(text)
+
+
+def portable_command(argv: Sequence[str]) -> str:
+    """``argv`` as a shell command with every path argument (``PATH`` or ``--flag=PATH``) shown
+    by :func:`portable_path`."""
+    out = []
+    for a in argv:
+        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        if value and "://" not in value and (os.path.isabs(value) or os.path.exists(value)):
+            value = portable_path(value)
+        out.append(shlex.quote(flag + eq + value))
+    return " ".join(out)

@@ -1,0 +1,141 @@
+"""The methods a sweep's strategies train, and the one name of every trial (method x strategy).
+
+A *strategy* is a random_rate schedule (the registry in :mod:`counterarg.schedules`); a *method*
+is everything else that decides how a model trains: the head, the loss, lr, batch size, the mining
+ranks, early stopping, the evaluation (the fields of :func:`counterarg.config.method_fields`).
+:data:`METHODS` is the one home of the methods; sweeps cross strategies with them
+(:func:`counterarg.sweep.spaces.strategy_grid`), the command line checks names against it
+(``--methods``, :mod:`counterarg.sweep.cli`), and every label is made here:
+
+* ``reference``: the reference implementation (config.REFERENCE_METHOD less its schedule and length);
+* ``recipe``: the project's default recipe, the Config defaults of the same fields.
+
+**One name everywhere** (:func:`trial_label`; the live status table, trial folder names,
+summaries, plots, TensorBoard and the README all use it): the default recipe itself (every method
+and schedule field at its Config default) is ``recipe``; any other schedule under a method is
+``<method>: <schedule>``, e.g. ``recipe: decay 0.8-0.02`` or ``reference: fixed 0.8``; a config
+that trains neither method (an lr search, say) is named by its schedule alone. The name depends on
+the trial's config only, never on the sweep it ran in, so a trial is called the same in every view.
+
+Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .. import schedules
+from ..config import Config, ConfigError, method_fields
+
+#: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
+#: on ArguAna (population 4, 20 epochs, frozen all-MiniLM-L6-v2, selected on validation_unseen/mean/acc@1;
+#: results/pbt_schedule_recipe/schedules.csv): 0.2 for four epochs, 0.1 until the 19th, then 0.
+RECIPE_TABLE: tuple[float, ...] = (0.2, 0.2, 0.2, 0.2) + (0.1,) * 14 + (0.0,)
+
+
+def _norm(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(_fmt(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def strategy_text(config: Mapping[str, Any]) -> str:
+    """The ``--strategies`` form of a config's schedule, every field it reads that differs from the
+    registry's strategy of that name: ``fixed:rate=0``, ``decay``, ``table:rate_table=0.6,0.5``."""
+    defaults = Config().to_dict()
+    full = {**defaults, **dict(config)}
+    entry = schedules.get(full["schedule"])
+    named = {**defaults, **schedules.strategy_fields(entry.name)}
+    over = [f"{f}={_fmt(full[f])}" for f in entry.fields if _fmt(full[f]) != _fmt(named[f])]
+    return entry.name + (":" + ",".join(over) if over else "")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method: the values of the method fields it trains with, and the strategies the main job
+    (``sweeps/compare_strategies.py`` without ``--strategies``) runs under it."""
+
+    name: str
+    fields: Mapping[str, Any]
+    strategies: tuple[str, ...]  # --strategies forms: NAME[:FIELD=V,...]
+    doc: str
+
+
+def _recipe_strategies() -> tuple[str, ...]:
+    own = strategy_text({})  # the default recipe's own schedule (Config defaults: fixed 0)
+    table = f"{schedules.TABLE.name}:rate_table={_fmt(RECIPE_TABLE)}"
+    return own, "fixed:rate=0.5", schedules.DECAY.name, schedules.RANDOM.name, table
+
+
+_DEFAULTS = Config().to_dict()
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("reference", method_fields(), schedules.default_strategies(),
+           "the reference implementation (--config reference less its schedule and length)"),
+    Method("recipe", {k: _DEFAULTS[k] for k in method_fields()}, _recipe_strategies(),
+           "the project's default recipe (the Config defaults)"),
+)}
+#: The method whose fields are the Config defaults; its own schedule is called by its name alone.
+DEFAULT_METHOD = "recipe"
+#: The Config fields that tell the methods apart.
+METHOD_FIELDS = tuple(method_fields())
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; an unknown name is a ConfigError naming it (and a close match)."""
+    if name not in METHODS:
+        close = difflib.get_close_matches(name, list(METHODS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown method {name!r}; {hint}known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    """``"reference,recipe"`` -> ``["reference", "recipe"]`` (order kept, duplicates dropped); an
+    unknown or empty list is a ConfigError naming it."""
+    parts = [p.strip() for p in (text.split(",") if isinstance(text, str) else text)]
+    names = list(dict.fromkeys(p for p in parts if p))
+    if not names:
+        raise ConfigError(f"--methods names no method: {text!r}; known: {', '.join(METHODS)}")
+    for n in names:
+        get_method(n)
+    return names
+
+
+def method_of(config: Mapping[str, Any]) -> str | None:
+    """The method whose fields ``config`` trains with (missing fields read as Config defaults), or None."""
+    full = {**_DEFAULTS, **dict(config)}
+    for m in METHODS.values():
+        if all(_norm(full[k]) == _norm(v) for k, v in m.fields.items()):
+            return m.name
+    return None
+
+
+def is_default_recipe(config: Mapping[str, Any]) -> bool:
+    """True when ``config`` trains the default recipe as it stands: the recipe's fields, the Config
+    default schedule and every field that schedule reads at its Config default."""
+    full = {**_DEFAULTS, **dict(config)}
+    if method_of(full) != DEFAULT_METHOD or full["schedule"] != _DEFAULTS["schedule"]:
+        return False
+    return all(_fmt(full[k]) == _fmt(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
+
+
+def trial_label(config: Mapping[str, Any]) -> str:
+    """The one name of a trial's method and strategy: ``recipe``, ``recipe: decay 0.8-0.02``,
+    ``reference: fixed 0.8``, or the schedule alone (``fixed 0.8``) for a config of neither method."""
+    if is_default_recipe(config):
+        return DEFAULT_METHOD
+    method = method_of(config)
+    label = schedules.short_label(config)
+    return f"{method}: {label}" if method else label
+
+
+def slug(label: str, limit: int = 48) -> str:
+    """A label as a folder or file name part: ``recipe: decay 0.8-0.02`` -> ``recipe-decay-0.8-0.02``."""
+    return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]

@@ -1,0 +1,224 @@
+"""A sweep's verdicts: which strategy trains the better model, per task and view of the test split.
+
+From the trials (plain :class:`~counterarg.sweep.trials.TrialRecord`) to the rows of
+``significance.csv`` and the bold cells of ``summary.md``:
+
+* :func:`trial_hits`: per (task, view), strategy -> the ``[R, n]`` acc@1 hits of its *finished*
+  trials at their best epochs (ranks kept in ``best_ranks.npz``). A strategy with an unfinished
+  trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
+  verdict is made while any strategy is partial.
+* :func:`compare`: every pair of strategies in one (task, view), the seed-aware test
+  (:func:`counterarg.sweep.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
+  pairs of that (task, view) (``p_holm``), the seeds per strategy that would decide the gap
+  (``seeds_needed``), and the query-level test of the seed-averaged hits as a second column
+  (``p_value_queries``: "given these trained models").
+* :func:`baseline_comparisons`: every strategy against the zero-shot encoder (deterministic: no seed
+  term), Holm-adjusted over the strategies.
+* :func:`verdicts`: the best strategy per (task, view) by mean, a winner only where it beats every
+  other strategy at Holm-adjusted ``p < 0.05``; else "no significant winner" and how many seeds each
+  would need to separate it from the runner-up.
+No Ray here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..tasks import task_names
+from .significance import ALPHA, PairedTest, holm, interaction_var, seed_test, seeds_needed
+from .trials import ZERO_SHOT, TrialRecord
+
+FINISHED = "TERMINATED"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``strategy_a`` minus ``strategy_b`` on ``task`` in ``view``; ``a`` has the higher mean."""
+
+    task: str
+    view: str
+    strategy_a: str
+    strategy_b: str
+    n_seeds_a: int
+    n_seeds_b: int  # 0 for the deterministic zero-shot baseline
+    diff: float  # gap in mean acc@1
+    ci_low: float  # seed-aware 95% interval of the gap
+    ci_high: float
+    p_value: float | None  # seed-aware (training runs and queries); None with < 2 seeds on a side
+    p_holm: float | None  # p_value, Holm-adjusted over the pairs of this task and view
+    seeds_needed: int | None  # seeds per strategy for 80% power at 0.05 given the observed variance
+    p_value_queries: float  # sign-flip test over queries of the seed-averaged hits
+    ci_low_queries: float
+    ci_high_queries: float
+
+    @property
+    def significant(self) -> bool:
+        return self.p_holm is not None and self.p_holm < ALPHA and self.diff > 0
+
+    def row(self) -> dict[str, Any]:
+        return {**asdict(self), "significant": self.significant}
+
+
+SIGNIFICANCE_COLUMNS = (*(f.name for f in fields(Comparison)), "significant")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One (task, view): the best strategy by mean and whether it beats every other (Holm, seed-aware)."""
+
+    task: str
+    view: str
+    best: str
+    significant: bool
+    runner_up: str | None
+    p_runner_up: float | None  # Holm-adjusted, seed-aware
+    n_seeds: tuple[int, int] = (0, 0)  # of best and runner-up
+    seeds_needed: int | None = None  # per strategy, to separate best from runner-up
+    partial: bool = False  # some strategy had unfinished trials: no verdict
+
+
+def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
+    """``(hits, notes, partial)``: per (task, view) group -> ``[R, n]`` hits of its finished trials;
+    notes on trials left out; the set of groups with an unfinished trial (left out entirely).
+
+    ``task`` ``mean`` is the per-query mean over the eight tasks; ``unseen`` keeps the queries
+    whose texts never occur in training.
+    """
+    by_id = {r["trial_id"]: r for r in rows}
+    per_group: dict[str, list[dict[tuple[str, str], np.ndarray]]] = {}
+    notes, partial = [], set()
+    for rec in records:
+        row = by_id.get(rec.trial_id)
+        if row is None:
+            continue
+        if rec.status != FINISHED:
+            partial.add(row["group"])
+            continue
+        if row.get("best_epoch") is None:
+            notes.append(f"{rec.trial_id}: no finished epoch; left out of the significance tests")
+            continue
+        if not rec.ranks:
+            notes.append(f"{rec.trial_id}: no per-query ranks kept; left out of the significance tests")
+            continue
+        if int(rec.ranks.get("epoch", -1)) != int(row["best_epoch"]):
+            notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
+                         f"epoch is {row['best_epoch']}; left out of the significance tests")
+            continue
+        trial = ranks_hits(rec.ranks)
+        if trial is None:
+            notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
+            continue
+        per_group.setdefault(row["group"], []).append(trial)
+    for g in sorted(partial):
+        notes.append(f"{g}: has unfinished trials; no verdict until they finish (--resume)")
+    hits: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    for g, trials in per_group.items():
+        if g in partial:
+            continue
+        for key in trials[0]:
+            if all(key in tr and tr[key].shape == trials[0][key].shape for tr in trials):
+                hits.setdefault(key, {})[g] = np.stack([tr[key] for tr in trials])  # [R, n]
+    for key, by_group in list(hits.items()):
+        if len({v.shape[1] for v in by_group.values()}) > 1:
+            notes.append(f"{key[0]}/{key[1]}: strategies were scored on different query sets; not compared")
+            del hits[key]
+    return hits, notes, partial
+
+
+def ranks_hits(ranks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
+    """(task, view) -> ``[n]`` acc@1 hits from kept test ranks (``test/{task}``, ``test/unseen``)."""
+    if not all(f"test/{t}" in ranks for t in task_names()):
+        return None
+    hits = {t: (np.asarray(ranks[f"test/{t}"]) <= 1).astype(np.float64) for t in task_names()}  # [n] each
+    hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
+    unseen = ranks.get("test/unseen")
+    out = {}
+    for t, h in hits.items():
+        out[(t, "all")] = h
+        if unseen is not None and np.asarray(unseen).any():
+            out[(t, "unseen")] = h[np.asarray(unseen, dtype=bool)]
+    return out
+
+
+def _order(hits: Mapping[str, np.ndarray]) -> list[str]:
+    return sorted(hits, key=lambda g: (-float(hits[g].mean()), g))
+
+
+def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedTest) -> list[Comparison]:
+    """Every pair of strategies (``[R, n]`` hits each), ``a`` the higher mean; Holm over the pairs."""
+    names = _order(hits)
+    raw = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ha, hb = hits[a], hits[b]  # [R_a, n], [R_b, n]
+            vq = interaction_var(ha, hb)
+            run_a, run_b = ha.mean(axis=1), hb.mean(axis=1)  # [R_a], [R_b]
+            st = seed_test(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
+            need = None if (st.p_value is not None and st.p_value < ALPHA) else \
+                seeds_needed(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
+            q = qtest(ha.mean(axis=0), hb.mean(axis=0))
+            raw.append((a, b, st, need, q))
+    adjusted = holm([st.p_value for _, _, st, _, _ in raw])
+    return [Comparison(task, view, a, b, st.n_a, st.n_b, st.diff, st.ci_low, st.ci_high, st.p_value, ph, need,
+                       q[3], q[1], q[2])
+            for (a, b, st, need, q), ph in zip(raw, adjusted)]
+
+
+def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, task: str, view: str,
+                         qtest: PairedTest, name: str = ZERO_SHOT) -> list[Comparison]:
+    """Every strategy against a deterministic baseline's ``[n]`` hits (sign of the gap as it falls);
+    Holm over the strategies."""
+    raw = []
+    for g in _order(hits):
+        h = hits[g]  # [R, n]
+        vq = interaction_var(h, baseline[None, :])
+        st = seed_test(h.mean(axis=1), None, baseline=float(baseline.mean()), query_var=vq, n_queries=h.shape[1])
+        q = qtest(h.mean(axis=0), baseline)
+        raw.append((g, st, q))
+    adjusted = holm([st.p_value for _, st, _ in raw])
+    return [Comparison(task, view, g, name, st.n_a, 0, st.diff, st.ci_low, st.ci_high, st.p_value, ph, None,
+                       q[3], q[1], q[2]) for (g, st, q), ph in zip(raw, adjusted)]
+
+
+def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]],
+             partial: bool = False) -> dict[tuple[str, str], Verdict]:
+    """Per (task, view): the best strategy by mean, significant where it beats every other strategy
+    (Holm-adjusted seed-aware p < ALPHA); none is significant in a partial sweep."""
+    out = {}
+    for key, by_strategy in means.items():
+        ranked = sorted(by_strategy, key=lambda g: (-by_strategy[g], g))
+        best, others = ranked[0], ranked[1:]
+        mine = {c.strategy_b: c for c in comparisons
+                if (c.task, c.view) == key and c.strategy_a == best and c.strategy_b != ZERO_SHOT}
+        significant = not partial and bool(others) and all(g in mine and mine[g].significant for g in others)
+        runner = others[0] if others else None
+        c = mine.get(runner)
+        out[key] = Verdict(key[0], key[1], best, significant, runner, c.p_holm if c else None,
+                           (c.n_seeds_a, c.n_seeds_b) if c else (0, 0), c.seeds_needed if c else None, partial)
+    return out
+
+
+def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
+                 baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
+    """``(comparisons, verdicts, notes)`` of a sweep: strategy pairs and, with the zero-shot
+    encoder's test ranks, every strategy against it."""
+    hits, notes, partial = trial_hits(records, rows)
+    base = ranks_hits(baseline_ranks) if baseline_ranks else None
+    qtests: dict[int, PairedTest] = {}
+    comparisons, means = [], {}
+    for key, by_group in hits.items():
+        means[key] = {g: float(v.mean()) for g, v in by_group.items()}
+        n = next(iter(by_group.values())).shape[1]
+        qtest = qtests.setdefault(n, PairedTest(n, seed=seed))
+        if len(by_group) > 1:
+            comparisons += compare(by_group, key[0], key[1], qtest)
+        if base is not None and key in base and base[key].shape == (n,):
+            comparisons += baseline_comparisons(by_group, base[key], key[0], key[1], qtest)
+    return comparisons, verdicts(comparisons, means, partial=bool(partial)), notes
+
+
+def significance_rows(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    return [c.row() for c in comparisons]

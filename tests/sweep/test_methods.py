@@ -1,0 +1,63 @@
+"""The methods and the one trial label (counterarg.sweep.methods): pure functions, no Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from counterarg.config import REFERENCE_METHOD, Config, ConfigError, method_fields
+from counterarg.sweep.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, is_default_recipe, method_of,
+                                      parse_methods, slug, strategy_text, trial_label)
+
+
+def test_the_methods_are_the_reference_fields_and_the_config_defaults():
+    defaults = Config().to_dict()
+    assert list(METHODS) == ["reference", "recipe"] and DEFAULT_METHOD == "recipe"
+    assert dict(METHODS["reference"].fields) == method_fields()
+    assert dict(METHODS["recipe"].fields) == {k: defaults[k] for k in method_fields()}
+    assert METHODS["reference"].strategies == ("fixed", "decay", "random")
+    assert METHODS["recipe"].strategies[0] == "fixed:rate=0"  # the default recipe's own schedule, from Config
+    assert METHODS["recipe"].strategies[-1] == "table:rate_table=" + ",".join(f"{r:g}" for r in RECIPE_TABLE)
+    assert method_of({}) == "recipe" and method_of(method_fields()) == "reference"
+    assert method_of({**method_fields(), "lr": 0.5}) is None and method_of({"loss": "triplet"}) is None
+    assert method_of({"margin": 0.3}) == "recipe"  # margin is no method field: the same method
+
+
+def test_one_label_rule():
+    """The default recipe is ``recipe``; any other schedule under a method is ``<method>: <schedule>``;
+    a config of neither method is its schedule alone."""
+    ref = method_fields()
+    assert trial_label({}) == "recipe" and is_default_recipe({})
+    assert trial_label({"schedule": "fixed", "rate": 0.0, "rate_start": 0.3}) == "recipe"  # fixed never reads it
+    assert trial_label({"schedule": "decay"}) == "recipe: decay 0.8-0.02"
+    assert trial_label({"schedule": "fixed", "rate": 0.5}) == "recipe: fixed 0.5"
+    assert trial_label({**ref, "schedule": "fixed", "rate": 0.8}) == "reference: fixed 0.8"
+    assert trial_label({**ref, "schedule": "fixed", "rate": 0.0}) == "reference: fixed 0"  # not the recipe
+    assert trial_label(REFERENCE_METHOD) == "reference: decay 0.8-0.02"
+    assert trial_label({**ref, "lr": 0.5, "schedule": "random"}) == "random"
+    assert trial_label({"schedule": "table", "rate_table": [0.6, 0.6, 0.5]}) == "recipe: table 0.6*2,0.5"
+    assert slug("recipe: decay 0.8-0.02") == "recipe-decay-0.8-0.02" and slug("recipe") == "recipe"
+    assert slug("reference: table 0.6*2,0.5") == "reference-table-0.6-2-0.5" and len(slug("x" * 99)) == 48
+
+
+def test_strategy_text_round_trips_through_the_strategy_parser():
+    from counterarg.sweep.spaces import parse_strategy
+
+    assert strategy_text({}) == "fixed:rate=0" and strategy_text({"schedule": "decay"}) == "decay"
+    assert strategy_text({"schedule": "table", "rate_table": (0.6, 0.5)}) == "table:rate_table=0.6,0.5"
+    assert strategy_text({"schedule": "step", "rate_gamma": 0.3}) == "step:rate_gamma=0.3"
+    for method in METHODS:
+        for text in METHODS[method].strategies:
+            cfg = parse_strategy(text, method)
+            assert strategy_text(cfg) == text and trial_label(parse_strategy(strategy_text(cfg), method)) == \
+                trial_label(cfg)
+
+
+def test_parse_methods_names_the_bad_one():
+    assert parse_methods("reference,recipe") == ["reference", "recipe"]
+    assert parse_methods(" recipe , recipe ") == ["recipe"]  # order kept, duplicates dropped
+    with pytest.raises(ConfigError, match="unknown method 'recipes'; did you mean 'recipe'"):
+        parse_methods("reference,recipes")
+    with pytest.raises(ConfigError, match="unknown method 'zzz'; known: reference, recipe"):
+        parse_methods("zzz")
+    with pytest.raises(ConfigError, match="names no method"):
+        parse_methods(" , ")
