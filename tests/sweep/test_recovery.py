@@ -48,7 +48,7 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("kill")
     args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
@@ -139,7 +139,7 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     name = unique_name("late")
     exp = tmp_path / "results" / name
     args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
@@ -243,7 +243,8 @@ def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, t
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("deleted")
     exp = tmp_path / "results" / name
-    args = ["--storage", str(tmp_path / "results"), "--name", name, "--strategies", "fixed", "--seeds", "0",
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies", "fixed",
+            "--seeds", "0",
             "--num-cpus", "1", "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "patience=0"]
