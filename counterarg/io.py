@@ -322,7 +322,7 @@ def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterato
     Without ``wait`` a second process (or a second lock in this one) gets :class:`FolderLockedError`
     at once, naming ``what`` and the holder's pid; with ``wait`` it blocks until the holder is done
     (a cache entry being built). The lock dies with its process, so a kill never leaves a stale lock
-    behind; the file itself stays. It is opened with ``O_NOFOLLOW`` and must be a regular file with
+    behind; the file itself stays unless its holder removes it (:func:`remove_lock_file`). It is opened with ``O_NOFOLLOW`` and must be a regular file with
     one link (:class:`LockFileError` otherwise).
     """
     lock_path = Path(lock_path)
@@ -338,6 +338,9 @@ def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterato
                                     "wait for it to finish or choose another folder") from None
         raise
     try:
+        if _unlinked(lock_path, fd):  # its holder removed the file as it finished: ours is a stale name
+            raise FolderLockedError(f"{what} was just released by another process (lock file {lock_path}); "
+                                    "run the command again")
         try:  # who holds it, for the message a second process gets (a full disk may refuse the line)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
@@ -347,6 +350,21 @@ def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterato
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _unlinked(lock_path: Path, fd: int) -> bool:
+    """Whether the file locked through ``fd`` is no longer the one at ``lock_path`` (removed by the
+    holder that finished before us, see :func:`remove_lock_file`)."""
+    try:
+        return os.lstat(lock_path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return True
+
+
+def remove_lock_file(lock_path: Path) -> None:
+    """Remove a lock file while still holding it (a lock file left beside results is clutter);
+    a process that opened it meanwhile sees it removed (:func:`_unlinked`) and stops."""
+    Path(lock_path).unlink(missing_ok=True)
 
 
 def folder_lock(folder: Path, what: str = "run folder"):

@@ -271,3 +271,30 @@ def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, m
     with pytest.raises(RuntimeError, match="is nan"):  # not a write: stays what it was
         atomic_replace_dir(tmp_path / "c", not_a_write)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_is_removed_by_its_holder_and_a_stale_name_is_refused(tmp_path, monkeypatch):
+    """Issue 23, item 13: sweeps left ``results/.<name>.lock`` behind. The holder removes it as it
+    finishes; a process that had opened the file just before that gets a named error, not a lock on
+    a file no one else sees."""
+    import fcntl
+
+    from counterarg.io import remove_lock_file
+
+    lock = tmp_path / ".x.lock"
+    with exclusive_lock(lock, "sweep folder x"):
+        remove_lock_file(lock)
+    assert not lock.exists()
+    with exclusive_lock(lock, "sweep folder x"):  # the next driver makes a fresh one
+        assert lock.exists()
+    real = fcntl.flock
+
+    def flock_after_removal(fh, op):  # the holder removed the file between our open and our flock
+        if op & fcntl.LOCK_EX:
+            lock.unlink(missing_ok=True)
+        return real(fh, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_removal)
+    with pytest.raises(FolderLockedError, match="was just released by another process"):
+        with exclusive_lock(lock, "sweep folder x"):
+            pass

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
-from ..io import FolderLockedError
+from ..io import FolderLockedError, disk_full_error, is_disk_full
 from ..paths import portable_path
 from ..schedules import SCHEDULES
 from ..testing import make_tiny_encoder
@@ -100,7 +100,8 @@ def add_common_args(p) -> None:
     p.add_argument("--cpus-per-trial", type=number_at_least(1), default=1,
                    help="CPUs per trial, >= 1 and at most what the machine/cluster has (default 1)")
     p.add_argument("--gpus-per-trial", type=number_at_least(0), default=0)
-    p.add_argument("--num-cpus", type=int_at_least(1), default=None, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--num-cpus", type=int_at_least(1, os.cpu_count() or 1), default=None,
+                   help=f"CPUs for a local Ray, at most this machine's {os.cpu_count() or 1} (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any Config field for every trial (repeatable)")
 
@@ -188,20 +189,28 @@ def absolute_paths(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: the largest seed numpy's generators take
+MAX_SEED = 2**32 - 1
+
+
 def parse_seeds(text: str | list[int] | None, default: Sequence[int]) -> list[int]:
-    """``"0,1,2"`` -> ``[0, 1, 2]``; a part that is not an integer is a ConfigError naming it."""
-    if not text:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``None`` (no --seeds) -> ``default``. A part that is not an
+    integer in [0, 2**32 - 1], a seed given twice (two identical trials) or no seed at all (``''``,
+    ``','``) is a ConfigError naming it."""
+    if text is None:
         return list(default)
-    if isinstance(text, list):
-        return text
+    parts = [str(s) for s in text] if isinstance(text, list) else [s.strip() for s in text.split(",")]
     seeds = []
-    for part in (s.strip() for s in text.split(",")):
-        if not part:
-            continue
+    for part in filter(None, parts):
         try:
-            seeds.append(int(part))
+            seed = int(part)
         except ValueError:
             raise ConfigError(f"--seeds expects comma-separated integers, got {part!r} in {text!r}") from None
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(f"--seeds: seed {seed} is out of range (0 to {MAX_SEED})")
+        if seed in seeds:
+            raise ConfigError(f"--seeds repeats {seed} in {text!r}: two identical trials; give each seed once")
+        seeds.append(seed)
     if not seeds:
         raise ConfigError(f"--seeds holds no seed: {text!r}")
     return seeds
@@ -251,6 +260,14 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own graceful stop
         print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
         raise SystemExit(130) from None
+    except (OSError, RuntimeError) as e:  # Tune's own writes to a full storage disk: name it, keep the rest
+        where = Path(local_experiment_dir(storage, sweep.name) or storage)
+        if not is_disk_full(e, where):
+            raise
+        err = disk_full_error(where, "every finished epoch's checkpoint and the experiment state already "
+                                     f"written; resume with: {resume_cmd}")
+        print(f"[sweep] error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))

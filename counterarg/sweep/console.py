@@ -68,6 +68,37 @@ class DropRestoreHint:
         return "Tuner.restore(" not in record.getMessage()
 
 
+class TrialsWithoutResults:
+    """Logging filter for Tune's "Failed to fetch metrics for N trial(s)" warning.
+
+    Tune reads every trial's ``result.json`` when it restores an experiment and when it builds the
+    results, also for trials that have not reported an epoch yet (pending at a Ctrl-C or a kill):
+    "both result.json and progress.csv were not found" is then no failure, and the summary lists
+    those trials as unfinished. Any other failure to read a trial's results is said in the
+    project's words, one line per trial.
+    """
+
+    NOT_FOUND = "both result.json and progress.csv were not found"
+
+    def filter(self, record) -> bool:
+        text = record.getMessage()
+        if not text.startswith("Failed to fetch metrics for"):
+            return True
+        problems = [ln[2:] for ln in text.splitlines()[1:] if ln.startswith("- ") and self.NOT_FOUND not in ln]
+        for line in problems:
+            print(f"[sweep] could not read a trial's results: {line}", flush=True)
+        return False
+
+
+class DropTokenAuthNotice:
+    """Logging filter: Ray's "Token authentication is enabled for this Ray cluster" on every start
+    of a local sweep is the setting we want (a loopback Ray that only token holders may use), not a
+    warning; its "disabled" warning still shows."""
+
+    def filter(self, record) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
 def quiet_worker_logs() -> None:
     """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
     for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):

@@ -41,7 +41,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from .. import schedules
 from ..config import Config, ConfigError
-from ..selection import best_row
+from ..selection import best_row, early_stop
 from ..checkpoint import read_checkpoint
 from . import lineage
 from .methods import DEFAULT_METHOD, get_method
@@ -228,6 +228,15 @@ def lineage_record(rec, entries: list[dict], history: list[dict], result, metric
     return replace(rec, config=config, history=hist, best_checkpoint=kept)
 
 
+def last_epoch(base, history: list[dict], epochs: int) -> int:
+    """The epoch a trial's lineage must reach: ``epochs``, or the one after which its weights'
+    run stopped early (``patience`` epochs without a new best: no epoch is missing after it)."""
+    end = max((int(r["epoch"]) for r in history), default=0)
+    if end < epochs and early_stop(Config.from_dict(dict(base)), history, end) is not None:
+        return end
+    return epochs
+
+
 def finish(result, sweep, out_dir: Path) -> Learned:
     """Write schedules.csv, schedules.png and the lineage-based summary of a finished PBT sweep."""
     metric, mode = sweep.metric, sweep.mode
@@ -236,7 +245,8 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     lineages = {t: v[0] for t, v in found.items()}
     histories = {t: v[1] for t, v in found.items()}
     problems = [f"{t}: lineage misses epoch(s) {', '.join(map(str, m))}"
-                for t, entries in sorted(lineages.items()) if (m := lineage.missing_epochs(entries, epochs))]
+                for t, entries in sorted(lineages.items())
+                if (m := lineage.missing_epochs(entries, last_epoch(sweep.base, histories[t], epochs)))]
     records = [lineage_record(r, *found[r.trial_id], metric, mode) if r.trial_id in found else r
                for r in result.records]
     written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "

@@ -24,6 +24,7 @@ import os
 import pickletools
 import posixpath
 import re
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -60,29 +61,111 @@ def checkpoint_index(folder: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def later_checkpoints(ckpt) -> list[tuple[int, str]]:
+    """``(epoch, storage path)`` of the trial's checkpoints after ``ckpt`` in storage, newest epoch
+    first; one without a readable sidecar (cut short by a kill) is left out.
+
+    The experiment state may name an older checkpoint than the newest one the worker persisted
+    (it is saved after every second checkpoint or second, and epochs can be faster); a restored
+    trial continues from the newest intact one instead, so a kill loses at most the epoch in
+    flight. Works on any pyarrow filesystem Tune's storage uses (local, ``file://``, ``s3://``, ``gs://``).
+    """
+    fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
+    own = checkpoint_index(path)
+    if fs is None or own is None:
+        return []
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(posixpath.dirname(path), allow_not_found=True))
+    except OSError:
+        return []
+    own_epoch = int(read_sidecar(fs, path).get("epoch", -1))
+    found = []
+    for info in infos:
+        if info.type == pafs.FileType.Directory and (checkpoint_index(info.path) or -1) > own:
+            epoch = int(read_sidecar(fs, info.path).get("epoch", -1))
+            if epoch > own_epoch:
+                found.append((epoch, info.path))
+    return sorted(found, reverse=True)
+
+
 def final_checkpoint_after(ckpt, epochs: int) -> str | None:
     """Storage path of a later checkpoint of the same trial that already holds all ``epochs``.
 
     Each epoch the worker persists its checkpoint before the driver logs the result, and the
     driver snapshots the experiment state later still; a driver killed between the two resumes a
-    *finished* trial from its second-to-last checkpoint. Finding the final checkpoint beside the
-    one Tune restored, the trial is known to be done and is not rerun. Works on any pyarrow
-    filesystem Tune's storage uses (local, ``file://``, ``s3://``, ``gs://``).
+    *finished* trial from an earlier checkpoint. Finding the final checkpoint beside the one Tune
+    restored, the trial is known to be done and is not rerun.
     """
-    fs, path = ckpt.filesystem, str(ckpt.path).rstrip("/")
-    own = checkpoint_index(path)
-    if fs is None or own is None:
-        return None
+    return next((p for epoch, p in later_checkpoints(ckpt) if epoch >= epochs), None)
+
+
+#: a checkpoint path as it appears in Tune's pickled checkpoint manager: ``<trial folder>/checkpoint_NNNNNN``
+_NAMED_CHECKPOINT = re.compile(rb"(trial_[A-Za-z0-9_.=-]+)/(checkpoint_\d{6})")
+
+
+def named_checkpoints(state_file: Path) -> dict[str, set[str]]:
+    """Trial folder -> the checkpoint folders the experiment state names for it.
+
+    Read from the hex of each trial's pickled checkpoint manager as bytes; nothing is unpickled.
+    """
     try:
-        infos = fs.get_file_info(pafs.FileSelector(posixpath.dirname(path), allow_not_found=True))
-    except OSError:
-        return None
-    later = sorted(((i, info.path) for info in infos if info.type == pafs.FileType.Directory
-                    and (i := checkpoint_index(info.path)) is not None and i > own), reverse=True)
-    for _, candidate in later:  # a checkpoint cut short by the kill has no readable sidecar
-        if int(read_sidecar(fs, candidate).get("epoch", -1)) >= epochs:
-            return candidate
-    return None
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        runs = [json.loads(run) for _trial, run in state["trial_data"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, set[str]] = {}
+    for run in runs:
+        value = (run.get("checkpoint_manager") or {}).get("value") if isinstance(run, dict) else None
+        try:
+            data = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            continue
+        for trial, ckpt in _NAMED_CHECKPOINT.findall(data):
+            out.setdefault(trial.decode(), set()).add(ckpt.decode())
+    return out
+
+
+def restore_named_checkpoints(exp_dir: Path) -> list[str]:
+    """Put back the checkpoints that the experiment state names but storage lost.
+
+    Tune (``CheckpointConfig(num_to_keep)``) deletes a checkpoint the moment a newer one is
+    registered and saves the state naming the newer one only afterwards; a driver killed in
+    between leaves a state naming deleted checkpoints, and ``Tuner.restore`` then fails the trial
+    ("does not exist on storage anymore") and the next resume retrains it from scratch (issue 22,
+    item 1). The newest one a trial's state names gets a copy of the trial's next later checkpoint
+    in storage (one with a readable sidecar); the restored trial then continues from its newest
+    intact checkpoint (:func:`later_checkpoints`). An older one named becomes an empty folder, for
+    Tune to delete as the trial goes on (deleting a missing folder logs a traceback). Local storage;
+    returns what was done, one line each.
+    """
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    done = []
+    fs = pafs.LocalFileSystem()
+    for trial, names in sorted(named_checkpoints(states[-1]).items()):
+        folder = exp_dir / trial
+        if not folder.is_dir():
+            continue
+        newest = max(names, key=lambda n: checkpoint_index(n) or -1)
+        for name in sorted(n for n in names if n != newest and not (folder / n).is_dir()):
+            (folder / name).mkdir()
+            done.append(f"{trial}/{name}: named by the experiment state but deleted before the driver died; "
+                        "an empty folder now, for Tune to delete")
+        if (folder / newest).is_dir():
+            continue
+        later = sorted((i, d) for d in folder.glob("checkpoint_*") if d.is_dir()
+                       and (i := checkpoint_index(d.name) or -1) > (checkpoint_index(newest) or -1)
+                       and read_sidecar(fs, str(d)).get("epoch") is not None)
+        if not later:
+            continue
+        source = later[0][1]
+        tmp = Path(tempfile.mkdtemp(prefix=f".{newest}.", dir=folder))
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        os.replace(tmp, folder / newest)
+        done.append(f"{trial}/{newest}: named by the experiment state but deleted by Tune before the "
+                    f"driver died; copied from {source.name}")
+    return done
 
 
 def logged_epochs(ckpt) -> set[int]:

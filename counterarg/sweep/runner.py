@@ -33,18 +33,18 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError, FIELD_NAMES
-from ..io import exclusive_lock
+from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
-from .console import DropRestoreHint, SweepReporter, quiet_worker_logs
+from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
 from .provenance import record_session
 from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
-from .recovery import StateSnapshot, SweepStateError, repair_experiment_state
-from .spaces import VariantSearcher
+from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
+from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
@@ -97,6 +97,16 @@ class Sweep:
         elif self.metric != next(iter(selects)):
             raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
                               f"{next(iter(selects))!r}; set select_metric instead")
+        if self.variants is not None and not self.variants:
+            raise ConfigError(f"sweep {self.name}: no trial to run (an empty --strategies or --seeds list)")
+        seen: set[str] = set()
+        for v in self.variants or []:
+            full = Config.from_dict({**self.base, **v}).to_dict()
+            key = repr(sorted(full.items()))
+            if key in seen:
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({trial_label(full)} seed "
+                                  f"{full['seed']}); give each strategy and seed once")
+            seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
         if (self.scheduler == "pbt") != (self.pbt is not None):
@@ -156,6 +166,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
@@ -230,6 +241,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
     quiet_worker_logs()
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
@@ -307,18 +319,21 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
 
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
     with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
-    (``<storage>/.<name>.lock``) for the whole sweep: a second driver gets
+    (``<storage>/.<name>.lock``, removed as the sweep ends) for the whole sweep: a second driver gets
     :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
     cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
     listed in the summary.
     """
     storage = storage_uri(storage)
     local = local_experiment_dir(storage, sweep.name)
-    lock = (exclusive_lock(local.parent / f".{sweep.name}.lock", f"sweep folder {local}")
-            if local is not None else nullcontext())
-    with lock:
-        return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
-                                 warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+    lock_path = local.parent / f".{sweep.name}.lock" if local is not None else None
+    with exclusive_lock(lock_path, f"sweep folder {local}") if lock_path else nullcontext():
+        try:
+            return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
+                                     warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+        finally:
+            if lock_path is not None:
+                remove_lock_file(lock_path)  # held until here: no results/.<name>.lock left behind
 
 
 def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
@@ -337,6 +352,11 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if resume and local is not None and local.is_dir():
         for line in repair_experiment_state(local, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
+        for line in restore_named_checkpoints(local):
+            print(f"[sweep] repaired {line}", flush=True)
+        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else None
+        if changed:
+            raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
         for line in reconcile_race_state(local) if sweep.race is not None else []:
             print(f"[race] {line}", flush=True)
     if resume and not tune.Tuner.can_restore(exp_path):

@@ -26,7 +26,7 @@ from ray import tune
 from ray.tune.search import Searcher
 
 from .. import schedules
-from ..config import Config, ConfigError, method_fields
+from ..config import FIELD_NAMES, Config, ConfigError, method_fields
 from ..io import atomic_write_text
 from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text
 
@@ -202,3 +202,51 @@ class VariantSearcher(Searcher):
         state = json.loads(Path(checkpoint_path).read_text())
         self.variants = state["variants"]
         self.next_index = state["next_index"]
+
+
+def saved_variants(exp_dir: Path) -> list[dict[str, Any]] | None:
+    """The grid a sweep in ``exp_dir`` was started with, from its newest :class:`VariantSearcher`
+    state (``searcher-state-*.pkl``, JSON); None when it has none (not a grid, or not saved yet)."""
+    for f in sorted(Path(exp_dir).glob("searcher-state-*.pkl"), reverse=True):
+        try:
+            state = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # another searcher's pickle, or cut short
+        if isinstance(state, dict) and isinstance(state.get("variants"), list):
+            return state["variants"]
+    return None
+
+
+def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mapping[str, Any]]) -> str | None:
+    """What differs between the grid a sweep ran (``saved``) and the one asked for now, in the
+    flags' words (``strategies differ from the sweep's: ...``); None when they are the same."""
+    from .methods import trial_label
+
+    if saved is None:
+        return None
+    now = json.loads(json.dumps(list(now)))  # as saved: tuples become lists
+    if list(saved) == now:
+        return None
+
+    def axes(variants):
+        labels, seeds = [], []
+        for v in variants:
+            full = Config.from_dict({k: x for k, x in v.items() if k in FIELD_NAMES}).to_dict()
+            labels += [lb] if (lb := trial_label(full)) not in labels else []
+            seeds += [full["seed"]] if full["seed"] not in seeds else []
+        return labels, seeds
+
+    (old_s, old_seeds), (new_s, new_seeds) = axes(saved), axes(now)
+    parts = []
+    if old_s != new_s:
+        parts.append(f"strategies differ from the sweep's: it runs {'; '.join(old_s)}, this command asks for "
+                     f"{'; '.join(new_s)}")
+    if old_seeds != new_seeds:
+        parts.append(f"seeds differ from the sweep's: it runs {','.join(map(str, old_seeds))}, this command asks "
+                     f"for {','.join(map(str, new_seeds))}")
+    if not parts:
+        fields = sorted({k for a, b in zip(saved, now) for k in {*a, *b} if a.get(k) != b.get(k)})
+        parts.append("the trials' fields differ from the sweep's" + (f": {', '.join(fields)}" if fields else
+                                                                      f" ({len(saved)} trials, now {len(now)})"))
+    return "; ".join(parts)
+

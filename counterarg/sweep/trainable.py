@@ -3,10 +3,10 @@
 * **Trainable** (:func:`trainable`): one call of ``train()`` per trial; each epoch
   ``ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))`` (not
   ``ray.train.report``: inside a Tune function trainable that fails on Ray 2.60). A restarted
-  trial continues from ``tune.get_checkpoint()`` via ``train(resume_from=...)``, so a killed
-  sweep loses at most the epoch in flight; a trial that had finished before the experiment state
-  caught up is recognised by its final checkpoint in storage
-  (:func:`counterarg.sweep.recovery.final_checkpoint_after`) and not rerun. It also reports
+  trial continues via ``train(resume_from=...)`` from the newest intact checkpoint it persisted
+  (``tune.get_checkpoint()`` or a later one the experiment state had not caught up with,
+  :func:`counterarg.sweep.recovery.later_checkpoints`), so a killed sweep loses at most the epoch
+  in flight; a trial that had finished before the state caught up is not rerun. It also reports
   ``time/train_total_s``, the cumulative seconds spent inside ``train()`` minus the time spent
   inside ``tune.report``; against Tune's ``time_total_s`` that gives the Ray overhead printed in
   the summary. A PBT exploit is a resume from another trial's checkpoint; the lineage of the
@@ -15,8 +15,10 @@
   plus one bundle per shard actor when ``index == "sharded-balltree"`` (a child actor without a
   reserved bundle hangs silently once trials hold every CPU). torch threads per trial = the
   trial's CPUs.
-* **Files**: the run's own files (config.json, metrics.jsonl) and its best epoch's state are
-  mirrored beside the trial's checkpoints in storage after each epoch (:func:`mirror_run_files`).
+* **Files**: ``train()`` writes into the trial's working folder, which Tune never copies
+  (:func:`run_folder`); Tune persists each reported checkpoint, and the run's own files
+  (config.json, metrics.jsonl) and its best epoch's state are mirrored beside the trial's
+  checkpoints in storage after each epoch (:func:`mirror_run_files`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import posixpath
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -39,10 +42,11 @@ from ..io import read_manifest
 from ..shards import shard_bundles
 from ..checkpoint import read_checkpoint
 from ..selection import BEST_DIR
+from ..run import TrainingError
 from ..train import train
 from .console import quiet_worker_logs
 from .lineage import inherit, lineage_entry
-from .recovery import TRAIN_TIME_FILE, final_checkpoint_after, load_train_time, logged_epochs, read_sidecar
+from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
 from .trials import TRAIN_TIME_KEY
 
 #: reported with every epoch: the Ray node the trial ran on
@@ -75,28 +79,67 @@ def trial_resources(cpus: float = 1, gpus: float = 0) -> Callable[[dict], Any]:
     return make
 
 
-def _report_finished(cfg: Config, final, local: Path) -> None:
-    """Report the rows of a finished trial that the killed driver never logged; train nothing.
+def _report_unlogged(local: Path, ckpt, final: bool) -> None:
+    """Report the rows of ``local`` (a checkpoint downloaded from storage) that the killed driver
+    never logged; the last one goes with the checkpoint, so Tune's latest checkpoint is this one.
 
-    The final checkpoint holds the whole history. Rows already in ``result.json`` are not sent
-    again; the last row goes with the final checkpoint, so Tune's latest checkpoint is the final.
+    The checkpoint holds the whole history; rows already in ``result.json`` are not sent again.
+    Used for a trial restored behind its newest checkpoint: a finished one (``final``: nothing is
+    trained) or one that continues from it.
     """
-    shutil.rmtree(local, ignore_errors=True)
-    final.to_directory(str(local))
-    try:
-        history = read_checkpoint(local)["history"]
-        logged = logged_epochs(final)
-        missing = [row for row in history if int(row["epoch"]) not in logged]
-        print(f"[trial] already finished all {cfg.epochs} epochs ({final.path}); not rerun; "
+    history = read_checkpoint(local)["history"]
+    logged = logged_epochs(ckpt)
+    missing = [row for row in history if int(row["epoch"]) not in logged]
+    if final:
+        print(f"[trial] already finished all {len(history)} epochs ({ckpt.path}); not rerun; "
               f"{len(missing)} unlogged epoch(s) reported", flush=True)
-        for i, row in enumerate(missing):
-            if i < len(missing) - 1 or int(row["epoch"]) != int(history[-1]["epoch"]):
-                tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
-            else:
-                last = {**row, TRAIN_TIME_KEY: load_train_time(local)}
-                tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
-    finally:
+    for row in missing[:-1]:
+        tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
+    if missing:
+        last = {**missing[-1], TRAIN_TIME_KEY: load_train_time(local)}
+        tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
+
+
+def _newest_own_checkpoint(ckpt, local: Path) -> tuple[Any, bool]:
+    """The newest intact checkpoint of this trial at or after ``ckpt`` (Tune's), downloaded to
+    ``local``; and whether it is a later one than Tune's.
+
+    Tune's experiment state is saved about once a second, so it may name a checkpoint several
+    fast epochs behind the newest one the worker persisted before the driver was killed; each
+    later one is checked against its manifest (a kill may have cut its copy short) before use.
+    """
+    for _, path in later_checkpoints(ckpt):
+        later = tune.Checkpoint(path, filesystem=ckpt.filesystem)
         shutil.rmtree(local, ignore_errors=True)
+        try:
+            later.to_directory(str(local))
+            read_checkpoint(local)  # checks every file against the manifest
+            return later, True
+        except (OSError, TrainingError) as e:  # CheckpointError: a file fails its sha256
+            print(f"[trial] skipped the later checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}",
+                  flush=True)
+    shutil.rmtree(local, ignore_errors=True)
+    ckpt.to_directory(str(local))
+    return ckpt, False
+
+
+def run_folder(trial_id: str) -> Path:
+    """Where ``train()`` writes this trial's run (config.json, metrics.jsonl, checkpoint/, best/).
+
+    Not the trial folder of ``tune.get_context().get_trial_dir()``: for a trial that starts a fresh
+    worker that is the driver's staging folder, which Tune's background sync copies into storage
+    while ``train()`` swaps ``checkpoint/`` inside it (a ``FileNotFoundError`` for
+    ``run/.checkpoint.old/...``, a failed experiment-state upload, a state on disk naming checkpoints
+    Tune had deleted: issue 22, item 1). The trial's working folder is never synced
+    (``SyncConfig(sync_artifacts=False)``); Tune keeps what the run reports (its checkpoints) and
+    :func:`mirror_run_files` copies the rest. Outside a Tune session: a fresh temporary folder.
+    """
+    try:
+        from ray.train._internal.session import get_session  # no public accessor in Ray 2.60
+
+        return Path(get_session().storage.trial_working_directory) / "run"
+    except (ImportError, AttributeError, RuntimeError):
+        return Path(tempfile.mkdtemp(prefix=f"counterarg-trial-{trial_id}-")) / "run"
 
 
 def trainable(config: dict) -> None:
@@ -118,9 +161,9 @@ def trainable(config: dict) -> None:
     os.environ["COUNTERARG_THREADS"] = str(cpus)  # train() honours it (model.set_threads_from_env)
     torch.set_num_threads(cpus)
 
-    trial_dir = Path(ctx.get_trial_dir())
     trial_id = str(ctx.get_trial_id())
-    out_dir = trial_dir / "run"
+    out_dir = run_folder(trial_id)
+    trial_dir = out_dir.parent
     resume_from = None
     prior_train_s = 0.0
     lineage: list[dict[str, Any]] = []  # one entry per epoch of the weights' history (lineage.py)
@@ -130,14 +173,18 @@ def trainable(config: dict) -> None:
         sidecar = read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
         owner = sidecar.get("trial_id")
         donor = owner if owner and owner != trial_id else None  # PBT's exploit: another trial's weights
-        done_at = final_checkpoint_after(ckpt, cfg.epochs) if donor is None else None
-        if done_at is not None:
-            _report_finished(cfg, tune.Checkpoint(done_at, filesystem=ckpt.filesystem),
-                             trial_dir / "final_checkpoint")
-            return
         resume_from = trial_dir / "resume_checkpoint"
-        shutil.rmtree(resume_from, ignore_errors=True)
-        ckpt.to_directory(str(resume_from))
+        if donor is None:  # its own checkpoint: continue from its newest intact one in storage
+            ckpt, later = _newest_own_checkpoint(ckpt, resume_from)
+            sidecar = read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
+            final = later and int(sidecar.get("epoch", 0)) >= cfg.epochs
+            _report_unlogged(resume_from, ckpt, final)
+            if final:
+                shutil.rmtree(resume_from, ignore_errors=True)
+                return
+        else:
+            shutil.rmtree(resume_from, ignore_errors=True)
+            ckpt.to_directory(str(resume_from))
         prior_train_s = load_train_time(resume_from)
         lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
         if donor is not None:
@@ -174,6 +221,8 @@ def trainable(config: dict) -> None:
         history = read_checkpoint(resume_from)["history"]
         if history:
             report(dict(history[-1]), resume_from, trained=False)
+    for folder in (out_dir, trial_dir / "resume_checkpoint"):  # in storage now (checkpoints, mirrors)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 #: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch

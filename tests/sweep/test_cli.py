@@ -43,6 +43,13 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
     ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
     ("compare_strategies", ["--resume"], "nothing to resume at"),
+    ("compare_strategies", ["--seeds", "0,0"], "--seeds repeats 0 in '0,0': two identical trials"),
+    ("compare_strategies", ["--seeds", ""], "--seeds holds no seed: ''"),
+    ("compare_strategies", ["--seeds", "-1"], "--seeds: seed -1 is out of range"),
+    ("compare_strategies", ["--strategies", ";;"], "--strategies names no strategy"),
+    ("compare_strategies", ["--strategies", "decay;decay"], r"two trials would be identical \(reference: decay 0.8-0.02 seed 0\)"),
+    ("compare_strategies", ["--num-cpus", "1000"], "--num-cpus: must be between 1 and"),
+    ("pbt_schedule", ["--seeds", ""], "--seeds holds no seed"),
     ("compare_strategies", ["--methods", "recipee"],
      "argument --methods: unknown method 'recipee'; did you mean 'recipe'"),
     ("compare_strategies", ["--methods", "recipe,referenc"], "unknown method 'referenc'"),
@@ -171,6 +178,37 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     assert e.value.code == 2 and "unknown strategy 'halving'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, match", [
+    (["--strategies", "fixed", "--seeds", "0,1"],
+     "--resume: strategies differ from the sweep's: it runs reference: decay 0.8-0.02; recipe: decay 0.8-0.02, "
+     "this command asks for reference: fixed 0.8; recipe: fixed 0.8"),
+    (["--strategies", "decay", "--seeds", "0,2"],
+     "--resume: seeds differ from the sweep's: it runs 0,1, this command asks for 0,2"),
+    (["--strategies", "decay;random", "--seeds", "0"], "strategies differ.*; seeds differ"),
+])
+def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, capsys):
+    """Issue 22, item 7: --resume with other --strategies or --seeds silently resumed the old grid."""
+    import json
+    import re
+
+    from counterarg.sweep.spaces import strategy_grid
+
+    exp = tmp_path / "x"
+    exp.mkdir()
+    ran = strategy_grid(["decay"], [0, 1])
+    (exp / "searcher-state-2026-01-01_00-00-00.pkl").write_text(json.dumps({"variants": ran, "next_index": 2}))
+    with pytest.raises(SystemExit) as e:
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--resume", *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and re.search(match, err), err
+    assert "Traceback" not in err and not (tmp_path / ".x.lock").exists()
+    # the same grid passes this check (and stops at the missing experiment state)
+    with pytest.raises(SystemExit):
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--resume",
+                                             "--strategies", "decay", "--seeds", "0,1"])
+    assert "nothing to resume at" in capsys.readouterr().err
+
+
 def _printed_exports(text: str) -> list[str]:
     """The --out of every printed export command, parsed as a shell would."""
     import shlex
@@ -288,3 +326,28 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
                                                *flags]) == 0
     variants = built["sweep"].variants
     assert [trial_label(v) for v in variants[::2]] == labels and [v["seed"] for v in variants[:2]] == [0, 1]
+
+
+def test_a_full_storage_disk_ends_the_sweep_with_a_named_error(monkeypatch, tmp_path, capsys):
+    """Issue 22 item 8: Tune's own write to a full storage disk was a raw Ray traceback; it is one
+    line naming the full disk, what was kept and the resume command, exit 1."""
+    import errno
+
+    import counterarg.sweep.cli as cli_mod
+
+    def full(sweep, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m" / "experiment_state.json"))
+
+    monkeypatch.setattr(cli_mod, "run_sweep", full)
+    with pytest.raises(SystemExit) as done:
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0"])
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Traceback" not in err
+    assert f"disk full: could not write {tmp_path / 'm'}" in err and "--resume" in err
+
+    def other(sweep, **kw):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(cli_mod, "run_sweep", other)
+    with pytest.raises(OSError, match="Permission denied"):  # anything else is not called a full disk
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m2", "--seeds", "0"])

@@ -41,3 +41,37 @@ def test_the_restore_hint_is_dropped():
     keep = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Trial finished", None, None)
     drop = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Resume with Tuner.restore(path)", None, None)
     assert DropRestoreHint().filter(keep) and not DropRestoreHint().filter(drop)
+
+
+def test_trials_without_results_are_not_reported_as_a_failure(capsys):
+    """Issue 23, item 5: on Ctrl-C and on resume Tune warned "Failed to fetch metrics for N trial(s)"
+    for trials that had simply not reported an epoch yet; other read failures are said in our words."""
+    import logging
+
+    from counterarg.sweep.console import TrialsWithoutResults
+
+    def record(text):
+        return logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING, "x", 1, text, None, None)
+
+    pending = ("Failed to fetch metrics for 2 trial(s):\n- trainable_a: FileNotFoundError('Could not fetch metrics "
+               "for trainable_a: both result.json and progress.csv were not found at /r/trial_a')\n- trainable_b: "
+               "FileNotFoundError('... both result.json and progress.csv were not found at /r/trial_b')")
+    f = TrialsWithoutResults()
+    assert f.filter(record(pending)) is False and capsys.readouterr().out == ""
+    torn = "Failed to fetch metrics for 1 trial(s):\n- trainable_c: ParserError('Error tokenizing data')"
+    assert f.filter(record(torn)) is False
+    assert capsys.readouterr().out == ("[sweep] could not read a trial's results: "
+                                       "trainable_c: ParserError('Error tokenizing data')\n")
+    assert f.filter(record("Restoring the run from the latest experiment state file")) is True
+
+
+def test_the_token_auth_notice_of_a_local_ray_is_dropped_and_its_disabled_warning_kept():
+    from counterarg.sweep.console import DropTokenAuthNotice
+
+    def record(text):
+        return logging.LogRecord("ray._private.authentication.authentication_token_setup", logging.WARNING, "x", 1,
+                                 text, None, None)
+
+    f = DropTokenAuthNotice()
+    assert not f.filter(record("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled"))
+    assert f.filter(record("Token authentication is disabled for this Ray cluster. Anyone with network access"))

@@ -254,3 +254,20 @@ def test_sigkill_driver_during_pbt_then_resume_keeps_every_lineage(tiny, tmp_pat
     assert any(r["donor"] for rows in lineages.values() for r in rows) or "continues from" in log, log[-3000:]
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
     kill_process_group(killed)
+
+
+def test_an_early_stopped_lineage_is_complete_up_to_its_stop():
+    """Issue 22, item 7: a population that early-stopped (patience) has no lineage gap after its
+    stop; a lineage cut short before its run stopped still has one."""
+    from counterarg.config import Config
+    from counterarg.sweep.lineage import missing_epochs
+    from counterarg.sweep.pbt import last_epoch
+
+    metric = Config().select_metric
+    stopped = [{"epoch": e, metric: 0.5 if e == 3 else 0.1} for e in range(1, 9)]  # best 3, patience 5: stop after 8
+    entries = [{"epoch": e} for e in range(1, 9)]
+    assert last_epoch({"patience": 5}, stopped, 40) == 8
+    assert missing_epochs(entries, last_epoch({"patience": 5}, stopped, 40)) == []
+    assert last_epoch({"patience": 0}, stopped, 40) == 40  # no early stop: every epoch is due
+    cut = stopped[:6]  # best at 3, only 3 epochs after it: the run had not stopped
+    assert missing_epochs(entries[:6], last_epoch({"patience": 5}, cut, 40)) == list(range(7, 41))

@@ -48,7 +48,7 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("kill")
     args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
@@ -139,7 +139,7 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     name = unique_name("late")
     exp = tmp_path / "results" / name
     args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
+            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
             "--encoder", tiny["encoder"], "--epochs", str(epochs),
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
             "--set", "max_length=32"]
@@ -174,6 +174,105 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
         assert f"{SNAPSHOT_DIR}/experiment_state-" in log, log[-3000:]
     assert len(after) == 2 and all(eps == [1, 2, 3] for eps in after.values()), after
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+
+
+def test_restore_named_checkpoints_puts_back_what_tune_deleted_before_saving(tmp_path):
+    """The state names checkpoints 3 and 4 of a trial; Tune had deleted both (it had registered 5
+    and 6) when the driver died. The newest named becomes a copy of the next later one, the older an
+    empty folder for Tune to delete; a trial whose named checkpoints exist is left alone."""
+    from counterarg.sweep.recovery import named_checkpoints, restore_named_checkpoints
+
+    exp = tmp_path / "sw"
+    pickled = b"\x80\x05" + b"".join(f"\x8c{chr(60)}{exp}/{t}/checkpoint_{i:06d}\x94".encode()
+                                     for t, i in (("trial_a_fixed-0.8_seed0", 3), ("trial_a_fixed-0.8_seed0", 4),
+                                                  ("trial_b_random_seed0", 7)))
+    run = json.dumps({"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickled.hex()}})
+    exp.mkdir()
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [["{}", run]]}))
+    for trial, index, epoch in (("trial_a_fixed-0.8_seed0", 5, 6), ("trial_a_fixed-0.8_seed0", 6, 7),
+                                ("trial_b_random_seed0", 7, 8)):
+        d = exp / trial / f"checkpoint_{index:06d}"
+        d.mkdir(parents=True)
+        (d / TRAIN_TIME_FILE).write_text(json.dumps({"epoch": epoch}))
+    state = exp / "experiment_state-2026-01-01_00-00-00.json"
+    assert named_checkpoints(state) == {"trial_a_fixed-0.8_seed0": {"checkpoint_000003", "checkpoint_000004"},
+                                        "trial_b_random_seed0": {"checkpoint_000007"}}
+    done = restore_named_checkpoints(exp)
+    a = exp / "trial_a_fixed-0.8_seed0"
+    assert json.loads((a / "checkpoint_000004" / TRAIN_TIME_FILE).read_text()) == {"epoch": 6}  # from 5
+    assert list((a / "checkpoint_000003").iterdir()) == []
+    assert len(done) == 2 and "copied from checkpoint_000005" in done[1], done
+    assert restore_named_checkpoints(exp) == []  # nothing left to do; trial_b never needed anything
+
+
+#: Runs a sweep script and SIGKILLs the driver right after Tune registered its Nth checkpoint,
+#: the moment its ``num_to_keep`` deletes the oldest one, before any state naming the new one is
+#: saved. argv: N SCRIPT ARGS...
+KILL_AFTER_REGISTER = r"""
+import os, runpy, signal, sys
+
+from ray.train._internal.checkpoint_manager import _CheckpointManager
+
+kill_at, script = int(sys.argv[1]), sys.argv[2]
+real = _CheckpointManager.register_checkpoint
+seen = [0]
+
+
+def register(self, result):
+    real(self, result)
+    seen[0] += 1
+    if seen[0] == kill_at:
+        print(f"[test] driver killed after checkpoint {kill_at} was registered", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_CheckpointManager.register_checkpoint = register
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, tmp_path):
+    """Issue 22, item 1, without a race: the driver dies right after Tune registered a trial's 6th
+    checkpoint (deleting its 4th, which the last saved state names). The first resume exits 0, the
+    trial keeps its id and continues where it was (no epoch trained from scratch); Tune never
+    copied the folder ``train()`` swaps (no ``run/checkpoint`` or ``.checkpoint.*`` in storage, no
+    failed experiment-state upload in the log)."""
+    epochs = 12
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    name = unique_name("deleted")
+    exp = tmp_path / "results" / name
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies", "fixed",
+            "--seeds", "0",
+            "--num-cpus", "1", "--encoder", tiny["encoder"], "--epochs", str(epochs),
+            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
+            "--set", "patience=0"]
+    log_path = tmp_path / "driver.log"
+    hook = tmp_path / "kill_after_register.py"
+    hook.write_text(KILL_AFTER_REGISTER)
+    with open(log_path, "w") as log:
+        killed = subprocess.Popen([PY, str(hook), "6", str(REPO / "sweeps" / "compare_strategies.py"), *args],
+                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = killed.wait(timeout=240)
+        finally:
+            if killed.poll() is None:
+                kill_process_group(killed)
+    assert rc == -signal.SIGKILL and "[test] driver killed" in log_path.read_text(), log_path.read_text()[-3000:]
+    (trial,) = trial_dirs(exp)
+    at_kill = reported_epochs(trial)
+    assert at_kill and max(at_kill) >= 2, at_kill  # storage lags the registered checkpoints
+    resume_to_end(args, env, log_path, killed)  # exit 0 on the first resume
+    (after,) = trial_dirs(exp)
+    eps = reported_epochs(after)
+    log = log_path.read_text()
+    assert after.name == trial.name and eps[:len(at_kill)] == at_kill, (at_kill, eps)
+    assert max(eps) == epochs and eps[len(at_kill)] >= max(at_kill) - 1, (at_kill, eps)  # no restart from 1
+    assert sorted(set(eps)) == list(range(1, epochs + 1)), eps
+    assert "Trials: 1 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
+    assert "does not exist on storage" not in log and "Saving experiment state" not in log, log[-3000:]
+    assert not list(exp.glob("trial_*/run/checkpoint")) and not list(exp.glob("trial_*/run/.checkpoint*"))
 
 
 def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeypatch):
