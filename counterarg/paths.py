@@ -32,10 +32,13 @@ def _inside(path: Path, folder: Path) -> bool:
 def portable_path(path: str | Path, base: str | Path | None = None) -> str:
     """``path`` as an output shows it: relative to ``base`` (default: the current folder) when
     it lies inside ``base`` or inside the current folder (then with ``..`` where needed), else
-    ``$TMPDIR/...`` or ``~/...``, else its last two parts. A URI (``s3://...``) is kept."""
+    ``$TMPDIR/...`` or ``~/...``, else ``.../`` and its last two parts. A URI (``s3://...``) and a
+    relative path as given (``../data/corpus.zip``: it names no folder of this machine) are kept."""
     text = str(path)
     if "://" in text or not text:
         return text
+    if base is None and not os.path.isabs(text) and not text.startswith("~"):
+        return os.path.normpath(text)
     p = Path(os.path.abspath(Path(text).expanduser()))
     here = Path(os.path.abspath(Path.cwd()))
     b = Path(os.path.abspath(Path(base).expanduser())) if base is not None else here
@@ -45,7 +48,7 @@ def portable_path(path: str | Path, base: str | Path | None = None) -> str:
         root = Path(os.path.abspath(root))
         if _inside(p, root):
             return f"{shown}/{p.relative_to(root).as_posix()}"
-    return "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
+    return ".../" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
 
 
 def absolute_paths_in(text: str) -> list[str]:

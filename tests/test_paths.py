@@ -19,7 +19,8 @@ def test_portable_path_is_relative_to_its_folder(tmp_path, monkeypatch):
     assert portable_path(tmp_path / "data" / "c.zip", sweep) == "../../data/c.zip"  # inside the current folder
     assert portable_path(tmp_path / "data" / "c.zip") == "data/c.zip"
     assert portable_path("s3://bucket/x/y") == "s3://bucket/x/y"
-    assert portable_path("/opt/elsewhere/models/m.bin", sweep) == "models/m.bin"
+    assert portable_path("/opt/elsewhere/models/m.bin", sweep) == ".../models/m.bin"  # marked as shortened
+    assert portable_path("../shared/data/c.zip") == "../shared/data/c.zip"  # relative, as the user gave it
     assert portable_path(Path.home() / ".cache" / "x", "/opt/elsewhere").startswith("~/") or \
         Path.home().is_relative_to(tmp_path)
 
@@ -42,7 +43,7 @@ def test_paths_in_a_command_are_shown_without_this_machine(tmp_path, monkeypatch
     cmd = portable_command(["python", "/opt/x/sweeps/run.py", "--corpus", str(tmp_path / "c.zip"),
                             "--storage", "s3://bucket/results", "--seeds", "0,1", "--name", "a b",
                             f"--json={tmp_path / 'out.json'}"])
-    assert cmd == ("python sweeps/run.py --corpus c.zip --storage s3://bucket/results --seeds 0,1 --name 'a b' "
+    assert cmd == ("python .../sweeps/run.py --corpus c.zip --storage s3://bucket/results --seeds 0,1 --name 'a b' "
                    "--json=out.json")
     assert not absolute_paths_in(cmd)
 

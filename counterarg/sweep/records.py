@@ -82,12 +82,14 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     trial that never started, whose config Tune holds without them."""
     # a trial that never started has no result config; Tune's own trial list still holds it
     analysis = getattr(result_grid, "_experiment_analysis", None)
-    planned = {str(t.trial_id): dict(t.config or {}) for t in getattr(analysis, "trials", None) or []}
+    trials = getattr(analysis, "trials", None) or []
+    planned = {str(t.trial_id): dict(t.config or {}) for t in trials}
+    tune_status = {str(t.trial_id): str(getattr(t, "status", "")) for t in trials}
     records = []
     for res in result_grid:
         own = dict(res.config or {})
+        tid = Path(str(res.path)).name.split("_")[1] if "_" in Path(str(res.path)).name else ""
         if not own:
-            tid = Path(str(res.path)).name.split("_")[1] if "_" in Path(str(res.path)).name else ""
             own = planned.get(tid, {})
         cfg = {**dict(base or {}), **own}
         try:
@@ -103,6 +105,8 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
         trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
         if res.error is not None:
             status = "ERROR"
+        elif history and tune_status.get(tid) == "TERMINATED":
+            status = "TERMINATED"  # Tune's own word: it ran to its end (all epochs, early stop, a scheduler)
         elif history and int(history[-1].get("epoch") or 0) >= int(full.get("epochs", 0)):
             status = "TERMINATED"
         elif history and (res.metrics or {}).get("done"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+
 from counterarg.config import REFERENCE_METHOD
 from counterarg.sweep.records import collect_records
 from counterarg.sweep.spaces import REFERENCE_FIELDS
@@ -12,8 +13,6 @@ from counterarg.sweep.spaces import REFERENCE_FIELDS
 def test_a_trial_that_never_started_keeps_its_strategy_in_the_summary():
     """After Ctrl-C, Tune's result for a trial that never started has no config; its strategy comes
     from Tune's trial list (not the Config defaults), and the sweep's shared fields from ``base``."""
-    from types import SimpleNamespace as NS
-
     variant = {**REFERENCE_FIELDS, "schedule": "random", "seed": 0}
     res = NS(config=None, path="/x/exp/trial_ab12_random_seed0", metrics_dataframe=None, error=None, metrics={},
              filesystem=None, best_checkpoints=[], checkpoint=None)
@@ -64,3 +63,22 @@ def test_a_bad_trial_file_skips_that_trials_ranks_with_a_warning(tmp_path, capsy
     for name in ("cut", "objects"):
         assert f"per-query ranks of trial {name} ({tmp_path / name / 'checkpoint_000001' / 'best_ranks.npz'}) " \
                "cannot be read" in out
+
+
+def test_an_early_stopped_trial_that_tune_ended_is_finished_even_without_a_done_row():
+    """A trial that stopped early (patience) before its planned epochs, whose last row Tune restored
+    without its ``done`` flag (a resumed sweep), is finished by Tune's own status, not unfinished:
+    else its strategy loses its verdict."""
+    import pandas as pd
+
+    m = "validation_unseen/mean/acc@1"
+    rows = pd.DataFrame([{"epoch": e, m: 0.5} for e in (1, 2, 3)])
+    res = NS(config={"seed": 0, "epochs": 20}, path="/x/exp/trial_cd34_recipe_seed0", metrics_dataframe=rows,
+             error=None, metrics={"trial_id": "cd34"}, filesystem=None, best_checkpoints=[], checkpoint=None)
+
+    for tune_status, ours in (("TERMINATED", "TERMINATED"), ("PAUSED", "UNFINISHED")):
+        class Grid(list):
+            _experiment_analysis = NS(trials=[NS(trial_id="cd34", config={}, status=tune_status)])
+
+        rec, = collect_records(Grid([res]))
+        assert rec.status == ours, tune_status
