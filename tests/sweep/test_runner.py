@@ -148,7 +148,7 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
     """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
     name = unique_name("sharded")
     exp = tmp_path / "results" / name
-    args = ["--storage", str(tmp_path / "results"), "--name", name, "--strategies", "fixed;random",
+    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies", "fixed;random",
             "--seeds", "0", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", "3",
             "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
             "--set", "index=sharded-balltree", "--set", "shards=2"]
@@ -322,7 +322,7 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
         name = unique_name("cluster")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         args = ["--address", cluster.address, "--storage", storage, "--name", name,
-                "--strategies", "fixed;decay;random", "--seeds", "0",
+                "--methods", "reference", "--strategies", "fixed;decay;random", "--seeds", "0",
                 "--encoder", tiny["encoder"], "--epochs", str(epochs),
                 "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
                 "--set", "max_length=32"]
