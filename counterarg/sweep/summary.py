@@ -81,7 +81,7 @@ def _method_sections(by_method: dict) -> list[str]:
         return []
     lines = ["## Which schedule wins under each method (acc@1, test)", "",
              "The same seed-aware test between the strategies of one method only, Holm-adjusted over that "
-             "method's pairs.", ""]
+             "method's pairs (the seeds needed are those of the whole sweep's family, above).", ""]
     for method, verdict in by_method.items():
         lines += [f"### {method}", "", "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
                   "|---|" + "---|" * len(VIEWS)]
@@ -164,8 +164,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         lines += ["## Which strategy trains the better model (acc@1, test)", "",
                   f"Best strategy per task and view by mean; bold where it beats every other strategy ({TEST_DESCRIPTION}), "
                   "with its Holm-adjusted p-value against the runner-up and the seeds per strategy. Where no strategy "
-                  "wins, the seeds per strategy at which the observed gap to the runner-up would be significant at "
-                  "0.05 with 80% power (from the observed between-seed variance). Every pair is in `significance.csv` "
+                  "wins, the seeds per strategy at which the observed gap to the runner-up would be significant with "
+                  "80% power at the family's Bonferroni level (0.05 / pairs, what Holm asks of the smallest p-value), "
+                  "from the observed between-seed variance, or that the test queries alone are too few for the gap. Every pair is in `significance.csv` "
                   "(`p_value`: seed-aware; `p_value_queries`: sign-flip test over queries of the seed-averaged hits, "
                   "which holds only *given these trained models*).", "",
                   "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",

@@ -151,7 +151,12 @@ def _order(hits: Mapping[str, np.ndarray]) -> list[str]:
 
 
 def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedTest) -> list[Comparison]:
-    """Every pair of strategies (``[R, n]`` hits each), ``a`` the higher mean; Holm over the pairs."""
+    """Every pair of strategies (``[R, n]`` hits each), ``a`` the higher mean; Holm over the pairs.
+
+    Where a pair is not significant after Holm, ``seeds_needed`` is the seeds per strategy that would
+    make its gap significant at the family's Bonferroni level (``ALPHA / pairs``, what Holm asks of the
+    smallest p-value) with 80% power, and ``query_limited`` says when no number of seeds would.
+    """
     names = _order(hits)
     raw = []
     for i, a in enumerate(names):
@@ -160,15 +165,18 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
             vq = interaction_var(ha, hb)
             run_a, run_b = ha.mean(axis=1), hb.mean(axis=1)  # [R_a], [R_b]
             st = seed_test(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
-            settled = st.p_value is not None and st.p_value < ALPHA
-            need = None if settled else seeds_needed(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
-            limited = not settled and query_limited(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
-            q = qtest(ha.mean(axis=0), hb.mean(axis=0))
-            raw.append((a, b, st, need, limited, q))
+            raw.append((a, b, st, run_a, run_b, vq, qtest(ha.mean(axis=0), hb.mean(axis=0))))
     adjusted = holm([r[2].p_value for r in raw])
-    return [Comparison(task, view, a, b, st.n_a, st.n_b, st.diff, st.ci_low, st.ci_high, st.p_value, ph, need,
-                       limited, q[3], q[1], q[2])
-            for (a, b, st, need, limited, q), ph in zip(raw, adjusted)]
+    level = ALPHA / max(1, len(raw))
+    out = []
+    for (a, b, st, run_a, run_b, vq, q), ph in zip(raw, adjusted):
+        settled = ph is not None and ph < ALPHA
+        n = hits[a].shape[1]
+        need = None if settled else seeds_needed(run_a, run_b, query_var=vq, n_queries=n, alpha=level)
+        limited = not settled and query_limited(run_a, run_b, query_var=vq, n_queries=n, alpha=level)
+        out.append(Comparison(task, view, a, b, st.n_a, st.n_b, st.diff, st.ci_low, st.ci_high, st.p_value, ph,
+                              need, limited, q[3], q[1], q[2]))
+    return out
 
 
 def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, task: str, view: str,
