@@ -254,7 +254,7 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
                     text = "best *" if c["significant"] else "best"
                 else:
                     p = c["p_holm"]
-                    text = f"{c['gap']:+.3f}\n" + ("p n/a" if p is None else ("p<.0001" if p < 1e-4 else f"p={p:.3f}"))
+                    text = f"{c['gap']:+.3f}\n" + ("p n/a" if p is None else ("p<.0001" if p < 1e-4 else f"p={p:.4f}" if p < 1e-3 else f"p={p:.3f}"))
                 ax.text(j, i, text, ha="center", va="center", fontsize=7,
                         fontweight="bold" if c["significant"] and not c["best"] else "normal")
         ax.set_xlim(-0.5, len(tasks) - 0.5)
