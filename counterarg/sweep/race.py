@@ -41,12 +41,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ray.tune.search import Searcher
 from scipy import stats
 
 from ..config import ConfigError
 from ..io import atomic_write_text
 from .significance import holm, seed_test
+from .spaces import ConstantSpaceSearcher
 from .trials import DEFAULT_MODE, group_label, varying_fields
 
 ALPHA = 0.05
@@ -182,7 +182,7 @@ def strategy_labels(strategies: Sequence[Mapping[str, Any]], base: Mapping[str, 
 
 
 # ------------------------------------------------------------------------------------- the searcher
-class RaceSearcher(Searcher):
+class RaceSearcher(ConstantSpaceSearcher):
     """A Tune searcher that races ``strategies`` (flat Config fields, no seed) over seeds.
 
     Emits round 1 (every strategy x the first ``first_seeds`` seeds), returns None from
@@ -209,13 +209,6 @@ class RaceSearcher(Searcher):
     def options(self) -> RaceOptions:
         o = dict(self.state["options"])
         return RaceOptions(**{**o, "seeds": tuple(o["seeds"])})
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        if metric and not self._metric:
-            self._metric = metric
-        if mode and not self._mode:
-            self._mode = mode
-        return True
 
     # -- Tune's calls
     def suggest(self, trial_id: str):

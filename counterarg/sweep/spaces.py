@@ -162,7 +162,19 @@ def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDU
     return space
 
 
-class VariantSearcher(Searcher):
+class ConstantSpaceSearcher(Searcher):
+    """A searcher that serves whole trial configs itself: the param space holds only constants (the
+    shared base, merged by Tune), so Tune's search properties only set the metric and mode once."""
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        if metric and not self._metric:
+            self._metric = metric
+        if mode and not self._mode:
+            self._mode = mode
+        return True
+
+
+class VariantSearcher(ConstantSpaceSearcher):
     """Serve a fixed list of flat trial configs in order (a grid whose points are whole dicts).
 
     Unlike ``grid_search`` the points may vary several fields jointly while every key stays a
@@ -175,14 +187,6 @@ class VariantSearcher(Searcher):
         super().__init__(metric=metric, mode=mode)
         self.variants = [dict(v) for v in variants]
         self.next_index = 0
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        # The param space holds only constants (the shared base); they are merged by Tune.
-        if metric and not self._metric:
-            self._metric = metric
-        if mode and not self._mode:
-            self._mode = mode
-        return True
 
     def suggest(self, trial_id: str):
         if self.next_index >= len(self.variants):
