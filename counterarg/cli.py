@@ -259,11 +259,11 @@ def cmd_embed(args) -> int:
 
 def cmd_export(args) -> int:
     from .export import export
-    from .paths import portable_command, portable_path
+    from .paths import portable_command, runnable_path
 
     command = "counterarg export " + portable_command(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
     out = export(args.checkpoint, args.out, force=args.force, command=command)
-    shown = portable_path(out)  # a printed command holds no absolute path of this machine
+    shown = runnable_path(out)  # runnable from here, and no absolute path of this machine
     print(f"[counterarg] exported to {shown}\n  from sentence_transformers import SentenceTransformer\n"
           f"  SentenceTransformer({shown!r}).encode([...])")
     return 0

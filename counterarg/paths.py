@@ -51,6 +51,21 @@ def portable_path(path: str | Path, base: str | Path | None = None) -> str:
     return ".../" + "/".join(p.parts[-2:]) if len(p.parts) > 2 else p.name
 
 
+def runnable_path(path: str | Path) -> str:
+    """``path`` for a command or snippet printed to be run here: never absolute, always valid from
+    the current folder (relative, with ``..`` where needed; :func:`portable_path`'s ``$TMPDIR`` and
+    ``.../`` forms are for reading, not running). A URI is kept."""
+    text = str(path)
+    if "://" in text or not text:
+        return text
+    return os.path.relpath(os.path.abspath(Path(text).expanduser()))
+
+
+def shell_path(path: str | Path) -> str:
+    """:func:`runnable_path`, quoted for a shell command line."""
+    return shlex.quote(runnable_path(path))
+
+
 def absolute_paths_in(text: str) -> list[str]:
     """The absolute paths written in ``text`` (what :data:`ABSOLUTE_PATH` matches), in order."""
     return ABSOLUTE_PATH.findall(text)

@@ -69,3 +69,20 @@ def test_no_committed_result_file_holds_an_absolute_path():
     assert any(f.name == "summary.md" for f in files)
     found = {str(f.relative_to(ROOT)): absolute_paths_in(f.read_text(encoding="utf-8")) for f in files}
     assert not {f: p for f, p in found.items() if p}, found
+
+
+def test_a_printed_command_path_runs_from_here_and_is_not_absolute(tmp_path, monkeypatch):
+    """A printed command must run as printed: '$TMPDIR/...' in single quotes does not expand and
+    '.../x' names nothing, so commands get a relative path that resolves to the same file."""
+    import os
+    import shlex
+
+    from counterarg.paths import runnable_path, shell_path
+
+    (tmp_path / "here").mkdir()
+    target = tmp_path / "sweeps" / "s 1" / "trial_1" / "best"
+    monkeypatch.chdir(tmp_path / "here")
+    shown = runnable_path(target)
+    assert not os.path.isabs(shown) and (Path.cwd() / shown).resolve() == target.resolve()
+    assert shlex.split(shell_path(target)) == [shown]  # quoted once, a space and all
+    assert runnable_path("s3://bucket/x") == "s3://bucket/x"

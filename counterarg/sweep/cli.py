@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
 from ..io import FolderLockedError, disk_full_error, is_disk_full
-from ..paths import portable_path
+from ..paths import shell_path
 from ..schedules import SCHEDULES
 from ..testing import make_tiny_encoder
 from .methods import METHODS, parse_methods, slug
@@ -238,8 +238,8 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
         if not ck:
             lines.append("    checkpoint not kept")
             continue
-        q = shlex.quote(portable_path(ck))
-        out = shlex.quote(portable_path(export_folder(sweep_dir, g)))
+        q = shell_path(ck)
+        out = shell_path(export_folder(sweep_dir, g))
         lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
                   f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
                   f"    counterarg export --checkpoint {q} --out {out}"]

@@ -43,6 +43,7 @@ from .. import schedules
 from ..config import Config, ConfigError
 from ..selection import best_row, early_stop
 from ..checkpoint import read_checkpoint
+from ..paths import runnable_path
 from . import lineage
 from .methods import DEFAULT_METHOD, get_method
 from .records import best_checkpoint
@@ -280,14 +281,6 @@ def replay_strategies(method: str, table: Sequence[float]) -> str:
     return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={lineage.format_table(table)}"])
 
 
-def command_path(value: str) -> str:
-    """A local path as a printed command holds it: relative to the current folder (printed commands
-    name no absolute path of this machine); a URI or a name that is no local path stays as it is."""
-    if "://" in value or not os.path.isabs(value):
-        return value
-    return os.path.relpath(value)
-
-
 def replay_command(args, table: Sequence[float], name: str, method: str = DEFAULT_METHOD) -> str:
     """The one command that replays ``table`` from scratch with 3 seeds under ``method``, beside
     that method's hand-written schedules (:func:`replay_strategies`)."""
@@ -299,7 +292,7 @@ def replay_command(args, table: Sequence[float], name: str, method: str = DEFAUL
                         ("--storage", args.storage), ("--num-cpus", args.num_cpus)):
         if value is not None:
             local = flag in ("--corpus", "--storage") or (flag == "--encoder" and os.path.exists(str(value)))
-            cmd += [flag, command_path(str(value)) if local else str(value)]
+            cmd += [flag, runnable_path(str(value)) if local else str(value)]
     for item in args.overrides:
         cmd += ["--set", item]
     return " ".join(shlex.quote(c) for c in cmd)
