@@ -19,6 +19,7 @@ import argparse
 import sys
 
 from counterarg.config import Config, ConfigError
+from counterarg.paths import runnable_path
 from counterarg.sweep.cli import (add_common_args, base_from_args, int_at_least, method_arg, number_at_least,
                                   parse_range, parse_seeds, sweep_name, usage_errors)
 from counterarg.sweep.lineage import format_table
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
                                num_cpus=args.num_cpus)
         except KeyboardInterrupt:
-            print(f"\n[pbt] interrupted; finished epochs are kept. Resume with --resume", file=sys.stderr)
+            print("\n[pbt] interrupted; finished epochs are kept. Resume with --resume", file=sys.stderr)
             return 130
     learned = finish(result, sweep, result.local_dir)
     print()
@@ -84,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     ov = overhead(learned.rows)["overhead"]
     print(f"{len(result.records)} trials in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
-    print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
-    print(f"Learned schedules: {learned.paths['schedules_csv']}, {learned.paths['schedules_png']}")
+    print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
+    print(f"Learned schedules: {runnable_path(learned.paths['schedules_csv'])}, "
+          f"{runnable_path(learned.paths['schedules_png'])}")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
     for problem in learned.problems:
         print(f"[pbt] WARNING {problem}", file=sys.stderr)

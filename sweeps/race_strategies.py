@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from counterarg.paths import runnable_path
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.race import RaceOptions
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.race is None:
         print("[race] no race state was saved: nothing ran", file=sys.stderr)
         return 1
-    print(f"Race: {result.local_dir}/race.csv, race.png ({result.race['stop'] or 'unfinished'})")
+    print(f"Race: {runnable_path(result.local_dir)}/race.csv, race.png ({result.race['stop'] or 'unfinished'})")
     print(f"Survivor(s): {'; '.join(survivors(result.race)) or 'none'}")
     return exit_code(result)  # 1 when a trial errored (named above)
 

@@ -18,12 +18,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
 from ..io import FolderLockedError, disk_full_error, is_disk_full
-from ..paths import shell_path
+from ..paths import runnable_path, shell_path
 from ..schedules import SCHEDULES
 from ..testing import make_tiny_encoder
 from .methods import METHODS, parse_methods, slug
@@ -276,7 +276,7 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
-    print(f"Summary: {result.local_dir}/summary.md, summary.csv, significance.csv, *.png")
+    print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
     print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
     errored = [r for r in result.records if r.status == "ERROR"]

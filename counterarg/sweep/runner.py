@@ -36,6 +36,7 @@ from ..config import Config, ConfigError, FIELD_NAMES
 from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
 from ..train import prepare_features, zero_shot_metrics
+from ..paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
@@ -399,5 +400,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
 
 
 def tensorboard_command(storage: str, name: str) -> str:
-    """The command that shows this sweep (Tune's own hint points at a temp staging folder)."""
-    return f"tensorboard --logdir {storage.rstrip('/')}/{name}"
+    """The command that shows this sweep (Tune's own hint points at a temp staging folder); a local
+    folder as a path that runs from here (:func:`counterarg.paths.shell_path`)."""
+    local = local_experiment_dir(storage, name)
+    return f"tensorboard --logdir {shell_path(local) if local is not None else storage.rstrip('/') + '/' + name}"
