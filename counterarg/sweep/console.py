@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from ray.tune import ProgressReporter
@@ -62,10 +63,18 @@ class SweepReporter(ProgressReporter):
 
 
 class DropRestoreHint:
-    """Logging filter: Tune's interrupt hint names ``Tuner.restore(...)``; ours says ``--resume``."""
+    """Logging filter of Tune's interrupt messages: its hint names ``Tuner.restore(...)`` (ours says
+    ``--resume``), and its "Stop signal received" warning is said once in the project's words."""
+
+    STOP = "Stop signal received"
 
     def filter(self, record) -> bool:
-        return "Tuner.restore(" not in record.getMessage()
+        text = record.getMessage()
+        if text.startswith(self.STOP):
+            print("[sweep] Ctrl-C: stopping the trials and saving the sweep's state (Ctrl-C again stops at "
+                  "once); finished epochs are kept and --resume continues", file=sys.stderr, flush=True)
+            return False
+        return "Tuner.restore(" not in text
 
 
 class TrialsWithoutResults:

@@ -43,6 +43,17 @@ def test_the_restore_hint_is_dropped():
     assert DropRestoreHint().filter(keep) and not DropRestoreHint().filter(drop)
 
 
+def test_tunes_stop_signal_warning_is_said_in_our_words(capsys):
+    """Issue 23 item 5: Ctrl-C printed Ray's "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray
+    Tune run ..." warning; it is one line of ours that says what is kept and how to go on."""
+    stop = logging.LogRecord("ray.tune.tune", logging.WARNING, "", 0,
+                             "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run. This will try "
+                             "to checkpoint the experiment state one last time.", None, None)
+    assert not DropRestoreHint().filter(stop)
+    err = capsys.readouterr().err
+    assert err.startswith("[sweep] Ctrl-C: stopping the trials") and "--resume continues" in err
+
+
 def test_trials_without_results_are_not_reported_as_a_failure(capsys):
     """Issue 23, item 5: on Ctrl-C and on resume Tune warned "Failed to fetch metrics for N trial(s)"
     for trials that had simply not reported an epoch yet; other read failures are said in our words."""
