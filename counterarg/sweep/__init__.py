@@ -11,8 +11,9 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.runner`: starting Ray, building the Tuner, running and resuming a sweep;
 * :mod:`~counterarg.sweep.records`: Tune's results as plain trial records;
 * :mod:`~counterarg.sweep.trials`, :mod:`~counterarg.sweep.significance`,
-  :mod:`~counterarg.sweep.summary`, :mod:`~counterarg.sweep.plots`: the summary's numbers, paired
-  tests, files and figures (no Ray);
+  :mod:`~counterarg.sweep.verdicts`, :mod:`~counterarg.sweep.summary`, :mod:`~counterarg.sweep.plots`,
+  :mod:`~counterarg.sweep.provenance`: the summary's numbers, the seed-aware tests and the verdicts
+  they give, files, figures and provenance (no Ray);
 * :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
 * :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
   the random rate and the lineage of each trial's weights;
