@@ -30,10 +30,12 @@ PACKAGES = ("counterarg", "torch", "transformers", "sentence-transformers", "ray
 
 def sweep_provenance(records: Sequence[Any], rows: Sequence[dict[str, Any]], out_dir: Path,
                      wall_s: float | None) -> tuple[float | None, str]:
-    """The sweep's wall time (summed over every recorded session; ``wall_s`` when none is recorded)
-    and the summary's provenance section."""
+    """The sweep's wall time (summed over every recorded session; ``wall_s`` when none is recorded;
+    None when the first run is not among them) and the summary's provenance section."""
     sessions = read_sessions(out_dir)
     lines = provenance_markdown(sessions, [r.config for r in records], [int(r["epochs_done"]) for r in rows])
+    if sessions and sessions[0].get("kind") == "resume":  # the first run is not recorded: no total to give
+        return None, "\n".join(lines)
     return (total_wall_s(sessions) if sessions else wall_s), "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
+import pytest
+
 from counterarg.paths import absolute_paths_in, portable_command
 from counterarg.sweep.provenance import read_sessions, record_session
 from counterarg.sweep.summary import write_summary
@@ -49,3 +51,14 @@ def test_a_session_says_whether_it_resumed_and_an_unrecorded_first_run_is_named(
     lines = provenance_markdown(read_sessions(tmp_path), [{"epochs": 2}], [2])
     assert lines[2].startswith("- session 1 (resume, 3.0 s") and lines[3].startswith("- session 2 (resume")
     assert "first run is not recorded here" in lines[4]
+
+
+def test_no_wall_time_is_claimed_when_the_first_run_is_not_recorded(tmp_path):
+    from counterarg.sweep.provenance import sweep_provenance
+
+    record_session(tmp_path, 0.4, command="python sweeps/x.py --resume", resumed=True)
+    wall, text = sweep_provenance([], [], tmp_path, 0.4)
+    assert wall is None and "first run is not recorded here" in text
+    record_session(tmp_path / "b", 100.0, command="python sweeps/x.py")
+    record_session(tmp_path / "b", 2.0, command="python sweeps/x.py --resume", resumed=True)
+    assert sweep_provenance([], [], tmp_path / "b", 2.0)[0] == pytest.approx(102.0)
