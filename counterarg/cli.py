@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
-from .inputs import read_input_text, read_texts
+from .inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
 
-#: Size limits of the files ``rank`` reads (checked before reading): candidates, one per line, and
-#: the new argument of --text-file (a text is cut to max_length * CHARS_PER_TOKEN characters anyway).
-MAX_CANDIDATES_BYTES = 50 << 20
+#: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
+#: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
 MAX_TEXT_FILE_BYTES = 1 << 20
 
 # fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
@@ -144,49 +143,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _candidates(args, cfg: Config, sim_dim: int) -> tuple[list[str], list[str], "object | None", "object | None"]:
-    """``(texts, sources, s, corpus)`` of the collection to rank: a text file (one per line), a ``.jsonl``
-    file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
-    rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's; then
-    ``corpus`` is that corpus, else None)."""
-    import numpy as np
-
-    if not args.candidates:
-        from .corpus import load_corpus
-
-        corpus = load_corpus(args.corpus or cfg.corpus)
-        split = corpus.split(args.split)
-        copies: dict[str, list[str]] = {}  # each distinct counter text once (debates filed under several themes)
-        for p in split.pairs:
-            copies.setdefault(p.counter.text, []).append(p.counter.source)
-        sources = [src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "")
-                   for src in copies.values()]
-        return list(copies), sources, None, corpus
-    path = Path(args.candidates)
-    if path.suffix == ".npy":
-        if not args.candidate_texts:
-            raise ConfigError(f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
-                              "with --candidate-texts FILE (the --input of counterarg embed)")
-        texts = read_texts(args.candidate_texts, args.field, what="--candidate-texts file")
-        try:
-            s = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
-        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != sim_dim:
-            raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
-                              f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
-                              "and this checkpoint's similarity space")
-        return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s, None
-    if path.suffix == ".jsonl":
-        texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
-        return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None, None
-    lines = read_input_text(path, "candidates file", MAX_CANDIDATES_BYTES).splitlines()
-    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-    if not numbered:
-        raise ConfigError(f"candidates file {path} holds no non-empty lines")
-    return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None, None  # the file's own line numbers
-
-
 def cmd_rank(args) -> int:
     import json
 
@@ -203,7 +159,7 @@ def cmd_rank(args) -> int:
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
     tm = TrainedModel.load(args.checkpoint, device=args.device)
     tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
-    cands, sources, s_given, corpus = _candidates(args, cfg, tm.heads.sim_dim)  # sim_dim 0: the encoder width
+    cands, sources, s_given, corpus = read_collection(args, cfg.corpus, tm.heads.sim_dim)  # sim_dim 0: the encoder width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]

@@ -8,6 +8,7 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.trainable`: the Tune trainable that adapts a training run, its resources;
 * :mod:`~counterarg.sweep.recovery`: checkpoint sidecars, finished trials and torn experiment
   state after a killed driver;
+* :mod:`~counterarg.sweep.prepare`: what a driver prepares before the trials (feature cache, zero-shot baseline);
 * :mod:`~counterarg.sweep.runner`: starting Ray, building the Tuner, running and resuming a sweep;
 * :mod:`~counterarg.sweep.records`: Tune's results as plain trial records;
 * :mod:`~counterarg.sweep.trials`, :mod:`~counterarg.sweep.significance`,

@@ -25,7 +25,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import ray
 from ray import tune
@@ -35,11 +35,11 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ..config import Config, ConfigError, FIELD_NAMES
 from ..io import exclusive_lock, remove_lock_file
 from ..shards import ensure_ray
-from ..train import prepare_features, zero_shot_metrics
 from ..paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
+from .prepare import concrete_configs, sweep_baseline, warm_feature_cache
 from .provenance import record_session
 from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
@@ -177,52 +177,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.init(address=address, runtime_env=runtime_env)
 
 
-def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
-    """Run ``prepare_features`` once per distinct config before trials start; returns seconds.
-
-    Trials then only load the cache (file-locked, on disk). Distinctness is judged on the fields
-    that can change the features; extra calls are cache hits anyway.
-    """
-    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir",
-            "embed_batch_size", "device")
-    seen = set()
-    t = time.perf_counter()
-    for c in configs:
-        cfg = Config.from_dict(dict(c))
-        key = tuple(repr(getattr(cfg, k)) for k in keys)
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
-        except Exception as e:  # noqa: BLE001 - the trial reports it as its error
-            print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
-                  f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
-    return time.perf_counter() - t
-
-
-def sweep_baseline(sweep: Sweep) -> tuple[dict[str, float], dict[str, Any]] | None:
-    """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
-    shares one frozen encoder setup (its pooled feature cache is then warm: seconds); else None."""
-    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
-    cfgs = [Config.from_dict(dict(c)) for c in _concrete_configs(sweep)]
-    if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
-        return None
-    try:
-        return zero_shot_metrics(cfgs[0], with_ranks=True)
-    except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
-        print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
-        return None
-
-
-def _concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
-    if sweep.variants is not None:
-        return [{**sweep.base, **v} for v in sweep.variants]
-    fixed = {k: v for k, v in (sweep.param_space or {}).items()
-             if isinstance(v, (str, int, float, bool, type(None)))}
-    return [{**sweep.base, **fixed}]
-
-
 def trial_dirname(trial) -> str:
     """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
     ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
@@ -252,7 +206,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
                                   restart_errored=True)
 
-    all_configs = _concrete_configs(sweep)
+    all_configs = concrete_configs(sweep)
     hp_fields = varying_fields(all_configs)
     if sweep.param_space is not None:
         hp_fields = sorted(set(hp_fields) | {k for k, v in sweep.param_space.items()
@@ -375,7 +329,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                           "has; no trial could ever start")
     t0 = time.perf_counter()
     if warm_cache and not resume:
-        secs = warm_feature_cache(_concrete_configs(sweep))
+        secs = warm_feature_cache(concrete_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
     grid_ = tuner.fit()

@@ -1,0 +1,64 @@
+"""What a sweep driver prepares before its trials start: the feature cache, built once (a cold cache
+takes minutes, with a progress bar, instead of every trial waiting on its lock), and the zero-shot
+encoder's metrics and per-query ranks, the baseline every strategy is tested against. Also each
+trial's concrete config (the sweep's shared fields plus its variant). No Tune objects here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from ..config import Config
+from ..train import prepare_features, zero_shot_metrics
+
+if TYPE_CHECKING:
+    from .runner import Sweep
+
+
+def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
+    """Run ``prepare_features`` once per distinct config before trials start; returns seconds.
+
+    Trials then only load the cache (file-locked, on disk). Distinctness is judged on the fields
+    that can change the features; extra calls are cache hits anyway.
+    """
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir",
+            "embed_batch_size", "device")
+    seen = set()
+    t = time.perf_counter()
+    for c in configs:
+        cfg = Config.from_dict(dict(c))
+        key = tuple(repr(getattr(cfg, k)) for k in keys)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
+        except Exception as e:  # noqa: BLE001 - the trial reports it as its error
+            print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
+                  f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+    return time.perf_counter() - t
+
+
+def sweep_baseline(sweep: "Sweep") -> tuple[dict[str, float], dict[str, Any]] | None:
+    """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
+    shares one frozen encoder setup (its pooled feature cache is then warm: seconds); else None."""
+    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
+    cfgs = [Config.from_dict(dict(c)) for c in concrete_configs(sweep)]
+    if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
+        return None
+    try:
+        return zero_shot_metrics(cfgs[0], with_ranks=True)
+    except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
+        print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+        return None
+
+
+def concrete_configs(sweep: "Sweep") -> list[dict[str, Any]]:
+    """Each trial's flat config: the shared base plus its variant (a grid), or the base plus the
+    constant fields of a Tune param space (a search: one representative config)."""
+    if sweep.variants is not None:
+        return [{**sweep.base, **v} for v in sweep.variants]
+    fixed = {k: v for k, v in (sweep.param_space or {}).items()
+             if isinstance(v, (str, int, float, bool, type(None)))}
+    return [{**sweep.base, **fixed}]
