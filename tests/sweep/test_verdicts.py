@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from counterarg.sweep.significance import PairedTest
+from counterarg.sweep.significance import PairedTest, holm
 from counterarg.sweep.trials import summary_rows
 from counterarg.sweep.verdicts import compare, significance, trial_hits, verdicts
 
@@ -23,6 +23,13 @@ def test_compare_orders_pairs_and_holm_adjusts_them():
     ps = sorted(c.p_value for c in comps)
     holms = sorted(c.p_holm for c in comps)
     assert holms[0] == pytest.approx(min(1.0, 3 * ps[0]))  # the smallest p times the family size
+    # a family of small gaps, where the adjustment shows: each p_holm is Holm's, and larger than the raw p
+    close = {g: (rng.random((3, 400)) < p + shift).astype(float) for g, shift in (("u", 0.0), ("v", 0.05), ("w", 0.02))}
+    family = compare(close, "sdoc", "all", PairedTest(400, resamples=200))
+    raw = [c.p_value for c in family]
+    assert 0 < min(raw) < 0.5
+    assert [c.p_holm for c in family] == pytest.approx(holm(raw))
+    assert all(c.p_holm > c.p_value for c in family if c.p_value < 1 / 3)
     means = {("sdoc", "all"): {g: float(h.mean()) for g, h in hits.items()}}
     v = verdicts(comps, means)[("sdoc", "all")]
     assert v.best == "y" and v.significant and v.n_seeds == (3, 3)
