@@ -109,11 +109,12 @@ def all_fields() -> tuple[str, ...]:
     return ("schedule",) + tuple(sorted({f for s in SCHEDULES.values() for f in s.fields}))
 
 
-def _fmt(v: Any) -> str:
+def format_value(v: Any) -> str:
+    """A field's value as labels and ``--strategies`` show it: ``0.8``, ``0.6,0.5`` for a list."""
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple)):
-        return ",".join(_fmt(x) for x in v)
+        return ",".join(format_value(x) for x in v)
     return str(v)
 
 
@@ -121,7 +122,7 @@ def _fmt_table(values) -> str:
     """``0.8,0.8,0.8,0.6`` -> ``0.8*3,0.6``: a learned table stays readable."""
     out: list[str] = []
     for v in values:
-        text = _fmt(float(v))
+        text = format_value(float(v))
         if out and out[-1].split("*")[0] == text:
             head, _, count = out[-1].partition("*")
             out[-1] = f"{head}*{int(count or 1) + 1}"
@@ -144,13 +145,13 @@ def short_label(config: Mapping[str, Any]) -> str:
         return str(full["schedule"])
     parts = []
     if entry.short:
-        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else _fmt(full[f])
+        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f])
                   for f in entry.short]
         parts.append(entry.sep.join(values))
     defaults = Config().to_dict()
     for f in entry.fields:
-        if f not in entry.short and _fmt(full[f]) != _fmt(defaults[f]):
-            parts.append(f"{f}={_fmt(full[f])}")
+        if f not in entry.short and format_value(full[f]) != format_value(defaults[f]):
+            parts.append(f"{f}={format_value(full[f])}")
     return " ".join([entry.name, *parts])
 
 
@@ -162,7 +163,7 @@ def full_label(config: Mapping[str, Any]) -> str:
     entry = SCHEDULES.get(full["schedule"])
     if entry is None or not entry.fields:
         return str(full["schedule"])
-    return f"{entry.name}(" + ", ".join(f"{n}={_fmt(full[n])}" for n in entry.fields) + ")"
+    return f"{entry.name}(" + ", ".join(f"{n}={format_value(full[n])}" for n in entry.fields) + ")"
 
 
 # ----------------------------------------------------------------------------- the schedules

@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 
 from .. import schedules
 from ..config import Config, ConfigError, method_fields
+from ..schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
 #: on ArguAna (population 4, 20 epochs, frozen all-MiniLM-L6-v2, selected on validation_unseen/mean/acc@1;
@@ -40,12 +41,6 @@ def _norm(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, (list, tuple)):
-        return ",".join(_fmt(x) for x in v)
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def strategy_text(config: Mapping[str, Any]) -> str:
     """The ``--strategies`` form of a config's schedule, every field it reads that differs from the
     registry's strategy of that name: ``fixed:rate=0``, ``decay``, ``table:rate_table=0.6,0.5``."""
@@ -53,7 +48,8 @@ def strategy_text(config: Mapping[str, Any]) -> str:
     full = {**defaults, **dict(config)}
     entry = schedules.get(full["schedule"])
     named = {**defaults, **schedules.strategy_fields(entry.name)}
-    over = [f"{f}={_fmt(full[f])}" for f in entry.fields if _fmt(full[f]) != _fmt(named[f])]
+    over = [f"{f}={format_value(full[f])}" for f in entry.fields
+            if format_value(full[f]) != format_value(named[f])]
     return entry.name + (":" + ",".join(over) if over else "")
 
 
@@ -70,7 +66,7 @@ class Method:
 
 def _recipe_strategies() -> tuple[str, ...]:
     own = strategy_text({})  # the default recipe's own schedule (Config defaults: fixed 0)
-    table = f"{schedules.TABLE.name}:rate_table={_fmt(RECIPE_TABLE)}"
+    table = f"{schedules.TABLE.name}:rate_table={format_value(RECIPE_TABLE)}"
     return own, "fixed:rate=0.5", schedules.DECAY.name, schedules.RANDOM.name, table
 
 
@@ -123,7 +119,7 @@ def is_default_recipe(config: Mapping[str, Any]) -> bool:
     full = {**_DEFAULTS, **dict(config)}
     if method_of(full) != DEFAULT_METHOD or full["schedule"] != _DEFAULTS["schedule"]:
         return False
-    return all(_fmt(full[k]) == _fmt(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
+    return all(format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
 
 
 def trial_label(config: Mapping[str, Any]) -> str:

@@ -45,11 +45,9 @@ from scipy import stats
 
 from ..config import ConfigError
 from ..io import atomic_write_text
-from .significance import holm, seed_test
+from .significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
 from .trials import DEFAULT_MODE, group_label, varying_fields
-
-ALPHA = 0.05
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from ..io import atomic_write_text
 from .plots import plot_race
+from .recovery import searcher_state_files
 
 RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")
 
@@ -32,12 +33,12 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
     the queue still holds its seed. Local experiment folders only.
     """
     states = sorted(Path(exp_dir).glob("experiment_state-*.json"))
-    searchers = sorted(Path(exp_dir).glob("searcher-state-*.pkl"))  # the newest session's last, as Tune picks it
+    searchers = searcher_state_files(exp_dir)
     if not states or not searchers:
         return []
     try:
         listed = {json.loads(t[0])["trial_id"] for t in json.loads(states[-1].read_text())["trial_data"]}
-        raw = json.loads(searchers[-1].read_text())
+        raw = json.loads(searchers[0].read_text())
     except (ValueError, KeyError, TypeError, IndexError):
         return []  # not a race's state, or cut short: the state repair names that
     lost = [tid for tid, t in raw.get("trials", {}).items() if t["state"] == "running" and tid not in listed]
@@ -47,7 +48,7 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
     for tid in lost:
         del raw["trials"][tid]
     raw["emitted"] -= len(lost)
-    atomic_write_text(searchers[-1], json.dumps(raw))
+    atomic_write_text(searchers[0], json.dumps(raw))
     return [f"race trial {tid} ({q[0]}, seed {q[1]}) was not in the saved trial list: emitted again"
             for tid, q in zip(lost, raw["queue"])]
 

@@ -238,6 +238,12 @@ def _ray_temp_roots() -> list[Path]:
     return list(dict.fromkeys(Path(r) / "ray" for r in roots if r))
 
 
+def searcher_state_files(exp_dir: Path) -> list[Path]:
+    """The searcher's saved states (``searcher-state-*.pkl``) in an experiment folder, newest session
+    first: Tune restores the greatest name (its session's start time), whatever the files' mtimes."""
+    return sorted(Path(exp_dir).glob("searcher-state-*.pkl"), reverse=True)
+
+
 def _state_files(folder: Path) -> list[Path]:
     """Tune's state files directly in ``folder``: experiment, search generator and searcher state."""
     return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")

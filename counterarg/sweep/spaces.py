@@ -28,7 +28,8 @@ from ray.tune.search import Searcher
 from .. import schedules
 from ..config import FIELD_NAMES, Config, ConfigError, method_fields
 from ..io import atomic_write_text
-from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text
+from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
+from .recovery import searcher_state_files
 
 #: The reference method's fields (kept for callers that build reference configs by hand).
 REFERENCE_FIELDS = method_fields()
@@ -211,7 +212,7 @@ class VariantSearcher(ConstantSpaceSearcher):
 def saved_variants(exp_dir: Path) -> list[dict[str, Any]] | None:
     """The grid a sweep in ``exp_dir`` was started with, from its newest :class:`VariantSearcher`
     state (``searcher-state-*.pkl``, JSON); None when it has none (not a grid, or not saved yet)."""
-    for f in sorted(Path(exp_dir).glob("searcher-state-*.pkl"), reverse=True):
+    for f in searcher_state_files(exp_dir):
         try:
             state = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -224,8 +225,6 @@ def saved_variants(exp_dir: Path) -> list[dict[str, Any]] | None:
 def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mapping[str, Any]]) -> str | None:
     """What differs between the grid a sweep ran (``saved``) and the one asked for now, in the
     flags' words (``strategies differ from the sweep's: ...``); None when they are the same."""
-    from .methods import trial_label
-
     if saved is None:
         return None
     now = json.loads(json.dumps(list(now)))  # as saved: tuples become lists
