@@ -83,12 +83,17 @@ def _method_sections(by_method: dict) -> list[str]:
              "The same seed-aware test between the strategies of one method only, Holm-adjusted over that "
              "method's pairs (the seeds needed are those of the whole sweep's family, above).", ""]
     for method, verdict in by_method.items():
-        lines += [f"### {method}", "", "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
-                  "|---|" + "---|" * len(VIEWS)]
-        for t in (*task_names(), "mean"):
-            lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
-        lines.append("")
+        lines += [f"### {method}", "", *_verdict_table(verdict), ""]
     return ["\n".join(lines)]
+
+
+def _verdict_table(verdict: dict) -> list[str]:
+    """One row per task (and the mean), one verdict cell per view."""
+    lines = ["| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
+             "|---|" + "---|" * len(VIEWS)]
+    for t in (*task_names(), "mean"):
+        lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
+    return lines
 
 
 def _baseline_table(comparisons, view: str) -> list[str]:
@@ -166,14 +171,10 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "with its Holm-adjusted p-value against the runner-up and the seeds per strategy. Where no strategy "
                   "wins, the seeds per strategy at which the observed gap to the runner-up would be significant with "
                   "80% power at the family's Bonferroni level (0.05 / pairs, what Holm asks of the smallest p-value), "
-                  "from the observed between-seed variance, or that the test queries alone are too few for the gap. Every pair is in `significance.csv` "
+                  "from the observed between-seed variance, or that the test queries alone are too few for the gap. "
+                  "Every pair is in `significance.csv` "
                   "(`p_value`: seed-aware; `p_value_queries`: sign-flip test over queries of the seed-averaged hits, "
-                  "which holds only *given these trained models*).", "",
-                  "| task | " + " | ".join(VIEW_TITLES[v].split(" (")[0] for v in VIEWS) + " |",
-                  "|---|" + "---|" * len(VIEWS)]
-        for t in (*task_names(), "mean"):
-            lines.append(f"| {t} | " + " | ".join(_verdict_cell(verdict.get((t, v))) for v in VIEWS) + " |")
-        lines.append("")
+                  "which holds only *given these trained models*).", "", *_verdict_table(verdict), ""]
     base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v)]
     if base_lines:
         lines += [f"## Against the {ZERO_SHOT}", "",
