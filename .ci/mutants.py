@@ -68,7 +68,7 @@ M = [
   '                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}',
   '                if k.startswith(("ray/tune/validation", "ray/tune/test")) and k.endswith("/acc@1")}',
   ["tests/sweep/test_runner.py::test_sweep_errored_trial_summary_and_tensorboard"]),
- ("exact index: grouped-min path keeps too few groups", "counterarg/index.py",
+ ("exact index: grouped-min path keeps too few groups", "counterarg/neighbours.py",
   "        _, gi = torch.topk(grp.amin(-1), kk, dim=1, largest=False, sorted=False)  # [b, kk]",
   "        _, gi = torch.topk(grp.amin(-1), max(1, kk // 2), dim=1, largest=False, sorted=False)  # [b, kk]",
   ["tests/test_index.py::test_exact_grouped_min_selection_is_exact"]),

@@ -7,16 +7,16 @@ import errno
 import sys
 from pathlib import Path
 
-from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
+from .config import EVAL, FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, fields_with, parse_assignments
 from .inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
 MAX_TEXT_FILE_BYTES = 1 << 20
 
-# fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
-# how to score); the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
+# fields a user may change when evaluating a checkpoint (their role "eval": the machine's own and how to
+# score); the rest describe the trained model
+EVAL_FIELDS = set(fields_with(EVAL))
 # ... for rank and embed (their --device and --candidates/--corpus flags say the rest)
 RANK_FIELDS = EVAL_FIELDS - {"corpus", "device"}
 EMBED_FIELDS = set(MACHINE_FIELDS) - {"device"}

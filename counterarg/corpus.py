@@ -18,7 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .config import SPLITS
+#: The corpus splits, in order (the folders of an unpacked corpus).
+SPLITS = ("training", "validation", "test")
 
 ARGS_DIR = "02-extracted-arguments"
 #: One argument file may hold at most this many bytes (ArguAna's largest is about 7 KB); the whole

@@ -20,7 +20,7 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
 from .. import schedules
-from ..config import Config
+from ..config import SCHEDULE, Config, fields_with
 from ..tasks import task_names
 from .methods import trial_label
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
@@ -101,7 +101,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
-        strategy_fields = schedules.all_fields()
+        strategy_fields = fields_with(SCHEDULE)
         for k in self.hparam_fields or sorted(evaluated or {}):
             if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
                 continue  # rate fields only where the schedule reads them
