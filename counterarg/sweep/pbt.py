@@ -41,7 +41,7 @@ from ray.tune.schedulers import PopulationBasedTraining
 
 from .. import schedules
 from ..config import SCHEDULE, Config, ConfigError, fields_with
-from ..selection import best_row, early_stop
+from ..selection import beats, best_row, early_stop
 from ..checkpoint import read_checkpoint
 from ..paths import runnable_path
 from . import lineage
@@ -262,7 +262,7 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     best_trial, best_value = None, None
     for t, h in sorted(histories.items()):
         b = best_row(h, metric, mode)
-        if b is not None and (best_value is None or (b[metric] > best_value if mode == "max" else b[metric] < best_value)):
+        if b is not None and beats(b[metric], best_value, mode):
             best_trial, best_value = t, b[metric]
     decay = Config.from_dict({**schedules.strategy_fields(schedules.DECAY.name), "epochs": epochs})
     reference = {strategy_label(decay.to_dict()): [schedules.random_rate(decay, e) for e in range(epochs)]}
@@ -278,7 +278,7 @@ def replay_strategies(method: str, table: Sequence[float]) -> str:
     """``--strategies`` of the replay: ``method``'s hand-written main-job schedules (its tables
     left out) and the learned ``table``, e.g. ``fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=...``."""
     hand = [s for s in get_method(method).strategies if s.partition(":")[0] != schedules.TABLE.name]
-    return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={lineage.format_table(table)}"])
+    return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={schedules.format_value(table)}"])
 
 
 def replay_command(args, table: Sequence[float], name: str, method: str = DEFAULT_METHOD) -> str:

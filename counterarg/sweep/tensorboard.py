@@ -21,6 +21,7 @@ from tensorboardX.summary import hparams
 
 from .. import schedules
 from ..config import SCHEDULE, Config, fields_with
+from ..selection import beats
 from ..tasks import task_names
 from .methods import trial_label
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
@@ -85,8 +86,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
         super().log_trial_result(iteration, trial, result)
         v = result.get(self.metric)
         best = self._best.get(trial)
-        if isinstance(v, (int, float)) and math.isfinite(v) and (
-                best is None or (v > best[self.metric] if self.mode == "max" else v < best[self.metric])):
+        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, None if best is None else best[self.metric], self.mode):
             self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
                                  and not isinstance(x, bool)}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from counterarg import schedules
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, SCHEDULE, Config, ConfigError, fields_with
 from counterarg.schedules import SCHEDULES
 from counterarg.sweep.methods import METHOD_FIELDS, METHODS, RECIPE_TABLE, trial_label
