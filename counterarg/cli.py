@@ -225,15 +225,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+#: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
+BENCHES = {"mining": ("bench_mining", "main"), "eval": ("bench_eval", "main"), "train": ("bench_train", "main"),
+           "gpu": ("bench_train", "gpu_main"), "resume": ("bench_resume", "main")}
+
+
 def cmd_bench(args, rest) -> int:
-    if args.what == "mining":
-        from .bench_mining import main as bench_main
-    elif args.what == "train":
-        from .bench_train import main as bench_main
-    elif args.what == "gpu":
-        from .bench_train import gpu_main as bench_main
-    else:
-        from .bench_eval import main as bench_main
+    import importlib
+
+    module, func = BENCHES[args.what]
+    bench_main = getattr(importlib.import_module(f".{module}", __package__), func)
     return int(bench_main(rest) or 0)
 
 
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
-    b.add_argument("what", choices=["mining", "eval", "train", "gpu"])
+    b.add_argument("what", choices=list(BENCHES))
     b.set_defaults(func=None)
     return ap
 

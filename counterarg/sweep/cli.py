@@ -111,7 +111,8 @@ def add_strategies_arg(p) -> None:
     them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
     p.add_argument("--strategies", default=None,
                    help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
-                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list)")
+                        "names: " + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
+                        + " (default: each method's main-job list)")
 
 
 def sweep_name(args, script: str) -> str:

@@ -58,7 +58,7 @@ class TrialRecord:
     status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
     error: str | None = None  # short message for errored trials
     path: str | None = None
-    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
 
 
