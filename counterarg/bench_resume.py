@@ -62,7 +62,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="counterarg bench resume", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="counterarg bench resume", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", help="corpus zip or folder (default: the demo corpus)")
     ap.add_argument("--out", required=True, help="work folder (ref/ and killed/ are made in it)")
     ap.add_argument("--epochs", type=int, default=12)

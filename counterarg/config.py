@@ -2,7 +2,11 @@
 
 A flat dataclass so that a Ray Tune search space, a JSON file and ``--set FIELD=VALUE`` all map
 one to one onto its field names. Unknown or mistyped keys and values that do not fit a field
-raise :class:`ConfigError` naming the key.
+raise :class:`ConfigError` naming the key. Each field also says what it is (its roles, :data:`ROLES`:
+what defines the model, may change on resume or at evaluation, keys the feature cache, ...), and
+every module that treats fields by kind asks :func:`fields_with`. This module sits above the
+registries it validates through (schedules, index, model, loss, evaluate, tasks, precision); none
+of them imports it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import index as _index
-from .fieldvalues import ConfigError, coerce
 from . import schedules as _schedules
+from .fieldvalues import ConfigError, coerce
 
 POOLINGS = ("cls", "pooler", "mean")
 OPTIMIZERS = ("adam", "adamw")
@@ -146,7 +150,8 @@ class Config:
     block_size: int = _f(_index.DEFAULT_OPTIONS["block_size"], MACHINE, EVAL)
 
     # evaluation (tasks.py, evaluate.py)
-    eval_mode: str = _f("fused", EVAL)  # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
+    # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
+    eval_mode: str = _f("fused", EVAL)
     fused_w: float | None = _f(None, EVAL)  # fused: weight of the classifier's log-odds; None = picked on validation
     fused_grid: tuple[float, ...] = (0.0, 0.05, 0.2, 1.0)  # ... from these, each epoch
     eval_metric: str = _f("cosine", EVAL)  # l2 | cosine

@@ -110,7 +110,7 @@ def add_strategies_arg(p) -> None:
     """``--strategies``: the strategies crossed with every ``--methods`` by the scripts that compare
     them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
     p.add_argument("--strategies", default=None,
-                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+                   help="strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
                         "names: " + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
                         + " (default: each method's main-job list)")
 

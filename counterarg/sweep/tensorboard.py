@@ -85,8 +85,8 @@ class HParamsTBXLogger(TBXLoggerCallback):
     def log_trial_result(self, iteration: int, trial, result: dict):
         super().log_trial_result(iteration, trial, result)
         v = result.get(self.metric)
-        best = self._best.get(trial)
-        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, None if best is None else best[self.metric], self.mode):
+        best = self._best.get(trial, {}).get(self.metric)
+        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, best, self.mode):
             self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
                                  and not isinstance(x, bool)}
 
