@@ -149,6 +149,39 @@ def _check_fits(where: str, base: Mapping[str, Any], changes: Mapping[str, Any])
         raise ConfigError(f"{where}: {e}") from None
 
 
+def _error(base: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    try:
+        Config.from_dict({**base, **changes})
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _check_combinations(categorical: Mapping[str, list], shared: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Every combination of the categorical values built into a Config (up to
+    :data:`MAX_COMBINATIONS`; beyond, each value alone): a value that fits no combination is named
+    with its key, a combination that does not fit with its keys. Returns one that fits (the ranges'
+    bounds are checked with it), or ``{}``."""
+    if math.prod(len(v) for v in categorical.values()) > MAX_COMBINATIONS:
+        for key, values in categorical.items():
+            for v in values:
+                _check_fits(f"{source}: key {key!r}, value {json.dumps(v)}", shared, {key: v})
+        return {}
+    picks = [dict(zip(categorical, combo)) for combo in itertools.product(*categorical.values())]
+    results = [(pick, _error(shared, pick)) for pick in picks]
+    for key, values in categorical.items():
+        for v in values:
+            errors = [err for pick, err in results if pick[key] == v]
+            if all(errors):
+                raise ConfigError(f"{source}: key {key!r}, value {json.dumps(v)}: {errors[0]}")
+    for pick, err in results:
+        if err:
+            shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in pick.items())
+            raise ConfigError(f"{source}: keys {', '.join(map(repr, pick))} (the combination {shown}) do not go "
+                              f"together: {err}")
+    return results[0][0] if results else {}
+
+
 def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = None,
                 base: Mapping[str, Any] | None = None, source: str = "space") -> dict[str, Any]:
     """A space file's object -> Tune param-space entries (domains and fixed values), validated.
@@ -188,15 +221,12 @@ def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = No
     for key, value in fixed.items():
         _check_fits(f"{source}: key {key!r}", shared, {key: value})
     shared.update(fixed)
-    for key, (kind, arg) in domains.items():
-        for v in (arg if kind in CATEGORICAL else (arg[0], arg[1] - 1) if kind == "randint" else arg):
-            _check_fits(f"{source}: key {key!r}, value {json.dumps(v)}", shared, {key: v})
     categorical = {k: arg for k, (kind, arg) in domains.items() if kind in CATEGORICAL}
-    if len(categorical) > 1 and math.prod(map(len, categorical.values())) <= MAX_COMBINATIONS:
-        for combo in itertools.product(*categorical.values()):
-            pick = dict(zip(categorical, combo))
-            shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in pick.items())
-            _check_fits(f"{source}: keys {', '.join(map(repr, pick))} (the combination {shown})", shared, pick)
+    shared.update(_check_combinations(categorical, shared, source))
+    for key, (kind, arg) in domains.items():
+        if kind not in CATEGORICAL:
+            for v in (arg[0], arg[1] - 1) if kind == "randint" else arg:
+                _check_fits(f"{source}: key {key!r}, value {json.dumps(v)}", shared, {key: v})
     out: dict[str, Any] = {}
     for key in spec:
         out[key] = DOMAINS[domains[key][0]][1](domains[key][1]) if key in domains else \
