@@ -150,7 +150,7 @@ def test_smoke_test_samples_the_shipped_space_and_selects_on_validation(tmp_path
     search = md.split("## Search (validation)")[1].split("\n## ")[0]
     assert "2 configuration(s) sampled over `finetune`, `lr`" in search and "ASHA (grace period 1, reduction factor 3" in search
     assert "| rank | finetune | lr |" in search and "**Selected** (rank 1 of 2" in search
-    assert "counterarg train " in search and "--set finetune=" in search
+    assert "counterarg train " in search and "--set max_length=64" in search  # the smoke base, with the draws
     best = csv.loc[csv["validation_unseen/mean/acc@1"].idxmax()]
     import re
 
