@@ -12,6 +12,7 @@ report). Plain data in, markdown out; no Ray here.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from typing import Any, Mapping, Sequence
 
@@ -77,7 +78,16 @@ def selected_command(config: Mapping[str, Any]) -> str:
             continue
         v = portable_path(config[k]) if k == "encoder" and "/" in str(config[k]) else _exact(config[k])
         parts += ["--set", f"{k}={v}"]
-    return " ".join(shlex.quote(p) for p in parts) + " --out OUT"
+    return " ".join(_shell(p) for p in parts) + " --out OUT"
+
+
+def _shell(part: str) -> str:
+    """``part`` for a shell: as it is when plain, a leading ``~/`` or ``$TMPDIR/`` left to expand."""
+    for lead in ("", "~/", "$TMPDIR/"):
+        rest = part.split("=", 1)[1] if "=" in part else part
+        if rest.startswith(lead) and re.fullmatch(r"[\w./=:,+@%-]*", part.replace(lead, "", 1)):
+            return part
+    return shlex.quote(part)
 
 
 def scheduler_text(scheduler: str, max_t: int, grace: int, factor: float) -> str:

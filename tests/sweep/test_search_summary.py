@@ -4,6 +4,8 @@ command, ASHA's rungs in words."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from counterarg.config import Config
 from counterarg.sweep.search_summary import ranked_configurations, scheduler_text, search_markdown, selected_command
 from counterarg.sweep.trials import TrialRecord
@@ -59,6 +61,8 @@ def test_nothing_is_selected_when_no_configuration_finished_an_epoch():
 def test_selected_command_sets_what_differs_from_the_defaults_only():
     cfg = Config.from_dict({"lr": 0.1 + 0.2, "neg_rank": [1, 30], "device": "cpu", "seed": 4}).to_dict()
     assert selected_command(cfg) == "counterarg train --set lr=0.30000000000000004 --set neg_rank=1,30 --out OUT"
+    home = Config.from_dict({"encoder": str(Path.home() / "enc"), "loss": "infonce+0.5*pair_ce"}).to_dict()
+    assert selected_command(home) == "counterarg train --set encoder=~/enc --set 'loss=infonce+0.5*pair_ce' --out OUT"
 
 
 def test_scheduler_text_lists_ashas_rungs():
