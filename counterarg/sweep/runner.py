@@ -47,7 +47,7 @@ from .race_files import load_race_state, race_markdown, reconcile_race_state, wr
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
 from .search_summary import scheduler_text, search_markdown
-from .space_file import searched_fields
+from .space_file import save_space, searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
@@ -337,7 +337,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
             print(f"[sweep] repaired {line}", flush=True)
         for line in restore_named_checkpoints(local):
             print(f"[sweep] repaired {line}", flush=True)
-        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else None
+        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
+            space_changes(local, sweep.param_space) if search_fields(sweep) else None
         if changed:
             raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
         for line in reconcile_race_state(local) if sweep.race is not None else []:
@@ -360,6 +361,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         secs = warm_feature_cache(feature_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
+    if not resume and local is not None and search_fields(sweep):
+        save_space(local, sweep.param_space)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
     records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)

@@ -112,6 +112,47 @@ def searched_fields(param_space: Mapping[str, Any]) -> list[str]:
     return [k for k, v in param_space.items() if is_searched(v)]
 
 
+#: Where a local search keeps the space it was started with (:func:`save_space`), inside its folder.
+SPACE_FILE_NAME = "search_space.json"
+
+
+def describe(value: Any) -> Any:
+    """A param-space entry as the space file would write it (``{"loguniform": [lo, hi]}``, a value)."""
+    if not is_searched(value):
+        return value
+    if isinstance(value, dict):
+        return {"grid": list(value["grid_search"])}
+    if hasattr(value, "categories"):
+        return {"choice": list(value.categories)}
+    if hasattr(value, "lower") and hasattr(value, "upper"):
+        kind = "randint" if type(value).__name__ == "Integer" else \
+            "loguniform" if "Log" in type(value.get_sampler()).__name__ else "uniform"
+        return {kind: [value.lower, value.upper]}
+    return f"<{type(value).__name__}>"  # another domain: its kind
+
+
+def save_space(folder: Path, param_space: Mapping[str, Any]) -> None:
+    """Keep the space a search starts with in its folder, for :func:`space_changes` on --resume."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({k: describe(v) for k, v in param_space.items()}, indent=1, default=repr)
+    (folder / SPACE_FILE_NAME).write_text(text + "\n", encoding="utf-8")
+
+
+def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
+    """The fields whose domain differs from the space the search in ``folder`` started with, in
+    words; None when they match or nothing was saved (Tune resumes a search with its first space)."""
+    try:
+        saved = json.loads((folder / SPACE_FILE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    now = json.loads(json.dumps({k: describe(v) for k, v in param_space.items()}, default=repr))
+    changed = [k for k in sorted({*saved, *now}) if saved.get(k, "(not set)") != now.get(k, "(not set)")]
+    if not changed:
+        return None
+    return "the search space differs from the sweep's: " + "; ".join(
+        f"{k} was {json.dumps(saved.get(k, '(not set)'))}, now {json.dumps(now.get(k, '(not set)'))}" for k in changed)
+
+
 def method_start(method: str) -> dict[str, Any]:
     """The fields every trial of a search starts from: ``method``'s fields and its own schedule
     (``recipe``: the Config defaults, schedule fixed 0; ``reference``: the reference implementation,

@@ -98,6 +98,25 @@ def test_choices_are_checked_together_not_against_the_start_alone():
                     start=RECIPE, source="s.json")
 
 
+def test_a_resumed_search_is_told_where_its_space_differs(tmp_path):
+    from ray import tune
+
+    from counterarg.sweep.space_file import save_space, space_changes
+
+    space = search_space({"lr": {"loguniform": [1e-4, 1e-3]}, "head": {"choice": ["identity", "residual"]},
+                          "num_negatives": {"randint": [1, 4]}, "scale": {"uniform": [10, 40]}},
+                         start=RECIPE, seeds=[0, 1])
+    assert space_changes(tmp_path, space) is None  # nothing saved: nothing to compare
+    save_space(tmp_path, space)
+    saved = json.loads((tmp_path / "search_space.json").read_text())
+    assert saved["lr"] == {"loguniform": [1e-4, 1e-3]} and saved["num_negatives"] == {"randint": [1, 4]}
+    assert saved["scale"] == {"uniform": [10.0, 40.0]} and saved["seed"] == {"grid": [0, 1]}
+    assert space_changes(tmp_path, dict(space)) is None
+    changed = space_changes(tmp_path, {**space, "lr": tune.loguniform(1e-4, 3e-3), "patience": 2})
+    assert changed == ('the search space differs from the sweep\'s: lr was {"loguniform": [0.0001, 0.001]}, '
+                       'now {"loguniform": [0.0001, 0.003]}; patience was 5, now 2')
+
+
 @pytest.mark.parametrize("text, match", [
     (None, "space file not found: .*nope.json"),
     ("{\"lr\": ", "space file .*bad.json is not valid JSON"),
