@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--space", type=Path, default=DEFAULT_SPACE, metavar="FILE",
                    help="JSON space file of Config fields (default: sweeps/spaces/recipe.json)")
     p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
-                   help="the fields every trial starts from: " + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
-                        + f" (default {DEFAULT_METHOD})")
+                   help="the fields every trial starts from: "
+                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
     p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
                    help=f"sampled configurations, 1 to {MAX_NUM_SAMPLES}; each runs once per seed and per "
                         "grid value (default 8; smoke 2)")

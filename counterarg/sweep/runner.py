@@ -377,8 +377,9 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         write_race(race, out, sweep.metric)
         sections.append(race_markdown(race, sweep.metric))
     if search_fields(sweep):
-        sections.append(search_markdown(records, search_fields(sweep), metric=sweep.metric,
-                                        mode=sweep.mode, scheduler=scheduler_text(sweep.scheduler, *asha_settings(sweep))))
+        how = scheduler_text(sweep.scheduler, *asha_settings(sweep))
+        sections.append(search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode,
+                                        scheduler=how))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
                             extra_sections=sections)

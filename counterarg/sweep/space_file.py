@@ -25,6 +25,8 @@ fields; a float range on an integer field), two categorical values that cannot g
 (every combination of the choices is built), ``seed`` (use ``--seeds``), a searched ``epochs``
 (ASHA's rungs count epochs: ``--epochs``), ``select_metric`` (the sweep selects on one metric:
 ``--set``). Fields that ``--set`` (the sweep's shared base) also sets are refused as given twice.
+A search keeps its space in its folder (:func:`save_space`, ``search_space.json``): ``--resume``
+with another space is refused (:func:`space_changes`), since Tune would go on sampling the first.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ def _bounds(where: str, kind: str, value: Any, field: str) -> tuple[float, float
             raise ConfigError(f"{where}: randint draws numbers; {field!r} holds {_HINTS[field]}")
         return int(lo), int(hi)
     if number is not float:
-        raise ConfigError(f"{where}: {kind} draws floats; {field!r} holds {getattr(_HINTS[field], '__name__', _HINTS[field])}"
+        holds = getattr(_HINTS[field], "__name__", _HINTS[field])
+        raise ConfigError(f"{where}: {kind} draws floats; {field!r} holds {holds}"
                           + (" (use randint or choice)" if number is int else " (use choice)"))
     if kind == "loguniform" and lo <= 0:
         raise ConfigError(f"{where}: loguniform expects 0 < lo; got [{lo}, {hi}]")
@@ -250,7 +253,8 @@ def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = No
             (kind, arg), = value.items()
             if kind not in DOMAINS:
                 close = difflib.get_close_matches(kind, DOMAINS, n=1)
-                raise ConfigError(f"{where}: unknown domain {kind!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"{where}: unknown domain {kind!r}{hint}"
                                   + f" (known: {', '.join(DOMAINS)})")
             if key == "epochs":
                 raise ConfigError(f"{where}: every trial of a search runs the same epochs (ASHA's rungs count "

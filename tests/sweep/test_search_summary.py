@@ -43,7 +43,8 @@ def test_section_shows_searched_values_selects_the_validation_best_and_its_comma
     assert lines[0] == "## Search (validation)"
     assert "3 configuration(s) sampled over `lr`, `finetune`; FIFO: x." in md
     header = next(ln for ln in lines if ln.startswith("| rank"))
-    assert header == f"| rank | lr | finetune | seeds | epochs run | {METRIC} | test_unseen/mean/acc@1 | test/mean/acc@1 |"
+    assert header == (f"| rank | lr | finetune | seeds | epochs run | {METRIC} | test_unseen/mean/acc@1 | "
+                      "test/mean/acc@1 |")
     rows = [ln for ln in lines if ln.startswith("| ") and ln != header]
     assert rows[0].startswith("| 1 | 0.00025 | top:1 | 2/2 | 2 | 0.5900 | 0.3000 | 0.4000 |")
     assert rows[1].startswith("| 2 | 0.001 | none | 2/2 | 2 | 0.5000 |")

@@ -24,14 +24,16 @@ RECIPE = method_start("recipe")
 
 def test_each_domain_kind_becomes_its_tune_domain_with_its_bounds():
     spec = {"finetune": {"choice": ["none", "top:1"]}, "lr": {"loguniform": [1e-4, 3e-3]},
-            "scale": {"uniform": [10, 40]}, "num_negatives": {"randint": [1, 4]}, "head": {"grid": ["identity", "residual"]},
+            "scale": {"uniform": [10, 40]}, "num_negatives": {"randint": [1, 4]},
+            "head": {"grid": ["identity", "residual"]},
             "patience": 2, "neg_rank": [1, 30], "neg_margin": None}
     space = parse_space(spec, start=RECIPE, source="s.json")
     assert list(space) == list(spec)  # the file's order
     assert isinstance(space["finetune"], Categorical) and space["finetune"].categories == ["none", "top:1"]
     assert isinstance(space["lr"], Float) and (space["lr"].lower, space["lr"].upper) == (1e-4, 3e-3)
     assert isinstance(space["scale"], Float) and (space["scale"].lower, space["scale"].upper) == (10.0, 40.0)
-    assert isinstance(space["num_negatives"], Integer) and (space["num_negatives"].lower, space["num_negatives"].upper) == (1, 4)
+    n = space["num_negatives"]
+    assert isinstance(n, Integer) and (n.lower, n.upper) == (1, 4)
     assert space["head"] == {"grid_search": ["identity", "residual"]}
     assert (space["patience"], space["neg_rank"], space["neg_margin"]) == (2, [1, 30], None)
     assert searched_fields(space) == ["finetune", "lr", "scale", "num_negatives", "head"]
@@ -61,7 +63,8 @@ def test_the_shipped_space_file_is_valid():
 
 @pytest.mark.parametrize("spec, match", [
     ({"lrr": 1e-3}, r"s\.json: key 'lrr': unknown Config field; did you mean 'lr'\?"),
-    ({"lr": {"logunifrom": [1e-4, 1e-3]}}, r"s\.json: key 'lr': unknown domain 'logunifrom'; did you mean 'loguniform'\?"),
+    ({"lr": {"logunifrom": [1e-4, 1e-3]}},
+     r"s\.json: key 'lr': unknown domain 'logunifrom'; did you mean 'loguniform'\?"),
     ({"lr": {"uniform": [1e-4, 1e-3], "choice": [1]}}, r"s\.json: key 'lr': a domain is one of"),
     ({"head": {"choice": []}}, r"s\.json: key 'head': choice expects a non-empty list"),
     ({"head": {"grid": "identity"}}, r"s\.json: key 'head': grid expects a non-empty list"),
