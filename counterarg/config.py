@@ -68,8 +68,39 @@ def method_fields() -> dict[str, Any]:
     return {k: v for k, v in REFERENCE_METHOD.items() if k not in fields_with(SCHEDULE) and k != "epochs"}
 
 
-#: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file.
-PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD}
+#: The frozen-encoder recipe, the default before the top-layer one: the encoder's pooled output is
+#: cached once and only the heads train, up to 30 epochs with early stopping. An epoch takes one to two
+#: minutes on 2 CPU cores (the default's top layer about ten), so the strategy sweeps' trials
+#: (compare_strategies, race_strategies, pbt_schedule) train it: their 24 trials stay a laptop job.
+FROZEN_RECIPE: dict[str, Any] = {"finetune": "none", "epochs": 30, "max_length": 256, "lr": 3e-4,
+                                 "encoder_lr": 3e-6, "length_buckets": 0}
+
+#: Full fine-tuning on one CUDA GPU (bf16 there through precision=auto): ``--config gpu``, and what
+#: ``counterarg bench gpu`` runs for one epoch.
+GPU_RECIPE: dict[str, Any] = {"finetune": "all", "device": "cuda", "batch_size": 32, "encoder_lr": 2e-5,
+                              "embed_batch_size": 256, "length_buckets": 64}
+
+#: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file, each with
+#: the one line that says what it is for (--help, sweep summaries).
+PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD, "frozen": FROZEN_RECIPE, "gpu": GPU_RECIPE}
+PRESET_DOCS: dict[str, str] = {
+    "reference": "the reference implementation's method (2018 scripts)",
+    "frozen": "the frozen encoder: cached pooled features, heads only (1-2 min per epoch on 2 CPU cores)",
+    "gpu": "full fine-tuning on one CUDA GPU (finetune=all, bf16, length buckets, batch 32)",
+}
+
+
+def preset_of(fields_: dict[str, Any]) -> str | None:
+    """The name of the non-reference preset whose every field ``fields_`` holds at the preset's value."""
+    for name, preset in PRESETS.items():
+        if name != "reference" and all(_same(fields_.get(k), v) for k, v in preset.items()):
+            return name
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    return norm(a) == norm(b)
 
 
 _SCHED = (SCHEDULE, RESUME, HYPER)  # a schedule field's roles

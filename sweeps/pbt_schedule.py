@@ -19,7 +19,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from counterarg.config import Config, ConfigError
+from counterarg.config import FROZEN_RECIPE, Config, ConfigError
 from counterarg.paths import runnable_path
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_range, parse_seeds, run_from_args, sweep_name, usage_errors)
@@ -31,7 +31,7 @@ from counterarg.sweep.runner import Sweep, SweepResult
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
+    add_common_args(p, start=FROZEN_RECIPE)
     p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
                    help="the method the population trains: "
                         + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             quantile=args.quantile, resample_probability=args.resample_probability,
             mutate=tuple(m.strip() for m in args.mutate.split(",") if m.strip()),
             lr_range=args.lr_range, margin_range=args.margin_range)
-        base = {**base_from_args(args), "seed": seeds[0]}
+        base = {**base_from_args(args, start=FROZEN_RECIPE), "seed": seeds[0]}
         epochs = Config.from_dict(base).epochs
         name = sweep_name(args, "pbt_schedule")
         sweep = Sweep(name=name, base=base, param_space=param_space(base, opts, args.method), scheduler="pbt", pbt=opts,

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from counterarg.config import FIELD_NAMES, PRESETS, REFERENCE_METHOD, Config, ConfigError
+from counterarg.config import FIELD_NAMES, PRESET_DOCS, PRESETS, REFERENCE_METHOD, Config, ConfigError, preset_of
 
 
 def test_defaults_and_roundtrip(tmp_path):
@@ -54,7 +54,15 @@ def test_reference_preset_is_one_flag_away():
     assert {k: getattr(ref, k) for k in REFERENCE_METHOD} == {k: (tuple(v) if isinstance(v, tuple) else v)
                                                             for k, v in REFERENCE_METHOD.items()}
     assert (ref.loss, ref.head, ref.sim_dim, ref.schedule) == ("combined", "linear", 128, "decay")
-    assert set(PRESETS) == {"reference"}
+    assert set(PRESETS) == set(PRESET_DOCS) == {"reference", "frozen", "gpu"}
+
+
+def test_every_preset_loads_and_is_recognised_by_its_fields():
+    for name in ("frozen", "gpu"):
+        cfg = Config.load(name)
+        assert preset_of(cfg.to_dict()) == name
+    assert Config.load("frozen").finetune == "none" and Config.load("gpu").finetune == "all"
+    assert preset_of(Config.load("reference").to_dict()) is None
 
 
 @pytest.mark.parametrize("bad", [["loss=cosface"], ["loss=infonce+"], ["head=mlp"], ["neg_rank=5,2"],

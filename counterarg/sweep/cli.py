@@ -18,7 +18,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
@@ -78,12 +78,13 @@ def add_methods_arg(p) -> None:
                         + f" (default: {','.join(METHODS)})")
 
 
-def add_common_args(p) -> None:
-    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
+def add_common_args(p, start: Mapping[str, Any] | None = None) -> None:
+    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2). ``start``:
+    the preset the script's trials start from (its epochs are the --epochs default)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--epochs", type=int_at_least(1),
-                   help=f"epochs per trial, >= 1 (default: {Config().epochs}, Config's)")
+                   help=f"epochs per trial, >= 1 (default: {Config.from_dict(dict(start or {})).epochs})")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
@@ -156,9 +157,10 @@ def _own_folder(folder: Path) -> None:
                           "remove it (the smoke test makes it again)")
 
 
-def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
-    """Shared Config overrides from the flags (validated)."""
-    base: dict[str, Any] = {}
+def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Shared Config overrides from the flags (validated), on top of ``start`` (a preset's fields, e.g.
+    config.FROZEN_RECIPE for the strategy sweeps); the smoke test, --epochs and --set win over it."""
+    base: dict[str, Any] = dict(start or {})
     if args.smoke_test:
         folder = smoke_dir or smoke_encoder_dir()
         if folder.exists() or folder.is_symlink():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .. import schedules
-from ..config import Config, ConfigError, method_fields
+from ..config import MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
 from ..schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -183,3 +183,26 @@ def trial_label(config: Mapping[str, Any]) -> str:
 def slug(label: str, limit: int = 48) -> str:
     """A label as a folder or file name part: ``recipe: decay 0.8-0.02`` -> ``recipe-decay-0.8-0.02``."""
     return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]
+
+
+#: Fields a sweep's shared setting never names: where the data and weights are, the seed, the machine.
+_NOT_A_SETTING = ("corpus", "encoder", "seed", *MACHINE_FIELDS)
+
+
+def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
+    """What every trial of a sweep trains that ``counterarg train`` with no flags does not: the fields
+    all ``configs`` hold at one value that differs from the Config defaults (the data, the encoder,
+    the seed and the machine aside), and the preset they make, e.g. "the frozen preset (`--config
+    frozen`: ...): finetune=none, epochs=20". None when the trials share no such field."""
+    if not configs:
+        return None
+    defaults = Config().to_dict()
+    first = configs[0]
+    shared = {k: v for k, v in first.items()
+              if k in defaults and k not in _NOT_A_SETTING and all(_norm(c.get(k)) == _norm(v) for c in configs)
+              and _norm(v) != _norm(defaults[k])}
+    if not shared:
+        return None
+    text = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(shared.items()))
+    preset = preset_of({**defaults, **first})
+    return (f"the {preset} preset (`--config {preset}`: {PRESET_DOCS[preset]}): {text}" if preset else text)
