@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="group A, one folder per seed: counterarg train --out folders, checkpoint folders or sweep "
                         "trial folders (at least 2)")
     c.add_argument("--b", nargs="+", required=True, metavar="RUN", help="group B, as --a")
-    c.add_argument("--split", default="test", help="validation or test (the splits whose per-query ranks a run keeps)")
+    c.add_argument("--split", default="test", help="validation or test: the splits whose per-query ranks a run keeps")
     c.add_argument("--label-a", default="A", help="group A's name in the tables")
     c.add_argument("--label-b", default="B", help="group B's name in the tables")
     c.add_argument("--tasks", default="all",
