@@ -1,4 +1,4 @@
-"""``counterarg train | evaluate | rank | bench``: parse, build, run."""
+"""``counterarg train | evaluate | rank | embed | export | compare | bench``: parse, build, run."""
 
 from __future__ import annotations
 
@@ -225,6 +225,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .sweep.run_compare import compare_main
+
+    return compare_main(args.a, args.b, split=args.split, label_a=args.label_a, label_b=args.label_b,
+                        tasks=args.tasks, json_path=args.json, progress=not args.quiet)
+
+
 #: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
 BENCHES = {"mining": ("bench_mining", "main"), "eval": ("bench_eval", "main"), "train": ("bench_train", "main"),
            "gpu": ("bench_train", "gpu_main"), "resume": ("bench_resume", "main")}
@@ -253,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="counterarg",
         description="Counterargument retrieval: train a model, evaluate it on the eight ArguAna tasks, "
-                    "rank counters for a new argument, embed texts, export a checkpoint, run benchmarks.",
+                    "rank counters for a new argument, embed texts, export a checkpoint, compare runs, "
+                    "run benchmarks.",
         epilog="Sweeps over training strategies: python sweeps/compare_strategies.py --help. "
                "Every command: counterarg COMMAND --help.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -325,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="the folder to write")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("compare", help="is B better than A? two groups of training runs (one per seed), the "
+                                       "seed-aware test per task and view")
+    c.add_argument("--a", nargs="+", required=True, metavar="RUN",
+                   help="group A, one folder per seed: counterarg train --out folders, checkpoint folders or sweep "
+                        "trial folders (at least 2)")
+    c.add_argument("--b", nargs="+", required=True, metavar="RUN", help="group B, as --a")
+    c.add_argument("--split", default="test", help="validation or test: the splits whose per-query ranks a run keeps")
+    c.add_argument("--label-a", default="A", help="group A's name in the tables")
+    c.add_argument("--label-b", default="B", help="group B's name in the tables")
+    c.add_argument("--tasks", default="all",
+                   help="all: the eight tasks and their mean, Holm over them per view; mean: the mean alone")
+    c.add_argument("--json", help="write the rows and verdicts here")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
     b.add_argument("what", choices=list(BENCHES))

@@ -24,32 +24,17 @@ from .methods import shared_setting
 from .provenance import sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
+from .trials import pm_text as _pm
 from .verdicts import SIGNIFICANCE_COLUMNS, significance_rows, sweep_verdicts
+from .verdicts import need_text as _need, p_text as _p
 
 TEST_DESCRIPTION = ("seed-aware two-level Welch test: the training run is the unit, the null holds the spread "
                     "of seeds and of test queries; Holm-adjusted over the pairs of each task and view")
 
 
-def _pm(ms: tuple[float, float] | None) -> str:
-    if ms is None:
-        return "–"
-    m, s = ms
-    return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else ("p < 0.0001" if p < 1e-4 else f"p = {p:.4f}")
-
-
 def _seeds_cell(st: Mapping[str, Any]) -> str:
     cell = f"{st['n']}/{st['trials']}"
     return cell + (f" ({st['unfinished']} unfinished)" if st.get("unfinished") else "")
-
-
-def _need(v) -> str:
-    if v.query_limited:
-        return "no number of seeds decides it on these test queries"
-    return "more than 200 seeds each" if v.seeds_needed is None else f"about {v.seeds_needed} seeds each would decide it"
 
 
 def _verdict_cell(v) -> str:

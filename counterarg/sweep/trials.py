@@ -150,6 +150,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+def pm_text(ms: tuple[float, float] | None) -> str:
+    """``mean ± std`` as tables print it (std "n/a" with one seed; "–" without a value)."""
+    if ms is None:
+        return "–"
+    m, s = ms
+    return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
+
+
 def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per group: ``n`` (finished seeds with a value), ``trials``, ``unfinished`` and mean/std of each
     key over its *finished* trials' best epochs.
