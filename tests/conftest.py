@@ -179,6 +179,18 @@ def cfg(tiny_encoder):
     return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
 
 
+@pytest.fixture(scope="session")
+def top1_checkpoint(tiny_encoder, tmp_path_factory) -> Path:
+    """A trained checkpoint folder whose encoder's top layer trained (finetune=top:1): one epoch."""
+    from counterarg.config import Config
+    from counterarg.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="top:1", encoder_lr=1e-2, batch_size=16)
+    train(cfg, out, progress=False)
+    return out / "checkpoint"
+
+
 def rows(path: Path) -> list[dict]:
     """The metric rows of a run folder's metrics.jsonl."""
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
