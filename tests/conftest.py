@@ -170,6 +170,14 @@ LAYOUT = [
 ]
 
 
+# ----------------------------------------------------------------------------- scoring
+def score_classifier(sp, sc, hp, hc):
+    """Logits [0, h_c[:, 0]]: the positive probability grows with the candidate's h score."""
+    import torch
+
+    return torch.stack([torch.zeros(hc.shape[0], dtype=hc.dtype), hc[:, 0]], 1)  # [M, 2]
+
+
 # ----------------------------------------------------------------------------- training runs
 @pytest.fixture
 def cfg(tiny_encoder):
