@@ -405,3 +405,26 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
     kept.pop(run / "config.json"), now.pop(run / "config.json")
     assert now == kept  # nothing else written, nothing lost, no leftover
     assert read_checkpoint(run / "checkpoint")["epoch"] == 1 and read_checkpoint(run / "best")["epoch"] == 1
+
+
+def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
+    """evaluate --checkpoint, rank, embed and export load biencoder.BiEncoder only: in a fresh
+    interpreter none of them imports the trainer, the training loop, mining or batches (loss.py is
+    read by Config validation for the loss names)."""
+    import subprocess
+    import sys
+
+    ck = str(trained / "checkpoint")
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\nanother text\n")
+    commands = [["evaluate", "--checkpoint", ck, "--split", "validation", "--quiet"],
+                ["rank", "--checkpoint", ck, "--text", "a new argument", "--split", "test", "--quiet"],
+                ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
+                ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]]
+    code = ("import sys; from counterarg.cli import main; "
+            f"codes = [main(c) for c in {commands!r}]; "
+            "bad = [n for n in ('run', 'train', 'mining', 'batches') if 'counterarg.' + n in sys.modules]; "
+            "print('RESULT', codes, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "RESULT [0, 0, 0, 0] []", out.stdout[-2000:]
