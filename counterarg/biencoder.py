@@ -107,7 +107,8 @@ class BiEncoder:
             if self.features is None:
                 raise EncoderError(f"the checkpoint's heads do not fit encoder {self.config.encoder!r} "
                                    f"(hidden size {self.hidden}): {first}") from None
-            raise CheckpointError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): {first}") from None
+            raise CheckpointError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
+                                  f"{first}") from None
         self._trained = saved["encoder"] if self.features is None else {}
         self.fused_w = saved["fused_w"]
 

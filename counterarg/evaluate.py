@@ -209,9 +209,9 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
     arrays, any device); ``point_h``/``counter_h``: ``[Q, H]`` raw pooled encoder outputs, needed
-    for a scorer that needs the classifier (``mode`` names a scorers.SCORERS entry) together with ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the
-    model in eval mode first; it is called under ``torch.no_grad``). With ``return_ranks`` returns
-    ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
+    when ``mode``'s scorer (scorers.SCORERS) needs the classifier, together with
+    ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the model in eval mode first; it is
+    called under ``torch.no_grad``). With ``return_ranks`` returns ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
     Raises :class:`EvaluationError` for an empty split or pool and for embeddings whose row count
     differs from ``pools.num_queries``.
     """

@@ -133,7 +133,8 @@ def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
         weight = f" (fused_w {tm.scoring_weight():g}, the model's)" if tm.scorer.picks_weight else ""
         how = (f"scored with eval_mode={cfg.eval_mode}{weight}, {cfg.eval_metric} distance; "
-               "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the classifier")
+               "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the "
+               "classifier")
         lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split; "
                   f"{how}.", ""]
     lines += ["## Made by", "", f"`{command}` from the checkpoint `{portable_path(checkpoint)}`.", ""]
