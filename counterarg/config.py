@@ -93,7 +93,8 @@ class Config:
     patience: int = 5  # stop after this many epochs without a new best select_metric; 0 = run all epochs
     # 0 = off (one random permutation per epoch); N = length buckets of N batches: the epoch's
     # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
-    # into batches, and the batches shuffled; finetune top:N and all only (nothing is padded with none)
+    # into batches, and the batches shuffled; finetune top:N and all (with none, training reads cached pooled
+    # vectors, nothing is padded, and the field has no effect)
     length_buckets: int = 0
 
     # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
@@ -283,9 +284,6 @@ class Config:
         _check_select_metric(self.select_metric)
         if self.length_buckets < 0:
             raise ConfigError(f"length_buckets must be >= 0 (0 = off), got {self.length_buckets!r}")
-        if self.length_buckets and self.finetune == "none":
-            raise ConfigError(f"length_buckets={self.length_buckets} needs finetune=top:N or all: with "
-                              "finetune=none training reads cached pooled vectors and nothing is padded")
         if self.max_length > 512:
             raise ConfigError(f"max_length must be <= 512 for BERT encoders, got {self.max_length}")
 

@@ -142,8 +142,9 @@ class Trainer:
         n = len(tids)
         if n < cfg.batch_size:
             raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        lengths = self.model.features.row_lengths(tids) if cfg.length_buckets else None  # [N]
-        return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=cfg.length_buckets)
+        buckets = cfg.length_buckets if self.model.features.trains_encoder else 0  # frozen: nothing padded
+        lengths = self.model.features.row_lengths(tids) if buckets else None  # [N]
+        return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=buckets)
 
     def backward_step(self, total: torch.Tensor) -> None:
         """Gradients of ``total`` and one optimizer step: clipped, and through the fp16 gradient

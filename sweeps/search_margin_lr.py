@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds, (0,))
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 12)
         name = sweep_name(args, "search_margin_lr")
+        base = base_from_args(args)
         space = margin_lr_space(parse_strategy(args.strategy, args.method), margin=args.margin_range,
-                                lr=args.lr_range, seeds=seeds)
-        sweep = Sweep(name=name, base=base_from_args(args), param_space=space, num_samples=num_samples,
+                                lr=args.lr_range, seeds=seeds, base=base)
+        sweep = Sweep(name=name, base=base, param_space=space, num_samples=num_samples,
                       scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial,
                       gpus_per_trial=args.gpus_per_trial)
         result = run_from_args(args, sweep)

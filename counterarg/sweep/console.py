@@ -5,24 +5,28 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from typing import Sequence
 
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
 from .methods import trial_label
+from .search_summary import short_value
 from .trials import DEFAULT_MODE
 
 
 class SweepReporter(ProgressReporter):
     """A status table a person can read: per trial its name (``recipe``, ``reference: decay 0.8-0.02``), seed, state, epoch and best metric.
 
+    A search names its trials by the values of its searched ``fields`` too (``fixed 0 lr=0.00092``).
+
     Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
     table shows trial hashes and loss columns). Needs Tune's classic output engine
     (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`counterarg.sweep.runner.build_tuner`).
     """
 
-    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0):
-        self.metric, self.mode, self.every_s = metric, mode, every_s
+    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0, fields: Sequence[str] = ()):
+        self.metric, self.mode, self.every_s, self.fields = metric, mode, every_s, [f for f in fields if f != "seed"]
         self._last, self._states, self._start = 0.0, None, time.time()
 
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
@@ -37,7 +41,8 @@ class SweepReporter(ProgressReporter):
         rows = []
         for t in trials:
             try:
-                label = trial_label(Config.from_dict(dict(t.config)).to_dict())
+                cfg = Config.from_dict(dict(t.config)).to_dict()
+                label = " ".join([trial_label(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
             except (ConfigError, TypeError):
                 label = "?"
             seed = dict(t.config).get("seed", Config().seed)

@@ -6,6 +6,7 @@ trial's concrete config (the sweep's shared fields plus its variant). No Tune ob
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -16,6 +17,9 @@ from ..train import prepare_features
 if TYPE_CHECKING:
     from .runner import Sweep
 
+#: The fields that decide a trial's cached features (one cache per distinct combination).
+FEATURE_FIELDS = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "embed_batch_size", "device")
+
 
 def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
     """Run ``prepare_features`` once per distinct config before trials start; returns seconds.
@@ -23,8 +27,7 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
     Trials then only load the cache (file-locked, on disk). Distinctness is judged on the fields
     that can change the features; extra calls are cache hits anyway.
     """
-    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir",
-            "embed_batch_size", "device")
+    keys = FEATURE_FIELDS
     seen = set()
     t = time.perf_counter()
     for c in configs:
@@ -53,6 +56,21 @@ def sweep_baseline(sweep: "Sweep") -> tuple[dict[str, float], dict[str, Any]] | 
     except (OSError, ValueError, RuntimeError) as e:  # the trials report such errors; say why here
         print(f"[sweep] no zero-shot baseline: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
         return None
+
+
+def feature_configs(sweep: "Sweep") -> list[dict[str, Any]]:
+    """The configs whose feature caches a sweep warms: :func:`concrete_configs`, and for a search one
+    per combination of the values its choices and grids give the feature fields (a search over
+    ``finetune`` none/top:1 builds both caches here, with a progress bar, not inside a trial)."""
+    out = concrete_configs(sweep)
+    if sweep.variants is not None:
+        return out
+    options = {}
+    for k, v in (sweep.param_space or {}).items():
+        values = v["grid_search"] if isinstance(v, dict) and "grid_search" in v else getattr(v, "categories", None)
+        if k in FEATURE_FIELDS and values is not None:
+            options[k] = list(values)
+    return [{**out[0], **dict(zip(options, combo))} for combo in itertools.product(*options.values())]
 
 
 def concrete_configs(sweep: "Sweep") -> list[dict[str, Any]]:

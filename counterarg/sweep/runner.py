@@ -10,7 +10,8 @@
   refuses a folder that holds an experiment.
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.shards.ensure_ray`,
   the one way this project starts a local Ray; ``--address`` joins a cluster instead.
-* **Schedulers**: FIFO, ASHA (the margin/lr search) or PBT (:mod:`counterarg.sweep.pbt`).
+* **Schedulers**: FIFO, ASHA (the searches: its grace period and reduction factor on :class:`Sweep`)
+  or PBT (:mod:`counterarg.sweep.pbt`).
 * **Searchers**: a grid's variants in order (:class:`~counterarg.sweep.spaces.VariantSearcher`), or
   with ``race`` options the variants raced over seeds (:class:`~counterarg.sweep.race.RaceSearcher`;
   race.csv, race.png and a race section in summary.md).
@@ -39,12 +40,14 @@ from ..paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
-from .prepare import concrete_configs, sweep_baseline, warm_feature_cache
+from .prepare import concrete_configs, feature_configs, sweep_baseline, warm_feature_cache
 from .provenance import record_session
 from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
+from .search_summary import scheduler_text, search_markdown
+from .space_file import save_space, searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
@@ -73,6 +76,8 @@ class Sweep:
     param_space: dict[str, Any] | None = None  # search: Tune domains over Config fields
     num_samples: int = 1
     scheduler: str = "fifo"  # fifo | asha | pbt
+    grace_period: int | None = None  # asha: epochs before the first cut (None: 2, or fewer epochs)
+    reduction_factor: float | None = None  # asha: 1/this of the trials go on at each rung (None: 2)
     pbt: Any = None  # scheduler "pbt": a counterarg.sweep.pbt.PBTOptions
     metric: str | None = None  # None: the trials' select_metric (Config), the one selection rule
     mode: str = DEFAULT_MODE
@@ -110,6 +115,14 @@ class Sweep:
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
+        if self.scheduler != "asha" and (self.grace_period, self.reduction_factor) != (None, None):
+            raise ConfigError("a grace period and reduction factor are ASHA's: they need --scheduler asha")
+        if self.scheduler == "asha":
+            max_t, grace, factor = asha_settings(self)
+            if not 1 <= grace <= max_t:
+                raise ConfigError(f"ASHA's grace period must be between 1 and the trials' {max_t} epochs, got {grace}")
+            if not (factor > 1 and math.isfinite(factor)):
+                raise ConfigError(f"ASHA's reduction factor must be a finite number > 1, got {factor:g}")
         if (self.scheduler == "pbt") != (self.pbt is not None):
             raise ValueError("scheduler 'pbt' needs pbt options (counterarg.sweep.pbt.PBTOptions), and only it")
         if self.race is not None:
@@ -128,6 +141,22 @@ class Sweep:
             raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
         if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
+
+
+def asha_settings(sweep: Sweep) -> tuple[int, int, float]:
+    """ASHA's ``(max_t, grace_period, reduction_factor)`` for ``sweep``, in epochs: max_t is the
+    trials' epochs; unset, the grace period is 2 epochs (1 for a one-epoch sweep) and the factor 2."""
+    max_t = int(Config.from_dict(concrete_configs(sweep)[0]).epochs)
+    grace = sweep.grace_period if sweep.grace_period is not None else max(1, min(2, max_t))
+    return max_t, grace, sweep.reduction_factor if sweep.reduction_factor is not None else 2
+
+
+def search_fields(sweep: Sweep) -> list[str]:
+    """The fields a random or ASHA search draws (its labels and its summary section); none for a
+    grid, a race or PBT (whose population's fields are its lineage, :mod:`counterarg.sweep.lineage`)."""
+    if sweep.param_space is None or sweep.scheduler == "pbt":
+        return []
+    return searched_fields(sweep.param_space)
 
 
 def storage_uri(storage: str | Path | None) -> str:
@@ -209,8 +238,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     all_configs = concrete_configs(sweep)
     hp_fields = varying_fields(all_configs)
     if sweep.param_space is not None:
-        hp_fields = sorted(set(hp_fields) | {k for k, v in sweep.param_space.items()
-                                              if not isinstance(v, (str, int, float, bool))})
+        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
     if sweep.race is not None:
         param_space = dict(sweep.base)
         search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
@@ -224,9 +252,9 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         search_alg = None
         num_samples = sweep.num_samples
     if sweep.scheduler == "asha":
-        max_t = int(Config.from_dict(all_configs[0]).epochs)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t,
-                                  grace_period=max(1, min(2, max_t)), reduction_factor=2)
+        max_t, grace, factor = asha_settings(sweep)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
+                                  reduction_factor=factor)
     elif sweep.scheduler == "pbt":
         scheduler = make_scheduler(sweep.pbt)
     else:
@@ -244,7 +272,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
                    StateSnapshot()],
-        progress_reporter=SweepReporter(sweep.metric, sweep.mode),
+        progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )
     return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
@@ -309,7 +337,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
             print(f"[sweep] repaired {line}", flush=True)
         for line in restore_named_checkpoints(local):
             print(f"[sweep] repaired {line}", flush=True)
-        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else None
+        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
+            space_changes(local, sweep.param_space) if search_fields(sweep) else None
         if changed:
             raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
         for line in reconcile_race_state(local) if sweep.race is not None else []:
@@ -329,9 +358,11 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                           "has; no trial could ever start")
     t0 = time.perf_counter()
     if warm_cache and not resume:
-        secs = warm_feature_cache(concrete_configs(sweep))
+        secs = warm_feature_cache(feature_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
+    if not resume and local is not None and search_fields(sweep):
+        save_space(local, sweep.param_space)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
     records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
@@ -345,6 +376,10 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if race is not None:
         write_race(race, out, sweep.metric)
         sections.append(race_markdown(race, sweep.metric))
+    if search_fields(sweep):
+        how = scheduler_text(sweep.scheduler, *asha_settings(sweep))
+        sections.append(search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode,
+                                        scheduler=how))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
                             extra_sections=sections)

@@ -8,8 +8,8 @@ dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose posi
 the experiment (resume keeps working). Each strategy is trained by a method (``reference`` or
 ``recipe``, :mod:`counterarg.sweep.methods`); a grid crosses the strategies with the methods. The
 trial's name is derived back from the config (:func:`counterarg.sweep.methods.trial_label`), never
-passed as a key. Random/ASHA search
-(:func:`margin_lr_space`) uses Tune's native domains, which are flat already. Schedule names come
+passed as a key. Random/ASHA search (:func:`margin_lr_space`, and any space file:
+:mod:`counterarg.sweep.space_file`) uses Tune's native domains, which are flat already. Schedule names come
 from the registry (:mod:`counterarg.schedules`); none is listed here.
 """
 
@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ray import tune
 from ray.tune.search import Searcher
 
 from .. import schedules
@@ -30,6 +29,7 @@ from ..config import FIELD_NAMES, Config, ConfigError, method_fields
 from ..io import atomic_write_text
 from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
 from .recovery import searcher_state_files
+from .space_file import search_space
 
 #: The reference method's fields (kept for callers that build reference configs by hand).
 REFERENCE_FIELDS = method_fields()
@@ -151,16 +151,13 @@ def strategy_grid(strategies: str | Sequence[str | Mapping[str, Any]] | None = N
 
 def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE, *,
                     margin: tuple[float, float] = (0.1, 3.0), lr: tuple[float, float] = (1e-4, 1e-2),
-                    seeds: Sequence[int] = (0,)) -> dict[str, Any]:
-    """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy.
-
-    Keys are Config fields; seeds become a ``grid_search`` (repeats per sample) when more than one.
-    """
-    space: dict[str, Any] = dict(strategy(schedule))
-    space["margin"] = tune.loguniform(*margin)
-    space["lr"] = tune.loguniform(*lr)
-    space["seed"] = tune.grid_search(list(seeds)) if len(seeds) > 1 else seeds[0]
-    return space
+                    seeds: Sequence[int] = (0,), base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy:
+    the space file search's path (:func:`counterarg.sweep.space_file.search_space`) with a built-in
+    space. Keys are Config fields; seeds become a ``grid_search`` (repeats per sample) when more
+    than one; ``base`` (the sweep's shared fields, ``--set``) wins over the strategy's."""
+    spec = {"margin": {"loguniform": list(margin)}, "lr": {"loguniform": list(lr)}}
+    return search_space(spec, start=strategy(schedule), seeds=seeds, base=base, source="--margin-range/--lr-range")
 
 
 class ConstantSpaceSearcher(Searcher):

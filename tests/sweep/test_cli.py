@@ -264,7 +264,7 @@ def test_export_folder_of_the_default_storage_is_ignored_by_git():
         assert done.returncode == 0, f"{path} is not ignored by git"
 
 
-@pytest.mark.parametrize("script", ["compare_strategies", "search_margin_lr", "pbt_schedule"])
+@pytest.mark.parametrize("script", ["compare_strategies", "search_margin_lr", "search_recipe", "pbt_schedule"])
 def test_sweep_help_states_configs_defaults(script, capsys):
     """Issue 23.4: --help said "--epochs (default: Config default, 20)" and "3 strategies x 3 seeds ...
     in results/compare_strategies/" while Config trains 30 epochs, there are 4 strategies and each

@@ -37,6 +37,12 @@ def test_status_table_names_strategy_seed_state_epoch_and_best():
     assert rep.should_report(trials)
 
 
+def test_a_search_names_its_trials_by_their_drawn_values_too():
+    rep = SweepReporter("m", fields=["lr", "finetune", "seed"])
+    table = rep.table([_trial("a", {"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "RUNNING", 1, 0.2)])
+    assert table.splitlines()[2].split()[:5] == ["fixed", "0", "lr=0.000922", "finetune=top:1", "0"]
+
+
 def test_the_restore_hint_is_dropped():
     keep = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Trial finished", None, None)
     drop = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Resume with Tuner.restore(path)", None, None)
