@@ -10,7 +10,8 @@ A checkpoint folder holds ``state.pt``::
 needs besides, so it gives the same metrics as an uninterrupted one on CPU. It holds tensors and plain
 data only and is read with ``torch.load(weights_only=True)``, so a planted ``state.pt`` cannot run code;
 each checkpoint folder carries a sha256 manifest (io.py) checked on load. Reading imports nothing of
-training. Which config fields may change on resume lives here too (:data:`RESUMABLE_CHANGES`).
+training. Which config fields may change on resume is their ``resume`` role (config.py,
+:func:`counterarg.config.fields_with`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
+from .config import HYPER, MODEL, RESUME, Config, fields_with
 from .io import MANIFEST, bad_files, read_manifest
 
 STATE_FILE = "state.pt"
-# fields that may differ between a checkpoint and the run resuming it; besides these, the schedule
-# fields (schedules.all_fields()): the rate is computed per epoch, so a changed schedule applies from
-# the resumed epoch on. lr, encoder_lr and margin change too (Population Based Training's exploit /
-# explore): the optimizer's param groups and the loss take the new values (Trainer.apply_hyperparameters).
-RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
-                     "lr", "encoder_lr", "margin", "precision"}
 
 
 class CheckpointError(RuntimeError):
@@ -137,21 +132,19 @@ def read_checkpoint(folder: str | Path) -> dict:
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
-    from .schedules import all_fields
-
-    allowed = RESUMABLE_CHANGES | set(all_fields())
+    allowed = set(fields_with(RESUME))  # the hyperparameters among them: Trainer.apply_hyperparameters
     defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
     diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
              if k not in allowed and saved.get(k, defaults[k]) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
-        raise CheckpointError(f"checkpoint {source} was made with a different config ({detail})")
+        model = [k for k in fields_with(MODEL) if k in diffs]
+        why = f"; {', '.join(model)}: the architecture, its weights fit no other value" if model else ""
+        raise CheckpointError(f"checkpoint {source} was made with a different config ({detail}){why}")
 
 
 def resumed_changes(config: Config, saved: dict) -> str:
     """``rate 0.8 -> 0.6, lr 0.001 -> 0.0008``: the training fields a resume changed ('' if none)."""
-    from .schedules import all_fields
-
     now = config.to_dict()
-    keys = [k for k in (*all_fields(), "lr", "encoder_lr", "margin") if k in saved and saved[k] != now[k]]
+    keys = [k for k in fields_with(HYPER) if k in saved and saved[k] != now[k]]
     return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)

@@ -7,16 +7,16 @@ import errno
 import sys
 from pathlib import Path
 
-from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
+from .config import EVAL, FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, fields_with, parse_assignments
 from .inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
 MAX_TEXT_FILE_BYTES = 1 << 20
 
-# fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
-# how to score); the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
+# fields a user may change when evaluating a checkpoint (their role "eval": the machine's own and how to
+# score); the rest describe the trained model
+EVAL_FIELDS = set(fields_with(EVAL))
 # ... for rank and embed (their --device and --candidates/--corpus flags say the rest)
 RANK_FIELDS = EVAL_FIELDS - {"corpus", "device"}
 EMBED_FIELDS = set(MACHINE_FIELDS) - {"device"}
@@ -210,15 +210,16 @@ def cmd_export(args) -> int:
     return 0
 
 
+#: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
+BENCHES = {"mining": ("bench_mining", "main"), "eval": ("bench_eval", "main"), "train": ("bench_train", "main"),
+           "gpu": ("bench_train", "gpu_main"), "resume": ("bench_resume", "main")}
+
+
 def cmd_bench(args, rest) -> int:
-    if args.what == "mining":
-        from .bench_mining import main as bench_main
-    elif args.what == "train":
-        from .bench_train import main as bench_main
-    elif args.what == "gpu":
-        from .bench_train import gpu_main as bench_main
-    else:
-        from .bench_eval import main as bench_main
+    import importlib
+
+    module, func = BENCHES[args.what]
+    bench_main = getattr(importlib.import_module(f".{module}", __package__), func)
     return int(bench_main(rest) or 0)
 
 
@@ -311,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
-    b.add_argument("what", choices=["mining", "eval", "train", "gpu"])
+    b.add_argument("what", choices=list(BENCHES))
     b.set_defaults(func=None)
     return ap
 

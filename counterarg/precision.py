@@ -13,9 +13,25 @@ from contextlib import nullcontext
 
 import torch
 
-from .config import resolve_precision
+from .fieldvalues import ConfigError
 
+#: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
+    """The precision a run uses on ``device_type`` ("cpu", "cuda", ...): fp32 | bf16 | fp16.
+
+    ``auto`` is bf16 on CUDA devices that support it (Ampere and later) and fp32 everywhere else:
+    on CPUs bf16 autocast is often slower than fp32 (no bf16 matrix units), and fp16 needs a
+    gradient scaler, so neither is picked without being asked for. Explicit values pass through.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -26,7 +42,7 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def run_precision(precision: str, device: torch.device) -> str:
-    """``precision`` ("auto" resolved, see :func:`counterarg.config.resolve_precision`) on ``device``."""
+    """``precision`` ("auto" resolved, see :func:`resolve_precision`) on ``device``."""
     return resolve_precision(precision, device.type, bf16_supported(device))
 
 

@@ -207,3 +207,29 @@ def rows(path: Path) -> list[dict]:
 def strip_times(rs: list[dict]) -> list[dict]:
     """Rows without their ``time/`` fields (the only ones that differ between equal runs)."""
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]
+
+
+#: A valid value other than the default for every Config field, for the field-role tests (a field
+#: added to Config without one here fails them: say what it is).
+OTHER_VALUES = {
+    "corpus": "elsewhere.zip", "encoder": "org/another-encoder", "pooling": "cls", "max_length": 16, "sim_dim": 8,
+    "head": "linear", "head_reg": 0.1, "finetune": "top:1", "device": "cpu", "cache_dir": "another-cache",
+    "embed_batch_size": 3, "precision": "fp32", "epochs": 2, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
+    "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 0.5, "seed": 3, "patience": 0, "length_buckets": 4,
+    "loss": "combined", "scale": 5.0, "margin": 0.5, "p": 1.0, "w_triplet": 0.5, "w_pos": 0.5, "w_neg": 0.5,
+    "schedule": "decay", "rate": 0.5, "rate_start": 0.5, "rate_step": 0.1, "rate_floor": 0.1, "rate_period": 3,
+    "rate_every": 2, "rate_gamma": 0.9, "rate_table": (0.5,), "num_negatives": 2, "neg_rank": (1, 1),
+    "neg_margin": 0.1, "dedupe_pairs": False, "index": "balltree", "shards": 3, "leaf_size": 4, "block_size": 8,
+    "eval_mode": "retrieval", "fused_w": 0.5, "fused_grid": (0.0,), "eval_metric": "l2", "rerank_k": 3, "ks": (1,),
+    "test_every": 2, "eval_training": True, "select_metric": "validation/mean/acc@1",
+}
+
+
+def each_field_changed(base):
+    """``(field, base config, the config with that one field changed)`` for every Config field."""
+    from counterarg.config import FIELD_NAMES
+
+    assert set(OTHER_VALUES) == set(FIELD_NAMES), set(OTHER_VALUES) ^ set(FIELD_NAMES)
+    for name, value in OTHER_VALUES.items():
+        assert getattr(base, name) != value, name
+        yield name, base, base.replace(**{name: value})

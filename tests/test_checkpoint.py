@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from conftest import rows
+from conftest import each_field_changed, rows
 from counterarg.checkpoint import CheckpointError, check_resumable, read_checkpoint, resumed_changes
 from counterarg.cli import main
-from counterarg.config import Config
+from counterarg.config import EVAL, HYPER, MODEL, RESUME, Config, fields_with
 from counterarg.train import train
 
 class _Planted:
@@ -99,6 +99,22 @@ def test_resume_with_other_model_is_refused(cfg, tmp_path):
     train(cfg.replace(epochs=1), tmp_path / "a", progress=False)
     with pytest.raises(CheckpointError, match="different config.*sim_dim"):
         train(cfg.replace(sim_dim=16), tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
+
+
+def test_resume_accepts_exactly_the_resume_role_and_names_an_architecture_change(tmp_path):
+    """A field of the ``resume`` role may differ from the checkpoint, any other is refused; a field of
+    the ``model`` role (architecture) is named as such; the hyperparameters a resume changed are listed."""
+    accepted, listed = set(), set()
+    for name, start, changed in each_field_changed(Config()):
+        try:
+            check_resumable(changed, start.to_dict(), tmp_path)
+            accepted.add(name)
+        except CheckpointError as e:
+            assert name in str(e) and (("architecture" in str(e)) == (name in fields_with(MODEL))), str(e)
+        if resumed_changes(changed, start.to_dict()):
+            listed.add(name)
+    assert accepted == set(fields_with(RESUME)) and listed == set(fields_with(HYPER))
+    assert not set(fields_with(MODEL)) & (set(fields_with(RESUME)) | set(fields_with(EVAL)))
 
 
 def test_check_resumable_allows_only_the_resumable_fields_and_says_what_changed(tmp_path):

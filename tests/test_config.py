@@ -128,3 +128,18 @@ def test_readme_configuration_table_states_configs_defaults():
     for said in re.findall(r"(\d+) epochs per trial: the Config default", text):
         assert int(said) == defaults.epochs
     assert re.findall(r"(\d+) epochs per trial: the Config default", text), "the main job's epochs are stated"
+
+
+def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
+    """``fields_with`` reads the fields' metadata (an unknown role is an error naming it); the
+    ``schedule`` fields are exactly those some registered schedule reads, plus ``schedule``; a
+    ``hyper`` field may change on resume; a machine field is never one of the model's."""
+    from counterarg import schedules
+    from counterarg.config import HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, fields_with
+
+    with pytest.raises(ValueError, match="unknown field role 'modle'"):
+        fields_with("modle")
+    assert set(fields_with(SCHEDULE)) == {"schedule"} | {f for s in schedules.SCHEDULES.values() for f in s.fields}
+    assert set(fields_with(HYPER)) <= set(fields_with(RESUME))
+    assert MACHINE_FIELDS == fields_with(MACHINE) and not set(MACHINE_FIELDS) & set(fields_with(MODEL))
+    assert all(fields_with(r) for r in ROLES)

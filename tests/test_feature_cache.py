@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.config import Config
+from counterarg.config import CACHE, Config, fields_with
 from counterarg.corpus import load_corpus
 from counterarg.corpus import TextTable
 from counterarg.features import cache_folder, cached_inputs
+
+from conftest import each_field_changed
 
 @pytest.fixture
 def setup(tiny_encoder, tmp_path):
@@ -83,6 +85,16 @@ def test_cache_key_follows_what_changes_the_features(setup, tmp_path):
     one.write_text(one.read_text(encoding="utf-8") + " One more sentence.", encoding="utf-8")
     assert cache_folder(cfg, TextTable.from_corpus(load_corpus(copy)))[0] != key  # one text changed
     assert cache_folder(cfg.replace(lr=0.5, seed=3, schedule="fixed", epochs=7), table)[0] == key
+
+
+def test_the_cache_key_fields_are_those_of_the_cache_role(setup):
+    """Changing a field of the ``cache`` role changes the cache folder; changing any other field does
+    not (with the same texts): the role says what keys the cache, and the key reads nothing else."""
+    cfg, table = setup
+    changes = {name for name, start, changed in each_field_changed(cfg)
+               if cache_folder(changed, table)[0] != cache_folder(start, table)[0]}
+    assert changes == set(fields_with(CACHE))
+    assert {"encoder", "pooling", "max_length", "finetune"} <= changes  # what the cached arrays are made from
 
 
 def _build(args):

@@ -154,3 +154,12 @@ def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
         h = run_layers(model, model.encoder.layer[1:], torch.from_numpy(states[:, :t].astype(np.float32)), mask)
         top = pool(h, mask, "mean")
     np.testing.assert_allclose(top.numpy(), full, atol=2e-2)  # float16 cache
+
+
+def test_configs_default_encoder_is_the_embedded_one():
+    """Config's default ``encoder`` (written there so that importing config needs no torch) names the
+    embedded encoder this module loads (model.DEFAULT_ENCODER)."""
+    from counterarg.config import Config
+    from counterarg.model import DEFAULT_ALIASES, DEFAULT_ENCODER
+
+    assert Config().encoder == DEFAULT_ENCODER and DEFAULT_ENCODER in DEFAULT_ALIASES

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.config import Config, ConfigError, resolve_precision
-from counterarg.precision import grad_scaler
+from counterarg.config import Config, ConfigError
+from counterarg.precision import grad_scaler, resolve_precision
 from counterarg.run import Trainer
 
 #: bf16 vs fp32 after STEPS steps on the tiny encoder: the loss of every step within this relative

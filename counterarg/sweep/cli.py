@@ -18,7 +18,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
@@ -110,8 +110,9 @@ def add_strategies_arg(p) -> None:
     """``--strategies``: the strategies crossed with every ``--methods`` by the scripts that compare
     them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
     p.add_argument("--strategies", default=None,
-                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
-                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list)")
+                   help="strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+                        "names: " + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
+                        + " (default: each method's main-job list)")
 
 
 def sweep_name(args, script: str) -> str:
@@ -246,9 +247,11 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
     return "\n".join(lines)
 
 
-def run_from_args(args, sweep: Sweep) -> SweepResult:
+def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResult] | None = None) -> SweepResult:
     """Run the sweep from parsed flags and print the table, overhead and TensorBoard command.
 
+    ``finish``, when given, takes the finished sweep's result before anything is printed and returns
+    the one to print (PBT's rewrites the summary with each trial named by its learned schedule).
     Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
     raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
     """
@@ -268,6 +271,8 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
                                      f"written; resume with: {resume_cmd}")
         print(f"[sweep] error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    if finish is not None:
+        result = finish(result)
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))

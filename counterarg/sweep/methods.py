@@ -53,6 +53,54 @@ def strategy_text(config: Mapping[str, Any]) -> str:
     return entry.name + (":" + ",".join(over) if over else "")
 
 
+def _fmt_table(values) -> str:
+    """``0.8,0.8,0.8,0.6`` -> ``0.8*3,0.6``: a learned table stays readable."""
+    out: list[str] = []
+    for v in values:
+        text = format_value(float(v))
+        if out and out[-1].split("*")[0] == text:
+            head, _, count = out[-1].partition("*")
+            out[-1] = f"{head}*{int(count or 1) + 1}"
+        else:
+            out.append(text)
+    return ",".join(out)
+
+
+def strategy_label(config: Mapping[str, Any]) -> str:
+    """A short human label of a config's random_rate strategy: ``decay 0.8-0.02``, ``fixed 0.8``, ``random``.
+
+    Derived from the config alone through the schedule registry, so a trial's strategy is recoverable
+    from its Config with no side channel. summary.md and the console use it; summary.csv also carries
+    every field (:func:`strategy_fields_label`).
+
+    Fields not in the entry's short form show as ``field=value`` where they differ from the
+    Config default. An unknown schedule name is shown as it is.
+    """
+    full = {**Config().to_dict(), **dict(config)}
+    entry = schedules.SCHEDULES.get(full["schedule"])
+    if entry is None:
+        return str(full["schedule"])
+    parts = []
+    if entry.short:
+        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f])
+                  for f in entry.short]
+        parts.append(entry.sep.join(values))
+    defaults = Config().to_dict()
+    for f in entry.fields:
+        if f not in entry.short and format_value(full[f]) != format_value(defaults[f]):
+            parts.append(f"{f}={format_value(full[f])}")
+    return " ".join([entry.name, *parts])
+
+
+def strategy_fields_label(config: Mapping[str, Any]) -> str:
+    """Every field the schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
+    full = {**Config().to_dict(), **dict(config)}
+    entry = schedules.SCHEDULES.get(full["schedule"])
+    if entry is None or not entry.fields:
+        return str(full["schedule"])
+    return f"{entry.name}(" + ", ".join(f"{n}={format_value(full[n])}" for n in entry.fields) + ")"
+
+
 @dataclass(frozen=True)
 class Method:
     """One method: the values of the method fields it trains with, and the strategies the main job
@@ -128,7 +176,7 @@ def trial_label(config: Mapping[str, Any]) -> str:
     if is_default_recipe(config):
         return DEFAULT_METHOD
     method = method_of(config)
-    label = schedules.short_label(config)
+    label = strategy_label(config)
     return f"{method}: {label}" if method else label
 
 
