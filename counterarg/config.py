@@ -272,10 +272,10 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         from .loss import LossError, parse_loss
-        from .model import HEADS
+        from .model import HEAD_STARTS
 
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("head", self.head, tuple(HEADS))
+        _choice("head", self.head, tuple(HEAD_STARTS))
         try:
             parse_loss(self.loss)
         except LossError as e:
@@ -288,11 +288,11 @@ class Config:
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
         check_schedule(_schedules.SCHEDULES[self.schedule])  # one registered after this module loaded
-        from .evaluate import METRICS, MODES
         from .index import BACKENDS  # the index backends' one list
+        from .scorers import METRICS, SCORERS
 
         _choice("index", self.index, BACKENDS)
-        _choice("eval_mode", self.eval_mode, MODES)
+        _choice("eval_mode", self.eval_mode, tuple(SCORERS))
         if not self.fused_grid or any(not (w >= 0 and math.isfinite(w)) for w in self.fused_grid):
             raise ConfigError(f"fused_grid must be finite weights >= 0, got {self.fused_grid!r}")
         if self.fused_w is not None and not (self.fused_w >= 0 and math.isfinite(self.fused_w)):

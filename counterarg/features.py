@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 
 from .config import CACHE, Config, fields_with
-from .feature_cache import TextTable, folder_for, load_or_build
+from .corpus import TextTable
+from .feature_cache import folder_for, load_or_build
 from .model import clip_texts, encode_texts, encoder_fingerprint, hidden_states, load_encoder, pool, run_layers, \
     split_layer
 from .precision import autocast, run_precision

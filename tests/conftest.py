@@ -170,6 +170,14 @@ LAYOUT = [
 ]
 
 
+# ----------------------------------------------------------------------------- scoring
+def score_classifier(sp, sc, hp, hc):
+    """Logits [0, h_c[:, 0]]: the positive probability grows with the candidate's h score."""
+    import torch
+
+    return torch.stack([torch.zeros(hc.shape[0], dtype=hc.dtype), hc[:, 0]], 1)  # [M, 2]
+
+
 # ----------------------------------------------------------------------------- training runs
 @pytest.fixture
 def cfg(tiny_encoder):
@@ -177,6 +185,18 @@ def cfg(tiny_encoder):
     from counterarg.config import Config
 
     return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
+
+
+@pytest.fixture(scope="session")
+def top1_checkpoint(tiny_encoder, tmp_path_factory) -> Path:
+    """A trained checkpoint folder whose encoder's top layer trained (finetune=top:1): one epoch."""
+    from counterarg.config import Config
+    from counterarg.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="top:1", encoder_lr=1e-2, batch_size=16)
+    train(cfg, out, progress=False)
+    return out / "checkpoint"
 
 
 def rows(path: Path) -> list[dict]:

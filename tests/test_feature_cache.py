@@ -11,7 +11,7 @@ import torch
 
 from counterarg.config import CACHE, Config, fields_with
 from counterarg.corpus import load_corpus
-from counterarg.feature_cache import TextTable
+from counterarg.corpus import TextTable
 from counterarg.features import cache_folder, cached_inputs
 
 from conftest import each_field_changed
@@ -101,7 +101,8 @@ def _build(args):
     cfg_dict, out = args
     from counterarg.config import Config as C
     from counterarg.corpus import load_corpus as lc
-    from counterarg.features import TextTable as T, cached_inputs as ci
+    from counterarg.corpus import TextTable as T
+    from counterarg.features import cached_inputs as ci
 
     cfg = C.from_dict(cfg_dict)
     feats = ci(cfg, T.from_corpus(lc(None)), device=torch.device("cpu"), progress=False)["pooled"]

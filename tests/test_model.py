@@ -79,7 +79,7 @@ def test_texts_are_clipped_by_characters_before_tokenising(tiny_encoder):
 
 # ---------------------------------------------------------------- similarity heads: where each starts
 from counterarg.evaluate import query_ranks  # noqa: E402
-from counterarg.model import HEADS, Heads  # noqa: E402
+from counterarg.model import HEAD_STARTS, Heads  # noqa: E402
 from counterarg.pools import pools_from_labels  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def test_sim_dim_zero_is_the_encoder_width_and_identity_can_project():
         Heads(16, 8, "residual")
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("head", sorted(HEAD_STARTS))
 def test_drift_is_zero_at_the_start_and_grows_with_the_change(head):
     torch.manual_seed(2)
     heads = Heads(8, 8, head)
