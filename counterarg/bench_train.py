@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
+from .config import GPU_RECIPE, Config
 from .corpus import real_corpus_path
 from .io import atomic_write_json
 
@@ -260,7 +260,7 @@ def _epoch(cfg: Config, out: Path) -> dict:
 
 def gpu_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="counterarg bench gpu", description=(
-        "Full fine-tuning for one epoch at bf16 and fp32 on CUDA (real corpus; throughput, peak memory, the "
+        "One epoch of the GPU preset (--config gpu: full fine-tuning) at bf16 and fp32 on CUDA (real corpus; throughput, peak memory, the "
         "epoch's metrics); without CUDA a tiny CPU version of the same code"))
     ap.add_argument("--corpus", help=f"corpus zip or folder (default {real_corpus_path()})")
     ap.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
@@ -281,9 +281,8 @@ def _gpu_bench(args, cuda: bool, work: Path) -> int:
             print(f"counterarg bench gpu: the real corpus is not at {corpus}; pass --corpus or set "
                   "COUNTERARG_CORPUS", file=sys.stderr)
             return 2
-        base = Config(corpus=str(corpus), finetune="all", device="cuda", epochs=1, batch_size=32,
-                      encoder_lr=2e-5, embed_batch_size=256, length_buckets=64)
-        what = f"{torch.cuda.get_device_name(0)}: finetune=all of {base.encoder}, 1 epoch on {corpus}"
+        base = Config.from_dict({**GPU_RECIPE, "corpus": str(corpus), "epochs": 1})  # --config gpu, one epoch
+        what = f"{torch.cuda.get_device_name(0)}: --config gpu (finetune=all) of {base.encoder}, 1 epoch on {corpus}"
     else:
         from .testing import make_tiny_encoder
 
