@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import EVAL, FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, fields_with, parse_assignments
-from .inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
+from .data.inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
@@ -31,7 +31,7 @@ def _config(args) -> Config:
 
 
 def cmd_train(args) -> int:
-    from .train import train
+    from .training.loop import train
 
     cfg = _config(args)
     if args.epochs is not None:
@@ -72,7 +72,7 @@ def _checkpoint_overrides(args, cfg: Config, allowed) -> dict:
 def _checkpoint_config(args) -> tuple[Config, dict | None]:
     """The config to evaluate with: the checkpoint's (less this machine's fields,
     config.MACHINE_FIELDS), with only evaluation fields changeable."""
-    from .checkpoint import read_checkpoint
+    from .model.checkpoint import read_checkpoint
 
     if args.zero_shot:
         cfg = Config().with_overrides(args.set or [])
@@ -86,12 +86,12 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 
 
 def cmd_evaluate(args) -> int:
-    from .biencoder import BiEncoder
-    from .corpus import TextTable, load_corpus
-    from .evaluate import evaluate_model, zero_shot_split
-    from .metrics import format_table, unseen_split
-    from .model import pick_device, set_threads_from_env
-    from .pools import split_pools
+    from .model.biencoder import BiEncoder
+    from .data.corpus import TextTable, load_corpus
+    from .evaluation.evaluate import evaluate_model, zero_shot_split
+    from .retrieval.metrics import format_table, unseen_split
+    from .nn.encoder import pick_device, set_threads_from_env
+    from .retrieval.pools import split_pools
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
@@ -122,7 +122,7 @@ def cmd_evaluate(args) -> int:
               "counter texts occur nowhere in the training split")
         print(format_table(metrics, view, pools, ks=cfg.ks))
     if args.json:
-        from .io import atomic_write_json
+        from .core.io import atomic_write_json
 
         atomic_write_json(Path(args.json), metrics)
         print(f"[counterarg] metrics written to {Path(args.json).resolve()}")
@@ -135,8 +135,8 @@ def cmd_rank(args) -> int:
     import numpy as np
     import torch
 
-    from .biencoder import BiEncoder
-    from .inference import cached_pooled, candidate_embeddings
+    from .model.biencoder import BiEncoder
+    from .serving.inference import cached_pooled, candidate_embeddings
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
@@ -181,8 +181,8 @@ def cmd_rank(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .biencoder import BiEncoder
-    from .inference import save_embeddings
+    from .model.biencoder import BiEncoder
+    from .serving.inference import save_embeddings
 
     texts = read_texts(args.input, args.field)
     out = Path(args.out)
@@ -199,8 +199,8 @@ def cmd_embed(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export
-    from .paths import portable_command, runnable_path
+    from .serving.export import export
+    from .core.paths import portable_command, runnable_path
 
     command = "counterarg export " + portable_command(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
     out = export(args.checkpoint, args.out, force=args.force, command=command)
@@ -345,18 +345,18 @@ PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EP
 
 
 def _training_errors() -> tuple[type[Exception], ...]:
-    """run.TrainingError once training is loaded (only then can it be raised): evaluate, rank, embed
+    """training.trainer.TrainingError once training is loaded (only then can it be raised): evaluate, rank, embed
     and export import nothing of training."""
-    run = sys.modules.get(f"{__package__}.run")
+    run = sys.modules.get(f"{__package__}.training.trainer")
     return (run.TrainingError,) if run is not None else ()
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .corpus import CorpusError
-    from .io import DiskFullError, FolderLockedError
-    from .model import EncoderError
-    from .tasks import EvaluationError
+    from .model.checkpoint import CheckpointError
+    from .data.corpus import CorpusError
+    from .core.io import DiskFullError, FolderLockedError
+    from .nn.encoder import EncoderError
+    from .retrieval.tasks import EvaluationError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()

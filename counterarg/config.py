@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import index as _index
-from . import schedules as _schedules
-from .fieldvalues import ConfigError, coerce
+from .retrieval import index as _index
+from .sampling import schedules as _schedules
+from .core.fieldvalues import ConfigError, coerce
 
 POOLINGS = ("cls", "pooler", "mean")
 OPTIMIZERS = ("adam", "adamw")
@@ -251,7 +251,7 @@ class Config:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        from .io import atomic_write_text
+        from .core.io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -271,8 +271,8 @@ class Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        from .loss import LossError, parse_loss
-        from .model import HEAD_STARTS
+        from .nn.loss import LossError, parse_loss
+        from .nn.heads import HEAD_STARTS
 
         _choice("pooling", self.pooling, POOLINGS)
         _choice("head", self.head, tuple(HEAD_STARTS))
@@ -288,8 +288,8 @@ class Config:
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
         check_schedule(_schedules.SCHEDULES[self.schedule])  # one registered after this module loaded
-        from .index import BACKENDS  # the index backends' one list
-        from .scorers import METRICS, SCORERS
+        from .retrieval.index import BACKENDS  # the index backends' one list
+        from .retrieval.scorers import METRICS, SCORERS
 
         _choice("index", self.index, BACKENDS)
         _choice("eval_mode", self.eval_mode, tuple(SCORERS))
@@ -299,7 +299,7 @@ class Config:
             raise ConfigError(f"fused_w must be a finite number >= 0 or none, got {self.fused_w!r}")
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
-        from .precision import PRECISIONS
+        from .nn.precision import PRECISIONS
 
         _choice("precision", self.precision, PRECISIONS)
         if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):
@@ -375,7 +375,7 @@ for _entry in _schedules.SCHEDULES.values():
 
 def _check_select_metric(name: str) -> None:
     """``validation[_unseen]/{task|mean}/{acc@k|mrr}``: model selection never reads the test split."""
-    from .tasks import task_names  # the one list of task names
+    from .retrieval.tasks import task_names  # the one list of task names
 
     m = re.fullmatch(r"(validation|validation_unseen)/([a-z]+)/(acc@[1-9]\d*|mrr)", name)
     if not m or m.group(2) not in (*task_names(), "mean"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.paths import runnable_path
+from counterarg.core.paths import runnable_path
 from counterarg.config import FROZEN_RECIPE
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)

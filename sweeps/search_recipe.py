@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from counterarg.paths import portable_path
+from counterarg.core.paths import portable_path
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.methods import DEFAULT_METHOD, METHODS

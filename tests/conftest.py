@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from counterarg.corpus import real_corpus_path
+from counterarg.data.corpus import real_corpus_path
 
 REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory) -> str:
-    from counterarg.testing import make_tiny_encoder
+    from counterarg.nn.testing import make_tiny_encoder
 
     return make_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"))
 
@@ -142,14 +142,14 @@ def queries_for(x: np.ndarray, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- a hand-made split
 def rec(theme, debate, side, number, kind):
     """A corpus record of the hand-made split (its text names its place)."""
-    from counterarg.corpus import Record
+    from counterarg.data.corpus import Record
 
     return Record("test", theme, debate, side, number, kind, f"{kind} {theme}/{debate}/{side}{number}", "mem")
 
 
 def make_split(layout, name="test"):
     """``layout``: list of (theme, debate, side, number) -> a Split of true pairs in that order."""
-    from counterarg.corpus import Pair, Split
+    from counterarg.data.corpus import Pair, Split
 
     pairs = [Pair(rec(t, d, s, n, "point"), rec(t, d, s, n, "counter")) for t, d, s, n in layout]
     records = [r for p in pairs for r in (p.point, p.counter)]
@@ -191,7 +191,7 @@ def cfg(tiny_encoder):
 def top1_checkpoint(tiny_encoder, tmp_path_factory) -> Path:
     """A trained checkpoint folder whose encoder's top layer trained (finetune=top:1): one epoch."""
     from counterarg.config import Config
-    from counterarg.train import train
+    from counterarg.training.loop import train
 
     out = tmp_path_factory.mktemp("run")
     cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="top:1", encoder_lr=1e-2, batch_size=16)

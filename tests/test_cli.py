@@ -40,9 +40,9 @@ def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_enc
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from counterarg.corpus import TextTable, load_corpus
-    from counterarg.evaluate import evaluate_split
-    from counterarg.pools import split_pools
+    from counterarg.data.corpus import TextTable, load_corpus
+    from counterarg.evaluation.evaluate import evaluate_split
+    from counterarg.retrieval.pools import split_pools
 
     js = tmp_path / "z.json"
     assert main(["evaluate", "--zero-shot", "--split", "test", "--quiet", "--set", f"encoder={tiny_encoder}",
@@ -74,7 +74,7 @@ def test_evaluate_errors(trained, tiny_encoder, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--quiet"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
     # a corpus folder that holds only the training split
-    from counterarg.demo import demo_corpus_path
+    from counterarg.data.demo import demo_corpus_path
 
     only_train = demo_corpus_path() / "02-extracted-arguments" / "training"
     assert main(["evaluate", "--zero-shot", "--corpus", str(only_train), "--split", "test", "--quiet",
@@ -156,8 +156,8 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     import torch
 
     from counterarg.config import Config
-    from counterarg.biencoder import BiEncoder
-    from counterarg.train import train
+    from counterarg.model.biencoder import BiEncoder
+    from counterarg.training.loop import train
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
     cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, eval_mode=mode, encoder_lr=1e-3,
@@ -240,11 +240,11 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     """Issue 23.6: the first `rank` against a frozen-encoder checkpoint re-encoded every counter of
     the split although training had cached their pooled features; it now runs only the heads over
     the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
-    import counterarg.biencoder as biencoder_mod
-    import counterarg.inference as inference_mod
-    import counterarg.model as model_mod
+    import counterarg.model.biencoder as biencoder_mod
+    import counterarg.serving.inference as inference_mod
+    import counterarg.nn.encoder as model_mod
     from counterarg.config import Config
-    from counterarg.train import train
+    from counterarg.training.loop import train
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
     cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32)  # finetune=none, eval_mode=fused (defaults)
@@ -361,7 +361,7 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
 
     pytest.importorskip("sentence_transformers")
     from counterarg import io
-    from counterarg.checkpoint import read_checkpoint
+    from counterarg.model.checkpoint import read_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
@@ -423,7 +423,8 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
                 ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]]
     code = ("import sys; from counterarg.cli import main; "
             f"codes = [main(c) for c in {commands!r}]; "
-            "bad = [n for n in ('run', 'train', 'mining', 'batches') if 'counterarg.' + n in sys.modules]; "
+            "bad = [n for n in sys.modules if n.startswith('counterarg.training') "
+            "or n in ('counterarg.sampling.mining', 'counterarg.sampling.batches')]; "
             "print('RESULT', codes, bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,6 +1,11 @@
-"""The package's import graph, built from the source with ``ast``: no module may import, at module
-level or inside a function, a module that imports it back (directly or through others). A circle
-makes every module on it depend on all the others, so none can be read, tested or moved alone."""
+"""The package's import graph, built from the source with ``ast``, and the two rules it must keep.
+
+* **Layers** (:data:`LAYERS`, the one list of them; README "Architecture" draws it): a module may import,
+  at module level or inside a function, only its own package or a package of a lower layer; packages
+  side by side in one layer do not import each other. A new package is added here, or the test fails.
+* **No circle**: no module imports a module that imports it back (directly or through others). A
+  circle makes every module on it depend on all the others, so none can be read, tested or moved alone.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,21 @@ from pathlib import Path
 import counterarg
 
 PACKAGE = Path(counterarg.__file__).parent
+
+#: The layers, bottom first; each names the packages (or top-level modules) in it. The root package's
+#: ``__init__`` imports nothing and sits below them all.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("core",),  # io, paths, fieldvalues: imports nothing of the package
+    ("data",),  # corpus, demo corpus, input files, feature cache
+    ("nn", "retrieval", "sampling"),  # config-free parts and the registries Config validates through
+    ("config",),  # Config: every default, field roles, validation through the registries below
+    ("model",),  # checkpoint format, feature modes, BiEncoder
+    ("evaluation",),  # the eight tasks' ranks under a scorer, the zero-shot baseline, model selection
+    ("serving", "training"),  # rank/embed/export; the Trainer and the epoch loop
+    ("bench", "sweep"),  # benchmarks; Ray Tune sweeps
+    ("cli",),  # counterarg COMMAND: parse, build, run
+    ("__main__",),
+)
 
 
 def module_name(path: Path) -> str:
@@ -89,6 +109,58 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def unit_of(module: str) -> str:
+    """The package (or top-level module) a module belongs to: ``counterarg.model.biencoder`` -> ``model``;
+    the root package -> ``""``."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def layer_of(unit: str) -> int:
+    if unit == "":
+        return -1
+    for i, layer in enumerate(LAYERS):
+        if unit in layer:
+            return i
+    raise AssertionError(f"counterarg.{unit} is in no layer: add it to LAYERS in tests/test_imports.py "
+                         "(and to the README's Architecture drawing)")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Each import of a package above the importer's, or of a package beside it in the same layer."""
+    out = []
+    for module in sorted(graph):
+        unit = unit_of(module)
+        for target in sorted(graph[module]):
+            other = unit_of(target)
+            if other != unit and layer_of(other) >= layer_of(unit):
+                where = "above" if layer_of(other) > layer_of(unit) else "beside"
+                out.append(f"{module} imports {target} ({other} is {where} {unit})")
+    return out
+
+
+def test_every_module_imports_only_its_own_package_or_a_lower_layer():
+    found = layer_violations(import_graph())
+    assert not found, "layer rule broken:\n" + "\n".join(found)
+
+
+def test_the_layer_check_finds_an_upward_and_a_sideways_import():
+    """The checker itself: a model module importing training (up) and a retrieval module importing
+    sampling (beside it) are found; imports within a package and downward ones are not."""
+    graph = {"counterarg.model.biencoder": {"counterarg.training.trainer", "counterarg.model.features",
+                                            "counterarg.config", "counterarg.core.io", "counterarg"},
+             "counterarg.retrieval.pools": {"counterarg.sampling.mining", "counterarg.data.corpus"},
+             "counterarg.config": {"counterarg.retrieval.tasks"}}
+    assert layer_violations(graph) == [
+        "counterarg.model.biencoder imports counterarg.training.trainer (training is above model)",
+        "counterarg.retrieval.pools imports counterarg.sampling.mining (sampling is beside retrieval)"]
+    try:
+        layer_violations({"counterarg.newpkg.x": set()} | {"counterarg.cli": {"counterarg.newpkg.x"}})
+    except AssertionError as e:
+        assert "counterarg.newpkg is in no layer" in str(e)
+    else:
+        raise AssertionError("a package in no layer passed")
+
+
 def test_the_package_has_no_import_circle():
     found = cycles(import_graph())
     assert not found, "import circle(s): " + "; ".join(" <-> ".join(c) for c in found)
@@ -101,6 +173,6 @@ def test_the_cycle_finder_finds_a_circle_and_reads_every_kind_of_import(tmp_path
     assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     src = PACKAGE / "config.py"
     found = imports_of(src)
-    assert "counterarg.io" in found  # a function-level ``from .io import atomic_write_text``
+    assert "counterarg.core.io" in found  # a function-level ``from .io import atomic_write_text``
     graph = import_graph()
     assert "counterarg.sweep.runner" in graph and "counterarg.config" in graph["counterarg.sweep.runner"]

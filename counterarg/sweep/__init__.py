@@ -1,4 +1,4 @@
-"""Ray Tune sweeps over training strategies: each trial is one ``counterarg.train`` run.
+"""Ray Tune sweeps over training strategies: each trial is one ``counterarg.training.loop`` run.
 
 The sweep scripts (``sweeps/*.py``) parse, build a :class:`~counterarg.sweep.runner.Sweep` and run
 it; the pieces, one job per module:
@@ -24,5 +24,5 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.cli`: the flags, names and exit codes the sweep scripts share.
 
 Importing this package imports nothing; the modules that drive Ray import it plainly. Training
-(``counterarg.train``, ``counterarg.evaluate``) never imports this package, so it never imports Ray.
+(``counterarg.training.loop``, ``counterarg.evaluation.evaluate``) never imports this package, so it never imports Ray.
 """

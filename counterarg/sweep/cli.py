@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
-from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
-from ..io import FolderLockedError, disk_full_error, is_disk_full
-from ..paths import runnable_path, shell_path
-from ..schedules import SCHEDULES
-from ..testing import make_tiny_encoder
+from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
+from ..core.io import FolderLockedError, disk_full_error, is_disk_full
+from ..core.paths import runnable_path, shell_path
+from ..sampling.schedules import SCHEDULES
+from ..nn.testing import make_tiny_encoder
 from .methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command

@@ -1,6 +1,6 @@
 """The methods a sweep's strategies train, and the one name of every trial (method x strategy).
 
-A *strategy* is a random_rate schedule (the registry in :mod:`counterarg.schedules`); a *method*
+A *strategy* is a random_rate schedule (the registry in :mod:`counterarg.sampling.schedules`); a *method*
 is everything else that decides how a model trains: the head, the loss, lr, batch size, the mining
 ranks, early stopping, the evaluation (the fields of :func:`counterarg.config.method_fields`).
 :data:`METHODS` is the one home of the methods; sweeps cross strategies with them
@@ -27,9 +27,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .. import schedules
+from ..sampling import schedules
 from ..config import MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
-from ..schedules import format_value
+from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
 #: on ArguAna (population 4, 20 epochs, frozen all-MiniLM-L6-v2, selected on validation_unseen/mean/acc@1;

@@ -39,11 +39,11 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
-from .. import schedules
+from ..sampling import schedules
 from ..config import SCHEDULE, Config, ConfigError, fields_with
-from ..selection import beats, best_row, early_stop
-from ..checkpoint import read_checkpoint
-from ..paths import runnable_path
+from ..evaluation.selection import beats, best_row, early_stop
+from ..model.checkpoint import read_checkpoint
+from ..core.paths import runnable_path
 from . import lineage
 from .methods import DEFAULT_METHOD, get_method, strategy_label
 from .records import best_checkpoint

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..config import Config  # noqa: E402
-from ..tasks import task_names  # noqa: E402
+from ..retrieval.tasks import task_names  # noqa: E402
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
                      group_label, group_stats, test_acc1_keys, varying_fields)
 

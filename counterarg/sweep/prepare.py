@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..config import CACHE, MACHINE, Config, fields_with
-from ..evaluate import zero_shot_metrics
-from ..train import prepare_features
+from ..evaluation.evaluate import zero_shot_metrics
+from ..training.loop import prepare_features
 
 if TYPE_CHECKING:
     from .runner import Sweep

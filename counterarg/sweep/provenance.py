@@ -4,7 +4,7 @@ summary.md is quoted long after the sweep ran; without the command, the package 
 commit its numbers cannot be reproduced, and after a ``--resume`` the driver's own clock covers
 only the resumed part. Every driver session that writes the summary is therefore recorded in
 ``<sweep>/sessions.jsonl`` (its command line and wall seconds), and the summary shows all of them
-and their sum. Paths in the command are shown as :func:`counterarg.paths.portable_path` does
+and their sum. Paths in the command are shown as :func:`counterarg.core.paths.portable_path` does
 (relative to the folder the sweep ran from), never as this machine's absolute paths. No Ray here.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import Config
-from ..io import append_jsonl
-from ..paths import portable_command
+from ..core.io import append_jsonl
+from ..core.paths import portable_command
 
 SESSIONS_FILE = "sessions.jsonl"
 #: The packages whose versions change what a sweep computes (or how it runs).

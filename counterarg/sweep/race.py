@@ -44,8 +44,8 @@ from typing import Any, Mapping, Sequence
 from scipy import stats
 
 from ..config import ConfigError
-from ..io import atomic_write_text
-from ..selection import beats
+from ..core.io import atomic_write_text
+from ..evaluation.selection import beats
 from .significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
 from .trials import DEFAULT_MODE, group_label, varying_fields

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import pandas as pd
 import pyarrow.fs as pafs
 
-from ..io import atomic_write_text
+from ..core.io import atomic_write_text
 from .plots import plot_race
 from .recovery import searcher_state_files
 

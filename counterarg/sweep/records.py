@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Config, ConfigError
-from ..selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
+from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 

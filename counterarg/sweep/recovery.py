@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
-from ..io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
+from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
 #: of its weights (one entry per epoch, :mod:`counterarg.sweep.lineage`)
@@ -259,7 +259,7 @@ class StateSnapshot(Callback):
     failure of the kill/resume tests). Tune asks its callbacks for their state right after it has
     written the experiment and searcher state (``TuneController.save_to_dir``): at that moment
     those files are whole and from one save. This callback copies them then, as one sealed folder
-    swap (:func:`counterarg.io.atomic_replace_dir`: a kill leaves the old set or the new one). It
+    swap (:func:`counterarg.core.io.atomic_replace_dir`: a kill leaves the old set or the new one). It
     keeps no state of its own. Both folders come from the trials' storage at run time (a resumed
     sweep's may differ from the first run's); local storage only, elsewhere it does nothing.
     """

@@ -10,7 +10,7 @@ the query-sampling term, and the query-level test as a second column), per task 
 * A RUN is a ``counterarg train`` run folder (its ``best/``), a checkpoint folder (``best/``,
   ``checkpoint/``, a sweep's ``checkpoint_N/``) or a sweep trial folder (its ``best/``, else its
   newest ``checkpoint_N/``): each holds ``best_ranks.npz``, the per-query ranks of the run's best
-  epoch (:class:`counterarg.selection.BestRanks`). Each RUN is one seed of its group.
+  epoch (:class:`counterarg.evaluation.selection.BestRanks`). Each RUN is one seed of its group.
 * Refused, naming the folder (:class:`CompareError`; the CLI exits 2): a folder without ranks of
   the split, runs scored on other query sets (their query counts or unseen queries differ), one run
   given twice or two runs of one seed in a group (the training run is the unit: a repeat adds no
@@ -33,11 +33,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import ConfigError
-from ..io import atomic_write_json
-from ..paths import portable_path
-from ..schedules import format_value
-from ..selection import BEST_DIR, BestRanks, read_best_ranks
-from ..tasks import task_names
+from ..core.io import atomic_write_json
+from ..core.paths import portable_path
+from ..sampling.schedules import format_value
+from ..evaluation.selection import BEST_DIR, BestRanks, read_best_ranks
+from ..retrieval.tasks import task_names
 from .recovery import checkpoint_index
 from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seeds_needed
 from .trials import NON_GROUP_FIELDS, VIEWS, pm_text, varying_fields

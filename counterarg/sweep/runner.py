@@ -8,7 +8,7 @@
   message and the sweep goes on; ``--resume`` retries errored trials from scratch.
 * **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
   refuses a folder that holds an experiment.
-* **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.shards.ensure_ray`,
+* **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.retrieval.shards.ensure_ray`,
   the one way this project starts a local Ray; ``--address`` joins a cluster instead.
 * **Schedulers**: FIFO, ASHA (the searches: its grace period and reduction factor on :class:`Sweep`)
   or PBT (:mod:`counterarg.sweep.pbt`).
@@ -34,9 +34,9 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError, FIELD_NAMES
-from ..io import exclusive_lock, remove_lock_file
-from ..shards import ensure_ray
-from ..paths import shell_path
+from ..core.io import exclusive_lock, remove_lock_file
+from ..retrieval.shards import ensure_ray
+from ..core.paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
@@ -181,7 +181,7 @@ def local_experiment_dir(storage: str, name: str) -> Path | None:
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start or join Ray for a sweep driver.
 
-    * ``address=None``: a fresh local cluster (:func:`counterarg.shards.ensure_ray`, the one way a
+    * ``address=None``: a fresh local cluster (:func:`counterarg.retrieval.shards.ensure_ray`, the one way a
       local Ray is started), never a lingering one left by a killed driver, so a resume does not
       attach to half-dead processes. It listens on 127.0.0.1 only: nothing of a local sweep is
       reachable from the network. Its workers' output reaches the driver's console.
@@ -303,7 +303,7 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
     with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
     (``<storage>/.<name>.lock``, removed as the sweep ends) for the whole sweep: a second driver gets
-    :class:`~counterarg.io.FolderLockedError` at once. More CPUs per trial than the machine or
+    :class:`~counterarg.core.io.FolderLockedError` at once. More CPUs per trial than the machine or
     cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
     listed in the summary.
     """
@@ -390,6 +390,6 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
 
 def tensorboard_command(storage: str, name: str) -> str:
     """The command that shows this sweep (Tune's own hint points at a temp staging folder); a local
-    folder as a path that runs from here (:func:`counterarg.paths.shell_path`)."""
+    folder as a path that runs from here (:func:`counterarg.core.paths.shell_path`)."""
     local = local_experiment_dir(storage, name)
     return f"tensorboard --logdir {shell_path(local) if local is not None else storage.rstrip('/') + '/' + name}"

@@ -17,8 +17,8 @@ import shlex
 from typing import Any, Mapping, Sequence
 
 from ..config import MACHINE_FIELDS, Config
-from ..paths import portable_path
-from ..schedules import format_value
+from ..core.paths import portable_path
+from ..sampling.schedules import format_value
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, group_stats, summary_rows
 
 #: The test columns shown beside the validation metric (mean acc@1, both views).

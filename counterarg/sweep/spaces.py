@@ -10,7 +10,7 @@ the experiment (resume keeps working). Each strategy is trained by a method (``r
 trial's name is derived back from the config (:func:`counterarg.sweep.methods.trial_label`), never
 passed as a key. Random/ASHA search (:func:`margin_lr_space`, and any space file:
 :mod:`counterarg.sweep.space_file`) uses Tune's native domains, which are flat already. Schedule names come
-from the registry (:mod:`counterarg.schedules`); none is listed here.
+from the registry (:mod:`counterarg.sampling.schedules`); none is listed here.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 
 from ray.tune.search import Searcher
 
-from .. import schedules
+from ..sampling import schedules
 from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
-from ..io import atomic_write_text
+from ..core.io import atomic_write_text
 from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
 from .recovery import searcher_state_files
 from .space_file import search_space
@@ -49,7 +49,7 @@ def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_
 
     ``strategy("fixed", rate=0.5)`` -> the reference method's fields (:data:`REFERENCE_FIELDS`) with
     ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
-    :func:`counterarg.schedules.strategy_fields`, with overrides); ``strategy("fixed", "recipe",
+    :func:`counterarg.sampling.schedules.strategy_fields`, with overrides); ``strategy("fixed", "recipe",
     rate=0)`` -> the default recipe, the same fields at their Config defaults. Validated now, so a
     typo fails before the sweep starts.
     """

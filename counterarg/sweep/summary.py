@@ -16,9 +16,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..io import atomic_write_json, atomic_write_text
-from ..tasks import task_names
-from ..paths import portable_path
+from ..core.io import atomic_write_json, atomic_write_text
+from ..retrieval.tasks import task_names
+from ..core.paths import portable_path
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .methods import shared_setting
 from .provenance import sweep_provenance

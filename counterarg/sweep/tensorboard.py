@@ -19,10 +19,10 @@ from typing import Any, Sequence
 from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
-from .. import schedules
+from ..sampling import schedules
 from ..config import SCHEDULE, Config, fields_with
-from ..selection import beats
-from ..tasks import task_names
+from ..evaluation.selection import beats
+from ..retrieval.tasks import task_names
 from .methods import trial_label
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
 

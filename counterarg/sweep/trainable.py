@@ -1,4 +1,4 @@
-"""The Tune trainable: one ``counterarg.train`` run per trial, adapted to Ray Tune.
+"""The Tune trainable: one ``counterarg.training.loop`` run per trial, adapted to Ray Tune.
 
 * **Trainable** (:func:`trainable`): one call of ``train()`` per trial; each epoch
   ``ray.tune.report(metrics, checkpoint=Checkpoint.from_directory(checkpoint_dir))`` (not
@@ -38,11 +38,11 @@ import torch
 from ray import tune
 
 from ..config import Config
-from ..io import read_manifest
-from ..shards import shard_bundles
-from ..checkpoint import CheckpointError, read_checkpoint
-from ..selection import BEST_DIR
-from ..train import train
+from ..core.io import read_manifest
+from ..retrieval.shards import shard_bundles
+from ..model.checkpoint import CheckpointError, read_checkpoint
+from ..evaluation.selection import BEST_DIR
+from ..training.loop import train
 from .console import quiet_worker_logs
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar

@@ -8,7 +8,7 @@ a Ray Tune ``ResultGrid`` into these records; nothing here imports Ray.
 Conventions:
 
 * A trial's *best epoch* is the epoch with the best sweep metric (Config ``select_metric``; ties:
-  the earliest, :func:`counterarg.selection.best_row`); its validation and test metrics are
+  the earliest, :func:`counterarg.evaluation.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
 * A trial's *group* names what it was run with apart from its seed: its method and strategy
   (:func:`counterarg.sweep.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
@@ -31,9 +31,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..config import SCHEDULE, Config, fields_with
-from ..schedules import format_value
-from ..selection import DEFAULT_MODE, best_row
-from ..tasks import task_names
+from ..sampling.schedules import format_value
+from ..evaluation.selection import DEFAULT_MODE, best_row
+from ..retrieval.tasks import task_names
 from .methods import METHOD_FIELDS, method_of, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric

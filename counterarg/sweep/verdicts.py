@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..tasks import task_names
+from ..retrieval.tasks import task_names
 from .significance import ALPHA, MAX_SEEDS, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
 from .methods import method_of
 from .trials import ZERO_SHOT, TrialRecord

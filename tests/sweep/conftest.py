@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from counterarg.sweep.trials import TrialRecord
-from counterarg.tasks import TASKS
+from counterarg.retrieval.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -35,7 +35,7 @@ def unique_name(stem: str) -> str:
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """A tiny random BERT and a feature-cache folder shared by the sweep tests."""
-    from counterarg.testing import make_tiny_encoder
+    from counterarg.nn.testing import make_tiny_encoder
 
     root = tmp_path_factory.mktemp("tiny")
     return {"encoder": make_tiny_encoder(root / "bert"), "cache_dir": str(root / "cache")}

@@ -88,7 +88,7 @@ def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tm
 
 def test_second_sweep_with_the_same_name_gets_a_named_error(tmp_path, capsys):
     """Finding 4: two sweeps with the same --name both ran; the second now stops at once."""
-    from counterarg.io import exclusive_lock
+    from counterarg.core.io import exclusive_lock
 
     with exclusive_lock(tmp_path / ".x.lock", "first driver"):
         with pytest.raises(SystemExit) as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from counterarg.schedules import format_value
+from counterarg.sampling.schedules import format_value
 from counterarg.sweep.lineage import (COLUMNS, inherit, lineage_entry, missing_epochs,
                                 plot_schedules, rate_table, schedule_rows)
 from counterarg.sweep.plots import read_plot_data

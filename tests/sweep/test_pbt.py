@@ -18,7 +18,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from counterarg.config import ConfigError
-from counterarg.checkpoint import read_checkpoint
+from counterarg.model.checkpoint import read_checkpoint
 from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 from counterarg.sweep.trials import ZERO_SHOT

@@ -7,7 +7,7 @@ from importlib import metadata
 
 import pytest
 
-from counterarg.paths import absolute_paths_in, portable_command
+from counterarg.core.paths import absolute_paths_in, portable_command
 from counterarg.sweep.provenance import read_sessions, record_session
 from counterarg.sweep.summary import write_summary
 

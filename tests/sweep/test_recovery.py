@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from counterarg.io import MANIFEST
+from counterarg.core.io import MANIFEST
 from counterarg.sweep.recovery import (SNAPSHOT_DIR, TRAIN_TIME_FILE, StateSnapshot, SweepStateError,
                                        final_checkpoint_after, repair_experiment_state)
 

@@ -90,7 +90,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     assert all(r["best_epoch"] in (1, 2) and r["train_s"] > 0 for r in good_rows)
     # the best epoch's checkpoint is kept besides the latest and named; it evaluates to its own row
     from counterarg.cli import main as cli_main
-    from counterarg.checkpoint import read_checkpoint
+    from counterarg.model.checkpoint import read_checkpoint
 
     for row in good_rows:
         ck = Path(row["best_checkpoint"])
@@ -252,7 +252,7 @@ def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tm
     before anything runs; once the encoder exists, --resume reruns only the errored trial, to the end."""
     import ray
 
-    from counterarg.testing import make_tiny_encoder
+    from counterarg.nn.testing import make_tiny_encoder
 
     later = tmp_path / "later-bert"
     variants = [{**sweep_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},

@@ -9,7 +9,7 @@ import pytest
 from counterarg.sweep.plots import read_plot_data
 from counterarg.sweep.summary import console_table, summary_markdown, write_summary
 from counterarg.sweep.trials import summary_rows
-from counterarg.tasks import TASKS
+from counterarg.retrieval.tasks import TASKS
 
 from .conftest import ranked_records, summary_records
 
@@ -111,7 +111,7 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
 
 def test_summary_names_checkpoints_relative_to_the_sweep_folder(tmp_path):
     """Issue 23.10: summary.md named each best checkpoint by this machine's absolute path."""
-    from counterarg.paths import absolute_paths_in
+    from counterarg.core.paths import absolute_paths_in
 
     recs = summary_records()
     for r in recs:

@@ -38,7 +38,7 @@ def test_gpu_fractions_pack_two_trials_on_one_gpu_and_fall_back_to_cpu(tmp_path)
         import ray as _ray
         from ray import tune as _tune
 
-        from counterarg.model import pick_device
+        from counterarg.nn.encoder import pick_device
 
         folder = _Path(config["folder"])
         (folder / f"{config['i']}.start").write_text("")
@@ -72,9 +72,9 @@ def test_gpu_fractions_pack_two_trials_on_one_gpu_and_fall_back_to_cpu(tmp_path)
 def test_training_never_imports_ray():
     """Training code never imports Ray: only the sweep's trainable adapts a run to Tune. Checked in a
     fresh interpreter (this one has Ray loaded by other tests); the summary modules are Ray-free too."""
-    modules = ["counterarg", "counterarg.train", "counterarg.evaluate", "counterarg.cli", "counterarg.export",
-               "counterarg.selection", "counterarg.sweep", "counterarg.sweep.trials", "counterarg.sweep.summary",
-               "counterarg.sweep.plots", "counterarg.sweep.significance", "counterarg.sweep.lineage"]
+    modules = ["counterarg", "counterarg.training.loop", "counterarg.evaluation.evaluate", "counterarg.cli",
+               "counterarg.serving.export", "counterarg.evaluation.selection", "counterarg.sweep",
+               "counterarg.sweep.trials", "counterarg.sweep.summary", "counterarg.sweep.plots", "counterarg.sweep.significance", "counterarg.sweep.lineage"]
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from counterarg.config import method_fields
-from counterarg.selection import best_row
+from counterarg.evaluation.selection import best_row
 from counterarg.sweep.trials import (dedupe_history, group_label, group_stats, overhead, strategy_fields_label,
                                      strategy_label, summary_rows, varying_fields)
 

@@ -1,0 +1,59 @@
+"""Mixed precision for the encoder: the autocast context of its forward passes and the fp16 gradient scaler.
+
+Only the encoder runs under autocast (in training and in the embedding passes); its output is cast
+back to float32 before pooling, so pooling, the heads, the loss and the optimizer all work in fp32.
+bf16 keeps fp32's exponent range and needs no scaler; fp16 does: a :class:`torch.amp.GradScaler`
+multiplies the loss before ``backward`` and skips a step whose gradients overflowed. On CPU, torch
+2.13 autocasts both bf16 and fp16 (tests run both there).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from ..core.fieldvalues import ConfigError
+
+#: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
+    """The precision a run uses on ``device_type`` ("cpu", "cuda", ...): fp32 | bf16 | fp16.
+
+    ``auto`` is bf16 on CUDA devices that support it (Ampere and later) and fp32 everywhere else:
+    on CPUs bf16 autocast is often slower than fp32 (no bf16 matrix units), and fp16 needs a
+    gradient scaler, so neither is picked without being asked for. Explicit values pass through.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 natively (CUDA: compute capability 8.0 and later)."""
+    if device.type != "cuda":
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
+
+
+def run_precision(precision: str, device: torch.device) -> str:
+    """``precision`` ("auto" resolved, see :func:`resolve_precision`) on ``device``."""
+    return resolve_precision(precision, device.type, bf16_supported(device))
+
+
+def autocast(precision: str, device: torch.device):
+    """The context the encoder's forward runs in: ``torch.autocast`` at bf16/fp16, nothing at fp32."""
+    dtype = DTYPES[precision]
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler that is active for fp16 only (disabled, it passes every call through)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
