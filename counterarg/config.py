@@ -112,7 +112,7 @@ class Config:
 
     # data and model
     corpus: str | None = _f(None, EVAL)  # zip, unpacked folder, or None for the generated demo corpus
-    # local folder, hub name, or the embedded default (all-MiniLM-L6-v2, model.DEFAULT_ALIASES)
+    # local folder, hub name, or the embedded default (all-MiniLM-L6-v2, nn.encoder.DEFAULT_ALIASES)
     encoder: str = _f("all-MiniLM-L6-v2", MODEL, CACHE)
     pooling: str = _f("mean", MODEL, CACHE)  # cls | pooler | mean
     max_length: int = _f(256, MODEL, CACHE)
@@ -147,7 +147,7 @@ class Config:
     # vectors, nothing is padded, and the field has no effect)
     length_buckets: int = 0
 
-    # objectives (loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
+    # objectives (nn/loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
     loss: str = "infonce+pair_ce"
     scale: float = 20.0  # infonce: cosine similarity times scale are the logits
     # CombinedLoss (combined, triplet, pair_ce)
@@ -169,19 +169,19 @@ class Config:
     rate_gamma: float = _f(0.5, *_SCHED)  # step: factor per drop
     rate_table: tuple[float, ...] = _f((), *_SCHED)  # table: the rate of each epoch; the last value holds
 
-    # mining (mining.py)
+    # mining (sampling/mining.py)
     num_negatives: int = 1  # mined negatives per anchor
     neg_rank: tuple[int, ...] = (1, 10)  # (lo, hi): draw hard negatives from these ranks, 1 = nearest
     neg_margin: float | None = None  # skip candidates closer than the own counter minus this; None = off
     dedupe_pairs: bool = True  # train on each distinct (point text, counter text) pair once
 
-    # neighbour index (index.py), shared by mining and evaluation; its defaults are the index's own
+    # neighbour index (retrieval/index.py), shared by mining and evaluation; its defaults are the index's own
     index: str = _f("exact", MACHINE, RESUME, EVAL)  # exact | balltree | sharded-balltree
     shards: int = _f(_index.DEFAULT_OPTIONS["shards"], MACHINE, RESUME, EVAL)
     leaf_size: int = _f(_index.DEFAULT_OPTIONS["leaf_size"], MACHINE, EVAL)
     block_size: int = _f(_index.DEFAULT_OPTIONS["block_size"], MACHINE, EVAL)
 
-    # evaluation (tasks.py, evaluate.py)
+    # evaluation (retrieval/tasks.py, evaluation/evaluate.py)
     # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
     eval_mode: str = _f("fused", EVAL)
     fused_w: float | None = _f(None, EVAL)  # fused: weight of the classifier's log-odds; None = picked on validation

@@ -1,4 +1,5 @@
-"""Benchmark of the evaluator: the reference implementation's per-pair loop against the vectorised :mod:`evaluate`.
+"""Benchmark of the evaluator: the reference implementation's per-pair loop against the vectorised evaluator
+(:mod:`counterarg.evaluation.evaluate`).
 
 Reference style = what the original scripts did, per task: a Python loop over queries that computes
 the query's distances to its pool, takes the ``rerank_k`` nearest and calls the pair classifier
@@ -64,7 +65,7 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
             pool = pool_lists[i]
             hit = i if hits is None else hits[i]
             d = np.linalg.norm(cand[pool] - ps[i], axis=1)  # [P]
-            # ties: lower index first, true counter after its ties (same rule as evaluate.py)
+            # ties: lower index first, true counter after its ties (same rule as evaluation/evaluate.py)
             order = np.lexsort((pool, pool == hit, d))
             ranked = list(pool[order])
             if rerank:

@@ -1,7 +1,7 @@
 """The unique texts of a corpus and the on-disk cache of what the encoder makes of them.
 
 ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
-unique text (corpus.TextTable). A feature mode (features.py) names its cache by a key (the
+unique text (corpus.TextTable). A feature mode (model/features.py) names its cache by a key (the
 content of the encoder's files, max_length, the corpus texts and what the mode adds) and fills
 the folder once; this module builds the folder under a file lock, so parallel trials build it
 once, and checks it on every load: ``meta.json`` records the sha256 of every cached array, and a

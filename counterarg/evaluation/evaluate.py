@@ -22,7 +22,7 @@ redone by a stable sort, so the lower index wins). The classifier runs once over
 deduplicated union of (query, candidate) pairs of all tasks, in chunks, so the eight tasks cost
 little more than the largest one.
 
-Metrics from the ranks (acc@k, MRR, the unseen view, the table): metrics.py.
+Metrics from the ranks (acc@k, MRR, the unseen view, the table): retrieval/metrics.py.
 """
 
 from __future__ import annotations

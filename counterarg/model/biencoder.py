@@ -2,12 +2,12 @@
 
 A :class:`BiEncoder` is what training trains and what every command that uses a model loads: the
 config fields that define it, the encoder (through a feature mode over a corpus's texts, or whole
-for any text), the similarity head and pair classifier (model.Heads), and its scoring settings: the
-scorer of ``eval_mode`` (scorers.py) and ``fused_w``, the weight a weight-picking scorer uses, picked
+for any text), the similarity head and pair classifier (nn.heads.Heads), and its scoring settings: the
+scorer of ``eval_mode`` (retrieval/scorers.py) and ``fused_w``, the weight a weight-picking scorer uses, picked
 on validation each epoch and kept in the model's state. As tevatron's ``EncoderModel``:
 :meth:`BiEncoder.build` makes a fresh model for training, :meth:`BiEncoder.from_checkpoint` loads
 one for inference, :meth:`BiEncoder.save` writes a model-only checkpoint. Training's optimizer,
-mining and batches are run.Trainer's; nothing here imports training.
+mining and batches are training.trainer.Trainer's; nothing here imports training.
 
 Over a corpus (``table`` given), texts are looked up by id in the feature cache the model trained
 with (``evaluate``, training); without, texts go through the whole encoder with the checkpoint's
@@ -32,7 +32,7 @@ from ..retrieval.scorers import Scorer, get_scorer, rank_candidates
 
 
 class BiEncoder:
-    """Features or whole encoder + :class:`model.Heads` + scoring settings; see the module doc."""
+    """Features or whole encoder + :class:`~counterarg.nn.heads.Heads` + scoring settings; see the module doc."""
 
     def __init__(self, config: Config, heads: Heads, device: torch.device, *, features: TextFeatures | None = None,
                  table: TextTable | None = None, encoder=None, tokenizer=None, trained: dict | None = None,

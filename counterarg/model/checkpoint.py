@@ -3,8 +3,8 @@
 A checkpoint folder holds ``state.pt``::
 
     {"epoch": N, "history": [metric rows],
-     "model": {"config", "heads", "encoder", "fused_w"},        # biencoder.BiEncoder.state()
-     "trainer": {"optimizer", "scaler", "rng"}}                  # run.Trainer.state(); absent in a model-only save
+     "model": {"config", "heads", "encoder", "fused_w"},  # model.biencoder.BiEncoder.state()
+     "trainer": {"optimizer", "scaler", "rng"}}            # training.trainer.Trainer.state(); absent in a model-only save
 
 ``model`` is all inference needs (biencoder.BiEncoder.from_checkpoint); ``trainer`` is what a resumed run
 needs besides, so it gives the same metrics as an uninterrupted one on CPU. It holds tensors and plain

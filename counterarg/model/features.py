@@ -1,7 +1,7 @@
 """Text ids -> pooled encoder output ``h`` [B, H]: the three feature modes behind one interface.
 
 ``finetune`` decides how much of the encoder trains, and with it what is cached per unique text
-(feature_cache.py) and what a training step runs:
+(data/feature_cache.py) and what a training step runs:
 
 * ``none`` -> :class:`PooledFeatures`: the frozen encoder's pooled output, computed once and cached;
 * ``top:N`` -> :class:`HiddenStateFeatures`: the hidden states that enter the first trainable layer

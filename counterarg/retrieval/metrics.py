@@ -5,7 +5,7 @@ accuracy); ``mrr`` = mean of ``1 / rank``. Keys are flat: ``{split}/{task}/acc@{
 ``{split}/{task}/mrr``, and ``{split}/mean/...`` averaged over the evaluated tasks.
 
 The unseen view (queries whose texts never occur in training, pools.py) carries the split name
-``{split}_unseen``. Kept apart from evaluate.py, which finds the ranks: these functions are all a
+``{split}_unseen``. Kept apart from evaluation/evaluate.py, which finds the ranks: these functions are all a
 caller needs to report ranks it already has (per-query significance tests, ``counterarg evaluate``).
 """
 

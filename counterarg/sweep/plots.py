@@ -110,7 +110,7 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
                             ZERO_SHOT: (baseline or {}).get(metric)}, dpi=120)
 
 
-#: the mining telemetry a sweep plots (train.py writes these every epoch; mining.mining_telemetry)
+#: the mining telemetry a sweep plots (training/loop.py writes these every epoch; sampling.mining.mining_telemetry)
 TELEMETRY = {"mining/share_points": "negatives that are points", "mining/share_hard": "hard (mined) negatives",
              "mining/share_same_debate_same_side": "from the anchor's debate, same side",
              "mining/share_same_debate_other_side": "from the anchor's debate, other side",

@@ -2,9 +2,9 @@
 
 :class:`Trainer` is built once from a config: the model (biencoder.BiEncoder: features, heads,
 scoring settings) plus what only training needs (optimizer, gradient scaler, mining indexes,
-evaluation pools); it runs one epoch at a time. train.py loops over epochs and writes the run
+evaluation pools); it runs one epoch at a time. loop.py loops over epochs and writes the run
 folder; :meth:`Trainer.state` / :meth:`Trainer.restore` are the checkpoint's ``trainer`` part
-(checkpoint.py is the format). Every epoch's randomness is derived from (seed, epoch). No Ray here.
+(model/checkpoint.py is the format). Every epoch's randomness is derived from (seed, epoch). No Ray here.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Trainer:
         self._indexes.clear()
 
     def loss(self, h_p, h_c, h_n, keys):
-        """The configured objective (loss.py) plus ``head_reg`` times the head's drift from its start.
+        """The configured objective (nn/loss.py) plus ``head_reg`` times the head's drift from its start.
 
         ``h_p``, ``h_c`` [B, H], ``h_n`` [B, K, H]; ``keys`` = text ids (point [B], counter [B], negatives [B, K]).
         """

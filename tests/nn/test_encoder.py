@@ -97,7 +97,7 @@ def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
 
 def test_configs_default_encoder_is_the_embedded_one():
     """Config's default ``encoder`` (written there so that importing config needs no torch) names the
-    embedded encoder this module loads (model.DEFAULT_ENCODER)."""
+    embedded encoder this module loads (nn.encoder.DEFAULT_ENCODER)."""
     from counterarg.config import Config
     from counterarg.nn.encoder import DEFAULT_ALIASES, DEFAULT_ENCODER
 
