@@ -218,8 +218,8 @@ def cmd_compare(args) -> int:
 
 
 #: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
-BENCHES = {"mining": ("bench_mining", "main"), "eval": ("bench_eval", "main"), "train": ("bench_train", "main"),
-           "gpu": ("bench_train", "gpu_main"), "resume": ("bench_resume", "main")}
+BENCHES = {"mining": ("bench.mining", "main"), "eval": ("bench.eval", "main"), "train": ("bench.train", "main"),
+           "gpu": ("bench.train", "gpu_main"), "resume": ("bench.resume", "main")}
 
 
 def cmd_bench(args, rest) -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from counterarg.core.paths import absolute_paths_in, portable_command, portable_path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_portable_path_is_relative_to_its_folder(tmp_path, monkeypatch):
