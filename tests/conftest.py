@@ -1,8 +1,8 @@
 """Shared fixtures and helpers: a tiny random BERT, the real corpus when present, an isolated feature
 cache and a Ray temp root per test; the neighbour-index test data and its brute-force reference; a
-hand-made split; the training tests' config and metric-row helpers. Helpers are plain functions:
-import them with ``from conftest import ...``. The sweep tests' own fixtures and helpers are in
-``tests/sweep/conftest.py``."""
+hand-made split; the training tests' config and metric-row helpers; the no-training-import probe.
+Helpers are plain functions: import them with ``from conftest import ...`` (also from tests/PACKAGE/).
+The sweep tests' own fixtures and helpers are in ``tests/sweep/conftest.py``."""
 
 from __future__ import annotations
 
@@ -202,6 +202,20 @@ def top1_checkpoint(tiny_encoder, tmp_path_factory) -> Path:
 def rows(path: Path) -> list[dict]:
     """The metric rows of a run folder's metrics.jsonl."""
     return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def training_loaded_by(code: str) -> tuple[str, list[str]]:
+    """Runs ``code`` in a fresh interpreter: its output and the training modules it left loaded (the
+    training package, mining, batches), for the checks that using a model imports no training."""
+    import subprocess
+    import sys
+
+    probe = ("\nimport json, sys\nprint(json.dumps(sorted(n for n in sys.modules if n.startswith('counterarg.training')"
+             " or n in ('counterarg.sampling.mining', 'counterarg.sampling.batches'))))")
+    out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    *printed, loaded = out.stdout.strip().splitlines()
+    return "\n".join(printed), json.loads(loaded)
 
 
 def strip_times(rs: list[dict]) -> list[dict]:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import rows
+from conftest import rows, training_loaded_by
 from counterarg.cli import main
 
 
@@ -411,9 +411,6 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
     """evaluate --checkpoint, rank, embed and export load biencoder.BiEncoder only: in a fresh
     interpreter none of them imports the trainer, the training loop, mining or batches (loss.py is
     read by Config validation for the loss names)."""
-    import subprocess
-    import sys
-
     ck = str(trained / "checkpoint")
     texts = tmp_path / "t.txt"
     texts.write_text("one text\nanother text\n")
@@ -421,11 +418,6 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
                 ["rank", "--checkpoint", ck, "--text", "a new argument", "--split", "test", "--quiet"],
                 ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
                 ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]]
-    code = ("import sys; from counterarg.cli import main; "
-            f"codes = [main(c) for c in {commands!r}]; "
-            "bad = [n for n in sys.modules if n.startswith('counterarg.training') "
-            "or n in ('counterarg.sampling.mining', 'counterarg.sampling.batches')]; "
-            "print('RESULT', codes, bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "RESULT [0, 0, 0, 0] []", out.stdout[-2000:]
+    printed, loaded = training_loaded_by(f"from counterarg.cli import main; "
+                                         f"print('RESULT', [main(c) for c in {commands!r}])")
+    assert (printed.splitlines()[-1], loaded) == ("RESULT [0, 0, 0, 0]", []), printed[-2000:]
