@@ -1,9 +1,10 @@
 """Scoring of the eight retrieval tasks: each query's rank of its true counter, vectorised.
 
 How candidates are scored (``retrieval``, ``rerank``, ``fused``, ...) is the
-:class:`~counterarg.retrieval.scorers.Scorer` registry (retrieval/scorers.py); this module finds, for every query of a split at once and every task's pool,
-the rank the scorer gives the true counter (no Python loop over queries or pairs). Passing the raw
-pooled encoder outputs with ``metric="cosine"`` gives the zero-shot baseline.
+:class:`~counterarg.retrieval.scorers.Scorer` registry (retrieval/scorers.py); this module finds, for
+every query of a split at once and every task's pool, the rank the scorer gives the true counter (no
+Python loop over queries or pairs). Passing the raw pooled encoder outputs with ``metric="cosine"``
+gives the zero-shot baseline.
 :func:`evaluate_model` scores a model the way its config says (scorer, metric, ``rerank_k``, ``ks``,
 its weight), so the scoring options are threaded through one call.
 

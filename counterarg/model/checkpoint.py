@@ -4,7 +4,7 @@ A checkpoint folder holds ``state.pt``::
 
     {"epoch": N, "history": [metric rows],
      "model": {"config", "heads", "encoder", "fused_w"},  # model.biencoder.BiEncoder.state()
-     "trainer": {"optimizer", "scaler", "rng"}}            # training.trainer.Trainer.state(); absent in a model-only save
+     "trainer": {"optimizer", "scaler", "rng"}}  # training.trainer.Trainer.state(); not in a model-only save
 
 ``model`` is all inference needs (biencoder.BiEncoder.from_checkpoint); ``trainer`` is what a resumed run
 needs besides, so it gives the same metrics as an uninterrupted one on CPU. It holds tensors and plain

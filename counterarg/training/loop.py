@@ -2,9 +2,11 @@
 
 ``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (sweep/trainable.py) wraps it and this
 module never imports Ray. This module is the epoch loop and the run folder (``config.json``,
-``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is :class:`~counterarg.training.trainer.Trainer`
-(which owns the model, model.biencoder.BiEncoder), the checkpoint's format
-:mod:`counterarg.model.checkpoint`, the best epoch and patience :mod:`counterarg.evaluation.selection`. A resumed run on CPU gives the same metrics as an uninterrupted one.
+``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is
+:class:`~counterarg.training.trainer.Trainer` (which owns the model, model.biencoder.BiEncoder), the
+checkpoint's format :mod:`counterarg.model.checkpoint`, the best epoch and patience
+:mod:`counterarg.evaluation.selection`. A resumed run on CPU gives the same metrics as an
+uninterrupted one.
 
 The run folder is locked while a run writes it, and a swap of ``checkpoint/`` or ``best/`` a kill
 interrupted is completed or rolled back before anything else happens (io.recover_dir). ``best/`` is
