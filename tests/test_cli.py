@@ -360,7 +360,7 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
     import shutil
 
     pytest.importorskip("sentence_transformers")
-    from counterarg import io
+    from counterarg.core import io
     from counterarg.model.checkpoint import read_checkpoint
 
     run = tmp_path / "run"

@@ -142,7 +142,7 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
     """``fields_with`` reads the fields' metadata (an unknown role is an error naming it); the
     ``schedule`` fields are exactly those some registered schedule reads, plus ``schedule``; a
     ``hyper`` field may change on resume; a machine field is never one of the model's."""
-    from counterarg import schedules
+    from counterarg.sampling import schedules
     from counterarg.config import HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, fields_with
 
     with pytest.raises(ValueError, match="unknown field role 'modle'"):

@@ -5,16 +5,22 @@
   side by side in one layer do not import each other. A new package is added here, or the test fails.
 * **No circle**: no module imports a module that imports it back (directly or through others). A
   circle makes every module on it depend on all the others, so none can be read, tested or moved alone.
+* **No stale name**: every ``counterarg.*`` module the package, the tests, the sweep scripts and the
+  mutants import or name in a string exists in this tree. The project may also be installed in
+  editable mode from another checkout, whose import finder answers for a module this tree lacks: a
+  module moved here would otherwise load, silently, from there.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import counterarg
 
 PACKAGE = Path(counterarg.__file__).parent
+REPO = PACKAGE.parent
 
 #: The layers, bottom first; each names the packages (or top-level modules) in it. The root package's
 #: ``__init__`` imports nothing and sits below them all.
@@ -176,3 +182,78 @@ def test_the_cycle_finder_finds_a_circle_and_reads_every_kind_of_import(tmp_path
     assert "counterarg.core.io" in found  # a function-level ``from .io import atomic_write_text``
     graph = import_graph()
     assert "counterarg.sweep.runner" in graph and "counterarg.config" in graph["counterarg.sweep.runner"]
+
+
+def stale_names(path: Path, modules: set[str], exported: dict[str, set[str]]) -> list[str]:
+    """The ``counterarg.*`` names ``path`` imports, or names in a string, that this tree does not hold:
+    a module that is not here, or ``from PACKAGE import NAME`` where NAME is neither a module of the
+    package nor defined in its ``__init__``. A string that is Python code (run in a subprocess) is read
+    as code too."""
+    package = module_name(path).rpartition(".")[0] if path.is_relative_to(PACKAGE) else None
+    return _stale_in(path.read_text(encoding="utf-8"), package, modules, exported, strings=path != Path(__file__))
+
+
+def _stale_in(source: str, package: str | None, modules: set[str], exported: dict[str, set[str]],
+              strings: bool = True) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "counterarg" and a.name not in modules]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and package is None:
+                continue  # a test package's own ``from .conftest import``
+            if node.level:
+                base = package.split(".")
+                target = ".".join([*base[: len(base) - (node.level - 1)], *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "counterarg":
+                continue
+            if target not in modules:
+                found.append(target)
+                continue
+            found += [f"{target}.{a.name}" for a in node.names if target in exported and
+                      f"{target}.{a.name}" not in modules and a.name not in exported[target]]
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found += [m.group(0) for m in re.finditer(r"\bcounterarg\.([A-Za-z_]\w*)", node.value)
+                      if f"counterarg.{m.group(1)}" not in modules]
+            if re.search(r"^\s*from counterarg\b", node.value, re.M):
+                try:
+                    found += _stale_in(node.value, None, modules, exported, strings=False)
+                except SyntaxError:
+                    pass
+    return found
+
+
+def _defined_names(init: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_counterarg_name_in_the_tree_exists_in_the_tree():
+    paths = list(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in paths}
+    exported = {module_name(p): _defined_names(p) for p in paths if p.name == "__init__.py"}
+    files = [*paths, *REPO.glob("tests/**/*.py"), *REPO.glob("sweeps/*.py"), REPO / ".ci" / "mutants.py"]
+    found = {str(f.relative_to(REPO)): names for f in files if (names := stale_names(f, modules, exported))}
+    assert not found, f"names of modules this tree does not hold: {found}"
+
+
+def test_a_moved_module_is_a_stale_name(tmp_path):
+    """The checker itself: a module that is not here, by every kind of import and in a string, is found;
+    the modules and package names that are here are not."""
+    src = tmp_path / "t.py"
+    src.write_text("import counterarg.io\nfrom counterarg import io, __version__, sweep\nfrom counterarg.train import train\n"
+                   "from counterarg.core.io import atomic_write\nX = 'counterarg.run.Trainer'\n"
+                   "Y = 'counterarg.training.trainer.Trainer'\nZ = \"\"\"\nfrom counterarg import run\n\"\"\"\n")
+    modules = {"counterarg", "counterarg.core", "counterarg.core.io", "counterarg.sweep", "counterarg.training",
+               "counterarg.training.trainer"}
+    assert stale_names(src, modules, {"counterarg": {"__version__"}}) == [
+        "counterarg.io", "counterarg.io", "counterarg.train", "counterarg.run", "counterarg.run"]

@@ -34,7 +34,7 @@ FILE_RE = re.compile(r"(?P<side>pro|con)(?P<number>\d+)(?P<kind>a-point|b-counte
 
 
 #: where the real corpus lies beside a checkout (../shared/data), unless COUNTERARG_CORPUS names it
-SHARED_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
+SHARED_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
 
 
 def real_corpus_path() -> Path:

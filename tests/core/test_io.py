@@ -129,7 +129,7 @@ def _swap_killed_at(target, n, epoch):
     rename (io._rename: the manifest's, target -> .old, fill -> target); True if the kill hit."""
     import signal
 
-    from counterarg import io
+    from counterarg.core import io
 
     pid = os.fork()
     if pid == 0:  # the child: file operations only, then a real SIGKILL (no cleanup runs)
@@ -225,7 +225,7 @@ def test_a_full_disk_is_named_with_what_was_kept(tmp_path, monkeypatch):
     DiskFullError naming the file and what was kept, and the previous content stays."""
     import errno
 
-    from counterarg import io
+    from counterarg.core import io
     from counterarg.core.io import DiskFullError, append_jsonl, atomic_write_text
 
     target = tmp_path / "checkpoint"
@@ -253,7 +253,7 @@ def test_a_full_disk_is_named_with_what_was_kept(tmp_path, monkeypatch):
 def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, monkeypatch):
     """torch ("file write failed") and safetensors hide the errno: with under FULL_BELOW bytes
     free such an error is named as a full disk; with space left it stays what it was."""
-    from counterarg import io
+    from counterarg.core import io
     from counterarg.core.io import DiskFullError
 
     def torch_like(d):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from counterarg.data.corpus import CorpusError, load_corpus
+from counterarg.data.corpus import SHARED_CORPUS, CorpusError, load_corpus, real_corpus_path
 
 ROOT = "arguana-counterargs-corpus/02-extracted-arguments"
 
@@ -167,3 +167,13 @@ def test_file_over_the_size_limit_is_named(tmp_path, monkeypatch):
     for src in (root, zip_of(root, tmp_path / "c.zip")):
         with pytest.raises(CorpusError, match=r"250 bytes, over the limit of 100 bytes .*pro09a-point\.txt"):
             load_corpus(src)
+
+
+def test_the_shared_corpus_is_looked_for_beside_the_checkout(monkeypatch):
+    """``../shared/data`` beside the folder holding pyproject.toml, wherever corpus.py sits in the package
+    (a wrong depth would skip every corpus test silently)."""
+    checkout = Path(__file__).resolve().parents[2]
+    assert (checkout / "pyproject.toml").is_file()
+    assert SHARED_CORPUS == checkout.parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
+    monkeypatch.delenv("COUNTERARG_CORPUS", raising=False)
+    assert real_corpus_path() == SHARED_CORPUS

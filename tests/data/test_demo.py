@@ -33,7 +33,7 @@ def test_a_demo_corpus_cut_short_by_a_full_disk_leaves_none_half_written(tmp_pat
 
     import pytest
 
-    from counterarg import io
+    from counterarg.core import io
     from counterarg.core.io import DiskFullError
 
     def full(path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import score_classifier
-from counterarg import scorers
+from counterarg.retrieval import scorers
 from counterarg.cli import main
 from counterarg.retrieval.scorers import Scorer, get_scorer, rank_candidates, register_scorer
 from counterarg.retrieval.tasks import EvaluationError

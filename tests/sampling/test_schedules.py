@@ -53,7 +53,7 @@ def test_bad_tables_name_the_field(items, message):
 # ----------------------------------------------------------------------------- the registry
 def test_a_toy_schedule_is_one_entry(monkeypatch):
     """Registered once, a schedule works through --set (Config) and a sweep's strategy list."""
-    from counterarg import schedules
+    from counterarg.sampling import schedules
     from counterarg.sweep.spaces import REFERENCE_FIELDS, parse_strategy, strategy_grid
     from counterarg.sweep.trials import strategy_label
 

@@ -121,7 +121,7 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
 
 KILL_AT_RENAME = """
 import os, signal, sys
-from counterarg import io
+from counterarg.core import io
 from counterarg.cli import main
 calls = []
 def rename(a, b):

@@ -73,7 +73,7 @@ def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, caps
     goes on with the encoded texts, leaving no half entry."""
     import errno
 
-    from counterarg import io
+    from counterarg.core import io
 
     def full(path):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))

@@ -142,7 +142,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     import json
 
     import counterarg.sweep.cli as cli_mod
-    from counterarg import schedules
+    from counterarg.sampling import schedules
     from counterarg.cli import main as cli_main
     from counterarg.sweep.trials import strategy_label
 
