@@ -128,7 +128,7 @@ class Config:
     cache_dir: str | None = _f(None, MACHINE, RESUME, EVAL, CACHE)  # None -> $COUNTERARG_CACHE or ~/.cache/counterarg
     embed_batch_size: int = _f(16, MACHINE, EVAL)  # no-grad embedding passes (longest texts first)
     # encoder forward in training and embedding passes: auto | fp32 | bf16 | fp16; heads and loss stay
-    # fp32, fp16 adds a gradient scaler; auto = bf16 on a CUDA device that supports it, else fp32
+    # fp32, fp16 adds a gradient scaler; auto = bf16 where the device has bf16 units (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else fp32
     precision: str = _f("auto", RESUME)
 
     # optimisation

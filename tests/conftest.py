@@ -15,6 +15,7 @@ import pytest
 
 from counterarg.data.corpus import real_corpus_path
 
+os.environ.setdefault("COUNTERARG_CPU_BF16", "0")  # precision=auto is fp32 on every CPU here: numbers do not depend on the machine
 REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
 

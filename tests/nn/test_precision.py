@@ -21,8 +21,19 @@ H_ATOL = 2e-2
 STEPS = 4
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_on_capable_cuda():
+def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
+    from counterarg.precision import cpu_bf16_native
+
     assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cpu", bf16_supported=True) == "bf16"
+    monkeypatch.delenv("COUNTERARG_CPU_BF16", raising=False)
+    assert cpu_bf16_native("flags : fpu avx2 avx512f avx512_bf16 sse") is True  # AMD Zen 4
+    assert cpu_bf16_native("flags : fpu avx2 amx_bf16 amx_tile") is True  # Intel Sapphire Rapids
+    assert cpu_bf16_native("flags : fpu avx2 avx512f avx512bw") is False  # AVX-512 without bf16
+    monkeypatch.setenv("COUNTERARG_CPU_BF16", "0")
+    assert cpu_bf16_native("flags : avx512_bf16") is False  # the override wins (the test suite's setting)
+    monkeypatch.setenv("COUNTERARG_CPU_BF16", "1")
+    assert cpu_bf16_native("flags : avx2") is True
     assert resolve_precision("auto", "cuda", bf16_supported=True) == "bf16"
     assert resolve_precision("auto", "cuda", bf16_supported=False) == "fp32"
     assert resolve_precision("fp16", "cpu") == "fp16"
