@@ -22,7 +22,7 @@ STEPS = 4
 
 
 def test_auto_precision_is_bf16_only_where_the_device_has_bf16_units(monkeypatch):
-    from counterarg.precision import cpu_bf16_native
+    from counterarg.nn.precision import cpu_bf16_native
 
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("auto", "cpu", bf16_supported=True) == "bf16"
