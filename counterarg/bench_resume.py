@@ -8,7 +8,7 @@ checks that the run folder holds no leftover temp folder or file. Kill moments a
 over a window of start-up plus about 1.5 epochs (measured on the reference), so each restart loses
 part of an epoch and the kills land in every phase of it.
 
-    python -m counterarg.bench_resume --corpus ../shared/data/arguana-counterargs-corpus.zip \\
+    counterarg bench resume --corpus ../shared/data/arguana-counterargs-corpus.zip \\
         --out /tmp/kills --epochs 12 --kills 10
 
 Exit status 0 when the rows are identical and the folder is clean; the summary is printed and
@@ -62,7 +62,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="counterarg bench resume", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", help="corpus zip or folder (default: the demo corpus)")
     ap.add_argument("--out", required=True, help="work folder (ref/ and killed/ are made in it)")
     ap.add_argument("--epochs", type=int, default=12)

@@ -1,6 +1,6 @@
 """Training throughput: ``counterarg bench train`` (per finetune mode and precision) and ``bench gpu``.
 
-``bench train`` builds a :class:`~counterarg.train.Run` per (finetune mode, precision) and times
+``bench train`` builds a :class:`~counterarg.run.Trainer` per (finetune mode, precision) and times
 
 * the **training step** (encoder forward over point, counter and a random negative per row, heads,
   loss, backward, optimizer step) on the first ``--batches`` batches of epoch 1's batch order, after
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config
+from .config import GPU_RECIPE, Config
 from .corpus import real_corpus_path
 from .io import atomic_write_json
 
@@ -99,7 +99,7 @@ def _rows(run, rng: np.random.Generator) -> np.ndarray:
 
 def _padded_tokens(run, tids: np.ndarray, batches: np.ndarray) -> tuple[int, int]:
     """(tokens encoded with padding, real tokens) over the whole epoch's ``batches``."""
-    lengths = run.features.text_lengths(tids)  # [N, 3]
+    lengths = run.model.features.text_lengths(tids)  # [N, 3]
     padded = sum(int(lengths[b].max()) * lengths[b].size for b in batches)
     return padded, int(lengths[batches.ravel()].sum())
 
@@ -108,29 +108,29 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
                  embed_texts: int) -> dict:
     """One row of the table: train-step and embedding throughput and peak memory of one setting."""
     from .model import encode_texts, load_encoder
-    from .run import Run
+    from .run import Trainer
 
     load_start = os.getloadavg()[0]
     cfg = base.replace(finetune=finetune, precision=precision, length_buckets=buckets)
-    run = Run(cfg, progress=False, eval_splits=[])
+    run = Trainer(cfg, progress=False, eval_splits=[])
     device = run.device
     rng = np.random.default_rng([cfg.seed, 0])
     tids = _rows(run, rng)  # [N, 3]
     order = run.batches(tids, rng)  # [steps, B] epoch 1's batches
-    row = {"finetune": finetune, "precision": run.features.precision, "length_buckets": buckets,
+    row = {"finetune": finetune, "precision": run.model.features.precision, "length_buckets": buckets,
            "device": str(device), "batch_size": cfg.batch_size, "steps_per_epoch": len(order)}
-    if run.features.trains_encoder:
+    if run.model.features.trains_encoder:
         row["epoch_padded_tokens"], row["epoch_real_tokens"] = _padded_tokens(run, tids, order)
     n_steps = min(batches + warmup, len(order))
-    run.heads.train()
-    run.features.train()
+    run.model.heads.train()
+    run.model.features.train()
     with peak_memory(device) as mem:
         for i in range(n_steps):
             if i == min(warmup, n_steps - 1):
                 _sync(device)
                 t0, c0, timed = time.perf_counter(), time.process_time(), 0
             rows = tids[order[i]]  # [B, 3]: point, counter, one negative
-            h = run.features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
+            h = run.model.features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
             h_p, h_c, h_n = h.split(len(rows))  # [B, H] each
             keys = tuple(torch.as_tensor(x, device=device) for x in (rows[:, 0], rows[:, 1], rows[:, 2:]))
             total, _ = run.loss(h_p, h_c, h_n[:, None], keys)  # one negative per anchor: [B, 1, H]
@@ -140,15 +140,15 @@ def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, b
         _sync(device)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         texts = np.random.default_rng(1).permutation(len(run.table.texts))[:embed_texts]
-        if not run.features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
+        if not run.model.features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
             model, tok = load_encoder(cfg.encoder, cfg.pooling)
         t1, c1 = time.perf_counter(), time.process_time()
-        if not run.features.trains_encoder:
+        if not run.model.features.trains_encoder:
             encode_texts(model, tok, [run.table.texts[i] for i in texts], pooling=cfg.pooling,
                          max_length=cfg.max_length, batch_size=cfg.embed_batch_size, device=device,
-                         precision=run.features.precision)
+                         precision=run.model.features.precision)
         else:
-            run.features.embed(texts)
+            run.model.features.embed(texts)
         _sync(device)
         embed_s, embed_cpu = time.perf_counter() - t1, time.process_time() - c1
     run.close()
@@ -260,7 +260,7 @@ def _epoch(cfg: Config, out: Path) -> dict:
 
 def gpu_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="counterarg bench gpu", description=(
-        "Full fine-tuning for one epoch at bf16 and fp32 on CUDA (real corpus; throughput, peak memory, the "
+        "One epoch of the GPU preset (--config gpu: full fine-tuning) at bf16 and fp32 on CUDA (real corpus; throughput, peak memory, the "
         "epoch's metrics); without CUDA a tiny CPU version of the same code"))
     ap.add_argument("--corpus", help=f"corpus zip or folder (default {real_corpus_path()})")
     ap.add_argument("--precisions", nargs="+", default=["bf16", "fp32"])
@@ -281,9 +281,8 @@ def _gpu_bench(args, cuda: bool, work: Path) -> int:
             print(f"counterarg bench gpu: the real corpus is not at {corpus}; pass --corpus or set "
                   "COUNTERARG_CORPUS", file=sys.stderr)
             return 2
-        base = Config(corpus=str(corpus), finetune="all", device="cuda", epochs=1, batch_size=32,
-                      encoder_lr=2e-5, embed_batch_size=256, length_buckets=64)
-        what = f"{torch.cuda.get_device_name(0)}: finetune=all of {base.encoder}, 1 epoch on {corpus}"
+        base = Config.from_dict({**GPU_RECIPE, "corpus": str(corpus), "epochs": 1})  # --config gpu, one epoch
+        what = f"{torch.cuda.get_device_name(0)}: --config gpu (finetune=all) of {base.encoder}, 1 epoch on {corpus}"
     else:
         from .testing import make_tiny_encoder
 

@@ -1,87 +1,52 @@
-"""Checkpoints: what a run's state is, writing it as plain data, and reading it back safely.
+"""Checkpoints: the plain format of a run's state, writing it and reading it back safely.
 
-A checkpoint holds the model (heads and the feature mode's trained part), the optimizer, the gradient
-scaler, the RNG states and the metric history, so a resumed run on CPU gives the same metrics as an
-uninterrupted one. It holds tensors and plain data only and is read with
-``torch.load(weights_only=True)``, so a planted ``state.pt`` cannot run code; each checkpoint folder
-carries a sha256 manifest (io.py) checked on load. Which config fields may change on resume lives
-here too (:data:`RESUMABLE_CHANGES`).
+A checkpoint folder holds ``state.pt``::
+
+    {"epoch": N, "history": [metric rows],
+     "model": {"config", "heads", "encoder", "fused_w"},        # biencoder.BiEncoder.state()
+     "trainer": {"optimizer", "scaler", "rng"}}                  # run.Trainer.state(); absent in a model-only save
+
+``model`` is all inference needs (biencoder.BiEncoder.from_checkpoint); ``trainer`` is what a resumed run
+needs besides, so it gives the same metrics as an uninterrupted one on CPU. It holds tensors and plain
+data only and is read with ``torch.load(weights_only=True)``, so a planted ``state.pt`` cannot run code;
+each checkpoint folder carries a sha256 manifest (io.py) checked on load. Reading imports nothing of
+training. Which config fields may change on resume is their ``resume`` role (config.py,
+:func:`counterarg.config.fields_with`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import Config
+from .config import HYPER, MODEL, RESUME, Config, fields_with
 from .io import MANIFEST, bad_files, read_manifest
-from .run import Run, TrainingError
 
 STATE_FILE = "state.pt"
-# fields that may differ between a checkpoint and the run resuming it; besides these, the schedule
-# fields (schedules.all_fields()): the rate is computed per epoch, so a changed schedule applies from
-# the resumed epoch on. lr, encoder_lr and margin change too (Population Based Training's exploit /
-# explore): the optimizer's param groups and the loss take the new values (Run.apply_hyperparameters).
-RESUMABLE_CHANGES = {"epochs", "patience", "test_every", "eval_training", "device", "cache_dir", "index", "shards",
-                     "lr", "encoder_lr", "margin", "precision"}
 
 
-class CheckpointError(TrainingError):
-    """A checkpoint that cannot be trusted: unsafe to load, cut short, or failing its sha256 manifest.
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, cannot be trusted (unsafe to load, cut short, failing its sha256
+    manifest) or does not fit the model or run reading it.
 
     The message names the file and, where a run folder's metrics.jsonl tells it, the last good epoch.
     """
 
 
-def run_state(run: Run, epoch: int, history: list[dict]) -> dict:
-    """The checkpoint of ``run`` after ``epoch`` epochs with their metric ``history``."""
-    return {
-        "epoch": epoch,
-        "config": run.config.to_dict(),
-        "heads": run.heads.state_dict(),
-        "encoder": run.features.checkpoint_state(),
-        "optimizer": run.optimizer.state_dict(),
-        "scaler": run.scaler.state_dict(),  # {} unless fp16
-        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_out(), "python": random.getstate()},
-        "history": _plain(history),
-    }
+def make_state(epoch: int, history: list[dict], model: dict, trainer: dict | None = None) -> dict:
+    """The checkpoint of a model state (and a trainer state) after ``epoch`` epochs of ``history``."""
+    state = {"epoch": epoch, "history": _plain(history), "model": model}
+    if trainer is not None:
+        state["trainer"] = trainer
+    return state
 
 
-def restore_run(run: Run, state: dict) -> None:
-    """Put a checkpoint's weights, optimizer, scaler and RNG states into ``run``; the config's
-    learning rates replace the saved ones (:meth:`Run.apply_hyperparameters`)."""
-    try:
-        run.heads.load_state_dict(state["heads"])
-        run.features.load_checkpoint_state(state["encoder"])
-    except RuntimeError as e:
-        raise TrainingError(f"checkpoint does not fit this model (encoder {run.config.encoder!r}): "
-                            f"{str(e).splitlines()[0]}") from None
-    run.optimizer.load_state_dict(state["optimizer"])
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
-    run.apply_hyperparameters()
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(_numpy_state_in(state["rng"]["numpy"]))
-    random.setstate(state["rng"]["python"])
-
-
-
-def _numpy_state_out() -> dict:
-    """numpy's global RNG state as tensors and numbers (no ndarray: loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "gauss": float(gauss)}
-
-
-def _numpy_state_in(saved) -> tuple:
-    if isinstance(saved, dict):
-        return (saved["name"], saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
-                saved["gauss"])
-    return saved  # a checkpoint written before the state was stored as a tensor
+def write_state(folder: Path, state: dict) -> None:
+    """``state.pt`` of ``state`` into ``folder`` (a folder the caller swaps in: io.atomic_replace_dir)."""
+    torch.save(state, Path(folder) / STATE_FILE)
 
 
 def _plain(obj):
@@ -97,17 +62,6 @@ def _plain(obj):
     if isinstance(obj, np.bool_):
         return bool(obj)
     return obj
-
-
-def _legacy_numpy_types() -> list:
-    """What checkpoints written before the tensor-only format need: numpy arrays and scalars only.
-
-    ``_reconstruct``/``scalar`` rebuild an array or scalar from its dtype and bytes and call nothing else.
-    """
-    core = getattr(np, "_core", None) or np.core
-    types = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
-    types += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32, np.bool_)]
-    return types
 
 
 def _last_good_epoch(folder: Path) -> str:
@@ -147,7 +101,7 @@ def read_checkpoint(folder: str | Path) -> dict:
         _repair_interrupted_swap(path)
     f = path / STATE_FILE if path.is_dir() else path
     if not f.exists():
-        raise TrainingError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
+        raise CheckpointError(f"no checkpoint at {path} (expected {STATE_FILE}; a run's checkpoint is OUT/checkpoint)")
     manifest = read_manifest(f.parent)
     if manifest is not None:
         bad = bad_files(f.parent, manifest)
@@ -158,8 +112,7 @@ def read_checkpoint(folder: str | Path) -> dict:
                 f"damaged after it was written; {_last_good_epoch(f.parent)}. Restore the folder from a copy, "
                 "or move it away and train again")
     try:
-        with torch.serialization.safe_globals(_legacy_numpy_types()):
-            state = torch.load(f, map_location="cpu", weights_only=True)
+        state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure to unpickle becomes one named error
         text = str(e)
         if "Weights only load failed" in text or "Unsupported global" in text:
@@ -169,27 +122,29 @@ def read_checkpoint(folder: str | Path) -> dict:
                                   "only checkpoints written by counterarg are accepted") from None
         raise CheckpointError(f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
                               f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}") from None
-    if not isinstance(state, dict) or not {"epoch", "config", "heads", "history"} <= set(state):
-        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/config/heads/history)")
+    if not isinstance(state, dict) or not {"epoch", "history", "model"} <= set(state) \
+            or not isinstance(state["model"], dict) or not {"config", "heads", "encoder"} <= set(state["model"]):
+        old = isinstance(state, dict) and "heads" in state
+        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/history/model)" + (
+            ": it was written by an older counterarg (heads and config at the top level); train it again"
+            if old else ""))
     return state
 
 
 def check_resumable(config: Config, saved: dict, source: Path) -> None:
-    from .schedules import all_fields
-
-    allowed = RESUMABLE_CHANGES | set(all_fields())
+    allowed = set(fields_with(RESUME))  # the hyperparameters among them: Trainer.apply_hyperparameters
     defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
     diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
              if k not in allowed and saved.get(k, defaults[k]) != v}
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
-        raise TrainingError(f"checkpoint {source} was made with a different config ({detail})")
+        model = [k for k in fields_with(MODEL) if k in diffs]
+        why = f"; {', '.join(model)}: the architecture, its weights fit no other value" if model else ""
+        raise CheckpointError(f"checkpoint {source} was made with a different config ({detail}){why}")
 
 
 def resumed_changes(config: Config, saved: dict) -> str:
     """``rate 0.8 -> 0.6, lr 0.001 -> 0.0008``: the training fields a resume changed ('' if none)."""
-    from .schedules import all_fields
-
     now = config.to_dict()
-    keys = [k for k in (*all_fields(), "lr", "encoder_lr", "margin") if k in saved and saved[k] != now[k]]
+    keys = [k for k in fields_with(HYPER) if k in saved and saved[k] != now[k]]
     return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)

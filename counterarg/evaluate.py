@@ -1,26 +1,17 @@
-"""Scoring of the eight retrieval tasks: retrieval or classifier rerank, acc@k, MRR, the table.
+"""Scoring of the eight retrieval tasks: each query's rank of its true counter, vectorised.
 
-Three modes, all vectorised (no Python loop over queries or pairs):
-
-``retrieval``
-    rank each query's pool by distance in the similarity space: squared L2 (the reference implementation's; same order
-    as L2) or cosine distance ``1 - cos``. Passing the raw pooled encoder outputs with
-    ``metric="cosine"`` gives the zero-shot baseline.
-``rerank``
-    the reference implementation's evaluator, with its query bug fixed (it fed counter ``i`` instead of point
-    ``i``): take the ``rerank_k`` nearest candidates of the pool by distance, reorder those by the
-    pair classifier's probability of the positive class (softmax column 1); candidates past
-    ``rerank_k`` keep their distance order after them.
-``fused``
-    the same top ``rerank_k``, reordered by ``fused_w * logit - distance``, where ``logit`` is the
-    classifier's log-odds of "is the counter": the classifier corrects the distance instead of
-    replacing it (``fused_w = 0`` is retrieval). Training picks ``fused_w`` on validation each epoch.
+How candidates are scored (``retrieval``, ``rerank``, ``fused``, ...) is the :class:`~counterarg.scorers.Scorer`
+registry (scorers.py); this module finds, for every query of a split at once and every task's pool,
+the rank the scorer gives the true counter (no Python loop over queries or pairs). Passing the raw
+pooled encoder outputs with ``metric="cosine"`` gives the zero-shot baseline.
+:func:`evaluate_model` scores a model the way its config says (scorer, metric, ``rerank_k``, ``ks``,
+its weight), so the scoring options are threaded through one call.
 
 **Ties.** Candidates at equal distance are ordered by candidate index, lower first, except the
 true counter, which is always placed *after* every candidate it ties with (in distance, and within
 the reranked top ``k`` in probability): a degenerate model (e.g. all embeddings equal) gets the
-worst rank, never a lucky acc@1. :func:`rank_candidates` (no true counter) orders equal distances
-by index and equal probabilities by distance order.
+worst rank, never a lucky acc@1. scorers.rank_candidates (one query, no true counter) orders equal distances
+by index and equal scores by distance order.
 
 **How the rank is found without sorting.** With that tie rule the distance rank of the true
 counter is ``#{pool members with distance <= its distance}``, one comparison over the ``[B, 2Q]``
@@ -36,23 +27,17 @@ Metrics from the ranks (acc@k, MRR, the unseen view, the table): metrics.py.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .metrics import view_metrics
 from .pools import Pools
+from .scorers import Classify, as_tensor, check_options, classifier_values, prepare, work_dtype
 from .tasks import REGISTRY, EvaluationError, check_tasks
 
-__all__ = ["EvaluationError", "evaluate_split", "query_ranks", "rank_candidates", "MODES", "METRICS"]
+__all__ = ["EvaluationError", "evaluate_model", "evaluate_split", "query_ranks"]
 
-#: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
-Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-MODES = ("retrieval", "rerank", "fused")
-METRICS = ("l2", "cosine")
 #: elements of one [B, 2Q] distance block (bounds memory: ~4M float64 = 32 MiB per tensor)
 BLOCK_ELEMENTS = 1 << 22
 #: pairs per classifier call
@@ -60,31 +45,6 @@ CLASSIFY_CHUNK = 8192
 
 
 # --------------------------------------------------------------------------- helpers
-def _tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.Tensor:
-    """``x`` as a 2-D float tensor with ``rows`` rows, or an :class:`EvaluationError` saying why not."""
-    if x is None:
-        raise EvaluationError(f"split {split!r}: {name} is required")
-    t = torch.as_tensor(x)
-    if device is not None:
-        t = t.to(device)
-    if t.ndim != 2:
-        raise EvaluationError(f"split {split!r}: {name} must be 2-D [rows, dim], got shape {tuple(t.shape)}")
-    if rows is not None and t.shape[0] != rows:
-        raise EvaluationError(
-            f"split {split!r}: {name} has {t.shape[0]} rows but the pools have {rows} queries"
-        )
-    if not t.is_floating_point():
-        t = t.float()
-    if not bool(torch.isfinite(t).all()):
-        raise EvaluationError(f"split {split!r}: {name} contains NaN or infinite values")
-    return t.detach()
-
-
-def _work_dtype(device: torch.device) -> torch.dtype:
-    """float64 for distances where available: fewer spurious ties/flips from rounding."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def _row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
     """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
 
@@ -96,26 +56,9 @@ def _row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tenso
     return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
 
 
-def _prepare(x: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
-    x = x.to(dtype)
-    return F.normalize(x, dim=1) if metric == "cosine" else x
-
-
-def _check_options(mode: str, metric: str, rerank_k: int, ks: Sequence[int]) -> None:
-    if mode not in MODES:
-        raise EvaluationError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    if metric not in METRICS:
-        raise EvaluationError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
-    if int(rerank_k) < 1:
-        raise EvaluationError(f"rerank_k must be >= 1, got {rerank_k!r}")
-    if not ks or any(int(k) < 1 for k in ks):
-        raise EvaluationError(f"ks must be a non-empty list of integers >= 1, got {ks!r}")
-
-
-def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c,
-                   log_odds: bool = False) -> torch.Tensor:
-    """Positive-class probability ``[M]`` of each (query, candidate) pair coded ``q * n_cand + c``
-    (with ``log_odds``: ``logit_1 - logit_0`` instead, which does not saturate)."""
+def _classifier_values(classify: Classify, scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
+    """The scorer's classifier value ``[M]`` (probability or log-odds, scorers.classifier_values) of
+    each (query, candidate) pair coded ``q * n_cand + c``."""
     out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
     with torch.no_grad():
         for start in range(0, keys.shape[0], CLASSIFY_CHUNK):
@@ -127,8 +70,7 @@ def _probabilities(classify: Classify, keys: torch.Tensor, n_cand: int, s_q, s_c
                 raise EvaluationError(
                     f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
                 )
-            lg = logits.float()
-            val = lg[:, 1] - lg[:, 0] if log_odds else torch.softmax(lg, dim=1)[:, 1]  # [m]
+            val = classifier_values(logits, scorer)  # [m]
             out[start:start + k.shape[0]] = val.to(out.device)
     return out
 
@@ -145,32 +87,32 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     """
     split = split_name or pools.split
     tasks = check_tasks(tasks)
-    _check_options(mode, metric, rerank_k, (1,))
+    scorer = check_options(mode, metric, rerank_k, (1,))
     q = pools.num_queries
     if q == 0:
         raise EvaluationError(f"split {split!r} has no queries (no (point, counter) pairs)")
-    ps = _tensor(point_sim, "point_sim", q, split)  # [Q, d]
+    ps = as_tensor(point_sim, "point_sim", q, split)  # [Q, d]
     device = ps.device
-    cs = _tensor(counter_sim, "counter_sim", q, split, device)  # [Q, d]
+    cs = as_tensor(counter_sim, "counter_sim", q, split, device)  # [Q, d]
     if cs.shape[1] != ps.shape[1]:
         raise EvaluationError(
             f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}"
         )
-    rerank = mode in ("rerank", "fused") and rerank_k > 1  # reranking a single candidate changes nothing
-    if mode in ("rerank", "fused"):
+    rerank = scorer.needs_classifier and rerank_k > 1  # reranking a single candidate changes nothing
+    if scorer.needs_classifier:
         if classify is None:
             raise EvaluationError(f"split {split!r}: mode {mode!r} needs a classify function")
-        ph = _tensor(point_h, "point_h", q, split, device)  # [Q, H]
-        ch = _tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
+        ph = as_tensor(point_h, "point_h", q, split, device)  # [Q, H]
+        ch = as_tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
         if ch.shape[1] != ph.shape[1]:
             raise EvaluationError(
                 f"split {split!r}: point_h has dim {ph.shape[1]} but counter_h has dim {ch.shape[1]}"
             )
 
     n_cand = 2 * q
-    wd = _work_dtype(device)
-    query = _prepare(ps, metric, wd)  # [Q, d]
-    cand = torch.cat([_prepare(cs, metric, wd), query])  # [2Q, d]: counters, then points
+    wd = work_dtype(device)
+    query = prepare(ps, metric, wd)  # [Q, d]
+    cand = torch.cat([prepare(cs, metric, wd), query])  # [2Q, d]: counters, then points
     for t in tasks:  # empty pools cannot happen for true pairs; guard anyway (hand-made Pools)
         if (pools.pool_sizes(t) < 1).any():
             raise EvaluationError(f"split {split!r}, task {t!r}: a query has an empty candidate pool")
@@ -245,17 +187,14 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
                 parts.append(qn * n_cand + qn)  # the true pair
                 parts.append((qn[:, None] * n_cand + ids)[valid])  # [n_valid]
         keys = torch.unique(torch.cat(parts))  # sorted; each pair classified once for all tasks
-        fused = mode == "fused"
-        probs = _probabilities(classify, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]),
-                               log_odds=fused)
+        probs = _classifier_values(classify, scorer, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]))
         for t in tasks:
             for qn, ids, valid, d_top, d_qn in pending[t]:
                 p_true = probs[torch.searchsorted(keys, qn * n_cand + qn)]  # [n]
                 at = torch.searchsorted(keys, qn[:, None] * n_cand + ids).clamp_max(keys.shape[0] - 1)
                 p_other = probs[at]  # [n, k-1]; padded slots are masked by ``valid``
-                if fused:  # scores: fused_w * log-odds - distance (distances up to a per-row constant)
-                    p_true = fused_w * p_true.double() - d_qn.double()  # [n]
-                    p_other = fused_w * p_other.double() - d_top.double().nan_to_num(posinf=0.0)  # [n, k-1]
+                p_true = scorer.combine(p_true, d_qn, fused_w)  # [n]; distances up to a per-row constant
+                p_other = scorer.combine(p_other, d_top.double().nan_to_num(posinf=0.0), fused_w)  # [n, k-1]
                 ahead = (valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead
                 ranks[t][qn] = 1 + ahead
     return ranks
@@ -270,13 +209,13 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
     arrays, any device); ``point_h``/``counter_h``: ``[Q, H]`` raw pooled encoder outputs, needed
-    for ``mode="rerank"`` together with ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the
-    model in eval mode first; it is called under ``torch.no_grad``). With ``return_ranks`` returns
-    ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
+    when ``mode``'s scorer (scorers.SCORERS) needs the classifier, together with
+    ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the model in eval mode first; it is
+    called under ``torch.no_grad``). With ``return_ranks`` returns ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
     Raises :class:`EvaluationError` for an empty split or pool and for embeddings whose row count
     differs from ``pools.num_queries``.
     """
-    _check_options(mode, metric, rerank_k, ks)
+    check_options(mode, metric, rerank_k, ks)
     if pools.num_queries == 0:
         raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
     ranks = query_ranks(pools, point_sim, counter_sim, point_h, counter_h, classify, mode=mode,
@@ -285,54 +224,55 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
     return (metrics, ranks) if return_ranks else metrics
 
 
-# --------------------------------------------------------------------------- one query
-def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Classify | None = None,
-                    mode: str = "retrieval", metric: str = "l2", rerank_k: int = 10,
-                    k: int | None = None, fused_w: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Rank candidate counters for one argument (``counterarg rank``).
+def evaluate_model(model, split: str, pools: Pools, emb: dict | None = None, *, fused_w: float | None = None,
+                   return_ranks: bool = False):
+    """:func:`evaluate_split` of ``model`` (a biencoder.BiEncoder) on one split, scored as its config
+    says (``eval_mode``'s scorer, ``eval_metric``, ``rerank_k``, ``ks``) with its weight
+    (``model.scoring_weight()``, or ``fused_w``); ``emb`` = ``model.embed_pairs(split)`` when given."""
+    c = model.config
+    emb = emb if emb is not None else model.embed_pairs(split)
+    with torch.no_grad():
+        return evaluate_split(split, pools, emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], model.heads.classify,
+                              mode=c.eval_mode, metric=c.eval_metric, rerank_k=c.rerank_k, ks=c.ks,
+                              return_ranks=return_ranks,
+                              fused_w=model.scoring_weight() if fused_w is None else fused_w)
 
-    ``query_sim [d]``, ``cand_sim [C, d]`` (``query_h [H]``, ``cand_h [C, H]`` and ``classify`` for
-    rerank). Returns ``(ids, scores)`` of the best ``k`` (default all) candidates, best first:
-    ``ids`` index ``cand_sim`` rows; ``scores`` are distances (L2, or ``1 - cos``) in retrieval mode
-    and positive-class probabilities in rerank mode (``fused_w * log-odds - distance`` in fused
-    mode), NaN for candidates past ``rerank_k`` (they keep distance order). Ties: lower index first.
+
+def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False):
+    """The untrained encoder on one split: ``model``'s pooled output (its heads unused) ranked by
+    cosine retrieval (both views); with ``return_ranks`` also its per-query ranks (``{task: [Q]}``)."""
+    emb = model.embed_pairs(split)
+    with torch.no_grad():
+        return evaluate_split(split, pools, emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
+                              ks=model.config.ks, return_ranks=return_ranks)
+
+
+def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), progress: bool = False,
+                      with_ranks: bool = False):
+    """The baseline every trained model is compared with: the frozen encoder's pooled output with
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache.
+
+    With ``with_ranks`` returns ``(metrics, ranks)``, ranks keyed as a checkpoint's best ranks
+    (``{split}/{task}`` ``[Q]`` and ``{split}/unseen`` ``[Q]`` bool) for the sweep's tests against it.
     """
-    _check_options(mode, metric, rerank_k, (1,))
-    qs = torch.as_tensor(query_sim)
-    qs = qs.reshape(1, -1) if qs.ndim == 1 else qs
-    cs = _tensor(cand_sim, "cand_sim", None, "rank", qs.device)  # [C, d]
-    qs = _tensor(qs, "query_sim", 1, "rank", qs.device)  # [1, d]
-    if cs.shape[0] == 0:
-        raise EvaluationError("rank: no candidates given")
-    if cs.shape[1] != qs.shape[1]:
-        raise EvaluationError(f"rank: query_sim has dim {qs.shape[1]} but cand_sim has dim {cs.shape[1]}")
-    wd = _work_dtype(qs.device)
-    qv, cv = _prepare(qs, metric, wd), _prepare(cs, metric, wd)  # [1, d], [C, d]
-    if metric == "l2":
-        dist = (cv - qv).pow(2).sum(1).sqrt()  # [C]; exact differences: C is small here
-    else:
-        dist = 1.0 - (cv @ qv[0])  # [C]
-    order = torch.sort(dist, stable=True).indices  # [C]
-    scores = dist[order].double()  # [C]
-    if mode in ("rerank", "fused"):
-        if classify is None:
-            raise EvaluationError(f"rank: mode {mode!r} needs a classify function")
-        qh = torch.as_tensor(query_h).reshape(1, -1) if query_h is not None else None
-        qh = _tensor(qh, "query_h", 1, "rank", qs.device)  # [1, H]
-        ch = _tensor(cand_h, "cand_h", cs.shape[0], "rank", qs.device)  # [C, H]
-        top = order[:rerank_k]  # [k]
-        n = top.shape[0]
-        with torch.no_grad():
-            logits = torch.as_tensor(classify(qs.expand(n, -1), cs[top], qh.expand(n, -1), ch[top]))  # [k, 2]
-        if logits.shape != (n, 2):
-            raise EvaluationError(f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={n}")
-        prob = torch.softmax(logits.float(), dim=1)[:, 1].double()  # [k]
-        if mode == "fused":
-            lg = logits.double()
-            prob = fused_w * (lg[:, 1] - lg[:, 0]) - dist[top].double()  # [k]
-        re = torch.sort(-prob, stable=True).indices  # [k]; equal probabilities keep distance order
-        order = torch.cat([top[re], order[n:]])
-        scores = torch.cat([prob[re], torch.full((order.shape[0] - n,), float("nan"), dtype=torch.float64)])
-    if k is not None:
-        order, scores = order[:k], scores[:k]
-    return order.cpu().numpy(), scores.cpu().numpy()
+    import numpy as np
+
+    from .biencoder import BiEncoder
+    from .corpus import TextTable, load_corpus
+    from .model import pick_device
+    from .pools import split_pools
+
+    cfg = config.replace(finetune="none")
+    corpus = load_corpus(cfg.corpus)
+    corpus.announce(progress)
+    model = BiEncoder.build(cfg, TextTable.from_corpus(corpus), pick_device(cfg.device), progress=progress)
+    out: dict[str, float] = {}
+    ranks: dict[str, np.ndarray] = {}
+    for split in [s for s in splits if s in corpus.splits]:
+        pools = split_pools(corpus, split)
+        metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True)
+        out.update(metrics)
+        ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
+        if pools.unseen is not None:
+            ranks[f"{split}/unseen"] = np.asarray(pools.unseen)
+    return (out, ranks) if with_ranks else out

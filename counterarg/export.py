@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
-from .evaluate import METRICS
-from .inference import TrainedModel
+from .biencoder import BiEncoder
 from .paths import portable_command, portable_path
+from .scorers import METRICS
 
 #: eval_metric -> the sentence-transformers SimilarityFunction that ranks alike, declared in the
 #: export's config_sentence_transformers.json so ``model.similarity()`` ranks as ``counterarg rank``
@@ -38,18 +38,18 @@ CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
 }"""
 
 
-def _modules(tm: TrainedModel, hf_dir: Path) -> list:
+def _modules(tm: BiEncoder, hf_dir: Path) -> list:
     try:
         from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
     except ImportError:  # sentence-transformers 5.x
         from sentence_transformers.models import Dense, Pooling, Transformer
     cfg = tm.config
-    tm.model.save_pretrained(hf_dir)
+    tm.encoder.save_pretrained(hf_dir)
     tm.tokenizer.save_pretrained(hf_dir)
     mods = [Transformer(str(hf_dir), max_seq_length=cfg.max_length)]
     if cfg.pooling == "pooler":
         mods.append(Pooling(tm.hidden, pooling_mode="cls"))
-        pooler = tm.model.pooler.dense
+        pooler = tm.encoder.pooler.dense
         mods.append(Dense(tm.hidden, tm.hidden, activation_function=torch.nn.Tanh(),
                           init_weight=pooler.weight.detach().cpu().clone(), init_bias=pooler.bias.detach().cpu().clone()))
     else:
@@ -65,7 +65,7 @@ def _best(history: list[dict], metric: str) -> dict | None:
     return best_row(history, metric)
 
 
-def run_history(tm: TrainedModel, checkpoint: Path) -> list[dict]:
+def run_history(tm: BiEncoder, checkpoint: Path) -> list[dict]:
     """Every epoch row of the run the checkpoint comes from: its run's ``metrics.jsonl`` (beside a
     ``counterarg train`` checkpoint, in ``run/`` beside a sweep trial's) when it holds the
     checkpoint's epochs, else the checkpoint's own history (which ends at the checkpoint's epoch)."""
@@ -80,7 +80,7 @@ def run_history(tm: TrainedModel, checkpoint: Path) -> list[dict]:
     return list(tm.history)
 
 
-def _training_sentence(tm: TrainedModel, history: list[dict]) -> str:
+def _training_sentence(tm: BiEncoder, history: list[dict]) -> str:
     """How many epochs the run trained and which one these weights are (the best, or not)."""
     cfg = tm.config
     ran = max([int(r["epoch"]) for r in history if "epoch" in r] + [tm.epoch])
@@ -93,7 +93,7 @@ def _training_sentence(tm: TrainedModel, history: list[dict]) -> str:
     return text + f" (its best by `{cfg.select_metric}` was epoch {int(best['epoch'])})"
 
 
-def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
+def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
     """README.md of the exported folder: what it is, the data, the metrics, how it was made. No
     absolute path of the machine that exported it (paths as :func:`counterarg.paths.portable_path` shows them)."""
     cfg = tm.config
@@ -131,9 +131,10 @@ def model_card(tm: TrainedModel, checkpoint: Path, command: str) -> str:
                 keys = [f"{prefix}/{t}/acc@1" for t in columns]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
-        how = (f"scored with eval_mode={cfg.eval_mode}" + (f" (fused_w from the run's selection)" if cfg.eval_mode == "fused"
-               else "") + f", {cfg.eval_metric} distance; `SentenceTransformer.encode` gives the similarity-space "
-               "embeddings, i.e. retrieval without the classifier")
+        weight = f" (fused_w {tm.scoring_weight():g}, the model's)" if tm.scorer.picks_weight else ""
+        how = (f"scored with eval_mode={cfg.eval_mode}{weight}, {cfg.eval_metric} distance; "
+               "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the "
+               "classifier")
         lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split; "
                   f"{how}.", ""]
     lines += ["## Made by", "", f"`{command}` from the checkpoint `{portable_path(checkpoint)}`.", ""]
@@ -159,7 +160,7 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = TrainedModel.load(checkpoint, device="cpu")
+    tm = BiEncoder.from_checkpoint(checkpoint, device="cpu")
 
     def fill(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as hf_dir:

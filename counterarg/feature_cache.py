@@ -1,7 +1,7 @@
 """The unique texts of a corpus and the on-disk cache of what the encoder makes of them.
 
 ArguAna repeats many texts (debates are filed under several themes), so everything is computed per
-unique text (:class:`TextTable`). A feature mode (features.py) names its cache by a key (the
+unique text (corpus.TextTable). A feature mode (features.py) names its cache by a key (the
 content of the encoder's files, max_length, the corpus texts and what the mode adds) and fills
 the folder once; this module builds the folder under a file lock, so parallel trials build it
 once, and checks it on every load: ``meta.json`` records the sha256 of every cached array, and a
@@ -15,56 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .corpus import Corpus
 from .io import (FolderLockedError, LockFileError, atomic_replace_dir, atomic_write_json, cache_root, exclusive_lock,
                  recover_dir, sha256_file)
 
 #: the seal of a cache entry: its key and the sha256 of every array (io.write_manifest under this name)
 SEAL = "meta.json"
-
-
-@dataclass
-class SplitIds:
-    point: np.ndarray  # [Q] unique-text id of each pair's point
-    counter: np.ndarray  # [Q] unique-text id of each pair's counter
-
-
-@dataclass
-class TextTable:
-    """Unique texts of the loaded splits and, per split, the text ids of its pairs."""
-
-    texts: list[str]
-    splits: dict[str, SplitIds]
-    fingerprint: str
-
-    @classmethod
-    def from_corpus(cls, corpus: Corpus) -> "TextTable":
-        index: dict[str, int] = {}
-        texts: list[str] = []
-
-        def tid(text: str) -> int:
-            if text not in index:
-                index[text] = len(texts)
-                texts.append(text)
-            return index[text]
-
-        splits = {}
-        for name, split in corpus.splits.items():
-            splits[name] = SplitIds(
-                point=np.array([tid(p.point.text) for p in split.pairs], dtype=np.int64),
-                counter=np.array([tid(p.counter.text) for p in split.pairs], dtype=np.int64),
-            )
-        h = hashlib.sha256()
-        for t in texts:
-            h.update(t.encode())
-            h.update(b"\0")
-        return cls(texts=texts, splits=splits, fingerprint=h.hexdigest()[:16])
 
 
 def folder_for(key: dict, cache_dir: str | None) -> Path:

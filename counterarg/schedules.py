@@ -9,13 +9,13 @@ adding a schedule is one :func:`register` call here (plus its test).
 
 A schedule is data in the config (``schedule`` plus the fields it reads); epochs count from 0, so
 the reference implementation's decaying schedule gives 0.8 at the first epoch. Nothing here imports
-:mod:`counterarg.config` at import time (config.py imports this module for the default name).
+:mod:`counterarg.config`: config.py imports this registry (for the default name and validation), and
+the Config fields a schedule reads carry the ``schedule`` role there (``config.fields_with``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class ScheduleError(ValueError):
-    """A schedule entry that does not fit the registry (duplicate name, unknown Config field)."""
+    """A schedule entry that does not fit the registry (a duplicate name, a strategy field it does not read)."""
 
 
 @dataclass(frozen=True)
@@ -57,24 +57,16 @@ SCHEDULES: dict[str, Schedule] = {}
 
 
 def register(entry: Schedule) -> Schedule:
-    """Add ``entry`` to :data:`SCHEDULES`; its fields must be Config fields, its name new."""
+    """Add ``entry`` to :data:`SCHEDULES`: its name new, and it sets or shows only fields it reads.
+    That those are Config fields of the ``schedule`` role is config.py's check (``config.check_schedule``,
+    at its import and whenever a config selects the schedule): this registry sits below config."""
     if entry.name in SCHEDULES:
         raise ScheduleError(f"schedule {entry.name!r} is already registered")
-    config = sys.modules.get(f"{__package__}.config")
-    field_names = getattr(config, "FIELD_NAMES", None)
-    if field_names is not None:  # else config.py checks every entry when it has loaded
-        check_entry(entry, field_names)
-    SCHEDULES[entry.name] = entry
-    return entry
-
-
-def check_entry(entry: Schedule, field_names) -> None:
-    """An entry may name only Config fields, and set or show only fields it reads."""
-    for name in (*entry.fields, *entry.strategy, *entry.short):
-        if name not in field_names:
-            raise ScheduleError(f"schedule {entry.name!r} names {name!r}, which is not a Config field")
+    for name in (*entry.strategy, *entry.short):
         if name not in entry.fields:
             raise ScheduleError(f"schedule {entry.name!r}: {name!r} is not among the fields it reads")
+    SCHEDULES[entry.name] = entry
+    return entry
 
 
 def get(name: str) -> Schedule:
@@ -104,11 +96,6 @@ def default_strategies() -> tuple[str, ...]:
     return tuple(n for n, s in SCHEDULES.items() if s.default)
 
 
-def all_fields() -> tuple[str, ...]:
-    """Every Config field some schedule reads, plus ``schedule`` (the fields that name a strategy)."""
-    return ("schedule",) + tuple(sorted({f for s in SCHEDULES.values() for f in s.fields}))
-
-
 def format_value(v: Any) -> str:
     """A field's value as labels and ``--strategies`` show it: ``0.8``, ``0.6,0.5`` for a list."""
     if isinstance(v, float):
@@ -116,54 +103,6 @@ def format_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(format_value(x) for x in v)
     return str(v)
-
-
-def _fmt_table(values) -> str:
-    """``0.8,0.8,0.8,0.6`` -> ``0.8*3,0.6``: a learned table stays readable."""
-    out: list[str] = []
-    for v in values:
-        text = format_value(float(v))
-        if out and out[-1].split("*")[0] == text:
-            head, _, count = out[-1].partition("*")
-            out[-1] = f"{head}*{int(count or 1) + 1}"
-        else:
-            out.append(text)
-    return ",".join(out)
-
-
-def short_label(config: Mapping[str, Any]) -> str:
-    """A short human label of a config's strategy: ``decay 0.8-0.02``, ``fixed 0.8``, ``random``.
-
-    Fields not in the entry's short form show as ``field=value`` where they differ from the
-    Config default. An unknown schedule name is shown as it is.
-    """
-    from .config import Config
-
-    full = {**Config().to_dict(), **dict(config)}
-    entry = SCHEDULES.get(full["schedule"])
-    if entry is None:
-        return str(full["schedule"])
-    parts = []
-    if entry.short:
-        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f])
-                  for f in entry.short]
-        parts.append(entry.sep.join(values))
-    defaults = Config().to_dict()
-    for f in entry.fields:
-        if f not in entry.short and format_value(full[f]) != format_value(defaults[f]):
-            parts.append(f"{f}={format_value(full[f])}")
-    return " ".join([entry.name, *parts])
-
-
-def full_label(config: Mapping[str, Any]) -> str:
-    """Every field the schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
-    from .config import Config
-
-    full = {**Config().to_dict(), **dict(config)}
-    entry = SCHEDULES.get(full["schedule"])
-    if entry is None or not entry.fields:
-        return str(full["schedule"])
-    return f"{entry.name}(" + ", ".join(f"{n}={format_value(full[n])}" for n in entry.fields) + ")"
 
 
 # ----------------------------------------------------------------------------- the schedules

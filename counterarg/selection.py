@@ -24,6 +24,12 @@ BEST_DIR = "best"  # beside checkpoint/: the state of the epoch with the best co
 DEFAULT_MODE = "max"
 
 
+def beats(value: float, best: float | None, mode: str = DEFAULT_MODE) -> bool:
+    """Whether ``value`` is strictly better than ``best`` under ``mode`` (max | min); anything beats
+    None. The one comparison every "best so far" (a run's, a trial's, a sweep's) is made with."""
+    return best is None or (value > best if mode == "max" else value < best)
+
+
 def best_row(history: Sequence[dict[str, Any]], metric: str = Config.select_metric,
              mode: str = DEFAULT_MODE) -> dict[str, Any] | None:
     """The epoch row with the best ``metric`` (earliest on ties), or None if none has it."""
@@ -32,7 +38,7 @@ def best_row(history: Sequence[dict[str, Any]], metric: str = Config.select_metr
         v = r.get(metric)
         if v is None or not isinstance(v, (int, float)) or math.isnan(v):
             continue
-        if best is None or (v > best[metric] if mode == "max" else v < best[metric]):
+        if beats(v, None if best is None else best[metric], mode):
             best = r
     return best
 
@@ -57,7 +63,7 @@ class BestRanks:
     def update(self, row: dict, ranks: dict[str, dict[str, np.ndarray]], pools: dict) -> bool:
         """Take this epoch's ranks if ``row`` beats the best so far; True if it did."""
         v = row.get(self.metric)
-        if v is None or not math.isfinite(v) or (self.value is not None and v <= self.value):
+        if v is None or not math.isfinite(v) or not beats(v, self.value):
             return False
         self.value = float(v)
         self.arrays = {"epoch": np.array(int(row["epoch"]))}

@@ -32,7 +32,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from counterarg.index import BallTreeIndex, as_float64, sort_rows, _check_queries
+from counterarg.neighbours import BallTreeIndex, as_float64, sort_rows, _check_queries
 
 
 def shard_bundles(shards: int, trial: dict[str, float] | None = None,

@@ -2,8 +2,8 @@
 
 A task is one :class:`Task` record in :data:`REGISTRY`: a rule saying which candidates share a
 query's pool. Everything else (pool masks and sizes in pools.py, the evaluator's whole-split fast
-path, metric keys, summary columns) follows from the record, so adding a task is one entry here
-(or :func:`register_task`) plus its test.
+path, metric keys, summary columns) follows from the record, so adding a task is one
+:func:`register_task` call (at the end of this module, or from outside) plus its test.
 
 =====  ===========================================================================
 task   pool of query ``i``
@@ -54,18 +54,10 @@ class Task:
         return self.points is not None
 
 
-#: The eight tasks of Wachsmuth et al. (2018), in their order. Adding a task is one entry here.
-REGISTRY: dict[str, Task] = {t.name: t for t in (
-    Task("sdoc", "same debate, same side: counters", "debate_side"),
-    Task("sdoa", "same debate: same-side counters + other-side points", "debate_side", "other_side"),
-    Task("sdc", "same debate: all counters", "debate"),
-    Task("sda", "same debate: all counters + other points", "debate", "group"),
-    Task("stc", "same theme: all counters", "theme"),
-    Task("sta", "same theme: all counters + other points", "theme", "group"),
-    Task("epc", "entire portal: all counters", "split"),
-    Task("epa", "entire portal: all counters + other points", "split", "group"),
-)}
-TASKS = tuple(REGISTRY)  # the eight, as registered at import; task_names() sees later registrations
+#: The registry: task name -> record, in registration order (the eight of Wachsmuth et al. (2018) are
+#: registered at the end of this module, in their order; adding a task is one more register_task call).
+REGISTRY: dict[str, Task] = {}
+TASKS: tuple[str, ...] = ()  # the eight, as registered at import; task_names() sees later registrations
 SCOPES = ("debate_side", "debate", "theme", "split")
 
 
@@ -107,3 +99,16 @@ def check_tasks(tasks=None) -> tuple[str, ...]:
     if not tasks:
         raise EvaluationError("no tasks to evaluate")
     return tasks
+
+
+for _task in (
+    Task("sdoc", "same debate, same side: counters", "debate_side"),
+    Task("sdoa", "same debate: same-side counters + other-side points", "debate_side", "other_side"),
+    Task("sdc", "same debate: all counters", "debate"),
+    Task("sda", "same debate: all counters + other points", "debate", "group"),
+    Task("stc", "same theme: all counters", "theme"),
+    Task("sta", "same theme: all counters + other points", "theme", "group"),
+    Task("epc", "entire portal: all counters", "split"),
+    Task("epa", "entire portal: all counters + other points", "split", "group"),
+):
+    register_task(_task)

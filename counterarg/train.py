@@ -2,8 +2,8 @@
 
 ``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (sweep/trainable.py) wraps it and this
 module never imports Ray. This module is the epoch loop and the run folder (``config.json``,
-``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is :class:`~counterarg.run.Run`,
-the checkpoint's content :mod:`counterarg.checkpoint`, the best epoch and patience
+``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is :class:`~counterarg.run.Trainer`
+(which owns the model, biencoder.BiEncoder), the checkpoint's format :mod:`counterarg.checkpoint`, the best epoch and patience
 :mod:`counterarg.selection`. A resumed run on CPU gives the same metrics as an uninterrupted one.
 
 The run folder is locked while a run writes it, and a swap of ``checkpoint/`` or ``best/`` a kill
@@ -21,55 +21,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-
-from .checkpoint import STATE_FILE, check_resumable, read_checkpoint, restore_run, resumed_changes, run_state
+from .checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from .config import Config
-from .corpus import load_corpus
-from .feature_cache import TextTable
+from .corpus import TextTable, load_corpus
 from .features import make_features
 from .io import (DiskFullError, append_jsonl, atomic_replace_dir, atomic_write_text, folder_lock, recover_dir,
                  remove_temp_files)
 from .model import EncoderError, pick_device
-from .run import Run, TrainingError, say
+from .run import Trainer, TrainingError, say
 from .selection import BEST_DIR, BestRanks, best_epoch, early_stop
 
 Report = Callable[[dict, Path], None]
-
-
-def zero_shot_split(run: "Run", split: str, return_ranks: bool = False):
-    """The untrained encoder on one split: its pooled output ranked by cosine (both views); with
-    ``return_ranks`` also its per-query ranks (``{task: [Q]}``)."""
-    from .evaluate import evaluate_split
-
-    emb = run.embed_split(split)
-    with torch.no_grad():
-        return evaluate_split(split, run.pools[split], emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
-                              ks=run.config.ks, return_ranks=return_ranks)
-
-
-def zero_shot_metrics(config: Config, splits: tuple[str, ...] = ("validation", "test"),
-                      progress: bool = False, with_ranks: bool = False):
-    """The baseline every trained model is compared with: the frozen encoder's pooled output with
-    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache.
-
-    With ``with_ranks`` returns ``(metrics, ranks)``, ranks keyed as a checkpoint's best ranks
-    (``{split}/{task}`` ``[Q]`` and ``{split}/unseen`` ``[Q]`` bool) for the sweep's tests against it.
-    """
-    cfg = config.replace(finetune="none")
-    corpus = load_corpus(cfg.corpus)
-    run = Run(cfg, progress=progress, corpus=corpus, eval_splits=[s for s in splits if s in corpus.splits])
-    out: dict[str, float] = {}
-    ranks: dict[str, np.ndarray] = {}
-    for split in run.eval_splits:
-        metrics, by_task = zero_shot_split(run, split, return_ranks=True)
-        out.update(metrics)
-        ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
-        if run.pools[split].unseen is not None:
-            ranks[f"{split}/unseen"] = np.asarray(run.pools[split].unseen)
-    run.close()
-    return (out, ranks) if with_ranks else out
 
 
 def prepare_features(config: Config, *, progress: bool = True) -> None:
@@ -127,21 +89,21 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
     saved = None
     if resume_from is not None:
         saved = read_checkpoint(resume_from)
-        check_resumable(config, saved["config"], Path(resume_from))
+        check_resumable(config, saved["model"]["config"], Path(resume_from))
         start, history = saved["epoch"], list(saved["history"])
         if start > config.epochs:
             raise TrainingError(f"checkpoint {resume_from} already holds {start} epochs, more than epochs="
                                 f"{config.epochs}; nothing to train (config.json and metrics.jsonl left as they are). "
                                 f"Pass --epochs {start} or more")
     try:
-        run = Run(config, progress=progress)
+        run = Trainer(config, progress=progress)
     except EncoderError as e:
         raise TrainingError(str(e)) from None
     if "training" not in run.corpus.splits:
         raise TrainingError(f"corpus {run.corpus.source} has no training split")
     if saved is not None:
-        restore_run(run, saved)
-        changed = resumed_changes(config, saved["config"])
+        run.restore(saved)
+        changed = resumed_changes(config, saved["model"]["config"])
         say(f"resumed from {resume_from} after epoch {start}"
              + (f" with {changed}" if changed else ""), progress)
     config.save(out / "config.json")
@@ -161,7 +123,7 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
     return history
 
 
-def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Path,
+def _epochs(run: Trainer, config: Config, start: int, history: list[dict], ckpt: Path,
             metrics_path: Path, report: Report | None, progress: bool, best: BestRanks) -> None:
     for epoch in range(start, config.epochs):
         top = early_stop(config, history, epoch)
@@ -185,10 +147,10 @@ def _epochs(run: Run, config: Config, start: int, history: list[dict], ckpt: Pat
         chosen = best_epoch(history, config.select_metric)
         if chosen is not None:
             row["select/best_epoch"] = chosen
-        state = run_state(run, epoch + 1, history)
+        state = make_state(epoch + 1, history, run.model.state(), run.state())
 
         def fill(folder: Path) -> None:
-            torch.save(state, folder / STATE_FILE)
+            write_state(folder, state)
             config.save(folder / "config.json")
             best.save(folder)
 

@@ -3,8 +3,10 @@
 
 Every strategy (--strategies) is crossed with every method (--methods: reference, the reference
 implementation; recipe, the project's default recipe) and repeated over --seeds. Without
---strategies it runs the main job: each method's own list (below), x seeds 0,1,2, at the Config's
-epochs (the recipe stops early). Outputs (the Tune experiment, summary.csv/.md, significance.csv,
+--strategies it runs the main job: each method's own list (below), x seeds 0,1,2. Every trial
+starts from the frozen recipe (``--config frozen``: cached pooled features, heads only, 30 epochs, the
+recipe stopping early) rather than the top-layer default, which costs about ten times as much per
+epoch; --set finetune=top:1 asks for it. Outputs (the Tune experiment, summary.csv/.md, significance.csv,
 plots) go to <storage>/<name>: by default results/compare_strategies_<date>_<time>/, a fresh
 folder per run. See README "Sweeps (Ray Tune)".
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.config import Config
+from counterarg.config import FROZEN_RECIPE
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.methods import METHODS
@@ -25,7 +27,7 @@ from counterarg.sweep.spaces import strategy_grid
 def main_job() -> str:
     """The main job's trials, per method, as --help shows them (read from the method registry)."""
     n = sum(len(m.strategies) for m in METHODS.values())
-    lines = [f"The main job ({n} strategies x 3 seeds = {3 * n} trials, {Config.epochs} epochs unless --epochs):"]
+    lines = [f"The main job ({n} strategies x 3 seeds = {3 * n} trials, {FROZEN_RECIPE['epochs']} epochs unless --epochs):"]
     lines += [f"  --methods {m.name} --strategies \"{';'.join(m.strategies)}\"" for m in METHODS.values()]
     return "\n".join(lines)
 
@@ -33,7 +35,7 @@ def main_job() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, epilog=main_job(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
+    add_common_args(p, start=FROZEN_RECIPE)
     add_methods_arg(p)
     add_strategies_arg(p)
     args = p.parse_args(argv)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
         variants = strategy_grid(args.strategies, seeds, args.methods)
         name = sweep_name(args, "compare_strategies")
-        sweep = Sweep(name=name, base=base_from_args(args), variants=variants,
+        sweep = Sweep(name=name, base=base_from_args(args, start=FROZEN_RECIPE), variants=variants,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
-from counterarg.config import Config, ConfigError
+from counterarg.config import FROZEN_RECIPE, Config, ConfigError
 from counterarg.paths import runnable_path
-from counterarg.sweep.cli import (add_common_args, base_from_args, int_at_least, method_arg, number_at_least,
-                                  parse_range, parse_seeds, sweep_name, usage_errors)
-from counterarg.sweep.lineage import format_table
+from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
+                                  number_at_least, parse_range, parse_seeds, run_from_args, sweep_name, usage_errors)
+from counterarg.schedules import format_value
 from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
-from counterarg.sweep.pbt import PBTOptions, finish, param_space, replay_command
-from counterarg.sweep.runner import Sweep, run_sweep, storage_uri, tensorboard_command
-from counterarg.sweep.summary import console_table
-from counterarg.sweep.trials import overhead
+from counterarg.sweep.pbt import Learned, PBTOptions, finish, param_space, replay_command
+from counterarg.sweep.runner import Sweep, SweepResult
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
+    add_common_args(p, start=FROZEN_RECIPE)
     p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
                    help="the method the population trains: "
                         + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
@@ -53,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke_test and args.epochs is None:
         args.epochs = 4  # room for three exploit/explore steps
-    storage = storage_uri(args.storage)
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
         seeds = parse_seeds(args.seeds, (0,))
         if len(seeds) != 1:
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             quantile=args.quantile, resample_probability=args.resample_probability,
             mutate=tuple(m.strip() for m in args.mutate.split(",") if m.strip()),
             lr_range=args.lr_range, margin_range=args.margin_range)
-        base = {**base_from_args(args), "seed": seeds[0]}
+        base = {**base_from_args(args, start=FROZEN_RECIPE), "seed": seeds[0]}
         epochs = Config.from_dict(base).epochs
         name = sweep_name(args, "pbt_schedule")
         sweep = Sweep(name=name, base=base, param_space=param_space(base, opts, args.method), scheduler="pbt", pbt=opts,
@@ -73,41 +71,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[pbt] {args.method}: population {opts.population}, {epochs} epochs, exploit/explore every "
               f"{opts.perturbation_interval} epoch(s) by {sweep.metric}: the bottom {opts.quantile:g} takes the "
               f"weights of the top {opts.quantile:g}; mutating {', '.join(opts.mutate)}", flush=True)
-        try:
-            result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
-                               num_cpus=args.num_cpus)
-        except KeyboardInterrupt:
-            print("\n[pbt] interrupted; finished epochs are kept. Resume with --resume", file=sys.stderr)
-            return 130
-    learned = finish(result, sweep, result.local_dir)
-    print()
-    print(console_table(learned.rows, metric=sweep.metric, verdict=learned.verdicts, baseline=result.baseline))
-    ov = overhead(learned.rows)["overhead"]
-    print(f"{len(result.records)} trials in {result.wall_s / 60:.1f} min"
-          + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
-    print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
-    print(f"Learned schedules: {runnable_path(learned.paths['schedules_csv'])}, "
-          f"{runnable_path(learned.paths['schedules_png'])}")
-    print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
-    for problem in learned.problems:
+        learned: list[Learned] = []
+
+        def learn(result: SweepResult) -> SweepResult:  # the summary by lineage, before the table prints
+            learned.append(finish(result, sweep, result.local_dir))
+            return replace(result, rows=learned[0].rows, verdicts=learned[0].verdicts)
+
+        result = run_from_args(args, sweep, finish=learn)
+    got = learned[0]
+    print(f"Learned schedules: {runnable_path(got.paths['schedules_csv'])}, "
+          f"{runnable_path(got.paths['schedules_png'])}")
+    for problem in got.problems:
         print(f"[pbt] WARNING {problem}", file=sys.stderr)
-    errored = [r for r in result.records if r.status == "ERROR"]
-    for r in errored:
-        print(f"[pbt] trial {r.trial_id} errored: {r.error} (--resume retries it)", file=sys.stderr)
-    if learned.best is None:
+    if got.best is None:
         print("[pbt] no trial finished an epoch: nothing learned", file=sys.stderr)
         return 1
     print()
-    print(f"Best learned schedule ({learned.best}, by {sweep.metric}):")
-    print(f"  --set schedule=table --set rate_table={format_table(learned.best_table)}")
+    print(f"Best learned schedule ({got.best}, by {sweep.metric}):")
+    print(f"  --set schedule=table --set rate_table={format_value(got.best_table)}")
     print(f"Replay it from scratch with 3 seeds under {args.method}, beside its hand-written schedules "
           "(significance tests in its summary):")
-    print(f"  {replay_command(args, learned.best_table, sweep.name, args.method)}")
+    print(f"  {replay_command(args, got.best_table, sweep.name, args.method)}")
     if set(opts.mutate) - {"rate"}:
         print("  (the replay repeats the rate schedule only; lr and margin stay at their configured values)")
-    if any(r.status not in ("TERMINATED", "ERROR") for r in result.records):
-        return 130
-    return 1 if errored or learned.problems else 0
+    return exit_code(result) or (1 if got.problems else 0)
 
 
 if __name__ == "__main__":

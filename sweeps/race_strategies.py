@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from counterarg.paths import runnable_path
+from counterarg.config import FROZEN_RECIPE
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.race import RaceOptions
@@ -29,7 +30,7 @@ SMOKE_STRATEGIES = "fixed;random"  # under both methods unless --methods: four s
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
+    add_common_args(p, start=FROZEN_RECIPE)
     add_methods_arg(p)
     add_strategies_arg(p)
     p.add_argument("--first-seeds", type=int_at_least(2), default=None,
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         most = args.max_seeds or len(seeds)
         race = RaceOptions(seeds=tuple(seeds), first_seeds=first, max_seeds=most, budget=args.budget)
         name = sweep_name(args, "race_strategies")
-        sweep = Sweep(name=name, base=base_from_args(args), variants=strategies, race=race,
+        sweep = Sweep(name=name, base=base_from_args(args, start=FROZEN_RECIPE), variants=strategies, race=race,
                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
         result = run_from_args(args, sweep)
     if result.race is None:

@@ -23,7 +23,8 @@ from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, in
                                   number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
 from counterarg.sweep.runner import MAX_NUM_SAMPLES, Sweep
-from counterarg.sweep.space_file import method_start, read_space_file, search_space
+from counterarg.sweep.space_file import read_space_file, search_space
+from counterarg.sweep.spaces import method_start
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "recipe.json"
 

@@ -15,6 +15,7 @@ import pytest
 
 from counterarg.corpus import real_corpus_path
 
+os.environ.setdefault("COUNTERARG_CPU_BF16", "0")  # precision=auto is fp32 on every CPU here: numbers do not depend on the machine
 REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
 
@@ -170,6 +171,14 @@ LAYOUT = [
 ]
 
 
+# ----------------------------------------------------------------------------- scoring
+def score_classifier(sp, sc, hp, hc):
+    """Logits [0, h_c[:, 0]]: the positive probability grows with the candidate's h score."""
+    import torch
+
+    return torch.stack([torch.zeros(hc.shape[0], dtype=hc.dtype), hc[:, 0]], 1)  # [M, 2]
+
+
 # ----------------------------------------------------------------------------- training runs
 @pytest.fixture
 def cfg(tiny_encoder):
@@ -177,6 +186,18 @@ def cfg(tiny_encoder):
     from counterarg.config import Config
 
     return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
+
+
+@pytest.fixture(scope="session")
+def top1_checkpoint(tiny_encoder, tmp_path_factory) -> Path:
+    """A trained checkpoint folder whose encoder's top layer trained (finetune=top:1): one epoch."""
+    from counterarg.config import Config
+    from counterarg.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="top:1", encoder_lr=1e-2, batch_size=16)
+    train(cfg, out, progress=False)
+    return out / "checkpoint"
 
 
 def rows(path: Path) -> list[dict]:
@@ -187,3 +208,29 @@ def rows(path: Path) -> list[dict]:
 def strip_times(rs: list[dict]) -> list[dict]:
     """Rows without their ``time/`` fields (the only ones that differ between equal runs)."""
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]
+
+
+#: A valid value other than the default for every Config field, for the field-role tests (a field
+#: added to Config without one here fails them: say what it is).
+OTHER_VALUES = {
+    "corpus": "elsewhere.zip", "encoder": "org/another-encoder", "pooling": "cls", "max_length": 16, "sim_dim": 8,
+    "head": "linear", "head_reg": 0.1, "finetune": "top:1", "device": "cpu", "cache_dir": "another-cache",
+    "embed_batch_size": 3, "precision": "fp32", "epochs": 2, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
+    "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 0.5, "seed": 3, "patience": 0, "length_buckets": 4,
+    "loss": "combined", "scale": 5.0, "margin": 0.5, "p": 1.0, "w_triplet": 0.5, "w_pos": 0.5, "w_neg": 0.5,
+    "schedule": "decay", "rate": 0.5, "rate_start": 0.5, "rate_step": 0.1, "rate_floor": 0.1, "rate_period": 3,
+    "rate_every": 2, "rate_gamma": 0.9, "rate_table": (0.5,), "num_negatives": 2, "neg_rank": (1, 1),
+    "neg_margin": 0.1, "dedupe_pairs": False, "index": "balltree", "shards": 3, "leaf_size": 4, "block_size": 8,
+    "eval_mode": "retrieval", "fused_w": 0.5, "fused_grid": (0.0,), "eval_metric": "l2", "rerank_k": 3, "ks": (1,),
+    "test_every": 2, "eval_training": True, "select_metric": "validation/mean/acc@1",
+}
+
+
+def each_field_changed(base):
+    """``(field, base config, the config with that one field changed)`` for every Config field."""
+    from counterarg.config import FIELD_NAMES
+
+    assert set(OTHER_VALUES) == set(FIELD_NAMES), set(OTHER_VALUES) ^ set(FIELD_NAMES)
+    for name, value in OTHER_VALUES.items():
+        assert getattr(base, name) != value, name
+        yield name, base, base.replace(**{name: value})

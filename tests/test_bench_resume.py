@@ -32,3 +32,13 @@ def test_one_kill_and_resume_on_the_demo_gives_the_uninterrupted_rows(tiny_encod
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["kills"] == 1 and result["rows_identical"] and result["rows"] == 150
     assert result["leftovers"] == []  # best/ beside checkpoint/ is part of a run folder
+
+
+def test_counterarg_bench_resume_reaches_the_check(capsys):
+    """``counterarg bench resume`` runs this check (its --help says so), like the other benchmarks."""
+    from counterarg.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["bench", "resume", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "usage: counterarg bench resume" in out and "--kills" in out

@@ -1,18 +1,18 @@
 """Checkpoints (counterarg.checkpoint): plain data only, sealed by sha256, refused when planted or
-damaged, older formats still read, and a resume with another model refused."""
+damaged or of the older format, readable without training, and a resume with another model refused."""
 
 from __future__ import annotations
 
-import numpy as np
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from conftest import rows
-from counterarg.checkpoint import (CheckpointError, _numpy_state_in, check_resumable, read_checkpoint,
-                                   resumed_changes)
+from conftest import each_field_changed, rows
+from counterarg.checkpoint import CheckpointError, check_resumable, read_checkpoint, resumed_changes
 from counterarg.cli import main
-from counterarg.config import Config
-from counterarg.run import TrainingError
+from counterarg.config import EVAL, HYPER, MODEL, RESUME, Config, fields_with
 from counterarg.train import train
 
 class _Planted:
@@ -30,7 +30,8 @@ def test_planted_pickle_checkpoint_is_refused_not_run(tiny_encoder, tmp_path, ca
     marker = tmp_path / "ran"
     folder = tmp_path / "evil"
     folder.mkdir()
-    torch.save({"epoch": 1, "config": {}, "heads": {}, "history": [], "x": _Planted(marker)}, folder / "state.pt")
+    torch.save({"epoch": 1, "model": {"config": {}, "heads": {}, "encoder": {}}, "history": [], "x": _Planted(marker)},
+               folder / "state.pt")
     assert main(["rank", "--checkpoint", str(folder), "--text", "anything"]) == 2
     err = capsys.readouterr().err
     assert "refusing to load" in err and "state.pt" in err
@@ -43,6 +44,9 @@ def test_checkpoint_holds_tensors_and_plain_data_only(cfg, tmp_path):
     train(cfg.replace(epochs=1), tmp_path / "r", progress=False)
     state = torch.load(tmp_path / "r" / "checkpoint" / "state.pt", weights_only=True)  # no allowlist needed
     assert state["epoch"] == 1 and isinstance(state["history"][0]["mining/hard"], int)
+    assert set(state) == {"epoch", "history", "model", "trainer"}
+    assert set(state["model"]) == {"config", "heads", "encoder", "fused_w"}
+    assert set(state["trainer"]) == {"optimizer", "scaler", "rng"}
 
 
 def test_cut_short_and_bit_flipped_checkpoints_are_named(cfg, tmp_path, capsys):
@@ -69,27 +73,54 @@ def test_cut_short_and_bit_flipped_checkpoints_are_named(cfg, tmp_path, capsys):
         read_checkpoint(run / "checkpoint")
 
 
-def test_checkpoint_of_the_previous_format_still_loads(tmp_path):
-    """Safe loading allows exactly what the earlier format stored beside tensors: numpy arrays
-    (the RNG state) and numpy scalars (metric values)."""
-    state = {"epoch": 1, "config": {}, "heads": {}, "rng": {"numpy": np.random.get_state()},
-             "history": [{"epoch": 1, "train/loss": np.float64(0.5), "mining/hard": np.int64(3)}]}
-    torch.save(state, tmp_path / "state.pt")
-    back = read_checkpoint(tmp_path)
-    assert back["history"][0]["train/loss"] == 0.5 and back["history"][0]["mining/hard"] == 3
-    np.random.set_state(_numpy_state_in(back["rng"]["numpy"]))
+def test_checkpoint_of_the_older_format_is_refused_by_name(tmp_path):
+    """The format before {"model", "trainer"} (heads and config at the top level) is no longer read:
+    it is named, not half-loaded."""
+    torch.save({"epoch": 1, "config": {}, "heads": {}, "history": []}, tmp_path / "state.pt")
+    with pytest.raises(CheckpointError, match="older counterarg"):
+        read_checkpoint(tmp_path)
+
+
+def test_reading_a_checkpoint_imports_no_training(cfg, tmp_path):
+    """checkpoint.py and biencoder.py are below training: loading a model for inference never
+    imports the trainer, the training loop, mining or batches (loss.py is read by Config validation
+    for the loss names)."""
+    train(cfg.replace(epochs=1), tmp_path / "r", progress=False)
+    code = ("import sys; from counterarg.biencoder import BiEncoder; "
+            f"m = BiEncoder.from_checkpoint({str(tmp_path / 'r' / 'checkpoint')!r}); "
+            "bad = [n for n in ('run', 'train', 'mining', 'batches') if 'counterarg.' + n in sys.modules]; "
+            "print(m.epoch, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["1", "[]"], out.stdout
 
 
 def test_resume_with_other_model_is_refused(cfg, tmp_path):
     train(cfg.replace(epochs=1), tmp_path / "a", progress=False)
-    with pytest.raises(TrainingError, match="different config.*sim_dim"):
+    with pytest.raises(CheckpointError, match="different config.*sim_dim"):
         train(cfg.replace(sim_dim=16), tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
+
+
+def test_resume_accepts_exactly_the_resume_role_and_names_an_architecture_change(tmp_path):
+    """A field of the ``resume`` role may differ from the checkpoint, any other is refused; a field of
+    the ``model`` role (architecture) is named as such; the hyperparameters a resume changed are listed."""
+    accepted, listed = set(), set()
+    for name, start, changed in each_field_changed(Config()):
+        try:
+            check_resumable(changed, start.to_dict(), tmp_path)
+            accepted.add(name)
+        except CheckpointError as e:
+            assert name in str(e) and (("architecture" in str(e)) == (name in fields_with(MODEL))), str(e)
+        if resumed_changes(changed, start.to_dict()):
+            listed.add(name)
+    assert accepted == set(fields_with(RESUME)) and listed == set(fields_with(HYPER))
+    assert not set(fields_with(MODEL)) & (set(fields_with(RESUME)) | set(fields_with(EVAL)))
 
 
 def test_check_resumable_allows_only_the_resumable_fields_and_says_what_changed(tmp_path):
     saved = Config(lr=1e-3, margin=0.5).to_dict()
     check_resumable(Config(lr=2e-3, margin=0.5, epochs=9, patience=1), saved, tmp_path)  # lr, epochs, patience
-    with pytest.raises(TrainingError, match=r"different config \(sim_dim: checkpoint 128 vs now 64\)"):
+    with pytest.raises(CheckpointError, match=r"different config \(sim_dim: checkpoint 128 vs now 64\)"):
         check_resumable(Config(sim_dim=64), {**saved, "sim_dim": 128}, tmp_path)
     assert resumed_changes(Config(lr=2e-3, margin=0.5), saved) == "lr 0.001 -> 0.002"
     assert resumed_changes(Config(lr=1e-3, margin=0.5), saved) == ""

@@ -40,30 +40,30 @@ def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_enc
     import torch
     from transformers import AutoTokenizer, BertModel
 
-    from counterarg.config import Config
+    from counterarg.corpus import TextTable, load_corpus
     from counterarg.evaluate import evaluate_split
-    from counterarg.run import Run
+    from counterarg.pools import split_pools
 
     js = tmp_path / "z.json"
     assert main(["evaluate", "--zero-shot", "--split", "test", "--quiet", "--set", f"encoder={tiny_encoder}",
                  "--set", "pooling=mean", "--set", "max_length=64", "--json", str(js)]) == 0
     assert "zero-shot" in capsys.readouterr().out
     got = json.loads(js.read_text())
-    run = Run(Config(encoder=tiny_encoder, pooling="mean", max_length=64), progress=False, eval_splits=["test"])
-    ids = run.table.splits["test"]
+    corpus = load_corpus(None)
+    table = TextTable.from_corpus(corpus)
+    ids = table.splits["test"]
     model, tok = BertModel.from_pretrained(tiny_encoder).eval(), AutoTokenizer.from_pretrained(tiny_encoder)
 
     def mean_pooled(tids):
-        enc = tok([run.table.texts[t] for t in tids], max_length=64, truncation=True, padding=True,
+        enc = tok([table.texts[t] for t in tids], max_length=64, truncation=True, padding=True,
                   return_tensors="pt")
         with torch.no_grad():
             hidden = model(**enc).last_hidden_state  # [Q, T, H]
         mask = enc["attention_mask"].unsqueeze(-1).float()  # [Q, T, 1]
         return (hidden * mask).sum(1) / mask.sum(1)  # [Q, H]
 
-    want = evaluate_split("test", run.pools["test"], mean_pooled(ids.point), mean_pooled(ids.counter),
+    want = evaluate_split("test", split_pools(corpus, "test"), mean_pooled(ids.point), mean_pooled(ids.counter),
                           mode="retrieval", metric="cosine")
-    run.close()
     assert set(got) == set(want)
     assert got == pytest.approx(want, abs=0.01)  # equal here; float noise elsewhere may swap a near-tie
 
@@ -156,7 +156,7 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     import torch
 
     from counterarg.config import Config
-    from counterarg.inference import TrainedModel
+    from counterarg.biencoder import BiEncoder
     from counterarg.train import train
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
@@ -170,8 +170,8 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     f = tmp_path / "c.txt"
     f.write_text("\n".join(cands) + "\n")
     calls = []
-    real = TrainedModel.embed
-    monkeypatch.setattr(TrainedModel, "embed", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw))
+    real = BiEncoder.embed
+    monkeypatch.setattr(BiEncoder, "embed", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw))
     args = ["rank", "--checkpoint", str(ck), "--text", "Taxes on banks hurt growth", "--candidates", str(f),
             "--k", "5", "--json", "--quiet"]
     assert main(args) == 0
@@ -182,7 +182,7 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     assert calls == [1, 5, 1], "the second rank against the same collection re-encoded it"
     assert second == first
     # the same order and scores, computed directly from the model
-    tm = TrainedModel.load(ck)
+    tm = BiEncoder.from_checkpoint(ck)
     with torch.no_grad():
         hq, sq = real(tm, ["Taxes on banks hurt growth"])
         hc, sc = real(tm, cands)
@@ -240,8 +240,9 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     """Issue 23.6: the first `rank` against a frozen-encoder checkpoint re-encoded every counter of
     the split although training had cached their pooled features; it now runs only the heads over
     the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
-    import counterarg.model as model_mod
+    import counterarg.biencoder as biencoder_mod
     import counterarg.inference as inference_mod
+    import counterarg.model as model_mod
     from counterarg.config import Config
     from counterarg.train import train
 
@@ -252,7 +253,7 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     capsys.readouterr()
     encoded = []
     real = model_mod.encode_texts
-    monkeypatch.setattr(inference_mod, "encode_texts", lambda m, t, texts, **kw: encoded.append(len(texts))
+    monkeypatch.setattr(biencoder_mod, "encode_texts", lambda m, t, texts, **kw: encoded.append(len(texts))
                         or real(m, t, texts, **kw))
     args = ["rank", "--checkpoint", str(tmp_path / "run" / "best"), "--text", "Taxes on banks hurt growth",
             "--split", "test", "--k", "1000", "--quiet"]
@@ -404,3 +405,26 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
     kept.pop(run / "config.json"), now.pop(run / "config.json")
     assert now == kept  # nothing else written, nothing lost, no leftover
     assert read_checkpoint(run / "checkpoint")["epoch"] == 1 and read_checkpoint(run / "best")["epoch"] == 1
+
+
+def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
+    """evaluate --checkpoint, rank, embed and export load biencoder.BiEncoder only: in a fresh
+    interpreter none of them imports the trainer, the training loop, mining or batches (loss.py is
+    read by Config validation for the loss names)."""
+    import subprocess
+    import sys
+
+    ck = str(trained / "checkpoint")
+    texts = tmp_path / "t.txt"
+    texts.write_text("one text\nanother text\n")
+    commands = [["evaluate", "--checkpoint", ck, "--split", "validation", "--quiet"],
+                ["rank", "--checkpoint", ck, "--text", "a new argument", "--split", "test", "--quiet"],
+                ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
+                ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]]
+    code = ("import sys; from counterarg.cli import main; "
+            f"codes = [main(c) for c in {commands!r}]; "
+            "bad = [n for n in ('run', 'train', 'mining', 'batches') if 'counterarg.' + n in sys.modules]; "
+            "print('RESULT', codes, bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "RESULT [0, 0, 0, 0] []", out.stdout[-2000:]

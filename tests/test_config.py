@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from counterarg.config import FIELD_NAMES, PRESETS, REFERENCE_METHOD, Config, ConfigError
+from counterarg.config import FIELD_NAMES, PRESET_DOCS, PRESETS, REFERENCE_METHOD, Config, ConfigError, preset_of
 
 
 def test_defaults_and_roundtrip(tmp_path):
@@ -54,7 +54,15 @@ def test_reference_preset_is_one_flag_away():
     assert {k: getattr(ref, k) for k in REFERENCE_METHOD} == {k: (tuple(v) if isinstance(v, tuple) else v)
                                                             for k, v in REFERENCE_METHOD.items()}
     assert (ref.loss, ref.head, ref.sim_dim, ref.schedule) == ("combined", "linear", 128, "decay")
-    assert set(PRESETS) == {"reference"}
+    assert set(PRESETS) == set(PRESET_DOCS) == {"reference", "frozen", "gpu"}
+
+
+def test_every_preset_loads_and_is_recognised_by_its_fields():
+    for name in ("frozen", "gpu"):
+        cfg = Config.load(name)
+        assert preset_of(cfg.to_dict()) == name
+    assert Config.load("frozen").finetune == "none" and Config.load("gpu").finetune == "all"
+    assert preset_of(Config.load("reference").to_dict()) is None
 
 
 @pytest.mark.parametrize("bad", [["loss=cosface"], ["loss=infonce+"], ["head=mlp"], ["neg_rank=5,2"],
@@ -128,3 +136,18 @@ def test_readme_configuration_table_states_configs_defaults():
     for said in re.findall(r"(\d+) epochs per trial: the Config default", text):
         assert int(said) == defaults.epochs
     assert re.findall(r"(\d+) epochs per trial: the Config default", text), "the main job's epochs are stated"
+
+
+def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
+    """``fields_with`` reads the fields' metadata (an unknown role is an error naming it); the
+    ``schedule`` fields are exactly those some registered schedule reads, plus ``schedule``; a
+    ``hyper`` field may change on resume; a machine field is never one of the model's."""
+    from counterarg import schedules
+    from counterarg.config import HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, fields_with
+
+    with pytest.raises(ValueError, match="unknown field role 'modle'"):
+        fields_with("modle")
+    assert set(fields_with(SCHEDULE)) == {"schedule"} | {f for s in schedules.SCHEDULES.values() for f in s.fields}
+    assert set(fields_with(HYPER)) <= set(fields_with(RESUME))
+    assert MACHINE_FIELDS == fields_with(MACHINE) and not set(MACHINE_FIELDS) & set(fields_with(MODEL))
+    assert all(fields_with(r) for r in ROLES)

@@ -8,16 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.evaluate import (EvaluationError, evaluate_split, query_ranks,
-                                 rank_candidates)
+from conftest import score_classifier
+from counterarg.evaluate import EvaluationError, evaluate_split, query_ranks
 from counterarg.metrics import format_table
 from counterarg.pools import Pools, pools_from_labels
 from counterarg.tasks import TASKS
-
-
-def score_classifier(sp, sc, hp, hc):
-    """Logits [0, h_c[:, 0]]: the positive probability grows with the candidate's h score."""
-    return torch.stack([torch.zeros(hc.shape[0], dtype=hc.dtype), hc[:, 0]], 1)  # [M, 2]
 
 
 # One debate, Q = 3 (pairs 0, 1 pro; 2 con). 1-D sims; counters = candidates 0..2, points 3..5.
@@ -179,21 +174,6 @@ def test_rerank_past_k_keeps_distance_rank():
         far = ret[t] > 4
         assert torch.equal(rr[t][far], ret[t][far])
         assert bool((rr[t][~far] <= 4).all())
-
-
-# ----------------------------------------------------------------------------- one query
-def test_rank_candidates():
-    q = torch.tensor([0.0])
-    cands = torch.tensor([[3.0], [1.0], [1.0], [2.0]])
-    ids, scores = rank_candidates(q, cands, mode="retrieval")
-    assert ids.tolist() == [1, 2, 3, 0]  # the tie 1/2 by lower index
-    assert scores.tolist() == pytest.approx([1, 1, 2, 3])
-    hc = torch.tensor([[0.0], [0.0], [1.0], [5.0]])
-    ids, scores = rank_candidates(q, cands, torch.zeros(1), hc, score_classifier, mode="rerank", rerank_k=2, k=3)
-    assert ids.tolist() == [2, 1, 3]
-    assert scores[0] > scores[1] and math.isnan(scores[2])
-    ids, _ = rank_candidates(q, cands, torch.zeros(1), torch.zeros(4, 1), score_classifier, mode="rerank", rerank_k=3)
-    assert ids.tolist() == [1, 2, 3, 0]  # equal probabilities keep distance order
 
 
 # ----------------------------------------------------------------------------- errors, table

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.config import Config
+from counterarg.config import CACHE, Config, fields_with
 from counterarg.corpus import load_corpus
-from counterarg.feature_cache import TextTable
+from counterarg.corpus import TextTable
 from counterarg.features import cache_folder, cached_inputs
+
+from conftest import each_field_changed
 
 @pytest.fixture
 def setup(tiny_encoder, tmp_path):
@@ -85,11 +87,22 @@ def test_cache_key_follows_what_changes_the_features(setup, tmp_path):
     assert cache_folder(cfg.replace(lr=0.5, seed=3, schedule="fixed", epochs=7), table)[0] == key
 
 
+def test_the_cache_key_fields_are_those_of_the_cache_role(setup):
+    """Changing a field of the ``cache`` role changes the cache folder; changing any other field does
+    not (with the same texts): the role says what keys the cache, and the key reads nothing else."""
+    cfg, table = setup
+    changes = {name for name, start, changed in each_field_changed(cfg)
+               if cache_folder(changed, table)[0] != cache_folder(start, table)[0]}
+    assert changes == set(fields_with(CACHE))
+    assert {"encoder", "pooling", "max_length", "finetune"} <= changes  # what the cached arrays are made from
+
+
 def _build(args):
     cfg_dict, out = args
     from counterarg.config import Config as C
     from counterarg.corpus import load_corpus as lc
-    from counterarg.features import TextTable as T, cached_inputs as ci
+    from counterarg.corpus import TextTable as T
+    from counterarg.features import cached_inputs as ci
 
     cfg = C.from_dict(cfg_dict)
     feats = ci(cfg, T.from_corpus(lc(None)), device=torch.device("cpu"), progress=False)["pooled"]

@@ -9,11 +9,11 @@ import torch
 
 from counterarg.config import Config
 from counterarg.corpus import load_corpus
-from counterarg.feature_cache import TextTable
+from counterarg.corpus import TextTable
 from counterarg.features import (EncoderFeatures, HiddenStateFeatures, PooledFeatures, feature_class,
                                  make_features)
 from counterarg.model import encode_texts, load_encoder
-from counterarg.run import Run
+from counterarg.run import Trainer
 from counterarg.train import train
 
 
@@ -66,13 +66,13 @@ def test_trained_part_put_into_a_whole_encoder_gives_the_training_features(tiny_
 
 @pytest.mark.parametrize("finetune", ["none", "top:1", "all"])
 def test_finetuning_changes_exactly_the_trainable_weights(cfg, finetune):
-    run = Run(cfg.replace(finetune=finetune, encoder_lr=1e-2, lr=1e-2), progress=False)
-    base = run.features._base[0] if getattr(run.features, "_base", None) else None
-    trainable = {id(p) for p in run.features.trainable.parameters()}
+    run = Trainer(cfg.replace(finetune=finetune, encoder_lr=1e-2, lr=1e-2), progress=False)
+    base = run.model.features._base[0] if getattr(run.model.features, "_base", None) else None
+    trainable = {id(p) for p in run.model.features.trainable.parameters()}
     before = {n: p.detach().clone() for n, p in (base.named_parameters() if base is not None else [])}
-    heads_before = {n: p.detach().clone() for n, p in run.heads.named_parameters()}
+    heads_before = {n: p.detach().clone() for n, p in run.model.heads.named_parameters()}
     run.train_epoch(0)
-    assert all(not torch.equal(p, heads_before[n]) for n, p in run.heads.named_parameters()), "heads must train"
+    assert all(not torch.equal(p, heads_before[n]) for n, p in run.model.heads.named_parameters()), "heads must train"
     if base is None:  # finetune=none: only the heads exist
         return
     changed = {n for n, p in base.named_parameters() if not torch.equal(p, before[n])}
@@ -92,9 +92,9 @@ def test_cls_and_pooler_pooling_give_their_own_features_and_train(cfg, tmp_path,
 
     feats = {}
     for p in ("mean", pooling):
-        run = Run(cfg.replace(pooling=p), progress=False)
+        run = Trainer(cfg.replace(pooling=p), progress=False)
         tids = run.table.splits["validation"].point[:6]
-        feats[p] = run.features.embed(tids).cpu()
+        feats[p] = run.model.features.embed(tids).cpu()
         run.close()
     texts = [run.table.texts[t] for t in tids]
     model = BertModel.from_pretrained(cfg.encoder).eval()

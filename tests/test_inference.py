@@ -1,6 +1,5 @@
-"""A checkpoint outside training (counterarg.inference): the whole encoder with the trained part put
-back gives the features training saw; the similarity head read as an affine map; the candidate cache;
-writing embeddings."""
+"""Texts outside training (counterarg.inference): rank's candidate cache (by weights and texts, healed
+when damaged, skipped on a full disk, in this machine's cache) and embed's .npy output."""
 
 from __future__ import annotations
 
@@ -8,54 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.checkpoint import read_checkpoint, restore_run
-from counterarg.config import Config, ConfigError
-from counterarg.inference import TrainedModel, candidate_embeddings, save_embeddings
-from counterarg.model import EncoderError
-from counterarg.run import Run
-from counterarg.train import train
+from counterarg.biencoder import BiEncoder
+from counterarg.config import ConfigError
+from counterarg.inference import candidate_embeddings, save_embeddings
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_encoder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="top:1", encoder_lr=1e-2, batch_size=16)
-    train(cfg, out, progress=False)
-    return out / "checkpoint"
-
-
-def test_trained_model_embeds_texts_as_the_run_did(checkpoint):
-    tm = TrainedModel.load(checkpoint)
-    state = read_checkpoint(checkpoint)
-    run = Run(tm.config, progress=False, eval_splits=[])
-    restore_run(run, state)
-    tids = run.table.splits["validation"].point[:5]
-    with torch.no_grad():
-        want_h = run.features.embed(tids)  # [5, H] from float16 cached states + trained top layer
-        want_s = run.heads.similarity(want_h)
-    h, s = tm.embed([run.table.texts[t] for t in tids])
-    run.close()
-    np.testing.assert_allclose(h.numpy(), want_h.numpy(), atol=2e-2)
-    np.testing.assert_allclose(s.numpy(), want_s.numpy(), atol=5e-2)
-    assert tm.epoch == 1 and tm.history[0]["epoch"] == 1 and len(tm.fingerprint()) == 64
-
-
-def test_similarity_head_as_an_affine_map_and_a_head_that_is_not(checkpoint):
-    tm = TrainedModel.load(checkpoint)
-    w, b = tm.similarity_as_affine()
-    x = torch.randn(4, tm.hidden)
-    torch.testing.assert_close(x @ w.T + b, tm.heads.similarity(x).detach(), atol=1e-5, rtol=1e-5)
-    real = tm.heads.similarity
-    tm.heads.similarity = lambda h: torch.tanh(real(h))
-    with pytest.raises(EncoderError, match="not affine"):
-        tm.similarity_as_affine()
-    tm.source = None
-    with pytest.raises(EncoderError, match="not loaded from a checkpoint"):
-        tm.fingerprint()
+def checkpoint(top1_checkpoint):
+    return top1_checkpoint
 
 
 def test_candidate_embeddings_are_cached_by_weights_and_texts(checkpoint, tmp_path):
-    tm = TrainedModel.load(checkpoint)
+    tm = BiEncoder.from_checkpoint(checkpoint)
     texts = ["one candidate", "another candidate text", "a third"]
     h, s, cached = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
     assert not cached and h.shape == (3, tm.hidden) and s.shape[0] == 3
@@ -86,7 +49,7 @@ def _rank_entry_file(cache):
 def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, capsys, tamper):
     """Issue 22 item 5: one flipped byte, or a same-shape array put in its place, is caught (sha256)
     and the entry rebuilt: rank gives the same embeddings as before, never an error or other ranks."""
-    tm = TrainedModel.load(checkpoint)
+    tm = BiEncoder.from_checkpoint(checkpoint)
     texts = ["one candidate", "another candidate text", "a third"]
     _, s, _ = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
     f = _rank_entry_file(tmp_path)
@@ -116,27 +79,8 @@ def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, caps
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(io, "_fsync_file", full)
-    tm = TrainedModel.load(checkpoint)
+    tm = BiEncoder.from_checkpoint(checkpoint)
     h, s, cached = candidate_embeddings(tm, ["one", "two"], progress=False, cache_dir=str(tmp_path))
     assert not cached and s.shape[0] == 2
     assert "candidate cache not written (disk full" in capsys.readouterr().out
     assert [p.suffix for p in (tmp_path / "rank").iterdir()] == [".lock"]
-
-
-def test_a_checkpoints_machine_fields_are_this_machines(tiny_encoder, tmp_path, monkeypatch):
-    """Issue 22 item 6: cache_dir, device, ... of the machine that trained are not taken."""
-    from counterarg.config import MACHINE_FIELDS
-
-    elsewhere = tmp_path / "their-node" / "cache"
-    train(Config(encoder=tiny_encoder, epochs=1, max_length=32, cache_dir=str(elsewhere), device="cpu",
-                 embed_batch_size=3, index="balltree"), tmp_path / "run", progress=False)
-    tm = TrainedModel.load(tmp_path / "run" / "checkpoint")
-    defaults = Config()
-    assert {k: getattr(tm.config, k) for k in MACHINE_FIELDS} == {k: getattr(defaults, k) for k in MACHINE_FIELDS}
-    assert tm.config.encoder == tiny_encoder and tm.config.max_length == 32  # the model's own fields stay
-    import shutil
-
-    shutil.rmtree(tmp_path / "their-node")
-    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "mine"))
-    candidate_embeddings(tm, ["a", "b"], progress=False)
-    assert (tmp_path / "mine" / "rank").is_dir() and not (tmp_path / "their-node").exists()

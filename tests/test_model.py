@@ -79,7 +79,7 @@ def test_texts_are_clipped_by_characters_before_tokenising(tiny_encoder):
 
 # ---------------------------------------------------------------- similarity heads: where each starts
 from counterarg.evaluate import query_ranks  # noqa: E402
-from counterarg.model import HEADS, Heads  # noqa: E402
+from counterarg.model import HEAD_STARTS, Heads  # noqa: E402
 from counterarg.pools import pools_from_labels  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def test_sim_dim_zero_is_the_encoder_width_and_identity_can_project():
         Heads(16, 8, "residual")
 
 
-@pytest.mark.parametrize("head", sorted(HEADS))
+@pytest.mark.parametrize("head", sorted(HEAD_STARTS))
 def test_drift_is_zero_at_the_start_and_grows_with_the_change(head):
     torch.manual_seed(2)
     heads = Heads(8, 8, head)
@@ -154,3 +154,12 @@ def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
         h = run_layers(model, model.encoder.layer[1:], torch.from_numpy(states[:, :t].astype(np.float32)), mask)
         top = pool(h, mask, "mean")
     np.testing.assert_allclose(top.numpy(), full, atol=2e-2)  # float16 cache
+
+
+def test_configs_default_encoder_is_the_embedded_one():
+    """Config's default ``encoder`` (written there so that importing config needs no torch) names the
+    embedded encoder this module loads (model.DEFAULT_ENCODER)."""
+    from counterarg.config import Config
+    from counterarg.model import DEFAULT_ALIASES, DEFAULT_ENCODER
+
+    assert Config().encoder == DEFAULT_ENCODER and DEFAULT_ENCODER in DEFAULT_ALIASES

@@ -1,4 +1,4 @@
-"""One run's epoch work (counterarg.run.Run): loss checks, the fused weight picked on validation,
+"""One run's epoch work (counterarg.run.Trainer): loss checks, the fused weight picked on validation,
 which splits are scored when."""
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path
     c = cfg.replace(epochs=2, batch_size=16, loss="infonce+pair_ce", eval_mode="fused", fused_grid=(0.0, 0.5, 5.0))
     h = train(c, tmp_path / "f", progress=False)
     assert all(r["eval/fused_w"] in (0.0, 0.5, 5.0) for r in h)
+    from counterarg.biencoder import BiEncoder
+
+    assert BiEncoder.from_checkpoint(tmp_path / "f" / "checkpoint").fused_w == h[-1]["eval/fused_w"]  # one home
     assert main(["evaluate", "--checkpoint", str(tmp_path / "f" / "checkpoint"), "--split", "test", "--quiet",
                  "--json", str(tmp_path / "t.json")]) == 0
     assert "test/mean/acc@1" in json.loads((tmp_path / "t.json").read_text())

@@ -73,8 +73,13 @@ def test_a_toy_schedule_is_one_entry(monkeypatch):
     assert strategy_label(grid[0]) == "halving 0.5"
     with pytest.raises(schedules.ScheduleError, match="already registered"):
         schedules.register(schedules.Schedule("halving", lambda c, e: 0.0))
-    with pytest.raises(schedules.ScheduleError, match="not a Config field"):
-        schedules.register(schedules.Schedule("typo", lambda c, e: 0.0, fields=("rate_strat",)))
     with pytest.raises(schedules.ScheduleError, match="not among the fields it reads"):
         schedules.register(schedules.Schedule("typo", lambda c, e: 0.0, strategy={"rate": 0.1}))
+    # the registry sits below config: config.py checks an entry's fields when a config selects it
+    schedules.register(schedules.Schedule("typo", lambda c, e: 0.0, fields=("rate_strat",)))
+    with pytest.raises(ConfigError, match="'typo' reads 'rate_strat', which is not a Config field"):
+        Config().with_overrides(["schedule=typo"])
+    schedules.register(schedules.Schedule("by_lr", lambda c, e: c.lr, fields=("lr",)))
+    with pytest.raises(ConfigError, match="'by_lr' reads 'lr', which has no 'schedule' role"):
+        Config(schedule="by_lr")
 

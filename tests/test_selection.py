@@ -10,7 +10,7 @@ import pytest
 from counterarg.checkpoint import read_checkpoint
 from counterarg.config import Config
 from counterarg.pools import pools_from_labels
-from counterarg.run import Run, TrainingError
+from counterarg.run import Trainer, TrainingError
 from counterarg.selection import BestRanks, best_epoch, best_row, early_stop, read_best_ranks
 from counterarg.train import train
 
@@ -47,7 +47,7 @@ def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp
 
 def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch):
     script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2; epochs 3 and 4 do not beat it
-    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script)})
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {cfg.select_metric: next(script)})
     h = train(cfg.replace(epochs=6, patience=2), tmp_path / "p", progress=False)
     assert [r["epoch"] for r in h] == [1, 2, 3, 4]
     assert [r["select/best_epoch"] for r in h] == [1, 2, 2, 2]
@@ -55,7 +55,7 @@ def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch
     assert read_checkpoint(tmp_path / "p" / "checkpoint")["epoch"] == 4
     # resuming with more patience goes on from epoch 5 and keeps the best
     script2 = iter([0.35, 0.1])
-    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {cfg.select_metric: next(script2)})
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {cfg.select_metric: next(script2)})
     h2 = train(cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint",
                progress=False)
     assert [r["epoch"] for r in h2] == [1, 2, 3, 4, 5, 6] and h2[-1]["select/best_epoch"] == 5
@@ -65,7 +65,7 @@ def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch
 def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
 
 
-    monkeypatch.setattr(Run, "evaluate", lambda self, epoch: {})
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {})
     with pytest.raises(TrainingError, match="select"):
         train(cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"), tmp_path / "q",
               progress=False)

@@ -11,8 +11,10 @@ from counterarg.config import REFERENCE_METHOD, Config
 from counterarg.train import TrainingError, train
 
 
-@pytest.mark.parametrize("extra", [{}, {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4}],
-                         ids=["frozen", "top1-length-buckets"])
+@pytest.mark.parametrize("extra", [{}, {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4},
+                                   {"eval_training": True, "eval_mode": "fused", "loss": "infonce+pair_ce",
+                                    "fused_grid": (0.5, 5.0)}],  # a picked weight that is not 0
+                         ids=["frozen", "top1-length-buckets", "fused-eval-training"])
 def test_resume_equals_uninterrupted(cfg, tmp_path, extra):
     cfg = cfg.replace(**extra)
     straight = train(cfg, tmp_path / "a", progress=False)
@@ -55,7 +57,7 @@ def test_the_checkpoint_holds_exactly_the_trained_encoder_weights(cfg, tmp_path,
     out = tmp_path / finetune.replace(":", "")
     h = train(cfg.replace(epochs=1, finetune=finetune, encoder_lr=1e-3), out, progress=False)
     assert np.isfinite(h[0]["train/loss"])
-    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["encoder"]
+    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"]["encoder"]
     pretrained = BertModel.from_pretrained(cfg.encoder).state_dict()
     if finetune == "top:1":  # the trained part holds the top layer as layers.0 (2-layer tiny BERT)
         mapped = {"encoder.layer.1." + k[len("layers.0."):]: v for k, v in saved.items()}
@@ -167,8 +169,8 @@ def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     assert [r["loss/margin"] for r in hist] == pytest.approx([1.0, 1.0, 0.5])
     assert strip_times(rows(tmp_path / "taker")) == strip_times(hist)  # inherited rows written out
     state = torch.load(tmp_path / "taker" / "checkpoint" / "state.pt", weights_only=True)
-    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([4e-4])
-    assert state["config"]["rate"] == 0.3
+    assert [g["lr"] for g in state["trainer"]["optimizer"]["param_groups"]] == pytest.approx([4e-4])
+    assert state["model"]["config"]["rate"] == 0.3
     n = len(json.loads((tmp_path / "donor" / "config.json").read_text()))
     assert n == len(Config().to_dict())
     # the margin reaches the loss: the same resume with the old margin trains differently
@@ -186,7 +188,7 @@ def test_resume_with_a_changed_schedule_and_encoder_lr(cfg, tmp_path):
     hist = train(table, tmp_path / "a", resume_from=tmp_path / "a" / "checkpoint", progress=False)
     assert [r["mining/rate"] for r in hist] == pytest.approx([0.8, 0.2, 0.2])  # decay at epoch 0, then the table
     state = torch.load(tmp_path / "a" / "checkpoint" / "state.pt", weights_only=True)
-    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([table.lr, 2e-4])
+    assert [g["lr"] for g in state["trainer"]["optimizer"]["param_groups"]] == pytest.approx([table.lr, 2e-4])
 
 
 # ---------------------------------------------------------------- pooling, test_every, eval_training, NaN metrics

@@ -15,6 +15,7 @@ it; the pieces, one job per module:
   :mod:`~counterarg.sweep.verdicts`, :mod:`~counterarg.sweep.summary`, :mod:`~counterarg.sweep.plots`,
   :mod:`~counterarg.sweep.provenance`: the summary's numbers, the seed-aware tests and the verdicts
   they give, files, figures and provenance (no Ray);
+* :mod:`~counterarg.sweep.run_compare`: ``counterarg compare``, the same test over two groups of run folders;
 * :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
 * :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
   the random rate and the lineage of each trial's weights;

@@ -18,7 +18,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
@@ -78,12 +78,13 @@ def add_methods_arg(p) -> None:
                         + f" (default: {','.join(METHODS)})")
 
 
-def add_common_args(p) -> None:
-    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2)."""
+def add_common_args(p, start: Mapping[str, Any] | None = None) -> None:
+    """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2). ``start``:
+    the preset the script's trials start from (its epochs are the --epochs default)."""
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--epochs", type=int_at_least(1),
-                   help=f"epochs per trial, >= 1 (default: {Config().epochs}, Config's)")
+                   help=f"epochs per trial, >= 1 (default: {Config.from_dict(dict(start or {})).epochs})")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
     p.add_argument("--storage", default=None,
                    help="experiment root: path or URI (file://, s3://, gs://); default results/")
@@ -110,8 +111,9 @@ def add_strategies_arg(p) -> None:
     """``--strategies``: the strategies crossed with every ``--methods`` by the scripts that compare
     them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
     p.add_argument("--strategies", default=None,
-                   help=f"strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
-                        f"names: {', '.join(SCHEDULES)} (default: each method's main-job list)")
+                   help="strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+                        "names: " + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
+                        + " (default: each method's main-job list)")
 
 
 def sweep_name(args, script: str) -> str:
@@ -155,9 +157,10 @@ def _own_folder(folder: Path) -> None:
                           "remove it (the smoke test makes it again)")
 
 
-def base_from_args(args, smoke_dir: Path | None = None) -> dict[str, Any]:
-    """Shared Config overrides from the flags (validated)."""
-    base: dict[str, Any] = {}
+def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Shared Config overrides from the flags (validated), on top of ``start`` (a preset's fields, e.g.
+    config.FROZEN_RECIPE for the strategy sweeps); the smoke test, --epochs and --set win over it."""
+    base: dict[str, Any] = dict(start or {})
     if args.smoke_test:
         folder = smoke_dir or smoke_encoder_dir()
         if folder.exists() or folder.is_symlink():
@@ -246,9 +249,11 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
     return "\n".join(lines)
 
 
-def run_from_args(args, sweep: Sweep) -> SweepResult:
+def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResult] | None = None) -> SweepResult:
     """Run the sweep from parsed flags and print the table, overhead and TensorBoard command.
 
+    ``finish``, when given, takes the finished sweep's result before anything is printed and returns
+    the one to print (PBT's rewrites the summary with each trial named by its learned schedule).
     Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
     raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
     """
@@ -268,6 +273,8 @@ def run_from_args(args, sweep: Sweep) -> SweepResult:
                                      f"written; resume with: {resume_cmd}")
         print(f"[sweep] error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
+    if finish is not None:
+        result = finish(result)
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))

@@ -61,11 +61,6 @@ def rate_table(entries: Sequence[Mapping[str, Any]]) -> list[float]:
     return rates
 
 
-def format_table(rates: Sequence[float]) -> str:
-    """``[0.8, 0.7]`` -> ``0.8,0.7`` (the ``--set rate_table=`` form)."""
-    return ",".join(f"{r:g}" for r in rates)
-
-
 def schedule_rows(lineages: Mapping[str, Sequence[Mapping[str, Any]]],
                   metrics: Mapping[str, Mapping[int, float]] | None = None,
                   metric: str | None = None) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .. import schedules
-from ..config import Config, ConfigError, method_fields
+from ..config import MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
 from ..schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -51,6 +51,54 @@ def strategy_text(config: Mapping[str, Any]) -> str:
     over = [f"{f}={format_value(full[f])}" for f in entry.fields
             if format_value(full[f]) != format_value(named[f])]
     return entry.name + (":" + ",".join(over) if over else "")
+
+
+def _fmt_table(values) -> str:
+    """``0.8,0.8,0.8,0.6`` -> ``0.8*3,0.6``: a learned table stays readable."""
+    out: list[str] = []
+    for v in values:
+        text = format_value(float(v))
+        if out and out[-1].split("*")[0] == text:
+            head, _, count = out[-1].partition("*")
+            out[-1] = f"{head}*{int(count or 1) + 1}"
+        else:
+            out.append(text)
+    return ",".join(out)
+
+
+def strategy_label(config: Mapping[str, Any]) -> str:
+    """A short human label of a config's random_rate strategy: ``decay 0.8-0.02``, ``fixed 0.8``, ``random``.
+
+    Derived from the config alone through the schedule registry, so a trial's strategy is recoverable
+    from its Config with no side channel. summary.md and the console use it; summary.csv also carries
+    every field (:func:`strategy_fields_label`).
+
+    Fields not in the entry's short form show as ``field=value`` where they differ from the
+    Config default. An unknown schedule name is shown as it is.
+    """
+    full = {**Config().to_dict(), **dict(config)}
+    entry = schedules.SCHEDULES.get(full["schedule"])
+    if entry is None:
+        return str(full["schedule"])
+    parts = []
+    if entry.short:
+        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f])
+                  for f in entry.short]
+        parts.append(entry.sep.join(values))
+    defaults = Config().to_dict()
+    for f in entry.fields:
+        if f not in entry.short and format_value(full[f]) != format_value(defaults[f]):
+            parts.append(f"{f}={format_value(full[f])}")
+    return " ".join([entry.name, *parts])
+
+
+def strategy_fields_label(config: Mapping[str, Any]) -> str:
+    """Every field the schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
+    full = {**Config().to_dict(), **dict(config)}
+    entry = schedules.SCHEDULES.get(full["schedule"])
+    if entry is None or not entry.fields:
+        return str(full["schedule"])
+    return f"{entry.name}(" + ", ".join(f"{n}={format_value(full[n])}" for n in entry.fields) + ")"
 
 
 @dataclass(frozen=True)
@@ -128,10 +176,33 @@ def trial_label(config: Mapping[str, Any]) -> str:
     if is_default_recipe(config):
         return DEFAULT_METHOD
     method = method_of(config)
-    label = schedules.short_label(config)
+    label = strategy_label(config)
     return f"{method}: {label}" if method else label
 
 
 def slug(label: str, limit: int = 48) -> str:
     """A label as a folder or file name part: ``recipe: decay 0.8-0.02`` -> ``recipe-decay-0.8-0.02``."""
     return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]
+
+
+#: Fields a sweep's shared setting never names: where the data and weights are, the seed, the machine.
+_NOT_A_SETTING = ("corpus", "encoder", "seed", *MACHINE_FIELDS)
+
+
+def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
+    """What every trial of a sweep trains that ``counterarg train`` with no flags does not: the fields
+    all ``configs`` hold at one value that differs from the Config defaults (the data, the encoder,
+    the seed and the machine aside), and the preset they make, e.g. "the frozen preset (`--config
+    frozen`: ...): finetune=none, epochs=20". None when the trials share no such field."""
+    if not configs:
+        return None
+    defaults = Config().to_dict()
+    first = configs[0]
+    shared = {k: v for k, v in first.items()
+              if k in defaults and k not in _NOT_A_SETTING and all(_norm(c.get(k)) == _norm(v) for c in configs)
+              and _norm(v) != _norm(defaults[k])}
+    if not shared:
+        return None
+    text = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(shared.items()))
+    preset = preset_of({**defaults, **first})
+    return (f"the {preset} preset (`--config {preset}`: {PRESET_DOCS[preset]}): {text}" if preset else text)

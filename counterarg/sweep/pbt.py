@@ -13,7 +13,7 @@ Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it
   always moves (Ray's list shift is a no-op at the ends of the grid).
 * **Taking weights** is a resume: the trainable (:func:`counterarg.sweep.trainable.trainable`) restarts from the
   donor's checkpoint with the new config, which ``train()`` accepts (the rate, lr and margin may
-  change on resume, checkpoint.RESUMABLE_CHANGES). The checkpoint carries the metric history of its
+  change on resume: their ``resume`` role, config.fields_with). The checkpoint carries the metric history of its
   epochs and the lineage (:mod:`counterarg.sweep.lineage`), so the epochs a trial inherited keep the
   rates they were trained with.
 * **Outputs**: ``schedules.csv`` (every trial's full lineage), ``schedules.png`` (the learned
@@ -40,12 +40,12 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
 from .. import schedules
-from ..config import Config, ConfigError
-from ..selection import best_row, early_stop
+from ..config import SCHEDULE, Config, ConfigError, fields_with
+from ..selection import beats, best_row, early_stop
 from ..checkpoint import read_checkpoint
 from ..paths import runnable_path
 from . import lineage
-from .methods import DEFAULT_METHOD, get_method
+from .methods import DEFAULT_METHOD, get_method, strategy_label
 from .records import best_checkpoint
 from .recovery import read_sidecar
 from .summary import write_csv, write_summary
@@ -172,7 +172,7 @@ def param_space(base: dict[str, Any], opts: PBTOptions, method: str = DEFAULT_ME
     """The population: ``method``'s fields, the fixed schedule, a grid over the starting rate. A
     method field set in ``base`` (``--set``) keeps that value; lr and margin, when mutated and not
     set in ``base``, start from values PBT samples from their ranges."""
-    clash = sorted(set(base) & set(schedules.all_fields()))
+    clash = sorted(set(base) & set(fields_with(SCHEDULE)))
     if clash:
         raise ConfigError(f"PBT learns the rate; do not set {', '.join(clash)} (--set) for this sweep")
     own = {k: v for k, v in get_method(method).fields.items() if k not in base and k not in opts.mutate}
@@ -262,10 +262,10 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     best_trial, best_value = None, None
     for t, h in sorted(histories.items()):
         b = best_row(h, metric, mode)
-        if b is not None and (best_value is None or (b[metric] > best_value if mode == "max" else b[metric] < best_value)):
+        if b is not None and beats(b[metric], best_value, mode):
             best_trial, best_value = t, b[metric]
     decay = Config.from_dict({**schedules.strategy_fields(schedules.DECAY.name), "epochs": epochs})
-    reference = {schedules.short_label(decay.to_dict()): [schedules.random_rate(decay, e) for e in range(epochs)]}
+    reference = {strategy_label(decay.to_dict()): [schedules.random_rate(decay, e) for e in range(epochs)]}
     plot_fields = ["random_rate"] + [f for f in ("lr", "margin") if f in sweep.pbt.mutate]
     lineage.plot_schedules(lineages, paths["schedules_png"], best=best_trial, reference=reference,
                            fields=plot_fields)
@@ -278,7 +278,7 @@ def replay_strategies(method: str, table: Sequence[float]) -> str:
     """``--strategies`` of the replay: ``method``'s hand-written main-job schedules (its tables
     left out) and the learned ``table``, e.g. ``fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=...``."""
     hand = [s for s in get_method(method).strategies if s.partition(":")[0] != schedules.TABLE.name]
-    return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={lineage.format_table(table)}"])
+    return ";".join([*hand, f"{schedules.TABLE.name}:rate_table={schedules.format_value(table)}"])
 
 
 def replay_command(args, table: Sequence[float], name: str, method: str = DEFAULT_METHOD) -> str:

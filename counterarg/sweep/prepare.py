@@ -10,21 +10,23 @@ import itertools
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from ..config import Config
-from ..train import prepare_features, zero_shot_metrics
+from ..config import CACHE, MACHINE, Config, fields_with
+from ..evaluate import zero_shot_metrics
+from ..train import prepare_features
 
 if TYPE_CHECKING:
     from .runner import Sweep
 
-#: The fields that decide a trial's cached features (one cache per distinct combination).
-FEATURE_FIELDS = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "embed_batch_size", "device")
+#: The fields that decide a trial's cached features (one cache per distinct combination): the corpus
+#: (its texts) and the fields of the ``cache`` role (config.py).
+FEATURE_FIELDS = ("corpus", *fields_with(CACHE))
 
 
 def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
     """Run ``prepare_features`` once per distinct config before trials start; returns seconds.
 
-    Trials then only load the cache (file-locked, on disk). Distinctness is judged on the fields
-    that can change the features; extra calls are cache hits anyway.
+    Trials then only load the cache (file-locked, on disk). Distinctness is judged on what keys the
+    cache (:data:`FEATURE_FIELDS`); extra calls are cache hits anyway.
     """
     keys = FEATURE_FIELDS
     seen = set()
@@ -45,8 +47,9 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
 
 def sweep_baseline(sweep: "Sweep") -> tuple[dict[str, float], dict[str, Any]] | None:
     """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
-    shares one frozen encoder setup (its pooled feature cache is then warm: seconds); else None."""
-    keys = ("corpus", "encoder", "pooling", "max_length", "finetune", "cache_dir", "device", "ks")
+    shares one frozen encoder setup (its pooled feature cache is then warm: seconds) and the ks and
+    machine it is scored with; else None."""
+    keys = ("corpus", "ks", *fields_with(CACHE), *fields_with(MACHINE))
     cfgs = [Config.from_dict(dict(c)) for c in concrete_configs(sweep)]
     if not cfgs or cfgs[0].finetune != "none" or len({tuple(repr(getattr(c, k)) for k in keys) for c in cfgs}) > 1:
         return None

@@ -45,6 +45,7 @@ from scipy import stats
 
 from ..config import ConfigError
 from ..io import atomic_write_text
+from ..selection import beats
 from .significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
 from .trials import DEFAULT_MODE, group_label, varying_fields
@@ -256,9 +257,7 @@ class RaceSearcher(ConstantSpaceSearcher):
     def _better(self, old: float | None, new: Any) -> float | None:
         if not isinstance(new, (int, float)) or isinstance(new, bool) or not math.isfinite(new):
             return old
-        if old is None:
-            return float(new)
-        return float(max(old, new) if (self._mode or DEFAULT_MODE) == "max" else min(old, new))
+        return float(new) if beats(new, old, self._mode or DEFAULT_MODE) else old
 
     def values(self) -> dict[str, list[float]]:
         """Per surviving strategy, the values of its finished runs (errored or valueless: missing)."""

@@ -17,7 +17,7 @@ Example (``sweeps/spaces/recipe.json``)::
 
     {"finetune": {"choice": ["none", "top:1"]}, "lr": {"loguniform": [1e-4, 3e-3]}}
 
-Every trial starts from a method's fields (:func:`method_start`: ``recipe``, the Config defaults,
+Every trial starts from a method's fields (:func:`counterarg.sweep.spaces.method_start`: ``recipe``, the Config defaults,
 or ``reference``); the space's fields replace them. Checked before anything runs, each error naming
 the file and the key: an unknown field (with a close match), an unknown domain kind, a bound or
 value that does not fit the field (each choice, each bound, built into a Config with the fixed
@@ -41,8 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ray import tune
 
-from ..config import FIELD_NAMES, PRESETS, Config, ConfigError
-from .methods import strategy_text
+from ..config import FIELD_NAMES, Config, ConfigError
 
 #: At most this many combinations of the categorical values are each built into a Config.
 MAX_COMBINATIONS = 4096
@@ -156,15 +155,6 @@ def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
         f"{k} was {json.dumps(saved.get(k, '(not set)'))}, now {json.dumps(now.get(k, '(not set)'))}" for k in changed)
 
 
-def method_start(method: str) -> dict[str, Any]:
-    """The fields every trial of a search starts from: ``method``'s fields and its own schedule
-    (``recipe``: the Config defaults, schedule fixed 0; ``reference``: the reference implementation,
-    decay 0.8-0.02), as :func:`counterarg.sweep.spaces.parse_strategy` builds them."""
-    from .spaces import parse_strategy  # spaces builds its margin/lr space on this module
-
-    return parse_strategy(strategy_text(PRESETS.get(method, {})), method)
-
-
 def read_space_file(path: str | Path) -> dict[str, Any]:
     """The JSON object in ``path``; a missing, unreadable or non-JSON file, or one that holds no
     object, is a ConfigError naming it."""
@@ -230,7 +220,7 @@ def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = No
                 base: Mapping[str, Any] | None = None, source: str = "space") -> dict[str, Any]:
     """A space file's object -> Tune param-space entries (domains and fixed values), validated.
 
-    ``start``: the fields trials start from (:func:`method_start`), ``base``: the sweep's shared
+    ``start``: the fields trials start from (:func:`counterarg.sweep.spaces.method_start`), ``base``: the sweep's shared
     fields (``--set``, ``--corpus``, ...); values are checked against both. ``source`` names the
     file in every error (``FILE: key 'lr': ...``).
     """

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from ray.tune.search import Searcher
 
 from .. import schedules
-from ..config import FIELD_NAMES, Config, ConfigError, method_fields
+from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
 from ..io import atomic_write_text
 from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
 from .recovery import searcher_state_files
@@ -85,6 +85,13 @@ def parse_strategy(text: str, method: str = "reference") -> dict[str, Any]:
         k, v = item.split("=", 1)
         overrides[k.strip()] = v
     return strategy(name.strip(), method, **overrides)
+
+
+def method_start(method: str) -> dict[str, Any]:
+    """The fields every trial of a search starts from: ``method``'s fields and its own schedule
+    (``recipe``: the Config defaults, schedule fixed 0; ``reference``: the reference implementation,
+    decay 0.8-0.02), as :func:`parse_strategy` builds them."""
+    return parse_strategy(strategy_text(PRESETS.get(method, {})), method)
 
 
 def method_strategies(strategies: str | Sequence[str] | None = None,

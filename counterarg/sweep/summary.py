@@ -20,35 +20,21 @@ from ..io import atomic_write_json, atomic_write_text
 from ..tasks import task_names
 from ..paths import portable_path
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
+from .methods import shared_setting
 from .provenance import sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
+from .trials import pm_text as _pm
 from .verdicts import SIGNIFICANCE_COLUMNS, significance_rows, sweep_verdicts
+from .verdicts import need_text as _need, p_text as _p
 
 TEST_DESCRIPTION = ("seed-aware two-level Welch test: the training run is the unit, the null holds the spread "
                     "of seeds and of test queries; Holm-adjusted over the pairs of each task and view")
 
 
-def _pm(ms: tuple[float, float] | None) -> str:
-    if ms is None:
-        return "–"
-    m, s = ms
-    return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else ("p < 0.0001" if p < 1e-4 else f"p = {p:.4f}")
-
-
 def _seeds_cell(st: Mapping[str, Any]) -> str:
     cell = f"{st['n']}/{st['trials']}"
     return cell + (f" ({st['unfinished']} unfinished)" if st.get("unfinished") else "")
-
-
-def _need(v) -> str:
-    if v.query_limited:
-        return "no number of seeds decides it on these test queries"
-    return "more than 200 seeds each" if v.seeds_needed is None else f"about {v.seeds_needed} seeds each would decide it"
 
 
 def _verdict_cell(v) -> str:
@@ -124,7 +110,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                      metric: str = DEFAULT_METRIC, sweep_wall_s: float | None = None,
                      verdict: dict | None = None, notes: Sequence[str] = (),
                      baseline: dict[str, float] | None = None, comparisons: Sequence = (),
-                     extra_sections: Sequence[str] = (), folder: Path | None = None) -> str:
+                     extra_sections: Sequence[str] = (), folder: Path | None = None,
+                     setting: str | None = None) -> str:
     """summary.md: per group mean ± std over finished seeds of each test task's acc@1 in both views;
     a cell is bold only where its group beats every other in the seed-aware test (``verdict`` from
     :func:`counterarg.sweep.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
@@ -137,6 +124,8 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     lines += [f"Test acc@1 at each trial's best epoch by {metric}; mean ± std (sample, ddof=1) over finished seeds. "
               "Each distinct text counts once in every pool. A value in bold beats every other strategy at "
               f"p < 0.05 ({TEST_DESCRIPTION}).", ""]
+    if setting:  # what the trials train that `counterarg train` with no flags does not
+        lines += [f"Every trial trains {setting} (unlike `counterarg train`'s defaults).", ""]
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
         stats = group_stats(rows, keys + [metric])
@@ -281,7 +270,7 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
     md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
                           notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
-                          folder=out_dir) + "\n" + provenance
+                          folder=out_dir, setting=shared_setting([r.config for r in records])) + "\n" + provenance
     paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
              "significance": out_dir / "significance.csv",
              "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}

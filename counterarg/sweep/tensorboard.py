@@ -20,7 +20,8 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
 from .. import schedules
-from ..config import Config
+from ..config import SCHEDULE, Config, fields_with
+from ..selection import beats
 from ..tasks import task_names
 from .methods import trial_label
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
@@ -84,9 +85,8 @@ class HParamsTBXLogger(TBXLoggerCallback):
     def log_trial_result(self, iteration: int, trial, result: dict):
         super().log_trial_result(iteration, trial, result)
         v = result.get(self.metric)
-        best = self._best.get(trial)
-        if isinstance(v, (int, float)) and math.isfinite(v) and (
-                best is None or (v > best[self.metric] if self.mode == "max" else v < best[self.metric])):
+        best = self._best.get(trial, {}).get(self.metric)
+        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, best, self.mode):
             self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
                                  and not isinstance(x, bool)}
 
@@ -101,7 +101,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
-        strategy_fields = schedules.all_fields()
+        strategy_fields = fields_with(SCHEDULE)
         for k in self.hparam_fields or sorted(evaluated or {}):
             if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
                 continue  # rate fields only where the schedule reads them

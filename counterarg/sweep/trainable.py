@@ -40,9 +40,8 @@ from ray import tune
 from ..config import Config
 from ..io import read_manifest
 from ..shards import shard_bundles
-from ..checkpoint import read_checkpoint
+from ..checkpoint import CheckpointError, read_checkpoint
 from ..selection import BEST_DIR
-from ..run import TrainingError
 from ..train import train
 from .console import quiet_worker_logs
 from .lineage import inherit, lineage_entry
@@ -115,7 +114,7 @@ def _newest_own_checkpoint(ckpt, local: Path) -> tuple[Any, bool]:
             later.to_directory(str(local))
             read_checkpoint(local)  # checks every file against the manifest
             return later, True
-        except (OSError, TrainingError) as e:  # CheckpointError: a file fails its sha256
+        except (OSError, CheckpointError) as e:  # e.g. a file fails its sha256
             print(f"[trial] skipped the later checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}",
                   flush=True)
     shutil.rmtree(local, ignore_errors=True)

@@ -30,11 +30,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .. import schedules
-from ..config import Config
+from ..config import SCHEDULE, Config, fields_with
+from ..schedules import format_value
 from ..selection import DEFAULT_MODE, best_row
 from ..tasks import task_names
-from .methods import METHOD_FIELDS, method_of, trial_label
+from .methods import METHOD_FIELDS, method_of, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -58,29 +58,8 @@ class TrialRecord:
     status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
     error: str | None = None  # short message for errored trials
     path: str | None = None
-    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (train.BestRanks)
+    ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-def strategy_label(config: dict[str, Any]) -> str:
-    """The short label of a config's random_rate strategy, e.g. ``decay 0.8-0.02`` or ``random``.
-
-    Derived from the config alone through the schedule registry (:func:`schedules.short_label`),
-    so a trial's strategy is recoverable from its Config with no side channel. summary.md and the
-    console use it; summary.csv also carries every field (:func:`strategy_fields_label`).
-    """
-    return schedules.short_label(config)
-
-
-def strategy_fields_label(config: dict[str, Any]) -> str:
-    """Every field the strategy's schedule reads: ``decay(rate_start=0.8, rate_step=0.02, rate_floor=0)``."""
-    return schedules.full_label(config)
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -99,10 +78,10 @@ def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
     fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a config of
     neither method shows the varying method fields too (``fixed 0.8 lr=0.001``)."""
-    strategy_fields = schedules.all_fields()
+    strategy_fields = fields_with(SCHEDULE)
     named = set(METHOD_FIELDS) if method_of(config) else set()
     extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
-    return " ".join([trial_label(config)] + [f"{k}={_fmt(config.get(k))}" for k in extra])
+    return " ".join([trial_label(config)] + [f"{k}={format_value(config.get(k))}" for k in extra])
 
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -169,6 +148,14 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
         return mean, float("nan")
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var)
+
+
+def pm_text(ms: tuple[float, float] | None) -> str:
+    """``mean ± std`` as tables print it (std "n/a" with one seed; "–" without a value)."""
+    if ms is None:
+        return "–"
+    m, s = ms
+    return f"{m:.4f} ± {'n/a' if math.isnan(s) else f'{s:.4f}'}"
 
 
 def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:

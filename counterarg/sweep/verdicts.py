@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..tasks import task_names
-from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
+from .significance import ALPHA, MAX_SEEDS, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
 from .methods import method_of
 from .trials import ZERO_SHOT, TrialRecord
 
@@ -131,19 +131,34 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
     return hits, notes, partial
 
 
-def ranks_hits(ranks: Mapping[str, np.ndarray]) -> dict[tuple[str, str], np.ndarray] | None:
-    """(task, view) -> ``[n]`` acc@1 hits from kept test ranks (``test/{task}``, ``test/unseen``)."""
-    if not all(f"test/{t}" in ranks for t in task_names()):
+def ranks_hits(ranks: Mapping[str, np.ndarray], split: str = "test") -> dict[tuple[str, str], np.ndarray] | None:
+    """(task, view) -> ``[n]`` acc@1 hits from kept ranks of ``split`` (``{split}/{task}``,
+    ``{split}/unseen``); None when the ranks lack a task of that split."""
+    if not all(f"{split}/{t}" in ranks for t in task_names()):
         return None
-    hits = {t: (np.asarray(ranks[f"test/{t}"]) <= 1).astype(np.float64) for t in task_names()}  # [n] each
+    hits = {t: (np.asarray(ranks[f"{split}/{t}"]) <= 1).astype(np.float64) for t in task_names()}  # [n] each
     hits["mean"] = np.mean([hits[t] for t in task_names()], axis=0)
-    unseen = ranks.get("test/unseen")
+    unseen = ranks.get(f"{split}/unseen")
     out = {}
     for t, h in hits.items():
         out[(t, "all")] = h
         if unseen is not None and np.asarray(unseen).any():
             out[(t, "unseen")] = h[np.asarray(unseen, dtype=bool)]
     return out
+
+
+def p_text(p: float | None) -> str:
+    """A p-value as tables and verdicts print it."""
+    return "n/a" if p is None else ("p < 0.0001" if p < 1e-4 else f"p = {p:.4f}")
+
+
+def need_text(c, split: str = "test") -> str:
+    """How many seeds would decide an unsettled comparison (a :class:`Comparison` or :class:`Verdict`)."""
+    if c.query_limited:
+        return f"no number of seeds decides it on these {split} queries"
+    if c.seeds_needed is None:
+        return f"more than {MAX_SEEDS} seeds each"
+    return f"about {c.seeds_needed} seeds each would decide it"
 
 
 def _order(hits: Mapping[str, np.ndarray]) -> list[str]:

@@ -234,3 +234,41 @@ def race_value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apar
     return {0.2: 0.6, 0.5: 0.6, 0.8: 0.3}[cfg["rate"]] + 0.01 * ((cfg["seed"] * 7) % 3)
 
 
+
+
+# ----------------------------------------------------------------------------- run folders for compare
+def write_run(folder: Path, seed: int, p: float, *, n: int = 300, layout: str = "run", splits=("validation", "test"),
+              unseen=None, config: dict | None = None, base_seed: int = 7) -> Path:
+    """A run folder holding ``best_ranks.npz`` as training leaves it: a query of a task is a hit (rank
+    1) where its difficulty (uniform, shared by every run: ``base_seed``) is below ``p`` plus the seed's
+    own shift, and 5% of the queries flip at random per run. ``layout``: ``run`` (``counterarg train --out``: config.json, best/, checkpoint/),
+    ``trial`` (a sweep trial: params.json, checkpoint_000001/ and the newer checkpoint_000003/) or
+    ``checkpoint`` (the ranks in the folder itself)."""
+    difficulty = np.random.default_rng(base_seed).random((len(TASKS), n))  # [T, n], shared by runs
+    rng = np.random.default_rng(1000 + seed * 31 + int(p * 100))
+    mask = (np.arange(n) % 2 == 0) if unseen is None else unseen
+    arrays = {"epoch": np.array(2)}
+    for split in splits:
+        shift = rng.normal(0, 0.01)  # the seed's own effect
+        for t, task in enumerate(TASKS):
+            hits = (difficulty[t] < p + shift) ^ (rng.random(n) < 0.05)  # [n]
+            arrays[f"{split}/{task}"] = np.where(hits, 1, rng.integers(2, 50, n)).astype(np.int32)
+        arrays[f"{split}/unseen"] = mask
+    cfg = {"seed": seed, "lr": 0.0003, "schedule": "fixed", **(config or {})}
+    folder.mkdir(parents=True)
+    targets = {"run": [folder / "best", folder / "checkpoint"], "checkpoint": [folder],
+               "trial": [folder / "checkpoint_000003"]}[layout]
+    if layout == "trial":  # an older checkpoint whose ranks must not be read: every query missed
+        old = folder / "checkpoint_000001"
+        old.mkdir()
+        np.savez(old / "best_ranks.npz", **{k: (np.full_like(v, 9) if k.count("/") and not k.endswith("unseen")
+                                                 else v) for k, v in arrays.items()})
+        (folder / "params.json").write_text(json.dumps(cfg))
+    elif layout == "run":
+        (folder / "config.json").write_text(json.dumps(cfg))
+    for target in targets:
+        target.mkdir(exist_ok=True)
+        np.savez(target / "best_ranks.npz", **arrays)
+        if layout != "trial":
+            (target / "config.json").write_text(json.dumps(cfg))
+    return folder

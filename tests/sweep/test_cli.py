@@ -271,17 +271,19 @@ def test_sweep_help_states_configs_defaults(script, capsys):
     run gets a timestamped folder. --help now reads the defaults from the code."""
     import re
 
-    from counterarg.config import Config
+    from counterarg.config import FROZEN_RECIPE, Config
 
+    # the strategy sweeps' trials start from the frozen preset; the searches from the Config defaults
+    epochs = FROZEN_RECIPE["epochs"] if script in ("compare_strategies", "pbt_schedule") else Config().epochs
     with pytest.raises(SystemExit) as done:
         sweep_script(script)(["--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    said = re.search(r"--epochs EPOCHS epochs per trial, >= 1 \(default: (\d+), Config's\)", text)
-    assert said and int(said.group(1)) == Config().epochs, text
+    said = re.search(r"--epochs EPOCHS epochs per trial, >= 1 \(default: (\d+)\)", text)
+    assert said and int(said.group(1)) == epochs, text
     description = text.split("options:")[0]
-    for n in re.findall(r"(\d+) epochs", description):  # any epoch count the description states is Config's
-        assert int(n) == Config().epochs, description
+    for n in re.findall(r"(\d+) epochs", description):  # any epoch count the description states is the trials'
+        assert int(n) == epochs, description
     assert "results/compare_strategies/" not in description  # user sweeps never write the committed folder
 
 

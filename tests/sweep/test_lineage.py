@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from counterarg.sweep.lineage import (COLUMNS, format_table, inherit, lineage_entry, missing_epochs,
+from counterarg.schedules import format_value
+from counterarg.sweep.lineage import (COLUMNS, inherit, lineage_entry, missing_epochs,
                                 plot_schedules, rate_table, schedule_rows)
 from counterarg.sweep.plots import read_plot_data
 
@@ -32,7 +33,8 @@ def test_rate_table_drops_trailing_repeats_only():
     entries = [lineage_entry(_row(e, r), "A") for e, r in ((3, 0.2), (1, 0.8), (2, 0.2), (4, 0.2))]
     assert rate_table(entries) == [0.8, 0.2]
     assert rate_table([lineage_entry(_row(1, 0.5), "A")]) == [0.5]
-    assert format_table([0.8, 0.25, 0.0]) == "0.8,0.25,0"
+    assert format_value(rate_table([lineage_entry(_row(1, 0.8), "A"), lineage_entry(_row(2, 0.25), "A"),
+                                    lineage_entry(_row(3, 0.0), "A")])) == "0.8,0.25,0"  # the --set form
 
 
 def test_schedule_rows_and_plot(tmp_path):

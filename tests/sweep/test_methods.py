@@ -61,3 +61,17 @@ def test_parse_methods_names_the_bad_one():
         parse_methods("zzz")
     with pytest.raises(ConfigError, match="names no method"):
         parse_methods(" , ")
+
+
+def test_shared_setting_names_what_every_trial_changes_and_its_preset():
+    from counterarg.config import FROZEN_RECIPE, Config
+    from counterarg.sweep.methods import shared_setting
+
+    base = {**Config().to_dict(), **FROZEN_RECIPE, "epochs": 20}
+    text = shared_setting([{**base, "seed": 0, "rate": 0.5}, {**base, "seed": 1, "rate": 0.0}])
+    defaults = Config()
+    if defaults.finetune != "none":  # the frozen preset differs from the defaults: named with its fields
+        assert "finetune=none" in text
+    assert "epochs=20" in text and "rate=" not in text and "seed" not in text
+    assert shared_setting([Config().to_dict()]) is None
+    assert shared_setting([]) is None

@@ -14,7 +14,8 @@ import pytest
 from ray.tune.search.sample import Categorical, Float, Integer
 
 from counterarg.config import Config, ConfigError
-from counterarg.sweep.space_file import (DOMAINS, method_start, parse_space, read_space_file, search_space,
+from counterarg.sweep.spaces import method_start
+from counterarg.sweep.space_file import (DOMAINS, parse_space, read_space_file, search_space,
                                          searched_fields)
 
 from .conftest import PY, REPO, sweep_script, unique_name
@@ -79,8 +80,8 @@ def test_the_shipped_space_file_is_valid():
     ({"finetune": {"choice": ["none", "top:x"]}}, r"s\.json: key 'finetune', value \"top:x\": .*finetune must be"),
     ({"lr": {"uniform": [-1, 1e-3]}}, r"s\.json: key 'lr', value -1.*lr"),
     ({"batch_size": "big"}, r"s\.json: key 'batch_size': .*expects int, got 'big'"),
-    ({"finetune": {"choice": ["none", "top:1"]}, "length_buckets": {"choice": [0, 4]}},
-     r"s\.json: keys 'finetune', 'length_buckets' \(the combination finetune=\"none\", length_buckets=4\)"),
+    ({"schedule": {"choice": ["fixed", "table"]}, "rate_table": {"choice": [[], [0.5]]}},
+     r"s\.json: keys 'schedule', 'rate_table' \(the combination schedule=\"table\", rate_table=\[\]\)"),
     ({"seed": {"choice": [0, 1]}}, r"s\.json: key 'seed': not a search field; give the seeds with --seeds"),
     ({"select_metric": "validation/mean/acc@1"}, r"s\.json: key 'select_metric': not a search field"),
     ({"epochs": {"choice": [2, 4]}}, r"s\.json: key 'epochs': every trial of a search runs the same epochs"),
@@ -92,10 +93,13 @@ def test_a_bad_space_is_refused_naming_the_file_and_the_key(spec, match):
 
 
 def test_choices_are_checked_together_not_against_the_start_alone():
-    """length_buckets needs a trainable encoder: beside finetune top:1/all it fits (the start's
-    finetune none is never drawn); a value that fits no combination is named alone."""
-    ok = parse_space({"finetune": {"choice": ["top:1", "all"]}, "length_buckets": {"choice": [0, 4]}}, start=RECIPE)
-    assert ok["length_buckets"].categories == [0, 4]
+    """An empty rate_table fits only schedules that do not read it: beside schedule=table alone it
+    fails, beside fixed and table the combination is named; a value that fits no combination is named alone."""
+    with pytest.raises(ConfigError, match=r"rate_table"):
+        parse_space({"schedule": {"choice": ["table"]}, "rate_table": {"choice": [[]]}}, start=RECIPE, source="s.json")
+    ok = parse_space({"schedule": {"choice": ["fixed", "table"]}, "rate_table": {"choice": [[0.5], [0.2]]}},
+                     start=RECIPE)
+    assert ok["rate_table"].categories == [[0.5], [0.2]]
     with pytest.raises(ConfigError, match=r"s\.json: key 'head', value \"nope\": .*head must be"):
         parse_space({"finetune": {"choice": ["top:1", "all"]}, "head": {"choice": ["identity", "nope"]}},
                     start=RECIPE, source="s.json")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from counterarg import schedules
-from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, Config, ConfigError
+from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, SCHEDULE, Config, ConfigError, fields_with
 from counterarg.schedules import SCHEDULES
 from counterarg.sweep.methods import METHOD_FIELDS, METHODS, RECIPE_TABLE, trial_label
 from counterarg.sweep.runner import Sweep
@@ -48,7 +47,7 @@ def test_methods_cross_every_strategy():
         ("reference: decay 0.8-0.02", 1), ("recipe", 0), ("recipe", 1),
         ("recipe: decay 0.8-0.02", 0), ("recipe: decay 0.8-0.02", 1)]
     ref, recipe = variants[2], variants[6]  # decay under each method: the same schedule, the method's fields
-    assert {k: ref[k] for k in schedules.all_fields() if k in ref} == {k: recipe[k] for k in schedules.all_fields()
+    assert {k: ref[k] for k in fields_with(SCHEDULE) if k in ref} == {k: recipe[k] for k in fields_with(SCHEDULE)
                                                                           if k in recipe}
     assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss
     only = strategy_grid(seeds=(0,), methods=["recipe"])  # --methods recipe alone: the recipe's main-job list
