@@ -132,7 +132,7 @@ class Config:
     precision: str = _f("auto", RESUME)
 
     # optimisation
-    epochs: int = _f(1, RESUME)
+    epochs: int = _f(2, RESUME)
     batch_size: int = 64
     lr: float = _f(4e-4, RESUME, HYPER)
     encoder_lr: float = _f(1.3e-4, RESUME, HYPER)  # for the trainable encoder layers (finetune all | top:N)
