@@ -119,7 +119,7 @@ class Config:
     sim_dim: int = _f(0, MODEL)  # 0 = the encoder width
     head: str = _f("identity", MODEL)  # similarity head's start: linear (reference) | identity | orthogonal | residual
     head_reg: float = 0.0  # weight of ||W - W_start||^2, pulls the head back toward its start
-    finetune: str = _f("none", MODEL, CACHE)  # all | none | top:N
+    finetune: str = _f("top:1", MODEL, CACHE)  # all | none | top:N
     # the machine: where caches live, the device, how large a no-grad batch fits, how the neighbour
     # index spreads its work (every backend gives the same neighbours). A checkpoint's values are
     # never taken for them (Config.from_checkpoint: it was made on another machine, perhaps with a
@@ -132,10 +132,10 @@ class Config:
     precision: str = _f("auto", RESUME)
 
     # optimisation
-    epochs: int = _f(30, RESUME)
+    epochs: int = _f(2, RESUME)
     batch_size: int = 64
-    lr: float = _f(3e-4, RESUME, HYPER)
-    encoder_lr: float = _f(3e-6, RESUME, HYPER)  # for the trainable encoder layers (finetune all | top:N)
+    lr: float = _f(4e-4, RESUME, HYPER)
+    encoder_lr: float = _f(1.3e-4, RESUME, HYPER)  # for the trainable encoder layers (finetune all | top:N)
     optimizer: str = "adam"  # adam | adamw
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
@@ -145,7 +145,7 @@ class Config:
     # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
     # into batches, and the batches shuffled; finetune top:N and all (with none, training reads cached pooled
     # vectors, nothing is padded, and the field has no effect)
-    length_buckets: int = 0
+    length_buckets: int = 64
 
     # objectives (nn/loss.py): a registry name or a weighted sum, e.g. "infonce+0.5*pair_ce"
     loss: str = "infonce+pair_ce"

@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 8)
         name = sweep_name(args, "search_recipe")
         base = base_from_args(args)
+        # the test split is scored for the selected configuration only (the printed evaluate command),
+        # not for every sampled one: --set test_every=N asks for it per trial
+        base.setdefault("test_every", 0)
         space = search_space(read_space_file(args.space), start=method_start(args.method), seeds=seeds,
                              base=base, source=portable_path(args.space))
         grace, factor = args.grace_period, args.reduction_factor

@@ -182,10 +182,12 @@ def score_classifier(sp, sc, hp, hc):
 # ----------------------------------------------------------------------------- training runs
 @pytest.fixture
 def cfg(tiny_encoder):
-    """The training tests' config: three epochs of the tiny encoder on the demo corpus."""
+    """The training tests' config: three epochs of the tiny encoder on the demo corpus, frozen (the
+    cached pooled features; tests of top:N and all say so)."""
     from counterarg.config import Config
 
-    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank")
+    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank",
+                  finetune="none")
 
 
 @pytest.fixture(scope="session")
@@ -228,7 +230,7 @@ def strip_times(rs: list[dict]) -> list[dict]:
 #: added to Config without one here fails them: say what it is).
 OTHER_VALUES = {
     "corpus": "elsewhere.zip", "encoder": "org/another-encoder", "pooling": "cls", "max_length": 16, "sim_dim": 8,
-    "head": "linear", "head_reg": 0.1, "finetune": "top:1", "device": "cpu", "cache_dir": "another-cache",
+    "head": "linear", "head_reg": 0.1, "finetune": "top:2", "device": "cpu", "cache_dir": "another-cache",
     "embed_batch_size": 3, "precision": "fp32", "epochs": 2, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
     "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 0.5, "seed": 3, "patience": 0, "length_buckets": 4,
     "loss": "combined", "scale": 5.0, "margin": 0.5, "p": 1.0, "w_triplet": 0.5, "w_pos": 0.5, "w_neg": 0.5,

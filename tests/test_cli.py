@@ -247,8 +247,7 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     from counterarg.training.loop import train
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
-    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32)  # finetune=none, eval_mode=fused (defaults)
-    assert cfg.finetune == "none"
+    cfg = Config(encoder=tiny_encoder, epochs=1, max_length=32, finetune="none")  # eval_mode=fused (default)
     train(cfg, tmp_path / "run", progress=False)
     capsys.readouterr()
     encoded = []

@@ -133,9 +133,11 @@ def test_readme_configuration_table_states_configs_defaults():
     for said in re.findall(r"`select_metric`[^.]{0,40}?\(default `([^`]+)`", text) + \
             re.findall(r"\(default `(validation[^`]*)`", text):
         assert said == defaults.select_metric, f"README: select_metric default {said!r}"
-    for said in re.findall(r"(\d+) epochs per trial: the Config default", text):
-        assert int(said) == defaults.epochs
-    assert re.findall(r"(\d+) epochs per trial: the Config default", text), "the main job's epochs are stated"
+    from counterarg.config import FROZEN_RECIPE  # the strategy sweeps' trials start from the frozen preset
+
+    for said in re.findall(r"(\d+) epochs per trial: the frozen preset's", text):
+        assert int(said) == FROZEN_RECIPE["epochs"]
+    assert re.findall(r"(\d+) epochs per trial: the frozen preset's", text), "the main job's epochs are stated"
 
 
 def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():

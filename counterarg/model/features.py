@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from ..config import CACHE, Config, fields_with
 from ..data.corpus import TextTable
@@ -149,6 +150,7 @@ class _TokenFeatures(TextFeatures):
         inputs = cached_inputs(self.config, table, device=self.device, progress=progress, model=model,
                                tokenizer=tokenizer)
         self.lengths = torch.from_numpy(np.array(inputs["lengths"])).long()  # [U]
+        self.progress = progress  # a bar over each embedding pass (a minute or two on CPU for ArguAna)
         self.hidden = model.config.hidden_size
         self._base = [model]  # outside the module tree: only the trainable part is saved
         return model, inputs
@@ -171,8 +173,10 @@ class _TokenFeatures(TextFeatures):
         tids = np.asarray(tids)
         order = np.argsort(-self.lengths[torch.as_tensor(tids)].numpy(), kind="stable")
         out = torch.empty(len(tids), self.hidden, device=self.device)  # [U', H]
+        starts = range(0, len(tids), bs)
         with torch.no_grad():
-            for s in range(0, len(tids), bs):
+            for s in tqdm(starts, desc=f"embedding {len(tids)} texts", unit="batch", leave=False,
+                          disable=not self.progress or len(starts) < 8):
                 rows = order[s : s + bs]
                 out[torch.as_tensor(rows, device=self.device)] = self(torch.as_tensor(tids[rows]))
         self.train(was)

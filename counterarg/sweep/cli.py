@@ -232,9 +232,15 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
     best = best_per_group(rows, sweep.metric)
     if not best:
         return "No trial finished an epoch: no checkpoint to use."
-    lines = [f"Best checkpoint per strategy (by {sweep.metric}):"]
+    groups = sorted(best)
+    if getattr(sweep, "param_space", None) is not None and len(groups) > 1:  # a search: its selected one
+        pick = max if getattr(sweep, "mode", "max") == "max" else min
+        groups = [pick(groups, key=lambda g: best[g][sweep.metric])]
+        lines = [f"Selected configuration (by {sweep.metric}; the others are ranked in summary.md):"]
+    else:
+        lines = [f"Best checkpoint per strategy (by {sweep.metric}):"]
     corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
-    for g in sorted(best):
+    for g in groups:
         r = best[g]
         ck = r.get("best_checkpoint")
         lines.append(f"  {g}  (seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f})")

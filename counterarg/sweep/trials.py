@@ -34,7 +34,7 @@ from ..config import SCHEDULE, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
-from .methods import METHOD_FIELDS, method_of, strategy_fields_label, strategy_label, trial_label
+from .methods import METHOD_FIELDS, METHODS, method_of, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -76,12 +76,21 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
     """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
-    fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a config of
-    neither method shows the varying method fields too (``fixed 0.8 lr=0.001``)."""
+    fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a search over
+    some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
+    finetune=top:1``); a config of no method shows its schedule and varying fields (``fixed 0.8 lr=0.001``)."""
     strategy_fields = fields_with(SCHEDULE)
-    named = set(METHOD_FIELDS) if method_of(config) else set()
-    extra = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS and k not in named]
-    return " ".join([trial_label(config)] + [f"{k}={format_value(config.get(k))}" for k in extra])
+    varying = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS]
+    named_by = config
+    if not method_of(config):  # the method the config trains but for its searched fields, if any
+        for m in METHODS.values():
+            rest = {**config, **{k: v for k, v in m.fields.items() if k in varying}}
+            if method_of(rest) == m.name:
+                named_by = rest
+                break
+    named = set(METHOD_FIELDS) - (set(varying) if named_by is not config else set()) if method_of(named_by) else set()
+    extra = [k for k in varying if k not in named]
+    return " ".join([trial_label(named_by)] + [f"{k}={format_value(config.get(k))}" for k in extra])
 
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

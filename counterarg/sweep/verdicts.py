@@ -92,7 +92,7 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
     """
     by_id = {r["trial_id"]: r for r in rows}
     per_group: dict[str, list[dict[tuple[str, str], np.ndarray]]] = {}
-    notes, partial = [], set()
+    notes, partial, unscored = [], set(), []
     for rec in records:
         row = by_id.get(rec.trial_id)
         if row is None:
@@ -112,9 +112,13 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
             continue
         trial = ranks_hits(rec.ranks)
         if trial is None:
-            notes.append(f"{rec.trial_id}: no test ranks at its best epoch; left out of the significance tests")
+            unscored.append(rec.trial_id)
             continue
         per_group.setdefault(row["group"], []).append(trial)
+    if unscored and not per_group:  # a sweep that never scored test (a search: test_every=0)
+        notes.append("the test split was not scored (test_every=0): no significance tests")
+    else:
+        notes += [f"{t}: no test ranks at its best epoch; left out of the significance tests" for t in unscored]
     for g in sorted(partial):
         notes.append(f"{g}: has unfinished trials; no verdict until they finish (--resume)")
     hits: dict[tuple[str, str], dict[str, np.ndarray]] = {}

@@ -18,7 +18,7 @@ from conftest import each_field_changed
 
 @pytest.fixture
 def setup(tiny_encoder, tmp_path):
-    cfg = Config(encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32)
+    cfg = Config(encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32, finetune="none")  # the pooled cache
     table = TextTable.from_corpus(load_corpus(None))
     return cfg, table
 

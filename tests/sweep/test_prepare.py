@@ -33,5 +33,5 @@ def test_no_baseline_where_trials_do_not_share_one_frozen_encoder(capsys):
     assert sweep_baseline(mixed) is None
     tuned = NS(base={"finetune": "all"}, variants=[{}], param_space=None)
     assert sweep_baseline(tuned) is None
-    missing = NS(base={"encoder": "/no/such/encoder"}, variants=[{}], param_space=None)
+    missing = NS(base={"encoder": "/no/such/encoder", "finetune": "none"}, variants=[{}], param_space=None)
     assert sweep_baseline(missing) is None and "no zero-shot baseline" in capsys.readouterr().out

@@ -51,7 +51,7 @@ def test_section_shows_searched_values_selects_the_validation_best_and_its_comma
     assert rows[2].startswith("| – | 0.003 | none | 0/1 (1 errored) | 0 | – |")
     assert "**Selected** (rank 1 of 3, validation_unseen/mean/acc@1 0.5900 over 2 seed(s)): `lr=0.00025`, " \
            "`finetune=top:1`" in md
-    assert "counterarg train --corpus .../data/arguana.zip --set finetune=top:1 --set lr=0.00025 --out OUT" in md
+    assert "counterarg train --corpus .../data/arguana.zip --set lr=0.00025 --out OUT" in md  # top:1 is the default
 
 
 def test_nothing_is_selected_when_no_configuration_finished_an_epoch():

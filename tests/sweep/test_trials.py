@@ -34,7 +34,9 @@ def test_group_label_is_the_trial_label_plus_other_varying_fields():
     assert group_label({**ref, "schedule": "decay"}, ["loss", "schedule", "seed"]) == "reference: decay 0.8-0.02"
     assert group_label({"schedule": "decay"}, ["loss", "schedule"]) == "recipe: decay 0.8-0.02"
     lr_search = {**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7}
-    assert group_label(lr_search, ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"  # lr is not dropped
+    # a search over the reference method's lr: named by the method the rest trains, lr kept
+    assert group_label(lr_search, ["lr", "margin"]) == "reference: fixed 0.8 lr=0.002 margin=0.7"
+    assert group_label({**lr_search, "head": "identity"}, ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"
 
 
 def test_best_epoch_and_dedupe():
