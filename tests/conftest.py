@@ -231,7 +231,7 @@ def strip_times(rs: list[dict]) -> list[dict]:
 OTHER_VALUES = {
     "corpus": "elsewhere.zip", "encoder": "org/another-encoder", "pooling": "cls", "max_length": 16, "sim_dim": 8,
     "head": "linear", "head_reg": 0.1, "finetune": "top:2", "device": "cpu", "cache_dir": "another-cache",
-    "embed_batch_size": 3, "precision": "fp32", "epochs": 2, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
+    "embed_batch_size": 3, "precision": "fp32", "epochs": 3, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
     "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 0.5, "seed": 3, "patience": 0, "length_buckets": 4,
     "loss": "combined", "scale": 5.0, "margin": 0.5, "p": 1.0, "w_triplet": 0.5, "w_pos": 0.5, "w_neg": 0.5,
     "schedule": "decay", "rate": 0.5, "rate_start": 0.5, "rate_step": 0.1, "rate_floor": 0.1, "rate_period": 3,
