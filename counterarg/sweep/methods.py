@@ -8,8 +8,8 @@ ranks, early stopping, the evaluation (the fields of :func:`counterarg.config.me
 (``--methods``, :mod:`counterarg.sweep.cli`), and every label is made here:
 
 * ``reference``: the reference implementation (config.REFERENCE_METHOD less its schedule and length);
-* ``recipe``: the project's recipe, the Config defaults of the same fields (the frozen preset's lr,
-  since the strategy sweeps' trials train the frozen preset).
+* ``recipe``: the project's default recipe, the Config defaults of the same fields but lr (the
+  heads' lr goes with the encoder mode: the frozen preset trains them at 3e-4, the default at 4e-4).
 
 **One name everywhere** (:func:`trial_label`; the live status table, trial folder names,
 summaries, plots, TensorBoard and the README all use it): the default recipe itself (every method
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..sampling import schedules
-from ..config import FROZEN_RECIPE, MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
+from ..config import MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
 from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -123,9 +123,10 @@ _DEFAULTS = Config().to_dict()
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("reference", method_fields(), schedules.default_strategies(),
            "the reference implementation (--config reference less its schedule and length)"),
-    # the recipe's method fields as the strategy sweeps train it: the frozen preset's (its lr) over the defaults
-    Method("recipe", {k: {**_DEFAULTS, **FROZEN_RECIPE}[k] for k in method_fields()}, _recipe_strategies(),
-           "the project's recipe (the Config defaults' method, at the frozen preset's lr)"),
+    # the heads' lr goes with the encoder mode, not the method (4e-4 beside the trainable top layer, the
+    # default; 3e-4 on frozen features, config.FROZEN_RECIPE, which the strategy sweeps' trials train)
+    Method("recipe", {k: _DEFAULTS[k] for k in method_fields() if k != "lr"}, _recipe_strategies(),
+           "the project's default recipe (the Config defaults)"),
 )}
 #: The method whose fields are the Config defaults; its own schedule is called by its name alone.
 DEFAULT_METHOD = "recipe"

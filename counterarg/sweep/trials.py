@@ -34,7 +34,7 @@ from ..config import SCHEDULE, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
-from .methods import METHOD_FIELDS, METHODS, method_of, strategy_fields_label, strategy_label, trial_label
+from .methods import METHODS, method_of, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -88,7 +88,8 @@ def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
             if method_of(rest) == m.name:
                 named_by = rest
                 break
-    named = set(METHOD_FIELDS) - (set(varying) if named_by is not config else set()) if method_of(named_by) else set()
+    method = method_of(named_by)
+    named = set(METHODS[method].fields) - (set(varying) if named_by is not config else set()) if method else set()
     extra = [k for k in varying if k not in named]
     return " ".join([trial_label(named_by)] + [f"{k}={format_value(config.get(k))}" for k in extra])
 
