@@ -152,7 +152,6 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
                                                                finetune, mode):
     import json as _json
 
-    import numpy as np
     import torch
 
     from counterarg.config import Config

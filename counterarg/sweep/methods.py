@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..sampling import schedules
-from ..config import MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
+from ..config import FROZEN_RECIPE, MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
 from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -153,6 +153,17 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     for n in names:
         get_method(n)
     return names
+
+
+def method_values(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a trial of method ``name`` holds for the method fields: the method's own, and for a
+    method that leaves the heads' lr to the encoder mode (the recipe), that mode's lr: the frozen
+    preset's on frozen features, the Config default's beside a trainable layer."""
+    values = dict(get_method(name).fields)
+    if "lr" not in values:
+        frozen = {**_DEFAULTS, **dict(config)}["finetune"] == "none"
+        values["lr"] = FROZEN_RECIPE["lr"] if frozen else _DEFAULTS["lr"]
+    return values
 
 
 def method_of(config: Mapping[str, Any]) -> str | None:

@@ -5,7 +5,6 @@ plain functions: import them with ``from .conftest import ...``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal

@@ -40,7 +40,8 @@ def test_status_table_names_strategy_seed_state_epoch_and_best():
 def test_a_search_names_its_trials_by_their_drawn_values_too():
     rep = SweepReporter("m", fields=["lr", "finetune", "seed"])
     table = rep.table([_trial("a", {"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "RUNNING", 1, 0.2)])
-    assert table.splitlines()[2].split()[:5] == ["fixed", "0", "lr=0.000922", "finetune=top:1", "0"]
+    # named by the method the rest of the config trains (the recipe) plus the drawn values
+    assert table.splitlines()[2].split()[:4] == ["recipe", "lr=0.000922", "finetune=top:1", "0"]
 
 
 def test_the_restore_hint_is_dropped():

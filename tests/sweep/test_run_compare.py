@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from counterarg import cli
-from counterarg.sweep.run_compare import (CompareError, compare_main, compare_runs, config_notes, load_run,
+from counterarg.sweep.run_compare import (CompareError, compare_runs, config_notes, load_run,
                                           ranks_folder, verdict)
 from counterarg.sweep.significance import PairedTest, holm
 from counterarg.sweep.verdicts import compare, ranks_hits
