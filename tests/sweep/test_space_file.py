@@ -177,9 +177,10 @@ def test_smoke_test_samples_the_shipped_space_and_selects_on_validation(tmp_path
     assert "2 configuration(s) sampled over `finetune`, `lr`" in search and "ASHA (grace period 1, reduction factor 3" in search
     assert "| rank | finetune | lr |" in search and "**Selected** (rank 1 of 2" in search
     assert "counterarg train " in search and "--set max_length=64" in search  # the smoke base, with the draws
-    best = csv.loc[csv["validation_unseen/mean/acc@1"].idxmax()]
     import re
 
+    metric = csv["validation_unseen/mean/acc@1"]
+    best_lrs = csv.loc[metric == metric.max(), "config/lr"]  # the tiny model often ties its two draws
     chosen = float(re.search(r"--set lr=([0-9.e-]+)", search).group(1))
-    assert chosen == pytest.approx(best["config/lr"], rel=1e-12)  # the selected one is the best on validation
+    assert any(chosen == pytest.approx(lr, rel=1e-12) for lr in best_lrs)  # the selected one is best on validation
     assert "finetune=" in proc.stdout.split("[sweep] feature cache ready")[1]  # the live table names the draws
