@@ -155,15 +155,16 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-def method_values(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The values a trial of method ``name`` holds for the method fields: the method's own, and for a
-    method that leaves the heads' lr to the encoder mode (the recipe), that mode's lr: the frozen
-    preset's on frozen features, the Config default's beside a trainable layer."""
+def named_fields(name: str, config: Mapping[str, Any]) -> set[str]:
+    """The method fields that method ``name`` names in ``config``'s label: those ``config`` holds at
+    the method's value (missing fields read as Config defaults). A method that leaves the heads' lr
+    to the encoder mode (the recipe) names the lr of that mode: the frozen preset's on frozen features,
+    the Config default's beside a trainable layer."""
+    full = {**_DEFAULTS, **dict(config)}
     values = dict(get_method(name).fields)
     if "lr" not in values:
-        frozen = {**_DEFAULTS, **dict(config)}["finetune"] == "none"
-        values["lr"] = FROZEN_RECIPE["lr"] if frozen else _DEFAULTS["lr"]
-    return values
+        values["lr"] = FROZEN_RECIPE["lr"] if full["finetune"] == "none" else _DEFAULTS["lr"]
+    return {k for k, v in values.items() if format_value(full[k]) == format_value(v)}
 
 
 def method_of(config: Mapping[str, Any]) -> str | None:

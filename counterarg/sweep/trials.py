@@ -34,7 +34,7 @@ from ..config import SCHEDULE, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
-from .methods import METHODS, method_of, method_values, strategy_fields_label, strategy_label, trial_label
+from .methods import METHODS, method_of, named_fields, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -73,9 +73,6 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
     return out
 
 
-_DEFAULTS = Config().to_dict()
-
-
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
     """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
@@ -92,9 +89,7 @@ def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
                 named_by = rest
                 break
     method = method_of(named_by)
-    canon = method_values(method, config) if method else {}  # a field at its method's value is named by it
-    full = {**_DEFAULTS, **config}  # a field the config leaves out holds its default
-    named = {k for k, v in canon.items() if format_value(full[k]) == format_value(v)}
+    named = named_fields(method, config) if method else set()  # a field at its method's value is named by it
     extra = [k for k in varying if k not in named]
     return " ".join([trial_label(named_by)] + [f"{k}={format_value(config.get(k))}" for k in extra])
 
