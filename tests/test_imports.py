@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),  # checkpoint format, feature modes, BiEncoder
     ("evaluation",),  # the eight tasks' ranks under a scorer, the zero-shot baseline, model selection
     ("serving", "training"),  # rank/embed/export; the Trainer and the epoch loop
+    ("analysis",),  # trial records, the seed-aware tests, verdicts, summaries, plots, compare: no Ray
     ("bench", "sweep"),  # benchmarks; Ray Tune sweeps
     ("cli",),  # counterarg COMMAND: parse, build, run
     ("__main__",),

@@ -10,9 +10,9 @@ from typing import Sequence
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
-from .methods import trial_label
-from .search_summary import short_value
-from .trials import DEFAULT_MODE
+from ..analysis.methods import trial_label
+from ..analysis.search_summary import short_value
+from ..analysis.trials import DEFAULT_MODE
 
 
 class SweepReporter(ProgressReporter):

@@ -2,7 +2,7 @@
 
 Per trial: its full Config, its per-epoch rows (each epoch once: a resumed trial may report an
 epoch twice), its status and short error, the per-query ranks of its best epoch and where that
-epoch's state is kept in storage. The summary (:mod:`counterarg.sweep.summary`) reads only these
+epoch's state is kept in storage. The summary (:mod:`counterarg.analysis.summary`) reads only these
 records.
 """
 
@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from ..config import Config, ConfigError
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
-from .recovery import checkpoint_index
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from ..model.checkpoint import checkpoint_index
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 
 
 def read_trial_ranks(result) -> dict[str, Any] | None:

@@ -38,21 +38,21 @@ from ..core.io import exclusive_lock, remove_lock_file
 from ..retrieval.shards import ensure_ray
 from ..core.paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
-from .methods import slug, trial_label
+from ..analysis.methods import slug, trial_label
 from .pbt import make_scheduler
 from .prepare import concrete_configs, feature_configs, sweep_baseline, warm_feature_cache
-from .provenance import record_session
+from ..analysis.provenance import record_session
 from .race import RaceOptions, RaceSearcher, strategy_labels
 from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
 from .records import collect_records
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
-from .search_summary import scheduler_text, search_markdown
+from ..analysis.search_summary import scheduler_text, search_markdown
 from .space_file import save_space, searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
-from .summary import write_summary
+from ..analysis.summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, varying_fields
+from ..analysis.trials import DEFAULT_MODE, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
@@ -207,7 +207,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
+    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.analysis.methods.trial_label`):
     ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
     TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
     try:

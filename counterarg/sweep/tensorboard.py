@@ -23,8 +23,8 @@ from ..sampling import schedules
 from ..config import SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
-from .methods import trial_label
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
+from ..analysis.methods import trial_label
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")

@@ -1,4 +1,4 @@
-"""counterarg.sweep.run_compare: two groups of run folders -> the sweep's seed-aware test per task, Holm
+"""counterarg.analysis.run_compare: two groups of run folders -> the sweep's seed-aware test per task, Holm
 over a view's rows, a verdict, and a named refusal for every run that cannot be compared."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from counterarg import cli
-from counterarg.sweep.run_compare import (CompareError, compare_runs, config_notes, load_run,
+from counterarg.analysis.run_compare import (CompareError, compare_runs, config_notes, load_run,
                                           ranks_folder, verdict)
-from counterarg.sweep.significance import PairedTest, holm
-from counterarg.sweep.verdicts import compare, ranks_hits
+from counterarg.analysis.significance import PairedTest, holm
+from counterarg.analysis.verdicts import compare, ranks_hits
 
 from .conftest import write_run
 

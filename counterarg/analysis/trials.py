@@ -11,7 +11,7 @@ Conventions:
   the earliest, :func:`counterarg.evaluation.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
 * A trial's *group* names what it was run with apart from its seed: its method and strategy
-  (:func:`counterarg.sweep.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
+  (:func:`counterarg.analysis.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
   0.8-0.02``) plus any other Config field that varies across the sweep (e.g. ``margin=0.5``).
   Seeds are the repeats within a group. The ``strategy`` column is the schedule's label alone.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
@@ -74,7 +74,7 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
+    """The trial's one name (:func:`counterarg.analysis.methods.trial_label`: ``recipe``, ``recipe: decay
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
     fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a search over
     some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
