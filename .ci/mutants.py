@@ -145,7 +145,7 @@ M = [
   '    if not resume and local is not None and (local / "tuner.pkl").exists():',
   '    if False and not resume and local is not None and (local / "tuner.pkl").exists():',
   ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_restart_on_resume"]),
- ("--resume leaves errored trials errored", "counterarg/sweep/runner.py",
+ ("--resume leaves errored trials errored", "counterarg/sweep/tuner.py",
   "                                  restart_errored=True)",
   "                                  restart_errored=False)",
   ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_restart_on_resume"]),

@@ -8,7 +8,9 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.recovery`: checkpoint sidecars, finished trials and torn experiment
   state after a killed driver;
 * :mod:`~counterarg.sweep.prepare`: what a driver prepares before the trials (feature cache, zero-shot baseline);
-* :mod:`~counterarg.sweep.runner`: starting Ray, building the Tuner, running and resuming a sweep;
+* :mod:`~counterarg.sweep.runner`: what to run (``Sweep``), starting Ray, running and resuming a sweep;
+* :mod:`~counterarg.sweep.tuner`: the Tuner of a sweep: searcher, scheduler, callbacks; what a resume checks first;
+* :mod:`~counterarg.sweep.results`: what a finished sweep leaves: its records, summary, race and search sections;
 * :mod:`~counterarg.sweep.records`: Tune's results as plain trial records;
 * :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
 * :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
