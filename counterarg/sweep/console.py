@@ -10,6 +10,7 @@ from typing import Sequence
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
+from ..ray_internals import STORAGE_LOGGERS
 from .methods import trial_label
 from .search_summary import short_value
 from .trials import DEFAULT_MODE
@@ -115,5 +116,5 @@ class DropTokenAuthNotice:
 
 def quiet_worker_logs() -> None:
     """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
-    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+    for name in STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

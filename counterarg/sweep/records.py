@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Config, ConfigError
+from ..ray_internals import result_grid_trials
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
@@ -81,8 +82,7 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
     trial that never started, whose config Tune holds without them."""
     # a trial that never started has no result config; Tune's own trial list still holds it
-    analysis = getattr(result_grid, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
+    trials = result_grid_trials(result_grid)
     planned = {str(t.trial_id): dict(t.config or {}) for t in trials}
     tune_status = {str(t.trial_id): str(getattr(t, "status", "")) for t in trials}
     records = []

@@ -35,6 +35,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError, FIELD_NAMES
 from ..core.io import exclusive_lock, remove_lock_file
+from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE, retry_system_failures_only
 from ..retrieval.shards import ensure_ray
 from ..core.paths import shell_path
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
@@ -196,7 +197,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
+        logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
@@ -329,7 +330,7 @@ def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
 def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
                       warm_cache, summary_dir, verbose) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    if not resume and local is not None and (local / "tuner.pkl").exists():
+    if not resume and local is not None and (local / TUNER_FILE).exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
     if resume and local is not None and local.is_dir():

@@ -39,6 +39,7 @@ from ray import tune
 
 from ..config import Config
 from ..core.io import read_manifest
+from ..ray_internals import trial_working_dir
 from ..retrieval.shards import shard_bundles
 from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..evaluation.selection import BEST_DIR
@@ -133,12 +134,10 @@ def run_folder(trial_id: str) -> Path:
     (``SyncConfig(sync_artifacts=False)``); Tune keeps what the run reports (its checkpoints) and
     :func:`mirror_run_files` copies the rest. Outside a Tune session: a fresh temporary folder.
     """
-    try:
-        from ray.train._internal.session import get_session  # no public accessor in Ray 2.60
-
-        return Path(get_session().storage.trial_working_directory) / "run"
-    except (ImportError, AttributeError, RuntimeError):
-        return Path(tempfile.mkdtemp(prefix=f"counterarg-trial-{trial_id}-")) / "run"
+    working = trial_working_dir()
+    if working is not None:
+        return working / "run"
+    return Path(tempfile.mkdtemp(prefix=f"counterarg-trial-{trial_id}-")) / "run"
 
 
 def trainable(config: dict) -> None:
