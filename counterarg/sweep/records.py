@@ -16,6 +16,7 @@ from typing import Any, Mapping
 from ..config import Config, ConfigError
 from ..ray_internals import result_grid_trials
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
+from .failures import read_restores
 from .recovery import checkpoint_index
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 
@@ -117,6 +118,7 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
         records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
                                    status=status, error=_short_error(res.error) if res.error else None,
                                    path=res.path, ranks=read_trial_ranks(res) if history else None,
-                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None)))
+                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
+                                   restores=read_restores(getattr(res, "filesystem", None), res.path)))
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -3,9 +3,12 @@
 * **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
   experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
   from its last epoch checkpoint (a torn state file is repaired first,
-  :func:`counterarg.sweep.recovery.repair_experiment_state`). ``FailureConfig(max_failures=0)``
-  and no raise at the end: an errored trial (NaN loss, bad encoder path) is recorded with its
-  message and the sweep goes on; ``--resume`` retries errored trials from scratch.
+  :func:`counterarg.sweep.recovery.repair_experiment_state`).
+* **Lost nodes**: ``FailureConfig(max_failures=Sweep.max_failures)``: a trial whose node or worker
+  process is lost continues from its last epoch checkpoint wherever there is room, by itself; an
+  error of the training (NaN loss, bad encoder path) ends its trial at once, recorded with its
+  message, and the sweep goes on (:mod:`counterarg.sweep.failures`). No raise at the end;
+  ``--resume`` continues an errored trial from its last checkpoint (its epochs are kept).
 * **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
   refuses a folder that holds an experiment.
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.retrieval.shards.ensure_ray`,
@@ -38,6 +41,7 @@ from ..core.io import exclusive_lock, remove_lock_file
 from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE, retry_system_failures_only
 from ..retrieval.shards import ensure_ray
 from ..core.paths import shell_path
+from .failures import DEFAULT_MAX_FAILURES, RestoreLog
 from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .methods import slug, trial_label
 from .pbt import make_scheduler
@@ -85,6 +89,7 @@ class Sweep:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     race: RaceOptions | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES  # lost nodes or workers one trial survives (0: none)
 
     def __post_init__(self) -> None:
         if (self.variants is None) == (self.param_space is None):
@@ -140,6 +145,8 @@ class Sweep:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
             raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise ConfigError(f"max_failures must be an integer >= 0, got {self.max_failures!r}")
         if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
@@ -228,13 +235,15 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
     quiet_worker_logs()
+    retry_system_failures_only()  # a lost node is retried, an error of the training is not
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
     if resume:
         if not tune.Tuner.can_restore(exp_path):
             raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
+        # an errored trial keeps its id and continues from its last checkpoint (none: from scratch)
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
-                                  restart_errored=True)
+                                  resume_errored=True)
 
     all_configs = concrete_configs(sweep)
     hp_fields = varying_fields(all_configs)
@@ -266,13 +275,13 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     run_config = RunConfig(
         name=sweep.name,
         storage_path=storage,
-        failure_config=FailureConfig(max_failures=0, fail_fast=False),
+        failure_config=FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
         # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
-                   StateSnapshot()],
+                   StateSnapshot(), RestoreLog()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )

@@ -45,12 +45,11 @@ from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..evaluation.selection import BEST_DIR
 from ..training.loop import train
 from .console import quiet_worker_logs
+from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
 from .trials import TRAIN_TIME_KEY
 
-#: reported with every epoch: the Ray node the trial ran on
-NODE_KEY = "node_id"
 
 
 def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:

@@ -60,6 +60,15 @@ class TrialRecord:
     path: str | None = None
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
+    restores: list[dict[str, Any]] = field(default_factory=list)  # after lost nodes (sweep.failures.RestoreLog)
+
+
+def restore_text(restores: list[dict]) -> str:
+    """``restored 2x after a lost node or worker, from epochs 5, 12 (ActorDiedError: ...)``."""
+    epochs = ", ".join(str(r.get("after_epoch") if r.get("after_epoch") is not None else 0) for r in restores)
+    why = "; ".join(dict.fromkeys(str(r.get("error", "")) for r in restores))
+    return (f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
+            f"{epochs} ({why})")
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -137,6 +146,8 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "best_epoch": int(best["epoch"]) if best else None,
             "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
+            "restored": len(rec.restores),  # times it continued from its checkpoint after a lost node or worker
+            "restores": restore_text(rec.restores) if rec.restores else "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
         wall_s = last.get(WALL_TIME_KEY)
