@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..sampling import schedules
-from ..config import FROZEN_RECIPE, MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
+from ..config import (FROZEN_RECIPE, MACHINE, PRESET_DOCS, SEED, SOURCE, Config, ConfigError, fields_with,
+                      method_fields, preset_of)
 from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -200,9 +201,6 @@ def slug(label: str, limit: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]
 
 
-#: Fields a sweep's shared setting never names: where the data and weights are, the seed, the machine.
-_NOT_A_SETTING = ("corpus", "encoder", "seed", *MACHINE_FIELDS)
-
 
 def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
     """What every trial of a sweep trains that ``counterarg train`` with no flags does not: the fields
@@ -213,8 +211,9 @@ def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
         return None
     defaults = Config().to_dict()
     first = configs[0]
+    not_a_setting = fields_with(SOURCE, SEED, MACHINE)  # where the data and weights are, the repeat, the machine
     shared = {k: v for k, v in first.items()
-              if k in defaults and k not in _NOT_A_SETTING and all(_norm(c.get(k)) == _norm(v) for c in configs)
+              if k in defaults and k not in not_a_setting and all(_norm(c.get(k)) == _norm(v) for c in configs)
               and _norm(v) != _norm(defaults[k])}
     if not shared:
         return None

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..config import SCHEDULE, Config, fields_with
+from ..config import MACHINE, SCHEDULE, SEED, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
@@ -44,8 +44,6 @@ ZERO_SHOT = "zero-shot encoder"
 VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
-#: Fields that never name a group: repeats, placement and paths that do not change the method.
-NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
 
 
 @dataclass
@@ -80,7 +78,7 @@ def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
     some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
     finetune=top:1``); a config of no method shows its schedule and varying fields (``fixed 0.8 lr=0.001``)."""
     strategy_fields = fields_with(SCHEDULE)
-    varying = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS]
+    varying = [k for k in varying if k not in strategy_fields and k not in fields_with(SEED, MACHINE)]
     named_by = config
     if not method_of(config):  # the method the config trains but for its searched fields, if any
         for m in METHODS.values():

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from ray.tune import ProgressReporter
 
-from ..config import Config, ConfigError
+from ..config import SEED, Config, ConfigError, fields_with
 from ..analysis.methods import trial_label
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
@@ -26,7 +26,8 @@ class SweepReporter(ProgressReporter):
     """
 
     def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0, fields: Sequence[str] = ()):
-        self.metric, self.mode, self.every_s, self.fields = metric, mode, every_s, [f for f in fields if f != "seed"]
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own column
         self._last, self._states, self._start = 0.0, None, time.time()
 
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,

@@ -32,7 +32,7 @@ from typing import Any
 
 import ray
 
-from ..config import Config, ConfigError, FIELD_NAMES
+from ..config import SEED, Config, ConfigError, FIELD_NAMES, fields_with
 from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
 from ..evaluation.selection import DEFAULT_MODE
@@ -119,7 +119,7 @@ class Sweep:
         if self.race is not None:
             if self.variants is None or self.scheduler != "fifo":
                 raise ValueError("a race needs variants (the strategies) and the fifo scheduler")
-            if any("seed" in v for v in self.variants) or "seed" in self.base:
+            if any(set(fields_with(SEED)) & {*v, *self.base} for v in self.variants):
                 raise ConfigError("a race chooses the seeds itself: its strategies and base hold no seed")
             self.race.check(len(self.variants))
             strategy_labels(self.variants, self.base)  # two strategies with one label: refused now

@@ -20,11 +20,11 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
 from ..sampling import schedules
-from ..config import SCHEDULE, Config, fields_with
+from ..config import MACHINE, SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
 from ..analysis.methods import trial_label
-from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
@@ -103,8 +103,8 @@ class HParamsTBXLogger(TBXLoggerCallback):
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
         strategy_fields = fields_with(SCHEDULE)
         for k in self.hparam_fields or sorted(evaluated or {}):
-            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
-                continue  # rate fields only where the schedule reads them
+            if k in strategy_fields or k in fields_with(MACHINE):
+                continue  # rate fields only where the schedule reads them; the machine is no setting
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
         return params

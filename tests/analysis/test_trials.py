@@ -31,6 +31,10 @@ def test_group_label_is_the_trial_label_plus_other_varying_fields():
     ref = method_fields()
     assert group_label({}, ["seed"]) == "recipe"
     assert group_label({"margin": 0.5}, ["margin", "seed", "device"]) == "recipe margin=0.5"
+    # the seed and every machine field (the index and its options too: every backend gives the same
+    # neighbours) never name a group: their roles say so
+    assert group_label({"index": "balltree", "leaf_size": 8}, ["index", "leaf_size", "block_size", "shards",
+                                                               "cache_dir", "seed"]) == "recipe"
     assert group_label({**ref, "schedule": "decay"}, ["loss", "schedule", "seed"]) == "reference: decay 0.8-0.02"
     assert group_label({"schedule": "decay"}, ["loss", "schedule"]) == "recipe: decay 0.8-0.02"
     lr_search = {**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7}
