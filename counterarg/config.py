@@ -42,8 +42,9 @@ ROLES: dict[str, str] = {
             "a search never draws them)",
     "source": "where a run's texts and starting weights come from (a path or a name), not how it trains: "
               "a sweep's shared setting leaves it out",
+    "label": "names a run (its method, its label), made by the sweep with its variant: nothing trains on it",
 }
-MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE = ROLES
+MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE, LABEL = ROLES
 
 
 def _f(default: Any, *roles: str) -> Any:
@@ -198,6 +199,12 @@ class Config:
     # the metric that picks a run's best epoch and ranks trials in a sweep (maximised); validation
     # only: the full view or the unseen view (queries whose texts never occur in training)
     select_metric: str = "validation_unseen/mean/acc@1"
+
+    # the run's name, made once with its variant by the sweep that runs it (counterarg.sweep.spaces, race,
+    # pbt; analysis.methods.variant_label) and carried with it into summaries, plots, TensorBoard and the
+    # trial's folder name; none for a run no sweep made (a summary then names it by its schedule)
+    method: str | None = _f(None, LABEL, RESUME, EVAL)  # the method its fields are (analysis.methods.METHODS)
+    label: str | None = _f(None, LABEL, RESUME, EVAL)  # its one name: recipe, recipe: decay 0.8-0.02, ...
 
     def __post_init__(self) -> None:
         self.validate()

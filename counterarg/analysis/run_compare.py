@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import MACHINE, SEED, ConfigError, fields_with
+from ..config import LABEL, MACHINE, SEED, ConfigError, fields_with
 from ..core.io import atomic_write_json
 from ..core.paths import portable_path
 from ..sampling.schedules import format_value
@@ -209,7 +209,7 @@ def config_notes(a: Sequence[RunRanks], b: Sequence[RunRanks], label_a: str, lab
     """What the configs say: fields that vary within a group (compared as seeds of one procedure
     all the same) and the fields in which B differs from A."""
     notes, within = [], set()
-    not_a_setting = set(fields_with(SEED, MACHINE))
+    not_a_setting = set(fields_with(SEED, MACHINE, LABEL))  # a run's name is no setting either
     for label, runs in ((label_a, a), (label_b, b)):
         varying = [k for k in varying_fields([r.config for r in runs]) if k not in not_a_setting]
         within |= set(varying)

@@ -10,7 +10,7 @@ from typing import Sequence
 from ray.tune import ProgressReporter
 
 from ..config import SEED, Config, ConfigError, fields_with
-from ..analysis.methods import trial_label
+from ..analysis.methods import label_of
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
 
@@ -43,7 +43,7 @@ class SweepReporter(ProgressReporter):
         for t in trials:
             try:
                 cfg = Config.from_dict(dict(t.config)).to_dict()
-                label = " ".join([trial_label(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
+                label = " ".join([label_of(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
             except (ConfigError, TypeError):
                 label = "?"
             seed = dict(t.config).get("seed", Config().seed)

@@ -37,7 +37,7 @@ from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
 from ..evaluation.selection import DEFAULT_MODE
 from ..retrieval.shards import ensure_ray
-from ..analysis.methods import trial_label
+from ..analysis.methods import label_of
 from .console import DropTokenAuthNotice
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
@@ -101,7 +101,7 @@ class Sweep:
             full = Config.from_dict({**self.base, **v}).to_dict()
             key = repr(sorted(full.items()))
             if key in seen:
-                raise ConfigError(f"sweep {self.name}: two trials would be identical ({trial_label(full)} seed "
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({label_of(full)} seed "
                                   f"{full['seed']}); give each strategy and seed once")
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):

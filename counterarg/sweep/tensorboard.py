@@ -20,10 +20,10 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
 from ..sampling import schedules
-from ..config import MACHINE, SCHEDULE, Config, fields_with
+from ..config import LABEL, MACHINE, SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
-from ..analysis.methods import trial_label
+from ..analysis.methods import label_of
 from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
@@ -97,14 +97,14 @@ class HParamsTBXLogger(TBXLoggerCallback):
     def hparams_of_config(self, config: dict[str, Any], evaluated: dict | None = None) -> dict[str, Any]:
         """:meth:`hparams_of` for a config (``evaluated``: Tune's sampled values, when no field list was given)."""
         cfg = Config.from_dict(config).to_dict()
-        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
+        params: dict[str, Any] = {"strategy": label_of(cfg), "schedule": cfg["schedule"]}
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
         strategy_fields = fields_with(SCHEDULE)
         for k in self.hparam_fields or sorted(evaluated or {}):
-            if k in strategy_fields or k in fields_with(MACHINE):
-                continue  # rate fields only where the schedule reads them; the machine is no setting
+            if k in strategy_fields or k in fields_with(MACHINE, LABEL):
+                continue  # rate fields only where the schedule reads them; the machine and the name are no setting
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
         return params
