@@ -4,8 +4,8 @@ From the trials (plain :class:`~counterarg.analysis.trials.TrialRecord`) to the 
 ``significance.csv`` and the bold cells of ``summary.md``:
 
 * :func:`trial_hits`: per (task, view), strategy -> the ``[R, n]`` acc@1 hits of its *finished*
-  trials at their best epochs (ranks kept in ``best_ranks.npz``). A strategy with an unfinished
-  trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
+  trials (:attr:`TrialRecord.finished`: planned epochs, patience or ASHA) at their best epochs (ranks
+  kept in ``best_ranks.npz``). A strategy with an unfinished trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
   verdict is made while any strategy is partial.
 * :func:`compare`: every pair of strategies in one (task, view), the seed-aware test
   (:func:`counterarg.analysis.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
@@ -30,8 +30,6 @@ import numpy as np
 from ..retrieval.tasks import task_names
 from .significance import ALPHA, MAX_SEEDS, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
 from .trials import ZERO_SHOT, TrialRecord
-
-FINISHED = "TERMINATED"
 
 
 @dataclass(frozen=True)
@@ -96,7 +94,7 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
         row = by_id.get(rec.trial_id)
         if row is None:
             continue
-        if rec.status != FINISHED:
+        if not rec.finished:
             partial.add(row["group"])
             continue
         if row.get("best_epoch") is None:

@@ -284,20 +284,20 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
-    n_err = sum(r.status == "ERROR" for r in result.records)
-    n_open = sum(r.status not in ("TERMINATED", "ERROR") for r in result.records)
+    n_err = sum(r.ended == "error" for r in result.records)
+    n_open = sum(not r.finished and r.ended != "error" for r in result.records)
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
     print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
-    errored = [r for r in result.records if r.status == "ERROR"]
+    errored = [r for r in result.records if r.ended == "error"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)
         for r in errored:
             print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
-    unfinished = [r for r in result.records if r.status not in ("TERMINATED", "ERROR")]
+    unfinished = [r for r in result.records if not r.finished and r.ended != "error"]
     if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
         print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
               f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
@@ -307,6 +307,6 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
 def exit_code(result: SweepResult) -> int:
     """0 when every trial finished; 1 when any errored (named by :func:`run_from_args`); 130 when the
     sweep was interrupted (Ctrl-C) with trials unfinished."""
-    if any(r.status == "ERROR" for r in result.records):
+    if any(r.ended == "error" for r in result.records):
         return 1
-    return 130 if any(r.status != "TERMINATED" for r in result.records) else 0
+    return 130 if any(not r.finished for r in result.records) else 0

@@ -64,7 +64,7 @@ def test_significance_finds_a_planted_gap_and_not_a_copy():
 
 def test_unfinished_trials_leave_their_strategy_out_and_stop_every_verdict():
     recs = ranked_records()
-    recs[0].status = "RUNNING"  # one seed of the good strategy was interrupted
+    recs[0].ended = "interrupted"  # one seed of the good strategy was interrupted
     rows = summary_rows(recs)
     hits, notes, partial = trial_hits(recs, rows)
     assert partial == {"recipe: fixed 0.5"} and "recipe: fixed 0.5" not in hits[("sdoc", "all")]

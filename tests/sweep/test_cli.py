@@ -82,7 +82,7 @@ def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tm
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
     err = capsys.readouterr().err
     assert "trial_bad: TrainingError: loss is nan" in err and "trial_ok" not in err
-    records[1].status = "TERMINATED"
+    records[1].status, records[1].ended = "TERMINATED", "epochs"
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 0
 
 
@@ -229,7 +229,7 @@ def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeyp
     rows = []
     for name in ("sweep_a", "sweep_b"):
         ck = repo / "results" / name / "trial_1_fixed-0_seed0" / "best"
-        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3,
+        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3, "finished": True,
                      "validation_unseen/mean/acc@1": 0.5, "best_checkpoint": str(ck)})
     outs = []
     for name, row in zip(("sweep_a", "sweep_b"), rows):
