@@ -148,11 +148,13 @@ def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
 def test_a_sweep_of_two_methods_says_which_schedule_wins_under_each(tmp_path):
     from counterarg.config import method_fields
 
+    from counterarg.analysis.methods import labelled
+
     recs = ranked_records()
     for r in recs[4:]:  # "bad2" trains the reference method: a family of one, no verdict of its own
-        r.config = {**r.config, **method_fields()}
+        r.config = labelled({**r.config, **method_fields()}, "reference")
     for r in recs[:4]:
-        r.config = {**r.config, "rate": {"good": 0.5, "bad": 0.6}[r.trial_id[:-1]]}
+        r.config = labelled({**r.config, "rate": {"good": 0.5, "bad": 0.6}[r.trial_id[:-1]]}, "recipe")
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "## Which schedule wins under each method" in md and "### recipe" in md and "### reference" not in md
