@@ -251,7 +251,8 @@ def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False)
 def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), progress: bool = False,
                       with_ranks: bool = False):
     """The baseline every trained model is compared with: the frozen encoder's pooled output with
-    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache.
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache; the
+    eight tasks and, for splits other than training, the ArguAna view (evaluation/arguana.py).
 
     With ``with_ranks`` returns ``(metrics, ranks)``, ranks keyed as a checkpoint's best ranks
     (``{split}/{task}`` ``[Q]`` and ``{split}/unseen`` ``[Q]`` bool) for the sweep's tests against it.
@@ -261,7 +262,9 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     from ..model.biencoder import BiEncoder
     from ..data.corpus import TextTable, load_corpus
     from ..nn.encoder import pick_device
+    from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools
+    from .arguana import collection_embeddings, zero_shot_view_metrics
 
     cfg = config.replace(finetune="none")
     corpus = load_corpus(cfg.corpus)
@@ -269,10 +272,14 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     model = BiEncoder.build(cfg, TextTable.from_corpus(corpus), pick_device(cfg.device), progress=progress)
     out: dict[str, float] = {}
     ranks: dict[str, np.ndarray] = {}
+    collection = None
     for split in [s for s in splits if s in corpus.splits]:
         pools = split_pools(corpus, split)
         metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True)
         out.update(metrics)
+        if split != "training":  # the ArguAna view (retrieval/arguana.py), its collection embedded once
+            collection = collection if collection is not None else collection_embeddings(model)
+            out.update(zero_shot_view_metrics(model, build_view(corpus, model.table, split), collection))
         ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
         if pools.unseen is not None:
             ranks[f"{split}/unseen"] = np.asarray(pools.unseen)
