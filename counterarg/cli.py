@@ -88,7 +88,7 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 def cmd_evaluate(args) -> int:
     from .model.biencoder import BiEncoder
     from .data.corpus import TextTable, load_corpus
-    from .evaluation.arguana import model_view_metrics, zero_shot_view_metrics
+    from .evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
     from .evaluation.evaluate import evaluate_model, zero_shot_split
     from .retrieval.arguana import TITLE as ARGUANA_TITLE, build_view, format_view
     from .retrieval.metrics import format_table, unseen_split
@@ -108,13 +108,15 @@ def cmd_evaluate(args) -> int:
     arguana = build_view(corpus, table, args.split)  # the ArguAna view (retrieval/arguana.py)
     if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
         model = BiEncoder.build(cfg, table, device, progress=not args.quiet)
-        metrics = zero_shot_split(model, args.split, pools)
-        metrics.update(zero_shot_view_metrics(model, arguana))
+        every = collection_embeddings(model)  # each text once, for the tasks and the view
+        metrics = zero_shot_split(model, args.split, pools, emb=pair_embeddings(model, args.split, every))
+        metrics.update(zero_shot_view_metrics(model, arguana, every))
     else:
         model = BiEncoder.from_state(state, config=cfg, device=device, table=table, progress=not args.quiet,
                                      source=Path(args.checkpoint))
-        metrics = evaluate_model(model, args.split, pools, fused_w=model.scoring_weight(strict=True))
-        metrics.update(model_view_metrics(model, arguana, fused_w=model.scoring_weight(strict=True)))
+        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
+        metrics = evaluate_model(model, args.split, pools, pair_embeddings(model, args.split, every), fused_w=w)
+        metrics.update(model_view_metrics(model, arguana, every, fused_w=w))
     what = "zero-shot (pooled encoder output, cosine)" if state is None else \
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")

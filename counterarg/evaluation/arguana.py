@@ -7,9 +7,10 @@ the relevant document (it goes after every document at its distance), as in the 
 that needs the classifier (``rerank``, ``fused``) reorders the top ``rerank_k`` exactly as it does
 in the tasks (evaluate.query_ranks), so the view ranks the way the model ranks.
 
-Cost: one embedding of every text of the corpus per call (8,550 on the distributed corpus), then a
-``[B, N]`` distance block per block of query rows; the training loop calls :func:`model_view_metrics`
-once per evaluated split and reuses the embeddings between the splits of an epoch.
+Cost: one embedding of every text of the corpus (8,550 on the distributed corpus), then a ``[B, N]``
+distance block per block of query rows. The training loop and ``counterarg evaluate`` embed the
+collection once and read the eight tasks' pair embeddings off it (:func:`pair_embeddings`), so
+what the view adds is the texts of the splits not evaluated (training's, mostly) and the distances.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..retrieval.arguana import NO_RELEVANT, ArguAnaView, view_metrics
 from ..retrieval.scorers import check_options, prepare, work_dtype
 from .evaluate import BLOCK_ELEMENTS, _classifier_values, _row_distances
 
-__all__ = ["view_ranks", "model_view_metrics", "zero_shot_view_metrics", "collection_embeddings"]
+__all__ = ["view_ranks", "model_view_metrics", "zero_shot_view_metrics", "collection_embeddings", "pair_embeddings"]
 
 
 def view_ranks(view: ArguAnaView, sim, h=None, classify=None, *, mode: str = "retrieval", metric: str = "cosine",
@@ -88,6 +89,14 @@ def collection_embeddings(model) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         h = model.features.embed(ids)
         return {"h": h, "s": model.heads.similarity(h)}
+
+
+def pair_embeddings(model, split: str, collection: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model.embed_pairs(split)`` read off the collection's embeddings (every pair's texts are in
+    it), so an evaluation that scores the view embeds each text once."""
+    ids = model.table.splits[split]
+    p, c = (torch.as_tensor(x, device=collection["h"].device) for x in (ids.point, ids.counter))
+    return {"h_p": collection["h"][p], "h_c": collection["h"][c], "s_p": collection["s"][p], "s_c": collection["s"][c]}
 
 
 def model_view_metrics(model, view: ArguAnaView, emb: dict | None = None, *, fused_w: float | None = None,

@@ -239,10 +239,11 @@ def evaluate_model(model, split: str, pools: Pools, emb: dict | None = None, *, 
                               fused_w=model.scoring_weight() if fused_w is None else fused_w)
 
 
-def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False):
+def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False, emb: dict | None = None):
     """The untrained encoder on one split: ``model``'s pooled output (its heads unused) ranked by
-    cosine retrieval (both views); with ``return_ranks`` also its per-query ranks (``{task: [Q]}``)."""
-    emb = model.embed_pairs(split)
+    cosine retrieval (both views); with ``return_ranks`` also its per-query ranks (``{task: [Q]}``);
+    ``emb`` = ``model.embed_pairs(split)`` when given."""
+    emb = emb if emb is not None else model.embed_pairs(split)
     with torch.no_grad():
         return evaluate_split(split, pools, emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
                               ks=model.config.ks, return_ranks=return_ranks)
@@ -264,7 +265,7 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     from ..nn.encoder import pick_device
     from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools
-    from .arguana import collection_embeddings, zero_shot_view_metrics
+    from .arguana import collection_embeddings, pair_embeddings, zero_shot_view_metrics
 
     cfg = config.replace(finetune="none")
     corpus = load_corpus(cfg.corpus)
@@ -275,11 +276,12 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     collection = None
     for split in [s for s in splits if s in corpus.splits]:
         pools = split_pools(corpus, split)
-        metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True)
-        out.update(metrics)
-        if split != "training":  # the ArguAna view (retrieval/arguana.py), its collection embedded once
+        if split != "training":  # the ArguAna view (retrieval/arguana.py): every text embedded once
             collection = collection if collection is not None else collection_embeddings(model)
             out.update(zero_shot_view_metrics(model, build_view(corpus, model.table, split), collection))
+        emb = pair_embeddings(model, split, collection) if collection is not None else None
+        metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True, emb=emb)
+        out.update(metrics)
         ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
         if pools.unseen is not None:
             ranks[f"{split}/unseen"] = np.asarray(pools.unseen)

@@ -219,23 +219,29 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int) -> dict:
         """Validation loss (hard negatives, rate 0) plus the eight tasks and the ArguAna view on the
-        splits due this epoch (the view's collection embedded once for all of them, ``time/arguana_s``).
+        splits due this epoch; every text is embedded once for both when the view is due (its share of the
+        time: ``time/arguana_s``).
 
         Leaves each evaluated split's per-query ranks in ``self.ranks`` (for :class:`BestRanks`).
         """
-        from ..evaluation.arguana import collection_embeddings, model_view_metrics
+        from ..evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings
         from ..evaluation.evaluate import evaluate_model
 
         cfg = self.config
         t0 = time.perf_counter()
         row: dict = {}
-        collection, view_s = None, 0.0  # the view's embeddings, once per epoch
         self.ranks = {}
         last = epoch + 1 == cfg.epochs
-        for split in self.eval_splits:
-            if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
-                continue
-            emb = self.model.embed_pairs(split)
+        due = [s for s in self.eval_splits
+               if s != "test" or (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last))]
+        collection, view_s = None, 0.0  # every text embedded once when the ArguAna view is due
+        if any(s in self.views for s in due):
+            t1 = time.perf_counter()
+            collection = collection_embeddings(self.model)
+            view_s += time.perf_counter() - t1
+        for split in due:
+            emb = pair_embeddings(self.model, split, collection) if collection is not None \
+                else self.model.embed_pairs(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
                 ids = self.table.splits[split]
@@ -258,7 +264,6 @@ class Trainer:
             self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
             if split in self.views:
                 t1 = time.perf_counter()
-                collection = collection if collection is not None else collection_embeddings(model)
                 row.update(model_view_metrics(model, self.views[split], collection))
                 view_s += time.perf_counter() - t1
         if collection is not None:
