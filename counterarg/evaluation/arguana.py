@@ -19,8 +19,10 @@ import numpy as np
 import torch
 
 from ..retrieval.arguana import NO_RELEVANT, ArguAnaView, view_metrics
-from ..retrieval.scorers import check_options, prepare, work_dtype
-from .evaluate import BLOCK_ELEMENTS, _classifier_values, _row_distances
+from ..retrieval.scorers import check_options, pair_values, prepare, row_distances, work_dtype
+
+#: elements of one [B, N] distance block (bounds memory as evaluate.BLOCK_ELEMENTS does)
+BLOCK_ELEMENTS = 1 << 22
 
 __all__ = ["view_ranks", "model_view_metrics", "zero_shot_view_metrics", "collection_embeddings", "pair_embeddings"]
 
@@ -53,7 +55,7 @@ def view_ranks(view: ArguAnaView, sim, h=None, classify=None, *, mode: str = "re
         sl = slice(start, min(rows.size, start + block))
         qi, rel = q_all[sl], rel_all[sl]  # [B], [B]
         b = torch.arange(qi.shape[0], device=device)
-        dist = _row_distances(cand[qi], cand, cand_sq, metric)  # [B, N]
+        dist = row_distances(cand[qi], cand, cand_sq, metric)  # [B, N]
         dist[b, qi] = float("inf")  # the query's own text is no result
         d_true = dist[b, rel]  # [B]
         r = (dist <= d_true[:, None]).sum(1)  # [B]; the relevant document and its ties
@@ -72,7 +74,7 @@ def view_ranks(view: ArguAnaView, sim, h=None, classify=None, *, mode: str = "re
         qn = qi[need]  # [m]
         keys = torch.cat([qn * n + rel[need], (qn[:, None] * n + top)[valid]])
         keys = torch.unique(keys)
-        vals = _classifier_values(classify, scorer, keys, n, s, s, h, h)
+        vals = pair_values(classify, scorer, keys, n, s, s, h, h)
         p_true = scorer.combine(vals[torch.searchsorted(keys, qn * n + rel[need])], d_true[need], fused_w)  # [m]
         at = torch.searchsorted(keys, qn[:, None] * n + top).clamp_max(keys.shape[0] - 1)
         p_other = scorer.combine(vals[at], d_top.double().nan_to_num(posinf=0.0), fused_w)  # [m, k-1]

@@ -34,7 +34,7 @@ import torch
 
 from ..retrieval.metrics import view_metrics
 from ..retrieval.pools import Pools
-from ..retrieval.scorers import Classify, as_tensor, check_options, classifier_values, prepare, work_dtype
+from ..retrieval.scorers import Classify, as_tensor, check_options, pair_values, prepare, row_distances, work_dtype
 from ..retrieval.tasks import REGISTRY, EvaluationError, check_tasks
 
 __all__ = ["EvaluationError", "evaluate_model", "evaluate_split", "query_ranks"]
@@ -46,34 +46,9 @@ CLASSIFY_CHUNK = 8192
 
 
 # --------------------------------------------------------------------------- helpers
-def _row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
-    """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
-
-    L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
-    fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
-    """
-    if metric == "cosine":
-        return torch.mm(query, cand.T).neg_()  # [B, C]
-    return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
-
-
 def _classifier_values(classify: Classify, scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
-    """The scorer's classifier value ``[M]`` (probability or log-odds, scorers.classifier_values) of
-    each (query, candidate) pair coded ``q * n_cand + c``."""
-    out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
-    with torch.no_grad():
-        for start in range(0, keys.shape[0], CLASSIFY_CHUNK):
-            k = keys[start:start + CLASSIFY_CHUNK]  # [m]
-            qi, ci = k // n_cand, k % n_cand  # [m], [m]
-            logits = classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci])  # [m, 2]
-            logits = torch.as_tensor(logits)
-            if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
-                raise EvaluationError(
-                    f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
-                )
-            val = classifier_values(logits, scorer)  # [m]
-            out[start:start + k.shape[0]] = val.to(out.device)
-    return out
+    """scorers.pair_values in chunks of :data:`CLASSIFY_CHUNK` pairs."""
+    return pair_values(classify, scorer, keys, n_cand, s_q, s_c, h_q, h_c, chunk=CLASSIFY_CHUNK)
 
 
 # --------------------------------------------------------------------------- ranks
@@ -137,7 +112,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
         rows = slice(start, min(q, start + block))
         qi = torch.arange(rows.start, rows.stop, device=device)  # [B]
         b = torch.arange(qi.shape[0], device=device)  # [B]
-        dist = _row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
+        dist = row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
         d_true = dist[b, qi]  # [B]
         if dense:
             # at or before the true counter (ties count before it)

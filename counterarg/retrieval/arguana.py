@@ -1,4 +1,4 @@
-"""The ArguAna view: BEIR's retrieval task over this corpus, scored the way MTEB scores its ArguAna task.
+"""The ArguAna-like view: BEIR's retrieval task rebuilt from this corpus, scored the way MTEB scores ArguAna.
 
 BEIR (Thakur et al., 2021) made one retrieval task of the ArguAna Counterargs corpus, and MTEB's
 ``ArguAna`` task evaluates it; its published scores are what embedding models are compared on:
@@ -21,8 +21,9 @@ distributed corpus; the 17 texts found only in unpaired files are left out, the 
 test queries among them), the queries are the split's point files (pairs in order, then the points
 without a counter, which score 0 as in BEIR), the relevant document is the counter's text, and the
 query's own text is excluded wherever it is filed. No titles are added. BEIR's 8,674 documents are
-not each text once: a text filed under several test debates is one document per debate there, so
-its copies stay in a query's results. How far this moves the scores is measured in docs/evaluation.md.
+not each text once (the corpus has 8,567 distinct texts, and MTEB's published MRR@1 and nDCG@1 differ
+only where documents tie exactly), so a copy of a query's text under another id stays in its results
+there; which copies BEIR kept cannot be read off the corpus. Hence "ArguAna-like": docs/evaluation.md.
 
 With one relevant document of gain 1 at rank ``r`` the measures are closed forms of ``r``:
 nDCG@k = 1/log2(r + 1) for r <= k, MRR@k = 1/r for r <= k, Recall@k = [r <= k] (0 past k and for a
@@ -50,7 +51,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: the view's name in metric keys (where a task's name stands): ``test/arguana/ndcg@10``
 VIEW = "arguana"
 #: what the published scores it is compared with are called
-TITLE = "ArguAna (BEIR's construction, MTEB's measures)"
+TITLE = "ArguAna-like view (BEIR's task rebuilt from this corpus, each text once; MTEB's measures)"
 #: the rank given to a query without a relevant document (it scores 0 in every measure)
 NO_RELEVANT = math.inf
 
