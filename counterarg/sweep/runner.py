@@ -50,7 +50,8 @@ from .search_summary import scheduler_text, search_markdown
 from .space_file import save_space, searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
-from .tensorboard import HParamsTBXLogger
+from .strategy_runs import write_strategy_runs
+from .tensorboard import SweepTBXLogger
 from .trainable import trainable, trial_resources
 from .trials import DEFAULT_MODE, TrialRecord, varying_fields
 
@@ -236,9 +237,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
                                   restart_errored=True)
 
     all_configs = concrete_configs(sweep)
-    hp_fields = varying_fields(all_configs)
-    if sweep.param_space is not None:
-        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
+    # HParams columns after method, strategy, seed and the schedule's: the searched fields, then those that vary
+    hp_fields = list(dict.fromkeys([*searched_fields(sweep.param_space or {}), *varying_fields(all_configs)]))
     if sweep.race is not None:
         param_space = dict(sweep.base)
         search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
@@ -270,7 +270,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+        callbacks=[SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
                    StateSnapshot()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
@@ -383,6 +383,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
                             extra_sections=sections)
+    write_strategy_runs(records, local if local is not None else out, sweep.metric)  # TensorBoard's strategy runs
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
                        baseline=baseline, baseline_ranks=baseline_ranks, race=race)
