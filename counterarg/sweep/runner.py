@@ -383,7 +383,10 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
                             extra_sections=sections)
-    write_strategy_runs(records, local if local is not None else out, sweep.metric)  # TensorBoard's strategy runs
+    try:  # TensorBoard's runs per strategy; they must not cost the summary already written
+        write_strategy_runs(records, local if local is not None else out, sweep.metric)
+    except (OSError, ValueError) as e:
+        print(f"[sweep] TensorBoard's strategy runs were not written: {e}", flush=True)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
                        baseline=baseline, baseline_ranks=baseline_ranks, race=race)
