@@ -75,10 +75,8 @@ class Column:
 
 
 def _kind(field: str) -> str:
-    if field in ("method", "strategy"):
+    if field in LEAD:  # a seed is a name, not a quantity: "1", never "1.0000"
         return "string"
-    if field == "seed":
-        return "number"
     default = Config().to_dict().get(field)
     if isinstance(default, bool):
         return "bool"

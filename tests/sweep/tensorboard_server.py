@@ -96,7 +96,7 @@ def hparams_experiment(url: str) -> dict:
 
 
 @contextmanager
-def chromium(width: int = 1600, height: int = 1000):
+def chromium(width: int = 1920, height: int = 1080):
     """Debian's headless Chromium through its chromedriver (nothing downloaded)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -113,12 +113,21 @@ def chromium(width: int = 1600, height: int = 1000):
         driver.quit()
 
 
-#: The text of the elements matching a CSS selector, through every shadow root (TensorBoard's
-#: Polymer dashboards keep their tables and charts inside shadow DOM, out of reach of find_element).
+#: The text of the elements matching a CSS selector, each with the text of its shadow roots: TensorBoard's
+#: Polymer dashboards keep their tables and charts inside shadow DOM, out of reach of find_element and
+#: of innerText (styles and scripts left out).
 DEEP_TEXT = """
 const [selector] = arguments, found = [];
+function text(node) {
+  if (node.nodeType === Node.TEXT_NODE) return node.textContent;
+  if (node.nodeType !== Node.ELEMENT_NODE && node.nodeType !== Node.DOCUMENT_FRAGMENT_NODE) return '';
+  if (node.tagName === 'STYLE' || node.tagName === 'SCRIPT') return '';
+  let out = node.shadowRoot ? text(node.shadowRoot) : '';
+  node.childNodes.forEach(c => { out += ' ' + text(c); });
+  return out;
+}
 function walk(root) {
-  root.querySelectorAll(selector).forEach(e => found.push((e.innerText || e.textContent || '').trim()));
+  root.querySelectorAll(selector).forEach(e => found.push(text(e).replace(/\\s+/g, ' ').trim()));
   root.querySelectorAll('*').forEach(e => { if (e.shadowRoot) walk(e.shadowRoot); });
 }
 walk(document);

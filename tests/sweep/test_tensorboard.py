@@ -5,11 +5,12 @@ sweep opened in Debian's headless Chromium, with screenshots as test artefacts."
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from counterarg.sweep.hparams_table import LEAD
+from counterarg.sweep.hparams_table import LEAD, tag_of
 from counterarg.sweep.strategy_runs import STRATEGIES_DIR, write_strategy_runs
 from counterarg.sweep.tensorboard import SweepTBXLogger, epoch_scalars
 from counterarg.sweep.trials import TrialRecord
@@ -99,7 +100,7 @@ def test_trials_log_their_metrics_by_name_and_the_sweep_columns(tmp_path):
         assert [m.display_name for m in exp.metric_infos][:3] == [METRIC, "test_unseen/mean/acc@1",
                                                                   "validation/mean/acc@1"]
         start = data["_hparams_/session_start_info"].session_start_info
-        assert start.group_name == rec.trial_id
+        assert start.group_name == rec.trial_id and start.hparams["03 seed"].string_value == str(rec.config["seed"])
         assert start.hparams["02 strategy"].string_value == ("fixed 0.8" if rec.config["schedule"] == "fixed"
                                                              else "decay 0.8-0.02")
         assert ("05 rate" in start.hparams) == (rec.config["schedule"] == "fixed")  # only what it reads
@@ -154,6 +155,9 @@ def check_server(url: str, strategies: list[str]) -> dict:
     assert shown[:3] == list(LEAD), shown  # the page ticks the first five, in the order served
     metrics = [m.get("displayName") for m in exp["metricInfos"]]
     assert metrics[:2] == [METRIC, "test_unseen/mean/acc@1"], metrics
+    tags = get(f"{url}/data/plugin/scalars/tags")  # the curves under the metrics' own names
+    trial_tags = {t for run, ts in tags.items() if run.startswith("trial_") for t in ts}
+    assert tag_of(METRIC) in trial_tags and not [t for t in trial_tags if t.startswith("ray/")], sorted(trial_tags)
     layout = get(f"{url}/data/plugin/custom_scalars/layout")
     charts = [c for cat in layout["category"] for c in cat["chart"]]
     margin = next(c for c in charts if c["title"] == METRIC)["margin"]["series"][0]
@@ -219,16 +223,16 @@ def test_the_dashboard_in_chromium(smoke_sweep, tmp_path):
             driver.save_screenshot(str(shots / "hparams.png"))
 
             driver.get(f"{url}/#custom_scalars")
-            wait_for(lambda: deep_text(driver, "tf-custom-scalar-margin-chart-card"), "the margin charts", timeout=90)
-            matches = wait_for(lambda: [t for t in deep_text(driver, "tf-custom-scalar-margin-chart-card")
-                                        if "Matches (2)" in t], "the strategy runs in the margin charts", timeout=90)
-            assert matches
+            chart = wait_for(lambda: [t for t in deep_text(driver, "tf-custom-scalar-margin-chart-card")
+                                      if t.startswith(METRIC) and "Matches (2)" in t], "the margin chart", timeout=90)
+            assert all(f"({s})" in chart[0] for s in strategies), chart  # a mean ± std band per strategy run
             driver.save_screenshot(str(shots / "custom_scalars.png"))
 
-            driver.get(f"{url}/#scalars")
+            driver.get(f"{url}/#scalars&tagFilter={tag_of(METRIC)}")
             runs = wait_for(lambda: (t := " ".join(deep_text(driver, "tf-runs-selector"))) and strategies[0] in t and t,
                             "the runs list", timeout=90)
-            assert all(s in runs for s in strategies) and "ray/tune" not in " ".join(deep_text(driver, ".tag"))
+            assert all(s in runs for s in strategies) and all(r.trial_id in runs for r in res.records), runs
+            time.sleep(5)  # the charts draw after the runs list
             driver.save_screenshot(str(shots / "scalars.png"))
     for name in ("hparams", "custom_scalars", "scalars"):
         assert (shots / f"{name}.png").stat().st_size > 10_000, name
