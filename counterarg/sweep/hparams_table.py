@@ -33,8 +33,8 @@ from ..config import Config
 from ..retrieval.tasks import task_names
 from ..sampling import schedules
 from ..sampling.schedules import format_value
-from .methods import method_of, strategy_label
-from .trials import NON_GROUP_FIELDS
+from .methods import strategy_label
+from .trials import NON_GROUP_FIELDS, group_method
 
 EXPERIMENT_TAG, START_TAG, END_TAG = "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"
 #: The splits and views whose acc@1 at the selected epoch are metric columns.
@@ -95,17 +95,18 @@ def table_columns(configs: Sequence[Mapping[str, Any]], fields: Iterable[str] = 
     return [Column(f, f"{i + 1:02d} {f}", _kind(f)) for i, f in enumerate(order)]
 
 
-def column_values(columns: Sequence[Column], config: Mapping[str, Any]) -> dict[str, Any]:
+def column_values(columns: Sequence[Column], config: Mapping[str, Any], varying: Sequence[str] = ()) -> dict[str, Any]:
     """A trial's value in each column that applies to it (a schedule field only where its schedule
-    reads it): ``{column name: value}``; method and strategy as summary.csv names them (the method
-    ``none`` for a config of neither method)."""
+    reads it): ``{column name: value}``; the method as the summary's group names it over the sweep's
+    ``varying`` fields (a search: the method its other fields train; ``none`` for neither method), the
+    strategy as summary.csv's strategy column."""
     full = {**Config().to_dict(), **dict(config)}
     entry = schedules.SCHEDULES.get(full["schedule"])
     rate_fields = {f for c in schedules.SCHEDULES.values() for f in c.fields}
     out: dict[str, Any] = {}
     for c in columns:
         if c.field == "method":
-            v: Any = method_of(full) or "none"
+            v: Any = group_method(full, varying) or "none"
         elif c.field == "strategy":
             v = strategy_label(full)
         elif c.field in rate_fields and (entry is None or c.field not in entry.fields):

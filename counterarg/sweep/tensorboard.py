@@ -28,7 +28,7 @@ from ray.tune.logger import TBXLoggerCallback
 from ..evaluation.selection import beats
 from .hparams_table import (column_values, experiment_summary, metric_keys, selected_tag, session_start_summary,
                             table_columns, tag_of)
-from .trials import DEFAULT_METRIC, DEFAULT_MODE
+from .trials import DEFAULT_METRIC, DEFAULT_MODE, varying_fields
 
 
 def epoch_scalars(result: Mapping[str, Any]) -> dict[str, float]:
@@ -50,12 +50,13 @@ class SweepTBXLogger(TBXLoggerCallback):
         super().__init__()
         self.configs = [dict(c) for c in configs]
         self.columns = table_columns(self.configs, fields)
+        self.varying = sorted(set(varying_fields(self.configs)) | set(fields))  # the summary's groups vary these
         self.metric, self.mode = metric, mode
         self._best: dict[Any, float] = {}
 
     def row_of(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's HParams values, by column name."""
-        return column_values(self.columns, config)
+        return column_values(self.columns, config, self.varying)
 
     def log_trial_start(self, trial):
         super().log_trial_start(trial)

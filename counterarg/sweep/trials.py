@@ -81,17 +81,29 @@ def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
     finetune=top:1``); a config of no method shows its schedule and varying fields (``fixed 0.8 lr=0.001``)."""
     strategy_fields = fields_with(SCHEDULE)
     varying = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS]
-    named_by = config
-    if not method_of(config):  # the method the config trains but for its searched fields, if any
-        for m in METHODS.values():
-            rest = {**config, **{k: v for k, v in m.fields.items() if k in varying}}
-            if method_of(rest) == m.name:
-                named_by = rest
-                break
+    named_by = _named_by(config, varying)
     method = method_of(named_by)
     named = named_fields(method, config) if method else set()  # a field at its method's value is named by it
     extra = [k for k in varying if k not in named]
     return " ".join([trial_label(named_by)] + [f"{k}={format_value(config.get(k))}" for k in extra])
+
+
+def _named_by(config: dict[str, Any], varying: Sequence[str]) -> dict[str, Any]:
+    """``config``, or where it trains no method, the config of the method it trains but for its
+    ``varying`` (searched) fields, if any."""
+    if method_of(config):
+        return config
+    for m in METHODS.values():
+        rest = {**config, **{k: v for k, v in m.fields.items() if k in varying}}
+        if method_of(rest) == m.name:
+            return rest
+    return config
+
+
+def group_method(config: dict[str, Any], varying: Iterable[str]) -> str | None:
+    """The method :func:`group_label` names for ``config`` (a search names the method its other
+    fields train), or None."""
+    return method_of(_named_by(config, [k for k in varying if k not in NON_GROUP_FIELDS]))
 
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
