@@ -13,10 +13,8 @@ The metrics keep the order written: the sweep's metric first, then the unseen vi
 
 The Trial ID column is 10em wide: a trial's session group is named by its short Tune id (the
 ``trial_id`` of summary.csv, the ``trial_<id>_...`` folder), which it shows in full, beside the
-strategy and seed columns. A trial's status (its session end) is written when the sweep ends, from
-the same records as the summary: success for a finished seed, none (TensorBoard: unknown) for any
-other, since TensorBoard keeps a run's first status and an errored or unfinished trial may still
-finish after ``--resume``. The protos are TensorBoard's own
+strategy and seed columns. The last column, ``ended``, says how the trial ended
+(:data:`counterarg.analysis.endings.ENDINGS`: its planned epochs, patience, its scheduler). The protos are TensorBoard's own
 (``tensorboard.plugins.hparams``), carried in tensorboardX summaries.
 """
 
@@ -33,8 +31,8 @@ from ..config import Config
 from ..retrieval.tasks import task_names
 from ..sampling import schedules
 from ..sampling.schedules import format_value
-from .methods import strategy_label
-from .trials import NON_GROUP_FIELDS, group_method
+from ..analysis.methods import strategy_label
+from ..analysis.trials import NON_GROUP_FIELDS, group_method
 
 EXPERIMENT_TAG, START_TAG, END_TAG = "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"
 #: The splits and views whose acc@1 at the selected epoch are metric columns.
@@ -85,12 +83,12 @@ def _kind(field: str) -> str:
 
 def table_columns(configs: Sequence[Mapping[str, Any]], fields: Iterable[str] = ()) -> list[Column]:
     """The sweep's columns: method, strategy, seed, ``schedule`` and the fields its schedules read,
-    then ``fields`` (the searched or varying fields), placement and paths left out."""
+    then ``fields`` (the searched or varying fields), placement and paths left out, and ``ended``."""
     order = list(LEAD) + ["schedule"]
     for cfg in configs or [{}]:
         entry = schedules.SCHEDULES.get({**Config().to_dict(), **dict(cfg)}["schedule"])
         order += list(entry.fields) if entry else []
-    order += [f for f in fields if f not in NON_GROUP_FIELDS]
+    order += [f for f in fields if f not in NON_GROUP_FIELDS] + ["ended"]
     order = list(dict.fromkeys(order))
     return [Column(f, f"{i + 1:02d} {f}", _kind(f)) for i, f in enumerate(order)]
 

@@ -4,13 +4,12 @@ Written when the sweep ends (and again after each ``--resume``), from the same t
 summary, into ``<experiment>/strategies/<strategy>``: TensorBoard lists them as runs
 ``strategies/recipe-decay-0.8-0.02`` beside the trials. Each holds, per epoch, the mean over the
 strategy's *finished* seeds (trained their planned epochs or stopped by their own rule; an
-interrupted or errored trial is left out) of the sweep's metric and every split's acc@1 (the same
+interrupted or errored trial is left out: :attr:`TrialRecord.finished`) of the sweep's metric and every split's acc@1 (the same
 tags as the trials' curves, so the Scalars tab draws a strategy over its seeds), the margin series
 (``strategy_band/<tag>/mean``, ``.../lower``, ``.../upper``: mean - std and mean + std), a text note of how many seeds it averages
 (``2/3 (1 unfinished)``), and the custom-scalars layout: "Margin" charts of mean ± std per strategy
-for the sweep's metric, the unseen view's test mean and each task. A trial that finished gets its
-HParams status (success) here too. TensorBoard chooses run colours in the browser; the figures'
-colours (:mod:`counterarg.sweep.colours`) cannot be passed to it.
+for the sweep's metric, the unseen view's test mean and each task. TensorBoard chooses run colours in the browser; the figures'
+colours (:mod:`counterarg.analysis.colours`) cannot be passed to it.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ from typing import Sequence
 
 from tensorboardX import SummaryWriter
 
-from .hparams_table import metric_keys, session_end_summary, tag_of
-from .methods import slug
-from .trials import TrialRecord, dedupe_history, group_label, varying_fields
+from .hparams_table import metric_keys, tag_of
+from ..analysis.methods import slug
+from ..analysis.trials import TrialRecord, dedupe_history, group_label, varying_fields
 
 #: The folder (and run-name prefix) of the per-strategy runs inside the experiment folder.
 STRATEGIES_DIR = "strategies"
@@ -32,17 +31,6 @@ STRATEGIES_DIR = "strategies"
 BAND = "strategy_band"
 #: The custom-scalars categories' titles.
 OVERVIEW, PER_TASK = "Strategies (mean ± std over finished seeds)", "Strategies per task"
-
-
-def is_finished(rec: TrialRecord) -> bool:
-    """A finished seed: Tune ended it (TERMINATED) after its planned epochs or by its own rule."""
-    flag = getattr(rec, "finished", None)
-    if flag is not None:
-        return bool(flag)
-    if rec.status != "TERMINATED" or not rec.history:
-        return False
-    last = dedupe_history(rec.history)[-1]
-    return int(last.get("epoch") or 0) >= int(rec.config.get("epochs", 0)) or bool(last.get("done"))
 
 
 def band_tags(key: str) -> tuple[str, str, str]:
@@ -87,8 +75,8 @@ def seeds_note(label: str, members: Sequence[TrialRecord], done: Sequence[TrialR
 
 
 def write_strategy_runs(records: Sequence[TrialRecord], exp_dir: Path, metric: str) -> dict[str, Path]:
-    """The per-strategy runs under ``exp_dir/strategies`` (replacing the previous ones) and the
-    finished trials' HParams status; returns ``{strategy: run folder}`` for those with a finished seed."""
+    """The per-strategy runs under ``exp_dir/strategies`` (replacing the previous ones); returns
+    ``{strategy: run folder}`` for those with a finished seed."""
     root = Path(exp_dir) / STRATEGIES_DIR
     if root.is_dir():
         shutil.rmtree(root)  # the sweep's own folder: a resume rewrites it from every record
@@ -99,7 +87,7 @@ def write_strategy_runs(records: Sequence[TrialRecord], exp_dir: Path, metric: s
     charts = layout(metric)
     written: dict[str, Path] = {}
     for label, members in sorted(groups.items()):
-        done = [r for r in members if is_finished(r)]
+        done = [r for r in members if r.finished]
         if not done:
             continue
         folder = written[label] = root / slug(label, limit=96)
@@ -116,20 +104,4 @@ def write_strategy_runs(records: Sequence[TrialRecord], exp_dir: Path, metric: s
             writer.add_custom_scalars(charts)  # the same in every run: TensorBoard merges them once
         finally:
             writer.close()
-    mark_finished(records)
     return written
-
-
-def mark_finished(records: Sequence[TrialRecord]) -> None:
-    """Each finished trial's HParams status (success), in its own run; a trial without a local
-    folder (remote storage) is skipped. TensorBoard keeps a run's first status, and a finished
-    trial never runs again, so marking it again after a resume changes nothing."""
-    for rec in records:
-        path = Path(str(rec.path)) if rec.path else None
-        if not is_finished(rec) or path is None or not path.is_dir():
-            continue
-        writer = SummaryWriter(str(path), filename_suffix=".status", flush_secs=3600)
-        try:
-            writer.file_writer.add_summary(session_end_summary())
-        finally:
-            writer.close()

@@ -10,7 +10,7 @@ def test_a_search_names_its_method_and_puts_its_searched_fields_after_the_schedu
     cfg = {**FROZEN_RECIPE, "lr": 0.0011, "margin": 0.3, "seed": 2}
     columns = table_columns([cfg], ["lr", "margin", "seed", "device"])
     assert [c.name for c in columns] == ["01 method", "02 strategy", "03 seed", "04 schedule", "05 rate", "06 lr",
-                                         "07 margin"]  # seed once, placement left out
+                                         "07 margin", "08 ended"]  # seed once, placement left out
     values = column_values(columns, cfg, ["lr", "margin"])
     # the method its other fields train (the summary's group: "recipe lr=0.0011 margin=0.3"), not "none"
     assert values == {"01 method": "recipe", "02 strategy": "fixed 0", "03 seed": "2", "04 schedule": "fixed",

@@ -13,7 +13,7 @@ import pytest
 from counterarg.sweep.hparams_table import LEAD, tag_of
 from counterarg.sweep.strategy_runs import STRATEGIES_DIR, write_strategy_runs
 from counterarg.sweep.tensorboard import SweepTBXLogger, epoch_scalars
-from counterarg.sweep.trials import TrialRecord
+from counterarg.analysis.trials import TrialRecord
 
 from .tensorboard_server import (artifacts_dir, chromium, deep_text, get, hparams_experiment, no_browser_reason,
                                  tensorboard, wait_for)
@@ -95,16 +95,20 @@ def test_trials_log_their_metrics_by_name_and_the_sweep_columns(tmp_path):
         data = _hparams_data(rec.path)
         exp = data["_hparams_/experiment"].experiment
         assert [h.display_name for h in exp.hparam_infos] == [
-            "method", "strategy", "seed", "schedule", "rate", "rate_start", "rate_step", "rate_floor"]
+            "method", "strategy", "seed", "schedule", "rate", "rate_start", "rate_step", "rate_floor", "ended"]
         assert all(h.differs for h in exp.hparam_infos)  # else TensorBoard moves a column behind the others
         assert [m.display_name for m in exp.metric_infos][:3] == [METRIC, "test_unseen/mean/acc@1",
                                                                   "validation/mean/acc@1"]
+        if not rec.finished:  # interrupted: no row yet (TensorBoard keeps the first; --resume writes it)
+            assert "_hparams_/session_start_info" not in data and "_hparams_/session_end_info" not in data
+            continue
         start = data["_hparams_/session_start_info"].session_start_info
+        assert start.hparams["09 ended"].string_value == "epochs"
         assert start.group_name == rec.trial_id and start.hparams["03 seed"].string_value == str(rec.config["seed"])
         assert start.hparams["02 strategy"].string_value == ("fixed 0.8" if rec.config["schedule"] == "fixed"
                                                              else "decay 0.8-0.02")
         assert ("05 rate" in start.hparams) == (rec.config["schedule"] == "fixed")  # only what it reads
-        assert ("_hparams_/session_end_info" in data) == (rec.status == "TERMINATED")  # success: finished only
+        assert data["_hparams_/session_end_info"].session_end_info.status == 1  # STATUS_SUCCESS
 
 
 def test_epoch_scalars_keep_metrics_and_drop_tune_bookkeeping():
@@ -136,7 +140,7 @@ def test_strategy_runs_average_the_finished_seeds(tmp_path):
     assert list(charts)[:2] == [METRIC, "test_unseen/mean/acc@1"]
     assert charts[METRIC].margin.series[0].lower == "strategy_band/validation_unseen/mean/acc_1/lower"
     assert "validation_unseen/sdoc/acc@1" in charts  # a chart per task of the metric's split
-    records[3].status = "TERMINATED"  # a resume finished it: the runs are rewritten from every record
+    records[3].status, records[3].ended = "TERMINATED", "epochs"  # a resume finished it: all runs rewritten
     records[3].history.append(_row(3, 0.7, 2))
     write_strategy_runs(records, tmp_path, METRIC)
     decay = _accumulator(tmp_path / STRATEGIES_DIR / "recipe-decay-0.8-0.02")

@@ -1,8 +1,8 @@
-"""The strategy colour map (counterarg.sweep.colours)."""
+"""The strategy colour map (counterarg.analysis.colours)."""
 
 from __future__ import annotations
 
-from counterarg.sweep.colours import strategy_colours
+from counterarg.analysis.colours import strategy_colours
 
 
 def test_colours_go_by_sorted_name_and_differ_up_to_twenty():

@@ -1,11 +1,11 @@
-"""The summary's figures (counterarg.sweep.plots), drawn from hand-made trial records."""
+"""The summary's figures (counterarg.analysis.plots), drawn from hand-made trial records."""
 
 from __future__ import annotations
 
 import pytest
 
-from counterarg.sweep.plots import plot_telemetry, read_plot_data
-from counterarg.sweep.summary import write_summary
+from counterarg.analysis.plots import plot_telemetry, read_plot_data
+from counterarg.analysis.summary import write_summary
 
 from .conftest import ranked_records
 
@@ -57,8 +57,8 @@ def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
 
 def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
     """Issue 23.11: after one seed stopped early, the curve silently averaged the seeds left."""
-    from counterarg.sweep.plots import plot_curves
-    from counterarg.sweep.trials import TrialRecord
+    from counterarg.analysis.plots import plot_curves
+    from counterarg.analysis.trials import TrialRecord
 
     metric = "validation_unseen/mean/acc@1"
     long = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},
@@ -86,8 +86,8 @@ def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
 def test_one_colour_per_strategy_in_every_figure(tmp_path):
     """The validation curves gave two pairs of strategies one colour (a hollow marker took the next
     colour of the cycle) and the task bars coloured them otherwise; now both take the sweep's map."""
-    from counterarg.sweep.colours import strategy_colours
-    from counterarg.sweep.trials import TrialRecord
+    from counterarg.analysis.colours import strategy_colours
+    from counterarg.analysis.trials import TrialRecord
 
     from .conftest import epoch_row
 
@@ -108,8 +108,8 @@ def test_the_task_bars_legend_sits_beside_the_bars(tmp_path):
     """The legend covered the sdoc and sdoa bars."""
     import matplotlib.pyplot as plt
 
-    from counterarg.sweep.plots import _task_bars
-    from counterarg.sweep.summary import summary_rows
+    from counterarg.analysis.plots import _task_bars
+    from counterarg.analysis.trials import summary_rows
 
     rows = summary_rows(ranked_records())
     fig, ax = plt.subplots(figsize=(13, 4.5))

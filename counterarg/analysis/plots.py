@@ -1,7 +1,7 @@
 """The figures of a sweep summary: validation curves, per-task test bars, mining telemetry, verdicts,
 and a race's rounds.
 
-Each is drawn from the plain trial data of :mod:`counterarg.sweep.trials` (mean over seeds per
+Each is drawn from the plain trial data of :mod:`counterarg.analysis.trials` (mean over seeds per
 strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too. Every PNG
 also carries the numbers it draws, as JSON in its ``counterarg`` text chunk (:func:`save_figure`,
 :func:`read_plot_data`): a script or a test reads a figure back without redoing the aggregation.
@@ -76,7 +76,7 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     encoder as a dashed line; whole-number epoch ticks. Where fewer seeds are averaged than the
     group has (the others stopped early or failed), the marker is hollow and larger, and the
     figure's data says how many (``seeds`` per epoch, ``of`` the group's most). ``colours``: the
-    sweep's strategy colours (:func:`~counterarg.sweep.colours.strategy_colours`; default: of the
+    sweep's strategy colours (:func:`~counterarg.analysis.colours.strategy_colours`; default: of the
     groups drawn)."""
     values = epoch_values(records, metric)
     colours = colours or strategy_colours(values)
