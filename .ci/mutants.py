@@ -73,7 +73,7 @@ M = [
   '    return [Column(f, f, _kind(f)) for i, f in enumerate(order)]',
   ["tests/sweep/test_tensorboard.py::test_tensorboard_serves_the_sweep_columns_and_strategy_runs"]),
  ("a strategy run averages its unfinished seeds too", "counterarg/sweep/strategy_runs.py",
-  "        done = [r for r in members if is_finished(r)]",
+  "        done = [r for r in members if r.finished]",
   "        done = list(members)",
   ["tests/sweep/test_tensorboard.py::test_strategy_runs_average_the_finished_seeds"]),
  ("exact index: grouped-min path keeps too few groups", "counterarg/retrieval/neighbours.py",

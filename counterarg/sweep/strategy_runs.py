@@ -3,13 +3,14 @@
 Written when the sweep ends (and again after each ``--resume``), from the same trial records as the
 summary, into ``<experiment>/strategies/<strategy>``: TensorBoard lists them as runs
 ``strategies/recipe-decay-0.8-0.02`` beside the trials. Each holds, per epoch, the mean over the
-strategy's *finished* seeds (trained their planned epochs or stopped by their own rule; an
-interrupted or errored trial is left out: :attr:`TrialRecord.finished`) of the sweep's metric and every split's acc@1 (the same
-tags as the trials' curves, so the Scalars tab draws a strategy over its seeds), the margin series
-(``strategy_band/<tag>/mean``, ``.../lower``, ``.../upper``: mean - std and mean + std), a text note of how many seeds it averages
-(``2/3 (1 unfinished)``), and the custom-scalars layout: "Margin" charts of mean ± std per strategy
-for the sweep's metric, the unseen view's test mean and each task. TensorBoard chooses run colours in the browser; the figures'
-colours (:mod:`counterarg.analysis.colours`) cannot be passed to it.
+strategy's *finished* seeds (:attr:`TrialRecord.finished`: trained their planned epochs or stopped
+by their own rule; an interrupted or errored trial is left out) of the sweep's metric and every
+split's acc@1, under the trials' own tags (the Scalars tab draws a strategy among its seeds); the
+margin series (``strategy_band/<tag>/mean``, ``.../lower``, ``.../upper``: mean - std and mean + std);
+a text note of how many seeds it averages (``2/3 (1 unfinished)``); and the custom-scalars layout:
+"Margin" charts of mean ± std per strategy for the sweep's metric, the unseen view's test mean and
+each task. TensorBoard chooses run colours in the browser; the figures' colours
+(:mod:`counterarg.analysis.colours`) cannot be passed to it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Sequence
 
 from tensorboardX import SummaryWriter
 
-from .hparams_table import metric_keys, tag_of
 from ..analysis.methods import slug
 from ..analysis.trials import TrialRecord, dedupe_history, group_label, varying_fields
+from .hparams_table import metric_keys, tag_of
 
 #: The folder (and run-name prefix) of the per-strategy runs inside the experiment folder.
 STRATEGIES_DIR = "strategies"
