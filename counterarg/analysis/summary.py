@@ -196,6 +196,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     for r in errored:
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} epochs done): {r['error']}")
+    for r in rows:
+        if r.get("restored"):
+            lines.append(f"- RESTORED {r['trial_id']} ({r['group']}, seed {r['seed']}): {r['restores']}")
     for r in unfinished:
         lines.append(f"- UNFINISHED ({r['ended']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} of {r['epochs_planned']} epochs done)")
