@@ -21,6 +21,7 @@ from ..retrieval.arguana import MAIN as ARGUANA_MAIN, VIEW as ARGUANA
 from ..retrieval.metrics import metric_key
 from ..retrieval.tasks import task_names
 from ..core.paths import portable_path
+from .colours import strategy_colours
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .methods import shared_setting
 from .provenance import sweep_provenance
@@ -291,11 +292,12 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     write_csv(rows, paths["csv"])
     write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
     atomic_write_text(paths["md"], md)
-    plot_curves(records, paths["curves"], metric, baseline)
-    plot_task_bars(rows, paths["bars"], baseline)
+    colours = strategy_colours(r["group"] for r in rows)  # one colour per strategy in every figure
+    plot_curves(records, paths["curves"], metric, baseline, colours)
+    plot_task_bars(rows, paths["bars"], baseline, colours)
     if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
         paths["verdicts"] = out_dir / "verdicts.png"
-    if plot_telemetry(records, out_dir / "mining_telemetry.png"):
+    if plot_telemetry(records, out_dir / "mining_telemetry.png", colours):
         paths["telemetry"] = out_dir / "mining_telemetry.png"
     if baseline:
         paths["baseline"] = out_dir / "zero_shot.json"

@@ -48,6 +48,7 @@ from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
 from .results import SweepResult, write_results
 from .space_file import save_space
+from .strategy_runs import write_strategy_runs
 from .tuner import asha_settings, build_tuner, check_resume, search_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -250,7 +251,12 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
-    return write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
+    result = write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
+    try:  # TensorBoard's runs per strategy, beside the trials' (a local sweep's folder)
+        write_strategy_runs(result.records, local if local is not None else out, sweep.metric)
+    except (OSError, ValueError) as e:  # they must not cost the summary already written
+        print(f"[sweep] TensorBoard's strategy runs were not written: {e}", flush=True)
+    return result
 
 
 def tensorboard_command(storage: str, name: str) -> str:

@@ -30,7 +30,7 @@ from .race_files import reconcile_race_state
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
 from .space_file import searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
-from .tensorboard import HParamsTBXLogger
+from .tensorboard import SweepTBXLogger
 from .trainable import trainable, trial_resources
 
 if TYPE_CHECKING:
@@ -105,9 +105,8 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
                                   resume_errored=True)
 
     all_configs = concrete_configs(sweep)
-    hp_fields = varying_fields(all_configs)
-    if sweep.param_space is not None:
-        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
+    # HParams columns after method, strategy, seed and the schedule's: the searched fields, then those that vary
+    hp_fields = list(dict.fromkeys([*searched_fields(sweep.param_space or {}), *varying_fields(all_configs)]))
     if sweep.race is not None:
         param_space = dict(sweep.base)
         search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
@@ -139,7 +138,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+        callbacks=[SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
                    StateSnapshot(), RestoreLog()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
