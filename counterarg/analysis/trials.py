@@ -67,6 +67,7 @@ class TrialRecord:
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
     ended: str = ""  # how it ended: a key of endings.ENDINGS
+    restores: list[dict[str, Any]] = field(default_factory=list)  # after lost nodes (sweep.failures.RestoreLog)
 
     def __post_init__(self) -> None:
         if not self.ended:
@@ -78,6 +79,14 @@ class TrialRecord:
     def finished(self) -> bool:
         """A finished seed: it trained its planned epochs or stopped by its own rule (patience, ASHA)."""
         return is_finished(self.ended)
+
+
+def restore_text(restores: list[dict]) -> str:
+    """``restored 2x after a lost node or worker, from epochs 5, 12 (ActorDiedError: ...)``."""
+    epochs = ", ".join(str(r.get("after_epoch") if r.get("after_epoch") is not None else 0) for r in restores)
+    why = "; ".join(dict.fromkeys(str(r.get("error", "")) for r in restores))
+    return (f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
+            f"{epochs} ({why})")
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -156,6 +165,8 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "best_epoch": int(best["epoch"]) if best else None,
             "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
+            "restored": len(rec.restores),  # times it continued from its checkpoint after a lost node or worker
+            "restores": restore_text(rec.restores) if rec.restores else "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
         wall_s = last.get(WALL_TIME_KEY)

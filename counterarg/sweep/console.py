@@ -13,6 +13,7 @@ from ..config import SEED, Config, ConfigError, fields_with
 from ..analysis.methods import label_of
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
+from ..ray_internals import STORAGE_LOGGERS
 
 
 class SweepReporter(ProgressReporter):
@@ -116,5 +117,5 @@ class DropTokenAuthNotice:
 
 def quiet_worker_logs() -> None:
     """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
-    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+    for name in STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -5,9 +5,12 @@ lock. The Tuner it runs is built by :mod:`counterarg.sweep.tuner`; what the swee
 * **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
   experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
   from its last epoch checkpoint (a torn state file is repaired first,
-  :func:`counterarg.sweep.recovery.repair_experiment_state`). ``FailureConfig(max_failures=0)``
-  and no raise at the end: an errored trial (NaN loss, bad encoder path) is recorded with its
-  message and the sweep goes on; ``--resume`` retries errored trials from scratch.
+  :func:`counterarg.sweep.recovery.repair_experiment_state`).
+* **Lost nodes**: ``FailureConfig(max_failures=Sweep.max_failures)``: a trial whose node or worker
+  process is lost continues from its last epoch checkpoint wherever there is room, by itself; an
+  error of the training (NaN loss, bad encoder path) ends its trial at once, recorded with its
+  message, and the sweep goes on (:mod:`counterarg.sweep.failures`). No raise at the end;
+  ``--resume`` continues an errored trial from its last checkpoint (its epochs are kept).
 * **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
   refuses a folder that holds an experiment.
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.retrieval.shards.ensure_ray`,
@@ -36,9 +39,11 @@ from ..config import SEED, Config, ConfigError, FIELD_NAMES, fields_with
 from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
 from ..evaluation.selection import DEFAULT_MODE
+from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
 from ..analysis.methods import label_of
 from .console import DropTokenAuthNotice
+from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
 from .results import SweepResult, write_results
@@ -75,6 +80,7 @@ class Sweep:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     race: RaceOptions | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES  # lost nodes or workers one trial survives (0: none)
 
     def __post_init__(self) -> None:
         if (self.variants is None) == (self.param_space is None):
@@ -130,6 +136,8 @@ class Sweep:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
             raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise ConfigError(f"max_failures must be an integer >= 0, got {self.max_failures!r}")
         if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
@@ -171,7 +179,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
+        logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
@@ -215,7 +223,7 @@ def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
 def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
                       warm_cache, summary_dir, verbose) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    if not resume and local is not None and (local / "tuner.pkl").exists():
+    if not resume and local is not None and (local / TUNER_FILE).exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
     if resume:

@@ -29,7 +29,7 @@ from ..sampling import schedules
 from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
 from ..core.io import atomic_write_text
 from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, label_of, labelled, strategy_text
-from .recovery import searcher_state_files
+from ..ray_internals import searcher_state_files
 from .space_file import search_space
 
 #: The reference method's fields (kept for callers that build reference configs by hand).

@@ -20,6 +20,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ..config import Config, ConfigError
 from ..analysis.methods import label_of, slug
 from ..analysis.trials import varying_fields
+from ..ray_internals import retry_system_failures_only
+from .failures import RestoreLog
 from .console import DropRestoreHint, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .pbt import make_scheduler
 from .prepare import concrete_configs
@@ -97,13 +99,15 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
     quiet_worker_logs()
+    retry_system_failures_only()  # a lost node is retried, an error of the training is not
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
     if resume:
         if not tune.Tuner.can_restore(exp_path):
             raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
+        # an errored trial keeps its id and continues from its last checkpoint (none: from scratch)
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
-                                  restart_errored=True)
+                                  resume_errored=True)
 
     all_configs = concrete_configs(sweep)
     hp_fields = varying_fields(all_configs)
@@ -135,13 +139,13 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     run_config = RunConfig(
         name=sweep.name,
         storage_path=storage,
-        failure_config=FailureConfig(max_failures=0, fail_fast=False),
+        failure_config=FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
         # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
-                   StateSnapshot()],
+                   StateSnapshot(), RestoreLog()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )
