@@ -180,9 +180,11 @@ def labelled(config: Mapping[str, Any], method: str | None) -> dict[str, Any]:
 
 
 def label_of(config: Mapping[str, Any]) -> str:
-    """The name a config carries (its ``label`` field); a config no sweep labelled (a plain training
-    run, a hand-made config) is named by its schedule alone."""
-    return config.get("label") or strategy_label(config)
+    """The name a config carries (its ``label`` field). A config that carries its method but no name
+    yet (a PBT member whose name Tune has not drawn) is named from that method and its schedule; a
+    config no sweep labelled (a plain training run, a hand-made config) by its schedule alone."""
+    label = config.get("label")
+    return label if isinstance(label, str) and label else variant_label(config, config.get("method"))
 
 
 def slug(label: str, limit: int = 48) -> str:

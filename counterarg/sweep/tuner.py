@@ -56,9 +56,14 @@ def search_fields(sweep: Sweep) -> list[str]:
 def trial_dirname(trial) -> str:
     """``trial_<id>_<name>_seed<N>`` with the name the trial carries (:func:`~counterarg.analysis.methods.label_of`):
     ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
-    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name).
+    Tune names the folder before it draws a ``sample_from`` value: a PBT member's name is still a
+    placeholder then, and the folder is named from the method the member carries and its rate."""
     try:
-        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        config = dict(trial.config)
+        if not isinstance(config.get("label"), (str, type(None))):
+            config.pop("label")  # not drawn yet
+        cfg = Config.from_dict(config).to_dict()
         return f"trial_{trial.trial_id}_{slug(label_of(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"

@@ -24,6 +24,10 @@ def test_trial_folders_are_named_by_the_name_each_trial_carries():
     # a config no sweep named: its schedule; one that does not parse: the id alone
     assert trial_dirname(SimpleNamespace(trial_id="t", config={"schedule": "decay"})) == "trial_t_decay-0.8-0.02_seed0"
     assert trial_dirname(SimpleNamespace(trial_id="t", config={"schedule": "no-such"})) == "trial_t"
+    # a name Tune draws (PBT's members, sample_from) is still a placeholder when the folder is named:
+    # named from the method the member carries and its rate
+    member = SimpleNamespace(trial_id="t", config={**fixed, "label": ("__fn_ph", "a627709d")})
+    assert trial_dirname(member) == "trial_t_recipe-fixed-0.8_seed2"
 
 
 def test_asha_settings_and_search_fields():
