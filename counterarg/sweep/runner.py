@@ -24,7 +24,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +49,18 @@ from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, r
 from .search_summary import scheduler_text, search_markdown
 from .space_file import save_space, searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
+from .storage import DriverFolder, stage_inputs
+from ..core.remote import filesystem
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
 from .trials import DEFAULT_MODE, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: the driver's object-storage endpoint and region reach the workers (never its keys: a node gets its
+#: own credentials from its environment or its instance role, see docs/cluster.md)
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 DEFAULT_STORAGE = REPO_ROOT / "results"
 #: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
 #: checkpoints and its logs).
@@ -192,18 +198,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Workers must import counterarg even when it is not installed on the cluster's Python path.
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
+        # Workers must import this checkout's counterarg even when another one is installed.
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
+    runtime_env = cluster_runtime_env()
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").exists()):
         os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, runtime_env=runtime_env)
+
+
+def cluster_runtime_env() -> dict[str, Any]:
+    """What a joined cluster's workers get: this driver's ``counterarg`` package through Ray's
+    ``py_modules`` (uploaded to the cluster, unpacked on every node: no path the driver chose is
+    needed there; the other packages must be installed on each node) and :data:`FORWARDED_ENV`."""
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    return {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"],
+            **({"env_vars": env_vars} if env_vars else {})}
 
 
 def trial_dirname(trial) -> str:
@@ -284,7 +300,7 @@ class SweepResult:
     """What :func:`run_sweep` returns: the trials as records, the summary rows and table, the timing."""
 
     experiment: str  # storage URI/path of the experiment
-    local_dir: Path | None  # where summary files were written (None: nothing written)
+    local_dir: Path | None  # where summary files were written (for object storage: the driver's working copy)
     records: list[TrialRecord]
     rows: list[dict[str, Any]]
     markdown: str
@@ -293,6 +309,16 @@ class SweepResult:
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
     baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
     race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
+    remote: DriverFolder | None = None  # object storage: the working copy that publish() uploads
+
+    @property
+    def summary_at(self) -> str:
+        """Where summary.md and the other summary files are: the local folder, or the experiment's URI."""
+        return self.experiment if self.remote is not None else str(self.local_dir)
+
+    def publish(self) -> list[str]:
+        """Upload summary files written into :attr:`local_dir` since (object storage; else nothing)."""
+        return self.remote.push() if self.remote is not None else []
 
 
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
@@ -303,9 +329,10 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
     with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
     (``<storage>/.<name>.lock``, removed as the sweep ends) for the whole sweep: a second driver gets
-    :class:`~counterarg.core.io.FolderLockedError` at once. More CPUs per trial than the machine or
-    cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
-    listed in the summary.
+    :class:`~counterarg.core.io.FolderLockedError` at once (object storage has no lock: one driver per
+    name is the user's to keep). More CPUs per trial than the machine or cluster has is a ConfigError
+    before any trial starts. Errored trials do not raise; they are listed in the summary. On object
+    storage every file the driver writes goes into ``<storage>/<name>/`` (:mod:`counterarg.sweep.storage`).
     """
     storage = storage_uri(storage)
     local = local_experiment_dir(storage, sweep.name)
@@ -326,23 +353,48 @@ def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
                           f"{where} has; no trial could ever start")
 
 
+def _check_resume(sweep: Sweep, staged: Sweep, work: Path, storage: str) -> None:
+    """Before a resume: repair what a killed driver left in the experiment's top-level files
+    (``work``: the folder, or the working copy of a remote one), put back checkpoints Tune had
+    deleted too early (in storage), refuse changed flags, reconcile a race."""
+    for line in repair_experiment_state(work, sweep.name):
+        print(f"[sweep] repaired {line}", flush=True)
+    fs, root = pafs_for(storage, sweep.name, work)
+    for line in restore_named_checkpoints(work, fs=fs, root=root):
+        print(f"[sweep] repaired {line}", flush=True)
+    changed = grid_changes(saved_variants(work), staged.variants) if sweep.variants is not None else \
+        space_changes(work, sweep.param_space) if search_fields(sweep) else None
+    if changed:
+        raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
+    for line in reconcile_race_state(work) if sweep.race is not None else []:
+        print(f"[race] {line}", flush=True)
+
+
+def pafs_for(storage: str, name: str, work: Path):
+    """The filesystem and path of the experiment's trial folders (``work`` itself when local)."""
+    if local_experiment_dir(storage, name) is not None:
+        return None, None
+    return filesystem(storage.rstrip("/") + "/" + name)
+
+
 def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
                       warm_cache, summary_dir, verbose) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    if not resume and local is not None and (local / "tuner.pkl").exists():
-        raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
-                              "or choose another --name")
-    if resume and local is not None and local.is_dir():
-        for line in repair_experiment_state(local, sweep.name):
-            print(f"[sweep] repaired {line}", flush=True)
-        for line in restore_named_checkpoints(local):
-            print(f"[sweep] repaired {line}", flush=True)
-        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
-            space_changes(local, sweep.param_space) if search_fields(sweep) else None
-        if changed:
-            raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
-        for line in reconcile_race_state(local) if sweep.race is not None else []:
-            print(f"[race] {line}", flush=True)
+    remote = DriverFolder(exp_path) if local is None else None
+    if remote is not None:
+        remote.pull()
+    work = remote.local if remote is not None else local
+    if not resume and (work / "tuner.pkl").exists():
+        raise FileExistsError(f"{exp_path if remote else local} already holds an experiment; pass --resume to "
+                              "continue it or choose another --name")
+    # a local corpus or encoder goes into the experiment (object storage): no node needs the driver's paths
+    staged = replace(sweep, base=stage_inputs(sweep.base, exp_path),
+                     variants=None if sweep.variants is None else [stage_inputs(v, exp_path) for v in sweep.variants])
+    if resume and work.is_dir():
+        _check_resume(sweep, staged, work, storage)
+        if remote is not None:
+            for name in remote.push():
+                print(f"[sweep] repaired {exp_path}/{name} in storage", flush=True)
     if resume and not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
                               "drop --resume to start this sweep, or check --storage and --name")
@@ -360,16 +412,18 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if warm_cache and not resume:
         secs = warm_feature_cache(feature_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
-    tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
-    if not resume and local is not None and search_fields(sweep):
-        save_space(local, sweep.param_space)
+    tuner = build_tuner(staged, storage, resume=resume, verbose=verbose)
+    if not resume and search_fields(sweep):
+        save_space(work, sweep.param_space)
+        if remote is not None:
+            remote.push()
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
-    out = summary_dir if summary_dir is not None else local
-    if out is None:  # remote storage: write the summary next to where we run
-        out = Path.cwd() / sweep.name
+    records = collect_records(grid_, sweep.metric, sweep.mode, base=staged.base)
+    out = summary_dir if summary_dir is not None else work
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
+    if remote is not None:  # Tune rewrote its state files meanwhile: the sessions and summaries are ours
+        remote.pull()
     record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
     race = load_race_state(exp_path) if sweep.race is not None else None
     sections = []
@@ -383,9 +437,12 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
                             extra_sections=sections)
-    return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
+    result = SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
+                         markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
+                         baseline=baseline, baseline_ranks=baseline_ranks, race=race,
+                         remote=remote if summary_dir is None else None)
+    result.publish()
+    return result
 
 
 def tensorboard_command(storage: str, name: str) -> str:
