@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,7 @@ def _files(keys: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two Ray nodes and two trials: 6 min on a loaded 2-core machine
 def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3_bucket, tmp_path):
     """Two worker nodes with their own $COUNTERARG_CACHE and no PYTHONPATH (the code reaches them
     through runtime_env's py_modules), the smoke encoder in the driver's temp folder: the trials
@@ -205,12 +208,13 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two drivers' start-up and 24 epochs: 10 min on a loaded 2-core machine
 def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_server, s3_bucket, tiny, tmp_path):
     """SIGKILL the driver (and its local Ray) once one trial finished and another is mid-way; a new
     driver in another working folder, with a fresh Ray temp root, the URI and --name, resumes: no
     finished trial reruns, the unfinished one loses at most the epoch in flight, the sweep ends
     complete, and neither working folder gets a file."""
-    epochs = 30
+    epochs = 12  # a window of 8 epochs to kill the second trial in (the trials run one after the other)
     name = unique_name("s3kill")
     storage = f"s3://{s3_bucket}/sweeps"
     prefix = f"sweeps/{name}/"
@@ -228,11 +232,13 @@ def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_ser
                 and any(e and 2 <= max(e) < epochs - 2 for e in eps))
 
     log = tmp_path / "driver.log"
-    killed = kill_when(ready, args, env, log, timeout=300, poll_s=0.3, kill_group=True, cwd=first)
+    killed = kill_when(ready, args, env, log, timeout=600, poll_s=0.3, kill_group=True, cwd=first)
     at_kill = _remote_epochs(s3_server, s3_bucket, prefix)
-    env2 = {**env, "RAY_TMPDIR": str(tmp_path / "ray2")}  # nothing of the first driver's Ray temp folders
-    Path(env2["RAY_TMPDIR"]).mkdir()
-    resume_to_end(args, env2, log, killed, timeout=300, cwd=second)
+    ray2 = tempfile.mkdtemp(prefix="cr-ray2-", dir="/tmp")  # short: Ray's socket paths are length-limited
+    try:  # nothing of the first driver's Ray temp folders (its staging copies of Tune's state)
+        resume_to_end(args, {**env, "RAY_TMPDIR": ray2}, log, killed, timeout=600, cwd=second)
+    finally:
+        shutil.rmtree(ray2, ignore_errors=True)
     after = _remote_epochs(s3_server, s3_bucket, prefix)
     assert len(after) == 2
     for trial, eps in after.items():
