@@ -1,8 +1,8 @@
 """Running a sweep: what to run (:class:`Sweep`), starting Ray, the Tuner, run / resume, the result.
 
-* **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
-  experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
-  from its last epoch checkpoint (a torn state file is repaired first,
+* **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (1 s on local disk instead of Ray's >= 10 s, 10 s on
+  object storage: :func:`snapshot_period`) so the experiment state is at most that far behind; a
+  SIGKILLed driver then resumes each trial from its last epoch checkpoint (a torn state file is repaired first,
   :func:`counterarg.sweep.recovery.repair_experiment_state`). ``FailureConfig(max_failures=0)``
   and no raise at the end: an errored trial (NaN loss, bad encoder path) is recorded with its
   message and the sweep goes on; ``--resume`` retries errored trials from scratch.
@@ -213,6 +213,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.init(address=address, runtime_env=runtime_env)
 
 
+#: seconds between Tune's experiment-state snapshots (``TUNE_GLOBAL_CHECKPOINT_S``) on local disk, and on
+#: object storage, where each snapshot uploads every trial's result files (docs/cluster.md, "Load")
+SNAPSHOT_S = {"local": "1", "remote": "10"}
+_USER_SNAPSHOT_S = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")  # a user's own setting wins
+
+
+def snapshot_period(storage: str) -> str:
+    """``TUNE_GLOBAL_CHECKPOINT_S`` for a sweep on ``storage``: the user's, else :data:`SNAPSHOT_S`'s."""
+    if _USER_SNAPSHOT_S:
+        return _USER_SNAPSHOT_S
+    return SNAPSHOT_S["remote" if "://" in storage and not storage.startswith("file://") else "local"]
+
+
 def cluster_runtime_env() -> dict[str, Any]:
     """What a joined cluster's workers get: this driver's ``counterarg`` package through Ray's
     ``py_modules`` (uploaded to the cluster, unpacked on every node: no path the driver chose is
@@ -235,7 +248,7 @@ def trial_dirname(trial) -> str:
 
 def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
     """A ``tune.Tuner`` for ``sweep`` (fresh) or restored from ``<storage>/<name>`` (resume)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(storage)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
     # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
