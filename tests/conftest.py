@@ -274,7 +274,8 @@ class S3Server:
 
         def counting(environ, start_response):
             method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
-            row = [method, path, int(environ.get("CONTENT_LENGTH") or 0), 0]
+            size = environ.get("HTTP_X_AMZ_DECODED_CONTENT_LENGTH") or environ.get("CONTENT_LENGTH")  # aws-chunked
+            row = [method, path, int(size or 0), 0]
             with self._lock:  # logged as it arrives, in order; its response bytes added as they go out
                 self.requests.append(row)
             for chunk in app(environ, start_response):
