@@ -360,7 +360,24 @@ def _training_errors() -> tuple[type[Exception], ...]:
     return (run.TrainingError,) if run is not None else ()
 
 
+def fetch_remote_args(args) -> None:
+    """Replace each ``s3://`` / ``gs://`` checkpoint or run folder among the arguments (``--checkpoint``,
+    compare's ``--a`` / ``--b``, rank's ``--corpus``) by a local copy: fetched once into the cache
+    (``$COUNTERARG_CACHE/remote``, keyed by the URI and its manifest) and checked against its manifest
+    (:func:`counterarg.core.remote.localize`); an unsealed or cut-short upload is refused, named."""
+    from .core.remote import is_remote, localize
+
+    for key in ("checkpoint", "corpus"):
+        if is_remote(getattr(args, key, None)):
+            setattr(args, key, localize(getattr(args, key)))
+    for key in ("a", "b"):
+        values = getattr(args, key, None)
+        if isinstance(values, list):
+            setattr(args, key, [localize(v) if is_remote(v) else v for v in values])
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .core.remote import RemoteFolderError
     from .model.checkpoint import CheckpointError
     from .data.corpus import CorpusError
     from .core.io import DiskFullError, FolderLockedError
@@ -375,9 +392,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_bench(args, rest)
         if rest:
             ap.error(f"unrecognised arguments: {' '.join(rest)}")
+        fetch_remote_args(args)
         return args.func(args)
     except (ConfigError, CorpusError, EncoderError, EvaluationError, CheckpointError, FolderLockedError,
-            *_training_errors()) as e:
+            RemoteFolderError, *_training_errors()) as e:
         print(f"counterarg: error: {e}", file=sys.stderr)
         return 2
     except DiskFullError as e:

@@ -251,3 +251,86 @@ def each_field_changed(base):
     for name, value in OTHER_VALUES.items():
         assert getattr(base, name) != value, name
         yield name, base, base.replace(**{name: value})
+
+
+# ----------------------------------------------------------------------------- an S3 server on 127.0.0.1
+class S3Server:
+    """moto's S3-compatible server (``moto[server]``, a dev extra: the app ``ThreadedMotoServer`` runs,
+    with a request counter in front) on a free 127.0.0.1 port, in a thread of this process: the real HTTP protocol, read by the real pyarrow and boto3 clients.
+    It counts what it serves (:attr:`requests`: one ``[method, path, bytes in, bytes out]`` per request),
+    for the tests that measure what a sweep sends."""
+
+    def __init__(self) -> None:
+        import logging
+        import socket
+        import threading
+
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.requests: list[list] = []  # [method, path, bytes in, bytes out]
+        self._lock = threading.Lock()
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def counting(environ, start_response):
+            method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+            size = environ.get("HTTP_X_AMZ_DECODED_CONTENT_LENGTH") or environ.get("CONTENT_LENGTH")  # aws-chunked
+            row = [method, path, int(size or 0), 0]
+            with self._lock:  # logged as it arrives, in order; its response bytes added as they go out
+                self.requests.append(row)
+            for chunk in app(environ, start_response):
+                row[3] += len(chunk)
+                yield chunk
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = make_server("127.0.0.1", self.port, counting, threaded=True, request_handler=MotoRequestHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS environment that points boto3 and pyarrow at this server."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def client(self):
+        import boto3
+
+        e = self.env()
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"], region_name=e["AWS_REGION"])
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key in ``bucket`` under ``prefix``."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket on :class:`S3Server` and the AWS environment pointing at it (inherited by the
+    drivers and Ray nodes a test starts); returns its name."""
+    import uuid
+
+    for k, v in s3_server.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    name = f"sweeps-{uuid.uuid4().hex[:12]}"
+    s3_server.client().create_bucket(Bucket=name)
+    return name

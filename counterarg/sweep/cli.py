@@ -281,6 +281,7 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
         raise SystemExit(1) from None
     if finish is not None:
         result = finish(result)
+        result.publish()  # object storage: what finish wrote goes into the experiment too
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
@@ -289,9 +290,11 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
-    print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
+    where = result.summary_at if result.remote is not None else runnable_path(result.local_dir)
+    print(f"Summary: {where}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
-    print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
+    print(best_commands(result.rows, sweep, getattr(args, "corpus", None),
+                        Path(sweep.name) if result.remote is not None else result.local_dir))
     errored = [r for r in result.records if r.ended == "error"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)

@@ -113,46 +113,61 @@ def named_checkpoints(state_file: Path) -> dict[str, set[str]]:
     return out
 
 
-def restore_named_checkpoints(exp_dir: Path) -> list[str]:
+def restore_named_checkpoints(exp_dir: Path, fs: pafs.FileSystem | None = None, root: str | None = None) -> list[str]:
     """Put back the checkpoints that the experiment state names but storage lost.
 
     Tune (``CheckpointConfig(num_to_keep)``) deletes a checkpoint the moment a newer one is
     registered and saves the state naming the newer one only afterwards; a driver killed in
     between leaves a state naming deleted checkpoints, and ``Tuner.restore`` then fails the trial
-    ("does not exist on storage anymore") and the next resume retrains it from scratch (issue 22,
-    item 1). The newest one a trial's state names gets a copy of the trial's next later checkpoint
-    in storage (one with a readable sidecar); the restored trial then continues from its newest
-    intact checkpoint (:func:`later_checkpoints`). An older one named becomes an empty folder, for
-    Tune to delete as the trial goes on (deleting a missing folder logs a traceback). Local storage;
-    returns what was done, one line each.
+    ("does not exist on storage anymore") and the next resume retrains it from scratch. The newest
+    one a trial's state names gets a copy of the trial's next later checkpoint in storage (one with
+    a readable sidecar); the restored trial then continues from its newest intact checkpoint
+    (:func:`later_checkpoints`). An older one named becomes an empty folder, for Tune to delete as
+    the trial goes on (deleting a missing folder logs a traceback). The state is read from
+    ``exp_dir``; the trial folders are in ``root`` on ``fs`` (default: ``exp_dir`` on the local disk;
+    object storage for a remote experiment, whose state the driver copied into ``exp_dir``).
+    Returns what was done, one line each.
     """
     states = experiment_states(exp_dir)
     if not states:
         return []
+    if fs is None:
+        fs, root = pafs.LocalFileSystem(), str(exp_dir)
+    root = str(root).rstrip("/")
+
+    def is_dir(path: str) -> bool:
+        return fs.get_file_info(path).type == pafs.FileType.Directory
+
     done = []
-    fs = pafs.LocalFileSystem()
     for trial, names in sorted(named_checkpoints(states[-1]).items()):
-        folder = exp_dir / trial
-        if not folder.is_dir():
+        folder = f"{root}/{trial}"
+        if not is_dir(folder):
             continue
         newest = max(names, key=lambda n: checkpoint_index(n) or -1)
-        for name in sorted(n for n in names if n != newest and not (folder / n).is_dir()):
-            (folder / name).mkdir()
+        for name in sorted(n for n in names if n != newest and not is_dir(f"{folder}/{n}")):
+            fs.create_dir(f"{folder}/{name}")
             done.append(f"{trial}/{name}: named by the experiment state but deleted before the driver died; "
                         "an empty folder now, for Tune to delete")
-        if (folder / newest).is_dir():
+        if is_dir(f"{folder}/{newest}"):
             continue
-        later = sorted((i, d) for d in folder.glob("checkpoint_*") if d.is_dir()
-                       and (i := checkpoint_index(d.name) or -1) > (checkpoint_index(newest) or -1)
-                       and read_sidecar(fs, str(d)).get("epoch") is not None)
+        infos = fs.get_file_info(pafs.FileSelector(folder))
+        later = sorted((i, info.path) for info in infos if info.type == pafs.FileType.Directory
+                       and (i := checkpoint_index(info.path) or -1) > (checkpoint_index(newest) or -1)
+                       and read_sidecar(fs, info.path).get("epoch") is not None)
         if not later:
             continue
         source = later[0][1]
-        tmp = Path(tempfile.mkdtemp(prefix=f".{newest}.", dir=folder))
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        os.replace(tmp, folder / newest)
+        if isinstance(fs, pafs.LocalFileSystem):  # a folder swap: a kill leaves no half copy under its name
+            tmp = Path(tempfile.mkdtemp(prefix=f".{newest}.", dir=folder))
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+            os.replace(tmp, Path(folder) / newest)
+        else:  # object storage: the sidecar (which marks a checkpoint intact) is copied last
+            files = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(source, recursive=True))
+                            if i.type == pafs.FileType.File), key=lambda p: p.endswith(TRAIN_TIME_FILE))
+            for path in files:
+                fs.copy_file(path, f"{folder}/{newest}/{posixpath.relpath(path, source)}")
         done.append(f"{trial}/{newest}: named by the experiment state but deleted by Tune before the "
-                    f"driver died; copied from {source.name}")
+                    f"driver died; copied from {posixpath.basename(source)}")
     return done
 
 

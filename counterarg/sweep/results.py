@@ -15,6 +15,7 @@ from ..analysis.trials import TrialRecord
 from .prepare import sweep_baseline
 from .race_files import load_race_state, race_markdown, write_race
 from .records import collect_records
+from .storage import DriverFolder
 from .tuner import asha_settings, search_fields
 
 if TYPE_CHECKING:
@@ -35,12 +36,25 @@ class SweepResult:
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
     baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
     race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
+    remote: DriverFolder | None = None  # object storage: the working copy that publish() uploads
+
+    @property
+    def summary_at(self) -> str:
+        """Where summary.md and the other summary files are: the local folder, or the experiment's URI."""
+        return self.experiment if self.remote is not None else str(self.local_dir)
+
+    def publish(self) -> list[str]:
+        """Upload summary files written into :attr:`local_dir` since (object storage; else nothing)."""
+        return self.remote.push() if self.remote is not None else []
 
 
-def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float, resumed: bool) -> SweepResult:
+def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float, resumed: bool,
+                  base: dict[str, Any] | None = None, remote: DriverFolder | None = None) -> SweepResult:
     """The results of ``sweep`` from Tune's ``ResultGrid`` ``grid``, written into ``out``: the session
-    (its wall time ``wall_s`` adds to the earlier runs'), race.csv/race.png, summary.md and its files."""
-    records = collect_records(grid, sweep.metric, sweep.mode, base=sweep.base)
+    (its wall time ``wall_s`` adds to the earlier runs'), race.csv/race.png, summary.md and its files.
+    ``base``: the trials' shared fields as they ran (inputs staged into object storage; default the
+    sweep's); ``remote``: the working copy of a remote experiment that :meth:`SweepResult.publish` uploads."""
+    records = collect_records(grid, sweep.metric, sweep.mode, base=sweep.base if base is None else base)
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
     record_session(out, wall_s, resumed=resumed)  # the summary's wall time sums every run and resume
     race = load_race_state(exp_path) if sweep.race is not None else None
@@ -57,4 +71,4 @@ def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float
                             extra_sections=sections)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
                        markdown=written["markdown"], wall_s=wall_s, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
+                       baseline=baseline, baseline_ranks=baseline_ranks, race=race, remote=remote)

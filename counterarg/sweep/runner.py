@@ -2,15 +2,18 @@
 lock. The Tuner it runs is built by :mod:`counterarg.sweep.tuner`; what the sweep leaves is written by
 :mod:`counterarg.sweep.results`.
 
-* **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
-  experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
-  from its last epoch checkpoint (a torn state file is repaired first,
+* **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (1 s on local disk instead of Ray's >= 10 s, 10 s on
+  object storage: :func:`counterarg.sweep.tuner.snapshot_period`) so the experiment state is at most
+  that far behind; a SIGKILLed driver then resumes each trial from its last epoch checkpoint (a torn state file is repaired first,
   :func:`counterarg.sweep.recovery.repair_experiment_state`).
 * **Lost nodes**: ``FailureConfig(max_failures=Sweep.max_failures)``: a trial whose node or worker
   process is lost continues from its last epoch checkpoint wherever there is room, by itself; an
   error of the training (NaN loss, bad encoder path) ends its trial at once, recorded with its
   message, and the sweep goes on (:mod:`counterarg.sweep.failures`). No raise at the end;
   ``--resume`` continues an errored trial from its last checkpoint (its epochs are kept).
+* **Object storage** (``s3://``, ``gs://``): every file the driver writes goes into ``<storage>/<name>/``
+  through a working copy of the experiment's top-level files (:class:`counterarg.sweep.storage.DriverFolder`);
+  a local corpus or encoder is staged into the experiment, so no node needs a path the driver chose.
 * **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
   refuses a folder that holds an experiment.
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.retrieval.shards.ensure_ray`,
@@ -29,7 +32,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +45,22 @@ from ..evaluation.selection import DEFAULT_MODE
 from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
 from ..analysis.methods import label_of
+from ..core.remote import filesystem
 from .console import DropTokenAuthNotice
 from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
 from .results import SweepResult, write_results
 from .space_file import save_space
-from .strategy_runs import write_strategy_runs
+from .storage import DriverFolder, stage_inputs
+from .strategy_runs import STRATEGIES_DIR, write_strategy_runs
 from .tuner import asha_settings, build_tuner, check_resume, search_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: the driver's object-storage endpoint and region reach the workers (never its keys: a node gets its
+#: own credentials from its environment or its instance role, see docs/cluster.md)
+FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 DEFAULT_STORAGE = REPO_ROOT / "results"
 #: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
 #: checkpoints and its logs).
@@ -176,18 +185,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Workers must import counterarg even when it is not installed on the cluster's Python path.
-    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
+        # Workers must import this checkout's counterarg even when another one is installed.
+        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
         logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
+    runtime_env = cluster_runtime_env()
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").exists()):
         os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, runtime_env=runtime_env)
+
+
+def cluster_runtime_env() -> dict[str, Any]:
+    """What a joined cluster's workers get: this driver's ``counterarg`` package through Ray's
+    ``py_modules`` (uploaded to the cluster, unpacked on every node: no path the driver chose is
+    needed there; the other packages must be installed on each node) and :data:`FORWARDED_ENV`."""
+    env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    return {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"],
+            **({"env_vars": env_vars} if env_vars else {})}
 
 
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
@@ -198,9 +217,10 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
     with nothing to resume is a :class:`SweepStateError`. A local experiment folder is locked
     (``<storage>/.<name>.lock``, removed as the sweep ends) for the whole sweep: a second driver gets
-    :class:`~counterarg.core.io.FolderLockedError` at once. More CPUs per trial than the machine or
-    cluster has is a ConfigError before any trial starts. Errored trials do not raise; they are
-    listed in the summary.
+    :class:`~counterarg.core.io.FolderLockedError` at once (object storage has no lock: one driver per
+    name is the user's to keep). More CPUs per trial than the machine or cluster has is a ConfigError
+    before any trial starts. Errored trials do not raise; they are listed in the summary. On object
+    storage every file the driver writes goes into ``<storage>/<name>/`` (:mod:`counterarg.sweep.storage`).
     """
     storage = storage_uri(storage)
     local = local_experiment_dir(storage, sweep.name)
@@ -221,14 +241,32 @@ def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
                           f"{where} has; no trial could ever start")
 
 
+def pafs_for(storage: str, name: str, work: Path):
+    """The filesystem and path of the experiment's trial folders (``work`` itself when local)."""
+    if local_experiment_dir(storage, name) is not None:
+        return None, None
+    return filesystem(storage.rstrip("/") + "/" + name)
+
+
 def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
                       warm_cache, summary_dir, verbose) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    if not resume and local is not None and (local / TUNER_FILE).exists():
-        raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
-                              "or choose another --name")
+    remote = DriverFolder(exp_path) if local is None else None
+    if remote is not None:
+        remote.pull()
+    work = remote.local if remote is not None else local
+    if not resume and (work / TUNER_FILE).exists():
+        raise FileExistsError(f"{exp_path if remote else local} already holds an experiment; pass --resume to "
+                              "continue it or choose another --name")
+    # a local corpus or encoder goes into the experiment (object storage): no node needs the driver's paths
+    staged = replace(sweep, base=stage_inputs(sweep.base, exp_path),
+                     variants=None if sweep.variants is None else [stage_inputs(v, exp_path) for v in sweep.variants])
     if resume:
-        check_resume(sweep, local, exp_path)
+        fs, root = pafs_for(storage, sweep.name, work)
+        check_resume(sweep, work, exp_path, variants=staged.variants, fs=fs, root=root)
+        if remote is not None:
+            for name in remote.push():
+                print(f"[sweep] repaired {exp_path}/{name} in storage", flush=True)
     if address in (None, "", "local"):
         check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
     init_ray(address, num_cpus=num_cpus)
@@ -243,19 +281,25 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if warm_cache and not resume:
         secs = warm_feature_cache(feature_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
-    tuner = build_tuner(sweep, storage, resume=resume, verbose=verbose)
-    if not resume and local is not None and search_fields(sweep):
-        save_space(local, sweep.param_space)
+    tuner = build_tuner(staged, storage, resume=resume, verbose=verbose)
+    if not resume and search_fields(sweep):
+        save_space(work, sweep.param_space)
+        if remote is not None:
+            remote.push()
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    out = summary_dir if summary_dir is not None else local
-    if out is None:  # remote storage: write the summary next to where we run
-        out = Path.cwd() / sweep.name
-    result = write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
-    try:  # TensorBoard's runs per strategy, beside the trials' (a local sweep's folder)
-        write_strategy_runs(result.records, local if local is not None else out, sweep.metric)
+    out = summary_dir if summary_dir is not None else work
+    if remote is not None:  # Tune rewrote its state files meanwhile: the sessions and summaries are ours
+        remote.pull()
+    result = write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume, base=staged.base,
+                           remote=remote if summary_dir is None else None)
+    try:  # TensorBoard's runs per strategy, beside the trials' (in the experiment folder)
+        write_strategy_runs(result.records, work, sweep.metric)
+        if remote is not None:
+            remote.push_tree(STRATEGIES_DIR)
     except (OSError, ValueError) as e:  # they must not cost the summary already written
         print(f"[sweep] TensorBoard's strategy runs were not written: {e}", flush=True)
+    result.publish()
     return result
 
 

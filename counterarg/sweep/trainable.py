@@ -40,6 +40,7 @@ from ray import tune
 from ..config import Config
 from ..core.io import read_manifest
 from ..ray_internals import trial_working_dir
+from ..core.remote import put_sealed_dir
 from ..retrieval.shards import shard_bundles
 from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..evaluation.selection import BEST_DIR
@@ -49,6 +50,7 @@ from .failures import NODE_KEY  # reported with every epoch: the Ray node the tr
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
 from ..analysis.trials import TRAIN_TIME_KEY
+from .storage import localize_config
 
 
 
@@ -146,7 +148,7 @@ def trainable(config: dict) -> None:
     checkpoint/) go to ``<trial dir>/run``; each epoch's checkpoint folder is handed to Tune,
     which persists it under the trial's storage folder.
     """
-    cfg = Config.from_dict(config)
+    cfg = Config.from_dict(localize_config(config))  # a staged corpus / encoder: fetched to this node
     quiet_worker_logs()
     ctx = tune.get_context()
     try:
@@ -255,14 +257,21 @@ def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
 def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:
     """Copy ``best`` to ``dest`` on ``fs`` when its manifest names a newer epoch than last copied.
 
-    Written to ``dest.tmp`` and moved into place, so a kill leaves the old copy or none (the
-    summary then falls back to Tune's checkpoints), never a half-written one under ``dest``.
+    Local storage: written to ``dest.tmp`` and moved into place, so a kill leaves the old copy or
+    none. Object storage has no rename: the files go up first and the manifest last, the old
+    manifest deleted before (:func:`counterarg.core.remote.put_sealed_dir`), and every reader checks
+    the manifest. Either way a half-written copy is never taken for whole (the summary then falls
+    back to Tune's checkpoints).
     """
     manifest = read_manifest(best)
     epoch = (manifest or {}).get("epoch")
     if epoch is None or mirrored.get("epoch") == epoch:
         return
     try:
+        if not isinstance(fs, pafs.LocalFileSystem):
+            put_sealed_dir(best, fs, dest)
+            mirrored["epoch"] = epoch
+            return
         for path in (f"{dest}.tmp", dest):
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)

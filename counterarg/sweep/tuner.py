@@ -69,29 +69,46 @@ def trial_dirname(trial) -> str:
         return f"trial_{trial.trial_id}"
 
 
-def check_resume(sweep: Sweep, local: Path | None, exp_path: str) -> None:
-    """What a resume checks and repairs before Tune restores ``exp_path``: a torn experiment state and
-    renamed checkpoints put back (local folders), a changed grid or search space refused (ConfigError),
-    a race's saved state reconciled with the trials; nothing to restore is a :class:`SweepStateError`."""
-    if local is not None and local.is_dir():
-        for line in repair_experiment_state(local, sweep.name):
+def check_resume(sweep: Sweep, work: Path | None, exp_path: str, *, variants: list | None = None,
+                 fs=None, root: str | None = None) -> None:
+    """What a resume checks and repairs before Tune restores ``exp_path``: a torn experiment state put
+    back and checkpoints Tune deleted too early restored (``work``: the local experiment folder, or
+    the driver's working copy of a remote one, whose trial folders are ``root`` on ``fs``), a changed
+    grid (``variants``: the sweep's as staged) or search space refused (ConfigError), a race's saved
+    state reconciled with the trials; nothing to restore is a :class:`SweepStateError`."""
+    if work is not None and work.is_dir():
+        for line in repair_experiment_state(work, sweep.name):
             print(f"[sweep] repaired {line}", flush=True)
-        for line in restore_named_checkpoints(local):
+        for line in restore_named_checkpoints(work, fs=fs, root=root):
             print(f"[sweep] repaired {line}", flush=True)
-        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
-            space_changes(local, sweep.param_space) if search_fields(sweep) else None
+        wanted = variants if variants is not None else sweep.variants
+        changed = grid_changes(saved_variants(work), wanted) if sweep.variants is not None else \
+            space_changes(work, sweep.param_space) if search_fields(sweep) else None
         if changed:
             raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
-        for line in reconcile_race_state(local) if sweep.race is not None else []:
+        for line in reconcile_race_state(work) if sweep.race is not None else []:
             print(f"[race] {line}", flush=True)
     if not tune.Tuner.can_restore(exp_path):
         raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
                               "drop --resume to start this sweep, or check --storage and --name")
 
 
+#: seconds between Tune's experiment-state snapshots (``TUNE_GLOBAL_CHECKPOINT_S``) on local disk, and on
+#: object storage, where each snapshot uploads every trial's result files (docs/cluster.md, "Load")
+SNAPSHOT_S = {"local": "1", "remote": "10"}
+_USER_SNAPSHOT_S = os.environ.get("TUNE_GLOBAL_CHECKPOINT_S")  # a user's own setting wins
+
+
+def snapshot_period(storage: str) -> str:
+    """``TUNE_GLOBAL_CHECKPOINT_S`` for a sweep on ``storage``: the user's, else :data:`SNAPSHOT_S`'s."""
+    if _USER_SNAPSHOT_S:
+        return _USER_SNAPSHOT_S
+    return SNAPSHOT_S["remote" if "://" in storage and not storage.startswith("file://") else "local"]
+
+
 def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
     """A ``tune.Tuner`` for ``sweep`` (fresh) or restored from ``<storage>/<name>`` (resume)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = snapshot_period(storage)
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
     # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)

@@ -60,9 +60,9 @@ def reported_epochs(trial_dir: Path) -> list[int]:
     return out
 
 
-def start_driver(args, env, log, script: str = "compare_strategies.py"):
-    """A sweep script (``sweeps/<script>``) as its own process group, output into ``log``."""
-    return subprocess.Popen([PY, str(REPO / "sweeps" / script), *args], cwd=REPO,
+def start_driver(args, env, log, script: str = "compare_strategies.py", cwd: Path = REPO):
+    """A sweep script (``sweeps/<script>``) as its own process group, run in ``cwd``, output into ``log``."""
+    return subprocess.Popen([PY, str(REPO / "sweeps" / script), *args], cwd=cwd,
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -76,10 +76,10 @@ def kill_process_group(proc):
 
 def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
               poll_s: float = 0.05, kill_group: bool = False,
-              script: str = "compare_strategies.py") -> subprocess.Popen:
+              script: str = "compare_strategies.py", cwd: Path = REPO) -> subprocess.Popen:
     """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
     with open(log_path, "w") as log:
-        proc = start_driver(args, env, log, script)
+        proc = start_driver(args, env, log, script, cwd)
         try:
             t0 = time.time()
             while not ready():
@@ -95,10 +95,10 @@ def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeou
 
 
 def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
-                  timeout: float = 240, script: str = "compare_strategies.py") -> None:
+                  timeout: float = 240, script: str = "compare_strategies.py", cwd: Path = REPO) -> None:
     """``--resume`` to the end, then clear what both drivers' process groups left behind."""
     with open(log_path, "a") as log:
-        proc = start_driver([*args, "--resume"], env, log, script)
+        proc = start_driver([*args, "--resume"], env, log, script, cwd)
         try:
             assert proc.wait(timeout=timeout) == 0, log_path.read_text()[-5000:]
         finally:
