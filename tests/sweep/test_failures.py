@@ -40,6 +40,19 @@ def at_most_one_epoch_twice(epochs: list[int], total: int) -> None:
     assert len(twice) <= 1 and all(Counter(epochs)[e] == 2 for e in twice), epochs
 
 
+def print_cost(what: str, rows: list[dict], at: int) -> None:
+    """The cost of the loss, printed for docs/failure.md (``pytest -s ... | grep cost``): epochs trained
+    twice, and the seconds from the last epoch before the loss to the first after it against the
+    median epoch of the same trial."""
+    epochs = [r["epoch"] for r in rows]
+    twice = sum(n - 1 for n in Counter(epochs).values())
+    stamps = {r["epoch"]: r["timestamp"] for r in rows}  # Tune's whole-second wall clock per result
+    steps = sorted(stamps[e + 1] - stamps[e] for e in stamps if e + 1 in stamps and e not in (at,))
+    gap = stamps.get(at + 1, 0) - stamps.get(at, 0)
+    print(f"[cost] {what}: lost after epoch {at}; epochs retrained: {twice}; {gap} s from epoch {at} to "
+          f"epoch {at + 1} against a median epoch of {steps[len(steps) // 2]} s", flush=True)
+
+
 class Killer(threading.Thread):
     """Once a trial of ``exp`` has reported ``after`` epochs (and not more than ``before``), SIGKILL
     its worker process (the ``pid`` in its last result): what an OOM kill or a crash does."""
@@ -92,6 +105,7 @@ def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_fin
     assert good.status == "TERMINATED" and Path(good.path).name == name, (good.status, good.error)
     epochs_seen = reported_epochs(exp / name)
     at_most_one_epoch_twice(epochs_seen, epochs)
+    print_cost("worker process SIGKILLed", [r for r in result_rows(exp / name) if "epoch" in r], at)
     pids = {r["pid"] for r in result_rows(exp / name) if "pid" in r}
     assert pid in pids and len(pids) == 2, pids  # the rows after the kill came from a new worker
     [restore] = good.restores
@@ -194,8 +208,9 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
                 time.sleep(0.05)
             assert proc.wait(timeout=400) == 0, log_path.read_text()[-5000:]
         trial, lost_node, at = removed
-        rows = result_rows(exp / trial)
+        rows = [r for r in result_rows(exp / trial) if "epoch" in r]
         at_most_one_epoch_twice([r["epoch"] for r in rows], epochs)
+        print_cost("node removed", rows, at)
         after = [r["node_id"] for r in rows if r["epoch"] > at + 1 and "node_id" in r]
         assert after and lost_node not in after, "the trial did not move to the other node"
         for d in trial_dirs(exp):
