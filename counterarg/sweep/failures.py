@@ -9,7 +9,7 @@
 * **Recorded**: each restore is appended to ``<trial folder>/restores.json`` in storage by the driver
   (:class:`RestoreLog`): when, after which epoch, on which node, and why. The summary reads it back
   (:func:`read_restores`) and names every restored trial and how often
-  (:func:`counterarg.sweep.trials.restore_text`).
+  (:func:`counterarg.analysis.trials.restore_text`).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from ray.tune import Callback
 from ..ray_internals import (DRIVER_STAGING_GLOB, EXPERIMENT_STATE_PREFIX, TUNER_FILE, experiment_folders,
                              experiment_states, is_state_file, named_checkpoint_blobs, ray_temp_roots,
                              searcher_state_files, session_stamp)
+from ..model.checkpoint import checkpoint_index
 from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
@@ -56,12 +57,6 @@ def read_sidecar(fs, folder: str) -> dict:
 def load_train_time(ckpt_dir: Path) -> float:
     """The seconds spent in ``train()`` up to a local checkpoint folder's epoch (0 when unknown)."""
     return float(read_sidecar(pafs.LocalFileSystem(), str(ckpt_dir)).get("train_total_s", 0.0))
-
-
-def checkpoint_index(folder: str) -> int | None:
-    """``.../checkpoint_000012`` -> 12; None for any other name."""
-    m = re.fullmatch(r"checkpoint_(\d+)", posixpath.basename(folder.rstrip("/")))
-    return int(m.group(1)) if m else None
 
 
 def later_checkpoints(ckpt) -> list[tuple[int, str]]:

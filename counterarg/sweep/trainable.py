@@ -48,7 +48,7 @@ from .console import quiet_worker_logs
 from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
-from .trials import TRAIN_TIME_KEY
+from ..analysis.trials import TRAIN_TIME_KEY
 
 
 

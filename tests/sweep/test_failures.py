@@ -78,6 +78,7 @@ class Killer(threading.Thread):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three Ray starts and a restarted worker on a loaded machine
 def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_final(tiny, tmp_path):
     """A trial's worker is SIGKILLed after 3 epochs: the trial goes on by itself from its last
     checkpoint and finishes, no epoch trained twice beyond the one in flight; the summary names the
@@ -85,13 +86,13 @@ def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_fin
     ``error.txt``, ERROR in the summary with the path, never restarted (max_failures=3 allows three)."""
     import ray
 
-    epochs = 40
+    epochs = 20  # ~0.2 s each on idle cores, several seconds under load: the kill window must not close
     base = sweep_base(tiny, epochs=epochs, patience=0)
     variants = [{**base, "schedule": "fixed", "rate": 0.8, "seed": 0},
                 {**base, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
     sweep = Sweep(name=unique_name("lost"), variants=variants, max_failures=3)
     exp = tmp_path / "results" / sweep.name
-    killer = Killer(exp, after=3, before=epochs - 10)
+    killer = Killer(exp, after=3, before=epochs - 8)
     killer.start()
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)
@@ -128,18 +129,19 @@ def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_fin
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three Ray starts and a restarted worker on a loaded machine
 def test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint(tiny, tmp_path):
     """With ``max_failures=0`` a killed worker ends its trial in ERROR after some epochs; ``--resume``
     continues that trial under its id from its last checkpoint: the epochs before it are not
     trained again."""
     import ray
 
-    epochs = 30
+    epochs = 20
     sweep = Sweep(name=unique_name("errmid"), variants=[{**sweep_base(tiny, epochs=epochs, patience=0), "schedule": "fixed",
                                                          "rate": 0.8, "seed": 0}], max_failures=0)
     storage = tmp_path / "results"
     exp = storage / sweep.name
-    killer = Killer(exp, after=4, before=epochs - 10)
+    killer = Killer(exp, after=4, before=epochs - 8)
     killer.start()
     try:
         first = run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
@@ -166,6 +168,7 @@ def test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint(tiny,
 
 # ----------------------------------------------------------------------------- a node removed from a cluster
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # three Ray starts and a restarted worker on a loaded machine
 def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
     """A head that runs no trial and two one-CPU worker nodes, each with its own ``COUNTERARG_CACHE``;
     two trials, one per worker. Once one has reported 3 epochs its node is removed: the trial continues
@@ -184,7 +187,7 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
         workers = [cluster.add_node(num_cpus=1, env_vars={"COUNTERARG_CACHE": str(tmp_path / f"cache-{i}")})
                    for i in range(2)]
         cluster.wait_for_nodes()
-        epochs = 40
+        epochs = 24
         name = unique_name("nodeloss")
         exp = tmp_path / "shared" / name
         args = ["--address", cluster.address, "--storage", f"file://{tmp_path / 'shared'}", "--name", name,
@@ -200,7 +203,7 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
                 assert time.time() - t0 < 400, "no trial reached its third epoch"
                 for d in trial_dirs(exp) if exp.is_dir() else []:
                     rows = [r for r in result_rows(d) if "epoch" in r and "node_id" in r]
-                    if rows and 3 <= rows[-1]["epoch"] <= epochs - 10:
+                    if rows and 3 <= rows[-1]["epoch"] <= epochs - 8:
                         node = next(w for w in workers if w.node_id == rows[-1]["node_id"])
                         cluster.remove_node(node, allow_graceful=False)
                         removed = (d.name, rows[-1]["node_id"], rows[-1]["epoch"])
