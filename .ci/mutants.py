@@ -3,6 +3,7 @@ behaviour; it is made in a scratch copy of the tree and the tests named beside i
 
     python .ci/mutants.py          # all of them (4.2 minutes on 2 idle cores)
     python .ci/mutants.py 3 12     # just these
+    python .ci/mutants.py --list   # their numbers, what each breaks and the file it changes
 
 Prints one line per change: CAUGHT (its tests failed) or MISSED (they passed: a blind test);
 exits 1 when any is missed. Not part of `.ci/run`; run it after changing a test or the code it
@@ -211,10 +212,34 @@ M = [
   "    allowed = set(fields_with(RESUME))",
   "    allowed = set(fields_with(RESUME)) | {\"sim_dim\"}",
   ["tests/model/test_checkpoint.py::test_resume_accepts_exactly_the_resume_role_and_names_an_architecture_change"]),
+ ("the analysis layer imports Ray (compare needs it again)", "counterarg/analysis/run_compare.py",
+  "import numpy as np\n",
+  "import numpy as np\nimport ray  # noqa: F401\n",
+  ["tests/test_imports.py::test_no_module_of_the_analysis_layer_imports_ray",
+   "tests/analysis/test_run_compare.py::test_cli_compare_runs_where_ray_cannot_be_imported"]),
+ ("a trial's name worked out from its fields, not read from what it carries", "counterarg/analysis/methods.py",
+  '    return config.get("label") or strategy_label(config)',
+  '    return strategy_label(config)',
+  ["tests/analysis/test_methods.py::test_one_label_rule"]),
+ ("PBT's explore step keeps the donor's name for the new rate", "counterarg/sweep/pbt.py",
+  '        new["label"] = variant_label(new, new.get("method"))  # explore makes a new variant: named here',
+  '        pass',
+  ["tests/sweep/test_pbt.py::test_explore_always_moves_the_rate"]),
 ]
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv and argv[0] == "--list":
+        for i, (what, path, _, _, tests) in enumerate(M, 1):
+            print(f"{i:2d} {path}: {what}  ({', '.join(tests)})")
+        return 0
+    unknown = [a for a in argv if not (a.isdigit() and 1 <= int(a) <= len(M))]
+    if unknown:
+        print(f"unknown mutant(s) {', '.join(unknown)}: give numbers 1..{len(M)} (--list shows them)", file=sys.stderr)
+        return 2
     only = set(argv)
     missed = []
     with tempfile.TemporaryDirectory(prefix="counterarg-mutants-") as tmp:

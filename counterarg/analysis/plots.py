@@ -24,7 +24,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ..config import Config  # noqa: E402
 from ..retrieval.tasks import task_names  # noqa: E402
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
-                     group_label, group_stats, test_acc1_keys, varying_fields)
+                     group_labels, group_stats, test_acc1_keys)
 
 
 #: PNG text chunk that holds the numbers a figure draws
@@ -55,13 +55,14 @@ def _series(values: dict[int, list[float]]) -> dict[str, list]:
 
 
 def epoch_values(records: Sequence[TrialRecord], key: str,
-                 varying: Sequence[str] | None = None) -> dict[str, dict[int, list[float]]]:
+                 groups: dict[str, str] | None = None) -> dict[str, dict[int, list[float]]]:
     """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once);
-    groups are named by ``varying`` (default: the fields that vary across ``records``)."""
-    varying = varying_fields([r.config for r in records]) if varying is None else varying
+    ``groups``: trial id -> group (default: the groups among ``records``, :func:`group_labels`)."""
+    if groups is None:
+        groups = dict(zip([r.trial_id for r in records], group_labels([r.config for r in records])))
     out: dict[str, dict[int, list[float]]] = {}
     for rec in records:
-        g = group_label(rec.config, varying)
+        g = groups[rec.trial_id]
         for row in dedupe_history(rec.history):
             v = row.get(key)
             if isinstance(v, (int, float)) and not math.isnan(v):
@@ -149,12 +150,12 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     cols = (len(panels) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7), squeeze=False)
     drawn = {}
-    varying = varying_fields([r.config for r in records])  # the same strategy names in every panel
-    names = sorted({group_label(r.config, varying) for r in records})
+    groups = dict(zip([r.trial_id for r in records], group_labels([r.config for r in records])))  # one name
+    names = sorted(set(groups.values()))  # per strategy in every panel
     color = {g: f"C{i % 10}" for i, g in enumerate(names)}  # ... and the same colours
     for ax, (name, title, recs) in zip(axes.flat, panels):
         key = name.split(" (")[0]
-        curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, varying).items()}
+        curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, groups).items()}
         for g in sorted(curves):
             ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g, color=color[g])
         ax.set_title(title, fontsize=9)

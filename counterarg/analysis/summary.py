@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..core.io import atomic_write_json, atomic_write_text
+from ..retrieval.arguana import MAIN as ARGUANA_MAIN, VIEW as ARGUANA
+from ..retrieval.metrics import metric_key
 from ..retrieval.tasks import task_names
 from ..core.paths import portable_path
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
@@ -128,11 +130,13 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         lines += [f"Every trial trains {setting} (unlike `counterarg train`'s defaults).", ""]
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
-        stats = group_stats(rows, keys + [metric])
+        # the ArguAna-like view's headline (retrieval/arguana.py), where the trials report it
+        extra = [k for k in (metric_key(VIEWS[view], ARGUANA, ARGUANA_MAIN),) if any(r.get(k) is not None for r in rows)]
+        stats = group_stats(rows, keys + extra + [metric])
         if not any(k in s for s in stats.values() for k in keys):
             continue
         lines += [f"## {VIEW_TITLES[view].capitalize()}", ""]
-        header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys]
+        header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys] + [f"{ARGUANA} {ARGUANA_MAIN}"] * len(extra)
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for g in sorted(stats):
@@ -144,10 +148,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                 if v is not None and v.significant and v.best == g:
                     c = f"**{c}**"
                 cells.append(c)
+            cells += [_pm(st.get(k)) for k in extra]
             lines.append("| " + " | ".join(cells) + " |")
         if baseline and all(k in baseline for k in keys):
             lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
-                                           + [f"{baseline[k]:.4f}" for k in keys]) + " |")
+                                           + [f"{baseline[k]:.4f}" for k in keys]
+                                           + [f"{baseline[k]:.4f}" if k in baseline else "–" for k in extra]) + " |")
         lines.append("")
     untestable = bool(verdict) and all(v.p_runner_up is None and not v.partial for v in verdict.values())
     if untestable:  # e.g. PBT: every member is one seed

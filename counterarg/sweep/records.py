@@ -116,7 +116,6 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
                                    status=status, error=_short_error(res.error) if res.error else None,
                                    path=res.path, ranks=read_trial_ranks(res) if history else None,
                                    best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
-                                   ended=ended,
-                                   restores=read_restores(getattr(res, "filesystem", None), res.path)))
+                                   ended=ended, restores=read_restores(getattr(res, "filesystem", None), res.path)))
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -32,10 +32,10 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
+from ..model.checkpoint import checkpoint_index
 from ..ray_internals import (DRIVER_STAGING_GLOB, EXPERIMENT_STATE_PREFIX, TUNER_FILE, experiment_folders,
                              experiment_states, is_state_file, named_checkpoint_blobs, ray_temp_roots,
                              searcher_state_files, session_stamp)
-from ..model.checkpoint import checkpoint_index
 from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage

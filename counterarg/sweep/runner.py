@@ -35,13 +35,13 @@ from typing import Any
 
 import ray
 
-from ..config import Config, ConfigError, FIELD_NAMES
+from ..config import SEED, Config, ConfigError, FIELD_NAMES, fields_with
 from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
-from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..evaluation.selection import DEFAULT_MODE
+from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
-from ..analysis.methods import trial_label
+from ..analysis.methods import label_of
 from .console import DropTokenAuthNotice
 from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
@@ -107,7 +107,7 @@ class Sweep:
             full = Config.from_dict({**self.base, **v}).to_dict()
             key = repr(sorted(full.items()))
             if key in seen:
-                raise ConfigError(f"sweep {self.name}: two trials would be identical ({trial_label(full)} seed "
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({label_of(full)} seed "
                                   f"{full['seed']}); give each strategy and seed once")
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
@@ -125,7 +125,7 @@ class Sweep:
         if self.race is not None:
             if self.variants is None or self.scheduler != "fifo":
                 raise ValueError("a race needs variants (the strategies) and the fifo scheduler")
-            if any("seed" in v for v in self.variants) or "seed" in self.base:
+            if any(set(fields_with(SEED)) & {*v, *self.base} for v in self.variants):
                 raise ConfigError("a race chooses the seeds itself: its strategies and base hold no seed")
             self.race.check(len(self.variants))
             strategy_labels(self.variants, self.base)  # two strategies with one label: refused now

@@ -20,12 +20,12 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX.summary import hparams
 
 from ..sampling import schedules
-from ..config import SCHEDULE, Config, fields_with
+from ..config import LABEL, MACHINE, SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
 from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
-from ..analysis.methods import trial_label
-from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, dedupe_history
+from ..analysis.methods import label_of
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, dedupe_history
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
@@ -103,14 +103,14 @@ class HParamsTBXLogger(TBXLoggerCallback):
     def hparams_of_config(self, config: dict[str, Any], evaluated: dict | None = None) -> dict[str, Any]:
         """:meth:`hparams_of` for a config (``evaluated``: Tune's sampled values, when no field list was given)."""
         cfg = Config.from_dict(config).to_dict()
-        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
+        params: dict[str, Any] = {"strategy": label_of(cfg), "schedule": cfg["schedule"]}
         entry = schedules.SCHEDULES.get(cfg["schedule"])
         for k in entry.fields if entry else ():
             params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
         strategy_fields = fields_with(SCHEDULE)
         for k in self.hparam_fields or sorted(evaluated or {}):
-            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
-                continue  # rate fields only where the schedule reads them
+            if k in strategy_fields or k in fields_with(MACHINE, LABEL):
+                continue  # rate fields only where the schedule reads them; the machine and the name are no setting
             v = cfg.get(k)
             params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
         return params

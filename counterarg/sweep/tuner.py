@@ -18,7 +18,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError
-from ..analysis.methods import slug, trial_label
+from ..analysis.methods import label_of, slug
 from ..analysis.trials import varying_fields
 from ..ray_internals import retry_system_failures_only
 from .failures import RestoreLog
@@ -54,12 +54,12 @@ def search_fields(sweep: Sweep) -> list[str]:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.analysis.methods.trial_label`):
+    """``trial_<id>_<name>_seed<N>`` with the name the trial carries (:func:`~counterarg.analysis.methods.label_of`):
     ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
     TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
     try:
         cfg = Config.from_dict(dict(trial.config)).to_dict()
-        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
+        return f"trial_{trial.trial_id}_{slug(label_of(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"
 

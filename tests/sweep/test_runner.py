@@ -30,10 +30,13 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     the summary is written, and TensorBoard event files hold per-task scalars and HParams."""
     import ray
 
+    from counterarg.analysis.methods import labelled
+
     good = sweep_base(tiny, epochs=2)
-    variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
-                {**good, "schedule": "random", "seed": 0},
-                {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
+    variants = [labelled({**good, "schedule": "fixed", "rate": 0.8, "seed": 0}, "recipe"),  # named as the grid names
+                labelled({**good, "schedule": "random", "seed": 0}, "recipe"),
+                labelled({**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")},
+                         "recipe")]
     sweep = Sweep(name=unique_name("err"), variants=variants)
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from counterarg.analysis.methods import labelled
 from counterarg.sweep.tensorboard import HParamsTBXLogger
 
 
 def test_hparams_name_the_strategy_and_the_fields_its_schedule_reads():
     logger = HParamsTBXLogger(["schedule", "rate", "margin", "seed", "device"])
-    trial = SimpleNamespace(config={"schedule": "fixed", "rate": 0.5, "margin": 0.3, "seed": 1, "device": "cpu"},
-                            evaluated_params={})
+    trial = SimpleNamespace(config=labelled({"schedule": "fixed", "rate": 0.5, "margin": 0.3, "seed": 1,
+                                             "device": "cpu"}, "recipe"), evaluated_params={})
     params = logger.hparams_of(trial)
     assert params["strategy"] == "recipe: fixed 0.5" and params["schedule"] == "fixed" and params["rate"] == 0.5
     assert params["margin"] == 0.3 and params["seed"] == 1  # varying fields; seed kept to tell repeats apart
