@@ -106,11 +106,11 @@ def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_fin
     assert good.status == "TERMINATED" and Path(good.path).name == name, (good.status, good.error)
     epochs_seen = reported_epochs(exp / name)
     at_most_one_epoch_twice(epochs_seen, epochs)
-    print_cost("worker process SIGKILLed", [r for r in result_rows(exp / name) if "epoch" in r], at)
     pids = {r["pid"] for r in result_rows(exp / name) if "pid" in r}
     assert pid in pids and len(pids) == 2, pids  # the rows after the kill came from a new worker
     [restore] = good.restores
     assert restore["system_failure"] and restore["after_epoch"] >= at, restore
+    print_cost("worker process SIGKILLed", [r for r in result_rows(exp / name) if "epoch" in r], restore["after_epoch"])
     assert "ActorDiedError" in restore["error"] or "RayActorError" in restore["error"], restore
     assert read_restores(__import__("pyarrow.fs").fs.LocalFileSystem(), str(exp / name)) == good.restores
     md = (exp / "summary.md").read_text()
@@ -213,13 +213,13 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
         trial, lost_node, at = removed
         rows = [r for r in result_rows(exp / trial) if "epoch" in r]
         at_most_one_epoch_twice([r["epoch"] for r in rows], epochs)
-        print_cost("node removed", rows, at)
         after = [r["node_id"] for r in rows if r["epoch"] > at + 1 and "node_id" in r]
         assert after and lost_node not in after, "the trial did not move to the other node"
         for d in trial_dirs(exp):
             assert sorted(set(reported_epochs(d))) == list(range(1, epochs + 1)), d.name
         [restore] = read_restores(__import__("pyarrow.fs").fs.LocalFileSystem(), str(exp / trial))
         assert restore["node"] == lost_node and restore["after_epoch"] >= at, restore
+        print_cost("node removed", rows, restore["after_epoch"])  # the last epoch the driver had when it noticed
         md = (exp / "summary.md").read_text()
         assert "Trials: 2 (0 errored, 0 unfinished)" in md
         assert "restored 1x after a lost node or worker, from epoch" in md, md
