@@ -95,7 +95,7 @@ def add_common_args(p, start: Mapping[str, Any] | None = None) -> None:
                    help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
     p.add_argument("--resume", action="store_true",
                    help="continue <storage>/<name>: finished trials kept, unfinished continue "
-                        "from their last epoch, errored ones restart (an error if there is nothing to resume)")
+                        "from their last epoch, errored ones too (an error if there is nothing to resume)")
     p.add_argument("--smoke-test", action="store_true",
                    help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check")
     p.add_argument("--cpus-per-trial", type=number_at_least(1), default=1,
@@ -297,7 +297,7 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
                         Path(sweep.name) if result.remote is not None else result.local_dir))
     errored = [r for r in result.records if r.ended == "error"]
     if errored:
-        print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)
+        print(f"{len(errored)} trial(s) errored; `--resume` continues them from their last checkpoint:", file=sys.stderr)
         for r in errored:
             print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
     unfinished = [r for r in result.records if not r.finished and r.ended != "error"]

@@ -253,9 +253,10 @@ def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tmp_path, capsys):
+def test_existing_sweep_is_refused_and_errored_trials_run_again_on_resume(tiny, tmp_path, capsys):
     """A trial whose encoder is missing errors; starting the sweep again without --resume is refused
-    before anything runs; once the encoder exists, --resume reruns only the errored trial, to the end."""
+    before anything runs; once the encoder exists, --resume runs only the errored trial, under its own id
+    and folder (it had no checkpoint: from its first epoch), to the end."""
     import ray
 
     from counterarg.nn.testing import make_tiny_encoder
@@ -291,7 +292,7 @@ def test_existing_sweep_is_refused_and_errored_trials_restart_on_resume(tiny, tm
     assert reported_epochs(exp / good) == [1, 2], "the finished trial was not run again"
     redone = next(r for r in second.records if r.config["schedule"] == "random")
     assert reported_epochs(Path(redone.path)) == [1, 2] and redone.history[-1]["epoch"] == 2
-    assert (exp / bad / "error.txt").exists()  # Tune restarts an errored trial under a new id and folder
+    assert Path(redone.path).name == bad and (exp / bad / "error.txt").exists()  # resumed, not restarted anew
     assert "Trials: 2 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
 
 
