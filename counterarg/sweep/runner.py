@@ -178,7 +178,7 @@ def local_experiment_dir(storage: str, name: str) -> Path | None:
     return Path(storage) / name
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or join Ray for a sweep driver.
 
     * ``address=None``: a fresh local cluster (:func:`counterarg.retrieval.shards.ensure_ray`, the one way a
@@ -188,22 +188,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
       by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
       does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
+
+    Every worker quiets Ray's per-checkpoint and per-restore log lines as it starts
+    (:func:`~counterarg.sweep.console.quiet_worker_logs`). Returns True when this call started or
+    joined Ray (the sweep then shuts it down before its summary), False when Ray was up already.
     """
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Workers must import counterarg even when it is not installed on the cluster's Python path.
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)},
+        "worker_process_setup_hook": f"{quiet_worker_logs.__module__}.{quiet_worker_logs.__name__}"}
     if address in (None, "", "local"):
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
-        return
+        return True
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").exists()):
         os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, runtime_env=runtime_env)
+    return True
 
 
 def trial_dirname(trial) -> str:
@@ -288,11 +294,13 @@ class SweepResult:
     records: list[TrialRecord]
     rows: list[dict[str, Any]]
     markdown: str
-    wall_s: float
+    wall_s: float  # the sweep's wall time: every recorded run and resume (provenance.py), else this session's
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
     baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
     race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
+    session_s: float | None = None  # this run's or resume's own wall time (None: as wall_s)
+    sessions: int = 1  # the runs and resumes wall_s sums
 
 
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
@@ -348,7 +356,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                               "drop --resume to start this sweep, or check --storage and --name")
     if address in (None, "", "local"):
         check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
-    init_ray(address, num_cpus=num_cpus)
+    started_ray = init_ray(address, num_cpus=num_cpus)
     where = "this machine" if address in (None, "", "local") else f"the cluster at {address}"
     if address not in (None, "", "local"):
         check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), where)
@@ -365,6 +373,9 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         save_space(local, sweep.param_space)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
+    if started_ray:  # its workers' last log lines come now, not after the summary
+        ray.shutdown()
+    print("[sweep] building the summary (trial results, zero-shot encoder, significance tests, plots)", flush=True)
     records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
@@ -382,10 +393,11 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                                         scheduler=how))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
-                            extra_sections=sections)
+                            extra_sections=sections, progress=True)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
+                       markdown=written["markdown"], wall_s=written["wall_s"] or wall, verdicts=written["verdicts"],
+                       baseline=baseline, baseline_ranks=baseline_ranks, race=race, session_s=wall,
+                       sessions=written["sessions"])
 
 
 def tensorboard_command(storage: str, name: str) -> str:

@@ -21,7 +21,7 @@ from ..retrieval.tasks import task_names
 from ..core.paths import portable_path
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .methods import shared_setting
-from .provenance import sweep_provenance
+from .provenance import read_sessions, sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
 from .trials import pm_text as _pm
@@ -261,35 +261,58 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
                   sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None,
                   baseline_ranks: Mapping[str, Any] | None = None,
-                  extra_sections: Sequence[str] = ()) -> dict[str, Any]:
+                  extra_sections: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
     """Write summary.csv, summary.md, significance.csv and the plots into ``out_dir``.
 
     ``baseline``: the zero-shot encoder's metrics; ``baseline_ranks``: its per-query test ranks
-    (for the comparisons against it). Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
+    (for the comparisons against it). ``progress``: a progress bar over the significance tests (one
+    step per task and view) and the plots, the slow parts (a minute or more for 8 strategies).
+    Returns {"rows", "markdown", "paths", "comparisons", "verdicts", "baseline", "wall_s" (the sweep's,
+    over every recorded session; None when its first run is not recorded), "sessions"}.
     """
+    from tqdm.auto import tqdm
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
-    comparisons, verdict, by_method, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks)
-    extra_sections = [*_method_sections(by_method), *extra_sections]
-    sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
-    md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
-                          folder=out_dir, setting=shared_setting([r.config for r in records])) + "\n" + provenance
-    paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
-             "significance": out_dir / "significance.csv",
-             "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
-    write_csv(rows, paths["csv"])
-    write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
-    atomic_write_text(paths["md"], md)
-    plot_curves(records, paths["curves"], metric, baseline)
-    plot_task_bars(rows, paths["bars"], baseline)
-    if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
-        paths["verdicts"] = out_dir / "verdicts.png"
-    if plot_telemetry(records, out_dir / "mining_telemetry.png"):
-        paths["telemetry"] = out_dir / "mining_telemetry.png"
+    steps = (len(task_names()) + 1) * len(VIEWS) + len(PLOTS)
+    with tqdm(total=steps, desc="[sweep] building the summary", unit="step", disable=not progress,
+              bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}] {postfix}") as bar:
+        def tick(what: str) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update()
+
+        comparisons, verdict, by_method, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks,
+                                                                tick=lambda key: tick(f"significance {key}"))
+        bar.n = steps - len(PLOTS)  # a view without test ranks has no tests: its steps are done
+        extra_sections = [*_method_sections(by_method), *extra_sections]
+        sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
+        md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
+                              notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
+                              folder=out_dir, setting=shared_setting([r.config for r in records])) + "\n" + provenance
+        paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
+                 "significance": out_dir / "significance.csv",
+                 "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
+        write_csv(rows, paths["csv"])
+        write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
+        atomic_write_text(paths["md"], md)
+        plot_curves(records, paths["curves"], metric, baseline)
+        tick("plots: curves")
+        plot_task_bars(rows, paths["bars"], baseline)
+        tick("plots: tasks")
+        if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
+            paths["verdicts"] = out_dir / "verdicts.png"
+        tick("plots: verdicts")
+        if plot_telemetry(records, out_dir / "mining_telemetry.png"):
+            paths["telemetry"] = out_dir / "mining_telemetry.png"
+        tick("plots: telemetry")
+        bar.set_postfix_str("written")
     if baseline:
         paths["baseline"] = out_dir / "zero_shot.json"
         atomic_write_json(paths["baseline"], baseline)
     return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict,
-            "baseline": baseline}
+            "baseline": baseline, "wall_s": sweep_wall_s, "sessions": max(1, len(read_sessions(out_dir)))}
+
+
+#: the figures :func:`write_summary` draws (one progress step each)
+PLOTS = ("curves", "tasks", "verdicts", "telemetry")
