@@ -277,7 +277,7 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     rows = summary_rows(records, metric, mode)
     steps = (len(task_names()) + 1) * len(VIEWS) + len(PLOTS)
     with tqdm(total=steps, desc="[sweep] building the summary", unit="step", disable=not progress,
-              bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}] {postfix}") as bar:
+              bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}]{postfix}") as bar:
         def tick(what: str) -> None:
             bar.set_postfix_str(what, refresh=False)
             bar.update()
