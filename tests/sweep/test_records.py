@@ -96,15 +96,3 @@ def test_a_trial_is_finished_only_when_it_trained_its_epochs_or_stopped_by_its_o
     assert _ended([0.1, 0.2], epochs=2) == ("epochs", True, "TERMINATED")
     assert _ended([0.1, 0.2, 0.3], tune_status="PAUSED") == ("waiting", False, "UNFINISHED")  # PBT at a Ctrl-C
     assert _ended([0.1, 0.2, 0.3], patience=0) == ("interrupted", False, "UNFINISHED")  # no patience rule
-
-
-def test_the_patience_rule_reads_the_runs_own_best_epoch_when_earlier_rows_are_missing():
-    """A callback that saw only a resumed trial's later epochs decides by the best epoch the training
-    loop wrote into the last row."""
-    from counterarg.sweep.endings import trial_ending
-
-    later = [{"epoch": 6, "m": 0.1, "select/best_epoch": 3}, {"epoch": 7, "m": 0.1, "select/best_epoch": 3}]
-    assert trial_ending({"epochs": 20, "patience": 4}, later) == "patience"
-    assert trial_ending({"epochs": 20, "patience": 5}, later) == "interrupted"
-    assert trial_ending({"epochs": 20}, later, error=True) == "error"
-    assert trial_ending({"epochs": 20}, []) == "not started"
