@@ -82,8 +82,9 @@ def _verdict_table(verdict: dict) -> list[str]:
     return lines
 
 
-def _baseline_table(comparisons, view: str) -> list[str]:
-    """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view."""
+def _baseline_table(comparisons, view: str, partial: bool = False) -> list[str]:
+    """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view; nothing
+    bold in a ``partial`` sweep (Holm over the strategies tested so far is not the sweep's family)."""
     rows = {}
     for c in comparisons:
         if c.strategy_b == ZERO_SHOT and c.view == view:
@@ -101,7 +102,7 @@ def _baseline_table(comparisons, view: str) -> list[str]:
                 cells.append("–")
                 continue
             cell = f"{c.diff:+.4f} ({_p(c.p_holm)})"
-            cells.append(f"**{cell}**" if c.p_holm is not None and c.p_holm < 0.05 else cell)
+            cells.append(f"**{cell}**" if not partial and c.p_holm is not None and c.p_holm < 0.05 else cell)
         out.append(f"| {g} | " + " | ".join(cells) + " |")
     return out + [""]
 
@@ -164,11 +165,13 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "Every pair is in `significance.csv` "
                   "(`p_value`: seed-aware; `p_value_queries`: sign-flip test over queries of the seed-averaged hits, "
                   "which holds only *given these trained models*).", "", *_verdict_table(verdict), ""]
-    base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v)]
+    base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v, partial=bool(partial))]
     if base_lines:
+        bold = ("nothing bold until every trial has finished (strategies with unfinished trials are not tested yet)"
+                if partial else "bold at p < 0.05")
         lines += [f"## Against the {ZERO_SHOT}", "",
                   "Each strategy's gap in acc@1 to the untrained encoder (pooled output, cosine), seed-aware test with "
-                  "the encoder as a fixed value, Holm-adjusted over the strategies; bold at p < 0.05.", ""] + base_lines
+                  f"the encoder as a fixed value, Holm-adjusted over the strategies; {bold}.", ""] + base_lines
     for section in extra_sections:
         lines += [section.rstrip(), ""]
     best = best_per_group(rows, metric)
