@@ -116,7 +116,7 @@ def test_a_ctrl_c_partial_summary_counts_finished_seeds_only_and_resume_complete
     assert csv["finished"].all() and (csv["epochs_done"] == epochs).all() and set(csv["ended"]) == {"epochs"}
     assert (csv["ray_overhead"] >= 0).all(), csv[["trial_id", "train_s", "wall_s", "ray_overhead"]]
     md = (exp / "summary.md").read_text()
-    assert "partial" not in md and "| 2/2 |" in md
+    assert "> partial:" not in md and "| 2/2 |" in md
     total = float(re.search(r"Sweep wall time: ([\d.]+) s", md).group(1))
     out = second.read_text()
     console = re.search(r"4 trials \(0 errored, 0 unfinished\) in ([\d.]+) min over 2 sessions", out)
