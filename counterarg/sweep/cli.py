@@ -26,11 +26,11 @@ from ..core.io import FolderLockedError, disk_full_error, is_disk_full
 from ..core.paths import runnable_path, shell_path
 from ..sampling.schedules import SCHEDULES
 from ..nn.testing import make_tiny_encoder
-from .methods import METHODS, parse_methods, slug
+from ..analysis.methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
-from .summary import console_table
-from .trials import best_per_group, overhead
+from ..analysis.summary import console_table
+from ..analysis.trials import best_per_group, overhead
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -54,7 +54,7 @@ def seeds_arg(text: str) -> list[int]:
 
 
 def methods_arg(text: str) -> list[str]:
-    """argparse type of --methods: comma-separated names of :data:`counterarg.sweep.methods.METHODS`;
+    """argparse type of --methods: comma-separated names of :data:`counterarg.analysis.methods.METHODS`;
     an unknown one is a usage error naming it."""
     try:
         return parse_methods(text)
@@ -63,7 +63,7 @@ def methods_arg(text: str) -> list[str]:
 
 
 def method_arg(text: str) -> str:
-    """argparse type of --method: one name of :data:`counterarg.sweep.methods.METHODS`."""
+    """argparse type of --method: one name of :data:`counterarg.analysis.methods.METHODS`."""
     names = methods_arg(text)
     if len(names) != 1:
         raise argparse.ArgumentTypeError(f"expected one method, got {text!r}")

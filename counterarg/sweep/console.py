@@ -10,10 +10,11 @@ from typing import Sequence
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
-from .methods import trial_label
-from .search_summary import short_value
+from ..analysis.methods import trial_label
+from ..analysis.search_summary import short_value
+from ..analysis.trials import DEFAULT_MODE
 from ..evaluation.selection import beats
-from .trials import DEFAULT_MODE
+from ..ray_internals import RESTORE_LOGGER, STORAGE_LOGGERS
 
 
 class SweepReporter(ProgressReporter):
@@ -25,7 +26,7 @@ class SweepReporter(ProgressReporter):
     seconds, so a 24-trial sweep of 16 minutes prints about 40 lines where Tune's 26-line table
     came 79 times. A search names its best trial by the values of its searched ``fields`` too
     (``recipe lr=0.00092``). Needs Tune's classic output engine (``RAY_AIR_NEW_OUTPUT=0``, set by
-    :func:`counterarg.sweep.runner.build_tuner`); the summary's tables follow the sweep.
+    :func:`counterarg.sweep.tuner.build_tuner`); the summary's tables follow the sweep.
     """
 
     ENDED = ("terminated", "error")
@@ -143,6 +144,5 @@ def quiet_worker_logs() -> None:
     "Restored on 127.0.0.1 from checkpoint" per resumed trial from Tune's trainable (the sweep says
     what it resumed). Run in every worker as it starts (``worker_process_setup_hook``,
     :func:`counterarg.sweep.runner.init_ray`) and by the trainable."""
-    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage",
-                 "ray.tune.trainable.trainable"):
+    for name in (*STORAGE_LOGGERS, RESTORE_LOGGER):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,9 +1,9 @@
 """A finished (or interrupted) sweep as plain data: Tune's ``ResultGrid`` -> :class:`TrialRecord` list.
 
 Per trial: its full Config, its per-epoch rows (each epoch once: a resumed trial may report an
-epoch twice), how it ended (:mod:`counterarg.sweep.endings`: Tune calls a trial a Ctrl-C stopped
+epoch twice), how it ended (:mod:`counterarg.analysis.endings`: Tune calls a trial a Ctrl-C stopped
 TERMINATED too; its rows say it is unfinished), its status and short error, the per-query ranks of its best epoch and where that
-epoch's state is kept in storage. The summary (:mod:`counterarg.sweep.summary`) reads only these
+epoch's state is kept in storage. The summary (:mod:`counterarg.analysis.summary`) reads only these
 records.
 """
 
@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Config, ConfigError
+from ..ray_internals import result_grid_trials
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
-from .endings import is_finished, trial_ending
-from .recovery import checkpoint_index
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from ..analysis.endings import is_finished, trial_ending
+from ..model.checkpoint import checkpoint_index
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from .failures import read_restores
 
 
 def read_trial_ranks(result) -> dict[str, Any] | None:
@@ -83,14 +85,13 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     error, where the best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
     trial that never started, whose config Tune holds without them."""
     # a trial that never started has no result config; Tune's own trial list still holds it
-    analysis = getattr(result_grid, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
+    trials = result_grid_trials(result_grid)
     planned = {str(t.trial_id): dict(t.config or {}) for t in trials}
     tune_status = {str(t.trial_id): str(getattr(t, "status", "")) for t in trials}
     records = []
     for res in result_grid:
         name = Path(str(res.path)).name
-        tid = name.split("_")[1] if "_" in name else ""
+        tid = name.split("_")[1] if name.startswith("trial_") else ""  # trial_<id>_<name> (tuner.trial_dirname)
         metrics = dict(res.metrics or {})  # Tune's last result of the trial; Result.config is its "config"
         foreign = bool(tid) and metrics.get("trial_id") not in (None, tid)
         if foreign:  # at a Ctrl-C, a trial just handed a finished trial's reused actor holds that
@@ -118,6 +119,6 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
                                    status=status, error=_short_error(res.error) if res.error else None,
                                    path=res.path, ranks=read_trial_ranks(res) if history else None,
                                    best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
-                                   ended=ended))
+                                   ended=ended, restores=read_restores(getattr(res, "filesystem", None), res.path)))
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -23,9 +23,9 @@ from ..sampling import schedules
 from ..config import SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
-from .endings import BEST_EPOCH_KEY, is_finished, trial_ending
-from .methods import trial_label
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, dedupe_history
+from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
+from ..analysis.methods import trial_label
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, dedupe_history
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
@@ -39,7 +39,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
     other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
     and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
     ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
-    Two more columns say how the trial ended (:mod:`counterarg.sweep.endings`): ``finished`` (a
+    Two more columns say how the trial ended (:mod:`counterarg.analysis.endings`): ``finished`` (a
     finished seed: planned epochs, patience or ASHA) and ``ended``. A trial a Ctrl-C stopped writes
     no row (Tune does not end it); its row comes when ``--resume`` completes it.
     """
@@ -122,7 +122,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
                 if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
 
     def ending(self, trial, failed: bool = False) -> str:
-        """How ``trial`` ended (:func:`counterarg.sweep.endings.trial_ending`) from the results this
+        """How ``trial`` ended (:func:`counterarg.analysis.endings.trial_ending`) from the results this
         callback saw and Tune's last one (``done`` when a scheduler stopped it)."""
         last = getattr(trial, "last_result", None) or {}
         return trial_ending(dict(trial.config), dedupe_history(self._rows.get(trial, [])), error=failed,

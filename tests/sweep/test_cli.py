@@ -11,7 +11,7 @@ from counterarg.config import ConfigError
 from counterarg.sweep.cli import absolute_paths, base_from_args, smoke_encoder_dir, sweep_name
 from counterarg.sweep.recovery import SweepStateError
 from counterarg.sweep.runner import SweepResult
-from counterarg.sweep.trials import TrialRecord
+from counterarg.analysis.trials import TrialRecord
 
 from .conftest import sweep_script
 
@@ -144,7 +144,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     import counterarg.sweep.cli as cli_mod
     from counterarg.sampling import schedules
     from counterarg.cli import main as cli_main
-    from counterarg.sweep.trials import strategy_label
+    from counterarg.analysis.trials import strategy_label
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
     schedules.register(schedules.Schedule(
@@ -315,7 +315,7 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
     """compare_strategies builds method x strategy x seed trials: the main job by default, one
     method's own list with --methods alone, every given strategy under every given method."""
     import counterarg.sweep.cli as cli_mod
-    from counterarg.sweep.methods import trial_label
+    from counterarg.analysis.methods import trial_label
 
     built = {}
 

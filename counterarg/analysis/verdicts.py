@@ -1,6 +1,6 @@
 """A sweep's verdicts: which strategy trains the better model, per task and view of the test split.
 
-From the trials (plain :class:`~counterarg.sweep.trials.TrialRecord`) to the rows of
+From the trials (plain :class:`~counterarg.analysis.trials.TrialRecord`) to the rows of
 ``significance.csv`` and the bold cells of ``summary.md``:
 
 * :func:`trial_hits`: per (task, view), strategy -> the ``[R, n]`` acc@1 hits of its *finished*
@@ -8,7 +8,7 @@ From the trials (plain :class:`~counterarg.sweep.trials.TrialRecord`) to the row
   kept in ``best_ranks.npz``). A strategy with an unfinished trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
   verdict is made while any strategy is partial.
 * :func:`compare`: every pair of strategies in one (task, view), the seed-aware test
-  (:func:`counterarg.sweep.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
+  (:func:`counterarg.analysis.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
   pairs of that (task, view) (``p_holm``), the seeds per strategy that would decide the gap
   (``seeds_needed``), and the query-level test of the seed-averaged hits as a second column
   (``p_value_queries``: "given these trained models").

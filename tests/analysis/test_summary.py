@@ -1,4 +1,4 @@
-"""The summary files (counterarg.sweep.summary): summary.md/.csv, significance.csv, zero-shot rows."""
+"""The summary files (counterarg.analysis.summary): summary.md/.csv, significance.csv, zero-shot rows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 
 import pytest
 
-from counterarg.sweep.plots import read_plot_data
-from counterarg.sweep.summary import console_table, summary_markdown, write_summary
-from counterarg.sweep.trials import summary_rows
+from counterarg.analysis.plots import read_plot_data
+from counterarg.analysis.summary import console_table, summary_markdown, write_summary
+from counterarg.analysis.trials import summary_rows
 from counterarg.retrieval.tasks import TASKS
 
 from .conftest import ranked_records, summary_records

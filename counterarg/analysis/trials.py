@@ -11,7 +11,7 @@ Conventions:
   the earliest, :func:`counterarg.evaluation.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
 * A trial's *group* names what it was run with apart from its seed: its method and strategy
-  (:func:`counterarg.sweep.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
+  (:func:`counterarg.analysis.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
   0.8-0.02``) plus any other Config field that varies across the sweep (e.g. ``margin=0.5``).
   Seeds are the repeats within a group. The ``strategy`` column is the schedule's label alone.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
@@ -53,7 +53,7 @@ NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
 class TrialRecord:
     """One trial as plain data: enough for every number and plot in the summary.
 
-    ``ended`` says how it ended (:data:`counterarg.sweep.endings.ENDINGS`) and :attr:`finished`
+    ``ended`` says how it ended (:data:`counterarg.analysis.endings.ENDINGS`) and :attr:`finished`
     whether that makes it a finished seed; every statistic, verdict and best checkpoint counts
     finished trials only. A record made by hand without ``ended`` takes it from ``status``
     (TERMINATED: its planned epochs; ERROR: an error; anything else: interrupted).
@@ -68,6 +68,7 @@ class TrialRecord:
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
     ended: str = ""  # how it ended: a key of endings.ENDINGS
+    restores: list[dict[str, Any]] = field(default_factory=list)  # after lost nodes (sweep.failures.RestoreLog)
 
     def __post_init__(self) -> None:
         if not self.ended:
@@ -79,6 +80,14 @@ class TrialRecord:
     def finished(self) -> bool:
         """A finished seed: it trained its planned epochs or stopped by its own rule (patience, ASHA)."""
         return is_finished(self.ended)
+
+
+def restore_text(restores: list[dict]) -> str:
+    """``restored 2x after a lost node or worker, from epochs 5, 12 (ActorDiedError: ...)``."""
+    epochs = ", ".join(str(r.get("after_epoch") if r.get("after_epoch") is not None else 0) for r in restores)
+    why = "; ".join(dict.fromkeys(str(r.get("error", "")) for r in restores))
+    return (f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
+            f"{epochs} ({why})")
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -93,7 +102,7 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
+    """The trial's one name (:func:`counterarg.analysis.methods.trial_label`: ``recipe``, ``recipe: decay
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
     fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a search over
     some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
@@ -159,6 +168,8 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "best_epoch": int(best["epoch"]) if best else None,
             "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
+            "restored": len(rec.restores),  # times it continued from its checkpoint after a lost node or worker
+            "restores": restore_text(rec.restores) if rec.restores else "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
         wall_s = last.get(WALL_TIME_KEY)

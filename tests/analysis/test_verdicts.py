@@ -1,13 +1,13 @@
-"""counterarg.sweep.verdicts: a sweep's trials -> seed-aware comparisons, Holm, verdicts, partial sweeps."""
+"""counterarg.analysis.verdicts: a sweep's trials -> seed-aware comparisons, Holm, verdicts, partial sweeps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from counterarg.sweep.significance import PairedTest, holm
-from counterarg.sweep.trials import summary_rows
-from counterarg.sweep.verdicts import compare, significance, trial_hits, verdicts
+from counterarg.analysis.significance import PairedTest, holm
+from counterarg.analysis.trials import summary_rows
+from counterarg.analysis.verdicts import compare, significance, trial_hits, verdicts
 
 from .conftest import ranked_records
 

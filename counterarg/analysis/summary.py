@@ -1,11 +1,11 @@
 """The files a sweep leaves: summary.md, summary.csv, significance.csv, the plots, zero_shot.json.
 
 Tables per strategy (mean ± std over finished seeds of each test task's acc@1, in both views of the
-test split) for the markdown file and the terminal, from the rows of :mod:`counterarg.sweep.trials`;
+test split) for the markdown file and the terminal, from the rows of :mod:`counterarg.analysis.trials`;
 a cell is bold only where its strategy beats every other in the seed-aware test, Holm-adjusted
-(:mod:`counterarg.sweep.verdicts`, :mod:`counterarg.sweep.significance`). A partial sweep (trials
+(:mod:`counterarg.analysis.verdicts`, :mod:`counterarg.analysis.significance`). A partial sweep (trials
 stopped by Ctrl-C or errored) says so in its first lines and makes no verdict. The figures come from
-:mod:`counterarg.sweep.plots`. No Ray here.
+:mod:`counterarg.analysis.plots`. No Ray here.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                      setting: str | None = None) -> str:
     """summary.md: per group mean ± std over finished seeds of each test task's acc@1 in both views;
     a cell is bold only where its group beats every other in the seed-aware test (``verdict`` from
-    :func:`counterarg.sweep.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
+    :func:`counterarg.analysis.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
     (the sweep folder the file is written in)."""
     verdict = verdict or {}
     lines = [f"# {title}", ""]
@@ -198,6 +198,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     for r in errored:
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} epochs done): {r['error']}")
+    for r in rows:
+        if r.get("restored"):
+            lines.append(f"- RESTORED {r['trial_id']} ({r['group']}, seed {r['seed']}): {r['restores']}")
     for r in unfinished:
         lines.append(f"- UNFINISHED ({r['ended']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} of {r['epochs_planned']} epochs done)")
