@@ -10,7 +10,7 @@ one test per assumption that fails when an installed Ray breaks it; pyproject pi
   experiment's storage (:func:`trial_storage`, :func:`experiment_folders`), a ``ResultGrid``'s trial
   list (:func:`result_grid_trials`).
 * **Local Ray on loopback** (:func:`loopback_only`).
-* **Logger names** (:data:`AUTH_TOKEN_LOGGER`, :data:`STORAGE_LOGGERS`).
+* **Logger names** (:data:`AUTH_TOKEN_LOGGER`, :data:`STORAGE_LOGGERS`, :data:`RESTORE_LOGGER`).
 * **Tune's state files**: names, the driver's staging folders, the checkpoint paths in the pickled
   checkpoint manager of each trial (:func:`named_checkpoint_blobs`).
 * **Which failures are retried** (:func:`retry_system_failures_only`): Tune's
@@ -37,6 +37,8 @@ RAY_TESTED = ">=2.60,<2.61"
 AUTH_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 #: Ray's loggers of "Checkpoint successfully created" (one line per epoch per trial)
 STORAGE_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+#: Tune's trainable logger: "Restored on <ip> from checkpoint: ..." once per restored trial
+RESTORE_LOGGER = "ray.tune.trainable.trainable"
 
 #: Tune's state files in an experiment folder: ``<prefix><session stamp>.json|.pkl``
 EXPERIMENT_STATE_PREFIX = "experiment_state-"

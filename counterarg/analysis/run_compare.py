@@ -266,7 +266,9 @@ def compare_runs(a: Sequence[RunRanks], b: Sequence[RunRanks], *, split: str = "
             ha = np.stack([h[(task, view)] for h in hits_a])  # [R_a, n]
             hb = np.stack([h[(task, view)] for h in hits_b])  # [R_b, n]
             n = ha.shape[1]
-            qtest = qtests.setdefault(n, PairedTest(n, seed=seed))
+            if n not in qtests:  # drawn once per query count
+                qtests[n] = PairedTest(n, seed=seed)
+            qtest = qtests[n]
             c = compare({label_a: ha, label_b: hb}, task, view, qtest)[0]
             family.append((_row(c, label_a, label_b, ha.mean(axis=1), hb.mean(axis=1), n), ha, hb))
             bar.update()

@@ -246,25 +246,38 @@ class PairedTest:
         self.counts = self.counts.astype(np.uint16)  # [R, n]; how often each query is drawn
 
     def _means(self, weights: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """``weights @ d / n`` in chunks: ``[R]``."""
-        out = np.empty(self.resamples)
+        """``weights @ d / n`` in chunks: ``[R, P]`` for ``d`` ``[n, P]`` (every pair's differences at
+        once: each chunk of resamples is converted to floats once per call, not once per pair)."""
+        out = np.empty((self.resamples, d.shape[1]))
         for s in range(0, self.resamples, _CHUNK):
             out[s:s + _CHUNK] = weights[s:s + _CHUNK].astype(np.float64) @ d / self.n
         return out
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
         """``(diff, ci_low, ci_high, p_value)`` for per-query scores ``a`` and ``b`` (``[n]`` each)."""
-        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-        if a.shape != (self.n,) or b.shape != (self.n,):
-            raise ValueError(f"paired test over {self.n} queries got shapes {a.shape} and {b.shape}")
-        d = a - b  # [n]
-        obs = float(d.mean())
-        flips = self._means(self.signs, d)  # [R]
-        tol = 1e-12 * max(1.0, abs(obs))
-        p = (1 + int((np.abs(flips) >= abs(obs) - tol).sum())) / (1 + self.resamples)
-        boot = self._means(self.counts, d)  # [R]
-        lo, hi = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
-        return obs, float(lo), float(hi), float(p)
+        return self.many([(a, b)])[0]
+
+    def many(self, pairs) -> list[tuple[float, float, float, float]]:
+        """:meth:`__call__` for each ``(a, b)`` of ``pairs``, over the same resamples, in one pass."""
+        if not pairs:
+            return []
+        cols = []
+        for a, b in pairs:
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            if a.shape != (self.n,) or b.shape != (self.n,):
+                raise ValueError(f"paired test over {self.n} queries got shapes {a.shape} and {b.shape}")
+            cols.append(a - b)
+        d = np.stack(cols, axis=1)  # [n, P]
+        flips = self._means(self.signs, d)  # [R, P]
+        boot = self._means(self.counts, d)  # [R, P]
+        out = []
+        for j in range(d.shape[1]):
+            obs = float(d[:, j].mean())
+            tol = 1e-12 * max(1.0, abs(obs))
+            p = (1 + int((np.abs(flips[:, j]) >= abs(obs) - tol).sum())) / (1 + self.resamples)
+            lo, hi = np.percentile(boot[:, j], [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+            out.append((obs, float(lo), float(hi), float(p)))
+        return out
 
 
 __all__ = ["SeedTest", "seed_test", "residual_var", "interaction_var", "holm", "power", "seeds_needed", "query_limited",

@@ -24,7 +24,7 @@ from ..core.paths import portable_path
 from .colours import strategy_colours
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .methods import shared_setting
-from .provenance import sweep_provenance
+from .provenance import read_sessions, sweep_provenance
 from .trials import (DEFAULT_METRIC, DEFAULT_MODE, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, best_per_group,
                      group_stats, overhead, summary_rows, test_acc1_keys)
 from .trials import pm_text as _pm
@@ -85,8 +85,9 @@ def _verdict_table(verdict: dict) -> list[str]:
     return lines
 
 
-def _baseline_table(comparisons, view: str) -> list[str]:
-    """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view."""
+def _baseline_table(comparisons, view: str, partial: bool = False) -> list[str]:
+    """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view; nothing
+    bold in a ``partial`` sweep (Holm over the strategies tested so far is not the sweep's family)."""
     rows = {}
     for c in comparisons:
         if c.strategy_b == ZERO_SHOT and c.view == view:
@@ -104,7 +105,7 @@ def _baseline_table(comparisons, view: str) -> list[str]:
                 cells.append("–")
                 continue
             cell = f"{c.diff:+.4f} ({_p(c.p_holm)})"
-            cells.append(f"**{cell}**" if c.p_holm is not None and c.p_holm < 0.05 else cell)
+            cells.append(f"**{cell}**" if not partial and c.p_holm is not None and c.p_holm < 0.05 else cell)
         out.append(f"| {g} | " + " | ".join(cells) + " |")
     return out + [""]
 
@@ -171,11 +172,13 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                   "Every pair is in `significance.csv` "
                   "(`p_value`: seed-aware; `p_value_queries`: sign-flip test over queries of the seed-averaged hits, "
                   "which holds only *given these trained models*).", "", *_verdict_table(verdict), ""]
-    base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v)]
+    base_lines = [line for v in VIEWS for line in _baseline_table(comparisons, v, partial=bool(partial))]
     if base_lines:
+        bold = ("nothing bold until every trial has finished (strategies with unfinished trials are not tested yet)"
+                if partial else "bold at p < 0.05")
         lines += [f"## Against the {ZERO_SHOT}", "",
                   "Each strategy's gap in acc@1 to the untrained encoder (pooled output, cosine), seed-aware test with "
-                  "the encoder as a fixed value, Holm-adjusted over the strategies; bold at p < 0.05.", ""] + base_lines
+                  f"the encoder as a fixed value, Holm-adjusted over the strategies; {bold}.", ""] + base_lines
     for section in extra_sections:
         lines += [section.rstrip(), ""]
     best = best_per_group(rows, metric)
@@ -271,36 +274,59 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
                   metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
                   sweep_wall_s: float | None = None, baseline: dict[str, float] | None = None,
                   baseline_ranks: Mapping[str, Any] | None = None,
-                  extra_sections: Sequence[str] = ()) -> dict[str, Any]:
+                  extra_sections: Sequence[str] = (), progress: bool = False) -> dict[str, Any]:
     """Write summary.csv, summary.md, significance.csv and the plots into ``out_dir``.
 
     ``baseline``: the zero-shot encoder's metrics; ``baseline_ranks``: its per-query test ranks
-    (for the comparisons against it). Returns {"rows", "markdown", "paths", "comparisons", "verdicts"}.
+    (for the comparisons against it). ``progress``: a progress bar over the significance tests (one
+    step per task and view) and the plots, the slow parts (a minute or more for 8 strategies).
+    Returns {"rows", "markdown", "paths", "comparisons", "verdicts", "baseline", "wall_s" (the sweep's,
+    over every recorded session; None when its first run is not recorded), "sessions"}.
     """
+    from tqdm.auto import tqdm
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, metric, mode)
-    comparisons, verdict, by_method, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks)
-    extra_sections = [*_method_sections(by_method), *extra_sections]
-    sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
-    md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
-                          notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
-                          folder=out_dir, setting=shared_setting([r.config for r in records])) + "\n" + provenance
-    paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
-             "significance": out_dir / "significance.csv",
-             "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
-    write_csv(rows, paths["csv"])
-    write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
-    atomic_write_text(paths["md"], md)
-    colours = strategy_colours(r["group"] for r in rows)  # one colour per strategy in every figure
-    plot_curves(records, paths["curves"], metric, baseline, colours)
-    plot_task_bars(rows, paths["bars"], baseline, colours)
-    if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
-        paths["verdicts"] = out_dir / "verdicts.png"
-    if plot_telemetry(records, out_dir / "mining_telemetry.png", colours):
-        paths["telemetry"] = out_dir / "mining_telemetry.png"
+    steps = (len(task_names()) + 1) * len(VIEWS) + len(PLOTS)
+    with tqdm(total=steps, desc="[sweep] building the summary", unit="step", disable=not progress,
+              bar_format="{desc}: {n_fmt}/{total_fmt} steps [{elapsed}]{postfix}") as bar:
+        def tick(what: str) -> None:
+            bar.set_postfix_str(what, refresh=False)
+            bar.update()
+
+        comparisons, verdict, by_method, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks,
+                                                                tick=lambda key: tick(f"significance {key}"))
+        bar.n = steps - len(PLOTS)  # a view without test ranks has no tests: its steps are done
+        extra_sections = [*_method_sections(by_method), *extra_sections]
+        sweep_wall_s, provenance = sweep_provenance(records, rows, out_dir, sweep_wall_s)
+        md = summary_markdown(rows, title=title, metric=metric, sweep_wall_s=sweep_wall_s, verdict=verdict,
+                              notes=notes, baseline=baseline, comparisons=comparisons, extra_sections=extra_sections,
+                              folder=out_dir, setting=shared_setting([r.config for r in records])) + "\n" + provenance
+        paths = {"csv": out_dir / "summary.csv", "md": out_dir / "summary.md",
+                 "significance": out_dir / "significance.csv",
+                 "curves": out_dir / "validation_mean_acc1.png", "bars": out_dir / "test_acc1_per_task.png"}
+        write_csv(rows, paths["csv"])
+        write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
+        atomic_write_text(paths["md"], md)
+        colours = strategy_colours(r["group"] for r in rows)  # one colour per strategy in every figure
+        plot_curves(records, paths["curves"], metric, baseline, colours)
+        tick("plots: curves")
+        plot_task_bars(rows, paths["bars"], baseline, colours)
+        tick("plots: tasks")
+        if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
+            paths["verdicts"] = out_dir / "verdicts.png"
+        tick("plots: verdicts")
+        if plot_telemetry(records, out_dir / "mining_telemetry.png", colours):
+            paths["telemetry"] = out_dir / "mining_telemetry.png"
+        tick("plots: telemetry")
+        bar.set_postfix_str("written")
     if baseline:
         paths["baseline"] = out_dir / "zero_shot.json"
         atomic_write_json(paths["baseline"], baseline)
     return {"rows": rows, "markdown": md, "paths": paths, "comparisons": comparisons, "verdicts": verdict,
-            "baseline": baseline}
+            "baseline": baseline, "wall_s": sweep_wall_s, "sessions": max(1, len(read_sessions(out_dir)))}
+
+
+#: the figures :func:`write_summary` draws (one progress step each)
+PLOTS = ("curves", "tasks", "verdicts", "telemetry")

@@ -23,7 +23,7 @@ No Ray here.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -181,7 +181,9 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
             vq = interaction_var(ha, hb)
             run_a, run_b = ha.mean(axis=1), hb.mean(axis=1)  # [R_a], [R_b]
             st = seed_test(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
-            raw.append((a, b, st, run_a, run_b, vq, qtest(ha.mean(axis=0), hb.mean(axis=0))))
+            raw.append((a, b, st, run_a, run_b, vq))
+    queries = qtest.many([(hits[r[0]].mean(axis=0), hits[r[1]].mean(axis=0)) for r in raw])
+    raw = [(*r, q) for r, q in zip(raw, queries)]
     adjusted = holm([r[2].p_value for r in raw])
     level = ALPHA / max(1, len(raw))
     out = []
@@ -204,8 +206,9 @@ def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, t
         h = hits[g]  # [R, n]
         vq = interaction_var(h, baseline[None, :])
         st = seed_test(h.mean(axis=1), None, baseline=float(baseline.mean()), query_var=vq, n_queries=h.shape[1])
-        q = qtest(h.mean(axis=0), baseline)
-        raw.append((g, st, q))
+        raw.append((g, st))
+    queries = qtest.many([(hits[g].mean(axis=0), baseline) for g, _ in raw])
+    raw = [(*r, q) for r, q in zip(raw, queries)]
     adjusted = holm([st.p_value for _, st, _ in raw])
     return [Comparison(task, view, g, name, st.n_a, 0, st.diff, st.ci_low, st.ci_high, st.p_value, ph, None,
                        False, q[3], q[1], q[2]) for (g, st, q), ph in zip(raw, adjusted)]
@@ -250,11 +253,13 @@ def family_verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str,
 
 
 def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
-                   baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
+                   baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+                   tick: Callable[[str], None] | None = None):
     """``(comparisons, verdicts, by_method, notes)`` of a sweep: strategy pairs and, with the zero-shot
     encoder's test ranks, every strategy against it; where the sweep holds several methods,
     ``by_method`` holds each method's own verdicts (:func:`family_verdicts`: which schedule wins
-    under that method), else it is empty."""
+    under that method), else it is empty. ``tick``, when given, is called with ``task/view`` after
+    each (task, view) is tested (a progress bar: a sweep of 8 strategies tests 36 pairs in each)."""
     hits, notes, partial = trial_hits(records, rows)
     base = ranks_hits(baseline_ranks) if baseline_ranks else None
     qtests: dict[int, PairedTest] = {}
@@ -262,11 +267,15 @@ def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]
     for key, by_group in hits.items():
         means[key] = {g: float(v.mean()) for g, v in by_group.items()}
         n = next(iter(by_group.values())).shape[1]
-        qtest = qtests.setdefault(n, PairedTest(n, seed=seed))
+        if n not in qtests:  # drawn once per query count (10,000 resamples of n queries: seconds)
+            qtests[n] = PairedTest(n, seed=seed)
+        qtest = qtests[n]
         if len(by_group) > 1:
             comparisons += compare(by_group, key[0], key[1], qtest)
         if base is not None and key in base and base[key].shape == (n,):
             comparisons += baseline_comparisons(by_group, base[key], key[0], key[1], qtest)
+        if tick is not None:
+            tick(f"{key[0]}/{key[1]}")
     group_of = {r["trial_id"]: r["group"] for r in rows}
     families = {group_of[rec.trial_id]: rec.config["method"] for rec in records  # the method each carries
                 if rec.trial_id in group_of and rec.config.get("method")}

@@ -227,31 +227,36 @@ def export_folder(sweep_dir: Path, group: str) -> Path:
 
 
 def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, sweep_dir: Path) -> str:
-    """The best trial per strategy and ready commands to evaluate, rank with and export it (paths
-    relative to the current folder where they lie inside it; exports into :func:`export_folder`)."""
+    """The best finished trial per strategy, one line each, then ready commands to evaluate, rank
+    with and export the best of them (a search: its selected configuration); paths relative to the
+    current folder where they lie inside it; exports into :func:`export_folder`. A strategy none of
+    whose trials finished is named without a checkpoint (an under-trained seed is never offered)."""
     best = best_per_group(rows, sweep.metric)
+    groups = sorted({r["group"] for r in rows} | set(best))
     if not best:
-        return "No trial finished an epoch: no checkpoint to use."
-    groups = sorted(best)
-    if getattr(sweep, "param_space", None) is not None and len(groups) > 1:  # a search: its selected one
-        pick = max if getattr(sweep, "mode", "max") == "max" else min
-        groups = [pick(groups, key=lambda g: best[g][sweep.metric])]
-        lines = [f"Selected configuration (by {sweep.metric}; the others are ranked in summary.md):"]
-    else:
-        lines = [f"Best checkpoint per strategy (by {sweep.metric}):"]
-    corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
+        return "No trial finished: no checkpoint to use (--resume completes the unfinished ones)."
+    pick = max if getattr(sweep, "mode", "max") == "max" else min
+    top = pick(sorted(best), key=lambda g: best[g][sweep.metric])
+    searched = getattr(sweep, "param_space", None) is not None and len(best) > 1
+    lines = [f"Best checkpoint per strategy (by {sweep.metric}; finished trials only):"]
+    width = max(len(g) for g in groups)
     for g in groups:
-        r = best[g]
-        ck = r.get("best_checkpoint")
-        lines.append(f"  {g}  (seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f})")
-        if not ck:
-            lines.append("    checkpoint not kept")
+        r = best.get(g)
+        if r is None:
+            lines.append(f"  {g:<{width}}  none: no trial of it finished")
             continue
-        q = shell_path(ck)
-        out = shell_path(export_folder(sweep_dir, g))
-        lines += [f"    counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
-                  f"    counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
-                  f"    counterarg export --checkpoint {q} --out {out}"]
+        where = shell_path(r["best_checkpoint"]) if r.get("best_checkpoint") else "checkpoint not kept"
+        lines.append(f"  {g:<{width}}  seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f}  {where}")
+    r = best[top]
+    if not r.get("best_checkpoint"):
+        return "\n".join(lines)
+    q, out = shell_path(r["best_checkpoint"]), shell_path(export_folder(sweep_dir, top))
+    corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
+    what = "the selected configuration" if searched else "the best of them"
+    lines += [f"Use {what}, {top} (the others likewise):",
+              f"  counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
+              f"  counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
+              f"  counterarg export --checkpoint {q} --out {out}"]
     return "\n".join(lines)
 
 
@@ -288,7 +293,11 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     n_err = sum(r.ended == "error" for r in result.records)
     n_open = sum(not r.finished and r.ended != "error" for r in result.records)
     ov = overhead(result.rows)["overhead"]
-    print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
+    sessions = getattr(result, "sessions", 1)
+    this = result.session_s if getattr(result, "session_s", None) is not None else result.wall_s
+    took = f"{result.wall_s / 60:.1f} min" + (f" over {sessions} sessions (this one {this / 60:.1f} min)"
+                                              if sessions > 1 else "")
+    print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {took}"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     where = result.summary_at if result.remote is not None else runnable_path(result.local_dir)
     print(f"Summary: {where}/summary.md, summary.csv, significance.csv, *.png")

@@ -1,4 +1,4 @@
-"""What a sweep prints while it runs: a status table a person can read, and quieter Ray logs."""
+"""What a sweep prints while it runs: a progress line a person can read, and quieter Ray logs."""
 
 from __future__ import annotations
 
@@ -13,70 +13,94 @@ from ..config import SEED, Config, ConfigError, fields_with
 from ..analysis.methods import label_of
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
-from ..ray_internals import STORAGE_LOGGERS
+from ..evaluation.selection import beats
+from ..ray_internals import RESTORE_LOGGER, STORAGE_LOGGERS
 
 
 class SweepReporter(ProgressReporter):
-    """A status table a person can read: per trial its name (``recipe``, ``reference: decay 0.8-0.02``), seed, state, epoch and best metric.
+    """One line of progress a person can read, instead of Tune's table of every trial::
 
-    A search names its trials by the values of its searched ``fields`` too (``fixed 0 lr=0.00092``).
+        [sweep] 3.2 min: 5/24 trials ended (1 error), 2 running, 17 pending; epochs 37/120; best 0.1736 (reference: decay 0.8-0.02, seed 1)
 
-    Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
-    table shows trial hashes and loss columns). Needs Tune's classic output engine
-    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`counterarg.sweep.tuner.build_tuner`).
+    Printed when a trial ends (at most every ``min_s`` seconds) and otherwise every ``every_s``
+    seconds, so a 24-trial sweep of 16 minutes prints about 40 lines where Tune's 26-line table
+    came 79 times. A search names its best trial by the values of its searched ``fields`` too
+    (``recipe lr=0.00092``). Needs Tune's classic output engine (``RAY_AIR_NEW_OUTPUT=0``, set by
+    :func:`counterarg.sweep.tuner.build_tuner`); the summary's tables follow the sweep.
     """
 
-    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0, fields: Sequence[str] = ()):
-        self.metric, self.mode, self.every_s = metric, mode, every_s
-        self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own column
-        self._last, self._states, self._start = 0.0, None, time.time()
+    ENDED = ("terminated", "error")
+
+    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 60.0, fields: Sequence[str] = (),
+                 min_s: float = 10.0, clock=time.time):
+        self.metric, self.mode, self.every_s, self.min_s = metric, mode, every_s, min_s
+        self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own place
+        self.clock = clock
+        self._last, self._ended, self._start = None, None, clock()
 
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
               **kwargs) -> None:
-        self._start = start_time or time.time()
+        self._start = start_time or self.clock()
 
     def should_report(self, trials, done: bool = False) -> bool:
-        states = tuple((t.trial_id, t.status) for t in trials)
-        return states != self._states or (not done and time.time() - self._last >= self.every_s)
+        if done or self._last is None:
+            return True
+        since = self.clock() - self._last
+        ended = sum(str(t.status).lower() in self.ENDED for t in trials)
+        return since >= self.every_s or (ended != self._ended and since >= self.min_s)
 
-    def table(self, trials) -> str:
-        rows = []
+    def label(self, trial) -> str:
+        """The trial's one name (the one it carries, :func:`~counterarg.analysis.methods.label_of`) and searched values."""
+        try:
+            cfg = Config.from_dict(dict(trial.config)).to_dict()
+            return " ".join([label_of(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
+        except (ConfigError, TypeError):
+            return "?"
+
+    def line(self, trials) -> str:
+        """The progress line: trials by state, epochs reported of planned, the best trial so far."""
+        counts: dict[str, int] = {}
         for t in trials:
-            try:
-                cfg = Config.from_dict(dict(t.config)).to_dict()
-                label = " ".join([label_of(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
-            except (ConfigError, TypeError):
-                label = "?"
-            seed = dict(t.config).get("seed", Config().seed)
-            last = t.last_result or {}
-            best = (getattr(t, "metric_analysis", None) or {}).get(self.metric, {}).get(self.mode)
-            rows.append((label, str(seed), t.status.lower(), str(last.get("epoch", "-")),
-                         "-" if best is None else f"{best:.4f}"))
-        head = ("strategy", "seed", "state", "epoch", f"best {self.metric}")
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        counts = {}
+            counts[str(t.status).lower()] = counts.get(str(t.status).lower(), 0) + 1
+        ended = sum(counts.get(k, 0) for k in self.ENDED)
+        parts = [f"{ended}/{len(trials)} trials ended" + (f" ({counts['error']} error{'s' * (counts['error'] > 1)})"
+                                                           if counts.get("error") else "")]
+        parts += [f"{counts[k]} {k}" for k in sorted(counts) if k not in self.ENDED]
+        epochs = planned = 0
+        best = None
         for t in trials:
-            counts[t.status.lower()] = counts.get(t.status.lower(), 0) + 1
-        elapsed = time.time() - self._start
-        lines = [f"[sweep] {elapsed / 60:.1f} min: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-                 fmt.format(*head)] + [fmt.format(*r) for r in sorted(rows)]
-        return "\n".join(lines)
+            cfg = dict(t.config or {})
+            planned += int(cfg.get("epochs") or Config().epochs)
+            epochs += int((t.last_result or {}).get("epoch") or 0)
+            v = (getattr(t, "metric_analysis", None) or {}).get(self.metric, {}).get(self.mode)
+            if v is not None and (best is None or beats(v, best[0], self.mode)):
+                best = (v, t)
+        text = f"[sweep] {(self.clock() - self._start) / 60:.1f} min: " + ", ".join(parts)
+        text += f"; epochs {epochs}/{planned}"
+        if best is not None:
+            seed = dict(best[1].config).get("seed", Config().seed)
+            text += f"; best {best[0]:.4f} ({self.label(best[1])}, seed {seed})"
+        return text
 
     def report(self, trials, done: bool, *sys_info: str) -> None:
-        self._states = tuple((t.trial_id, t.status) for t in trials)
-        self._last = time.time()
-        print(self.table(trials), flush=True)
+        self._last = self.clock()
+        self._ended = sum(str(t.status).lower() in self.ENDED for t in trials)
+        print(self.line(trials), flush=True)
 
 
 class DropRestoreHint:
-    """Logging filter of Tune's interrupt messages: its hint names ``Tuner.restore(...)`` (ours says
-    ``--resume``), and its "Stop signal received" warning is said once in the project's words."""
+    """Logging filter of Tune's interrupt and end-of-run messages: its hint names ``Tuner.restore(...)``
+    (ours says ``--resume``), its "Stop signal received" warning is said once in the project's words,
+    and its notes on the state it wrote and the run time are dropped (the sweep prints its own)."""
 
     STOP = "Stop signal received"
+    #: Tune's end-of-run notes: the sweep's own lines say where its state is and how long it took
+    NOTES = ("Wrote the latest version of all result files", "Total run time:")
 
     def filter(self, record) -> bool:
         text = record.getMessage()
+        if text.startswith(self.NOTES):
+            return False
         if text.startswith(self.STOP):
             print("[sweep] Ctrl-C: stopping the trials and saving the sweep's state (Ctrl-C again stops at "
                   "once); finished epochs are kept and --resume continues", file=sys.stderr, flush=True)
@@ -116,6 +140,9 @@ class DropTokenAuthNotice:
 
 
 def quiet_worker_logs() -> None:
-    """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
-    for name in STORAGE_LOGGERS:
+    """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger, and no
+    "Restored on 127.0.0.1 from checkpoint" per resumed trial from Tune's trainable (the sweep says
+    what it resumed). Run in every worker as it starts (``worker_process_setup_hook``,
+    :func:`counterarg.sweep.runner.init_ray`) and by the trainable."""
+    for name in (*STORAGE_LOGGERS, RESTORE_LOGGER):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -90,10 +90,13 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     tune_status = {str(t.trial_id): str(getattr(t, "status", "")) for t in trials}
     records = []
     for res in result_grid:
-        own = dict(res.config or {})
-        tid = Path(str(res.path)).name.split("_")[1] if "_" in Path(str(res.path)).name else ""
-        if not own:
-            own = planned.get(tid, {})
+        name = Path(str(res.path)).name
+        tid = name.split("_")[1] if name.startswith("trial_") else ""  # trial_<id>_<name> (tuner.trial_dirname)
+        metrics = dict(res.metrics or {})  # Tune's last result of the trial; Result.config is its "config"
+        foreign = bool(tid) and metrics.get("trial_id") not in (None, tid)
+        if foreign:  # at a Ctrl-C, a trial just handed a finished trial's reused actor holds that
+            metrics = {}  # trial's last result (its config, its id), not one of its own
+        own = ({} if foreign else dict(res.config or {})) or planned.get(tid, {})
         cfg = {**dict(base or {}), **own}
         try:
             full = Config.from_dict(cfg).to_dict()
@@ -105,10 +108,10 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
             rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in row.items()} for row in df.to_dict("records")]
             history = dedupe_history(rows)
-        trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
+        trial_id = tid or metrics.get("trial_id") or name
         last = history[-1] if history else {}
         ended = trial_ending(full, history, error=res.error is not None,
-                             done=bool((res.metrics or {}).get("done") or last.get("done")),
+                             done=bool(metrics.get("done") or last.get("done")),
                              waiting=tune_status.get(tid) in ("PAUSED", "PENDING"))
         status = "ERROR" if ended == "error" else "TERMINATED" if is_finished(ended) else "UNFINISHED"
         best = best_row(history, metric, mode)

@@ -31,7 +31,7 @@ class SweepResult:
     records: list[TrialRecord]
     rows: list[dict[str, Any]]
     markdown: str
-    wall_s: float
+    wall_s: float  # the sweep's wall time: every recorded run and resume (provenance.py), else this session's
     verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
     baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
     baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
@@ -46,6 +46,8 @@ class SweepResult:
     def publish(self) -> list[str]:
         """Upload summary files written into :attr:`local_dir` since (object storage; else nothing)."""
         return self.remote.push() if self.remote is not None else []
+    session_s: float | None = None  # this run's or resume's own wall time (None: as wall_s)
+    sessions: int = 1  # the runs and resumes wall_s sums
 
 
 def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float, resumed: bool,
@@ -54,6 +56,7 @@ def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float
     (its wall time ``wall_s`` adds to the earlier runs'), race.csv/race.png, summary.md and its files.
     ``base``: the trials' shared fields as they ran (inputs staged into object storage; default the
     sweep's); ``remote``: the working copy of a remote experiment that :meth:`SweepResult.publish` uploads."""
+    print("[sweep] building the summary (trial results, zero-shot encoder, significance tests, plots)", flush=True)
     records = collect_records(grid, sweep.metric, sweep.mode, base=sweep.base if base is None else base)
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
     record_session(out, wall_s, resumed=resumed)  # the summary's wall time sums every run and resume
@@ -68,7 +71,8 @@ def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float
                                         scheduler=how))
     written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
                             mode=sweep.mode, sweep_wall_s=wall_s, baseline=baseline, baseline_ranks=baseline_ranks,
-                            extra_sections=sections)
+                            extra_sections=sections, progress=True)
     return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall_s, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race, remote=remote)
+                       markdown=written["markdown"], wall_s=written["wall_s"] or wall_s, verdicts=written["verdicts"],
+                       baseline=baseline, baseline_ranks=baseline_ranks, race=race, session_s=wall_s,
+                       sessions=written["sessions"], remote=remote)

@@ -46,7 +46,7 @@ from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
 from ..analysis.methods import label_of
 from ..core.remote import filesystem
-from .console import DropTokenAuthNotice
+from .console import DropTokenAuthNotice, quiet_worker_logs
 from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
@@ -62,6 +62,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 #: own credentials from its environment or its instance role, see docs/cluster.md)
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 DEFAULT_STORAGE = REPO_ROOT / "results"
+#: every worker quiets Ray's per-checkpoint and per-restore log lines as it starts
+QUIET_HOOK = f"{quiet_worker_logs.__module__}.{quiet_worker_logs.__name__}"
 #: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
 #: checkpoints and its logs).
 MAX_NUM_SAMPLES = 1000
@@ -171,7 +173,7 @@ def local_experiment_dir(storage: str, name: str) -> Path | None:
     return Path(storage) / name
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or join Ray for a sweep driver.
 
     * ``address=None``: a fresh local cluster (:func:`counterarg.retrieval.shards.ensure_ray`, the one way a
@@ -181,23 +183,28 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     * ``address="auto"`` or ``host:port``: join an existing cluster. Ray 2.60 enables token auth
       by default; ``address="auto"`` picks up ``~/.ray/auth_token`` itself, an explicit address
       does not, so we opt into token mode when a token is available and RAY_AUTH_MODE is unset.
+
+    Every worker quiets Ray's per-checkpoint and per-restore log lines as it starts
+    (:func:`~counterarg.sweep.console.quiet_worker_logs`). Returns True when this call started or
+    joined Ray (the sweep then shuts it down before its summary), False when Ray was up already.
     """
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address in (None, "", "local"):
         # Workers must import this checkout's counterarg even when another one is installed.
         runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}, "worker_process_setup_hook": QUIET_HOOK}
         logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
-        return
+        return True
     runtime_env = cluster_runtime_env()
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").exists()):
         os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, runtime_env=runtime_env)
+    return True
 
 
 def cluster_runtime_env() -> dict[str, Any]:
@@ -205,7 +212,7 @@ def cluster_runtime_env() -> dict[str, Any]:
     ``py_modules`` (uploaded to the cluster, unpacked on every node: no path the driver chose is
     needed there; the other packages must be installed on each node) and :data:`FORWARDED_ENV`."""
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    return {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"],
+    return {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"], "worker_process_setup_hook": QUIET_HOOK,
             **({"env_vars": env_vars} if env_vars else {})}
 
 
@@ -269,7 +276,7 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
                 print(f"[sweep] repaired {exp_path}/{name} in storage", flush=True)
     if address in (None, "", "local"):
         check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
-    init_ray(address, num_cpus=num_cpus)
+    started_ray = init_ray(address, num_cpus=num_cpus)
     where = "this machine" if address in (None, "", "local") else f"the cluster at {address}"
     if address not in (None, "", "local"):
         check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), where)
@@ -288,6 +295,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
             remote.push()
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
+    if started_ray:  # its workers' last log lines come now, not after the summary
+        ray.shutdown()
     out = summary_dir if summary_dir is not None else work
     if remote is not None:  # Tune rewrote its state files meanwhile: the sessions and summaries are ours
         remote.pull()

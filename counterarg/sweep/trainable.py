@@ -9,7 +9,8 @@
   in flight; a trial that had finished before the state caught up is not rerun. It also reports
   ``time/train_total_s``, the cumulative seconds spent inside ``train()`` minus the time spent
   inside ``tune.report``; against Tune's ``time_total_s`` that gives the Ray overhead printed in
-  the summary. A PBT exploit is a resume from another trial's checkpoint; the lineage of the
+  the summary (both clocks resume at the checkpoint Tune restored, so a resumed trial's overhead
+  compares the same spans). A PBT exploit is a resume from another trial's checkpoint; the lineage of the
   weights travels in the checkpoint sidecar (:mod:`counterarg.sweep.lineage`).
 * **Resources**: a ``PlacementGroupFactory`` per trial: bundle 0 = the trial (CPU, GPU fraction),
   plus one bundle per shard actor when ``index == "sharded-balltree"`` (a child actor without a
@@ -80,13 +81,14 @@ def trial_resources(cpus: float = 1, gpus: float = 0) -> Callable[[dict], Any]:
     return make
 
 
-def _report_unlogged(local: Path, ckpt, final: bool) -> None:
+def _report_unlogged(local: Path, ckpt, final: bool, train_s: float) -> None:
     """Report the rows of ``local`` (a checkpoint downloaded from storage) that the killed driver
     never logged; the last one goes with the checkpoint, so Tune's latest checkpoint is this one.
 
     The checkpoint holds the whole history; rows already in ``result.json`` are not sent again.
     Used for a trial restored behind its newest checkpoint: a finished one (``final``: nothing is
-    trained) or one that continues from it.
+    trained) or one that continues from it. ``train_s``: the train time those rows report, that of
+    the checkpoint Tune restored (see :func:`trainable`).
     """
     history = read_checkpoint(local)["history"]
     logged = logged_epochs(ckpt)
@@ -97,7 +99,7 @@ def _report_unlogged(local: Path, ckpt, final: bool) -> None:
     for row in missing[:-1]:
         tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
     if missing:
-        last = {**missing[-1], TRAIN_TIME_KEY: load_train_time(local)}
+        last = {**missing[-1], TRAIN_TIME_KEY: train_s}
         tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(local)))
 
 
@@ -173,18 +175,23 @@ def trainable(config: dict) -> None:
         owner = sidecar.get("trial_id")
         donor = owner if owner and owner != trial_id else None  # PBT's exploit: another trial's weights
         resume_from = trial_dir / "resume_checkpoint"
+        # Tune's clock (time_total_s) resumes at the checkpoint Tune restored; the epochs of a later
+        # one (persisted as a Ctrl-C or a kill stopped the driver) were trained on no clock Tune kept,
+        # so train time resumes there too: the Ray overhead compares the same spans (never negative)
+        tune_train_s = float(sidecar.get("train_total_s", 0.0))
         if donor is None:  # its own checkpoint: continue from its newest intact one in storage
             ckpt, later = _newest_own_checkpoint(ckpt, resume_from)
             sidecar = read_sidecar(ckpt.filesystem, str(ckpt.path).rstrip("/"))
             final = later and int(sidecar.get("epoch", 0)) >= cfg.epochs
-            _report_unlogged(resume_from, ckpt, final)
+            _report_unlogged(resume_from, ckpt, final, tune_train_s)
             if final:
                 shutil.rmtree(resume_from, ignore_errors=True)
                 return
+            prior_train_s = tune_train_s if later else load_train_time(resume_from)
         else:
             shutil.rmtree(resume_from, ignore_errors=True)
             ckpt.to_directory(str(resume_from))
-        prior_train_s = load_train_time(resume_from)
+            prior_train_s = load_train_time(resume_from)
         lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
         if donor is not None:
             print(f"[trial] {trial_id} continues from {donor}'s weights after epoch "

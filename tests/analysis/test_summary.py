@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 import pytest
 
 from counterarg.analysis.plots import read_plot_data
@@ -92,6 +94,13 @@ def test_a_partial_sweep_says_so_and_crowns_no_one(tmp_path):
     console = console_table(out["rows"], verdict=out["verdicts"])
     assert console.startswith("partial: 5 of 6 trials finished") and not re.search(r"\d\*", console)
     assert " 1/2 (1 unfinished) " in console
+    # against a zero-shot encoder that misses every query: bold once every trial has finished, not before
+    n = len(recs[0].ranks["test/sdoc"])
+    zero = {**{f"test/{t}": np.full(n, 5) for t in TASKS}, "test/unseen": recs[0].ranks["test/unseen"]}
+    partial_md = write_summary(recs, tmp_path / "p", title="t", baseline_ranks=zero)["markdown"]
+    assert "## Against the zero-shot encoder" in partial_md and "**" not in partial_md
+    recs[-1].ended = "epochs"
+    assert "**+" in write_summary(recs, tmp_path / "f", title="t", baseline_ranks=zero)["markdown"]
 
 
 def test_zero_shot_baseline_in_tables_and_files(tmp_path):

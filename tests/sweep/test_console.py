@@ -16,40 +16,52 @@ def _trial(tid, config, status, epoch=None, best=None):
                            metric_analysis={"m": {"max": best}} if best is not None else {})
 
 
-def test_status_table_names_strategy_seed_state_epoch_and_best():
-    rep = SweepReporter("m", every_s=3600)
-    trials = [_trial("a", labelled({"schedule": "decay", "seed": 1}, "recipe"), "RUNNING", 2, 0.25),
-              _trial("b", labelled({**method_fields(), "schedule": "random", "seed": 0}, "reference"), "PENDING"),
-              _trial("c", {"schedule": "no-such"}, "ERROR"),
-              _trial("d", labelled({"seed": 2}, "recipe"), "TERMINATED", 9, 0.5)]
-    assert rep.should_report(trials)
-    table = rep.table(trials)
-    lines = table.splitlines()
-    assert "1 error, 1 pending, 1 running, 1 terminated" in lines[0]
-    assert lines[1].split() == ["strategy", "seed", "state", "epoch", "best", "m"]
-    # the name each trial carries (made with its variant, methods.variant_label): the default recipe is "recipe"
-    assert any(ln.split() == ["recipe:", "decay", "0.8-0.02", "1", "running", "2", "0.2500"] for ln in lines)
-    assert any(ln.split() == ["reference:", "random", "0", "pending", "-", "-"] for ln in lines)
-    assert any(ln.split() == ["recipe", "2", "terminated", "9", "0.5000"] for ln in lines)
-    assert any(ln.startswith("?") for ln in lines)  # a config that does not parse: no label, no crash
+def test_progress_is_one_line_when_a_trial_ends_or_once_a_minute():
+    """Tune's 26-line status table came 79 times in the main job; now one line, on a trial's end (at
+    most every 10 s) or once a minute, naming the trials by state, the epochs and the best trial."""
+    now = [1000.0]
+    rep = SweepReporter("m", clock=lambda: now[0])
+    trials = [_trial("a", labelled({"schedule": "decay", "seed": 1, "epochs": 3}, "recipe"), "RUNNING", 2, 0.25),
+              _trial("b", labelled({**method_fields(), "schedule": "random", "seed": 0, "epochs": 3}, "reference"),
+                     "PENDING"),
+              _trial("c", {"schedule": "no-such", "epochs": 3}, "ERROR"),
+              _trial("d", labelled({"seed": 2, "epochs": 3}, "recipe"), "TERMINATED", 3, 0.5)]
+    assert rep.should_report(trials)  # the first
+    now[0] += 90
+    line = rep.line(trials)
+    assert "\n" not in line and line.startswith("[sweep] 1.5 min: 2/4 trials ended (1 error), 1 pending, 1 running")
+    assert "epochs 5/12" in line and line.endswith("best 0.5000 (recipe, seed 2)")
     rep.report(trials, done=False)
-    assert not rep.should_report(trials)  # nothing changed, within every_s
-    trials[1].status = "RUNNING"
+    assert not rep.should_report(trials)  # nothing ended, within the minute
+    trials[0].status = "TERMINATED"
+    now[0] += 5
+    assert not rep.should_report(trials)  # a trial ended, but 5 s after the last line
+    now[0] += 5
+    assert rep.should_report(trials)
+    rep.report(trials, done=False)
+    now[0] += 59
+    assert not rep.should_report(trials) and rep.should_report(trials, done=True)
+    now[0] += 1
     assert rep.should_report(trials)
 
 
-def test_a_search_names_its_trials_by_their_drawn_values_too():
+def test_a_search_names_its_best_trial_by_its_drawn_values_too():
     rep = SweepReporter("m", fields=["lr", "finetune", "seed"])
-    table = rep.table([_trial("a", labelled({"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "recipe"),
-                              "RUNNING", 1, 0.2)])
+    line = rep.line([_trial("a", labelled({"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "recipe"),
+                            "RUNNING", 1, 0.2)])
     # named by the search's method (the name its start carries) plus the drawn values
-    assert table.splitlines()[2].split()[:4] == ["recipe", "lr=0.000922", "finetune=top:1", "0"]
+    assert line.endswith("best 0.2000 (recipe lr=0.000922 finetune=top:1, seed 0)")
+    assert "?" in SweepReporter("m").label(_trial("c", {"schedule": "no-such"}, "ERROR"))  # no label, no crash
 
 
-def test_the_restore_hint_is_dropped():
-    keep = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Trial finished", None, None)
-    drop = logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, "Resume with Tuner.restore(path)", None, None)
-    assert DropRestoreHint().filter(keep) and not DropRestoreHint().filter(drop)
+def test_the_restore_hint_and_tunes_end_notes_are_dropped():
+    def record(text):
+        return logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, text, None, None)
+
+    assert DropRestoreHint().filter(record("Trial finished"))
+    for text in ("Resume with Tuner.restore(path)", "Total run time: 42.11 seconds (41.91 seconds for the tuning loop).",
+                 "Wrote the latest version of all result files and experiment state to '/x' in 0.17s."):
+        assert not DropRestoreHint().filter(record(text)), text
 
 
 def test_tunes_stop_signal_warning_is_said_in_our_words(capsys):

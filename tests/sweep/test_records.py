@@ -98,13 +98,18 @@ def test_a_trial_is_finished_only_when_it_trained_its_epochs_or_stopped_by_its_o
     assert _ended([0.1, 0.2, 0.3], patience=0) == ("interrupted", False, "UNFINISHED")  # no patience rule
 
 
-def test_the_patience_rule_reads_the_runs_own_best_epoch_when_earlier_rows_are_missing():
-    """A callback that saw only a resumed trial's later epochs decides by the best epoch the training
-    loop wrote into the last row."""
-    from counterarg.analysis.endings import trial_ending
+def test_a_trial_holding_another_trials_last_result_keeps_its_own_id_and_config():
+    """At a Ctrl-C, a pending trial just handed a finished trial's reused actor came back from Tune with
+    that trial's last result (its id, its config, ``done``): the summary counted the finished trial
+    twice, once as an unfinished seed of the wrong strategy. It is its own trial, not started."""
+    other = {"trial_id": "aa11", "done": True, "config": {"schedule": "decay", "seed": 0}}
+    res = NS(config=other["config"], path="/x/exp/trial_bb22_reference-fixed-0.8_seed0", metrics_dataframe=None,
+             error=None, metrics=other, filesystem=None, best_checkpoints=[], checkpoint=None)
 
-    later = [{"epoch": 6, "m": 0.1, "select/best_epoch": 3}, {"epoch": 7, "m": 0.1, "select/best_epoch": 3}]
-    assert trial_ending({"epochs": 20, "patience": 4}, later) == "patience"
-    assert trial_ending({"epochs": 20, "patience": 5}, later) == "interrupted"
-    assert trial_ending({"epochs": 20}, later, error=True) == "error"
-    assert trial_ending({"epochs": 20}, []) == "not started"
+    class Grid(list):
+        _experiment_analysis = NS(trials=[NS(trial_id="bb22", config={"schedule": "fixed", "rate": 0.8, "seed": 0},
+                                             status="TERMINATED")])
+
+    rec, = collect_records(Grid([res]), base={"epochs": 5})
+    assert rec.trial_id == "bb22" and rec.config["schedule"] == "fixed" and rec.config["rate"] == 0.8
+    assert (rec.ended, rec.finished, rec.status) == ("not started", False, "UNFINISHED")
