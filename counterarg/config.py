@@ -272,7 +272,7 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         from .nn.loss import LossError, parse_loss
-        from .nn.heads import HEAD_STARTS
+        from .nn.head_starts import HEAD_STARTS
 
         _choice("pooling", self.pooling, POOLINGS)
         _choice("head", self.head, tuple(HEAD_STARTS))

@@ -52,13 +52,10 @@ from .spaces import VariantSearcher, grid_changes, saved_variants
 from .summary import write_summary
 from .tensorboard import HParamsTBXLogger
 from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, varying_fields
+from .trials import DEFAULT_MODE, MAX_NUM_SAMPLES, TrialRecord, varying_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
-#: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
-#: checkpoints and its logs).
-MAX_NUM_SAMPLES = 1000
 
 
 @dataclass

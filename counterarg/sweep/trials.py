@@ -46,6 +46,10 @@ TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative s
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
 #: Fields that never name a group: repeats, placement and paths that do not change the method.
 NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
+#: The most trials one sweep runs (--num-samples, a race's rounds): a typo such as 10000 must not fill
+#: the disk (each trial keeps two checkpoints and its logs). Here, not in the runner, so that a script's
+#: --help names it without loading Ray.
+MAX_NUM_SAMPLES = 1000
 
 
 @dataclass
