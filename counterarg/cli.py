@@ -234,8 +234,8 @@ def cmd_bench(args, rest) -> int:
 
 def config_help() -> str:
     """What ``--config`` takes: a preset named in config.PRESETS (each with its line) or a JSON file."""
-    return ("a preset or a JSON file of config fields; presets: " + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS)
-            + " (default: none, the Config defaults; --set and --epochs apply on top)")
+    return ("a preset or a JSON file of config fields, under --set and --epochs; presets: "
+            + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS) + " (default: none, the Config defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,8 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split", default="test",
                    help="the corpus split whose counters are the candidates (each distinct text once)")
     r.add_argument("--candidates", help=f"instead of the corpus: a UTF-8 file, one candidate per line, a .jsonl "
-                                        f"file, or a .npy from counterarg embed (at most {MAX_CANDIDATES_BYTES} bytes; "
-                                        "default: the corpus split)")
+                                        f"file, or a .npy from counterarg embed, at most {MAX_CANDIDATES_BYTES} bytes "
+                                        "(default: the corpus split's counters)")
     r.add_argument("--candidate-texts", help="with a .npy --candidates: the texts it was made from (default: none)")
     r.add_argument("--field", default="text", help="the text field of a .jsonl --candidates file")
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")

@@ -4,10 +4,11 @@ errors (exit status 2 with a message naming the file or value)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from conftest import rows, training_loaded_by
+from conftest import documented_options, heavy_loaded_by, rows, training_loaded_by, walk_options
 from counterarg.cli import main
 
 
@@ -419,3 +420,58 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
     printed, loaded = training_loaded_by(f"from counterarg.cli import main; "
                                          f"print('RESULT', [main(c) for c in {commands!r}])")
     assert (printed.splitlines()[-1], loaded) == ("RESULT [0, 0, 0, 0]", []), printed[-2000:]
+
+
+# ----------------------------------------------------------------------------- --help: fast, complete, documented
+def _subparsers():
+    import argparse
+
+    from counterarg.cli import build_parser
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: p for name, p in sub.choices.items() if name != "bench"}
+
+
+def test_help_imports_no_torch_ray_or_pandas():
+    """``counterarg --help`` took 5.5 s, nearly all of it importing torch (Config validation read the
+    loss, head and scorer registries from torch modules) and the modules the error handler named. Every
+    --help, the benchmarks' included, now imports none of the heavy libraries (a fresh interpreter each)."""
+    from counterarg.cli import BENCHES
+
+    commands = [[], *([name] for name in _subparsers()), *(["bench", name] for name in BENCHES)]
+    loaded = {" ".join(c) or "(top)": heavy_loaded_by(f"from counterarg.cli import main; main({[*c, '--help']!r})")
+              for c in commands}
+    assert not {c: libs for c, libs in loaded.items() if libs}, loaded
+
+
+#: options named like a Config field that are not a Config override: the device this command runs on
+NOT_CONFIG = {("rank", "--device"), ("embed", "--device")}
+
+
+def test_every_option_has_help_shows_its_default_and_the_docs_table_agrees():
+    """Every option of every command has help; one with a value by default shows it, one that maps to a
+    Config field shows Config's default; docs/configuration.md lists the same options with the same
+    defaults; --config names every preset (config.PRESETS)."""
+    from pathlib import Path
+
+    from counterarg.config import FIELD_NAMES, PRESETS, Config
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    defaults = Config()
+    for name, parser in _subparsers().items():
+        options = walk_options(parser)
+        assert options, name
+        documented = documented_options(doc, f"counterarg {name}")
+        assert documented == {flags: shown or "none" for flags, _, shown in options}, name
+        for flags, action, shown in options:
+            assert action.help, f"counterarg {name} {flags} has no help"
+            if action.default is not None and action.default is not False:
+                assert shown is not None and str(action.default) in shown, (name, flags, shown)
+            if action.dest in FIELD_NAMES and (name, flags) not in NOT_CONFIG:
+                value = getattr(defaults, action.dest)
+                assert shown, (name, flags)
+                if value is not None:
+                    assert re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", shown), (name, flags, shown, value)
+    config_help = _subparsers()["train"]._option_string_actions["--config"].help
+    assert all(f"{preset} = " in config_help for preset in PRESETS) and "JSON file" in config_help
