@@ -475,3 +475,45 @@ def test_every_option_has_help_shows_its_default_and_the_docs_table_agrees():
                     assert re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", shown), (name, flags, shown, value)
     config_help = _subparsers()["train"]._option_string_actions["--config"].help
     assert all(f"{preset} = " in config_help for preset in PRESETS) and "JSON file" in config_help
+
+
+# ----------------------------------------------------------------------------- edited checkpoints
+def _edited_copy(trained, tmp_path, edit):
+    """A copy of the trained run's checkpoint whose state.pt ``edit`` changed, its manifest sealed again
+    (what an edited or foreign checkpoint looks like to the reader: the sha256 check passes)."""
+    import shutil
+
+    import torch
+
+    from counterarg.core.io import write_manifest
+
+    ck = tmp_path / "edited"
+    shutil.copytree(trained / "checkpoint", ck)
+    state = torch.load(ck / "state.pt", weights_only=True)
+    edit(state)
+    torch.save(state, ck / "state.pt")
+    epoch = json.loads((ck / "manifest.json").read_text())["epoch"]
+    (ck / "manifest.json").unlink()
+    write_manifest(ck, epoch=epoch)
+    return ck
+
+
+@pytest.mark.parametrize("command", ["evaluate", "rank"])
+def test_a_state_whose_pooling_differs_from_its_sealed_config_is_refused(trained, tmp_path, capsys, command):
+    """evaluate and rank used a state.pt whose model config said pooling=cls beside a sealed config.json
+    saying mean (resume caught it): both now apply the resume check, exit 2 naming both files."""
+    ck = _edited_copy(trained, tmp_path, lambda s: s["model"]["config"].update(pooling="cls"))
+    args = ["--split", "validation", "--quiet"] + (["--text", "an argument"] if command == "rank" else [])
+    assert main([command, "--checkpoint", str(ck), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{ck / 'state.pt'} does not match the config sealed beside it in {ck / 'config.json'}" in err
+    assert "pooling: state.pt 'cls' vs config.json 'mean'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("epoch", ["two", -1, 1.5, True])
+def test_a_state_whose_epoch_is_not_a_count_is_a_named_error(trained, tmp_path, capsys, epoch):
+    ck = _edited_copy(trained, tmp_path, lambda s: s.update(epoch=epoch))
+    assert main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{ck / 'state.pt'} is not a checkpoint counterarg wrote: its epoch is {epoch!r}" in err, err
+    assert "Traceback" not in err
