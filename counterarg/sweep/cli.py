@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
-from ..core.io import FolderLockedError, disk_full_error, is_disk_full
+from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_disk_full
 from ..core.paths import runnable_path, shell_path
 from ..sampling.schedules import SCHEDULES
 from .methods import METHODS, parse_methods, slug
@@ -192,6 +192,9 @@ def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any]
             base[k] = v
     base.update(parse_assignments(args.overrides))
     cfg = Config.from_dict(base)
+    problem = folder_problem(cfg.cache_dir) if cfg.cache_dir else None
+    if problem:  # every trial would fail on it
+        raise ConfigError(f"cache_dir: {problem}")
     values = cfg.to_dict()
     out = {k: values[k] for k in base}
     return absolute_paths(out)
