@@ -20,7 +20,7 @@ from counterarg.config import FROZEN_RECIPE
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.methods import METHODS
+from counterarg.analysis.methods import METHODS
 
 
 def main_job() -> str:

@@ -27,7 +27,7 @@ from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_range, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sampling.schedules import format_value
-from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
 
 if TYPE_CHECKING:
     from counterarg.sweep.pbt import Learned

@@ -13,7 +13,7 @@ import sys
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg, parse_range,
                                   parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.trials import MAX_NUM_SAMPLES
+from counterarg.analysis.trials import MAX_NUM_SAMPLES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,8 +22,8 @@ from counterarg.core.paths import portable_path
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
-from counterarg.sweep.trials import MAX_NUM_SAMPLES
+from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.trials import MAX_NUM_SAMPLES
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "recipe.json"
 
