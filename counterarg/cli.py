@@ -7,8 +7,10 @@ import errno
 import sys
 from pathlib import Path
 
-from .config import EVAL, FIELD_NAMES, MACHINE_FIELDS, Config, ConfigError, fields_with, parse_assignments
-from .data.inputs import MAX_CANDIDATES_BYTES, read_collection, read_input_text, read_texts
+from .config import (EVAL, FIELD_NAMES, MACHINE_FIELDS, PRESET_DOCS, PRESETS, Config, ConfigError, fields_with,
+                     parse_assignments)
+from .data.inputs import (MAX_CANDIDATES_BYTES, DefaultsHelpFormatter, int_at_least, read_collection, read_input_text,
+                          read_texts)
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
@@ -239,20 +241,16 @@ def cmd_bench(args, rest) -> int:
     return int(bench_main(rest) or 0)
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
-    """Help that names each option's default, where it has a meaningful one (not None/False)."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text \
-                and action.option_strings:
-            text += " (default: %(default)s)"
-        return text
+def config_help() -> str:
+    """What ``--config`` takes: a preset named in config.PRESETS (each with its line) or a JSON file."""
+    return ("a preset or a JSON file of config fields, under --set and --epochs; presets: "
+            + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS) + " (default: none, the Config defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = Config()
     ap = argparse.ArgumentParser(
-        prog="counterarg",
+        prog="counterarg", formatter_class=DefaultsHelpFormatter,
         description="Counterargument retrieval: train a model, evaluate it on the eight ArguAna tasks, "
                     "rank counters for a new argument, embed texts, export a checkpoint, compare runs, "
                     "run benchmarks.",
@@ -262,48 +260,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parser = sub.add_parser
 
     def add_parser(name, **kw):  # every subcommand shows its defaults in --help
-        return _add_parser(name, formatter_class=_DefaultsFormatter, **kw)
+        return _add_parser(name, formatter_class=DefaultsHelpFormatter, **kw)
 
     sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
     machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "
                     "never taken from the checkpoint")
+    quiet_help = "no progress bars"
+    device_help = "cpu, cuda or cuda:N: where this command runs (one argument needs no GPU)"
+    checkpoint_help = "a run's checkpoint folder (OUT/checkpoint, OUT/best or a sweep's checkpoint_N)"
 
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
     t.add_argument("--corpus", help="ArguAna zip or folder (default: the generated demo corpus)")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--epochs", type=int_at_least(1),
+                   help=f"epochs to train, >= 1 (default: the --config's, else {defaults.epochs})")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    t.add_argument("--config", help="JSON file of config fields")
+    t.add_argument("--config", metavar="PRESET|FILE", help=config_help())
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--quiet", action="store_true", help=quiet_help)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="the eight tasks and the ArguAna view on one split")
     g = e.add_mutually_exclusive_group(required=True)
-    g.add_argument("--checkpoint", help="a run's checkpoint folder (OUT/checkpoint)")
+    g.add_argument("--checkpoint", help=checkpoint_help)
     g.add_argument("--zero-shot", action="store_true", help="the untrained encoder's pooled output, cosine")
-    e.add_argument("--corpus")
-    e.add_argument("--split", default="test", choices=["training", "validation", "test"])
+    e.add_argument("--corpus", help="ArguAna zip or folder to score on (default: the checkpoint's corpus; "
+                                    "with --zero-shot the generated demo corpus)")
+    e.add_argument("--split", default="test", choices=["training", "validation", "test"], help="the split to score")
     e.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
-    e.add_argument("--json", help="write the flat metrics here")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--json", help="write the flat metrics here (default: printed only)")
+    e.add_argument("--quiet", action="store_true", help=quiet_help)
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("rank", help="the best counters for a new argument")
-    r.add_argument("--checkpoint", required=True)
+    r.add_argument("--checkpoint", required=True, help=checkpoint_help)
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the new argument")
     src.add_argument("--text-file", help=f"a UTF-8 file holding the new argument (at most {MAX_TEXT_FILE_BYTES} bytes)")
     r.add_argument("--corpus", help="candidates: this corpus's counters (default: the checkpoint's corpus)")
-    r.add_argument("--split", default="test")
+    r.add_argument("--split", default="test",
+                   help="the corpus split whose counters are the candidates (each distinct text once)")
     r.add_argument("--candidates", help=f"instead of the corpus: a UTF-8 file, one candidate per line, a .jsonl "
-                                        f"file, or a .npy from counterarg embed (at most {MAX_CANDIDATES_BYTES} bytes)")
-    r.add_argument("--candidate-texts", help="with a .npy --candidates: the texts it was made from")
+                                        f"file, or a .npy from counterarg embed, at most {MAX_CANDIDATES_BYTES} bytes "
+                                        "(default: the corpus split's counters)")
+    r.add_argument("--candidate-texts", help="with a .npy --candidates: the texts it was made from (default: none)")
     r.add_argument("--field", default="text", help="the text field of a .jsonl --candidates file")
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
-    r.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    r.add_argument("--device", default="cpu", help=device_help)
     r.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help=f"how to score and this machine's settings (fields: {', '.join(sorted(RANK_FIELDS))}); "
                         "the model's fields come from the checkpoint")
@@ -311,19 +316,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_rank)
 
     m = sub.add_parser("embed", help="similarity-space embeddings of texts with a trained checkpoint")
-    m.add_argument("--checkpoint", required=True, help="a run's checkpoint folder (OUT/checkpoint)")
+    m.add_argument("--checkpoint", required=True, help=checkpoint_help)
     m.add_argument("--input", required=True, help="a text file (one text per line) or a .jsonl file")
     m.add_argument("--field", default="text", help="the text field of a .jsonl input")
     m.add_argument("--out", required=True, help="the .npy file to write ([N, sim_dim] float32)")
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="cpu", help=device_help)
     m.add_argument("--force", action="store_true", help="replace an existing --out")
     m.add_argument("--set", action="append", metavar="FIELD=VALUE", help=machine_help)
-    m.add_argument("--quiet", action="store_true")
+    m.add_argument("--quiet", action="store_true", help=quiet_help)
     m.set_defaults(func=cmd_embed)
 
     x = sub.add_parser("export", help="the checkpoint as a sentence-transformers folder (+ pair classifier, "
                                       "config, model card)")
-    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--checkpoint", required=True, help=checkpoint_help)
     x.add_argument("--out", required=True, help="the folder to write")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.set_defaults(func=cmd_export)
@@ -339,12 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--label-b", default="B", help="group B's name in the tables")
     c.add_argument("--tasks", default="all",
                    help="all: the eight tasks and their mean, Holm over them per view; mean: the mean alone")
-    c.add_argument("--json", help="write the rows and verdicts here")
+    c.add_argument("--json", help="write the rows and verdicts here (default: printed only)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser("bench", help="benchmarks (counterarg bench mining --help)", add_help=False)
-    b.add_argument("what", choices=list(BENCHES))
+    b.add_argument("what", choices=list(BENCHES), help="the benchmark; each has its own --help")
     b.set_defaults(func=None)
     return ap
 
@@ -353,11 +358,39 @@ def build_parser() -> argparse.ArgumentParser:
 PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _training_errors() -> tuple[type[Exception], ...]:
-    """training.trainer.TrainingError once training is loaded (only then can it be raised): evaluate, rank, embed
-    and export import nothing of training."""
-    run = sys.modules.get(f"{__package__}.training.trainer")
-    return (run.TrainingError,) if run is not None else ()
+#: the named errors of input a user gave (exit 2), by the module that raises each: looked up among the
+#: modules loaded when one is raised (only a loaded module can raise its own), so that parsing, --help
+#: and the commands that use no model import nothing of torch or training for them
+NAMED_ERRORS = {"model.checkpoint": "CheckpointError", "data.corpus": "CorpusError", "nn.encoder": "EncoderError",
+                "retrieval.tasks": "EvaluationError", "training.trainer": "TrainingError",
+                "core.remote": "RemoteFolderError"}
+
+
+def _named_errors() -> tuple[type[Exception], ...]:
+    from .core.io import FolderLockedError
+
+    loaded = (sys.modules.get(f"{__package__}.{m}") for m in NAMED_ERRORS)
+    return (ConfigError, FolderLockedError,
+            *(getattr(m, name) for m, name in zip(loaded, NAMED_ERRORS.values()) if m is not None))
+
+
+def _exit_code(e: Exception) -> int | None:
+    """The exit status of an error a user's input caused, said on stderr (2: input, 1: a full disk); None for
+    any other error (a bug: its traceback is shown)."""
+    from .core.io import DiskFullError
+
+    if isinstance(e, _named_errors()):
+        print(f"counterarg: error: {e}", file=sys.stderr)
+        return 2
+    if isinstance(e, DiskFullError):
+        print(f"counterarg: error: {e}", file=sys.stderr)
+        return 1
+    if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename:
+        # a path the user named that cannot be one (a file where a folder must be, ...)
+        print(f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
+              "--checkpoint, cache_dir)", file=sys.stderr)
+        return 2
+    return None
 
 
 def fetch_remote_args(args) -> None:
@@ -377,13 +410,6 @@ def fetch_remote_args(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .core.remote import RemoteFolderError
-    from .model.checkpoint import CheckpointError
-    from .data.corpus import CorpusError
-    from .core.io import DiskFullError, FolderLockedError
-    from .nn.encoder import EncoderError
-    from .retrieval.tasks import EvaluationError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = build_parser()
     args, rest = ap.parse_known_args(argv)
@@ -394,22 +420,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unrecognised arguments: {' '.join(rest)}")
         fetch_remote_args(args)
         return args.func(args)
-    except (ConfigError, CorpusError, EncoderError, EvaluationError, CheckpointError, FolderLockedError,
-            RemoteFolderError, *_training_errors()) as e:
-        print(f"counterarg: error: {e}", file=sys.stderr)
-        return 2
-    except DiskFullError as e:
-        print(f"counterarg: error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:  # a path the user named that cannot be one (a file where a folder must be, ...)
-        if e.errno in PATH_ERRNOS and e.filename:
-            print(f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
-                  "--checkpoint, cache_dir)", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("counterarg: interrupted; the last finished epoch's checkpoint is kept (use --resume)", file=sys.stderr)
         return 130
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -283,7 +283,7 @@ class Config:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         from .nn.loss import LossError, parse_loss
-        from .nn.heads import HEAD_STARTS
+        from .nn.head_starts import HEAD_STARTS
 
         _choice("pooling", self.pooling, POOLINGS)
         _choice("head", self.head, tuple(HEAD_STARTS))
@@ -293,6 +293,11 @@ class Config:
             raise ConfigError(str(e)) from None
         if len(self.neg_rank) != 2 or not 1 <= self.neg_rank[0] <= self.neg_rank[1]:
             raise ConfigError(f"neg_rank must be two ranks lo,hi with 1 <= lo <= hi, got {self.neg_rank!r}")
+        window = self.neg_rank[1] - self.neg_rank[0] + 1  # hard negatives are drawn from these ranks
+        if self.num_negatives > window:
+            raise ConfigError(f"num_negatives={self.num_negatives} is more than the {window} rank(s) of neg_rank="
+                              f"{self.neg_rank[0]},{self.neg_rank[1]} it draws from: each anchor's negatives would "
+                              "repeat; lower num_negatives or widen neg_rank")
         if self.neg_margin is not None and not math.isfinite(self.neg_margin):
             raise ConfigError(f"neg_margin must be a finite number or none, got {self.neg_margin!r}")
         if not (self.scale > 0 and math.isfinite(self.scale)):

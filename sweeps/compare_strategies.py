@@ -17,11 +17,10 @@ import argparse
 import sys
 
 from counterarg.config import FROZEN_RECIPE
+from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.analysis.methods import METHODS
-from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import strategy_grid
 
 
 def main_job() -> str:
@@ -32,13 +31,20 @@ def main_job() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, epilog=main_job(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, start=FROZEN_RECIPE)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, epilog=main_job(), formatter_class=DefaultsHelpFormatter)
+    add_common_args(p, start=FROZEN_RECIPE, seeds="0,1,2; smoke 0")
     add_methods_arg(p)
     add_strategies_arg(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    from counterarg.sweep.runner import Sweep  # Ray: after parsing, so --help loads none of it
+    from counterarg.sweep.spaces import strategy_grid
+
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
         variants = strategy_grid(args.strategies, seeds, args.methods)

@@ -19,19 +19,24 @@ import argparse
 import sys
 from dataclasses import replace
 
+from typing import TYPE_CHECKING
+
 from counterarg.config import FROZEN_RECIPE, Config, ConfigError
 from counterarg.core.paths import runnable_path
+from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_range, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sampling.schedules import format_value
 from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
-from counterarg.sweep.pbt import Learned, PBTOptions, finish, param_space, replay_command
-from counterarg.sweep.runner import Sweep, SweepResult
+
+if TYPE_CHECKING:
+    from counterarg.sweep.pbt import Learned
+    from counterarg.sweep.runner import SweepResult
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, start=FROZEN_RECIPE)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    add_common_args(p, start=FROZEN_RECIPE, seeds="0; PBT takes one seed")
     p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
                    help="the method the population trains: "
                         + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
@@ -46,10 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mutate", default="rate",
                    help="fields PBT changes: rate plus any of lr, margin, comma-separated (default rate)")
     p.add_argument("--lr-range", type=parse_range, default=(1e-4, 1e-2), metavar="LO,HI",
-                   help="lr resampling range, log-uniform (with --mutate rate,lr)")
+                   help="lr resampling range, log-uniform (with --mutate rate,lr) (default 1e-4,1e-2)")
     p.add_argument("--margin-range", type=parse_range, default=(0.1, 3.0), metavar="LO,HI",
-                   help="margin resampling range, uniform (with --mutate rate,margin)")
+                   help="margin resampling range, uniform (with --mutate rate,margin) (default 0.1,3.0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    from counterarg.sweep.pbt import Learned, PBTOptions, finish, param_space, replay_command  # Ray: after parsing
+    from counterarg.sweep.runner import Sweep
+
     if args.smoke_test and args.epochs is None:
         args.epochs = 4  # room for three exploit/explore steps
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback

@@ -18,19 +18,16 @@ import sys
 
 from counterarg.core.paths import runnable_path
 from counterarg.config import FROZEN_RECIPE
+from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.race import RaceOptions
-from counterarg.sweep.race_files import survivors
-from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import method_strategies
 
 SMOKE_STRATEGIES = "fixed;random"  # under both methods unless --methods: four strategies
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, start=FROZEN_RECIPE)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    add_common_args(p, start=FROZEN_RECIPE, seeds="0,1,...,--max-seeds - 1, taken in order by the rounds")
     add_methods_arg(p)
     add_strategies_arg(p)
     p.add_argument("--first-seeds", type=int_at_least(2), default=None,
@@ -40,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
                         "the rounds take seeds in --seeds order (default 0, 1, 2, ...)")
     p.add_argument("--budget", type=int_at_least(1), default=None,
                    help="at most this many trials in all; a round starts only when it fits whole (default: none)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    from counterarg.sweep.race import RaceOptions  # Ray, scipy: after parsing, so --help loads none of them
+    from counterarg.sweep.race_files import survivors
+    from counterarg.sweep.runner import Sweep
+    from counterarg.sweep.spaces import method_strategies
+
     if args.smoke_test and args.strategies is None:
         args.strategies = SMOKE_STRATEGIES
     with usage_errors(p):  # a bad flag value, a locked or missing experiment: exit 2, no traceback

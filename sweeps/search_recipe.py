@@ -19,18 +19,17 @@ import sys
 from pathlib import Path
 
 from counterarg.core.paths import portable_path
+from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
-from counterarg.sweep.runner import MAX_NUM_SAMPLES, Sweep
-from counterarg.sweep.space_file import read_space_file, search_space
-from counterarg.sweep.spaces import method_start
+from counterarg.analysis.trials import MAX_NUM_SAMPLES
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "recipe.json"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add_common_args(p)
     p.add_argument("--space", type=Path, default=DEFAULT_SPACE, metavar="FILE",
                    help="JSON space file of Config fields (default: sweeps/spaces/recipe.json)")
@@ -40,12 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
                    help=f"sampled configurations, 1 to {MAX_NUM_SAMPLES}; each runs once per seed and per "
                         "grid value (default 8; smoke 2)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
+    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                   help="asha: trials that fall behind at epochs grace, grace*factor, ... are stopped; "
+                        "fifo: every trial trains its epochs")
     p.add_argument("--grace-period", type=int_at_least(1), default=None,
                    help="asha: epochs every trial trains before it can be stopped (default 1)")
     p.add_argument("--reduction-factor", type=number_at_least(1), default=None,
                    help="asha: the top 1/F of the trials at each rung go on, F > 1 (default 3)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    from counterarg.sweep.runner import Sweep  # Ray: after parsing, so --help loads none of it
+    from counterarg.sweep.space_file import read_space_file, search_space
+    from counterarg.sweep.spaces import method_start
+
     with usage_errors(p):  # a bad flag value or space file, a locked or missing experiment: exit 2, no traceback
         seeds = parse_seeds(args.seeds, (0,))
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 8)

@@ -221,6 +221,67 @@ def training_loaded_by(code: str) -> tuple[str, list[str]]:
     return "\n".join(printed), json.loads(loaded)
 
 
+def heavy_loaded_by(code: str) -> list[str]:
+    """Runs ``code`` in a fresh interpreter (SystemExit, e.g. from ``--help``, ends it quietly): the heavy
+    libraries it left loaded, for the checks that ``--help`` and parsing import none of them."""
+    import subprocess
+    import sys
+
+    probe = (f"\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\nimport json, sys\n"
+             f"print(json.dumps(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: the libraries a command's --help must not load (seconds of start-up each)
+HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "pandas", "ray", "matplotlib", "scipy",
+         "pyarrow", "tensorboardX")
+
+
+def walk_options(parser) -> list[tuple[str, object, str | None]]:
+    """Each option of ``parser`` (not --help) as ``(flags, action, shown)``: ``shown`` is the default its
+    rendered help states (the text after "default" in the parenthesis that holds it, e.g. ``30`` or
+    ``the generated demo corpus``), "required", "off" (a flag), or None when the help states none."""
+    import argparse
+    import re
+
+    out = []
+    either = {id(a): g for g in parser._mutually_exclusive_groups if g.required for a in g._group_actions}
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        text = " ".join(parser._get_formatter()._expand_help(action).split()) if action.help else ""
+        shown = None
+        m = re.search(r"(?:\(|; )default:? ", text)
+        if m:  # up to the parenthesis that closes the one holding "default"
+            depth, end = 0, m.end()
+            while end < len(text) and not (text[end] == ")" and depth == 0):
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            shown = text[m.end():end]
+        elif action.required:
+            shown = "required"
+        elif id(action) in either:
+            shown = "required: one of " + " or ".join(a.option_strings[0] for a in either[id(action)]._group_actions)
+        elif isinstance(action, argparse._StoreTrueAction):
+            shown = "off"
+        out.append((", ".join(action.option_strings), action, shown))
+    return out
+
+
+def documented_options(doc: str, title: str) -> dict[str, str]:
+    """The ``| `--flag` | default | ...`` rows of the options table under ``### `title``` in ``doc``: flag ->
+    default, without backticks."""
+    section = doc.split(f"### `{title}`\n", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`"):
+            rows[cells[0].replace("`", "")] = cells[1].replace("`", "")
+    return rows
+
+
 def strip_times(rs: list[dict]) -> list[dict]:
     """Rows without their ``time/`` fields (the only ones that differ between equal runs)."""
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]

@@ -4,10 +4,11 @@ errors (exit status 2 with a message naming the file or value)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from conftest import rows, training_loaded_by
+from conftest import documented_options, heavy_loaded_by, rows, training_loaded_by, walk_options
 from counterarg.cli import main
 
 
@@ -432,3 +433,100 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
     printed, loaded = training_loaded_by(f"from counterarg.cli import main; "
                                          f"print('RESULT', [main(c) for c in {commands!r}])")
     assert (printed.splitlines()[-1], loaded) == ("RESULT [0, 0, 0, 0]", []), printed[-2000:]
+
+
+# ----------------------------------------------------------------------------- --help: fast, complete, documented
+def _subparsers():
+    import argparse
+
+    from counterarg.cli import build_parser
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: p for name, p in sub.choices.items() if name != "bench"}
+
+
+def test_help_imports_no_torch_ray_or_pandas():
+    """``counterarg --help`` took 5.5 s, nearly all of it importing torch (Config validation read the
+    loss, head and scorer registries from torch modules) and the modules the error handler named. Every
+    --help, the benchmarks' included, now imports none of the heavy libraries (a fresh interpreter each)."""
+    from counterarg.cli import BENCHES
+
+    commands = [[], *([name] for name in _subparsers()), *(["bench", name] for name in BENCHES)]
+    loaded = {" ".join(c) or "(top)": heavy_loaded_by(f"from counterarg.cli import main; main({[*c, '--help']!r})")
+              for c in commands}
+    assert not {c: libs for c, libs in loaded.items() if libs}, loaded
+
+
+#: options named like a Config field that are not a Config override: the device this command runs on
+NOT_CONFIG = {("rank", "--device"), ("embed", "--device")}
+
+
+def test_every_option_has_help_shows_its_default_and_the_docs_table_agrees():
+    """Every option of every command has help; one with a value by default shows it, one that maps to a
+    Config field shows Config's default; docs/configuration.md lists the same options with the same
+    defaults; --config names every preset (config.PRESETS)."""
+    from pathlib import Path
+
+    from counterarg.config import FIELD_NAMES, PRESETS, Config
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    defaults = Config()
+    for name, parser in _subparsers().items():
+        options = walk_options(parser)
+        assert options, name
+        documented = documented_options(doc, f"counterarg {name}")
+        assert documented == {flags: shown or "none" for flags, _, shown in options}, name
+        for flags, action, shown in options:
+            assert action.help, f"counterarg {name} {flags} has no help"
+            if action.default is not None and action.default is not False:
+                assert shown is not None and str(action.default) in shown, (name, flags, shown)
+            if action.dest in FIELD_NAMES and (name, flags) not in NOT_CONFIG:
+                value = getattr(defaults, action.dest)
+                assert shown, (name, flags)
+                if value is not None:
+                    assert re.search(rf"(?<![\w.]){re.escape(str(value))}(?![\w.])", shown), (name, flags, shown, value)
+    config_help = _subparsers()["train"]._option_string_actions["--config"].help
+    assert all(f"{preset} = " in config_help for preset in PRESETS) and "JSON file" in config_help
+
+
+# ----------------------------------------------------------------------------- edited checkpoints
+def _edited_copy(trained, tmp_path, edit):
+    """A copy of the trained run's checkpoint whose state.pt ``edit`` changed, its manifest sealed again
+    (what an edited or foreign checkpoint looks like to the reader: the sha256 check passes)."""
+    import shutil
+
+    import torch
+
+    from counterarg.core.io import write_manifest
+
+    ck = tmp_path / "edited"
+    shutil.copytree(trained / "checkpoint", ck)
+    state = torch.load(ck / "state.pt", weights_only=True)
+    edit(state)
+    torch.save(state, ck / "state.pt")
+    epoch = json.loads((ck / "manifest.json").read_text())["epoch"]
+    (ck / "manifest.json").unlink()
+    write_manifest(ck, epoch=epoch)
+    return ck
+
+
+@pytest.mark.parametrize("command", ["evaluate", "rank"])
+def test_a_state_whose_pooling_differs_from_its_sealed_config_is_refused(trained, tmp_path, capsys, command):
+    """evaluate and rank used a state.pt whose model config said pooling=cls beside a sealed config.json
+    saying mean (resume caught it): both now apply the resume check, exit 2 naming both files."""
+    ck = _edited_copy(trained, tmp_path, lambda s: s["model"]["config"].update(pooling="cls"))
+    args = ["--split", "validation", "--quiet"] + (["--text", "an argument"] if command == "rank" else [])
+    assert main([command, "--checkpoint", str(ck), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{ck / 'state.pt'} does not match the config sealed beside it in {ck / 'config.json'}" in err
+    assert "pooling: state.pt 'cls' vs config.json 'mean'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("epoch", ["two", -1, 1.5, True])
+def test_a_state_whose_epoch_is_not_a_count_is_a_named_error(trained, tmp_path, capsys, epoch):
+    ck = _edited_copy(trained, tmp_path, lambda s: s.update(epoch=epoch))
+    assert main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{ck / 'state.pt'} is not a checkpoint counterarg wrote: its epoch is {epoch!r}" in err, err
+    assert "Traceback" not in err

@@ -163,3 +163,23 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
     assert {"index", "shards", "leaf_size", "block_size"} <= set(fields_with(SEED, MACHINE))
     with pytest.raises(ValueError, match="unknown field role 'sead'"):
         fields_with(SEED, "sead")
+
+
+@pytest.mark.parametrize("sets", [["num_negatives=1000"], ["num_negatives=1000000000000"],
+                                  ["neg_rank=1,1", "num_negatives=2"], ["neg_rank=3,5", "num_negatives=4"]])
+def test_more_negatives_than_the_neg_rank_window_is_refused(sets):
+    """num_negatives=1000 drew 140 anchors x 1000 negatives from ranks 1..10 (repeats, silently), and
+    1e12 ended in a 1019 TiB allocation: both are named config errors before anything runs."""
+    with pytest.raises(ConfigError, match=r"num_negatives=\d+ is more than the \d+ rank\(s\) of neg_rank=\d+,\d+"):
+        Config().with_overrides(sets)
+    with pytest.raises(ConfigError, match="num_negatives=1000000000000 is more than"):
+        Config.from_dict({"num_negatives": 1e12})  # a JSON config file's or a space file's number
+    assert Config().with_overrides(["neg_rank=3,5", "num_negatives=3"]).num_negatives == 3  # the whole window
+
+
+def test_cli_refuses_too_many_negatives_with_exit_2(tmp_path, capsys):
+    from counterarg.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "r"), "--set", "num_negatives=1000000000000"]) == 2
+    assert "num_negatives=1000000000000 is more than the 10 rank(s) of neg_rank=1,10" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -12,7 +12,8 @@ the query-sampling term, and the query-level test as a second column), per task 
   newest ``checkpoint_N/``): each holds ``best_ranks.npz``, the per-query ranks of the run's best
   epoch (:class:`counterarg.evaluation.selection.BestRanks`). Each RUN is one seed of its group.
 * Refused, naming the folder (:class:`CompareError`; the CLI exits 2): a folder without ranks of
-  the split, runs scored on other query sets (their query counts or unseen queries differ), one run
+  the split, runs scored on other query sets (their query counts, unseen queries or query texts
+  differ: ranks record a digest of the texts they rank), one run
   given twice or two runs of one seed in a group (the training run is the unit: a repeat adds no
   information but would shrink the interval), a run in both groups, a group of fewer than 2 runs
   (with one run its seed variance is unknown and the test gives no p-value).
@@ -34,7 +35,7 @@ import numpy as np
 
 from ..config import LABEL, MACHINE, SEED, ConfigError, fields_with
 from ..core.io import atomic_write_json
-from ..core.paths import portable_path
+from ..core.paths import given_path
 from ..sampling.schedules import format_value
 from ..evaluation.selection import BEST_DIR, BestRanks, read_best_ranks
 from ..retrieval.tasks import task_names
@@ -187,7 +188,8 @@ def check_group(runs: Sequence[RunRanks], flag: str) -> None:
 
 
 def check_queries(a: Sequence[RunRanks], b: Sequence[RunRanks], split: str) -> None:
-    """Every run scored on the same queries: the same count and unseen queries; no run in both groups."""
+    """Every run scored on the same queries: the same count, unseen queries and (where the runs record
+    it, ``{split}/queries``) the same query texts in the same order; no run in both groups."""
     first = a[0]
     n0 = len(first.ranks[f"{split}/{task_names()[0]}"])
     unseen0 = first.ranks.get(f"{split}/unseen")
@@ -200,6 +202,15 @@ def check_queries(a: Sequence[RunRanks], b: Sequence[RunRanks], split: str) -> N
         if (unseen is None) != (unseen0 is None) or (unseen is not None and not np.array_equal(unseen, unseen0)):
             raise CompareError(f"{r.folder}: its unseen {split} queries differ from {first.folder}'s (another "
                                "training split?): runs of different corpora cannot be compared")
+    known = [r for r in (*a, *b) if f"{split}/queries" in r.ranks]
+    for r in known[1:]:
+        if not np.array_equal(r.ranks[f"{split}/queries"], known[0].ranks[f"{split}/queries"]):
+            raise CompareError(f"{r.folder}: its {n0} {split} queries are not {known[0].folder}'s (other texts or "
+                               "another order: another corpus): runs of different corpora cannot be compared")
+    unknown = [r.folder for r in (*a, *b) if f"{split}/queries" not in r.ranks]
+    if known and unknown:
+        print(f"[counterarg] note: {', '.join(unknown)} record(s) no query texts (ranks kept by an older version); "
+              "their queries are checked by count and unseen mask only", flush=True)
     both = {r.source.resolve() for r in a} & {r.source.resolve() for r in b}
     if both:
         raise CompareError(f"{sorted(both)[0]}: the same run is in --a and --b")
@@ -341,14 +352,14 @@ def compare_main(a: Sequence[str], b: Sequence[str], *, split: str = "test", lab
         print(view_table(rows, v, split))
     if json_path is not None:
         doc = {"split": split, "tasks": tasks, "alpha": ALPHA,
-               "a": {"label": label_a, "runs": [portable_path(r.folder) for r in runs_a],
+               "a": {"label": label_a, "runs": [given_path(r.folder) for r in runs_a],
                      "seeds": [r.seed for r in runs_a]},
-               "b": {"label": label_b, "runs": [portable_path(r.folder) for r in runs_b],
+               "b": {"label": label_b, "runs": [given_path(r.folder) for r in runs_b],
                      "seeds": [r.seed for r in runs_b]},
                "verdicts": {v: verdict(rows, v, split) for v in views},
                "rows": [r.row() for r in rows]}
         atomic_write_json(Path(json_path), doc)
-        print(f"\n[counterarg] rows written to {portable_path(json_path)}")
+        print(f"\n[counterarg] rows written to {json_path}")  # the user's path, as given
     return 0
 
 

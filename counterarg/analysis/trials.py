@@ -46,6 +46,10 @@ ZERO_SHOT = "zero-shot encoder"
 VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
+#: The most trials one sweep runs (--num-samples, a race's rounds): a typo such as 10000 must not fill
+#: the disk (each trial keeps two checkpoints and its logs). Here, not in the runner, so that a script's
+#: --help names it without loading Ray.
+MAX_NUM_SAMPLES = 1000
 
 
 @dataclass

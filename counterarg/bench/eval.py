@@ -19,21 +19,24 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..data.corpus import real_corpus_path
-from ..evaluation.evaluate import evaluate_split, query_ranks
 from ..data.inputs import int_at_least
-from ..nn.heads import Heads
-from ..retrieval.pools import Pools, build_pools, pools_from_labels
 from ..retrieval.tasks import task_names
+
+if TYPE_CHECKING:
+    from ..retrieval.pools import Pools
 
 DEFAULT_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS or ../shared/data
 
 
 def synthetic_pools(n_queries: int = 1401, n_themes: int = 15, n_debates: int = 189, seed: int = 0) -> Pools:
     """A split shaped like the ArguAna test split (queries spread over debates and themes)."""
+    from ..retrieval.pools import pools_from_labels
+
     rng = np.random.default_rng(seed)
     theme_of = rng.integers(0, n_themes, n_debates)
     deb = np.sort(rng.integers(0, n_debates, n_queries))
@@ -57,6 +60,8 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
     ``pool_lists[i]``: candidate ids of query ``i`` (built beforehand, untimed); ``hits[i]``: the pool
     member that stands for the true counter (its first copy; default ``i``). Returns ranks.
     """
+    import torch
+
     cand = np.concatenate([cs, ps])  # [2Q, d]
     cand_h = np.concatenate([ch, ph])  # [2Q, H]
     ranks = []
@@ -99,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)
+    import torch  # after parsing: --help loads none of it
+
+    from ..evaluation.evaluate import evaluate_split, query_ranks
+    from ..nn.heads import Heads
+    from ..retrieval.pools import build_pools
+
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.fieldvalues import ConfigError
 from ..data.inputs import int_at_least
 from ..core.paths import portable_command
 
@@ -45,10 +46,28 @@ def _timeit(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+def read_embeddings(path: str | Path) -> np.ndarray:
+    """``--embeddings``: a .npy of a 2-D array of finite numbers (no pickled objects are loaded), as
+    float32; anything else is a ConfigError naming the file (exit 2)."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError(f"--embeddings {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--embeddings {path} is a folder; give a .npy file") from None
+    except (OSError, ValueError, EOFError) as e:  # a pickled object array, not a .npy, cut short
+        raise ConfigError(f"--embeddings {path} is not a .npy array of numbers: {e}") from None
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf" or x.ndim != 2 or min(x.shape) < 1:
+        what = f"a {x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else "no single array"
+        raise ConfigError(f"--embeddings {path} holds {what}; expected [N, d] numbers (counterarg embed writes them)")
+    if not np.isfinite(x).all():
+        raise ConfigError(f"--embeddings {path} holds NaN or infinite values")
+    return x.astype(np.float32)
+
+
 def _data(n: int, embeddings: str | None, seed: int = 0) -> tuple[np.ndarray, str]:
     if embeddings and n == REAL_N:
-        x = np.load(embeddings).astype(np.float32)
-        return x, f"file {Path(embeddings).name}"
+        return read_embeddings(embeddings), f"file {Path(embeddings).name}"
     rng = np.random.default_rng(seed + n)
     x = rng.standard_normal((n, DIM), dtype=np.float32)  # [N, d]
     return x, "real-size synthetic" if n == REAL_N else "synthetic Gaussian"
@@ -233,7 +252,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--shards", type=int_at_least(1), default=2, help="sharded-balltree actors (default 2)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write results as JSON")
     p.add_argument("--embeddings", default=None, metavar="FILE.npy",
-                   help="real embeddings [N, d] to use instead of the real-size synthetic set")
+                   help="real embeddings [N, d] (a .npy, e.g. from counterarg embed) for the real size "
+                        "(default: the real-size synthetic set)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"markdown report (default {DEFAULT_OUT})")
     p.add_argument("--repeat", type=int_at_least(1), default=1, help="timed runs per backend; best is kept")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="threads per backend (default nproc)")
@@ -245,6 +265,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     a = build_parser().parse_args(argv)
+    if a.embeddings:
+        read_embeddings(a.embeddings)  # before any backend runs
     result = run_bench(ns=a.n, shards=a.shards, json_path=a.json, embeddings=a.embeddings, out=a.out,
                        repeat=a.repeat, threads=a.threads, balltree_max=a.balltree_max,
                        command="counterarg bench mining " + portable_command(argv))  # no path of this machine

@@ -39,12 +39,16 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..config import GPU_RECIPE, Config
 from ..data.corpus import real_corpus_path
 from ..core.io import atomic_write_json
+
+if TYPE_CHECKING:
+    import torch
 
 NO_CUDA = "no CUDA device found; running the CPU fallback: "
 
@@ -63,6 +67,8 @@ def _rss_bytes() -> int:
 @contextmanager
 def peak_memory(device: torch.device):
     """Yields a dict that holds, on exit, ``rss_peak_mb`` and (CUDA) ``cuda_peak_mb`` of the block."""
+    import torch
+
     out: dict[str, float] = {}
     peak = [_rss_bytes()]
     stop = threading.Event()
@@ -86,6 +92,8 @@ def peak_memory(device: torch.device):
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -107,6 +115,8 @@ def _padded_tokens(run, tids: np.ndarray, batches: np.ndarray) -> tuple[int, int
 def time_setting(base: Config, finetune: str, precision: str, *, buckets: int, batches: int, warmup: int,
                  embed_texts: int) -> dict:
     """One row of the table: train-step and embedding throughput and peak memory of one setting."""
+    import torch
+
     from ..nn.encoder import encode_texts, load_encoder
     from ..training.trainer import Trainer
 
@@ -209,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="other config fields")
     ap.add_argument("--json", help="write the rows and the bucket savings here")
     args = ap.parse_args(argv)
+    import torch  # after parsing: --help loads none of it
+
     if args.batches < 1 or args.warmup < 0 or args.embed_texts < 1 or args.buckets < 1:
         ap.error("--batches, --embed-texts and --buckets must be >= 1, --warmup >= 0")
     corpus = None if args.demo else (args.corpus or (str(real_corpus_path()) if real_corpus_path().exists() else None))
@@ -267,6 +279,8 @@ def gpu_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="other config fields")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
+    import torch  # after parsing: --help loads none of it
+
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory(prefix="counterarg-bench-gpu-") as tmp:  # run folders, tiny BERT
         return _gpu_bench(args, cuda, Path(tmp))
@@ -275,6 +289,8 @@ def gpu_main(argv: list[str] | None = None) -> int:
 def _gpu_bench(args, cuda: bool, work: Path) -> int:
     """One epoch per precision under ``work`` (removed afterwards by :func:`gpu_main`); prints and
     optionally writes the rows."""
+    import torch
+
     if cuda:
         corpus = Path(args.corpus) if args.corpus else real_corpus_path()
         if not corpus.exists():

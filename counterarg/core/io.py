@@ -394,3 +394,16 @@ def cache_root(cache_dir: str | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "counterarg"
+
+
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder: it is a file, or a file stands where one of its
+    parents must be; None when it is a folder or can be made one. Checked before work starts, so a
+    cache_dir under a file is one named error, not a NotADirectoryError in every trial."""
+    p = Path(path).expanduser()
+    for part in (p, *p.parents):
+        if part.exists() or part.is_symlink():
+            if part.is_dir():
+                return None
+            return f"{part} is a file, not a folder" if part == p else f"{part} is a file, so {p} cannot be a folder"
+    return None

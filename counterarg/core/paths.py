@@ -4,7 +4,9 @@ Summaries, reports, model cards and printed commands are read on other machines 
 shared exports), where this machine's folders mean nothing and only leak its layout. A path is
 therefore shown relative to the folder it is read from (a sweep folder, a report's folder, the
 current folder for a printed command); a path outside that folder is shown from a place every
-machine has (``$TMPDIR/...``, ``~/...``) or, failing that, by its last parts only.
+machine has (``$TMPDIR/...``, ``~/...``) or, failing that, by its last parts only. A path the user
+typed (a flag's value in a recorded command, a file a command says it wrote) is shown as given when
+relative, else relative to the current folder (:func:`given_path`): runnable, never a placeholder.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ def runnable_path(path: str | Path) -> str:
     return os.path.relpath(os.path.abspath(Path(text).expanduser()))
 
 
+def given_path(path: str | Path) -> str:
+    """A path the user gave, as outputs show it: as given when relative (``../data/c.zip``) or a URI,
+    else :func:`runnable_path` (relative to the current folder): it names the same file when run from
+    there, with neither a placeholder such as ``$TMPDIR`` nor this machine's absolute layout."""
+    text = str(path)
+    if "://" in text or not text or not (os.path.isabs(text) or text.startswith("~")):
+        return text
+    return runnable_path(text)
+
+
 def shell_path(path: str | Path) -> str:
     """:func:`runnable_path`, quoted for a shell command line."""
     return shlex.quote(runnable_path(path))
@@ -73,11 +85,11 @@ def absolute_paths_in(text: str) -> list[str]:
 
 def portable_command(argv: Sequence[str]) -> str:
     """``argv`` as a shell command with every path argument (``PATH`` or ``--flag=PATH``) shown
-    by :func:`portable_path`."""
+    by :func:`given_path`."""
     out = []
     for a in argv:
         flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
         if value and "://" not in value and (os.path.isabs(value) or os.path.exists(value)):
-            value = portable_path(value)
+            value = given_path(value)
         out.append(shlex.quote(flag + eq + value))
     return " ".join(out)

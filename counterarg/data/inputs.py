@@ -6,7 +6,8 @@ the line in its errors; :func:`read_texts` splits a file into texts (one per lin
 each JSONL object). Errors are :class:`~counterarg.core.fieldvalues.ConfigError` (config re-exports it),
 which the CLI prints.
 Numbers on the command line are checked when parsed (:func:`int_at_least`, :func:`number_at_least`:
-argparse types, so a bad value is a usage error, exit 2).
+argparse types, so a bad value is a usage error, exit 2). Every parser's ``--help`` shows each option's
+default (:class:`DefaultsHelpFormatter`).
 """
 
 from __future__ import annotations
@@ -140,3 +141,17 @@ def read_collection(args, default_corpus: str | None, sim_dim: int) -> tuple[lis
     if not numbered:
         raise ConfigError(f"candidates file {path} holds no non-empty lines")
     return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None, None  # the file's own line numbers
+
+
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` that names each option's default: ``(default: VALUE)`` after its help where it has a
+    value (not None, False or a list) and the help does not say it already; the description keeps its
+    line breaks. An option whose default is None says in its own help what happens without it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if action.option_strings and default is not None and default is not False and default != argparse.SUPPRESS \
+                and not isinstance(default, (list, tuple)) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text

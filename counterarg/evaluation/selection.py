@@ -49,7 +49,8 @@ class BestRanks:
     A sweep's significance tests compare strategies query by query at each trial's best epoch; the
     rows in ``metrics.jsonl`` hold only means, and Tune keeps only the last checkpoints, so every
     checkpoint carries the ranks of the best epoch so far in ``best_ranks.npz`` (plain arrays, no
-    pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, and ``{split}/unseen`` ``[Q]`` bool.
+    pickle): ``epoch``, ``{split}/{task}`` ``[Q]`` int ranks, ``{split}/unseen`` ``[Q]`` bool and
+    ``{split}/queries`` ``[32]`` uint8, which queries they rank (:func:`counterarg.retrieval.pools.query_digest`).
     The best epoch is the earliest with the highest ``select_metric`` (:func:`best_row`).
     """
 
@@ -72,6 +73,8 @@ class BestRanks:
                 self.arrays[f"{split}/{task}"] = r
             if pools[split].unseen is not None:
                 self.arrays[f"{split}/unseen"] = pools[split].unseen
+            if pools[split].queries is not None:
+                self.arrays[f"{split}/queries"] = pools[split].queries
         return True
 
     def save(self, folder: Path) -> None:

@@ -130,19 +130,56 @@ def read_checkpoint(folder: str | Path) -> dict:
         raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/history/model)" + (
             ": it was written by an older counterarg (heads and config at the top level); train it again"
             if old else ""))
+    epoch = state["epoch"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0 or not isinstance(state["history"], list) \
+            or not isinstance(state["model"]["config"], dict):
+        raise CheckpointError(f"{f} is not a checkpoint counterarg wrote: its epoch is {epoch!r} (a count of epochs "
+                              "expected), with history and config as lists and mappings; train it again")
+    _check_sealed_config(state["model"]["config"], f)
     return state
 
 
-def check_resumable(config: Config, saved: dict, source: Path) -> None:
+def _check_sealed_config(saved: dict, f: Path) -> None:
+    """The model config in ``state.pt`` must be the one its folder's ``config.json`` (sealed with it in the
+    manifest) records, by the rule a resume applies (:func:`config_differences`): a state.pt edited to
+    another pooling, say, would otherwise be read as that model."""
+    sealed = f.parent / "config.json"
+    if f.name != STATE_FILE or not sealed.is_file():
+        return
+    try:
+        recorded = json.loads(sealed.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {sealed}, the config sealed with {f}: {e}") from None
+    if not isinstance(recorded, dict):
+        raise CheckpointError(f"{sealed}, the config sealed with {f}, is not a JSON object")
+    diffs = config_differences(saved, recorded)
+    if diffs:
+        detail = ", ".join(f"{k}: state.pt {a!r} vs config.json {b!r}" for k, (a, b) in sorted(diffs.items()))
+        raise CheckpointError(f"{f} does not match the config sealed beside it in {sealed} ({detail}){_why(diffs)}; "
+                              "one of them was changed after training: restore the folder, or train again")
+
+
+def config_differences(saved: dict, now: dict) -> dict[str, tuple]:
+    """``{field: (saved value, value now)}`` of the fields outside the ``resume`` role (those may differ
+    between a checkpoint and a run resuming it) in which two configs differ; a field one of them lacks
+    (newer than the checkpoint) counts as its default."""
     allowed = set(fields_with(RESUME))  # the hyperparameters among them: Trainer.apply_hyperparameters
-    defaults = Config().to_dict()  # a field newer than the checkpoint: it trained with its default
-    diffs = {k: (saved.get(k, defaults[k]), v) for k, v in config.to_dict().items()
-             if k not in allowed and saved.get(k, defaults[k]) != v}
+    defaults = Config().to_dict()
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)  # noqa: E731 - JSON and state.pt keep lists
+    return {k: (saved.get(k, d), now.get(k, d)) for k, d in defaults.items()
+            if k not in allowed and norm(saved.get(k, d)) != norm(now.get(k, d))}
+
+
+def _why(diffs: dict) -> str:
+    model = [k for k in fields_with(MODEL) if k in diffs]
+    return f"; {', '.join(model)}: the architecture, its weights fit no other value" if model else ""
+
+
+def check_resumable(config: Config, saved: dict, source: Path) -> None:
+    diffs = config_differences(saved, config.to_dict())
     if diffs:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diffs.items()))
-        model = [k for k in fields_with(MODEL) if k in diffs]
-        why = f"; {', '.join(model)}: the architecture, its weights fit no other value" if model else ""
-        raise CheckpointError(f"checkpoint {source} was made with a different config ({detail}){why}")
+        raise CheckpointError(f"checkpoint {source} was made with a different config ({detail}){_why(diffs)}")
 
 
 def resumed_changes(config: Config, saved: dict) -> str:

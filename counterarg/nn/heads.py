@@ -1,60 +1,16 @@
 """The two heads over the encoder's pooled output: the similarity head and the pair classifier.
 
-``head`` (a Config field) names the similarity head's start, one entry of :data:`HEAD_STARTS` (Config
-validation reads the names here); :class:`Heads` holds both heads, as in the reference implementation.
+``head`` (a Config field) names the similarity head's start, one entry of :data:`HEAD_STARTS`
+(:mod:`counterarg.nn.head_starts`, where Config validation reads the names without loading torch);
+:class:`Heads` holds both heads, as in the reference implementation.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 import torch.nn as nn
 
-
-def _init_linear(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
-    """The reference: keep nn.Linear's own random start (no extra draws, so runs stay reproducible)."""
-
-
-def _init_identity(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
-    """W = the first sim_dim rows of I [sim_dim, H], b = 0: s starts as (the first coordinates of) h."""
-    with torch.no_grad():
-        sim.weight.copy_(torch.eye(sim_dim, hidden))
-        sim.bias.zero_()
-
-
-def _init_orthogonal(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
-    """W with orthonormal rows, b = 0: a rotation keeps every distance when sim_dim = H."""
-    with torch.no_grad():
-        nn.init.orthogonal_(sim.weight)
-        sim.bias.zero_()
-
-
-def _init_residual(sim: nn.Linear, hidden: int, sim_dim: int) -> None:
-    """A = 0, b = 0 in s = h + A h + b: the head starts as the identity and learns a correction."""
-    if sim_dim != hidden:
-        raise ValueError(f"head=residual needs sim_dim equal to the encoder width {hidden} (or 0), got {sim_dim}")
-    with torch.no_grad():
-        sim.weight.zero_()
-        sim.bias.zero_()
-
-
-@dataclass(frozen=True)
-class HeadStart:
-    """How a similarity head starts (its initialisation) and whether h is added to its output."""
-
-    init: Callable[[nn.Linear, int, int], None]
-    residual: bool = False
-
-
-#: The similarity-head starts the ``head`` config field names; Config validation reads the names here.
-HEAD_STARTS: dict[str, HeadStart] = {
-    "linear": HeadStart(_init_linear),  # the reference implementation's randomly initialised Linear(H, sim_dim)
-    "identity": HeadStart(_init_identity),
-    "orthogonal": HeadStart(_init_orthogonal),
-    "residual": HeadStart(_init_residual, residual=True),
-}
+from .head_starts import HEAD_STARTS, HeadStart  # noqa: F401 - HeadStart: the registry's entry type, read here too
 
 
 class Heads(nn.Module):

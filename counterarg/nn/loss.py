@@ -13,16 +13,19 @@ its test. The ``loss`` field is a weighted sum of entries, e.g. ``infonce`` or `
   ``scale``.
   Candidates whose text equals the anchor's point or counter text are masked (false negatives:
   ArguAna repeats texts).
+
+torch is imported inside the tensor functions: Config validation reads the names here, and a command's
+``--help`` loads no torch.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:
+    import torch
 
 
 class LossError(ValueError):
@@ -43,7 +46,7 @@ class LossBatch:
     negative_keys: torch.Tensor  # [B, K] text id of each negative
 
 
-LossFn = Callable[[LossBatch, object], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+LossFn = Callable[[LossBatch, object], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ def combined_loss(
 
     Returns the total and its three unweighted parts (for logging).
     """
+    import torch
+    import torch.nn.functional as F
+
     batch = s_point.shape[0]
     ones = torch.ones(batch, dtype=torch.long, device=s_point.device)  # [B]
     triplet = F.triplet_margin_loss(s_point, s_counter, s_negative, margin=margin, p=p)
@@ -97,6 +103,9 @@ def infonce_loss(
     A candidate whose text equals anchor i's point or counter text, other than the positive itself,
     is left out: it is a copy, not a negative.
     """
+    import torch
+    import torch.nn.functional as F
+
     b = s_point.shape[0]
     a = F.normalize(s_point, dim=-1)  # [B, d]
     cand = F.normalize(torch.cat([s_counter, s_negative.reshape(-1, s_point.shape[1])]), dim=-1)  # [B + B*K, d]
@@ -111,6 +120,9 @@ def infonce_loss(
 
 def pair_ce(logits_pos: torch.Tensor, logits_neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Classifier cross-entropy: (point, counter) -> 1 over [B, 2], (point, negative) -> 0 over [B, K, 2]."""
+    import torch
+    import torch.nn.functional as F
+
     ones = torch.ones(logits_pos.shape[0], dtype=torch.long, device=logits_pos.device)  # [B]
     neg = logits_neg.reshape(-1, 2)  # [B*K, 2]
     return F.cross_entropy(logits_pos, ones), F.cross_entropy(neg, torch.zeros(neg.shape[0], dtype=torch.long,
@@ -124,6 +136,8 @@ def _combined(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor
 
 
 def _triplet(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    import torch.nn.functional as F
+
     t = F.triplet_margin_loss(batch.s_p, batch.s_c, batch.s_n[:, 0], margin=c.margin, p=c.p)
     return t, {"triplet": t}
 

@@ -4,7 +4,8 @@ Only the encoder runs under autocast (in training and in the embedding passes); 
 back to float32 before pooling, so pooling, the heads, the loss and the optimizer all work in fp32.
 bf16 keeps fp32's exponent range and needs no scaler; fp16 does: a :class:`torch.amp.GradScaler`
 multiplies the loss before ``backward`` and skips a step whose gradients overflowed. On CPU, torch
-2.13 autocasts both bf16 and fp16 (tests run both there).
+2.13 autocasts both bf16 and fp16 (tests run both there). torch is imported where it is used: Config
+validation reads :data:`PRECISIONS` here, and ``counterarg --help`` loads no torch.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..core.fieldvalues import ConfigError
 
+if TYPE_CHECKING:
+    import torch
+
 #: ``precision`` values; "auto" resolves through :func:`resolve_precision`.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: each precision's autocast dtype, by its torch name (None: no autocast)
+DTYPES = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 def resolve_precision(precision: str, device_type: str, bf16_supported: bool = False) -> str:
@@ -65,6 +69,8 @@ def bf16_supported(device: torch.device) -> bool:
         return cpu_bf16_native()
     if device.type != "cuda":
         return False
+    import torch
+
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))
 
 
@@ -78,9 +84,13 @@ def autocast(precision: str, device: torch.device):
     dtype = DTYPES[precision]
     if dtype is None:
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    import torch
+
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, dtype))
 
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler that is active for fp16 only (disabled, it passes every call through)."""
+    import torch
+
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

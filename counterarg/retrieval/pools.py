@@ -62,6 +62,7 @@ class Pools:
     side: np.ndarray  # [Q] int64, 0 = pro, 1 = con
     text: np.ndarray | None = None  # [2Q] int64 text code of each candidate (counters, then points)
     unseen: np.ndarray | None = None  # [Q] bool: neither text of the query occurs in training
+    queries: np.ndarray | None = None  # [32] uint8: which queries, in order (:func:`query_digest`); None if unknown
     _torch: dict = field(default_factory=dict, repr=False)
     _sizes: dict = field(default_factory=dict, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
@@ -290,8 +291,19 @@ class Pools:
         return out
 
 
+def query_digest(point_texts, counter_texts) -> np.ndarray:
+    """``[32]`` uint8: sha256 of the queries' point and counter texts in order. Ranks kept with it say
+    which queries they rank, so runs scored on other queries of the same count are told apart."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for point, counter in zip(point_texts, counter_texts):
+        h.update(f"{len(point)}:{point}{len(counter)}:{counter}".encode("utf-8"))
+    return np.frombuffer(h.digest(), dtype=np.uint8).copy()
+
+
 def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None, counter_texts=None,
-                      unseen=None) -> Pools:
+                      unseen=None, queries=None) -> Pools:
     """Pools from per-pair labels (debate key, side ``pro``/``con``, theme); ``themes`` defaults to
     the part of the debate key before ``/``. ``point_texts``/``counter_texts`` (any hashable per
     pair, e.g. the texts) decide which candidates are copies; without them all texts differ.
@@ -323,7 +335,7 @@ def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None,
         text = _codes(counter_texts + point_texts)  # candidate order: counters, then points
     return Pools(split=split, debate=deb, theme=_codes(themes),
                  side=np.array([0 if s == "pro" else 1 for s in sides], dtype=np.int64),
-                 text=text, unseen=unseen)
+                 text=text, unseen=unseen, queries=queries)
 
 
 def seen_texts(training: "Split | None") -> set[str] | None:
@@ -345,9 +357,10 @@ def build_pools(split: "Split", seen: set[str] | None = None) -> Pools:
     unseen = None
     if seen is not None and split.name != "training":
         unseen = np.array([p.point.text not in seen and p.counter.text not in seen for p in split.pairs])
+    points, counters = [p.point.text for p in split.pairs], [p.counter.text for p in split.pairs]
     return pools_from_labels(split.name, [r.debate_key for r in pts], [r.side for r in pts],
-                             [r.theme for r in pts], [p.point.text for p in split.pairs],
-                             [p.counter.text for p in split.pairs], unseen=unseen)
+                             [r.theme for r in pts], points, counters, unseen=unseen,
+                             queries=query_digest(points, counters))
 
 
 def split_pools(corpus: "Corpus", split: str) -> Pools:

@@ -18,22 +18,23 @@ An entry says whether it needs the classifier, which value of it (probability or
 that value and the distance make the score (``combine``, higher first). Config validation, the
 evaluator (evaluate.query_ranks, all queries of a split at once), ``counterarg rank``
 (:func:`rank_candidates`, one query) and the model card read the entry, so a new mode is one
-:func:`register_scorer` call. Nothing here imports training.
+:func:`register_scorer` call. Nothing here imports training; torch is imported by the functions that
+compute (Config validation reads the names, and a command's ``--help`` loads no torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Callable
 
 from .tasks import EvaluationError
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
 #: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
-Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Classify = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 #: the distances of the similarity space (``eval_metric``)
 METRICS = ("l2", "cosine")
 
@@ -95,6 +96,8 @@ register_scorer(Scorer("fused", needs_classifier=True, log_odds=True, combine=_f
 
 def classifier_values(logits: torch.Tensor, scorer: Scorer) -> torch.Tensor:
     """The classifier's value ``[M]`` a scorer reads from logits ``[M, 2]`` (float32)."""
+    import torch
+
     lg = torch.as_tensor(logits).float()
     return lg[:, 1] - lg[:, 0] if scorer.log_odds else torch.softmax(lg, dim=1)[:, 1]
 
@@ -114,6 +117,8 @@ def check_options(mode: str, metric: str, rerank_k: int, ks) -> Scorer:
 # --------------------------------------------------------------------------- tensors
 def as_tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.Tensor:
     """``x`` as a 2-D float tensor with ``rows`` rows, or an :class:`EvaluationError` saying why not."""
+    import torch
+
     if x is None:
         raise EvaluationError(f"split {split!r}: {name} is required")
     t = torch.as_tensor(x)
@@ -134,10 +139,14 @@ def as_tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.
 
 def work_dtype(device: torch.device) -> torch.dtype:
     """float64 for distances where available: fewer spurious ties/flips from rounding."""
+    import torch
+
     return torch.float32 if device.type == "mps" else torch.float64
 
 
 def prepare(x: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
+    import torch.nn.functional as F
+
     x = x.to(dtype)
     return F.normalize(x, dim=1) if metric == "cosine" else x
 
@@ -149,6 +158,8 @@ def row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor
     L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
     fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
     """
+    import torch
+
     if metric == "cosine":
         return torch.mm(query, cand.T).neg_()  # [B, C]
     return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
@@ -158,6 +169,8 @@ def pair_values(classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: 
                 chunk: int = 8192) -> torch.Tensor:
     """The scorer's classifier value ``[M]`` (probability or log-odds, :func:`classifier_values`) of
     each (query, candidate) pair coded ``q * n_cand + c``, ``chunk`` pairs per classifier call."""
+    import torch
+
     out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
     with torch.no_grad():
         for start in range(0, keys.shape[0], chunk):
@@ -184,6 +197,8 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
     ``1 - cos``) for retrieval and the scorer's score (its ``label``) otherwise, NaN for candidates
     past ``rerank_k`` (they keep distance order). Ties: lower index first.
     """
+    import torch
+
     scorer = check_options(mode, metric, rerank_k, (1,))
     qs = torch.as_tensor(query_sim)
     qs = qs.reshape(1, -1) if qs.ndim == 1 else qs

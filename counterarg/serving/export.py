@@ -21,11 +21,12 @@ import torch
 from ..config import ConfigError
 from ..model.biencoder import BiEncoder
 from ..core.paths import portable_command, portable_path
-from ..retrieval.scorers import METRICS
+from ..retrieval.scorers import METRICS, get_scorer
 
 #: eval_metric -> the sentence-transformers SimilarityFunction that ranks alike, declared in the
-#: export's config_sentence_transformers.json so ``model.similarity()`` ranks as ``counterarg rank``
-#: does (euclidean = negative L2 distance: the nearest candidate scores highest).
+#: export's config_sentence_transformers.json so ``model.similarity()`` ranks as ``counterarg rank`` does
+#: with eval_mode=retrieval (euclidean = negative L2 distance: the nearest candidate scores highest); rerank
+#: and fused also reorder the top rerank_k by the pair classifier, which model.similarity() does not.
 SIMILARITY_FN = {"l2": "euclidean", "cosine": "cosine"}
 assert set(SIMILARITY_FN) == set(METRICS), "every eval_metric needs its sentence-transformers similarity"
 
@@ -93,6 +94,15 @@ def _training_sentence(tm: BiEncoder, history: list[dict]) -> str:
     return text + f" (its best by `{cfg.select_metric}` was epoch {int(best['epoch'])})"
 
 
+def _similarity_caveat(cfg) -> str:
+    """What ``model.similarity()`` leaves out of this model's own scoring (nothing when its eval_mode ranks
+    by distance alone, as retrieval does)."""
+    if not get_scorer(cfg.eval_mode).needs_classifier:
+        return ", this model's own scoring"
+    return (f"; this model scores with eval_mode={cfg.eval_mode}, which also reorders the top {cfg.rerank_k} by "
+            "the pair classifier below")
+
+
 def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
     """README.md of the exported folder: what it is, the data, the metrics, how it was made. No
     absolute path of the machine that exported it (paths as :func:`counterarg.core.paths.portable_path` shows them)."""
@@ -105,7 +115,8 @@ def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
              "# Counterargument retrieval model (counterarg)", "",
              f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
              f"distance in a {tm.heads.sim_dim}-d similarity space; `model.similarity()` uses "
-             f"{SIMILARITY_FN[cfg.eval_metric]}). Base encoder: `{encoder}` "
+             f"{SIMILARITY_FN[cfg.eval_metric]}, ranking as `counterarg rank` does with eval_mode=retrieval"
+             f"{_similarity_caveat(cfg)}). Base encoder: `{encoder}` "
              f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
              f"`counterarg` project (schedule {cfg.schedule}, seed {cfg.seed}): "
              f"{_training_sentence(tm, run_history(tm, checkpoint))}.", "",

@@ -4,6 +4,9 @@ Each flag is checked when parsed (a usage error, exit 2, no traceback); the name
 up or resuming a sweep become usage errors too (:func:`usage_errors`). :func:`run_from_args` runs
 the sweep and prints the table, the Ray overhead, the TensorBoard command and ready commands for
 the best checkpoints; :func:`exit_code` turns the result into the script's exit status.
+
+Ray, Tune and the summary's pandas and matplotlib are imported by the functions that run a sweep,
+never at parse time: a script's ``--help`` and a flag's usage error load none of them.
 """
 
 from __future__ import annotations
@@ -18,19 +21,18 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from ..config import Config, ConfigError, parse_assignments
 from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
-from ..core.io import FolderLockedError, disk_full_error, is_disk_full
+from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_disk_full
 from ..core.paths import runnable_path, shell_path
 from ..sampling.schedules import SCHEDULES
-from ..nn.testing import make_tiny_encoder
 from ..analysis.methods import METHODS, parse_methods, slug
-from .recovery import SweepStateError
-from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
-from ..analysis.summary import console_table
 from ..analysis.trials import best_per_group, overhead
+
+if TYPE_CHECKING:
+    from .runner import Sweep, SweepResult
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -78,33 +80,38 @@ def add_methods_arg(p) -> None:
                         + f" (default: {','.join(METHODS)})")
 
 
-def add_common_args(p, start: Mapping[str, Any] | None = None) -> None:
+def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0") -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2). ``start``:
-    the preset the script's trials start from (its epochs are the --epochs default)."""
+    the preset the script's trials start from (its epochs are the --epochs default; kept as the parser's
+    ``config_start`` for the test that compares shown defaults with Config's); ``seeds``: the script's
+    default --seeds as its help says it."""
+    defaults = Config.from_dict(dict(start or {}))
+    p.config_start = dict(start or {})
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
-    p.add_argument("--encoder", help="encoder folder or name (default: embedded all-MiniLM-L6-v2)")
-    p.add_argument("--epochs", type=int_at_least(1),
-                   help=f"epochs per trial, >= 1 (default: {Config.from_dict(dict(start or {})).epochs})")
-    p.add_argument("--seeds", type=seeds_arg, default=None, help="comma-separated integer seeds, e.g. 0,1,2")
+    p.add_argument("--encoder", help=f"encoder folder or name (default: {defaults.encoder}, embedded)")
+    p.add_argument("--epochs", type=int_at_least(1), help=f"epochs per trial, >= 1 (default: {defaults.epochs})")
+    p.add_argument("--seeds", type=seeds_arg, default=None, metavar="N,...",
+                   help=f"comma-separated integer seeds in [0, {MAX_SEED}], each once, e.g. 0,1,2 (default: {seeds})")
     p.add_argument("--storage", default=None,
-                   help="experiment root: path or URI (file://, s3://, gs://); default results/")
+                   help="experiment root: path or URI (file://, s3://, gs://) (default: results/)")
     p.add_argument("--name", default=None,
                    help="experiment name (folder under --storage; default: a fresh <script>_<date>_<time> per run, "
                         "<script>_smoke_... with --smoke-test)")
     p.add_argument("--address", default=None,
-                   help="join a Ray cluster ('auto' or host:port); default: a fresh local Ray bound to 127.0.0.1")
+                   help="join a Ray cluster ('auto' or host:port) (default: a fresh local Ray bound to 127.0.0.1)")
     p.add_argument("--resume", action="store_true",
                    help="continue <storage>/<name>: finished trials kept, unfinished continue "
                         "from their last epoch, errored ones too (an error if there is nothing to resume)")
     p.add_argument("--smoke-test", action="store_true",
                    help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check")
     p.add_argument("--cpus-per-trial", type=number_at_least(1), default=1,
-                   help="CPUs per trial, >= 1 and at most what the machine/cluster has (default 1)")
-    p.add_argument("--gpus-per-trial", type=number_at_least(0), default=0)
+                   help="CPUs per trial, >= 1 and at most what the machine/cluster has")
+    p.add_argument("--gpus-per-trial", type=number_at_least(0), default=0,
+                   help="GPUs per trial, >= 0; a fraction such as 0.5 lets two trials share one GPU")
     p.add_argument("--num-cpus", type=int_at_least(1, os.cpu_count() or 1), default=None,
                    help=f"CPUs for a local Ray, at most this machine's {os.cpu_count() or 1} (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any Config field for every trial (repeatable)")
+                   help="override any Config field for every trial (repeatable; default: none)")
 
 
 def add_strategies_arg(p) -> None:
@@ -125,6 +132,9 @@ def sweep_name(args, script: str) -> str:
     base = f"{script}_smoke" if args.smoke_test else script
     if not args.resume:
         return f"{base}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    from .recovery import SweepStateError
+    from .runner import local_experiment_dir, storage_uri
+
     local = local_experiment_dir(storage_uri(args.storage), base)
     if local is None:
         raise SweepStateError("--resume on remote storage needs --name (the folder to resume)")
@@ -140,7 +150,12 @@ def usage_errors(parser):
     """Turn the named errors of setting up or resuming a sweep into ``parser.error`` (exit 2)."""
     try:
         yield
-    except (ConfigError, SweepStateError, FileExistsError, FolderLockedError) as e:
+    except (ConfigError, FileExistsError, FolderLockedError) as e:
+        parser.error(str(e))
+    except Exception as e:  # a sweep's own state error: only once its module is loaded can it be raised
+        recovery = sys.modules.get(f"{__package__}.recovery")
+        if recovery is None or not isinstance(e, recovery.SweepStateError):
+            raise
         parser.error(str(e))
 
 
@@ -167,6 +182,8 @@ def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any]
             _own_folder(folder)
         else:
             folder.mkdir(mode=0o700)
+        from ..nn.testing import make_tiny_encoder
+
         base.update(encoder=make_tiny_encoder(folder), epochs=2, corpus=None, max_length=64,
                     device="cpu")
     for k in ("corpus", "encoder", "epochs"):
@@ -175,6 +192,9 @@ def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any]
             base[k] = v
     base.update(parse_assignments(args.overrides))
     cfg = Config.from_dict(base)
+    problem = folder_problem(cfg.cache_dir) if cfg.cache_dir else None
+    if problem:  # every trial would fail on it
+        raise ConfigError(f"cache_dir: {problem}")
     values = cfg.to_dict()
     out = {k: values[k] for k in base}
     return absolute_paths(out)
@@ -268,6 +288,9 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
     raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
     """
+    from .runner import local_experiment_dir, run_sweep, storage_uri, tensorboard_command
+    from ..analysis.summary import console_table
+
     storage = storage_uri(args.storage)
     resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:

@@ -45,6 +45,7 @@ from ..evaluation.selection import DEFAULT_MODE
 from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
 from ..analysis.methods import label_of
+from ..analysis.trials import MAX_NUM_SAMPLES
 from ..core.remote import filesystem
 from .console import DropTokenAuthNotice, quiet_worker_logs
 from .failures import DEFAULT_MAX_FAILURES
@@ -64,9 +65,6 @@ FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_D
 DEFAULT_STORAGE = REPO_ROOT / "results"
 #: every worker quiets Ray's per-checkpoint and per-restore log lines as it starts
 QUIET_HOOK = f"{quiet_worker_logs.__module__}.{quiet_worker_logs.__name__}"
-#: Upper bound of --num-samples: a typo such as 10000 must not fill the disk (each trial keeps two
-#: checkpoints and its logs).
-MAX_NUM_SAMPLES = 1000
 
 
 @dataclass

@@ -42,6 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ray import tune
 
 from ..config import FIELD_NAMES, LABEL, SEED, Config, ConfigError, fields_with
+from ..core.io import folder_problem
 
 #: At most this many combinations of the categorical values are each built into a Config.
 MAX_COMBINATIONS = 4096
@@ -143,11 +144,16 @@ def save_space(folder: Path, param_space: Mapping[str, Any]) -> None:
 
 def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
     """The fields whose domain differs from the space the search in ``folder`` started with, in
-    words; None when they match or nothing was saved (Tune resumes a search with its first space)."""
+    words (Tune resumes a search with its first space); None when they match. A saved space that is
+    gone or unreadable is said too: with nothing to compare against, an edited space would pass."""
+    saved_at = folder / SPACE_FILE_NAME
     try:
-        saved = json.loads((folder / SPACE_FILE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        saved = json.loads(saved_at.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return (f"{saved_at}, the space this search started with, is gone: there is nothing to compare this "
+                "space with (Tune would go on sampling the first one); put it back")
+    except (OSError, ValueError) as e:
+        return f"{saved_at}, the space this search started with, cannot be read ({e}); put it back"
     now = json.loads(json.dumps({k: describe(v) for k, v in param_space.items()}, default=repr))
     changed = [k for k in sorted({*saved, *now}) if saved.get(k, "(not set)") != now.get(k, "(not set)")]
     if not changed:
@@ -157,11 +163,20 @@ def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
 
 
 def read_space_file(path: str | Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a missing, unreadable or non-JSON file, or one that holds no
-    object, is a ConfigError naming it."""
+    """The JSON object in ``path``; a missing, unreadable or non-JSON file, one that holds no object or
+    gives a key twice (at any depth), is a ConfigError naming it."""
     path = Path(path)
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:  # JSON keeps the last of two silently
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ConfigError(f"space file {path} gives key {key!r} twice; give each field once")
+            seen[key] = value
+        return seen
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise ConfigError(f"space file not found: {path}") from None
     except IsADirectoryError:
@@ -178,18 +193,20 @@ def read_space_file(path: str | Path) -> dict[str, Any]:
 
 
 def _check_fits(where: str, base: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
-    try:
-        Config.from_dict({**base, **changes})
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    err = _error(base, changes)
+    if err:
+        raise ConfigError(f"{where}: {err}")
 
 
 def _error(base: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    """Why ``changes`` over ``base`` is no config a trial can run (a value that does not fit its field,
+    a cache_dir that cannot be a folder: checked here as ``--set`` values are), or None."""
     try:
-        Config.from_dict({**base, **changes})
+        cfg = Config.from_dict({**base, **changes})
     except ConfigError as e:
         return str(e)
-    return None
+    problem = folder_problem(cfg.cache_dir) if cfg.cache_dir else None
+    return f"cache_dir: {problem}" if problem else None
 
 
 def _check_combinations(categorical: Mapping[str, list], shared: Mapping[str, Any], source: str) -> dict[str, Any]:

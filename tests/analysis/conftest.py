@@ -63,12 +63,15 @@ def ranked_records(n=200, gap=0.3, seed=0):
 
 
 def write_run(folder: Path, seed: int, p: float, *, n: int = 300, layout: str = "run", splits=("validation", "test"),
-              unseen=None, config: dict | None = None, base_seed: int = 7) -> Path:
+              unseen=None, config: dict | None = None, base_seed: int = 7, corpus: str | None = "arguana") -> Path:
     """A run folder holding ``best_ranks.npz`` as training leaves it: a query of a task is a hit (rank
     1) where its difficulty (uniform, shared by every run: ``base_seed``) is below ``p`` plus the seed's
     own shift, and 5% of the queries flip at random per run. ``layout``: ``run`` (``counterarg train --out``: config.json, best/, checkpoint/),
     ``trial`` (a sweep trial: params.json, checkpoint_000001/ and the newer checkpoint_000003/) or
-    ``checkpoint`` (the ranks in the folder itself)."""
+    ``checkpoint`` (the ranks in the folder itself). ``corpus`` names the query texts the ranks record
+    (``{split}/queries``; None: none recorded, as ranks kept before they were)."""
+    from counterarg.retrieval.pools import query_digest
+
     difficulty = np.random.default_rng(base_seed).random((len(TASKS), n))  # [T, n], shared by runs
     rng = np.random.default_rng(1000 + seed * 31 + int(p * 100))
     mask = (np.arange(n) % 2 == 0) if unseen is None else unseen
@@ -79,6 +82,9 @@ def write_run(folder: Path, seed: int, p: float, *, n: int = 300, layout: str = 
             hits = (difficulty[t] < p + shift) ^ (rng.random(n) < 0.05)  # [n]
             arrays[f"{split}/{task}"] = np.where(hits, 1, rng.integers(2, 50, n)).astype(np.int32)
         arrays[f"{split}/unseen"] = mask
+        if corpus is not None:
+            arrays[f"{split}/queries"] = query_digest([f"{corpus} {split} point {i}" for i in range(n)],
+                                                      [f"{corpus} {split} counter {i}" for i in range(n)])
     cfg = {"seed": seed, "lr": 0.0003, "schedule": "fixed", **(config or {})}
     folder.mkdir(parents=True)
     targets = {"run": [folder / "best", folder / "checkpoint"], "checkpoint": [folder],
@@ -86,7 +92,7 @@ def write_run(folder: Path, seed: int, p: float, *, n: int = 300, layout: str = 
     if layout == "trial":  # an older checkpoint whose ranks must not be read: every query missed
         old = folder / "checkpoint_000001"
         old.mkdir()
-        np.savez(old / "best_ranks.npz", **{k: (np.full_like(v, 9) if k.count("/") and not k.endswith("unseen")
+        np.savez(old / "best_ranks.npz", **{k: (np.full_like(v, 9) if k.count("/") and not k.endswith(("unseen", "queries"))
                                                  else v) for k, v in arrays.items()})
         (folder / "params.json").write_text(json.dumps(cfg))
     elif layout == "run":

@@ -4,11 +4,13 @@ over a view's rows, a verdict, and a named refusal for every run that cannot be 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from counterarg import cli
+from counterarg.core.paths import absolute_paths_in
 from counterarg.analysis.run_compare import (CompareError, compare_runs, config_notes, load_run,
                                           ranks_folder, verdict)
 from counterarg.analysis.significance import PairedTest, holm
@@ -110,6 +112,9 @@ def test_every_refusal_names_the_folder(tmp_path, capsys):
     with pytest.raises(CompareError, match=f"{other}: its test split has 200 queries, {a[0]}'s has 300: runs of "
                                            "different corpora"):
         compare_runs(runs(a), runs([b[0], other]))
+    elsewhere = write_run(tmp_path / "elsewhere", 9, 0.5, corpus="another corpus")  # same count, same unseen mask
+    with pytest.raises(CompareError, match=f"{elsewhere}: its 300 test queries are not {a[0]}'s .*another corpus"):
+        compare_runs(runs(a), runs([b[0], elsewhere]))
     moved = write_run(tmp_path / "moved", 7, 0.5, unseen=np.arange(300) % 3 == 0)
     with pytest.raises(CompareError, match=f"{moved}: its unseen test queries differ"):
         compare_runs(runs(a), runs([b[0], moved]))
@@ -135,6 +140,23 @@ def test_every_refusal_names_the_folder(tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().out  # the warning names the file and the reason
 
 
+def test_relative_paths_are_printed_and_recorded_as_given(tmp_path, capsys, monkeypatch):
+    """compare printed "rows written to $TMPDIR/..." for the path given; relative paths stay as given."""
+    a, b = groups(tmp_path, 0.4, 0.6, seeds=(0, 1))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["compare", "--a", "a0", "a1", "--b", "b0", "./b1", "--json", "out/cmp.json", "--quiet"]) == 0
+    assert "rows written to out/cmp.json\n" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "out" / "cmp.json").read_text())
+    assert doc["a"]["runs"] == ["a0", "a1"] and doc["b"]["runs"] == ["b0", "./b1"]
+
+
+def test_ranks_kept_without_query_texts_are_compared_by_count_with_a_note(tmp_path, capsys):
+    a, b = groups(tmp_path, 0.5, 0.5, seeds=(0, 1))
+    old = write_run(tmp_path / "old", 5, 0.5, corpus=None)
+    assert compare_runs([load_run(f) for f in a], [load_run(b[0]), load_run(old)])
+    assert f"{old} record(s) no query texts" in capsys.readouterr().out
+
+
 def test_config_notes_say_what_differs(tmp_path):
     a = [load_run(write_run(tmp_path / f"a{s}", s, 0.5)) for s in (0, 1)]
     b = [load_run(write_run(tmp_path / f"b{s}", s, 0.5, config={"lr": 0.001})) for s in (0, 1)]
@@ -156,7 +178,10 @@ def test_cli_compare_prints_tables_writes_json_and_refuses_with_exit_2(tmp_path,
     doc = json.loads(out.read_text())
     assert doc["a"]["seeds"] == [0, 1, 2] and doc["b"]["label"] == "new" and len(doc["rows"]) == 18
     assert all(r["better"] == "new" for r in doc["rows"])
-    assert str(tmp_path) not in out.read_text()  # no absolute path of this machine
+    # paths recorded: relative to the current folder, runnable from it, never absolute nor a placeholder
+    assert not absolute_paths_in(out.read_text()) and "$TMPDIR" not in printed + out.read_text()
+    assert [Path(f).resolve() for f in doc["a"]["runs"]] == [f.resolve() for f in a]
+    assert f"rows written to {out}\n" in printed  # the path given, as given
     before = out.read_text()
     code = cli.main(["compare", "--a", str(a[0]), "--b", *map(str, b), "--json", str(out), "--quiet"])
     captured = capsys.readouterr()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -40,3 +41,29 @@ def test_bench_mining_tiny(tmp_path, monkeypatch, capsys):
         assert "ids differ from the exact index for balltree at n=300" in capsys.readouterr().err
     finally:  # the sharded backend started a Ray in this process: later tests (a cluster) need none
         ray.shutdown()
+
+
+def _object_array(path):
+    import numpy as np
+
+    np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("make, match", [
+    (None, "no such file"),
+    (_object_array, "is not a .npy array of numbers"),  # a pickled object array: never unpickled
+    (lambda p: p.write_bytes(b"not a numpy file"), "is not a .npy array of numbers"),
+    (lambda p: __import__("numpy").save(p, __import__("numpy").zeros(5)), r"holds a float64 array of shape \(5,\)"),
+    (lambda p: __import__("numpy").save(p, __import__("numpy").full((3, 2), float("nan"))), "NaN or infinite"),
+])
+def test_bench_mining_refuses_unusable_embeddings_before_running(make, match, tmp_path, capsys):
+    """``--embeddings`` missing or holding an object array was a traceback; it is exit 2 naming the file,
+    before any backend runs (nothing written)."""
+    path = tmp_path / "e.npy"
+    if make is not None:
+        make(path)
+    out = tmp_path / "mining.md"
+    assert main(["bench", "mining", "--n", "300", "--embeddings", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--embeddings {path}" in err and re.search(match, err) and "Traceback" not in err, err
+    assert not out.exists()

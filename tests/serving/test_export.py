@@ -117,6 +117,17 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
     assert f"the run trained 3 of its 3 epochs; these weights are epoch {best}, its best by" in card
     assert not absolute_paths_in(card), absolute_paths_in(card)
     assert "from the checkpoint `run/best`" in card and "--out st`" in card
+    assert "ranking as `counterarg rank` does with eval_mode=retrieval, this model's own scoring" in card
+
+
+def test_the_card_says_model_similarity_leaves_out_the_classifier_of_a_rerank_or_fused_model():
+    """The docs said `model.similarity()` ranks as `counterarg rank`: only under eval_mode=retrieval."""
+    from counterarg.serving.export import _similarity_caveat
+
+    assert _similarity_caveat(Config(eval_mode="retrieval")) == ", this model's own scoring"
+    for mode in ("rerank", "fused"):
+        assert f"scores with eval_mode={mode}, which also reorders the top 10 by the pair classifier" in \
+            _similarity_caveat(Config(eval_mode=mode))
 
 
 KILL_AT_RENAME = """

@@ -74,11 +74,11 @@ def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tm
 
 def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tmp_path, capsys):
     """Finding 9: a sweep whose trials errored exited 0."""
-    import counterarg.sweep.cli as cli_mod
+    import counterarg.sweep.runner as runner_mod
 
     records = [TrialRecord("trial_ok", {"seed": 0}, status="TERMINATED"),
                TrialRecord("trial_bad", {"seed": 1}, status="ERROR", error="TrainingError: loss is nan")]
-    monkeypatch.setattr(cli_mod, "run_sweep", lambda *a, **k: SweepResult("x", tmp_path, records, [], "table", 1.0))
+    monkeypatch.setattr(runner_mod, "run_sweep", lambda *a, **k: SweepResult("x", tmp_path, records, [], "table", 1.0))
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
     err = capsys.readouterr().err
     assert "trial_bad: TrainingError: loss is nan" in err and "trial_ok" not in err
@@ -141,7 +141,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     --set schedule=<toy>`` and becomes trials through a sweep script's ``--strategies``."""
     import json
 
-    import counterarg.sweep.cli as cli_mod
+    import counterarg.sweep.runner as runner_mod
     from counterarg.sampling import schedules
     from counterarg.cli import main as cli_main
     from counterarg.analysis.trials import strategy_label
@@ -162,7 +162,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
         built["sweep"] = sweep
         return SweepResult("x", tmp_path, [], [], "table", 1.0)
 
-    monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(runner_mod, "run_sweep", fake_run_sweep)
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy",
                                                "--strategies", "halving;halving:rate=0.6;decay",
                                                "--methods", "reference", "--seeds", "0,1"]) == 0
@@ -314,7 +314,8 @@ def test_results_readme_names_the_default_sweep_folder():
 def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch, tmp_path):
     """compare_strategies builds method x strategy x seed trials: the main job by default, one
     method's own list with --methods alone, every given strategy under every given method."""
-    import counterarg.sweep.cli as cli_mod
+    import counterarg.sweep.runner as runner_mod
+    from counterarg.analysis.methods import label_of
 
     built = {}
 
@@ -322,7 +323,7 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
         built["sweep"] = sweep
         return SweepResult("x", tmp_path, [], [], "table", 1.0)
 
-    monkeypatch.setattr(cli_mod, "run_sweep", fake_run_sweep)
+    monkeypatch.setattr(runner_mod, "run_sweep", fake_run_sweep)
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0,1",
                                                *flags]) == 0
     variants = built["sweep"].variants
@@ -334,12 +335,12 @@ def test_a_full_storage_disk_ends_the_sweep_with_a_named_error(monkeypatch, tmp_
     line naming the full disk, what was kept and the resume command, exit 1."""
     import errno
 
-    import counterarg.sweep.cli as cli_mod
+    import counterarg.sweep.runner as runner_mod
 
     def full(sweep, **kw):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "m" / "experiment_state.json"))
 
-    monkeypatch.setattr(cli_mod, "run_sweep", full)
+    monkeypatch.setattr(runner_mod, "run_sweep", full)
     with pytest.raises(SystemExit) as done:
         sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0"])
     err = capsys.readouterr().err
@@ -349,6 +350,68 @@ def test_a_full_storage_disk_ends_the_sweep_with_a_named_error(monkeypatch, tmp_
     def other(sweep, **kw):
         raise OSError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cli_mod, "run_sweep", other)
+    monkeypatch.setattr(runner_mod, "run_sweep", other)
     with pytest.raises(OSError, match="Permission denied"):  # anything else is not called a full disk
         sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m2", "--seeds", "0"])
+
+
+# ----------------------------------------------------------------------------- --help: fast, complete, documented
+SCRIPTS = ("compare_strategies", "race_strategies", "pbt_schedule", "search_margin_lr", "search_recipe")
+
+
+def _parser(script: str):
+    import importlib.util
+
+    from .conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(f"sweep_{script}", REPO / "sweeps" / f"{script}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.build_parser()
+
+
+def test_every_script_help_imports_no_ray_torch_or_pandas():
+    """A sweep script's --help took seconds (Ray, torch, pandas, matplotlib at import); it parses first now."""
+    from conftest import heavy_loaded_by
+
+    from .conftest import REPO
+
+    loaded = {s: heavy_loaded_by(f"import runpy, sys; sys.argv = [{s!r}, '--help']; "
+                                 f"runpy.run_path({str(REPO / 'sweeps' / f'{s}.py')!r}, run_name='__main__')")
+              for s in SCRIPTS}
+    assert not {s: libs for s, libs in loaded.items() if libs}, loaded
+
+
+def test_every_script_option_has_help_shows_its_default_and_the_docs_table_agrees():
+    """Every option of every sweep script has help and shows its default (--seeds, --gpus-per-trial and
+    --scheduler showed none); --epochs and --encoder show the Config default of the script's preset;
+    docs/configuration.md lists the same options with the same defaults."""
+    import re
+    from pathlib import Path
+
+    from conftest import documented_options, walk_options
+
+    from counterarg.config import Config
+
+    from .conftest import REPO
+
+    doc = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for script in SCRIPTS:
+        parser = _parser(script)
+        options = walk_options(parser)
+        assert documented_options(doc, f"sweeps/{script}.py") == {f: s or "none" for f, _, s in options}, script
+        start = Config.from_dict(parser.config_start)
+        for flags, action, shown in options:
+            assert action.help, f"{script} {flags} has no help"
+            if isinstance(action.default, tuple):  # a range: the shown text parses to it
+                assert shown is not None and action.type(shown) == action.default, (script, flags, shown)
+            elif isinstance(action.default, Path):  # shown from the repository root
+                assert shown is not None and action.default == REPO / shown, (script, flags, shown)
+            elif action.default is not None and action.default is not False and not isinstance(action.default, list):
+                assert shown is not None and str(action.default) in shown, (script, flags, shown)
+            if action.dest in ("epochs", "encoder"):
+                assert re.search(rf"(?<![\w.]){re.escape(str(getattr(start, action.dest)))}(?![\w.])", shown or ""), \
+                    (script, flags, shown)
+        for flag in ("--seeds", "--gpus-per-trial"):
+            assert "default" in parser._option_string_actions[flag].help or \
+                parser._option_string_actions[flag].default is not None, (script, flag)

@@ -114,7 +114,8 @@ def test_a_resumed_search_is_told_where_its_space_differs(tmp_path):
     space = search_space({"lr": {"loguniform": [1e-4, 1e-3]}, "head": {"choice": ["identity", "residual"]},
                           "num_negatives": {"randint": [1, 4]}, "scale": {"uniform": [10, 40]}},
                          start=RECIPE, seeds=[0, 1])
-    assert space_changes(tmp_path, space) is None  # nothing saved: nothing to compare
+    gone = space_changes(tmp_path, space)  # nothing saved: nothing to compare against, so refused
+    assert gone.startswith(f"{tmp_path / 'search_space.json'}, the space this search started with, is gone")
     save_space(tmp_path, space)
     saved = json.loads((tmp_path / "search_space.json").read_text())
     assert saved["lr"] == {"loguniform": [1e-4, 1e-3]} and saved["num_negatives"] == {"randint": [1, 4]}
@@ -130,6 +131,8 @@ def test_a_resumed_search_is_told_where_its_space_differs(tmp_path):
     ("{\"lr\": ", "space file .*bad.json is not valid JSON"),
     ("[1, 2]", "space file .*bad.json must hold a JSON object"),
     ("{}", "space file .*bad.json must hold a JSON object of Config fields, at least one"),
+    ('{"lr": {"choice": [0.001]}, "lr": 0.01}', "space file .*bad.json gives key 'lr' twice"),  # JSON kept the last
+    ('{"lr": {"choice": [0.001], "choice": [0.01]}}', "space file .*bad.json gives key 'choice' twice"),
 ])
 def test_an_unreadable_space_file_is_refused_naming_it(text, match, tmp_path):
     path = tmp_path / ("nope.json" if text is None else "bad.json")
@@ -149,17 +152,36 @@ def test_an_unreadable_space_file_is_refused_naming_it(text, match, tmp_path):
     ({"lr": 1e-3}, ["--epochs", "3", "--grace-period", "4"], "grace period must be between 1 and the trials' 3 epochs"),
     ({"lr": 1e-3}, ["--reduction-factor", "1"], "reduction factor must be a finite number > 1"),
     ({"lr": 1e-3}, ["--set", "lr=0.01"], r"bad\.json: key 'lr': also set for every trial"),
+    ({"cache_dir": "FILE/cache"}, [], r"bad\.json: key 'cache_dir': cache_dir: .*FILE is a file, so .*FILE/cache cannot"),
+    ({"cache_dir": {"choice": ["FILE", "ok"]}}, [], r"bad\.json: key 'cache_dir', value \".*FILE\": cache_dir: .*FILE is "
+                                                    "a file, not a folder"),
+    ({"lr": 1e-3}, ["--set", "cache_dir=FILE/cache"], r"cache_dir: .*FILE is a file, so .*FILE/cache cannot be a folder"),
 ])
 def test_script_exits_2_on_a_bad_space_file_or_asha_flag(content, flags, match, tmp_path, capsys):
     import re
 
     space = tmp_path / "bad.json"
-    space.write_text(content if isinstance(content, str) else json.dumps(content))
+    (tmp_path / "FILE").write_text("a file where a cache folder is asked for")
+    text = content if isinstance(content, str) else json.dumps(content)
+    space.write_text(text.replace("FILE", str(tmp_path / "FILE")))
+    flags = [f.replace("FILE", str(tmp_path / "FILE")) for f in flags]
     with pytest.raises(SystemExit) as e:
         sweep_script("search_recipe")(["--storage", str(tmp_path), "--name", "x", "--space", str(space), *flags])
     err = capsys.readouterr().err
     assert e.value.code == 2 and re.search(match, err), err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def test_resume_without_the_saved_space_is_refused(tmp_path, capsys):
+    """search_recipe --resume accepted an edited space when search_space.json was gone: with nothing to
+    compare against it is refused, exit 2, naming the file."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "experiment_state-2026.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        sweep_script("search_recipe")(["--storage", str(tmp_path), "--name", "x", "--resume"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err, err
+    assert f"--resume: {tmp_path / 'x' / 'search_space.json'}, the space this search started with, is gone" in err
 
 
 @pytest.mark.slow
