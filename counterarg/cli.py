@@ -211,7 +211,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .sweep.run_compare import compare_main
+    from .analysis.run_compare import compare_main
 
     return compare_main(args.a, args.b, split=args.split, label_a=args.label_a, label_b=args.label_b,
                         tasks=args.tasks, json_path=args.json, progress=not args.quiet)

@@ -19,7 +19,7 @@ import sys
 from counterarg.config import FROZEN_RECIPE
 from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
                                   parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.methods import METHODS
+from counterarg.analysis.methods import METHODS
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import strategy_grid
 

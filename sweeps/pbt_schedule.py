@@ -24,7 +24,7 @@ from counterarg.core.paths import runnable_path
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_range, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.sampling.schedules import format_value
-from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
 from counterarg.sweep.pbt import Learned, PBTOptions, finish, param_space, replay_command
 from counterarg.sweep.runner import Sweep, SweepResult
 

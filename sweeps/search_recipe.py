@@ -21,7 +21,7 @@ from pathlib import Path
 from counterarg.core.paths import portable_path
 from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
                                   number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.sweep.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
 from counterarg.sweep.runner import MAX_NUM_SAMPLES, Sweep
 from counterarg.sweep.space_file import read_space_file, search_space
 from counterarg.sweep.spaces import method_start

@@ -3,6 +3,9 @@
 * **Layers** (:data:`LAYERS`, the one list of them; README "Architecture" draws it): a module may import,
   at module level or inside a function, only its own package or a package of a lower layer; packages
   side by side in one layer do not import each other. A new package is added here, or the test fails.
+* **No Ray in analysis** (:data:`RAY_FREE`): no module of the analysis layer imports Ray, in a function
+  either, nor loads a package module that imports it; the summaries and ``counterarg compare`` run
+  where Ray is not installed.
 * **No circle**: no module imports a module that imports it back (directly or through others). A
   circle makes every module on it depend on all the others, so none can be read, tested or moved alone.
 * **No stale name**: every ``counterarg.*`` module the package, the tests, the sweep scripts and the
@@ -34,6 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("model",),  # checkpoint format, feature modes, BiEncoder
     ("evaluation",),  # the eight tasks' ranks under a scorer, the zero-shot baseline, model selection
     ("serving", "training"),  # rank/embed/export; the Trainer and the epoch loop
+    ("analysis",),  # trial records, the seed-aware tests, verdicts, summaries, plots, compare: no Ray
     ("bench", "sweep"),  # benchmarks; Ray Tune sweeps
     ("cli",),  # counterarg COMMAND: parse, build, run
     ("__main__",),
@@ -45,21 +49,26 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path) -> set[str]:
-    """The package modules ``path`` imports anywhere in its body (``TYPE_CHECKING`` blocks excluded:
-    they never run)."""
+def import_nodes(path: Path, on_import: bool = False) -> list[ast.Import | ast.ImportFrom]:
+    """The import statements in ``path`` (``TYPE_CHECKING`` blocks excluded: they never run); with
+    ``on_import``, only those that run when the module is imported (none inside a function)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skip = {id(n) for node in ast.walk(tree)
+            if (isinstance(node, ast.If) and _is_type_checking(node.test))
+            or (on_import and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            for n in ast.walk(node)}
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
+
+
+def imports_of(path: Path, on_import: bool = False) -> set[str]:
+    """The package modules ``path`` imports anywhere in its body (``on_import``: only as it is imported)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
-            for n in ast.walk(node)}
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    for node in import_nodes(path, on_import):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
+        else:
             if node.level:
                 base = package.split(".")
                 base = base[: len(base) - (node.level - 1)]
@@ -76,10 +85,11 @@ def _is_type_checking(test: ast.expr) -> bool:
         (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(on_import: bool = False) -> dict[str, set[str]]:
     """Module -> the package modules it imports (a package's ``__init__`` counts as the package)."""
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in imports_of(path) if m in paths and m != name} for name, path in paths.items()}
+    return {name: {m for m in imports_of(path, on_import) if m in paths and m != name}
+            for name, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -163,6 +173,70 @@ def test_the_layer_check_finds_an_upward_and_a_sideways_import():
         "counterarg.retrieval.pools imports counterarg.sampling.mining (sampling is beside retrieval)"]
     with pytest.raises(AssertionError, match="counterarg.newpkg is in no layer"):
         layer_violations({"counterarg.cli": {"counterarg.newpkg.x"}})
+
+
+#: what the analysis layer never imports: it reads trials and runs where Ray is not installed
+RAY_FREE = {"analysis": ("ray",)}
+
+
+def foreign_imports(path: Path, on_import: bool = False) -> set[str]:
+    """The top-level names of the packages outside counterarg that ``path`` imports anywhere in its body
+    (``on_import``: only as it is imported), e.g. ``{"numpy", "ray"}``."""
+    found: set[str] = set()
+    for node in import_nodes(path, on_import):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found - {"counterarg"}
+
+
+def forbidden_imports(starts: list[str], banned: tuple[str, ...]) -> list[str]:
+    """Where running ``starts`` would import one of ``banned``: a start module that imports it anywhere
+    (in a function too), or a package module loaded on the way (through the starts' imports, then
+    through the imports that run when each module is imported) that imports it on import. Each as
+    ``"counterarg.x.y imports ray"``."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    anywhere, on_import = import_graph(), import_graph(on_import=True)
+    loaded = reached_from(on_import, sorted({m for s in starts for m in anywhere[s]} | set(starts)))
+    return [f"{module} imports {name}" for module in loaded
+            for name in sorted(foreign_imports(paths[module], on_import=module not in starts)) if name in banned]
+
+
+def reached_from(graph: dict[str, set[str]], starts: list[str]) -> list[str]:
+    """The modules ``starts`` import, directly or through others, ``starts`` included, sorted."""
+    seen: set[str] = set()
+    stack = list(starts)
+    while stack:
+        if (m := stack.pop()) not in seen:
+            seen.add(m)
+            stack += graph[m]
+    return sorted(seen)
+
+
+def test_no_module_of_the_analysis_layer_imports_ray():
+    """Directly or through the package modules it loads; tests/analysis/test_run_compare.py also runs
+    ``counterarg compare`` where Ray cannot be imported. (Config validation reaches
+    ``retrieval.shards`` only inside the function that builds a sharded index.)"""
+    graph = import_graph()
+    for unit, banned in RAY_FREE.items():
+        found = forbidden_imports([m for m in graph if unit_of(m) == unit], banned)
+        assert not found, f"the {unit} layer imports {banned}:\n" + "\n".join(found)
+
+
+def test_the_ray_check_finds_ray_imported_in_a_function_or_on_the_way(tmp_path):
+    """The checker itself: ``from ray.tune import X`` inside a function is found, a TYPE_CHECKING one is
+    not; a module whose imports load a module that imports Ray is found, one that imports it only
+    inside a function is not."""
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nimport numpy as np\nif TYPE_CHECKING:\n    import pyarrow\n"
+                   "def f():\n    from ray.tune import Callback\n    from . import x\n")
+    assert foreign_imports(src) == {"typing", "numpy", "ray"}
+    assert foreign_imports(src, on_import=True) == {"typing", "numpy"}
+    assert reached_from({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, ["a"]) == ["a", "b", "c"]
+    assert forbidden_imports(["counterarg.sweep.runner"], ("ray",))[:2] == [
+        "counterarg.retrieval.shards imports ray", "counterarg.sweep.console imports ray"]
+    assert forbidden_imports(["counterarg.config"], ("ray",)) == []  # retrieval.index imports shards in a function
 
 
 def test_the_package_has_no_import_circle():

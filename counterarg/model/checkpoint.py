@@ -17,6 +17,8 @@ training. Which config fields may change on resume is their ``resume`` role (con
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +150,10 @@ def resumed_changes(config: Config, saved: dict) -> str:
     now = config.to_dict()
     keys = [k for k in fields_with(HYPER) if k in saved and saved[k] != now[k]]
     return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in keys)
+
+
+def checkpoint_index(folder: str) -> int | None:
+    """``.../checkpoint_000012`` -> 12 (the numbered checkpoint folders Tune writes for a trial); None
+    for any other name."""
+    m = re.fullmatch(r"checkpoint_(\d+)", posixpath.basename(folder.rstrip("/")))
+    return int(m.group(1)) if m else None

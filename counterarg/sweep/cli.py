@@ -26,11 +26,11 @@ from ..core.io import FolderLockedError, disk_full_error, is_disk_full
 from ..core.paths import runnable_path, shell_path
 from ..sampling.schedules import SCHEDULES
 from ..nn.testing import make_tiny_encoder
-from .methods import METHODS, parse_methods, slug
+from ..analysis.methods import METHODS, parse_methods, slug
 from .recovery import SweepStateError
 from .runner import Sweep, SweepResult, local_experiment_dir, run_sweep, storage_uri, tensorboard_command
-from .summary import console_table
-from .trials import best_per_group, overhead
+from ..analysis.summary import console_table
+from ..analysis.trials import best_per_group, overhead
 
 
 def parse_range(text: str) -> tuple[float, float]:
@@ -54,7 +54,7 @@ def seeds_arg(text: str) -> list[int]:
 
 
 def methods_arg(text: str) -> list[str]:
-    """argparse type of --methods: comma-separated names of :data:`counterarg.sweep.methods.METHODS`;
+    """argparse type of --methods: comma-separated names of :data:`counterarg.analysis.methods.METHODS`;
     an unknown one is a usage error naming it."""
     try:
         return parse_methods(text)
@@ -63,7 +63,7 @@ def methods_arg(text: str) -> list[str]:
 
 
 def method_arg(text: str) -> str:
-    """argparse type of --method: one name of :data:`counterarg.sweep.methods.METHODS`."""
+    """argparse type of --method: one name of :data:`counterarg.analysis.methods.METHODS`."""
     names = methods_arg(text)
     if len(names) != 1:
         raise argparse.ArgumentTypeError(f"expected one method, got {text!r}")
@@ -284,20 +284,20 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
 
     print()
     print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
-    n_err = sum(r.status == "ERROR" for r in result.records)
-    n_open = sum(r.status not in ("TERMINATED", "ERROR") for r in result.records)
+    n_err = sum(r.ended == "error" for r in result.records)
+    n_open = sum(not r.finished and r.ended != "error" for r in result.records)
     ov = overhead(result.rows)["overhead"]
     print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {result.wall_s / 60:.1f} min"
           + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
     print(f"Summary: {runnable_path(result.local_dir)}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
     print(best_commands(result.rows, sweep, getattr(args, "corpus", None), result.local_dir))
-    errored = [r for r in result.records if r.status == "ERROR"]
+    errored = [r for r in result.records if r.ended == "error"]
     if errored:
         print(f"{len(errored)} trial(s) errored; `--resume` retries them:", file=sys.stderr)
         for r in errored:
             print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
-    unfinished = [r for r in result.records if r.status not in ("TERMINATED", "ERROR")]
+    unfinished = [r for r in result.records if not r.finished and r.ended != "error"]
     if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
         print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
               f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
@@ -307,6 +307,6 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
 def exit_code(result: SweepResult) -> int:
     """0 when every trial finished; 1 when any errored (named by :func:`run_from_args`); 130 when the
     sweep was interrupted (Ctrl-C) with trials unfinished."""
-    if any(r.status == "ERROR" for r in result.records):
+    if any(r.ended == "error" for r in result.records):
         return 1
-    return 130 if any(r.status != "TERMINATED" for r in result.records) else 0
+    return 130 if any(not r.finished for r in result.records) else 0

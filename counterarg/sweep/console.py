@@ -10,9 +10,9 @@ from typing import Sequence
 from ray.tune import ProgressReporter
 
 from ..config import Config, ConfigError
-from .methods import trial_label
-from .search_summary import short_value
-from .trials import DEFAULT_MODE
+from ..analysis.methods import trial_label
+from ..analysis.search_summary import short_value
+from ..analysis.trials import DEFAULT_MODE
 
 
 class SweepReporter(ProgressReporter):
@@ -22,7 +22,7 @@ class SweepReporter(ProgressReporter):
 
     Printed when a trial changes state and at most every ``every_s`` seconds otherwise (Tune's own
     table shows trial hashes and loss columns). Needs Tune's classic output engine
-    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`counterarg.sweep.runner.build_tuner`).
+    (``RAY_AIR_NEW_OUTPUT=0``, set by :func:`counterarg.sweep.tuner.build_tuner`).
     """
 
     def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0, fields: Sequence[str] = ()):

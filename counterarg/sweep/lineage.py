@@ -87,7 +87,7 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from ..analysis.plots import save_figure
 
     fig, axes = plt.subplots(len(fields), 1, figsize=(8, 3.2 * len(fields) + 0.8), squeeze=False, sharex=True)
     drawn: dict[str, dict[str, Any]] = {"best": best, "reference": {k: list(v) for k, v in (reference or {}).items()}}

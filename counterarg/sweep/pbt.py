@@ -3,7 +3,7 @@
 Sweep code (imports Ray); ``sweeps/pbt_schedule.py`` is its command line. How it fits:
 
 * **The population** trains one method (``--method``: the default recipe by default, or the
-  reference method; :mod:`counterarg.sweep.methods`) with the ``fixed`` schedule, a grid over the
+  reference method; :mod:`counterarg.analysis.methods`) with the ``fixed`` schedule, a grid over the
   starting ``rate`` (:func:`initial_rates`): a member's rate is constant until PBT changes it. Every ``perturbation
   interval`` epochs (``time_attr="epoch"``, the epoch a trial's weights have reached), synchronously,
   the bottom ``quantile`` of the population by the project's Tune metric (Config ``select_metric``)
@@ -45,12 +45,12 @@ from ..evaluation.selection import beats, best_row, early_stop
 from ..model.checkpoint import read_checkpoint
 from ..core.paths import runnable_path
 from . import lineage
-from .methods import DEFAULT_METHOD, get_method, strategy_label
+from ..analysis.methods import DEFAULT_METHOD, get_method, strategy_label
 from .records import best_checkpoint
 from .recovery import read_sidecar
-from .summary import write_csv, write_summary
+from ..analysis.summary import write_csv, write_summary
 from .trainable import trainable
-from .trials import TRAIN_TIME_KEY, WALL_TIME_KEY
+from ..analysis.trials import TRAIN_TIME_KEY, WALL_TIME_KEY
 
 log = logging.getLogger(__name__)
 

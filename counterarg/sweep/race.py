@@ -14,8 +14,8 @@ Here:
   *validation* key; never a test key) over its reported epochs, as model selection picks it.
 * **Round decision** (:func:`race_round`, pure): the *leader* is the strategy with the best mean
   over its runs; every other strategy is compared with it by the seed-aware Welch test over
-  per-run values (:func:`counterarg.sweep.significance.seed_test`), the p-values Holm-corrected over
-  those comparisons (:func:`~counterarg.sweep.significance.holm`); a strategy is eliminated when
+  per-run values (:func:`counterarg.analysis.significance.seed_test`), the p-values Holm-corrected over
+  those comparisons (:func:`~counterarg.analysis.significance.holm`); a strategy is eliminated when
   it is behind the leader and its adjusted p < ``alpha``. A strategy with fewer than two runs
   cannot be tested and stays.
 * **Errored trials** count as missing runs: their partial values are not used (a run cut short
@@ -46,9 +46,9 @@ from scipy import stats
 from ..config import ConfigError
 from ..core.io import atomic_write_text
 from ..evaluation.selection import beats
-from .significance import ALPHA, holm, seed_test
+from ..analysis.significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
-from .trials import DEFAULT_MODE, group_label, varying_fields
+from ..analysis.trials import DEFAULT_MODE, group_label, varying_fields
 
 
 @dataclass(frozen=True)

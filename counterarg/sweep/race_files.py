@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from ..core.io import atomic_write_text
-from .plots import plot_race
+from ..analysis.plots import plot_race
 from .recovery import searcher_state_files
 
 RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")

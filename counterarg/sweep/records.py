@@ -1,8 +1,9 @@
 """A finished (or interrupted) sweep as plain data: Tune's ``ResultGrid`` -> :class:`TrialRecord` list.
 
 Per trial: its full Config, its per-epoch rows (each epoch once: a resumed trial may report an
-epoch twice), its status and short error, the per-query ranks of its best epoch and where that
-epoch's state is kept in storage. The summary (:mod:`counterarg.sweep.summary`) reads only these
+epoch twice), how it ended (:mod:`counterarg.analysis.endings`: Tune calls a trial a Ctrl-C stopped
+TERMINATED too; its rows say it is unfinished), its status and short error, the per-query ranks of its best epoch and where that
+epoch's state is kept in storage. The summary (:mod:`counterarg.analysis.summary`) reads only these
 records.
 """
 
@@ -15,8 +16,9 @@ from typing import Any, Mapping
 
 from ..config import Config, ConfigError
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
-from .recovery import checkpoint_index
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from ..analysis.endings import is_finished, trial_ending
+from ..model.checkpoint import checkpoint_index
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
 
 
 def read_trial_ranks(result) -> dict[str, Any] | None:
@@ -77,8 +79,8 @@ def _short_error(err: Any) -> str:
 
 def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
                     base: Mapping[str, Any] | None = None) -> list[TrialRecord]:
-    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, status, error, where the
-    best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
+    """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, how each ended, status,
+    error, where the best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
     trial that never started, whose config Tune holds without them."""
     # a trial that never started has no result config; Tune's own trial list still holds it
     analysis = getattr(result_grid, "_experiment_analysis", None)
@@ -103,20 +105,16 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
                      for k, v in row.items()} for row in df.to_dict("records")]
             history = dedupe_history(rows)
         trial_id = (res.metrics or {}).get("trial_id") or Path(res.path).name
-        if res.error is not None:
-            status = "ERROR"
-        elif history and tune_status.get(tid) == "TERMINATED":
-            status = "TERMINATED"  # Tune's own word: it ran to its end (all epochs, early stop, a scheduler)
-        elif history and int(history[-1].get("epoch") or 0) >= int(full.get("epochs", 0)):
-            status = "TERMINATED"
-        elif history and (res.metrics or {}).get("done"):
-            status = "TERMINATED"  # stopped early by a scheduler (ASHA)
-        else:
-            status = "UNFINISHED"
+        last = history[-1] if history else {}
+        ended = trial_ending(full, history, error=res.error is not None,
+                             done=bool((res.metrics or {}).get("done") or last.get("done")),
+                             waiting=tune_status.get(tid) in ("PAUSED", "PENDING"))
+        status = "ERROR" if ended == "error" else "TERMINATED" if is_finished(ended) else "UNFINISHED"
         best = best_row(history, metric, mode)
         records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
                                    status=status, error=_short_error(res.error) if res.error else None,
                                    path=res.path, ranks=read_trial_ranks(res) if history else None,
-                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None)))
+                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
+                                   ended=ended))
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
+from ..model.checkpoint import checkpoint_index
 from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
@@ -53,12 +54,6 @@ def read_sidecar(fs, folder: str) -> dict:
 def load_train_time(ckpt_dir: Path) -> float:
     """The seconds spent in ``train()`` up to a local checkpoint folder's epoch (0 when unknown)."""
     return float(read_sidecar(pafs.LocalFileSystem(), str(ckpt_dir)).get("train_total_s", 0.0))
-
-
-def checkpoint_index(folder: str) -> int | None:
-    """``.../checkpoint_000012`` -> 12; None for any other name."""
-    m = re.fullmatch(r"checkpoint_(\d+)", posixpath.basename(folder.rstrip("/")))
-    return int(m.group(1)) if m else None
 
 
 def later_checkpoints(ckpt) -> list[tuple[int, str]]:

@@ -1,4 +1,6 @@
-"""Running a sweep: what to run (:class:`Sweep`), starting Ray, the Tuner, run / resume, the result.
+"""Running a sweep: what to run (:class:`Sweep`), starting Ray, run / resume under the sweep folder's
+lock. The Tuner it runs is built by :mod:`counterarg.sweep.tuner`; what the sweep leaves is written by
+:mod:`counterarg.sweep.results`.
 
 * **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
   experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
@@ -29,30 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray import tune
-from ray.tune import CheckpointConfig, FailureConfig, RunConfig
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError, FIELD_NAMES
 from ..core.io import exclusive_lock, remove_lock_file
-from ..retrieval.shards import ensure_ray
 from ..core.paths import shell_path
-from .console import DropRestoreHint, DropTokenAuthNotice, SweepReporter, TrialsWithoutResults, quiet_worker_logs
-from .methods import slug, trial_label
-from .pbt import make_scheduler
-from .prepare import concrete_configs, feature_configs, sweep_baseline, warm_feature_cache
-from .provenance import record_session
-from .race import RaceOptions, RaceSearcher, strategy_labels
-from .race_files import load_race_state, race_markdown, reconcile_race_state, write_race
-from .records import collect_records
-from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
-from .search_summary import scheduler_text, search_markdown
-from .space_file import save_space, searched_fields, space_changes
-from .spaces import VariantSearcher, grid_changes, saved_variants
-from .summary import write_summary
-from .tensorboard import HParamsTBXLogger
-from .trainable import trainable, trial_resources
-from .trials import DEFAULT_MODE, TrialRecord, varying_fields
+from ..evaluation.selection import DEFAULT_MODE
+from ..retrieval.shards import ensure_ray
+from ..analysis.methods import trial_label
+from .console import DropTokenAuthNotice
+from .prepare import feature_configs, warm_feature_cache
+from .race import RaceOptions, strategy_labels
+from .results import SweepResult, write_results
+from .space_file import save_space
+from .tuner import asha_settings, build_tuner, check_resume, search_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STORAGE = REPO_ROOT / "results"
@@ -143,22 +134,6 @@ class Sweep:
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
 
-def asha_settings(sweep: Sweep) -> tuple[int, int, float]:
-    """ASHA's ``(max_t, grace_period, reduction_factor)`` for ``sweep``, in epochs: max_t is the
-    trials' epochs; unset, the grace period is 2 epochs (1 for a one-epoch sweep) and the factor 2."""
-    max_t = int(Config.from_dict(concrete_configs(sweep)[0]).epochs)
-    grace = sweep.grace_period if sweep.grace_period is not None else max(1, min(2, max_t))
-    return max_t, grace, sweep.reduction_factor if sweep.reduction_factor is not None else 2
-
-
-def search_fields(sweep: Sweep) -> list[str]:
-    """The fields a random or ASHA search draws (its labels and its summary section); none for a
-    grid, a race or PBT (whose population's fields are its lineage, :mod:`counterarg.sweep.lineage`)."""
-    if sweep.param_space is None or sweep.scheduler == "pbt":
-        return []
-    return searched_fields(sweep.param_space)
-
-
 def storage_uri(storage: str | Path | None) -> str:
     """Absolute local path for plain paths; URIs (file://, s3://, gs://) pass through."""
     if storage is None:
@@ -206,95 +181,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.init(address=address, runtime_env=runtime_env)
 
 
-def trial_dirname(trial) -> str:
-    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.sweep.methods.trial_label`):
-    ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
-    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
-    try:
-        cfg = Config.from_dict(dict(trial.config)).to_dict()
-        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
-    except (ConfigError, KeyError, TypeError):
-        return f"trial_{trial.trial_id}"
-
-
-def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
-    """A ``tune.Tuner`` for ``sweep`` (fresh) or restored from ``<storage>/<name>`` (resume)."""
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
-    # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
-    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
-    quiet_worker_logs()
-    exp_path = storage.rstrip("/") + "/" + sweep.name
-    runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
-    if resume:
-        if not tune.Tuner.can_restore(exp_path):
-            raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
-        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
-                                  restart_errored=True)
-
-    all_configs = concrete_configs(sweep)
-    hp_fields = varying_fields(all_configs)
-    if sweep.param_space is not None:
-        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
-    if sweep.race is not None:
-        param_space = dict(sweep.base)
-        search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
-        num_samples = sweep.race.tune_samples(len(sweep.variants))
-    elif sweep.variants is not None:
-        param_space = dict(sweep.base)
-        search_alg = VariantSearcher(sweep.variants)
-        num_samples = len(sweep.variants)
-    else:
-        param_space = {**sweep.base, **sweep.param_space}
-        search_alg = None
-        num_samples = sweep.num_samples
-    if sweep.scheduler == "asha":
-        max_t, grace, factor = asha_settings(sweep)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
-                                  reduction_factor=factor)
-    elif sweep.scheduler == "pbt":
-        scheduler = make_scheduler(sweep.pbt)
-    else:
-        scheduler = FIFOScheduler()
-    tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
-                                  search_alg=search_alg, scheduler=scheduler, reuse_actors=True,
-                                  trial_dirname_creator=trial_dirname)
-    run_config = RunConfig(
-        name=sweep.name,
-        storage_path=storage,
-        failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
-        # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
-        # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
-        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
-                   StateSnapshot()],
-        progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
-        verbose=verbose,
-    )
-    return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
-
-
-@dataclass
-class SweepResult:
-    """What :func:`run_sweep` returns: the trials as records, the summary rows and table, the timing."""
-
-    experiment: str  # storage URI/path of the experiment
-    local_dir: Path | None  # where summary files were written (None: nothing written)
-    records: list[TrialRecord]
-    rows: list[dict[str, Any]]
-    markdown: str
-    wall_s: float
-    verdicts: dict = field(default_factory=dict)  # (task, view) -> significance.Verdict
-    baseline: dict[str, float] | None = None  # the zero-shot encoder's validation/test metrics
-    baseline_ranks: dict[str, Any] | None = None  # its per-query ranks (the tests against it)
-    race: dict[str, Any] | None = None  # a race's final state (counterarg.sweep.race.RaceSearcher)
-
-
 def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
               resume: bool = False, num_cpus: int | None = None, warm_cache: bool = True,
               summary_dir: Path | None = None, verbose: int = 1) -> SweepResult:
@@ -332,20 +218,8 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     if not resume and local is not None and (local / "tuner.pkl").exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
-    if resume and local is not None and local.is_dir():
-        for line in repair_experiment_state(local, sweep.name):
-            print(f"[sweep] repaired {line}", flush=True)
-        for line in restore_named_checkpoints(local):
-            print(f"[sweep] repaired {line}", flush=True)
-        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
-            space_changes(local, sweep.param_space) if search_fields(sweep) else None
-        if changed:
-            raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
-        for line in reconcile_race_state(local) if sweep.race is not None else []:
-            print(f"[race] {line}", flush=True)
-    if resume and not tune.Tuner.can_restore(exp_path):
-        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
-                              "drop --resume to start this sweep, or check --storage and --name")
+    if resume:
+        check_resume(sweep, local, exp_path)
     if address in (None, "", "local"):
         check_trial_cpus(sweep, num_cpus or os.cpu_count() or 1, "this machine" if not num_cpus else "--num-cpus")
     init_ray(address, num_cpus=num_cpus)
@@ -365,27 +239,10 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         save_space(local, sweep.param_space)
     grid_ = tuner.fit()
     wall = time.perf_counter() - t0
-    records = collect_records(grid_, sweep.metric, sweep.mode, base=sweep.base)
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
-    baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
-    record_session(out, wall, resumed=resume)  # the summary's wall time sums every run and resume
-    race = load_race_state(exp_path) if sweep.race is not None else None
-    sections = []
-    if race is not None:
-        write_race(race, out, sweep.metric)
-        sections.append(race_markdown(race, sweep.metric))
-    if search_fields(sweep):
-        how = scheduler_text(sweep.scheduler, *asha_settings(sweep))
-        sections.append(search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode,
-                                        scheduler=how))
-    written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall, baseline=baseline, baseline_ranks=baseline_ranks,
-                            extra_sections=sections)
-    return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=wall, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race)
+    return write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
 
 
 def tensorboard_command(storage: str, name: str) -> str:

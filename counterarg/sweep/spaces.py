@@ -6,8 +6,8 @@ field (``Config.from_dict`` fails loudly on anything else). A strategy is severa
 cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat config
 dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is saved with
 the experiment (resume keeps working). Each strategy is trained by a method (``reference`` or
-``recipe``, :mod:`counterarg.sweep.methods`); a grid crosses the strategies with the methods. The
-trial's name is derived back from the config (:func:`counterarg.sweep.methods.trial_label`), never
+``recipe``, :mod:`counterarg.analysis.methods`); a grid crosses the strategies with the methods. The
+trial's name is derived back from the config (:func:`counterarg.analysis.methods.trial_label`), never
 passed as a key. Random/ASHA search (:func:`margin_lr_space`, and any space file:
 :mod:`counterarg.sweep.space_file`) uses Tune's native domains, which are flat already. Schedule names come
 from the registry (:mod:`counterarg.sampling.schedules`); none is listed here.
@@ -27,7 +27,7 @@ from ray.tune.search import Searcher
 from ..sampling import schedules
 from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
 from ..core.io import atomic_write_text
-from .methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
+from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
 from .recovery import searcher_state_files
 from .space_file import search_space
 
@@ -39,13 +39,13 @@ DEFAULT_METHODS = tuple(METHODS)
 
 def default_strategies(method: str) -> tuple[str, ...]:
     """The main job's strategies under ``method``: ``--strategies`` forms, from
-    :data:`~counterarg.sweep.methods.METHODS`."""
+    :data:`~counterarg.analysis.methods.METHODS`."""
     return get_method(method).strategies
 
 
 def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_: Any) -> dict[str, Any]:
     """A strategy as flat Config fields: a schedule name from the registry or a dict, plus overrides,
-    trained by ``method`` (a name in :data:`counterarg.sweep.methods.METHODS`).
+    trained by ``method`` (a name in :data:`counterarg.analysis.methods.METHODS`).
 
     ``strategy("fixed", rate=0.5)`` -> the reference method's fields (:data:`REFERENCE_FIELDS`) with
     ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,

@@ -23,8 +23,9 @@ from ..sampling import schedules
 from ..config import SCHEDULE, Config, fields_with
 from ..evaluation.selection import beats
 from ..retrieval.tasks import task_names
-from .methods import trial_label
-from .trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS
+from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
+from ..analysis.methods import trial_label
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, dedupe_history
 
 #: The splits and views whose acc@1 at the best epoch are HParams metrics.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
@@ -38,6 +39,9 @@ class HParamsTBXLogger(TBXLoggerCallback):
     other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
     and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
     ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
+    Two more columns say how the trial ended (:mod:`counterarg.analysis.endings`): ``finished`` (a
+    finished seed: planned epochs, patience or ASHA) and ``ended``. A trial a Ctrl-C stopped writes
+    no row (Tune does not end it); its row comes when ``--resume`` completes it.
     """
 
     def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
@@ -47,6 +51,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
         self.configs = [dict(c) for c in configs]  # the sweep's trial configs as known up front
         self.metric, self.mode = metric, mode
         self._best: dict[Any, dict[str, float]] = {}
+        self._rows: dict[Any, list[dict[str, Any]]] = {}  # per trial: epoch, metric, best epoch of each result
         self._experiment_written = False
 
     def experiment_hparams(self) -> dict[str, Any]:
@@ -56,7 +61,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
         for cfg in self.configs or [{}]:
             for k, v in self.hparams_of_config(cfg).items():
                 union.setdefault(k, v)
-        return union
+        return {**union, "finished": True, "ended": "epochs"}
 
     @staticmethod
     def experiment_metrics() -> dict[str, float]:
@@ -84,6 +89,7 @@ class HParamsTBXLogger(TBXLoggerCallback):
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         super().log_trial_result(iteration, trial, result)
+        self._rows.setdefault(trial, []).append({k: result.get(k) for k in ("epoch", self.metric, BEST_EPOCH_KEY)})
         v = result.get(self.metric)
         best = self._best.get(trial, {}).get(self.metric)
         if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, best, self.mode):
@@ -115,13 +121,22 @@ class HParamsTBXLogger(TBXLoggerCallback):
         return {"best/" + k.replace("@", "_"): v for k, v in best.items()
                 if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
 
-    def _log_hparams(self, trial) -> None:
+    def ending(self, trial, failed: bool = False) -> str:
+        """How ``trial`` ended (:func:`counterarg.analysis.endings.trial_ending`) from the results this
+        callback saw and Tune's last one (``done`` when a scheduler stopped it)."""
+        last = getattr(trial, "last_result", None) or {}
+        return trial_ending(dict(trial.config), dedupe_history(self._rows.get(trial, [])), error=failed,
+                            done=bool(last.get("done")))
+
+    def _log_hparams(self, trial, failed: bool = False) -> None:
         metrics = self.best_metrics(self._best.get(trial, {}))
         writer = self._trial_writer[trial]
         step = int(self._best.get(trial, {}).get("epoch", 0))
         for k, v in metrics.items():
             writer.add_scalar(k, v, global_step=step)
-        _, start, end = hparams(hparam_dict=self.hparams_of(trial), metric_dict=metrics)
+        ended = self.ending(trial, failed)
+        params = {**self.hparams_of(trial), "finished": is_finished(ended), "ended": ended}
+        _, start, end = hparams(hparam_dict=params, metric_dict=metrics)
         for summary in (start, end):  # the columns are the sweep's one experiment summary
             writer.file_writer.add_summary(summary)
         writer.flush()
@@ -131,10 +146,11 @@ class HParamsTBXLogger(TBXLoggerCallback):
         # with the best epoch's metrics instead of the last result.
         if trial in self._trial_writer and self._best.get(trial):
             try:
-                self._log_hparams(trial)
+                self._log_hparams(trial, failed)
             except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
                 print(f"[sweep] HParams of trial {trial.trial_id} not written: {e}", flush=True)
         self._best.pop(trial, None)
+        self._rows.pop(trial, None)
         evaluated, trial.evaluated_params = trial.evaluated_params, {}  # ours replaced Tune's
         try:
             super().log_trial_end(trial, failed)

@@ -46,7 +46,7 @@ from ..training.loop import train
 from .console import quiet_worker_logs
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
-from .trials import TRAIN_TIME_KEY
+from ..analysis.trials import TRAIN_TIME_KEY
 
 #: reported with every epoch: the Ray node the trial ran on
 NODE_KEY = "node_id"

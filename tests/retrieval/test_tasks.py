@@ -30,8 +30,8 @@ def toy_task():
 def test_a_registered_task_is_evaluated_and_summarised(toy_task, tmp_path):
     from counterarg.evaluation.evaluate import evaluate_split
     from counterarg.retrieval.metrics import format_table
-    from counterarg.sweep.summary import summary_markdown
-    from counterarg.sweep.trials import TrialRecord, summary_rows
+    from counterarg.analysis.summary import summary_markdown
+    from counterarg.analysis.trials import TrialRecord, summary_rows
     from counterarg.retrieval.tasks import register_task, Task, task_names
 
     pools = build_pools(make_split(LAYOUT))

@@ -55,7 +55,7 @@ def test_a_toy_schedule_is_one_entry(monkeypatch):
     """Registered once, a schedule works through --set (Config) and a sweep's strategy list."""
     from counterarg.sampling import schedules
     from counterarg.sweep.spaces import REFERENCE_FIELDS, parse_strategy, strategy_grid
-    from counterarg.sweep.trials import strategy_label
+    from counterarg.analysis.trials import strategy_label
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
     with pytest.raises(ConfigError, match="schedule must be one of"):

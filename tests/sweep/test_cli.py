@@ -11,7 +11,7 @@ from counterarg.config import ConfigError
 from counterarg.sweep.cli import absolute_paths, base_from_args, smoke_encoder_dir, sweep_name
 from counterarg.sweep.recovery import SweepStateError
 from counterarg.sweep.runner import SweepResult
-from counterarg.sweep.trials import TrialRecord
+from counterarg.analysis.trials import TrialRecord
 
 from .conftest import sweep_script
 
@@ -82,7 +82,7 @@ def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tm
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
     err = capsys.readouterr().err
     assert "trial_bad: TrainingError: loss is nan" in err and "trial_ok" not in err
-    records[1].status = "TERMINATED"
+    records[1].status, records[1].ended = "TERMINATED", "epochs"
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 0
 
 
@@ -144,7 +144,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     import counterarg.sweep.cli as cli_mod
     from counterarg.sampling import schedules
     from counterarg.cli import main as cli_main
-    from counterarg.sweep.trials import strategy_label
+    from counterarg.analysis.trials import strategy_label
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
     schedules.register(schedules.Schedule(
@@ -229,7 +229,7 @@ def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeyp
     rows = []
     for name in ("sweep_a", "sweep_b"):
         ck = repo / "results" / name / "trial_1_fixed-0_seed0" / "best"
-        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3,
+        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3, "finished": True,
                      "validation_unseen/mean/acc@1": 0.5, "best_checkpoint": str(ck)})
     outs = []
     for name, row in zip(("sweep_a", "sweep_b"), rows):
@@ -315,7 +315,7 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
     """compare_strategies builds method x strategy x seed trials: the main job by default, one
     method's own list with --methods alone, every given strategy under every given method."""
     import counterarg.sweep.cli as cli_mod
-    from counterarg.sweep.methods import trial_label
+    from counterarg.analysis.methods import trial_label
 
     built = {}
 

@@ -26,7 +26,7 @@ def test_status_table_names_strategy_seed_state_epoch_and_best():
     lines = table.splitlines()
     assert "1 error, 1 pending, 1 running, 1 terminated" in lines[0]
     assert lines[1].split() == ["strategy", "seed", "state", "epoch", "best", "m"]
-    # the one trial label (counterarg.sweep.methods.trial_label): the default recipe is "recipe"
+    # the one trial label (counterarg.analysis.methods.trial_label): the default recipe is "recipe"
     assert any(ln.split() == ["recipe:", "decay", "0.8-0.02", "1", "running", "2", "0.2500"] for ln in lines)
     assert any(ln.split() == ["reference:", "random", "0", "pending", "-", "-"] for ln in lines)
     assert any(ln.split() == ["recipe", "2", "terminated", "9", "0.5000"] for ln in lines)

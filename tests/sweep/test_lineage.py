@@ -7,7 +7,7 @@ import pytest
 from counterarg.sampling.schedules import format_value
 from counterarg.sweep.lineage import (COLUMNS, inherit, lineage_entry, missing_epochs,
                                 plot_schedules, rate_table, schedule_rows)
-from counterarg.sweep.plots import read_plot_data
+from counterarg.analysis.plots import read_plot_data
 
 
 def _row(epoch, rate, lr=1e-3, margin=1.0):

@@ -19,9 +19,9 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
 from counterarg.config import ConfigError
 from counterarg.model.checkpoint import read_checkpoint
-from counterarg.sweep.plots import read_plot_data
+from counterarg.analysis.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
-from counterarg.sweep.trials import ZERO_SHOT
+from counterarg.analysis.trials import ZERO_SHOT
 
 from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 
@@ -50,7 +50,7 @@ def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path
     from argparse import Namespace
 
     from counterarg.config import method_fields
-    from counterarg.sweep.methods import METHODS, trial_label
+    from counterarg.analysis.methods import METHODS, trial_label
     from counterarg.sweep.pbt import replay_command
     from counterarg.sweep.spaces import strategy_grid
 

@@ -17,7 +17,7 @@ import pytest
 from counterarg.config import Config, ConfigError
 from counterarg.sweep.race import RaceOptions, RaceSearcher, race_round, race_table
 from counterarg.sweep.race_files import RACE_COLUMNS, race_rows
-from counterarg.sweep.significance import holm, seed_test
+from counterarg.analysis.significance import holm, seed_test
 
 from .conftest import PY, RACE_STRATEGIES, REPO, drive_race, kill_when, race_value, resume_to_end, unique_name
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from counterarg.config import Config
-from counterarg.sweep.plots import read_plot_data
+from counterarg.analysis.plots import read_plot_data
 from counterarg.sweep.race import RaceOptions, RaceSearcher
 from counterarg.sweep.race_files import RACE_COLUMNS, load_race_state, race_markdown, reconcile_race_state, write_race
 

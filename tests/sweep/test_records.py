@@ -65,20 +65,46 @@ def test_a_bad_trial_file_skips_that_trials_ranks_with_a_warning(tmp_path, capsy
                "cannot be read" in out
 
 
-def test_an_early_stopped_trial_that_tune_ended_is_finished_even_without_a_done_row():
-    """A trial that stopped early (patience) before its planned epochs, whose last row Tune restored
-    without its ``done`` flag (a resumed sweep), is finished by Tune's own status, not unfinished:
-    else its strategy loses its verdict."""
+def _grid(res, tune_status):
+    class Grid(list):
+        _experiment_analysis = NS(trials=[NS(trial_id="cd34", config={}, status=tune_status)])
+
+    return Grid([res])
+
+
+def _ended(values, *, tune_status="TERMINATED", done=False, patience=2, epochs=20):
+    """How a trial with one row per value of the selection metric ended, as collect_records says."""
     import pandas as pd
 
     m = "validation_unseen/mean/acc@1"
-    rows = pd.DataFrame([{"epoch": e, m: 0.5} for e in (1, 2, 3)])
-    res = NS(config={"seed": 0, "epochs": 20}, path="/x/exp/trial_cd34_recipe_seed0", metrics_dataframe=rows,
-             error=None, metrics={"trial_id": "cd34"}, filesystem=None, best_checkpoints=[], checkpoint=None)
+    rows = pd.DataFrame([{"epoch": e, m: v, "done": False} for e, v in enumerate(values, 1)])
+    res = NS(config={"seed": 0, "epochs": epochs, "patience": patience}, path="/x/exp/trial_cd34_recipe_seed0",
+             metrics_dataframe=rows, error=None, metrics={"trial_id": "cd34", "done": done}, filesystem=None,
+             best_checkpoints=[], checkpoint=None)
+    rec, = collect_records(_grid(res, tune_status))
+    return rec.ended, rec.finished, rec.status
 
-    for tune_status, ours in (("TERMINATED", "TERMINATED"), ("PAUSED", "UNFINISHED")):
-        class Grid(list):
-            _experiment_analysis = NS(trials=[NS(trial_id="cd34", config={}, status=tune_status)])
 
-        rec, = collect_records(Grid([res]))
-        assert rec.status == ours, tune_status
+def test_a_trial_is_finished_only_when_it_trained_its_epochs_or_stopped_by_its_own_rule():
+    """Tune marks the trials a Ctrl-C stopped TERMINATED too: their rows say they are unfinished (epochs
+    short, no patience stop, no scheduler's ``done``); a patience stop is finished without a ``done`` row
+    (a resumed sweep restores it without one), an ASHA stop by its ``done``, a paused trial is waiting."""
+    assert _ended([0.1, 0.2, 0.3]) == ("interrupted", False, "UNFINISHED")  # Ctrl-C at epoch 3 of 20
+    assert _ended([0.6, 0.5, 0.5]) == ("patience", True, "TERMINATED")  # 2 epochs without a new best
+    assert _ended([0.6, 0.5]) == ("interrupted", False, "UNFINISHED")  # one epoch short of the patience stop
+    assert _ended([0.1, 0.2, 0.3], done=True) == ("scheduler", True, "TERMINATED")  # ASHA cut it at a rung
+    assert _ended([0.1, 0.2], epochs=2) == ("epochs", True, "TERMINATED")
+    assert _ended([0.1, 0.2, 0.3], tune_status="PAUSED") == ("waiting", False, "UNFINISHED")  # PBT at a Ctrl-C
+    assert _ended([0.1, 0.2, 0.3], patience=0) == ("interrupted", False, "UNFINISHED")  # no patience rule
+
+
+def test_the_patience_rule_reads_the_runs_own_best_epoch_when_earlier_rows_are_missing():
+    """A callback that saw only a resumed trial's later epochs decides by the best epoch the training
+    loop wrote into the last row."""
+    from counterarg.analysis.endings import trial_ending
+
+    later = [{"epoch": 6, "m": 0.1, "select/best_epoch": 3}, {"epoch": 7, "m": 0.1, "select/best_epoch": 3}]
+    assert trial_ending({"epochs": 20, "patience": 4}, later) == "patience"
+    assert trial_ending({"epochs": 20, "patience": 5}, later) == "interrupted"
+    assert trial_ending({"epochs": 20}, later, error=True) == "error"
+    assert trial_ending({"epochs": 20}, []) == "not started"

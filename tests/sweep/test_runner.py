@@ -62,7 +62,7 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     for png in ("validation_mean_acc1.png", "test_acc1_per_task.png"):
         img = mpimg.imread(exp / png)
         assert img.ndim == 3 and img.shape[0] > 300 and img.std() > 0.05, png  # a drawn figure, not blank
-    from counterarg.sweep.plots import read_plot_data
+    from counterarg.analysis.plots import read_plot_data
 
     curves = read_plot_data(exp / "validation_mean_acc1.png")["curves"]  # one curve per group that finished
     assert sorted(curves) == sorted(ok["group"]) and all(c["epochs"] == [1, 2] for c in curves.values())

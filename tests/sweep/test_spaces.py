@@ -6,7 +6,7 @@ import pytest
 
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, SCHEDULE, Config, ConfigError, fields_with
 from counterarg.sampling.schedules import SCHEDULES
-from counterarg.sweep.methods import METHODS, RECIPE_TABLE, trial_label
+from counterarg.analysis.methods import METHODS, RECIPE_TABLE, trial_label
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import (REFERENCE_FIELDS, VariantSearcher, grid, margin_lr_space, parse_strategy, strategy,
                                      strategy_grid)

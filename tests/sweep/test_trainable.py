@@ -74,8 +74,8 @@ def test_training_never_imports_ray():
     fresh interpreter (this one has Ray loaded by other tests); the summary modules are Ray-free too."""
     modules = ["counterarg", "counterarg.training.loop", "counterarg.evaluation.evaluate", "counterarg.cli",
                "counterarg.serving.export", "counterarg.evaluation.selection", "counterarg.sweep",
-               "counterarg.sweep.trials", "counterarg.sweep.summary", "counterarg.sweep.plots",
-               "counterarg.sweep.significance", "counterarg.sweep.lineage"]
+               "counterarg.analysis.trials", "counterarg.analysis.summary", "counterarg.analysis.plots",
+               "counterarg.analysis.significance", "counterarg.sweep.lineage"]
     code = ("import importlib, sys\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"

@@ -1,7 +1,7 @@
 """The figures of a sweep summary: validation curves, per-task test bars, mining telemetry, verdicts,
 and a race's rounds.
 
-Each is drawn from the plain trial data of :mod:`counterarg.sweep.trials` (mean over seeds per
+Each is drawn from the plain trial data of :mod:`counterarg.analysis.trials` (mean over seeds per
 strategy) with matplotlib's Agg backend, so a sweep on a headless machine writes them too. Every PNG
 also carries the numbers it draws, as JSON in its ``counterarg`` text chunk (:func:`save_figure`,
 :func:`read_plot_data`): a script or a test reads a figure back without redoing the aggregation.

@@ -50,7 +50,7 @@ def _mean(stats: Mapping[str, Any], key: str) -> str:
 def ranked_configurations(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
                           mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
     """One entry per configuration (a group of seeds): ``group``, ``rows`` (its trials), ``stats``
-    (:func:`~counterarg.sweep.trials.group_stats` over its finished trials), best first by ``metric``
+    (:func:`~counterarg.analysis.trials.group_stats` over its finished trials), best first by ``metric``
     (configurations without a finished value last, in name order)."""
     rows = summary_rows(records, metric, mode)
     stats = group_stats(rows, [metric, *TEST_COLUMNS])

@@ -1,14 +1,14 @@
 """A sweep's verdicts: which strategy trains the better model, per task and view of the test split.
 
-From the trials (plain :class:`~counterarg.sweep.trials.TrialRecord`) to the rows of
+From the trials (plain :class:`~counterarg.analysis.trials.TrialRecord`) to the rows of
 ``significance.csv`` and the bold cells of ``summary.md``:
 
 * :func:`trial_hits`: per (task, view), strategy -> the ``[R, n]`` acc@1 hits of its *finished*
-  trials at their best epochs (ranks kept in ``best_ranks.npz``). A strategy with an unfinished
-  trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
+  trials (:attr:`TrialRecord.finished`: planned epochs, patience or ASHA) at their best epochs (ranks
+  kept in ``best_ranks.npz``). A strategy with an unfinished trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
   verdict is made while any strategy is partial.
 * :func:`compare`: every pair of strategies in one (task, view), the seed-aware test
-  (:func:`counterarg.sweep.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
+  (:func:`counterarg.analysis.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
   pairs of that (task, view) (``p_holm``), the seeds per strategy that would decide the gap
   (``seeds_needed``), and the query-level test of the seed-averaged hits as a second column
   (``p_value_queries``: "given these trained models").
@@ -31,8 +31,6 @@ from ..retrieval.tasks import task_names
 from .significance import ALPHA, MAX_SEEDS, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
 from .methods import method_of
 from .trials import ZERO_SHOT, TrialRecord
-
-FINISHED = "TERMINATED"
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
         row = by_id.get(rec.trial_id)
         if row is None:
             continue
-        if rec.status != FINISHED:
+        if not rec.finished:
             partial.add(row["group"])
             continue
         if row.get("best_epoch") is None:

@@ -1,4 +1,4 @@
-"""A search's section of summary.md (counterarg.sweep.search_summary), from hand-made trials: the
+"""A search's section of summary.md (counterarg.analysis.search_summary), from hand-made trials: the
 configurations ranked on validation (never test), their searched values, the selected one and its
 command, ASHA's rungs in words."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from counterarg.config import Config
-from counterarg.sweep.search_summary import ranked_configurations, scheduler_text, search_markdown, selected_command
-from counterarg.sweep.trials import TrialRecord
+from counterarg.analysis.search_summary import ranked_configurations, scheduler_text, search_markdown, selected_command
+from counterarg.analysis.trials import TrialRecord
 
 from .conftest import epoch_row
 

@@ -1,4 +1,4 @@
-"""The summary files (counterarg.sweep.summary): summary.md/.csv, significance.csv, zero-shot rows."""
+"""The summary files (counterarg.analysis.summary): summary.md/.csv, significance.csv, zero-shot rows."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from counterarg.sweep.plots import read_plot_data
-from counterarg.sweep.summary import console_table, summary_markdown, write_summary
-from counterarg.sweep.trials import summary_rows
+from counterarg.analysis.plots import read_plot_data
+from counterarg.analysis.summary import console_table, summary_markdown, write_summary
+from counterarg.analysis.trials import summary_rows
 from counterarg.retrieval.tasks import TASKS
 
 from .conftest import ranked_records, summary_records
@@ -82,16 +82,16 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
 
 def test_a_partial_sweep_says_so_and_crowns_no_one(tmp_path):
     recs = ranked_records()
-    recs[-1].status = "PAUSED"  # Ctrl-C stopped one bad2 trial after its first epoch
+    recs[-1].ended = "interrupted"  # Ctrl-C stopped one bad2 trial (Tune calls it TERMINATED too)
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "> partial: 5 of 6 trials finished." in md
     assert "**" not in md.split("## Which strategy")[0]  # no bold cell
     assert "| bad2 | 1/2 (1 unfinished) |" in md.replace("recipe: fixed 0.7", "bad2")
-    assert "no verdict (partial sweep)" in md and "UNFINISHED (PAUSED)" in md
+    assert "no verdict (partial sweep)" in md and "UNFINISHED (interrupted)" in md
     console = console_table(out["rows"], verdict=out["verdicts"])
     assert console.startswith("partial: 5 of 6 trials finished") and not re.search(r"\d\*", console)
-    assert " 1/2 " in console
+    assert " 1/2 (1 unfinished) " in console
 
 
 def test_zero_shot_baseline_in_tables_and_files(tmp_path):

@@ -1,4 +1,4 @@
-"""counterarg.sweep.significance: the seed-aware test's calibration and power over simulated sweeps,
+"""counterarg.analysis.significance: the seed-aware test's calibration and power over simulated sweeps,
 the seeds-needed estimate against simulated truth, Holm, and the query-level paired test."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from counterarg.sweep.significance import (PairedTest, holm, interaction_var, power, query_limited, residual_var,
+from counterarg.analysis.significance import (PairedTest, holm, interaction_var, power, query_limited, residual_var,
                                           seed_test, seeds_needed)
 
 

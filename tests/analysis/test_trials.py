@@ -1,4 +1,4 @@
-"""A sweep's trials as plain data (counterarg.sweep.trials) against hand-computed values (no Ray, no training)."""
+"""A sweep's trials as plain data (counterarg.analysis.trials) against hand-computed values (no Ray, no training)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from counterarg.config import method_fields
 from counterarg.evaluation.selection import best_row
-from counterarg.sweep.trials import (dedupe_history, group_label, group_stats, overhead, strategy_fields_label,
+from counterarg.analysis.trials import (dedupe_history, group_label, group_stats, overhead, strategy_fields_label,
                                      strategy_label, summary_rows, varying_fields)
 
 from .conftest import epoch_row, summary_records

@@ -1,11 +1,11 @@
-"""The methods and the one trial label (counterarg.sweep.methods): pure functions, no Ray."""
+"""The methods and the one trial label (counterarg.analysis.methods): pure functions, no Ray."""
 
 from __future__ import annotations
 
 import pytest
 
 from counterarg.config import REFERENCE_METHOD, Config, ConfigError, method_fields
-from counterarg.sweep.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, is_default_recipe, method_of,
+from counterarg.analysis.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, is_default_recipe, method_of,
                                       parse_methods, slug, strategy_text, trial_label)
 
 
@@ -66,7 +66,7 @@ def test_parse_methods_names_the_bad_one():
 
 def test_shared_setting_names_what_every_trial_changes_and_its_preset():
     from counterarg.config import FROZEN_RECIPE, Config
-    from counterarg.sweep.methods import shared_setting
+    from counterarg.analysis.methods import shared_setting
 
     base = {**Config().to_dict(), **FROZEN_RECIPE, "epochs": 20}
     text = shared_setting([{**base, "seed": 0, "rate": 0.5}, {**base, "seed": 1, "rate": 0.0}])

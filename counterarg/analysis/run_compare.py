@@ -2,9 +2,9 @@
 
 Why: a change to training (a flag, a new default) is a training *procedure*, so whether it trains
 better models is a question about training runs, not about the queries of one run (see
-:mod:`counterarg.sweep.significance`). A user trains each side a few times (``counterarg train --out R
+:mod:`counterarg.analysis.significance`). A user trains each side a few times (``counterarg train --out R
 --set seed=N``) and compares the two groups here with the very test the sweep summary uses
-(:func:`counterarg.sweep.verdicts.compare`: the two-level Welch ``seed_test`` over per-run acc@1 plus
+(:func:`counterarg.analysis.verdicts.compare`: the two-level Welch ``seed_test`` over per-run acc@1 plus
 the query-sampling term, and the query-level test as a second column), per task and view of one split.
 
 * A RUN is a ``counterarg train`` run folder (its ``best/``), a checkpoint folder (``best/``,
@@ -17,7 +17,7 @@ the query-sampling term, and the query-level test as a second column), per task 
   information but would shrink the interval), a run in both groups, a group of fewer than 2 runs
   (with one run its seed variance is unknown and the test gives no p-value).
 * The tasks of a view (the eight and their ``mean``, or ``--tasks mean``: the mean alone) are one
-  family: their p-values are Holm-adjusted (:func:`counterarg.sweep.significance.holm`), and an
+  family: their p-values are Holm-adjusted (:func:`counterarg.analysis.significance.holm`), and an
   unsettled row's ``seeds_needed`` is sized at the family's Bonferroni level (``0.05 / rows``, what
   Holm asks of the smallest p-value), as the sweep summary sizes its pairs.
 No Ray here.
@@ -38,7 +38,7 @@ from ..core.paths import portable_path
 from ..sampling.schedules import format_value
 from ..evaluation.selection import BEST_DIR, BestRanks, read_best_ranks
 from ..retrieval.tasks import task_names
-from .recovery import checkpoint_index
+from ..model.checkpoint import checkpoint_index
 from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seeds_needed
 from .trials import NON_GROUP_FIELDS, VIEWS, pm_text, varying_fields
 from .verdicts import compare, need_text, p_text, ranks_hits
@@ -226,7 +226,7 @@ def config_notes(a: Sequence[RunRanks], b: Sequence[RunRanks], label_a: str, lab
 
 # ------------------------------------------------------------------------------------------- the test
 def _row(c, label_a: str, label_b: str, run_a: np.ndarray, run_b: np.ndarray, n: int) -> TaskRow:
-    """A :class:`~counterarg.sweep.verdicts.Comparison` (its ``a`` the higher mean) as B minus A."""
+    """A :class:`~counterarg.analysis.verdicts.Comparison` (its ``a`` the higher mean) as B minus A."""
     sign = -1.0 if c.strategy_a == label_a else 1.0
     lo, hi = (c.ci_low, c.ci_high) if sign > 0 else (-c.ci_high, -c.ci_low)
     qlo, qhi = (c.ci_low_queries, c.ci_high_queries) if sign > 0 else (-c.ci_high_queries, -c.ci_low_queries)
@@ -238,7 +238,7 @@ def _row(c, label_a: str, label_b: str, run_a: np.ndarray, run_b: np.ndarray, n:
 
 def compare_runs(a: Sequence[RunRanks], b: Sequence[RunRanks], *, split: str = "test", label_a: str = "A",
                  label_b: str = "B", tasks: str = "all", seed: int = 0, progress: bool = False) -> list[TaskRow]:
-    """Per view and task, B minus A: the sweep's comparison (:func:`~counterarg.sweep.verdicts.compare`)
+    """Per view and task, B minus A: the sweep's comparison (:func:`~counterarg.analysis.verdicts.compare`)
     with Holm and the seeds needed over the rows of each view (10,000 query resamples per row: seconds
     each on a loaded laptop, hence ``progress``)."""
     from tqdm.auto import tqdm

@@ -1,13 +1,13 @@
-"""counterarg.sweep.verdicts: a sweep's trials -> seed-aware comparisons, Holm, verdicts, partial sweeps."""
+"""counterarg.analysis.verdicts: a sweep's trials -> seed-aware comparisons, Holm, verdicts, partial sweeps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from counterarg.sweep.significance import PairedTest, holm
-from counterarg.sweep.trials import summary_rows
-from counterarg.sweep.verdicts import compare, significance, trial_hits, verdicts
+from counterarg.analysis.significance import PairedTest, holm
+from counterarg.analysis.trials import summary_rows
+from counterarg.analysis.verdicts import compare, significance, trial_hits, verdicts
 
 from .conftest import ranked_records
 
@@ -64,7 +64,7 @@ def test_significance_finds_a_planted_gap_and_not_a_copy():
 
 def test_unfinished_trials_leave_their_strategy_out_and_stop_every_verdict():
     recs = ranked_records()
-    recs[0].status = "RUNNING"  # one seed of the good strategy was interrupted
+    recs[0].ended = "interrupted"  # one seed of the good strategy was interrupted
     rows = summary_rows(recs)
     hits, notes, partial = trial_hits(recs, rows)
     assert partial == {"recipe: fixed 0.5"} and "recipe: fixed 0.5" not in hits[("sdoc", "all")]

@@ -1,11 +1,11 @@
-"""The summary's figures (counterarg.sweep.plots), drawn from hand-made trial records."""
+"""The summary's figures (counterarg.analysis.plots), drawn from hand-made trial records."""
 
 from __future__ import annotations
 
 import pytest
 
-from counterarg.sweep.plots import plot_telemetry, read_plot_data
-from counterarg.sweep.summary import write_summary
+from counterarg.analysis.plots import plot_telemetry, read_plot_data
+from counterarg.analysis.summary import write_summary
 
 from .conftest import ranked_records
 
@@ -57,8 +57,8 @@ def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
 
 def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
     """Issue 23.11: after one seed stopped early, the curve silently averaged the seeds left."""
-    from counterarg.sweep.plots import plot_curves
-    from counterarg.sweep.trials import TrialRecord
+    from counterarg.analysis.plots import plot_curves
+    from counterarg.analysis.trials import TrialRecord
 
     metric = "validation_unseen/mean/acc@1"
     long = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},

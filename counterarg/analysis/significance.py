@@ -28,7 +28,7 @@ run on a side its seed variance is unknown and the test returns no p-value ("nee
 Where strategies share query difficulties (``v_q`` = 0) it is Welch's t over per-run values.
 Not a bootstrap of three seeds: three values cannot show their own spread (a naive resampling of
 them gives p < 0.001 for gaps that Welch puts at p = 0.1). Its calibration is simulated in
-``tests/sweep/test_significance.py``: at most 6% rejections at 0.05 over 500 null sweeps, at least
+``tests/analysis/test_significance.py``: at most 6% rejections at 0.05 over 500 null sweeps, at least
 80% power for a gap of 3 between-seed standard deviations with 5 seeds.
 
 A deterministic baseline (the zero-shot encoder: no training, one "run") enters with ``R = inf``:

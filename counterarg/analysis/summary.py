@@ -1,11 +1,11 @@
 """The files a sweep leaves: summary.md, summary.csv, significance.csv, the plots, zero_shot.json.
 
 Tables per strategy (mean ± std over finished seeds of each test task's acc@1, in both views of the
-test split) for the markdown file and the terminal, from the rows of :mod:`counterarg.sweep.trials`;
+test split) for the markdown file and the terminal, from the rows of :mod:`counterarg.analysis.trials`;
 a cell is bold only where its strategy beats every other in the seed-aware test, Holm-adjusted
-(:mod:`counterarg.sweep.verdicts`, :mod:`counterarg.sweep.significance`). A partial sweep (trials
+(:mod:`counterarg.analysis.verdicts`, :mod:`counterarg.analysis.significance`). A partial sweep (trials
 stopped by Ctrl-C or errored) says so in its first lines and makes no verdict. The figures come from
-:mod:`counterarg.sweep.plots`. No Ray here.
+:mod:`counterarg.analysis.plots`. No Ray here.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _verdict_cell(v) -> str:
 
 def partial_line(rows: Sequence[dict[str, Any]]) -> str | None:
     """"partial: N of M trials finished" when any trial is not finished, else None."""
-    done = sum(r["status"] == "TERMINATED" for r in rows)
+    done = sum(bool(r["finished"]) for r in rows)
     if done == len(rows):
         return None
     return (f"partial: {done} of {len(rows)} trials finished. Means are over finished seeds only; no "
@@ -114,7 +114,7 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                      setting: str | None = None) -> str:
     """summary.md: per group mean ± std over finished seeds of each test task's acc@1 in both views;
     a cell is bold only where its group beats every other in the seed-aware test (``verdict`` from
-    :func:`counterarg.sweep.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
+    :func:`counterarg.analysis.verdicts.significance`). Checkpoint paths are shown relative to ``folder``
     (the sweep folder the file is written in)."""
     verdict = verdict or {}
     lines = [f"# {title}", ""]
@@ -172,27 +172,32 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     for section in extra_sections:
         lines += [section.rstrip(), ""]
     best = best_per_group(rows, metric)
-    if best:
+    unfinished_only = sorted({r["group"] for r in rows} - set(best) - {r["group"] for r in rows if r["finished"]})
+    if best or unfinished_only:
         lines += ["## Best checkpoint per strategy", "",
-                  f"The trial with the highest {metric}, at its best epoch (its state mirrored into the trial's best/ "
-                  "folder; `counterarg evaluate|rank|export --checkpoint PATH` take it).", "",
+                  f"The finished trial with the highest {metric}, at its best epoch (its state mirrored into the "
+                  "trial's best/ folder; `counterarg evaluate|rank|export --checkpoint PATH` take it). An unfinished "
+                  "trial is never named here.", "",
                   "| strategy | seed | best epoch | " + metric + " | checkpoint |", "|---|---|---|---|---|"]
-        for g in sorted(best):
+        for g in sorted([*best, *unfinished_only]):
+            if g not in best:
+                lines.append(f"| {g} | – | – | – | none: no trial of it finished |")
+                continue
             r = best[g]
             ck = f"`{portable_path(r['best_checkpoint'], folder)}`" if r.get("best_checkpoint") else "not kept"
             lines.append(f"| {g} | {r['seed']} | {r['best_epoch']} | {r[metric]:.4f} | {ck} |")
         lines.append("")
     for n in notes:
         lines.append(f"- note: {n}")
-    errored = [r for r in rows if r["status"] == "ERROR"]
-    unfinished = [r for r in rows if r["status"] not in ("TERMINATED", "ERROR")]
+    errored = [r for r in rows if r["ended"] == "error"]
+    unfinished = [r for r in rows if not r["finished"] and r["ended"] != "error"]
     lines.append(f"Trials: {len(rows)} ({len(errored)} errored, {len(unfinished)} unfinished).")
     for r in errored:
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} epochs done): {r['error']}")
     for r in unfinished:
-        lines.append(f"- UNFINISHED ({r['status']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
-                     f"{r['epochs_done']} epochs done)")
+        lines.append(f"- UNFINISHED ({r['ended']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
+                     f"{r['epochs_done']} of {r['epochs_planned']} epochs done)")
     ov = overhead(rows)
     lines.append("")
     if ov["overhead"] is not None:
@@ -220,9 +225,10 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
         if not any(k in st for st in stats.values() for k in keys):
             continue
         w = max([len("strategy"), len(ZERO_SHOT)] + [len(g) for g in stats])
+        sw = max([len("seeds")] + [len(_seeds_cell(st)) for st in stats.values()])
         out.append(f"test acc@1, {VIEW_TITLES[view]} (mean over finished seeds; * = significantly best, "
                    "seed-aware test, Holm)")
-        out.append(f"{'strategy':<{w}}  seeds  {'val':>6}" + "".join(f"{n:>7}" for n in names[:-1])
+        out.append(f"{'strategy':<{w}}  {'seeds':>{sw}}  {'val':>6}" + "".join(f"{n:>7}" for n in names[:-1])
                    + f"  {'mean ± std':>14}")
         for g in sorted(stats):
             st = stats[g]
@@ -237,11 +243,10 @@ def console_table(rows: Sequence[dict[str, Any]], *, metric: str = DEFAULT_METRI
                     cells.append(f"  {txt:>14}")
                 else:
                     cells.append(f"{st[k][0]:.3f}{mark}".rjust(7) if k in st else f"{'-':>7}")
-            seeds = f"{st['n']}/{st['trials']}"
-            out.append(f"{g:<{w}}  {seeds:>5}  {val:>6}" + "".join(cells))
+            out.append(f"{g:<{w}}  {_seeds_cell(st):>{sw}}  {val:>6}" + "".join(cells))
         if baseline and all(k in baseline for k in keys):
             val = f"{baseline[metric]:.3f}" if metric in baseline else "-"
-            out.append(f"{ZERO_SHOT:<{w}}  {'':>5}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys[:-1])
+            out.append(f"{ZERO_SHOT:<{w}}  {'':>{sw}}  {val:>6}" + "".join(f"{baseline[k]:.3f} ".rjust(7) for k in keys[:-1])
                        + f"  {baseline[keys[-1]]:.3f}".rjust(16))
         out.append("")
     return "\n".join(out)

@@ -1,4 +1,4 @@
-"""counterarg.sweep.run_compare: two groups of run folders -> the sweep's seed-aware test per task, Holm
+"""counterarg.analysis.run_compare: two groups of run folders -> the sweep's seed-aware test per task, Holm
 over a view's rows, a verdict, and a named refusal for every run that cannot be compared."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from counterarg import cli
-from counterarg.sweep.run_compare import (CompareError, compare_runs, config_notes, load_run,
+from counterarg.analysis.run_compare import (CompareError, compare_runs, config_notes, load_run,
                                           ranks_folder, verdict)
-from counterarg.sweep.significance import PairedTest, holm
-from counterarg.sweep.verdicts import compare, ranks_hits
+from counterarg.analysis.significance import PairedTest, holm
+from counterarg.analysis.verdicts import compare, ranks_hits
 
 from .conftest import write_run
 
@@ -165,3 +165,28 @@ def test_cli_compare_prints_tables_writes_json_and_refuses_with_exit_2(tmp_path,
     assert out.read_text() == before  # nothing already written is lost
     assert cli.main(["compare", "--a", *map(str, a), "--b", *map(str, b), "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_cli_compare_runs_where_ray_cannot_be_imported(tmp_path):
+    """``counterarg compare`` is analysis of run folders: in a fresh interpreter whose ``ray`` is a
+    package that refuses to import (first on the path, before the installed Ray), it compares two
+    groups made by the fixtures and writes its verdict; the same interpreter cannot import Ray."""
+    import os
+    import subprocess
+    import sys
+
+    blocked = tmp_path / "blocked"
+    (blocked / "ray").mkdir(parents=True)
+    (blocked / "ray" / "__init__.py").write_text('raise ImportError("ray is not importable here")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), os.environ.get("PYTHONPATH", "")])}
+    probe = subprocess.run([sys.executable, "-c", "import ray"], env=env, capture_output=True, text=True)
+    assert probe.returncode == 1 and "ray is not importable here" in probe.stderr
+
+    a, b = groups(tmp_path, 0.4, 0.6)
+    out = tmp_path / "cmp.json"
+    run = subprocess.run([sys.executable, "-m", "counterarg", "compare", "--a", *map(str, a), "--b", *map(str, b),
+                          "--label-a", "recipe", "--label-b", "new", "--json", str(out), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "verdict: new beats recipe on the unseen mean acc@1" in run.stdout
+    assert len(json.loads(out.read_text())["rows"]) == 18

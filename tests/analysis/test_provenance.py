@@ -1,4 +1,4 @@
-"""What made a sweep (counterarg.sweep.provenance): commands, epochs, versions, commit, summed wall time."""
+"""What made a sweep (counterarg.analysis.provenance): commands, epochs, versions, commit, summed wall time."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from importlib import metadata
 import pytest
 
 from counterarg.core.paths import absolute_paths_in, portable_command
-from counterarg.sweep.provenance import read_sessions, record_session
-from counterarg.sweep.summary import write_summary
+from counterarg.analysis.provenance import read_sessions, record_session
+from counterarg.analysis.summary import write_summary
 
 from .conftest import summary_records
 
@@ -44,7 +44,7 @@ def test_without_recorded_sessions_the_wall_time_is_this_run(tmp_path):
 
 
 def test_a_session_says_whether_it_resumed_and_an_unrecorded_first_run_is_named(tmp_path):
-    from counterarg.sweep.provenance import provenance_markdown
+    from counterarg.analysis.provenance import provenance_markdown
 
     record_session(tmp_path, 3.0, command="python sweeps/x.py --resume", resumed=True)
     record_session(tmp_path, 2.0, command="python sweeps/x.py --resume", resumed=True)
@@ -54,7 +54,7 @@ def test_a_session_says_whether_it_resumed_and_an_unrecorded_first_run_is_named(
 
 
 def test_no_wall_time_is_claimed_when_the_first_run_is_not_recorded(tmp_path):
-    from counterarg.sweep.provenance import sweep_provenance
+    from counterarg.analysis.provenance import sweep_provenance
 
     record_session(tmp_path, 0.4, command="python sweeps/x.py --resume", resumed=True)
     wall, text = sweep_provenance([], [], tmp_path, 0.4)

@@ -11,7 +11,7 @@ Conventions:
   the earliest, :func:`counterarg.evaluation.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
 * A trial's *group* names what it was run with apart from its seed: its method and strategy
-  (:func:`counterarg.sweep.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
+  (:func:`counterarg.analysis.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
   0.8-0.02``) plus any other Config field that varies across the sweep (e.g. ``margin=0.5``).
   Seeds are the repeats within a group. The ``strategy`` column is the schedule's label alone.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
@@ -34,6 +34,7 @@ from ..config import SCHEDULE, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
+from .endings import ENDINGS, is_finished
 from .methods import METHODS, method_of, named_fields, strategy_fields_label, strategy_label, trial_label
 
 DEFAULT_METRIC = Config().select_metric
@@ -50,16 +51,34 @@ NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
 
 @dataclass
 class TrialRecord:
-    """One trial as plain data: enough for every number and plot in the summary."""
+    """One trial as plain data: enough for every number and plot in the summary.
+
+    ``ended`` says how it ended (:data:`counterarg.analysis.endings.ENDINGS`) and :attr:`finished`
+    whether that makes it a finished seed; every statistic, verdict and best checkpoint counts
+    finished trials only. A record made by hand without ``ended`` takes it from ``status``
+    (TERMINATED: its planned epochs; ERROR: an error; anything else: interrupted).
+    """
 
     trial_id: str
     config: dict[str, Any]  # flat Config fields
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, epoch ascending
-    status: str = "TERMINATED"  # TERMINATED | ERROR | RUNNING | PENDING | PAUSED
+    status: str = "TERMINATED"  # TERMINATED (finished) | ERROR | UNFINISHED (or Tune's RUNNING, PENDING, PAUSED)
     error: str | None = None  # short message for errored trials
     path: str | None = None
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
+    ended: str = ""  # how it ended: a key of endings.ENDINGS
+
+    def __post_init__(self) -> None:
+        if not self.ended:
+            self.ended = {"TERMINATED": "epochs", "ERROR": "error"}.get(self.status, "interrupted")
+        if self.ended not in ENDINGS:
+            raise ValueError(f"trial {self.trial_id}: unknown ending {self.ended!r} (one of {', '.join(ENDINGS)})")
+
+    @property
+    def finished(self) -> bool:
+        """A finished seed: it trained its planned epochs or stopped by its own rule (patience, ASHA)."""
+        return is_finished(self.ended)
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -74,7 +93,7 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """The trial's one name (:func:`counterarg.sweep.methods.trial_label`: ``recipe``, ``recipe: decay
+    """The trial's one name (:func:`counterarg.analysis.methods.trial_label`: ``recipe``, ``recipe: decay
     0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
     fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a search over
     some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
@@ -129,11 +148,14 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
         row: dict[str, Any] = {
             "trial_id": rec.trial_id,
             "status": rec.status,
+            "finished": rec.finished,
+            "ended": rec.ended,
             "group": group_label(rec.config, varying),
             "strategy": strategy_label(rec.config),
             "strategy_fields": strategy_fields_label(rec.config),
             "seed": rec.config.get("seed", Config().seed),
             "epochs_done": int(last.get("epoch", 0)) if hist else 0,
+            "epochs_planned": int(rec.config.get("epochs", Config().epochs)),
             "best_epoch": int(best["epoch"]) if best else None,
             "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
@@ -172,16 +194,16 @@ def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
     """Per group: ``n`` (finished seeds with a value), ``trials``, ``unfinished`` and mean/std of each
     key over its *finished* trials' best epochs.
 
-    Only finished trials (status TERMINATED) count: a trial stopped by Ctrl-C or an error is counted
-    in ``unfinished`` and left out of the statistics, so a partial sweep's means are over complete
-    runs only.
+    Only finished trials (the rows' ``finished``: planned epochs, patience or ASHA) count: a trial
+    stopped by Ctrl-C or an error is counted in ``unfinished`` and left out of the statistics, so a
+    partial sweep's means are over complete runs only.
     """
     out: dict[str, dict[str, Any]] = {}
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["group"], []).append(r)
     for g, members in groups.items():
-        done = [m for m in members if m.get("status", "TERMINATED") == "TERMINATED"]
+        done = [m for m in members if m["finished"]]
         stats: dict[str, Any] = {"n": 0, "trials": len(members), "unfinished": len(members) - len(done)}
         for k in keys:
             vals = [m[k] for m in done if isinstance(m.get(k), (int, float))
@@ -199,10 +221,13 @@ def test_acc1_keys(ks_task: Sequence[str] | None = None, k: int = 1, view: str =
 
 
 def best_per_group(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> dict[str, dict[str, Any]]:
-    """Per group, the trial with the highest ``metric`` at its best epoch (ties: lower seed)."""
+    """Per group, the *finished* trial with the highest ``metric`` at its best epoch (ties: lower
+    seed); a group with no finished trial has none (an under-trained seed is never its best)."""
     out: dict[str, dict[str, Any]] = {}
     for r in sorted(rows, key=lambda r: (str(r.get("seed")), r["trial_id"])):
         v = r.get(metric)
+        if not r["finished"]:
+            continue
         if not isinstance(v, (int, float)) or math.isnan(v):
             continue
         if r["group"] not in out or v > out[r["group"]][metric]:

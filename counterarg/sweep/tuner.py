@@ -1,0 +1,144 @@
+"""A sweep's ``tune.Tuner``: its searcher (a grid's variants in order, a race, or Tune's own sampling),
+its scheduler (FIFO, ASHA, PBT), the trials' folders, callbacks and console reporter; built fresh,
+or restored after what a resume checks first (:func:`check_resume`).
+
+What runs a sweep (Ray, the folder lock, the result) is :mod:`counterarg.sweep.runner`; what it
+leaves, :mod:`counterarg.sweep.results`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ..config import Config, ConfigError
+from ..analysis.methods import slug, trial_label
+from ..analysis.trials import varying_fields
+from .console import DropRestoreHint, SweepReporter, TrialsWithoutResults, quiet_worker_logs
+from .pbt import make_scheduler
+from .prepare import concrete_configs
+from .race import RaceSearcher
+from .race_files import reconcile_race_state
+from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
+from .space_file import searched_fields, space_changes
+from .spaces import VariantSearcher, grid_changes, saved_variants
+from .tensorboard import HParamsTBXLogger
+from .trainable import trainable, trial_resources
+
+if TYPE_CHECKING:
+    from .runner import Sweep
+
+
+def asha_settings(sweep: Sweep) -> tuple[int, int, float]:
+    """ASHA's ``(max_t, grace_period, reduction_factor)`` for ``sweep``, in epochs: max_t is the
+    trials' epochs; unset, the grace period is 2 epochs (1 for a one-epoch sweep) and the factor 2."""
+    max_t = int(Config.from_dict(concrete_configs(sweep)[0]).epochs)
+    grace = sweep.grace_period if sweep.grace_period is not None else max(1, min(2, max_t))
+    return max_t, grace, sweep.reduction_factor if sweep.reduction_factor is not None else 2
+
+
+def search_fields(sweep: Sweep) -> list[str]:
+    """The fields a random or ASHA search draws (its labels and its summary section); none for a
+    grid, a race or PBT (whose population's fields are its lineage, :mod:`counterarg.sweep.lineage`)."""
+    if sweep.param_space is None or sweep.scheduler == "pbt":
+        return []
+    return searched_fields(sweep.param_space)
+
+
+def trial_dirname(trial) -> str:
+    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.analysis.methods.trial_label`):
+    ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
+    try:
+        cfg = Config.from_dict(dict(trial.config)).to_dict()
+        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
+    except (ConfigError, KeyError, TypeError):
+        return f"trial_{trial.trial_id}"
+
+
+def check_resume(sweep: Sweep, local: Path | None, exp_path: str) -> None:
+    """What a resume checks and repairs before Tune restores ``exp_path``: a torn experiment state and
+    renamed checkpoints put back (local folders), a changed grid or search space refused (ConfigError),
+    a race's saved state reconciled with the trials; nothing to restore is a :class:`SweepStateError`."""
+    if local is not None and local.is_dir():
+        for line in repair_experiment_state(local, sweep.name):
+            print(f"[sweep] repaired {line}", flush=True)
+        for line in restore_named_checkpoints(local):
+            print(f"[sweep] repaired {line}", flush=True)
+        changed = grid_changes(saved_variants(local), sweep.variants) if sweep.variants is not None else \
+            space_changes(local, sweep.param_space) if search_fields(sweep) else None
+        if changed:
+            raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
+        for line in reconcile_race_state(local) if sweep.race is not None else []:
+            print(f"[race] {line}", flush=True)
+    if not tune.Tuner.can_restore(exp_path):
+        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
+                              "drop --resume to start this sweep, or check --storage and --name")
+
+
+def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: int = 1):
+    """A ``tune.Tuner`` for ``sweep`` (fresh) or restored from ``<storage>/<name>`` (resume)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "1000")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the classic engine honours our SweepReporter
+    # keeping the best checkpoint forces a state snapshot per report: wanted (resume is fresher)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
+    quiet_worker_logs()
+    exp_path = storage.rstrip("/") + "/" + sweep.name
+    runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
+    if resume:
+        if not tune.Tuner.can_restore(exp_path):
+            raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
+        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
+                                  restart_errored=True)
+
+    all_configs = concrete_configs(sweep)
+    hp_fields = varying_fields(all_configs)
+    if sweep.param_space is not None:
+        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
+    if sweep.race is not None:
+        param_space = dict(sweep.base)
+        search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
+        num_samples = sweep.race.tune_samples(len(sweep.variants))
+    elif sweep.variants is not None:
+        param_space = dict(sweep.base)
+        search_alg = VariantSearcher(sweep.variants)
+        num_samples = len(sweep.variants)
+    else:
+        param_space = {**sweep.base, **sweep.param_space}
+        search_alg = None
+        num_samples = sweep.num_samples
+    if sweep.scheduler == "asha":
+        max_t, grace, factor = asha_settings(sweep)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
+                                  reduction_factor=factor)
+    elif sweep.scheduler == "pbt":
+        scheduler = make_scheduler(sweep.pbt)
+    else:
+        scheduler = FIFOScheduler()
+    tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
+                                  search_alg=search_alg, scheduler=scheduler, reuse_actors=True,
+                                  trial_dirname_creator=trial_dirname)
+    run_config = RunConfig(
+        name=sweep.name,
+        storage_path=storage,
+        failure_config=FailureConfig(max_failures=0, fail_fast=False),
+        # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
+        # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
+        # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
+        checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
+        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+                   StateSnapshot()],
+        progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
+        verbose=verbose,
+    )
+    return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
