@@ -14,6 +14,17 @@ ruff check --statistics "${PATHS[@]}" || status=1
 ruff check --output-format concise "${PATHS[@]}" || status=1
 echo "== ruff format --check"
 ruff format --check "${PATHS[@]}" || status=1
+echo "== mutants whose line the formatter changed (rewrite each entry's line as it now reads)"
+python - <<'PY' || status=1
+import ast, pathlib, sys
+tree = ast.parse(pathlib.Path(".ci/mutants.py").read_text(encoding="utf-8"))
+M = next(ast.literal_eval(n.value) for n in tree.body
+         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "M")
+gone = [(i, m[1], m[0]) for i, m in enumerate(M) if m[2] not in pathlib.Path(m[1]).read_text(encoding="utf-8")]
+for i, path, what in gone:
+    print(f"  mutant {i} ({what}): its line is no longer in {path}")
+sys.exit(1 if gone else 0)
+PY
 echo "== mypy"
 mypy counterarg || status=1
 exit $status

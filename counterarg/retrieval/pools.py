@@ -60,7 +60,9 @@ class Pools:
     debate: np.ndarray  # [Q] int64
     theme: np.ndarray  # [Q] int64
     side: np.ndarray  # [Q] int64, 0 = pro, 1 = con
-    text: np.ndarray | None = None  # [2Q] int64 text code of each candidate (counters, then points)
+    # [2Q] int64 text code of each candidate (counters, then points); None gives every candidate its own
+    # text, filled in by __post_init__, so the field is an array wherever it is read
+    text: np.ndarray = None  # type: ignore[assignment]
     unseen: np.ndarray | None = None  # [Q] bool: neither text of the query occurs in training
     _torch: dict = field(default_factory=dict, repr=False)
     _sizes: dict = field(default_factory=dict, repr=False)
