@@ -222,7 +222,9 @@ def main(argv: list[str]) -> int:
             with open(f, "w") as fh:
                 fh.write(text.replace(old, new))
             t0 = time.time()
-            p = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=dst,
+            # -m: a mutant's tests run whatever their marks (pyproject's default run leaves out slow ones)
+            p = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                                *tests], cwd=dst,
                                env={**os.environ, "PYTHONPATH": dst}, capture_output=True, text=True)
             verdict = {1: "CAUGHT", 0: "MISSED"}.get(p.returncode, f"rc={p.returncode}")
             failed = [ln.split(" - ")[0].replace("FAILED ", "") for ln in p.stdout.splitlines()

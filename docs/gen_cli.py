@@ -112,7 +112,7 @@ def _text(s: str) -> str:
     out, at = [], 0
     for m in _CODE.finditer(s):
         code = (m.group(1) or m.group(2)).replace("|", "\\|")
-        out += [_plain(s[at:m.start()]), f"`{code}`"]
+        out += [_plain(s[at : m.start()]), f"`{code}`"]
         at = m.end()
     return "".join(out + [_plain(s[at:])])
 
@@ -159,12 +159,17 @@ def render(title: str, parser: argparse.ArgumentParser) -> str:
         for action in actions:
             if isinstance(action, argparse._SubParsersAction):
                 for choice in action._choices_actions:
-                    lines.append(f"| `{choice.dest}` | {_text(' '.join((choice.help or '').split()))} "
-                                 f"([below](#{_anchor(parser.prog + ' ' + choice.dest)})) |")
+                    lines.append(
+                        f"| `{choice.dest}` | {_text(' '.join((choice.help or '').split()))} "
+                        f"([below](#{_anchor(parser.prog + ' ' + choice.dest)})) |"
+                    )
                 continue
             help_text = formatter._expand_help(action) if action.help else ""  # type: ignore[attr-defined]
-            if action.default not in (None, False, argparse.SUPPRESS, []) and "default" not in help_text \
-                    and action.option_strings:
+            if (
+                action.default not in (None, False, argparse.SUPPRESS, [])
+                and "default" not in help_text
+                and action.option_strings
+            ):
                 help_text += f" (default: {action.default})"
             if action.required and action.option_strings:
                 help_text = f"required. {help_text}"
@@ -184,10 +189,14 @@ def _anchor(title: str) -> str:
 
 
 def cli_markdown() -> str:
-    parts = ["# Command-line reference", "",
-             "Generated from the argparse parsers when the site is built (`docs/gen_cli.py`), so it says what "
-             "`--help` says. Every command that takes `--set FIELD=VALUE` takes any field of the one "
-             "[configuration](configuration.md).", ""]
+    parts = [
+        "# Command-line reference",
+        "",
+        "Generated from the argparse parsers when the site is built (`docs/gen_cli.py`), so it says what "
+        "`--help` says. Every command that takes `--set FIELD=VALUE` takes any field of the one "
+        "[configuration](configuration.md).",
+        "",
+    ]
     found = parsers()
     parts += [f"- [`{title}`](#{_anchor(title)})" for title, _ in found] + [""]
     parts += [render(title, parser) for title, parser in found]
@@ -200,12 +209,16 @@ def cli_markdown() -> str:
 def packages() -> dict[str, list[str]]:
     """Page name -> the dotted modules it documents: ``counterarg`` (the top-level modules) and one per
     subpackage, modules in file-name order (``__init__`` first)."""
-    pages = {"counterarg": [f"counterarg.{p.stem}" for p in sorted(PACKAGE.glob("*.py"))
-                            if p.stem not in ("__init__", "__main__")]}
+    pages = {
+        "counterarg": [
+            f"counterarg.{p.stem}" for p in sorted(PACKAGE.glob("*.py")) if p.stem not in ("__init__", "__main__")
+        ]
+    }
     for init in sorted(PACKAGE.glob("*/__init__.py")):
         pkg = init.parent
-        mods = [f"counterarg.{pkg.name}"] + [f"counterarg.{pkg.name}.{p.stem}" for p in sorted(pkg.glob("*.py"))
-                                             if p.stem != "__init__"]
+        mods = [f"counterarg.{pkg.name}"] + [
+            f"counterarg.{pkg.name}.{p.stem}" for p in sorted(pkg.glob("*.py")) if p.stem != "__init__"
+        ]
         pages[f"counterarg.{pkg.name}"] = mods
     return pages
 
@@ -218,13 +231,19 @@ def api_page(page: str, modules: list[str]) -> str:
 
 
 def api_index(pages: dict[str, list[str]]) -> str:
-    parts = ["# API reference", "",
-             "Rendered from the docstrings of the package (mkdocstrings), one page per package; "
-             "[the architecture](../architecture.md) says which layer each package is and what each module "
-             "holds.", ""]
+    parts = [
+        "# API reference",
+        "",
+        "Rendered from the docstrings of the package (mkdocstrings), one page per package; "
+        "[the architecture](../architecture.md) says which layer each package is and what each module "
+        "holds.",
+        "",
+    ]
     for page, modules in pages.items():
-        parts.append(f"- [`{page}`]({_api_file(page).removeprefix('api/')}): "
-                     + ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in modules if m != page))
+        parts.append(
+            f"- [`{page}`]({_api_file(page).removeprefix('api/')}): "
+            + ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in modules if m != page)
+        )
     return "\n".join(parts) + "\n"
 
 
@@ -246,7 +265,6 @@ def root_page(name: str) -> str:
     return text
 
 
-
 def on_config(config, **kwargs):
     """Expand the nav entry ``API reference: api/index.md`` into the index and one page per package."""
 
@@ -255,8 +273,7 @@ def on_config(config, **kwargs):
             if isinstance(item, dict):
                 for key, value in item.items():
                     if value == API_INDEX:
-                        items[i] = {key: [{"Overview": API_INDEX}]
-                                    + [{page: _api_file(page)} for page in packages()]}
+                        items[i] = {key: [{"Overview": API_INDEX}] + [{page: _api_file(page)} for page in packages()]}
                     elif isinstance(value, list):
                         expand(value)
 

@@ -18,6 +18,7 @@ def trained(tiny_encoder, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path, capsys):
     """The 1-epoch run's checkpoint, evaluated, reproduces every validation metric of its epoch row
     (both views), and prints the table."""

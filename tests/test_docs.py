@@ -34,8 +34,10 @@ def _gen_cli():
 def _anchors(markdown: str) -> set[str]:
     """The ids the toc extension gives the headings of a page (its default slugify, code fences skipped)."""
     text = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
-    return {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h.replace("`", "")).strip().lower())
-            for h in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.MULTILINE)}
+    return {
+        re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h.replace("`", "")).strip().lower())
+        for h in re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.MULTILINE)
+    }
 
 
 def test_readme_is_short():
@@ -63,9 +65,12 @@ def test_root_links_resolve(name):
 
 def test_no_doc_cites_an_issue_number():
     files = [REPO / n for n in ROOT_DOCS] + sorted((REPO / "docs").glob("*.md")) + [REPO / "mkdocs.yml"]
-    found = [f"{f.relative_to(REPO)}:{i}: {m.group(0)!r}"
-             for f in files for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
-             for m in ISSUE_CITATION.finditer(line)]
+    found = [
+        f"{f.relative_to(REPO)}:{i}: {m.group(0)!r}"
+        for f in files
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1)
+        for m in ISSUE_CITATION.finditer(line)
+    ]
     assert not found, "say what and why instead of citing a tracker the repository does not hold: " + "; ".join(found)
 
 
