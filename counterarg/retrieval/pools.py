@@ -325,7 +325,7 @@ def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None,
         text = _codes(counter_texts + point_texts)  # candidate order: counters, then points
     return Pools(split=split, debate=deb, theme=_codes(themes),
                  side=np.array([0 if s == "pro" else 1 for s in sides], dtype=np.int64),
-                 text=text, unseen=unseen)
+                 text=text if text is not None else np.arange(2 * len(debates), dtype=np.int64), unseen=unseen)
 
 
 def seen_texts(training: "Split | None") -> set[str] | None:
