@@ -3,6 +3,7 @@ behaviour; it is made in a scratch copy of the tree and the tests named beside i
 
     python .ci/mutants.py          # all of them (4.2 minutes on 2 idle cores)
     python .ci/mutants.py 3 12     # just these
+    python .ci/mutants.py --list   # their numbers, what each breaks and the file it changes
 
 Prints one line per change: CAUGHT (its tests failed) or MISSED (they passed: a blind test);
 exits 1 when any is missed. Not part of `.ci/run`; run it after changing a test or the code it
@@ -64,10 +65,18 @@ M = [
   '    return {"epochs": epochs, "mean": [sum(v) / len(v) for v in vals], "min": [min(v) for v in vals],',
   '    return {"epochs": epochs, "mean": [max(v) for v in vals], "min": [min(v) for v in vals],',
   ["tests/analysis/test_summary.py::test_markdown_and_files"]),
- ("HParams metrics keyed by Tune's ray/tune/ prefix (the shipped bug)", "counterarg/sweep/tensorboard.py",
-  '                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}',
-  '                if k.startswith(("ray/tune/validation", "ray/tune/test")) and k.endswith("/acc@1")}',
-  ["tests/sweep/test_runner.py::test_sweep_errored_trial_summary_and_tensorboard"]),
+ ("HParams metrics logged at every epoch, not at the selected one", "counterarg/sweep/tensorboard.py",
+  "            return int(best_epoch) == epoch",
+  "            return True",
+  ["tests/sweep/test_tensorboard.py::test_trials_log_their_metrics_by_name_and_the_sweep_columns"]),
+ ("HParams columns sorted by name again (TensorBoard's own order)", "counterarg/sweep/hparams_table.py",
+  '    return [Column(f, f"{i + 1:02d} {f}", _kind(f)) for i, f in enumerate(order)]',
+  '    return [Column(f, f, _kind(f)) for i, f in enumerate(order)]',
+  ["tests/sweep/test_tensorboard.py::test_tensorboard_serves_the_sweep_columns_and_strategy_runs"]),
+ ("a strategy run averages its unfinished seeds too", "counterarg/sweep/strategy_runs.py",
+  "        done = [r for r in members if r.finished]",
+  "        done = list(members)",
+  ["tests/sweep/test_tensorboard.py::test_strategy_runs_average_the_finished_seeds"]),
  ("exact index: grouped-min path keeps too few groups", "counterarg/retrieval/neighbours.py",
   "        _, gi = torch.topk(grp.amin(-1), kk, dim=1, largest=False, sorted=False)  # [b, kk]",
   "        _, gi = torch.topk(grp.amin(-1), max(1, kk // 2), dim=1, largest=False, sorted=False)  # [b, kk]",
@@ -199,10 +208,34 @@ M = [
   "    allowed = set(fields_with(RESUME))",
   "    allowed = set(fields_with(RESUME)) | {\"sim_dim\"}",
   ["tests/model/test_checkpoint.py::test_resume_accepts_exactly_the_resume_role_and_names_an_architecture_change"]),
+ ("the analysis layer imports Ray (compare needs it again)", "counterarg/analysis/run_compare.py",
+  "import numpy as np\n",
+  "import numpy as np\nimport ray  # noqa: F401\n",
+  ["tests/test_imports.py::test_no_module_of_the_analysis_layer_imports_ray",
+   "tests/analysis/test_run_compare.py::test_cli_compare_runs_where_ray_cannot_be_imported"]),
+ ("a trial's name worked out from its fields, not read from what it carries", "counterarg/analysis/methods.py",
+  '    return label if isinstance(label, str) and label else variant_label(config, config.get("method"))',
+  '    return variant_label(config, config.get("method"))',
+  ["tests/analysis/test_methods.py::test_one_label_rule"]),
+ ("PBT's explore step keeps the donor's name for the new rate", "counterarg/sweep/pbt.py",
+  '        new["label"] = variant_label(new, new.get("method"))  # explore makes a new variant: named here',
+  '        pass',
+  ["tests/sweep/test_pbt.py::test_explore_always_moves_the_rate"]),
 ]
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv and argv[0] == "--list":
+        for i, (what, path, _, _, tests) in enumerate(M, 1):
+            print(f"{i:2d} {path}: {what}  ({', '.join(tests)})")
+        return 0
+    unknown = [a for a in argv if not (a.isdigit() and 1 <= int(a) <= len(M))]
+    if unknown:
+        print(f"unknown mutant(s) {', '.join(unknown)}: give numbers 1..{len(M)} (--list shows them)", file=sys.stderr)
+        return 2
     only = set(argv)
     missed = []
     with tempfile.TemporaryDirectory(prefix="counterarg-mutants-") as tmp:

@@ -88,7 +88,9 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 def cmd_evaluate(args) -> int:
     from .model.biencoder import BiEncoder
     from .data.corpus import TextTable, load_corpus
+    from .evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
     from .evaluation.evaluate import evaluate_model, zero_shot_split
+    from .retrieval.arguana import TITLE as ARGUANA_TITLE, build_view, format_view
     from .retrieval.metrics import format_table, unseen_split
     from .nn.encoder import pick_device, set_threads_from_env
     from .retrieval.pools import split_pools
@@ -103,13 +105,18 @@ def cmd_evaluate(args) -> int:
     if not args.quiet:
         print(f"[counterarg] {pools.describe()}", flush=True)
     table, device = TextTable.from_corpus(corpus), pick_device(cfg.device)
+    arguana = build_view(corpus, table, args.split)  # the ArguAna view (retrieval/arguana.py)
     if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
         model = BiEncoder.build(cfg, table, device, progress=not args.quiet)
-        metrics = zero_shot_split(model, args.split, pools)
+        every = collection_embeddings(model)  # each text once, for the tasks and the view
+        metrics = zero_shot_split(model, args.split, pools, emb=pair_embeddings(model, args.split, every))
+        metrics.update(zero_shot_view_metrics(model, arguana, every))
     else:
         model = BiEncoder.from_state(state, config=cfg, device=device, table=table, progress=not args.quiet,
                                      source=Path(args.checkpoint))
-        metrics = evaluate_model(model, args.split, pools, fused_w=model.scoring_weight(strict=True))
+        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
+        metrics = evaluate_model(model, args.split, pools, pair_embeddings(model, args.split, every), fused_w=w)
+        metrics.update(model_view_metrics(model, arguana, every, fused_w=w))
     what = "zero-shot (pooled encoder output, cosine)" if state is None else \
         f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")
@@ -121,6 +128,8 @@ def cmd_evaluate(args) -> int:
         print(f"\nunseen view: the {int(pools.unseen.sum())} of {pools.num_queries} queries whose point and "
               "counter texts occur nowhere in the training split")
         print(format_table(metrics, view, pools, ks=cfg.ks))
+    print(f"\n{ARGUANA_TITLE}, per cent: {arguana.describe()}")
+    print(format_view(metrics, args.split, arguana))
     if args.json:
         from .core.io import atomic_write_json
 
@@ -270,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="the eight tasks on one split")
+    e = sub.add_parser("evaluate", help="the eight tasks and the ArguAna view on one split")
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help="a run's checkpoint folder (OUT/checkpoint)")
     g.add_argument("--zero-shot", action="store_true", help="the untrained encoder's pooled output, cosine")

@@ -38,8 +38,13 @@ ROLES: dict[str, str] = {
     "cache": "keys the feature cache (features.cache_folder), with the corpus's texts",
     "machine": "describes the machine a command runs on, not the model: a checkpoint's value is never taken",
     "schedule": "read by a random_rate schedule (schedules.SCHEDULES); with schedule they name a strategy",
+    "seed": "the repeat: runs that differ only here are seeds of one setting (a sweep gives them with --seeds, "
+            "a search never draws them)",
+    "source": "where a run's texts and starting weights come from (a path or a name), not how it trains: "
+              "a sweep's shared setting leaves it out",
+    "label": "names a run (its method, its label), made by the sweep with its variant: nothing trains on it",
 }
-MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE = ROLES
+MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE, LABEL = ROLES
 
 
 def _f(default: Any, *roles: str) -> Any:
@@ -111,9 +116,9 @@ class Config:
     """Everything one training run needs; see README "Configuration" for each field's meaning."""
 
     # data and model
-    corpus: str | None = _f(None, EVAL)  # zip, unpacked folder, or None for the generated demo corpus
+    corpus: str | None = _f(None, EVAL, SOURCE)  # zip, unpacked folder, or None for the generated demo corpus
     # local folder, hub name, or the embedded default (all-MiniLM-L6-v2, nn.encoder.DEFAULT_ALIASES)
-    encoder: str = _f("all-MiniLM-L6-v2", MODEL, CACHE)
+    encoder: str = _f("all-MiniLM-L6-v2", MODEL, CACHE, SOURCE)
     pooling: str = _f("mean", MODEL, CACHE)  # cls | pooler | mean
     max_length: int = _f(256, MODEL, CACHE)
     sim_dim: int = _f(0, MODEL)  # 0 = the encoder width
@@ -139,7 +144,7 @@ class Config:
     optimizer: str = "adam"  # adam | adamw
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 disables
-    seed: int = 0
+    seed: int = _f(0, SEED)
     patience: int = _f(5, RESUME)  # stop after this many epochs without a new best select_metric; 0 = run all epochs
     # 0 = off (one random permutation per epoch); N = length buckets of N batches: the epoch's
     # shuffled rows are cut into spans of N * batch_size, each span sorted by token length and cut
@@ -194,6 +199,12 @@ class Config:
     # the metric that picks a run's best epoch and ranks trials in a sweep (maximised); validation
     # only: the full view or the unseen view (queries whose texts never occur in training)
     select_metric: str = "validation_unseen/mean/acc@1"
+
+    # the run's name, made once with its variant by the sweep that runs it (counterarg.sweep.spaces, race,
+    # pbt; analysis.methods.variant_label) and carried with it into summaries, plots, TensorBoard and the
+    # trial's folder name; none for a run no sweep made (a summary then names it by its schedule)
+    method: str | None = _f(None, LABEL, RESUME, EVAL)  # the method its fields are (analysis.methods.METHODS)
+    label: str | None = _f(None, LABEL, RESUME, EVAL)  # its one name: recipe, recipe: decay 0.8-0.02, ...
 
     def __post_init__(self) -> None:
         self.validate()
@@ -346,11 +357,13 @@ class Config:
 FIELD_NAMES = tuple(f.name for f in fields(Config))
 
 
-def fields_with(role: str) -> tuple[str, ...]:
-    """The names of the Config fields that have ``role`` (a key of :data:`ROLES`), in field order."""
-    if role not in ROLES:
-        raise ValueError(f"unknown field role {role!r}; known: {', '.join(ROLES)}")
-    return tuple(f.name for f in fields(Config) if role in f.metadata.get("roles", ()))
+def fields_with(*roles: str) -> tuple[str, ...]:
+    """The names of the Config fields that have ``role`` (a key of :data:`ROLES`), or any of several
+    roles, in field order: ``fields_with(SEED, MACHINE)`` is what never tells two settings apart."""
+    for role in roles:
+        if role not in ROLES:
+            raise ValueError(f"unknown field role {role!r}; known: {', '.join(ROLES)}")
+    return tuple(f.name for f in fields(Config) if set(roles) & f.metadata.get("roles", frozenset()))
 
 
 #: The fields that describe the machine (role ``machine``): evaluate, rank, embed and export use this

@@ -239,6 +239,7 @@ OTHER_VALUES = {
     "neg_margin": 0.1, "dedupe_pairs": False, "index": "balltree", "shards": 3, "leaf_size": 4, "block_size": 8,
     "eval_mode": "retrieval", "fused_w": 0.5, "fused_grid": (0.0,), "eval_metric": "l2", "rerank_k": 3, "ks": (1,),
     "test_every": 2, "eval_training": True, "select_metric": "validation/mean/acc@1",
+    "method": "reference", "label": "reference: fixed 0.8",
 }
 
 

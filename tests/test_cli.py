@@ -28,21 +28,29 @@ def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path
     out = capsys.readouterr().out
     for task in ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa", "mean"):
         assert f"\n{task} " in out
+    assert "\narguana " in out and "\nvalidation_unseen " in out  # the ArguAna view's table
     metrics = json.loads(js.read_text())
     row = rows(trained)[-1]
     want = {k: v for k, v in row.items() if k.startswith(("validation/", "validation_unseen/")) and "/acc@" in k}
     assert len(want) == 2 * 9 * 3  # 2 views x (8 tasks + mean) x acc@1,5,10
     assert {k: metrics[k] for k in want} == pytest.approx(want, abs=1e-9)
+    view = {k: v for k, v in row.items() if "/arguana/" in k and k.startswith("validation")}
+    assert sorted(view) == sorted(f"{s}/arguana/{m}" for s in ("validation", "validation_unseen")
+                                  for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100"))
+    assert {k: metrics[k] for k in view} == pytest.approx(view, abs=1e-9)
+    assert row["time/arguana_s"] >= 0 and "test/arguana/ndcg@10" in row  # the last epoch scores test too
 
 
 def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_encoder, tmp_path, capsys):
     """--zero-shot equals a direct computation: transformers' BertModel, mean over the attention
-    mask, cosine retrieval over the split's pools."""
+    mask, cosine retrieval over the split's pools and, for the ArguAna view, over every text."""
     import torch
     from transformers import AutoTokenizer, BertModel
 
     from counterarg.data.corpus import TextTable, load_corpus
+    from counterarg.evaluation.arguana import view_ranks
     from counterarg.evaluation.evaluate import evaluate_split
+    from counterarg.retrieval.arguana import build_view, view_metrics
     from counterarg.retrieval.pools import split_pools
 
     js = tmp_path / "z.json"
@@ -65,6 +73,11 @@ def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_enc
 
     want = evaluate_split("test", split_pools(corpus, "test"), mean_pooled(ids.point), mean_pooled(ids.counter),
                           mode="retrieval", metric="cosine")
+    # the ArguAna view: every text of the corpus, cosine
+    view = build_view(corpus, table, "test")
+    want.update(view_metrics("test", view, view_ranks(view, mean_pooled(view.docs), metric="cosine")))
+    assert {k for k in got if "/arguana/" in k} == {f"{s}/arguana/{m}" for s in ("test", "test_unseen")
+                                                    for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100")}
     assert set(got) == set(want)
     assert got == pytest.approx(want, abs=0.01)  # equal here; float noise elsewhere may swap a near-tie
 

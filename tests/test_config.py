@@ -147,7 +147,8 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
     ``schedule`` fields are exactly those some registered schedule reads, plus ``schedule``; a
     ``hyper`` field may change on resume; a machine field is never one of the model's."""
     from counterarg.sampling import schedules
-    from counterarg.config import HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, fields_with
+    from counterarg.config import (HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, SEED, SOURCE,
+                                   fields_with)
 
     with pytest.raises(ValueError, match="unknown field role 'modle'"):
         fields_with("modle")
@@ -155,3 +156,10 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
     assert set(fields_with(HYPER)) <= set(fields_with(RESUME))
     assert MACHINE_FIELDS == fields_with(MACHINE) and not set(MACHINE_FIELDS) & set(fields_with(MODEL))
     assert all(fields_with(r) for r in ROLES)
+    # the seed and where the data and weights come from have roles too: no module lists them by name
+    assert fields_with(SEED) == ("seed",) and set(fields_with(SOURCE)) == {"corpus", "encoder"}
+    # several roles: the fields with any of them, in field order
+    assert fields_with(SEED, MACHINE) == tuple(f for f in FIELD_NAMES if f in {"seed", *MACHINE_FIELDS})
+    assert {"index", "shards", "leaf_size", "block_size"} <= set(fields_with(SEED, MACHINE))
+    with pytest.raises(ValueError, match="unknown field role 'sead'"):
+        fields_with(SEED, "sead")

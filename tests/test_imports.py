@@ -30,7 +30,7 @@ REPO = PACKAGE.parent
 #: The layers, bottom first; each names the packages (or top-level modules) in it. The root package's
 #: ``__init__`` imports nothing and sits below them all.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("core",),  # io, paths, fieldvalues: imports nothing of the package
+    ("core", "ray_internals"),  # io, paths, fieldvalues; Ray's private API: import nothing of the package
     ("data",),  # corpus, demo corpus, input files, feature cache
     ("nn", "retrieval", "sampling"),  # config-free parts and the registries Config validates through
     ("config",),  # Config: every default, field roles, validation through the registries below

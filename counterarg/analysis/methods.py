@@ -11,12 +11,14 @@ ranks, early stopping, the evaluation (the fields of :func:`counterarg.config.me
 * ``recipe``: the project's default recipe, the Config defaults of the same fields but lr (the
   heads' lr goes with the encoder mode: the frozen preset trains them at 3e-4, the default at 4e-4).
 
-**One name everywhere** (:func:`trial_label`; the live status table, trial folder names,
-summaries, plots, TensorBoard and the README all use it): the default recipe itself (every method
-and schedule field at its Config default) is ``recipe``; any other schedule under a method is
-``<method>: <schedule>``, e.g. ``recipe: decay 0.8-0.02`` or ``reference: fixed 0.8``; a config
-that trains neither method (an lr search, say) is named by its schedule alone. The name depends on
-the trial's config only, never on the sweep it ran in, so a trial is called the same in every view.
+**One name everywhere**, made once where a variant is made (:func:`variant_label`, called by the
+sweep's builders: a grid's strategies under each method, a race's strategies, PBT's population and
+its explore steps) and carried with it in the Config fields ``method`` and ``label`` (their role
+``label``: nothing trains on them); the live status table, trial folder names, summaries, plots and
+TensorBoard read it (:func:`label_of`), none works it out again from the other fields. The default
+recipe's own schedule is ``recipe``; any other schedule under a method is ``<method>: <schedule>``,
+e.g. ``recipe: decay 0.8-0.02`` or ``reference: fixed 0.8``; a variant of no method is named by its
+schedule alone.
 
 Nothing here imports Ray.
 """
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..sampling import schedules
-from ..config import FROZEN_RECIPE, MACHINE_FIELDS, PRESET_DOCS, Config, ConfigError, method_fields, preset_of
+from ..config import LABEL, MACHINE, PRESET_DOCS, SEED, SOURCE, Config, ConfigError, fields_with, method_fields, preset_of
 from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -155,53 +157,40 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return names
 
 
-def named_fields(name: str, config: Mapping[str, Any]) -> set[str]:
-    """The method fields that method ``name`` names in ``config``'s label: those ``config`` holds at
-    the method's value (missing fields read as Config defaults). A method that leaves the heads' lr
-    to the encoder mode (the recipe) names the lr of that mode: the frozen preset's on frozen features,
-    the Config default's beside a trainable layer."""
-    full = {**_DEFAULTS, **dict(config)}
-    values = dict(get_method(name).fields)
-    if "lr" not in values:
-        values["lr"] = FROZEN_RECIPE["lr"] if full["finetune"] == "none" else _DEFAULTS["lr"]
-    return {k for k, v in values.items() if format_value(full[k]) == format_value(v)}
-
-
-def method_of(config: Mapping[str, Any]) -> str | None:
-    """The method whose fields ``config`` trains with (missing fields read as Config defaults), or None."""
-    full = {**_DEFAULTS, **dict(config)}
-    for m in METHODS.values():
-        if all(_norm(full[k]) == _norm(v) for k, v in m.fields.items()):
-            return m.name
-    return None
-
-
-def is_default_recipe(config: Mapping[str, Any]) -> bool:
-    """True when ``config`` trains the default recipe as it stands: the recipe's fields, the Config
-    default schedule and every field that schedule reads at its Config default."""
-    full = {**_DEFAULTS, **dict(config)}
-    if method_of(full) != DEFAULT_METHOD or full["schedule"] != _DEFAULTS["schedule"]:
-        return False
-    return all(format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
-
-
-def trial_label(config: Mapping[str, Any]) -> str:
-    """The one name of a trial's method and strategy: ``recipe``, ``recipe: decay 0.8-0.02``,
-    ``reference: fixed 0.8``, or the schedule alone (``fixed 0.8``) for a config of neither method."""
-    if is_default_recipe(config):
-        return DEFAULT_METHOD
-    method = method_of(config)
+def variant_label(config: Mapping[str, Any], method: str | None) -> str:
+    """The one name of a variant the sweep makes: ``config``'s strategy (its schedule fields; missing
+    fields read as Config defaults) trained by ``method``. The default method's own schedule is the
+    method's name alone (``recipe``); any other schedule is ``<method>: <schedule>``
+    (``recipe: decay 0.8-0.02``, ``reference: fixed 0.8``); a variant of no method is its schedule
+    alone (``fixed 0.8``). Called where a variant is made (:mod:`counterarg.sweep.spaces`, ``race``,
+    ``pbt``), never to recover a method from a config."""
     label = strategy_label(config)
-    return f"{method}: {label}" if method else label
+    if method is None:
+        return label
+    full = {**_DEFAULTS, **dict(config)}
+    own = full["schedule"] == _DEFAULTS["schedule"] and all(
+        format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
+    return method if method == DEFAULT_METHOD and own else f"{method}: {label}"
+
+
+def labelled(config: Mapping[str, Any], method: str | None) -> dict[str, Any]:
+    """``config`` with its method and its one name (:func:`variant_label`) carried beside its fields
+    (the Config fields of the ``label`` role)."""
+    return {**dict(config), "method": method, "label": variant_label(config, method)}
+
+
+def label_of(config: Mapping[str, Any]) -> str:
+    """The name a config carries (its ``label`` field). A config that carries its method but no name
+    yet (a PBT member whose name Tune has not drawn) is named from that method and its schedule; a
+    config no sweep labelled (a plain training run, a hand-made config) by its schedule alone."""
+    label = config.get("label")
+    return label if isinstance(label, str) and label else variant_label(config, config.get("method"))
 
 
 def slug(label: str, limit: int = 48) -> str:
     """A label as a folder or file name part: ``recipe: decay 0.8-0.02`` -> ``recipe-decay-0.8-0.02``."""
     return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]
 
-
-#: Fields a sweep's shared setting never names: where the data and weights are, the seed, the machine.
-_NOT_A_SETTING = ("corpus", "encoder", "seed", *MACHINE_FIELDS)
 
 
 def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
@@ -213,8 +202,9 @@ def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
         return None
     defaults = Config().to_dict()
     first = configs[0]
+    not_a_setting = fields_with(SOURCE, SEED, MACHINE, LABEL)  # the data and weights, the repeat, the machine, names
     shared = {k: v for k, v in first.items()
-              if k in defaults and k not in _NOT_A_SETTING and all(_norm(c.get(k)) == _norm(v) for c in configs)
+              if k in defaults and k not in not_a_setting and all(_norm(c.get(k)) == _norm(v) for c in configs)
               and _norm(v) != _norm(defaults[k])}
     if not shared:
         return None

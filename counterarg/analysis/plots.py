@@ -23,8 +23,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..retrieval.tasks import task_names  # noqa: E402
+from .colours import strategy_colours  # noqa: E402
 from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
-                     group_label, group_stats, test_acc1_keys, varying_fields)
+                     group_labels, group_stats, test_acc1_keys)
 
 
 #: PNG text chunk that holds the numbers a figure draws
@@ -55,13 +56,14 @@ def _series(values: dict[int, list[float]]) -> dict[str, list]:
 
 
 def epoch_values(records: Sequence[TrialRecord], key: str,
-                 varying: Sequence[str] | None = None) -> dict[str, dict[int, list[float]]]:
+                 groups: dict[str, str] | None = None) -> dict[str, dict[int, list[float]]]:
     """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once);
-    groups are named by ``varying`` (default: the fields that vary across ``records``)."""
-    varying = varying_fields([r.config for r in records]) if varying is None else varying
+    ``groups``: trial id -> group (default: the groups among ``records``, :func:`group_labels`)."""
+    if groups is None:
+        groups = dict(zip([r.trial_id for r in records], group_labels([r.config for r in records])))
     out: dict[str, dict[int, list[float]]] = {}
     for rec in records:
-        g = group_label(rec.config, varying)
+        g = groups[rec.trial_id]
         for row in dedupe_history(rec.history):
             v = row.get(key)
             if isinstance(v, (int, float)) and not math.isnan(v):
@@ -70,12 +72,15 @@ def epoch_values(records: Sequence[TrialRecord], key: str,
 
 
 def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
-                baseline: dict[str, float] | None = None) -> None:
+                baseline: dict[str, float] | None = None, colours: dict[str, str] | None = None) -> None:
     """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
     encoder as a dashed line; whole-number epoch ticks. Where fewer seeds are averaged than the
     group has (the others stopped early or failed), the marker is hollow and larger, and the
-    figure's data says how many (``seeds`` per epoch, ``of`` the group's most)."""
+    figure's data says how many (``seeds`` per epoch, ``of`` the group's most). ``colours``: the
+    sweep's strategy colours (:func:`~counterarg.analysis.colours.strategy_colours`; default: of the
+    groups drawn)."""
     values = epoch_values(records, metric)
+    colours = colours or strategy_colours(values)
     curves = {}
     for g, v in values.items():
         c = curves[g] = _series(v)
@@ -85,13 +90,14 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     fewer = False
     for g in sorted(curves):
         c = curves[g]
-        line, = ax.plot(c["epochs"], c["mean"], marker="o", ms=3, label=g)
-        ax.fill_between(c["epochs"], c["min"], c["max"], color=line.get_color(), alpha=0.2)
+        c["colour"] = colours[g]
+        ax.plot(c["epochs"], c["mean"], marker="o", ms=3, label=g, color=c["colour"])
+        ax.fill_between(c["epochs"], c["min"], c["max"], color=c["colour"], alpha=0.2)
         thin = [i for i, n in enumerate(c["seeds"]) if n < c["of"]]
         if thin:
             fewer = True
             ax.plot([c["epochs"][i] for i in thin], [c["mean"][i] for i in thin], linestyle="none", marker="o",
-                    ms=7, markerfacecolor="white", markeredgecolor=line.get_color())
+                    ms=7, markerfacecolor="white", markeredgecolor=c["colour"], color=c["colour"])
     if fewer:  # one legend entry explains the hollow markers
         ax.plot([], [], linestyle="none", marker="o", ms=7, markerfacecolor="white", markeredgecolor="gray",
                 label="fewer seeds averaged (others stopped)")
@@ -130,7 +136,7 @@ def _eval_metric(rec: TrialRecord) -> str:
     return str(rec.config.get("eval_metric", Config().eval_metric))
 
 
-def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
+def plot_telemetry(records: Sequence[TrialRecord], path: Path, colours: dict[str, str] | None = None) -> bool:
     """The mining telemetry per epoch per group (mean over seeds), one panel per quantity, and a
     distance once per eval_metric (``<key> (<metric>)``: L2 distances and distances of unit vectors
     differ in scale); False (nothing written) when no trial reported any."""
@@ -149,12 +155,12 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     cols = (len(panels) + 1) // 2
     fig, axes = plt.subplots(2, cols, figsize=(4.2 * cols, 7), squeeze=False)
     drawn = {}
-    varying = varying_fields([r.config for r in records])  # the same strategy names in every panel
-    names = sorted({group_label(r.config, varying) for r in records})
-    color = {g: f"C{i % 10}" for i, g in enumerate(names)}  # ... and the same colours
+    groups = dict(zip([r.trial_id for r in records], group_labels([r.config for r in records])))  # one name
+    names = sorted(set(groups.values()))  # per strategy in every panel
+    color = colours or strategy_colours(names)  # ... and the sweep's colours
     for ax, (name, title, recs) in zip(axes.flat, panels):
         key = name.split(" (")[0]
-        curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, varying).items()}
+        curves = drawn[name] = {g: _series(v) for g, v in epoch_values(recs, key, groups).items()}
         for g in sorted(curves):
             ax.plot(curves[g]["epochs"], curves[g]["mean"], marker=".", label=g, color=color[g])
         ax.set_title(title, fontsize=9)
@@ -173,17 +179,21 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path) -> bool:
     return True
 
 
-def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None) -> None:
-    """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars."""
+def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None,
+                   colours: dict[str, str] | None = None) -> None:
+    """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars;
+    the legend beside the panels, never over the bars."""
     views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
-    fig, axes = plt.subplots(len(views), 1, figsize=(10, 4.5 * len(views)), squeeze=False)
-    drawn = {view: _task_bars(ax, rows, view, baseline) for ax, view in zip(axes[:, 0], views)}
+    colours = colours or strategy_colours(r["group"] for r in rows)
+    fig, axes = plt.subplots(len(views), 1, figsize=(13, 4.5 * len(views)), squeeze=False)
+    drawn: dict[str, Any] = {view: _task_bars(ax, rows, view, baseline, colours) for ax, view in zip(axes[:, 0], views)}
+    drawn["colours"] = {g: colours[g] for v in views for g in drawn[v]}
     fig.tight_layout()
     save_figure(fig, path, drawn, dpi=120)
 
 
-def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
-               baseline: dict[str, float] | None = None) -> dict[str, dict[str, list[float]]]:
+def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None,
+               colours: dict[str, str]) -> dict[str, dict[str, list[float]]]:
     """One view's panel; returns what it drew: group -> metric key -> [mean, std] (std 0 for one seed)."""
     keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
@@ -199,7 +209,7 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
                 ms.append(m)
                 ss.append(0.0 if math.isnan(s) else s)
                 drawn.setdefault(g, {})[k] = [m, ss[-1]]
-        ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g)
+        ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g, color=colours[g])
     if baseline and all(k in baseline for k in keys):
         ax.scatter(range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3,
                    label=ZERO_SHOT)
@@ -208,8 +218,8 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str,
     ax.set_ylabel("test acc@1 (best epoch)")
     ax.set_title(f"Test acc@1 per task, {VIEW_TITLES[view]} (mean ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
-    if groups:
-        ax.legend(fontsize=8)
+    if groups:  # outside the axes, right of them: the bars stay visible
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return drawn
 
 
@@ -270,7 +280,8 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
     return True
 
 
-def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -> None:
+def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC,
+              colours: dict[str, str] | None = None) -> None:
     """A race (:mod:`counterarg.sweep.race`) per round: each strategy's validation mean over its runs
     so far with its 95% t-interval, an ``x`` where it was eliminated."""
     drawn: dict[str, dict[str, list]] = {}
@@ -286,6 +297,7 @@ def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -
             d["ci_high"].append(None if math.isnan(s["ci_high"]) else s["ci_high"])
             d["seeds"].append(s["seeds"])
     left = {g: v["round"] for g, v in state["left"].items()}
+    colours = colours or strategy_colours([*state.get("strategies", []), *drawn])
     fig, ax = plt.subplots(figsize=(8, 5))
     n = max(1, len(drawn))
     for i, g in enumerate(sorted(drawn)):
@@ -293,10 +305,10 @@ def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -
         xs = [r + (i - (n - 1) / 2) * 0.06 for r in d["round"]]  # side by side within a round
         lo = [m - (c if c is not None else m) for m, c in zip(d["mean"], d["ci_low"])]
         hi = [(c if c is not None else m) - m for m, c in zip(d["mean"], d["ci_high"])]
-        line = ax.errorbar(xs, d["mean"], yerr=[lo, hi], marker="o", ms=4, capsize=3, label=g)
+        ax.errorbar(xs, d["mean"], yerr=[lo, hi], marker="o", ms=4, capsize=3, label=g, color=colours[g])
         if g in left and left[g] in d["round"]:
             j = d["round"].index(left[g])
-            ax.plot([xs[j]], [d["mean"][j]], marker="x", ms=12, mew=2, color=line[0].get_color())
+            ax.plot([xs[j]], [d["mean"][j]], marker="x", ms=12, mew=2, color=colours[g])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(f"{metric} (runs so far)")
@@ -305,4 +317,5 @@ def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC) -
     if drawn:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, {"metric": metric, "strategies": drawn, "eliminated_in_round": left}, dpi=110)
+    save_figure(fig, path, {"metric": metric, "strategies": drawn, "eliminated_in_round": left,
+                            "colours": {g: colours[g] for g in drawn}}, dpi=110)

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import LABEL, MACHINE, SEED, ConfigError, fields_with
 from ..core.io import atomic_write_json
 from ..core.paths import portable_path
 from ..sampling.schedules import format_value
@@ -40,7 +40,7 @@ from ..evaluation.selection import BEST_DIR, BestRanks, read_best_ranks
 from ..retrieval.tasks import task_names
 from ..model.checkpoint import checkpoint_index
 from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seeds_needed
-from .trials import NON_GROUP_FIELDS, VIEWS, pm_text, varying_fields
+from .trials import VIEWS, pm_text, varying_fields
 from .verdicts import compare, need_text, p_text, ranks_hits
 
 #: the splits whose ranks a run keeps (training is never scored per query)
@@ -209,12 +209,13 @@ def config_notes(a: Sequence[RunRanks], b: Sequence[RunRanks], label_a: str, lab
     """What the configs say: fields that vary within a group (compared as seeds of one procedure
     all the same) and the fields in which B differs from A."""
     notes, within = [], set()
+    not_a_setting = set(fields_with(SEED, MACHINE, LABEL))  # a run's name is no setting either
     for label, runs in ((label_a, a), (label_b, b)):
-        varying = [k for k in varying_fields([r.config for r in runs]) if k not in NON_GROUP_FIELDS]
+        varying = [k for k in varying_fields([r.config for r in runs]) if k not in not_a_setting]
         within |= set(varying)
         if varying:
             notes.append(f"the runs of {label} differ in {', '.join(varying)}; compared as seeds of one procedure")
-    between = [k for k in varying_fields([r.config for r in (*a, *b)]) if k not in NON_GROUP_FIELDS | within]
+    between = [k for k in varying_fields([r.config for r in (*a, *b)]) if k not in not_a_setting | within]
     if between:
         shown = ", ".join(f"{k}={format_value(b[0].config.get(k))} (vs {format_value(a[0].config.get(k))})"
                           for k in between)

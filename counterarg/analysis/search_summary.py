@@ -16,7 +16,7 @@ import re
 import shlex
 from typing import Any, Mapping, Sequence
 
-from ..config import MACHINE_FIELDS, Config
+from ..config import MACHINE, SEED, Config, fields_with
 from ..core.paths import portable_path
 from ..sampling.schedules import format_value
 from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, group_stats, summary_rows
@@ -24,7 +24,6 @@ from .trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, group_stats, summ
 #: The test columns shown beside the validation metric (mean acc@1, both views).
 TEST_COLUMNS = ("test_unseen/mean/acc@1", "test/mean/acc@1")
 #: Fields left out of the selected configuration's command: where it runs, not what it trains.
-NOT_IN_COMMAND = {*MACHINE_FIELDS, "corpus", "seed"}
 
 
 def short_value(v: Any) -> str:
@@ -73,8 +72,9 @@ def selected_command(config: Mapping[str, Any]) -> str:
     parts = ["counterarg", "train"]
     if config.get("corpus"):
         parts += ["--corpus", portable_path(config["corpus"])]
+    left_out = {*fields_with(SEED, MACHINE), "corpus"}  # the repeat, the machine; the corpus has its flag
     for k in sorted(config):
-        if k in NOT_IN_COMMAND or k not in defaults or format_value(config[k]) == format_value(defaults[k]):
+        if k in left_out or k not in defaults or format_value(config[k]) == format_value(defaults[k]):
             continue
         v = portable_path(config[k]) if k == "encoder" and "/" in str(config[k]) else _exact(config[k])
         parts += ["--set", f"{k}={v}"]
@@ -107,7 +107,7 @@ def search_markdown(records: Sequence[TrialRecord], searched: Sequence[str], *, 
                     mode: str = DEFAULT_MODE, scheduler: str = "") -> str:
     """The search's section: the configurations ranked on ``metric`` (validation) with their searched
     fields' values, seeds, epochs run and test means, then the selected one and its command."""
-    fields = [f for f in searched if f != "seed"]
+    fields = [f for f in searched if f not in fields_with(SEED)]
     ranked = ranked_configurations(records, metric, mode)
     lines = ["## Search (validation)", "",
              f"{len(ranked)} configuration(s) sampled over {', '.join(f'`{f}`' for f in fields) or 'no field'}"

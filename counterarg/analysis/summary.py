@@ -17,8 +17,11 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from ..core.io import atomic_write_json, atomic_write_text
+from ..retrieval.arguana import MAIN as ARGUANA_MAIN, VIEW as ARGUANA
+from ..retrieval.metrics import metric_key
 from ..retrieval.tasks import task_names
 from ..core.paths import portable_path
+from .colours import strategy_colours
 from .plots import plot_curves, plot_task_bars, plot_telemetry, plot_verdicts
 from .methods import shared_setting
 from .provenance import sweep_provenance
@@ -128,11 +131,13 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
         lines += [f"Every trial trains {setting} (unlike `counterarg train`'s defaults).", ""]
     for view in VIEWS:
         keys = test_acc1_keys(view=view)
-        stats = group_stats(rows, keys + [metric])
+        # the ArguAna-like view's headline (retrieval/arguana.py), where the trials report it
+        extra = [k for k in (metric_key(VIEWS[view], ARGUANA, ARGUANA_MAIN),) if any(r.get(k) is not None for r in rows)]
+        stats = group_stats(rows, keys + extra + [metric])
         if not any(k in s for s in stats.values() for k in keys):
             continue
         lines += [f"## {VIEW_TITLES[view].capitalize()}", ""]
-        header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys]
+        header = ["strategy", "seeds", metric] + [k.split("/")[1] for k in keys] + [f"{ARGUANA} {ARGUANA_MAIN}"] * len(extra)
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for g in sorted(stats):
@@ -144,10 +149,12 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
                 if v is not None and v.significant and v.best == g:
                     c = f"**{c}**"
                 cells.append(c)
+            cells += [_pm(st.get(k)) for k in extra]
             lines.append("| " + " | ".join(cells) + " |")
         if baseline and all(k in baseline for k in keys):
             lines.append("| " + " | ".join([ZERO_SHOT, "–", f"{baseline[metric]:.4f}" if metric in baseline else "–"]
-                                           + [f"{baseline[k]:.4f}" for k in keys]) + " |")
+                                           + [f"{baseline[k]:.4f}" for k in keys]
+                                           + [f"{baseline[k]:.4f}" if k in baseline else "–" for k in extra]) + " |")
         lines.append("")
     untestable = bool(verdict) and all(v.p_runner_up is None and not v.partial for v in verdict.values())
     if untestable:  # e.g. PBT: every member is one seed
@@ -195,6 +202,9 @@ def summary_markdown(rows: Sequence[dict[str, Any]], *, title: str = "Sweep summ
     for r in errored:
         lines.append(f"- ERROR {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} epochs done): {r['error']}")
+    for r in rows:
+        if r.get("restored"):
+            lines.append(f"- RESTORED {r['trial_id']} ({r['group']}, seed {r['seed']}): {r['restores']}")
     for r in unfinished:
         lines.append(f"- UNFINISHED ({r['ended']}) {r['trial_id']} ({r['group']}, seed {r['seed']}, "
                      f"{r['epochs_done']} of {r['epochs_planned']} epochs done)")
@@ -282,11 +292,12 @@ def write_summary(records: Sequence[TrialRecord], out_dir: Path, *, title: str,
     write_csv(rows, paths["csv"])
     write_csv(significance_rows(comparisons), paths["significance"], columns=SIGNIFICANCE_COLUMNS)
     atomic_write_text(paths["md"], md)
-    plot_curves(records, paths["curves"], metric, baseline)
-    plot_task_bars(rows, paths["bars"], baseline)
+    colours = strategy_colours(r["group"] for r in rows)  # one colour per strategy in every figure
+    plot_curves(records, paths["curves"], metric, baseline, colours)
+    plot_task_bars(rows, paths["bars"], baseline, colours)
     if plot_verdicts(comparisons, verdict, out_dir / "verdicts.png"):
         paths["verdicts"] = out_dir / "verdicts.png"
-    if plot_telemetry(records, out_dir / "mining_telemetry.png"):
+    if plot_telemetry(records, out_dir / "mining_telemetry.png", colours):
         paths["telemetry"] = out_dir / "mining_telemetry.png"
     if baseline:
         paths["baseline"] = out_dir / "zero_shot.json"

@@ -10,9 +10,10 @@ Conventions:
 * A trial's *best epoch* is the epoch with the best sweep metric (Config ``select_metric``; ties:
   the earliest, :func:`counterarg.evaluation.selection.best_row`); its validation and test metrics are
   reported at that epoch (model selection on validation only).
-* A trial's *group* names what it was run with apart from its seed: its method and strategy
-  (:func:`counterarg.analysis.methods.trial_label`, e.g. ``recipe`` or ``reference: decay
-  0.8-0.02``) plus any other Config field that varies across the sweep (e.g. ``margin=0.5``).
+* A trial's *group* names what it was run with apart from its seed: the name its sweep gave it with
+  its variant (:func:`counterarg.analysis.methods.variant_label`, e.g. ``recipe`` or ``reference:
+  decay 0.8-0.02``) plus any other setting that varies among the trials of that name (e.g.
+  ``margin=0.5``).
   Seeds are the repeats within a group. The ``strategy`` column is the schedule's label alone.
 * ``std`` is the sample standard deviation over seeds (ddof=1); with one seed it is undefined and
   shown as "n/a".
@@ -30,12 +31,12 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..config import SCHEDULE, Config, fields_with
+from ..config import LABEL, MACHINE, SCHEDULE, SEED, Config, fields_with
 from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
 from .endings import ENDINGS, is_finished
-from .methods import METHODS, method_of, named_fields, strategy_fields_label, strategy_label, trial_label
+from .methods import label_of, strategy_fields_label, strategy_label
 
 DEFAULT_METRIC = Config().select_metric
 #: the two views of the test split: name -> metric-key prefix
@@ -45,8 +46,6 @@ ZERO_SHOT = "zero-shot encoder"
 VIEW_TITLES = {"all": "all test queries", "unseen": "unseen test queries (neither text occurs in training)"}
 TRAIN_TIME_KEY = "time/train_total_s"  # reported by the trainable: cumulative seconds inside train()
 WALL_TIME_KEY = "time_total_s"  # Tune's own cumulative trial time
-#: Fields that never name a group: repeats, placement and paths that do not change the method.
-NON_GROUP_FIELDS = {"seed", "device", "cache_dir", "embed_batch_size"}
 
 
 @dataclass
@@ -68,6 +67,7 @@ class TrialRecord:
     ranks: dict[str, np.ndarray] | None = None  # best_ranks.npz of its checkpoint (selection.BestRanks)
     best_checkpoint: str | None = None  # where its best epoch's checkpoint is kept (None: not kept)
     ended: str = ""  # how it ended: a key of endings.ENDINGS
+    restores: list[dict[str, Any]] = field(default_factory=list)  # after lost nodes (sweep.failures.RestoreLog)
 
     def __post_init__(self) -> None:
         if not self.ended:
@@ -79,6 +79,14 @@ class TrialRecord:
     def finished(self) -> bool:
         """A finished seed: it trained its planned epochs or stopped by its own rule (patience, ASHA)."""
         return is_finished(self.ended)
+
+
+def restore_text(restores: list[dict]) -> str:
+    """``restored 2x after a lost node or worker, from epochs 5, 12 (ActorDiedError: ...)``."""
+    epochs = ", ".join(str(r.get("after_epoch") if r.get("after_epoch") is not None else 0) for r in restores)
+    why = "; ".join(dict.fromkeys(str(r.get("error", "")) for r in restores))
+    return (f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
+            f"{epochs} ({why})")
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -93,25 +101,31 @@ def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def group_label(config: dict[str, Any], varying: Iterable[str]) -> str:
-    """The trial's one name (:func:`counterarg.analysis.methods.trial_label`: ``recipe``, ``recipe: decay
-    0.8-0.02``, ``reference: fixed 0.8``) plus every other varying field except the repeat (seed)
-    fields, e.g. ``recipe margin=0.5``. A method's own fields are named by the method; a search over
-    some of them names the method the other fields train plus the searched ones (``recipe lr=0.0004
-    finetune=top:1``); a config of no method shows its schedule and varying fields (``fixed 0.8 lr=0.001``)."""
-    strategy_fields = fields_with(SCHEDULE)
-    varying = [k for k in varying if k not in strategy_fields and k not in NON_GROUP_FIELDS]
-    named_by = config
-    if not method_of(config):  # the method the config trains but for its searched fields, if any
-        for m in METHODS.values():
-            rest = {**config, **{k: v for k, v in m.fields.items() if k in varying}}
-            if method_of(rest) == m.name:
-                named_by = rest
-                break
-    method = method_of(named_by)
-    named = named_fields(method, config) if method else set()  # a field at its method's value is named by it
-    extra = [k for k in varying if k not in named]
-    return " ".join([trial_label(named_by)] + [f"{k}={format_value(config.get(k))}" for k in extra])
+    """A trial's group: the name it carries (:func:`counterarg.analysis.methods.label_of`: ``recipe``,
+    ``recipe: decay 0.8-0.02``, ``reference: fixed 0.8``; a config no sweep labelled: its schedule)
+    plus every other field of ``varying`` that is a setting (the seed, the machine, the schedule the
+    name states and the name itself aside), e.g. ``recipe margin=0.5`` or, in a search,
+    ``recipe finetune=top:1 lr=0.0004``."""
+    named = set(fields_with(SCHEDULE, SEED, MACHINE, LABEL))
+    return " ".join([label_of(config)] + [f"{k}={format_value(config.get(k))}" for k in varying if k not in named])
 
+
+def group_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Each config's group (:func:`group_label`) among ``configs``: its name plus the settings that
+    vary among the configs of that name (a grid's extra axis, a search's drawn fields), sorted."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for c in configs:
+        by_name.setdefault(label_of(c), []).append(c)
+    varying = {name: varying_fields(cs) for name, cs in by_name.items()}
+    return [group_label(c, varying[label_of(c)]) for c in configs]
+
+
+
+def group_method(config: dict[str, Any], varying: Iterable[str] = ()) -> str | None:
+    """The method a trial's group names: the one it carries (its ``method`` field, made with its
+    variant by the sweep); None for a config no sweep labelled. ``varying`` is unused: a search's
+    trials carry the method they started from."""
+    return config.get("method")
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch, the last reported, in epoch order; rows without an epoch are dropped.
@@ -138,10 +152,9 @@ def metric_keys(history: Sequence[dict[str, Any]]) -> list[str]:
 def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
                  mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
     """summary.csv: one row per trial with config, status, best epoch and its val/test metrics."""
-    configs = [r.config for r in records]
-    varying = varying_fields(configs)
+    groups = group_labels([r.config for r in records])
     rows = []
-    for rec in records:
+    for rec, group in zip(records, groups):
         hist = dedupe_history(rec.history)
         best = best_row(hist, metric, mode)
         last = hist[-1] if hist else {}
@@ -150,7 +163,7 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "status": rec.status,
             "finished": rec.finished,
             "ended": rec.ended,
-            "group": group_label(rec.config, varying),
+            "group": group,
             "strategy": strategy_label(rec.config),
             "strategy_fields": strategy_fields_label(rec.config),
             "seed": rec.config.get("seed", Config().seed),
@@ -159,6 +172,8 @@ def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
             "best_epoch": int(best["epoch"]) if best else None,
             "best_checkpoint": rec.best_checkpoint or "",
             "error": rec.error or "",
+            "restored": len(rec.restores),  # times it continued from its checkpoint after a lost node or worker
+            "restores": restore_text(rec.restores) if rec.restores else "",
         }
         train_s = last.get(TRAIN_TIME_KEY)
         wall_s = last.get(WALL_TIME_KEY)

@@ -29,7 +29,6 @@ import numpy as np
 
 from ..retrieval.tasks import task_names
 from .significance import ALPHA, MAX_SEEDS, PairedTest, holm, interaction_var, query_limited, seed_test, seeds_needed
-from .methods import method_of
 from .trials import ZERO_SHOT, TrialRecord
 
 
@@ -269,8 +268,8 @@ def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]
         if base is not None and key in base and base[key].shape == (n,):
             comparisons += baseline_comparisons(by_group, base[key], key[0], key[1], qtest)
     group_of = {r["trial_id"]: r["group"] for r in rows}
-    families = {group_of[rec.trial_id]: method_of(rec.config) for rec in records
-                if rec.trial_id in group_of and method_of(rec.config)}
+    families = {group_of[rec.trial_id]: rec.config["method"] for rec in records  # the method each carries
+                if rec.trial_id in group_of and rec.config.get("method")}
     by_method = (family_verdicts(comparisons, means, families, partial=bool(partial))
                  if len(set(families.values())) > 1 else {})
     return comparisons, verdicts(comparisons, means, partial=bool(partial)), by_method, notes

@@ -34,7 +34,7 @@ import torch
 
 from ..retrieval.metrics import view_metrics
 from ..retrieval.pools import Pools
-from ..retrieval.scorers import Classify, as_tensor, check_options, classifier_values, prepare, work_dtype
+from ..retrieval.scorers import Classify, as_tensor, check_options, pair_values, prepare, row_distances, work_dtype
 from ..retrieval.tasks import REGISTRY, EvaluationError, check_tasks
 
 __all__ = ["EvaluationError", "evaluate_model", "evaluate_split", "query_ranks"]
@@ -46,34 +46,9 @@ CLASSIFY_CHUNK = 8192
 
 
 # --------------------------------------------------------------------------- helpers
-def _row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
-    """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
-
-    L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
-    fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
-    """
-    if metric == "cosine":
-        return torch.mm(query, cand.T).neg_()  # [B, C]
-    return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
-
-
 def _classifier_values(classify: Classify, scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
-    """The scorer's classifier value ``[M]`` (probability or log-odds, scorers.classifier_values) of
-    each (query, candidate) pair coded ``q * n_cand + c``."""
-    out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
-    with torch.no_grad():
-        for start in range(0, keys.shape[0], CLASSIFY_CHUNK):
-            k = keys[start:start + CLASSIFY_CHUNK]  # [m]
-            qi, ci = k // n_cand, k % n_cand  # [m], [m]
-            logits = classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci])  # [m, 2]
-            logits = torch.as_tensor(logits)
-            if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
-                raise EvaluationError(
-                    f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
-                )
-            val = classifier_values(logits, scorer)  # [m]
-            out[start:start + k.shape[0]] = val.to(out.device)
-    return out
+    """scorers.pair_values in chunks of :data:`CLASSIFY_CHUNK` pairs."""
+    return pair_values(classify, scorer, keys, n_cand, s_q, s_c, h_q, h_c, chunk=CLASSIFY_CHUNK)
 
 
 # --------------------------------------------------------------------------- ranks
@@ -137,7 +112,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
         rows = slice(start, min(q, start + block))
         qi = torch.arange(rows.start, rows.stop, device=device)  # [B]
         b = torch.arange(qi.shape[0], device=device)  # [B]
-        dist = _row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
+        dist = row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
         d_true = dist[b, qi]  # [B]
         if dense:
             # at or before the true counter (ties count before it)
@@ -239,10 +214,11 @@ def evaluate_model(model, split: str, pools: Pools, emb: dict | None = None, *, 
                               fused_w=model.scoring_weight() if fused_w is None else fused_w)
 
 
-def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False):
+def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False, emb: dict | None = None):
     """The untrained encoder on one split: ``model``'s pooled output (its heads unused) ranked by
-    cosine retrieval (both views); with ``return_ranks`` also its per-query ranks (``{task: [Q]}``)."""
-    emb = model.embed_pairs(split)
+    cosine retrieval (both views); with ``return_ranks`` also its per-query ranks (``{task: [Q]}``);
+    ``emb`` = ``model.embed_pairs(split)`` when given."""
+    emb = emb if emb is not None else model.embed_pairs(split)
     with torch.no_grad():
         return evaluate_split(split, pools, emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
                               ks=model.config.ks, return_ranks=return_ranks)
@@ -251,7 +227,8 @@ def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False)
 def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), progress: bool = False,
                       with_ranks: bool = False):
     """The baseline every trained model is compared with: the frozen encoder's pooled output with
-    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache.
+    cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache; the
+    eight tasks and, for splits other than training, the ArguAna view (evaluation/arguana.py).
 
     With ``with_ranks`` returns ``(metrics, ranks)``, ranks keyed as a checkpoint's best ranks
     (``{split}/{task}`` ``[Q]`` and ``{split}/unseen`` ``[Q]`` bool) for the sweep's tests against it.
@@ -261,7 +238,9 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     from ..model.biencoder import BiEncoder
     from ..data.corpus import TextTable, load_corpus
     from ..nn.encoder import pick_device
+    from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools
+    from .arguana import collection_embeddings, pair_embeddings, zero_shot_view_metrics
 
     cfg = config.replace(finetune="none")
     corpus = load_corpus(cfg.corpus)
@@ -269,9 +248,14 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     model = BiEncoder.build(cfg, TextTable.from_corpus(corpus), pick_device(cfg.device), progress=progress)
     out: dict[str, float] = {}
     ranks: dict[str, np.ndarray] = {}
+    collection = None
     for split in [s for s in splits if s in corpus.splits]:
         pools = split_pools(corpus, split)
-        metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True)
+        if split != "training":  # the ArguAna view (retrieval/arguana.py): every text embedded once
+            collection = collection if collection is not None else collection_embeddings(model)
+            out.update(zero_shot_view_metrics(model, build_view(corpus, model.table, split), collection))
+        emb = pair_embeddings(model, split, collection) if collection is not None else None
+        metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True, emb=emb)
         out.update(metrics)
         ranks.update({f"{split}/{t}": np.asarray(r) for t, r in by_task.items()})
         if pools.unseen is not None:

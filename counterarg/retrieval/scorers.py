@@ -142,6 +142,36 @@ def prepare(x: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
     return F.normalize(x, dim=1) if metric == "cosine" else x
 
 
+# --------------------------------------------------------------------------- many queries
+def row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
+    """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
+
+    L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
+    fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
+    """
+    if metric == "cosine":
+        return torch.mm(query, cand.T).neg_()  # [B, C]
+    return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
+
+
+def pair_values(classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c,
+                chunk: int = 8192) -> torch.Tensor:
+    """The scorer's classifier value ``[M]`` (probability or log-odds, :func:`classifier_values`) of
+    each (query, candidate) pair coded ``q * n_cand + c``, ``chunk`` pairs per classifier call."""
+    out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
+    with torch.no_grad():
+        for start in range(0, keys.shape[0], chunk):
+            k = keys[start:start + chunk]  # [m]
+            qi, ci = k // n_cand, k % n_cand  # [m], [m]
+            logits = torch.as_tensor(classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci]))  # [m, 2]
+            if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
+                raise EvaluationError(
+                    f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
+                )
+            out[start:start + k.shape[0]] = classifier_values(logits, scorer).to(out.device)
+    return out
+
+
 # --------------------------------------------------------------------------- one query
 def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Classify | None = None,
                     mode: str = "retrieval", metric: str = "l2", rerank_k: int = 10,

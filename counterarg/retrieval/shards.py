@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from counterarg.retrieval.neighbours import BallTreeIndex, as_float64, sort_rows, _check_queries
+from counterarg.ray_internals import loopback_only
 
 
 def shard_bundles(shards: int, trial: dict[str, float] | None = None,
@@ -87,38 +87,12 @@ class ShardActor:
 LOOPBACK = "127.0.0.1"
 
 
-@contextmanager
-def loopback_only():
-    """Keep ``_node_ip_address="127.0.0.1"`` on the loopback interface while Ray starts.
-
-    Ray 2.60's ``ray.init`` documents ``_node_ip_address`` (the IP address of this node) but passes
-    it through ``services.resolve_ip_for_localhost``, which swaps a loopback address for the
-    machine's routable one unless ``ray_constants.ENABLE_RAY_CLUSTER`` is false (its value on
-    macOS/Windows). Cleared for the call, GCS, raylet and workers of a purely local sweep bind
-    127.0.0.1 only instead of every interface; restored after, so joining a cluster is unchanged.
-    """
-    try:
-        from ray._private import ray_constants
-    except ImportError:  # a Ray without it: nothing to adjust
-        yield
-        return
-    had = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        if had is None:
-            del ray_constants.ENABLE_RAY_CLUSTER
-        else:
-            ray_constants.ENABLE_RAY_CLUSTER = had
-
-
 def ensure_ray(num_cpus: int | None = None, *, quiet: bool = True,
                runtime_env: dict[str, Any] | None = None) -> bool:
     """Start a new local Ray, unless Ray is initialised: the one way this project starts a local Ray.
 
     Never attaches to a cluster another process left running on this machine (``address="local"``),
-    listens on 127.0.0.1 only (:func:`loopback_only`), no dashboard. ``quiet`` (the sharded index):
+    listens on 127.0.0.1 only (:func:`counterarg.ray_internals.loopback_only`), no dashboard. ``quiet`` (the sharded index):
     no worker output on the driver and Ray's warnings only; a sweep driver
     (:func:`counterarg.sweep.runner.init_ray`) passes ``quiet=False`` and the ``runtime_env`` its
     workers need.

@@ -13,6 +13,8 @@ it; the pieces, one job per module:
 * :mod:`~counterarg.sweep.results`: what a finished sweep leaves: its records, summary, race and search sections;
 * :mod:`~counterarg.sweep.records`: Tune's results as plain trial records;
 * :mod:`~counterarg.sweep.tensorboard`, :mod:`~counterarg.sweep.console`: what a running sweep shows;
+  :mod:`~counterarg.sweep.hparams_table`, :mod:`~counterarg.sweep.strategy_runs`: TensorBoard's HParams
+  table and its runs per strategy (margin charts);
 * :mod:`~counterarg.sweep.pbt`, :mod:`~counterarg.sweep.lineage`: Population Based Training over
   the random rate and the lineage of each trial's weights;
 * :mod:`~counterarg.sweep.race`, :mod:`~counterarg.sweep.race_files`: racing strategies over seeds

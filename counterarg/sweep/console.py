@@ -9,10 +9,11 @@ from typing import Sequence
 
 from ray.tune import ProgressReporter
 
-from ..config import Config, ConfigError
-from ..analysis.methods import trial_label
+from ..config import SEED, Config, ConfigError, fields_with
+from ..analysis.methods import label_of
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
+from ..ray_internals import STORAGE_LOGGERS
 
 
 class SweepReporter(ProgressReporter):
@@ -26,7 +27,8 @@ class SweepReporter(ProgressReporter):
     """
 
     def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 30.0, fields: Sequence[str] = ()):
-        self.metric, self.mode, self.every_s, self.fields = metric, mode, every_s, [f for f in fields if f != "seed"]
+        self.metric, self.mode, self.every_s = metric, mode, every_s
+        self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own column
         self._last, self._states, self._start = 0.0, None, time.time()
 
     def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
@@ -42,7 +44,7 @@ class SweepReporter(ProgressReporter):
         for t in trials:
             try:
                 cfg = Config.from_dict(dict(t.config)).to_dict()
-                label = " ".join([trial_label(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
+                label = " ".join([label_of(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])
             except (ConfigError, TypeError):
                 label = "?"
             seed = dict(t.config).get("seed", Config().seed)
@@ -115,5 +117,5 @@ class DropTokenAuthNotice:
 
 def quiet_worker_logs() -> None:
     """No "Checkpoint successfully created" line per epoch per trial from Ray's storage logger."""
-    for name in ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage"):
+    for name in STORAGE_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -45,7 +45,7 @@ from ..evaluation.selection import beats, best_row, early_stop
 from ..model.checkpoint import read_checkpoint
 from ..core.paths import runnable_path
 from . import lineage
-from ..analysis.methods import DEFAULT_METHOD, get_method, strategy_label
+from ..analysis.methods import DEFAULT_METHOD, get_method, labelled, strategy_label, variant_label
 from .records import best_checkpoint
 from .recovery import read_sidecar
 from ..analysis.summary import write_csv, write_summary
@@ -157,6 +157,7 @@ class RateExplorePBT(PopulationBasedTraining):
             j = 1 if i == 0 else len(grid) - 2 if i == len(grid) - 1 else i + random.choice((-1, 1))
             new["rate"] = grid[j]
             operations["rate"] = f"{operations.get('rate', 'kept')}, then moved one step"
+        new["label"] = variant_label(new, new.get("method"))  # explore makes a new variant: named here
         return new, operations
 
 
@@ -171,12 +172,21 @@ def make_scheduler(opts: PBTOptions) -> RateExplorePBT:
 def param_space(base: dict[str, Any], opts: PBTOptions, method: str = DEFAULT_METHOD) -> dict[str, Any]:
     """The population: ``method``'s fields, the fixed schedule, a grid over the starting rate. A
     method field set in ``base`` (``--set``) keeps that value; lr and margin, when mutated and not
-    set in ``base``, start from values PBT samples from their ranges."""
+    set in ``base``, start from values PBT samples from their ranges. Each member is named as Tune
+    makes it, from its starting rate (``recipe: fixed 0.4``; :func:`member_label`)."""
     clash = sorted(set(base) & set(fields_with(SCHEDULE)))
     if clash:
         raise ConfigError(f"PBT learns the rate; do not set {', '.join(clash)} (--set) for this sweep")
     own = {k: v for k, v in get_method(method).fields.items() if k not in base and k not in opts.mutate}
-    return {**own, "schedule": schedules.FIXED.name, "rate": tune.grid_search(initial_rates(opts.population))}
+    return {**own, "schedule": schedules.FIXED.name, "rate": tune.grid_search(initial_rates(opts.population)),
+            "method": method, "label": tune.sample_from(member_label)}
+
+
+def member_label(spec: dict[str, Any]) -> str:
+    """A population member's one name, made by Tune as it resolves the member's config (its rate, from
+    the grid, and its method). Tune passes its trial spec (the config under ``config``)."""
+    config = spec["config"] if "config" in spec else spec
+    return variant_label({k: config[k] for k in fields_with(SCHEDULE) if k in config}, config["method"])
 
 
 # ----------------------------------------------------------------------------- after the sweep
@@ -217,7 +227,7 @@ def lineage_record(rec, entries: list[dict], history: list[dict], result, metric
     checkpoint is named only where this trial trained that epoch after its last exploit (an
     inherited epoch's checkpoint lies with a donor whose weights may since have moved on)."""
     table = lineage.rate_table(entries)
-    config = {**rec.config, "schedule": schedules.TABLE.name, "rate_table": table}
+    config = labelled({**rec.config, "schedule": schedules.TABLE.name, "rate_table": table}, rec.config.get("method"))
     hist = [dict(r) for r in history]
     if hist and rec.history:
         for k in (TRAIN_TIME_KEY, WALL_TIME_KEY):

@@ -48,7 +48,7 @@ from ..core.io import atomic_write_text
 from ..evaluation.selection import beats
 from ..analysis.significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
-from ..analysis.trials import DEFAULT_MODE, group_label, varying_fields
+from ..analysis.trials import DEFAULT_MODE, group_labels
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,7 @@ def race_table(round_no: int, standings: Sequence[Standing]) -> str:
 
 def strategy_labels(strategies: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None = None) -> list[str]:
     """The race's name of each strategy: its summary group label, so race.csv and summary.md agree."""
-    configs = [{**dict(base or {}), **dict(s)} for s in strategies]
-    varying = varying_fields(configs)
-    labels = [group_label(c, varying) for c in configs]
+    labels = group_labels([{**dict(base or {}), **dict(s)} for s in strategies])
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two raced strategies are the same: {', '.join(labels)}")
     return labels

@@ -18,7 +18,7 @@ import pyarrow.fs as pafs
 
 from ..core.io import atomic_write_text
 from ..analysis.plots import plot_race
-from .recovery import searcher_state_files
+from ..ray_internals import experiment_states, searcher_state_files, state_trial_ids
 
 RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")
 
@@ -32,12 +32,12 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
     trial. The opposite (a trial the searcher does not know) needs nothing: its result is ignored and
     the queue still holds its seed. Local experiment folders only.
     """
-    states = sorted(Path(exp_dir).glob("experiment_state-*.json"))
+    states = experiment_states(exp_dir)
     searchers = searcher_state_files(exp_dir)
     if not states or not searchers:
         return []
     try:
-        listed = {json.loads(t[0])["trial_id"] for t in json.loads(states[-1].read_text())["trial_data"]}
+        listed = state_trial_ids(states[-1])
         raw = json.loads(searchers[0].read_text())
     except (ValueError, KeyError, TypeError, IndexError):
         return []  # not a race's state, or cut short: the state repair names that

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Config, ConfigError
+from ..ray_internals import result_grid_trials
 from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
 from ..analysis.endings import is_finished, trial_ending
 from ..model.checkpoint import checkpoint_index
 from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from .failures import read_restores
 
 
 def read_trial_ranks(result) -> dict[str, Any] | None:
@@ -83,8 +85,7 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
     error, where the best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
     trial that never started, whose config Tune holds without them."""
     # a trial that never started has no result config; Tune's own trial list still holds it
-    analysis = getattr(result_grid, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
+    trials = result_grid_trials(result_grid)
     planned = {str(t.trial_id): dict(t.config or {}) for t in trials}
     tune_status = {str(t.trial_id): str(getattr(t, "status", "")) for t in trials}
     records = []
@@ -115,6 +116,6 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
                                    status=status, error=_short_error(res.error) if res.error else None,
                                    path=res.path, ranks=read_trial_ranks(res) if history else None,
                                    best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
-                                   ended=ended))
+                                   ended=ended, restores=read_restores(getattr(res, "filesystem", None), res.path)))
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -33,6 +33,9 @@ import pyarrow.fs as pafs
 from ray.tune import Callback
 
 from ..model.checkpoint import checkpoint_index
+from ..ray_internals import (DRIVER_STAGING_GLOB, EXPERIMENT_STATE_PREFIX, TUNER_FILE, experiment_folders,
+                             experiment_states, is_state_file, named_checkpoint_blobs, ray_temp_roots,
+                             searcher_state_files, session_stamp)
 from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
@@ -103,18 +106,8 @@ def named_checkpoints(state_file: Path) -> dict[str, set[str]]:
 
     Read from the hex of each trial's pickled checkpoint manager as bytes; nothing is unpickled.
     """
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        runs = [json.loads(run) for _trial, run in state["trial_data"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
     out: dict[str, set[str]] = {}
-    for run in runs:
-        value = (run.get("checkpoint_manager") or {}).get("value") if isinstance(run, dict) else None
-        try:
-            data = bytes.fromhex(value) if isinstance(value, str) else b""
-        except ValueError:
-            continue
+    for data in named_checkpoint_blobs(state_file):
         for trial, ckpt in _NAMED_CHECKPOINT.findall(data):
             out.setdefault(trial.decode(), set()).add(ckpt.decode())
     return out
@@ -133,7 +126,7 @@ def restore_named_checkpoints(exp_dir: Path) -> list[str]:
     Tune to delete as the trial goes on (deleting a missing folder logs a traceback). Local storage;
     returns what was done, one line each.
     """
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    states = experiment_states(exp_dir)
     if not states:
         return []
     done = []
@@ -228,21 +221,9 @@ def _read_own_file(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def _ray_temp_roots() -> list[Path]:
-    roots = [os.environ.get("RAY_TMPDIR"), tempfile.gettempdir(), "/tmp"]
-    return list(dict.fromkeys(Path(r) / "ray" for r in roots if r))
-
-
-def searcher_state_files(exp_dir: Path) -> list[Path]:
-    """The searcher's saved states (``searcher-state-*.pkl``) in an experiment folder, newest session
-    first: Tune restores the greatest name (its session's start time), whatever the files' mtimes."""
-    return sorted(Path(exp_dir).glob("searcher-state-*.pkl"), reverse=True)
-
-
 def _state_files(folder: Path) -> list[Path]:
     """Tune's state files directly in ``folder``: experiment, search generator and searcher state."""
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
-                  and f.name.startswith(("experiment_state-", "search_gen_state-", "searcher-state-")))
+    return sorted(f for f in folder.iterdir() if f.is_file() and is_state_file(f))
 
 
 class StateSnapshot(Callback):
@@ -265,10 +246,9 @@ class StateSnapshot(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info) -> None:
         if self.staging is None and trials:  # every trial shares the experiment's folders
-            storage = trials[0].storage
-            self.staging = Path(storage.experiment_driver_staging_path)
-            if isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
-                self.exp_dir = Path(storage.experiment_fs_path)
+            self.staging, fs, exp_path = experiment_folders(trials[0])
+            if isinstance(fs, pafs.LocalFileSystem):
+                self.exp_dir = Path(exp_path)
 
     def get_state(self) -> None:
         if self.exp_dir is not None and self.staging is not None and self.staging.is_dir():
@@ -278,7 +258,7 @@ class StateSnapshot(Callback):
     def snapshot(self) -> bool:
         """Copy the staging folder's state files if every one is whole; True if a set was written."""
         data = {f.name: f.read_bytes() for f in _state_files(self.staging)}
-        if not any(n.startswith("experiment_state-") for n in data) or not all(map(_intact_bytes, data.values())):
+        if not any(n.startswith(EXPERIMENT_STATE_PREFIX) for n in data) or not all(map(_intact_bytes, data.values())):
             return False
 
         def fill(tmp: Path) -> None:
@@ -297,7 +277,7 @@ def _from_snapshot(exp_dir: Path, stamp: str) -> dict[str, bytes] | None:
     if manifest is None or bad_files(snap, manifest):
         return None
     data = {f.name: f.read_bytes() for f in _state_files(snap)}
-    if f"experiment_state-{stamp}.json" not in data or not all(map(_intact_bytes, data.values())):
+    if f"{EXPERIMENT_STATE_PREFIX}{stamp}.json" not in data or not all(map(_intact_bytes, data.values())):
         return None
     return data
 
@@ -316,12 +296,12 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     later save than the set). Returns what was repaired; raises :class:`SweepStateError` naming the
     file when no intact, safe copy exists.
     """
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    states = experiment_states(exp_dir)
     if not states:
         return []
-    stamp = states[-1].name[len("experiment_state-"):-len(".json")]  # the newest session's
+    stamp = session_stamp(states[-1])  # the newest session's
     files = [f for f in exp_dir.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
-             and (stamp in f.name or f.name == "tuner.pkl")]
+             and (stamp in f.name or f.name == TUNER_FILE)]
     repaired = []
     torn_files = [f for f in files if not _intact(f)]
     snap = _from_snapshot(exp_dir, stamp) if torn_files else None
@@ -338,8 +318,8 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
                             f"{kept.name}) <- {exp_dir / SNAPSHOT_DIR / n}")
         torn_files = [f for f in torn_files if f.name not in snap]
     for f in torn_files:
-        found = [c for root in _ray_temp_roots()
-                 for c in root.glob(f"session_*/artifacts/*/{name}/driver_artifacts/{f.name}")]
+        found = [c for root in ray_temp_roots()
+                 for c in root.glob(f"{DRIVER_STAGING_GLOB.format(name=name)}/{f.name}")]
         copies = []
         for c in found:
             data = _read_own_file(c)
@@ -352,7 +332,7 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
             unsafe = (f" ({len(found)} cop{'y' if len(found) == 1 else 'ies'} ignored: not owned by you, "
                       "writable by others, or cut short too)") if found else ""
             raise SweepStateError(f"{f} is cut short (the driver died while writing it) and no "
-                                  f"intact copy was found under {', '.join(map(str, _ray_temp_roots()))}"
+                                  f"intact copy was found under {', '.join(map(str, ray_temp_roots()))}"
                                   f"{unsafe}; {hint}")
         _, good, data = max(copies, key=lambda c: c[0])
         torn = f.with_name(f.name + ".torn")

@@ -5,9 +5,12 @@ lock. The Tuner it runs is built by :mod:`counterarg.sweep.tuner`; what the swee
 * **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (default 1 s here instead of Ray's >= 10 s) so the
   experiment state on disk is at most a second behind; a SIGKILLed driver then resumes each trial
   from its last epoch checkpoint (a torn state file is repaired first,
-  :func:`counterarg.sweep.recovery.repair_experiment_state`). ``FailureConfig(max_failures=0)``
-  and no raise at the end: an errored trial (NaN loss, bad encoder path) is recorded with its
-  message and the sweep goes on; ``--resume`` retries errored trials from scratch.
+  :func:`counterarg.sweep.recovery.repair_experiment_state`).
+* **Lost nodes**: ``FailureConfig(max_failures=Sweep.max_failures)``: a trial whose node or worker
+  process is lost continues from its last epoch checkpoint wherever there is room, by itself; an
+  error of the training (NaN loss, bad encoder path) ends its trial at once, recorded with its
+  message, and the sweep goes on (:mod:`counterarg.sweep.failures`). No raise at the end;
+  ``--resume`` continues an errored trial from its last checkpoint (its epochs are kept).
 * **One sweep per folder**: a local experiment folder is locked for the whole sweep; a fresh run
   refuses a folder that holds an experiment.
 * **Ray**: a local sweep starts its own Ray on 127.0.0.1 through :func:`counterarg.retrieval.shards.ensure_ray`,
@@ -32,17 +35,20 @@ from typing import Any
 
 import ray
 
-from ..config import Config, ConfigError, FIELD_NAMES
+from ..config import SEED, Config, ConfigError, FIELD_NAMES, fields_with
 from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
 from ..evaluation.selection import DEFAULT_MODE
+from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
-from ..analysis.methods import trial_label
+from ..analysis.methods import label_of
 from .console import DropTokenAuthNotice
+from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
 from .results import SweepResult, write_results
 from .space_file import save_space
+from .strategy_runs import write_strategy_runs
 from .tuner import asha_settings, build_tuner, check_resume, search_fields
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +81,7 @@ class Sweep:
     cpus_per_trial: float = 1
     gpus_per_trial: float = 0
     race: RaceOptions | None = None
+    max_failures: int = DEFAULT_MAX_FAILURES  # lost nodes or workers one trial survives (0: none)
 
     def __post_init__(self) -> None:
         if (self.variants is None) == (self.param_space is None):
@@ -101,7 +108,7 @@ class Sweep:
             full = Config.from_dict({**self.base, **v}).to_dict()
             key = repr(sorted(full.items()))
             if key in seen:
-                raise ConfigError(f"sweep {self.name}: two trials would be identical ({trial_label(full)} seed "
+                raise ConfigError(f"sweep {self.name}: two trials would be identical ({label_of(full)} seed "
                                   f"{full['seed']}); give each strategy and seed once")
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
@@ -119,7 +126,7 @@ class Sweep:
         if self.race is not None:
             if self.variants is None or self.scheduler != "fifo":
                 raise ValueError("a race needs variants (the strategies) and the fifo scheduler")
-            if any("seed" in v for v in self.variants) or "seed" in self.base:
+            if any(set(fields_with(SEED)) & {*v, *self.base} for v in self.variants):
                 raise ConfigError("a race chooses the seeds itself: its strategies and base hold no seed")
             self.race.check(len(self.variants))
             strategy_labels(self.variants, self.base)  # two strategies with one label: refused now
@@ -130,6 +137,8 @@ class Sweep:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
             raise ConfigError(f"cpus_per_trial must be >= 1, got {self.cpus_per_trial}")
+        if isinstance(self.max_failures, bool) or not isinstance(self.max_failures, int) or self.max_failures < 0:
+            raise ConfigError(f"max_failures must be an integer >= 0, got {self.max_failures!r}")
         if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
@@ -171,7 +180,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}}
     if address in (None, "", "local"):
-        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(DropTokenAuthNotice())
+        logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return
     if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
@@ -215,7 +224,7 @@ def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
 def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
                       warm_cache, summary_dir, verbose) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    if not resume and local is not None and (local / "tuner.pkl").exists():
+    if not resume and local is not None and (local / TUNER_FILE).exists():
         raise FileExistsError(f"{local} already holds an experiment; pass --resume to continue it "
                               "or choose another --name")
     if resume:
@@ -242,7 +251,12 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else local
     if out is None:  # remote storage: write the summary next to where we run
         out = Path.cwd() / sweep.name
-    return write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
+    result = write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume)
+    try:  # TensorBoard's runs per strategy, beside the trials' (a local sweep's folder)
+        write_strategy_runs(result.records, local if local is not None else out, sweep.metric)
+    except (OSError, ValueError) as e:  # they must not cost the summary already written
+        print(f"[sweep] TensorBoard's strategy runs were not written: {e}", flush=True)
+    return result
 
 
 def tensorboard_command(storage: str, name: str) -> str:

@@ -41,12 +41,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ray import tune
 
-from ..config import FIELD_NAMES, Config, ConfigError
+from ..config import FIELD_NAMES, LABEL, SEED, Config, ConfigError, fields_with
 
 #: At most this many combinations of the categorical values are each built into a Config.
 MAX_COMBINATIONS = 4096
 #: Fields a space file never holds, and what to use instead.
-NOT_SEARCHABLE = {"seed": "give the seeds with --seeds (each sample then runs once per seed)",
+NOT_SEARCHABLE = {**{f: "give the seeds with --seeds (each sample then runs once per seed)" for f in fields_with(SEED)},
+                  **{f: "the sweep names its trials itself (--method)" for f in fields_with(LABEL)},
                   "select_metric": "a sweep selects every trial on one metric: --set select_metric=..."}
 _HINTS = typing.get_type_hints(Config)
 

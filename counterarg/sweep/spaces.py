@@ -6,9 +6,10 @@ field (``Config.from_dict`` fails loudly on anything else). A strategy is severa
 cannot vary jointly while keeping keys flat, so a grid is expanded here into a list of flat config
 dicts (:func:`grid`) and served in order by :class:`VariantSearcher`, whose position is saved with
 the experiment (resume keeps working). Each strategy is trained by a method (``reference`` or
-``recipe``, :mod:`counterarg.analysis.methods`); a grid crosses the strategies with the methods. The
-trial's name is derived back from the config (:func:`counterarg.analysis.methods.trial_label`), never
-passed as a key. Random/ASHA search (:func:`margin_lr_space`, and any space file:
+``recipe``, :mod:`counterarg.analysis.methods`); a grid crosses the strategies with the methods. A
+strategy is named here, as it is made (:func:`strategy`): its method and its one name
+(:func:`counterarg.analysis.methods.variant_label`) travel with it in the Config fields ``method`` and
+``label``, which nothing trains on. Random/ASHA search (:func:`margin_lr_space`, and any space file:
 :mod:`counterarg.sweep.space_file`) uses Tune's native domains, which are flat already. Schedule names come
 from the registry (:mod:`counterarg.sampling.schedules`); none is listed here.
 """
@@ -27,8 +28,8 @@ from ray.tune.search import Searcher
 from ..sampling import schedules
 from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
 from ..core.io import atomic_write_text
-from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, strategy_text, trial_label
-from .recovery import searcher_state_files
+from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, label_of, labelled, strategy_text
+from ..ray_internals import searcher_state_files
 from .space_file import search_space
 
 #: The reference method's fields (kept for callers that build reference configs by hand).
@@ -50,8 +51,10 @@ def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_
     ``strategy("fixed", rate=0.5)`` -> the reference method's fields (:data:`REFERENCE_FIELDS`) with
     ``{"schedule": "fixed", "rate": 0.5}`` (the name's default strategy,
     :func:`counterarg.sampling.schedules.strategy_fields`, with overrides); ``strategy("fixed", "recipe",
-    rate=0)`` -> the default recipe, the same fields at their Config defaults. Validated now, so a
-    typo fails before the sweep starts.
+    rate=0)`` -> the default recipe, the same fields at their Config defaults; a dict is a strategy
+    of its own fields under ``method``. Each carries its method and its one name (``method``,
+    ``label``: :func:`counterarg.analysis.methods.labelled`), made here. Validated now, so a typo
+    fails before the sweep starts.
     """
     if isinstance(name, str):
         if name in METHODS:
@@ -65,10 +68,10 @@ def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_
             raise ConfigError(f"unknown strategy {name!r}; {hint}known: {', '.join(known)}")
         out = {**get_method(method).fields, **schedules.strategy_fields(name), **fields_}
     else:
-        out = {**dict(name), **fields_}
+        out = {**get_method(method).fields, **dict(name), **fields_}
     cfg = Config.from_dict(out)  # validates and coerces ("0.5" -> 0.5)
     values = cfg.to_dict()
-    return {k: values[k] for k in out}
+    return labelled({k: values[k] for k in out}, method)
 
 
 def parse_strategy(text: str, method: str = "reference") -> dict[str, Any]:
@@ -239,7 +242,7 @@ def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mappin
         labels, seeds = [], []
         for v in variants:
             full = Config.from_dict({k: x for k, x in v.items() if k in FIELD_NAMES}).to_dict()
-            labels += [lb] if (lb := trial_label(full)) not in labels else []
+            labels += [lb] if (lb := label_of(full)) not in labels else []
             seeds += [full["seed"]] if full["seed"] not in seeds else []
         return labels, seeds
 

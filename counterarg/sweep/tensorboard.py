@@ -1,125 +1,103 @@
-"""TensorBoard for a sweep: Tune's per-epoch scalars plus an HParams table that compares strategies.
+"""TensorBoard for a sweep's trials: per-epoch curves under the metrics' own names and the HParams rows.
 
-Ray 2.60 adds ``TBXLoggerCallback`` automatically, but it writes HParams only for Tune-*sampled*
-values (``trial.evaluated_params``) and only at trial end; ours (:class:`HParamsTBXLogger`) logs
-the varying Config fields plus the strategy name as HParams, so the HParams tab can compare
-strategies. As TensorBoard's HParams docs describe, the sweep has *one* experiment summary (its
-columns: the union of every trial's fields and the best-epoch metrics) at the root of the
-experiment folder, and each trial writes only its session (its own values and status): with one
-summary per trial, the columns depended on which trial TensorBoard read first. Events land under
-``<storage>/<name>``, which is what ``tensorboard --logdir`` should point at (Tune's own hint names
-a temp folder).
+Ray 2.60 adds its ``TBXLoggerCallback`` to every Tuner unless one is given; ours
+(:class:`SweepTBXLogger`, a subclass, so Tune adds no second one) replaces what it writes:
+
+* **Curves**: every metric a trial reports (``validation_unseen/sdoc/acc@1``, ``train/loss``,
+  ``mining/...``) per epoch under its own name (``validation_unseen/sdoc/acc_1``: TensorBoard tags
+  cannot hold ``@``), not under Tune's ``ray/tune/`` prefix, and none of Tune's bookkeeping
+  (``training_iteration``, ``pid``, ``done``...); and, at each epoch the trial selects (its best so
+  far by the sweep metric), the values the HParams table shows (``selected/...``).
+* **HParams** (:mod:`counterarg.sweep.hparams_table`): when a trial starts, the sweep's experiment
+  (the columns, the same in every trial, so which trial TensorBoard reads first does not matter);
+  when Tune ends it, its row (method, strategy, seed, ... and ``ended``: how it ended,
+  :mod:`counterarg.analysis.endings`) with status success. Only a finished seed gets a row:
+  TensorBoard keeps a run's first row, and a trial that errored or was interrupted goes on under
+  ``--resume`` (a Ctrl-C ends no trial in Tune's eyes). Nothing is written at the experiment's
+  root, so TensorBoard shows no ``.`` run.
+
+The sweep's own runs (one per strategy, margin charts) are written when it ends
+(:mod:`counterarg.sweep.strategy_runs`). Events land under ``<storage>/<name>``, which is what
+``tensorboard --logdir`` should point at (Tune's own hint names a temp folder).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ray.tune.logger import TBXLoggerCallback
-from tensorboardX.summary import hparams
 
-from ..sampling import schedules
-from ..config import SCHEDULE, Config, fields_with
-from ..evaluation.selection import beats
-from ..retrieval.tasks import task_names
 from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
-from ..analysis.methods import trial_label
-from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, NON_GROUP_FIELDS, dedupe_history
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, dedupe_history, varying_fields
+from ..evaluation.selection import beats
+from .hparams_table import (column_values, experiment_summary, metric_keys, selected_tag, session_end_summary,
+                            session_start_summary, table_columns, tag_of)
 
-#: The splits and views whose acc@1 at the best epoch are HParams metrics.
-METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
+
+def epoch_scalars(result: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics of one reported epoch as ``{tag: value}``: every finite number whose key names a
+    metric (``<group>/<name>``); Tune's own keys (no ``/``) are left out."""
+    return {tag_of(k): float(v) for k, v in result.items()
+            if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-class HParamsTBXLogger(TBXLoggerCallback):
-    """Tune's TensorBoardX logger, with an HParams table that compares trials.
+class SweepTBXLogger(TBXLoggerCallback):
+    """Tune's TensorBoardX logger, writing the sweep's curves and HParams rows (module docstring).
 
-    Per-epoch scalars are Tune's (``ray/tune/<metric>``, every task metric, both views). When a
-    trial ends, its HParams row is written: the strategy, the fields its schedule reads and the
-    other fields that vary across the sweep; and, as metrics, the validation and test acc@1 (mean
-    and per task, both views) *at the trial's best epoch* by the sweep metric, logged as scalars
-    ``best/<split>/<task>/acc_1`` (TensorBoard tags cannot hold ``@``) so the HParams tab can show them.
-    Two more columns say how the trial ended (:mod:`counterarg.analysis.endings`): ``finished`` (a
-    finished seed: planned epochs, patience or ASHA) and ``ended``. A trial a Ctrl-C stopped writes
-    no row (Tune does not end it); its row comes when ``--resume`` completes it.
+    ``configs``: the sweep's trial configs as known up front; ``fields``: the searched or varying
+    fields that get a column after method, strategy, seed and the schedule's fields.
     """
 
-    def __init__(self, hparam_fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                 configs: Sequence[dict[str, Any]] = ()):
+    def __init__(self, fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
+                 configs: Sequence[Mapping[str, Any]] = ()):
         super().__init__()
-        self.hparam_fields = list(hparam_fields)
-        self.configs = [dict(c) for c in configs]  # the sweep's trial configs as known up front
+        self.configs = [dict(c) for c in configs]
+        self.columns = table_columns(self.configs, fields)
+        self.varying = sorted(set(varying_fields(self.configs)) | set(fields))  # the summary's groups vary these
         self.metric, self.mode = metric, mode
-        self._best: dict[Any, dict[str, float]] = {}
+        self._best: dict[Any, float] = {}
         self._rows: dict[Any, list[dict[str, Any]]] = {}  # per trial: epoch, metric, best epoch of each result
-        self._experiment_written = False
 
-    def experiment_hparams(self) -> dict[str, Any]:
-        """The HParams columns of the whole sweep with a value of each one's type: the union of
-        :meth:`hparams_of_config` over the sweep's configs (a searched field adds its column too)."""
-        union: dict[str, Any] = {}
-        for cfg in self.configs or [{}]:
-            for k, v in self.hparams_of_config(cfg).items():
-                union.setdefault(k, v)
-        return {**union, "finished": True, "ended": "epochs"}
-
-    @staticmethod
-    def experiment_metrics() -> dict[str, float]:
-        """Every best-epoch metric a trial may log (:meth:`best_metrics`), as HParams metric columns."""
-        return {f"best/{split}/{t}/acc_1": 0.0 for split in METRIC_SPLITS for t in (*task_names(), "mean")}
-
-    def write_experiment(self, folder: str) -> None:
-        """The sweep's one experiment summary, in ``folder`` (the experiment's root, synced to storage)."""
-        exp, _, _ = hparams(hparam_dict=self.experiment_hparams(), metric_dict=self.experiment_metrics())
-        writer = self._summary_writer_cls(folder, flush_secs=30)
-        try:
-            writer.file_writer.add_summary(exp)
-            writer.flush()
-        finally:
-            writer.close()
+    def row_of(self, config: Mapping[str, Any], ended: str) -> dict[str, Any]:
+        """A trial's HParams values, by column name."""
+        return column_values(self.columns, {**config, "ended": ended}, self.varying)
 
     def log_trial_start(self, trial):
         super().log_trial_start(trial)
-        if not self._experiment_written:
-            self._experiment_written = True
-            try:
-                self.write_experiment(trial.local_experiment_path)
-            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
-                print(f"[sweep] the HParams experiment summary was not written: {e}", flush=True)
+        writer = self._trial_writer[trial]
+        try:
+            writer.file_writer.add_summary(experiment_summary(self.columns, self.metric))
+            writer.flush()
+        except (ValueError, TypeError) as e:  # TensorBoard must not fail a sweep; say why
+            print(f"[sweep] the HParams columns were not written for trial {trial.trial_id}: {e}", flush=True)
 
     def log_trial_result(self, iteration: int, trial, result: dict):
-        super().log_trial_result(iteration, trial, result)
+        if trial not in self._trial_writer:
+            self.log_trial_start(trial)
+        writer = self._trial_writer[trial]
+        step = int(result.get("epoch") or result.get("training_iteration") or iteration)
+        for tag, v in epoch_scalars(result).items():
+            writer.add_scalar(tag, v, global_step=step)
+        if self.is_selected(trial, result, step):
+            for k in metric_keys(self.metric):
+                if isinstance(result.get(k), (int, float)) and math.isfinite(result[k]):
+                    writer.add_scalar(selected_tag(k), float(result[k]), global_step=step)
+        writer.flush()
         self._rows.setdefault(trial, []).append({k: result.get(k) for k in ("epoch", self.metric, BEST_EPOCH_KEY)})
+
+    def is_selected(self, trial, result: Mapping[str, Any], epoch: int) -> bool:
+        """Whether this epoch is the trial's selected one so far: the trainable's own
+        ``select/best_epoch`` (restored with the trial on a resume, so the last ``selected/`` values
+        stay those of the selected epoch), else the best ``metric`` this logger has seen."""
+        best_epoch = result.get(BEST_EPOCH_KEY)
+        if isinstance(best_epoch, (int, float)) and not isinstance(best_epoch, bool):
+            return int(best_epoch) == epoch
         v = result.get(self.metric)
-        best = self._best.get(trial, {}).get(self.metric)
-        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, best, self.mode):
-            self._best[trial] = {k: float(x) for k, x in result.items() if isinstance(x, (int, float))
-                                 and not isinstance(x, bool)}
-
-    def hparams_of(self, trial) -> dict[str, Any]:
-        """The trial's one name (``recipe: decay 0.8-0.02``), the fields its schedule reads, and the other varying fields of ``trial``."""
-        return self.hparams_of_config(dict(trial.config), trial.evaluated_params)
-
-    def hparams_of_config(self, config: dict[str, Any], evaluated: dict | None = None) -> dict[str, Any]:
-        """:meth:`hparams_of` for a config (``evaluated``: Tune's sampled values, when no field list was given)."""
-        cfg = Config.from_dict(config).to_dict()
-        params: dict[str, Any] = {"strategy": trial_label(cfg), "schedule": cfg["schedule"]}
-        entry = schedules.SCHEDULES.get(cfg["schedule"])
-        for k in entry.fields if entry else ():
-            params[k] = cfg[k] if isinstance(cfg[k], (str, bool, int, float)) else str(cfg[k])
-        strategy_fields = fields_with(SCHEDULE)
-        for k in self.hparam_fields or sorted(evaluated or {}):
-            if k in strategy_fields or k in NON_GROUP_FIELDS - {"seed"}:
-                continue  # rate fields only where the schedule reads them
-            v = cfg.get(k)
-            params[k] = v if isinstance(v, (str, bool, int, float)) else str(v)
-        return params
-
-    @staticmethod
-    def best_metrics(best: dict[str, float]) -> dict[str, float]:
-        """acc@1 of both splits and views at the best epoch, as ``best/<split>/<task>/acc_1``."""
-        return {"best/" + k.replace("@", "_"): v for k, v in best.items()
-                if k.startswith(("validation", "test")) and k.endswith("/acc@1")}
+        if isinstance(v, (int, float)) and math.isfinite(v) and beats(v, self._best.get(trial), self.mode):
+            self._best[trial] = float(v)
+            return True
+        return False
 
     def ending(self, trial, failed: bool = False) -> str:
         """How ``trial`` ended (:func:`counterarg.analysis.endings.trial_ending`) from the results this
@@ -128,31 +106,19 @@ class HParamsTBXLogger(TBXLoggerCallback):
         return trial_ending(dict(trial.config), dedupe_history(self._rows.get(trial, [])), error=failed,
                             done=bool(last.get("done")))
 
-    def _log_hparams(self, trial, failed: bool = False) -> None:
-        metrics = self.best_metrics(self._best.get(trial, {}))
-        writer = self._trial_writer[trial]
-        step = int(self._best.get(trial, {}).get("epoch", 0))
-        for k, v in metrics.items():
-            writer.add_scalar(k, v, global_step=step)
-        ended = self.ending(trial, failed)
-        params = {**self.hparams_of(trial), "finished": is_finished(ended), "ended": ended}
-        _, start, end = hparams(hparam_dict=params, metric_dict=metrics)
-        for summary in (start, end):  # the columns are the sweep's one experiment summary
-            writer.file_writer.add_summary(summary)
-        writer.flush()
-
     def log_trial_end(self, trial, failed: bool = False):
-        # Tune only logs HParams for trials with evaluated_params (search spaces); ours always do,
-        # with the best epoch's metrics instead of the last result.
-        if trial in self._trial_writer and self._best.get(trial):
+        ended = self.ending(trial, failed)
+        if trial in self._trial_writer and is_finished(ended):
+            writer = self._trial_writer[trial]
             try:
-                self._log_hparams(trial, failed)
-            except (ValueError, TypeError, OSError) as e:  # TensorBoard must not fail a sweep; say why
+                writer.file_writer.add_summary(session_start_summary(self.row_of(dict(trial.config), ended),
+                                                                     str(trial.trial_id)))
+                writer.file_writer.add_summary(session_end_summary())
+                writer.flush()
+            except (ValueError, TypeError) as e:  # TensorBoard must not fail a sweep; say why
                 print(f"[sweep] HParams of trial {trial.trial_id} not written: {e}", flush=True)
         self._best.pop(trial, None)
         self._rows.pop(trial, None)
-        evaluated, trial.evaluated_params = trial.evaluated_params, {}  # ours replaced Tune's
-        try:
-            super().log_trial_end(trial, failed)
-        finally:
-            trial.evaluated_params = evaluated
+        if trial in self._trial_writer:
+            self._trial_writer.pop(trial).close()
+        self._trial_result.pop(trial, None)

@@ -39,17 +39,17 @@ from ray import tune
 
 from ..config import Config
 from ..core.io import read_manifest
+from ..ray_internals import trial_working_dir
 from ..retrieval.shards import shard_bundles
 from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..evaluation.selection import BEST_DIR
 from ..training.loop import train
 from .console import quiet_worker_logs
+from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
 from ..analysis.trials import TRAIN_TIME_KEY
 
-#: reported with every epoch: the Ray node the trial ran on
-NODE_KEY = "node_id"
 
 
 def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:
@@ -133,12 +133,10 @@ def run_folder(trial_id: str) -> Path:
     (``SyncConfig(sync_artifacts=False)``); Tune keeps what the run reports (its checkpoints) and
     :func:`mirror_run_files` copies the rest. Outside a Tune session: a fresh temporary folder.
     """
-    try:
-        from ray.train._internal.session import get_session  # no public accessor in Ray 2.60
-
-        return Path(get_session().storage.trial_working_directory) / "run"
-    except (ImportError, AttributeError, RuntimeError):
-        return Path(tempfile.mkdtemp(prefix=f"counterarg-trial-{trial_id}-")) / "run"
+    working = trial_working_dir()
+    if working is not None:
+        return working / "run"
+    return Path(tempfile.mkdtemp(prefix=f"counterarg-trial-{trial_id}-")) / "run"
 
 
 def trainable(config: dict) -> None:

@@ -18,8 +18,10 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ..config import Config, ConfigError
-from ..analysis.methods import slug, trial_label
+from ..analysis.methods import label_of, slug
 from ..analysis.trials import varying_fields
+from ..ray_internals import retry_system_failures_only
+from .failures import RestoreLog
 from .console import DropRestoreHint, SweepReporter, TrialsWithoutResults, quiet_worker_logs
 from .pbt import make_scheduler
 from .prepare import concrete_configs
@@ -28,7 +30,7 @@ from .race_files import reconcile_race_state
 from .recovery import StateSnapshot, SweepStateError, repair_experiment_state, restore_named_checkpoints
 from .space_file import searched_fields, space_changes
 from .spaces import VariantSearcher, grid_changes, saved_variants
-from .tensorboard import HParamsTBXLogger
+from .tensorboard import SweepTBXLogger
 from .trainable import trainable, trial_resources
 
 if TYPE_CHECKING:
@@ -52,12 +54,17 @@ def search_fields(sweep: Sweep) -> list[str]:
 
 
 def trial_dirname(trial) -> str:
-    """``trial_<id>_<name>_seed<N>`` with the trial's one name (:func:`~counterarg.analysis.methods.trial_label`):
+    """``trial_<id>_<name>_seed<N>`` with the name the trial carries (:func:`~counterarg.analysis.methods.label_of`):
     ``trial_<id>_recipe_seed2``, ``trial_<id>_recipe-decay-0.8-0.02_seed0``. Short, unique, and
-    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name)."""
+    TensorBoard's run names tell the curves apart (Tune's default packs the whole config into the name).
+    Tune names the folder before it draws a ``sample_from`` value: a PBT member's name is still a
+    placeholder then, and the folder is named from the method the member carries and its rate."""
     try:
-        cfg = Config.from_dict(dict(trial.config)).to_dict()
-        return f"trial_{trial.trial_id}_{slug(trial_label(cfg))}_seed{cfg['seed']}"
+        config = dict(trial.config)
+        if not isinstance(config.get("label"), (str, type(None))):
+            config.pop("label")  # not drawn yet
+        cfg = Config.from_dict(config).to_dict()
+        return f"trial_{trial.trial_id}_{slug(label_of(cfg))}_seed{cfg['seed']}"
     except (ConfigError, KeyError, TypeError):
         return f"trial_{trial.trial_id}"
 
@@ -92,18 +99,19 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     logging.getLogger("ray.tune.tune").addFilter(DropRestoreHint())
     logging.getLogger("ray.tune.analysis.experiment_analysis").addFilter(TrialsWithoutResults())
     quiet_worker_logs()
+    retry_system_failures_only()  # a lost node is retried, an error of the training is not
     exp_path = storage.rstrip("/") + "/" + sweep.name
     runnable = tune.with_resources(trainable, trial_resources(sweep.cpus_per_trial, sweep.gpus_per_trial))
     if resume:
         if not tune.Tuner.can_restore(exp_path):
             raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
+        # an errored trial keeps its id and continues from its last checkpoint (none: from scratch)
         return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
-                                  restart_errored=True)
+                                  resume_errored=True)
 
     all_configs = concrete_configs(sweep)
-    hp_fields = varying_fields(all_configs)
-    if sweep.param_space is not None:
-        hp_fields = sorted(set(hp_fields) | set(searched_fields(sweep.param_space)))
+    # HParams columns after method, strategy, seed and the schedule's: the searched fields, then those that vary
+    hp_fields = list(dict.fromkeys([*searched_fields(sweep.param_space or {}), *varying_fields(all_configs)]))
     if sweep.race is not None:
         param_space = dict(sweep.base)
         search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
@@ -130,13 +138,13 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     run_config = RunConfig(
         name=sweep.name,
         storage_path=storage,
-        failure_config=FailureConfig(max_failures=0, fail_fast=False),
+        failure_config=FailureConfig(max_failures=sweep.max_failures, fail_fast=False),
         # PBT keeps every checkpoint: a donor's must outlive the wait of the trial that takes it over.
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[HParamsTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
-                   StateSnapshot()],
+        callbacks=[SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+                   StateSnapshot(), RestoreLog()],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )

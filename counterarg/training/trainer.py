@@ -23,6 +23,7 @@ from ..data.corpus import Corpus, TextTable, load_corpus
 from ..nn.loss import LossBatch, total_loss, uses_classifier
 from ..sampling.mining import dedupe_pairs, mine_negatives, mining_telemetry
 from ..nn.encoder import pick_device, set_threads_from_env
+from ..retrieval.arguana import build_view
 from ..retrieval.pools import build_pools, split_pools
 from ..nn.precision import grad_scaler
 from ..sampling.schedules import random_rate
@@ -63,6 +64,8 @@ class Trainer:
         self.pools = {s: split_pools(self.corpus, s) for s in self.eval_splits}
         for s in self.eval_splits:
             say(self.pools[s].describe(), progress)
+        # the ArguAna view (retrieval/arguana.py) of the evaluated splits other than training
+        self.views = {s: build_view(self.corpus, self.table, s) for s in self.eval_splits if s != "training"}
         self.ranks: dict[str, dict[str, np.ndarray]] = {}  # per split: the last evaluation's ranks
         self._indexes: dict[str, tuple] = {}
         self.training_pools = build_pools(self.corpus.split("training")) if "training" in self.corpus.splits else None
@@ -215,10 +218,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, epoch: int) -> dict:
-        """Validation loss (hard negatives, rate 0) plus the eight tasks on the splits due this epoch.
+        """Validation loss (hard negatives, rate 0) plus the eight tasks and the ArguAna view on the
+        splits due this epoch; every text is embedded once for both when the view is due (its share of the
+        time: ``time/arguana_s``).
 
         Leaves each evaluated split's per-query ranks in ``self.ranks`` (for :class:`BestRanks`).
         """
+        from ..evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings
         from ..evaluation.evaluate import evaluate_model
 
         cfg = self.config
@@ -226,10 +232,16 @@ class Trainer:
         row: dict = {}
         self.ranks = {}
         last = epoch + 1 == cfg.epochs
-        for split in self.eval_splits:
-            if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):
-                continue
-            emb = self.model.embed_pairs(split)
+        due = [s for s in self.eval_splits
+               if s != "test" or (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last))]
+        collection, view_s = None, 0.0  # every text embedded once when the ArguAna view is due
+        if any(s in self.views for s in due):
+            t1 = time.perf_counter()
+            collection = collection_embeddings(self.model)
+            view_s += time.perf_counter() - t1
+        for split in due:
+            emb = pair_embeddings(self.model, split, collection) if collection is not None \
+                else self.model.embed_pairs(split)
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
                 ids = self.table.splits[split]
@@ -250,6 +262,12 @@ class Trainer:
                 metrics, ranks = evaluate_model(model, split, pools, emb, return_ranks=True)
             row.update(metrics)
             self.ranks[split] = {t: r.cpu().numpy().astype(np.int32) for t, r in ranks.items()}
+            if split in self.views:
+                t1 = time.perf_counter()
+                row.update(model_view_metrics(model, self.views[split], collection))
+                view_s += time.perf_counter() - t1
+        if collection is not None:
+            row["time/arguana_s"] = view_s
         row["time/eval_s"] = time.perf_counter() - t0
         return row
 

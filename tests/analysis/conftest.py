@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from counterarg.analysis.methods import labelled
 from counterarg.analysis.trials import TrialRecord
 from counterarg.retrieval.tasks import TASKS
 
@@ -27,12 +28,13 @@ def epoch_row(epoch, val, test_base, train_s=None, wall_s=None):
 
 def summary_records():
     # fixed: seeds 0,1 -> best epochs 2 (val .5) and 1 (val .6, tie-break irrelevant)
-    fixed0 = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},
+    # each config carries its method and name, as the sweep's builders make them (methods.labelled)
+    fixed0 = TrialRecord("a0", labelled({"schedule": "fixed", "rate": 0.8, "seed": 0}, "recipe"),
                          [epoch_row(1, 0.4, 0.30), epoch_row(2, 0.5, 0.40, 9.0, 10.0), epoch_row(3, 0.45, 0.90, 9.0, 10.0)])
-    fixed1 = TrialRecord("a1", {"schedule": "fixed", "rate": 0.8, "seed": 1},
+    fixed1 = TrialRecord("a1", labelled({"schedule": "fixed", "rate": 0.8, "seed": 1}, "recipe"),
                          [epoch_row(1, 0.6, 0.20, 4.5, 5.0), epoch_row(2, 0.6, 0.99, 9.5, 10.0)])  # tie -> epoch 1
-    rand0 = TrialRecord("b0", {"schedule": "random", "seed": 0}, [epoch_row(1, 0.3, 0.50, 18.0, 20.0)])
-    bad = TrialRecord("c0", {"schedule": "decay", "seed": 0}, [], status="ERROR",
+    rand0 = TrialRecord("b0", labelled({"schedule": "random", "seed": 0}, "recipe"), [epoch_row(1, 0.3, 0.50, 18.0, 20.0)])
+    bad = TrialRecord("c0", labelled({"schedule": "decay", "seed": 0}, "recipe"), [], status="ERROR",
                       error="TrainingError: metric train/loss is nan at epoch 1")
     return [fixed0, fixed1, rand0, bad]
 
@@ -55,7 +57,7 @@ def ranked_records(n=200, gap=0.3, seed=0):
                 row[f"test/{t}/acc@1"] = float(hits.mean())
                 row[f"test_unseen/{t}/acc@1"] = float(hits[unseen].mean())
             row["test_unseen/mean/acc@1"] = float(hits[unseen].mean())
-            recs.append(TrialRecord(f"{name}{s}", {"schedule": "fixed", "rate": rate, "seed": s}, [row],
+            recs.append(TrialRecord(f"{name}{s}", labelled({"schedule": "fixed", "rate": rate, "seed": s}, "recipe"), [row],
                                     ranks=ranks))
     return recs
 

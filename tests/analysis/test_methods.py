@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from counterarg.config import REFERENCE_METHOD, Config, ConfigError, method_fields
-from counterarg.analysis.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, is_default_recipe, method_of,
-                                      parse_methods, slug, strategy_text, trial_label)
+from counterarg.analysis.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, label_of, labelled, parse_methods,
+                                         slug, strategy_text, variant_label)
 
 
 def test_the_methods_are_the_reference_fields_and_the_config_defaults():
@@ -18,24 +18,29 @@ def test_the_methods_are_the_reference_fields_and_the_config_defaults():
     assert METHODS["reference"].strategies == ("fixed", "decay", "random")
     assert METHODS["recipe"].strategies[0] == "fixed:rate=0"  # the default recipe's own schedule, from Config
     assert METHODS["recipe"].strategies[-1] == "table:rate_table=" + ",".join(f"{r:g}" for r in RECIPE_TABLE)
-    assert method_of({}) == "recipe" and method_of(method_fields()) == "reference"
-    assert method_of({**method_fields(), "lr": 0.5}) is None and method_of({"loss": "triplet"}) is None
-    assert method_of({"margin": 0.3}) == "recipe"  # margin is no method field: the same method
 
 
 def test_one_label_rule():
-    """The default recipe is ``recipe``; any other schedule under a method is ``<method>: <schedule>``;
-    a config of neither method is its schedule alone."""
+    """A variant's name is made from the method it is made under and its schedule: the default
+    recipe's own schedule is ``recipe``; any other schedule under a method is ``<method>: <schedule>``;
+    a variant of no method is its schedule alone. Nothing matches a config against the methods."""
     ref = method_fields()
-    assert trial_label({}) == "recipe" and is_default_recipe({})
-    assert trial_label({"schedule": "fixed", "rate": 0.0, "rate_start": 0.3}) == "recipe"  # fixed never reads it
-    assert trial_label({"schedule": "decay"}) == "recipe: decay 0.8-0.02"
-    assert trial_label({"schedule": "fixed", "rate": 0.5}) == "recipe: fixed 0.5"
-    assert trial_label({**ref, "schedule": "fixed", "rate": 0.8}) == "reference: fixed 0.8"
-    assert trial_label({**ref, "schedule": "fixed", "rate": 0.0}) == "reference: fixed 0"  # not the recipe
-    assert trial_label(REFERENCE_METHOD) == "reference: decay 0.8-0.02"
-    assert trial_label({**ref, "lr": 0.5, "schedule": "random"}) == "random"
-    assert trial_label({"schedule": "table", "rate_table": [0.6, 0.6, 0.5]}) == "recipe: table 0.6*2,0.5"
+    assert variant_label({}, "recipe") == "recipe"
+    assert variant_label({"schedule": "fixed", "rate": 0.0, "rate_start": 0.3}, "recipe") == "recipe"  # fixed never reads it
+    assert variant_label({"schedule": "decay"}, "recipe") == "recipe: decay 0.8-0.02"
+    assert variant_label({"schedule": "fixed", "rate": 0.5}, "recipe") == "recipe: fixed 0.5"
+    assert variant_label({**ref, "schedule": "fixed", "rate": 0.8}, "reference") == "reference: fixed 0.8"
+    assert variant_label({**ref, "schedule": "fixed", "rate": 0.0}, "reference") == "reference: fixed 0"  # not the recipe
+    assert variant_label(REFERENCE_METHOD, "reference") == "reference: decay 0.8-0.02"
+    assert variant_label({**ref, "lr": 0.5, "schedule": "random"}, None) == "random"
+    assert variant_label({"schedule": "table", "rate_table": [0.6, 0.6, 0.5]}, "recipe") == "recipe: table 0.6*2,0.5"
+    # the name travels with the variant (the Config fields method and label) and is read back as it is
+    cfg = labelled({"schedule": "decay", "seed": 3}, "recipe")
+    assert cfg == {"schedule": "decay", "seed": 3, "method": "recipe", "label": "recipe: decay 0.8-0.02"}
+    assert Config.from_dict(cfg).label == "recipe: decay 0.8-0.02" and label_of(Config.from_dict(cfg).to_dict()) == \
+        "recipe: decay 0.8-0.02"
+    assert label_of({**cfg, "rate_start": 0.5}) == "recipe: decay 0.8-0.02"  # read, never recomputed
+    assert label_of({"schedule": "fixed", "rate": 0.5}) == "fixed 0.5"  # a config no sweep named: its schedule
     assert slug("recipe: decay 0.8-0.02") == "recipe-decay-0.8-0.02" and slug("recipe") == "recipe"
     assert slug("reference: table 0.6*2,0.5") == "reference-table-0.6-2-0.5" and len(slug("x" * 99)) == 48
 
@@ -49,8 +54,8 @@ def test_strategy_text_round_trips_through_the_strategy_parser():
     for method in METHODS:
         for text in METHODS[method].strategies:
             cfg = parse_strategy(text, method)
-            assert strategy_text(cfg) == text and trial_label(parse_strategy(strategy_text(cfg), method)) == \
-                trial_label(cfg)
+            assert strategy_text(cfg) == text and parse_strategy(strategy_text(cfg), method)["label"] == \
+                cfg["label"]
 
 
 def test_parse_methods_names_the_bad_one():

@@ -83,3 +83,41 @@ def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
                 == ("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6"))
     assert worse["gap"] == pytest.approx(-comp.diff) and worse["p_holm"] == pytest.approx(comp.p_holm)
     assert worse["significant"] and set(drawn) == {"all", "unseen"}
+
+
+def test_one_colour_per_strategy_in_every_figure(tmp_path):
+    """The validation curves gave two pairs of strategies one colour (a hollow marker took the next
+    colour of the cycle) and the task bars coloured them otherwise; now both take the sweep's map."""
+    from counterarg.analysis.colours import strategy_colours
+    from counterarg.analysis.trials import TrialRecord
+
+    from .conftest import epoch_row
+
+    records = []
+    for i in range(10):  # ten strategies; the even ones' seed 1 stops an epoch early (hollow markers)
+        for seed in (0, 1):
+            rows = [epoch_row(e, 0.1 * e + i / 100, 0.3 + i / 100) for e in (1, 2, 3)]
+            records.append(TrialRecord(f"t{i}{seed}", {"schedule": "fixed", "rate": i / 10, "seed": seed},
+                                       rows[:2] if seed and i % 2 == 0 else rows))
+    out = write_summary(records, tmp_path, title="t")
+    curves = read_plot_data(out["paths"]["curves"])["curves"]
+    bars = read_plot_data(out["paths"]["bars"])["colours"]
+    assert len(curves) == 10 and len({c["colour"] for c in curves.values()}) == 10  # no two alike
+    assert {g: c["colour"] for g, c in curves.items()} == bars == strategy_colours(curves)
+
+
+def test_the_task_bars_legend_sits_beside_the_bars(tmp_path):
+    """The legend covered the sdoc and sdoa bars."""
+    import matplotlib.pyplot as plt
+
+    from counterarg.analysis.plots import _task_bars
+    from counterarg.analysis.trials import summary_rows
+
+    rows = summary_rows(ranked_records())
+    fig, ax = plt.subplots(figsize=(13, 4.5))
+    _task_bars(ax, rows, "all", None, {r["group"]: "#000000" for r in rows})
+    fig.tight_layout()
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes: over no bar
+    plt.close(fig)

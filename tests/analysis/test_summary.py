@@ -150,13 +150,33 @@ def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
 def test_a_sweep_of_two_methods_says_which_schedule_wins_under_each(tmp_path):
     from counterarg.config import method_fields
 
+    from counterarg.analysis.methods import labelled
+
     recs = ranked_records()
     for r in recs[4:]:  # "bad2" trains the reference method: a family of one, no verdict of its own
-        r.config = {**r.config, **method_fields()}
+        r.config = labelled({**r.config, **method_fields()}, "reference")
     for r in recs[:4]:
-        r.config = {**r.config, "rate": {"good": 0.5, "bad": 0.6}[r.trial_id[:-1]]}
+        r.config = labelled({**r.config, "rate": {"good": 0.5, "bad": 0.6}[r.trial_id[:-1]]}, "recipe")
     out = write_summary(recs, tmp_path, title="t")
     md = out["markdown"]
     assert "## Which schedule wins under each method" in md and "### recipe" in md and "### reference" not in md
     section = md.split("### recipe")[1].split("##")[0]
     assert "| sdoc | **recipe: fixed 0.5** (Holm p < 0.0001 vs recipe: fixed 0.6, 2+2 seeds)" in section
+
+
+def test_the_arguana_like_views_headline_is_a_column_where_trials_report_it(tmp_path):
+    """summary.md's per-view tables gain an `arguana ndcg@10` column (mean ± std over seeds of the best
+    epoch's value, and the zero-shot encoder's), and only when the trials' rows carry the key."""
+    recs = ranked_records()
+    assert "arguana ndcg@10" not in write_summary(recs, tmp_path / "a", title="t")["markdown"]
+    for rec in recs:
+        for row in rec.history:
+            row["test/arguana/ndcg@10"], row["test_unseen/arguana/ndcg@10"] = 0.625, 0.5
+    base = {f"{s}/{t}/acc@1": 0.1 for s in ("test", "test_unseen") for t in (*TASKS, "mean")}
+    base |= {"test/arguana/ndcg@10": 0.52, "test_unseen/arguana/ndcg@10": 0.51}
+    md = write_summary(recs, tmp_path / "b", title="t", baseline=base)["markdown"]
+    tables = [ln for ln in md.splitlines() if ln.startswith("| strategy | seeds |")]
+    assert len(tables) == 2 and all(ln.rstrip(" |").endswith("arguana ndcg@10") for ln in tables)
+    assert "0.6250 ± 0.0000" in md and "0.5000 ± 0.0000" in md
+    zero = [ln for ln in md.splitlines() if ln.startswith("| zero-shot encoder |")]
+    assert zero[0].endswith("| 0.5200 |") and zero[1].endswith("| 0.5100 |")

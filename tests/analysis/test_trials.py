@@ -8,8 +8,9 @@ import pytest
 
 from counterarg.config import method_fields
 from counterarg.evaluation.selection import best_row
-from counterarg.analysis.trials import (dedupe_history, group_label, group_stats, overhead, strategy_fields_label,
-                                     strategy_label, summary_rows, varying_fields)
+from counterarg.analysis.methods import labelled
+from counterarg.analysis.trials import (dedupe_history, group_label, group_labels, group_stats, overhead,
+                                     strategy_fields_label, strategy_label, summary_rows, varying_fields)
 
 from .conftest import epoch_row, summary_records
 
@@ -25,18 +26,29 @@ def test_strategy_labels_come_from_config_fields():
     assert strategy_fields_label({"schedule": "decay"}) == "decay(rate_start=0.8, rate_step=0.02, rate_floor=0)"
 
 
-def test_group_label_is_the_trial_label_plus_other_varying_fields():
-    """One rule whether or not the sweep mixes methods; the method names its own fields, a config of
-    neither method shows them."""
+def test_group_label_is_the_carried_name_plus_other_varying_settings():
+    """The name a config carries (made with its variant, methods.labelled) plus every other varying
+    setting; a config no sweep named shows its schedule."""
     ref = method_fields()
-    assert group_label({}, ["seed"]) == "recipe"
-    assert group_label({"margin": 0.5}, ["margin", "seed", "device"]) == "recipe margin=0.5"
-    assert group_label({**ref, "schedule": "decay"}, ["loss", "schedule", "seed"]) == "reference: decay 0.8-0.02"
-    assert group_label({"schedule": "decay"}, ["loss", "schedule"]) == "recipe: decay 0.8-0.02"
-    lr_search = {**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7}
-    # a search over the reference method's lr: named by the method the rest trains, lr kept
+    assert group_label(labelled({}, "recipe"), ["seed", "label", "method"]) == "recipe"
+    assert group_label(labelled({"margin": 0.5}, "recipe"), ["margin", "seed", "device"]) == "recipe margin=0.5"
+    # the seed and every machine field (the index and its options too: every backend gives the same
+    # neighbours) never name a group: their roles say so
+    assert group_label(labelled({"index": "balltree", "leaf_size": 8}, "recipe"),
+                       ["index", "leaf_size", "block_size", "shards", "cache_dir", "seed"]) == "recipe"
+    assert group_label(labelled({**ref, "schedule": "decay"}, "reference"), ["schedule", "seed"]) == \
+        "reference: decay 0.8-0.02"
+    assert group_label(labelled({"schedule": "decay"}, "recipe"), ["schedule"]) == "recipe: decay 0.8-0.02"
+    lr_search = labelled({**ref, "schedule": "fixed", "rate": 0.8}, "reference")  # a search over lr and margin
+    lr_search.update(lr=0.002, margin=0.7)
     assert group_label(lr_search, ["lr", "margin"]) == "reference: fixed 0.8 lr=0.002 margin=0.7"
-    assert group_label({**lr_search, "head": "identity"}, ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"
+    assert group_label({**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7, "head": "identity"},
+                       ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"  # named by no sweep: its schedule
+    # the groups among configs: the settings that vary among the configs of one name, not across names
+    methods = [labelled({**ref, "schedule": "fixed", "rate": 0.8}, "reference"), labelled({"schedule": "decay"}, "recipe")]
+    assert group_labels(methods) == ["reference: fixed 0.8", "recipe: decay 0.8-0.02"]
+    axis = [labelled({"margin": m, "seed": s}, "recipe") for m in (0.5, 1.0) for s in (0, 1)]
+    assert group_labels(axis) == ["recipe margin=0.5"] * 2 + ["recipe margin=1"] * 2
 
 
 def test_best_epoch_and_dedupe():
@@ -55,7 +67,7 @@ def test_dedupe_history_keeps_the_last_report_of_each_epoch():
 
 def test_rows_and_stats_by_hand():
     recs = summary_records()
-    assert varying_fields([r.config for r in recs]) == ["rate", "schedule", "seed"]
+    assert varying_fields([r.config for r in recs]) == ["label", "rate", "schedule", "seed"]
     rows = summary_rows(recs)
     by = {r["trial_id"]: r for r in rows}
     assert by["a0"]["best_epoch"] == 2 and by["a0"]["test/mean/acc@1"] == pytest.approx(0.40)

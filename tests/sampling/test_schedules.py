@@ -66,8 +66,11 @@ def test_a_toy_schedule_is_one_entry(monkeypatch):
     cfg = Config().with_overrides(["schedule=halving", "rate=0.8"])
     assert [random_rate(cfg, e) for e in range(3)] == pytest.approx([0.8, 0.4, 0.2])
     ref = {k: (list(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_FIELDS.items()}
-    assert parse_strategy("halving") == {**ref, "schedule": "halving", "rate": 0.5}  # on the reference method
-    assert parse_strategy("halving:rate=0.6") == {**ref, "schedule": "halving", "rate": 0.6}
+    named = {"method": "reference"}  # on the reference method, named as it is made
+    assert parse_strategy("halving") == {**ref, "schedule": "halving", "rate": 0.5, **named,
+                                         "label": "reference: halving 0.5"}
+    assert parse_strategy("halving:rate=0.6") == {**ref, "schedule": "halving", "rate": 0.6, **named,
+                                                  "label": "reference: halving 0.6"}
     grid = strategy_grid(["halving", "decay"], seeds=(0, 1), methods=["reference"])
     assert [(g["schedule"], g["seed"]) for g in grid] == [("halving", 0), ("halving", 1), ("decay", 0), ("decay", 1)]
     assert strategy_label(grid[0]) == "halving 0.5"

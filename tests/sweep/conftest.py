@@ -176,7 +176,14 @@ def drive_race(searcher, value_of, error=lambda cfg: False) -> list[dict]:
                 searcher.on_trial_complete(tid, {race_metric(): value_of(c), "epoch": 2})
 
 
-RACE_STRATEGIES = [{"schedule": "fixed", "rate": r} for r in (0.2, 0.5, 0.8)]  # labels recipe: fixed 0.2 / 0.5 / 0.8
+def _recipe(fields: dict) -> dict:
+    """A strategy under the recipe, named as the sweep's builders name it (recipe: fixed 0.2, ...)."""
+    from counterarg.analysis.methods import labelled
+
+    return labelled(fields, "recipe")
+
+
+RACE_STRATEGIES = [_recipe({"schedule": "fixed", "rate": r}) for r in (0.2, 0.5, 0.8)]  # recipe: fixed 0.2 / 0.5 / 0.8
 
 
 def race_value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apart

@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's counterarg
 
+from counterarg.analysis.methods import labelled  # noqa: E402
 from counterarg.config import Config  # noqa: E402
 from counterarg.sweep.race import RaceOptions, RaceSearcher  # noqa: E402
 from counterarg.sweep.race_files import load_race_state, reconcile_race_state, write_race  # noqa: E402
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
                 print(f"[race-test] {line}", flush=True)
             tuner = tune.Tuner.restore(str(exp), trainable=synthetic, resume_unfinished=True, restart_errored=True)
         else:
-            strategies = [{"schedule": "fixed", "rate": r} for r in MEANS]
+            strategies = [labelled({"schedule": "fixed", "rate": r}, "recipe") for r in MEANS]
             opts = RaceOptions(seeds=tuple(range(MAX_SEEDS)), first_seeds=FIRST_SEEDS, max_seeds=MAX_SEEDS)
             tuner = tune.Tuner(
                 synthetic, param_space={"block_file": args.block_file},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
+from counterarg.analysis.methods import labelled
 from counterarg.config import method_fields
 from counterarg.sweep.console import DropRestoreHint, SweepReporter
 
@@ -17,16 +18,16 @@ def _trial(tid, config, status, epoch=None, best=None):
 
 def test_status_table_names_strategy_seed_state_epoch_and_best():
     rep = SweepReporter("m", every_s=3600)
-    trials = [_trial("a", {"schedule": "decay", "seed": 1}, "RUNNING", 2, 0.25),
-              _trial("b", {**method_fields(), "schedule": "random", "seed": 0}, "PENDING"),
+    trials = [_trial("a", labelled({"schedule": "decay", "seed": 1}, "recipe"), "RUNNING", 2, 0.25),
+              _trial("b", labelled({**method_fields(), "schedule": "random", "seed": 0}, "reference"), "PENDING"),
               _trial("c", {"schedule": "no-such"}, "ERROR"),
-              _trial("d", {"seed": 2}, "TERMINATED", 9, 0.5)]
+              _trial("d", labelled({"seed": 2}, "recipe"), "TERMINATED", 9, 0.5)]
     assert rep.should_report(trials)
     table = rep.table(trials)
     lines = table.splitlines()
     assert "1 error, 1 pending, 1 running, 1 terminated" in lines[0]
     assert lines[1].split() == ["strategy", "seed", "state", "epoch", "best", "m"]
-    # the one trial label (counterarg.analysis.methods.trial_label): the default recipe is "recipe"
+    # the name each trial carries (made with its variant, methods.variant_label): the default recipe is "recipe"
     assert any(ln.split() == ["recipe:", "decay", "0.8-0.02", "1", "running", "2", "0.2500"] for ln in lines)
     assert any(ln.split() == ["reference:", "random", "0", "pending", "-", "-"] for ln in lines)
     assert any(ln.split() == ["recipe", "2", "terminated", "9", "0.5000"] for ln in lines)
@@ -39,8 +40,9 @@ def test_status_table_names_strategy_seed_state_epoch_and_best():
 
 def test_a_search_names_its_trials_by_their_drawn_values_too():
     rep = SweepReporter("m", fields=["lr", "finetune", "seed"])
-    table = rep.table([_trial("a", {"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "RUNNING", 1, 0.2)])
-    # named by the method the rest of the config trains (the recipe) plus the drawn values
+    table = rep.table([_trial("a", labelled({"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "recipe"),
+                              "RUNNING", 1, 0.2)])
+    # named by the search's method (the name its start carries) plus the drawn values
     assert table.splitlines()[2].split()[:4] == ["recipe", "lr=0.000922", "finetune=top:1", "0"]
 
 

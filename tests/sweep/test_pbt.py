@@ -50,17 +50,19 @@ def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path
     from argparse import Namespace
 
     from counterarg.config import method_fields
-    from counterarg.analysis.methods import METHODS, trial_label
-    from counterarg.sweep.pbt import replay_command
+    from counterarg.analysis.methods import METHODS
+    from counterarg.sweep.pbt import member_label, replay_command
     from counterarg.sweep.spaces import strategy_grid
 
     recipe = param_space({}, PBTOptions())
-    assert {k: v for k, v in recipe.items() if k != "rate"} == {**METHODS["recipe"].fields, "schedule": "fixed"}
+    assert {k: v for k, v in recipe.items() if k not in ("rate", "label")} == {**METHODS["recipe"].fields,
+                                                                              "schedule": "fixed", "method": "recipe"}
     ref = param_space({"batch_size": 16}, PBTOptions(mutate=("rate", "lr")), "reference")
     assert ref["loss"] == method_fields()["loss"] and ref["head"] == "linear" and ref["schedule"] == "fixed"
     assert "batch_size" not in ref and "lr" not in ref  # --set batch_size wins; PBT draws the mutated lr
-    assert trial_label({**recipe, "rate": 0.4}) == "recipe: fixed 0.4"
-    assert trial_label({**param_space({}, PBTOptions(), "reference"), "rate": 0.4}) == "reference: fixed 0.4"
+    # each member is named as Tune makes it, from its starting rate (the config Tune resolves)
+    assert member_label({**recipe, "rate": 0.4}) == "recipe: fixed 0.4"
+    assert member_label({**param_space({}, PBTOptions(), "reference"), "rate": 0.4}) == "reference: fixed 0.4"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "enc").mkdir()
     args = Namespace(smoke_test=False, corpus=str(tmp_path / "data" / "c.zip"), encoder=str(tmp_path / "enc"),
@@ -77,7 +79,7 @@ def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path
     assert "--methods reference --strategies 'fixed;decay;random;table:rate_table=0.6,0.6,0.4'" in ref_cmd
     assert "--storage s3://b/x" in ref_cmd and "--encoder bert-base-uncased" in ref_cmd
     strategies = shlex.split(cmd)[5]  # the replay's trials: the learned table beside the recipe's own schedules
-    assert [trial_label(v) for v in strategy_grid(strategies, (0,), ["recipe"])] == [
+    assert [v["label"] for v in strategy_grid(strategies, (0,), ["recipe"])] == [
         "recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.6*2,0.4"]
 
 
@@ -87,10 +89,12 @@ def test_explore_always_moves_the_rate(donor_rate):
     ours always moves the rate by at least one step, staying on the grid."""
     pbt = RateExplorePBT(time_attr="epoch", perturbation_interval=1,
                          hyperparam_mutations={"rate": list(RATE_GRID)}, resample_probability=0.5)
-    donor = SimpleNamespace(config={"rate": donor_rate, "schedule": "fixed"})
+    donor = SimpleNamespace(config={"rate": donor_rate, "schedule": "fixed", "method": "recipe", "label": "x"})
     for _ in range(200):
         new, _ = pbt._get_new_config(SimpleNamespace(config={}), donor)
         assert new["rate"] in RATE_GRID and new["rate"] != donor_rate
+        # explore makes a new variant, named there: its name follows its new rate
+        assert new["label"] == ("recipe" if new["rate"] == 0 else f"recipe: fixed {new['rate']:g}")
 
 
 class _Controller(TuneController):

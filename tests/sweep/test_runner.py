@@ -30,10 +30,13 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     the summary is written, and TensorBoard event files hold per-task scalars and HParams."""
     import ray
 
+    from counterarg.analysis.methods import labelled
+
     good = sweep_base(tiny, epochs=2)
-    variants = [{**good, "schedule": "fixed", "rate": 0.8, "seed": 0},
-                {**good, "schedule": "random", "seed": 0},
-                {**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
+    variants = [labelled({**good, "schedule": "fixed", "rate": 0.8, "seed": 0}, "recipe"),  # named as the grid names
+                labelled({**good, "schedule": "random", "seed": 0}, "recipe"),
+                labelled({**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")},
+                         "recipe")]
     sweep = Sweep(name=unique_name("err"), variants=variants)
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)
@@ -113,31 +116,34 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     acc = EventAccumulator(str(trial))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    # TensorBoard tag names cannot hold "@": tensorboardX writes acc@1 as acc_1.
-    assert "ray/tune/test/sdoc/acc_1" in tags and "ray/tune/test_unseen/sdoc/acc_1" in tags, tags[:10]
-    assert [e.step for e in acc.Scalars("ray/tune/test/sdoc/acc_1")] == [1, 2]
-    # the HParams plugin data, parsed: the hparams of this trial's schedule and the best-epoch metrics
+    # the metrics' own names (TensorBoard tags cannot hold "@": acc@1 is written acc_1), no ray/tune/ prefix
+    assert "test/sdoc/acc_1" in tags and "test_unseen/sdoc/acc_1" in tags, tags[:10]
+    assert not [t for t in tags if t.startswith("ray/")] and "training_iteration" not in tags
+    assert [e.step for e in acc.Scalars("test/sdoc/acc_1")] == [1, 2]
+    # the HParams plugin data, parsed: the sweep's columns in every trial's run, none at the root
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    data = {}
-    for tag, raw in acc.PluginTagToContent("hparams").items():
-        data[tag] = plugin_data_pb2.HParamsPluginData.FromString(raw)
-    assert "_hparams_/experiment" not in data  # one experiment summary, at the sweep's root (issue 23.8)
-    root = EventAccumulator(str(trial.parent))
-    root.Reload()
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(
-        root.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
-    assert {"strategy", "rate"} <= {h.name for h in experiment.hparam_infos}
-    metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert {"best/validation/mean/acc_1", "best/test/mean/acc_1", "best/test_unseen/sdoc/acc_1"} <= metric_tags
+    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw)
+            for tag, raw in acc.PluginTagToContent("hparams").items()}
+    assert not list(exp.glob("events.out.tfevents.*"))  # no "." run
+    experiment = data["_hparams_/experiment"].experiment
+    columns = [h.display_name for h in experiment.hparam_infos]
+    assert columns[:5] == ["method", "strategy", "seed", "schedule", "rate"], columns
+    metric_tags = [m.name.tag for m in experiment.metric_infos]
+    assert metric_tags[:2] == ["selected/validation_unseen/mean/acc_1", "selected/test_unseen/mean/acc_1"]
     session = data["_hparams_/session_start_info"].session_start_info
-    assert session.hparams["strategy"].string_value == "recipe: fixed 0.8"  # the trial's one name
+    assert session.hparams["02 strategy"].string_value == "fixed 0.8"  # summary.csv's strategy column
+    assert session.hparams["01 method"].string_value == "recipe"
+    assert session.group_name == trial.name.split("_")[1]  # the Trial ID column: the short id, in full
     assert trial.name.endswith("_recipe-fixed-0.8_seed0"), trial.name  # trial_<id>_<name>_seed<N>
-    assert session.hparams["rate"].number_value == pytest.approx(0.8)
-    assert "rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
+    assert session.hparams["05 rate"].number_value == pytest.approx(0.8)
+    assert "06 rate_start" not in session.hparams  # fields the trial's schedule does not read are left out
+    from tensorboard.plugins.hparams import api_pb2
+
+    assert data["_hparams_/session_end_info"].session_end_info.status == api_pb2.STATUS_SUCCESS  # a finished seed
     best_row = next(r for r in res.rows if r["trial_id"] == next(
         x.trial_id for x in res.records if x.config["schedule"] == "fixed"))
-    logged = acc.Scalars("best/test/mean/acc_1")
+    logged = acc.Scalars("selected/test/mean/acc_1")
     assert logged[-1].value == pytest.approx(best_row["test/mean/acc@1"], abs=1e-6)
     assert logged[-1].step == best_row["best_epoch"]
     assert "fixed" in trial.name and "seed0" in trial.name  # TensorBoard run names tell curves apart
@@ -171,7 +177,7 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
         # result.json's timestamps are whole seconds; TensorBoard's wall times are floats
         acc = EventAccumulator(str(d))
         acc.Reload()
-        iters = acc.Scalars("ray/tune/time_this_iter_s")
+        iters = acc.Scalars("time/epoch_s")
         assert [e.step for e in iters] == [1, 2, 3]
         spans.append((iters[0].wall_time - iters[0].value, iters[-1].wall_time))
     (a0, a1), (b0, b1) = spans

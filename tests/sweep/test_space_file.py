@@ -83,6 +83,7 @@ def test_the_shipped_space_file_is_valid():
     ({"schedule": {"choice": ["fixed", "table"]}, "rate_table": {"choice": [[], [0.5]]}},
      r"s\.json: keys 'schedule', 'rate_table' \(the combination schedule=\"table\", rate_table=\[\]\)"),
     ({"seed": {"choice": [0, 1]}}, r"s\.json: key 'seed': not a search field; give the seeds with --seeds"),
+    ({"label": "mine"}, r"s\.json: key 'label': not a search field; the sweep names its trials itself"),
     ({"select_metric": "validation/mean/acc@1"}, r"s\.json: key 'select_metric': not a search field"),
     ({"epochs": {"choice": [2, 4]}}, r"s\.json: key 'epochs': every trial of a search runs the same epochs"),
     ({"margin": 0.5}, r"s\.json: key 'margin': also set for every trial \(--set"),

@@ -6,7 +6,7 @@ import pytest
 
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, SCHEDULE, Config, ConfigError, fields_with
 from counterarg.sampling.schedules import SCHEDULES
-from counterarg.analysis.methods import METHODS, RECIPE_TABLE, trial_label
+from counterarg.analysis.methods import METHODS, RECIPE_TABLE
 from counterarg.sweep.runner import Sweep
 from counterarg.sweep.spaces import (REFERENCE_FIELDS, VariantSearcher, grid, margin_lr_space, parse_strategy, strategy,
                                      strategy_grid)
@@ -24,12 +24,12 @@ def test_default_grid_is_the_main_job():
     for v in variants:
         assert set(v) <= set(FIELD_NAMES)
         Config.from_dict(v)
-    labels = [trial_label(v) for v in variants if v["seed"] == 0]
+    labels = [v["label"] for v in variants if v["seed"] == 0]
     assert labels == ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe",
                       "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
                       "recipe: table 0.2*4,0.1*14,0"]
     assert {v["seed"] for v in variants} == {0, 1, 2}
-    by = {trial_label(v): v for v in variants if v["seed"] == 0}
+    by = {v["label"]: v for v in variants if v["seed"] == 0}
     ref, recipe = _plain(METHODS["reference"].fields), _plain(METHODS["recipe"].fields)
     assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss != ref["loss"]
     for label, v in by.items():
@@ -43,7 +43,7 @@ def test_default_grid_is_the_main_job():
 def test_methods_cross_every_strategy():
     """Given strategies are crossed with every method (method outer); one method alone runs its own list."""
     variants = strategy_grid("fixed:rate=0;decay", seeds=(0, 1))
-    assert [(trial_label(v), v["seed"]) for v in variants] == [
+    assert [(v["label"], v["seed"]) for v in variants] == [
         ("reference: fixed 0", 0), ("reference: fixed 0", 1), ("reference: decay 0.8-0.02", 0),
         ("reference: decay 0.8-0.02", 1), ("recipe", 0), ("recipe", 1),
         ("recipe: decay 0.8-0.02", 0), ("recipe: decay 0.8-0.02", 1)]
@@ -52,20 +52,23 @@ def test_methods_cross_every_strategy():
                                                                           if k in recipe}
     assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss
     only = strategy_grid(seeds=(0,), methods=["recipe"])  # --methods recipe alone: the recipe's main-job list
-    own = [trial_label(parse_strategy(s, "recipe")) for s in METHODS["recipe"].strategies]
-    assert [trial_label(v) for v in only] == own
-    assert len(only) == 5 and trial_label(only[0]) == "recipe"
-    assert [trial_label(v) for v in strategy_grid("random", (0,), ["recipe"])] == ["recipe: random"]
+    own = [parse_strategy(s, "recipe")["label"] for s in METHODS["recipe"].strategies]
+    assert [v["label"] for v in only] == own
+    assert len(only) == 5 and only[0]["label"] == "recipe"
+    assert [v["label"] for v in strategy_grid("random", (0,), ["recipe"])] == ["recipe: random"]
 
 
 def test_strategy_parsing_and_errors():
     ref = _plain(REFERENCE_FIELDS)
     assert ref["loss"] == REFERENCE_METHOD["loss"] and "schedule" not in ref and "epochs" not in ref
-    assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5}
-    assert parse_strategy("random") == {**ref, "schedule": "random"}  # the reference method unless named
+    named = {"method": "reference", "label": "reference: fixed 0.5"}  # made with the strategy, carried by it
+    assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5, **named}
+    assert parse_strategy("random") == {**ref, "schedule": "random",  # the reference method unless named
+                                        "method": "reference", "label": "reference: random"}
     recipe = parse_strategy("fixed:rate=0", "recipe")  # the default recipe: the same fields at their Config defaults
     defaults = Config().to_dict()
-    assert set(ref) - {"lr"} <= set(recipe) and all(recipe[k] == defaults[k] for k in recipe)
+    assert (recipe["method"], recipe["label"]) == ("recipe", "recipe")
+    assert set(ref) - {"lr"} <= set(recipe) and all(recipe[k] == defaults[k] for k in recipe if k not in named)
     assert recipe["schedule"] == defaults["schedule"] and recipe["loss"] == defaults["loss"]
     with pytest.raises(ConfigError, match="unknown strategy 'nope'"):
         strategy("nope")
@@ -82,7 +85,9 @@ def test_strategy_parsing_and_errors():
     with pytest.raises(ConfigError):
         Sweep(name="x", base={"strategy": "fixed"}, variants=[{}])
     assert set(SCHEDULES) >= {"fixed", "decay", "random", "cosine", "step", "table"}
-    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {**ref, "schedule": "table", "rate_table": [0.8, 0.6, 0.4]}
+    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {**ref, "schedule": "table", "rate_table": [0.8, 0.6, 0.4],
+                                                              "method": "reference",
+                                                              "label": "reference: table 0.8,0.6,0.4"}
     space = margin_lr_space("fixed", seeds=(0, 1))
     assert set(space) <= set(FIELD_NAMES) and "margin" in space and "lr" in space
     assert space["seed"] == {"grid_search": [0, 1]} and space["schedule"] == "fixed"
