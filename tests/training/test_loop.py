@@ -102,6 +102,7 @@ def test_index_backends_give_identical_runs(cfg, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- checkpoints: safe, sealed, recoverable
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
     """Finding 2 end to end: checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
     .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
@@ -184,6 +185,7 @@ def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     assert same_margin[2]["loss/margin"] == 1.0
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_schedule_and_encoder_lr(cfg, tmp_path):
     """Any schedule (and its fields) may change on resume; encoder_lr reaches the encoder's group."""
     base = cfg.replace(epochs=1, finetune="top:1", encoder_lr=1e-4, eval_mode="retrieval")
