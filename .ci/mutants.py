@@ -29,8 +29,8 @@ M = [
   ["tests/model/test_features.py::test_finetuning_changes_exactly_the_trainable_weights",
    "tests/training/test_loop.py::test_the_checkpoint_holds_exactly_the_trained_encoder_weights"]),
  ("top:N also trains the layer below (lower layer not frozen)", "counterarg/model/features.py",
-  '        parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}',
-  '        parts = {"layers": nn.ModuleList(model.encoder.layer[max(first - 1, 0):])}',
+  '        parts: dict[str, nn.Module] = {"layers": nn.ModuleList(model.encoder.layer[first:])}',
+  '        parts: dict[str, nn.Module] = {"layers": nn.ModuleList(model.encoder.layer[max(first - 1, 0):])}',
   ["tests/model/test_features.py::test_finetuning_changes_exactly_the_trainable_weights"]),
  ("the index field is ignored (always exact)", "counterarg/training/trainer.py",
   "                backend, s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,",
@@ -267,7 +267,9 @@ def main(argv: list[str]) -> int:
             with open(f, "w") as fh:
                 fh.write(text.replace(old, new))
             t0 = time.time()
-            p = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=dst,
+            # -m: a mutant's tests run whatever their marks (pyproject's default run leaves out slow ones)
+            p = subprocess.run([PY, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "slow or not slow",
+                                *tests], cwd=dst,
                                env={**os.environ, "PYTHONPATH": dst}, capture_output=True, text=True)
             verdict = {1: "CAUGHT", 0: "MISSED"}.get(p.returncode, f"rc={p.returncode}")
             failed = [ln.split(" - ")[0].replace("FAILED ", "") for ln in p.stdout.splitlines()

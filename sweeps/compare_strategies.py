@@ -8,7 +8,7 @@ starts from the frozen recipe (``--config frozen``: cached pooled features, head
 recipe stopping early) rather than the top-layer default, which costs about ten times as much per
 epoch; --set finetune=top:1 asks for it. Outputs (the Tune experiment, summary.csv/.md, significance.csv,
 plots) go to <storage>/<name>: by default results/compare_strategies_<date>_<time>/, a fresh
-folder per run. See README "Sweeps (Ray Tune)".
+folder per run. Guide: docs/sweeps.md.
 """
 
 from __future__ import annotations

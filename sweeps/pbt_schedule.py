@@ -10,7 +10,7 @@ trial, epoch, random_rate, lr, margin, donor, trained_by, metric), schedules.png
 schedules beside decay) and the usual summary. The run ends with the best learned schedule as a
 rate_table and the one command that replays it from scratch with 3 seeds under the same method,
 beside that method's hand-written schedules (sweeps/compare_strategies.py --methods METHOD).
-See README "Learned schedules (PBT)".
+Guide: docs/pbt.md.
 """
 
 from __future__ import annotations

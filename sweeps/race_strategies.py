@@ -8,7 +8,7 @@ the leader) shows worse than the best are dropped, and each survivor gets one mo
 survives, --max-seeds seeds ran per survivor, or the next round would pass --budget trials.
 Outputs in <storage>/<name>: race.csv (round, strategy, seeds, value, p_value, eliminated_in_round),
 race.png and the usual test-split summary for every strategy, with the round each left.
-See README "Racing strategies".
+Guide: docs/racing.md.
 """
 
 from __future__ import annotations

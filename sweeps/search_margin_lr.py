@@ -2,7 +2,7 @@
 """Random or ASHA search over margin and lr (log-uniform) for one random_rate strategy.
 
 Same outputs and flags as compare_strategies.py, plus --num-samples, --scheduler, --strategy,
---method (one of compare_strategies' --methods) and the search ranges. See README "Sweeps".
+--method (one of compare_strategies' --methods) and the search ranges. Guide: docs/sweeps.md.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ scheduler) stops trials that fall behind at epochs grace, grace*factor, ...; the
 and one configuration selected on the Config field select_metric (validation only). Outputs in
 <storage>/<name> as every sweep's, and summary.md's "Search (validation)" section: each
 configuration's searched values, the selected one and its `counterarg train` command.
-See README "Sweeps (Ray Tune)".
+Guide: docs/sweeps.md.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ def trained(tiny_encoder, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path, capsys):
     """The 1-epoch run's checkpoint, evaluated, reproduces every validation metric of its epoch row
     (both views), and prints the table."""
@@ -161,6 +162,7 @@ def test_evaluate_json_at_a_folder_is_a_named_error(trained, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- rank: order, scores, cache
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune,mode", [("none", "retrieval"), ("top:1", "retrieval"), ("all", "rerank")])
 def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tmp_path, capsys, monkeypatch,
                                                                finetune, mode):
@@ -216,6 +218,7 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     assert [r["text"] for r in first["results"]] == [cands[i] for i in want]
 
 
+@pytest.mark.slow
 def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "--out", str(out), "--quiet", "--set", f"encoder={tiny_encoder}", "--set", "schedule=fixed"]
@@ -233,6 +236,7 @@ def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "table"
     assert main(["train", "--out", str(out), "--quiet", "--epochs", "4", "--set", f"encoder={tiny_encoder}",
@@ -243,12 +247,14 @@ def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
     assert "rate_table" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--set", f"encoder={tiny_encoder}"]) == 0
     out = capsys.readouterr().out
     assert "points" in out and "unpaired" in out and "training" in out
 
 
+@pytest.mark.slow
 def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder, tmp_path, capsys, monkeypatch):
     """Issue 23.6: the first `rank` against a frozen-encoder checkpoint re-encoded every counter of
     the split although training had cached their pooled features; it now runs only the heads over
@@ -285,6 +291,7 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
 
 
 # ---------------------------------------------------------------- issue 22: machine fields, named errors, full disk
+@pytest.mark.slow
 def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_encoder, tmp_path, capsys, monkeypatch):
     """Item 6: a checkpoint trained with --set cache_dir=/their/cache wrote evaluate's and rank's
     caches there (or failed where it does not exist); they go to $COUNTERARG_CACHE now."""
@@ -363,6 +370,7 @@ def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained, tiny_encoder, tmp_path, capsys,
                                                                         monkeypatch):
     """Item 8 (the hook form of a 30 MB tmpfs that fills): train, evaluate, embed and export name
@@ -419,6 +427,7 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
     assert read_checkpoint(run / "checkpoint")["epoch"] == 1 and read_checkpoint(run / "best")["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
     """evaluate --checkpoint, rank, embed and export load biencoder.BiEncoder only: in a fresh
     interpreter none of them imports the trainer, the training loop, mining or batches (loss.py is

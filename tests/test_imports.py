@@ -224,6 +224,7 @@ def test_no_module_of_the_analysis_layer_imports_ray():
         assert not found, f"the {unit} layer imports {banned}:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_the_ray_check_finds_ray_imported_in_a_function_or_on_the_way(tmp_path):
     """The checker itself: ``from ray.tune import X`` inside a function is found, a TYPE_CHECKING one is
     not; a module whose imports load a module that imports Ray is found, one that imports it only

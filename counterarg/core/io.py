@@ -58,7 +58,7 @@ def free_bytes(path: Path) -> int | None:
 def is_disk_full(e: BaseException, path: Path) -> bool:
     """Whether ``e`` (raised while writing under ``path``) means the disk is full: ENOSPC/EDQUOT in
     its chain, or a write error of a library that hides the errno while almost nothing is free."""
-    seen = e
+    seen: BaseException | None = e
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
@@ -89,7 +89,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` a sibling temporary file, then rename it onto ``path``: a kill leaves the old
     file or the new one. A full disk is a :class:`DiskFullError`; the old file stays."""
     path = Path(path)

@@ -259,14 +259,14 @@ def _folder_files(root: Path) -> tuple[list[tuple[tuple[str, ...], str, bytes]],
     return out, _hidden_names(all_parts, (root.name,) if root.name in SPLITS else (), in_tree=root.name == ARGS_DIR)
 
 
-def _relative_parts(all_parts, source: str, root_name: str | None = None):
+def _relative_parts(all_parts, source: str, root_name: str | None = None) -> list[tuple[str, ...] | None]:
     """Map each file's path parts to (split, theme, debate, side, file), or None when outside the args tree.
 
     Accepts the corpus root, ``02-extracted-arguments`` itself, or a single split folder.
     """
     if root_name in SPLITS:  # a single split folder was given
         return [(root_name, *parts) if not _hidden(parts) else None for parts in all_parts]
-    out = []
+    out: list[tuple[str, ...] | None] = []
     found = False
     for parts in all_parts:
         if _hidden(parts):
@@ -346,7 +346,8 @@ def _pair(name: str, records: list[Record]) -> Split:
         if r.kind in slot:  # cannot happen with a file system, but a zip may hold duplicate names
             raise CorpusError(f"duplicate {r.kind} for {key}: {slot[r.kind].source} and {r.source}")
         slot[r.kind] = r
-    pairs, unpaired = [], []
+    pairs: list[Pair] = []
+    unpaired: list[Record] = []
     for key in sorted(slots):
         slot = slots[key]
         if "point" in slot and "counter" in slot:

@@ -33,7 +33,7 @@ from ..config import CACHE, Config, fields_with
 from ..data.corpus import TextTable
 from ..data.feature_cache import folder_for, load_or_build
 from ..nn.encoder import clip_texts, encode_texts, encoder_fingerprint, hidden_states, load_encoder, pool, run_layers, \
-    split_layer
+    split_layer, BertLike
 from ..nn.precision import autocast, run_precision
 
 
@@ -45,6 +45,7 @@ class TextFeatures(nn.Module, ABC):
 
     kind: str  # the cache kind: pooled | hidden | tokens
     trains_encoder: bool = True  # False: training reads fixed vectors
+    trainable: nn.ModuleDict  # the part of the encoder that trains (set by the mode)
 
     def __init__(self, config: Config, device: torch.device):
         super().__init__()
@@ -95,7 +96,7 @@ class TextFeatures(nn.Module, ABC):
 
     @staticmethod
     @abstractmethod
-    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+    def load_into_encoder(model: BertLike, trained: dict, config: Config) -> None:
         """Put a checkpoint's ``encoder`` entry of this mode into a whole encoder (rank, embed, export)."""
 
 
@@ -104,6 +105,7 @@ class PooledFeatures(TextFeatures):
 
     kind = "pooled"
     trains_encoder = False
+    pooled: torch.Tensor  # [U, H] a buffer (register_buffer below)
 
     def __init__(self, config: Config, table: TextTable, device: torch.device, *, progress: bool = True):
         super().__init__(config, device)
@@ -136,7 +138,7 @@ class PooledFeatures(TextFeatures):
         raise ValueError("finetune=none trains on cached pooled vectors: its texts have no lengths here")
 
     @staticmethod
-    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+    def load_into_encoder(model: BertLike, trained: dict, config: Config) -> None:
         """Nothing trained: the encoder as loaded is the model."""
 
 
@@ -144,7 +146,7 @@ class _TokenFeatures(TextFeatures):
     """A mode that runs encoder layers per batch: token lengths, padding trimmed per batch, and the
     embedding pass longest first."""
 
-    def _load(self, table: TextTable, progress: bool) -> tuple[nn.Module, dict[str, np.ndarray]]:
+    def _load(self, table: TextTable, progress: bool) -> tuple[BertLike, dict[str, np.ndarray]]:
         """The whole encoder and this mode's cached arrays (built on first use); sets the lengths."""
         model, tokenizer = load_encoder(self.config.encoder, self.config.pooling)
         inputs = cached_inputs(self.config, table, device=self.device, progress=progress, model=model,
@@ -193,7 +195,7 @@ class HiddenStateFeatures(_TokenFeatures):
         model, inputs = self._load(table, progress)
         self.states = inputs["hidden"]  # memmap [U, T, H] float16
         first = split_layer(model, config.trainable_layers)
-        parts = {"layers": nn.ModuleList(model.encoder.layer[first:])}
+        parts: dict[str, nn.Module] = {"layers": nn.ModuleList(model.encoder.layer[first:])}
         if config.pooling == "pooler" and getattr(model, "pooler", None) is not None:
             parts["pooler"] = model.pooler
         self.trainable = nn.ModuleDict(parts)
@@ -224,10 +226,11 @@ class HiddenStateFeatures(_TokenFeatures):
         return pool(hidden.float(), mask, self.config.pooling, self._pooler())  # [B, H] fp32
 
     @staticmethod
-    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+    def load_into_encoder(model: BertLike, trained: dict, config: Config) -> None:
         """``layers.<i>.<name>`` -> layer ``first + i`` of the encoder; ``pooler.<name>`` -> its pooler."""
         first = split_layer(model, config.trainable_layers)
-        layers, pooler = {}, {}
+        layers: dict[int, dict[str, torch.Tensor]] = {}
+        pooler: dict[str, torch.Tensor] = {}
         for k, v in trained.items():
             part, rest = k.split(".", 1)
             if part == "layers":
@@ -269,12 +272,12 @@ class EncoderFeatures(_TokenFeatures):
         return pool(hidden, mask, self.config.pooling, self._pooler())
 
     @staticmethod
-    def load_into_encoder(model: nn.Module, trained: dict, config: Config) -> None:
+    def load_into_encoder(model: BertLike, trained: dict, config: Config) -> None:
         """``encoder.<name>`` -> the encoder's ``<name>``."""
         model.load_state_dict({k.split(".", 1)[1]: v for k, v in trained.items()})
 
 
-def feature_class(config: Config) -> type[TextFeatures]:
+def feature_class(config: Config) -> type[PooledFeatures | HiddenStateFeatures | EncoderFeatures]:
     """The feature mode of ``config.finetune`` (none, top:N, all)."""
     top = config.trainable_layers
     if top == 0:

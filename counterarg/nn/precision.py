@@ -49,7 +49,8 @@ def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 natively (one of :data:`CPU_BF16_FLAGS`; Linux only, else False).
     ``$COUNTERARG_CPU_BF16=0`` (or 1) overrides the check: the test suite sets 0 so that its numbers
     do not depend on the machine. On the 2-core AMD EPYC (Zen 4) these figures were measured on, the
-    top-layer default trains 1.2x faster at bf16 with length buckets (README "Performance")."""
+    top-layer default trains 1.2x faster at bf16 with length buckets (docs/results.md, "Measured on a
+    2-core CPU machine")."""
     forced = os.environ.get("COUNTERARG_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"

@@ -120,11 +120,12 @@ def make_index_pair(backend: str, first: Any, second: Any, **options: Any) -> tu
     For ``sharded-balltree`` the second tree lives on the first one's actors, so a Tune trial
     reserves ``shards`` bundles, not twice as many; the other backends are simply built twice.
     """
-    a = make_index(backend, first, **options)
     if backend != "sharded-balltree":
-        return a, make_index(backend, second, **options)
+        return make_index(backend, first, **options), make_index(backend, second, **options)
     from counterarg.retrieval.shards import ShardedBallTree
 
     o = _resolve_options(backend, options)
+    a = ShardedBallTree(first, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
+                        slack=o["slack"])
     return a, ShardedBallTree(second, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
                               slack=o["slack"], share_actors_of=a)

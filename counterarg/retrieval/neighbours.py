@@ -180,8 +180,8 @@ class ExactIndex:
         self.data = as_float64(embeddings)  # [N, d]
         self.n, self.dim = self.data.shape
         self.x = torch.as_tensor(self.data, dtype=torch.float32, device=self.device)  # [N, d]
-        self.x_np = self.x.numpy() if not self.x.is_cuda else None  # [N, d] same memory
-        self._buf = None  # CPU score buffer, reused across blocks
+        self.x_np: np.ndarray | None = self.x.numpy() if not self.x.is_cuda else None  # [N, d] same memory
+        self._buf: np.ndarray | None = None  # CPU score buffer, reused across blocks
         self.xx = (self.x * self.x).sum(1)  # [N]
         self.xmax = float(np.sqrt(np.einsum("nd,nd->n", self.data, self.data).max()))
         tf32 = self.x.is_cuda and torch.backends.cuda.matmul.allow_tf32
@@ -200,6 +200,7 @@ class ExactIndex:
             return torch.addmm(self.xx[c0:c1].unsqueeze(0), qb, self.x[c0:c1].T,
                                beta=1.0, alpha=-2.0)  # [b, c]
         b, c = qb.shape[0], c1 - c0
+        assert self.x_np is not None  # the CPU copy exists whenever x is on the CPU
         if self._buf is None or self._buf.size < b * c:
             self._buf = np.empty(b * c, dtype=np.float32)
         out = self._buf[:b * c].reshape(b, c)  # [b, c] C-contiguous view of the buffer
@@ -237,20 +238,20 @@ class ExactIndex:
         """
         import torch
 
-        best_v = best_i = None
+        best: tuple[torch.Tensor, torch.Tensor] | None = None  # values, ids [b, kk] over the blocks so far
         for c0 in range(0, self.n, self.col_block):
             c1 = min(self.n, c0 + self.col_block)
             v, i = self._smallest(self._scores(qb, c0, c1), min(kk, c1 - c0))  # [b, kk]
             i = i + c0
-            if best_v is None:
-                best_v, best_i = v, i
-            else:
-                v = torch.cat([best_v, v], 1)  # [b, <= 2kk]
-                i = torch.cat([best_i, i], 1)  # [b, <= 2kk]
-                best_v, j = torch.topk(v, min(kk, v.shape[1]), dim=1, largest=False, sorted=False)  # [b, kk]
-                best_i = torch.gather(i, 1, j)  # [b, kk]
+            if best is not None:
+                v = torch.cat([best[0], v], 1)  # [b, <= 2kk]
+                i = torch.cat([best[1], i], 1)  # [b, <= 2kk]
+                v, j = torch.topk(v, min(kk, v.shape[1]), dim=1, largest=False, sorted=False)  # [b, kk]
+                i = torch.gather(i, 1, j)  # [b, kk]
+            best = v, i
+        assert best is not None  # an index holds at least one row
         qq = (qb * qb).sum(1, keepdim=True)  # [b, 1]
-        return best_v + qq, best_i
+        return best[0] + qq, best[1]
 
     def query(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k: distances [Q, min(k, N)] float64, ids [Q, min(k, N)] int64."""
@@ -271,5 +272,7 @@ class ExactIndex:
         return canonical_query(search, self.data, q, k, self.slack, self.block_size)
 
     def close(self) -> None:
-        """Drop the device copy."""
-        self.x = self.xx = self.x_np = self._buf = None
+        """Drop the device copy (the index is not used after this; closing twice is harmless)."""
+        for name in ("x", "xx"):
+            vars(self).pop(name, None)
+        self.x_np = self._buf = None

@@ -60,7 +60,9 @@ class Pools:
     debate: np.ndarray  # [Q] int64
     theme: np.ndarray  # [Q] int64
     side: np.ndarray  # [Q] int64, 0 = pro, 1 = con
-    text: np.ndarray | None = None  # [2Q] int64 text code of each candidate (counters, then points)
+    # [2Q] int64 text code of each candidate (counters, then points); None gives every candidate its own
+    # text, filled in by __post_init__, so the field is an array wherever it is read
+    text: np.ndarray = None  # type: ignore[assignment]
     unseen: np.ndarray | None = None  # [Q] bool: neither text of the query occurs in training
     queries: np.ndarray | None = None  # [32] uint8: which queries, in order (:func:`query_digest`); None if unknown
     _torch: dict = field(default_factory=dict, repr=False)
@@ -335,7 +337,8 @@ def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None,
         text = _codes(counter_texts + point_texts)  # candidate order: counters, then points
     return Pools(split=split, debate=deb, theme=_codes(themes),
                  side=np.array([0 if s == "pro" else 1 for s in sides], dtype=np.int64),
-                 text=text, unseen=unseen, queries=queries)
+                 text=text if text is not None else np.arange(2 * len(debates), dtype=np.int64), unseen=unseen,
+                 queries=queries)
 
 
 def seen_texts(training: "Split | None") -> set[str] | None:

@@ -228,6 +228,7 @@ def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Cl
             logits = torch.as_tensor(classify(qs.expand(n, -1), cs[top], qh.expand(n, -1), ch[top]))  # [k, 2]
         if logits.shape != (n, 2):
             raise EvaluationError(f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={n}")
+        assert scorer.combine is not None  # register_scorer: a classifier scorer has combine
         score = scorer.combine(classifier_values(logits, scorer), dist[top], fused_w).double()  # [k]
         re = torch.sort(-score, stable=True).indices  # [k]; equal scores keep distance order
         order = torch.cat([top[re], order[n:]])

@@ -10,6 +10,7 @@ from counterarg.analysis.summary import write_summary
 from .conftest import ranked_records
 
 
+@pytest.mark.slow
 def test_mining_telemetry_is_plotted_when_trials_report_it(tmp_path):
     import matplotlib.image as mpimg
 
@@ -71,6 +72,7 @@ def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
     assert curve["seeds"] == [2, 2, 1] and curve["of"] == 2
 
 
+@pytest.mark.slow
 def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
     out = write_summary(ranked_records(), tmp_path, title="t")
     drawn = read_plot_data(out["paths"]["verdicts"])

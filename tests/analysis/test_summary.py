@@ -62,6 +62,7 @@ def test_markdown_and_files(tmp_path):
     assert summary_markdown(summary_rows(recs)).count("| ") > 10
 
 
+@pytest.mark.slow
 def test_summary_bolds_only_a_significant_winner(tmp_path):
     recs = ranked_records()
     out = write_summary(recs, tmp_path, title="t")
@@ -82,6 +83,7 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
     assert "no significant winner at 2+2 seeds" in md2 and "**" not in md2.split("## Which strategy")[0]
 
 
+@pytest.mark.slow
 def test_a_partial_sweep_says_so_and_crowns_no_one(tmp_path):
     recs = ranked_records()
     recs[-1].ended = "interrupted"  # Ctrl-C stopped one bad2 trial (Tune calls it TERMINATED too)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
 from counterarg.cli import main
 
 
+@pytest.mark.slow
 def test_bench_eval_on_a_small_synthetic_split(tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["bench", "eval", "--synthetic", "--reference-queries", "3", "--repeats", "1",
@@ -17,6 +19,7 @@ def test_bench_eval_on_a_small_synthetic_split(tmp_path, capsys):
     assert res["ranks_agree_tasks"] == 8 and res["ours_all_s"]["rerank"] > 0
 
 
+@pytest.mark.slow
 def test_bench_eval_fails_when_ranks_disagree(tmp_path, monkeypatch, capsys):
     import counterarg.bench.eval as be
 

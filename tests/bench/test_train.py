@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import tempfile
 
+import pytest
+
 from counterarg.cli import main
 
+
+@pytest.mark.slow
 def test_bench_train_on_the_demo_with_the_tiny_encoder(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "train.json"
     assert main(["bench", "train", "--demo", "--modes", "none", "top:1", "--precisions", "fp32", "bf16",
@@ -33,6 +37,7 @@ def test_bench_train_names_a_bad_mode(capsys):
     assert "top:x" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_gpu_falls_back_to_a_tiny_cpu_run_without_cuda(tmp_path, capsys, monkeypatch):
     import torch
 

@@ -113,6 +113,7 @@ def test_hidden_folders_are_reported(tmp_path):
         assert any(s.endswith("training/.economy") for s in c.skipped), c.skipped
 
 
+@pytest.mark.slow
 def test_hidden_folders_are_said_by_train(tiny_encoder, tmp_path, capsys):
     from counterarg.data.demo import demo_corpus_path
     import shutil

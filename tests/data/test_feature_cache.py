@@ -23,6 +23,7 @@ def setup(tiny_encoder, tmp_path):
     return cfg, table
 
 
+@pytest.mark.slow
 def test_cache_records_sha256_and_rebuilds_a_cut_short_array(setup, capsys):
     """Finding 8: a truncated .npy is detected (sha256 in meta.json) and rebuilt, with a message."""
     cfg, table = setup
@@ -37,6 +38,7 @@ def test_cache_records_sha256_and_rebuilds_a_cut_short_array(setup, capsys):
     np.testing.assert_array_equal(again, first)
 
 
+@pytest.mark.slow
 def test_bit_flip_in_the_cache_is_detected(setup, capsys):
     cfg, table = setup
     first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
@@ -49,6 +51,7 @@ def test_bit_flip_in_the_cache_is_detected(setup, capsys):
     np.testing.assert_array_equal(again, first)
 
 
+@pytest.mark.slow
 def test_cache_written_before_hashes_is_checked_once_and_sealed(setup, capsys):
     cfg, table = setup
     cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)
@@ -195,6 +198,7 @@ def test_a_symlinked_cache_lock_is_refused_and_its_target_untouched(setup, tmp_p
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_an_entry_whose_hashes_match_but_cannot_be_read_is_rebuilt(setup, capsys):
     """Issue 22 item 5: any read error (here an object array, sealed with its own sha256) rebuilds."""
     from counterarg.core.io import sha256_file

@@ -317,6 +317,7 @@ def copy_heavy_pools(rng, n_themes=3):
     return labels, texts, pools
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_copies_match_the_definition(seed, monkeypatch):
     import counterarg.evaluation.evaluate as ev

@@ -27,6 +27,7 @@ def test_best_epoch_is_the_best_metric_earliest_on_ties():
     assert best_row(history, "validation/mean/mrr") is None  # a metric the rows do not hold
 
 
+@pytest.mark.slow
 def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp_path):
     straight = train(cfg, tmp_path / "a", progress=False)
     best = best_row(straight, cfg.select_metric)
@@ -46,6 +47,7 @@ def test_best_epoch_ranks_are_kept_in_the_checkpoint_and_survive_resume(cfg, tmp
     assert all(np.array_equal(again[k], kept[k]) for k in kept)
 
 
+@pytest.mark.slow
 def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch):
     script = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])  # best at epoch 2; epochs 3 and 4 do not beat it
     monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {cfg.select_metric: next(script)})

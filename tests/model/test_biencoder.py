@@ -17,6 +17,7 @@ from counterarg.training.trainer import Trainer, TrainingError
 from counterarg.training.loop import train
 
 
+@pytest.mark.slow
 def test_trained_model_embeds_texts_as_the_run_did(top1_checkpoint):
     tm = BiEncoder.from_checkpoint(top1_checkpoint)
     run = Trainer(tm.config, progress=False, eval_splits=[])
@@ -80,6 +81,7 @@ def test_scoring_weight_is_the_configs_else_the_picked_one(top1_checkpoint):
     assert tm.scoring_weight(strict=True) == 0.0 and not tm.scorer.picks_weight and tm.scorer.needs_classifier
 
 
+@pytest.mark.slow
 def test_a_checkpoints_machine_fields_are_this_machines(tiny_encoder, tmp_path, monkeypatch):
     """Issue 22 item 6: cache_dir, device, ... of the machine that trained are not taken."""
     from counterarg.config import MACHINE_FIELDS

@@ -78,6 +78,7 @@ def test_checkpoint_of_the_older_format_is_refused_by_name(tmp_path):
         read_checkpoint(tmp_path)
 
 
+@pytest.mark.slow
 def test_reading_a_checkpoint_imports_no_training(cfg, tmp_path):
     """checkpoint.py and biencoder.py are below training: loading a model for inference never
     imports the trainer, the training loop, mining or batches (loss.py is read by Config validation

@@ -17,6 +17,7 @@ from counterarg.training.trainer import Trainer
 from counterarg.training.loop import train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune, mode", [("none", PooledFeatures), ("top:1", HiddenStateFeatures),
                                             ("all", EncoderFeatures)])
 def test_each_finetune_mode_gets_its_own_feature_class(tiny_encoder, finetune, mode):
@@ -64,6 +65,7 @@ def test_trained_part_put_into_a_whole_encoder_gives_the_training_features(tiny_
     assert np.abs(untouched - seen).max() > 10 * atol, "the trained weights must matter"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["none", "top:1", "all"])
 def test_finetuning_changes_exactly_the_trainable_weights(cfg, finetune):
     run = Trainer(cfg.replace(finetune=finetune, encoder_lr=1e-2, lr=1e-2), progress=False)
@@ -84,6 +86,7 @@ def test_finetuning_changes_exactly_the_trainable_weights(cfg, finetune):
         assert any(".layer.0." in n for n in changed) and any("embeddings" in n for n in changed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["cls", "pooler"])
 def test_cls_and_pooler_pooling_give_their_own_features_and_train(cfg, tmp_path, pooling):
     """The cached features are the [CLS] vector / BERT's pooler output, computed here directly with

@@ -74,6 +74,7 @@ def _loss(run, h, tids):
     return run.loss(h_p, h_c, h_n[:, None], (t[0], t[1], t[2][:, None]))[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
 def test_bf16_and_fp32_training_agree_within_tolerance(tiny_encoder, finetune):
     run = Trainer(Config(encoder=tiny_encoder, finetune=finetune, precision="bf16", encoder_lr=1e-3, device="cpu"),
@@ -87,6 +88,7 @@ def test_bf16_and_fp32_training_agree_within_tolerance(tiny_encoder, finetune):
     assert np.abs(h16 - h32).max() > 1e-6, "bf16 autocast had no effect: outputs are bit-identical to fp32"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
 def test_fp16_with_the_gradient_scaler_gives_no_nan(tiny_encoder, finetune):
     """fp16 autocast runs on CPU in torch 2.13. A scale of 2**40 makes the first steps' scaled

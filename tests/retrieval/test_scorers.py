@@ -61,6 +61,7 @@ def toy_scorer(monkeypatch):
                                   label="-p(counter)"))
 
 
+@pytest.mark.slow
 def test_a_toy_scorer_is_one_entry_for_train_evaluate_and_rank(toy_scorer, tiny_encoder, tmp_path, capsys):
     run = tmp_path / "run"
     toy = ["--set", "eval_mode=least_likely"]

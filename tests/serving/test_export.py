@@ -47,6 +47,7 @@ def test_export_encodes_like_embed(tiny_encoder, tmp_path, finetune, pooling):
     assert clf["weight"].shape == (2, 3 * (cfg.sim_dim or hidden) + 3 * hidden)
 
 
+@pytest.mark.slow
 def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
     ck = tmp_path / "run" / "checkpoint"
     train(Config(encoder=tiny_encoder, epochs=1, max_length=32), tmp_path / "run", progress=False)

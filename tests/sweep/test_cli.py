@@ -136,6 +136,7 @@ def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, 
     assert "resuming the newest" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_path, tiny_encoder, capsys):
     """Adding a schedule is one registry entry: registered once, it trains through ``counterarg train
     --set schedule=<toy>`` and becomes trials through a sweep script's ``--strategies``."""

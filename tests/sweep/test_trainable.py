@@ -20,6 +20,7 @@ def test_placement_bundles():
     assert sum(x["CPU"] for x in b) == pytest.approx(1.0)  # a sharded trial reserves what a plain one does
 
 
+@pytest.mark.slow
 def test_gpu_fractions_pack_two_trials_on_one_gpu_and_fall_back_to_cpu(tmp_path):
     """A CPU-only Ray cluster declared with one logical GPU: with --gpus-per-trial 0.5 two trials run
     at once on the same GPU, each holding half of it, and device=auto trains on the CPU there."""

@@ -11,6 +11,7 @@ from counterarg.config import REFERENCE_METHOD, Config
 from counterarg.training.loop import TrainingError, train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [{}, {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4},
                                    {"eval_training": True, "eval_mode": "fused", "loss": "infonce+pair_ce",
                                     "fused_grid": (0.5, 5.0)}],  # a picked weight that is not 0
@@ -31,6 +32,7 @@ def test_resume_equals_uninterrupted(cfg, tmp_path, extra):
     assert Config.from_dict(saved) == cfg
 
 
+@pytest.mark.slow
 def test_training_learns_on_demo(cfg, tmp_path):
     ref = {k: v for k, v in REFERENCE_METHOD.items() if k not in ("schedule", "rate", "epochs", "lr")}
     h = train(cfg.replace(**ref, epochs=4, lr=3e-3), tmp_path / "r", progress=False)
@@ -38,6 +40,7 @@ def test_training_learns_on_demo(cfg, tmp_path):
     assert h[-1]["train/ce_pos"] < h[0]["train/ce_pos"]
 
 
+@pytest.mark.slow
 def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
     h = train(cfg.replace(epochs=3, lr=3e-3, batch_size=16, num_negatives=2, schedule="fixed", rate=0.0), tmp_path / "d",
               progress=False)
@@ -48,6 +51,7 @@ def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
     assert h[0]["mining/share_hard"] == 1.0  # rate 0: every negative mined
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
 def test_the_checkpoint_holds_exactly_the_trained_encoder_weights(cfg, tmp_path, finetune):
     """top:1 checkpoints the top layer only, ``all`` the whole encoder; each tensor there moved away
@@ -98,6 +102,7 @@ def test_index_backends_give_identical_runs(cfg, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- checkpoints: safe, sealed, recoverable
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
     """Finding 2 end to end: checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
     .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
@@ -180,6 +185,7 @@ def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     assert same_margin[2]["loss/margin"] == 1.0
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_schedule_and_encoder_lr(cfg, tmp_path):
     """Any schedule (and its fields) may change on resume; encoder_lr reaches the encoder's group."""
     base = cfg.replace(epochs=1, finetune="top:1", encoder_lr=1e-4, eval_mode="retrieval")
