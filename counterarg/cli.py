@@ -7,10 +7,25 @@ import errno
 import sys
 from pathlib import Path
 
-from .config import (EVAL, FIELD_NAMES, MACHINE_FIELDS, PRESET_DOCS, PRESETS, Config, ConfigError, fields_with,
-                     parse_assignments)
-from .data.inputs import (MAX_CANDIDATES_BYTES, DefaultsHelpFormatter, int_at_least, read_collection, read_input_text,
-                          read_texts)
+from .config import (
+    EVAL,
+    FIELD_NAMES,
+    MACHINE_FIELDS,
+    PRESET_DOCS,
+    PRESETS,
+    Config,
+    ConfigError,
+    fields_with,
+    parse_assignments,
+)
+from .data.inputs import (
+    MAX_CANDIDATES_BYTES,
+    DefaultsHelpFormatter,
+    int_at_least,
+    read_collection,
+    read_input_text,
+    read_texts,
+)
 
 #: Size limit of the new argument ``rank`` reads from --text-file (checked before reading; a text is cut to
 #: max_length * CHARS_PER_TOKEN characters anyway); candidates: inputs.MAX_CANDIDATES_BYTES.
@@ -42,8 +57,9 @@ def cmd_train(args) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     if not args.resume and (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
-        raise ConfigError(f"{out} already holds a run (metrics.jsonl); pass --resume to continue it, "
-                          "or choose another --out")
+        raise ConfigError(
+            f"{out} already holds a run (metrics.jsonl); pass --resume to continue it, or choose another --out"
+        )
     history = train(cfg, out, resume_latest=args.resume, progress=not args.quiet)
     last = history[-1] if history else {}
     print(f"[counterarg] done: {len(history)} epochs in {out.resolve()}")
@@ -64,9 +80,11 @@ def _checkpoint_overrides(args, cfg: Config, allowed) -> dict:
     for key in parse_assignments(args.set or []):
         value = getattr(overrides, key)
         if key not in allowed and value != getattr(cfg, key):
-            raise ConfigError(f"--set {key}: the checkpoint {args.checkpoint} was trained with "
-                              f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be used "
-                              f"as {value!r} (changeable here: {', '.join(sorted(allowed))})")
+            raise ConfigError(
+                f"--set {key}: the checkpoint {args.checkpoint} was trained with "
+                f"{key}={getattr(cfg, key)!r}; a checkpoint from another model cannot be used "
+                f"as {value!r} (changeable here: {', '.join(sorted(allowed))})"
+            )
         changes[key] = value
     return changes
 
@@ -88,13 +106,14 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 
 
 def cmd_evaluate(args) -> int:
-    from .model.biencoder import BiEncoder
     from .data.corpus import TextTable, load_corpus
     from .evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
     from .evaluation.evaluate import evaluate_model, zero_shot_split
-    from .retrieval.arguana import TITLE as ARGUANA_TITLE, build_view, format_view
-    from .retrieval.metrics import format_table, unseen_split
+    from .model.biencoder import BiEncoder
     from .nn.encoder import pick_device, set_threads_from_env
+    from .retrieval.arguana import TITLE as ARGUANA_TITLE
+    from .retrieval.arguana import build_view, format_view
+    from .retrieval.metrics import format_table, unseen_split
     from .retrieval.pools import split_pools
 
     if args.json and Path(args.json).is_dir():
@@ -114,21 +133,27 @@ def cmd_evaluate(args) -> int:
         metrics = zero_shot_split(model, args.split, pools, emb=pair_embeddings(model, args.split, every))
         metrics.update(zero_shot_view_metrics(model, arguana, every))
     else:
-        model = BiEncoder.from_state(state, config=cfg, device=device, table=table, progress=not args.quiet,
-                                     source=Path(args.checkpoint))
+        model = BiEncoder.from_state(
+            state, config=cfg, device=device, table=table, progress=not args.quiet, source=Path(args.checkpoint)
+        )
         every, w = collection_embeddings(model), model.scoring_weight(strict=True)
         metrics = evaluate_model(model, args.split, pools, pair_embeddings(model, args.split, every), fused_w=w)
         metrics.update(model_view_metrics(model, arguana, every, fused_w=w))
-    what = "zero-shot (pooled encoder output, cosine)" if state is None else \
-        f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
+    what = (
+        "zero-shot (pooled encoder output, cosine)"
+        if state is None
+        else f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
+    )
     print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")
     if args.quiet:  # otherwise said above
         print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
     view = unseen_split(args.split)
     if any(k.startswith(view + "/") for k in metrics):
-        print(f"\nunseen view: the {int(pools.unseen.sum())} of {pools.num_queries} queries whose point and "
-              "counter texts occur nowhere in the training split")
+        print(
+            f"\nunseen view: the {int(pools.unseen.sum())} of {pools.num_queries} queries whose point and "
+            "counter texts occur nowhere in the training split"
+        )
         print(format_table(metrics, view, pools, ks=cfg.ks))
     print(f"\n{ARGUANA_TITLE}, per cent: {arguana.describe()}")
     print(format_view(metrics, args.split, arguana))
@@ -157,7 +182,9 @@ def cmd_rank(args) -> int:
     tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device)
     tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
     tm.scoring_weight(strict=True)  # a weight the scorer needs and the checkpoint lacks: said before encoding
-    cands, sources, s_given, corpus = read_collection(args, cfg.corpus, tm.heads.sim_dim)  # sim_dim 0: the encoder width
+    cands, sources, s_given, corpus = read_collection(
+        args, cfg.corpus, tm.heads.sim_dim
+    )  # sim_dim 0: the encoder width
     t0 = __import__("time").perf_counter()
     with torch.no_grad():
         hq, sq = tm.embed([text])  # [1, H], [1, d]
@@ -166,9 +193,11 @@ def cmd_rank(args) -> int:
             sc, cached = tm.heads.similarity(hc), "from the feature cache"
         elif s_given is not None:
             if tm.scorer.needs_classifier:
-                raise ConfigError(f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
-                                  f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
-                                  "themselves, or pass --set eval_mode=retrieval")
+                raise ConfigError(
+                    f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
+                    f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
+                    "themselves, or pass --set eval_mode=retrieval"
+                )
             sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, "from the .npy"
         else:
             hc, sc, hit = candidate_embeddings(tm, cands, progress=not args.quiet)
@@ -177,13 +206,25 @@ def cmd_rank(args) -> int:
     secs = __import__("time").perf_counter() - t0
     label = tm.scorer.label
     if args.json:
-        out = [{"rank": r, "score": None if np.isnan(sc_) else float(sc_), "id": int(i), "source": sources[i],
-                "text": cands[i]} for r, (i, sc_) in enumerate(zip(ids, scores), 1)]
-        print(json.dumps({"query": text, "mode": cfg.eval_mode, "score": label, "candidates": len(cands),
-                          "results": out}, ensure_ascii=False, indent=1))
+        out = [
+            {
+                "rank": r,
+                "score": None if np.isnan(sc_) else float(sc_),
+                "id": int(i),
+                "source": sources[i],
+                "text": cands[i],
+            }
+            for r, (i, sc_) in enumerate(zip(ids, scores), 1)
+        ]
+        print(
+            json.dumps(
+                {"query": text, "mode": cfg.eval_mode, "score": label, "candidates": len(cands), "results": out},
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
         return 0
-    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; "
-          f"candidates {cached}; {secs:.1f} s):")
+    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; candidates {cached}; {secs:.1f} s):")
     for r, (i, sc_) in enumerate(zip(ids, scores), 1):
         t = cands[i].replace("\n", " ")
         print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {t[:160]}{'...' if len(t) > 160 else ''}")
@@ -210,27 +251,42 @@ def cmd_embed(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .serving.export import export
     from .core.paths import portable_command, runnable_path
+    from .serving.export import export
 
     command = "counterarg export " + portable_command(sys.argv[2:]) if sys.argv[1:2] == ["export"] else ""
     out = export(args.checkpoint, args.out, force=args.force, command=command)
     shown = runnable_path(out)  # runnable from here, and no absolute path of this machine
-    print(f"[counterarg] exported to {shown}\n  from sentence_transformers import SentenceTransformer\n"
-          f"  SentenceTransformer({shown!r}).encode([...])")
+    print(
+        f"[counterarg] exported to {shown}\n  from sentence_transformers import SentenceTransformer\n"
+        f"  SentenceTransformer({shown!r}).encode([...])"
+    )
     return 0
 
 
 def cmd_compare(args) -> int:
     from .analysis.run_compare import compare_main
 
-    return compare_main(args.a, args.b, split=args.split, label_a=args.label_a, label_b=args.label_b,
-                        tasks=args.tasks, json_path=args.json, progress=not args.quiet)
+    return compare_main(
+        args.a,
+        args.b,
+        split=args.split,
+        label_a=args.label_a,
+        label_b=args.label_b,
+        tasks=args.tasks,
+        json_path=args.json,
+        progress=not args.quiet,
+    )
 
 
 #: ``counterarg bench WHAT``: the module and function each benchmark runs (each has its own --help)
-BENCHES = {"mining": ("bench.mining", "main"), "eval": ("bench.eval", "main"), "train": ("bench.train", "main"),
-           "gpu": ("bench.train", "gpu_main"), "resume": ("bench.resume", "main")}
+BENCHES = {
+    "mining": ("bench.mining", "main"),
+    "eval": ("bench.eval", "main"),
+    "train": ("bench.train", "main"),
+    "gpu": ("bench.train", "gpu_main"),
+    "resume": ("bench.resume", "main"),
+}
 
 
 def cmd_bench(args, rest) -> int:
@@ -243,19 +299,24 @@ def cmd_bench(args, rest) -> int:
 
 def config_help() -> str:
     """What ``--config`` takes: a preset named in config.PRESETS (each with its line) or a JSON file."""
-    return ("a preset or a JSON file of config fields, under --set and --epochs; presets: "
-            + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS) + " (default: none, the Config defaults)")
+    return (
+        "a preset or a JSON file of config fields, under --set and --epochs; presets: "
+        + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS)
+        + " (default: none, the Config defaults)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     ap = argparse.ArgumentParser(
-        prog="counterarg", formatter_class=DefaultsHelpFormatter,
+        prog="counterarg",
+        formatter_class=DefaultsHelpFormatter,
         description="Counterargument retrieval: train a model, evaluate it on the eight ArguAna tasks, "
-                    "rank counters for a new argument, embed texts, export a checkpoint, compare runs, "
-                    "run benchmarks.",
+        "rank counters for a new argument, embed texts, export a checkpoint, compare runs, "
+        "run benchmarks.",
         epilog="Sweeps over training strategies: python sweeps/compare_strategies.py --help. "
-               "Every command: counterarg COMMAND --help.")
+        "Every command: counterarg COMMAND --help.",
+    )
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_parser = sub.add_parser
 
@@ -264,8 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
-    machine_help = (f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "
-                    "never taken from the checkpoint")
+    machine_help = (
+        f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "
+        "never taken from the checkpoint"
+    )
     quiet_help = "no progress bars"
     device_help = "cpu, cuda or cuda:N: where this command runs (one argument needs no GPU)"
     checkpoint_help = "a run's checkpoint folder (OUT/checkpoint, OUT/best or a sweep's checkpoint_N)"
@@ -273,8 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model; writes config.json, metrics.jsonl, checkpoint/")
     t.add_argument("--corpus", help="ArguAna zip or folder (default: the generated demo corpus)")
     t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--epochs", type=int_at_least(1),
-                   help=f"epochs to train, >= 1 (default: the --config's, else {defaults.epochs})")
+    t.add_argument(
+        "--epochs",
+        type=int_at_least(1),
+        help=f"epochs to train, >= 1 (default: the --config's, else {defaults.epochs})",
+    )
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     t.add_argument("--config", metavar="PRESET|FILE", help=config_help())
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
@@ -285,8 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--checkpoint", help=checkpoint_help)
     g.add_argument("--zero-shot", action="store_true", help="the untrained encoder's pooled output, cosine")
-    e.add_argument("--corpus", help="ArguAna zip or folder to score on (default: the checkpoint's corpus; "
-                                    "with --zero-shot the generated demo corpus)")
+    e.add_argument(
+        "--corpus",
+        help="ArguAna zip or folder to score on (default: the checkpoint's corpus; "
+        "with --zero-shot the generated demo corpus)",
+    )
     e.add_argument("--split", default="test", choices=["training", "validation", "test"], help="the split to score")
     e.add_argument("--set", action="append", metavar="FIELD=VALUE", help=set_help)
     e.add_argument("--json", help="write the flat metrics here (default: printed only)")
@@ -299,19 +368,27 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text", help="the new argument")
     src.add_argument("--text-file", help=f"a UTF-8 file holding the new argument (at most {MAX_TEXT_FILE_BYTES} bytes)")
     r.add_argument("--corpus", help="candidates: this corpus's counters (default: the checkpoint's corpus)")
-    r.add_argument("--split", default="test",
-                   help="the corpus split whose counters are the candidates (each distinct text once)")
-    r.add_argument("--candidates", help=f"instead of the corpus: a UTF-8 file, one candidate per line, a .jsonl "
-                                        f"file, or a .npy from counterarg embed, at most {MAX_CANDIDATES_BYTES} bytes "
-                                        "(default: the corpus split's counters)")
+    r.add_argument(
+        "--split", default="test", help="the corpus split whose counters are the candidates (each distinct text once)"
+    )
+    r.add_argument(
+        "--candidates",
+        help=f"instead of the corpus: a UTF-8 file, one candidate per line, a .jsonl "
+        f"file, or a .npy from counterarg embed, at most {MAX_CANDIDATES_BYTES} bytes "
+        "(default: the corpus split's counters)",
+    )
     r.add_argument("--candidate-texts", help="with a .npy --candidates: the texts it was made from (default: none)")
     r.add_argument("--field", default="text", help="the text field of a .jsonl --candidates file")
     r.add_argument("--k", type=int, default=5, help="how many counters to print (>= 1; at most all candidates)")
     r.add_argument("--json", action="store_true", help="print the ranking as JSON (rank, score, id, source, text)")
     r.add_argument("--device", default="cpu", help=device_help)
-    r.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help=f"how to score and this machine's settings (fields: {', '.join(sorted(RANK_FIELDS))}); "
-                        "the model's fields come from the checkpoint")
+    r.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help=f"how to score and this machine's settings (fields: {', '.join(sorted(RANK_FIELDS))}); "
+        "the model's fields come from the checkpoint",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_rank)
 
@@ -326,24 +403,35 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help=quiet_help)
     m.set_defaults(func=cmd_embed)
 
-    x = sub.add_parser("export", help="the checkpoint as a sentence-transformers folder (+ pair classifier, "
-                                      "config, model card)")
+    x = sub.add_parser(
+        "export", help="the checkpoint as a sentence-transformers folder (+ pair classifier, config, model card)"
+    )
     x.add_argument("--checkpoint", required=True, help=checkpoint_help)
     x.add_argument("--out", required=True, help="the folder to write")
     x.add_argument("--force", action="store_true", help="replace an existing --out")
     x.set_defaults(func=cmd_export)
 
-    c = sub.add_parser("compare", help="is B better than A? two groups of training runs (one per seed), the "
-                                       "seed-aware test per task and view")
-    c.add_argument("--a", nargs="+", required=True, metavar="RUN",
-                   help="group A, one folder per seed: counterarg train --out folders, checkpoint folders or sweep "
-                        "trial folders (at least 2)")
+    c = sub.add_parser(
+        "compare",
+        help="is B better than A? two groups of training runs (one per seed), the seed-aware test per task and view",
+    )
+    c.add_argument(
+        "--a",
+        nargs="+",
+        required=True,
+        metavar="RUN",
+        help="group A, one folder per seed: counterarg train --out folders, checkpoint folders or sweep "
+        "trial folders (at least 2)",
+    )
     c.add_argument("--b", nargs="+", required=True, metavar="RUN", help="group B, as --a")
     c.add_argument("--split", default="test", help="validation or test: the splits whose per-query ranks a run keeps")
     c.add_argument("--label-a", default="A", help="group A's name in the tables")
     c.add_argument("--label-b", default="B", help="group B's name in the tables")
-    c.add_argument("--tasks", default="all",
-                   help="all: the eight tasks and their mean, Holm over them per view; mean: the mean alone")
+    c.add_argument(
+        "--tasks",
+        default="all",
+        help="all: the eight tasks and their mean, Holm over them per view; mean: the mean alone",
+    )
     c.add_argument("--json", help="write the rows and verdicts here (default: printed only)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_compare)
@@ -361,17 +449,25 @@ PATH_ERRNOS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EP
 #: the named errors of input a user gave (exit 2), by the module that raises each: looked up among the
 #: modules loaded when one is raised (only a loaded module can raise its own), so that parsing, --help
 #: and the commands that use no model import nothing of torch or training for them
-NAMED_ERRORS = {"model.checkpoint": "CheckpointError", "data.corpus": "CorpusError", "nn.encoder": "EncoderError",
-                "retrieval.tasks": "EvaluationError", "training.trainer": "TrainingError",
-                "core.remote": "RemoteFolderError"}
+NAMED_ERRORS = {
+    "model.checkpoint": "CheckpointError",
+    "data.corpus": "CorpusError",
+    "nn.encoder": "EncoderError",
+    "retrieval.tasks": "EvaluationError",
+    "training.trainer": "TrainingError",
+    "core.remote": "RemoteFolderError",
+}
 
 
 def _named_errors() -> tuple[type[Exception], ...]:
     from .core.io import FolderLockedError
 
     loaded = (sys.modules.get(f"{__package__}.{m}") for m in NAMED_ERRORS)
-    return (ConfigError, FolderLockedError,
-            *(getattr(m, name) for m, name in zip(loaded, NAMED_ERRORS.values()) if m is not None))
+    return (
+        ConfigError,
+        FolderLockedError,
+        *(getattr(m, name) for m, name in zip(loaded, NAMED_ERRORS.values()) if m is not None),
+    )
 
 
 def _exit_code(e: Exception) -> int | None:
@@ -387,8 +483,11 @@ def _exit_code(e: Exception) -> int | None:
         return 1
     if isinstance(e, OSError) and e.errno in PATH_ERRNOS and e.filename:
         # a path the user named that cannot be one (a file where a folder must be, ...)
-        print(f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
-              "--checkpoint, cache_dir)", file=sys.stderr)
+        print(
+            f"counterarg: error: {e.filename}: {e.strerror} (check the paths given: --out, --json, "
+            "--checkpoint, cache_dir)",
+            file=sys.stderr,
+        )
         return 2
     return None
 

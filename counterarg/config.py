@@ -20,9 +20,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .core.fieldvalues import ConfigError, coerce
 from .retrieval import index as _index
 from .sampling import schedules as _schedules
-from .core.fieldvalues import ConfigError, coerce
 
 POOLINGS = ("cls", "pooler", "mean")
 OPTIMIZERS = ("adam", "adamw")
@@ -33,15 +33,15 @@ ROLES: dict[str, str] = {
     "model": "defines the trained model's weights (architecture): a checkpoint fits only its own value",
     "resume": "may differ between a checkpoint and the run resuming it (checkpoint.check_resumable)",
     "hyper": "a training hyperparameter a resumed run takes anew from the resumed epoch on (PBT's explore); "
-             "a resume lists the ones it changed",
+    "a resume lists the ones it changed",
     "eval": "may change when a trained checkpoint is evaluated, ranked with or embedded with (cli)",
     "cache": "keys the feature cache (features.cache_folder), with the corpus's texts",
     "machine": "describes the machine a command runs on, not the model: a checkpoint's value is never taken",
     "schedule": "read by a random_rate schedule (schedules.SCHEDULES); with schedule they name a strategy",
     "seed": "the repeat: runs that differ only here are seeds of one setting (a sweep gives them with --seeds, "
-            "a search never draws them)",
+    "a search never draws them)",
     "source": "where a run's texts and starting weights come from (a path or a name), not how it trains: "
-              "a sweep's shared setting leaves it out",
+    "a sweep's shared setting leaves it out",
     "label": "names a run (its method, its label), made by the sweep with its variant: nothing trains on it",
 }
 MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE, LABEL = ROLES
@@ -61,9 +61,21 @@ def _f(default: Any, *roles: str) -> Any:
 #: the values of the fields whose defaults have moved on. ``--config reference`` trains it; the
 #: sweep's fixed/decay/random strategies start from it.
 REFERENCE_METHOD: dict[str, Any] = {
-    "head": "linear", "sim_dim": 128, "loss": "combined", "lr": 1e-3, "batch_size": 8, "epochs": 20,
-    "patience": 0, "num_negatives": 1, "neg_rank": (1, 1), "neg_margin": None, "dedupe_pairs": False,
-    "schedule": _schedules.REFERENCE_SCHEDULE, "rate": 0.8, "eval_metric": "l2", "eval_mode": "retrieval",
+    "head": "linear",
+    "sim_dim": 128,
+    "loss": "combined",
+    "lr": 1e-3,
+    "batch_size": 8,
+    "epochs": 20,
+    "patience": 0,
+    "num_negatives": 1,
+    "neg_rank": (1, 1),
+    "neg_margin": None,
+    "dedupe_pairs": False,
+    "schedule": _schedules.REFERENCE_SCHEDULE,
+    "rate": 0.8,
+    "eval_metric": "l2",
+    "eval_mode": "retrieval",
 }
 
 
@@ -77,13 +89,25 @@ def method_fields() -> dict[str, Any]:
 #: cached once and only the heads train, up to 30 epochs with early stopping. An epoch takes one to two
 #: minutes on 2 CPU cores (the default's top layer about ten), so the strategy sweeps' trials
 #: (compare_strategies, race_strategies, pbt_schedule) train it: their 24 trials stay a laptop job.
-FROZEN_RECIPE: dict[str, Any] = {"finetune": "none", "epochs": 30, "max_length": 256, "lr": 3e-4,
-                                 "encoder_lr": 3e-6, "length_buckets": 0}
+FROZEN_RECIPE: dict[str, Any] = {
+    "finetune": "none",
+    "epochs": 30,
+    "max_length": 256,
+    "lr": 3e-4,
+    "encoder_lr": 3e-6,
+    "length_buckets": 0,
+}
 
 #: Full fine-tuning on one CUDA GPU (bf16 there through precision=auto): ``--config gpu``, and what
 #: ``counterarg bench gpu`` runs for one epoch.
-GPU_RECIPE: dict[str, Any] = {"finetune": "all", "device": "cuda", "batch_size": 32, "encoder_lr": 2e-5,
-                              "embed_batch_size": 256, "length_buckets": 64}
+GPU_RECIPE: dict[str, Any] = {
+    "finetune": "all",
+    "device": "cuda",
+    "batch_size": 32,
+    "encoder_lr": 2e-5,
+    "embed_batch_size": 256,
+    "length_buckets": 64,
+}
 
 #: Named configs that ``Config.load`` (so ``--config NAME``) accepts besides a JSON file, each with
 #: the one line that says what it is for (--help, sweep summaries).
@@ -104,7 +128,7 @@ def preset_of(fields_: dict[str, Any]) -> str | None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    norm = (lambda v: list(v) if isinstance(v, tuple) else v)
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
     return norm(a) == norm(b)
 
 
@@ -211,20 +235,18 @@ class Config:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build from a mapping of field names; unknown keys fail loudly."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(
-                f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         hints = typing.get_type_hints(cls)
         values = {k: coerce(k, v, hints[k]) for k, v in data.items()}
         return cls(**values)
 
     @classmethod
-    def from_checkpoint(cls, saved: dict[str, Any]) -> "Config":
+    def from_checkpoint(cls, saved: dict[str, Any]) -> Config:
         """A checkpoint's config on this machine: its own values, but this machine's defaults for
         the machine fields (:data:`MACHINE_FIELDS`; apply the user's ``--set`` on top)."""
         here = {f.name: f.default for f in fields(cls) if f.name in MACHINE_FIELDS}
@@ -234,18 +256,19 @@ class Config:
         d = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return Config.from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> Config:
         """A JSON file of fields, or the name of a preset (:data:`PRESETS`, e.g. ``reference``)."""
         if str(path) in PRESETS:
             return cls.from_dict(PRESETS[str(path)])
         path = Path(path)
         if path.is_dir():
-            raise ConfigError(f"config file {path} is a folder; give a JSON file of config fields "
-                              f"(or a preset: {', '.join(PRESETS)})")
+            raise ConfigError(
+                f"config file {path} is a folder; give a JSON file of config fields (or a preset: {', '.join(PRESETS)})"
+            )
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -253,8 +276,9 @@ class Config:
         except json.JSONDecodeError as e:
             raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start}); give a JSON file "
-                              "of config fields") from None
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text (byte {e.start}); give a JSON file of config fields"
+            ) from None
         except OSError as e:
             raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
         if not isinstance(data, dict):
@@ -266,7 +290,7 @@ class Config:
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
-    def with_overrides(self, assignments: list[str]) -> "Config":
+    def with_overrides(self, assignments: list[str]) -> Config:
         """Apply ``FIELD=VALUE`` strings (the CLI's ``--set``)."""
         return self.replace(**parse_assignments(assignments))
 
@@ -282,8 +306,8 @@ class Config:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        from .nn.loss import LossError, parse_loss
         from .nn.head_starts import HEAD_STARTS
+        from .nn.loss import LossError, parse_loss
 
         _choice("pooling", self.pooling, POOLINGS)
         _choice("head", self.head, tuple(HEAD_STARTS))
@@ -295,9 +319,11 @@ class Config:
             raise ConfigError(f"neg_rank must be two ranks lo,hi with 1 <= lo <= hi, got {self.neg_rank!r}")
         window = self.neg_rank[1] - self.neg_rank[0] + 1  # hard negatives are drawn from these ranks
         if self.num_negatives > window:
-            raise ConfigError(f"num_negatives={self.num_negatives} is more than the {window} rank(s) of neg_rank="
-                              f"{self.neg_rank[0]},{self.neg_rank[1]} it draws from: each anchor's negatives would "
-                              "repeat; lower num_negatives or widen neg_rank")
+            raise ConfigError(
+                f"num_negatives={self.num_negatives} is more than the {window} rank(s) of neg_rank="
+                f"{self.neg_rank[0]},{self.neg_rank[1]} it draws from: each anchor's negatives would "
+                "repeat; lower num_negatives or widen neg_rank"
+            )
         if self.neg_margin is not None and not math.isfinite(self.neg_margin):
             raise ConfigError(f"neg_margin must be a finite number or none, got {self.neg_margin!r}")
         if not (self.scale > 0 and math.isfinite(self.scale)):
@@ -324,8 +350,18 @@ class Config:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.sim_dim < 0:
             raise ConfigError(f"sim_dim must be >= 0 (0 = the encoder width), got {self.sim_dim!r}")
-        for name in ("max_length", "embed_batch_size", "epochs", "batch_size", "num_negatives",
-                     "shards", "leaf_size", "block_size", "rerank_k", "rate_every"):
+        for name in (
+            "max_length",
+            "embed_batch_size",
+            "epochs",
+            "batch_size",
+            "num_negatives",
+            "shards",
+            "leaf_size",
+            "block_size",
+            "rerank_k",
+            "rate_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("lr", "encoder_lr", "p"):
@@ -335,8 +371,18 @@ class Config:
             raise ConfigError(f"seed must lie in [0, 2**32 - 1] (numpy's range), got {self.seed!r}")
         if self.patience < 0:
             raise ConfigError(f"patience must be >= 0 (0 = off), got {self.patience!r}")
-        for name in ("weight_decay", "head_reg", "grad_clip", "margin", "w_triplet", "w_pos", "w_neg",
-                     "rate_step", "rate_period", "test_every"):
+        for name in (
+            "weight_decay",
+            "head_reg",
+            "grad_clip",
+            "margin",
+            "w_triplet",
+            "w_pos",
+            "w_neg",
+            "rate_step",
+            "rate_period",
+            "test_every",
+        ):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -376,15 +422,17 @@ def fields_with(*roles: str) -> tuple[str, ...]:
 MACHINE_FIELDS = fields_with(MACHINE)
 
 
-def check_schedule(entry: "_schedules.Schedule") -> None:
+def check_schedule(entry: _schedules.Schedule) -> None:
     """A schedule may read only Config fields of the ``schedule`` role (resume, summaries and sweeps
     treat those as the strategy's); raises :class:`ConfigError` naming the field."""
     for name in entry.fields:
         if name not in FIELD_NAMES:
             raise ConfigError(f"schedule {entry.name!r} reads {name!r}, which is not a Config field")
         if name not in fields_with(SCHEDULE):
-            raise ConfigError(f"schedule {entry.name!r} reads {name!r}, which has no {SCHEDULE!r} role in "
-                              "config.py (give it one: resume and summaries treat those as the strategy's)")
+            raise ConfigError(
+                f"schedule {entry.name!r} reads {name!r}, which has no {SCHEDULE!r} role in "
+                "config.py (give it one: resume and summaries treat those as the strategy's)"
+            )
 
 
 for _entry in _schedules.SCHEDULES.values():
@@ -399,7 +447,8 @@ def _check_select_metric(name: str) -> None:
     if not m or m.group(2) not in (*task_names(), "mean"):
         raise ConfigError(
             f"select_metric must look like validation/mean/acc@1 or validation_unseen/TASK/acc@K "
-            f"(TASK one of {', '.join(task_names())} or mean; or mrr); got {name!r}")
+            f"(TASK one of {', '.join(task_names())} or mean; or mrr); got {name!r}"
+        )
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, str]:

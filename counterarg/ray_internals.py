@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: the Ray releases the suite has passed on (pyproject's ``ray[tune]`` requirement)
 RAY_TESTED = ">=2.60,<2.61"
@@ -69,7 +70,7 @@ def state_trial_ids(state_file: Path) -> set[str]:
 
 def session_stamp(state_file: Path) -> str:
     """``experiment_state-2026-12-07_06-00-00.json`` -> ``2026-12-07_06-00-00`` (the session's files share it)."""
-    return Path(state_file).name[len(EXPERIMENT_STATE_PREFIX):-len(".json")]
+    return Path(state_file).name[len(EXPERIMENT_STATE_PREFIX) : -len(".json")]
 
 
 def is_state_file(path: Path) -> bool:
@@ -166,8 +167,14 @@ def system_failure_types() -> tuple[type, ...]:
     ``ActorUnavailableError``, an OOM kill), a task whose node or worker died."""
     from ray import exceptions as rx
 
-    return (rx.RayActorError, rx.NodeDiedError, rx.WorkerCrashedError, rx.OutOfMemoryError,
-            rx.LocalRayletDiedError, rx.ObjectLostError)
+    return (
+        rx.RayActorError,
+        rx.NodeDiedError,
+        rx.WorkerCrashedError,
+        rx.OutOfMemoryError,
+        rx.LocalRayletDiedError,
+        rx.ObjectLostError,
+    )
 
 
 def is_system_failure(exc: BaseException | None) -> bool:

@@ -16,18 +16,29 @@ from __future__ import annotations
 import argparse
 import sys
 
+from counterarg.analysis.methods import METHODS
 from counterarg.config import FROZEN_RECIPE
 from counterarg.data.inputs import DefaultsHelpFormatter
-from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
-                                  parse_seeds, run_from_args, sweep_name, usage_errors)
-from counterarg.analysis.methods import METHODS
+from counterarg.sweep.cli import (
+    add_common_args,
+    add_methods_arg,
+    add_strategies_arg,
+    base_from_args,
+    exit_code,
+    parse_seeds,
+    run_from_args,
+    sweep_name,
+    usage_errors,
+)
 
 
 def main_job() -> str:
     """The main job's trials, per method, as --help shows them (read from the method registry)."""
     n = sum(len(m.strategies) for m in METHODS.values())
-    lines = [f"The main job ({n} strategies x 3 seeds = {3 * n} trials, {FROZEN_RECIPE['epochs']} epochs unless --epochs):"]
-    lines += [f"  --methods {m.name} --strategies \"{';'.join(m.strategies)}\"" for m in METHODS.values()]
+    lines = [
+        f"The main job ({n} strategies x 3 seeds = {3 * n} trials, {FROZEN_RECIPE['epochs']} epochs unless --epochs):"
+    ]
+    lines += [f'  --methods {m.name} --strategies "{";".join(m.strategies)}"' for m in METHODS.values()]
     return "\n".join(lines)
 
 
@@ -49,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds, (0,) if args.smoke_test else (0, 1, 2))
         variants = strategy_grid(args.strategies, seeds, args.methods)
         name = sweep_name(args, "compare_strategies")
-        sweep = Sweep(name=name, base=base_from_args(args, start=FROZEN_RECIPE), variants=variants,
-                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+        sweep = Sweep(
+            name=name,
+            base=base_from_args(args, start=FROZEN_RECIPE),
+            variants=variants,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+        )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)
 

@@ -16,11 +16,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.core.paths import runnable_path
 from counterarg.config import FROZEN_RECIPE
+from counterarg.core.paths import runnable_path
 from counterarg.data.inputs import DefaultsHelpFormatter
-from counterarg.sweep.cli import (add_common_args, add_methods_arg, add_strategies_arg, base_from_args, exit_code,
-                                  int_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
+from counterarg.sweep.cli import (
+    add_common_args,
+    add_methods_arg,
+    add_strategies_arg,
+    base_from_args,
+    exit_code,
+    int_at_least,
+    parse_seeds,
+    run_from_args,
+    sweep_name,
+    usage_errors,
+)
 
 SMOKE_STRATEGIES = "fixed;random"  # under both methods unless --methods: four strategies
 
@@ -30,13 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(p, start=FROZEN_RECIPE, seeds="0,1,...,--max-seeds - 1, taken in order by the rounds")
     add_methods_arg(p)
     add_strategies_arg(p)
-    p.add_argument("--first-seeds", type=int_at_least(2), default=None,
-                   help="seeds per strategy in the first round, >= 2 (default 3; smoke 2)")
-    p.add_argument("--max-seeds", type=int_at_least(2), default=None,
-                   help="at most this many seeds per strategy (default: as many as --seeds gives, else 10; smoke 3); "
-                        "the rounds take seeds in --seeds order (default 0, 1, 2, ...)")
-    p.add_argument("--budget", type=int_at_least(1), default=None,
-                   help="at most this many trials in all; a round starts only when it fits whole (default: none)")
+    p.add_argument(
+        "--first-seeds",
+        type=int_at_least(2),
+        default=None,
+        help="seeds per strategy in the first round, >= 2 (default 3; smoke 2)",
+    )
+    p.add_argument(
+        "--max-seeds",
+        type=int_at_least(2),
+        default=None,
+        help="at most this many seeds per strategy (default: as many as --seeds gives, else 10; smoke 3); "
+        "the rounds take seeds in --seeds order (default 0, 1, 2, ...)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int_at_least(1),
+        default=None,
+        help="at most this many trials in all; a round starts only when it fits whole (default: none)",
+    )
     return p
 
 
@@ -57,8 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         most = args.max_seeds or len(seeds)
         race = RaceOptions(seeds=tuple(seeds), first_seeds=first, max_seeds=most, budget=args.budget)
         name = sweep_name(args, "race_strategies")
-        sweep = Sweep(name=name, base=base_from_args(args, start=FROZEN_RECIPE), variants=strategies, race=race,
-                      cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
+        sweep = Sweep(
+            name=name,
+            base=base_from_args(args, start=FROZEN_RECIPE),
+            variants=strategies,
+            race=race,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+        )
         result = run_from_args(args, sweep)
     if result.race is None:
         print("[race] no race state was saved: nothing ran", file=sys.stderr)

@@ -10,26 +10,58 @@ from __future__ import annotations
 import argparse
 import sys
 
-from counterarg.data.inputs import DefaultsHelpFormatter
-from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg, parse_range,
-                                  parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.analysis.trials import MAX_NUM_SAMPLES
+from counterarg.data.inputs import DefaultsHelpFormatter
+from counterarg.sweep.cli import (
+    add_common_args,
+    base_from_args,
+    exit_code,
+    int_at_least,
+    method_arg,
+    parse_range,
+    parse_seeds,
+    run_from_args,
+    sweep_name,
+    usage_errors,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add_common_args(p)
     p.add_argument("--strategy", default="decay", help="NAME[:FIELD=V,...] (default: decay)")
-    p.add_argument("--method", type=method_arg, default="reference",
-                   help="the method the strategy trains with: reference or recipe (default: reference)")
-    p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
-                   help=f"sampled (margin, lr) points, 1 to {MAX_NUM_SAMPLES} (default 12; smoke 2)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="fifo",
-                   help="fifo: every trial trains its epochs; asha: trials that fall behind are stopped early")
-    p.add_argument("--margin-range", type=parse_range, default=(0.1, 3.0), metavar="LO,HI",
-                   help="log-uniform, 0 < LO < HI (default 0.1,3.0)")
-    p.add_argument("--lr-range", type=parse_range, default=(1e-4, 1e-2), metavar="LO,HI",
-                   help="log-uniform, 0 < LO < HI (default 1e-4,1e-2)")
+    p.add_argument(
+        "--method",
+        type=method_arg,
+        default="reference",
+        help="the method the strategy trains with: reference or recipe (default: reference)",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int_at_least(1, MAX_NUM_SAMPLES),
+        default=None,
+        help=f"sampled (margin, lr) points, 1 to {MAX_NUM_SAMPLES} (default 12; smoke 2)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        default="fifo",
+        help="fifo: every trial trains its epochs; asha: trials that fall behind are stopped early",
+    )
+    p.add_argument(
+        "--margin-range",
+        type=parse_range,
+        default=(0.1, 3.0),
+        metavar="LO,HI",
+        help="log-uniform, 0 < LO < HI (default 0.1,3.0)",
+    )
+    p.add_argument(
+        "--lr-range",
+        type=parse_range,
+        default=(1e-4, 1e-2),
+        metavar="LO,HI",
+        help="log-uniform, 0 < LO < HI (default 1e-4,1e-2)",
+    )
     return p
 
 
@@ -44,11 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         num_samples = args.num_samples if args.num_samples is not None else (2 if args.smoke_test else 12)
         name = sweep_name(args, "search_margin_lr")
         base = base_from_args(args)
-        space = margin_lr_space(parse_strategy(args.strategy, args.method), margin=args.margin_range,
-                                lr=args.lr_range, seeds=seeds, base=base)
-        sweep = Sweep(name=name, base=base, param_space=space, num_samples=num_samples,
-                      scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial,
-                      gpus_per_trial=args.gpus_per_trial)
+        space = margin_lr_space(
+            parse_strategy(args.strategy, args.method),
+            margin=args.margin_range,
+            lr=args.lr_range,
+            seeds=seeds,
+            base=base,
+        )
+        sweep = Sweep(
+            name=name,
+            base=base,
+            param_space=space,
+            num_samples=num_samples,
+            scheduler=args.scheduler,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+        )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)
 

@@ -18,12 +18,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from counterarg.core.paths import portable_path
-from counterarg.data.inputs import DefaultsHelpFormatter
-from counterarg.sweep.cli import (add_common_args, base_from_args, exit_code, int_at_least, method_arg,
-                                  number_at_least, parse_seeds, run_from_args, sweep_name, usage_errors)
 from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
 from counterarg.analysis.trials import MAX_NUM_SAMPLES
+from counterarg.core.paths import portable_path
+from counterarg.data.inputs import DefaultsHelpFormatter
+from counterarg.sweep.cli import (
+    add_common_args,
+    base_from_args,
+    exit_code,
+    int_at_least,
+    method_arg,
+    number_at_least,
+    parse_seeds,
+    run_from_args,
+    sweep_name,
+    usage_errors,
+)
 
 DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "recipe.json"
 
@@ -31,21 +41,47 @@ DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "recipe.json"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add_common_args(p)
-    p.add_argument("--space", type=Path, default=DEFAULT_SPACE, metavar="FILE",
-                   help="JSON space file of Config fields (default: sweeps/spaces/recipe.json)")
-    p.add_argument("--method", type=method_arg, default=DEFAULT_METHOD,
-                   help="the fields every trial starts from: "
-                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {DEFAULT_METHOD})")
-    p.add_argument("--num-samples", type=int_at_least(1, MAX_NUM_SAMPLES), default=None,
-                   help=f"sampled configurations, 1 to {MAX_NUM_SAMPLES}; each runs once per seed and per "
-                        "grid value (default 8; smoke 2)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
-                   help="asha: trials that fall behind at epochs grace, grace*factor, ... are stopped; "
-                        "fifo: every trial trains its epochs")
-    p.add_argument("--grace-period", type=int_at_least(1), default=None,
-                   help="asha: epochs every trial trains before it can be stopped (default 1)")
-    p.add_argument("--reduction-factor", type=number_at_least(1), default=None,
-                   help="asha: the top 1/F of the trials at each rung go on, F > 1 (default 3)")
+    p.add_argument(
+        "--space",
+        type=Path,
+        default=DEFAULT_SPACE,
+        metavar="FILE",
+        help="JSON space file of Config fields (default: sweeps/spaces/recipe.json)",
+    )
+    p.add_argument(
+        "--method",
+        type=method_arg,
+        default=DEFAULT_METHOD,
+        help="the fields every trial starts from: "
+        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
+        + f" (default {DEFAULT_METHOD})",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=int_at_least(1, MAX_NUM_SAMPLES),
+        default=None,
+        help=f"sampled configurations, 1 to {MAX_NUM_SAMPLES}; each runs once per seed and per "
+        "grid value (default 8; smoke 2)",
+    )
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        default="asha",
+        help="asha: trials that fall behind at epochs grace, grace*factor, ... are stopped; "
+        "fifo: every trial trains its epochs",
+    )
+    p.add_argument(
+        "--grace-period",
+        type=int_at_least(1),
+        default=None,
+        help="asha: epochs every trial trains before it can be stopped (default 1)",
+    )
+    p.add_argument(
+        "--reduction-factor",
+        type=number_at_least(1),
+        default=None,
+        help="asha: the top 1/F of the trials at each rung go on, F > 1 (default 3)",
+    )
     return p
 
 
@@ -64,14 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         # the test split is scored for the selected configuration only (the printed evaluate command),
         # not for every sampled one: --set test_every=N asks for it per trial
         base.setdefault("test_every", 0)
-        space = search_space(read_space_file(args.space), start=method_start(args.method), seeds=seeds,
-                             base=base, source=portable_path(args.space))
+        space = search_space(
+            read_space_file(args.space),
+            start=method_start(args.method),
+            seeds=seeds,
+            base=base,
+            source=portable_path(args.space),
+        )
         grace, factor = args.grace_period, args.reduction_factor
         if args.scheduler == "asha":  # this search's defaults; fifo with either flag is refused by Sweep
             grace, factor = (1 if grace is None else grace), (3 if factor is None else factor)
-        sweep = Sweep(name=name, base=base, param_space=space, num_samples=num_samples, scheduler=args.scheduler,
-                      grace_period=grace, reduction_factor=factor, cpus_per_trial=args.cpus_per_trial,
-                      gpus_per_trial=args.gpus_per_trial)
+        sweep = Sweep(
+            name=name,
+            base=base,
+            param_space=space,
+            num_samples=num_samples,
+            scheduler=args.scheduler,
+            grace_period=grace,
+            reduction_factor=factor,
+            cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial,
+        )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)
 

@@ -15,7 +15,9 @@ import pytest
 
 from counterarg.data.corpus import real_corpus_path
 
-os.environ.setdefault("COUNTERARG_CPU_BF16", "0")  # precision=auto is fp32 on every CPU here: numbers do not depend on the machine
+os.environ.setdefault(
+    "COUNTERARG_CPU_BF16", "0"
+)  # precision=auto is fp32 on every CPU here: numbers do not depend on the machine
 REAL_CORPUS = real_corpus_path()  # $COUNTERARG_CORPUS, or ../shared/data/arguana-counterargs-corpus.zip
 
 
@@ -70,11 +72,15 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_collection_modifyitems(config, items):
     """A test that reads the real corpus (the ``real_corpus`` fixture) must be marked ``corpus``, so
     that ``-m corpus`` selects every one of them and ``-m "not corpus"`` none: refused by name otherwise."""
-    unmarked = [item.nodeid for item in items
-                if "real_corpus" in getattr(item, "fixturenames", ()) and item.get_closest_marker("corpus") is None]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "real_corpus" in getattr(item, "fixturenames", ()) and item.get_closest_marker("corpus") is None
+    ]
     if unmarked:
-        raise pytest.UsageError("tests that use the real_corpus fixture must be marked @pytest.mark.corpus: "
-                                + ", ".join(unmarked))
+        raise pytest.UsageError(
+            "tests that use the real_corpus fixture must be marked @pytest.mark.corpus: " + ", ".join(unmarked)
+        )
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +93,10 @@ def tiny_encoder(tmp_path_factory) -> str:
 @pytest.fixture
 def real_corpus() -> Path:
     if not REAL_CORPUS.exists():
-        pytest.skip(f"real ArguAna corpus not found at {REAL_CORPUS} (set COUNTERARG_CORPUS, or put it in "
-                    "../shared/data beside the repo)")
+        pytest.skip(
+            f"real ArguAna corpus not found at {REAL_CORPUS} (set COUNTERARG_CORPUS, or put it in "
+            "../shared/data beside the repo)"
+        )
     return REAL_CORPUS
 
 
@@ -135,8 +143,7 @@ def queries_for(x: np.ndarray, name: str) -> np.ndarray:
     if name == "grid":
         fresh = rng.integers(0, 3, (40, x.shape[1])).astype(np.float32)
     else:
-        fresh = (x[rng.integers(0, len(x), 40)]
-                 + rng.standard_normal((40, x.shape[1])).astype(np.float32) * 0.3)
+        fresh = x[rng.integers(0, len(x), 40)] + rng.standard_normal((40, x.shape[1])).astype(np.float32) * 0.3
     return np.concatenate([x[::7], fresh])
 
 
@@ -186,8 +193,7 @@ def cfg(tiny_encoder):
     cached pooled features; tests of top:N and all say so)."""
     from counterarg.config import Config
 
-    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank",
-                  finetune="none")
+    return Config(encoder=tiny_encoder, epochs=3, schedule="decay", rate_step=0.3, eval_mode="rerank", finetune="none")
 
 
 @pytest.fixture(scope="session")
@@ -213,8 +219,10 @@ def training_loaded_by(code: str) -> tuple[str, list[str]]:
     import subprocess
     import sys
 
-    probe = ("\nimport json, sys\nprint(json.dumps(sorted(n for n in sys.modules if n.startswith('counterarg.training')"
-             " or n in ('counterarg.sampling.mining', 'counterarg.sampling.batches'))))")
+    probe = (
+        "\nimport json, sys\nprint(json.dumps(sorted(n for n in sys.modules if n.startswith('counterarg.training')"
+        " or n in ('counterarg.sampling.mining', 'counterarg.sampling.batches'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     *printed, loaded = out.stdout.strip().splitlines()
@@ -227,16 +235,28 @@ def heavy_loaded_by(code: str) -> list[str]:
     import subprocess
     import sys
 
-    probe = (f"\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\nimport json, sys\n"
-             f"print(json.dumps(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules)))")
+    probe = (
+        f"\ntry:\n    exec({code!r})\nexcept SystemExit:\n    pass\nimport json, sys\n"
+        f"print(json.dumps(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 #: the libraries a command's --help must not load (seconds of start-up each)
-HEAVY = ("torch", "transformers", "sentence_transformers", "sklearn", "pandas", "ray", "matplotlib", "scipy",
-         "pyarrow", "tensorboardX")
+HEAVY = (
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "sklearn",
+    "pandas",
+    "ray",
+    "matplotlib",
+    "scipy",
+    "pyarrow",
+    "tensorboardX",
+)
 
 
 def walk_options(parser) -> list[tuple[str, object, str | None]]:
@@ -259,7 +279,7 @@ def walk_options(parser) -> list[tuple[str, object, str | None]]:
             while end < len(text) and not (text[end] == ")" and depth == 0):
                 depth += {"(": 1, ")": -1}.get(text[end], 0)
                 end += 1
-            shown = text[m.end():end]
+            shown = text[m.end() : end]
         elif action.required:
             shown = "required"
         elif id(action) in either:
@@ -290,17 +310,63 @@ def strip_times(rs: list[dict]) -> list[dict]:
 #: A valid value other than the default for every Config field, for the field-role tests (a field
 #: added to Config without one here fails them: say what it is).
 OTHER_VALUES = {
-    "corpus": "elsewhere.zip", "encoder": "org/another-encoder", "pooling": "cls", "max_length": 16, "sim_dim": 8,
-    "head": "linear", "head_reg": 0.1, "finetune": "top:2", "device": "cpu", "cache_dir": "another-cache",
-    "embed_batch_size": 3, "precision": "fp32", "epochs": 3, "batch_size": 5, "lr": 0.1, "encoder_lr": 0.1,
-    "optimizer": "adamw", "weight_decay": 0.1, "grad_clip": 0.5, "seed": 3, "patience": 0, "length_buckets": 4,
-    "loss": "combined", "scale": 5.0, "margin": 0.5, "p": 1.0, "w_triplet": 0.5, "w_pos": 0.5, "w_neg": 0.5,
-    "schedule": "decay", "rate": 0.5, "rate_start": 0.5, "rate_step": 0.1, "rate_floor": 0.1, "rate_period": 3,
-    "rate_every": 2, "rate_gamma": 0.9, "rate_table": (0.5,), "num_negatives": 2, "neg_rank": (1, 1),
-    "neg_margin": 0.1, "dedupe_pairs": False, "index": "balltree", "shards": 3, "leaf_size": 4, "block_size": 8,
-    "eval_mode": "retrieval", "fused_w": 0.5, "fused_grid": (0.0,), "eval_metric": "l2", "rerank_k": 3, "ks": (1,),
-    "test_every": 2, "eval_training": True, "select_metric": "validation/mean/acc@1",
-    "method": "reference", "label": "reference: fixed 0.8",
+    "corpus": "elsewhere.zip",
+    "encoder": "org/another-encoder",
+    "pooling": "cls",
+    "max_length": 16,
+    "sim_dim": 8,
+    "head": "linear",
+    "head_reg": 0.1,
+    "finetune": "top:2",
+    "device": "cpu",
+    "cache_dir": "another-cache",
+    "embed_batch_size": 3,
+    "precision": "fp32",
+    "epochs": 3,
+    "batch_size": 5,
+    "lr": 0.1,
+    "encoder_lr": 0.1,
+    "optimizer": "adamw",
+    "weight_decay": 0.1,
+    "grad_clip": 0.5,
+    "seed": 3,
+    "patience": 0,
+    "length_buckets": 4,
+    "loss": "combined",
+    "scale": 5.0,
+    "margin": 0.5,
+    "p": 1.0,
+    "w_triplet": 0.5,
+    "w_pos": 0.5,
+    "w_neg": 0.5,
+    "schedule": "decay",
+    "rate": 0.5,
+    "rate_start": 0.5,
+    "rate_step": 0.1,
+    "rate_floor": 0.1,
+    "rate_period": 3,
+    "rate_every": 2,
+    "rate_gamma": 0.9,
+    "rate_table": (0.5,),
+    "num_negatives": 2,
+    "neg_rank": (1, 1),
+    "neg_margin": 0.1,
+    "dedupe_pairs": False,
+    "index": "balltree",
+    "shards": 3,
+    "leaf_size": 4,
+    "block_size": 8,
+    "eval_mode": "retrieval",
+    "fused_w": 0.5,
+    "fused_grid": (0.0,),
+    "eval_metric": "l2",
+    "rerank_k": 3,
+    "ks": (1,),
+    "test_every": 2,
+    "eval_training": True,
+    "select_metric": "validation/mean/acc@1",
+    "method": "reference",
+    "label": "reference: fixed 0.8",
 }
 
 
@@ -355,16 +421,26 @@ class S3Server:
 
     def env(self) -> dict[str, str]:
         """The standard AWS environment that points boto3 and pyarrow at this server."""
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def client(self):
         import boto3
 
         e = self.env()
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"], region_name=e["AWS_REGION"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=e["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"],
+            region_name=e["AWS_REGION"],
+        )
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         """Every key in ``bucket`` under ``prefix``."""

@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-
 from conftest import documented_options, heavy_loaded_by, rows, training_loaded_by, walk_options
+
 from counterarg.cli import main
 
 
@@ -24,8 +24,21 @@ def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path
     """The 1-epoch run's checkpoint, evaluated, reproduces every validation metric of its epoch row
     (both views), and prints the table."""
     js = tmp_path / "m.json"
-    assert main(["evaluate", "--checkpoint", str(trained / "checkpoint"), "--split", "validation",
-                 "--json", str(js), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(trained / "checkpoint"),
+                "--split",
+                "validation",
+                "--json",
+                str(js),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for task in ("sdoc", "sdoa", "sdc", "sda", "stc", "sta", "epc", "epa", "mean"):
         assert f"\n{task} " in out
@@ -36,8 +49,11 @@ def test_evaluate_checkpoint_gives_the_runs_own_validation_row(trained, tmp_path
     assert len(want) == 2 * 9 * 3  # 2 views x (8 tasks + mean) x acc@1,5,10
     assert {k: metrics[k] for k in want} == pytest.approx(want, abs=1e-9)
     view = {k: v for k, v in row.items() if "/arguana/" in k and k.startswith("validation")}
-    assert sorted(view) == sorted(f"{s}/arguana/{m}" for s in ("validation", "validation_unseen")
-                                  for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100"))
+    assert sorted(view) == sorted(
+        f"{s}/arguana/{m}"
+        for s in ("validation", "validation_unseen")
+        for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100")
+    )
     assert {k: metrics[k] for k in view} == pytest.approx(view, abs=1e-9)
     assert row["time/arguana_s"] >= 0 and "test/arguana/ndcg@10" in row  # the last epoch scores test too
 
@@ -55,8 +71,26 @@ def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_enc
     from counterarg.retrieval.pools import split_pools
 
     js = tmp_path / "z.json"
-    assert main(["evaluate", "--zero-shot", "--split", "test", "--quiet", "--set", f"encoder={tiny_encoder}",
-                 "--set", "pooling=mean", "--set", "max_length=64", "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--zero-shot",
+                "--split",
+                "test",
+                "--quiet",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "pooling=mean",
+                "--set",
+                "max_length=64",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     assert "zero-shot" in capsys.readouterr().out
     got = json.loads(js.read_text())
     corpus = load_corpus(None)
@@ -65,20 +99,26 @@ def test_evaluate_zero_shot_is_the_mean_pooled_encoder_ranked_by_cosine(tiny_enc
     model, tok = BertModel.from_pretrained(tiny_encoder).eval(), AutoTokenizer.from_pretrained(tiny_encoder)
 
     def mean_pooled(tids):
-        enc = tok([table.texts[t] for t in tids], max_length=64, truncation=True, padding=True,
-                  return_tensors="pt")
+        enc = tok([table.texts[t] for t in tids], max_length=64, truncation=True, padding=True, return_tensors="pt")
         with torch.no_grad():
             hidden = model(**enc).last_hidden_state  # [Q, T, H]
         mask = enc["attention_mask"].unsqueeze(-1).float()  # [Q, T, 1]
         return (hidden * mask).sum(1) / mask.sum(1)  # [Q, H]
 
-    want = evaluate_split("test", split_pools(corpus, "test"), mean_pooled(ids.point), mean_pooled(ids.counter),
-                          mode="retrieval", metric="cosine")
+    want = evaluate_split(
+        "test",
+        split_pools(corpus, "test"),
+        mean_pooled(ids.point),
+        mean_pooled(ids.counter),
+        mode="retrieval",
+        metric="cosine",
+    )
     # the ArguAna view: every text of the corpus, cosine
     view = build_view(corpus, table, "test")
     want.update(view_metrics("test", view, view_ranks(view, mean_pooled(view.docs), metric="cosine")))
-    assert {k for k in got if "/arguana/" in k} == {f"{s}/arguana/{m}" for s in ("test", "test_unseen")
-                                                    for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100")}
+    assert {k for k in got if "/arguana/" in k} == {
+        f"{s}/arguana/{m}" for s in ("test", "test_unseen") for m in ("ndcg@10", "ndcg@1", "mrr@10", "recall@100")
+    }
     assert set(got) == set(want)
     assert got == pytest.approx(want, abs=0.01)  # equal here; float noise elsewhere may swap a near-tie
 
@@ -92,20 +132,40 @@ def test_evaluate_errors(trained, tiny_encoder, tmp_path, capsys):
     from counterarg.data.demo import demo_corpus_path
 
     only_train = demo_corpus_path() / "02-extracted-arguments" / "training"
-    assert main(["evaluate", "--zero-shot", "--corpus", str(only_train), "--split", "test", "--quiet",
-                 "--set", f"encoder={tiny_encoder}"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--zero-shot",
+                "--corpus",
+                str(only_train),
+                "--split",
+                "test",
+                "--quiet",
+                "--set",
+                f"encoder={tiny_encoder}",
+            ]
+        )
+        == 2
+    )
     assert "no split 'test'" in capsys.readouterr().err
 
 
 def test_rank_new_argument(trained, tmp_path, capsys):
-    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "Taxes on banks hurt growth",
-                 "--k", "3"]) == 0
+    assert (
+        main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "Taxes on banks hurt growth", "--k", "3"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "best 3 of" in out and out.count("b-counter.txt") == 3
     cands = tmp_path / "c.txt"
     cands.write_text("first counter\n\nsecond counter\nthird\n")
-    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(cands),
-                 "--k", "5"]) == 0
+    assert (
+        main(
+            ["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(cands), "--k", "5"]
+        )
+        == 0
+    )
     assert "best 3 of 3" in capsys.readouterr().out
 
 
@@ -121,13 +181,13 @@ def test_candidates_keep_their_file_line_numbers(trained, tmp_path, capsys):
     """Finding 9: line numbers name the file's own lines, empty lines counted."""
     cands = tmp_path / "c.txt"
     cands.write_text("\n\nonly candidate\n")
-    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates",
-                 str(cands)]) == 0
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(cands)]) == 0
     assert f"{cands}:3" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("kind, match", [("latin1", "not valid UTF-8"), ("folder", "is not a file"),
-                                         ("missing", "not found")])
+@pytest.mark.parametrize(
+    "kind, match", [("latin1", "not valid UTF-8"), ("folder", "is not a file"), ("missing", "not found")]
+)
 def test_bad_candidates_files_are_named(trained, tmp_path, capsys, kind, match):
     """Finding 8: --candidates in Latin-1 or a folder gave a traceback."""
     path = tmp_path / "c.txt"
@@ -135,8 +195,7 @@ def test_bad_candidates_files_are_named(trained, tmp_path, capsys, kind, match):
         path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
     elif kind == "folder":
         path.mkdir()
-    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates",
-                 str(path)]) == 2
+    assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(path)]) == 2
     err = capsys.readouterr().err
     assert match in err and str(path) in err
 
@@ -156,16 +215,30 @@ def test_rank_text_file(trained, tmp_path, capsys, monkeypatch):
 
 def test_evaluate_json_at_a_folder_is_a_named_error(trained, tmp_path, capsys):
     """Finding 8: evaluate --json at a folder."""
-    assert main(["evaluate", "--checkpoint", str(trained / "checkpoint"), "--split", "validation",
-                 "--json", str(tmp_path), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(trained / "checkpoint"),
+                "--split",
+                "validation",
+                "--json",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "is a folder" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- rank: order, scores, cache
 @pytest.mark.slow
 @pytest.mark.parametrize("finetune,mode", [("none", "retrieval"), ("top:1", "retrieval"), ("all", "rerank")])
-def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tmp_path, capsys, monkeypatch,
-                                                               finetune, mode):
+def test_rank_equals_a_direct_computation_and_caches_candidates(
+    tiny_encoder, tmp_path, capsys, monkeypatch, finetune, mode
+):
     import json as _json
 
     import torch
@@ -175,20 +248,46 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(tiny_encoder, tm
     from counterarg.training.loop import train
 
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
-    cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, eval_mode=mode, encoder_lr=1e-3,
-                 max_length=32, rerank_k=3, eval_metric="l2")  # the direct computation below is L2
+    cfg = Config(
+        encoder=tiny_encoder,
+        epochs=1,
+        finetune=finetune,
+        eval_mode=mode,
+        encoder_lr=1e-3,
+        max_length=32,
+        rerank_k=3,
+        eval_metric="l2",
+    )  # the direct computation below is L2
     train(cfg, tmp_path / "run", progress=False)
     capsys.readouterr()  # the demo-corpus notice of training
     ck = tmp_path / "run" / "checkpoint"
-    cands = ["banks pay more tax", "growth needs lower taxes", "schools need funding", "taxes fund schools",
-             "a fifth candidate"]
+    cands = [
+        "banks pay more tax",
+        "growth needs lower taxes",
+        "schools need funding",
+        "taxes fund schools",
+        "a fifth candidate",
+    ]
     f = tmp_path / "c.txt"
     f.write_text("\n".join(cands) + "\n")
     calls = []
     real = BiEncoder.embed
-    monkeypatch.setattr(BiEncoder, "embed", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw))
-    args = ["rank", "--checkpoint", str(ck), "--text", "Taxes on banks hurt growth", "--candidates", str(f),
-            "--k", "5", "--json", "--quiet"]
+    monkeypatch.setattr(
+        BiEncoder, "embed", lambda self, texts, **kw: calls.append(len(texts)) or real(self, texts, **kw)
+    )
+    args = [
+        "rank",
+        "--checkpoint",
+        str(ck),
+        "--text",
+        "Taxes on banks hurt growth",
+        "--candidates",
+        str(f),
+        "--k",
+        "5",
+        "--json",
+        "--quiet",
+    ]
     assert main(args) == 0
     first = _json.loads(capsys.readouterr().out)
     assert calls == [1, 5]  # the query, then the 5 candidates
@@ -239,11 +338,29 @@ def test_cli_train_resume_and_errors(tiny_encoder, tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_train_with_a_rate_table(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "table"
-    assert main(["train", "--out", str(out), "--quiet", "--epochs", "4", "--set", f"encoder={tiny_encoder}",
-                 "--set", "schedule=table", "--set", "rate_table=0.8,0.6,0.4"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--quiet",
+                "--epochs",
+                "4",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "schedule=table",
+                "--set",
+                "rate_table=0.8,0.6,0.4",
+            ]
+        )
+        == 0
+    )
     assert [r["mining/rate"] for r in rows(out)] == pytest.approx([0.8, 0.6, 0.4, 0.4])
-    assert main(["train", "--out", str(tmp_path / "bad"), "--set", "schedule=table",
-                 "--set", "rate_table=0.8,1.5"]) == 2
+    assert (
+        main(["train", "--out", str(tmp_path / "bad"), "--set", "schedule=table", "--set", "rate_table=0.8,1.5"]) == 2
+    )
     assert "rate_table" in capsys.readouterr().err
 
 
@@ -260,8 +377,8 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     the split although training had cached their pooled features; it now runs only the heads over
     the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
     import counterarg.model.biencoder as biencoder_mod
-    import counterarg.serving.inference as inference_mod
     import counterarg.nn.encoder as model_mod
+    import counterarg.serving.inference as inference_mod
     from counterarg.config import Config
     from counterarg.training.loop import train
 
@@ -271,10 +388,21 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     capsys.readouterr()
     encoded = []
     real = model_mod.encode_texts
-    monkeypatch.setattr(biencoder_mod, "encode_texts", lambda m, t, texts, **kw: encoded.append(len(texts))
-                        or real(m, t, texts, **kw))
-    args = ["rank", "--checkpoint", str(tmp_path / "run" / "best"), "--text", "Taxes on banks hurt growth",
-            "--split", "test", "--k", "1000", "--quiet"]
+    monkeypatch.setattr(
+        biencoder_mod, "encode_texts", lambda m, t, texts, **kw: encoded.append(len(texts)) or real(m, t, texts, **kw)
+    )
+    args = [
+        "rank",
+        "--checkpoint",
+        str(tmp_path / "run" / "best"),
+        "--text",
+        "Taxes on banks hurt growth",
+        "--split",
+        "test",
+        "--k",
+        "1000",
+        "--quiet",
+    ]
     assert main(args + ["--json"]) == 0
     fast = json.loads(capsys.readouterr().out)
     assert encoded == [1], f"the encoder ran over {encoded} texts; only the query should be encoded"
@@ -299,21 +427,55 @@ def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_enco
 
     theirs = tmp_path / "their-node" / "cache"
     run = tmp_path / "run"
-    assert main(["train", "--out", str(run), "--quiet", "--epochs", "1", "--set", f"encoder={tiny_encoder}",
-                 "--set", f"cache_dir={theirs}", "--set", "max_length=32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(run),
+                "--quiet",
+                "--epochs",
+                "1",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                f"cache_dir={theirs}",
+                "--set",
+                "max_length=32",
+            ]
+        )
+        == 0
+    )
     shutil.rmtree(tmp_path / "their-node")
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "mine"))
     cands = tmp_path / "c.txt"  # a file of candidates: rank caches their embeddings
     cands.write_text("first counter\nsecond counter\n")
     assert main(["evaluate", "--checkpoint", str(run / "checkpoint"), "--split", "validation", "--quiet"]) == 0
     assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet"]) == 0  # the corpus
-    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet",
-                 "--candidates", str(cands)]) == 0
+    assert (
+        main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet", "--candidates", str(cands)])
+        == 0
+    )
     assert not (tmp_path / "their-node").exists()
     assert {"features", "rank"} <= {p.name for p in (tmp_path / "mine").iterdir()}
     other = tmp_path / "chosen"
-    assert main(["rank", "--checkpoint", str(run / "checkpoint"), "--text", "x", "--quiet", "--candidates", str(cands),
-                 "--set", f"cache_dir={other}"]) == 0  # --set wins
+    assert (
+        main(
+            [
+                "rank",
+                "--checkpoint",
+                str(run / "checkpoint"),
+                "--text",
+                "x",
+                "--quiet",
+                "--candidates",
+                str(cands),
+                "--set",
+                f"cache_dir={other}",
+            ]
+        )
+        == 0
+    )  # --set wins
     assert (other / "rank").is_dir()
 
 
@@ -331,15 +493,42 @@ def test_rank_a_npy_of_a_default_checkpoint(trained, tmp_path, capsys):
     assert "expected" not in err and "eval_mode=fused" in err and "--set eval_mode=retrieval" in err
     assert main(base + ["--set", "eval_mode=retrieval", "--json"]) == 0
     from_npy = json.loads(capsys.readouterr().out)["results"]
-    assert main(["rank", "--checkpoint", ck, "--text", "first", "--candidates", str(texts),
-                 "--set", "eval_mode=retrieval", "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "rank",
+                "--checkpoint",
+                ck,
+                "--text",
+                "first",
+                "--candidates",
+                str(texts),
+                "--set",
+                "eval_mode=retrieval",
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     from_texts = json.loads(capsys.readouterr().out)["results"]
     assert [r["text"] for r in from_npy] == [r["text"] for r in from_texts]
     assert [r["score"] for r in from_npy] == pytest.approx([r["score"] for r in from_texts], abs=1e-5)
 
 
-@pytest.mark.parametrize("case", ["config_dir", "config_binary", "seed", "embed_out_folder", "bench_n",
-                                  "rank_model_field", "out_under_a_file", "cache_under_a_file"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "config_dir",
+        "config_binary",
+        "seed",
+        "embed_out_folder",
+        "bench_n",
+        "rank_model_field",
+        "out_under_a_file",
+        "cache_under_a_file",
+    ],
+)
 def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
     """Item 8: each of these gave a traceback; now exit 2 with one line naming the file or value."""
     ck = str(trained / "checkpoint")
@@ -352,14 +541,20 @@ def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
         "config_dir": (["train", "--out", str(tmp_path / "r"), "--config", str(tmp_path)], f"{tmp_path} is a folder"),
         "config_binary": (["train", "--out", str(tmp_path / "r"), "--config", str(binary)], f"{binary} is not UTF-8"),
         "seed": (["train", "--out", str(tmp_path / "r"), "--set", "seed=-1"], "seed must lie in [0, 2**32 - 1]"),
-        "embed_out_folder": (["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "D.npy"),
-                              "--force"], f"--out {tmp_path / 'D.npy'} is a folder"),
+        "embed_out_folder": (
+            ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "D.npy"), "--force"],
+            f"--out {tmp_path / 'D.npy'} is a folder",
+        ),
         "bench_n": (["bench", "mining", "--n", "-5"], "argument --n: must be >= 1, got -5"),
-        "rank_model_field": (["rank", "--checkpoint", ck, "--text", "x", "--set", "max_length=64"],
-                             "--set max_length: the checkpoint"),
+        "rank_model_field": (
+            ["rank", "--checkpoint", ck, "--text", "x", "--set", "max_length=64"],
+            "--set max_length: the checkpoint",
+        ),
         "out_under_a_file": (["train", "--out", str(texts / "r"), "--epochs", "1"], f"{texts / 'r'}: Not a directory"),
-        "cache_under_a_file": (["rank", "--checkpoint", ck, "--text", "x", "--quiet", "--set", f"cache_dir={texts}"],
-                               f"{texts / 'rank'}: Not a directory"),
+        "cache_under_a_file": (
+            ["rank", "--checkpoint", ck, "--text", "x", "--quiet", "--set", f"cache_dir={texts}"],
+            f"{texts / 'rank'}: Not a directory",
+        ),
     }[case]
     try:
         code = main(argv)
@@ -371,8 +566,9 @@ def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained, tiny_encoder, tmp_path, capsys,
-                                                                        monkeypatch):
+def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(
+    trained, tiny_encoder, tmp_path, capsys, monkeypatch
+):
     """Item 8 (the hook form of a 30 MB tmpfs that fills): train, evaluate, embed and export name
     the full disk in one line (exit 1, no traceback) and the previous checkpoint, best/, export and
     files stay as they were; rank still prints its ranking without its cache."""
@@ -398,15 +594,35 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(trained,
         def fsync(path):
             if names is None or path.name in names:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
         return fsync
 
     commands = [
-        (["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet", "--set", f"encoder={tiny_encoder}"],
-         {"state.pt"}, "The run folder"),  # the disk fills when epoch 2's state is written
-        (["evaluate", "--checkpoint", ck, "--split", "validation", "--json", str(tmp_path / "m.json"), "--quiet"],
-         None, "m.json"),
-        (["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--force", "--quiet"],
-         None, "e.npy"),
+        (
+            ["train", "--out", str(run), "--resume", "--epochs", "2", "--quiet", "--set", f"encoder={tiny_encoder}"],
+            {"state.pt"},
+            "The run folder",
+        ),  # the disk fills when epoch 2's state is written
+        (
+            ["evaluate", "--checkpoint", ck, "--split", "validation", "--json", str(tmp_path / "m.json"), "--quiet"],
+            None,
+            "m.json",
+        ),
+        (
+            [
+                "embed",
+                "--checkpoint",
+                ck,
+                "--input",
+                str(texts),
+                "--out",
+                str(tmp_path / "e.npy"),
+                "--force",
+                "--quiet",
+            ],
+            None,
+            "e.npy",
+        ),
         (["export", "--checkpoint", ck, "--out", str(tmp_path / "st"), "--force"], None, "st"),
     ]
     for argv, names, what in commands:
@@ -435,12 +651,15 @@ def test_commands_that_use_a_model_import_no_training(trained, tmp_path):
     ck = str(trained / "checkpoint")
     texts = tmp_path / "t.txt"
     texts.write_text("one text\nanother text\n")
-    commands = [["evaluate", "--checkpoint", ck, "--split", "validation", "--quiet"],
-                ["rank", "--checkpoint", ck, "--text", "a new argument", "--split", "test", "--quiet"],
-                ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
-                ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")]]
-    printed, loaded = training_loaded_by(f"from counterarg.cli import main; "
-                                         f"print('RESULT', [main(c) for c in {commands!r}])")
+    commands = [
+        ["evaluate", "--checkpoint", ck, "--split", "validation", "--quiet"],
+        ["rank", "--checkpoint", ck, "--text", "a new argument", "--split", "test", "--quiet"],
+        ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
+        ["export", "--checkpoint", ck, "--out", str(tmp_path / "st")],
+    ]
+    printed, loaded = training_loaded_by(
+        f"from counterarg.cli import main; print('RESULT', [main(c) for c in {commands!r}])"
+    )
     assert (printed.splitlines()[-1], loaded) == ("RESULT [0, 0, 0, 0]", []), printed[-2000:]
 
 
@@ -462,8 +681,10 @@ def test_help_imports_no_torch_ray_or_pandas():
     from counterarg.cli import BENCHES
 
     commands = [[], *([name] for name in _subparsers()), *(["bench", name] for name in BENCHES)]
-    loaded = {" ".join(c) or "(top)": heavy_loaded_by(f"from counterarg.cli import main; main({[*c, '--help']!r})")
-              for c in commands}
+    loaded = {
+        " ".join(c) or "(top)": heavy_loaded_by(f"from counterarg.cli import main; main({[*c, '--help']!r})")
+        for c in commands
+    }
     assert not {c: libs for c, libs in loaded.items() if libs}, loaded
 
 

@@ -15,17 +15,33 @@ def test_defaults_and_roundtrip(tmp_path):
 
 
 def test_set_parses_types():
-    cfg = Config().with_overrides(["schedule=fixed", "rate=0.5", "epochs=3", "finetune=top:1", "ks=1,3",
-                                   "eval_training=true", "corpus=none"])
-    assert (cfg.schedule, cfg.rate, cfg.epochs, cfg.finetune, cfg.ks, cfg.eval_training, cfg.corpus) == \
-        ("fixed", 0.5, 3, "top:1", (1, 3), True, None)
+    cfg = Config().with_overrides(
+        ["schedule=fixed", "rate=0.5", "epochs=3", "finetune=top:1", "ks=1,3", "eval_training=true", "corpus=none"]
+    )
+    assert (cfg.schedule, cfg.rate, cfg.epochs, cfg.finetune, cfg.ks, cfg.eval_training, cfg.corpus) == (
+        "fixed",
+        0.5,
+        3,
+        "top:1",
+        (1, 3),
+        True,
+        None,
+    )
     assert cfg.trainable_layers == 1
 
 
-@pytest.mark.parametrize("item, word", [
-    ("marginn=1", "marginn"), ("schedule=sometimes", "schedule"), ("epochs=two", "epochs"),
-    ("finetune=top:0", "finetune"), ("rate=1.5", "rate"), ("lr=-1", "lr"), ("noequals", "FIELD=VALUE"),
-])
+@pytest.mark.parametrize(
+    "item, word",
+    [
+        ("marginn=1", "marginn"),
+        ("schedule=sometimes", "schedule"),
+        ("epochs=two", "epochs"),
+        ("finetune=top:0", "finetune"),
+        ("rate=1.5", "rate"),
+        ("lr=-1", "lr"),
+        ("noequals", "FIELD=VALUE"),
+    ],
+)
 def test_bad_keys_and_values_name_themselves(item, word):
     with pytest.raises(ConfigError, match=word):
         Config().with_overrides([item])
@@ -51,8 +67,9 @@ def test_load_errors_name_the_file(tmp_path):
 
 def test_reference_preset_is_one_flag_away():
     ref = Config.load("reference")
-    assert {k: getattr(ref, k) for k in REFERENCE_METHOD} == {k: (tuple(v) if isinstance(v, tuple) else v)
-                                                            for k, v in REFERENCE_METHOD.items()}
+    assert {k: getattr(ref, k) for k in REFERENCE_METHOD} == {
+        k: (tuple(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_METHOD.items()
+    }
     assert (ref.loss, ref.head, ref.sim_dim, ref.schedule) == ("combined", "linear", 128, "decay")
     assert set(PRESETS) == set(PRESET_DOCS) == {"reference", "frozen", "gpu"}
 
@@ -65,8 +82,20 @@ def test_every_preset_loads_and_is_recognised_by_its_fields():
     assert preset_of(Config.load("reference").to_dict()) is None
 
 
-@pytest.mark.parametrize("bad", [["loss=cosface"], ["loss=infonce+"], ["head=mlp"], ["neg_rank=5,2"],
-                                 ["neg_rank=1"], ["sim_dim=-1"], ["scale=0"], ["patience=-1"], ["num_negatives=0"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["loss=cosface"],
+        ["loss=infonce+"],
+        ["head=mlp"],
+        ["neg_rank=5,2"],
+        ["neg_rank=1"],
+        ["sim_dim=-1"],
+        ["scale=0"],
+        ["patience=-1"],
+        ["num_negatives=0"],
+    ],
+)
 def test_new_fields_fail_loudly(bad):
     with pytest.raises(ConfigError):
         Config().with_overrides(bad)
@@ -112,7 +141,8 @@ def test_readme_configuration_table_states_configs_defaults():
     """Issue 23.4: the README's defaults drifted from Config's (select_metric, epochs). Every row of
     its Configuration table names fields and their defaults; each must be Config's own."""
     text = CONFIG_DOC.read_text(encoding="utf-8") + "\n".join(
-        p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")) if p != CONFIG_DOC)
+        p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")) if p != CONFIG_DOC
+    )
     table = text.split("# Configuration", 1)[1].split("\n## ", 1)[0]
     defaults = Config()
     checked = []
@@ -132,8 +162,9 @@ def test_readme_configuration_table_states_configs_defaults():
             checked.append(name)
     assert {"epochs", "select_metric", "patience", "eval_metric", "lr"} <= set(checked), checked
     # the prose that names a default: select_metric and the epochs of a sweep's trials
-    for said in re.findall(r"`select_metric`[^.]{0,40}?\(default `([^`]+)`", text) + \
-            re.findall(r"\(default `(validation[^`]*)`", text):
+    for said in re.findall(r"`select_metric`[^.]{0,40}?\(default `([^`]+)`", text) + re.findall(
+        r"\(default `(validation[^`]*)`", text
+    ):
         assert said == defaults.select_metric, f"README: select_metric default {said!r}"
     from counterarg.config import FROZEN_RECIPE  # the strategy sweeps' trials start from the frozen preset
 
@@ -146,9 +177,19 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
     """``fields_with`` reads the fields' metadata (an unknown role is an error naming it); the
     ``schedule`` fields are exactly those some registered schedule reads, plus ``schedule``; a
     ``hyper`` field may change on resume; a machine field is never one of the model's."""
+    from counterarg.config import (
+        HYPER,
+        MACHINE,
+        MACHINE_FIELDS,
+        MODEL,
+        RESUME,
+        ROLES,
+        SCHEDULE,
+        SEED,
+        SOURCE,
+        fields_with,
+    )
     from counterarg.sampling import schedules
-    from counterarg.config import (HYPER, MACHINE, MACHINE_FIELDS, MODEL, RESUME, ROLES, SCHEDULE, SEED, SOURCE,
-                                   fields_with)
 
     with pytest.raises(ValueError, match="unknown field role 'modle'"):
         fields_with("modle")
@@ -165,8 +206,15 @@ def test_field_roles_are_read_from_the_fields_and_match_the_schedule_registry():
         fields_with(SEED, "sead")
 
 
-@pytest.mark.parametrize("sets", [["num_negatives=1000"], ["num_negatives=1000000000000"],
-                                  ["neg_rank=1,1", "num_negatives=2"], ["neg_rank=3,5", "num_negatives=4"]])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["num_negatives=1000"],
+        ["num_negatives=1000000000000"],
+        ["neg_rank=1,1", "num_negatives=2"],
+        ["neg_rank=3,5", "num_negatives=4"],
+    ],
+)
 def test_more_negatives_than_the_neg_rank_window_is_refused(sets):
     """num_negatives=1000 drew 140 anchors x 1000 negatives from ranks 1..10 (repeats, silently), and
     1e12 ended in a 1019 TiB allocation: both are named config errors before anything runs."""

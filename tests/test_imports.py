@@ -53,10 +53,13 @@ def import_nodes(path: Path, on_import: bool = False) -> list[ast.Import | ast.I
     """The import statements in ``path`` (``TYPE_CHECKING`` blocks excluded: they never run); with
     ``on_import``, only those that run when the module is imported (none inside a function)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    skip = {id(n) for node in ast.walk(tree)
-            if (isinstance(node, ast.If) and _is_type_checking(node.test))
-            or (on_import and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
-            for n in ast.walk(node)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.If) and _is_type_checking(node.test))
+        or (on_import and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+        for n in ast.walk(node)
+    }
     return [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in skip]
 
 
@@ -81,15 +84,15 @@ def imports_of(path: Path, on_import: bool = False) -> set[str]:
 
 
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_graph(on_import: bool = False) -> dict[str, set[str]]:
     """Module -> the package modules it imports (a package's ``__init__`` counts as the package)."""
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {m for m in imports_of(path, on_import) if m in paths and m != name}
-            for name, path in paths.items()}
+    return {name: {m for m in imports_of(path, on_import) if m in paths and m != name} for name, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -139,8 +142,10 @@ def layer_of(unit: str) -> int:
     for i, layer in enumerate(LAYERS):
         if unit in layer:
             return i
-    raise AssertionError(f"counterarg.{unit} is in no layer: add it to LAYERS in tests/test_imports.py "
-                         "(and to the README's Architecture drawing)")
+    raise AssertionError(
+        f"counterarg.{unit} is in no layer: add it to LAYERS in tests/test_imports.py "
+        "(and to the README's Architecture drawing)"
+    )
 
 
 def layer_violations(graph: dict[str, set[str]]) -> list[str]:
@@ -164,13 +169,21 @@ def test_every_module_imports_only_its_own_package_or_a_lower_layer():
 def test_the_layer_check_finds_an_upward_and_a_sideways_import():
     """The checker itself: a model module importing training (up) and a retrieval module importing
     sampling (beside it) are found; imports within a package and downward ones are not."""
-    graph = {"counterarg.model.biencoder": {"counterarg.training.trainer", "counterarg.model.features",
-                                            "counterarg.config", "counterarg.core.io", "counterarg"},
-             "counterarg.retrieval.pools": {"counterarg.sampling.mining", "counterarg.data.corpus"},
-             "counterarg.config": {"counterarg.retrieval.tasks"}}
+    graph = {
+        "counterarg.model.biencoder": {
+            "counterarg.training.trainer",
+            "counterarg.model.features",
+            "counterarg.config",
+            "counterarg.core.io",
+            "counterarg",
+        },
+        "counterarg.retrieval.pools": {"counterarg.sampling.mining", "counterarg.data.corpus"},
+        "counterarg.config": {"counterarg.retrieval.tasks"},
+    }
     assert layer_violations(graph) == [
         "counterarg.model.biencoder imports counterarg.training.trainer (training is above model)",
-        "counterarg.retrieval.pools imports counterarg.sampling.mining (sampling is beside retrieval)"]
+        "counterarg.retrieval.pools imports counterarg.sampling.mining (sampling is beside retrieval)",
+    ]
     with pytest.raises(AssertionError, match="counterarg.newpkg is in no layer"):
         layer_violations({"counterarg.cli": {"counterarg.newpkg.x"}})
 
@@ -199,8 +212,12 @@ def forbidden_imports(starts: list[str], banned: tuple[str, ...]) -> list[str]:
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     anywhere, on_import = import_graph(), import_graph(on_import=True)
     loaded = reached_from(on_import, sorted({m for s in starts for m in anywhere[s]} | set(starts)))
-    return [f"{module} imports {name}" for module in loaded
-            for name in sorted(foreign_imports(paths[module], on_import=module not in starts)) if name in banned]
+    return [
+        f"{module} imports {name}"
+        for module in loaded
+        for name in sorted(foreign_imports(paths[module], on_import=module not in starts))
+        if name in banned
+    ]
 
 
 def reached_from(graph: dict[str, set[str]], starts: list[str]) -> list[str]:
@@ -230,13 +247,17 @@ def test_the_ray_check_finds_ray_imported_in_a_function_or_on_the_way(tmp_path):
     not; a module whose imports load a module that imports Ray is found, one that imports it only
     inside a function is not."""
     src = tmp_path / "m.py"
-    src.write_text("from typing import TYPE_CHECKING\nimport numpy as np\nif TYPE_CHECKING:\n    import pyarrow\n"
-                   "def f():\n    from ray.tune import Callback\n    from . import x\n")
+    src.write_text(
+        "from typing import TYPE_CHECKING\nimport numpy as np\nif TYPE_CHECKING:\n    import pyarrow\n"
+        "def f():\n    from ray.tune import Callback\n    from . import x\n"
+    )
     assert foreign_imports(src) == {"typing", "numpy", "ray"}
     assert foreign_imports(src, on_import=True) == {"typing", "numpy"}
     assert reached_from({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, ["a"]) == ["a", "b", "c"]
     assert forbidden_imports(["counterarg.sweep.runner"], ("ray",))[:2] == [
-        "counterarg.retrieval.shards imports ray", "counterarg.sweep.console imports ray"]
+        "counterarg.retrieval.shards imports ray",
+        "counterarg.sweep.console imports ray",
+    ]
     assert forbidden_imports(["counterarg.config"], ("ray",)) == []  # retrieval.index imports shards in a function
 
 
@@ -266,8 +287,9 @@ def stale_names(path: Path, modules: set[str], exported: dict[str, set[str]]) ->
     return _stale_in(path.read_text(encoding="utf-8"), package, modules, exported, strings=path != Path(__file__))
 
 
-def _stale_in(source: str, package: str | None, modules: set[str], exported: dict[str, set[str]],
-              strings: bool = True) -> list[str]:
+def _stale_in(
+    source: str, package: str | None, modules: set[str], exported: dict[str, set[str]], strings: bool = True
+) -> list[str]:
     found: list[str] = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -285,11 +307,17 @@ def _stale_in(source: str, package: str | None, modules: set[str], exported: dic
             if target not in modules:
                 found.append(target)
                 continue
-            found += [f"{target}.{a.name}" for a in node.names if target in exported and
-                      f"{target}.{a.name}" not in modules and a.name not in exported[target]]
+            found += [
+                f"{target}.{a.name}"
+                for a in node.names
+                if target in exported and f"{target}.{a.name}" not in modules and a.name not in exported[target]
+            ]
         elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found += [m.group(0) for m in re.finditer(r"\bcounterarg\.([A-Za-z_]\w*)", node.value)
-                      if f"counterarg.{m.group(1)}" not in modules]
+            found += [
+                m.group(0)
+                for m in re.finditer(r"\bcounterarg\.([A-Za-z_]\w*)", node.value)
+                if f"counterarg.{m.group(1)}" not in modules
+            ]
             if re.search(r"^\s*from counterarg\b", node.value, re.M):
                 try:
                     found += _stale_in(node.value, None, modules, exported, strings=False)
@@ -323,10 +351,23 @@ def test_a_moved_module_is_a_stale_name(tmp_path):
     """The checker itself: a module that is not here, by every kind of import and in a string, is found;
     the modules and package names that are here are not."""
     src = tmp_path / "t.py"
-    src.write_text("import counterarg.io\nfrom counterarg import io, __version__, sweep\nfrom counterarg.train import train\n"
-                   "from counterarg.core.io import atomic_write\nX = 'counterarg.run.Trainer'\n"
-                   "Y = 'counterarg.training.trainer.Trainer'\nZ = \"\"\"\nfrom counterarg import run\n\"\"\"\n")
-    modules = {"counterarg", "counterarg.core", "counterarg.core.io", "counterarg.sweep", "counterarg.training",
-               "counterarg.training.trainer"}
+    src.write_text(
+        "import counterarg.io\nfrom counterarg import io, __version__, sweep\nfrom counterarg.train import train\n"
+        "from counterarg.core.io import atomic_write\nX = 'counterarg.run.Trainer'\n"
+        'Y = \'counterarg.training.trainer.Trainer\'\nZ = """\nfrom counterarg import run\n"""\n'
+    )
+    modules = {
+        "counterarg",
+        "counterarg.core",
+        "counterarg.core.io",
+        "counterarg.sweep",
+        "counterarg.training",
+        "counterarg.training.trainer",
+    }
     assert stale_names(src, modules, {"counterarg": {"__version__"}}) == [
-        "counterarg.io", "counterarg.io", "counterarg.train", "counterarg.run", "counterarg.run"]
+        "counterarg.io",
+        "counterarg.io",
+        "counterarg.train",
+        "counterarg.run",
+        "counterarg.run",
+    ]

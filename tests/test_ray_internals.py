@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- without a Ray session
 def test_pyproject_pins_ray_to_the_tested_range_and_the_installed_ray_is_in_it():
-    from packaging.specifiers import SpecifierSet
     import ray
+    from packaging.specifiers import SpecifierSet
 
     text = (REPO / "pyproject.toml").read_text()
     pinned = re.search(r'"ray\[tune\]([^"]*)"', text).group(1)
@@ -68,8 +68,13 @@ def test_system_failures_are_told_from_errors_of_the_training():
     app = rx.RayTaskError("train", "Traceback ...", ValueError("metric train/loss is nan at epoch 3"))
     assert not ri.is_system_failure(app) and not ri.is_system_failure(app.as_instanceof_cause())
     assert not ri.is_system_failure(ValueError("x")) and not ri.is_system_failure(None)
-    for lost in (rx.ActorDiedError(), rx.ActorUnavailableError("Socket closed", b"\0" * 16),
-                 rx.NodeDiedError("node gone"), rx.WorkerCrashedError(), rx.OutOfMemoryError("oom")):
+    for lost in (
+        rx.ActorDiedError(),
+        rx.ActorUnavailableError("Socket closed", b"\0" * 16),
+        rx.NodeDiedError("node gone"),
+        rx.WorkerCrashedError(),
+        rx.OutOfMemoryError("oom"),
+    ):
         assert ri.is_system_failure(lost), type(lost)
     # the trainable's own call of an actor on a node that died
     assert ri.is_system_failure(rx.RayTaskError("train", "tb", rx.ActorDiedError()))
@@ -86,7 +91,9 @@ def test_tune_decides_a_retry_by_handle_error_then_should_recover():
     src = inspect.getsource(TuneController._process_trial_failure)
     assert src.index("trial.handle_error(exception)") < src.index("trial.should_recover()"), src
     assert "temporary_state" in inspect.getsource(Trial.__init__)
-    assert "def __getstate__(self):\n        return {}" in inspect.getsource(Trial.__init__.__globals__["_TemporaryTrialState"])
+    assert "def __getstate__(self):\n        return {}" in inspect.getsource(
+        Trial.__init__.__globals__["_TemporaryTrialState"]
+    )
 
 
 # ----------------------------------------------------------------------------- one small Tune experiment
@@ -135,17 +142,38 @@ def tune_run(tmp_path_factory):
             Record.seen[trial.trial_id] = {"trial": ri.trial_storage(trial), "experiment": ri.experiment_folders(trial)}
 
     ri.retry_system_failures_only()
-    ensure_ray(2, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}})
+    ensure_ray(
+        2, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}}
+    )
     try:
         searcher = VariantSearcher([{"kind": k} for k in ("ok", "app", "lost")])
-        tuner = tune.Tuner(trainable, param_space={"marker": str(marker)},
-                           tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=3,
-                                                       trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-                           run_config=RunConfig(name="exp", storage_path=str(root / "storage"), verbose=0,
-                                                failure_config=FailureConfig(max_failures=2), callbacks=[Record()]))
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"marker": str(marker)},
+            tune_config=tune.TuneConfig(
+                metric="score",
+                mode="max",
+                search_alg=searcher,
+                num_samples=3,
+                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            ),
+            run_config=RunConfig(
+                name="exp",
+                storage_path=str(root / "storage"),
+                verbose=0,
+                failure_config=FailureConfig(max_failures=2),
+                callbacks=[Record()],
+            ),
+        )
         grid = tuner.fit()
         trials = {t.config["kind"]: t for t in ri.result_grid_trials(grid)}
-        yield {"grid": grid, "trials": trials, "exp": root / "storage" / "exp", "seen": Record.seen, "ray_root": ray_root}
+        yield {
+            "grid": grid,
+            "trials": trials,
+            "exp": root / "storage" / "exp",
+            "seen": Record.seen,
+            "ray_root": ray_root,
+        }
     finally:
         ray.shutdown()
         shutil.rmtree(ray_root, ignore_errors=True)
@@ -201,7 +229,11 @@ def test_state_files_are_laid_out_as_recovery_reads_them(tune_run):
     stamp = ri.session_stamp(state)
     assert (exp / ri.TUNER_FILE).is_file()
     session = sorted(f.name for f in exp.iterdir() if ri.is_state_file(f))
-    assert session == [f"experiment_state-{stamp}.json", f"search_gen_state-{stamp}.json", f"searcher-state-{stamp}.pkl"]
+    assert session == [
+        f"experiment_state-{stamp}.json",
+        f"search_gen_state-{stamp}.json",
+        f"searcher-state-{stamp}.pkl",
+    ]
     assert ri.searcher_state_files(exp) == [exp / f"searcher-state-{stamp}.pkl"]
     json.loads(state.read_text())  # the experiment state is JSON ...
     assert (exp / f"search_gen_state-{stamp}.json").read_bytes().startswith(b"\x80")  # ... this one a pickle

@@ -11,14 +11,23 @@ itself in the browser (a person can change them in the runs list), so they canno
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 #: matplotlib's tab10, as hex (no matplotlib import needed to read a colour)
-TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-         "#17becf")
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: matplotlib's tab20 pale partners of tab10, in the same hue order
-TAB10_PALE = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d",
-              "#9edae5")
+TAB10_PALE = (
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#c7c7c7",
+    "#dbdb8d",
+    "#9edae5",
+)
 
 
 def strategy_colours(names: Iterable[str]) -> dict[str, str]:

@@ -13,7 +13,8 @@ No Ray here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..config import Config, ConfigError
 from ..evaluation.selection import early_stop
@@ -38,8 +39,14 @@ def is_finished(ended: str) -> bool:
     return ended in FINISHED_ENDINGS
 
 
-def trial_ending(config: Mapping[str, Any], history: Sequence[Mapping[str, Any]], *, error: bool = False,
-                 done: bool = False, waiting: bool = False) -> str:
+def trial_ending(
+    config: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    *,
+    error: bool = False,
+    done: bool = False,
+    waiting: bool = False,
+) -> str:
     """How a trial ended (a key of :data:`ENDINGS`) from its config, its per-epoch rows (epoch
     ascending, each once), whether it errored, whether Tune's last result for it is ``done`` (set
     by a scheduler's stop, and by Tune when the trainable returns; never by a Ctrl-C) and whether

@@ -27,11 +27,23 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from ..config import (
+    LABEL,
+    MACHINE,
+    PRESET_DOCS,
+    SEED,
+    SOURCE,
+    Config,
+    ConfigError,
+    fields_with,
+    method_fields,
+    preset_of,
+)
 from ..sampling import schedules
-from ..config import LABEL, MACHINE, PRESET_DOCS, SEED, SOURCE, Config, ConfigError, fields_with, method_fields, preset_of
 from ..sampling.schedules import format_value
 
 #: The recipe's learned random_rate table: the best lineage of ``sweeps/pbt_schedule.py --method recipe``
@@ -51,8 +63,7 @@ def strategy_text(config: Mapping[str, Any]) -> str:
     full = {**defaults, **dict(config)}
     entry = schedules.get(full["schedule"])
     named = {**defaults, **schedules.strategy_fields(entry.name)}
-    over = [f"{f}={format_value(full[f])}" for f in entry.fields
-            if format_value(full[f]) != format_value(named[f])]
+    over = [f"{f}={format_value(full[f])}" for f in entry.fields if format_value(full[f]) != format_value(named[f])]
     return entry.name + (":" + ",".join(over) if over else "")
 
 
@@ -85,8 +96,9 @@ def strategy_label(config: Mapping[str, Any]) -> str:
         return str(full["schedule"])
     parts = []
     if entry.short:
-        values = [_fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f])
-                  for f in entry.short]
+        values = [
+            _fmt_table(full[f]) if isinstance(full[f], (list, tuple)) else format_value(full[f]) for f in entry.short
+        ]
         parts.append(entry.sep.join(values))
     defaults = Config().to_dict()
     for f in entry.fields:
@@ -122,14 +134,25 @@ def _recipe_strategies() -> tuple[str, ...]:
 
 
 _DEFAULTS = Config().to_dict()
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("reference", method_fields(), schedules.default_strategies(),
-           "the reference implementation (--config reference less its schedule and length)"),
-    # the heads' lr goes with the encoder mode, not the method (4e-4 beside the trainable top layer, the
-    # default; 3e-4 on frozen features, config.FROZEN_RECIPE, which the strategy sweeps' trials train)
-    Method("recipe", {k: _DEFAULTS[k] for k in method_fields() if k != "lr"}, _recipe_strategies(),
-           "the project's default recipe (the Config defaults)"),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "reference",
+            method_fields(),
+            schedules.default_strategies(),
+            "the reference implementation (--config reference less its schedule and length)",
+        ),
+        # the heads' lr goes with the encoder mode, not the method (4e-4 beside the trainable top layer, the
+        # default; 3e-4 on frozen features, config.FROZEN_RECIPE, which the strategy sweeps' trials train)
+        Method(
+            "recipe",
+            {k: _DEFAULTS[k] for k in method_fields() if k != "lr"},
+            _recipe_strategies(),
+            "the project's default recipe (the Config defaults)",
+        ),
+    )
+}
 #: The method whose fields are the Config defaults; its own schedule is called by its name alone.
 DEFAULT_METHOD = "recipe"
 #: The Config fields that tell the methods apart.
@@ -169,7 +192,8 @@ def variant_label(config: Mapping[str, Any], method: str | None) -> str:
         return label
     full = {**_DEFAULTS, **dict(config)}
     own = full["schedule"] == _DEFAULTS["schedule"] and all(
-        format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields)
+        format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields
+    )
     return method if method == DEFAULT_METHOD and own else f"{method}: {label}"
 
 
@@ -192,7 +216,6 @@ def slug(label: str, limit: int = 48) -> str:
     return re.sub(r"[^A-Za-z0-9.=]+", "-", label).strip("-")[:limit]
 
 
-
 def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
     """What every trial of a sweep trains that ``counterarg train`` with no flags does not: the fields
     all ``configs`` hold at one value that differs from the Config defaults (the data, the encoder,
@@ -203,11 +226,16 @@ def shared_setting(configs: Sequence[Mapping[str, Any]]) -> str | None:
     defaults = Config().to_dict()
     first = configs[0]
     not_a_setting = fields_with(SOURCE, SEED, MACHINE, LABEL)  # the data and weights, the repeat, the machine, names
-    shared = {k: v for k, v in first.items()
-              if k in defaults and k not in not_a_setting and all(_norm(c.get(k)) == _norm(v) for c in configs)
-              and _norm(v) != _norm(defaults[k])}
+    shared = {
+        k: v
+        for k, v in first.items()
+        if k in defaults
+        and k not in not_a_setting
+        and all(_norm(c.get(k)) == _norm(v) for c in configs)
+        and _norm(v) != _norm(defaults[k])
+    }
     if not shared:
         return None
     text = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(shared.items()))
     preset = preset_of({**defaults, **first})
-    return (f"the {preset} preset (`--config {preset}`: {PRESET_DOCS[preset]}): {text}" if preset else text)
+    return f"the {preset} preset (`--config {preset}`: {PRESET_DOCS[preset]}): {text}" if preset else text

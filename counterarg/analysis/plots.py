@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -24,9 +25,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from ..config import Config  # noqa: E402
 from ..retrieval.tasks import task_names  # noqa: E402
 from .colours import strategy_colours  # noqa: E402
-from .trials import (DEFAULT_METRIC, VIEW_TITLES, VIEWS, ZERO_SHOT, TrialRecord, dedupe_history,  # noqa: E402
-                     group_labels, group_stats, test_acc1_keys)
-
+from .trials import (  # noqa: E402
+    DEFAULT_METRIC,
+    VIEW_TITLES,
+    VIEWS,
+    ZERO_SHOT,
+    TrialRecord,
+    dedupe_history,
+    group_labels,
+    group_stats,
+    test_acc1_keys,
+)
 
 #: PNG text chunk that holds the numbers a figure draws
 PLOT_DATA_KEY = "counterarg"
@@ -51,12 +60,17 @@ def _series(values: dict[int, list[float]]) -> dict[str, list]:
     """One group's per-epoch values -> epochs, mean, min and max over seeds."""
     epochs = sorted(values)
     vals = [values[e] for e in epochs]
-    return {"epochs": epochs, "mean": [sum(v) / len(v) for v in vals], "min": [min(v) for v in vals],
-            "max": [max(v) for v in vals]}
+    return {
+        "epochs": epochs,
+        "mean": [sum(v) / len(v) for v in vals],
+        "min": [min(v) for v in vals],
+        "max": [max(v) for v in vals],
+    }
 
 
-def epoch_values(records: Sequence[TrialRecord], key: str,
-                 groups: dict[str, str] | None = None) -> dict[str, dict[int, list[float]]]:
+def epoch_values(
+    records: Sequence[TrialRecord], key: str, groups: dict[str, str] | None = None
+) -> dict[str, dict[int, list[float]]]:
     """Per group and epoch, the values of ``key`` over the group's seeds (each epoch counted once);
     ``groups``: trial id -> group (default: the groups among ``records``, :func:`group_labels`)."""
     if groups is None:
@@ -71,8 +85,13 @@ def epoch_values(records: Sequence[TrialRecord], key: str,
     return out
 
 
-def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAULT_METRIC,
-                baseline: dict[str, float] | None = None, colours: dict[str, str] | None = None) -> None:
+def plot_curves(
+    records: Sequence[TrialRecord],
+    path: Path,
+    metric: str = DEFAULT_METRIC,
+    baseline: dict[str, float] | None = None,
+    colours: dict[str, str] | None = None,
+) -> None:
     """``metric`` per epoch per group: mean over seeds, band = min..max over seeds; the zero-shot
     encoder as a dashed line; whole-number epoch ticks. Where fewer seeds are averaged than the
     group has (the others stopped early or failed), the marker is hollow and larger, and the
@@ -96,11 +115,27 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
         thin = [i for i, n in enumerate(c["seeds"]) if n < c["of"]]
         if thin:
             fewer = True
-            ax.plot([c["epochs"][i] for i in thin], [c["mean"][i] for i in thin], linestyle="none", marker="o",
-                    ms=7, markerfacecolor="white", markeredgecolor=c["colour"], color=c["colour"])
+            ax.plot(
+                [c["epochs"][i] for i in thin],
+                [c["mean"][i] for i in thin],
+                linestyle="none",
+                marker="o",
+                ms=7,
+                markerfacecolor="white",
+                markeredgecolor=c["colour"],
+                color=c["colour"],
+            )
     if fewer:  # one legend entry explains the hollow markers
-        ax.plot([], [], linestyle="none", marker="o", ms=7, markerfacecolor="white", markeredgecolor="gray",
-                label="fewer seeds averaged (others stopped)")
+        ax.plot(
+            [],
+            [],
+            linestyle="none",
+            marker="o",
+            ms=7,
+            markerfacecolor="white",
+            markeredgecolor="gray",
+            label="fewer seeds averaged (others stopped)",
+        )
     if baseline and metric in baseline:
         ax.axhline(baseline[metric], color="black", linestyle="--", linewidth=1, label=ZERO_SHOT)
 
@@ -112,17 +147,19 @@ def plot_curves(records: Sequence[TrialRecord], path: Path, metric: str = DEFAUL
     if curves or baseline:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, {"metric": metric, "curves": curves,
-                            ZERO_SHOT: (baseline or {}).get(metric)}, dpi=120)
+    save_figure(fig, path, {"metric": metric, "curves": curves, ZERO_SHOT: (baseline or {}).get(metric)}, dpi=120)
 
 
 #: the mining telemetry a sweep plots (training/loop.py writes these every epoch; sampling.mining.mining_telemetry)
-TELEMETRY = {"mining/share_points": "negatives that are points", "mining/share_hard": "hard (mined) negatives",
-             "mining/share_same_debate_same_side": "from the anchor's debate, same side",
-             "mining/share_same_debate_other_side": "from the anchor's debate, other side",
-             "mining/share_other_theme": "from another theme",
-             "mining/share_in_eval_splits": "negatives whose text validation/test hold",
-             "mining/dist_negative": "mean anchor-negative distance"}
+TELEMETRY = {
+    "mining/share_points": "negatives that are points",
+    "mining/share_hard": "hard (mined) negatives",
+    "mining/share_same_debate_same_side": "from the anchor's debate, same side",
+    "mining/share_same_debate_other_side": "from the anchor's debate, other side",
+    "mining/share_other_theme": "from another theme",
+    "mining/share_in_eval_splits": "negatives whose text validation/test hold",
+    "mining/dist_negative": "mean anchor-negative distance",
+}
 
 
 #: telemetry that is a distance in the mining space, whose scale depends on the trial's eval_metric
@@ -148,8 +185,13 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path, colours: dict[str
             panels.append((k, TELEMETRY[k], records))
             continue
         for m in sorted({_eval_metric(rec) for rec in records if any(k in r for r in rec.history)}):
-            panels.append((f"{k} ({m})", f"{TELEMETRY[k]}\n({METRIC_SPACES.get(m, m)})",
-                           [rec for rec in records if _eval_metric(rec) == m]))
+            panels.append(
+                (
+                    f"{k} ({m})",
+                    f"{TELEMETRY[k]}\n({METRIC_SPACES.get(m, m)})",
+                    [rec for rec in records if _eval_metric(rec) == m],
+                )
+            )
     if not panels:
         return False
     cols = (len(panels) + 1) // 2
@@ -166,7 +208,7 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path, colours: dict[str
         ax.set_title(title, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles = [Line2D([], [], marker=".", color=color[g], label=g) for g in names]
     if len(panels) < axes.size:  # one legend of every strategy, in the empty cell when there is one
@@ -179,8 +221,12 @@ def plot_telemetry(records: Sequence[TrialRecord], path: Path, colours: dict[str
     return True
 
 
-def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[str, float] | None = None,
-                   colours: dict[str, str] | None = None) -> None:
+def plot_task_bars(
+    rows: Sequence[dict[str, Any]],
+    path: Path,
+    baseline: dict[str, float] | None = None,
+    colours: dict[str, str] | None = None,
+) -> None:
     """Test acc@1 per task per group at the best epoch, one panel per view: mean bars, std error bars;
     the legend beside the panels, never over the bars."""
     views = [v for v in VIEWS if any(r.get(test_acc1_keys(view=v)[-1]) is not None for r in rows)] or ["all"]
@@ -192,8 +238,9 @@ def plot_task_bars(rows: Sequence[dict[str, Any]], path: Path, baseline: dict[st
     save_figure(fig, path, drawn, dpi=120)
 
 
-def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None,
-               colours: dict[str, str]) -> dict[str, dict[str, list[float]]]:
+def _task_bars(
+    ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str, float] | None, colours: dict[str, str]
+) -> dict[str, dict[str, list[float]]]:
     """One view's panel; returns what it drew: group -> metric key -> [mean, std] (std 0 for one seed)."""
     keys = test_acc1_keys(view=view)
     stats = group_stats(rows, keys)
@@ -211,8 +258,9 @@ def _task_bars(ax, rows: Sequence[dict[str, Any]], view: str, baseline: dict[str
                 drawn.setdefault(g, {})[k] = [m, ss[-1]]
         ax.bar(xs, ms, width, yerr=ss, capsize=2, label=g, color=colours[g])
     if baseline and all(k in baseline for k in keys):
-        ax.scatter(range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3,
-                   label=ZERO_SHOT)
+        ax.scatter(
+            range(len(keys)), [baseline[k] for k in keys], marker="_", s=900, color="black", zorder=3, label=ZERO_SHOT
+        )
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([k.split("/")[1] for k in keys])
     ax.set_ylabel("test acc@1 (best epoch)")
@@ -241,8 +289,12 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
             cells.setdefault(v.best, {})[t] = {"gap": 0.0, "p_holm": None, "best": True, "significant": v.significant}
             for c in comparisons:
                 if (c.task, c.view, c.strategy_a) == (t, view, v.best) and c.strategy_b != ZERO_SHOT:
-                    cells.setdefault(c.strategy_b, {})[t] = {"gap": -c.diff, "p_holm": c.p_holm, "best": False,
-                                                            "significant": c.significant}
+                    cells.setdefault(c.strategy_b, {})[t] = {
+                        "gap": -c.diff,
+                        "p_holm": c.p_holm,
+                        "best": False,
+                        "significant": c.significant,
+                    }
         if cells:
             drawn[view] = cells
     if not drawn:
@@ -264,24 +316,39 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
                     text = "best *" if c["significant"] else "best"
                 else:
                     p = c["p_holm"]
-                    text = f"{c['gap']:+.3f}\n" + ("p n/a" if p is None else ("p<.0001" if p < 1e-4 else f"p={p:.4f}" if p < 1e-3 else f"p={p:.3f}"))
-                ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                        fontweight="bold" if c["significant"] and not c["best"] else "normal")
+                    text = f"{c['gap']:+.3f}\n" + (
+                        "p n/a"
+                        if p is None
+                        else ("p<.0001" if p < 1e-4 else f"p={p:.4f}" if p < 1e-3 else f"p={p:.3f}")
+                    )
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    fontweight="bold" if c["significant"] and not c["best"] else "normal",
+                )
         ax.set_xlim(-0.5, len(tasks) - 0.5)
         ax.set_ylim(len(groups) - 0.5, -0.5)
         ax.set_xticks(range(len(tasks)))
         ax.set_xticklabels(tasks)
         ax.set_yticks(range(len(groups)))
         ax.set_yticklabels(groups, fontsize=8)
-        ax.set_title(f"Gap to the best strategy per task, {VIEW_TITLES[view]}\n(test acc@1; dark/bold: significantly "
-                     "worse, seed-aware test, Holm; pale: the seeds do not separate them)", fontsize=9)
+        ax.set_title(
+            f"Gap to the best strategy per task, {VIEW_TITLES[view]}\n(test acc@1; dark/bold: significantly "
+            "worse, seed-aware test, Holm; pale: the seeds do not separate them)",
+            fontsize=9,
+        )
     fig.tight_layout()
     save_figure(fig, path, drawn, dpi=110)
     return True
 
 
-def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC,
-              colours: dict[str, str] | None = None) -> None:
+def plot_race(
+    state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC, colours: dict[str, str] | None = None
+) -> None:
     """A race (:mod:`counterarg.sweep.race`) per round: each strategy's validation mean over its runs
     so far with its 95% t-interval, an ``x`` where it was eliminated."""
     drawn: dict[str, dict[str, list]] = {}
@@ -289,8 +356,7 @@ def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC,
         for s in rnd["standings"]:
             if s["value"] is None:
                 continue
-            d = drawn.setdefault(s["strategy"], {"round": [], "mean": [], "ci_low": [], "ci_high": [],
-                                                 "seeds": []})
+            d = drawn.setdefault(s["strategy"], {"round": [], "mean": [], "ci_low": [], "ci_high": [], "seeds": []})
             d["round"].append(rnd["round"])
             d["mean"].append(s["value"])
             d["ci_low"].append(None if math.isnan(s["ci_low"]) else s["ci_low"])
@@ -317,5 +383,9 @@ def plot_race(state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC,
     if drawn:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, path, {"metric": metric, "strategies": drawn, "eliminated_in_round": left,
-                            "colours": {g: colours[g] for g in drawn}}, dpi=110)
+    save_figure(
+        fig,
+        path,
+        {"metric": metric, "strategies": drawn, "eliminated_in_round": left, "colours": {g: colours[g] for g in drawn}},
+        dpi=110,
+    )

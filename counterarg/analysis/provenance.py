@@ -14,9 +14,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import Config
 from ..core.io import append_jsonl
@@ -24,12 +25,12 @@ from ..core.paths import portable_command
 
 SESSIONS_FILE = "sessions.jsonl"
 #: The packages whose versions change what a sweep computes (or how it runs).
-PACKAGES = ("counterarg", "torch", "transformers", "sentence-transformers", "ray", "scikit-learn", "numpy",
-            "scipy")
+PACKAGES = ("counterarg", "torch", "transformers", "sentence-transformers", "ray", "scikit-learn", "numpy", "scipy")
 
 
-def sweep_provenance(records: Sequence[Any], rows: Sequence[dict[str, Any]], out_dir: Path,
-                     wall_s: float | None) -> tuple[float | None, str]:
+def sweep_provenance(
+    records: Sequence[Any], rows: Sequence[dict[str, Any]], out_dir: Path, wall_s: float | None
+) -> tuple[float | None, str]:
     """The sweep's wall time (summed over every recorded session; ``wall_s`` when none is recorded;
     None when the first run is not among them) and the summary's provenance section."""
     sessions = read_sessions(out_dir)
@@ -63,8 +64,13 @@ def git_commit(folder: Path | None = None) -> str:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
             return "unknown (not a git checkout)"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not available)"
     return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
@@ -74,10 +80,15 @@ def record_session(out_dir: Path, wall_s: float, command: str | None = None, res
     """Append one driver session (its command, run or resume, wall seconds, end time) to
     ``<out_dir>/sessions.jsonl``; the sweep runner calls it once per run or resume."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    append_jsonl(Path(out_dir) / SESSIONS_FILE,
-                 {"command": command if command is not None else driver_command(),
-                  "kind": "resume" if resumed else "run",
-                  "wall_s": round(float(wall_s), 1), "ended": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    append_jsonl(
+        Path(out_dir) / SESSIONS_FILE,
+        {
+            "command": command if command is not None else driver_command(),
+            "kind": "resume" if resumed else "run",
+            "wall_s": round(float(wall_s), 1),
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
 
 
 def read_sessions(out_dir: Path) -> list[dict[str, Any]]:
@@ -104,17 +115,21 @@ def _epochs(configs: Sequence[dict[str, Any]], done: Sequence[int]) -> str:
     return text
 
 
-def provenance_markdown(sessions: Sequence[dict[str, Any]], configs: Sequence[dict[str, Any]],
-                        epochs_done: Sequence[int]) -> list[str]:
+def provenance_markdown(
+    sessions: Sequence[dict[str, Any]], configs: Sequence[dict[str, Any]], epochs_done: Sequence[int]
+) -> list[str]:
     """The summary's provenance section: the command of every session, epochs, versions, commit."""
     lines = ["## Provenance", ""]
     for i, s in enumerate(sessions, 1):
         what = s.get("kind") or ("run" if i == 1 else "resume")
-        lines.append(f"- session {i} ({what}, {s['wall_s']:.1f} s, ended {s.get('ended', '?')}): "
-                     f"`{s.get('command', '?')}`")
+        lines.append(
+            f"- session {i} ({what}, {s['wall_s']:.1f} s, ended {s.get('ended', '?')}): `{s.get('command', '?')}`"
+        )
     if sessions and sessions[0].get("kind") == "resume":
-        lines.append("- the sweep's first run is not recorded here (it predates the session record): its wall "
-                     "time covers the recorded sessions only")
+        lines.append(
+            "- the sweep's first run is not recorded here (it predates the session record): its wall "
+            "time covers the recorded sessions only"
+        )
     lines.append(f"- {_epochs(configs, epochs_done)}")
     lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items()))
     lines.append(f"- git commit: {git_commit()}")

@@ -27,19 +27,20 @@ No Ray here.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import LABEL, MACHINE, SEED, ConfigError, fields_with
 from ..core.io import atomic_write_json
 from ..core.paths import given_path
-from ..sampling.schedules import format_value
 from ..evaluation.selection import BEST_DIR, BestRanks, read_best_ranks
-from ..retrieval.tasks import task_names
 from ..model.checkpoint import checkpoint_index
+from ..retrieval.tasks import task_names
+from ..sampling.schedules import format_value
 from .significance import ALPHA, PairedTest, holm, interaction_var, query_limited, seeds_needed
 from .trials import VIEWS, pm_text, varying_fields
 from .verdicts import compare, need_text, p_text, ranks_hits
@@ -120,13 +121,18 @@ def ranks_folder(folder: str | Path) -> Path:
         raise CompareError(f"{folder}: no such folder")
     if not path.is_dir():
         raise CompareError(f"{folder}: a file, not a run folder")
-    numbered = sorted((p for p in path.glob("checkpoint_*") if checkpoint_index(p.name) is not None),
-                      key=lambda p: checkpoint_index(p.name), reverse=True)
+    numbered = sorted(
+        (p for p in path.glob("checkpoint_*") if checkpoint_index(p.name) is not None),
+        key=lambda p: checkpoint_index(p.name),
+        reverse=True,
+    )
     for candidate in (path, path / BEST_DIR, path / CHECKPOINT_DIR, *numbered):
         if (candidate / BestRanks.FILE).is_file():
             return candidate
-    raise CompareError(f"{folder}: no {BestRanks.FILE} in it, its {BEST_DIR}/, {CHECKPOINT_DIR}/ or checkpoint_N/: "
-                       "give a `counterarg train --out` folder, a checkpoint folder or a sweep trial folder")
+    raise CompareError(
+        f"{folder}: no {BestRanks.FILE} in it, its {BEST_DIR}/, {CHECKPOINT_DIR}/ or checkpoint_N/: "
+        "give a `counterarg train --out` folder, a checkpoint folder or a sweep trial folder"
+    )
 
 
 def _run_config(source: Path, folder: Path) -> dict[str, Any]:
@@ -144,9 +150,11 @@ def _run_config(source: Path, folder: Path) -> dict[str, Any]:
 
 def _missing_split(folder: str, split: str) -> CompareError:
     if split == "test":
-        hint = ("it was trained with test_every=0, which never scores the test split; `counterarg evaluate` prints "
-                "metrics but keeps no per-query ranks, so retrain it with --set test_every=1 (or compare on "
-                "--split validation)")
+        hint = (
+            "it was trained with test_every=0, which never scores the test split; `counterarg evaluate` prints "
+            "metrics but keeps no per-query ranks, so retrain it with --set test_every=1 (or compare on "
+            "--split validation)"
+        )
     else:
         hint = "has its corpus a validation split?"
     return CompareError(f"{folder}: its {BestRanks.FILE} holds no per-query {split} ranks: {hint}")
@@ -170,21 +178,27 @@ def check_group(runs: Sequence[RunRanks], flag: str) -> None:
     """At least :data:`MIN_RUNS` runs, each a different run of its own seed."""
     if len(runs) < MIN_RUNS:
         given = ", ".join(r.folder for r in runs)
-        raise CompareError(f"{flag}: {len(runs)} run ({given}); the seed-aware test needs at least {MIN_RUNS} runs "
-                           "per group, each trained with its own seed (counterarg train --out R --set seed=N)")
+        raise CompareError(
+            f"{flag}: {len(runs)} run ({given}); the seed-aware test needs at least {MIN_RUNS} runs "
+            "per group, each trained with its own seed (counterarg train --out R --set seed=N)"
+        )
     by_source: dict[Path, RunRanks] = {}
     by_seed: dict[Any, RunRanks] = {}
     for r in runs:
         same = by_source.setdefault(r.source.resolve(), r)
         if same is not r:
-            raise CompareError(f"{flag}: {same.folder} and {r.folder} are the same run (both read "
-                               f"{r.source / BestRanks.FILE}); give each run once")
+            raise CompareError(
+                f"{flag}: {same.folder} and {r.folder} are the same run (both read "
+                f"{r.source / BestRanks.FILE}); give each run once"
+            )
         if r.seed is None:
             continue
         twin = by_seed.setdefault(r.seed, r)
         if twin is not r:
-            raise CompareError(f"{flag}: {twin.folder} and {r.folder} were both trained with seed={r.seed}; the "
-                               "training run is the unit of the test, so each run of a group needs its own seed")
+            raise CompareError(
+                f"{flag}: {twin.folder} and {r.folder} were both trained with seed={r.seed}; the "
+                "training run is the unit of the test, so each run of a group needs its own seed"
+            )
 
 
 def check_queries(a: Sequence[RunRanks], b: Sequence[RunRanks], split: str) -> None:
@@ -196,21 +210,30 @@ def check_queries(a: Sequence[RunRanks], b: Sequence[RunRanks], split: str) -> N
     for r in (*a, *b):
         counts = {len(r.ranks[f"{split}/{t}"]) for t in task_names()}
         if counts != {n0}:
-            raise CompareError(f"{r.folder}: its {split} split has {sorted(counts)[0]} queries, {first.folder}'s has "
-                               f"{n0}: runs of different corpora or query sets cannot be compared")
+            raise CompareError(
+                f"{r.folder}: its {split} split has {sorted(counts)[0]} queries, {first.folder}'s has "
+                f"{n0}: runs of different corpora or query sets cannot be compared"
+            )
         unseen = r.ranks.get(f"{split}/unseen")
         if (unseen is None) != (unseen0 is None) or (unseen is not None and not np.array_equal(unseen, unseen0)):
-            raise CompareError(f"{r.folder}: its unseen {split} queries differ from {first.folder}'s (another "
-                               "training split?): runs of different corpora cannot be compared")
+            raise CompareError(
+                f"{r.folder}: its unseen {split} queries differ from {first.folder}'s (another "
+                "training split?): runs of different corpora cannot be compared"
+            )
     known = [r for r in (*a, *b) if f"{split}/queries" in r.ranks]
     for r in known[1:]:
         if not np.array_equal(r.ranks[f"{split}/queries"], known[0].ranks[f"{split}/queries"]):
-            raise CompareError(f"{r.folder}: its {n0} {split} queries are not {known[0].folder}'s (other texts or "
-                               "another order: another corpus): runs of different corpora cannot be compared")
+            raise CompareError(
+                f"{r.folder}: its {n0} {split} queries are not {known[0].folder}'s (other texts or "
+                "another order: another corpus): runs of different corpora cannot be compared"
+            )
     unknown = [r.folder for r in (*a, *b) if f"{split}/queries" not in r.ranks]
     if known and unknown:
-        print(f"[counterarg] note: {', '.join(unknown)} record(s) no query texts (ranks kept by an older version); "
-              "their queries are checked by count and unseen mask only", flush=True)
+        print(
+            f"[counterarg] note: {', '.join(unknown)} record(s) no query texts (ranks kept by an older version); "
+            "their queries are checked by count and unseen mask only",
+            flush=True,
+        )
     both = {r.source.resolve() for r in a} & {r.source.resolve() for r in b}
     if both:
         raise CompareError(f"{sorted(both)[0]}: the same run is in --a and --b")
@@ -228,8 +251,9 @@ def config_notes(a: Sequence[RunRanks], b: Sequence[RunRanks], label_a: str, lab
             notes.append(f"the runs of {label} differ in {', '.join(varying)}; compared as seeds of one procedure")
     between = [k for k in varying_fields([r.config for r in (*a, *b)]) if k not in not_a_setting | within]
     if between:
-        shown = ", ".join(f"{k}={format_value(b[0].config.get(k))} (vs {format_value(a[0].config.get(k))})"
-                          for k in between)
+        shown = ", ".join(
+            f"{k}={format_value(b[0].config.get(k))} (vs {format_value(a[0].config.get(k))})" for k in between
+        )
         notes.append(f"{label_b} differs from {label_a} in {shown}")
     elif not within and all(r.config for r in (*a, *b)):
         notes.append(f"{label_a} and {label_b} have the same config but for the seed")
@@ -243,13 +267,42 @@ def _row(c, label_a: str, label_b: str, run_a: np.ndarray, run_b: np.ndarray, n:
     lo, hi = (c.ci_low, c.ci_high) if sign > 0 else (-c.ci_high, -c.ci_low)
     qlo, qhi = (c.ci_low_queries, c.ci_high_queries) if sign > 0 else (-c.ci_high_queries, -c.ci_low_queries)
     task, view = c.task, c.view
-    return TaskRow(task, view, label_a, label_b, run_a.size, run_b.size, n, float(run_a.mean()),
-                   float(run_a.std(ddof=1)), float(run_b.mean()), float(run_b.std(ddof=1)), sign * c.diff, lo, hi,
-                   c.p_value, None, None, False, c.p_value_queries, qlo, qhi)
+    return TaskRow(
+        task,
+        view,
+        label_a,
+        label_b,
+        run_a.size,
+        run_b.size,
+        n,
+        float(run_a.mean()),
+        float(run_a.std(ddof=1)),
+        float(run_b.mean()),
+        float(run_b.std(ddof=1)),
+        sign * c.diff,
+        lo,
+        hi,
+        c.p_value,
+        None,
+        None,
+        False,
+        c.p_value_queries,
+        qlo,
+        qhi,
+    )
 
 
-def compare_runs(a: Sequence[RunRanks], b: Sequence[RunRanks], *, split: str = "test", label_a: str = "A",
-                 label_b: str = "B", tasks: str = "all", seed: int = 0, progress: bool = False) -> list[TaskRow]:
+def compare_runs(
+    a: Sequence[RunRanks],
+    b: Sequence[RunRanks],
+    *,
+    split: str = "test",
+    label_a: str = "A",
+    label_b: str = "B",
+    tasks: str = "all",
+    seed: int = 0,
+    progress: bool = False,
+) -> list[TaskRow]:
     """Per view and task, B minus A: the sweep's comparison (:func:`~counterarg.analysis.verdicts.compare`)
     with Holm and the seeds needed over the rows of each view (10,000 query resamples per row: seconds
     each on a loaded laptop, hence ``progress``)."""
@@ -304,11 +357,15 @@ def verdict(rows: Sequence[TaskRow], view: str, split: str = "test") -> str:
     runs = f"{mean.n_runs_a}+{mean.n_runs_b} runs"
     if mean.significant:
         loser = mean.label_a if mean.better == mean.label_b else mean.label_b
-        line = (f"{mean.better} beats {loser} on the {what} by {abs(mean.diff):.4f} "
-                f"({p_text(mean.p_holm)}, {family}) with {runs}")
+        line = (
+            f"{mean.better} beats {loser} on the {what} by {abs(mean.diff):.4f} "
+            f"({p_text(mean.p_holm)}, {family}) with {runs}"
+        )
     else:
-        line = (f"no significant difference on the {what} at {runs} ({mean.label_b} - {mean.label_a} = "
-                f"{mean.diff:+.4f}, {p_text(mean.p_holm)}, {family}); {need_text(mean, split)}")
+        line = (
+            f"no significant difference on the {what} at {runs} ({mean.label_b} - {mean.label_a} = "
+            f"{mean.diff:+.4f}, {p_text(mean.p_holm)}, {family}); {need_text(mean, split)}"
+        )
     wins = [f"{r.better} on {r.task}" for r in mine if r.task != "mean" and r.significant]
     return line + (f"; per task: {', '.join(wins)}" if wins else "")
 
@@ -321,21 +378,44 @@ def view_table(rows: Sequence[TaskRow], view: str, split: str = "test") -> str:
     r0 = mine[0]
     what = "all queries" if view == "all" else "unseen queries (neither text occurs in training)"
     head = ["task", f"A: {r0.label_a}", f"B: {r0.label_b}", "B - A", "95% CI", "seed-aware", "Holm"]
-    body = [[r.task, pm_text((r.mean_a, r.std_a)), pm_text((r.mean_b, r.std_b)), f"{r.diff:+.4f}",
-             f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]", p_text(r.p_value),
-             p_text(r.p_holm) + (" *" if r.significant else "")]
-            for r in mine]
+    body = [
+        [
+            r.task,
+            pm_text((r.mean_a, r.std_a)),
+            pm_text((r.mean_b, r.std_b)),
+            f"{r.diff:+.4f}",
+            f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}]",
+            p_text(r.p_value),
+            p_text(r.p_holm) + (" *" if r.significant else ""),
+        ]
+        for r in mine
+    ]
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    fmt = lambda line: "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)  # noqa: E731
-                                 for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
-    lines = [f"{split} split, {what}: {r0.n_queries} queries; acc@1, mean ± std over {r0.n_runs_a} runs of A "
-             f"and {r0.n_runs_b} of B", fmt(head), *map(fmt, body),
-             f"verdict: {verdict(rows, view, split)}"]
+    fmt = lambda line: "  ".join(
+        cell.ljust(w) if i == 0 else cell.rjust(w)  # noqa: E731
+        for i, (cell, w) in enumerate(zip(line, widths))
+    ).rstrip()
+    lines = [
+        f"{split} split, {what}: {r0.n_queries} queries; acc@1, mean ± std over {r0.n_runs_a} runs of A "
+        f"and {r0.n_runs_b} of B",
+        fmt(head),
+        *map(fmt, body),
+        f"verdict: {verdict(rows, view, split)}",
+    ]
     return "\n".join(lines)
 
 
-def compare_main(a: Sequence[str], b: Sequence[str], *, split: str = "test", label_a: str = "A",
-                 label_b: str = "B", tasks: str = "all", json_path: str | None = None, progress: bool = True) -> int:
+def compare_main(
+    a: Sequence[str],
+    b: Sequence[str],
+    *,
+    split: str = "test",
+    label_a: str = "A",
+    label_b: str = "B",
+    tasks: str = "all",
+    json_path: str | None = None,
+    progress: bool = True,
+) -> int:
     """``counterarg compare``: read, check, test, print the tables and (``json_path``) write the rows."""
     if json_path is not None and Path(json_path).is_dir():
         raise CompareError(f"--json {json_path} is a folder; give a file name, e.g. {Path(json_path) / 'compare.json'}")
@@ -344,24 +424,43 @@ def compare_main(a: Sequence[str], b: Sequence[str], *, split: str = "test", lab
     rows = compare_runs(runs_a, runs_b, split=split, label_a=label_a, label_b=label_b, tasks=tasks, progress=progress)
     for note in config_notes(runs_a, runs_b, label_a, label_b):
         print(f"[counterarg] {note}")
-    print("seed-aware two-level Welch test (the training run is the unit; the null holds the spread of seeds "
-          "and of queries); * = significant at 0.05 after Holm over the rows of a view")
+    print(
+        "seed-aware two-level Welch test (the training run is the unit; the null holds the spread of seeds "
+        "and of queries); * = significant at 0.05 after Holm over the rows of a view"
+    )
     views = [v for v in VIEWS if any(r.view == v for r in rows)]
     for v in views:
         print()
         print(view_table(rows, v, split))
     if json_path is not None:
-        doc = {"split": split, "tasks": tasks, "alpha": ALPHA,
-               "a": {"label": label_a, "runs": [given_path(r.folder) for r in runs_a],
-                     "seeds": [r.seed for r in runs_a]},
-               "b": {"label": label_b, "runs": [given_path(r.folder) for r in runs_b],
-                     "seeds": [r.seed for r in runs_b]},
-               "verdicts": {v: verdict(rows, v, split) for v in views},
-               "rows": [r.row() for r in rows]}
+        doc = {
+            "split": split,
+            "tasks": tasks,
+            "alpha": ALPHA,
+            "a": {"label": label_a, "runs": [given_path(r.folder) for r in runs_a], "seeds": [r.seed for r in runs_a]},
+            "b": {"label": label_b, "runs": [given_path(r.folder) for r in runs_b], "seeds": [r.seed for r in runs_b]},
+            "verdicts": {v: verdict(rows, v, split) for v in views},
+            "rows": [r.row() for r in rows],
+        }
         atomic_write_json(Path(json_path), doc)
         print(f"\n[counterarg] rows written to {json_path}")  # the user's path, as given
     return 0
 
 
-__all__ = ["CompareError", "RunRanks", "TaskRow", "ROW_COLUMNS", "SPLITS", "TASK_SETS", "ranks_folder", "load_run",
-           "check_group", "check_queries", "config_notes", "compare_runs", "verdict", "view_table", "compare_main"]
+__all__ = [
+    "CompareError",
+    "RunRanks",
+    "TaskRow",
+    "ROW_COLUMNS",
+    "SPLITS",
+    "TASK_SETS",
+    "ranks_folder",
+    "load_run",
+    "check_group",
+    "check_queries",
+    "config_notes",
+    "compare_runs",
+    "verdict",
+    "view_table",
+    "compare_main",
+]

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..config import MACHINE, SEED, Config, fields_with
 from ..core.paths import portable_path
@@ -46,8 +47,9 @@ def _mean(stats: Mapping[str, Any], key: str) -> str:
     return f"{stats[key][0]:.4f}" if key in stats else "–"
 
 
-def ranked_configurations(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
-                          mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
+def ranked_configurations(
+    records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE
+) -> list[dict[str, Any]]:
     """One entry per configuration (a group of seeds): ``group``, ``rows`` (its trials), ``stats``
     (:func:`~counterarg.analysis.trials.group_stats` over its finished trials), best first by ``metric``
     (configurations without a finished value last, in name order)."""
@@ -98,22 +100,35 @@ def scheduler_text(scheduler: str, max_t: int, grace: int, factor: float) -> str
     rungs = [grace]
     while rungs[-1] * factor < max_t:
         rungs.append(rungs[-1] * factor)
-    return (f"ASHA (grace period {grace}, reduction factor {factor:g}, up to {max_t} epochs): at epoch "
-            f"{', '.join(f'{r:g}' for r in rungs)} a trial below the top 1/{factor:g} of those that reached "
-            "that epoch before it stopped there")
+    return (
+        f"ASHA (grace period {grace}, reduction factor {factor:g}, up to {max_t} epochs): at epoch "
+        f"{', '.join(f'{r:g}' for r in rungs)} a trial below the top 1/{factor:g} of those that reached "
+        "that epoch before it stopped there"
+    )
 
 
-def search_markdown(records: Sequence[TrialRecord], searched: Sequence[str], *, metric: str = DEFAULT_METRIC,
-                    mode: str = DEFAULT_MODE, scheduler: str = "") -> str:
+def search_markdown(
+    records: Sequence[TrialRecord],
+    searched: Sequence[str],
+    *,
+    metric: str = DEFAULT_METRIC,
+    mode: str = DEFAULT_MODE,
+    scheduler: str = "",
+) -> str:
     """The search's section: the configurations ranked on ``metric`` (validation) with their searched
     fields' values, seeds, epochs run and test means, then the selected one and its command."""
     fields = [f for f in searched if f not in fields_with(SEED)]
     ranked = ranked_configurations(records, metric, mode)
-    lines = ["## Search (validation)", "",
-             f"{len(ranked)} configuration(s) sampled over {', '.join(f'`{f}`' for f in fields) or 'no field'}"
-             + (f"; {scheduler}" if scheduler else "") + f". Ranked and selected on `{metric}` only (validation); "
-             "the test columns are shown, never used to choose. The best of many configurations on the same "
-             "validation queries flatters its validation figure: report its test figure.", ""]
+    lines = [
+        "## Search (validation)",
+        "",
+        f"{len(ranked)} configuration(s) sampled over {', '.join(f'`{f}`' for f in fields) or 'no field'}"
+        + (f"; {scheduler}" if scheduler else "")
+        + f". Ranked and selected on `{metric}` only (validation); "
+        "the test columns are shown, never used to choose. The best of many configurations on the same "
+        "validation queries flatters its validation figure: report its test figure.",
+        "",
+    ]
     header = ["rank", *fields, "seeds", "epochs run", metric, *TEST_COLUMNS]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, c in enumerate(ranked, 1):
@@ -122,8 +137,20 @@ def search_markdown(records: Sequence[TrialRecord], searched: Sequence[str], *, 
         done = max(r["epochs_done"] for r in c["rows"])
         errored = sum(r["status"] == "ERROR" for r in c["rows"])
         seeds = f"{st['n']}/{st['trials']}" + (f" ({errored} errored)" if errored else "")
-        lines.append("| " + " | ".join([str(i) if metric in st else "–", *values, seeds, str(done),
-                                         _mean(st, metric), *(_mean(st, k) for k in TEST_COLUMNS)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(i) if metric in st else "–",
+                    *values,
+                    seeds,
+                    str(done),
+                    _mean(st, metric),
+                    *(_mean(st, k) for k in TEST_COLUMNS),
+                ]
+            )
+            + " |"
+        )
     best = ranked[0] if ranked and metric in ranked[0]["stats"] else None
     lines.append("")
     if best is None:
@@ -131,8 +158,12 @@ def search_markdown(records: Sequence[TrialRecord], searched: Sequence[str], *, 
         return "\n".join(lines) + "\n"
     config = best["rows"][0]
     chosen = ", ".join(f"`{f}={format_value(config.get(f'config/{f}'))}`" for f in fields)
-    full = {k[len("config/"):]: v for k, v in config.items() if k.startswith("config/")}
-    lines += [f"**Selected** (rank 1 of {len(ranked)}, {metric} {best['stats'][metric][0]:.4f} over "
-              f"{best['stats']['n']} seed(s)): {chosen or 'the start itself'}. Trained with:", "",
-              f"    {selected_command(full)}", ""]
+    full = {k[len("config/") :]: v for k, v in config.items() if k.startswith("config/")}
+    lines += [
+        f"**Selected** (rank 1 of {len(ranked)}, {metric} {best['stats'][metric][0]:.4f} over "
+        f"{best['stats']['n']} seed(s)): {chosen or 'the start itself'}. Trained with:",
+        "",
+        f"    {selected_command(full)}",
+        "",
+    ]
     return "\n".join(lines)

@@ -45,8 +45,8 @@ labelled column, ``p_value_queries``: "given these trained models". Pure numpy/s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats
@@ -94,8 +94,14 @@ def _welch(terms: list[tuple[float, float]]) -> tuple[float, float]:
     return v, (v * v / denom if denom > 0 else math.inf)
 
 
-def seed_test(a: Sequence[float], b: Sequence[float] | None, *, query_var: float = 0.0,
-              n_queries: int | None = None, baseline: float | None = None) -> SeedTest:
+def seed_test(
+    a: Sequence[float],
+    b: Sequence[float] | None,
+    *,
+    query_var: float = 0.0,
+    n_queries: int | None = None,
+    baseline: float | None = None,
+) -> SeedTest:
     """Two-level Welch test of mean(a) - mean(b) over per-run values (one value per training run).
 
     ``b=None`` compares with a deterministic ``baseline`` value (no seed term). ``query_var`` and
@@ -162,8 +168,15 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def power(gap: float, seed_var: float, seeds: int, *, query_term: float = 0.0,
-          n_queries: int | None = None, alpha: float = ALPHA) -> float:
+def power(
+    gap: float,
+    seed_var: float,
+    seeds: int,
+    *,
+    query_term: float = 0.0,
+    n_queries: int | None = None,
+    alpha: float = ALPHA,
+) -> float:
     """Power of the two-sided test to see ``gap`` with ``seeds`` runs per strategy, each strategy's
     per-run variance ``seed_var`` (the mean of the two) and a query term ``query_term`` (``v_q / n``)."""
     terms = [(seed_var / seeds, seeds - 1), (seed_var / seeds, seeds - 1)]
@@ -180,8 +193,15 @@ def power(gap: float, seed_var: float, seeds: int, *, query_term: float = 0.0,
     return out
 
 
-def query_limited(a: Sequence[float], b: Sequence[float], *, query_var: float, n_queries: int | None,
-                  alpha: float = ALPHA, target: float = POWER) -> bool:
+def query_limited(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    query_var: float,
+    n_queries: int | None,
+    alpha: float = ALPHA,
+    target: float = POWER,
+) -> bool:
     """True when no number of seeds could make the observed gap significant with ``target`` power:
     with the seed terms gone the query-sampling term alone is too wide (the gap is within what
     another sample of test queries could move)."""
@@ -196,9 +216,16 @@ def query_limited(a: Sequence[float], b: Sequence[float], *, query_var: float, n
     return float(stats.norm.sf(crit - abs(gap) / math.sqrt(v))) < target
 
 
-def seeds_needed(a: Sequence[float], b: Sequence[float], *, query_var: float = 0.0,
-                 n_queries: int | None = None, alpha: float = ALPHA, target: float = POWER,
-                 max_seeds: int = MAX_SEEDS) -> int | None:
+def seeds_needed(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    query_var: float = 0.0,
+    n_queries: int | None = None,
+    alpha: float = ALPHA,
+    target: float = POWER,
+    max_seeds: int = MAX_SEEDS,
+) -> int | None:
     """Seeds per strategy at which the observed gap would be significant at ``alpha`` with
     ``target`` power, from the observed between-seed variances; None when no number up to
     ``max_seeds`` would do (a zero gap, or the queries alone too noisy) or a side has < 2 runs."""
@@ -250,7 +277,7 @@ class PairedTest:
         once: each chunk of resamples is converted to floats once per call, not once per pair)."""
         out = np.empty((self.resamples, d.shape[1]))
         for s in range(0, self.resamples, _CHUNK):
-            out[s:s + _CHUNK] = weights[s:s + _CHUNK].astype(np.float64) @ d / self.n
+            out[s : s + _CHUNK] = weights[s : s + _CHUNK].astype(np.float64) @ d / self.n
         return out
 
     def __call__(self, a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float]:
@@ -280,6 +307,17 @@ class PairedTest:
         return out
 
 
-__all__ = ["SeedTest", "seed_test", "residual_var", "interaction_var", "holm", "power", "seeds_needed", "query_limited",
-           "PairedTest", "ALPHA", "POWER", "RESAMPLES"]
-
+__all__ = [
+    "SeedTest",
+    "seed_test",
+    "residual_var",
+    "interaction_var",
+    "holm",
+    "power",
+    "seeds_needed",
+    "query_limited",
+    "PairedTest",
+    "ALPHA",
+    "POWER",
+    "RESAMPLES",
+]

@@ -26,15 +26,16 @@ Conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..config import LABEL, MACHINE, SCHEDULE, SEED, Config, fields_with
-from ..sampling.schedules import format_value
 from ..evaluation.selection import DEFAULT_MODE, best_row
 from ..retrieval.tasks import task_names
+from ..sampling.schedules import format_value
 from .endings import ENDINGS, is_finished
 from .methods import label_of, strategy_fields_label, strategy_label
 
@@ -89,8 +90,10 @@ def restore_text(restores: list[dict]) -> str:
     """``restored 2x after a lost node or worker, from epochs 5, 12 (ActorDiedError: ...)``."""
     epochs = ", ".join(str(r.get("after_epoch") if r.get("after_epoch") is not None else 0) for r in restores)
     why = "; ".join(dict.fromkeys(str(r.get("error", "")) for r in restores))
-    return (f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
-            f"{epochs} ({why})")
+    return (
+        f"restored {len(restores)}x after a lost node or worker, from epoch{'s' if len(restores) > 1 else ''} "
+        f"{epochs} ({why})"
+    )
 
 
 def varying_fields(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -124,12 +127,12 @@ def group_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [group_label(c, varying[label_of(c)]) for c in configs]
 
 
-
 def group_method(config: dict[str, Any], varying: Iterable[str] = ()) -> str | None:
     """The method a trial's group names: the one it carries (its ``method`` field, made with its
     variant by the sweep); None for a config no sweep labelled. ``varying`` is unused: a search's
     trials carry the method they started from."""
     return config.get("method")
+
 
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch, the last reported, in epoch order; rows without an epoch are dropped.
@@ -148,13 +151,15 @@ def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def metric_keys(history: Sequence[dict[str, Any]]) -> list[str]:
     """The validation and test keys (both views) present in ``history``, in a stable order."""
-    keys = {k for r in history for k in r
-            if k.startswith(("validation/", "test/", "validation_unseen/", "test_unseen/"))}
+    keys = {
+        k for r in history for k in r if k.startswith(("validation/", "test/", "validation_unseen/", "test_unseen/"))
+    }
     return sorted(keys)
 
 
-def summary_rows(records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC,
-                 mode: str = DEFAULT_MODE) -> list[dict[str, Any]]:
+def summary_rows(
+    records: Sequence[TrialRecord], metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE
+) -> list[dict[str, Any]]:
     """summary.csv: one row per trial with config, status, best epoch and its val/test metrics."""
     groups = group_labels([r.config for r in records])
     rows = []
@@ -225,8 +230,7 @@ def group_stats(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str
         done = [m for m in members if m["finished"]]
         stats: dict[str, Any] = {"n": 0, "trials": len(members), "unfinished": len(members) - len(done)}
         for k in keys:
-            vals = [m[k] for m in done if isinstance(m.get(k), (int, float))
-                    and not math.isnan(m[k])]
+            vals = [m[k] for m in done if isinstance(m.get(k), (int, float)) and not math.isnan(m[k])]
             if vals:
                 stats[k] = _mean_std(vals)
                 stats["n"] = max(stats["n"], len(vals))

@@ -22,8 +22,9 @@ No Ray here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,8 +105,10 @@ def trial_hits(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]]):
             notes.append(f"{rec.trial_id}: no per-query ranks kept; left out of the significance tests")
             continue
         if int(rec.ranks.get("epoch", -1)) != int(row["best_epoch"]):
-            notes.append(f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
-                         f"epoch is {row['best_epoch']}; left out of the significance tests")
+            notes.append(
+                f"{rec.trial_id}: kept ranks are from epoch {int(rec.ranks.get('epoch', -1))}, its best "
+                f"epoch is {row['best_epoch']}; left out of the significance tests"
+            )
             continue
         trial = ranks_hits(rec.ranks)
         if trial is None:
@@ -176,7 +179,7 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
     names = _order(hits)
     raw = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             ha, hb = hits[a], hits[b]  # [R_a, n], [R_b, n]
             vq = interaction_var(ha, hb)
             run_a, run_b = ha.mean(axis=1), hb.mean(axis=1)  # [R_a], [R_b]
@@ -192,13 +195,32 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
         n = hits[a].shape[1]
         need = None if settled else seeds_needed(run_a, run_b, query_var=vq, n_queries=n, alpha=level)
         limited = not settled and query_limited(run_a, run_b, query_var=vq, n_queries=n, alpha=level)
-        out.append(Comparison(task, view, a, b, st.n_a, st.n_b, st.diff, st.ci_low, st.ci_high, st.p_value, ph,
-                              need, limited, q[3], q[1], q[2]))
+        out.append(
+            Comparison(
+                task,
+                view,
+                a,
+                b,
+                st.n_a,
+                st.n_b,
+                st.diff,
+                st.ci_low,
+                st.ci_high,
+                st.p_value,
+                ph,
+                need,
+                limited,
+                q[3],
+                q[1],
+                q[2],
+            )
+        )
     return out
 
 
-def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, task: str, view: str,
-                         qtest: PairedTest, name: str = ZERO_SHOT) -> list[Comparison]:
+def baseline_comparisons(
+    hits: Mapping[str, np.ndarray], baseline: np.ndarray, task: str, view: str, qtest: PairedTest, name: str = ZERO_SHOT
+) -> list[Comparison]:
     """Every strategy against a deterministic baseline's ``[n]`` hits (sign of the gap as it falls);
     Holm over the strategies."""
     raw = []
@@ -210,31 +232,67 @@ def baseline_comparisons(hits: Mapping[str, np.ndarray], baseline: np.ndarray, t
     queries = qtest.many([(hits[g].mean(axis=0), baseline) for g, _ in raw])
     raw = [(*r, q) for r, q in zip(raw, queries)]
     adjusted = holm([st.p_value for _, st, _ in raw])
-    return [Comparison(task, view, g, name, st.n_a, 0, st.diff, st.ci_low, st.ci_high, st.p_value, ph, None,
-                       False, q[3], q[1], q[2]) for (g, st, q), ph in zip(raw, adjusted)]
+    return [
+        Comparison(
+            task,
+            view,
+            g,
+            name,
+            st.n_a,
+            0,
+            st.diff,
+            st.ci_low,
+            st.ci_high,
+            st.p_value,
+            ph,
+            None,
+            False,
+            q[3],
+            q[1],
+            q[2],
+        )
+        for (g, st, q), ph in zip(raw, adjusted)
+    ]
 
 
-def verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]],
-             partial: bool = False) -> dict[tuple[str, str], Verdict]:
+def verdicts(
+    comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]], partial: bool = False
+) -> dict[tuple[str, str], Verdict]:
     """Per (task, view): the best strategy by mean, significant where it beats every other strategy
     (Holm-adjusted seed-aware p < ALPHA); none is significant in a partial sweep."""
     out = {}
     for key, by_strategy in means.items():
         ranked = sorted(by_strategy, key=lambda g: (-by_strategy[g], g))
         best, others = ranked[0], ranked[1:]
-        mine = {c.strategy_b: c for c in comparisons
-                if (c.task, c.view) == key and c.strategy_a == best and c.strategy_b != ZERO_SHOT}
+        mine = {
+            c.strategy_b: c
+            for c in comparisons
+            if (c.task, c.view) == key and c.strategy_a == best and c.strategy_b != ZERO_SHOT
+        }
         significant = not partial and bool(others) and all(g in mine and mine[g].significant for g in others)
         runner = others[0] if others else None
         c = mine.get(runner)
-        out[key] = Verdict(key[0], key[1], best, significant, runner, c.p_holm if c else None,
-                           (c.n_seeds_a, c.n_seeds_b) if c else (0, 0), c.seeds_needed if c else None, partial,
-                           bool(c and c.query_limited))
+        out[key] = Verdict(
+            key[0],
+            key[1],
+            best,
+            significant,
+            runner,
+            c.p_holm if c else None,
+            (c.n_seeds_a, c.n_seeds_b) if c else (0, 0),
+            c.seeds_needed if c else None,
+            partial,
+            bool(c and c.query_limited),
+        )
     return out
 
 
-def family_verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str, str], Mapping[str, float]],
-                    families: Mapping[str, str], partial: bool = False) -> dict[str, dict[tuple[str, str], Verdict]]:
+def family_verdicts(
+    comparisons: Sequence[Comparison],
+    means: Mapping[tuple[str, str], Mapping[str, float]],
+    families: Mapping[str, str],
+    partial: bool = False,
+) -> dict[str, dict[tuple[str, str], Verdict]]:
     """Verdicts within each family of strategies (e.g. the schedules of one method): per family, its
     strategies' pairs only, Holm re-adjusted over those pairs. ``families``: strategy -> family."""
     out = {}
@@ -252,9 +310,14 @@ def family_verdicts(comparisons: Sequence[Comparison], means: Mapping[tuple[str,
     return out
 
 
-def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
-                   baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0,
-                   tick: Callable[[str], None] | None = None):
+def sweep_verdicts(
+    records: Sequence[TrialRecord],
+    rows: Sequence[dict[str, Any]],
+    *,
+    baseline_ranks: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    tick: Callable[[str], None] | None = None,
+):
     """``(comparisons, verdicts, by_method, notes)`` of a sweep: strategy pairs and, with the zero-shot
     encoder's test ranks, every strategy against it; where the sweep holds several methods,
     ``by_method`` holds each method's own verdicts (:func:`family_verdicts`: which schedule wins
@@ -277,15 +340,24 @@ def sweep_verdicts(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]
         if tick is not None:
             tick(f"{key[0]}/{key[1]}")
     group_of = {r["trial_id"]: r["group"] for r in rows}
-    families = {group_of[rec.trial_id]: rec.config["method"] for rec in records  # the method each carries
-                if rec.trial_id in group_of and rec.config.get("method")}
-    by_method = (family_verdicts(comparisons, means, families, partial=bool(partial))
-                 if len(set(families.values())) > 1 else {})
+    families = {
+        group_of[rec.trial_id]: rec.config["method"]
+        for rec in records  # the method each carries
+        if rec.trial_id in group_of and rec.config.get("method")
+    }
+    by_method = (
+        family_verdicts(comparisons, means, families, partial=bool(partial)) if len(set(families.values())) > 1 else {}
+    )
     return comparisons, verdicts(comparisons, means, partial=bool(partial)), by_method, notes
 
 
-def significance(records: Sequence[TrialRecord], rows: Sequence[dict[str, Any]], *,
-                 baseline_ranks: Mapping[str, np.ndarray] | None = None, seed: int = 0):
+def significance(
+    records: Sequence[TrialRecord],
+    rows: Sequence[dict[str, Any]],
+    *,
+    baseline_ranks: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+):
     """``(comparisons, verdicts, notes)``: :func:`sweep_verdicts` without the per-method verdicts."""
     comparisons, out, _, notes = sweep_verdicts(records, rows, baseline_ranks=baseline_ranks, seed=seed)
     return comparisons, out, notes

@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,8 +76,12 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
                 top = ranked[:rerank_k]
                 probs = []
                 for c in top:  # one classifier call per (query, candidate) pair
-                    logits = classify(torch.from_numpy(ps[i:i + 1]), torch.from_numpy(cand[c:c + 1]),
-                                      torch.from_numpy(ph[i:i + 1]), torch.from_numpy(cand_h[c:c + 1]))
+                    logits = classify(
+                        torch.from_numpy(ps[i : i + 1]),
+                        torch.from_numpy(cand[c : c + 1]),
+                        torch.from_numpy(ph[i : i + 1]),
+                        torch.from_numpy(cand_h[c : c + 1]),
+                    )
                     probs.append(torch.softmax(logits, dim=1)[0, 1].item())
                 top = [top[j] for j in sorted(range(len(top)), key=lambda j: (-probs[j], top[j] == hit, j))]
                 ranked = top + ranked[rerank_k:]
@@ -88,19 +91,30 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="counterarg bench eval", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else None,
-                    help="corpus zip/folder whose split gives the pools (default: $COUNTERARG_CORPUS or the "
-                         "../shared zip, if present)")
+    ap.add_argument(
+        "--corpus",
+        default=str(DEFAULT_CORPUS) if DEFAULT_CORPUS.exists() else None,
+        help="corpus zip/folder whose split gives the pools (default: $COUNTERARG_CORPUS or the "
+        "../shared zip, if present)",
+    )
     ap.add_argument("--synthetic", action="store_true", help="use a synthetic split of the test split's size")
     ap.add_argument("--split", default="test")
     ap.add_argument("--sim-dim", type=int_at_least(1), default=128)
     ap.add_argument("--hidden", type=int_at_least(1), default=384)
     ap.add_argument("--rerank-k", type=int_at_least(1), default=10)
-    ap.add_argument("--reference-queries", type=int_at_least(1), default=30,
-                    help="queries per task timed in reference style (extrapolated to the split)")
+    ap.add_argument(
+        "--reference-queries",
+        type=int_at_least(1),
+        default=30,
+        help="queries per task timed in reference style (extrapolated to the split)",
+    )
     ap.add_argument("--repeats", type=int_at_least(1), default=3, help="runs of ours; the best is reported")
-    ap.add_argument("--threads", type=int_at_least(0), default=0,
-                    help="torch threads for both styles (default 0 = torch's default, all cores, as training uses)")
+    ap.add_argument(
+        "--threads",
+        type=int_at_least(0),
+        default=0,
+        help="torch threads for both styles (default 0 = torch's default, all cores, as training uses)",
+    )
     ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--out", help="also write the figures as JSON here")
     args = ap.parse_args(argv)
@@ -133,12 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     clf = Heads(args.hidden, args.sim_dim).eval().classify  # the model's own pair classifier
     k = args.rerank_k
 
-    print(f"pools: {source}: {q} queries; random embeddings d={args.sim_dim}, H={args.hidden}; "
-          f"rerank_k={k}; torch threads={torch.get_num_threads()}")
+    print(
+        f"pools: {source}: {q} queries; random embeddings d={args.sim_dim}, H={args.hidden}; "
+        f"rerank_k={k}; torch threads={torch.get_num_threads()}"
+    )
     ours_all = {
         "retrieval": _best(lambda: evaluate_split("bench", pools, ps, cs, mode="retrieval"), args.repeats),
-        "rerank": _best(lambda: evaluate_split("bench", pools, ps, cs, ph, ch, clf, mode="rerank", rerank_k=k),
-                        args.repeats),
+        "rerank": _best(
+            lambda: evaluate_split("bench", pools, ps, cs, ph, ch, clf, mode="rerank", rerank_k=k), args.repeats
+        ),
     }
     ours_ranks = query_ranks(pools, ps, cs, ph, ch, clf, mode="rerank", rerank_k=k)
     ps_n, cs_n, ph_n, ch_n = (x.numpy() for x in (ps, cs, ph, ch))
@@ -146,16 +163,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = np.unique(np.linspace(0, q - 1, n_sub).round().astype(int))
     rows, ref_total, agree = [], {"retrieval": 0.0, "rerank": 0.0}, 0
     sizes = pools.sizes()
-    print(f"reference style: Python loop over queries, one classifier call per (query, candidate) pair; timed on "
-          f"{len(sub)} of {q} queries per task and extrapolated x{q / len(sub):.1f}")
-    print(f"{'task':<6}{'pool':>8}{'ours ret ms':>13}{'ours rr ms':>12}{'ref ret ms':>13}{'ref rr ms':>12}{'rr speed-up':>13}")
+    print(
+        f"reference style: Python loop over queries, one classifier call per (query, candidate) pair; timed on "
+        f"{len(sub)} of {q} queries per task and extrapolated x{q / len(sub):.1f}"
+    )
+    print(
+        f"{'task':<6}{'pool':>8}{'ours ret ms':>13}{'ours rr ms':>12}{'ref ret ms':>13}{'ref rr ms':>12}{'rr speed-up':>13}"
+    )
     for task in task_names():
         mask = pools.mask(task).numpy()
         pool_lists = {int(i): np.nonzero(mask[i])[0] for i in sub}  # untimed, as if precomputed
         hits = {i: next(int(c) for c in pool_lists[i] if pools.text[c] == pools.text[i]) for i in pool_lists}
         o_ret = _best(lambda: evaluate_split("bench", pools, ps, cs, mode="retrieval", tasks=(task,)), args.repeats)
-        o_rr = _best(lambda: evaluate_split("bench", pools, ps, cs, ph, ch, clf, mode="rerank", rerank_k=k,
-                                            tasks=(task,)), args.repeats)
+        o_rr = _best(
+            lambda: evaluate_split("bench", pools, ps, cs, ph, ch, clf, mode="rerank", rerank_k=k, tasks=(task,)),
+            args.repeats,
+        )
         t = time.perf_counter()
         reference_style_ranks(pool_lists, sub, ps_n, cs_n, ph_n, ch_n, clf, k, rerank=False, hits=hits)
         s_ret = (time.perf_counter() - t) * q / len(sub)
@@ -165,24 +188,52 @@ def main(argv: list[str] | None = None) -> int:
         agree += int(s_ranks == ours_ranks[task][torch.as_tensor(sub)].tolist())
         ref_total["retrieval"] += s_ret
         ref_total["rerank"] += s_rr
-        rows.append({"task": task, "pool": sizes[task], "ours_retrieval_s": o_ret, "ours_rerank_s": o_rr,
-                     "reference_retrieval_s": s_ret, "reference_rerank_s": s_rr})
-        print(f"{task:<6}{sizes[task]:>8.1f}{o_ret * 1e3:>13.1f}{o_rr * 1e3:>12.1f}{s_ret * 1e3:>13.0f}"
-              f"{s_rr * 1e3:>12.0f}{s_rr / o_rr:>12.0f}x")
+        rows.append(
+            {
+                "task": task,
+                "pool": sizes[task],
+                "ours_retrieval_s": o_ret,
+                "ours_rerank_s": o_rr,
+                "reference_retrieval_s": s_ret,
+                "reference_rerank_s": s_rr,
+            }
+        )
+        print(
+            f"{task:<6}{sizes[task]:>8.1f}{o_ret * 1e3:>13.1f}{o_rr * 1e3:>12.1f}{s_ret * 1e3:>13.0f}"
+            f"{s_rr * 1e3:>12.0f}{s_rr / o_rr:>12.0f}x"
+        )
     ratio = {m: ref_total[m] / ours_all[m] for m in ours_all}
-    print(f"all eight tasks, ours (one call): retrieval {ours_all['retrieval']:.3f} s, rerank {ours_all['rerank']:.3f} s")
-    print(f"all eight tasks, reference style (extrapolated): retrieval {ref_total['retrieval']:.2f} s, "
-          f"rerank {ref_total['rerank']:.2f} s")
-    print(f"speed-up: retrieval {ratio['retrieval']:.0f}x, rerank {ratio['rerank']:.0f}x "
-          f"(target >= 50x); reference-style ranks equal ours on the timed queries for {agree}/{len(task_names())} tasks")
+    print(
+        f"all eight tasks, ours (one call): retrieval {ours_all['retrieval']:.3f} s, rerank {ours_all['rerank']:.3f} s"
+    )
+    print(
+        f"all eight tasks, reference style (extrapolated): retrieval {ref_total['retrieval']:.2f} s, "
+        f"rerank {ref_total['rerank']:.2f} s"
+    )
+    print(
+        f"speed-up: retrieval {ratio['retrieval']:.0f}x, rerank {ratio['rerank']:.0f}x "
+        f"(target >= 50x); reference-style ranks equal ours on the timed queries for {agree}/{len(task_names())} tasks"
+    )
     if args.out:
         from ..core.io import atomic_write_json
 
-        atomic_write_json(Path(args.out), {
-            "pools": source, "queries": q, "sim_dim": args.sim_dim, "hidden": args.hidden, "rerank_k": k,
-            "threads": torch.get_num_threads(), "reference_queries": int(len(sub)), "tasks": rows,
-            "ours_all_s": ours_all, "reference_all_s": ref_total, "speedup": ratio, "ranks_agree_tasks": agree,
-        })
+        atomic_write_json(
+            Path(args.out),
+            {
+                "pools": source,
+                "queries": q,
+                "sim_dim": args.sim_dim,
+                "hidden": args.hidden,
+                "rerank_k": k,
+                "threads": torch.get_num_threads(),
+                "reference_queries": int(len(sub)),
+                "tasks": rows,
+                "ours_all_s": ours_all,
+                "reference_all_s": ref_total,
+                "speedup": ratio,
+                "ranks_agree_tasks": agree,
+            },
+        )
     return 0 if agree == len(task_names()) else 1
 
 

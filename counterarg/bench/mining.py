@@ -25,14 +25,15 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..core.fieldvalues import ConfigError
-from ..data.inputs import int_at_least
 from ..core.paths import portable_command
+from ..data.inputs import int_at_least
 
 REAL_N = 4065  # training pairs in ArguAna's training split
 DIM = 128
@@ -81,12 +82,21 @@ def _faiss() -> Any | None:
     return faiss
 
 
-def run_bench(ns: tuple[int, ...] | list[int] = DEFAULT_NS, shards: int = 2,
-              json_path: str | None = None, embeddings: str | None = None,
-              out: str | None = DEFAULT_OUT, repeat: int = 1, k: int = 3,
-              threads: int | None = None, balltree_max: int = 20_000,
-              leaf_size: int = 2, block_size: int = 4096, command: str | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(
+    ns: tuple[int, ...] | list[int] = DEFAULT_NS,
+    shards: int = 2,
+    json_path: str | None = None,
+    embeddings: str | None = None,
+    out: str | None = DEFAULT_OUT,
+    repeat: int = 1,
+    k: int = 3,
+    threads: int | None = None,
+    balltree_max: int = 20_000,
+    leaf_size: int = 2,
+    block_size: int = 4096,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run the benchmark; returns (and optionally writes as JSON / markdown) the results."""
     import torch
     from threadpoolctl import threadpool_limits
@@ -116,23 +126,26 @@ def run_bench(ns: tuple[int, ...] | list[int] = DEFAULT_NS, shards: int = 2,
             log(f"N={n} ({kind}), d={x.shape[1]}")
             builders: dict[str, Callable[[], Any]] = {}
             if n <= balltree_max:
-                builders["balltree"] = lambda: make_index("balltree", x, leaf_size=leaf_size,
-                                                          block_size=block_size)
+                builders["balltree"] = lambda: make_index("balltree", x, leaf_size=leaf_size, block_size=block_size)
                 builders["sharded-balltree"] = None  # built specially below
             builders["exact"] = lambda: make_index("exact", x, block_size=block_size)
             if faiss is not None:
+
                 def _flat() -> Any:
                     f = faiss.IndexFlatL2(x.shape[1])
                     f.add(x)
                     return f
+
                 builders["faiss-flat"] = _flat
             built: dict[str, Any] = {}
             build_s: dict[str, float] = {}
             for name, make in builders.items():
                 if name == "sharded-balltree":
-                    t0, idx = _timeit(lambda: make_index("sharded-balltree", x, shards=shards,
-                                                         leaf_size=leaf_size,
-                                                         block_size=block_size))
+                    t0, idx = _timeit(
+                        lambda: make_index(
+                            "sharded-balltree", x, shards=shards, leaf_size=leaf_size, block_size=block_size
+                        )
+                    )
                     tr, _ = _timeit(lambda: idx.rebuild(x))  # steady state: actors reused
                     shard_actor_start_s = t0 - tr
                     built[name], build_s[name] = idx, tr
@@ -142,19 +155,25 @@ def run_bench(ns: tuple[int, ...] | list[int] = DEFAULT_NS, shards: int = 2,
             answers: dict[str, Any] = {}
             for r in range(repeat):
                 for name, idx in built.items():  # interleaved, so load hits every backend alike
-                    t, ans = _timeit(lambda: idx.search(x, k) if name == "faiss-flat"
-                                     else idx.query(x, k))
+                    t, ans = _timeit(lambda: idx.search(x, k) if name == "faiss-flat" else idx.query(x, k))
                     query_s[name] = min(query_s[name], t)
                     answers[name] = ans
-                    log(f"  {name:17s} build {build_s[name]:8.3f} s  query-all {t:8.3f} s"
-                        f"  (repeat {r + 1}/{repeat})")
+                    log(f"  {name:17s} build {build_s[name]:8.3f} s  query-all {t:8.3f} s  (repeat {r + 1}/{repeat})")
             ref_ids = answers["exact"][1]
             for name, idx in built.items():
                 ids = np.asarray(answers[name][1])
                 agree = float((ids == ref_ids).mean())
-                rows.append({"n": n, "data": kind, "backend": name, "build_s": build_s[name],
-                             "query_s": query_s[name], "ids_agree_with_exact": agree,
-                             "epoch_s": build_s[name] + query_s[name]})
+                rows.append(
+                    {
+                        "n": n,
+                        "data": kind,
+                        "backend": name,
+                        "build_s": build_s[name],
+                        "query_s": query_s[name],
+                        "ids_agree_with_exact": agree,
+                        "epoch_s": build_s[name] + query_s[name],
+                    }
+                )
                 if hasattr(idx, "close"):
                     idx.close()
 
@@ -163,29 +182,40 @@ def run_bench(ns: tuple[int, ...] | list[int] = DEFAULT_NS, shards: int = 2,
 
     ratios: dict[str, float] = {}
     for n in sorted({r["n"] for r in rows}):
-        bt, sh, ex, fa = (_row(n, b) for b in ("balltree", "sharded-balltree", "exact",
-                                               "faiss-flat"))
+        bt, sh, ex, fa = (_row(n, b) for b in ("balltree", "sharded-balltree", "exact", "faiss-flat"))
         if bt and sh:
             ratios[f"balltree/sharded query speed-up @ {n}"] = bt["query_s"] / sh["query_s"]
             ratios[f"balltree/sharded build speed-up @ {n}"] = bt["build_s"] / sh["build_s"]
         if ex and fa:
             ratios[f"exact/faiss query time @ {n}"] = ex["query_s"] / fa["query_s"]
     result = {
-        "rows": rows, "ratios": ratios, "notes": notes, "k": k, "shards": shards,
-        "threads": threads, "repeat": repeat, "shard_actor_start_s": shard_actor_start_s,
-        "machine": {"nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "processor": _cpu_name()},
-        "command": command or "counterarg bench mining", "date": _dt.datetime.now().isoformat(
-            timespec="seconds"),
+        "rows": rows,
+        "ratios": ratios,
+        "notes": notes,
+        "k": k,
+        "shards": shards,
+        "threads": threads,
+        "repeat": repeat,
+        "shard_actor_start_s": shard_actor_start_s,
+        "machine": {
+            "nproc": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+        },
+        "command": command or "counterarg bench mining",
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
     table = format_table(result)
     log(table)
     if json_path:
         from counterarg.core.io import atomic_write_json
+
         atomic_write_json(Path(json_path), result)
     if out:
         from counterarg.core.io import atomic_write_text
+
         atomic_write_text(Path(out), to_markdown(result, table))
     return result
 
@@ -202,12 +232,16 @@ def _cpu_name() -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """A markdown table of the rows plus the ratio lines."""
-    lines = ["| N | data | backend | build (s) | query-all k=%d (s) | build+query (s) | ids = exact |"
-             % result["k"], "|---:|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| N | data | backend | build (s) | query-all k=%d (s) | build+query (s) | ids = exact |" % result["k"],
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['n']:,} | {r['data']} | {r['backend']} | {r['build_s']:.3f} | "
-                     f"{r['query_s']:.3f} | {r['epoch_s']:.3f} | "
-                     f"{100 * r['ids_agree_with_exact']:.2f}% |")
+        lines.append(
+            f"| {r['n']:,} | {r['data']} | {r['backend']} | {r['build_s']:.3f} | "
+            f"{r['query_s']:.3f} | {r['epoch_s']:.3f} | "
+            f"{100 * r['ids_agree_with_exact']:.2f}% |"
+        )
     lines.append("")
     for name, v in result["ratios"].items():
         lines.append(f"- {name}: **{v:.2f}x**" if "speed-up" in name else f"- {name}: **{v:.2f}**")
@@ -218,47 +252,65 @@ def to_markdown(result: dict[str, Any], table: str | None = None) -> str:
     m = result["machine"]
     la = result.get("load_avg")
     parts = [
-        "# Mining index benchmark", "",
+        "# Mining index benchmark",
+        "",
         f"Command: `{result['command']}`  ",
         f"Date: {result['date']}  ",
-        f"Machine: nproc={m['nproc']}, torch threads={m['torch_threads']}, {m['processor']}, "
-        f"{m['platform']}  ",
+        f"Machine: nproc={m['nproc']}, torch threads={m['torch_threads']}, {m['processor']}, {m['platform']}  ",
         f"Threads for every backend (torch, faiss OpenMP, BLAS): {result['threads']}; "
         f"best of {result['repeat']} interleaved run(s); k={result['k']}, "
         f"shards={result['shards']}  ",
     ]
     if la:
-        parts.append(f"Load average at the end (other processes on the machine): "
-                     f"{la[0]:.2f} {la[1]:.2f} {la[2]:.2f}  ")
+        parts.append(f"Load average at the end (other processes on the machine): {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}  ")
     if result.get("shard_actor_start_s") is not None:
-        parts.append(f"Sharded actor start-up (once per run, not per epoch): "
-                     f"{result['shard_actor_start_s']:.2f} s; its build column is the in-place "
-                     f"rebuild the miner does each epoch.  ")
+        parts.append(
+            f"Sharded actor start-up (once per run, not per epoch): "
+            f"{result['shard_actor_start_s']:.2f} s; its build column is the in-place "
+            f"rebuild the miner does each epoch.  "
+        )
     parts += ["", table or format_table(result), ""]
     parts += [f"- note: {n}" for n in result["notes"]]
-    parts += ["", "Query-all = every database row queried against the database (what mining does "
-              "each epoch). 'ids = exact' is the fraction of neighbour ids equal to the exact "
-              "backend's (ties broken by id); faiss breaks ties its own way, so duplicate rows "
-              "can lower its figure without any distance being wrong.", ""]
+    parts += [
+        "",
+        "Query-all = every database row queried against the database (what mining does "
+        "each epoch). 'ids = exact' is the fraction of neighbour ids equal to the exact "
+        "backend's (ties broken by id); faiss breaks ties its own way, so duplicate rows "
+        "can lower its figure without any distance being wrong.",
+        "",
+    ]
     return "\n".join(parts)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The flags of ``counterarg bench mining`` (pass a subparser to add them to it)."""
-    p = parser or argparse.ArgumentParser(prog="counterarg bench mining",
-                                          description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int_at_least(1), nargs="+", default=list(DEFAULT_NS), metavar="N",
-                   help="database sizes (default: 4065 20000 200000)")
+    p = parser or argparse.ArgumentParser(prog="counterarg bench mining", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--n",
+        type=int_at_least(1),
+        nargs="+",
+        default=list(DEFAULT_NS),
+        metavar="N",
+        help="database sizes (default: 4065 20000 200000)",
+    )
     p.add_argument("--shards", type=int_at_least(1), default=2, help="sharded-balltree actors (default 2)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write results as JSON")
-    p.add_argument("--embeddings", default=None, metavar="FILE.npy",
-                   help="real embeddings [N, d] (a .npy, e.g. from counterarg embed) for the real size "
-                        "(default: the real-size synthetic set)")
+    p.add_argument(
+        "--embeddings",
+        default=None,
+        metavar="FILE.npy",
+        help="real embeddings [N, d] (a .npy, e.g. from counterarg embed) for the real size "
+        "(default: the real-size synthetic set)",
+    )
     p.add_argument("--out", default=DEFAULT_OUT, help=f"markdown report (default {DEFAULT_OUT})")
     p.add_argument("--repeat", type=int_at_least(1), default=1, help="timed runs per backend; best is kept")
     p.add_argument("--threads", type=int_at_least(1), default=None, help="threads per backend (default nproc)")
-    p.add_argument("--balltree-max", type=int_at_least(0), default=20_000,
-                   help="largest N for the BallTree backends (default 20000)")
+    p.add_argument(
+        "--balltree-max",
+        type=int_at_least(0),
+        default=20_000,
+        help="largest N for the BallTree backends (default 20000)",
+    )
     return p
 
 
@@ -267,12 +319,23 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.embeddings:
         read_embeddings(a.embeddings)  # before any backend runs
-    result = run_bench(ns=a.n, shards=a.shards, json_path=a.json, embeddings=a.embeddings, out=a.out,
-                       repeat=a.repeat, threads=a.threads, balltree_max=a.balltree_max,
-                       command="counterarg bench mining " + portable_command(argv))  # no path of this machine
+    result = run_bench(
+        ns=a.n,
+        shards=a.shards,
+        json_path=a.json,
+        embeddings=a.embeddings,
+        out=a.out,
+        repeat=a.repeat,
+        threads=a.threads,
+        balltree_max=a.balltree_max,
+        command="counterarg bench mining " + portable_command(argv),
+    )  # no path of this machine
     # the project's backends must return exactly the exact index's ids (faiss breaks ties its own way)
-    bad = [f"{r['backend']} at n={r['n']} ({r['ids_agree_with_exact']:.4f})" for r in result["rows"]
-           if r["backend"] != "faiss-flat" and r["ids_agree_with_exact"] < 1.0]
+    bad = [
+        f"{r['backend']} at n={r['n']} ({r['ids_agree_with_exact']:.4f})"
+        for r in result["rows"]
+        if r["backend"] != "faiss-flat" and r["ids_agree_with_exact"] < 1.0
+    ]
     if bad:
         print("bench mining: ids differ from the exact index for " + ", ".join(bad), file=sys.stderr)
         return 1

@@ -36,8 +36,11 @@ def _rows(folder: Path) -> list[dict]:
     f = folder / "metrics.jsonl"
     if not f.exists():
         return []
-    return [{k: v for k, v in json.loads(ln).items() if not k.startswith("time/")}
-            for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [
+        {k: v for k, v in json.loads(ln).items() if not k.startswith("time/")}
+        for ln in f.read_text(encoding="utf-8").splitlines()
+        if ln.strip()
+    ]
 
 
 def _train_cmd(corpus: str | None, out: Path, epochs: int, sets: list[str], resume: bool) -> list[str]:
@@ -62,8 +65,9 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="counterarg bench resume", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="counterarg bench resume", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--corpus", help="corpus zip or folder (default: the demo corpus)")
     ap.add_argument("--out", required=True, help="work folder (ref/ and killed/ are made in it)")
     ap.add_argument("--epochs", type=int, default=12)
@@ -91,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     epoch_s = [json.loads(ln)["time/epoch_s"] for ln in (ref / "metrics.jsonl").read_text().splitlines()]
     startup = max(1.0, total - sum(epoch_s))
     window = startup + 1.5 * (sum(epoch_s) / len(epoch_s))
-    print(f"[kills] reference: {args.epochs} epochs in {total:.0f} s (start-up {startup:.0f} s, "
-          f"{sum(epoch_s) / len(epoch_s):.1f} s per epoch); kill window 0-{window:.0f} s", flush=True)
+    print(
+        f"[kills] reference: {args.epochs} epochs in {total:.0f} s (start-up {startup:.0f} s, "
+        f"{sum(epoch_s) / len(epoch_s):.1f} s per epoch); kill window 0-{window:.0f} s",
+        flush=True,
+    )
 
     kills = []
     log = open(work / "killed.log", "w")
@@ -107,14 +114,15 @@ def main(argv: list[str] | None = None) -> int:
                 _kill(proc)
                 done = len(_rows(killed))
                 kills.append({"after_s": round(delay, 2), "rows_on_disk": done})
-                print(f"[kills] kill {len(kills)}/{args.kills} after {delay:.1f} s; {done} epoch row(s) on disk",
-                      flush=True)
+                print(
+                    f"[kills] kill {len(kills)}/{args.kills} after {delay:.1f} s; {done} epoch row(s) on disk",
+                    flush=True,
+                )
                 continue
             if rc != 0:
                 print(f"a run exited {rc} before its kill; see {work / 'killed.log'}", file=sys.stderr)
                 return 1
-            print(f"[kills] the run finished before kill {len(kills) + 1}; raise --epochs for more kills",
-                  flush=True)
+            print(f"[kills] the run finished before kill {len(kills) + 1}; raise --epochs for more kills", flush=True)
             break
         rc = _start(_train_cmd(args.corpus, killed, args.epochs, args.set, True), log).wait()
     finally:
@@ -125,14 +133,23 @@ def main(argv: list[str] | None = None) -> int:
 
     want, got = _rows(ref), _rows(killed)
     leftovers = sorted(p.name for p in killed.iterdir() if p.name not in EXPECTED)
-    leftovers += sorted(str(p.relative_to(killed)) for p in (killed / "checkpoint").iterdir()
-                        if p.name.startswith(".") or p.name.endswith(".tmp"))
+    leftovers += sorted(
+        str(p.relative_to(killed))
+        for p in (killed / "checkpoint").iterdir()
+        if p.name.startswith(".") or p.name.endswith(".tmp")
+    )
     text = (work / "killed.log").read_text(encoding="utf-8", errors="replace")
     result = {
-        "epochs": args.epochs, "kills": len(kills), "kill_moments": kills,
-        "rows_identical": want == got, "rows": len(got), "leftovers": leftovers,
-        "swaps_completed": text.count("completed the swap"), "swaps_rolled_back": text.count("rolled back to"),
-        "temp_removed": text.count("removed the"), "fresh_starts": text.count("starting fresh"),
+        "epochs": args.epochs,
+        "kills": len(kills),
+        "kill_moments": kills,
+        "rows_identical": want == got,
+        "rows": len(got),
+        "leftovers": leftovers,
+        "swaps_completed": text.count("completed the swap"),
+        "swaps_rolled_back": text.count("rolled back to"),
+        "temp_removed": text.count("removed the"),
+        "fresh_starts": text.count("starting fresh"),
     }
     (work / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

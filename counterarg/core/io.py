@@ -18,9 +18,10 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MANIFEST = "manifest.json"
 LOCK_FILE = ".lock"
@@ -66,8 +67,11 @@ def is_disk_full(e: BaseException, path: Path) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     text = str(e)
-    writing = isinstance(e, OSError) or type(e).__name__ == "SafetensorError" or any(
-        w in text for w in ("write", "written", "basic_ios", "unexpected pos"))  # torch's writer errors
+    writing = (
+        isinstance(e, OSError)
+        or type(e).__name__ == "SafetensorError"
+        or any(w in text for w in ("write", "written", "basic_ios", "unexpected pos"))
+    )  # torch's writer errors
     free = free_bytes(path) if writing else None
     return free is not None and free < FULL_BELOW
 
@@ -75,8 +79,10 @@ def is_disk_full(e: BaseException, path: Path) -> bool:
 def disk_full_error(path: Path, kept: str) -> DiskFullError:
     free = free_bytes(path)
     left = f"{free / 2**20:.1f} MiB left" if free is not None else "space left unknown"
-    return DiskFullError(f"disk full: could not write {path} ({left} on its file system); kept {kept}. "
-                         "Free some space and run the command again")
+    return DiskFullError(
+        f"disk full: could not write {path} ({left} on its file system); kept {kept}. "
+        "Free some space and run the command again"
+    )
 
 
 #: every rename of a swap goes through here (tests kill the process at a chosen one)
@@ -107,8 +113,9 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if full:
-            raise disk_full_error(path, f"the previous {path} as it was" if existed else
-                                  f"nothing ({path} was not written)") from None
+            raise disk_full_error(
+                path, f"the previous {path} as it was" if existed else f"nothing ({path} was not written)"
+            ) from None
         raise
 
 
@@ -244,8 +251,12 @@ def atomic_replace_dir(target: Path, fill: Callable[[Path], None], *, seal: str 
             shutil.rmtree(tmp, ignore_errors=True)
         if full:
             epoch = (read_manifest(target, seal) or {}).get("epoch") if existed else None
-            raise disk_full_error(target, f"the previous {target}" + (f" (epoch {epoch})" if epoch else "")
-                                  + " as it was" if existed else f"nothing new ({target} did not exist)") from None
+            raise disk_full_error(
+                target,
+                f"the previous {target}" + (f" (epoch {epoch})" if epoch else "") + " as it was"
+                if existed
+                else f"nothing new ({target} did not exist)",
+            ) from None
         raise
 
 
@@ -273,8 +284,10 @@ def recover_dir(target: Path, *, seal: str = MANIFEST) -> list[str]:
             _rename(best, target)
             _fsync_dir(target.parent)
             how = "rolled back to" if best == old else "completed the swap to"
-            done.append(f"{target}: a kill interrupted its swap; {how} {best.name}"
-                        + (f" (epoch {epoch})" if epoch != -1 else ""))
+            done.append(
+                f"{target}: a kill interrupted its swap; {how} {best.name}"
+                + (f" (epoch {epoch})" if epoch != -1 else "")
+            )
     for t in _temps(target):
         shutil.rmtree(t, ignore_errors=True)
         done.append(f"removed the unfinished folder {t}")
@@ -302,8 +315,10 @@ def _open_lock(lock_path: Path) -> int:
         fd = os.open(lock_path, flags, 0o644)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.EMLINK):
-            raise LockFileError(f"lock file {lock_path} is a symbolic link (to {os.readlink(lock_path)!r}); "
-                                "refusing to follow it. Remove the link and retry") from None
+            raise LockFileError(
+                f"lock file {lock_path} is a symbolic link (to {os.readlink(lock_path)!r}); "
+                "refusing to follow it. Remove the link and retry"
+            ) from None
         if e.errno == errno.EISDIR:
             raise LockFileError(f"lock file {lock_path} is a folder; remove it and retry") from None
         raise
@@ -334,13 +349,16 @@ def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterato
         holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
         os.close(fd)
         if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise FolderLockedError(f"{what} is in use by another process ({holder}; lock file {lock_path}); "
-                                    "wait for it to finish or choose another folder") from None
+            raise FolderLockedError(
+                f"{what} is in use by another process ({holder}; lock file {lock_path}); "
+                "wait for it to finish or choose another folder"
+            ) from None
         raise
     try:
         if _unlinked(lock_path, fd):  # its holder removed the file as it finished: ours is a stale name
-            raise FolderLockedError(f"{what} was just released by another process (lock file {lock_path}); "
-                                    "run the command again")
+            raise FolderLockedError(
+                f"{what} was just released by another process (lock file {lock_path}); run the command again"
+            )
         try:  # who holds it, for the message a second process gets (a full disk may refuse the line)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)

@@ -15,8 +15,8 @@ import os
 import re
 import shlex
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: An absolute path of at least two parts inside text (``/tmp/x``, ``/work/main/results``), not
 #: ``validation/mean/acc@1`` (it starts with a word) nor a URL's ``https://host/...``.

@@ -129,8 +129,10 @@ def fetch_sealed_dir(uri: str, cache: str | Path | None = None) -> Path:
     body = read_bytes(fs, f"{path.rstrip('/')}/{MANIFEST}")
     manifest = _parse_manifest(body)
     if body is None or manifest is None:
-        raise RemoteFolderError(f"{uri}: no {MANIFEST} (its upload is unfinished or was cut short, or it is not a "
-                                "sealed folder: give a trial's .../best or .../checkpoint_NNNNNN folder)")
+        raise RemoteFolderError(
+            f"{uri}: no {MANIFEST} (its upload is unfinished or was cut short, or it is not a "
+            "sealed folder: give a trial's .../best or .../checkpoint_NNNNNN folder)"
+        )
     target = cache_dir_for(uri, body, cache)
     if target.is_dir() and read_manifest(target) == manifest and not bad_files(target, manifest):
         return target
@@ -144,8 +146,10 @@ def fetch_sealed_dir(uri: str, cache: str | Path | None = None) -> Path:
         (tmp / MANIFEST).write_bytes(body)
         bad = bad_files(tmp, manifest)
         if bad:
-            raise RemoteFolderError(f"{uri}: {', '.join(bad)} missing or not matching its {MANIFEST} (an upload "
-                                    "cut short or a file changed since); not used")
+            raise RemoteFolderError(
+                f"{uri}: {', '.join(bad)} missing or not matching its {MANIFEST} (an upload "
+                "cut short or a file changed since); not used"
+            )
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)
     finally:

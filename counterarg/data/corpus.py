@@ -113,7 +113,9 @@ class Corpus:
         return self.splits[name]
 
     def counts_table(self) -> str:
-        rows = [f"{'split':<11} {'points':>7} {'counters':>9} {'pairs':>6} {'unpaired':>9} {'debates':>8} {'themes':>7}"]
+        rows = [
+            f"{'split':<11} {'points':>7} {'counters':>9} {'pairs':>6} {'unpaired':>9} {'debates':>8} {'themes':>7}"
+        ]
         for name, s in self.splits.items():
             c = s.counts()
             rows.append(
@@ -125,6 +127,7 @@ class Corpus:
     def announce(self, progress: bool) -> None:
         """Say which corpus was loaded: its source and counts (with ``progress``), and always that it
         is the demo corpus or that hidden files were skipped (data the user may have meant to include)."""
+
         def say(msg: str) -> None:
             print(f"[counterarg] {msg}", flush=True)
 
@@ -152,7 +155,7 @@ class TextTable:
     fingerprint: str
 
     @classmethod
-    def from_corpus(cls, corpus: "Corpus") -> "TextTable":
+    def from_corpus(cls, corpus: Corpus) -> TextTable:
         index: dict[str, int] = {}
         texts: list[str] = []
 
@@ -250,8 +253,9 @@ def _folder_files(root: Path) -> tuple[list[tuple[tuple[str, ...], str, bytes]],
             continue
         real = f.resolve()
         if real != real_root and real_root not in real.parents:
-            raise CorpusError(f"{f} is a symlink to {real}, outside the corpus folder {root}; "
-                              "copy the file into the corpus instead")
+            raise CorpusError(
+                f"{f} is a symlink to {real}, outside the corpus folder {root}; copy the file into the corpus instead"
+            )
         size = real.stat().st_size
         total += size
         _check_size(size, total, str(f))
@@ -326,8 +330,16 @@ def _build(source: str, files, wanted: tuple[str, ...] | None) -> Corpus:
         digest.update(b"\0")
         digest.update(text.encode())
         by_split.setdefault(split, []).append(
-            Record(split, theme, debate, side, int(m["number"]), "point" if m["kind"] == "a-point" else "counter",
-                   text, display)
+            Record(
+                split,
+                theme,
+                debate,
+                side,
+                int(m["number"]),
+                "point" if m["kind"] == "a-point" else "counter",
+                text,
+                display,
+            )
         )
     if not by_split:
         raise CorpusError(f"no argument files found in {source}" + (f" for splits {wanted}" if wanted else ""))

@@ -19,8 +19,10 @@ THEMES = {
     "health": "doctors hospital vaccine patients insurance disease medicine care nurses drugs",
     "environment": "carbon climate energy forests pollution emissions wildlife recycling oceans solar",
 }
-FILLER = ("people society government policy evidence important because should would many often "
-          "clearly argue public benefit cost reason result effect").split()
+FILLER = (
+    "people society government policy evidence important because should would many often "
+    "clearly argue public benefit cost reason result effect"
+).split()
 PRO_OPEN = ["This house should support", "It is right to back", "We ought to favour", "Society gains from"]
 CON_OPEN = ["This house should oppose", "It is wrong to back", "We ought to resist", "Society loses from"]
 COUNTER_OPEN = ["This ignores that", "The opposite is true because", "In fact", "That claim fails since"]
@@ -49,13 +51,16 @@ def write_demo_corpus(root: Path, seed: int = 13) -> Path:
                     for num in range(1, POINTS_PER_SIDE + 1):
                         claim = rng.sample(vocab_all, 4)
                         opener = rng.choice(PRO_OPEN if side == "pro" else CON_OPEN)
-                        point = (f"{opener} {' '.join(topic)}. {' '.join(claim)} "
-                                 f"{_sentence(rng, FILLER + theme_words, 12)}.")
+                        point = (
+                            f"{opener} {' '.join(topic)}. {' '.join(claim)} {_sentence(rng, FILLER + theme_words, 12)}."
+                        )
                         (folder / f"{side}{num:02d}a-point.txt").write_text(point + "\n", encoding="utf-8")
                         if split == "training" and d == 0 and side == "con" and num == POINTS_PER_SIDE:
                             continue  # an unpaired point, as the real corpus has a few
-                        counter = (f"{rng.choice(COUNTER_OPEN)} {' '.join(claim[:3])} "
-                                   f"{_sentence(rng, FILLER + topic, 10)} {' '.join(topic[:2])}.")
+                        counter = (
+                            f"{rng.choice(COUNTER_OPEN)} {' '.join(claim[:3])} "
+                            f"{_sentence(rng, FILLER + topic, 10)} {' '.join(topic[:2])}."
+                        )
                         (folder / f"{side}{num:02d}b-counter.txt").write_text(counter + "\n", encoding="utf-8")
     return root
 

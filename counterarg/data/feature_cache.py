@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..core.io import (FolderLockedError, LockFileError, atomic_replace_dir, atomic_write_json, cache_root,
-                       exclusive_lock, recover_dir, sha256_file)
+from ..core.io import (
+    FolderLockedError,
+    LockFileError,
+    atomic_replace_dir,
+    atomic_write_json,
+    cache_root,
+    exclusive_lock,
+    recover_dir,
+    sha256_file,
+)
 
 #: the seal of a cache entry: its key and the sha256 of every array (io.write_manifest under this name)
 SEAL = "meta.json"
@@ -33,9 +41,13 @@ def folder_for(key: dict, cache_dir: str | None) -> Path:
     return cache_root(cache_dir) / "features" / f"{key['kind']}-{digest}"
 
 
-def load_or_build(folder: Path, key: dict, build: Callable[[Path], None],
-                  check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
-                  what: str = "feature cache") -> dict[str, np.ndarray]:
+def load_or_build(
+    folder: Path,
+    key: dict,
+    build: Callable[[Path], None],
+    check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
+    what: str = "feature cache",
+) -> dict[str, np.ndarray]:
     """The arrays of the cache entry ``folder`` by file stem; ``hidden`` is memory-mapped.
 
     Under the entry's lock (``FOLDER.lock``, waited for: parallel callers build once), a swap a kill
@@ -55,8 +67,10 @@ def load_or_build(folder: Path, key: dict, build: Callable[[Path], None],
 
 
 def _load(folder: Path) -> dict[str, np.ndarray]:
-    return {f.stem: np.load(f, mmap_mode="r" if f.stem == "hidden" else None, allow_pickle=False)
-            for f in sorted(folder.glob("*.npy"))}
+    return {
+        f.stem: np.load(f, mmap_mode="r" if f.stem == "hidden" else None, allow_pickle=False)
+        for f in sorted(folder.glob("*.npy"))
+    }
 
 
 def _read_entry(folder: Path, key: dict, check, what: str) -> dict[str, np.ndarray] | None:
@@ -125,7 +139,10 @@ def _cache_intact(folder: Path, meta_path: Path, key: dict, what: str) -> bool:
     have = _hashes(folder)
     bad = sorted(n for n in files if have.get(n) != files[n]) + sorted(set(have) - set(files))
     if bad:
-        print(f"[counterarg] {what} file(s) {', '.join(str(folder / b) for b in bad)} do not match "
-              "their sha256 in meta.json (cut short, damaged or replaced); rebuilding the cache", flush=True)
+        print(
+            f"[counterarg] {what} file(s) {', '.join(str(folder / b) for b in bad)} do not match "
+            "their sha256 in meta.json (cut short, damaged or replaced); rebuilding the cache",
+            flush=True,
+        )
         return False
     return True

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..core.fieldvalues import ConfigError
 
@@ -40,12 +40,12 @@ def read_input_text(path: str | Path, what: str, limit: int | None = None) -> st
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"{what} {path}, line {line}: not valid UTF-8 ({e.reason} at byte {e.start}); "
-                          "save it as UTF-8") from None
+        raise ConfigError(
+            f"{what} {path}, line {line}: not valid UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
 
 
-def read_texts(path: str | Path, field: str = "text", limit: int | None = None,
-               what: str = "input file") -> list[str]:
+def read_texts(path: str | Path, field: str = "text", limit: int | None = None, what: str = "input file") -> list[str]:
     """Texts of an input file: JSONL (``.jsonl``, one object per line with ``field``) or plain text,
     one text per line (empty lines skipped). Errors name the file and the line."""
     path = Path(path)
@@ -99,7 +99,9 @@ def number_at_least(low: float) -> Callable[[str], float]:
     return parse
 
 
-def read_collection(args, default_corpus: str | None, sim_dim: int) -> tuple[list[str], list[str], "object | None", "object | None"]:
+def read_collection(
+    args, default_corpus: str | None, sim_dim: int
+) -> tuple[list[str], list[str], object | None, object | None]:
     """``(texts, sources, s, corpus)`` of the collection to rank: a text file (one per line), a ``.jsonl``
     file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
     rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's; then
@@ -115,23 +117,28 @@ def read_collection(args, default_corpus: str | None, sim_dim: int) -> tuple[lis
         copies: dict[str, list[str]] = {}  # each distinct counter text once (debates filed under several themes)
         for p in split.pairs:
             copies.setdefault(p.counter.text, []).append(p.counter.source)
-        sources = [src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "")
-                   for src in copies.values()]
+        sources = [
+            src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "") for src in copies.values()
+        ]
         return list(copies), sources, None, corpus
     path = Path(args.candidates)
     if path.suffix == ".npy":
         if not args.candidate_texts:
-            raise ConfigError(f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
-                              "with --candidate-texts FILE (the --input of counterarg embed)")
+            raise ConfigError(
+                f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
+                "with --candidate-texts FILE (the --input of counterarg embed)"
+            )
         texts = read_texts(args.candidate_texts, args.field, what="--candidate-texts file")
         try:
             s = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
         if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != sim_dim:
-            raise ConfigError(f"--candidates {path} holds an array of shape {s.shape}; expected "
-                              f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
-                              "and this checkpoint's similarity space")
+            raise ConfigError(
+                f"--candidates {path} holds an array of shape {s.shape}; expected "
+                f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
+                "and this checkpoint's similarity space"
+            )
         return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s, None
     if path.suffix == ".jsonl":
         texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
@@ -151,7 +158,13 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if action.option_strings and default is not None and default is not False and default != argparse.SUPPRESS \
-                and not isinstance(default, (list, tuple)) and "default" not in text:
+        if (
+            action.option_strings
+            and default is not None
+            and default is not False
+            and default != argparse.SUPPRESS
+            and not isinstance(default, (list, tuple))
+            and "default" not in text
+        ):
             text += " (default: %(default)s)"
         return text

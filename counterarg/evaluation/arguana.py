@@ -27,8 +27,17 @@ BLOCK_ELEMENTS = 1 << 22
 __all__ = ["view_ranks", "model_view_metrics", "zero_shot_view_metrics", "collection_embeddings", "pair_embeddings"]
 
 
-def view_ranks(view: ArguAnaView, sim, h=None, classify=None, *, mode: str = "retrieval", metric: str = "cosine",
-               rerank_k: int = 10, fused_w: float = 0.0) -> torch.Tensor:
+def view_ranks(
+    view: ArguAnaView,
+    sim,
+    h=None,
+    classify=None,
+    *,
+    mode: str = "retrieval",
+    metric: str = "cosine",
+    rerank_k: int = 10,
+    fused_w: float = 0.0,
+) -> torch.Tensor:
     """``[Q]`` float64: the 1-based rank of each query's relevant document among the collection less
     the query's own text; ``inf`` for a query without one. ``sim`` ``[N, d]`` embeds the collection
     (``view.docs`` in order), ``h`` ``[N, H]`` too when ``mode``'s scorer needs ``classify``."""
@@ -101,15 +110,24 @@ def pair_embeddings(model, split: str, collection: dict[str, torch.Tensor]) -> d
     return {"h_p": collection["h"][p], "h_c": collection["h"][c], "s_p": collection["s"][p], "s_c": collection["s"][c]}
 
 
-def model_view_metrics(model, view: ArguAnaView, emb: dict | None = None, *, fused_w: float | None = None,
-                       return_ranks: bool = False):
+def model_view_metrics(
+    model, view: ArguAnaView, emb: dict | None = None, *, fused_w: float | None = None, return_ranks: bool = False
+):
     """The view's metrics for ``model`` scored as its config says (eval_mode, eval_metric, rerank_k,
     its weight); ``emb`` from :func:`collection_embeddings` when already computed this epoch."""
     c = model.config
     emb = emb if emb is not None else collection_embeddings(model)
     with torch.no_grad():
-        r = view_ranks(view, emb["s"], emb["h"], model.heads.classify, mode=c.eval_mode, metric=c.eval_metric,
-                       rerank_k=c.rerank_k, fused_w=model.scoring_weight() if fused_w is None else fused_w)
+        r = view_ranks(
+            view,
+            emb["s"],
+            emb["h"],
+            model.heads.classify,
+            mode=c.eval_mode,
+            metric=c.eval_metric,
+            rerank_k=c.rerank_k,
+            fused_w=model.scoring_weight() if fused_w is None else fused_w,
+        )
     m = view_metrics(view.split, view, r)
     return (m, r) if return_ranks else m
 

@@ -28,7 +28,7 @@ Metrics from the ranks (acc@k, MRR, the unseen view, the table): retrieval/metri
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -52,10 +52,21 @@ def _classifier_values(classify: Classify, scorer, keys: torch.Tensor, n_cand: i
 
 
 # --------------------------------------------------------------------------- ranks
-def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
-                classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
-                rerank_k: int = 10, tasks: Sequence[str] | None = None,
-                split_name: str | None = None, fused_w: float = 0.0) -> dict[str, torch.Tensor]:
+def query_ranks(
+    pools: Pools,
+    point_sim,
+    counter_sim,
+    point_h=None,
+    counter_h=None,
+    classify: Classify | None = None,
+    *,
+    mode: str = "rerank",
+    metric: str = "l2",
+    rerank_k: int = 10,
+    tasks: Sequence[str] | None = None,
+    split_name: str | None = None,
+    fused_w: float = 0.0,
+) -> dict[str, torch.Tensor]:
     """1-based rank of every query's true counter in its pool, per task: ``{task: LongTensor [Q]}``.
 
     Arguments as in :func:`evaluate_split` (``split_name`` defaults to ``pools.split`` and only
@@ -71,9 +82,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     device = ps.device
     cs = as_tensor(counter_sim, "counter_sim", q, split, device)  # [Q, d]
     if cs.shape[1] != ps.shape[1]:
-        raise EvaluationError(
-            f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}"
-        )
+        raise EvaluationError(f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}")
     rerank = scorer.needs_classifier and rerank_k > 1  # reranking a single candidate changes nothing
     if scorer.needs_classifier:
         if classify is None:
@@ -81,9 +90,7 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
         ph = as_tensor(point_h, "point_h", q, split, device)  # [Q, H]
         ch = as_tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
         if ch.shape[1] != ph.shape[1]:
-            raise EvaluationError(
-                f"split {split!r}: point_h has dim {ph.shape[1]} but counter_h has dim {ch.shape[1]}"
-            )
+            raise EvaluationError(f"split {split!r}: point_h has dim {ph.shape[1]} but counter_h has dim {ch.shape[1]}")
 
     n_cand = 2 * q
     wd = work_dtype(device)
@@ -176,11 +183,23 @@ def query_ranks(pools: Pools, point_sim, counter_sim, point_h=None, counter_h=No
     return ranks
 
 
-
-def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_h=None, counter_h=None,
-                   classify: Classify | None = None, *, mode: str = "rerank", metric: str = "l2",
-                   rerank_k: int = 10, ks: Sequence[int] = (1, 5, 10),
-                   tasks: Sequence[str] | None = None, return_ranks: bool = False, fused_w: float = 0.0):
+def evaluate_split(
+    split_name: str,
+    pools: Pools,
+    point_sim,
+    counter_sim,
+    point_h=None,
+    counter_h=None,
+    classify: Classify | None = None,
+    *,
+    mode: str = "rerank",
+    metric: str = "l2",
+    rerank_k: int = 10,
+    ks: Sequence[int] = (1, 5, 10),
+    tasks: Sequence[str] | None = None,
+    return_ranks: bool = False,
+    fused_w: float = 0.0,
+):
     """Evaluate one split on the given tasks; returns flat metrics of both views (see module doc).
 
     ``point_sim``/``counter_sim``: ``[Q, d]`` similarity-space embeddings in pair order (tensors or
@@ -194,24 +213,54 @@ def evaluate_split(split_name: str, pools: Pools, point_sim, counter_sim, point_
     check_options(mode, metric, rerank_k, ks)
     if pools.num_queries == 0:
         raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
-    ranks = query_ranks(pools, point_sim, counter_sim, point_h, counter_h, classify, mode=mode,
-                        metric=metric, rerank_k=rerank_k, tasks=tasks, split_name=split_name, fused_w=fused_w)
+    ranks = query_ranks(
+        pools,
+        point_sim,
+        counter_sim,
+        point_h,
+        counter_h,
+        classify,
+        mode=mode,
+        metric=metric,
+        rerank_k=rerank_k,
+        tasks=tasks,
+        split_name=split_name,
+        fused_w=fused_w,
+    )
     metrics = view_metrics(split_name, pools, ranks, ks)
     return (metrics, ranks) if return_ranks else metrics
 
 
-def evaluate_model(model, split: str, pools: Pools, emb: dict | None = None, *, fused_w: float | None = None,
-                   return_ranks: bool = False):
+def evaluate_model(
+    model,
+    split: str,
+    pools: Pools,
+    emb: dict | None = None,
+    *,
+    fused_w: float | None = None,
+    return_ranks: bool = False,
+):
     """:func:`evaluate_split` of ``model`` (a biencoder.BiEncoder) on one split, scored as its config
     says (``eval_mode``'s scorer, ``eval_metric``, ``rerank_k``, ``ks``) with its weight
     (``model.scoring_weight()``, or ``fused_w``); ``emb`` = ``model.embed_pairs(split)`` when given."""
     c = model.config
     emb = emb if emb is not None else model.embed_pairs(split)
     with torch.no_grad():
-        return evaluate_split(split, pools, emb["s_p"], emb["s_c"], emb["h_p"], emb["h_c"], model.heads.classify,
-                              mode=c.eval_mode, metric=c.eval_metric, rerank_k=c.rerank_k, ks=c.ks,
-                              return_ranks=return_ranks,
-                              fused_w=model.scoring_weight() if fused_w is None else fused_w)
+        return evaluate_split(
+            split,
+            pools,
+            emb["s_p"],
+            emb["s_c"],
+            emb["h_p"],
+            emb["h_c"],
+            model.heads.classify,
+            mode=c.eval_mode,
+            metric=c.eval_metric,
+            rerank_k=c.rerank_k,
+            ks=c.ks,
+            return_ranks=return_ranks,
+            fused_w=model.scoring_weight() if fused_w is None else fused_w,
+        )
 
 
 def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False, emb: dict | None = None):
@@ -220,12 +269,21 @@ def zero_shot_split(model, split: str, pools: Pools, return_ranks: bool = False,
     ``emb`` = ``model.embed_pairs(split)`` when given."""
     emb = emb if emb is not None else model.embed_pairs(split)
     with torch.no_grad():
-        return evaluate_split(split, pools, emb["h_p"], emb["h_c"], mode="retrieval", metric="cosine",
-                              ks=model.config.ks, return_ranks=return_ranks)
+        return evaluate_split(
+            split,
+            pools,
+            emb["h_p"],
+            emb["h_c"],
+            mode="retrieval",
+            metric="cosine",
+            ks=model.config.ks,
+            return_ranks=return_ranks,
+        )
 
 
-def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), progress: bool = False,
-                      with_ranks: bool = False):
+def zero_shot_metrics(
+    config, splits: tuple[str, ...] = ("validation", "test"), progress: bool = False, with_ranks: bool = False
+):
     """The baseline every trained model is compared with: the frozen encoder's pooled output with
     cosine retrieval, on ``splits`` of ``config``'s corpus, from the (pooled) feature cache; the
     eight tasks and, for splits other than training, the ArguAna view (evaluation/arguana.py).
@@ -235,8 +293,8 @@ def zero_shot_metrics(config, splits: tuple[str, ...] = ("validation", "test"), 
     """
     import numpy as np
 
-    from ..model.biencoder import BiEncoder
     from ..data.corpus import TextTable, load_corpus
+    from ..model.biencoder import BiEncoder
     from ..nn.encoder import pick_device
     from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools

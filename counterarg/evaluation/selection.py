@@ -11,8 +11,9 @@ imports it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +31,9 @@ def beats(value: float, best: float | None, mode: str = DEFAULT_MODE) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def best_row(history: Sequence[dict[str, Any]], metric: str = Config.select_metric,
-             mode: str = DEFAULT_MODE) -> dict[str, Any] | None:
+def best_row(
+    history: Sequence[dict[str, Any]], metric: str = Config.select_metric, mode: str = DEFAULT_MODE
+) -> dict[str, Any] | None:
     """The epoch row with the best ``metric`` (earliest on ties), or None if none has it."""
     best = None
     for r in history:
@@ -103,8 +105,10 @@ def parse_best_ranks(data: bytes | str | Path, where: str) -> dict[str, np.ndarr
         if bad:
             raise ValueError(f"array {bad[0]!r} is {arrays[bad[0]].dtype}, not numbers")
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, ValueError, ...: each skips this file only
-        print(f"[counterarg] warning: per-query ranks {where} cannot be read ({type(e).__name__}: {e}); "
-              "left out", flush=True)
+        print(
+            f"[counterarg] warning: per-query ranks {where} cannot be read ({type(e).__name__}: {e}); left out",
+            flush=True,
+        )
         return None
     return arrays
 

@@ -22,22 +22,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import STATE_FILE, CheckpointError, make_state, read_checkpoint, write_state
 from ..config import Config, ConfigError
 from ..data.corpus import TextTable
-from .features import TextFeatures, feature_class, make_features
 from ..nn.encoder import EncoderError, encode_texts, load_encoder, pick_device
 from ..nn.heads import Heads
 from ..retrieval.scorers import Scorer, get_scorer, rank_candidates
+from .checkpoint import STATE_FILE, CheckpointError, make_state, read_checkpoint, write_state
+from .features import TextFeatures, feature_class, make_features
 
 
 class BiEncoder:
     """Features or whole encoder + :class:`~counterarg.nn.heads.Heads` + scoring settings; see the module doc."""
 
-    def __init__(self, config: Config, heads: Heads, device: torch.device, *, features: TextFeatures | None = None,
-                 table: TextTable | None = None, encoder=None, tokenizer=None, trained: dict | None = None,
-                 fused_w: float | None = None, epoch: int = 0, history: list[dict] | None = None,
-                 source: Path | None = None):
+    def __init__(
+        self,
+        config: Config,
+        heads: Heads,
+        device: torch.device,
+        *,
+        features: TextFeatures | None = None,
+        table: TextTable | None = None,
+        encoder=None,
+        tokenizer=None,
+        trained: dict | None = None,
+        fused_w: float | None = None,
+        epoch: int = 0,
+        history: list[dict] | None = None,
+        source: Path | None = None,
+    ):
         self.config, self.heads, self.device = config, heads, device
         self.features, self.table = features, table  # over a corpus: texts by id
         self.encoder, self.tokenizer = encoder, tokenizer  # whole encoder: any text
@@ -47,7 +59,7 @@ class BiEncoder:
 
     # ------------------------------------------------------------------ build, load, save
     @classmethod
-    def build(cls, config: Config, table: TextTable, device: torch.device, *, progress: bool = True) -> "BiEncoder":
+    def build(cls, config: Config, table: TextTable, device: torch.device, *, progress: bool = True) -> BiEncoder:
         """A fresh model for training over ``table``'s texts: features (their cache built once) and
         heads drawn from ``config.seed``."""
         torch.manual_seed(config.seed)
@@ -57,15 +69,29 @@ class BiEncoder:
         return cls(config, heads, device, features=features, table=table)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", *,
-                        table: TextTable | None = None, progress: bool = False) -> "BiEncoder":
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        table: TextTable | None = None,
+        progress: bool = False,
+    ) -> BiEncoder:
         """The checkpoint's model on this machine (its config less config.MACHINE_FIELDS, which take
         this machine's defaults); over ``table``'s texts when given, else with the whole encoder."""
         return cls.from_state(read_checkpoint(path), device=device, table=table, progress=progress, source=Path(path))
 
     @classmethod
-    def from_state(cls, state: dict, *, config: Config | None = None, device: str | torch.device = "cpu",
-                   table: TextTable | None = None, progress: bool = False, source: Path | None = None) -> "BiEncoder":
+    def from_state(
+        cls,
+        state: dict,
+        *,
+        config: Config | None = None,
+        device: str | torch.device = "cpu",
+        table: TextTable | None = None,
+        progress: bool = False,
+        source: Path | None = None,
+    ) -> BiEncoder:
         """A checkpoint's model (checkpoint.read_checkpoint) with ``config`` (default: the checkpoint's
         on this machine; a caller changes only scoring and machine fields)."""
         saved = state["model"]
@@ -81,17 +107,30 @@ class BiEncoder:
                 feature_class(config).load_into_encoder(encoder, saved["encoder"], config)
             encoder.to(device).eval()
             hidden = int(encoder.config.hidden_size)
-        model = cls(config, Heads(hidden, config.sim_dim, config.head).to(device), device, features=features,
-                    table=table, encoder=encoder, tokenizer=tokenizer, epoch=int(state["epoch"]),
-                    history=state["history"], source=source)
+        model = cls(
+            config,
+            Heads(hidden, config.sim_dim, config.head).to(device),
+            device,
+            features=features,
+            table=table,
+            encoder=encoder,
+            tokenizer=tokenizer,
+            epoch=int(state["epoch"]),
+            history=state["history"],
+            source=source,
+        )
         model.load_state(saved)
         model.eval()
         return model
 
     def state(self) -> dict:
         """The checkpoint's ``model`` entry: config, heads, the encoder's trained part, ``fused_w``."""
-        return {"config": self.config.to_dict(), "heads": self.heads.state_dict(), "encoder": self.trained_state(),
-                "fused_w": self.fused_w}
+        return {
+            "config": self.config.to_dict(),
+            "heads": self.heads.state_dict(),
+            "encoder": self.trained_state(),
+            "fused_w": self.fused_w,
+        }
 
     def trained_state(self) -> dict:
         """The trained part of the encoder (features.TextFeatures.checkpoint_state)."""
@@ -106,10 +145,13 @@ class BiEncoder:
         except RuntimeError as e:
             first = str(e).splitlines()[0]
             if self.features is None:
-                raise EncoderError(f"the checkpoint's heads do not fit encoder {self.config.encoder!r} "
-                                   f"(hidden size {self.hidden}): {first}") from None
-            raise CheckpointError(f"checkpoint does not fit this model (encoder {self.config.encoder!r}): "
-                                  f"{first}") from None
+                raise EncoderError(
+                    f"the checkpoint's heads do not fit encoder {self.config.encoder!r} "
+                    f"(hidden size {self.hidden}): {first}"
+                ) from None
+            raise CheckpointError(
+                f"checkpoint does not fit this model (encoder {self.config.encoder!r}): {first}"
+            ) from None
         self._trained = saved["encoder"] if self.features is None else {}
         self.fused_w = saved["fused_w"]
 
@@ -168,9 +210,17 @@ class BiEncoder:
         """Pooled encoder output ``h`` ``[N, H]`` (float32) of any ``texts``, through the whole encoder."""
         if self.encoder is None:
             raise EncoderError("encode needs the whole encoder: load the model without a table")
-        h = encode_texts(self.encoder, self.tokenizer, list(texts), pooling=self.config.pooling,
-                         max_length=self.config.max_length, batch_size=batch_size or self.config.embed_batch_size,
-                         device=self.device, progress=progress, desc="embedding")
+        h = encode_texts(
+            self.encoder,
+            self.tokenizer,
+            list(texts),
+            pooling=self.config.pooling,
+            max_length=self.config.max_length,
+            batch_size=batch_size or self.config.embed_batch_size,
+            device=self.device,
+            progress=progress,
+            desc="embedding",
+        )
         return torch.from_numpy(h).to(self.device)
 
     @torch.no_grad()
@@ -192,8 +242,10 @@ class BiEncoder:
             x = torch.randn(8, self.hidden, generator=torch.Generator().manual_seed(0)).to(self.device)  # [8, H]
             err = (self.heads.similarity(x) - (x @ w.T + b)).abs().max().item()
         if err > atol * max(1.0, float(x.abs().max())):
-            raise EncoderError(f"the similarity head is not affine (max deviation {err:.2e}); it cannot be "
-                               "exported as a sentence-transformers Dense layer")
+            raise EncoderError(
+                f"the similarity head is not affine (max deviation {err:.2e}); it cannot be "
+                "exported as a sentence-transformers Dense layer"
+            )
         return w.cpu(), b.cpu()
 
     # ------------------------------------------------------------------ scoring
@@ -211,15 +263,31 @@ class BiEncoder:
             return self.config.fused_w
         if self.fused_w is None and strict:
             mode = self.config.eval_mode
-            raise ConfigError(f"eval_mode={mode}: this checkpoint was not trained with eval_mode={mode}, so no "
-                              "weight was picked on validation; pass --set fused_w=W")
+            raise ConfigError(
+                f"eval_mode={mode}: this checkpoint was not trained with eval_mode={mode}, so no "
+                "weight was picked on validation; pass --set fused_w=W"
+            )
         return 0.0 if self.fused_w is None else float(self.fused_w)
 
-    def rank(self, query: tuple[torch.Tensor, torch.Tensor], candidates: tuple[torch.Tensor | None, torch.Tensor],
-             k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def rank(
+        self,
+        query: tuple[torch.Tensor, torch.Tensor],
+        candidates: tuple[torch.Tensor | None, torch.Tensor],
+        k: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` candidates for one query, scored as the config says (scorers.rank_candidates):
         ``query = (h [H], s [d])``, ``candidates = (h [C, H] or None, s [C, d])``; ``(ids, scores)``."""
         c = self.config
         (hq, sq), (hc, sc) = query, candidates
-        return rank_candidates(sq, sc, hq, hc, self.heads.classify, mode=c.eval_mode, metric=c.eval_metric,
-                               rerank_k=c.rerank_k, k=k, fused_w=self.scoring_weight(strict=True))
+        return rank_candidates(
+            sq,
+            sc,
+            hq,
+            hc,
+            self.heads.classify,
+            mode=c.eval_mode,
+            metric=c.eval_metric,
+            rerank_k=c.rerank_k,
+            k=k,
+            fused_w=self.scoring_weight(strict=True),
+        )

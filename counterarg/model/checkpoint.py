@@ -88,8 +88,9 @@ def _repair_interrupted_swap(path: Path) -> None:
             for line in recover_dir(path):
                 print(f"[counterarg] {line}", flush=True)
     except FolderLockedError as e:
-        raise CheckpointError(f"{path} is being replaced by a running training ({e}); try again when it "
-                              "has finished its epoch") from None
+        raise CheckpointError(
+            f"{path} is being replaced by a running training ({e}); try again when it has finished its epoch"
+        ) from None
 
 
 def read_checkpoint(folder: str | Path) -> dict:
@@ -112,29 +113,50 @@ def read_checkpoint(folder: str | Path) -> dict:
                 f"checkpoint file(s) {', '.join(str(f.parent / b) for b in bad)} fail their sha256 check "
                 f"against {f.parent / MANIFEST} (checkpoint of epoch {manifest.get('epoch', '?')}): the file was "
                 f"damaged after it was written; {_last_good_epoch(f.parent)}. Restore the folder from a copy, "
-                "or move it away and train again")
+                "or move it away and train again"
+            )
     try:
         state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure to unpickle becomes one named error
         text = str(e)
         if "Weights only load failed" in text or "Unsupported global" in text:
             first = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
-            raise CheckpointError(f"refusing to load {f}: it holds objects other than tensors and plain data, "
-                                  f"which could run code when loaded ({first or type(e).__name__}); "
-                                  "only checkpoints written by counterarg are accepted") from None
-        raise CheckpointError(f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
-                              f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}") from None
-    if not isinstance(state, dict) or not {"epoch", "history", "model"} <= set(state) \
-            or not isinstance(state["model"], dict) or not {"config", "heads", "encoder"} <= set(state["model"]):
+            raise CheckpointError(
+                f"refusing to load {f}: it holds objects other than tensors and plain data, "
+                f"which could run code when loaded ({first or type(e).__name__}); "
+                "only checkpoints written by counterarg are accepted"
+            ) from None
+        raise CheckpointError(
+            f"cannot read checkpoint {f}: {type(e).__name__}: {text.splitlines()[0] if text else ''} "
+            f"(cut short or not a checkpoint); {_last_good_epoch(f.parent)}"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or not {"epoch", "history", "model"} <= set(state)
+        or not isinstance(state["model"], dict)
+        or not {"config", "heads", "encoder"} <= set(state["model"])
+    ):
         old = isinstance(state, dict) and "heads" in state
-        raise CheckpointError(f"{f} is not a counterarg checkpoint (no epoch/history/model)" + (
-            ": it was written by an older counterarg (heads and config at the top level); train it again"
-            if old else ""))
+        raise CheckpointError(
+            f"{f} is not a counterarg checkpoint (no epoch/history/model)"
+            + (
+                ": it was written by an older counterarg (heads and config at the top level); train it again"
+                if old
+                else ""
+            )
+        )
     epoch = state["epoch"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0 or not isinstance(state["history"], list) \
-            or not isinstance(state["model"]["config"], dict):
-        raise CheckpointError(f"{f} is not a checkpoint counterarg wrote: its epoch is {epoch!r} (a count of epochs "
-                              "expected), with history and config as lists and mappings; train it again")
+    if (
+        isinstance(epoch, bool)
+        or not isinstance(epoch, int)
+        or epoch < 0
+        or not isinstance(state["history"], list)
+        or not isinstance(state["model"]["config"], dict)
+    ):
+        raise CheckpointError(
+            f"{f} is not a checkpoint counterarg wrote: its epoch is {epoch!r} (a count of epochs "
+            "expected), with history and config as lists and mappings; train it again"
+        )
     _check_sealed_config(state["model"]["config"], f)
     return state
 
@@ -155,8 +177,10 @@ def _check_sealed_config(saved: dict, f: Path) -> None:
     diffs = config_differences(saved, recorded)
     if diffs:
         detail = ", ".join(f"{k}: state.pt {a!r} vs config.json {b!r}" for k, (a, b) in sorted(diffs.items()))
-        raise CheckpointError(f"{f} does not match the config sealed beside it in {sealed} ({detail}){_why(diffs)}; "
-                              "one of them was changed after training: restore the folder, or train again")
+        raise CheckpointError(
+            f"{f} does not match the config sealed beside it in {sealed} ({detail}){_why(diffs)}; "
+            "one of them was changed after training: restore the folder, or train again"
+        )
 
 
 def config_differences(saved: dict, now: dict) -> dict[str, tuple]:
@@ -165,9 +189,12 @@ def config_differences(saved: dict, now: dict) -> dict[str, tuple]:
     (newer than the checkpoint) counts as its default."""
     allowed = set(fields_with(RESUME))  # the hyperparameters among them: Trainer.apply_hyperparameters
     defaults = Config().to_dict()
-    norm = (lambda v: list(v) if isinstance(v, tuple) else v)  # noqa: E731 - JSON and state.pt keep lists
-    return {k: (saved.get(k, d), now.get(k, d)) for k, d in defaults.items()
-            if k not in allowed and norm(saved.get(k, d)) != norm(now.get(k, d))}
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 - JSON and state.pt keep lists
+    return {
+        k: (saved.get(k, d), now.get(k, d))
+        for k, d in defaults.items()
+        if k not in allowed and norm(saved.get(k, d)) != norm(now.get(k, d))
+    }
 
 
 def _why(diffs: dict) -> str:

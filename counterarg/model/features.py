@@ -32,8 +32,17 @@ from tqdm.auto import tqdm
 from ..config import CACHE, Config, fields_with
 from ..data.corpus import TextTable
 from ..data.feature_cache import folder_for, load_or_build
-from ..nn.encoder import clip_texts, encode_texts, encoder_fingerprint, hidden_states, load_encoder, pool, run_layers, \
-    split_layer, BertLike
+from ..nn.encoder import (
+    BertLike,
+    clip_texts,
+    encode_texts,
+    encoder_fingerprint,
+    hidden_states,
+    load_encoder,
+    pool,
+    run_layers,
+    split_layer,
+)
 from ..nn.precision import autocast, run_precision
 
 
@@ -61,8 +70,9 @@ class TextFeatures(nn.Module, ABC):
 
     @classmethod
     @abstractmethod
-    def build_cache(cls, folder: Path, config: Config, table: TextTable, model, tokenizer, *,
-                    device: torch.device, progress: bool) -> None:
+    def build_cache(
+        cls, folder: Path, config: Config, table: TextTable, model, tokenizer, *, device: torch.device, progress: bool
+    ) -> None:
         """Write this mode's arrays for every text of ``table`` into ``folder`` (``.npy`` files)."""
 
     # ------------------------------------------------------------------ features
@@ -123,9 +133,17 @@ class PooledFeatures(TextFeatures):
 
     @classmethod
     def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
-        feats = encode_texts(model, tokenizer, table.texts, pooling=config.pooling, max_length=config.max_length,
-                             batch_size=config.embed_batch_size, device=device, progress=progress,
-                             desc="caching features")  # [U, H]
+        feats = encode_texts(
+            model,
+            tokenizer,
+            table.texts,
+            pooling=config.pooling,
+            max_length=config.max_length,
+            batch_size=config.embed_batch_size,
+            device=device,
+            progress=progress,
+            desc="caching features",
+        )  # [U, H]
         np.save(folder / "pooled.npy", feats)
 
     def forward(self, tids: torch.Tensor) -> torch.Tensor:  # [B] -> [B, H]
@@ -149,8 +167,9 @@ class _TokenFeatures(TextFeatures):
     def _load(self, table: TextTable, progress: bool) -> tuple[BertLike, dict[str, np.ndarray]]:
         """The whole encoder and this mode's cached arrays (built on first use); sets the lengths."""
         model, tokenizer = load_encoder(self.config.encoder, self.config.pooling)
-        inputs = cached_inputs(self.config, table, device=self.device, progress=progress, model=model,
-                               tokenizer=tokenizer)
+        inputs = cached_inputs(
+            self.config, table, device=self.device, progress=progress, model=model, tokenizer=tokenizer
+        )
         self.lengths = torch.from_numpy(np.array(inputs["lengths"])).long()  # [U]
         self.progress = progress  # a bar over each embedding pass (a minute or two on CPU for ArguAna)
         self.hidden = model.config.hidden_size
@@ -177,8 +196,13 @@ class _TokenFeatures(TextFeatures):
         out = torch.empty(len(tids), self.hidden, device=self.device)  # [U', H]
         starts = range(0, len(tids), bs)
         with torch.no_grad():
-            for s in tqdm(starts, desc=f"embedding {len(tids)} texts", unit="batch", leave=False,
-                          disable=not self.progress or len(starts) < 8):
+            for s in tqdm(
+                starts,
+                desc=f"embedding {len(tids)} texts",
+                unit="batch",
+                leave=False,
+                disable=not self.progress or len(starts) < 8,
+            ):
                 rows = order[s : s + bs]
                 out[torch.as_tensor(rows, device=self.device)] = self(torch.as_tensor(tids[rows]))
         self.train(was)
@@ -208,9 +232,17 @@ class HiddenStateFeatures(_TokenFeatures):
     @classmethod
     def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
         layer = split_layer(model, config.trainable_layers)
-        states, lengths = hidden_states(model, tokenizer, table.texts, layer=layer, max_length=config.max_length,
-                                        batch_size=config.embed_batch_size, device=device, progress=progress,
-                                        desc=f"caching layer-{layer} states")  # [U, T, H], [U]
+        states, lengths = hidden_states(
+            model,
+            tokenizer,
+            table.texts,
+            layer=layer,
+            max_length=config.max_length,
+            batch_size=config.embed_batch_size,
+            device=device,
+            progress=progress,
+            desc=f"caching layer-{layer} states",
+        )  # [U, T, H], [U]
         np.save(folder / "hidden.npy", states)
         np.save(folder / "lengths.npy", lengths)
 
@@ -258,8 +290,13 @@ class EncoderFeatures(_TokenFeatures):
 
     @classmethod
     def build_cache(cls, folder, config, table, model, tokenizer, *, device, progress) -> None:
-        enc = tokenizer(clip_texts(table.texts, config.max_length), truncation=True, max_length=config.max_length,
-                        padding="max_length", return_tensors="np")
+        enc = tokenizer(
+            clip_texts(table.texts, config.max_length),
+            truncation=True,
+            max_length=config.max_length,
+            padding="max_length",
+            return_tensors="np",
+        )
         np.save(folder / "input_ids.npy", enc["input_ids"].astype(np.int32))
         np.save(folder / "lengths.npy", enc["attention_mask"].sum(1).astype(np.int32))
 
@@ -306,8 +343,9 @@ def cache_folder(config: Config, table: TextTable) -> tuple[Path, dict]:
     return folder_for(key, config.cache_dir), key
 
 
-def cached_inputs(config: Config, table: TextTable, *, device: torch.device, progress: bool = True,
-                  model=None, tokenizer=None) -> dict[str, np.ndarray]:
+def cached_inputs(
+    config: Config, table: TextTable, *, device: torch.device, progress: bool = True, model=None, tokenizer=None
+) -> dict[str, np.ndarray]:
     """Load (or compute once, under a file lock) the encoder inputs this config trains on."""
     folder, key = cache_folder(config, table)
     mode = feature_class(config)
@@ -317,8 +355,11 @@ def cached_inputs(config: Config, table: TextTable, *, device: torch.device, pro
         if model is None:
             model, tokenizer = load_encoder(config.encoder, config.pooling)
         if progress:
-            print(f"[counterarg] building the {mode.kind} feature cache for {len(table.texts)} unique texts "
-                  f"-> {folder} (once; later runs load it)", flush=True)
+            print(
+                f"[counterarg] building the {mode.kind} feature cache for {len(table.texts)} unique texts "
+                f"-> {folder} (once; later runs load it)",
+                flush=True,
+            )
         mode.build_cache(tmp, config, table, model, tokenizer, device=device, progress=progress)
 
     return load_or_build(folder, key, build)

@@ -77,8 +77,12 @@ def encoder_fingerprint(name: str | None) -> str:
     path = Path(loc)
     if not path.exists():
         return hashlib.sha256(loc.encode()).hexdigest()[:16]
-    files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("*.bin")),
-             *(path / n for n in ("vocab.txt", "tokenizer.json") if (path / n).exists())]
+    files = [
+        path / "config.json",
+        *sorted(path.glob("*.safetensors")),
+        *sorted(path.glob("*.bin")),
+        *(path / n for n in ("vocab.txt", "tokenizer.json") if (path / n).exists()),
+    ]
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return _content_digest(stats)
 
@@ -130,7 +134,8 @@ def load_encoder(name: str | None, pooling: str | None = None):
             raise EncoderError(
                 f"pooling=pooler, but encoder {name!r} ({loc}) was saved without pooler weights "
                 f"({', '.join(missing) or 'no pooler layer'}): transformers would initialise a random pooler "
-                "at every load, so features would change from run to run. Use pooling=cls or pooling=mean")
+                "at every load, so features would change from run to run. Use pooling=cls or pooling=mean"
+            )
     return model, tokenizer
 
 
@@ -140,8 +145,9 @@ def pick_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise EncoderError(f"device {device!r} requested but CUDA is not available")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise EncoderError("device 'mps' requested but this machine has no usable MPS (Apple GPU) backend; "
-                           "use device=cpu or auto")
+        raise EncoderError(
+            "device 'mps' requested but this machine has no usable MPS (Apple GPU) backend; use device=cpu or auto"
+        )
     return torch.device(device)
 
 
@@ -191,8 +197,9 @@ def split_layer(model: BertLike, top: int | None) -> int:
     return n - top
 
 
-def _longest_first(tokenizer, texts: list[str], *, max_length: int, batch_size: int, device: torch.device,
-                   progress: bool, desc: str):
+def _longest_first(
+    tokenizer, texts: list[str], *, max_length: int, batch_size: int, device: torch.device, progress: bool, desc: str
+):
     """``(lengths [U] int32, batches)``: ``texts`` cut (:func:`clip_texts`) and tokenised, and an iterator
     of ``(rows, batch)``, longest texts first, each batch padded only to its own longest text."""
     import numpy as np
@@ -205,15 +212,30 @@ def _longest_first(tokenizer, texts: list[str], *, max_length: int, batch_size: 
     def batches():
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch"):
             rows = order[start : start + batch_size]
-            yield rows, tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length, padding=True,
-                                  return_tensors="pt").to(device)
+            yield (
+                rows,
+                tokenizer(
+                    [texts[i] for i in rows], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                ).to(device),
+            )
 
     return np.asarray(lengths, dtype=np.int32), batches()
 
 
 @torch.inference_mode()
-def encode_texts(model: BertLike, tokenizer, texts: list[str], *, pooling: str, max_length: int, batch_size: int,
-                 device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
+def encode_texts(
+    model: BertLike,
+    tokenizer,
+    texts: list[str],
+    *,
+    pooling: str,
+    max_length: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "encoding",
+    precision: str = "fp32",
+):
     """Pooled features ``[U, H]`` (float32 numpy) of ``texts`` through the whole encoder, longest first.
 
     ``precision`` (fp32 | bf16 | fp16) is the autocast of the encoder's forward; the output is float32.
@@ -224,8 +246,9 @@ def encode_texts(model: BertLike, tokenizer, texts: list[str], *, pooling: str, 
 
     model = model.to(device).eval()
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)  # [U, H]
-    _, batches = _longest_first(tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device,
-                                progress=progress, desc=desc)
+    _, batches = _longest_first(
+        tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device, progress=progress, desc=desc
+    )
     for rows, batch in batches:
         with autocast(precision, device):
             res = model(**batch)
@@ -236,8 +259,19 @@ def encode_texts(model: BertLike, tokenizer, texts: list[str], *, pooling: str, 
 
 
 @torch.inference_mode()
-def hidden_states(model: BertLike, tokenizer, texts: list[str], *, layer: int, max_length: int, batch_size: int,
-                  device: torch.device, progress: bool = False, desc: str = "encoding", precision: str = "fp32"):
+def hidden_states(
+    model: BertLike,
+    tokenizer,
+    texts: list[str],
+    *,
+    layer: int,
+    max_length: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+    desc: str = "encoding",
+    precision: str = "fp32",
+):
     """``(states [U, max_length, H] float16, lengths [U] int32)``: the hidden states entering ``layer``
     for each of ``texts`` (zero past its tokens) and its token count, longest first as above."""
     import numpy as np
@@ -246,8 +280,9 @@ def hidden_states(model: BertLike, tokenizer, texts: list[str], *, layer: int, m
 
     model = model.to(device).eval()
     out = np.zeros((len(texts), max_length, model.config.hidden_size), dtype=np.float16)  # [U, T, H]
-    lengths, batches = _longest_first(tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                                      device=device, progress=progress, desc=desc)
+    lengths, batches = _longest_first(
+        tokenizer, texts, max_length=max_length, batch_size=batch_size, device=device, progress=progress, desc=desc
+    )
     for rows, batch in batches:
         with autocast(precision, device):
             hs = _hidden_before(model, batch, layer)  # [B, T, H] input of layer `layer`

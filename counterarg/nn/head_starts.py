@@ -6,8 +6,9 @@ validating a config (and a command's ``--help``) loads no torch. :class:`counter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from torch import nn

@@ -21,8 +21,9 @@ torch is imported inside the tensor functions: Config validation reads the names
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -131,15 +132,26 @@ def pair_ce(logits_pos: torch.Tensor, logits_neg: torch.Tensor) -> tuple[torch.T
 
     ones = torch.ones(logits_pos.shape[0], dtype=torch.long, device=logits_pos.device)  # [B]
     neg = logits_neg.reshape(-1, 2)  # [B*K, 2]
-    return F.cross_entropy(logits_pos, ones), F.cross_entropy(neg, torch.zeros(neg.shape[0], dtype=torch.long,
-                                                                                device=neg.device))
+    return F.cross_entropy(logits_pos, ones), F.cross_entropy(
+        neg, torch.zeros(neg.shape[0], dtype=torch.long, device=neg.device)
+    )
 
 
 # --------------------------------------------------------------------------- registry entries
 def _combined(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     logits_pos, logits_neg = batch.classifier_logits()
-    return combined_loss(batch.s_p, batch.s_c, batch.s_n[:, 0], logits_pos, logits_neg[:, 0],
-                         margin=c.margin, p=c.p, w_triplet=c.w_triplet, w_pos=c.w_pos, w_neg=c.w_neg)
+    return combined_loss(
+        batch.s_p,
+        batch.s_c,
+        batch.s_n[:, 0],
+        logits_pos,
+        logits_neg[:, 0],
+        margin=c.margin,
+        p=c.p,
+        w_triplet=c.w_triplet,
+        w_pos=c.w_pos,
+        w_neg=c.w_neg,
+    )
 
 
 def _triplet(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -155,8 +167,9 @@ def _pair_ce(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]
 
 
 def _infonce(batch: LossBatch, c) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    v = infonce_loss(batch.s_p, batch.s_c, batch.s_n, batch.point_keys, batch.counter_keys,
-                     batch.negative_keys, scale=c.scale)
+    v = infonce_loss(
+        batch.s_p, batch.s_c, batch.s_n, batch.point_keys, batch.counter_keys, batch.negative_keys, scale=c.scale
+    )
     return v, {"infonce": v}
 
 

@@ -16,14 +16,16 @@ def make_tiny_encoder(folder: str | Path, *, layers: int = 2, hidden: int = 32, 
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from .encoder import resolve_encoder
-
     from ..core.io import bad_files, read_manifest, write_manifest
+    from .encoder import resolve_encoder
 
     folder = Path(folder)
     manifest = read_manifest(folder)
-    if manifest is not None and manifest.get("tiny_encoder") == [layers, hidden, seed] \
-            and not bad_files(folder, manifest):
+    if (
+        manifest is not None
+        and manifest.get("tiny_encoder") == [layers, hidden, seed]
+        and not bad_files(folder, manifest)
+    ):
         return str(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok = AutoTokenizer.from_pretrained(resolve_encoder(None))

@@ -35,8 +35,9 @@ over the queries none of whose texts occurs in training (the unseen view of pool
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -71,7 +72,10 @@ def _recall(k: int) -> Callable[[torch.Tensor], torch.Tensor]:
 #: The view's measures, MTEB's main score first: name -> per-query value from the relevant
 #: document's rank ``[Q]`` (float64, ``inf`` where there is none). Everything that lists them reads this.
 MEASURES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "ndcg@10": _ndcg(10), "ndcg@1": _ndcg(1), "mrr@10": _mrr(10), "recall@100": _recall(100),
+    "ndcg@10": _ndcg(10),
+    "ndcg@1": _ndcg(1),
+    "mrr@10": _mrr(10),
+    "recall@100": _recall(100),
 }
 MAIN = next(iter(MEASURES))
 
@@ -104,16 +108,18 @@ class ArguAnaView:
     def describe(self) -> str:
         """One line on what the view holds (printed by ``counterarg evaluate``)."""
         q, n = self.num_queries, int(self.docs.shape[0])
-        line = (f"{VIEW} view ({self.split}): {q} queries (its point files; {q - int(self.answerable.sum())} "
-                f"without a counter score 0) over {n} distinct texts of all splits, the query's own text "
-                f"excluded; the corpus holds {self.corpus_texts} distinct texts ({self.corpus_texts - n} only in "
-                "files without a partner)")
+        line = (
+            f"{VIEW} view ({self.split}): {q} queries (its point files; {q - int(self.answerable.sum())} "
+            f"without a counter score 0) over {n} distinct texts of all splits, the query's own text "
+            f"excluded; the corpus holds {self.corpus_texts} distinct texts ({self.corpus_texts - n} only in "
+            "files without a partner)"
+        )
         if self.unseen is not None:
             line += f"; {int(self.unseen.sum())} unseen"
         return line
 
 
-def build_view(corpus: "Corpus", table: "TextTable", split: str) -> ArguAnaView:
+def build_view(corpus: Corpus, table: TextTable, split: str) -> ArguAnaView:
     """The view of ``corpus``'s split ``split`` over ``table``'s texts (the collection: every text of
     the table, i.e. of the loaded splits' pairs). Raises corpus.CorpusError for a missing split and
     :class:`EvaluationError` when the split has no point files."""
@@ -139,8 +145,9 @@ def view_metrics(split: str, view: ArguAnaView, ranks) -> dict[str, float]:
     the relevant document's 1-based rank, ``inf`` where there is none."""
     r = torch.as_tensor(ranks, dtype=torch.float64).cpu()
     if r.shape != (view.num_queries,):
-        raise EvaluationError(f"split {split!r}: {VIEW} ranks have shape {tuple(r.shape)}, "
-                              f"the view has {view.num_queries} queries")
+        raise EvaluationError(
+            f"split {split!r}: {VIEW} ranks have shape {tuple(r.shape)}, the view has {view.num_queries} queries"
+        )
     out = {metric_key(split, VIEW, m): float(f(r).mean()) for m, f in MEASURES.items()}
     if view.unseen is not None and view.unseen.any():
         keep = torch.as_tensor(view.unseen)
@@ -160,6 +167,9 @@ def format_view(metrics: dict[str, float], split: str, view: ArguAnaView | None 
     head = f"{VIEW:<{w}}" + "".join(f"{m:>12}" for m in MEASURES) + f"{'queries':>9}"
     lines = [head, "-" * len(head)]
     for s, n in rows:
-        lines.append(f"{s:<{w}}" + "".join(f"{100 * metrics[metric_key(s, VIEW, m)]:>12.2f}" for m in MEASURES)
-                     + (f"{n:>9}" if n is not None else ""))
+        lines.append(
+            f"{s:<{w}}"
+            + "".join(f"{100 * metrics[metric_key(s, VIEW, m)]:>12.2f}" for m in MEASURES)
+            + (f"{n:>9}" if n is not None else "")
+        )
     return "\n".join(lines)

@@ -79,8 +79,7 @@ def _resolve_options(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """All options with defaults filled in; an unknown name raises TypeError naming it."""
     unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
     if unknown:
-        raise TypeError(f"unknown index option(s) {', '.join(unknown)}; "
-                        f"known: {', '.join(DEFAULT_OPTIONS)}")
+        raise TypeError(f"unknown index option(s) {', '.join(unknown)}; known: {', '.join(DEFAULT_OPTIONS)}")
     o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if v is not None}}
     if o["slack"] is None:
         o["slack"] = DEFAULT_SLACK.get(backend, 8)
@@ -101,16 +100,17 @@ def make_index(backend: str, embeddings: Any, **options: Any) -> NeighbourIndex:
     """
     o = _resolve_options(backend, options)
     if backend == "exact":
-        return ExactIndex(embeddings, block_size=o["block_size"], col_block=o["col_block"],
-                          device=o["device"], slack=o["slack"])
+        return ExactIndex(
+            embeddings, block_size=o["block_size"], col_block=o["col_block"], device=o["device"], slack=o["slack"]
+        )
     if backend == "balltree":
-        return BallTreeIndex(embeddings, leaf_size=o["leaf_size"], block_size=o["block_size"],
-                             slack=o["slack"])
+        return BallTreeIndex(embeddings, leaf_size=o["leaf_size"], block_size=o["block_size"], slack=o["slack"])
     if backend == "sharded-balltree":
         from counterarg.retrieval.shards import ShardedBallTree
 
-        return ShardedBallTree(embeddings, shards=o["shards"], leaf_size=o["leaf_size"],
-                               block_size=o["block_size"], slack=o["slack"])
+        return ShardedBallTree(
+            embeddings, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"], slack=o["slack"]
+        )
     raise ValueError(f"unknown index backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
@@ -125,7 +125,14 @@ def make_index_pair(backend: str, first: Any, second: Any, **options: Any) -> tu
     from counterarg.retrieval.shards import ShardedBallTree
 
     o = _resolve_options(backend, options)
-    a = ShardedBallTree(first, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
-                        slack=o["slack"])
-    return a, ShardedBallTree(second, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"],
-                              slack=o["slack"], share_actors_of=a)
+    a = ShardedBallTree(
+        first, shards=o["shards"], leaf_size=o["leaf_size"], block_size=o["block_size"], slack=o["slack"]
+    )
+    return a, ShardedBallTree(
+        second,
+        shards=o["shards"],
+        leaf_size=o["leaf_size"],
+        block_size=o["block_size"],
+        slack=o["slack"],
+        share_actors_of=a,
+    )

@@ -11,7 +11,7 @@ caller needs to report ranks it already has (per-query significance tests, ``cou
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -48,8 +48,9 @@ def unseen_split(split: str) -> str:
     return f"{split}{UNSEEN_SUFFIX}"
 
 
-def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
-                 ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def view_metrics(
+    split: str, pools: Pools, ranks: dict[str, torch.Tensor], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Metrics of both views from per-query ranks: all queries (``{split}/...``) and, where the
     pools carry an unseen mask with at least one query, the unseen queries (``{split}_unseen/...``)."""
     out = metrics_from_ranks(split, ranks, ks)
@@ -59,9 +60,9 @@ def view_metrics(split: str, pools: Pools, ranks: dict[str, torch.Tensor],
     return out
 
 
-
-def format_table(metrics: dict[str, float], split: str, pools: Pools | None = None,
-                 ks: Sequence[int] = (1, 5, 10)) -> str:
+def format_table(
+    metrics: dict[str, float], split: str, pools: Pools | None = None, ks: Sequence[int] = (1, 5, 10)
+) -> str:
     """A text table: one row per evaluated task (plus ``mean``), columns acc@k, MRR, mean pool size
     (over the view's queries: ``split`` ``test_unseen`` averages over the unseen queries)."""
     names = [f"acc@{k}" for k in ks] + ["mrr"]

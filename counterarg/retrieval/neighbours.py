@@ -7,7 +7,8 @@ picks a backend by name.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,8 @@ def _exact_distances(data64: np.ndarray, q64: np.ndarray, ids: np.ndarray) -> np
     out = np.empty((r, kk), dtype=np.float64)  # [r, kk]
     step = max(1, _REFINE_ELEMS // max(1, kk * data64.shape[1]))
     for s in range(0, r, step):
-        diff = data64[ids[s:s + step]] - q64[s:s + step, None, :]  # [c, kk, d]
-        out[s:s + step] = np.einsum("ckd,ckd->ck", diff, diff)  # [c, kk]
+        diff = data64[ids[s : s + step]] - q64[s : s + step, None, :]  # [c, kk, d]
+        out[s : s + step] = np.einsum("ckd,ckd->ck", diff, diff)  # [c, kk]
     return out
 
 
@@ -70,8 +71,9 @@ def sort_rows(dist: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np
 SearchFn = Callable[[np.ndarray, int], "tuple[np.ndarray, np.ndarray]"]
 
 
-def canonical_query(search: SearchFn, data64: np.ndarray, q64: np.ndarray, k: int,
-                    slack: int, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+def canonical_query(
+    search: SearchFn, data64: np.ndarray, q64: np.ndarray, k: int, slack: int, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact top-k by (distance, id) from a backend's candidate search (see module doc).
 
     Returns distances [Q, min(k, N)] float64 and ids [Q, min(k, N)] int64.
@@ -115,8 +117,7 @@ class BallTreeIndex:
     sklearn's BallTree query is single-threaded; use ``sharded-balltree`` to spread it over cores.
     """
 
-    def __init__(self, embeddings: Any, leaf_size: int = 2, block_size: int = 4096,
-                 slack: int = 1, id_offset: int = 0):
+    def __init__(self, embeddings: Any, leaf_size: int = 2, block_size: int = 4096, slack: int = 1, id_offset: int = 0):
         self.leaf_size = int(leaf_size)
         self.block_size = int(block_size)
         self.slack = int(slack)
@@ -161,8 +162,9 @@ class ExactIndex:
     Threads: uses torch's intra-op pool as configured (``torch.set_num_threads``).
     """
 
-    def __init__(self, embeddings: Any, block_size: int = 4096, col_block: int = 16384,
-                 device: str = "cpu", slack: int = 8):
+    def __init__(
+        self, embeddings: Any, block_size: int = 4096, col_block: int = 16384, device: str = "cpu", slack: int = 8
+    ):
         self.block_size = int(block_size)
         self.col_block = int(col_block)
         self.device = device
@@ -185,7 +187,7 @@ class ExactIndex:
         self.xx = (self.x * self.x).sum(1)  # [N]
         self.xmax = float(np.sqrt(np.einsum("nd,nd->n", self.data, self.data).max()))
         tf32 = self.x.is_cuda and torch.backends.cuda.matmul.allow_tf32
-        self.eps = 2.0 ** -10 if tf32 else _EPS32  # TF32 matmuls keep a 10-bit mantissa
+        self.eps = 2.0**-10 if tf32 else _EPS32  # TF32 matmuls keep a 10-bit mantissa
 
     def _scores(self, qb, c0: int, c1: int):
         """``||x||^2 - 2 q.x`` for a query block against database rows [c0, c1). [b, c] float32.
@@ -197,13 +199,12 @@ class ExactIndex:
         import torch
 
         if self.x.is_cuda:
-            return torch.addmm(self.xx[c0:c1].unsqueeze(0), qb, self.x[c0:c1].T,
-                               beta=1.0, alpha=-2.0)  # [b, c]
+            return torch.addmm(self.xx[c0:c1].unsqueeze(0), qb, self.x[c0:c1].T, beta=1.0, alpha=-2.0)  # [b, c]
         b, c = qb.shape[0], c1 - c0
         assert self.x_np is not None  # the CPU copy exists whenever x is on the CPU
         if self._buf is None or self._buf.size < b * c:
             self._buf = np.empty(b * c, dtype=np.float32)
-        out = self._buf[:b * c].reshape(b, c)  # [b, c] C-contiguous view of the buffer
+        out = self._buf[: b * c].reshape(b, c)  # [b, c] C-contiguous view of the buffer
         np.matmul(qb.numpy(), self.x_np[c0:c1].T, out=out)  # [b, c] = q.x
         return torch.from_numpy(out).mul_(-2.0).add_(self.xx[c0:c1])  # [b, c], in place
 
@@ -225,8 +226,7 @@ class ExactIndex:
         grp = s.view(b, c // group, group)  # [b, G, g]
         _, gi = torch.topk(grp.amin(-1), kk, dim=1, largest=False, sorted=False)  # [b, kk]
         cand = torch.gather(grp, 1, gi.unsqueeze(-1).expand(b, kk, group))  # [b, kk, g]
-        v, j = torch.topk(cand.reshape(b, kk * group), kk, dim=1, largest=False,
-                          sorted=False)  # [b, kk]
+        v, j = torch.topk(cand.reshape(b, kk * group), kk, dim=1, largest=False, sorted=False)  # [b, kk]
         cols = torch.gather(gi, 1, j // group) * group + j % group  # [b, kk]
         return v, cols
 

@@ -83,24 +83,26 @@ class Pools:
             self.text = np.arange(2 * q, dtype=np.int64)
         self.text = np.asarray(self.text, dtype=np.int64)
         if self.text.shape != (2 * q,):
-            raise EvaluationError(f"split {self.split!r}: text codes must have shape [{2 * q}], "
-                                  f"got {tuple(self.text.shape)}")
+            raise EvaluationError(
+                f"split {self.split!r}: text codes must have shape [{2 * q}], got {tuple(self.text.shape)}"
+            )
         if self.unseen is not None:
             self.unseen = np.asarray(self.unseen, dtype=bool)
             if self.unseen.shape != (q,):
-                raise EvaluationError(f"split {self.split!r}: unseen mask must have shape [{q}], "
-                                      f"got {tuple(self.unseen.shape)}")
+                raise EvaluationError(
+                    f"split {self.split!r}: unseen mask must have shape [{q}], got {tuple(self.unseen.shape)}"
+                )
 
     # ------------------------------------------------------------------ texts
     @property
     def query_text(self) -> np.ndarray:
         """``[Q]`` text code of each query (its point)."""
-        return self.text[self.num_queries:]
+        return self.text[self.num_queries :]
 
     @property
     def true_text(self) -> np.ndarray:
         """``[Q]`` text code of each query's true counter."""
-        return self.text[:self.num_queries]
+        return self.text[: self.num_queries]
 
     def representatives(self, task: str) -> np.ndarray:
         """``[2Q]`` bool: the candidate is the first (lowest id) of its text within its pool group.
@@ -140,8 +142,8 @@ class Pools:
             m = max([2] + [len(r) for r in rows])
             out = np.empty((q, m), dtype=np.int64)
             for i, r in enumerate(rows):
-                out[i, :len(r)] = r
-                out[i, len(r):] = r[0]
+                out[i, : len(r)] = r
+                out[i, len(r) :] = r[0]
             self._memo["peers"] = out
         return self._memo["peers"]
 
@@ -153,16 +155,22 @@ class Pools:
         qt, ct = self.query_text, self.true_text
         counter_copy = counts[ct] - 1 - (qt == ct) > 0 if q else np.zeros(0, bool)
         query_copy = counts[qt] - 1 - (qt == ct) > 0 if q else np.zeros(0, bool)
-        return {"queries": q, "true_counter_copied": int(counter_copy.sum()),
-                "query_copied": int(query_copy.sum()), "either": int((counter_copy | query_copy).sum()),
-                "unseen": int(self.unseen.sum()) if self.unseen is not None else -1}
+        return {
+            "queries": q,
+            "true_counter_copied": int(counter_copy.sum()),
+            "query_copied": int(query_copy.sum()),
+            "either": int((counter_copy | query_copy).sum()),
+            "unseen": int(self.unseen.sum()) if self.unseen is not None else -1,
+        }
 
     def describe(self) -> str:
         """One line on the copies and the unseen view, printed when a split is evaluated."""
         c = self.copy_counts()
-        line = (f"{self.split}: {c['queries']} queries; {c['true_counter_copied']} have a verbatim copy of "
-                f"their true counter and {c['query_copied']} a copy of their own point among the split's "
-                f"candidates (each text counted once)")
+        line = (
+            f"{self.split}: {c['queries']} queries; {c['true_counter_copied']} have a verbatim copy of "
+            f"their true counter and {c['query_copied']} a copy of their own point among the split's "
+            f"candidates (each text counted once)"
+        )
         if c["unseen"] >= 0:
             line += f"; {c['unseen']} unseen (neither text occurs in training)"
         return line
@@ -179,8 +187,12 @@ class Pools:
             raise EvaluationError(f"unknown task {task!r}; known: {', '.join(task_names())}")
         rule = REGISTRY[task]
         none = np.full(self.num_queries, -1, dtype=np.int64)
-        group = {"debate_side": self.debate * 2 + self.side, "debate": self.debate, "theme": self.theme,
-                 "split": np.zeros(self.num_queries, dtype=np.int64)}[rule.scope]  # [Q]
+        group = {
+            "debate_side": self.debate * 2 + self.side,
+            "debate": self.debate,
+            "theme": self.theme,
+            "split": np.zeros(self.num_queries, dtype=np.int64),
+        }[rule.scope]  # [Q]
         if rule.points is None:
             points = none
         elif rule.points == "other_side":  # the own point is same-side: never in the pool
@@ -300,12 +312,13 @@ def query_digest(point_texts, counter_texts) -> np.ndarray:
 
     h = hashlib.sha256()
     for point, counter in zip(point_texts, counter_texts):
-        h.update(f"{len(point)}:{point}{len(counter)}:{counter}".encode("utf-8"))
+        h.update(f"{len(point)}:{point}{len(counter)}:{counter}".encode())
     return np.frombuffer(h.digest(), dtype=np.uint8).copy()
 
 
-def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None, counter_texts=None,
-                      unseen=None, queries=None) -> Pools:
+def pools_from_labels(
+    split: str, debates, sides, themes=None, point_texts=None, counter_texts=None, unseen=None, queries=None
+) -> Pools:
     """Pools from per-pair labels (debate key, side ``pro``/``con``, theme); ``themes`` defaults to
     the part of the debate key before ``/``. ``point_texts``/``counter_texts`` (any hashable per
     pair, e.g. the texts) decide which candidates are copies; without them all texts differ.
@@ -332,21 +345,28 @@ def pools_from_labels(split: str, debates, sides, themes=None, point_texts=None,
             raise EvaluationError(f"split {split!r}: give both point_texts and counter_texts, or neither")
         point_texts, counter_texts = list(point_texts), list(counter_texts)
         if not (len(point_texts) == len(counter_texts) == len(debates)):
-            raise EvaluationError(f"split {split!r}: {len(point_texts)} point texts and {len(counter_texts)} "
-                                  f"counter texts for {len(debates)} pairs")
+            raise EvaluationError(
+                f"split {split!r}: {len(point_texts)} point texts and {len(counter_texts)} "
+                f"counter texts for {len(debates)} pairs"
+            )
         text = _codes(counter_texts + point_texts)  # candidate order: counters, then points
-    return Pools(split=split, debate=deb, theme=_codes(themes),
-                 side=np.array([0 if s == "pro" else 1 for s in sides], dtype=np.int64),
-                 text=text if text is not None else np.arange(2 * len(debates), dtype=np.int64), unseen=unseen,
-                 queries=queries)
+    return Pools(
+        split=split,
+        debate=deb,
+        theme=_codes(themes),
+        side=np.array([0 if s == "pro" else 1 for s in sides], dtype=np.int64),
+        text=text if text is not None else np.arange(2 * len(debates), dtype=np.int64),
+        unseen=unseen,
+        queries=queries,
+    )
 
 
-def seen_texts(training: "Split | None") -> set[str] | None:
+def seen_texts(training: Split | None) -> set[str] | None:
     """Every text of the training split (points and counters, paired or not); None without one."""
     return None if training is None else {r.text for r in training.records}
 
 
-def build_pools(split: "Split", seen: set[str] | None = None) -> Pools:
+def build_pools(split: Split, seen: set[str] | None = None) -> Pools:
     """The eight tasks' pools for a corpus split (queries = ``split.pairs`` in order).
 
     Candidates are coded by their text (the copy rule above). With ``seen`` (the training split's
@@ -361,12 +381,19 @@ def build_pools(split: "Split", seen: set[str] | None = None) -> Pools:
     if seen is not None and split.name != "training":
         unseen = np.array([p.point.text not in seen and p.counter.text not in seen for p in split.pairs])
     points, counters = [p.point.text for p in split.pairs], [p.counter.text for p in split.pairs]
-    return pools_from_labels(split.name, [r.debate_key for r in pts], [r.side for r in pts],
-                             [r.theme for r in pts], points, counters, unseen=unseen,
-                             queries=query_digest(points, counters))
+    return pools_from_labels(
+        split.name,
+        [r.debate_key for r in pts],
+        [r.side for r in pts],
+        [r.theme for r in pts],
+        points,
+        counters,
+        unseen=unseen,
+        queries=query_digest(points, counters),
+    )
 
 
-def split_pools(corpus: "Corpus", split: str) -> Pools:
+def split_pools(corpus: Corpus, split: str) -> Pools:
     """The pools of ``corpus``'s split ``split`` with its unseen view (training's texts as ``seen``);
     a corpus without that split raises corpus.CorpusError naming the splits it has."""
     return build_pools(corpus.split(split), seen_texts(corpus.splits.get("training")))

@@ -24,8 +24,9 @@ compute (Config validation reads the names, and a command's ``--help`` loads no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .tasks import EvaluationError
 
@@ -88,10 +89,26 @@ def _fused(value: torch.Tensor, distance: torch.Tensor, weight: float) -> torch.
 
 
 register_scorer(Scorer("retrieval", doc="distance in the similarity space"))
-register_scorer(Scorer("rerank", needs_classifier=True, combine=lambda value, distance, weight: value,
-                       label="p(counter)", doc="the top rerank_k by the classifier's probability"))
-register_scorer(Scorer("fused", needs_classifier=True, log_odds=True, combine=_fused, picks_weight=True,
-                       label="fused_w * log-odds - distance", doc="the top rerank_k by fused_w * log-odds - distance"))
+register_scorer(
+    Scorer(
+        "rerank",
+        needs_classifier=True,
+        combine=lambda value, distance, weight: value,
+        label="p(counter)",
+        doc="the top rerank_k by the classifier's probability",
+    )
+)
+register_scorer(
+    Scorer(
+        "fused",
+        needs_classifier=True,
+        log_odds=True,
+        combine=_fused,
+        picks_weight=True,
+        label="fused_w * log-odds - distance",
+        doc="the top rerank_k by fused_w * log-odds - distance",
+    )
+)
 
 
 def classifier_values(logits: torch.Tensor, scorer: Scorer) -> torch.Tensor:
@@ -127,9 +144,7 @@ def as_tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.
     if t.ndim != 2:
         raise EvaluationError(f"split {split!r}: {name} must be 2-D [rows, dim], got shape {tuple(t.shape)}")
     if rows is not None and t.shape[0] != rows:
-        raise EvaluationError(
-            f"split {split!r}: {name} has {t.shape[0]} rows but the pools have {rows} queries"
-        )
+        raise EvaluationError(f"split {split!r}: {name} has {t.shape[0]} rows but the pools have {rows} queries")
     if not t.is_floating_point():
         t = t.float()
     if not bool(torch.isfinite(t).all()):
@@ -165,8 +180,9 @@ def row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor
     return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
 
 
-def pair_values(classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c,
-                chunk: int = 8192) -> torch.Tensor:
+def pair_values(
+    classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c, chunk: int = 8192
+) -> torch.Tensor:
     """The scorer's classifier value ``[M]`` (probability or log-odds, :func:`classifier_values`) of
     each (query, candidate) pair coded ``q * n_cand + c``, ``chunk`` pairs per classifier call."""
     import torch
@@ -174,21 +190,30 @@ def pair_values(classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: 
     out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
     with torch.no_grad():
         for start in range(0, keys.shape[0], chunk):
-            k = keys[start:start + chunk]  # [m]
+            k = keys[start : start + chunk]  # [m]
             qi, ci = k // n_cand, k % n_cand  # [m], [m]
             logits = torch.as_tensor(classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci]))  # [m, 2]
             if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
                 raise EvaluationError(
                     f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
                 )
-            out[start:start + k.shape[0]] = classifier_values(logits, scorer).to(out.device)
+            out[start : start + k.shape[0]] = classifier_values(logits, scorer).to(out.device)
     return out
 
 
 # --------------------------------------------------------------------------- one query
-def rank_candidates(query_sim, cand_sim, query_h=None, cand_h=None, classify: Classify | None = None,
-                    mode: str = "retrieval", metric: str = "l2", rerank_k: int = 10,
-                    k: int | None = None, fused_w: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def rank_candidates(
+    query_sim,
+    cand_sim,
+    query_h=None,
+    cand_h=None,
+    classify: Classify | None = None,
+    mode: str = "retrieval",
+    metric: str = "l2",
+    rerank_k: int = 10,
+    k: int | None = None,
+    fused_w: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Rank candidate counters for one argument (``counterarg rank``).
 
     ``query_sim [d]``, ``cand_sim [C, d]`` (``query_h [H]``, ``cand_h [C, H]`` and ``classify`` for

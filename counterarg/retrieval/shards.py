@@ -31,12 +31,13 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from counterarg.retrieval.neighbours import BallTreeIndex, as_float64, sort_rows, _check_queries
 from counterarg.ray_internals import loopback_only
+from counterarg.retrieval.neighbours import BallTreeIndex, _check_queries, as_float64, sort_rows
 
 
-def shard_bundles(shards: int, trial: dict[str, float] | None = None,
-                  cpu_per_shard: float = 1.0) -> list[dict[str, float]]:
+def shard_bundles(
+    shards: int, trial: dict[str, float] | None = None, cpu_per_shard: float = 1.0
+) -> list[dict[str, float]]:
     """Placement-group bundles for a trial that uses ``shards`` shard actors.
 
     ``[{"CPU": 1, **trial}, {"CPU": cpu_per_shard}, ... S times]``: bundle 0 is the trial itself
@@ -58,15 +59,17 @@ class ShardActor:
     def __init__(self) -> None:
         self.indexes: dict[str, BallTreeIndex] = {}  # one tree per database name (points, counters)
 
-    def build(self, name: str, data: np.ndarray, start: int, stop: int, leaf_size: int,
-              block_size: int, slack: int) -> float:
+    def build(
+        self, name: str, data: np.ndarray, start: int, stop: int, leaf_size: int, block_size: int, slack: int
+    ) -> float:
         """(Re)build tree ``name`` over rows [start, stop) of the shared database; returns seconds."""
         import time
 
         t = time.perf_counter()
         self.indexes.pop(name, None)  # release the previous epoch's object-store view first
-        self.indexes[name] = BallTreeIndex(data[start:stop], leaf_size=leaf_size, block_size=block_size,
-                                           slack=slack, id_offset=start)
+        self.indexes[name] = BallTreeIndex(
+            data[start:stop], leaf_size=leaf_size, block_size=block_size, slack=slack, id_offset=start
+        )
         return time.perf_counter() - t
 
     def query(self, name: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,15 +83,13 @@ class ShardActor:
     def where(self) -> dict[str, Any]:
         """Diagnostics: the node, placement group and pid this actor runs in."""
         ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "placement_group_id": ctx.get_placement_group_id(),
-                "pid": os.getpid()}
+        return {"node_id": ctx.get_node_id(), "placement_group_id": ctx.get_placement_group_id(), "pid": os.getpid()}
 
 
 LOOPBACK = "127.0.0.1"
 
 
-def ensure_ray(num_cpus: int | None = None, *, quiet: bool = True,
-               runtime_env: dict[str, Any] | None = None) -> bool:
+def ensure_ray(num_cpus: int | None = None, *, quiet: bool = True, runtime_env: dict[str, Any] | None = None) -> bool:
     """Start a new local Ray, unless Ray is initialised: the one way this project starts a local Ray.
 
     Never attaches to a cluster another process left running on this machine (``address="local"``),
@@ -118,8 +119,16 @@ class ShardedBallTree:
     Call :meth:`close` to kill the actors (Ray itself is left running).
     """
 
-    def __init__(self, embeddings: Any, shards: int = 2, leaf_size: int = 2,
-                 block_size: int = 4096, slack: int = 1, *, share_actors_of: "ShardedBallTree | None" = None):
+    def __init__(
+        self,
+        embeddings: Any,
+        shards: int = 2,
+        leaf_size: int = 2,
+        block_size: int = 4096,
+        slack: int = 1,
+        *,
+        share_actors_of: ShardedBallTree | None = None,
+    ):
         self.shards = int(shards)
         if self.shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
@@ -131,8 +140,7 @@ class ShardedBallTree:
             self.owns_actors = False
         else:
             self.started_ray = ensure_ray(num_cpus=max(self.shards, os.cpu_count() or 1))
-            self.actors = [ShardActor.options(**self._placement(i)).remote()
-                           for i in range(self.shards)]
+            self.actors = [ShardActor.options(**self._placement(i)).remote() for i in range(self.shards)]
             self.owns_actors = True
         self.name = f"tree-{id(self):x}"
         self._data_ref = None
@@ -148,11 +156,15 @@ class ShardedBallTree:
             raise RuntimeError(
                 f"sharded-balltree with shards={self.shards} runs inside a placement group with "
                 f"{len(pg.bundle_specs)} bundle(s); it needs {self.shards + 1} "
-                f"(build the trial's PlacementGroupFactory from shard_bundles({self.shards}))")
+                f"(build the trial's PlacementGroupFactory from shard_bundles({self.shards}))"
+            )
         cpus = float(pg.bundle_specs[i + 1].get("CPU", 1))  # exactly what the bundle reserves
-        return {"num_cpus": cpus, "scheduling_strategy": PlacementGroupSchedulingStrategy(
-            placement_group=pg, placement_group_bundle_index=i + 1,
-            placement_group_capture_child_tasks=False)}
+        return {
+            "num_cpus": cpus,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                placement_group=pg, placement_group_bundle_index=i + 1, placement_group_capture_child_tasks=False
+            ),
+        }
 
     def rebuild(self, embeddings: Any) -> None:
         """Rebuild every shard's tree over new embeddings [N, d], in parallel, reusing actors."""
@@ -161,17 +173,22 @@ class ShardedBallTree:
         bounds = np.linspace(0, self.n, self.shards + 1).round().astype(int)
         self.ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
         self._data_ref = ray.put(data)
-        self.build_times = ray.get([
-            actor.build.remote(self.name, self._data_ref, a, b, self.leaf_size, self.block_size, self.slack)
-            for actor, (a, b) in zip(self.actors, self.ranges) if b > a])
+        self.build_times = ray.get(
+            [
+                actor.build.remote(self.name, self._data_ref, a, b, self.leaf_size, self.block_size, self.slack)
+                for actor, (a, b) in zip(self.actors, self.ranges)
+                if b > a
+            ]
+        )
 
     def query(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact global top-k: distances [Q, min(k, N)] float64, ids [Q, min(k, N)] int64."""
         q = _check_queries(queries, self.dim, k)
         k = min(int(k), self.n)
         q_ref = ray.put(q)
-        parts = ray.get([actor.query.remote(self.name, q_ref, k)
-                         for actor, (a, b) in zip(self.actors, self.ranges) if b > a])
+        parts = ray.get(
+            [actor.query.remote(self.name, q_ref, k) for actor, (a, b) in zip(self.actors, self.ranges) if b > a]
+        )
         dist = np.concatenate([d for d, _ in parts], axis=1)  # [Q, sum of per-shard k]
         ids = np.concatenate([i for _, i in parts], axis=1)  # [Q, sum of per-shard k]
         return sort_rows(dist, ids, k)  # [Q, k] each
@@ -196,5 +213,4 @@ class ShardedBallTree:
             if self.actors and ray.is_initialized():
                 self.close()
         except Exception as e:  # noqa: BLE001 - at interpreter exit Ray may be half torn down; say so
-            print(f"[index] shard actors of {getattr(self, 'name', '?')} not released at exit: {e!r}",
-                  file=sys.stderr)
+            print(f"[index] shard actors of {getattr(self, 'name', '?')} not released at exit: {e!r}", file=sys.stderr)

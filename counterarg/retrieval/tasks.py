@@ -75,11 +75,16 @@ def register_task(task: Task) -> Task:
     global TASKS
     if task.name in REGISTRY:
         raise EvaluationError(f"task {task.name!r} exists already")
-    if task.scope not in SCOPES or task.points not in (None, "group", "other_side") or (
-            task.points == "other_side" and task.scope != "debate_side"):
-        raise EvaluationError(f"task {task.name!r}: scope must be one of {', '.join(SCOPES)} and points "
-                              f"None, 'group' or 'other_side' (with scope debate_side); got {task.scope!r}, "
-                              f"{task.points!r}")
+    if (
+        task.scope not in SCOPES
+        or task.points not in (None, "group", "other_side")
+        or (task.points == "other_side" and task.scope != "debate_side")
+    ):
+        raise EvaluationError(
+            f"task {task.name!r}: scope must be one of {', '.join(SCOPES)} and points "
+            f"None, 'group' or 'other_side' (with scope debate_side); got {task.scope!r}, "
+            f"{task.points!r}"
+        )
     REGISTRY[task.name] = task
     TASKS = tuple(REGISTRY)
     return task

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def batch_order(n: int, batch_size: int, rng: np.random.Generator, *, lengths: np.ndarray | None = None,
-                buckets: int = 0) -> np.ndarray:
+def batch_order(
+    n: int, batch_size: int, rng: np.random.Generator, *, lengths: np.ndarray | None = None, buckets: int = 0
+) -> np.ndarray:
     """An epoch's training batches as row indices [n // batch_size, batch_size] (the rest dropped).
 
     ``buckets=0``: one random permutation cut in order (exactly the draws training made before
@@ -28,8 +29,9 @@ def batch_order(n: int, batch_size: int, rng: np.random.Generator, *, lengths: n
     if not buckets:
         return perm.reshape(steps, batch_size)
     if lengths is None or len(lengths) != n:
-        raise ValueError(f"length buckets need one length per row ({n}), got "
-                         f"{None if lengths is None else len(lengths)}")
+        raise ValueError(
+            f"length buckets need one length per row ({n}), got {None if lengths is None else len(lengths)}"
+        )
     span = buckets * batch_size
     lengths = np.asarray(lengths)
     spans = [perm[s : s + span] for s in range(0, len(perm), span)]

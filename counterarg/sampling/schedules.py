@@ -16,8 +16,9 @@ the Config fields a schedule reads carry the ``schedule`` role there (``config.f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -42,12 +43,12 @@ class Schedule:
     """
 
     name: str
-    rate: Callable[["Config", int], float]
+    rate: Callable[[Config, int], float]
     fields: tuple[str, ...] = ()
     strategy: Mapping[str, Any] = field(default_factory=dict)
     short: tuple[str, ...] = ()
     sep: str = "-"
-    check: Callable[["Config"], str | None] | None = None
+    check: Callable[[Config], str | None] | None = None
     default: bool = False
     doc: str = ""
 
@@ -77,7 +78,7 @@ def get(name: str) -> Schedule:
         raise ValueError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}") from None
 
 
-def random_rate(config: "Config", epoch: int) -> float:
+def random_rate(config: Config, epoch: int) -> float:
     """The random_rate for ``epoch`` (0-based) under ``config``'s schedule, always within [0, 1]."""
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
@@ -106,55 +107,93 @@ def format_value(v: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- the schedules
-def _fixed(c: "Config", epoch: int) -> float:
+def _fixed(c: Config, epoch: int) -> float:
     return c.rate
 
 
-def _random(c: "Config", epoch: int) -> float:
+def _random(c: Config, epoch: int) -> float:
     return 1.0
 
 
-def _decay(c: "Config", epoch: int) -> float:  # the reference implementation's 0.8 - 0.02 * epoch, floored
+def _decay(c: Config, epoch: int) -> float:  # the reference implementation's 0.8 - 0.02 * epoch, floored
     return max(c.rate_floor, c.rate_start - c.rate_step * epoch)
 
 
-def _cosine(c: "Config", epoch: int) -> float:  # half a cosine from rate_start down to rate_floor
+def _cosine(c: Config, epoch: int) -> float:  # half a cosine from rate_start down to rate_floor
     period = c.rate_period or c.epochs
     t = min(epoch, period) / period
     return c.rate_floor + 0.5 * (c.rate_start - c.rate_floor) * (1 + math.cos(math.pi * t))
 
 
-def _step(c: "Config", epoch: int) -> float:  # multiply by rate_gamma every rate_every epochs, floored
+def _step(c: Config, epoch: int) -> float:  # multiply by rate_gamma every rate_every epochs, floored
     return max(c.rate_floor, c.rate_start * c.rate_gamma ** (epoch // c.rate_every))
 
 
-def _table(c: "Config", epoch: int) -> float:  # an explicit per-epoch list; the last value holds
+def _table(c: Config, epoch: int) -> float:  # an explicit per-epoch list; the last value holds
     return c.rate_table[min(epoch, len(c.rate_table) - 1)]
 
 
-def _check_table(c: "Config") -> str | None:
+def _check_table(c: Config) -> str | None:
     if not c.rate_table:
-        return ("rate_table must list at least one rate for schedule=table, e.g. "
-                "--set rate_table=0.8,0.6,0.4")
+        return "rate_table must list at least one rate for schedule=table, e.g. --set rate_table=0.8,0.6,0.4"
     return None
 
 
-FIXED = register(Schedule("fixed", _fixed, fields=("rate",), strategy={"rate": 0.8}, short=("rate",),
-                          default=True, doc="`rate` every epoch"))
-DECAY = register(Schedule("decay", _decay, fields=("rate_start", "rate_step", "rate_floor"),
-                          strategy={"rate_start": 0.8, "rate_step": 0.02}, short=("rate_start", "rate_step"),
-                          default=True, doc="`rate_start` - `rate_step` x epoch, floored at `rate_floor`"))
+FIXED = register(
+    Schedule(
+        "fixed",
+        _fixed,
+        fields=("rate",),
+        strategy={"rate": 0.8},
+        short=("rate",),
+        default=True,
+        doc="`rate` every epoch",
+    )
+)
+DECAY = register(
+    Schedule(
+        "decay",
+        _decay,
+        fields=("rate_start", "rate_step", "rate_floor"),
+        strategy={"rate_start": 0.8, "rate_step": 0.02},
+        short=("rate_start", "rate_step"),
+        default=True,
+        doc="`rate_start` - `rate_step` x epoch, floored at `rate_floor`",
+    )
+)
 RANDOM = register(Schedule("random", _random, default=True, doc="1.0: every negative random"))
-COSINE = register(Schedule("cosine", _cosine, fields=("rate_start", "rate_floor", "rate_period"),
-                           strategy={"rate_start": 0.8, "rate_floor": 0.0}, short=("rate_start", "rate_floor"),
-                           doc="half a cosine from `rate_start` to `rate_floor` over `rate_period` epochs"))
-STEP = register(Schedule("step", _step, fields=("rate_start", "rate_every", "rate_gamma", "rate_floor"),
-                         strategy={"rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
-                         short=("rate_start", "rate_gamma", "rate_every"), sep="/",
-                         doc="`rate_start` x `rate_gamma` every `rate_every` epochs, floored"))
-TABLE = register(Schedule("table", _table, fields=("rate_table",), strategy={"rate_table": (0.8, 0.6, 0.4)},
-                          short=("rate_table",), check=_check_table,
-                          doc="`rate_table[epoch]`; a table shorter than `epochs` holds its last value"))
+COSINE = register(
+    Schedule(
+        "cosine",
+        _cosine,
+        fields=("rate_start", "rate_floor", "rate_period"),
+        strategy={"rate_start": 0.8, "rate_floor": 0.0},
+        short=("rate_start", "rate_floor"),
+        doc="half a cosine from `rate_start` to `rate_floor` over `rate_period` epochs",
+    )
+)
+STEP = register(
+    Schedule(
+        "step",
+        _step,
+        fields=("rate_start", "rate_every", "rate_gamma", "rate_floor"),
+        strategy={"rate_start": 0.8, "rate_every": 5, "rate_gamma": 0.5},
+        short=("rate_start", "rate_gamma", "rate_every"),
+        sep="/",
+        doc="`rate_start` x `rate_gamma` every `rate_every` epochs, floored",
+    )
+)
+TABLE = register(
+    Schedule(
+        "table",
+        _table,
+        fields=("rate_table",),
+        strategy={"rate_table": (0.8, 0.6, 0.4)},
+        short=("rate_table",),
+        check=_check_table,
+        doc="`rate_table[epoch]`; a table shorter than `epochs` holds its last value",
+    )
+)
 
 #: Config's default schedule (the default recipe mines every negative: fixed at rate 0), and the
 #: reference implementation's (decay from 0.8)

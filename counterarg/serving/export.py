@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
-from ..model.biencoder import BiEncoder
 from ..core.paths import portable_command, portable_path
+from ..model.biencoder import BiEncoder
 from ..retrieval.scorers import METRICS, get_scorer
 
 #: eval_metric -> the sentence-transformers SimilarityFunction that ranks alike, declared in the
@@ -51,8 +51,15 @@ def _modules(tm: BiEncoder, hf_dir: Path) -> list:
     if cfg.pooling == "pooler":
         mods.append(Pooling(tm.hidden, pooling_mode="cls"))
         pooler = tm.encoder.pooler.dense
-        mods.append(Dense(tm.hidden, tm.hidden, activation_function=torch.nn.Tanh(),
-                          init_weight=pooler.weight.detach().cpu().clone(), init_bias=pooler.bias.detach().cpu().clone()))
+        mods.append(
+            Dense(
+                tm.hidden,
+                tm.hidden,
+                activation_function=torch.nn.Tanh(),
+                init_weight=pooler.weight.detach().cpu().clone(),
+                init_bias=pooler.bias.detach().cpu().clone(),
+            )
+        )
     else:
         mods.append(Pooling(tm.hidden, pooling_mode=cfg.pooling))
     w, b = tm.similarity_as_affine()
@@ -99,8 +106,10 @@ def _similarity_caveat(cfg) -> str:
     by distance alone, as retrieval does)."""
     if not get_scorer(cfg.eval_mode).needs_classifier:
         return ", this model's own scoring"
-    return (f"; this model scores with eval_mode={cfg.eval_mode}, which also reorders the top {cfg.rerank_k} by "
-            "the pair classifier below")
+    return (
+        f"; this model scores with eval_mode={cfg.eval_mode}, which also reorders the top {cfg.rerank_k} by "
+        "the pair classifier below"
+    )
 
 
 def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
@@ -110,44 +119,70 @@ def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
     best = _best(tm.history, cfg.select_metric)
     encoder = portable_path(cfg.encoder) if Path(cfg.encoder).expanduser().exists() else cfg.encoder
     corpus = Path(cfg.corpus).name if cfg.corpus else "generated demo corpus"
-    lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
-             "tags: [counterargument-retrieval, argument-mining, counterarg]", "---", "",
-             "# Counterargument retrieval model (counterarg)", "",
-             f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
-             f"distance in a {tm.heads.sim_dim}-d similarity space; `model.similarity()` uses "
-             f"{SIMILARITY_FN[cfg.eval_metric]}, ranking as `counterarg rank` does with eval_mode=retrieval"
-             f"{_similarity_caveat(cfg)}). Base encoder: `{encoder}` "
-             f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
-             f"`counterarg` project (schedule {cfg.schedule}, seed {cfg.seed}): "
-             f"{_training_sentence(tm, run_history(tm, checkpoint))}.", "",
-             "```python", "from sentence_transformers import SentenceTransformer",
-             "model = SentenceTransformer(\"PATH/TO/THIS/FOLDER\")",
-             "s = model.encode([\"An argument ...\", \"A candidate counter ...\"])  # similarity-space embeddings",
-             "```", "",
-             "The pair classifier (`pair_classifier.safetensors`, `Linear(3*sim_dim + 3*H, 2)` over "
-             "`[s_p, s_c, |s_p-s_c|, h_p, h_c, |h_p-h_c|]`, softmax column 1 = \"is the counter\") is kept "
-             "beside the encoder for reranking; `counterarg_config.json` is the resolved training config.", "",
-             "## Training data", "",
-             f"ArguAna Counterargs corpus (`{corpus}`), its training split; model "
-             f"selection on validation by `{cfg.select_metric}`. Cite:", "", "```bibtex", CITATION, "```", ""]
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [counterargument-retrieval, argument-mining, counterarg]",
+        "---",
+        "",
+        "# Counterargument retrieval model (counterarg)",
+        "",
+        f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
+        f"distance in a {tm.heads.sim_dim}-d similarity space; `model.similarity()` uses "
+        f"{SIMILARITY_FN[cfg.eval_metric]}, ranking as `counterarg rank` does with eval_mode=retrieval"
+        f"{_similarity_caveat(cfg)}). Base encoder: `{encoder}` "
+        f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
+        f"`counterarg` project (schedule {cfg.schedule}, seed {cfg.seed}): "
+        f"{_training_sentence(tm, run_history(tm, checkpoint))}.",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        'model = SentenceTransformer("PATH/TO/THIS/FOLDER")',
+        's = model.encode(["An argument ...", "A candidate counter ..."])  # similarity-space embeddings',
+        "```",
+        "",
+        "The pair classifier (`pair_classifier.safetensors`, `Linear(3*sim_dim + 3*H, 2)` over "
+        '`[s_p, s_c, |s_p-s_c|, h_p, h_c, |h_p-h_c|]`, softmax column 1 = "is the counter") is kept '
+        "beside the encoder for reranking; `counterarg_config.json` is the resolved training config.",
+        "",
+        "## Training data",
+        "",
+        f"ArguAna Counterargs corpus (`{corpus}`), its training split; model "
+        f"selection on validation by `{cfg.select_metric}`. Cite:",
+        "",
+        "```bibtex",
+        CITATION,
+        "```",
+        "",
+    ]
     if best is not None:
         from ..retrieval.metrics import unseen_split
         from ..retrieval.tasks import task_names
 
         columns = (*task_names(), "mean")
-        lines += [f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)", "",
-                  "| split | view | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        lines += [
+            f"## Metrics (acc@1 at the best epoch, {int(best['epoch'])}; each distinct text counted once)",
+            "",
+            "| split | view | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
         for split in ("validation", "test"):
             for view, prefix in (("all", split), ("unseen", unseen_split(split))):
                 keys = [f"{prefix}/{t}/acc@1" for t in columns]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
         weight = f" (fused_w {tm.scoring_weight():g}, the model's)" if tm.scorer.picks_weight else ""
-        how = (f"scored with eval_mode={cfg.eval_mode}{weight}, {cfg.eval_metric} distance; "
-               "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the "
-               "classifier")
-        lines += ["", "\"unseen\": queries whose point and counter texts occur nowhere in the training split; "
-                  f"{how}.", ""]
+        how = (
+            f"scored with eval_mode={cfg.eval_mode}{weight}, {cfg.eval_metric} distance; "
+            "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the "
+            "classifier"
+        )
+        lines += [
+            "",
+            f'"unseen": queries whose point and counter texts occur nowhere in the training split; {how}.',
+            "",
+        ]
     lines += ["## Made by", "", f"`{command}` from the checkpoint `{portable_path(checkpoint)}`.", ""]
     return "\n".join(lines)
 
@@ -167,7 +202,7 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise ConfigError("counterarg export needs sentence-transformers: pip install -e \".[export]\"") from None
+        raise ConfigError('counterarg export needs sentence-transformers: pip install -e ".[export]"') from None
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
@@ -175,12 +210,17 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
 
     def fill(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as hf_dir:
-            st = SentenceTransformer(modules=_modules(tm, Path(hf_dir)), device="cpu",
-                                     similarity_fn_name=SIMILARITY_FN[tm.config.eval_metric])
+            st = SentenceTransformer(
+                modules=_modules(tm, Path(hf_dir)),
+                device="cpu",
+                similarity_fn_name=SIMILARITY_FN[tm.config.eval_metric],
+            )
             st.save(str(tmp))
         clf = tm.heads.classifier
-        save_file({"weight": clf.weight.detach().cpu().contiguous(), "bias": clf.bias.detach().cpu().contiguous()},
-                  str(tmp / "pair_classifier.safetensors"))
+        save_file(
+            {"weight": clf.weight.detach().cpu().contiguous(), "bias": clf.bias.detach().cpu().contiguous()},
+            str(tmp / "pair_classifier.safetensors"),
+        )
         (tmp / "counterarg_config.json").write_text(json.dumps(tm.config.to_dict(), indent=2, sort_keys=True) + "\n")
         made_by = portable_command(["counterarg", "export", "--checkpoint", str(checkpoint), "--out", str(out)])
         (tmp / "README.md").write_text(model_card(tm, checkpoint, command or made_by))

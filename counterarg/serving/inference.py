@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..model.biencoder import BiEncoder
 
 
-def cached_pooled(tm: "BiEncoder", corpus, texts: list[str]) -> torch.Tensor | None:
+def cached_pooled(tm: BiEncoder, corpus, texts: list[str]) -> torch.Tensor | None:
     """``h [C, H]`` of ``texts`` (texts of ``corpus``) from the pooled-feature cache training built,
     when the checkpoint's encoder is frozen (``finetune=none``: its pooled output is exactly what
     training cached) and that cache is built; else None (then the texts must be encoded).
@@ -44,8 +44,9 @@ def cached_pooled(tm: "BiEncoder", corpus, texts: list[str]) -> torch.Tensor | N
     return torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).to(tm.device)
 
 
-def candidate_embeddings(tm: "BiEncoder", texts: list[str], *, progress: bool = True,
-                         cache_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def candidate_embeddings(
+    tm: BiEncoder, texts: list[str], *, progress: bool = True, cache_dir: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(h [C, H], s [C, sim_dim], from_cache)`` of candidate texts, cached by content.
 
     The key is the checkpoint's weights (sha256 of its state file) and the texts themselves, so a
@@ -57,8 +58,8 @@ def candidate_embeddings(tm: "BiEncoder", texts: list[str], *, progress: bool = 
     """
     import hashlib
 
-    from ..data.feature_cache import load_or_build
     from ..core.io import DiskFullError, cache_root
+    from ..data.feature_cache import load_or_build
 
     h = hashlib.sha256(tm.fingerprint().encode())
     for t in texts:
@@ -76,12 +77,13 @@ def candidate_embeddings(tm: "BiEncoder", texts: list[str], *, progress: bool = 
         want = {"h": (len(texts), tm.hidden), "s": (len(texts), tm.heads.sim_dim)}
         got = {k: tuple(arrays[k].shape) if k in arrays else None for k in want}
         bad = [f"{k}.npy has shape {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
-        bad += [f"{k}.npy is {arrays[k].dtype}, not float32" for k in want if k in arrays and arrays[k].dtype != np.float32]
+        bad += [
+            f"{k}.npy is {arrays[k].dtype}, not float32" for k in want if k in arrays and arrays[k].dtype != np.float32
+        ]
         return "; ".join(bad) or None
 
     try:
-        arrays = load_or_build(folder, {"kind": "rank", "n_texts": len(texts)}, build, check,
-                               what="candidate cache")
+        arrays = load_or_build(folder, {"kind": "rank", "n_texts": len(texts)}, build, check, what="candidate cache")
     except DiskFullError as e:
         if not encoded:
             raise

@@ -19,17 +19,18 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..config import Config, ConfigError, parse_assignments
-from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
-from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_disk_full
-from ..core.paths import runnable_path, shell_path
-from ..sampling.schedules import SCHEDULES
 from ..analysis.methods import METHODS, parse_methods, slug
 from ..analysis.trials import best_per_group, overhead
+from ..config import Config, ConfigError, parse_assignments
+from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_disk_full
+from ..core.paths import runnable_path, shell_path
+from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
+from ..sampling.schedules import SCHEDULES
 
 if TYPE_CHECKING:
     from .runner import Sweep, SweepResult
@@ -74,10 +75,15 @@ def method_arg(text: str) -> str:
 
 def add_methods_arg(p) -> None:
     """``--methods reference,recipe``: the methods every strategy is crossed with (default: all)."""
-    p.add_argument("--methods", type=methods_arg, default=list(METHODS), metavar="NAME,...",
-                   help="methods each strategy trains with, comma-separated: "
-                        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
-                        + f" (default: {','.join(METHODS)})")
+    p.add_argument(
+        "--methods",
+        type=methods_arg,
+        default=list(METHODS),
+        metavar="NAME,...",
+        help="methods each strategy trains with, comma-separated: "
+        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
+        + f" (default: {','.join(METHODS)})",
+    )
 
 
 def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0") -> None:
@@ -90,37 +96,77 @@ def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0")
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help=f"encoder folder or name (default: {defaults.encoder}, embedded)")
     p.add_argument("--epochs", type=int_at_least(1), help=f"epochs per trial, >= 1 (default: {defaults.epochs})")
-    p.add_argument("--seeds", type=seeds_arg, default=None, metavar="N,...",
-                   help=f"comma-separated integer seeds in [0, {MAX_SEED}], each once, e.g. 0,1,2 (default: {seeds})")
-    p.add_argument("--storage", default=None,
-                   help="experiment root: path or URI (file://, s3://, gs://) (default: results/)")
-    p.add_argument("--name", default=None,
-                   help="experiment name (folder under --storage; default: a fresh <script>_<date>_<time> per run, "
-                        "<script>_smoke_... with --smoke-test)")
-    p.add_argument("--address", default=None,
-                   help="join a Ray cluster ('auto' or host:port) (default: a fresh local Ray bound to 127.0.0.1)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue <storage>/<name>: finished trials kept, unfinished continue "
-                        "from their last epoch, errored ones too (an error if there is nothing to resume)")
-    p.add_argument("--smoke-test", action="store_true",
-                   help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check")
-    p.add_argument("--cpus-per-trial", type=number_at_least(1), default=1,
-                   help="CPUs per trial, >= 1 and at most what the machine/cluster has")
-    p.add_argument("--gpus-per-trial", type=number_at_least(0), default=0,
-                   help="GPUs per trial, >= 0; a fraction such as 0.5 lets two trials share one GPU")
-    p.add_argument("--num-cpus", type=int_at_least(1, os.cpu_count() or 1), default=None,
-                   help=f"CPUs for a local Ray, at most this machine's {os.cpu_count() or 1} (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any Config field for every trial (repeatable; default: none)")
+    p.add_argument(
+        "--seeds",
+        type=seeds_arg,
+        default=None,
+        metavar="N,...",
+        help=f"comma-separated integer seeds in [0, {MAX_SEED}], each once, e.g. 0,1,2 (default: {seeds})",
+    )
+    p.add_argument(
+        "--storage", default=None, help="experiment root: path or URI (file://, s3://, gs://) (default: results/)"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="experiment name (folder under --storage; default: a fresh <script>_<date>_<time> per run, "
+        "<script>_smoke_... with --smoke-test)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join a Ray cluster ('auto' or host:port) (default: a fresh local Ray bound to 127.0.0.1)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue <storage>/<name>: finished trials kept, unfinished continue "
+        "from their last epoch, errored ones too (an error if there is nothing to resume)",
+    )
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="demo corpus, tiny random BERT, 2 epochs, 1 seed: a fast end-to-end check",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=number_at_least(1),
+        default=1,
+        help="CPUs per trial, >= 1 and at most what the machine/cluster has",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=number_at_least(0),
+        default=0,
+        help="GPUs per trial, >= 0; a fraction such as 0.5 lets two trials share one GPU",
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=int_at_least(1, os.cpu_count() or 1),
+        default=None,
+        help=f"CPUs for a local Ray, at most this machine's {os.cpu_count() or 1} (default: all)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any Config field for every trial (repeatable; default: none)",
+    )
 
 
 def add_strategies_arg(p) -> None:
     """``--strategies``: the strategies crossed with every ``--methods`` by the scripts that compare
     them (parsed by :func:`counterarg.sweep.spaces.method_strategies`)."""
-    p.add_argument("--strategies", default=None,
-                   help="strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
-                        "names: " + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
-                        + " (default: each method's main-job list)")
+    p.add_argument(
+        "--strategies",
+        default=None,
+        help="strategies separated by ';', each NAME[:FIELD=V,...], crossed with every --methods; "
+        "names: "
+        + "; ".join(f"{n} = {s.doc.replace('`', '')}" for n, s in SCHEDULES.items())
+        + " (default: each method's main-job list)",
+    )
 
 
 def sweep_name(args, script: str) -> str:
@@ -168,8 +214,9 @@ def _own_folder(folder: Path) -> None:
     """Refuse a folder another user owns or may write (its weights would be loaded as ours)."""
     st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise ConfigError(f"{folder} is not a folder owned by you and writable only by you; "
-                          "remove it (the smoke test makes it again)")
+        raise ConfigError(
+            f"{folder} is not a folder owned by you and writable only by you; remove it (the smoke test makes it again)"
+        )
 
 
 def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -184,8 +231,7 @@ def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any]
             folder.mkdir(mode=0o700)
         from ..nn.testing import make_tiny_encoder
 
-        base.update(encoder=make_tiny_encoder(folder), epochs=2, corpus=None, max_length=64,
-                    device="cpu")
+        base.update(encoder=make_tiny_encoder(folder), epochs=2, corpus=None, max_length=64, device="cpu")
     for k in ("corpus", "encoder", "epochs"):
         v = getattr(args, k)
         if v is not None:
@@ -273,10 +319,12 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
     q, out = shell_path(r["best_checkpoint"]), shell_path(export_folder(sweep_dir, top))
     corpus_arg = f" --corpus {shlex.quote(str(corpus))}" if corpus else ""
     what = "the selected configuration" if searched else "the best of them"
-    lines += [f"Use {what}, {top} (the others likewise):",
-              f"  counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
-              f"  counterarg rank --checkpoint {q} --text \"Your argument ...\" --k 5",
-              f"  counterarg export --checkpoint {q} --out {out}"]
+    lines += [
+        f"Use {what}, {top} (the others likewise):",
+        f"  counterarg evaluate --checkpoint {q}{corpus_arg} --split test",
+        f'  counterarg rank --checkpoint {q} --text "Your argument ..." --k 5',
+        f"  counterarg export --checkpoint {q} --out {out}",
+    ]
     return "\n".join(lines)
 
 
@@ -288,14 +336,13 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     Setup errors (a locked or missing experiment, a cut state file, more CPUs than there are)
     raise their named error for :func:`usage_errors`; use :func:`exit_code` for the result.
     """
-    from .runner import local_experiment_dir, run_sweep, storage_uri, tensorboard_command
     from ..analysis.summary import console_table
+    from .runner import local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 
     storage = storage_uri(args.storage)
     resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:
-        result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume,
-                           num_cpus=args.num_cpus)
+        result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume, num_cpus=args.num_cpus)
     except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own graceful stop
         print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
         raise SystemExit(130) from None
@@ -303,8 +350,10 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
         where = Path(local_experiment_dir(storage, sweep.name) or storage)
         if not is_disk_full(e, where):
             raise
-        err = disk_full_error(where, "every finished epoch's checkpoint and the experiment state already "
-                                     f"written; resume with: {resume_cmd}")
+        err = disk_full_error(
+            where,
+            f"every finished epoch's checkpoint and the experiment state already written; resume with: {resume_cmd}",
+        )
         print(f"[sweep] error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
     if finish is not None:
@@ -318,24 +367,38 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     ov = overhead(result.rows)["overhead"]
     sessions = getattr(result, "sessions", 1)
     this = result.session_s if getattr(result, "session_s", None) is not None else result.wall_s
-    took = f"{result.wall_s / 60:.1f} min" + (f" over {sessions} sessions (this one {this / 60:.1f} min)"
-                                              if sessions > 1 else "")
-    print(f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {took}"
-          + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else ""))
+    took = f"{result.wall_s / 60:.1f} min" + (
+        f" over {sessions} sessions (this one {this / 60:.1f} min)" if sessions > 1 else ""
+    )
+    print(
+        f"{len(result.records)} trials ({n_err} errored, {n_open} unfinished) in {took}"
+        + (f"; {100 * ov:.1f}% of trial time spent in Ray, outside training" if ov is not None else "")
+    )
     where = result.summary_at if result.remote is not None else runnable_path(result.local_dir)
     print(f"Summary: {where}/summary.md, summary.csv, significance.csv, *.png")
     print(f"TensorBoard: {tensorboard_command(storage, sweep.name)}")
-    print(best_commands(result.rows, sweep, getattr(args, "corpus", None),
-                        Path(sweep.name) if result.remote is not None else result.local_dir))
+    print(
+        best_commands(
+            result.rows,
+            sweep,
+            getattr(args, "corpus", None),
+            Path(sweep.name) if result.remote is not None else result.local_dir,
+        )
+    )
     errored = [r for r in result.records if r.ended == "error"]
     if errored:
-        print(f"{len(errored)} trial(s) errored; `--resume` continues them from their last checkpoint:", file=sys.stderr)
+        print(
+            f"{len(errored)} trial(s) errored; `--resume` continues them from their last checkpoint:", file=sys.stderr
+        )
         for r in errored:
             print(f"  {r.trial_id}: {r.error}", file=sys.stderr)
     unfinished = [r for r in result.records if not r.finished and r.ended != "error"]
     if unfinished:  # Ctrl-C: Tune stopped the trials and saved its state
-        print(f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
-              f"above covers what ran). Resume with:\n  {resume_cmd}", file=sys.stderr)
+        print(
+            f"[sweep] interrupted: {len(unfinished)} of {len(result.records)} trials unfinished (the summary "
+            f"above covers what ran). Resume with:\n  {resume_cmd}",
+            file=sys.stderr,
+        )
     return result
 
 

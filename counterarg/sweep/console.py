@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from ray.tune import ProgressReporter
 
-from ..config import SEED, Config, ConfigError, fields_with
 from ..analysis.methods import label_of
 from ..analysis.search_summary import short_value
 from ..analysis.trials import DEFAULT_MODE
+from ..config import SEED, Config, ConfigError, fields_with
 from ..evaluation.selection import beats
 from ..ray_internals import RESTORE_LOGGER, STORAGE_LOGGERS
 
@@ -31,15 +31,23 @@ class SweepReporter(ProgressReporter):
 
     ENDED = ("terminated", "error")
 
-    def __init__(self, metric: str, mode: str = DEFAULT_MODE, every_s: float = 60.0, fields: Sequence[str] = (),
-                 min_s: float = 10.0, clock=time.time):
+    def __init__(
+        self,
+        metric: str,
+        mode: str = DEFAULT_MODE,
+        every_s: float = 60.0,
+        fields: Sequence[str] = (),
+        min_s: float = 10.0,
+        clock=time.time,
+    ):
         self.metric, self.mode, self.every_s, self.min_s = metric, mode, every_s, min_s
         self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own place
         self.clock = clock
         self._last, self._ended, self._start = None, None, clock()
 
-    def setup(self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None,
-              **kwargs) -> None:
+    def setup(
+        self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None, **kwargs
+    ) -> None:
         self._start = start_time or self.clock()
 
     def should_report(self, trials, done: bool = False) -> bool:
@@ -63,8 +71,10 @@ class SweepReporter(ProgressReporter):
         for t in trials:
             counts[str(t.status).lower()] = counts.get(str(t.status).lower(), 0) + 1
         ended = sum(counts.get(k, 0) for k in self.ENDED)
-        parts = [f"{ended}/{len(trials)} trials ended" + (f" ({counts['error']} error{'s' * (counts['error'] > 1)})"
-                                                           if counts.get("error") else "")]
+        parts = [
+            f"{ended}/{len(trials)} trials ended"
+            + (f" ({counts['error']} error{'s' * (counts['error'] > 1)})" if counts.get("error") else "")
+        ]
         parts += [f"{counts[k]} {k}" for k in sorted(counts) if k not in self.ENDED]
         epochs = planned = 0
         best = None
@@ -102,8 +112,12 @@ class DropRestoreHint:
         if text.startswith(self.NOTES):
             return False
         if text.startswith(self.STOP):
-            print("[sweep] Ctrl-C: stopping the trials and saving the sweep's state (Ctrl-C again stops at "
-                  "once); finished epochs are kept and --resume continues", file=sys.stderr, flush=True)
+            print(
+                "[sweep] Ctrl-C: stopping the trials and saving the sweep's state (Ctrl-C again stops at "
+                "once); finished epochs are kept and --resume continues",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         return "Tuner.restore(" not in text
 

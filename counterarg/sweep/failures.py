@@ -60,8 +60,13 @@ class RestoreLog(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         exc = last_failure(trial)
         last = dict(trial.last_result or {})
-        entry = {"time": time.time(), "after_epoch": last.get("epoch"), "node": last.get(NODE_KEY),
-                 "system_failure": is_system_failure(exc), "error": failure_text(exc)}
+        entry = {
+            "time": time.time(),
+            "after_epoch": last.get("epoch"),
+            "node": last.get(NODE_KEY),
+            "system_failure": is_system_failure(exc),
+            "error": failure_text(exc),
+        }
         fs, path = trial_storage(trial)
         restores = read_restores(fs, path) + [entry]
         try:
@@ -70,6 +75,9 @@ class RestoreLog(Callback):
                 f.write(json.dumps(restores, indent=1).encode("utf-8"))
         except OSError as e:  # storage hiccup: the console line below still says it
             print(f"[sweep] could not record the restore of trial {trial.trial_id} in {path}: {e}", flush=True)
-        print(f"[sweep] trial {trial.trial_id} lost its node or worker after epoch {entry['after_epoch'] or 0} "
-              f"({entry['error']}); it continues from its last checkpoint "
-              f"(restore {len(restores)} of at most {trial.max_failures})", flush=True)
+        print(
+            f"[sweep] trial {trial.trial_id} lost its node or worker after epoch {entry['after_epoch'] or 0} "
+            f"({entry['error']}); it continues from its last checkpoint "
+            f"(restore {len(restores)} of at most {trial.max_failures})",
+            flush=True,
+        )

@@ -21,20 +21,25 @@ strategy and seed columns. The last column, ``ended``, says how the trial ended
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 
+from ..analysis.methods import strategy_label
+from ..analysis.trials import group_method
 from ..config import LABEL, MACHINE, Config, fields_with
 from ..retrieval.tasks import task_names
 from ..sampling import schedules
 from ..sampling.schedules import format_value
-from ..analysis.methods import strategy_label
-from ..analysis.trials import group_method
 
-EXPERIMENT_TAG, START_TAG, END_TAG = "_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"
+EXPERIMENT_TAG, START_TAG, END_TAG = (
+    "_hparams_/experiment",
+    "_hparams_/session_start_info",
+    "_hparams_/session_end_info",
+)
 #: The splits and views whose acc@1 at the selected epoch are metric columns.
 METRIC_SPLITS = ("validation", "validation_unseen", "test", "test_unseen")
 #: Where the values at a trial's selected epoch are logged (a running value per epoch); TensorBoard
@@ -113,14 +118,22 @@ def column_values(columns: Sequence[Column], config: Mapping[str, Any], varying:
             v = full.get(c.field)
         if v is None:
             continue
-        out[c.name] = (bool(v) if c.kind == "bool" else float(v) if c.kind == "number"
-                       and isinstance(v, (int, float)) else format_value(v) if not isinstance(v, str) else v)
+        out[c.name] = (
+            bool(v)
+            if c.kind == "bool"
+            else float(v)
+            if c.kind == "number" and isinstance(v, (int, float))
+            else format_value(v)
+            if not isinstance(v, str)
+            else v
+        )
     return out
 
 
 def _summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> Summary:
-    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams",
-                                                                  content=data.SerializeToString()))
+    meta = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=data.SerializeToString())
+    )
     return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
 
 
@@ -130,11 +143,17 @@ _TYPES = {"string": api_pb2.DATA_TYPE_STRING, "number": api_pb2.DATA_TYPE_FLOAT6
 def experiment_summary(columns: Sequence[Column], metric: str) -> Summary:
     """The sweep's ``_hparams_/experiment``: its columns (each ``differs``, so none is moved behind
     the others) and its metric columns (the values at each trial's selected epoch by ``metric``)."""
-    hparams = [api_pb2.HParamInfo(name=c.name, display_name=c.field, type=_TYPES[c.kind], differs=True)
-               for c in columns]
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=selected_tag(k)), display_name=k,
-                                  description=f"at the trial's selected epoch (best {metric})")
-               for k in metric_keys(metric)]
+    hparams = [
+        api_pb2.HParamInfo(name=c.name, display_name=c.field, type=_TYPES[c.kind], differs=True) for c in columns
+    ]
+    metrics = [
+        api_pb2.MetricInfo(
+            name=api_pb2.MetricName(tag=selected_tag(k)),
+            display_name=k,
+            description=f"at the trial's selected epoch (best {metric})",
+        )
+        for k in metric_keys(metric)
+    ]
     exp = api_pb2.Experiment(hparam_infos=hparams, metric_infos=metrics, time_created_secs=time.time())
     return _summary(EXPERIMENT_TAG, plugin_data_pb2.HParamsPluginData(experiment=exp, version=0))
 

@@ -19,8 +19,9 @@ with the weights. Nothing here imports Ray.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 #: schedules.csv columns: one row per (trial, epoch) of every trial's final lineage.
 COLUMNS = ("trial", "epoch", "random_rate", "lr", "margin", "donor", "trained_by")
@@ -28,9 +29,14 @@ COLUMNS = ("trial", "epoch", "random_rate", "lr", "margin", "donor", "trained_by
 
 def lineage_entry(row: Mapping[str, Any], trial_id: str) -> dict[str, Any]:
     """The entry of an epoch ``trial_id`` trained, from that epoch's metric row."""
-    return {"epoch": int(row["epoch"]), "random_rate": float(row["mining/rate"]),
-            "lr": _float(row.get("optim/lr")), "margin": _float(row.get("loss/margin")),
-            "trained_by": trial_id, "donor": None}
+    return {
+        "epoch": int(row["epoch"]),
+        "random_rate": float(row["mining/rate"]),
+        "lr": _float(row.get("optim/lr")),
+        "margin": _float(row.get("loss/margin")),
+        "trained_by": trial_id,
+        "donor": None,
+    }
 
 
 def inherit(entries: Sequence[Mapping[str, Any]], epoch: int, donor: str | None) -> list[dict[str, Any]]:
@@ -61,9 +67,11 @@ def rate_table(entries: Sequence[Mapping[str, Any]]) -> list[float]:
     return rates
 
 
-def schedule_rows(lineages: Mapping[str, Sequence[Mapping[str, Any]]],
-                  metrics: Mapping[str, Mapping[int, float]] | None = None,
-                  metric: str | None = None) -> list[dict[str, Any]]:
+def schedule_rows(
+    lineages: Mapping[str, Sequence[Mapping[str, Any]]],
+    metrics: Mapping[str, Mapping[int, float]] | None = None,
+    metric: str | None = None,
+) -> list[dict[str, Any]]:
     """schedules.csv rows: every trial's lineage, trial then epoch ascending; with ``metrics``
     (trial -> epoch -> value of ``metric``), a column of that metric at each epoch."""
     rows = []
@@ -77,9 +85,14 @@ def schedule_rows(lineages: Mapping[str, Sequence[Mapping[str, Any]]],
     return rows
 
 
-def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, *,
-                   best: str | None = None, reference: Mapping[str, Sequence[float]] | None = None,
-                   fields: Sequence[str] = ("random_rate",)) -> None:
+def plot_schedules(
+    lineages: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    *,
+    best: str | None = None,
+    reference: Mapping[str, Sequence[float]] | None = None,
+    fields: Sequence[str] = ("random_rate",),
+) -> None:
     """The learned schedules over epochs, one panel per field; the ``best`` trial drawn bold;
     ``reference`` curves (e.g. decay) dashed; a dot where an epoch was trained by another trial."""
     import matplotlib
@@ -101,11 +114,19 @@ def plot_schedules(lineages: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
             inherited = [i for i, e in enumerate(entries) if e.get("trained_by") != trial]  # trained by a donor
             drawn.setdefault(f, {})[trial] = {"epochs": xs, "values": ys, "inherited": [xs[i] for i in inherited]}
             bold = trial == best
-            line, = ax.step(xs, ys, where="mid", lw=2.8 if bold else 1.2, alpha=1.0 if bold else 0.6,
-                            label=f"{trial} (best)" if bold else trial, zorder=3 if bold else 2)
+            (line,) = ax.step(
+                xs,
+                ys,
+                where="mid",
+                lw=2.8 if bold else 1.2,
+                alpha=1.0 if bold else 0.6,
+                label=f"{trial} (best)" if bold else trial,
+                zorder=3 if bold else 2,
+            )
             if inherited:
-                ax.plot([xs[i] for i in inherited], [ys[i] for i in inherited], "o", ms=3, color=line.get_color(),
-                        zorder=4)
+                ax.plot(
+                    [xs[i] for i in inherited], [ys[i] for i in inherited], "o", ms=3, color=line.get_color(), zorder=4
+                )
         if f == "random_rate":
             for name, values in (reference or {}).items():
                 ax.plot(range(1, len(values) + 1), values, "k--", lw=1.2, label=name)

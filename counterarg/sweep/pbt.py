@@ -31,26 +31,27 @@ import os
 import random
 import shlex
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining
 
-from ..sampling import schedules
+from ..analysis.methods import DEFAULT_METHOD, get_method, labelled, strategy_label, variant_label
+from ..analysis.summary import write_csv, write_summary
+from ..analysis.trials import TRAIN_TIME_KEY, WALL_TIME_KEY
 from ..config import SCHEDULE, Config, ConfigError, fields_with
+from ..core.paths import runnable_path
 from ..evaluation.selection import beats, best_row, early_stop
 from ..model.checkpoint import read_checkpoint
-from ..core.paths import runnable_path
+from ..sampling import schedules
 from . import lineage
-from ..analysis.methods import DEFAULT_METHOD, get_method, labelled, strategy_label, variant_label
 from .records import best_checkpoint
 from .recovery import read_sidecar
-from ..analysis.summary import write_csv, write_summary
 from .trainable import trainable
-from ..analysis.trials import TRAIN_TIME_KEY, WALL_TIME_KEY
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,9 @@ class PBTOptions:
             raise ConfigError(f"--resample-probability must lie in [0, 1], got {self.resample_probability}")
         bad = [m for m in self.mutate if m not in MUTABLE]
         if bad or "rate" not in self.mutate:
-            raise ConfigError(f"--mutate takes rate plus any of lr, margin (comma-separated); got "
-                              f"{','.join(self.mutate)!r}")
+            raise ConfigError(
+                f"--mutate takes rate plus any of lr, margin (comma-separated); got {','.join(self.mutate)!r}"
+            )
         for name, (lo, hi) in (("--lr-range", self.lr_range), ("--margin-range", self.margin_range)):
             if not 0 < lo < hi:
                 raise ConfigError(f"{name} must be LO,HI with 0 < LO < HI, got {lo},{hi}")
@@ -145,8 +147,11 @@ class RateExplorePBT(PopulationBasedTraining):
         super()._exploit(tune_controller, trial, trial_to_clone)
         cached = getattr(tune_controller, "_cached_trial_decisions", None)
         if trial.status == Trial.PAUSED and isinstance(cached, dict) and trial.trial_id in cached:
-            log.debug("dropped the stale %s that Tune cached for %s when it was paused mid-save",
-                      cached.pop(trial.trial_id), trial.trial_id)
+            log.debug(
+                "dropped the stale %s that Tune cached for %s when it was paused mid-save",
+                cached.pop(trial.trial_id),
+                trial.trial_id,
+            )
 
     def _get_new_config(self, trial, trial_to_clone):
         new, operations = super()._get_new_config(trial, trial_to_clone)
@@ -164,9 +169,13 @@ class RateExplorePBT(PopulationBasedTraining):
 def make_scheduler(opts: PBTOptions) -> RateExplorePBT:
     """The PBT scheduler of a sweep (metric and mode come from the sweep's TuneConfig)."""
     return RateExplorePBT(
-        time_attr="epoch", perturbation_interval=opts.perturbation_interval,
-        hyperparam_mutations=mutations(opts), quantile_fraction=opts.quantile,
-        resample_probability=opts.resample_probability, synch=True)
+        time_attr="epoch",
+        perturbation_interval=opts.perturbation_interval,
+        hyperparam_mutations=mutations(opts),
+        quantile_fraction=opts.quantile,
+        resample_probability=opts.resample_probability,
+        synch=True,
+    )
 
 
 def param_space(base: dict[str, Any], opts: PBTOptions, method: str = DEFAULT_METHOD) -> dict[str, Any]:
@@ -178,8 +187,13 @@ def param_space(base: dict[str, Any], opts: PBTOptions, method: str = DEFAULT_ME
     if clash:
         raise ConfigError(f"PBT learns the rate; do not set {', '.join(clash)} (--set) for this sweep")
     own = {k: v for k, v in get_method(method).fields.items() if k not in base and k not in opts.mutate}
-    return {**own, "schedule": schedules.FIXED.name, "rate": tune.grid_search(initial_rates(opts.population)),
-            "method": method, "label": tune.sample_from(member_label)}
+    return {
+        **own,
+        "schedule": schedules.FIXED.name,
+        "rate": tune.grid_search(initial_rates(opts.population)),
+        "method": method,
+        "label": tune.sample_from(member_label),
+    }
 
 
 def member_label(spec: dict[str, Any]) -> str:
@@ -255,20 +269,33 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     found = read_lineages(result.experiment)
     lineages = {t: v[0] for t, v in found.items()}
     histories = {t: v[1] for t, v in found.items()}
-    problems = [f"{t}: lineage misses epoch(s) {', '.join(map(str, m))}"
-                for t, entries in sorted(lineages.items())
-                if (m := lineage.missing_epochs(entries, last_epoch(sweep.base, histories[t], epochs)))]
-    records = [lineage_record(r, *found[r.trial_id], metric, mode) if r.trial_id in found else r
-               for r in result.records]
-    written = write_summary(records, out_dir, title=f"{sweep.name} (PBT: each trial named by its learned "
-                            "schedule)", metric=metric, mode=mode, sweep_wall_s=result.wall_s,
-                            baseline=getattr(result, "baseline", None),
-                            baseline_ranks=getattr(result, "baseline_ranks", None))
+    problems = [
+        f"{t}: lineage misses epoch(s) {', '.join(map(str, m))}"
+        for t, entries in sorted(lineages.items())
+        if (m := lineage.missing_epochs(entries, last_epoch(sweep.base, histories[t], epochs)))
+    ]
+    records = [
+        lineage_record(r, *found[r.trial_id], metric, mode) if r.trial_id in found else r for r in result.records
+    ]
+    written = write_summary(
+        records,
+        out_dir,
+        title=f"{sweep.name} (PBT: each trial named by its learned schedule)",
+        metric=metric,
+        mode=mode,
+        sweep_wall_s=result.wall_s,
+        baseline=getattr(result, "baseline", None),
+        baseline_ranks=getattr(result, "baseline_ranks", None),
+    )
     values = {t: {int(r["epoch"]): r.get(metric) for r in h} for t, h in histories.items()}
-    paths = {"schedules_csv": out_dir / "schedules.csv", "schedules_png": out_dir / "schedules.png",
-             **{f"summary_{k}": v for k, v in written["paths"].items()}}
-    write_csv(lineage.schedule_rows(lineages, values, metric), paths["schedules_csv"],
-              columns=[*lineage.COLUMNS, metric])
+    paths = {
+        "schedules_csv": out_dir / "schedules.csv",
+        "schedules_png": out_dir / "schedules.png",
+        **{f"summary_{k}": v for k, v in written["paths"].items()},
+    }
+    write_csv(
+        lineage.schedule_rows(lineages, values, metric), paths["schedules_csv"], columns=[*lineage.COLUMNS, metric]
+    )
     best_trial, best_value = None, None
     for t, h in sorted(histories.items()):
         b = best_row(h, metric, mode)
@@ -277,11 +304,18 @@ def finish(result, sweep, out_dir: Path) -> Learned:
     decay = Config.from_dict({**schedules.strategy_fields(schedules.DECAY.name), "epochs": epochs})
     reference = {strategy_label(decay.to_dict()): [schedules.random_rate(decay, e) for e in range(epochs)]}
     plot_fields = ["random_rate"] + [f for f in ("lr", "margin") if f in sweep.pbt.mutate]
-    lineage.plot_schedules(lineages, paths["schedules_png"], best=best_trial, reference=reference,
-                           fields=plot_fields)
+    lineage.plot_schedules(lineages, paths["schedules_png"], best=best_trial, reference=reference, fields=plot_fields)
     best_table = lineage.rate_table(lineages[best_trial]) if best_trial else []
-    return Learned(lineages=lineages, histories=histories, best=best_trial, best_table=best_table,
-                   paths=paths, problems=problems, rows=written["rows"], verdicts=written["verdicts"])
+    return Learned(
+        lineages=lineages,
+        histories=histories,
+        best=best_trial,
+        best_table=best_table,
+        paths=paths,
+        problems=problems,
+        rows=written["rows"],
+        verdicts=written["verdicts"],
+    )
 
 
 def replay_strategies(method: str, table: Sequence[float]) -> str:
@@ -294,12 +328,27 @@ def replay_strategies(method: str, table: Sequence[float]) -> str:
 def replay_command(args, table: Sequence[float], name: str, method: str = DEFAULT_METHOD) -> str:
     """The one command that replays ``table`` from scratch with 3 seeds under ``method``, beside
     that method's hand-written schedules (:func:`replay_strategies`)."""
-    cmd = ["python", "sweeps/compare_strategies.py", "--methods", method,
-           "--strategies", replay_strategies(method, table), "--seeds", "0,1,2", "--name", f"{name}_replay"]
+    cmd = [
+        "python",
+        "sweeps/compare_strategies.py",
+        "--methods",
+        method,
+        "--strategies",
+        replay_strategies(method, table),
+        "--seeds",
+        "0,1,2",
+        "--name",
+        f"{name}_replay",
+    ]
     if args.smoke_test:
         cmd.append("--smoke-test")
-    for flag, value in (("--corpus", args.corpus), ("--encoder", args.encoder), ("--epochs", args.epochs),
-                        ("--storage", args.storage), ("--num-cpus", args.num_cpus)):
+    for flag, value in (
+        ("--corpus", args.corpus),
+        ("--encoder", args.encoder),
+        ("--epochs", args.epochs),
+        ("--storage", args.storage),
+        ("--num-cpus", args.num_cpus),
+    ):
         if value is not None:
             local = flag in ("--corpus", "--storage") or (flag == "--encoder" and os.path.exists(str(value)))
             cmd += [flag, runnable_path(str(value)) if local else str(value)]

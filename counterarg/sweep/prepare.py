@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import CACHE, MACHINE, Config, fields_with
 from ..evaluation.evaluate import zero_shot_metrics
@@ -40,12 +41,15 @@ def warm_feature_cache(configs: Iterable[Mapping[str, Any]]) -> float:
         try:
             prepare_features(cfg, progress=True)  # a cold cache takes minutes: show it
         except Exception as e:  # noqa: BLE001 - the trial reports it as its error
-            print(f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
-                  f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True)
+            print(
+                f"[sweep] feature cache not prepared for encoder={cfg.encoder!r} "
+                f"corpus={cfg.corpus!r}: {str(e).splitlines()[0] if str(e) else e!r}",
+                flush=True,
+            )
     return time.perf_counter() - t
 
 
-def sweep_baseline(sweep: "Sweep") -> tuple[dict[str, float], dict[str, Any]] | None:
+def sweep_baseline(sweep: Sweep) -> tuple[dict[str, float], dict[str, Any]] | None:
     """The zero-shot encoder's validation and test metrics and its per-query ranks, when every trial
     shares one frozen encoder setup (its pooled feature cache is then warm: seconds) and the ks and
     machine it is scored with; else None."""
@@ -60,7 +64,7 @@ def sweep_baseline(sweep: "Sweep") -> tuple[dict[str, float], dict[str, Any]] | 
         return None
 
 
-def feature_configs(sweep: "Sweep") -> list[dict[str, Any]]:
+def feature_configs(sweep: Sweep) -> list[dict[str, Any]]:
     """The configs whose feature caches a sweep warms: :func:`concrete_configs`, and for a search one
     per combination of the values its choices and grids give the feature fields (a search over
     ``finetune`` none/top:1 builds both caches here, with a progress bar, not inside a trial)."""
@@ -75,11 +79,10 @@ def feature_configs(sweep: "Sweep") -> list[dict[str, Any]]:
     return [{**out[0], **dict(zip(options, combo))} for combo in itertools.product(*options.values())]
 
 
-def concrete_configs(sweep: "Sweep") -> list[dict[str, Any]]:
+def concrete_configs(sweep: Sweep) -> list[dict[str, Any]]:
     """Each trial's flat config: the shared base plus its variant (a grid), or the base plus the
     constant fields of a Tune param space (a search: one representative config)."""
     if sweep.variants is not None:
         return [{**sweep.base, **v} for v in sweep.variants]
-    fixed = {k: v for k, v in (sweep.param_space or {}).items()
-             if isinstance(v, (str, int, float, bool, type(None)))}
+    fixed = {k: v for k, v in (sweep.param_space or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}
     return [{**sweep.base, **fixed}]

@@ -37,18 +37,19 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from scipy import stats
 
+from ..analysis.significance import ALPHA, holm, seed_test
+from ..analysis.trials import DEFAULT_MODE, group_labels
 from ..config import ConfigError
 from ..core.io import atomic_write_text
 from ..evaluation.selection import beats
-from ..analysis.significance import ALPHA, holm, seed_test
 from .spaces import ConstantSpaceSearcher
-from ..analysis.trials import DEFAULT_MODE, group_labels
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,10 @@ class RaceOptions:
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"race seeds must be distinct, got {list(self.seeds)}")
         if len(self.seeds) < self.max_seeds:
-            raise ConfigError(f"--max-seeds {self.max_seeds} needs {self.max_seeds} seeds, --seeds gives "
-                              f"{len(self.seeds)}: {','.join(map(str, self.seeds))}")
+            raise ConfigError(
+                f"--max-seeds {self.max_seeds} needs {self.max_seeds} seeds, --seeds gives "
+                f"{len(self.seeds)}: {','.join(map(str, self.seeds))}"
+            )
         if not 0 < self.alpha < 1:
             raise ConfigError(f"race alpha must be in (0, 1), got {self.alpha}")
 
@@ -80,8 +83,10 @@ class RaceOptions:
             raise ConfigError(f"a race needs at least 2 strategies, got {n_strategies}")
         first = n_strategies * self.first_seeds
         if self.budget is not None and self.budget < first:
-            raise ConfigError(f"--budget {self.budget} cannot hold the first round: {n_strategies} strategies x "
-                              f"{self.first_seeds} seeds = {first} trials")
+            raise ConfigError(
+                f"--budget {self.budget} cannot hold the first round: {n_strategies} strategies x "
+                f"{self.first_seeds} seeds = {first} trials"
+            )
 
     def max_trials(self, n_strategies: int) -> int:
         full = n_strategies * self.max_seeds
@@ -122,8 +127,9 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float]:
     return m - half, m + half
 
 
-def race_round(values: Mapping[str, Sequence[float]], *, alpha: float = ALPHA,
-               mode: str = DEFAULT_MODE) -> list[Standing]:
+def race_round(
+    values: Mapping[str, Sequence[float]], *, alpha: float = ALPHA, mode: str = DEFAULT_MODE
+) -> list[Standing]:
     """Who is eliminated after a round, given each surviving strategy's per-run values.
 
     The leader has the best mean (ties: the first name in sorted order); each other strategy is
@@ -162,12 +168,21 @@ def race_table(round_no: int, standings: Sequence[Standing]) -> str:
     rows = []
     for s in standings:
         verdict = "leader" if s.leader else ("eliminated" if s.eliminated else "stays")
-        rows.append((s.strategy, str(s.seeds), "-" if s.value is None else f"{s.value:.4f}",
-                     "-" if s.p_value is None else f"{s.p_value:.4f}", verdict))
+        rows.append(
+            (
+                s.strategy,
+                str(s.seeds),
+                "-" if s.value is None else f"{s.value:.4f}",
+                "-" if s.p_value is None else f"{s.p_value:.4f}",
+                verdict,
+            )
+        )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([f"[race] after round {round_no}:", "  " + fmt.format(*head).rstrip()]
-                     + ["  " + fmt.format(*r).rstrip() for r in rows])
+    return "\n".join(
+        [f"[race] after round {round_no}:", "  " + fmt.format(*head).rstrip()]
+        + ["  " + fmt.format(*r).rstrip() for r in rows]
+    )
 
 
 def strategy_labels(strategies: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None = None) -> list[str]:
@@ -188,18 +203,30 @@ class RaceSearcher(ConstantSpaceSearcher):
     ``state["stop"]``); then ``FINISHED``. The state is plain JSON (:meth:`save` / :meth:`restore`).
     """
 
-    def __init__(self, strategies: Sequence[Mapping[str, Any]], options: RaceOptions,
-                 base: Mapping[str, Any] | None = None, metric: str | None = None, mode: str | None = None,
-                 verbose: bool = True):
+    def __init__(
+        self,
+        strategies: Sequence[Mapping[str, Any]],
+        options: RaceOptions,
+        base: Mapping[str, Any] | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        verbose: bool = True,
+    ):
         super().__init__(metric=metric, mode=mode)
         options.check(len(strategies))
         labels = strategy_labels(strategies, base)
         self.verbose = verbose
         self.state: dict[str, Any] = {
             "strategies": {g: dict(s) for g, s in zip(labels, strategies)},
-            "options": asdict(options), "alive": list(labels), "round": 1,
-            "queue": [[g, seed] for g in labels for seed in options.seeds[:options.first_seeds]],
-            "trials": {}, "rounds": [], "left": {}, "emitted": 0, "stop": None,
+            "options": asdict(options),
+            "alive": list(labels),
+            "round": 1,
+            "queue": [[g, seed] for g in labels for seed in options.seeds[: options.first_seeds]],
+            "trials": {},
+            "rounds": [],
+            "left": {},
+            "emitted": 0,
+            "stop": None,
         }
 
     @property
@@ -216,8 +243,7 @@ class RaceSearcher(ConstantSpaceSearcher):
         if not st["queue"]:
             return None  # the round is still running
         g, seed = st["queue"].pop(0)
-        st["trials"][trial_id] = {"strategy": g, "seed": seed, "round": st["round"], "value": None,
-                                  "state": "running"}
+        st["trials"][trial_id] = {"strategy": g, "seed": seed, "round": st["round"], "value": None, "state": "running"}
         st["emitted"] += 1
         return {**st["strategies"][g], "seed": seed}
 
@@ -236,13 +262,15 @@ class RaceSearcher(ConstantSpaceSearcher):
             t["value"] = self._better(t["value"], (result or {}).get(self._metric))
             t["state"] = "done"
             if t["value"] is None:
-                print(f"[race] trial {trial_id} ({t['strategy']}, seed {t['seed']}) finished without reporting "
-                      f"{self._metric}: counted as a missing run", flush=True)
+                print(
+                    f"[race] trial {trial_id} ({t['strategy']}, seed {t['seed']}) finished without reporting "
+                    f"{self._metric}: counted as a missing run",
+                    flush=True,
+                )
         self._advance()
 
     def save(self, checkpoint_path: str) -> None:
-        atomic_write_text(Path(checkpoint_path), json.dumps({**self.state, "metric": self._metric,
-                                                             "mode": self._mode}))
+        atomic_write_text(Path(checkpoint_path), json.dumps({**self.state, "metric": self._metric, "mode": self._mode}))
 
     def restore(self, checkpoint_path: str) -> None:
         """The saved race; also its metric and mode (``Tuner.restore`` does not set them again)."""
@@ -287,8 +315,10 @@ class RaceSearcher(ConstantSpaceSearcher):
         elif used >= opts.max_seeds:
             st["stop"] = f"--max-seeds {opts.max_seeds} reached by {len(st['alive'])} survivors"
         elif opts.budget is not None and st["emitted"] + len(st["alive"]) > opts.budget:
-            st["stop"] = (f"--budget {opts.budget}: the next round needs {len(st['alive'])} trials, "
-                          f"{opts.budget - st['emitted']} left")
+            st["stop"] = (
+                f"--budget {opts.budget}: the next round needs {len(st['alive'])} trials, "
+                f"{opts.budget - st['emitted']} left"
+            )
         else:
             st["round"] += 1
             st["queue"] = [[g, opts.seeds[used]] for g in st["alive"]]

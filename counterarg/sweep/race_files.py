@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
 
-from ..core.io import atomic_write_text
 from ..analysis.plots import plot_race
+from ..core.io import atomic_write_text
 from ..ray_internals import experiment_states, searcher_state_files, state_trial_ids
 
 RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")
@@ -49,8 +50,10 @@ def reconcile_race_state(exp_dir: Path) -> list[str]:
         del raw["trials"][tid]
     raw["emitted"] -= len(lost)
     atomic_write_text(searchers[0], json.dumps(raw))
-    return [f"race trial {tid} ({q[0]}, seed {q[1]}) was not in the saved trial list: emitted again"
-            for tid, q in zip(lost, raw["queue"])]
+    return [
+        f"race trial {tid} ({q[0]}, seed {q[1]}) was not in the saved trial list: emitted again"
+        for tid, q in zip(lost, raw["queue"])
+    ]
 
 
 def load_race_state(experiment: str) -> dict[str, Any] | None:
@@ -63,8 +66,9 @@ def load_race_state(experiment: str) -> dict[str, Any] | None:
         infos = fs.get_file_info(pafs.FileSelector(root))
     except (OSError, FileNotFoundError):
         return None
-    files = [i for i in infos if posixpath.basename(i.path).startswith("searcher-state-")
-             and i.type == pafs.FileType.File]
+    files = [
+        i for i in infos if posixpath.basename(i.path).startswith("searcher-state-") and i.type == pafs.FileType.File
+    ]
     if not files:
         return None
     # Tune picks the greatest name (its session's start time), not the newest mtime: every upload of a
@@ -81,9 +85,16 @@ def race_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
     for rnd in state["rounds"]:
         for s in rnd["standings"]:
             left = state["left"].get(s["strategy"])
-            rows.append({"round": rnd["round"], "strategy": s["strategy"], "seeds": s["seeds"],
-                         "value": s["value"], "p_value": s["p_value"],
-                         "eliminated_in_round": left["round"] if left else None})
+            rows.append(
+                {
+                    "round": rnd["round"],
+                    "strategy": s["strategy"],
+                    "seeds": s["seeds"],
+                    "value": s["value"],
+                    "p_value": s["p_value"],
+                    "eliminated_in_round": left["round"] if left else None,
+                }
+            )
     return rows
 
 
@@ -93,17 +104,24 @@ def race_markdown(state: Mapping[str, Any], metric: str) -> str:
     for rnd in state["rounds"]:
         for s in rnd["standings"]:
             last[s["strategy"]] = s
-    lines = ["## Race (validation)", "",
-             f"Raced on {metric} (each run's best epoch), seed-aware Welch test against the leader after each "
-             f"round, Holm-corrected, alpha {state['options']['alpha']:g}; per round in `race.csv`, `race.png`. "
-             f"Ended: {state['stop'] or 'unfinished'}.", "",
-             "| strategy | seeds | " + metric + " mean | left in round | why |", "|---|---|---|---|---|"]
+    lines = [
+        "## Race (validation)",
+        "",
+        f"Raced on {metric} (each run's best epoch), seed-aware Welch test against the leader after each "
+        f"round, Holm-corrected, alpha {state['options']['alpha']:g}; per round in `race.csv`, `race.png`. "
+        f"Ended: {state['stop'] or 'unfinished'}.",
+        "",
+        "| strategy | seeds | " + metric + " mean | left in round | why |",
+        "|---|---|---|---|---|",
+    ]
     for g in state["strategies"]:
         s = last.get(g)
         left = state["left"].get(g)
         value = "–" if not s or s["value"] is None else f"{s['value']:.4f}"
-        lines.append(f"| {g} | {s['seeds'] if s else 0} | {value} | {left['round'] if left else 'survived'} | "
-                     f"{left['reason'] if left else ''} |")
+        lines.append(
+            f"| {g} | {s['seeds'] if s else 0} | {value} | {left['round'] if left else 'survived'} | "
+            f"{left['reason'] if left else ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from ..config import Config, ConfigError
-from ..ray_internals import result_grid_trials
-from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
 from ..analysis.endings import is_finished, trial_ending
-from ..model.checkpoint import checkpoint_index
 from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, TrialRecord, dedupe_history
+from ..config import Config, ConfigError
+from ..evaluation.selection import BEST_DIR, BestRanks, best_row, parse_best_ranks
+from ..model.checkpoint import checkpoint_index
+from ..ray_internals import result_grid_trials
 from .failures import read_restores
 
 
@@ -79,8 +80,9 @@ def _short_error(err: Any) -> str:
     return (lines[-1] if lines else repr(err))[:500]
 
 
-def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                    base: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+def collect_records(
+    result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, base: Mapping[str, Any] | None = None
+) -> list[TrialRecord]:
     """ResultGrid -> TrialRecord list (full Config dicts, per-epoch rows, how each ended, status,
     error, where the best epoch's checkpoint is kept). ``base`` (the sweep's shared fields) fills the config of a
     trial that never started, whose config Tune holds without them."""
@@ -105,20 +107,35 @@ def collect_records(result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAU
         history: list[dict[str, Any]] = []
         df = res.metrics_dataframe
         if df is not None and len(df):
-            rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in row.items()} for row in df.to_dict("records")]
+            rows = [
+                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                for row in df.to_dict("records")
+            ]
             history = dedupe_history(rows)
         trial_id = tid or metrics.get("trial_id") or name
         last = history[-1] if history else {}
-        ended = trial_ending(full, history, error=res.error is not None,
-                             done=bool(metrics.get("done") or last.get("done")),
-                             waiting=tune_status.get(tid) in ("PAUSED", "PENDING"))
+        ended = trial_ending(
+            full,
+            history,
+            error=res.error is not None,
+            done=bool(metrics.get("done") or last.get("done")),
+            waiting=tune_status.get(tid) in ("PAUSED", "PENDING"),
+        )
         status = "ERROR" if ended == "error" else "TERMINATED" if is_finished(ended) else "UNFINISHED"
         best = best_row(history, metric, mode)
-        records.append(TrialRecord(trial_id=str(trial_id), config=full, history=history,
-                                   status=status, error=_short_error(res.error) if res.error else None,
-                                   path=res.path, ranks=read_trial_ranks(res) if history else None,
-                                   best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
-                                   ended=ended, restores=read_restores(getattr(res, "filesystem", None), res.path)))
+        records.append(
+            TrialRecord(
+                trial_id=str(trial_id),
+                config=full,
+                history=history,
+                status=status,
+                error=_short_error(res.error) if res.error else None,
+                path=res.path,
+                ranks=read_trial_ranks(res) if history else None,
+                best_checkpoint=best_checkpoint(res, best["epoch"] if best else None),
+                ended=ended,
+                restores=read_restores(getattr(res, "filesystem", None), res.path),
+            )
+        )
     records.sort(key=lambda r: r.trial_id)
     return records

@@ -32,11 +32,19 @@ from pathlib import Path
 import pyarrow.fs as pafs
 from ray.tune import Callback
 
-from ..model.checkpoint import checkpoint_index
-from ..ray_internals import (DRIVER_STAGING_GLOB, EXPERIMENT_STATE_PREFIX, TUNER_FILE, experiment_folders,
-                             experiment_states, is_state_file, named_checkpoint_blobs, ray_temp_roots,
-                             searcher_state_files, session_stamp)
 from ..core.io import atomic_replace_dir, atomic_write_bytes, bad_files, read_manifest, recover_dir
+from ..model.checkpoint import checkpoint_index
+from ..ray_internals import (
+    DRIVER_STAGING_GLOB,
+    EXPERIMENT_STATE_PREFIX,
+    TUNER_FILE,
+    experiment_folders,
+    experiment_states,
+    is_state_file,
+    named_checkpoint_blobs,
+    ray_temp_roots,
+    session_stamp,
+)
 
 #: sidecar in each reported checkpoint: train time, epoch, the trial that wrote it and the lineage
 #: of its weights (one entry per epoch, :mod:`counterarg.sweep.lineage`)
@@ -146,14 +154,20 @@ def restore_named_checkpoints(exp_dir: Path, fs: pafs.FileSystem | None = None, 
         newest = max(names, key=lambda n: checkpoint_index(n) or -1)
         for name in sorted(n for n in names if n != newest and not is_dir(f"{folder}/{n}")):
             fs.create_dir(f"{folder}/{name}")
-            done.append(f"{trial}/{name}: named by the experiment state but deleted before the driver died; "
-                        "an empty folder now, for Tune to delete")
+            done.append(
+                f"{trial}/{name}: named by the experiment state but deleted before the driver died; "
+                "an empty folder now, for Tune to delete"
+            )
         if is_dir(f"{folder}/{newest}"):
             continue
         infos = fs.get_file_info(pafs.FileSelector(folder))
-        later = sorted((i, info.path) for info in infos if info.type == pafs.FileType.Directory
-                       and (i := checkpoint_index(info.path) or -1) > (checkpoint_index(newest) or -1)
-                       and read_sidecar(fs, info.path).get("epoch") is not None)
+        later = sorted(
+            (i, info.path)
+            for info in infos
+            if info.type == pafs.FileType.Directory
+            and (i := checkpoint_index(info.path) or -1) > (checkpoint_index(newest) or -1)
+            and read_sidecar(fs, info.path).get("epoch") is not None
+        )
         if not later:
             continue
         source = later[0][1]
@@ -162,12 +176,20 @@ def restore_named_checkpoints(exp_dir: Path, fs: pafs.FileSystem | None = None, 
             shutil.copytree(source, tmp, dirs_exist_ok=True)
             os.replace(tmp, Path(folder) / newest)
         else:  # object storage: the sidecar (which marks a checkpoint intact) is copied last
-            files = sorted((i.path for i in fs.get_file_info(pafs.FileSelector(source, recursive=True))
-                            if i.type == pafs.FileType.File), key=lambda p: p.endswith(TRAIN_TIME_FILE))
+            files = sorted(
+                (
+                    i.path
+                    for i in fs.get_file_info(pafs.FileSelector(source, recursive=True))
+                    if i.type == pafs.FileType.File
+                ),
+                key=lambda p: p.endswith(TRAIN_TIME_FILE),
+            )
             for path in files:
                 fs.copy_file(path, f"{folder}/{newest}/{posixpath.relpath(path, source)}")
-        done.append(f"{trial}/{newest}: named by the experiment state but deleted by Tune before the "
-                    f"driver died; copied from {posixpath.basename(source)}")
+        done.append(
+            f"{trial}/{newest}: named by the experiment state but deleted by Tune before the "
+            f"driver died; copied from {posixpath.basename(source)}"
+        )
     return done
 
 
@@ -315,8 +337,11 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
     if not states:
         return []
     stamp = session_stamp(states[-1])  # the newest session's
-    files = [f for f in exp_dir.iterdir() if f.is_file() and f.suffix in (".json", ".pkl")
-             and (stamp in f.name or f.name == TUNER_FILE)]
+    files = [
+        f
+        for f in exp_dir.iterdir()
+        if f.is_file() and f.suffix in (".json", ".pkl") and (stamp in f.name or f.name == TUNER_FILE)
+    ]
     repaired = []
     torn_files = [f for f in files if not _intact(f)]
     snap = _from_snapshot(exp_dir, stamp) if torn_files else None
@@ -329,12 +354,13 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
             if f.exists():
                 os.replace(f, kept)
             atomic_write_bytes(f, data)
-            repaired.append(f"{n} ({'cut short' if f in torn_files else 'from a later save'}; kept as "
-                            f"{kept.name}) <- {exp_dir / SNAPSHOT_DIR / n}")
+            repaired.append(
+                f"{n} ({'cut short' if f in torn_files else 'from a later save'}; kept as "
+                f"{kept.name}) <- {exp_dir / SNAPSHOT_DIR / n}"
+            )
         torn_files = [f for f in torn_files if f.name not in snap]
     for f in torn_files:
-        found = [c for root in ray_temp_roots()
-                 for c in root.glob(f"{DRIVER_STAGING_GLOB.format(name=name)}/{f.name}")]
+        found = [c for root in ray_temp_roots() for c in root.glob(f"{DRIVER_STAGING_GLOB.format(name=name)}/{f.name}")]
         copies = []
         for c in found:
             data = _read_own_file(c)
@@ -342,13 +368,24 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
                 copies.append((c.stat().st_mtime, c, data))
         if not copies:
             older = [s.name for s in states[:-1]]
-            hint = (f"move it away to resume from the previous session's {older[-1]}" if older
-                    else "start the sweep again under a new --name")
-            unsafe = (f" ({len(found)} cop{'y' if len(found) == 1 else 'ies'} ignored: not owned by you, "
-                      "writable by others, or cut short too)") if found else ""
-            raise SweepStateError(f"{f} is cut short (the driver died while writing it) and no "
-                                  f"intact copy was found under {', '.join(map(str, ray_temp_roots()))}"
-                                  f"{unsafe}; {hint}")
+            hint = (
+                f"move it away to resume from the previous session's {older[-1]}"
+                if older
+                else "start the sweep again under a new --name"
+            )
+            unsafe = (
+                (
+                    f" ({len(found)} cop{'y' if len(found) == 1 else 'ies'} ignored: not owned by you, "
+                    "writable by others, or cut short too)"
+                )
+                if found
+                else ""
+            )
+            raise SweepStateError(
+                f"{f} is cut short (the driver died while writing it) and no "
+                f"intact copy was found under {', '.join(map(str, ray_temp_roots()))}"
+                f"{unsafe}; {hint}"
+            )
         _, good, data = max(copies, key=lambda c: c[0])
         torn = f.with_name(f.name + ".torn")
         os.replace(f, torn)

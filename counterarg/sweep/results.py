@@ -46,12 +46,22 @@ class SweepResult:
     def publish(self) -> list[str]:
         """Upload summary files written into :attr:`local_dir` since (object storage; else nothing)."""
         return self.remote.push() if self.remote is not None else []
+
     session_s: float | None = None  # this run's or resume's own wall time (None: as wall_s)
     sessions: int = 1  # the runs and resumes wall_s sums
 
 
-def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float, resumed: bool,
-                  base: dict[str, Any] | None = None, remote: DriverFolder | None = None) -> SweepResult:
+def write_results(
+    sweep: Sweep,
+    grid,
+    out: Path,
+    *,
+    exp_path: str,
+    wall_s: float,
+    resumed: bool,
+    base: dict[str, Any] | None = None,
+    remote: DriverFolder | None = None,
+) -> SweepResult:
     """The results of ``sweep`` from Tune's ``ResultGrid`` ``grid``, written into ``out``: the session
     (its wall time ``wall_s`` adds to the earlier runs'), race.csv/race.png, summary.md and its files.
     ``base``: the trials' shared fields as they ran (inputs staged into object storage; default the
@@ -67,12 +77,33 @@ def write_results(sweep: Sweep, grid, out: Path, *, exp_path: str, wall_s: float
         sections.append(race_markdown(race, sweep.metric))
     if search_fields(sweep):
         how = scheduler_text(sweep.scheduler, *asha_settings(sweep))
-        sections.append(search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode,
-                                        scheduler=how))
-    written = write_summary(records, out, title=f"{sweep.name}", metric=sweep.metric,
-                            mode=sweep.mode, sweep_wall_s=wall_s, baseline=baseline, baseline_ranks=baseline_ranks,
-                            extra_sections=sections, progress=True)
-    return SweepResult(experiment=exp_path, local_dir=out, records=records, rows=written["rows"],
-                       markdown=written["markdown"], wall_s=written["wall_s"] or wall_s, verdicts=written["verdicts"],
-                       baseline=baseline, baseline_ranks=baseline_ranks, race=race, session_s=wall_s,
-                       sessions=written["sessions"], remote=remote)
+        sections.append(
+            search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode, scheduler=how)
+        )
+    written = write_summary(
+        records,
+        out,
+        title=f"{sweep.name}",
+        metric=sweep.metric,
+        mode=sweep.mode,
+        sweep_wall_s=wall_s,
+        baseline=baseline,
+        baseline_ranks=baseline_ranks,
+        extra_sections=sections,
+        progress=True,
+    )
+    return SweepResult(
+        experiment=exp_path,
+        local_dir=out,
+        records=records,
+        rows=written["rows"],
+        markdown=written["markdown"],
+        wall_s=written["wall_s"] or wall_s,
+        verdicts=written["verdicts"],
+        baseline=baseline,
+        baseline_ranks=baseline_ranks,
+        race=race,
+        session_s=wall_s,
+        sessions=written["sessions"],
+        remote=remote,
+    )

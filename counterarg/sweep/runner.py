@@ -38,15 +38,15 @@ from typing import Any
 
 import ray
 
-from ..config import SEED, Config, ConfigError, FIELD_NAMES, fields_with
+from ..analysis.methods import label_of
+from ..analysis.trials import MAX_NUM_SAMPLES
+from ..config import FIELD_NAMES, SEED, Config, ConfigError, fields_with
 from ..core.io import exclusive_lock, remove_lock_file
 from ..core.paths import shell_path
+from ..core.remote import filesystem
 from ..evaluation.selection import DEFAULT_MODE
 from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
-from ..analysis.methods import label_of
-from ..analysis.trials import MAX_NUM_SAMPLES
-from ..core.remote import filesystem
 from .console import DropTokenAuthNotice, quiet_worker_logs
 from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
@@ -108,8 +108,10 @@ class Sweep:
         if self.metric is None:
             self.metric = selects.pop()
         elif self.metric != next(iter(selects)):
-            raise ConfigError(f"sweep metric {self.metric!r} differs from the trials' select_metric "
-                              f"{next(iter(selects))!r}; set select_metric instead")
+            raise ConfigError(
+                f"sweep metric {self.metric!r} differs from the trials' select_metric "
+                f"{next(iter(selects))!r}; set select_metric instead"
+            )
         if self.variants is not None and not self.variants:
             raise ConfigError(f"sweep {self.name}: no trial to run (an empty --strategies or --seeds list)")
         seen: set[str] = set()
@@ -117,8 +119,10 @@ class Sweep:
             full = Config.from_dict({**self.base, **v}).to_dict()
             key = repr(sorted(full.items()))
             if key in seen:
-                raise ConfigError(f"sweep {self.name}: two trials would be identical ({label_of(full)} seed "
-                                  f"{full['seed']}); give each strategy and seed once")
+                raise ConfigError(
+                    f"sweep {self.name}: two trials would be identical ({label_of(full)} seed "
+                    f"{full['seed']}); give each strategy and seed once"
+                )
             seen.add(key)
         if self.scheduler not in ("fifo", "asha", "pbt"):
             raise ValueError(f"scheduler must be fifo, asha or pbt, got {self.scheduler!r}")
@@ -140,8 +144,10 @@ class Sweep:
             self.race.check(len(self.variants))
             strategy_labels(self.variants, self.base)  # two strategies with one label: refused now
             if self.race.max_trials(len(self.variants)) > MAX_NUM_SAMPLES:
-                raise ConfigError(f"a race of at most {MAX_NUM_SAMPLES} trials; this one could run "
-                                  f"{self.race.max_trials(len(self.variants))} (lower --max-seeds or set --budget)")
+                raise ConfigError(
+                    f"a race of at most {MAX_NUM_SAMPLES} trials; this one could run "
+                    f"{self.race.max_trials(len(self.variants))} (lower --max-seeds or set --budget)"
+                )
         if not 1 <= self.num_samples <= MAX_NUM_SAMPLES:
             raise ConfigError(f"num_samples must be between 1 and {MAX_NUM_SAMPLES}, got {self.num_samples}")
         if not (self.cpus_per_trial >= 1 and math.isfinite(self.cpus_per_trial)):
@@ -165,7 +171,7 @@ def storage_uri(storage: str | Path | None) -> str:
 def local_experiment_dir(storage: str, name: str) -> Path | None:
     """The experiment folder on this machine, when storage is local (plain path or file://)."""
     if storage.startswith("file://"):
-        return Path(storage[len("file://"):]) / name
+        return Path(storage[len("file://") :]) / name
     if "://" in storage:
         return None
     return Path(storage) / name
@@ -191,15 +197,25 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address in (None, "", "local"):
         # Workers must import this checkout's counterarg even when another one is installed.
-        runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}, "worker_process_setup_hook": QUIET_HOOK}
+        runtime_env = {
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            },
+            "worker_process_setup_hook": QUIET_HOOK,
+        }
         logging.getLogger(AUTH_TOKEN_LOGGER).addFilter(DropTokenAuthNotice())
         ensure_ray(num_cpus, quiet=False, runtime_env=runtime_env)
         return True
     runtime_env = cluster_runtime_env()
-    if address != "auto" and "RAY_AUTH_MODE" not in os.environ and (
-            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").exists()):
+    if (
+        address != "auto"
+        and "RAY_AUTH_MODE" not in os.environ
+        and (
+            os.environ.get("RAY_AUTH_TOKEN")
+            or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").exists()
+        )
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
     ray.init(address=address, runtime_env=runtime_env)
     return True
@@ -210,13 +226,25 @@ def cluster_runtime_env() -> dict[str, Any]:
     ``py_modules`` (uploaded to the cluster, unpacked on every node: no path the driver chose is
     needed there; the other packages must be installed on each node) and :data:`FORWARDED_ENV`."""
     env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    return {"py_modules": [str(PACKAGE_DIR)], "excludes": ["__pycache__", "*.pyc"], "worker_process_setup_hook": QUIET_HOOK,
-            **({"env_vars": env_vars} if env_vars else {})}
+    return {
+        "py_modules": [str(PACKAGE_DIR)],
+        "excludes": ["__pycache__", "*.pyc"],
+        "worker_process_setup_hook": QUIET_HOOK,
+        **({"env_vars": env_vars} if env_vars else {}),
+    }
 
 
-def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str | None = None,
-              resume: bool = False, num_cpus: int | None = None, warm_cache: bool = True,
-              summary_dir: Path | None = None, verbose: int = 1) -> SweepResult:
+def run_sweep(
+    sweep: Sweep,
+    *,
+    storage: str | Path | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    warm_cache: bool = True,
+    summary_dir: Path | None = None,
+    verbose: int = 1,
+) -> SweepResult:
     """Run (or resume) ``sweep`` and write the summary; returns the records and the table.
 
     A fresh run refuses to reuse an existing experiment folder (pass ``resume=True``); a resume
@@ -232,8 +260,17 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
     lock_path = local.parent / f".{sweep.name}.lock" if local is not None else None
     with exclusive_lock(lock_path, f"sweep folder {local}") if lock_path else nullcontext():
         try:
-            return _run_sweep_locked(sweep, storage, local, address=address, resume=resume, num_cpus=num_cpus,
-                                     warm_cache=warm_cache, summary_dir=summary_dir, verbose=verbose)
+            return _run_sweep_locked(
+                sweep,
+                storage,
+                local,
+                address=address,
+                resume=resume,
+                num_cpus=num_cpus,
+                warm_cache=warm_cache,
+                summary_dir=summary_dir,
+                verbose=verbose,
+            )
         finally:
             if lock_path is not None:
                 remove_lock_file(lock_path)  # held until here: no results/.<name>.lock left behind
@@ -242,8 +279,10 @@ def run_sweep(sweep: Sweep, *, storage: str | Path | None = None, address: str |
 def check_trial_cpus(sweep: Sweep, available: float, where: str) -> None:
     """A trial asking for more CPUs than exist would wait forever: refuse it up front."""
     if sweep.cpus_per_trial > available:
-        raise ConfigError(f"--cpus-per-trial {sweep.cpus_per_trial:g} is more than the {available:g} CPU(s) "
-                          f"{where} has; no trial could ever start")
+        raise ConfigError(
+            f"--cpus-per-trial {sweep.cpus_per_trial:g} is more than the {available:g} CPU(s) "
+            f"{where} has; no trial could ever start"
+        )
 
 
 def pafs_for(storage: str, name: str, work: Path):
@@ -253,19 +292,25 @@ def pafs_for(storage: str, name: str, work: Path):
     return filesystem(storage.rstrip("/") + "/" + name)
 
 
-def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus,
-                      warm_cache, summary_dir, verbose) -> SweepResult:
+def _run_sweep_locked(
+    sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus, warm_cache, summary_dir, verbose
+) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
     remote = DriverFolder(exp_path) if local is None else None
     if remote is not None:
         remote.pull()
     work = remote.local if remote is not None else local
     if not resume and (work / TUNER_FILE).exists():
-        raise FileExistsError(f"{exp_path if remote else local} already holds an experiment; pass --resume to "
-                              "continue it or choose another --name")
+        raise FileExistsError(
+            f"{exp_path if remote else local} already holds an experiment; pass --resume to "
+            "continue it or choose another --name"
+        )
     # a local corpus or encoder goes into the experiment (object storage): no node needs the driver's paths
-    staged = replace(sweep, base=stage_inputs(sweep.base, exp_path),
-                     variants=None if sweep.variants is None else [stage_inputs(v, exp_path) for v in sweep.variants])
+    staged = replace(
+        sweep,
+        base=stage_inputs(sweep.base, exp_path),
+        variants=None if sweep.variants is None else [stage_inputs(v, exp_path) for v in sweep.variants],
+    )
     if resume:
         fs, root = pafs_for(storage, sweep.name, work)
         check_resume(sweep, work, exp_path, variants=staged.variants, fs=fs, root=root)
@@ -280,8 +325,10 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
         check_trial_cpus(sweep, float(ray.cluster_resources().get("CPU", 0)), where)
     gpus = float(ray.cluster_resources().get("GPU", 0))
     if sweep.gpus_per_trial > gpus:
-        raise ConfigError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the {gpus:g} GPU(s) {where} "
-                          "has; no trial could ever start")
+        raise ConfigError(
+            f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the {gpus:g} GPU(s) {where} "
+            "has; no trial could ever start"
+        )
     t0 = time.perf_counter()
     if warm_cache and not resume:
         secs = warm_feature_cache(feature_configs(sweep))
@@ -298,8 +345,16 @@ def _run_sweep_locked(sweep: Sweep, storage: str, local: Path | None, *, address
     out = summary_dir if summary_dir is not None else work
     if remote is not None:  # Tune rewrote its state files meanwhile: the sessions and summaries are ours
         remote.pull()
-    result = write_results(sweep, grid_, out, exp_path=exp_path, wall_s=wall, resumed=resume, base=staged.base,
-                           remote=remote if summary_dir is None else None)
+    result = write_results(
+        sweep,
+        grid_,
+        out,
+        exp_path=exp_path,
+        wall_s=wall,
+        resumed=resume,
+        base=staged.base,
+        remote=remote if summary_dir is None else None,
+    )
     try:  # TensorBoard's runs per strategy, beside the trials' (in the experiment folder)
         write_strategy_runs(result.records, work, sweep.metric)
         if remote is not None:

@@ -36,8 +36,9 @@ import itertools
 import json
 import math
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ray import tune
 
@@ -47,9 +48,11 @@ from ..core.io import folder_problem
 #: At most this many combinations of the categorical values are each built into a Config.
 MAX_COMBINATIONS = 4096
 #: Fields a space file never holds, and what to use instead.
-NOT_SEARCHABLE = {**{f: "give the seeds with --seeds (each sample then runs once per seed)" for f in fields_with(SEED)},
-                  **{f: "the sweep names its trials itself (--method)" for f in fields_with(LABEL)},
-                  "select_metric": "a sweep selects every trial on one metric: --set select_metric=..."}
+NOT_SEARCHABLE = {
+    **{f: "give the seeds with --seeds (each sample then runs once per seed)" for f in fields_with(SEED)},
+    **{f: "the sweep names its trials itself (--method)" for f in fields_with(LABEL)},
+    "select_metric": "a sweep selects every trial on one metric: --set select_metric=...",
+}
 _HINTS = typing.get_type_hints(Config)
 
 
@@ -61,8 +64,11 @@ def _numeric_kind(field: str) -> type | None:
 
 
 def _bounds(where: str, kind: str, value: Any, field: str) -> tuple[float, float]:
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)):
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)
+    ):
         raise ConfigError(f"{where}: {kind} expects [lo, hi], two finite numbers; got {json.dumps(value)}")
     lo, hi = value
     if not lo < hi:
@@ -76,8 +82,10 @@ def _bounds(where: str, kind: str, value: Any, field: str) -> tuple[float, float
         return int(lo), int(hi)
     if number is not float:
         holds = getattr(_HINTS[field], "__name__", _HINTS[field])
-        raise ConfigError(f"{where}: {kind} draws floats; {field!r} holds {holds}"
-                          + (" (use randint or choice)" if number is int else " (use choice)"))
+        raise ConfigError(
+            f"{where}: {kind} draws floats; {field!r} holds {holds}"
+            + (" (use randint or choice)" if number is int else " (use choice)")
+        )
     if kind == "loguniform" and lo <= 0:
         raise ConfigError(f"{where}: loguniform expects 0 < lo; got [{lo}, {hi}]")
     return float(lo), float(hi)
@@ -129,8 +137,13 @@ def describe(value: Any) -> Any:
     if hasattr(value, "categories"):
         return {"choice": list(value.categories)}
     if hasattr(value, "lower") and hasattr(value, "upper"):
-        kind = "randint" if type(value).__name__ == "Integer" else \
-            "loguniform" if "Log" in type(value.get_sampler()).__name__ else "uniform"
+        kind = (
+            "randint"
+            if type(value).__name__ == "Integer"
+            else "loguniform"
+            if "Log" in type(value.get_sampler()).__name__
+            else "uniform"
+        )
         return {kind: [value.lower, value.upper]}
     return f"<{type(value).__name__}>"  # another domain: its kind
 
@@ -150,8 +163,10 @@ def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
     try:
         saved = json.loads(saved_at.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return (f"{saved_at}, the space this search started with, is gone: there is nothing to compare this "
-                "space with (Tune would go on sampling the first one); put it back")
+        return (
+            f"{saved_at}, the space this search started with, is gone: there is nothing to compare this "
+            "space with (Tune would go on sampling the first one); put it back"
+        )
     except (OSError, ValueError) as e:
         return f"{saved_at}, the space this search started with, cannot be read ({e}); put it back"
     now = json.loads(json.dumps({k: describe(v) for k, v in param_space.items()}, default=repr))
@@ -159,7 +174,8 @@ def space_changes(folder: Path, param_space: Mapping[str, Any]) -> str | None:
     if not changed:
         return None
     return "the search space differs from the sweep's: " + "; ".join(
-        f"{k} was {json.dumps(saved.get(k, '(not set)'))}, now {json.dumps(now.get(k, '(not set)'))}" for k in changed)
+        f"{k} was {json.dumps(saved.get(k, '(not set)'))}, now {json.dumps(now.get(k, '(not set)'))}" for k in changed
+    )
 
 
 def read_space_file(path: str | Path) -> dict[str, Any]:
@@ -229,13 +245,19 @@ def _check_combinations(categorical: Mapping[str, list], shared: Mapping[str, An
     for pick, err in results:
         if err:
             shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in pick.items())
-            raise ConfigError(f"{source}: keys {', '.join(map(repr, pick))} (the combination {shown}) do not go "
-                              f"together: {err}")
+            raise ConfigError(
+                f"{source}: keys {', '.join(map(repr, pick))} (the combination {shown}) do not go together: {err}"
+            )
     return results[0][0] if results else {}
 
 
-def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = None,
-                base: Mapping[str, Any] | None = None, source: str = "space") -> dict[str, Any]:
+def parse_space(
+    spec: Mapping[str, Any],
+    *,
+    start: Mapping[str, Any] | None = None,
+    base: Mapping[str, Any] | None = None,
+    source: str = "space",
+) -> dict[str, Any]:
     """A space file's object -> Tune param-space entries (domains and fixed values), validated.
 
     ``start``: the fields trials start from (:func:`counterarg.sweep.spaces.method_start`), ``base``: the sweep's shared
@@ -256,17 +278,20 @@ def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = No
             raise ConfigError(f"{where}: also set for every trial (--set, --corpus, --epochs, ...); give it once")
         if isinstance(value, dict):
             if len(value) != 1:
-                raise ConfigError(f"{where}: a domain is one of {', '.join(map(repr, DOMAINS))} with its "
-                                  f"argument, e.g. {{\"choice\": [1, 2]}}; got {json.dumps(value)}")
-            (kind, arg), = value.items()
+                raise ConfigError(
+                    f"{where}: a domain is one of {', '.join(map(repr, DOMAINS))} with its "
+                    f'argument, e.g. {{"choice": [1, 2]}}; got {json.dumps(value)}'
+                )
+            ((kind, arg),) = value.items()
             if kind not in DOMAINS:
                 close = difflib.get_close_matches(kind, DOMAINS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"{where}: unknown domain {kind!r}{hint}"
-                                  + f" (known: {', '.join(DOMAINS)})")
+                raise ConfigError(f"{where}: unknown domain {kind!r}{hint}" + f" (known: {', '.join(DOMAINS)})")
             if key == "epochs":
-                raise ConfigError(f"{where}: every trial of a search runs the same epochs (ASHA's rungs count "
-                                  "them); give a number, or --epochs")
+                raise ConfigError(
+                    f"{where}: every trial of a search runs the same epochs (ASHA's rungs count "
+                    "them); give a number, or --epochs"
+                )
             domains[key] = (kind, DOMAINS[kind][0](where, arg, key))
         else:
             fixed[key] = value
@@ -282,13 +307,22 @@ def parse_space(spec: Mapping[str, Any], *, start: Mapping[str, Any] | None = No
                 _check_fits(f"{source}: key {key!r}, value {json.dumps(v)}", shared, {key: v})
     out: dict[str, Any] = {}
     for key in spec:
-        out[key] = DOMAINS[domains[key][0]][1](domains[key][1]) if key in domains else \
-            Config.from_dict({**shared, key: fixed[key]}).to_dict()[key]
+        out[key] = (
+            DOMAINS[domains[key][0]][1](domains[key][1])
+            if key in domains
+            else Config.from_dict({**shared, key: fixed[key]}).to_dict()[key]
+        )
     return out
 
 
-def search_space(spec: Mapping[str, Any], *, start: Mapping[str, Any], seeds: Sequence[int] = (0,),
-                 base: Mapping[str, Any] | None = None, source: str = "space") -> dict[str, Any]:
+def search_space(
+    spec: Mapping[str, Any],
+    *,
+    start: Mapping[str, Any],
+    seeds: Sequence[int] = (0,),
+    base: Mapping[str, Any] | None = None,
+    source: str = "space",
+) -> dict[str, Any]:
     """The Tune param space of a search: ``start``'s fields less those ``base`` sets (``--set`` wins
     over the method), the space's domains and fixed values over them (:func:`parse_space`), and the
     seeds (a ``grid_search``, each sample run per seed, when more than one)."""

@@ -20,16 +20,17 @@ import difflib
 import itertools
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ray.tune.search import Searcher
 
-from ..sampling import schedules
+from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, label_of, labelled, strategy_text
 from ..config import FIELD_NAMES, PRESETS, Config, ConfigError, method_fields
 from ..core.io import atomic_write_text
-from ..analysis.methods import DEFAULT_METHOD, METHODS, get_method, label_of, labelled, strategy_text
 from ..ray_internals import searcher_state_files
+from ..sampling import schedules
 from .space_file import search_space
 
 #: The reference method's fields (kept for callers that build reference configs by hand).
@@ -58,9 +59,11 @@ def strategy(name: str | Mapping[str, Any], method: str = "reference", **fields_
     """
     if isinstance(name, str):
         if name in METHODS:
-            raise ConfigError(f"{name!r} is a method, not a strategy: pass --methods {name} and schedules in "
-                              f"--strategies (the default recipe itself is {strategy_text({})!r} "
-                              f"under --methods {DEFAULT_METHOD})")
+            raise ConfigError(
+                f"{name!r} is a method, not a strategy: pass --methods {name} and schedules in "
+                f"--strategies (the default recipe itself is {strategy_text({})!r} "
+                f"under --methods {DEFAULT_METHOD})"
+            )
         known = list(schedules.SCHEDULES)
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
@@ -97,8 +100,9 @@ def method_start(method: str) -> dict[str, Any]:
     return parse_strategy(strategy_text(PRESETS.get(method, {})), method)
 
 
-def method_strategies(strategies: str | Sequence[str] | None = None,
-                      methods: Sequence[str] = DEFAULT_METHODS) -> list[dict[str, Any]]:
+def method_strategies(
+    strategies: str | Sequence[str] | None = None, methods: Sequence[str] = DEFAULT_METHODS
+) -> list[dict[str, Any]]:
     """Every strategy crossed with every method, as flat Config fields (method outer).
 
     ``strategies``: ``--strategies`` forms (a list, or one string separated by ``;``), each trained
@@ -110,13 +114,14 @@ def method_strategies(strategies: str | Sequence[str] | None = None,
             raise ConfigError("--strategies names no strategy")
     out = []
     for m in methods:
-        for s in (strategies if strategies is not None else default_strategies(m)):
+        for s in strategies if strategies is not None else default_strategies(m):
             out.append(parse_strategy(s, m) if isinstance(s, str) else strategy(s, m))
     return out
 
 
-def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
-         base: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def grid(
+    *axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]], base: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Cartesian product of axes into flat Config-field dicts (the trial configs of a grid).
 
     Each axis is either a list of partial configs (e.g. strategies, each several fields) or a
@@ -129,7 +134,7 @@ def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
         if isinstance(ax, Mapping):
             if len(ax) != 1:
                 raise ValueError("a mapping axis must have exactly one field: {field: [values]}")
-            (k, values), = ax.items()
+            ((k, values),) = ax.items()
             norm.append([{k: v} for v in values])
         else:
             norm.append([dict(p) for p in ax])
@@ -146,9 +151,12 @@ def grid(*axes: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
     return out
 
 
-def strategy_grid(strategies: str | Sequence[str | Mapping[str, Any]] | None = None,
-                  seeds: Sequence[int] = (0, 1, 2), methods: Sequence[str] = DEFAULT_METHODS,
-                  **more: Sequence[Any]) -> list[dict[str, Any]]:
+def strategy_grid(
+    strategies: str | Sequence[str | Mapping[str, Any]] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    methods: Sequence[str] = DEFAULT_METHODS,
+    **more: Sequence[Any],
+) -> list[dict[str, Any]]:
     """Methods x strategies x seeds (x any ``field=[values]`` given as keyword), as flat trial configs.
 
     No ``strategies``: the main job, each method's own list (:func:`method_strategies`).
@@ -159,9 +167,14 @@ def strategy_grid(strategies: str | Sequence[str | Mapping[str, Any]] | None = N
     return grid(*axes)
 
 
-def margin_lr_space(schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE, *,
-                    margin: tuple[float, float] = (0.1, 3.0), lr: tuple[float, float] = (1e-4, 1e-2),
-                    seeds: Sequence[int] = (0,), base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def margin_lr_space(
+    schedule: str | Mapping[str, Any] = schedules.DEFAULT_SCHEDULE,
+    *,
+    margin: tuple[float, float] = (0.1, 3.0),
+    lr: tuple[float, float] = (1e-4, 1e-2),
+    seeds: Sequence[int] = (0,),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Tune param space for a random/ASHA search over margin and lr (log-uniform) for one strategy:
     the space file search's path (:func:`counterarg.sweep.space_file.search_space`) with a built-in
     space. Keys are Config fields; seeds become a ``grid_search`` (repeats per sample) when more
@@ -190,8 +203,7 @@ class VariantSearcher(ConstantSpaceSearcher):
     list where it stopped instead of creating trials twice.
     """
 
-    def __init__(self, variants: Sequence[Mapping[str, Any]], metric: str | None = None,
-                 mode: str | None = None):
+    def __init__(self, variants: Sequence[Mapping[str, Any]], metric: str | None = None, mode: str | None = None):
         super().__init__(metric=metric, mode=mode)
         self.variants = [dict(v) for v in variants]
         self.next_index = 0
@@ -207,8 +219,7 @@ class VariantSearcher(ConstantSpaceSearcher):
         pass
 
     def save(self, checkpoint_path: str) -> None:
-        atomic_write_text(Path(checkpoint_path), json.dumps(
-            {"variants": self.variants, "next_index": self.next_index}))
+        atomic_write_text(Path(checkpoint_path), json.dumps({"variants": self.variants, "next_index": self.next_index}))
 
     def restore(self, checkpoint_path: str) -> None:
         state = json.loads(Path(checkpoint_path).read_text())
@@ -249,14 +260,18 @@ def grid_changes(saved: Sequence[Mapping[str, Any]] | None, now: Sequence[Mappin
     (old_s, old_seeds), (new_s, new_seeds) = axes(saved), axes(now)
     parts = []
     if old_s != new_s:
-        parts.append(f"strategies differ from the sweep's: it runs {'; '.join(old_s)}, this command asks for "
-                     f"{'; '.join(new_s)}")
+        parts.append(
+            f"strategies differ from the sweep's: it runs {'; '.join(old_s)}, this command asks for {'; '.join(new_s)}"
+        )
     if old_seeds != new_seeds:
-        parts.append(f"seeds differ from the sweep's: it runs {','.join(map(str, old_seeds))}, this command asks "
-                     f"for {','.join(map(str, new_seeds))}")
+        parts.append(
+            f"seeds differ from the sweep's: it runs {','.join(map(str, old_seeds))}, this command asks "
+            f"for {','.join(map(str, new_seeds))}"
+        )
     if not parts:
         fields = sorted({k for a, b in zip(saved, now) for k in {*a, *b} if a.get(k) != b.get(k)})
-        parts.append("the trials' fields differ from the sweep's" + (f": {', '.join(fields)}" if fields else
-                                                                      f" ({len(saved)} trials, now {len(now)})"))
+        parts.append(
+            "the trials' fields differ from the sweep's"
+            + (f": {', '.join(fields)}" if fields else f" ({len(saved)} trials, now {len(now)})")
+        )
     return "; ".join(parts)
-

@@ -22,14 +22,23 @@ import hashlib
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from ..core.io import MANIFEST, sha256_file, write_manifest
-from ..core.remote import filesystem, is_remote, join, localize, put_sealed_dir, read_bytes, remote_manifest, \
-    write_bytes
+from ..core.remote import (
+    filesystem,
+    is_remote,
+    join,
+    localize,
+    put_sealed_dir,
+    read_bytes,
+    remote_manifest,
+    write_bytes,
+)
 
 #: Config fields that name an input a trial reads from a path
 INPUT_FIELDS = ("corpus", "encoder")
@@ -85,8 +94,9 @@ class DriverFolder:
         if self.fs.get_file_info(dest).type != pafs.FileType.NotFound:
             self.fs.delete_dir(dest)
         if (self.local / name).is_dir():
-            pafs.copy_files(str(self.local / name), dest, source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)
+            pafs.copy_files(
+                str(self.local / name), dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs
+            )
 
     def close(self) -> None:
         shutil.rmtree(self.local, ignore_errors=True)
@@ -100,8 +110,10 @@ def _sealed_copy(source: Path, into: Path) -> Path:
     files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.name != MANIFEST)
     for p in files:
         if p.is_dir():
-            raise ValueError(f"{source}: holds the folder {p.name}; a staged input must be one file or a flat "
-                             "folder (pass it as an s3:// or gs:// URI instead)")
+            raise ValueError(
+                f"{source}: holds the folder {p.name}; a staged input must be one file or a flat "
+                "folder (pass it as an s3:// or gs:// URI instead)"
+            )
         shutil.copyfile(p, copy / p.name)
     write_manifest(copy)
     return copy

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from tensorboardX import SummaryWriter
 
@@ -47,8 +47,10 @@ def layout(metric: str) -> dict[str, dict[str, list]]:
     keys = metric_keys(metric)
     split = metric.split("/")[0]
     per_task = [k for k in keys if k.startswith(f"{split}/") and "/mean/" not in k]
-    return {OVERVIEW: {k: ["Margin", list(band_tags(k))] for k in keys[:2]},
-            f"{PER_TASK} ({split})": {k: ["Margin", list(band_tags(k))] for k in per_task}}
+    return {
+        OVERVIEW: {k: ["Margin", list(band_tags(k))] for k in keys[:2]},
+        f"{PER_TASK} ({split})": {k: ["Margin", list(band_tags(k))] for k in per_task},
+    }
 
 
 def epoch_stats(records: Sequence[TrialRecord], key: str) -> dict[int, tuple[float, float, int]]:
@@ -71,8 +73,11 @@ def seeds_note(label: str, members: Sequence[TrialRecord], done: Sequence[TrialR
     """``recipe: decay 0.8-0.02: mean over 2/3 seeds (1 unfinished): seeds 0, 1``."""
     left = len(members) - len(done)
     seeds = ", ".join(str(r.config.get("seed")) for r in sorted(done, key=lambda r: str(r.config.get("seed"))))
-    return (f"{label}: mean over {len(done)}/{len(members)} seeds" + (f" ({left} unfinished)" if left else "")
-            + (f": seeds {seeds}" if seeds else ""))
+    return (
+        f"{label}: mean over {len(done)}/{len(members)} seeds"
+        + (f" ({left} unfinished)" if left else "")
+        + (f": seeds {seeds}" if seeds else "")
+    )
 
 
 def write_strategy_runs(records: Sequence[TrialRecord], exp_dir: Path, metric: str) -> dict[str, Path]:

@@ -24,22 +24,34 @@ The sweep's own runs (one per strategy, margin charts) are written when it ends
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ray.tune.logger import TBXLoggerCallback
 
 from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
 from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, dedupe_history, varying_fields
 from ..evaluation.selection import beats
-from .hparams_table import (column_values, experiment_summary, metric_keys, selected_tag, session_end_summary,
-                            session_start_summary, table_columns, tag_of)
+from .hparams_table import (
+    column_values,
+    experiment_summary,
+    metric_keys,
+    selected_tag,
+    session_end_summary,
+    session_start_summary,
+    table_columns,
+    tag_of,
+)
 
 
 def epoch_scalars(result: Mapping[str, Any]) -> dict[str, float]:
     """The metrics of one reported epoch as ``{tag: value}``: every finite number whose key names a
     metric (``<group>/<name>``); Tune's own keys (no ``/``) are left out."""
-    return {tag_of(k): float(v) for k, v in result.items()
-            if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        tag_of(k): float(v)
+        for k, v in result.items()
+        if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 class SweepTBXLogger(TBXLoggerCallback):
@@ -49,8 +61,13 @@ class SweepTBXLogger(TBXLoggerCallback):
     fields that get a column after method, strategy, seed and the schedule's fields.
     """
 
-    def __init__(self, fields: Sequence[str] = (), metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE,
-                 configs: Sequence[Mapping[str, Any]] = ()):
+    def __init__(
+        self,
+        fields: Sequence[str] = (),
+        metric: str = DEFAULT_METRIC,
+        mode: str = DEFAULT_MODE,
+        configs: Sequence[Mapping[str, Any]] = (),
+    ):
         super().__init__()
         self.configs = [dict(c) for c in configs]
         self.columns = table_columns(self.configs, fields)
@@ -103,16 +120,18 @@ class SweepTBXLogger(TBXLoggerCallback):
         """How ``trial`` ended (:func:`counterarg.analysis.endings.trial_ending`) from the results this
         callback saw and Tune's last one (``done`` when a scheduler stopped it)."""
         last = getattr(trial, "last_result", None) or {}
-        return trial_ending(dict(trial.config), dedupe_history(self._rows.get(trial, [])), error=failed,
-                            done=bool(last.get("done")))
+        return trial_ending(
+            dict(trial.config), dedupe_history(self._rows.get(trial, [])), error=failed, done=bool(last.get("done"))
+        )
 
     def log_trial_end(self, trial, failed: bool = False):
         ended = self.ending(trial, failed)
         if trial in self._trial_writer and is_finished(ended):
             writer = self._trial_writer[trial]
             try:
-                writer.file_writer.add_summary(session_start_summary(self.row_of(dict(trial.config), ended),
-                                                                     str(trial.trial_id)))
+                writer.file_writer.add_summary(
+                    session_start_summary(self.row_of(dict(trial.config), ended), str(trial.trial_id))
+                )
                 writer.file_writer.add_summary(session_end_summary())
                 writer.flush()
             except (ValueError, TypeError) as e:  # TensorBoard must not fail a sweep; say why

@@ -30,29 +30,29 @@ import posixpath
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
 
+from ..analysis.trials import TRAIN_TIME_KEY
 from ..config import Config
 from ..core.io import read_manifest
-from ..ray_internals import trial_working_dir
 from ..core.remote import put_sealed_dir
-from ..retrieval.shards import shard_bundles
-from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..evaluation.selection import BEST_DIR
+from ..model.checkpoint import CheckpointError, read_checkpoint
+from ..ray_internals import trial_working_dir
+from ..retrieval.shards import shard_bundles
 from ..training.loop import train
 from .console import quiet_worker_logs
 from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
-from ..analysis.trials import TRAIN_TIME_KEY
 from .storage import localize_config
-
 
 
 def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:
@@ -94,8 +94,11 @@ def _report_unlogged(local: Path, ckpt, final: bool, train_s: float) -> None:
     logged = logged_epochs(ckpt)
     missing = [row for row in history if int(row["epoch"]) not in logged]
     if final:
-        print(f"[trial] already finished all {len(history)} epochs ({ckpt.path}); not rerun; "
-              f"{len(missing)} unlogged epoch(s) reported", flush=True)
+        print(
+            f"[trial] already finished all {len(history)} epochs ({ckpt.path}); not rerun; "
+            f"{len(missing)} unlogged epoch(s) reported",
+            flush=True,
+        )
     for row in missing[:-1]:
         tune.report(dict(row))  # an epoch's row without its (overwritten) checkpoint
     if missing:
@@ -119,8 +122,9 @@ def _newest_own_checkpoint(ckpt, local: Path) -> tuple[Any, bool]:
             read_checkpoint(local)  # checks every file against the manifest
             return later, True
         except (OSError, CheckpointError) as e:  # e.g. a file fails its sha256
-            print(f"[trial] skipped the later checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}",
-                  flush=True)
+            print(
+                f"[trial] skipped the later checkpoint {path}: {str(e).splitlines()[0] if str(e) else e!r}", flush=True
+            )
     shutil.rmtree(local, ignore_errors=True)
     ckpt.to_directory(str(local))
     return ckpt, False
@@ -194,9 +198,11 @@ def trainable(config: dict) -> None:
             prior_train_s = load_train_time(resume_from)
         lineage = inherit(sidecar.get("lineage") or [], int(sidecar.get("epoch", 0)), donor)
         if donor is not None:
-            print(f"[trial] {trial_id} continues from {donor}'s weights after epoch "
-                  f"{sidecar.get('epoch')} with rate={cfg.rate:g} lr={cfg.lr:g} margin={cfg.margin:g}",
-                  flush=True)
+            print(
+                f"[trial] {trial_id} continues from {donor}'s weights after epoch "
+                f"{sidecar.get('epoch')} with rate={cfg.rate:g} lr={cfg.lr:g} margin={cfg.margin:g}",
+                flush=True,
+            )
 
     state = {"in_report": 0.0, "reports": 0}
     mirrored: dict = {}  # the epoch whose best state was last copied to storage
@@ -209,8 +215,9 @@ def trainable(config: dict) -> None:
         epoch = int(metrics["epoch"])
         if trained:  # this trial trained the epoch (else it came with the weights)
             lineage[:] = [e for e in lineage if e["epoch"] < epoch] + [lineage_entry(metrics, trial_id)]
-        (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(json.dumps(
-            {"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage}))
+        (Path(checkpoint_dir) / TRAIN_TIME_FILE).write_text(
+            json.dumps({"train_total_s": train_s, "epoch": epoch, "trial_id": trial_id, "lineage": lineage})
+        )
         row = dict(metrics)
         row[TRAIN_TIME_KEY] = train_s
         row[NODE_KEY] = node_id
@@ -283,8 +290,7 @@ def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:
             if fs.get_file_info(path).type != pafs.FileType.NotFound:
                 fs.delete_dir(path)
         fs.create_dir(f"{dest}.tmp")
-        pafs.copy_files(str(best), f"{dest}.tmp", source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+        pafs.copy_files(str(best), f"{dest}.tmp", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
         fs.move(f"{dest}.tmp", dest)
         mirrored["epoch"] = epoch
     except OSError as e:  # storage hiccup: Tune's own checkpoints still hold every epoch's state

@@ -17,12 +17,12 @@ from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from ..config import Config, ConfigError
 from ..analysis.methods import label_of, slug
 from ..analysis.trials import varying_fields
+from ..config import Config, ConfigError
 from ..ray_internals import retry_system_failures_only
-from .failures import RestoreLog
 from .console import DropRestoreHint, SweepReporter, TrialsWithoutResults, quiet_worker_logs
+from .failures import RestoreLog
 from .pbt import make_scheduler
 from .prepare import concrete_configs
 from .race import RaceSearcher
@@ -69,8 +69,9 @@ def trial_dirname(trial) -> str:
         return f"trial_{trial.trial_id}"
 
 
-def check_resume(sweep: Sweep, work: Path | None, exp_path: str, *, variants: list | None = None,
-                 fs=None, root: str | None = None) -> None:
+def check_resume(
+    sweep: Sweep, work: Path | None, exp_path: str, *, variants: list | None = None, fs=None, root: str | None = None
+) -> None:
     """What a resume checks and repairs before Tune restores ``exp_path``: a torn experiment state put
     back and checkpoints Tune deleted too early restored (``work``: the local experiment folder, or
     the driver's working copy of a remote one, whose trial folders are ``root`` on ``fs``), a changed
@@ -82,15 +83,22 @@ def check_resume(sweep: Sweep, work: Path | None, exp_path: str, *, variants: li
         for line in restore_named_checkpoints(work, fs=fs, root=root):
             print(f"[sweep] repaired {line}", flush=True)
         wanted = variants if variants is not None else sweep.variants
-        changed = grid_changes(saved_variants(work), wanted) if sweep.variants is not None else \
-            space_changes(work, sweep.param_space) if search_fields(sweep) else None
+        changed = (
+            grid_changes(saved_variants(work), wanted)
+            if sweep.variants is not None
+            else space_changes(work, sweep.param_space)
+            if search_fields(sweep)
+            else None
+        )
         if changed:
             raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
         for line in reconcile_race_state(work) if sweep.race is not None else []:
             print(f"[race] {line}", flush=True)
     if not tune.Tuner.can_restore(exp_path):
-        raise SweepStateError(f"--resume: nothing to resume at {exp_path} (no experiment state there); "
-                              "drop --resume to start this sweep, or check --storage and --name")
+        raise SweepStateError(
+            f"--resume: nothing to resume at {exp_path} (no experiment state there); "
+            "drop --resume to start this sweep, or check --storage and --name"
+        )
 
 
 #: seconds between Tune's experiment-state snapshots (``TUNE_GLOBAL_CHECKPOINT_S``) on local disk, and on
@@ -123,8 +131,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         if not tune.Tuner.can_restore(exp_path):
             raise SweepStateError(f"--resume: nothing to resume at {exp_path}")
         # an errored trial keeps its id and continues from its last checkpoint (none: from scratch)
-        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True,
-                                  resume_errored=True)
+        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True, resume_errored=True)
 
     all_configs = concrete_configs(sweep)
     # HParams columns after method, strategy, seed and the schedule's: the searched fields, then those that vary
@@ -143,15 +150,22 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         num_samples = sweep.num_samples
     if sweep.scheduler == "asha":
         max_t, grace, factor = asha_settings(sweep)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max_t, grace_period=grace,
-                                  reduction_factor=factor)
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=max_t, grace_period=grace, reduction_factor=factor
+        )
     elif sweep.scheduler == "pbt":
         scheduler = make_scheduler(sweep.pbt)
     else:
         scheduler = FIFOScheduler()
-    tune_config = tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
-                                  search_alg=search_alg, scheduler=scheduler, reuse_actors=True,
-                                  trial_dirname_creator=trial_dirname)
+    tune_config = tune.TuneConfig(
+        metric=sweep.metric,
+        mode=sweep.mode,
+        num_samples=num_samples,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        reuse_actors=True,
+        trial_dirname_creator=trial_dirname,
+    )
     run_config = RunConfig(
         name=sweep.name,
         storage_path=storage,
@@ -160,10 +174,12 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # Otherwise the last two: the experiment state may lag a kill by a snapshot, and must find the
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
-        callbacks=[SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
-                   StateSnapshot(), RestoreLog()],
+        callbacks=[
+            SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+            StateSnapshot(),
+            RestoreLog(),
+        ],
         progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )
-    return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config,
-                      run_config=run_config)
+    return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -20,18 +20,25 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from ..config import Config
+from ..core.io import (
+    DiskFullError,
+    append_jsonl,
+    atomic_replace_dir,
+    atomic_write_text,
+    folder_lock,
+    recover_dir,
+    remove_temp_files,
+)
 from ..data.corpus import TextTable, load_corpus
+from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
+from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from ..model.features import make_features
-from ..core.io import (DiskFullError, append_jsonl, atomic_replace_dir, atomic_write_text, folder_lock, recover_dir,
-                 remove_temp_files)
 from ..nn.encoder import EncoderError, pick_device
 from .trainer import Trainer, TrainingError, say
-from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
 
 Report = Callable[[dict, Path], None]
 
@@ -70,9 +77,11 @@ def train(
             if (out / "checkpoint").exists():
                 resume_from = out / "checkpoint"
             elif _recorded_epochs(out):  # starting fresh would empty metrics.jsonl
-                raise TrainingError(f"--resume: {out / 'metrics.jsonl'} holds {_recorded_epochs(out)} epoch row(s) "
-                                    f"but {out} has no checkpoint to continue from; nothing was changed. Move the "
-                                    "folder away to start again, or restore its checkpoint/")
+                raise TrainingError(
+                    f"--resume: {out / 'metrics.jsonl'} holds {_recorded_epochs(out)} epoch row(s) "
+                    f"but {out} has no checkpoint to continue from; nothing was changed. Move the "
+                    "folder away to start again, or restore its checkpoint/"
+                )
             else:
                 say(f"--resume: no checkpoint in {out}, starting fresh", True)
         return _train_locked(config, out, report, resume_from, progress)
@@ -94,9 +103,11 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
         check_resumable(config, saved["model"]["config"], Path(resume_from))
         start, history = saved["epoch"], list(saved["history"])
         if start > config.epochs:
-            raise TrainingError(f"checkpoint {resume_from} already holds {start} epochs, more than epochs="
-                                f"{config.epochs}; nothing to train (config.json and metrics.jsonl left as they are). "
-                                f"Pass --epochs {start} or more")
+            raise TrainingError(
+                f"checkpoint {resume_from} already holds {start} epochs, more than epochs="
+                f"{config.epochs}; nothing to train (config.json and metrics.jsonl left as they are). "
+                f"Pass --epochs {start} or more"
+            )
     try:
         run = Trainer(config, progress=progress)
     except EncoderError as e:
@@ -106,8 +117,7 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
     if saved is not None:
         run.restore(saved)
         changed = resumed_changes(config, saved["model"]["config"])
-        say(f"resumed from {resume_from} after epoch {start}"
-             + (f" with {changed}" if changed else ""), progress)
+        say(f"resumed from {resume_from} after epoch {start}" + (f" with {changed}" if changed else ""), progress)
     config.save(out / "config.json")
     metrics_path = out / "metrics.jsonl"
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
@@ -118,21 +128,34 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
     try:
         _epochs(run, config, start, history, ckpt, metrics_path, report, progress, best)
     except DiskFullError as e:
-        raise DiskFullError(f"{e}. The run folder {out} keeps its last complete checkpoint/ and best/; "
-                            f"continue it with --resume") from None
+        raise DiskFullError(
+            f"{e}. The run folder {out} keeps its last complete checkpoint/ and best/; continue it with --resume"
+        ) from None
     finally:
         run.close()
     return history
 
 
-def _epochs(run: Trainer, config: Config, start: int, history: list[dict], ckpt: Path,
-            metrics_path: Path, report: Report | None, progress: bool, best: BestRanks) -> None:
+def _epochs(
+    run: Trainer,
+    config: Config,
+    start: int,
+    history: list[dict],
+    ckpt: Path,
+    metrics_path: Path,
+    report: Report | None,
+    progress: bool,
+    best: BestRanks,
+) -> None:
     for epoch in range(start, config.epochs):
         top = early_stop(config, history, epoch)
         if top is not None:
-            say(f"early stop after epoch {epoch}: {config.select_metric} has not improved for "
-                 f"{config.patience} epochs (best {top[config.select_metric]:.4f} at epoch {top['epoch']}; "
-                 f"its state is in {ckpt.parent / BEST_DIR})", progress)
+            say(
+                f"early stop after epoch {epoch}: {config.select_metric} has not improved for "
+                f"{config.patience} epochs (best {top[config.select_metric]:.4f} at epoch {top['epoch']}; "
+                f"its state is in {ckpt.parent / BEST_DIR})",
+                progress,
+            )
             break
         t0 = time.perf_counter()
         row = run.train_epoch(epoch)
@@ -142,8 +165,10 @@ def _epochs(run: Trainer, config: Config, start: int, history: list[dict], ckpt:
             if isinstance(v, float) and not math.isfinite(v) and not k.startswith("time/"):
                 raise TrainingError(f"metric {k} is {v} at epoch {epoch + 1}")
         if config.patience and config.select_metric not in row:
-            raise TrainingError(f"patience={config.patience} selects on {config.select_metric!r}, which epoch "
-                                f"{epoch + 1} did not report (has the corpus a validation split?)")
+            raise TrainingError(
+                f"patience={config.patience} selects on {config.select_metric!r}, which epoch "
+                f"{epoch + 1} did not report (has the corpus a validation split?)"
+            )
         history.append(row)
         improved = best.update(row, run.ranks, run.pools)
         chosen = best_epoch(history, config.select_metric)
@@ -167,10 +192,19 @@ def _epochs(run: Trainer, config: Config, start: int, history: list[dict], ckpt:
 
 
 def _epoch_line(row: dict) -> str:
-    parts = [f"epoch {row['epoch']}", f"loss {row['train/loss']:.4f}", f"rate {row['mining/rate']:.2f}",
-             f"hard {row['mining/hard']} random {row['mining/random']}"]
-    for key in ("validation/loss", "validation/mean/acc@1", "validation_unseen/mean/acc@1", "test/mean/acc@1",
-                "test_unseen/mean/acc@1"):
+    parts = [
+        f"epoch {row['epoch']}",
+        f"loss {row['train/loss']:.4f}",
+        f"rate {row['mining/rate']:.2f}",
+        f"hard {row['mining/hard']} random {row['mining/random']}",
+    ]
+    for key in (
+        "validation/loss",
+        "validation/mean/acc@1",
+        "validation_unseen/mean/acc@1",
+        "test/mean/acc@1",
+        "test_unseen/mean/acc@1",
+    ):
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
     parts.append(f"{row['time/epoch_s']:.1f}s")

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..sampling.batches import batch_order
-from ..model.biencoder import BiEncoder
 from ..config import Config
 from ..data.corpus import Corpus, TextTable, load_corpus
-from ..nn.loss import LossBatch, total_loss, uses_classifier
-from ..sampling.mining import dedupe_pairs, mine_negatives, mining_telemetry
+from ..model.biencoder import BiEncoder
 from ..nn.encoder import pick_device, set_threads_from_env
+from ..nn.loss import LossBatch, total_loss, uses_classifier
+from ..nn.precision import grad_scaler
 from ..retrieval.arguana import build_view
 from ..retrieval.pools import build_pools, split_pools
-from ..nn.precision import grad_scaler
+from ..sampling.batches import batch_order
+from ..sampling.mining import dedupe_pairs, mine_negatives, mining_telemetry
 from ..sampling.schedules import random_rate
 
 
@@ -41,8 +41,14 @@ def say(msg: str, progress: bool) -> None:
 class Trainer:
     """The pieces of one run, built once from a config: corpus, the model, optimizer, pools."""
 
-    def __init__(self, config: Config, *, progress: bool = True, corpus: Corpus | None = None,
-                 eval_splits: list[str] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        progress: bool = True,
+        corpus: Corpus | None = None,
+        eval_splits: list[str] | None = None,
+    ):
         set_threads_from_env()
         self.config, self.progress = config, progress
         self.device = pick_device(config.device)
@@ -58,8 +64,11 @@ class Trainer:
         self.optimizer = opt(groups, weight_decay=config.weight_decay)
         self.scaler = grad_scaler(self.model.features.precision, self.device)  # active at fp16 only
         if eval_splits is None:
-            eval_splits = [s for s in ("training", "validation", "test") if s in self.corpus.splits
-                           and (s != "training" or config.eval_training)]
+            eval_splits = [
+                s
+                for s in ("training", "validation", "test")
+                if s in self.corpus.splits and (s != "training" or config.eval_training)
+            ]
         self.eval_splits = eval_splits
         self.pools = {s: split_pools(self.corpus, s) for s in self.eval_splits}
         for s in self.eval_splits:
@@ -70,9 +79,12 @@ class Trainer:
         self._indexes: dict[str, tuple] = {}
         self.training_pools = build_pools(self.corpus.split("training")) if "training" in self.corpus.splits else None
         # text ids of validation and test: the telemetry's share of negatives an evaluation split shares
-        self.eval_texts = np.unique(np.concatenate(
-            [np.concatenate([ids.point, ids.counter]) for s, ids in self.table.splits.items() if s != "training"]
-            or [np.zeros(0, np.int64)]))
+        self.eval_texts = np.unique(
+            np.concatenate(
+                [np.concatenate([ids.point, ids.counter]) for s, ids in self.table.splits.items() if s != "training"]
+                or [np.zeros(0, np.int64)]
+            )
+        )
 
     # ------------------------------------------------------------------ embeddings
     def mining_space(self, emb: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +112,28 @@ class Trainer:
             from ..retrieval.index import make_index_pair
 
             self._indexes[split] = make_index_pair(
-                backend, s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,
-                device=str(self.device))
+                backend,
+                s_p,
+                s_c,
+                leaf_size=cfg.leaf_size,
+                shards=cfg.shards,
+                block_size=cfg.block_size,
+                device=str(self.device),
+            )
         point_index, counter_index = self._indexes[split]
-        return mine_negatives(s_p, s_c, rate, rng, point_index=point_index, counter_index=counter_index,
-                              point_keys=ids.point, counter_keys=ids.counter, num_negatives=cfg.num_negatives,
-                              neg_rank=tuple(cfg.neg_rank), neg_margin=cfg.neg_margin)
+        return mine_negatives(
+            s_p,
+            s_c,
+            rate,
+            rng,
+            point_index=point_index,
+            counter_index=counter_index,
+            point_keys=ids.point,
+            counter_keys=ids.counter,
+            num_negatives=cfg.num_negatives,
+            neg_rank=tuple(cfg.neg_rank),
+            neg_margin=cfg.neg_margin,
+        )
 
     def close(self) -> None:
         """Release index resources (the sharded backend's Ray actors)."""
@@ -126,10 +154,19 @@ class Trainer:
         logits_pos = logits_neg = None
         if uses_classifier(c.loss):
             logits_pos = self.model.heads.classify(s_p, s_c, h_p, h_c)  # [B, 2]
-            logits_neg = self.model.heads.classify(s_p.repeat_interleave(k, 0), s_n, h_p.repeat_interleave(k, 0),
-                                             h_n.reshape(b * k, -1)).view(b, k, 2)  # [B, K, 2]
-        batch = LossBatch(s_p=s_p, s_c=s_c, s_n=s_n.view(b, k, -1), logits_pos=logits_pos, logits_neg=logits_neg,
-                          point_keys=keys[0], counter_keys=keys[1], negative_keys=keys[2])
+            logits_neg = self.model.heads.classify(
+                s_p.repeat_interleave(k, 0), s_n, h_p.repeat_interleave(k, 0), h_n.reshape(b * k, -1)
+            ).view(b, k, 2)  # [B, K, 2]
+        batch = LossBatch(
+            s_p=s_p,
+            s_c=s_c,
+            s_n=s_n.view(b, k, -1),
+            logits_pos=logits_pos,
+            logits_neg=logits_neg,
+            point_keys=keys[0],
+            counter_keys=keys[1],
+            negative_keys=keys[2],
+        )
         total, parts = total_loss(c.loss, batch, c)
         if c.head_reg > 0:
             drift = self.model.heads.drift()
@@ -180,8 +217,14 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout stream of this epoch
         self.model.train()
         sums: dict[str, float] = {"loss": 0.0}
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.progress,
-                   unit="step", leave=False, mininterval=1.0)
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=not self.progress,
+            unit="step",
+            leave=False,
+            mininterval=1.0,
+        )
         for step in bar:
             rows = batches[step]
             b = len(rows)
@@ -191,8 +234,10 @@ class Trainer:
             h_p, h_c, h_n = h[:b], h[b : 2 * b], h[2 * b :].view(b, -1, h.shape[1])  # [B, H], [B, H], [B, K, H]
             total, parts = self.loss(h_p, h_c, h_n, tuple(torch.as_tensor(x, device=self.device) for x in keys))
             if not torch.isfinite(total):
-                raise TrainingError(f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
-                                    f"(lr={cfg.lr}, margin={cfg.margin}); stopping")
+                raise TrainingError(
+                    f"loss is {total.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"(lr={cfg.lr}, margin={cfg.margin}); stopping"
+                )
             self.backward_step(total)
             sums["loss"] += total.item()
             for k, v in parts.items():
@@ -209,8 +254,9 @@ class Trainer:
             "loss/margin": cfg.margin,
             "mining/hard": mined.n_hard,
             "mining/random": mined.n_random,
-            **mining_telemetry(mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all,
-                               eval_texts=self.eval_texts),
+            **mining_telemetry(
+                mined, tp.debate, tp.theme, tp.side, *self.mining_space(emb), rows=rows_all, eval_texts=self.eval_texts
+            ),
             "time/mining_s": t_mine,
             "time/train_s": time.perf_counter() - t0,
         }
@@ -232,16 +278,22 @@ class Trainer:
         row: dict = {}
         self.ranks = {}
         last = epoch + 1 == cfg.epochs
-        due = [s for s in self.eval_splits
-               if s != "test" or (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last))]
+        due = [
+            s
+            for s in self.eval_splits
+            if s != "test" or (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last))
+        ]
         collection, view_s = None, 0.0  # every text embedded once when the ArguAna view is due
         if any(s in self.views for s in due):
             t1 = time.perf_counter()
             collection = collection_embeddings(self.model)
             view_s += time.perf_counter() - t1
         for split in due:
-            emb = pair_embeddings(self.model, split, collection) if collection is not None \
+            emb = (
+                pair_embeddings(self.model, split, collection)
+                if collection is not None
                 else self.model.embed_pairs(split)
+            )
             if split == "validation" and len(emb["s_p"]) >= 2:
                 mined = self.mine(emb, split, 0.0, np.random.default_rng([cfg.seed, epoch, 7]))
                 ids = self.table.splits[split]
@@ -253,8 +305,9 @@ class Trainer:
             model, pools = self.model, self.pools[split]
             if model.scorer.picks_weight and cfg.fused_w is None and split == "validation":
                 # the weight that scores best on the selection metric (smallest on ties), kept by the model
-                tries = {w: evaluate_model(model, split, pools, emb, fused_w=w, return_ranks=True)
-                         for w in cfg.fused_grid}
+                tries = {
+                    w: evaluate_model(model, split, pools, emb, fused_w=w, return_ranks=True) for w in cfg.fused_grid
+                }
                 model.fused_w = max(sorted(tries), key=lambda w: tries[w][0].get(cfg.select_metric, -1.0))
                 row["eval/fused_w"] = model.fused_w
                 metrics, ranks = tries[model.fused_w]
@@ -283,10 +336,18 @@ class Trainer:
     def state(self) -> dict:
         """The checkpoint's ``trainer`` part: optimizer, gradient scaler, RNG states."""
         name, keys, pos, has_gauss, gauss = np.random.get_state()
-        numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}  # tensors and numbers: weights_only
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),  # {} unless fp16
-                "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}}
+        numpy_state = {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        }  # tensors and numbers: weights_only
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),  # {} unless fp16
+            "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()},
+        }
 
     def restore(self, state: dict) -> None:
         """Put a checkpoint (checkpoint.read_checkpoint) into this run: the model's state, fused_w

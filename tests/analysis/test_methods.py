@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import pytest
 
+from counterarg.analysis.methods import (
+    DEFAULT_METHOD,
+    METHODS,
+    RECIPE_TABLE,
+    label_of,
+    labelled,
+    parse_methods,
+    slug,
+    strategy_text,
+    variant_label,
+)
 from counterarg.config import REFERENCE_METHOD, Config, ConfigError, method_fields
-from counterarg.analysis.methods import (DEFAULT_METHOD, METHODS, RECIPE_TABLE, label_of, labelled, parse_methods,
-                                         slug, strategy_text, variant_label)
 
 
 def test_the_methods_are_the_reference_fields_and_the_config_defaults():
@@ -26,19 +35,25 @@ def test_one_label_rule():
     a variant of no method is its schedule alone. Nothing matches a config against the methods."""
     ref = method_fields()
     assert variant_label({}, "recipe") == "recipe"
-    assert variant_label({"schedule": "fixed", "rate": 0.0, "rate_start": 0.3}, "recipe") == "recipe"  # fixed never reads it
+    assert (
+        variant_label({"schedule": "fixed", "rate": 0.0, "rate_start": 0.3}, "recipe") == "recipe"
+    )  # fixed never reads it
     assert variant_label({"schedule": "decay"}, "recipe") == "recipe: decay 0.8-0.02"
     assert variant_label({"schedule": "fixed", "rate": 0.5}, "recipe") == "recipe: fixed 0.5"
     assert variant_label({**ref, "schedule": "fixed", "rate": 0.8}, "reference") == "reference: fixed 0.8"
-    assert variant_label({**ref, "schedule": "fixed", "rate": 0.0}, "reference") == "reference: fixed 0"  # not the recipe
+    assert (
+        variant_label({**ref, "schedule": "fixed", "rate": 0.0}, "reference") == "reference: fixed 0"
+    )  # not the recipe
     assert variant_label(REFERENCE_METHOD, "reference") == "reference: decay 0.8-0.02"
     assert variant_label({**ref, "lr": 0.5, "schedule": "random"}, None) == "random"
     assert variant_label({"schedule": "table", "rate_table": [0.6, 0.6, 0.5]}, "recipe") == "recipe: table 0.6*2,0.5"
     # the name travels with the variant (the Config fields method and label) and is read back as it is
     cfg = labelled({"schedule": "decay", "seed": 3}, "recipe")
     assert cfg == {"schedule": "decay", "seed": 3, "method": "recipe", "label": "recipe: decay 0.8-0.02"}
-    assert Config.from_dict(cfg).label == "recipe: decay 0.8-0.02" and label_of(Config.from_dict(cfg).to_dict()) == \
-        "recipe: decay 0.8-0.02"
+    assert (
+        Config.from_dict(cfg).label == "recipe: decay 0.8-0.02"
+        and label_of(Config.from_dict(cfg).to_dict()) == "recipe: decay 0.8-0.02"
+    )
     assert label_of({**cfg, "rate_start": 0.5}) == "recipe: decay 0.8-0.02"  # read, never recomputed
     assert label_of({"schedule": "fixed", "rate": 0.5}) == "fixed 0.5"  # a config no sweep named: its schedule
     assert slug("recipe: decay 0.8-0.02") == "recipe-decay-0.8-0.02" and slug("recipe") == "recipe"
@@ -54,8 +69,7 @@ def test_strategy_text_round_trips_through_the_strategy_parser():
     for method in METHODS:
         for text in METHODS[method].strategies:
             cfg = parse_strategy(text, method)
-            assert strategy_text(cfg) == text and parse_strategy(strategy_text(cfg), method)["label"] == \
-                cfg["label"]
+            assert strategy_text(cfg) == text and parse_strategy(strategy_text(cfg), method)["label"] == cfg["label"]
 
 
 def test_parse_methods_names_the_bad_one():
@@ -70,8 +84,8 @@ def test_parse_methods_names_the_bad_one():
 
 
 def test_shared_setting_names_what_every_trial_changes_and_its_preset():
-    from counterarg.config import FROZEN_RECIPE, Config
     from counterarg.analysis.methods import shared_setting
+    from counterarg.config import FROZEN_RECIPE, Config
 
     base = {**Config().to_dict(), **FROZEN_RECIPE, "epochs": 20}
     text = shared_setting([{**base, "seed": 0, "rate": 0.5}, {**base, "seed": 1, "rate": 0.0}])

@@ -35,8 +35,11 @@ def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path)
     assert plot_telemetry(recs, tmp_path / "none.png") is False and not (tmp_path / "none.png").exists()
     recs[0].history[0]["mining/dist_negative"] = 0.7
     assert plot_telemetry(recs, tmp_path / "some.png") is True
-    assert read_plot_data(tmp_path / "some.png") == {"mining/dist_negative (cosine)": {
-        "recipe: fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}}}  # good0: one seed of two
+    assert read_plot_data(tmp_path / "some.png") == {
+        "mining/dist_negative (cosine)": {
+            "recipe: fixed 0.5": {"epochs": [1], "mean": [0.7], "min": [0.7], "max": [0.7]}
+        }
+    }  # good0: one seed of two
 
 
 def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
@@ -62,10 +65,14 @@ def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
     from counterarg.analysis.trials import TrialRecord
 
     metric = "validation_unseen/mean/acc@1"
-    long = TrialRecord("a0", {"schedule": "fixed", "rate": 0.8, "seed": 0},
-                       [{"epoch": e, metric: v} for e, v in ((1, 0.2), (2, 0.4), (3, 0.5))])
-    short = TrialRecord("a1", {"schedule": "fixed", "rate": 0.8, "seed": 1},
-                        [{"epoch": e, metric: v} for e, v in ((1, 0.4), (2, 0.2))])  # stopped after 2
+    long = TrialRecord(
+        "a0",
+        {"schedule": "fixed", "rate": 0.8, "seed": 0},
+        [{"epoch": e, metric: v} for e, v in ((1, 0.2), (2, 0.4), (3, 0.5))],
+    )
+    short = TrialRecord(
+        "a1", {"schedule": "fixed", "rate": 0.8, "seed": 1}, [{"epoch": e, metric: v} for e, v in ((1, 0.4), (2, 0.2))]
+    )  # stopped after 2
     plot_curves([long, short], tmp_path / "c.png", metric)
     (curve,) = read_plot_data(tmp_path / "c.png")["curves"].values()
     assert curve["epochs"] == [1, 2, 3] and curve["mean"] == pytest.approx([0.3, 0.3, 0.5])
@@ -79,8 +86,11 @@ def test_verdict_plot_shows_each_gap_to_the_best_with_its_holm_p(tmp_path):
     cells = drawn["all"]
     assert cells["recipe: fixed 0.5"]["sdoc"] == {"gap": 0.0, "p_holm": None, "best": True, "significant": True}
     worse = cells["recipe: fixed 0.6"]["sdoc"]
-    comp = next(c for c in out["comparisons"] if (c.task, c.view, c.strategy_a, c.strategy_b)
-                == ("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6"))
+    comp = next(
+        c
+        for c in out["comparisons"]
+        if (c.task, c.view, c.strategy_a, c.strategy_b) == ("sdoc", "all", "recipe: fixed 0.5", "recipe: fixed 0.6")
+    )
     assert worse["gap"] == pytest.approx(-comp.diff) and worse["p_holm"] == pytest.approx(comp.p_holm)
     assert worse["significant"] and set(drawn) == {"all", "unseen"}
 
@@ -97,8 +107,13 @@ def test_one_colour_per_strategy_in_every_figure(tmp_path):
     for i in range(10):  # ten strategies; the even ones' seed 1 stops an epoch early (hollow markers)
         for seed in (0, 1):
             rows = [epoch_row(e, 0.1 * e + i / 100, 0.3 + i / 100) for e in (1, 2, 3)]
-            records.append(TrialRecord(f"t{i}{seed}", {"schedule": "fixed", "rate": i / 10, "seed": seed},
-                                       rows[:2] if seed and i % 2 == 0 else rows))
+            records.append(
+                TrialRecord(
+                    f"t{i}{seed}",
+                    {"schedule": "fixed", "rate": i / 10, "seed": seed},
+                    rows[:2] if seed and i % 2 == 0 else rows,
+                )
+            )
     out = write_summary(records, tmp_path, title="t")
     curves = read_plot_data(out["paths"]["curves"])["curves"]
     bars = read_plot_data(out["paths"]["bars"])["colours"]

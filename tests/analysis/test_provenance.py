@@ -7,9 +7,9 @@ from importlib import metadata
 
 import pytest
 
-from counterarg.core.paths import absolute_paths_in, portable_command
 from counterarg.analysis.provenance import read_sessions, record_session
 from counterarg.analysis.summary import write_summary
+from counterarg.core.paths import absolute_paths_in, portable_command
 
 from .conftest import summary_records
 
@@ -23,7 +23,9 @@ def test_summary_names_command_epochs_versions_commit_and_sums_every_session(tmp
     corpus.write_bytes(b"")
     out = tmp_path / "results" / "s"
     record_session(out, 100.0, portable_command(["python", "sweeps/x.py", "--corpus", str(corpus), "--epochs", "3"]))
-    record_session(out, 23.5, portable_command(["python", "sweeps/x.py", f"--corpus={corpus}", "--resume"]), resumed=True)
+    record_session(
+        out, 23.5, portable_command(["python", "sweeps/x.py", f"--corpus={corpus}", "--resume"]), resumed=True
+    )
     recs = summary_records()
     for r in recs:
         r.config["epochs"] = 3

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from counterarg import cli
-from counterarg.core.paths import absolute_paths_in
-from counterarg.analysis.run_compare import (CompareError, compare_runs, config_notes, load_run,
-                                          ranks_folder, verdict)
+from counterarg.analysis.run_compare import CompareError, compare_runs, config_notes, load_run, ranks_folder, verdict
 from counterarg.analysis.significance import PairedTest, holm
 from counterarg.analysis.verdicts import compare, ranks_hits
+from counterarg.core.paths import absolute_paths_in
 
 from .conftest import write_run
 
@@ -103,14 +102,17 @@ def test_every_refusal_names_the_folder(tmp_path, capsys):
     a, b = groups(tmp_path, 0.5, 0.5, seeds=(0, 1))
     runs = lambda fs: [load_run(f) for f in fs]  # noqa: E731
     no_test = write_run(tmp_path / "no_test", 5, 0.5, splits=("validation",))
-    with pytest.raises(CompareError, match=f"{no_test}: its best_ranks.npz holds no per-query test ranks.*test_every=1"):
+    with pytest.raises(
+        CompareError, match=f"{no_test}: its best_ranks.npz holds no per-query test ranks.*test_every=1"
+    ):
         load_run(no_test)
     assert load_run(no_test, "validation").seed == 5  # its validation ranks are there
     with pytest.raises(CompareError, match="validation and test only"):
         load_run(a[0], "training")
     other = write_run(tmp_path / "other", 6, 0.5, n=200)
-    with pytest.raises(CompareError, match=f"{other}: its test split has 200 queries, {a[0]}'s has 300: runs of "
-                                           "different corpora"):
+    with pytest.raises(
+        CompareError, match=f"{other}: its test split has 200 queries, {a[0]}'s has 300: runs of different corpora"
+    ):
         compare_runs(runs(a), runs([b[0], other]))
     elsewhere = write_run(tmp_path / "elsewhere", 9, 0.5, corpus="another corpus")  # same count, same unseen mask
     with pytest.raises(CompareError, match=f"{elsewhere}: its 300 test queries are not {a[0]}'s .*another corpus"):
@@ -119,8 +121,9 @@ def test_every_refusal_names_the_folder(tmp_path, capsys):
     with pytest.raises(CompareError, match=f"{moved}: its unseen test queries differ"):
         compare_runs(runs(a), runs([b[0], moved]))
     twin = write_run(tmp_path / "twin", 1, 0.5)
-    with pytest.raises(CompareError, match=f"--b: {b[1]} and {twin} were both trained with seed=1; the training run "
-                                           "is the unit"):
+    with pytest.raises(
+        CompareError, match=f"--b: {b[1]} and {twin} were both trained with seed=1; the training run is the unit"
+    ):
         compare_runs(runs(a), runs([*b, twin]))
     with pytest.raises(CompareError, match=f"--a: {a[0]} and {a[0] / 'best'} are the same run"):
         compare_runs(runs([a[0], a[0] / "best"]), runs(b))
@@ -169,8 +172,22 @@ def test_config_notes_say_what_differs(tmp_path):
 def test_cli_compare_prints_tables_writes_json_and_refuses_with_exit_2(tmp_path, capsys):
     a, b = groups(tmp_path, 0.4, 0.6)
     out = tmp_path / "cmp.json"
-    code = cli.main(["compare", "--a", *map(str, a), "--b", *map(str, b), "--label-a", "recipe",
-                     "--label-b", "new", "--json", str(out), "--quiet"])
+    code = cli.main(
+        [
+            "compare",
+            "--a",
+            *map(str, a),
+            "--b",
+            *map(str, b),
+            "--label-a",
+            "recipe",
+            "--label-b",
+            "new",
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "test split, all queries: 300 queries" in printed and "test split, unseen queries" in printed
@@ -209,9 +226,29 @@ def test_cli_compare_runs_where_ray_cannot_be_imported(tmp_path):
 
     a, b = groups(tmp_path, 0.4, 0.6)
     out = tmp_path / "cmp.json"
-    run = subprocess.run([sys.executable, "-m", "counterarg", "compare", "--a", *map(str, a), "--b", *map(str, b),
-                          "--label-a", "recipe", "--label-b", "new", "--json", str(out), "--quiet"],
-                         env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "counterarg",
+            "compare",
+            "--a",
+            *map(str, a),
+            "--b",
+            *map(str, b),
+            "--label-a",
+            "recipe",
+            "--label-b",
+            "new",
+            "--json",
+            str(out),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "verdict: new beats recipe on the unseen mean acc@1" in run.stdout
     assert len(json.loads(out.read_text())["rows"]) == 18

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from counterarg.config import Config
 from counterarg.analysis.search_summary import ranked_configurations, scheduler_text, search_markdown, selected_command
 from counterarg.analysis.trials import TrialRecord
+from counterarg.config import Config
 
 from .conftest import epoch_row
 
@@ -25,9 +25,13 @@ def _trial(tid, lr, finetune, seed, val, test, status="TERMINATED", epochs=2):
 
 def _records():
     # B is best on validation (mean of its two seeds), A best on test: the search must pick B
-    return [_trial("a0", 1e-3, "none", 0, 0.50, 0.90), _trial("a1", 1e-3, "none", 1, 0.50, 0.90),
-            _trial("b0", 2.5e-4, "top:1", 0, 0.60, 0.40), _trial("b1", 2.5e-4, "top:1", 1, 0.58, 0.40, epochs=1),
-            _trial("c0", 3e-3, "none", 0, 0.0, 0.0, status="ERROR")]
+    return [
+        _trial("a0", 1e-3, "none", 0, 0.50, 0.90),
+        _trial("a1", 1e-3, "none", 1, 0.50, 0.90),
+        _trial("b0", 2.5e-4, "top:1", 0, 0.60, 0.40),
+        _trial("b1", 2.5e-4, "top:1", 1, 0.58, 0.40, epochs=1),
+        _trial("c0", 3e-3, "none", 0, 0.0, 0.0, status="ERROR"),
+    ]
 
 
 def test_configurations_are_ranked_on_validation_and_seeds_averaged():
@@ -43,14 +47,17 @@ def test_section_shows_searched_values_selects_the_validation_best_and_its_comma
     assert lines[0] == "## Search (validation)"
     assert "3 configuration(s) sampled over `lr`, `finetune`; FIFO: x." in md
     header = next(ln for ln in lines if ln.startswith("| rank"))
-    assert header == (f"| rank | lr | finetune | seeds | epochs run | {METRIC} | test_unseen/mean/acc@1 | "
-                      "test/mean/acc@1 |")
+    assert header == (
+        f"| rank | lr | finetune | seeds | epochs run | {METRIC} | test_unseen/mean/acc@1 | test/mean/acc@1 |"
+    )
     rows = [ln for ln in lines if ln.startswith("| ") and ln != header]
     assert rows[0].startswith("| 1 | 0.00025 | top:1 | 2/2 | 2 | 0.5900 | 0.3000 | 0.4000 |")
     assert rows[1].startswith("| 2 | 0.001 | none | 2/2 | 2 | 0.5000 |")
     assert rows[2].startswith("| – | 0.003 | none | 0/1 (1 errored) | 0 | – |")
-    assert "**Selected** (rank 1 of 3, validation_unseen/mean/acc@1 0.5900 over 2 seed(s)): `lr=0.00025`, " \
-           "`finetune=top:1`" in md
+    assert (
+        "**Selected** (rank 1 of 3, validation_unseen/mean/acc@1 0.5900 over 2 seed(s)): `lr=0.00025`, "
+        "`finetune=top:1`" in md
+    )
     assert "counterarg train --corpus .../data/arguana.zip --set lr=0.00025 --out OUT" in md  # top:1 is the default
 
 

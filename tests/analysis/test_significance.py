@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from counterarg.analysis.significance import (PairedTest, holm, interaction_var, power, query_limited, residual_var,
-                                          seed_test, seeds_needed)
+from counterarg.analysis.significance import (
+    PairedTest,
+    holm,
+    interaction_var,
+    power,
+    query_limited,
+    residual_var,
+    seed_test,
+    seeds_needed,
+)
 
 
 def test_identical_strategies_give_p_one():
@@ -107,8 +115,9 @@ def test_seeds_needed_is_within_a_factor_two_of_the_simulated_truth():
     estimates = []
     for _ in range(40):  # what a 5-seed sweep would say
         ha, hb = simulate(rng, runs=5, gap=gap)
-        estimates.append(seeds_needed(ha.mean(1), hb.mean(1), query_var=interaction_var(ha, hb),
-                                      n_queries=N_QUERIES) or 200)
+        estimates.append(
+            seeds_needed(ha.mean(1), hb.mean(1), query_var=interaction_var(ha, hb), n_queries=N_QUERIES) or 200
+        )
     median = float(np.median(estimates))
     print(f"seeds needed: simulated truth {truth}, median estimate from 5-seed sweeps {median}")
     assert truth / 2 <= median <= truth * 2
@@ -119,6 +128,7 @@ def test_seed_test_is_welch_without_a_query_term():
     a, b = [0.52, 0.55, 0.61], [0.50, 0.49, 0.53]
     st = seed_test(a, b)
     from scipy import stats
+
     ref = stats.ttest_ind(a, b, equal_var=False)
     assert st.diff == pytest.approx(np.mean(a) - np.mean(b))
     assert st.p_value == pytest.approx(ref.pvalue) and st.df == pytest.approx(ref.df)
@@ -133,6 +143,7 @@ def test_the_query_term_widens_the_interval_and_one_seed_gives_no_p():
     assert one.p_value is None and np.isnan(one.ci_low)
     base = seed_test(a, None, baseline=0.5)  # a deterministic baseline: a one-sample test
     from scipy import stats
+
     assert base.p_value == pytest.approx(stats.ttest_1samp(a, 0.5).pvalue) and base.n_b == 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-
 import pytest
 
 from counterarg.analysis.plots import read_plot_data
@@ -72,9 +71,25 @@ def test_summary_bolds_only_a_significant_winner(tmp_path):
     import pandas as pd
 
     sig = pd.read_csv(out["paths"]["significance"])
-    assert list(sig.columns) == ["task", "view", "strategy_a", "strategy_b", "n_seeds_a", "n_seeds_b", "diff",
-                                 "ci_low", "ci_high", "p_value", "p_holm", "seeds_needed", "query_limited", "p_value_queries",
-                                 "ci_low_queries", "ci_high_queries", "significant"]
+    assert list(sig.columns) == [
+        "task",
+        "view",
+        "strategy_a",
+        "strategy_b",
+        "n_seeds_a",
+        "n_seeds_b",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_holm",
+        "seeds_needed",
+        "query_limited",
+        "p_value_queries",
+        "ci_low_queries",
+        "ci_high_queries",
+        "significant",
+    ]
     assert len(sig) == 9 * 2 * 3  # (8 tasks + mean) x 2 views x 3 pairs
     assert set(sig["n_seeds_a"]) == set(sig["n_seeds_b"]) == {2}
     # the two identical strategies alone: no significant winner, nothing bold
@@ -157,9 +172,8 @@ def test_one_seed_per_strategy_gives_one_line_not_a_table_of_n_a(tmp_path):
 
 
 def test_a_sweep_of_two_methods_says_which_schedule_wins_under_each(tmp_path):
-    from counterarg.config import method_fields
-
     from counterarg.analysis.methods import labelled
+    from counterarg.config import method_fields
 
     recs = ranked_records()
     for r in recs[4:]:  # "bad2" trains the reference method: a family of one, no verdict of its own

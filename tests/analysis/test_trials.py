@@ -6,11 +6,20 @@ import math
 
 import pytest
 
+from counterarg.analysis.methods import labelled
+from counterarg.analysis.trials import (
+    dedupe_history,
+    group_label,
+    group_labels,
+    group_stats,
+    overhead,
+    strategy_fields_label,
+    strategy_label,
+    summary_rows,
+    varying_fields,
+)
 from counterarg.config import method_fields
 from counterarg.evaluation.selection import best_row
-from counterarg.analysis.methods import labelled
-from counterarg.analysis.trials import (dedupe_history, group_label, group_labels, group_stats, overhead,
-                                     strategy_fields_label, strategy_label, summary_rows, varying_fields)
 
 from .conftest import epoch_row, summary_records
 
@@ -34,18 +43,32 @@ def test_group_label_is_the_carried_name_plus_other_varying_settings():
     assert group_label(labelled({"margin": 0.5}, "recipe"), ["margin", "seed", "device"]) == "recipe margin=0.5"
     # the seed and every machine field (the index and its options too: every backend gives the same
     # neighbours) never name a group: their roles say so
-    assert group_label(labelled({"index": "balltree", "leaf_size": 8}, "recipe"),
-                       ["index", "leaf_size", "block_size", "shards", "cache_dir", "seed"]) == "recipe"
-    assert group_label(labelled({**ref, "schedule": "decay"}, "reference"), ["schedule", "seed"]) == \
-        "reference: decay 0.8-0.02"
+    assert (
+        group_label(
+            labelled({"index": "balltree", "leaf_size": 8}, "recipe"),
+            ["index", "leaf_size", "block_size", "shards", "cache_dir", "seed"],
+        )
+        == "recipe"
+    )
+    assert (
+        group_label(labelled({**ref, "schedule": "decay"}, "reference"), ["schedule", "seed"])
+        == "reference: decay 0.8-0.02"
+    )
     assert group_label(labelled({"schedule": "decay"}, "recipe"), ["schedule"]) == "recipe: decay 0.8-0.02"
     lr_search = labelled({**ref, "schedule": "fixed", "rate": 0.8}, "reference")  # a search over lr and margin
     lr_search.update(lr=0.002, margin=0.7)
     assert group_label(lr_search, ["lr", "margin"]) == "reference: fixed 0.8 lr=0.002 margin=0.7"
-    assert group_label({**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7, "head": "identity"},
-                       ["lr", "margin"]) == "fixed 0.8 lr=0.002 margin=0.7"  # named by no sweep: its schedule
+    assert (
+        group_label(
+            {**ref, "schedule": "fixed", "rate": 0.8, "lr": 0.002, "margin": 0.7, "head": "identity"}, ["lr", "margin"]
+        )
+        == "fixed 0.8 lr=0.002 margin=0.7"
+    )  # named by no sweep: its schedule
     # the groups among configs: the settings that vary among the configs of one name, not across names
-    methods = [labelled({**ref, "schedule": "fixed", "rate": 0.8}, "reference"), labelled({"schedule": "decay"}, "recipe")]
+    methods = [
+        labelled({**ref, "schedule": "fixed", "rate": 0.8}, "reference"),
+        labelled({"schedule": "decay"}, "recipe"),
+    ]
     assert group_labels(methods) == ["reference: fixed 0.8", "recipe: decay 0.8-0.02"]
     axis = [labelled({"margin": m, "seed": s}, "recipe") for m in (0.5, 1.0) for s in (0, 1)]
     assert group_labels(axis) == ["recipe margin=0.5"] * 2 + ["recipe margin=1"] * 2
@@ -60,9 +83,14 @@ def test_best_epoch_and_dedupe():
 
 
 def test_dedupe_history_keeps_the_last_report_of_each_epoch():
-    rows = [{"epoch": 1, "v": 0.1}, {"epoch": 2, "v": 0.2}, {"epoch": 3, "v": 0.3},
-            {"epoch": 3, "v": 0.35}, {"epoch": 4, "v": 0.4}]
-    assert [(r["epoch"], r["v"]) for r in dedupe_history(rows)] == [(1, .1), (2, .2), (3, .35), (4, .4)]
+    rows = [
+        {"epoch": 1, "v": 0.1},
+        {"epoch": 2, "v": 0.2},
+        {"epoch": 3, "v": 0.3},
+        {"epoch": 3, "v": 0.35},
+        {"epoch": 4, "v": 0.4},
+    ]
+    assert [(r["epoch"], r["v"]) for r in dedupe_history(rows)] == [(1, 0.1), (2, 0.2), (3, 0.35), (4, 0.4)]
 
 
 def test_rows_and_stats_by_hand():

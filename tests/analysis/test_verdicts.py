@@ -15,11 +15,11 @@ from .conftest import ranked_records
 def test_compare_orders_pairs_and_holm_adjusts_them():
     rng = np.random.default_rng(4)
     p = rng.uniform(0.2, 0.6, 400)
-    hits = {g: (rng.random((3, 400)) < p + shift).astype(float)
-            for g, shift in (("x", 0.0), ("y", 0.3), ("z", 0.0))}
+    hits = {g: (rng.random((3, 400)) < p + shift).astype(float) for g, shift in (("x", 0.0), ("y", 0.3), ("z", 0.0))}
     comps = compare(hits, "sdoc", "all", PairedTest(400, resamples=500))
-    assert [(c.strategy_a, c.strategy_b) for c in comps][:2] == [("y", "x"), ("y", "z")] or \
-        [(c.strategy_a, c.strategy_b) for c in comps][:2] == [("y", "z"), ("y", "x")]
+    assert [(c.strategy_a, c.strategy_b) for c in comps][:2] == [("y", "x"), ("y", "z")] or [
+        (c.strategy_a, c.strategy_b) for c in comps
+    ][:2] == [("y", "z"), ("y", "x")]
     ps = sorted(c.p_value for c in comps)
     holms = sorted(c.p_holm for c in comps)
     assert holms[0] == pytest.approx(min(1.0, 3 * ps[0]))  # the smallest p times the family size

@@ -13,8 +13,7 @@ from counterarg.cli import main
 @pytest.mark.slow
 def test_bench_eval_on_a_small_synthetic_split(tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["bench", "eval", "--synthetic", "--reference-queries", "3", "--repeats", "1",
-                 "--out", str(out)]) == 0
+    assert main(["bench", "eval", "--synthetic", "--reference-queries", "3", "--repeats", "1", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["ranks_agree_tasks"] == 8 and res["ours_all_s"]["rerank"] > 0
 

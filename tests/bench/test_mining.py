@@ -49,13 +49,16 @@ def _object_array(path):
     np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
 
 
-@pytest.mark.parametrize("make, match", [
-    (None, "no such file"),
-    (_object_array, "is not a .npy array of numbers"),  # a pickled object array: never unpickled
-    (lambda p: p.write_bytes(b"not a numpy file"), "is not a .npy array of numbers"),
-    (lambda p: __import__("numpy").save(p, __import__("numpy").zeros(5)), r"holds a float64 array of shape \(5,\)"),
-    (lambda p: __import__("numpy").save(p, __import__("numpy").full((3, 2), float("nan"))), "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (None, "no such file"),
+        (_object_array, "is not a .npy array of numbers"),  # a pickled object array: never unpickled
+        (lambda p: p.write_bytes(b"not a numpy file"), "is not a .npy array of numbers"),
+        (lambda p: __import__("numpy").save(p, __import__("numpy").zeros(5)), r"holds a float64 array of shape \(5,\)"),
+        (lambda p: __import__("numpy").save(p, __import__("numpy").full((3, 2), float("nan"))), "NaN or infinite"),
+    ],
+)
 def test_bench_mining_refuses_unusable_embeddings_before_running(make, match, tmp_path, capsys):
     """``--embeddings`` missing or holding an object array was a traceback; it is exit 2 naming the file,
     before any backend runs (nothing written)."""

@@ -27,8 +27,25 @@ def test_one_kill_and_resume_on_the_demo_gives_the_uninterrupted_rows(tiny_encod
     # start-up varies by seconds with the load (the reference's may be slow and the killed run's
     # fast), so the run must outlast that window by far: 150 epochs (about 15 s) and no early stop.
     # With 20 epochs and the default patience a run once finished before its kill on an idle machine.
-    assert main(["--out", str(tmp_path), "--epochs", "150", "--kills", "1", "--set", f"encoder={tiny_encoder}",
-                 "--set", "max_length=32", "--set", "patience=0"]) == 0
+    assert (
+        main(
+            [
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "150",
+                "--kills",
+                "1",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "max_length=32",
+                "--set",
+                "patience=0",
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["kills"] == 1 and result["rows_identical"] and result["rows"] == 150
     assert result["leftovers"] == []  # best/ beside checkpoint/ is part of a run folder

@@ -13,13 +13,46 @@ from counterarg.cli import main
 @pytest.mark.slow
 def test_bench_train_on_the_demo_with_the_tiny_encoder(tiny_encoder, tmp_path, capsys):
     out = tmp_path / "train.json"
-    assert main(["bench", "train", "--demo", "--modes", "none", "top:1", "--precisions", "fp32", "bf16",
-                 "--batches", "2", "--warmup", "1", "--embed-texts", "16", "--buckets", "2",
-                 "--set", f"encoder={tiny_encoder}", "--set", "max_length=64", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "train",
+                "--demo",
+                "--modes",
+                "none",
+                "top:1",
+                "--precisions",
+                "fp32",
+                "bf16",
+                "--batches",
+                "2",
+                "--warmup",
+                "1",
+                "--embed-texts",
+                "16",
+                "--buckets",
+                "2",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "max_length=64",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     got = {(r["finetune"], r["precision"], r["length_buckets"]) for r in res["rows"]}
-    assert got == {("none", "fp32", 0), ("none", "bf16", 0), ("top:1", "fp32", 0), ("top:1", "fp32", 2),
-                   ("top:1", "bf16", 0), ("top:1", "bf16", 2)}
+    assert got == {
+        ("none", "fp32", 0),
+        ("none", "bf16", 0),
+        ("top:1", "fp32", 0),
+        ("top:1", "fp32", 2),
+        ("top:1", "bf16", 0),
+        ("top:1", "bf16", 2),
+    }
     for r in res["rows"]:
         assert r["train_seq_per_s"] > 0 and r["embed_seq_per_s"] > 0 and r["rss_peak_mb"] > 50
         # the same work per CPU-second of this process (the figures ratios are read from under load)

@@ -5,8 +5,15 @@ import os
 
 import pytest
 
-from counterarg.core.io import (FolderLockedError, atomic_replace_dir, exclusive_lock, folder_lock, read_manifest,
-                           recover_dir, remove_temp_files)
+from counterarg.core.io import (
+    FolderLockedError,
+    atomic_replace_dir,
+    exclusive_lock,
+    folder_lock,
+    read_manifest,
+    recover_dir,
+    remove_temp_files,
+)
 
 
 def _checkpoint(folder, epoch, *, sealed=True):
@@ -101,8 +108,10 @@ def test_lock_from_another_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from counterarg.core.io import exclusive_lock\n"
-            "with exclusive_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)\n")
+    code = (
+        "import sys, time; from counterarg.core.io import exclusive_lock\n"
+        "with exclusive_lock(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(30)\n"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "l")], stdout=subprocess.PIPE, env=env)
     try:
@@ -237,8 +246,11 @@ def test_a_full_disk_is_named_with_what_was_kept(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(io, "_fsync_file", full)
-    with pytest.raises(DiskFullError, match=rf"disk full: could not write {target} .*kept the previous {target} "
-                                            r"\(epoch 1\) as it was"):
+    with pytest.raises(
+        DiskFullError,
+        match=rf"disk full: could not write {target} .*kept the previous {target} "
+        r"\(epoch 1\) as it was",
+    ):
         atomic_replace_dir(target, lambda d: (d / "state.pt").write_text("epoch 2"), epoch=2)
     with pytest.raises(DiskFullError, match="kept the previous .*config.json as it was"):
         atomic_write_text(tmp_path / "config.json", '{"a": 1}')
@@ -257,8 +269,10 @@ def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, m
     from counterarg.core.io import DiskFullError
 
     def torch_like(d):
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     def not_a_write(d):
         raise RuntimeError("metric validation/mean/acc@1 is nan at epoch 3")

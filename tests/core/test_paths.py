@@ -22,8 +22,9 @@ def test_portable_path_is_relative_to_its_folder(tmp_path, monkeypatch):
     assert portable_path("s3://bucket/x/y") == "s3://bucket/x/y"
     assert portable_path("/opt/elsewhere/models/m.bin", sweep) == ".../models/m.bin"  # marked as shortened
     assert portable_path("../shared/data/c.zip") == "../shared/data/c.zip"  # relative, as the user gave it
-    assert portable_path(Path.home() / ".cache" / "x", "/opt/elsewhere").startswith("~/") or \
-        Path.home().is_relative_to(tmp_path)
+    assert portable_path(Path.home() / ".cache" / "x", "/opt/elsewhere").startswith("~/") or Path.home().is_relative_to(
+        tmp_path
+    )
 
 
 def test_temp_files_are_shown_from_tmpdir(monkeypatch, tmp_path):
@@ -41,20 +42,35 @@ def test_temp_files_are_shown_from_tmpdir(monkeypatch, tmp_path):
 def test_paths_in_a_command_are_shown_without_this_machine(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.zip").write_bytes(b"")
-    cmd = portable_command(["python", "/opt/x/sweeps/run.py", "--corpus", str(tmp_path / "c.zip"),
-                            "--storage", "s3://bucket/results", "--seeds", "0,1", "--name", "a b",
-                            f"--json={tmp_path / 'out.json'}"])
+    cmd = portable_command(
+        [
+            "python",
+            "/opt/x/sweeps/run.py",
+            "--corpus",
+            str(tmp_path / "c.zip"),
+            "--storage",
+            "s3://bucket/results",
+            "--seeds",
+            "0,1",
+            "--name",
+            "a b",
+            f"--json={tmp_path / 'out.json'}",
+        ]
+    )
     script = os.path.relpath("/opt/x/sweeps/run.py")  # runnable from here: no placeholder such as .../ or $TMPDIR
-    assert cmd == (f"python {script} --corpus c.zip --storage s3://bucket/results --seeds 0,1 --name 'a b' "
-                   "--json=out.json")
+    assert cmd == (
+        f"python {script} --corpus c.zip --storage s3://bucket/results --seeds 0,1 --name 'a b' --json=out.json"
+    )
     assert not absolute_paths_in(cmd)
     relative = portable_command(["python", "sweeps/run.py", "--corpus", "../data/c.zip", "--json=./o.json"])
     assert relative == "python sweeps/run.py --corpus ../data/c.zip --json=./o.json"  # relative: as given
 
 
 def test_absolute_path_pattern():
-    text = ("`/work/main/results/x/best` validation/mean/acc@1 https://github.com/ray-project/ray "
-            "$TMPDIR/bench/x.npy ~/.cache/counterarg 0.4/0.5/0.6 (/tmp/bench/x.npy)")
+    text = (
+        "`/work/main/results/x/best` validation/mean/acc@1 https://github.com/ray-project/ray "
+        "$TMPDIR/bench/x.npy ~/.cache/counterarg 0.4/0.5/0.6 (/tmp/bench/x.npy)"
+    )
     assert absolute_paths_in(text) == ["/work/main/results/x/best", "/tmp/bench/x.npy"]
 
 

@@ -12,8 +12,15 @@ import pyarrow.fs as pafs
 import pytest
 
 from counterarg.core.io import write_manifest
-from counterarg.core.remote import (RemoteFolderError, fetch_file, fetch_sealed_dir, filesystem, localize,
-                                    put_sealed_dir, remote_manifest)
+from counterarg.core.remote import (
+    RemoteFolderError,
+    fetch_file,
+    fetch_sealed_dir,
+    filesystem,
+    localize,
+    put_sealed_dir,
+    remote_manifest,
+)
 
 
 @pytest.mark.parametrize("var", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
@@ -23,14 +30,16 @@ def test_pyarrow_reads_the_endpoint_from_the_standard_aws_environment(s3_server,
     where the AWS SDK is initialised with that environment alone."""
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")}
     env[var] = s3_server.endpoint
-    code = ("import pyarrow.fs as f\n"
-            f"fs, p = f.FileSystem.from_uri('s3://{s3_bucket}/probe')\n"
-            "with fs.open_output_stream(p + '/x') as o: o.write(b'hello')\n"
-            "print(fs.get_file_info(p + '/x').size)")
+    code = (
+        "import pyarrow.fs as f\n"
+        f"fs, p = f.FileSystem.from_uri('s3://{s3_bucket}/probe')\n"
+        "with fs.open_output_stream(p + '/x') as o: o.write(b'hello')\n"
+        "print(fs.get_file_info(p + '/x').size)"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "5"
-    assert f"probe/x" in s3_server.keys(s3_bucket)
+    assert "probe/x" in s3_server.keys(s3_bucket)
 
 
 def _folder(tmp_path, name="src", **files):
@@ -85,8 +94,11 @@ def test_put_sealed_dir_deletes_the_old_manifest_before_any_file(s3_server, s3_b
     put_sealed_dir(_folder(tmp_path, "one", x=b"1"), fs, path)
     n = len(s3_server.requests)
     put_sealed_dir(_folder(tmp_path, "two", x=b"2"), fs, path)
-    writes = [(m, p.rsplit("/", 1)[-1]) for m, p, *_ in s3_server.requests[n:] if m in ("PUT", "DELETE")
-              and p.rsplit("/", 1)[-1] in ("x", "manifest.json")]
+    writes = [
+        (m, p.rsplit("/", 1)[-1])
+        for m, p, *_ in s3_server.requests[n:]
+        if m in ("PUT", "DELETE") and p.rsplit("/", 1)[-1] in ("x", "manifest.json")
+    ]
     assert writes[0] == ("DELETE", "manifest.json") and writes[-1] == ("PUT", "manifest.json"), writes
     assert ("PUT", "x") in writes
 

@@ -55,14 +55,17 @@ def test_folder_zip_and_subfolders_agree(tmp_path):
     assert len({c.fingerprint for c in corpora}) == 1
 
 
-@pytest.mark.parametrize("name, data, match", [
-    ("pro/pro01-point.txt", "x", "pattern"),
-    ("pro/notes.md", "x", "pattern"),
-    ("pro/pro03a-point.txt", b"caf\xe9 latin-1", "UTF-8"),
-    ("pro/pro04a-point.txt", "  \n ", "no text"),
-    ("pro/con05a-point.txt", "x", "named"),
-    ("middle/pro06a-point.txt", "x", "side folder"),
-])
+@pytest.mark.parametrize(
+    "name, data, match",
+    [
+        ("pro/pro01-point.txt", "x", "pattern"),
+        ("pro/notes.md", "x", "pattern"),
+        ("pro/pro03a-point.txt", b"caf\xe9 latin-1", "UTF-8"),
+        ("pro/pro04a-point.txt", "  \n ", "no text"),
+        ("pro/con05a-point.txt", "x", "named"),
+        ("middle/pro06a-point.txt", "x", "side folder"),
+    ],
+)
 def test_bad_files_are_named(tmp_path, name, data, match):
     files = small_files()
     files[f"{ROOT}/training/economy/house-would-tax/{name}"] = data
@@ -95,8 +98,11 @@ def test_missing_and_empty_inputs(tmp_path):
 def test_real_corpus_counts(real_corpus):
     c = load_corpus(real_corpus)
     got = {n: s.counts() for n, s in c.splits.items()}
-    assert [(got[s]["points"], got[s]["counters"]) for s in ("training", "validation", "test")] == \
-        [(4083, 4065), (1290, 1287), (1406, 1401)]
+    assert [(got[s]["points"], got[s]["counters"]) for s in ("training", "validation", "test")] == [
+        (4083, 4065),
+        (1290, 1287),
+        (1406, 1401),
+    ]
     assert all(got[s]["themes"] == 15 for s in got)
     assert all(got[s]["pairs"] + got[s]["unpaired"] == got[s]["points"] for s in got)
 
@@ -115,20 +121,37 @@ def test_hidden_folders_are_reported(tmp_path):
 
 @pytest.mark.slow
 def test_hidden_folders_are_said_by_train(tiny_encoder, tmp_path, capsys):
-    from counterarg.data.demo import demo_corpus_path
     import shutil
 
     from counterarg.cli import main
+    from counterarg.data.demo import demo_corpus_path
 
     corpus = tmp_path / "c"
     shutil.copytree(demo_corpus_path(), corpus)
     hidden = corpus / "02-extracted-arguments" / "test" / ".economy"
     hidden.mkdir()
     (hidden / "note.txt").write_text("x")
-    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet",
-                 "--set", f"encoder={tiny_encoder}"]) == 0
-    assert "skipped 1 hidden file(s)/folder(s) of the corpus: 02-extracted-arguments/test/.economy" in \
-        capsys.readouterr().out
+    assert (
+        main(
+            [
+                "train",
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--quiet",
+                "--set",
+                f"encoder={tiny_encoder}",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "skipped 1 hidden file(s)/folder(s) of the corpus: 02-extracted-arguments/test/.economy"
+        in capsys.readouterr().out
+    )
 
 
 def test_symlink_outside_the_corpus_folder_is_refused(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from counterarg.data.corpus import load_corpus
 from counterarg.data.demo import VERSION, demo_corpus_path, write_demo_corpus
 
+
 def test_demo_corpus_is_generated_and_flagged():
     c = load_corpus(None)
     assert c.is_demo and set(c.splits) == {"training", "validation", "test"}

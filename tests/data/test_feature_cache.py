@@ -8,17 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import each_field_changed
 
 from counterarg.config import CACHE, Config, fields_with
-from counterarg.data.corpus import load_corpus
-from counterarg.data.corpus import TextTable
+from counterarg.data.corpus import TextTable, load_corpus
 from counterarg.model.features import cache_folder, cached_inputs
 
-from conftest import each_field_changed
 
 @pytest.fixture
 def setup(tiny_encoder, tmp_path):
-    cfg = Config(encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32, finetune="none")  # the pooled cache
+    cfg = Config(
+        encoder=tiny_encoder, cache_dir=str(tmp_path / "cache"), max_length=32, finetune="none"
+    )  # the pooled cache
     table = TextTable.from_corpus(load_corpus(None))
     return cfg, table
 
@@ -94,8 +95,11 @@ def test_the_cache_key_fields_are_those_of_the_cache_role(setup):
     """Changing a field of the ``cache`` role changes the cache folder; changing any other field does
     not (with the same texts): the role says what keys the cache, and the key reads nothing else."""
     cfg, table = setup
-    changes = {name for name, start, changed in each_field_changed(cfg)
-               if cache_folder(changed, table)[0] != cache_folder(start, table)[0]}
+    changes = {
+        name
+        for name, start, changed in each_field_changed(cfg)
+        if cache_folder(changed, table)[0] != cache_folder(start, table)[0]
+    }
     assert changes == set(fields_with(CACHE))
     assert {"encoder", "pooling", "max_length", "finetune"} <= changes  # what the cached arrays are made from
 
@@ -103,8 +107,8 @@ def test_the_cache_key_fields_are_those_of_the_cache_role(setup):
 def _build(args):
     cfg_dict, out = args
     from counterarg.config import Config as C
-    from counterarg.data.corpus import load_corpus as lc
     from counterarg.data.corpus import TextTable as T
+    from counterarg.data.corpus import load_corpus as lc
     from counterarg.model.features import cached_inputs as ci
 
     cfg = C.from_dict(cfg_dict)
@@ -220,8 +224,8 @@ def test_a_build_cut_short_by_a_full_disk_leaves_no_half_entry(tmp_path):
     build that fails (disk full) leaves no entry and no leftover, and says that the disk is full."""
     import errno
 
-    from counterarg.data.feature_cache import load_or_build
     from counterarg.core.io import DiskFullError
+    from counterarg.data.feature_cache import load_or_build
 
     folder = tmp_path / "features" / "pooled-x"
 

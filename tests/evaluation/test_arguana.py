@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import score_classifier
+
 from counterarg.evaluation.arguana import view_ranks
 from counterarg.retrieval.arguana import ArguAnaView
 

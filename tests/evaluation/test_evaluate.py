@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
-
 from conftest import score_classifier
+
 from counterarg.evaluation.evaluate import EvaluationError, evaluate_split, query_ranks
 from counterarg.retrieval.metrics import format_table
 from counterarg.retrieval.pools import Pools, pools_from_labels
 from counterarg.retrieval.tasks import TASKS
-
 
 # One debate, Q = 3 (pairs 0, 1 pro; 2 con). 1-D sims; counters = candidates 0..2, points 3..5.
 P1 = torch.tensor([[0.0], [10.0], [20.0]])  # points at 0, 10, 20
@@ -61,8 +59,7 @@ def test_rerank_follows_classifier(one_debate):
     # p1 (candidate 4) scores via point_h[1]; (2.0, 3): p1 ties c2 in probability and goes first
     for p1_score, k, expected_q2 in [(0.0, 3, 1), (3.0, 3, 2), (0.0, 2, 3), (2.0, 3, 2), (0.0, 1, 3)]:
         ph = torch.tensor([[0.0], [p1_score], [0.0]])
-        r = query_ranks(one_debate, P1, C1, ph, ch, score_classifier, mode="rerank", rerank_k=k,
-                        tasks=("epa",))["epa"]
+        r = query_ranks(one_debate, P1, C1, ph, ch, score_classifier, mode="rerank", rerank_k=k, tasks=("epa",))["epa"]
         assert r[2].item() == expected_q2, (p1_score, k)
     # q0: distance order c0 (1), p1 (10), c1 (13), p2 (20), c2 (30); with k=3 and c1 the
     # classifier's favourite among c0, p1, c1 the true counter c0 drops to rank 2 or 3
@@ -149,8 +146,14 @@ def test_matches_brute_force_with_ties(seed, monkeypatch):
     # small blocks and chunks exercise the block and chunk loops
     monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 4 * 2 * q)
     monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 7)
-    for mode, metric, k in [("retrieval", "l2", 1), ("retrieval", "cosine", 1), ("rerank", "l2", 3),
-                            ("rerank", "l2", 10), ("rerank", "cosine", 2), ("rerank", "l2", 1)]:
+    for mode, metric, k in [
+        ("retrieval", "l2", 1),
+        ("retrieval", "cosine", 1),
+        ("rerank", "l2", 3),
+        ("rerank", "l2", 10),
+        ("rerank", "cosine", 2),
+        ("rerank", "l2", 1),
+    ]:
         if metric == "cosine":  # parallel vectors tie only up to rounding: use generic directions
             ps_, cs_ = rng.normal(size=(q, 3)), rng.normal(size=(q, 3))
         else:
@@ -257,21 +260,29 @@ def reference_ranks_texts(labels, texts, ps, cs, ph, ch, classify, mode, metric,
             if mode == "fused":  # fused_w * log-odds - distance over the top k, ties ahead of the hit
                 t = torch.as_tensor
                 top = ranked[:k]
-                logits = classify(t(np.repeat(ps[i:i + 1], len(top), 0)).float(), t(cand[top]).float(),
-                                  t(np.repeat(ph[i:i + 1], len(top), 0)), t(cand_h[top])).double()
+                logits = classify(
+                    t(np.repeat(ps[i : i + 1], len(top), 0)).float(),
+                    t(cand[top]).float(),
+                    t(np.repeat(ph[i : i + 1], len(top), 0)),
+                    t(cand_h[top]),
+                ).double()
                 score = (fused_w * (logits[:, 1] - logits[:, 0])).tolist()
                 dist = {int(pool[j]): d[j] for j in range(len(pool))}
-                top = [c for _, c in sorted(enumerate(top), key=lambda x: (-(score[x[0]] - dist[x[1]]),
-                                                                            x[1] == hit, x[0]))]
+                top = [
+                    c for _, c in sorted(enumerate(top), key=lambda x: (-(score[x[0]] - dist[x[1]]), x[1] == hit, x[0]))
+                ]
                 ranked = top + ranked[k:]
             if mode == "rerank":
                 t = torch.as_tensor
                 top = ranked[:k]
-                logits = classify(t(np.repeat(ps[i:i + 1], len(top), 0)).float(), t(cand[top]).float(),
-                                  t(np.repeat(ph[i:i + 1], len(top), 0)), t(cand_h[top]))
+                logits = classify(
+                    t(np.repeat(ps[i : i + 1], len(top), 0)).float(),
+                    t(cand[top]).float(),
+                    t(np.repeat(ph[i : i + 1], len(top), 0)),
+                    t(cand_h[top]),
+                )
                 prob = torch.softmax(logits.float(), 1)[:, 1].tolist()
-                top = [c for _, c in sorted(zip(range(len(top)), top),
-                                            key=lambda x: (-prob[x[0]], x[1] == hit, x[0]))]
+                top = [c for _, c in sorted(zip(range(len(top)), top), key=lambda x: (-prob[x[0]], x[1] == hit, x[0]))]
                 ranked = top + ranked[k:]
             ranks.append(ranked.index(hit) + 1)
         out[task] = ranks
@@ -312,8 +323,14 @@ def copy_heavy_pools(rng, n_themes=3):
     labels, texts = copy_heavy_split(rng, n_themes=n_themes)
     debates, sides, themes = labels
     q = len(debates)
-    pools = pools_from_labels("test", [f"{t}/{d}" for t, d in zip(themes, debates)], sides, themes,
-                              point_texts=texts[q:], counter_texts=texts[:q])
+    pools = pools_from_labels(
+        "test",
+        [f"{t}/{d}" for t, d in zip(themes, debates)],
+        sides,
+        themes,
+        point_texts=texts[q:],
+        counter_texts=texts[:q],
+    )
     return labels, texts, pools
 
 
@@ -327,8 +344,13 @@ def test_copies_match_the_definition(seed, monkeypatch):
     q = pools.num_queries
     monkeypatch.setattr(ev, "BLOCK_ELEMENTS", 3 * 2 * q)
     monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
-    for mode, metric, k in [("retrieval", "l2", 1), ("retrieval", "cosine", 1), ("rerank", "l2", 3),
-                            ("rerank", "l2", 10), ("rerank", "cosine", 2)]:
+    for mode, metric, k in [
+        ("retrieval", "l2", 1),
+        ("retrieval", "cosine", 1),
+        ("rerank", "l2", 3),
+        ("rerank", "l2", 10),
+        ("rerank", "cosine", 2),
+    ]:
         ps, cs, ph, ch = per_text_embeddings(rng, texts, metric)
         got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode=mode, metric=metric, rerank_k=k)
         want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, mode, metric, k)
@@ -338,8 +360,9 @@ def test_copies_match_the_definition(seed, monkeypatch):
 
 def test_a_copy_of_the_true_counter_is_the_hit_and_a_copy_of_the_query_is_no_candidate():
     # one debate, 3 pairs; counter 2 is a verbatim copy of counter 0, point 1 a copy of point 0
-    pools = pools_from_labels("test", ["t/x"] * 3, ["pro", "pro", "con"],
-                              point_texts=["P", "P", "R"], counter_texts=["C", "D", "C"])
+    pools = pools_from_labels(
+        "test", ["t/x"] * 3, ["pro", "pro", "con"], point_texts=["P", "P", "R"], counter_texts=["C", "D", "C"]
+    )
     q0 = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0]])  # points
     # the model puts counter 2 (copy of query 0's true counter) first for query 0
     cs = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 0.0]])
@@ -375,8 +398,7 @@ def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
     monkeypatch.setattr(ev, "CLASSIFY_CHUNK", 5)
     for metric, k, w in [("l2", 3, 0.5), ("l2", 10, 2.0), ("l2", 10, 0.0), ("cosine", 4, 0.3), ("cosine", 10, 3.0)]:
         ps, cs, ph, ch = per_text_embeddings(rng, texts, metric)
-        got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode="fused", metric=metric, rerank_k=k,
-                          fused_w=w)
+        got = query_ranks(pools, ps, cs, ph, ch, score_classifier, mode="fused", metric=metric, rerank_k=k, fused_w=w)
         want = reference_ranks_texts(labels, texts, ps, cs, ph, ch, score_classifier, "fused", metric, k, w)
         for task in TASKS:
             assert got[task].tolist() == want[task], (seed, metric, k, w, task)

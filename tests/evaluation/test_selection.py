@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from counterarg.model.checkpoint import read_checkpoint
 from counterarg.config import Config
-from counterarg.retrieval.pools import pools_from_labels
-from counterarg.training.trainer import Trainer, TrainingError
 from counterarg.evaluation.selection import BestRanks, best_epoch, best_row, early_stop, read_best_ranks
+from counterarg.model.checkpoint import read_checkpoint
+from counterarg.retrieval.pools import pools_from_labels
 from counterarg.training.loop import train
+from counterarg.training.trainer import Trainer, TrainingError
 
 
 def test_best_epoch_is_the_best_metric_earliest_on_ties():
@@ -59,19 +59,22 @@ def test_patience_stops_and_best_holds_the_best_epoch(cfg, tmp_path, monkeypatch
     # resuming with more patience goes on from epoch 5 and keeps the best
     script2 = iter([0.35, 0.1])
     monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {cfg.select_metric: next(script2)})
-    h2 = train(cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint",
-               progress=False)
+    h2 = train(
+        cfg.replace(epochs=6, patience=3), tmp_path / "p", resume_from=tmp_path / "p" / "checkpoint", progress=False
+    )
     assert [r["epoch"] for r in h2] == [1, 2, 3, 4, 5, 6] and h2[-1]["select/best_epoch"] == 5
     assert read_checkpoint(tmp_path / "p" / "best")["epoch"] == 5
 
 
 def test_patience_needs_the_selection_metric(cfg, tmp_path, monkeypatch):
 
-
     monkeypatch.setattr(Trainer, "evaluate", lambda self, epoch: {})
     with pytest.raises(TrainingError, match="select"):
-        train(cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"), tmp_path / "q",
-              progress=False)
+        train(
+            cfg.replace(epochs=2, patience=1, select_metric="validation_unseen/mean/acc@1"),
+            tmp_path / "q",
+            progress=False,
+        )
 
 
 def test_early_stop_and_best_epoch_follow_the_earliest_best_row():
@@ -90,7 +93,9 @@ def test_best_ranks_take_only_a_strictly_better_finite_row(tmp_path):
     best = BestRanks("validation/mean/acc@1")
     first = {"sdoc": np.array([1, 2], dtype=np.int32)}
     assert best.update({"epoch": 1, "validation/mean/acc@1": 0.5}, {"validation": first}, pools)
-    assert not best.update({"epoch": 2, "validation/mean/acc@1": 0.5}, {"validation": {"sdoc": np.array([2, 2])}}, pools)
+    assert not best.update(
+        {"epoch": 2, "validation/mean/acc@1": 0.5}, {"validation": {"sdoc": np.array([2, 2])}}, pools
+    )
     assert not best.update({"epoch": 3, "validation/mean/acc@1": float("nan")}, {"validation": first}, pools)
     assert not best.update({"epoch": 4}, {"validation": first}, pools)
     best.save(tmp_path)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from counterarg.config import Config, ConfigError
 from counterarg.model.biencoder import BiEncoder
 from counterarg.model.checkpoint import read_checkpoint
-from counterarg.config import Config, ConfigError
-from counterarg.serving.inference import candidate_embeddings
 from counterarg.nn.encoder import EncoderError
-from counterarg.training.trainer import Trainer, TrainingError
+from counterarg.serving.inference import candidate_embeddings
 from counterarg.training.loop import train
+from counterarg.training.trainer import Trainer, TrainingError
 
 
 @pytest.mark.slow
@@ -87,8 +87,19 @@ def test_a_checkpoints_machine_fields_are_this_machines(tiny_encoder, tmp_path, 
     from counterarg.config import MACHINE_FIELDS
 
     elsewhere = tmp_path / "their-node" / "cache"
-    train(Config(encoder=tiny_encoder, epochs=1, max_length=32, cache_dir=str(elsewhere), device="cpu",
-                 embed_batch_size=3, index="balltree"), tmp_path / "run", progress=False)
+    train(
+        Config(
+            encoder=tiny_encoder,
+            epochs=1,
+            max_length=32,
+            cache_dir=str(elsewhere),
+            device="cpu",
+            embed_batch_size=3,
+            index="balltree",
+        ),
+        tmp_path / "run",
+        progress=False,
+    )
     tm = BiEncoder.from_checkpoint(tmp_path / "run" / "checkpoint")
     defaults = Config()
     assert {k: getattr(tm.config, k) for k in MACHINE_FIELDS} == {k: getattr(defaults, k) for k in MACHINE_FIELDS}

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import each_field_changed, rows, training_loaded_by
-from counterarg.model.checkpoint import CheckpointError, check_resumable, read_checkpoint, resumed_changes
+
 from counterarg.cli import main
 from counterarg.config import EVAL, HYPER, MODEL, RESUME, Config, fields_with
+from counterarg.model.checkpoint import CheckpointError, check_resumable, read_checkpoint, resumed_changes
 from counterarg.training.loop import train
+
 
 class _Planted:
     def __init__(self, marker):
@@ -27,8 +28,10 @@ def test_planted_pickle_checkpoint_is_refused_not_run(tiny_encoder, tmp_path, ca
     marker = tmp_path / "ran"
     folder = tmp_path / "evil"
     folder.mkdir()
-    torch.save({"epoch": 1, "model": {"config": {}, "heads": {}, "encoder": {}}, "history": [], "x": _Planted(marker)},
-               folder / "state.pt")
+    torch.save(
+        {"epoch": 1, "model": {"config": {}, "heads": {}, "encoder": {}}, "history": [], "x": _Planted(marker)},
+        folder / "state.pt",
+    )
     assert main(["rank", "--checkpoint", str(folder), "--text", "anything"]) == 2
     err = capsys.readouterr().err
     assert "refusing to load" in err and "state.pt" in err
@@ -85,8 +88,9 @@ def test_reading_a_checkpoint_imports_no_training(cfg, tmp_path):
     for the loss names)."""
     train(cfg.replace(epochs=1), tmp_path / "r", progress=False)
     checkpoint = str(tmp_path / "r" / "checkpoint")
-    printed, loaded = training_loaded_by("from counterarg.model.biencoder import BiEncoder; "
-                                         f"print(BiEncoder.from_checkpoint({checkpoint!r}).epoch)")
+    printed, loaded = training_loaded_by(
+        f"from counterarg.model.biencoder import BiEncoder; print(BiEncoder.from_checkpoint({checkpoint!r}).epoch)"
+    )
     assert (printed.split()[-1:], loaded) == (["1"], []), printed
 
 

@@ -8,18 +8,17 @@ import pytest
 import torch
 
 from counterarg.config import Config
-from counterarg.data.corpus import load_corpus
-from counterarg.data.corpus import TextTable
-from counterarg.model.features import (EncoderFeatures, HiddenStateFeatures, PooledFeatures, feature_class,
-                                 make_features)
+from counterarg.data.corpus import TextTable, load_corpus
+from counterarg.model.features import EncoderFeatures, HiddenStateFeatures, PooledFeatures, feature_class, make_features
 from counterarg.nn.encoder import encode_texts, load_encoder
-from counterarg.training.trainer import Trainer
 from counterarg.training.loop import train
+from counterarg.training.trainer import Trainer
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("finetune, mode", [("none", PooledFeatures), ("top:1", HiddenStateFeatures),
-                                            ("all", EncoderFeatures)])
+@pytest.mark.parametrize(
+    "finetune, mode", [("none", PooledFeatures), ("top:1", HiddenStateFeatures), ("all", EncoderFeatures)]
+)
 def test_each_finetune_mode_gets_its_own_feature_class(tiny_encoder, finetune, mode):
     cfg = Config(encoder=tiny_encoder, finetune=finetune, max_length=32)
     assert feature_class(cfg) is mode
@@ -55,11 +54,13 @@ def test_trained_part_put_into_a_whole_encoder_gives_the_training_features(tiny_
             p.add_(0.05 * torch.randn_like(p))  # as if trained
     state = {k: v.clone() for k, v in feats.checkpoint_state().items()}
     model, tok = load_encoder(tiny_encoder)
-    untouched = encode_texts(model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4,
-                             device=torch.device("cpu"))
+    untouched = encode_texts(
+        model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4, device=torch.device("cpu")
+    )
     feature_class(cfg).load_into_encoder(model, state, cfg)
-    whole = encode_texts(model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4,
-                         device=torch.device("cpu"))  # [6, H]
+    whole = encode_texts(
+        model, tok, table.texts[:6], pooling=cfg.pooling, max_length=32, batch_size=4, device=torch.device("cpu")
+    )  # [6, H]
     seen = feats.embed(np.arange(6)).numpy()  # [6, H]
     np.testing.assert_allclose(whole, seen, atol=atol)
     assert np.abs(untouched - seen).max() > 10 * atol, "the trained weights must matter"
@@ -108,6 +109,9 @@ def test_cls_and_pooler_pooling_give_their_own_features_and_train(cfg, tmp_path,
     np.testing.assert_allclose(feats[pooling].numpy(), want.numpy(), atol=5e-3)
     assert (feats[pooling] - feats["mean"]).abs().max() > 0.1, "pooling made no difference"
     for finetune in ("none", "top:1"):
-        h = train(cfg.replace(pooling=pooling, epochs=1, finetune=finetune), tmp_path / finetune.replace(":", ""),
-                  progress=False)
+        h = train(
+            cfg.replace(pooling=pooling, epochs=1, finetune=finetune),
+            tmp_path / finetune.replace(":", ""),
+            progress=False,
+        )
         assert np.isfinite(h[0]["train/loss"]) and 0 <= h[0]["validation/mean/acc@1"] <= 1

@@ -21,8 +21,9 @@ def no_pooler_encoder(tiny_encoder, tmp_path):
     return str(folder)
 
 
-def test_pooler_pooling_without_saved_pooler_weights_is_a_named_error(no_pooler_encoder, tiny_encoder, tmp_path,
-                                                                      capsys):
+def test_pooler_pooling_without_saved_pooler_weights_is_a_named_error(
+    no_pooler_encoder, tiny_encoder, tmp_path, capsys
+):
     """Finding 3: transformers would draw a random pooler at every load; refuse and say what to use."""
     with pytest.raises(EncoderError, match=r"without pooler weights.*pooler\.dense.*pooling=cls or pooling=mean"):
         load_encoder(no_pooler_encoder, "pooler")
@@ -30,8 +31,23 @@ def test_pooler_pooling_without_saved_pooler_weights_is_a_named_error(no_pooler_
     load_encoder(tiny_encoder, "pooler")  # saved with its pooler: fine
     from counterarg.cli import main
 
-    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet", "--set",
-                 f"encoder={no_pooler_encoder}", "--set", "pooling=pooler"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "1",
+                "--quiet",
+                "--set",
+                f"encoder={no_pooler_encoder}",
+                "--set",
+                "pooling=pooler",
+            ]
+        )
+        == 2
+    )
     assert "pooling=cls or pooling=mean" in capsys.readouterr().err
 
 
@@ -69,11 +85,19 @@ def test_texts_are_clipped_by_characters_before_tokenising(tiny_encoder):
 
     huge = "taxes hurt growth " * 200_000  # 3.6 M characters
     max_length = 32
-    clipped = encode_texts(model, Spy(), [huge], pooling="mean", max_length=max_length, batch_size=1,
-                           device=torch.device("cpu"))
+    clipped = encode_texts(
+        model, Spy(), [huge], pooling="mean", max_length=max_length, batch_size=1, device=torch.device("cpu")
+    )
     assert max(seen) == max_length * CHARS_PER_TOKEN
-    uncut = encode_texts(model, tok, [huge[: 10 * max_length * CHARS_PER_TOKEN]], pooling="mean",
-                         max_length=max_length, batch_size=1, device=torch.device("cpu"))
+    uncut = encode_texts(
+        model,
+        tok,
+        [huge[: 10 * max_length * CHARS_PER_TOKEN]],
+        pooling="mean",
+        max_length=max_length,
+        batch_size=1,
+        device=torch.device("cpu"),
+    )
     np.testing.assert_allclose(clipped, uncut, atol=1e-6)
 
 
@@ -83,10 +107,11 @@ def test_cached_hidden_states_plus_top_layers_equal_full_encoder(tiny_encoder):
     model, tok = load_encoder(tiny_encoder)
     texts = ["a short one", "a much longer text about taxes and the rich " * 5, "middle length text here"]
     full = encode_texts(model, tok, texts, pooling="mean", max_length=64, batch_size=2, device=torch.device("cpu"))
-    states, lengths = hidden_states(model, tok, texts, layer=1, max_length=64, batch_size=2,
-                                    device=torch.device("cpu"))  # [3, 64, H] float16, [3]
+    states, lengths = hidden_states(
+        model, tok, texts, layer=1, max_length=64, batch_size=2, device=torch.device("cpu")
+    )  # [3, 64, H] float16, [3]
     assert states.shape[:2] == (3, 64) and states.dtype == np.float16 and lengths.dtype == np.int32
-    assert lengths[1] > lengths[2] > lengths[0] and not states[0, lengths[0]:].any()  # zero past the tokens
+    assert lengths[1] > lengths[2] > lengths[0] and not states[0, lengths[0] :].any()  # zero past the tokens
     t = int(lengths.max())
     mask = (torch.arange(t)[None] < torch.as_tensor(lengths)[:, None]).long()
     with torch.no_grad():

@@ -33,8 +33,9 @@ def test_orthogonal_start_keeps_distances(pooled):
     torch.manual_seed(1)
     heads = Heads(16, 16, "orthogonal")
     with torch.no_grad():
-        torch.testing.assert_close(torch.cdist(heads.similarity(hp), heads.similarity(hc)), torch.cdist(hp, hc),
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.cdist(heads.similarity(hp), heads.similarity(hc)), torch.cdist(hp, hc), atol=1e-4, rtol=1e-4
+        )
 
 
 def test_sim_dim_zero_is_the_encoder_width_and_identity_can_project():

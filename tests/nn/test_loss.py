@@ -78,9 +78,14 @@ def test_infonce_masks_copies_of_the_positive_and_the_point():
 def _batch(b=4, k=2, d=3):
     g = torch.Generator().manual_seed(0)
     return LossBatch(
-        s_p=torch.randn(b, d, generator=g), s_c=torch.randn(b, d, generator=g), s_n=torch.randn(b, k, d, generator=g),
-        logits_pos=torch.randn(b, 2, generator=g), logits_neg=torch.randn(b, k, 2, generator=g),
-        point_keys=torch.arange(b), counter_keys=torch.arange(b) + 100, negative_keys=torch.arange(b * k).view(b, k) + 200,
+        s_p=torch.randn(b, d, generator=g),
+        s_c=torch.randn(b, d, generator=g),
+        s_n=torch.randn(b, k, d, generator=g),
+        logits_pos=torch.randn(b, 2, generator=g),
+        logits_neg=torch.randn(b, k, 2, generator=g),
+        point_keys=torch.arange(b),
+        counter_keys=torch.arange(b) + 100,
+        negative_keys=torch.arange(b * k).view(b, k) + 200,
     )
 
 

@@ -77,8 +77,9 @@ def _loss(run, h, tids):
 @pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["top:1", "all"])
 def test_bf16_and_fp32_training_agree_within_tolerance(tiny_encoder, finetune):
-    run = Trainer(Config(encoder=tiny_encoder, finetune=finetune, precision="bf16", encoder_lr=1e-3, device="cpu"),
-              progress=False)
+    run = Trainer(
+        Config(encoder=tiny_encoder, finetune=finetune, precision="bf16", encoder_lr=1e-3, device="cpu"), progress=False
+    )
     assert run.model.features.precision == "bf16"
     start = copy.deepcopy({"model": run.model.state(), "trainer": run.state()})
     l16, h16 = _steps(run, "bf16", start)
@@ -93,20 +94,21 @@ def test_bf16_and_fp32_training_agree_within_tolerance(tiny_encoder, finetune):
 def test_fp16_with_the_gradient_scaler_gives_no_nan(tiny_encoder, finetune):
     """fp16 autocast runs on CPU in torch 2.13. A scale of 2**40 makes the first steps' scaled
     gradients overflow: the scaler must skip those steps and back off, leaving finite weights."""
-    run = Trainer(Config(encoder=tiny_encoder, finetune=finetune, precision="fp16", encoder_lr=1e-3, device="cpu"),
-              progress=False)
+    run = Trainer(
+        Config(encoder=tiny_encoder, finetune=finetune, precision="fp16", encoder_lr=1e-3, device="cpu"), progress=False
+    )
     assert run.scaler.is_enabled() and run.model.features.precision == "fp16"
     start = copy.deepcopy({"model": run.model.state(), "trainer": run.state()})
     losses, h = _steps(run, "fp16", start)
     assert np.isfinite(losses).all() and np.isfinite(h).all()
-    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
     run.model.features.train()
     ids = run.table.splits["training"]
     tids = torch.from_numpy(np.concatenate([ids.point[:8], ids.counter[:8], ids.counter[8:16]]))  # [3B]
     for _ in range(3):
         total = _loss(run, run.model.features(tids), tids)
         run.backward_step(total)
-    assert run.scaler.get_scale() < 2.0 ** 40, "overflowing steps must lower the scale"
+    assert run.scaler.get_scale() < 2.0**40, "overflowing steps must lower the scale"
     weights = [*run.model.heads.parameters(), *run.model.features.trainable_parameters()]
     assert all(torch.isfinite(p).all() for p in weights), "a step with inf gradients must be skipped"
     assert run.state()["scaler"]["scale"] == run.scaler.get_scale(), "the scale is checkpointed"

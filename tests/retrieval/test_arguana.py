@@ -26,14 +26,22 @@ def _split(name, pairs, unpaired=()):
 def small_corpus() -> Corpus:
     """Training holds "P-old"/"C-old"; test repeats "P-old" as a point and copies "C2" under a second
     debate; one test point has no counter; validation holds one more pair."""
-    training = _split("training", [("d0", "pro", 1, "P-old", "C-old"), ("d0", "con", 1, "P-t", "C-t")],
-                      unpaired=[("d0", "pro", 2, "P-lonely-train")])
+    training = _split(
+        "training",
+        [("d0", "pro", 1, "P-old", "C-old"), ("d0", "con", 1, "P-t", "C-t")],
+        unpaired=[("d0", "pro", 2, "P-lonely-train")],
+    )
     validation = _split("validation", [("d5", "pro", 1, "P-v", "C-v")])
-    test = _split("test", [("d1", "pro", 1, "P1", "C1"),
-                           ("d1", "con", 1, "P-old", "C-new"),  # its point occurs in training: seen
-                           ("d2", "pro", 1, "P2", "C2"),
-                           ("d3", "pro", 1, "P2", "C2")],  # the same pair filed under a second debate
-                  unpaired=[("d1", "pro", 2, "P-no-counter")])
+    test = _split(
+        "test",
+        [
+            ("d1", "pro", 1, "P1", "C1"),
+            ("d1", "con", 1, "P-old", "C-new"),  # its point occurs in training: seen
+            ("d2", "pro", 1, "P2", "C2"),
+            ("d3", "pro", 1, "P2", "C2"),
+        ],  # the same pair filed under a second debate
+        unpaired=[("d1", "pro", 2, "P-no-counter")],
+    )
     return Corpus("mem", {"training": training, "validation": validation, "test": test})
 
 
@@ -44,7 +52,8 @@ def test_view_queries_relevant_texts_and_copies():
     texts = table.texts
     # the collection: every distinct text of the pairs once (the unpaired files' texts are not in it)
     assert sorted(texts[i] for i in view.docs) == sorted(
-        {"P-old", "C-old", "P-t", "C-t", "P-v", "C-v", "P1", "C1", "C-new", "P2", "C2"})
+        {"P-old", "C-old", "P-t", "C-t", "P-v", "C-v", "P1", "C1", "C-new", "P2", "C2"}
+    )
     # queries: the pairs in order, then the point without a counter
     assert [texts[i] if i >= 0 else None for i in view.query] == ["P1", "P-old", "P2", "P2", None]
     assert [texts[i] if i >= 0 else None for i in view.relevant] == ["C1", "C-new", "C2", "C2", None]
@@ -94,8 +103,9 @@ def test_measures_equal_pytrec_eval_on_hand_made_rankings():
     top10 = {k: dict(sorted(v.items(), key=lambda kv: -kv[1])[:10]) for k, v in run.items()}
     want = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.1,10", "recall.100"}).evaluate(run)
     rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    ranks = torch.tensor([float((scores[i] >= scores[i, relevant[i]]).sum()) if relevant[i] >= 0 else np.inf
-                          for i in range(q)])
+    ranks = torch.tensor(
+        [float((scores[i] >= scores[i, relevant[i]]).sum()) if relevant[i] >= 0 else np.inf for i in range(q)]
+    )
     from counterarg.retrieval.arguana import ArguAnaView
 
     view = ArguAnaView("test", np.arange(n), np.zeros(q, np.int64), relevant, None, n)

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import DATA, K, check, queries_for, reference
+
 from counterarg.retrieval.index import BACKENDS, make_index
 
+
 @pytest.mark.parametrize("name", list(DATA))
-@pytest.mark.parametrize("backend,opts", [
-    ("exact", {}),
-    ("exact", {"block_size": 37, "col_block": 64}),  # many row and column blocks, plain topk
-    ("exact", {"block_size": 100, "col_block": 1024}),  # one column block, plain topk (N % 32 != 0)
-    ("exact", {"slack": 0}),
-    ("balltree", {}),
-    ("balltree", {"leaf_size": 40, "block_size": 50}),
-])
+@pytest.mark.parametrize(
+    "backend,opts",
+    [
+        ("exact", {}),
+        ("exact", {"block_size": 37, "col_block": 64}),  # many row and column blocks, plain topk
+        ("exact", {"block_size": 100, "col_block": 1024}),  # one column block, plain topk (N % 32 != 0)
+        ("exact", {"slack": 0}),
+        ("balltree", {}),
+        ("balltree", {"leaf_size": 40, "block_size": 50}),
+    ],
+)
 def test_local_backends_are_exact(name, backend, opts):
     x = DATA[name]
     idx = make_index(backend, x, **opts)
@@ -74,9 +78,6 @@ def test_bad_arguments():
     assert set(BACKENDS) == {"exact", "balltree", "sharded-balltree"}
 
 
-
-
-
 @pytest.mark.parametrize("name", ["gauss", "dups"])
 def test_exact_grouped_min_selection_is_exact(name, monkeypatch):
     """The exact index's grouped-min selection (column blocks of a multiple of 32 with at least
@@ -100,8 +101,9 @@ def test_exact_grouped_min_selection_is_exact(name, monkeypatch):
 
     monkeypatch.setattr(ExactIndex, "_smallest", staticmethod(spy))
     idx = make_index("exact", x, block_size=256, col_block=1024)
-    q = np.concatenate([x[::41], x[rng.integers(0, len(x), 30)]
-                        + rng.standard_normal((30, 16)).astype(np.float32) * 0.3])
+    q = np.concatenate(
+        [x[::41], x[rng.integers(0, len(x), 30)] + rng.standard_normal((30, 16)).astype(np.float32) * 0.3]
+    )
     check(idx.query(q, K), reference(x, q, K))
     assert any(grouped), "the grouped-min path was never taken"
     idx.close()

@@ -29,7 +29,9 @@ def test_view_metrics_add_the_unseen_queries_only_when_there_are_some():
     assert with_view["test_unseen/sdoc/mrr"] == pytest.approx((1 + 1 / 3) / 2)
     none_unseen = view_metrics("test", pools_from_labels("test", *labels, unseen=[False] * 4), ranks)
     assert not any(k.startswith("test_unseen/") for k in none_unseen)
-    assert not any(k.startswith("test_unseen/") for k in view_metrics("test", pools_from_labels("test", *labels), ranks))
+    assert not any(
+        k.startswith("test_unseen/") for k in view_metrics("test", pools_from_labels("test", *labels), ranks)
+    )
 
 
 def test_format_table_rows_columns_and_pool_sizes():

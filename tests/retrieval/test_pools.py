@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import LAYOUT, make_split
+
 from counterarg.data.corpus import Split, load_corpus, real_corpus_path
 from counterarg.retrieval.pools import build_pools, pools_from_labels, seen_texts
 from counterarg.retrieval.tasks import TASKS, EvaluationError
@@ -114,8 +114,11 @@ def test_unseen_view_picks_exactly_the_queries_with_no_text_in_training():
 
     split = make_split(LAYOUT)
     # training holds the point of pair 1, the counter of pair 3 and an unpaired text equal to pair 5's point
-    training_records = [split.pairs[1].point, split.pairs[3].counter,
-                        Record("training", "Z", "z", "pro", 9, "point", split.pairs[5].point.text, "mem")]
+    training_records = [
+        split.pairs[1].point,
+        split.pairs[3].counter,
+        Record("training", "Z", "z", "pro", 9, "point", split.pairs[5].point.text, "mem"),
+    ]
     seen = {r.text for r in training_records}
     pools = build_pools(split, seen)
     assert pools.unseen.tolist() == [True, False, True, False, True, False, True, True]
@@ -126,8 +129,16 @@ def test_unseen_view_picks_exactly_the_queries_with_no_text_in_training():
 
 # ---------------------------------------------------------------- the real ArguAna test split
 # mean pool sizes on the test split (1,401 queries), each distinct text counted once
-EXPECTED_SIZES = {"sdoc": 3.888, "sdoa": 7.639, "sdc": 7.635, "sda": 14.278, "stc": 136.263,
-                  "sta": 271.648, "epc": 1292.0, "epa": 2585.0}
+EXPECTED_SIZES = {
+    "sdoc": 3.888,
+    "sdoa": 7.639,
+    "sdc": 7.635,
+    "sda": 14.278,
+    "stc": 136.263,
+    "sta": 271.648,
+    "epc": 1292.0,
+    "epa": 2585.0,
+}
 
 
 @pytest.fixture(scope="module")

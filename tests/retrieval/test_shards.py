@@ -5,8 +5,8 @@ so a 3-bundle placement group fits on 2 cores)."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import DATA, K, check, queries_for, reference
+
 from counterarg.retrieval.index import make_index
 from counterarg.retrieval.shards import shard_bundles
 
@@ -24,8 +24,7 @@ def ray_session():
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 logging_level="warning")
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="warning")
     yield ray
     if started:
         ray.shutdown()
@@ -69,8 +68,7 @@ def test_sharded_actors_use_the_trials_placement_group_bundles(ray_session):
     pg = placement_group(shard_bundles(2), strategy="PACK")
     ray.get(pg.ready(), timeout=60)
     try:
-        in_bundle0 = PlacementGroupSchedulingStrategy(placement_group=pg,
-                                                      placement_group_bundle_index=0)
+        in_bundle0 = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0)
         got, where = ray.get(trial.options(scheduling_strategy=in_bundle0).remote(2), timeout=120)
         check(got, reference(x, x, K))
         assert [w["placement_group_id"] for w in where] == [pg.id.hex()] * 2

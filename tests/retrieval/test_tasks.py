@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import LAYOUT, make_split
+
 from counterarg.retrieval.pools import build_pools
 from counterarg.retrieval.tasks import REGISTRY, TASKS, EvaluationError, check_tasks
 
@@ -20,26 +20,26 @@ def toy_task():
     """A ninth task registered for one test: counters and other points of the same debate side."""
     import counterarg.retrieval.tasks as tasks_mod
 
-    task = tasks_mod.register_task(tasks_mod.Task("sdsa", "same debate side: counters + other points",
-                                                  "debate_side", "group"))
+    task = tasks_mod.register_task(
+        tasks_mod.Task("sdsa", "same debate side: counters + other points", "debate_side", "group")
+    )
     yield task
     tasks_mod.REGISTRY.pop(task.name)
     tasks_mod.TASKS = tuple(tasks_mod.REGISTRY)
 
 
 def test_a_registered_task_is_evaluated_and_summarised(toy_task, tmp_path):
-    from counterarg.evaluation.evaluate import evaluate_split
-    from counterarg.retrieval.metrics import format_table
     from counterarg.analysis.summary import summary_markdown
     from counterarg.analysis.trials import TrialRecord, summary_rows
-    from counterarg.retrieval.tasks import register_task, Task, task_names
+    from counterarg.evaluation.evaluate import evaluate_split
+    from counterarg.retrieval.metrics import format_table
+    from counterarg.retrieval.tasks import Task, register_task, task_names
 
     pools = build_pools(make_split(LAYOUT))
     assert set(pools.members("sdsa", 0).tolist()) == {0, 1, 9}  # d1/pro counters 0, 1 and point 1
     q = pools.num_queries
     g = torch.Generator().manual_seed(0)
-    m = evaluate_split("test", pools, torch.randn(q, 4, generator=g), torch.randn(q, 4, generator=g),
-                       mode="retrieval")
+    m = evaluate_split("test", pools, torch.randn(q, 4, generator=g), torch.randn(q, 4, generator=g), mode="retrieval")
     assert "test/sdsa/acc@1" in m and "\nsdsa " in format_table(m, "test", pools)
     assert m["test/mean/acc@1"] == pytest.approx(sum(m[f"test/{t}/acc@1"] for t in task_names()) / 9)
     row = {"epoch": 1, "validation/mean/acc@1": 0.5, "validation_unseen/mean/acc@1": 0.5, **m}

@@ -7,6 +7,7 @@ import pytest
 
 from counterarg.sampling.batches import batch_order
 
+
 def _padded(batches: np.ndarray, lengths: np.ndarray) -> int:
     """Tokens a batch pays for: its longest row times its size, summed over batches."""
     return int(sum(lengths[b].max() * len(b) for b in batches))
@@ -14,7 +15,6 @@ def _padded(batches: np.ndarray, lengths: np.ndarray) -> int:
 
 @pytest.mark.parametrize("buckets", [0, 1, 4, 1000])
 def test_batch_order_uses_each_row_once_and_is_fixed_by_the_seed(buckets):
-
 
     n, bs = 203, 8
     lengths = np.random.default_rng(5).integers(5, 256, n)
@@ -30,13 +30,11 @@ def test_batch_order_uses_each_row_once_and_is_fixed_by_the_seed(buckets):
 def test_unbucketed_order_is_the_plain_permutation():
     """buckets=0 draws exactly what training drew before buckets existed (old results reproduce)."""
 
-
     b = batch_order(50, 8, np.random.default_rng([2, 1]))
     np.testing.assert_array_equal(b.ravel(), np.random.default_rng([2, 1]).permutation(50)[:48])
 
 
 def test_length_buckets_cut_padding_and_still_shuffle():
-
 
     n, bs = 4065, 8
     lengths = np.random.default_rng(1).integers(20, 256, n)

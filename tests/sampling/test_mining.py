@@ -11,8 +11,9 @@ from counterarg.sampling.mining import MiningResult, dedupe_pairs, mine_negative
 
 def mine(P, C, rate, rng, **kw):
     """``mine_negatives`` over exact indexes of ``P`` and ``C`` (training keeps its indexes across epochs)."""
-    return mine_negatives(P, C, rate, rng, point_index=make_index("exact", P), counter_index=make_index("exact", C),
-                          **kw)
+    return mine_negatives(
+        P, C, rate, rng, point_index=make_index("exact", P), counter_index=make_index("exact", C), **kw
+    )
 
 
 def brute_force(P, C, pk=None, ck=None):
@@ -120,8 +121,9 @@ def ranked_brute_force(P, C, pk, ck, i, margin=None):
     """Anchor i's allowed candidates, nearest first: (distance, points first, id), one per text, guarded."""
     n = len(P)
     keys = np.concatenate([pk, ck])
-    cands = sorted((np.linalg.norm(P[i] - X[j]), int(kind), kind * n + j)
-                   for kind, X in ((0, P), (1, C)) for j in range(n))
+    cands = sorted(
+        (np.linalg.norm(P[i] - X[j]), int(kind), kind * n + j) for kind, X in ((0, P), (1, C)) for j in range(n)
+    )
     own = np.linalg.norm(P[i] - C[i])
     out, seen = [], set()
     for d, _, j in cands:
@@ -148,8 +150,9 @@ def dup_emb():
 @pytest.mark.parametrize("rank", [1, 3, 7])
 def test_fixed_rank_is_the_brute_force_rank(dup_emb, rank):
     P, C, pk, ck = dup_emb
-    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
-                         neg_rank=(rank, rank), num_negatives=2)
+    res = mine(
+        P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck, neg_rank=(rank, rank), num_negatives=2
+    )
     expect = [ranked_brute_force(P, C, pk, ck, i)[rank - 1] for i in range(len(P))]
     np.testing.assert_array_equal(res.negatives, np.repeat(np.array(expect)[:, None], 2, axis=1))
     np.testing.assert_array_equal(res.keys, np.concatenate([pk, ck])[res.negatives])
@@ -159,8 +162,9 @@ def test_rank_window_draws_cover_exactly_the_window(dup_emb):
     P, C, pk, ck = dup_emb
     seen = [set() for _ in P]
     for s in range(40):
-        res = mine(P, C, 0.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck,
-                             neg_rank=(2, 4), num_negatives=3)
+        res = mine(
+            P, C, 0.0, np.random.default_rng(s), point_keys=pk, counter_keys=ck, neg_rank=(2, 4), num_negatives=3
+        )
         assert res.n_random == 0
         for i, row in enumerate(res.negatives):
             seen[i].update(row.tolist())
@@ -171,8 +175,7 @@ def test_rank_window_draws_cover_exactly_the_window(dup_emb):
 @pytest.mark.parametrize("margin", [0.0, 0.3, -0.2])
 def test_margin_guard_against_brute_force(dup_emb, margin):
     P, C, pk, ck = dup_emb
-    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck,
-                         neg_rank=(1, 1), neg_margin=margin)
+    res = mine(P, C, 0.0, np.random.default_rng(0), point_keys=pk, counter_keys=ck, neg_rank=(1, 1), neg_margin=margin)
     for i in range(len(P)):
         allowed = ranked_brute_force(P, C, pk, ck, i, margin)
         if allowed:
@@ -230,8 +233,9 @@ def test_telemetry_counts_on_a_hand_built_corpus():
     assert t["mining/dist_counter"] == pytest.approx(np.mean([1, 1, 1, 4]))
     only = mining_telemetry(res, debate, theme, side, P, C, rows=np.array([3]), eval_texts=eval_texts)
     assert only["mining/share_other_theme"] == 1.0 and only["mining/share_random"] == 1.0
-    assert only["mining/share_in_eval_splits"] == 0.0 and "mining/share_in_eval_splits" not in \
-        mining_telemetry(res, debate, theme, side, P, C)
+    assert only["mining/share_in_eval_splits"] == 0.0 and "mining/share_in_eval_splits" not in mining_telemetry(
+        res, debate, theme, side, P, C
+    )
 
 
 def test_take_gathers_the_negatives_rows_without_the_caller_decoding_ids():

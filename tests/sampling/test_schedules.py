@@ -37,14 +37,17 @@ def test_table_holds_its_last_value():
     assert Config.from_dict(cfg.to_dict()) == cfg  # a JSON list round-trips to the tuple
 
 
-@pytest.mark.parametrize("items, message", [
-    (["schedule=table"], "rate_table must list at least one rate"),
-    (["schedule=table", "rate_table="], "rate_table must list at least one rate"),
-    (["schedule=table", "rate_table=0.8,1.2"], r"rate_table values must lie in \[0, 1\], got 1.2"),
-    (["schedule=table", "rate_table=-0.1"], r"rate_table .*-0.1"),
-    (["rate_table=0.5,2"], "rate_table"),  # out of range even when another schedule is selected
-    (["schedule=table", "rate_table=0.8,high"], "rate_table"),
-])
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["schedule=table"], "rate_table must list at least one rate"),
+        (["schedule=table", "rate_table="], "rate_table must list at least one rate"),
+        (["schedule=table", "rate_table=0.8,1.2"], r"rate_table values must lie in \[0, 1\], got 1.2"),
+        (["schedule=table", "rate_table=-0.1"], r"rate_table .*-0.1"),
+        (["rate_table=0.5,2"], "rate_table"),  # out of range even when another schedule is selected
+        (["schedule=table", "rate_table=0.8,high"], "rate_table"),
+    ],
+)
 def test_bad_tables_name_the_field(items, message):
     with pytest.raises(ConfigError, match=message):
         Config().with_overrides(items)
@@ -53,24 +56,36 @@ def test_bad_tables_name_the_field(items, message):
 # ----------------------------------------------------------------------------- the registry
 def test_a_toy_schedule_is_one_entry(monkeypatch):
     """Registered once, a schedule works through --set (Config) and a sweep's strategy list."""
+    from counterarg.analysis.trials import strategy_label
     from counterarg.sampling import schedules
     from counterarg.sweep.spaces import REFERENCE_FIELDS, parse_strategy, strategy_grid
-    from counterarg.analysis.trials import strategy_label
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
     with pytest.raises(ConfigError, match="schedule must be one of"):
         Config().with_overrides(["schedule=halving"])
-    schedules.register(schedules.Schedule(
-        "halving", lambda c, epoch: c.rate / 2 ** epoch, fields=("rate",), strategy={"rate": 0.5},
-        short=("rate",)))
+    schedules.register(
+        schedules.Schedule(
+            "halving", lambda c, epoch: c.rate / 2**epoch, fields=("rate",), strategy={"rate": 0.5}, short=("rate",)
+        )
+    )
     cfg = Config().with_overrides(["schedule=halving", "rate=0.8"])
     assert [random_rate(cfg, e) for e in range(3)] == pytest.approx([0.8, 0.4, 0.2])
     ref = {k: (list(v) if isinstance(v, tuple) else v) for k, v in REFERENCE_FIELDS.items()}
     named = {"method": "reference"}  # on the reference method, named as it is made
-    assert parse_strategy("halving") == {**ref, "schedule": "halving", "rate": 0.5, **named,
-                                         "label": "reference: halving 0.5"}
-    assert parse_strategy("halving:rate=0.6") == {**ref, "schedule": "halving", "rate": 0.6, **named,
-                                                  "label": "reference: halving 0.6"}
+    assert parse_strategy("halving") == {
+        **ref,
+        "schedule": "halving",
+        "rate": 0.5,
+        **named,
+        "label": "reference: halving 0.5",
+    }
+    assert parse_strategy("halving:rate=0.6") == {
+        **ref,
+        "schedule": "halving",
+        "rate": 0.6,
+        **named,
+        "label": "reference: halving 0.6",
+    }
     grid = strategy_grid(["halving", "decay"], seeds=(0, 1), methods=["reference"])
     assert [(g["schedule"], g["seed"]) for g in grid] == [("halving", 0), ("halving", 1), ("decay", 0), ("decay", 1)]
     assert strategy_label(grid[0]) == "halving 0.5"
@@ -85,4 +100,3 @@ def test_a_toy_schedule_is_one_entry(monkeypatch):
     schedules.register(schedules.Schedule("by_lr", lambda c, e: c.lr, fields=("lr",)))
     with pytest.raises(ConfigError, match="'by_lr' reads 'lr', which has no 'schedule' role"):
         Config(schedule="by_lr")
-

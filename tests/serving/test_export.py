@@ -12,9 +12,12 @@ from counterarg.cli import main
 from counterarg.config import Config
 from counterarg.training.loop import train
 
-TEXTS = ["Homework should be banned because children need time to play.",
-         "Play is not lost: homework teaches discipline that play cannot.",
-         "A short one.", "Ünïcode and a much longer text " * 20]
+TEXTS = [
+    "Homework should be banned because children need time to play.",
+    "Play is not lost: homework teaches discipline that play cannot.",
+    "A short one.",
+    "Ünïcode and a much longer text " * 20,
+]
 
 
 @pytest.mark.slow
@@ -23,13 +26,27 @@ def test_export_encodes_like_embed(tiny_encoder, tmp_path, finetune, pooling):
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    cfg = Config(encoder=tiny_encoder, epochs=1, finetune=finetune, pooling=pooling, encoder_lr=1e-3,
-                 max_length=64, test_every=1)
+    cfg = Config(
+        encoder=tiny_encoder, epochs=1, finetune=finetune, pooling=pooling, encoder_lr=1e-3, max_length=64, test_every=1
+    )
     train(cfg, tmp_path / "run", progress=False)
     inp = tmp_path / "texts.txt"
     inp.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
-    assert main(["embed", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--input", str(inp),
-                 "--out", str(tmp_path / "s.npy"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tmp_path / "run" / "checkpoint"),
+                "--input",
+                str(inp),
+                "--out",
+                str(tmp_path / "s.npy"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ours = np.load(tmp_path / "s.npy")
     hidden = json.loads((Path(tiny_encoder) / "config.json").read_text())["hidden_size"]
     assert ours.shape == (len(TEXTS), cfg.sim_dim or hidden)  # sim_dim 0 = the encoder width
@@ -78,8 +95,9 @@ def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("metric,similarity", [("l2", "euclidean"), ("cosine", "cosine")])
-def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_path, capsys, monkeypatch,
-                                                            metric, similarity):
+def test_export_declares_the_similarity_it_was_trained_with(
+    tiny_encoder, tmp_path, capsys, monkeypatch, metric, similarity
+):
     """Issue 23.7: a model trained with L2 was exported declaring cosine, so `model.similarity()`
     ranked otherwise than `counterarg rank`. Issue 23.9: its card gave the best epoch as the number
     of epochs trained and held absolute paths."""
@@ -90,8 +108,18 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
     from counterarg.evaluation.selection import best_row
 
     monkeypatch.chdir(tmp_path)
-    cfg = Config(encoder=tiny_encoder, epochs=3, patience=0, max_length=32, eval_metric=metric,
-                 eval_mode="retrieval", loss="combined", head="linear", sim_dim=16, lr=1e-2)
+    cfg = Config(
+        encoder=tiny_encoder,
+        epochs=3,
+        patience=0,
+        max_length=32,
+        eval_metric=metric,
+        eval_mode="retrieval",
+        loss="combined",
+        head="linear",
+        sim_dim=16,
+        lr=1e-2,
+    )
     train(cfg, tmp_path / "run", progress=False)
     out = tmp_path / "st"
     capsys.readouterr()
@@ -104,8 +132,24 @@ def test_export_declares_the_similarity_it_was_trained_with(tiny_encoder, tmp_pa
     cands = tmp_path / "c.txt"
     cands.write_text("\n".join(TEXTS + ["Taxes on banks hurt growth.", "Schools need money."]) + "\n")
     capsys.readouterr()
-    assert main(["rank", "--checkpoint", str(tmp_path / "run" / "best"), "--text", TEXTS[0], "--candidates",
-                 str(cands), "--k", "6", "--json", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "rank",
+                "--checkpoint",
+                str(tmp_path / "run" / "best"),
+                "--text",
+                TEXTS[0],
+                "--candidates",
+                str(cands),
+                "--k",
+                "6",
+                "--json",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     ours = [r["id"] for r in json.loads(capsys.readouterr().out)["results"]]
     emb = st.encode([TEXTS[0]] + cands.read_text().splitlines(), convert_to_tensor=True)
     sims = st.similarity(emb[:1], emb[1:])[0]  # [6], higher = nearer
@@ -127,8 +171,10 @@ def test_the_card_says_model_similarity_leaves_out_the_classifier_of_a_rerank_or
 
     assert _similarity_caveat(Config(eval_mode="retrieval")) == ", this model's own scoring"
     for mode in ("rerank", "fused"):
-        assert f"scores with eval_mode={mode}, which also reorders the top 10 by the pair classifier" in \
-            _similarity_caveat(Config(eval_mode=mode))
+        assert (
+            f"scores with eval_mode={mode}, which also reorders the top 10 by the pair classifier"
+            in _similarity_caveat(Config(eval_mode=mode))
+        )
 
 
 KILL_AT_RENAME = """
@@ -164,8 +210,13 @@ def test_a_kill_inside_export_force_never_loses_the_previous_export(tiny_encoder
     assert main(["export", "--checkpoint", ck, "--out", str(st)]) == 0
     first = read_manifest(st)["files"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    p = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, "3", "export", "--checkpoint", ck, "--out", str(st),
-                        "--force"], env=env, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", KILL_AT_RENAME, "3", "export", "--checkpoint", ck, "--out", str(st), "--force"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == -9, p.stderr[-2000:]
     assert not st.exists() and (tmp_path / ".st.old").is_dir()  # the gap the kill hit
     assert recover_dir(st)  # what the next export does first: the sealed new folder goes in

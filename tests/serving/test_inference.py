@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from counterarg.model.biencoder import BiEncoder
 from counterarg.config import ConfigError
+from counterarg.model.biencoder import BiEncoder
 from counterarg.serving.inference import candidate_embeddings, save_embeddings
 
 

@@ -11,11 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -38,8 +37,14 @@ def tiny(tmp_path_factory):
 
 
 def sweep_base(tiny, **kw):
-    return {"encoder": tiny["encoder"], "cache_dir": tiny["cache_dir"], "corpus": None,
-            "device": "cpu", "max_length": 32, **kw}
+    return {
+        "encoder": tiny["encoder"],
+        "cache_dir": tiny["cache_dir"],
+        "corpus": None,
+        "device": "cpu",
+        "max_length": 32,
+        **kw,
+    }
 
 
 def trial_dirs(exp: Path) -> list[Path]:
@@ -62,8 +67,14 @@ def reported_epochs(trial_dir: Path) -> list[int]:
 
 def start_driver(args, env, log, script: str = "compare_strategies.py", cwd: Path = REPO):
     """A sweep script (``sweeps/<script>``) as its own process group, run in ``cwd``, output into ``log``."""
-    return subprocess.Popen([PY, str(REPO / "sweeps" / script), *args], cwd=cwd,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [PY, str(REPO / "sweeps" / script), *args],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_process_group(proc):
@@ -74,9 +85,17 @@ def kill_process_group(proc):
         pass
 
 
-def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeout: float = 240,
-              poll_s: float = 0.05, kill_group: bool = False,
-              script: str = "compare_strategies.py", cwd: Path = REPO) -> subprocess.Popen:
+def kill_when(
+    ready: Callable[[], bool],
+    args,
+    env: dict,
+    log_path: Path,
+    timeout: float = 240,
+    poll_s: float = 0.05,
+    kill_group: bool = False,
+    script: str = "compare_strategies.py",
+    cwd: Path = REPO,
+) -> subprocess.Popen:
     """Start a driver and SIGKILL it (the driver only, unless ``kill_group``) once ``ready()``."""
     with open(log_path, "w") as log:
         proc = start_driver(args, env, log, script, cwd)
@@ -94,8 +113,15 @@ def kill_when(ready: Callable[[], bool], args, env: dict, log_path: Path, timeou
     return proc
 
 
-def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
-                  timeout: float = 240, script: str = "compare_strategies.py", cwd: Path = REPO) -> None:
+def resume_to_end(
+    args,
+    env: dict,
+    log_path: Path,
+    killed: subprocess.Popen,
+    timeout: float = 240,
+    script: str = "compare_strategies.py",
+    cwd: Path = REPO,
+) -> None:
     """``--resume`` to the end, then clear what both drivers' process groups left behind."""
     with open(log_path, "a") as log:
         proc = start_driver([*args, "--resume"], env, log, script, cwd)
@@ -106,14 +132,22 @@ def resume_to_end(args, env: dict, log_path: Path, killed: subprocess.Popen,
             kill_process_group(killed)
 
 
-def kill_and_resume(args, exp: Path, epochs: int, env: dict, log_path: Path, n_trials: int,
-                    kill_group_before_resume: bool = False, timeout: float = 240):
+def kill_and_resume(
+    args,
+    exp: Path,
+    epochs: int,
+    env: dict,
+    log_path: Path,
+    n_trials: int,
+    kill_group_before_resume: bool = False,
+    timeout: float = 240,
+):
     """Start a driver, SIGKILL it once one trial finished and another is mid-way, resume to the
     end; check no finished trial reran and each unfinished trial lost at most one epoch."""
+
     def ready() -> bool:
         eps = [reported_epochs(d) for d in trial_dirs(exp)]
-        return (any(e and max(e) == epochs for e in eps)
-                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
+        return any(e and max(e) == epochs for e in eps) and any(e and 2 <= max(e) < epochs - 2 for e in eps)
 
     killed = kill_when(ready, args, env, log_path, timeout, kill_group=kill_group_before_resume)
     at_kill = {d.name: reported_epochs(d) for d in trial_dirs(exp)}

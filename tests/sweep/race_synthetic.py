@@ -83,11 +83,22 @@ def main(argv=None) -> int:
             strategies = [labelled({"schedule": "fixed", "rate": r}, "recipe") for r in MEANS]
             opts = RaceOptions(seeds=tuple(range(MAX_SEEDS)), first_seeds=FIRST_SEEDS, max_seeds=MAX_SEEDS)
             tuner = tune.Tuner(
-                synthetic, param_space={"block_file": args.block_file},
-                tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=RaceSearcher(strategies, opts),
-                                            num_samples=opts.tune_samples(len(strategies))),
-                run_config=RunConfig(name=args.name, storage_path=str(Path(args.storage).resolve()), verbose=0,
-                                     failure_config=FailureConfig(max_failures=0), callbacks=[StateSnapshot()]))
+                synthetic,
+                param_space={"block_file": args.block_file},
+                tune_config=tune.TuneConfig(
+                    metric=METRIC,
+                    mode="max",
+                    search_alg=RaceSearcher(strategies, opts),
+                    num_samples=opts.tune_samples(len(strategies)),
+                ),
+                run_config=RunConfig(
+                    name=args.name,
+                    storage_path=str(Path(args.storage).resolve()),
+                    verbose=0,
+                    failure_config=FailureConfig(max_failures=0),
+                    callbacks=[StateSnapshot()],
+                ),
+            )
         tuner.fit()
     finally:
         ray.shutdown()

@@ -104,14 +104,14 @@ def main() -> None:
     client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
     client.create_bucket(Bucket="load")
     from counterarg.config import Config
-    from counterarg.sweep import runner, tuner as tuners
+    from counterarg.sweep import runner
+    from counterarg.sweep import tuner as tuners
 
     global METRIC
     METRIC = Config().select_metric
     tuners.trainable = synthetic  # build_tuner's trainable
     name = f"load-{args.trials}x{args.epochs}-p{args.period:g}"
-    sweep = runner.Sweep(name=name, base={"epochs": args.epochs},
-                         variants=[{"seed": i} for i in range(args.trials)])
+    sweep = runner.Sweep(name=name, base={"epochs": args.epochs}, variants=[{"seed": i} for i in range(args.trials)])
     runner.init_ray(None, num_cpus=args.num_cpus)
     tuner = tuners.build_tuner(sweep, "s3://load/sweeps", verbose=0)
     here.send("count")
@@ -128,14 +128,29 @@ def main() -> None:
         by[k] += 1
         sent[k] += n_in
     trial_epochs = args.trials * args.epochs
-    figures = {"trials": args.trials, "epochs": args.epochs, "epoch_s": args.epoch_s, "period_s": args.period,
-               "num_cpus": args.num_cpus, "wall_s": round(wall, 1), "driver_cpu_s": round(cpu, 1),
-               "driver_cpu_frac": round(cpu / wall, 3), "requests": len(reqs),
-               "requests_per_s": round(len(reqs) / wall, 1), "bytes_in_per_s": round(sum(sent.values()) / wall),
-               "methods": dict(Counter(m for m, *_ in reqs)),
-               "by_sender": {k: {"requests": by[k], "bytes_in": sent[k], "requests_per_trial_epoch":
-                                 round(by[k] / trial_epochs, 2), "bytes_per_trial_epoch": round(sent[k] / trial_epochs)}
-                             for k in sorted(by)}}
+    figures = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "epoch_s": args.epoch_s,
+        "period_s": args.period,
+        "num_cpus": args.num_cpus,
+        "wall_s": round(wall, 1),
+        "driver_cpu_s": round(cpu, 1),
+        "driver_cpu_frac": round(cpu / wall, 3),
+        "requests": len(reqs),
+        "requests_per_s": round(len(reqs) / wall, 1),
+        "bytes_in_per_s": round(sum(sent.values()) / wall),
+        "methods": dict(Counter(m for m, *_ in reqs)),
+        "by_sender": {
+            k: {
+                "requests": by[k],
+                "bytes_in": sent[k],
+                "requests_per_trial_epoch": round(by[k] / trial_epochs, 2),
+                "bytes_per_trial_epoch": round(sent[k] / trial_epochs),
+            }
+            for k in sorted(by)
+        },
+    }
     listed = client.list_objects_v2(Bucket="load", Prefix=f"sweeps/{name}/experiment_state")
     sizes = [o["Size"] for o in listed.get("Contents", [])]
     if sizes:

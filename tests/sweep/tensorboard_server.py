@@ -12,9 +12,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("COUNTERARG_CHROMIUM", "/usr/bin/chromium")
@@ -74,13 +75,29 @@ def tensorboard(logdir: Path, log: Path):
     once every run is loaded (the server reads the folder in the background)."""
     port = free_port()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host",
-                                 "127.0.0.1", "--port", str(port), "--reload_interval", "2"],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--reload_interval",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is None and get(f"{url}/data/runs") is not None, f"TensorBoard at {url}",
-                 timeout=180)
+        wait_for(
+            lambda: proc.poll() is None and get(f"{url}/data/runs") is not None, f"TensorBoard at {url}", timeout=180
+        )
         yield url
     finally:
         proc.terminate()
@@ -103,8 +120,13 @@ def chromium(width: int = 1920, height: int = 1080):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:

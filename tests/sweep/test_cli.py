@@ -7,11 +7,11 @@ import os
 
 import pytest
 
+from counterarg.analysis.trials import TrialRecord
 from counterarg.config import ConfigError
 from counterarg.sweep.cli import absolute_paths, base_from_args, smoke_encoder_dir, sweep_name
 from counterarg.sweep.recovery import SweepStateError
 from counterarg.sweep.runner import SweepResult
-from counterarg.analysis.trials import TrialRecord
 
 from .conftest import sweep_script
 
@@ -27,38 +27,48 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     assert absolute_paths({"corpus": None})["corpus"] is None
 
 
-@pytest.mark.parametrize("script, flags, match", [
-    ("search_margin_lr", ["--num-samples", "-1"], "--num-samples: must be between 1 and 1000, got -1"),
-    ("search_margin_lr", ["--num-samples", "0"], "--num-samples: must be between 1 and 1000, got 0"),
-    ("search_margin_lr", ["--num-samples", "100000"], "must be between 1 and 1000"),
-    ("search_margin_lr", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
-    ("search_margin_lr", ["--cpus-per-trial", "0"], "--cpus-per-trial: must be a finite number >= 1"),
-    ("search_margin_lr", ["--num-cpus", "2", "--cpus-per-trial", "64"], "64 is more than the 2 CPU"),
-    ("search_margin_lr", ["--margin-range", "3,0.1"], "--margin-range: expected 0 < LO < HI"),
-    ("search_margin_lr", ["--lr-range", "0,0.1"], "--lr-range: expected 0 < LO < HI"),
-    ("search_margin_lr", ["--seeds", "a,b"], "got 'a' in 'a,b'"),
-    ("search_margin_lr", ["--strategy", "decy"], "unknown strategy 'decy'; did you mean 'decay'"),
-    ("search_margin_lr", ["--set", "foo=1"], "unknown config field.*foo"),
-    ("compare_strategies", ["--strategies", "fixed;decy"], "did you mean 'decay'"),
-    ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
-    ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
-    ("compare_strategies", ["--resume"], "nothing to resume at"),
-    ("compare_strategies", ["--seeds", "0,0"], "--seeds repeats 0 in '0,0': two identical trials"),
-    ("compare_strategies", ["--seeds", ""], "--seeds holds no seed: ''"),
-    ("compare_strategies", ["--seeds", "-1"], "--seeds: seed -1 is out of range"),
-    ("compare_strategies", ["--strategies", ";;"], "--strategies names no strategy"),
-    ("compare_strategies", ["--strategies", "decay;decay"], r"two trials would be identical \(reference: decay 0.8-0.02 seed 0\)"),
-    ("compare_strategies", ["--num-cpus", "1000"], "--num-cpus: must be between 1 and"),
-    ("pbt_schedule", ["--seeds", ""], "--seeds holds no seed"),
-    ("compare_strategies", ["--methods", "recipee"],
-     "argument --methods: unknown method 'recipee'; did you mean 'recipe'"),
-    ("compare_strategies", ["--methods", "recipe,referenc"], "unknown method 'referenc'"),
-    ("compare_strategies", ["--methods", ","], "--methods names no method"),
-    ("compare_strategies", ["--strategies", "decay;recipe"], "'recipe' is a method, not a strategy"),
-    ("pbt_schedule", ["--method", "recip"], "argument --method: unknown method 'recip'"),
-    ("search_margin_lr", ["--method", "ref"], "argument --method: unknown method 'ref'"),
-    ("pbt_schedule", ["--method", "reference,recipe"], "argument --method: expected one method"),
-])
+@pytest.mark.parametrize(
+    "script, flags, match",
+    [
+        ("search_margin_lr", ["--num-samples", "-1"], "--num-samples: must be between 1 and 1000, got -1"),
+        ("search_margin_lr", ["--num-samples", "0"], "--num-samples: must be between 1 and 1000, got 0"),
+        ("search_margin_lr", ["--num-samples", "100000"], "must be between 1 and 1000"),
+        ("search_margin_lr", ["--epochs", "0"], "--epochs: must be >= 1, got 0"),
+        ("search_margin_lr", ["--cpus-per-trial", "0"], "--cpus-per-trial: must be a finite number >= 1"),
+        ("search_margin_lr", ["--num-cpus", "2", "--cpus-per-trial", "64"], "64 is more than the 2 CPU"),
+        ("search_margin_lr", ["--margin-range", "3,0.1"], "--margin-range: expected 0 < LO < HI"),
+        ("search_margin_lr", ["--lr-range", "0,0.1"], "--lr-range: expected 0 < LO < HI"),
+        ("search_margin_lr", ["--seeds", "a,b"], "got 'a' in 'a,b'"),
+        ("search_margin_lr", ["--strategy", "decy"], "unknown strategy 'decy'; did you mean 'decay'"),
+        ("search_margin_lr", ["--set", "foo=1"], "unknown config field.*foo"),
+        ("compare_strategies", ["--strategies", "fixed;decy"], "did you mean 'decay'"),
+        ("compare_strategies", ["--seeds", "0,x"], "got 'x'"),
+        ("compare_strategies", ["--epochs", "0"], "must be >= 1"),
+        ("compare_strategies", ["--resume"], "nothing to resume at"),
+        ("compare_strategies", ["--seeds", "0,0"], "--seeds repeats 0 in '0,0': two identical trials"),
+        ("compare_strategies", ["--seeds", ""], "--seeds holds no seed: ''"),
+        ("compare_strategies", ["--seeds", "-1"], "--seeds: seed -1 is out of range"),
+        ("compare_strategies", ["--strategies", ";;"], "--strategies names no strategy"),
+        (
+            "compare_strategies",
+            ["--strategies", "decay;decay"],
+            r"two trials would be identical \(reference: decay 0.8-0.02 seed 0\)",
+        ),
+        ("compare_strategies", ["--num-cpus", "1000"], "--num-cpus: must be between 1 and"),
+        ("pbt_schedule", ["--seeds", ""], "--seeds holds no seed"),
+        (
+            "compare_strategies",
+            ["--methods", "recipee"],
+            "argument --methods: unknown method 'recipee'; did you mean 'recipe'",
+        ),
+        ("compare_strategies", ["--methods", "recipe,referenc"], "unknown method 'referenc'"),
+        ("compare_strategies", ["--methods", ","], "--methods names no method"),
+        ("compare_strategies", ["--strategies", "decay;recipe"], "'recipe' is a method, not a strategy"),
+        ("pbt_schedule", ["--method", "recip"], "argument --method: unknown method 'recip'"),
+        ("search_margin_lr", ["--method", "ref"], "argument --method: unknown method 'ref'"),
+        ("pbt_schedule", ["--method", "reference,recipe"], "argument --method: expected one method"),
+    ],
+)
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
     """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
     nothing to resume is an error, not a silent fresh start."""
@@ -76,8 +86,10 @@ def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tm
     """Finding 9: a sweep whose trials errored exited 0."""
     import counterarg.sweep.runner as runner_mod
 
-    records = [TrialRecord("trial_ok", {"seed": 0}, status="TERMINATED"),
-               TrialRecord("trial_bad", {"seed": 1}, status="ERROR", error="TrainingError: loss is nan")]
+    records = [
+        TrialRecord("trial_ok", {"seed": 0}, status="TERMINATED"),
+        TrialRecord("trial_bad", {"seed": 1}, status="ERROR", error="TrainingError: loss is nan"),
+    ]
     monkeypatch.setattr(runner_mod, "run_sweep", lambda *a, **k: SweepResult("x", tmp_path, records, [], "table", 1.0))
     assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--seeds", "0"]) == 1
     err = capsys.readouterr().err
@@ -124,15 +136,21 @@ def test_user_sweeps_get_their_own_folder_and_resume_finds_the_newest(tmp_path, 
     name = sweep_name(args, "compare_strategies")
     assert name.startswith("compare_strategies_20") and name != "compare_strategies"  # never the reference
     assert sweep_name(Namespace(**{**vars(args), "smoke_test": True}), "compare_strategies").startswith(
-        "compare_strategies_smoke_20")
+        "compare_strategies_smoke_20"
+    )
     assert sweep_name(Namespace(**{**vars(args), "name": "mine"}), "compare_strategies") == "mine"
     with pytest.raises(SweepStateError, match="no earlier compare_strategies_<date> sweep"):
         sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
-    for n in ("compare_strategies_2026-01-01_00-00-00", "compare_strategies_2026-02-01_00-00-00",
-              "compare_strategies_smoke_2026-03-01_00-00-00"):
+    for n in (
+        "compare_strategies_2026-01-01_00-00-00",
+        "compare_strategies_2026-02-01_00-00-00",
+        "compare_strategies_smoke_2026-03-01_00-00-00",
+    ):
         (tmp_path / n).mkdir()
-    assert sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies") == \
-        "compare_strategies_2026-02-01_00-00-00"
+    assert (
+        sweep_name(Namespace(**{**vars(args), "resume": True}), "compare_strategies")
+        == "compare_strategies_2026-02-01_00-00-00"
+    )
     assert "resuming the newest" in capsys.readouterr().out
 
 
@@ -143,17 +161,37 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     import json
 
     import counterarg.sweep.runner as runner_mod
-    from counterarg.sampling import schedules
-    from counterarg.cli import main as cli_main
     from counterarg.analysis.trials import strategy_label
+    from counterarg.cli import main as cli_main
+    from counterarg.sampling import schedules
 
     monkeypatch.setattr(schedules, "SCHEDULES", dict(schedules.SCHEDULES))  # undone after the test
-    schedules.register(schedules.Schedule(
-        "halving", lambda c, epoch: c.rate / 2 ** epoch, fields=("rate",), strategy={"rate": 0.5}, short=("rate",)))
+    schedules.register(
+        schedules.Schedule(
+            "halving", lambda c, epoch: c.rate / 2**epoch, fields=("rate",), strategy={"rate": 0.5}, short=("rate",)
+        )
+    )
     # --set on the training command line: the rate each epoch mined with is the toy's
     out = tmp_path / "run"
-    assert cli_main(["train", "--out", str(out), "--quiet", "--epochs", "2", "--set", f"encoder={tiny_encoder}",
-                     "--set", "schedule=halving", "--set", "rate=0.8"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--quiet",
+                "--epochs",
+                "2",
+                "--set",
+                f"encoder={tiny_encoder}",
+                "--set",
+                "schedule=halving",
+                "--set",
+                "rate=0.8",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["mining/rate"] for r in rows] == pytest.approx([0.8, 0.4])
     # --strategies on a sweep script: the trial configs it builds (run_sweep is not started)
@@ -164,29 +202,56 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
         return SweepResult("x", tmp_path, [], [], "table", 1.0)
 
     monkeypatch.setattr(runner_mod, "run_sweep", fake_run_sweep)
-    assert sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy",
-                                               "--strategies", "halving;halving:rate=0.6;decay",
-                                               "--methods", "reference", "--seeds", "0,1"]) == 0
+    assert (
+        sweep_script("compare_strategies")(
+            [
+                "--storage",
+                str(tmp_path / "results"),
+                "--name",
+                "toy",
+                "--strategies",
+                "halving;halving:rate=0.6;decay",
+                "--methods",
+                "reference",
+                "--seeds",
+                "0,1",
+            ]
+        )
+        == 0
+    )
     variants = built["sweep"].variants
     assert [(v["schedule"], v.get("rate"), v["seed"]) for v in variants] == [
-        ("halving", 0.5, 0), ("halving", 0.5, 1), ("halving", 0.6, 0), ("halving", 0.6, 1),
-        ("decay", None, 0), ("decay", None, 1)]
+        ("halving", 0.5, 0),
+        ("halving", 0.5, 1),
+        ("halving", 0.6, 0),
+        ("halving", 0.6, 1),
+        ("decay", None, 0),
+        ("decay", None, 1),
+    ]
     assert [strategy_label(v) for v in variants[::2]] == ["halving 0.5", "halving 0.6", "decay 0.8-0.02"]
     with pytest.raises(SystemExit) as e:  # unregistered, the name is an error naming the known ones
         monkeypatch.setattr(schedules, "SCHEDULES", {k: v for k, v in schedules.SCHEDULES.items() if k != "halving"})
-        sweep_script("compare_strategies")(["--storage", str(tmp_path / "results"), "--name", "toy2",
-                                            "--strategies", "halving"])
+        sweep_script("compare_strategies")(
+            ["--storage", str(tmp_path / "results"), "--name", "toy2", "--strategies", "halving"]
+        )
     assert e.value.code == 2 and "unknown strategy 'halving'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flags, match", [
-    (["--strategies", "fixed", "--seeds", "0,1"],
-     "--resume: strategies differ from the sweep's: it runs reference: decay 0.8-0.02; recipe: decay 0.8-0.02, "
-     "this command asks for reference: fixed 0.8; recipe: fixed 0.8"),
-    (["--strategies", "decay", "--seeds", "0,2"],
-     "--resume: seeds differ from the sweep's: it runs 0,1, this command asks for 0,2"),
-    (["--strategies", "decay;random", "--seeds", "0"], "strategies differ.*; seeds differ"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (
+            ["--strategies", "fixed", "--seeds", "0,1"],
+            "--resume: strategies differ from the sweep's: it runs reference: decay 0.8-0.02; recipe: decay 0.8-0.02, "
+            "this command asks for reference: fixed 0.8; recipe: fixed 0.8",
+        ),
+        (
+            ["--strategies", "decay", "--seeds", "0,2"],
+            "--resume: seeds differ from the sweep's: it runs 0,1, this command asks for 0,2",
+        ),
+        (["--strategies", "decay;random", "--seeds", "0"], "strategies differ.*; seeds differ"),
+    ],
+)
 def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, capsys):
     """Issue 22, item 7: --resume with other --strategies or --seeds silently resumed the old grid."""
     import json
@@ -205,8 +270,9 @@ def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, cap
     assert "Traceback" not in err and not (tmp_path / ".x.lock").exists()
     # the same grid passes this check (and stops at the missing experiment state)
     with pytest.raises(SystemExit):
-        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--resume",
-                                             "--strategies", "decay", "--seeds", "0,1"])
+        sweep_script("compare_strategies")(
+            ["--storage", str(tmp_path), "--name", "x", "--resume", "--strategies", "decay", "--seeds", "0,1"]
+        )
     assert "nothing to resume at" in capsys.readouterr().err
 
 
@@ -230,8 +296,17 @@ def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeyp
     rows = []
     for name in ("sweep_a", "sweep_b"):
         ck = repo / "results" / name / "trial_1_fixed-0_seed0" / "best"
-        rows.append({"group": "recipe: fixed 0", "seed": 0, "trial_id": "t", "best_epoch": 3, "finished": True,
-                     "validation_unseen/mean/acc@1": 0.5, "best_checkpoint": str(ck)})
+        rows.append(
+            {
+                "group": "recipe: fixed 0",
+                "seed": 0,
+                "trial_id": "t",
+                "best_epoch": 3,
+                "finished": True,
+                "validation_unseen/mean/acc@1": 0.5,
+                "best_checkpoint": str(ck),
+            }
+        )
     outs = []
     for name, row in zip(("sweep_a", "sweep_b"), rows):
         sweep_dir = repo / "results" / name
@@ -258,8 +333,12 @@ def test_export_folder_of_the_default_storage_is_ignored_by_git():
     root = Path(__file__).resolve().parents[2]
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    for sweep in ("compare_strategies", "compare_strategies_2026-01-01_00-00-00", "pbt_schedule",
-                  "pbt_schedule_replay"):
+    for sweep in (
+        "compare_strategies",
+        "compare_strategies_2026-01-01_00-00-00",
+        "pbt_schedule",
+        "pbt_schedule_replay",
+    ):
         path = export_folder(Path("results") / sweep, "reference: decay 0.8-0.02") / "model.safetensors"
         done = subprocess.run(["git", "check-ignore", "-q", str(path)], cwd=root)
         assert done.returncode == 0, f"{path} is not ignored by git"
@@ -299,24 +378,44 @@ def test_results_readme_names_the_default_sweep_folder():
     for smoke, doc in ((False, "<script>_<date>_<time>"), (True, "<script>_smoke_<date>_<time>")):
         assert f"`{doc}`" in text
         name = sweep_name(SimpleNamespace(name=None, smoke_test=smoke, resume=False), "compare_strategies")
-        pattern = doc.replace("<script>", "compare_strategies").replace("<date>", r"\d{4}-\d\d-\d\d") \
+        pattern = (
+            doc.replace("<script>", "compare_strategies")
+            .replace("<date>", r"\d{4}-\d\d-\d\d")
             .replace("<time>", r"\d\d-\d\d-\d\d")
+        )
         assert re.fullmatch(pattern, name), (name, doc)
 
 
-@pytest.mark.parametrize("flags, labels", [
-    ([], ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe", "recipe: fixed 0.5",
-          "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.2*4,0.1*14,0"]),
-    (["--methods", "recipe"], ["recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
-                               "recipe: table 0.2*4,0.1*14,0"]),
-    (["--methods", "recipe,reference", "--strategies", "fixed:rate=0;random"],
-     ["recipe", "recipe: random", "reference: fixed 0", "reference: random"]),
-])
+@pytest.mark.parametrize(
+    "flags, labels",
+    [
+        (
+            [],
+            [
+                "reference: fixed 0.8",
+                "reference: decay 0.8-0.02",
+                "reference: random",
+                "recipe",
+                "recipe: fixed 0.5",
+                "recipe: decay 0.8-0.02",
+                "recipe: random",
+                "recipe: table 0.2*4,0.1*14,0",
+            ],
+        ),
+        (
+            ["--methods", "recipe"],
+            ["recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.2*4,0.1*14,0"],
+        ),
+        (
+            ["--methods", "recipe,reference", "--strategies", "fixed:rate=0;random"],
+            ["recipe", "recipe: random", "reference: fixed 0", "reference: random"],
+        ),
+    ],
+)
 def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch, tmp_path):
     """compare_strategies builds method x strategy x seed trials: the main job by default, one
     method's own list with --methods alone, every given strategy under every given method."""
     import counterarg.sweep.runner as runner_mod
-    from counterarg.analysis.methods import label_of
 
     built = {}
 
@@ -325,8 +424,9 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
         return SweepResult("x", tmp_path, [], [], "table", 1.0)
 
     monkeypatch.setattr(runner_mod, "run_sweep", fake_run_sweep)
-    assert sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0,1",
-                                               *flags]) == 0
+    assert (
+        sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "m", "--seeds", "0,1", *flags]) == 0
+    )
     variants = built["sweep"].variants
     assert [v["label"] for v in variants[::2]] == labels and [v["seed"] for v in variants[:2]] == [0, 1]
 
@@ -377,9 +477,13 @@ def test_every_script_help_imports_no_ray_torch_or_pandas():
 
     from .conftest import REPO
 
-    loaded = {s: heavy_loaded_by(f"import runpy, sys; sys.argv = [{s!r}, '--help']; "
-                                 f"runpy.run_path({str(REPO / 'sweeps' / f'{s}.py')!r}, run_name='__main__')")
-              for s in SCRIPTS}
+    loaded = {
+        s: heavy_loaded_by(
+            f"import runpy, sys; sys.argv = [{s!r}, '--help']; "
+            f"runpy.run_path({str(REPO / 'sweeps' / f'{s}.py')!r}, run_name='__main__')"
+        )
+        for s in SCRIPTS
+    }
     assert not {s: libs for s, libs in loaded.items() if libs}, loaded
 
 
@@ -411,8 +515,13 @@ def test_every_script_option_has_help_shows_its_default_and_the_docs_table_agree
             elif action.default is not None and action.default is not False and not isinstance(action.default, list):
                 assert shown is not None and str(action.default) in shown, (script, flags, shown)
             if action.dest in ("epochs", "encoder"):
-                assert re.search(rf"(?<![\w.]){re.escape(str(getattr(start, action.dest)))}(?![\w.])", shown or ""), \
-                    (script, flags, shown)
+                assert re.search(rf"(?<![\w.]){re.escape(str(getattr(start, action.dest)))}(?![\w.])", shown or ""), (
+                    script,
+                    flags,
+                    shown,
+                )
         for flag in ("--seeds", "--gpus-per-trial"):
-            assert "default" in parser._option_string_actions[flag].help or \
-                parser._option_string_actions[flag].default is not None, (script, flag)
+            assert (
+                "default" in parser._option_string_actions[flag].help
+                or parser._option_string_actions[flag].default is not None
+            ), (script, flag)

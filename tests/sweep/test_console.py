@@ -11,9 +11,13 @@ from counterarg.sweep.console import DropRestoreHint, SweepReporter
 
 
 def _trial(tid, config, status, epoch=None, best=None):
-    return SimpleNamespace(trial_id=tid, config=config, status=status,
-                           last_result={"epoch": epoch} if epoch else {},
-                           metric_analysis={"m": {"max": best}} if best is not None else {})
+    return SimpleNamespace(
+        trial_id=tid,
+        config=config,
+        status=status,
+        last_result={"epoch": epoch} if epoch else {},
+        metric_analysis={"m": {"max": best}} if best is not None else {},
+    )
 
 
 def test_progress_is_one_line_when_a_trial_ends_or_once_a_minute():
@@ -21,11 +25,14 @@ def test_progress_is_one_line_when_a_trial_ends_or_once_a_minute():
     most every 10 s) or once a minute, naming the trials by state, the epochs and the best trial."""
     now = [1000.0]
     rep = SweepReporter("m", clock=lambda: now[0])
-    trials = [_trial("a", labelled({"schedule": "decay", "seed": 1, "epochs": 3}, "recipe"), "RUNNING", 2, 0.25),
-              _trial("b", labelled({**method_fields(), "schedule": "random", "seed": 0, "epochs": 3}, "reference"),
-                     "PENDING"),
-              _trial("c", {"schedule": "no-such", "epochs": 3}, "ERROR"),
-              _trial("d", labelled({"seed": 2, "epochs": 3}, "recipe"), "TERMINATED", 3, 0.5)]
+    trials = [
+        _trial("a", labelled({"schedule": "decay", "seed": 1, "epochs": 3}, "recipe"), "RUNNING", 2, 0.25),
+        _trial(
+            "b", labelled({**method_fields(), "schedule": "random", "seed": 0, "epochs": 3}, "reference"), "PENDING"
+        ),
+        _trial("c", {"schedule": "no-such", "epochs": 3}, "ERROR"),
+        _trial("d", labelled({"seed": 2, "epochs": 3}, "recipe"), "TERMINATED", 3, 0.5),
+    ]
     assert rep.should_report(trials)  # the first
     now[0] += 90
     line = rep.line(trials)
@@ -47,8 +54,9 @@ def test_progress_is_one_line_when_a_trial_ends_or_once_a_minute():
 
 def test_a_search_names_its_best_trial_by_its_drawn_values_too():
     rep = SweepReporter("m", fields=["lr", "finetune", "seed"])
-    line = rep.line([_trial("a", labelled({"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "recipe"),
-                            "RUNNING", 1, 0.2)])
+    line = rep.line(
+        [_trial("a", labelled({"lr": 0.000922011, "finetune": "top:1", "seed": 0}, "recipe"), "RUNNING", 1, 0.2)]
+    )
     # named by the search's method (the name its start carries) plus the drawn values
     assert line.endswith("best 0.2000 (recipe lr=0.000922 finetune=top:1, seed 0)")
     assert "?" in SweepReporter("m").label(_trial("c", {"schedule": "no-such"}, "ERROR"))  # no label, no crash
@@ -59,17 +67,27 @@ def test_the_restore_hint_and_tunes_end_notes_are_dropped():
         return logging.LogRecord("ray.tune.tune", logging.INFO, "", 0, text, None, None)
 
     assert DropRestoreHint().filter(record("Trial finished"))
-    for text in ("Resume with Tuner.restore(path)", "Total run time: 42.11 seconds (41.91 seconds for the tuning loop).",
-                 "Wrote the latest version of all result files and experiment state to '/x' in 0.17s."):
+    for text in (
+        "Resume with Tuner.restore(path)",
+        "Total run time: 42.11 seconds (41.91 seconds for the tuning loop).",
+        "Wrote the latest version of all result files and experiment state to '/x' in 0.17s.",
+    ):
         assert not DropRestoreHint().filter(record(text)), text
 
 
 def test_tunes_stop_signal_warning_is_said_in_our_words(capsys):
     """Issue 23 item 5: Ctrl-C printed Ray's "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray
     Tune run ..." warning; it is one line of ours that says what is kept and how to go on."""
-    stop = logging.LogRecord("ray.tune.tune", logging.WARNING, "", 0,
-                             "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run. This will try "
-                             "to checkpoint the experiment state one last time.", None, None)
+    stop = logging.LogRecord(
+        "ray.tune.tune",
+        logging.WARNING,
+        "",
+        0,
+        "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run. This will try "
+        "to checkpoint the experiment state one last time.",
+        None,
+        None,
+    )
     assert not DropRestoreHint().filter(stop)
     err = capsys.readouterr().err
     assert err.startswith("[sweep] Ctrl-C: stopping the trials") and "--resume continues" in err
@@ -85,15 +103,18 @@ def test_trials_without_results_are_not_reported_as_a_failure(capsys):
     def record(text):
         return logging.LogRecord("ray.tune.analysis.experiment_analysis", logging.WARNING, "x", 1, text, None, None)
 
-    pending = ("Failed to fetch metrics for 2 trial(s):\n- trainable_a: FileNotFoundError('Could not fetch metrics "
-               "for trainable_a: both result.json and progress.csv were not found at /r/trial_a')\n- trainable_b: "
-               "FileNotFoundError('... both result.json and progress.csv were not found at /r/trial_b')")
+    pending = (
+        "Failed to fetch metrics for 2 trial(s):\n- trainable_a: FileNotFoundError('Could not fetch metrics "
+        "for trainable_a: both result.json and progress.csv were not found at /r/trial_a')\n- trainable_b: "
+        "FileNotFoundError('... both result.json and progress.csv were not found at /r/trial_b')"
+    )
     f = TrialsWithoutResults()
     assert f.filter(record(pending)) is False and capsys.readouterr().out == ""
     torn = "Failed to fetch metrics for 1 trial(s):\n- trainable_c: ParserError('Error tokenizing data')"
     assert f.filter(record(torn)) is False
-    assert capsys.readouterr().out == ("[sweep] could not read a trial's results: "
-                                       "trainable_c: ParserError('Error tokenizing data')\n")
+    assert capsys.readouterr().out == (
+        "[sweep] could not read a trial's results: trainable_c: ParserError('Error tokenizing data')\n"
+    )
     assert f.filter(record("Restoring the run from the latest experiment state file")) is True
 
 
@@ -101,8 +122,9 @@ def test_the_token_auth_notice_of_a_local_ray_is_dropped_and_its_disabled_warnin
     from counterarg.sweep.console import DropTokenAuthNotice
 
     def record(text):
-        return logging.LogRecord("ray._private.authentication.authentication_token_setup", logging.WARNING, "x", 1,
-                                 text, None, None)
+        return logging.LogRecord(
+            "ray._private.authentication.authentication_token_setup", logging.WARNING, "x", 1, text, None, None
+        )
 
     f = DropTokenAuthNotice()
     assert not f.filter(record("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled"))

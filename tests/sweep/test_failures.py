@@ -49,8 +49,11 @@ def print_cost(what: str, rows: list[dict], at: int) -> None:
     stamps = {r["epoch"]: r["timestamp"] for r in rows}  # Tune's whole-second wall clock per result
     steps = sorted(stamps[e + 1] - stamps[e] for e in stamps if e + 1 in stamps and e not in (at,))
     gap = stamps.get(at + 1, 0) - stamps.get(at, 0)
-    print(f"[cost] {what}: lost after epoch {at}; epochs retrained: {twice}; {gap} s from epoch {at} to "
-          f"epoch {at + 1} against a median epoch of {steps[len(steps) // 2]} s", flush=True)
+    print(
+        f"[cost] {what}: lost after epoch {at}; epochs retrained: {twice}; {gap} s from epoch {at} to "
+        f"epoch {at + 1} against a median epoch of {steps[len(steps) // 2]} s",
+        flush=True,
+    )
 
 
 class Killer(threading.Thread):
@@ -88,8 +91,10 @@ def test_killed_worker_continues_from_its_checkpoint_and_a_training_error_is_fin
 
     epochs = 20  # ~0.2 s each on idle cores, several seconds under load: the kill window must not close
     base = sweep_base(tiny, epochs=epochs, patience=0)
-    variants = [{**base, "schedule": "fixed", "rate": 0.8, "seed": 0},
-                {**base, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}]
+    variants = [
+        {**base, "schedule": "fixed", "rate": 0.8, "seed": 0},
+        {**base, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")},
+    ]
     sweep = Sweep(name=unique_name("lost"), variants=variants, max_failures=3)
     exp = tmp_path / "results" / sweep.name
     killer = Killer(exp, after=3, before=epochs - 8)
@@ -137,8 +142,11 @@ def test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint(tiny,
     import ray
 
     epochs = 20
-    sweep = Sweep(name=unique_name("errmid"), variants=[{**sweep_base(tiny, epochs=epochs, patience=0), "schedule": "fixed",
-                                                         "rate": 0.8, "seed": 0}], max_failures=0)
+    sweep = Sweep(
+        name=unique_name("errmid"),
+        variants=[{**sweep_base(tiny, epochs=epochs, patience=0), "schedule": "fixed", "rate": 0.8, "seed": 0}],
+        max_failures=0,
+    )
     storage = tmp_path / "results"
     exp = storage / sweep.name
     killer = Killer(exp, after=4, before=epochs - 8)
@@ -160,7 +168,7 @@ def test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint(tiny,
     [again] = second.records
     assert again.status == "TERMINATED" and again.trial_id == rec.trial_id and again.path == rec.path
     after = reported_epochs(Path(rec.path))
-    assert after[:len(before)] == before
+    assert after[: len(before)] == before
     assert after[len(before)] >= max(before), f"restarted before its checkpoint: {before} -> {after}"
     at_most_one_epoch_twice(after, epochs)
     assert "Trials: 1 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
@@ -174,25 +182,48 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
     two trials, one per worker. Once one has reported 3 epochs its node is removed: the trial continues
     on the other node from its last checkpoint, the sweep exits 0 with both trials complete, no epoch
     reported twice beyond the one in flight, and the summary names the restore."""
+    import secrets
+
     from ray.cluster_utils import Cluster
 
     from .test_runner import _auth_env
-    import secrets
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     _auth_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     cluster = proc = None
     try:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        workers = [cluster.add_node(num_cpus=1, env_vars={"COUNTERARG_CACHE": str(tmp_path / f"cache-{i}")})
-                   for i in range(2)]
+        workers = [
+            cluster.add_node(num_cpus=1, env_vars={"COUNTERARG_CACHE": str(tmp_path / f"cache-{i}")}) for i in range(2)
+        ]
         cluster.wait_for_nodes()
         epochs = 24
         name = unique_name("nodeloss")
         exp = tmp_path / "shared" / name
-        args = ["--address", cluster.address, "--storage", f"file://{tmp_path / 'shared'}", "--name", name,
-                "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0",
-                "--encoder", tiny["encoder"], "--epochs", str(epochs), "--set", "device=cpu", "--set", "max_length=32", "--set", "patience=0"]
+        args = [
+            "--address",
+            cluster.address,
+            "--storage",
+            f"file://{tmp_path / 'shared'}",
+            "--name",
+            name,
+            "--methods",
+            "reference",
+            "--strategies",
+            "fixed;random",
+            "--seeds",
+            "0",
+            "--encoder",
+            tiny["encoder"],
+            "--epochs",
+            str(epochs),
+            "--set",
+            "device=cpu",
+            "--set",
+            "max_length=32",
+            "--set",
+            "patience=0",
+        ]
         log_path = tmp_path / "driver.log"
         with open(log_path, "w") as log:
             proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from counterarg.sampling.schedules import format_value
-from counterarg.sweep.lineage import (COLUMNS, inherit, lineage_entry, missing_epochs,
-                                plot_schedules, rate_table, schedule_rows)
 from counterarg.analysis.plots import read_plot_data
+from counterarg.sampling.schedules import format_value
+from counterarg.sweep.lineage import (
+    COLUMNS,
+    inherit,
+    lineage_entry,
+    missing_epochs,
+    plot_schedules,
+    rate_table,
+    schedule_rows,
+)
 
 
 def _row(epoch, rate, lr=1e-3, margin=1.0):
@@ -33,24 +40,39 @@ def test_rate_table_drops_trailing_repeats_only():
     entries = [lineage_entry(_row(e, r), "A") for e, r in ((3, 0.2), (1, 0.8), (2, 0.2), (4, 0.2))]
     assert rate_table(entries) == [0.8, 0.2]
     assert rate_table([lineage_entry(_row(1, 0.5), "A")]) == [0.5]
-    assert format_value(rate_table([lineage_entry(_row(1, 0.8), "A"), lineage_entry(_row(2, 0.25), "A"),
-                                    lineage_entry(_row(3, 0.0), "A")])) == "0.8,0.25,0"  # the --set form
+    assert (
+        format_value(
+            rate_table(
+                [lineage_entry(_row(1, 0.8), "A"), lineage_entry(_row(2, 0.25), "A"), lineage_entry(_row(3, 0.0), "A")]
+            )
+        )
+        == "0.8,0.25,0"
+    )  # the --set form
 
 
 def test_schedule_rows_and_plot(tmp_path):
-    lineages = {"B": inherit([lineage_entry(_row(1, 0.3), "A")], 1, "A") + [lineage_entry(_row(2, 0.4, 2e-3), "B")],
-                "A": [lineage_entry(_row(1, 0.3), "A"), lineage_entry(_row(2, 0.2), "A")]}
+    lineages = {
+        "B": inherit([lineage_entry(_row(1, 0.3), "A")], 1, "A") + [lineage_entry(_row(2, 0.4, 2e-3), "B")],
+        "A": [lineage_entry(_row(1, 0.3), "A"), lineage_entry(_row(2, 0.2), "A")],
+    }
     rows = schedule_rows(lineages, {"A": {1: 0.1, 2: 0.2}, "B": {1: 0.1, 2: 0.3}}, "validation/mean/acc@1")
     assert [(r["trial"], r["epoch"], r["random_rate"], r["donor"], r["trained_by"]) for r in rows] == [
-        ("A", 1, 0.3, "", "A"), ("A", 2, 0.2, "", "A"), ("B", 1, 0.3, "A", "A"), ("B", 2, 0.4, "", "B")]
+        ("A", 1, 0.3, "", "A"),
+        ("A", 2, 0.2, "", "A"),
+        ("B", 1, 0.3, "A", "A"),
+        ("B", 2, 0.4, "", "B"),
+    ]
     assert rows[3]["lr"] == 2e-3 and rows[3]["validation/mean/acc@1"] == 0.3
     assert set(COLUMNS) <= set(rows[0])
-    plot_schedules(lineages, tmp_path / "s.png", best="B", reference={"decay": [0.8, 0.78]},
-                   fields=("random_rate", "lr"))
+    plot_schedules(
+        lineages, tmp_path / "s.png", best="B", reference={"decay": [0.8, 0.78]}, fields=("random_rate", "lr")
+    )
     drawn = read_plot_data(tmp_path / "s.png")
     assert drawn["best"] == "B" and drawn["reference"] == {"decay": [0.8, 0.78]}
-    assert drawn["random_rate"] == {"A": {"epochs": [1, 2], "values": [0.3, 0.2], "inherited": []},
-                                    "B": {"epochs": [1, 2], "values": [0.3, 0.4], "inherited": [1]}}
+    assert drawn["random_rate"] == {
+        "A": {"epochs": [1, 2], "values": [0.3, 0.2], "inherited": []},
+        "B": {"epochs": [1, 2], "values": [0.3, 0.4], "inherited": [1]},
+    }
     assert drawn["lr"]["B"]["values"] == [1e-3, 2e-3]
 
 

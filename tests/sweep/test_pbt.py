@@ -17,11 +17,11 @@ from ray.tune.execution.tune_controller import TuneController
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 
+from counterarg.analysis.plots import read_plot_data
+from counterarg.analysis.trials import ZERO_SHOT
 from counterarg.config import ConfigError
 from counterarg.model.checkpoint import read_checkpoint
-from counterarg.analysis.plots import read_plot_data
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
-from counterarg.analysis.trials import ZERO_SHOT
 
 from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
 
@@ -31,9 +31,14 @@ SCRIPT = "pbt_schedule.py"
 # ----------------------------------------------------------------------------- no Ray run
 def test_options_name_the_bad_flag():
     assert initial_rates(2) == [0.3, 0.7] and initial_rates(4) == [0.2, 0.4, 0.6, 0.8]
-    for kw, flag in (({"population": 1}, "--population"), ({"perturbation_interval": 0}, "--perturbation-interval"),
-                     ({"quantile": 0.6}, "--quantile"), ({"mutate": ("lr",)}, "--mutate"),
-                     ({"mutate": ("rate", "lrr")}, "--mutate"), ({"lr_range": (1e-2, 1e-4)}, "--lr-range")):
+    for kw, flag in (
+        ({"population": 1}, "--population"),
+        ({"perturbation_interval": 0}, "--perturbation-interval"),
+        ({"quantile": 0.6}, "--quantile"),
+        ({"mutate": ("lr",)}, "--mutate"),
+        ({"mutate": ("rate", "lrr")}, "--mutate"),
+        ({"lr_range": (1e-2, 1e-4)}, "--lr-range"),
+    ):
         with pytest.raises(ConfigError, match=flag):
             PBTOptions(**kw)
     with pytest.raises(ConfigError, match="PBT learns the rate; do not set rate_table"):
@@ -49,14 +54,17 @@ def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path
     import shlex
     from argparse import Namespace
 
-    from counterarg.config import method_fields
     from counterarg.analysis.methods import METHODS
+    from counterarg.config import method_fields
     from counterarg.sweep.pbt import member_label, replay_command
     from counterarg.sweep.spaces import strategy_grid
 
     recipe = param_space({}, PBTOptions())
-    assert {k: v for k, v in recipe.items() if k not in ("rate", "label")} == {**METHODS["recipe"].fields,
-                                                                              "schedule": "fixed", "method": "recipe"}
+    assert {k: v for k, v in recipe.items() if k not in ("rate", "label")} == {
+        **METHODS["recipe"].fields,
+        "schedule": "fixed",
+        "method": "recipe",
+    }
     ref = param_space({"batch_size": 16}, PBTOptions(mutate=("rate", "lr")), "reference")
     assert ref["loss"] == method_fields()["loss"] and ref["head"] == "linear" and ref["schedule"] == "fixed"
     assert "batch_size" not in ref and "lr" not in ref  # --set batch_size wins; PBT draws the mutated lr
@@ -65,30 +73,49 @@ def test_the_population_trains_the_method_and_its_replay_stays_under_it(tmp_path
     assert member_label({**param_space({}, PBTOptions(), "reference"), "rate": 0.4}) == "reference: fixed 0.4"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "enc").mkdir()
-    args = Namespace(smoke_test=False, corpus=str(tmp_path / "data" / "c.zip"), encoder=str(tmp_path / "enc"),
-                     epochs=20, storage=str(tmp_path / "results"), num_cpus=2, overrides=["device=cpu"])
+    args = Namespace(
+        smoke_test=False,
+        corpus=str(tmp_path / "data" / "c.zip"),
+        encoder=str(tmp_path / "enc"),
+        epochs=20,
+        storage=str(tmp_path / "results"),
+        num_cpus=2,
+        overrides=["device=cpu"],
+    )
     table = [0.6, 0.6, 0.4]
     cmd = replay_command(args, table, "pbt", "recipe")
-    assert cmd == ("python sweeps/compare_strategies.py --methods recipe --strategies "
-                   "'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=0.6,0.6,0.4' --seeds 0,1,2 "
-                   "--name pbt_replay --corpus data/c.zip --encoder enc --epochs 20 --storage results "
-                   "--num-cpus 2 --set device=cpu")
+    assert cmd == (
+        "python sweeps/compare_strategies.py --methods recipe --strategies "
+        "'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table=0.6,0.6,0.4' --seeds 0,1,2 "
+        "--name pbt_replay --corpus data/c.zip --encoder enc --epochs 20 --storage results "
+        "--num-cpus 2 --set device=cpu"
+    )
     assert not any(part.startswith("/") for part in shlex.split(cmd))  # no path of this machine
-    ref_cmd = replay_command(Namespace(**{**vars(args), "storage": "s3://b/x", "encoder": "bert-base-uncased"}),
-                             table, "pbt", "reference")
+    ref_cmd = replay_command(
+        Namespace(**{**vars(args), "storage": "s3://b/x", "encoder": "bert-base-uncased"}), table, "pbt", "reference"
+    )
     assert "--methods reference --strategies 'fixed;decay;random;table:rate_table=0.6,0.6,0.4'" in ref_cmd
     assert "--storage s3://b/x" in ref_cmd and "--encoder bert-base-uncased" in ref_cmd
     strategies = shlex.split(cmd)[5]  # the replay's trials: the learned table beside the recipe's own schedules
     assert [v["label"] for v in strategy_grid(strategies, (0,), ["recipe"])] == [
-        "recipe", "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random", "recipe: table 0.6*2,0.4"]
+        "recipe",
+        "recipe: fixed 0.5",
+        "recipe: decay 0.8-0.02",
+        "recipe: random",
+        "recipe: table 0.6*2,0.4",
+    ]
 
 
 @pytest.mark.parametrize("donor_rate", [0.0, 0.5, 1.0])
 def test_explore_always_moves_the_rate(donor_rate):
     """Ray's list shift is a no-op at the ends of the grid and a resample may draw the same value;
     ours always moves the rate by at least one step, staying on the grid."""
-    pbt = RateExplorePBT(time_attr="epoch", perturbation_interval=1,
-                         hyperparam_mutations={"rate": list(RATE_GRID)}, resample_probability=0.5)
+    pbt = RateExplorePBT(
+        time_attr="epoch",
+        perturbation_interval=1,
+        hyperparam_mutations={"rate": list(RATE_GRID)},
+        resample_probability=0.5,
+    )
     donor = SimpleNamespace(config={"rate": donor_rate, "schedule": "fixed", "method": "recipe", "label": "x"})
     for _ in range(200):
         new, _ = pbt._get_new_config(SimpleNamespace(config={}), donor)
@@ -126,8 +153,15 @@ def test_a_trial_exploited_mid_save_is_not_stopped_after_its_next_epoch(schedule
     (ray-project/ray#57906: a test sweep ended one trial at epoch 3 of 12). Ours drops it."""
     trials = [Trial("trainable", config={"rate": r, "schedule": "fixed"}, stub=True) for r in (0.3, 0.7)]
     controller = _Controller(trials)
-    pbt = scheduler(time_attr="epoch", metric="m", mode="max", perturbation_interval=2, synch=True,
-                    hyperparam_mutations={"rate": list(RATE_GRID)}, log_config=False)
+    pbt = scheduler(
+        time_attr="epoch",
+        metric="m",
+        mode="max",
+        perturbation_interval=2,
+        synch=True,
+        hyperparam_mutations={"rate": list(RATE_GRID)},
+        log_config=False,
+    )
     for t in trials:
         t.set_status(Trial.RUNNING)
         pbt.on_trial_add(controller, t)
@@ -151,8 +185,21 @@ def test_a_trial_exploited_mid_save_is_not_stopped_after_its_next_epoch(schedule
 
 # ----------------------------------------------------------------------------- sweeps
 def _args(tiny, storage: Path, name: str, *more: str) -> list[str]:
-    return ["--storage", str(storage), "--name", name, "--encoder", tiny["encoder"],
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32", *more]
+    return [
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--encoder",
+        tiny["encoder"],
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+        *more,
+    ]
 
 
 def _schedules(exp: Path) -> dict[str, list[dict]]:
@@ -188,10 +235,21 @@ def check_lineages(exp: Path, epochs: int, population: int) -> dict[str, list[di
 @pytest.mark.slow
 def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     exp = tmp_path / "results" / "smoke"
-    proc = subprocess.run([PY, str(REPO / "sweeps" / SCRIPT), "--smoke-test", "--num-cpus", "2",
-                           *_args(tiny, tmp_path / "results", "smoke")],
-                          cwd=REPO, capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [
+            PY,
+            str(REPO / "sweeps" / SCRIPT),
+            "--smoke-test",
+            "--num-cpus",
+            "2",
+            *_args(tiny, tmp_path / "results", "smoke"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     lineages = check_lineages(exp, epochs=4, population=2)
@@ -200,9 +258,11 @@ def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     assert any(r["donor"] for rows in lineages.values() for r in rows)  # and weights changed hands
     drawn = read_plot_data(exp / "schedules.png")  # the figure draws each lineage of schedules.csv
     assert {t: [float(v) for v in d["values"]] for t, d in drawn["random_rate"].items()} == {
-        t: [float(r["random_rate"]) for r in rows] for t, rows in lineages.items()}
+        t: [float(r["random_rate"]) for r in rows] for t, rows in lineages.items()
+    }
     assert {t: d["inherited"] for t, d in drawn["random_rate"].items()} == {
-        t: [int(r["epoch"]) for r in rows if r["trained_by"] != t] for t, rows in lineages.items()}
+        t: [int(r["epoch"]) for r in rows if r["trained_by"] != t] for t, rows in lineages.items()
+    }
     import pandas as pd
 
     summary = pd.read_csv(exp / "summary.csv")  # one row per trial, named by its learned table
@@ -217,8 +277,10 @@ def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     table = line.split("rate_table=")[1].strip()
     assert all(0 <= float(v) <= 1 for v in table.split(","))
     replay = next(ln for ln in out.splitlines() if "compare_strategies.py" in ln)
-    assert (f"compare_strategies.py --methods recipe --strategies "
-            f"'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table={table}' --seeds 0,1,2") in replay
+    assert (
+        f"compare_strategies.py --methods recipe --strategies "
+        f"'fixed:rate=0;fixed:rate=0.5;decay;random;table:rate_table={table}' --seeds 0,1,2"
+    ) in replay
     import shlex
 
     assert not any(part.startswith("/") for part in shlex.split(replay))  # no absolute path of this machine
@@ -241,8 +303,19 @@ def test_sigkill_driver_during_pbt_then_resume_keeps_every_lineage(tiny, tmp_pat
     lineage (every epoch, donors as a prefix, rates equal to its final run's history)."""
     epochs, population = 12, 2
     exp = tmp_path / "results" / "kill"
-    args = _args(tiny, tmp_path / "results", "kill", "--epochs", str(epochs), "--population", str(population),
-                 "--perturbation-interval", "2", "--num-cpus", "2")
+    args = _args(
+        tiny,
+        tmp_path / "results",
+        "kill",
+        "--epochs",
+        str(epochs),
+        "--population",
+        str(population),
+        "--perturbation-interval",
+        "2",
+        "--num-cpus",
+        "2",
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def ready() -> bool:

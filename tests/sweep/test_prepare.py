@@ -17,12 +17,23 @@ def test_concrete_configs_are_the_base_plus_each_variant_or_the_constant_space()
 def test_a_search_warms_one_feature_cache_per_drawn_finetune_and_max_length():
     from ray import tune
 
-    search = NS(base={"epochs": 3}, variants=None, param_space={
-        "finetune": tune.choice(["none", "top:1"]), "max_length": tune.grid_search([64, 128]),
-        "lr": tune.loguniform(1e-4, 1e-3), "head": tune.choice(["identity", "residual"])})
+    search = NS(
+        base={"epochs": 3},
+        variants=None,
+        param_space={
+            "finetune": tune.choice(["none", "top:1"]),
+            "max_length": tune.grid_search([64, 128]),
+            "lr": tune.loguniform(1e-4, 1e-3),
+            "head": tune.choice(["identity", "residual"]),
+        },
+    )
     got = feature_configs(search)
-    assert sorted((c["finetune"], c["max_length"]) for c in got) == [("none", 64), ("none", 128), ("top:1", 64),
-                                                                     ("top:1", 128)]
+    assert sorted((c["finetune"], c["max_length"]) for c in got) == [
+        ("none", 64),
+        ("none", 128),
+        ("top:1", 64),
+        ("top:1", 128),
+    ]
     assert all(c["epochs"] == 3 and "head" not in c for c in got)  # only the fields that change the features
     grid = NS(base={}, variants=[{"finetune": "none"}, {"finetune": "all"}], param_space=None)
     assert feature_configs(grid) == concrete_configs(grid)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from counterarg.analysis.significance import holm, seed_test
 from counterarg.config import Config, ConfigError
 from counterarg.sweep.race import RaceOptions, RaceSearcher, race_round, race_table
 from counterarg.sweep.race_files import RACE_COLUMNS, race_rows
-from counterarg.analysis.significance import holm, seed_test
 
 from .conftest import PY, RACE_STRATEGIES, REPO, drive_race, kill_when, race_value, resume_to_end, unique_name
 
@@ -38,8 +38,9 @@ def test_round_drops_only_what_the_holm_adjusted_test_shows_worse():
     assert far.p_value < 0.05 and far.eliminated and "behind best" in far.reason
     assert close.p_value > 0.05 and not close.eliminated and close.reason == ""
     lo, hi = lead.ci_low, lead.ci_high  # 95% t-interval of the mean: 0.61 ± 4.303 * 0.01 / sqrt(3)
-    assert (lo, hi) == pytest.approx((0.61 - 4.3027 * 0.01 / math.sqrt(3), 0.61 + 4.3027 * 0.01 / math.sqrt(3)),
-                                     abs=1e-4)
+    assert (lo, hi) == pytest.approx(
+        (0.61 - 4.3027 * 0.01 / math.sqrt(3), 0.61 + 4.3027 * 0.01 / math.sqrt(3)), abs=1e-4
+    )
 
 
 def test_holm_correction_can_keep_a_strategy_a_single_test_would_drop():
@@ -66,8 +67,13 @@ def test_untestable_and_empty_strategies_and_min_mode():
 
 # ------------------------------------------------------------------------------ the searcher, no Ray
 def test_searcher_races_rounds_then_stops_at_max_seeds():
-    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5), metric=METRIC,
-                     mode="max", verbose=False)
+    s = RaceSearcher(
+        RACE_STRATEGIES,
+        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
+        metric=METRIC,
+        mode="max",
+        verbose=False,
+    )
     emitted = drive_race(s, race_value)
     seeds = [(c["rate"], c["seed"]) for c in emitted]
     assert seeds[:9] == [(r, sd) for r in (0.2, 0.5, 0.8) for sd in (5, 6, 7)]  # round 1
@@ -76,10 +82,17 @@ def test_searcher_races_rounds_then_stops_at_max_seeds():
     assert st["left"] == {"recipe: fixed 0.8": {"round": 1, "reason": st["left"]["recipe: fixed 0.8"]["reason"]}}
     assert [r["round"] for r in st["rounds"]] == [1, 2, 3] and "--max-seeds 5" in st["stop"]
     # the value of a run is its best reported epoch (the max), not its last
-    assert all(t["value"] == pytest.approx(race_value({"rate": float(st["strategies"][t["strategy"]]["rate"]),
-                                                   "seed": t["seed"]})) for t in st["trials"].values())
+    assert all(
+        t["value"]
+        == pytest.approx(race_value({"rate": float(st["strategies"][t["strategy"]]["rate"]), "seed": t["seed"]}))
+        for t in st["trials"].values()
+    )
     rows = race_rows(st)
-    assert [(r["round"], r["strategy"]) for r in rows][:3] == [(1, "recipe: fixed 0.2"), (1, "recipe: fixed 0.5"), (1, "recipe: fixed 0.8")]
+    assert [(r["round"], r["strategy"]) for r in rows][:3] == [
+        (1, "recipe: fixed 0.2"),
+        (1, "recipe: fixed 0.5"),
+        (1, "recipe: fixed 0.8"),
+    ]
     assert {r["eliminated_in_round"] for r in rows if r["strategy"] == "recipe: fixed 0.8"} == {1}
     assert {r["eliminated_in_round"] for r in rows if r["strategy"] != "recipe: fixed 0.8"} == {None}
     assert [r["seeds"] for r in rows if r["strategy"] == "recipe: fixed 0.5"] == [3, 4, 5]
@@ -105,8 +118,13 @@ def test_searcher_budget_stops_before_a_round_that_does_not_fit_and_state_round_
 
 
 def test_a_strategy_whose_trials_all_error_is_dropped_with_the_reason():
-    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=tuple(range(4)), first_seeds=2, max_seeds=4), metric=METRIC,
-                     mode="max", verbose=False)
+    s = RaceSearcher(
+        RACE_STRATEGIES,
+        RaceOptions(seeds=tuple(range(4)), first_seeds=2, max_seeds=4),
+        metric=METRIC,
+        mode="max",
+        verbose=False,
+    )
     drive_race(s, race_value, error=lambda c: c["rate"] == 0.5)
     assert s.state["left"]["recipe: fixed 0.5"] == {"round": 1, "reason": "no finished run"}
     # an errored run is missing, not a zero: the survivors' values hold none of it
@@ -142,8 +160,14 @@ def clean_race(tmp_path_factory):
     storage = tmp_path_factory.mktemp("race")
     name = unique_name("race")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([PY, str(SYNTHETIC), *_synthetic_args(storage, name)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [PY, str(SYNTHETIC), *_synthetic_args(storage, name)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     errors = {p.parent.name: p.read_text()[-500:] for p in (storage / name).glob("*/error.txt")}
     assert not errors, errors  # an errored trial is a missing run: the race would rightly differ
@@ -154,7 +178,9 @@ def clean_race(tmp_path_factory):
 def test_synthetic_race_eliminates_the_worst_first_and_keeps_the_best(clean_race):
     csv, out = clean_race
     first = csv[csv["round"] == 1]
-    assert set(first["strategy"]) == {"recipe: fixed 0.2", "recipe: fixed 0.5", "recipe: fixed 0.8"} and set(first["seeds"]) == {3}
+    assert set(first["strategy"]) == {"recipe: fixed 0.2", "recipe: fixed 0.5", "recipe: fixed 0.8"} and set(
+        first["seeds"]
+    ) == {3}
     left = csv.groupby("strategy")["eliminated_in_round"].first()
     assert left["recipe: fixed 0.8"] == 1, csv  # the worst mean (0.30) leaves first
     assert left["recipe: fixed 0.5"] == 2, csv  # 0.05 behind, at 0.02 noise: one more seed shows it
@@ -172,7 +198,15 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
     args = _synthetic_args(storage, name, block)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    killed = kill_when(lambda: block.exists() and round_two_running(exp), args, env, tmp_path / "driver.log", timeout=300, kill_group=True, script=str(SYNTHETIC))
+    killed = kill_when(
+        lambda: block.exists() and round_two_running(exp),
+        args,
+        env,
+        tmp_path / "driver.log",
+        timeout=300,
+        kill_group=True,
+        script=str(SYNTHETIC),
+    )
     assert not (exp / "race.csv").exists()
     resume_to_end(args, env, tmp_path / "driver.log", killed, timeout=300, script=str(SYNTHETIC))
     resumed = pd.read_csv(exp / "race.csv")
@@ -185,15 +219,34 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
 @pytest.mark.slow
 def test_smoke_test_writes_race_csv_and_summary(tmp_path):
     name = unique_name("smoke")
-    proc = subprocess.run([PY, str(REPO / "sweeps" / "race_strategies.py"), "--smoke-test", "--num-cpus", "2",
-                           "--storage", str(tmp_path), "--name", name], cwd=REPO, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        [
+            PY,
+            str(REPO / "sweeps" / "race_strategies.py"),
+            "--smoke-test",
+            "--num-cpus",
+            "2",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            name,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     exp = tmp_path / name
     csv = pd.read_csv(exp / "race.csv")
     assert tuple(csv.columns) == RACE_COLUMNS
-    assert set(csv[csv["round"] == 1]["strategy"]) == {"reference: fixed 0.8", "reference: random",
-                                                        "recipe: fixed 0.8", "recipe: random"}
+    assert set(csv[csv["round"] == 1]["strategy"]) == {
+        "reference: fixed 0.8",
+        "reference: random",
+        "recipe: fixed 0.8",
+        "recipe: random",
+    }
     assert set(csv[csv["round"] == 1]["seeds"]) == {2}
     summary = pd.read_csv(exp / "summary.csv")
     assert len(summary) == csv.groupby("strategy")["seeds"].max().sum()  # one trial per strategy and seed raced
@@ -211,8 +264,15 @@ def test_killed_race_script_resumes_and_finishes_the_race(tmp_path):
     exp = tmp_path / name
     args = ["--smoke-test", "--num-cpus", "2", "--epochs", "3", "--storage", str(tmp_path), "--name", name]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    killed = kill_when(lambda: round_two_running(exp), args, env, tmp_path / "driver.log", timeout=400,
-                       kill_group=True, script="race_strategies.py")
+    killed = kill_when(
+        lambda: round_two_running(exp),
+        args,
+        env,
+        tmp_path / "driver.log",
+        timeout=400,
+        kill_group=True,
+        script="race_strategies.py",
+    )
     assert not (exp / "race.csv").exists()
     resume_to_end(args, env, tmp_path / "driver.log", killed, timeout=400, script="race_strategies.py")
     csv = pd.read_csv(exp / "race.csv")
@@ -223,18 +283,21 @@ def test_killed_race_script_resumes_and_finishes_the_race(tmp_path):
     assert "Survivor(s): " in (tmp_path / "driver.log").read_text()
 
 
-@pytest.mark.parametrize("flags, match", [
-    (["--first-seeds", "1"], "--first-seeds: must be >= 2, got 1"),
-    (["--first-seeds", "4", "--max-seeds", "3"], "--max-seeds 3 is below --first-seeds 4"),
-    (["--seeds", "0,1,2", "--max-seeds", "5"], "--max-seeds 5 needs 5 seeds, --seeds gives 3"),
-    (["--seeds", "0,0,1"], "--seeds repeats 0"),
-    (["--budget", "23"], r"--budget 23 cannot hold the first round: 8 strategies x 3 seeds = 24 trials"),
-    (["--strategies", "decay", "--methods", "recipe"], "a race needs at least 2 strategies, got 1"),
-    (["--strategies", "decay;decay"], "two trials would be identical"),
-    (["--strategies", "fixed;decy"], "did you mean 'decay'"),
-    (["--set", "seed=3"], "a race chooses the seeds itself"),
-    (["--max-seeds", "400"], "a race of at most 1000 trials"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--first-seeds", "1"], "--first-seeds: must be >= 2, got 1"),
+        (["--first-seeds", "4", "--max-seeds", "3"], "--max-seeds 3 is below --first-seeds 4"),
+        (["--seeds", "0,1,2", "--max-seeds", "5"], "--max-seeds 5 needs 5 seeds, --seeds gives 3"),
+        (["--seeds", "0,0,1"], "--seeds repeats 0"),
+        (["--budget", "23"], r"--budget 23 cannot hold the first round: 8 strategies x 3 seeds = 24 trials"),
+        (["--strategies", "decay", "--methods", "recipe"], "a race needs at least 2 strategies, got 1"),
+        (["--strategies", "decay;decay"], "two trials would be identical"),
+        (["--strategies", "fixed;decy"], "did you mean 'decay'"),
+        (["--set", "seed=3"], "a race chooses the seeds itself"),
+        (["--max-seeds", "400"], "a race of at most 1000 trials"),
+    ],
+)
 def test_race_flags_fail_with_a_named_error_and_exit_2(flags, match, tmp_path, capsys):
     import re
 

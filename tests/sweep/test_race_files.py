@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from counterarg.config import Config
 from counterarg.analysis.plots import read_plot_data
+from counterarg.config import Config
 from counterarg.sweep.race import RaceOptions, RaceSearcher
 from counterarg.sweep.race_files import RACE_COLUMNS, load_race_state, race_markdown, reconcile_race_state, write_race
 
@@ -20,8 +20,13 @@ METRIC = Config().select_metric
 
 
 def test_race_files_carry_the_rounds(tmp_path):
-    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5), metric=METRIC,
-                     mode="max", verbose=False)
+    s = RaceSearcher(
+        RACE_STRATEGIES,
+        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
+        metric=METRIC,
+        mode="max",
+        verbose=False,
+    )
     drive_race(s, race_value)
     paths = write_race(s.state, tmp_path, METRIC)
     csv = pd.read_csv(paths["csv"])
@@ -31,19 +36,25 @@ def test_race_files_carry_the_rounds(tmp_path):
     assert drawn["eliminated_in_round"] == {"recipe: fixed 0.8": 1}
     assert drawn["strategies"]["recipe: fixed 0.2"]["seeds"] == [3, 4, 5]
     assert drawn["strategies"]["recipe: fixed 0.2"]["mean"] == pytest.approx(
-        list(csv[csv["strategy"] == "recipe: fixed 0.2"]["value"]))
+        list(csv[csv["strategy"] == "recipe: fixed 0.2"]["value"])
+    )
     md = race_markdown(s.state, METRIC)
-    assert "| recipe: fixed 0.8 | 3 |" in md and "| 1 | behind recipe: fixed" in md and "| recipe: fixed 0.2 | 5 |" in md
-
-
+    assert (
+        "| recipe: fixed 0.8 | 3 |" in md and "| 1 | behind recipe: fixed" in md and "| recipe: fixed 0.2 | 5 |" in md
+    )
 
 
 def test_a_running_trial_missing_from_the_saved_trial_list_is_emitted_again(tmp_path):
     """A kill between the uploads of one save: the searcher state names round 2's first trial, the
     experiment state (one save older) does not. Reconciled, the race emits that strategy and seed
     again instead of waiting for a trial Tune never restores; a second call changes nothing."""
-    s = RaceSearcher(RACE_STRATEGIES, RaceOptions(seeds=tuple(range(5)), first_seeds=3, max_seeds=5), metric=METRIC,
-                     mode="max", verbose=False)
+    s = RaceSearcher(
+        RACE_STRATEGIES,
+        RaceOptions(seeds=tuple(range(5)), first_seeds=3, max_seeds=5),
+        metric=METRIC,
+        mode="max",
+        verbose=False,
+    )
     for n in range(9):  # round 1, completed
         cfg = s.suggest(f"t{n}")
         s.on_trial_complete(f"t{n}", {METRIC: race_value(cfg)})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
-
 from counterarg.config import REFERENCE_METHOD
 from counterarg.sweep.records import collect_records
 from counterarg.sweep.spaces import REFERENCE_FIELDS
@@ -14,13 +13,21 @@ def test_a_trial_that_never_started_keeps_its_strategy_in_the_summary():
     """After Ctrl-C, Tune's result for a trial that never started has no config; its strategy comes
     from Tune's trial list (not the Config defaults), and the sweep's shared fields from ``base``."""
     variant = {**REFERENCE_FIELDS, "schedule": "random", "seed": 0}
-    res = NS(config=None, path="/x/exp/trial_ab12_random_seed0", metrics_dataframe=None, error=None, metrics={},
-             filesystem=None, best_checkpoints=[], checkpoint=None)
+    res = NS(
+        config=None,
+        path="/x/exp/trial_ab12_random_seed0",
+        metrics_dataframe=None,
+        error=None,
+        metrics={},
+        filesystem=None,
+        best_checkpoints=[],
+        checkpoint=None,
+    )
 
     class Grid(list):
         _experiment_analysis = NS(trials=[NS(trial_id="ab12", config=variant)])
 
-    rec, = collect_records(Grid([res]), base={"epochs": 7})
+    (rec,) = collect_records(Grid([res]), base={"epochs": 7})
     assert rec.config["schedule"] == "random" and rec.config["loss"] == REFERENCE_METHOD["loss"]
     assert rec.config["epochs"] == 7 and rec.status == "UNFINISHED" and rec.history == []
 
@@ -34,10 +41,16 @@ def _trial(tmp_path, name, ranks_bytes):
     ckpt.mkdir(parents=True)
     (ckpt / "best_ranks.npz").write_bytes(ranks_bytes)
     m = "validation_unseen/mean/acc@1"
-    return NS(config={"seed": 0, "epochs": 1}, path=str(tmp_path / name), error=None,
-              metrics={"trial_id": name}, filesystem=pyarrow.fs.LocalFileSystem(),
-              metrics_dataframe=pd.DataFrame([{"epoch": 1, m: 0.5}]), best_checkpoints=[],
-              checkpoint=NS(path=str(ckpt), filesystem=pyarrow.fs.LocalFileSystem()))
+    return NS(
+        config={"seed": 0, "epochs": 1},
+        path=str(tmp_path / name),
+        error=None,
+        metrics={"trial_id": name},
+        filesystem=pyarrow.fs.LocalFileSystem(),
+        metrics_dataframe=pd.DataFrame([{"epoch": 1, m: 0.5}]),
+        best_checkpoints=[],
+        checkpoint=NS(path=str(ckpt), filesystem=pyarrow.fs.LocalFileSystem()),
+    )
 
 
 def test_a_bad_trial_file_skips_that_trials_ranks_with_a_warning(tmp_path, capsys):
@@ -54,15 +67,20 @@ def test_a_bad_trial_file_skips_that_trials_ranks_with_a_warning(tmp_path, capsy
         return buf.getvalue()
 
     good = npz(epoch=np.array(1), **{"test/sdoc": np.array([1, 2, 1])})
-    grid = [_trial(tmp_path, "good", good), _trial(tmp_path, "cut", good[: len(good) // 2]),
-            _trial(tmp_path, "objects", npz(epoch=np.array(1), **{"test/sdoc": np.array([{"x": 1}], dtype=object)}))]
+    grid = [
+        _trial(tmp_path, "good", good),
+        _trial(tmp_path, "cut", good[: len(good) // 2]),
+        _trial(tmp_path, "objects", npz(epoch=np.array(1), **{"test/sdoc": np.array([{"x": 1}], dtype=object)})),
+    ]
     recs = {r.trial_id: r for r in collect_records(grid)}
     assert recs["cut"].ranks is None and recs["objects"].ranks is None
     assert recs["good"].ranks["test/sdoc"].tolist() == [1, 2, 1]
     out = capsys.readouterr().out
     for name in ("cut", "objects"):
-        assert f"per-query ranks of trial {name} ({tmp_path / name / 'checkpoint_000001' / 'best_ranks.npz'}) " \
-               "cannot be read" in out
+        assert (
+            f"per-query ranks of trial {name} ({tmp_path / name / 'checkpoint_000001' / 'best_ranks.npz'}) "
+            "cannot be read" in out
+        )
 
 
 def _grid(res, tune_status):
@@ -78,10 +96,17 @@ def _ended(values, *, tune_status="TERMINATED", done=False, patience=2, epochs=2
 
     m = "validation_unseen/mean/acc@1"
     rows = pd.DataFrame([{"epoch": e, m: v, "done": False} for e, v in enumerate(values, 1)])
-    res = NS(config={"seed": 0, "epochs": epochs, "patience": patience}, path="/x/exp/trial_cd34_recipe_seed0",
-             metrics_dataframe=rows, error=None, metrics={"trial_id": "cd34", "done": done}, filesystem=None,
-             best_checkpoints=[], checkpoint=None)
-    rec, = collect_records(_grid(res, tune_status))
+    res = NS(
+        config={"seed": 0, "epochs": epochs, "patience": patience},
+        path="/x/exp/trial_cd34_recipe_seed0",
+        metrics_dataframe=rows,
+        error=None,
+        metrics={"trial_id": "cd34", "done": done},
+        filesystem=None,
+        best_checkpoints=[],
+        checkpoint=None,
+    )
+    (rec,) = collect_records(_grid(res, tune_status))
     return rec.ended, rec.finished, rec.status
 
 
@@ -103,13 +128,22 @@ def test_a_trial_holding_another_trials_last_result_keeps_its_own_id_and_config(
     that trial's last result (its id, its config, ``done``): the summary counted the finished trial
     twice, once as an unfinished seed of the wrong strategy. It is its own trial, not started."""
     other = {"trial_id": "aa11", "done": True, "config": {"schedule": "decay", "seed": 0}}
-    res = NS(config=other["config"], path="/x/exp/trial_bb22_reference-fixed-0.8_seed0", metrics_dataframe=None,
-             error=None, metrics=other, filesystem=None, best_checkpoints=[], checkpoint=None)
+    res = NS(
+        config=other["config"],
+        path="/x/exp/trial_bb22_reference-fixed-0.8_seed0",
+        metrics_dataframe=None,
+        error=None,
+        metrics=other,
+        filesystem=None,
+        best_checkpoints=[],
+        checkpoint=None,
+    )
 
     class Grid(list):
-        _experiment_analysis = NS(trials=[NS(trial_id="bb22", config={"schedule": "fixed", "rate": 0.8, "seed": 0},
-                                             status="TERMINATED")])
+        _experiment_analysis = NS(
+            trials=[NS(trial_id="bb22", config={"schedule": "fixed", "rate": 0.8, "seed": 0}, status="TERMINATED")]
+        )
 
-    rec, = collect_records(Grid([res]), base={"epochs": 5})
+    (rec,) = collect_records(Grid([res]), base={"epochs": 5})
     assert rec.trial_id == "bb22" and rec.config["schedule"] == "fixed" and rec.config["rate"] == 0.8
     assert (rec.ended, rec.finished, rec.status) == ("not started", False, "UNFINISHED")

@@ -15,11 +15,25 @@ from pathlib import Path
 import pytest
 
 from counterarg.core.io import MANIFEST
-from counterarg.sweep.recovery import (SNAPSHOT_DIR, TRAIN_TIME_FILE, StateSnapshot, SweepStateError,
-                                       final_checkpoint_after, repair_experiment_state)
+from counterarg.sweep.recovery import (
+    SNAPSHOT_DIR,
+    TRAIN_TIME_FILE,
+    StateSnapshot,
+    SweepStateError,
+    final_checkpoint_after,
+    repair_experiment_state,
+)
 
-from .conftest import (PY, REPO, kill_and_resume, kill_process_group, reported_epochs, resume_to_end, trial_dirs,
-                      unique_name)
+from .conftest import (
+    PY,
+    REPO,
+    kill_and_resume,
+    kill_process_group,
+    reported_epochs,
+    resume_to_end,
+    trial_dirs,
+    unique_name,
+)
 
 
 def test_final_checkpoint_after_finds_a_finished_trial(tmp_path):
@@ -38,7 +52,7 @@ def test_final_checkpoint_after_finds_a_finished_trial(tmp_path):
     assert final_checkpoint_after(restored, 31) is None  # not finished: resume from Tune's own
     last = tune.Checkpoint(str(trial / "checkpoint_000029"), filesystem=fs)
     assert final_checkpoint_after(last, 30) is None  # only later checkpoints count
-    (trial / "checkpoint_000029" / TRAIN_TIME_FILE).write_text("{\"epo")  # a torn sidecar
+    (trial / "checkpoint_000029" / TRAIN_TIME_FILE).write_text('{"epo')  # a torn sidecar
     assert final_checkpoint_after(restored, 30) is None
 
 
@@ -47,13 +61,31 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("kill")
-    args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
-            "--encoder", tiny["encoder"], "--epochs", str(epochs),
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
-            "--set", "max_length=32"]
-    kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log",
-                    n_trials=2)
+    args = [
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "fixed;random",
+        "--seeds",
+        "0",
+        "--num-cpus",
+        "1",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+    ]
+    kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log", n_trials=2)
 
 
 def _snapshot_status(exp: Path) -> dict[str, str] | None:
@@ -138,18 +170,42 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
     name = unique_name("late")
     exp = tmp_path / "results" / name
-    args = ["--storage", str(tmp_path / "results"), "--name", name,
-            "--methods", "reference", "--strategies", "fixed;random", "--seeds", "0", "--num-cpus", "1",
-            "--encoder", tiny["encoder"], "--epochs", str(epochs),
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
-            "--set", "max_length=32"]
+    args = [
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "fixed;random",
+        "--seeds",
+        "0",
+        "--num-cpus",
+        "1",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+    ]
     log_path = tmp_path / "driver.log"
     hook = tmp_path / "hold_snapshot.py"
     hook.write_text(HOLD_SNAPSHOT)
     with open(log_path, "w") as log:
-        killed = subprocess.Popen([PY, str(hook), str(epochs), mode, str(REPO / "sweeps" / "compare_strategies.py"),
-                                   *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        killed = subprocess.Popen(
+            [PY, str(hook), str(epochs), mode, str(REPO / "sweeps" / "compare_strategies.py"), *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             rc = killed.wait(timeout=240)
         finally:
@@ -183,20 +239,26 @@ def test_restore_named_checkpoints_puts_back_what_tune_deleted_before_saving(tmp
     from counterarg.sweep.recovery import named_checkpoints, restore_named_checkpoints
 
     exp = tmp_path / "sw"
-    pickled = b"\x80\x05" + b"".join(f"\x8c{chr(60)}{exp}/{t}/checkpoint_{i:06d}\x94".encode()
-                                     for t, i in (("trial_a_fixed-0.8_seed0", 3), ("trial_a_fixed-0.8_seed0", 4),
-                                                  ("trial_b_random_seed0", 7)))
+    pickled = b"\x80\x05" + b"".join(
+        f"\x8c{chr(60)}{exp}/{t}/checkpoint_{i:06d}\x94".encode()
+        for t, i in (("trial_a_fixed-0.8_seed0", 3), ("trial_a_fixed-0.8_seed0", 4), ("trial_b_random_seed0", 7))
+    )
     run = json.dumps({"checkpoint_manager": {"_type": "CLOUDPICKLE_FALLBACK", "value": pickled.hex()}})
     exp.mkdir()
     (exp / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": [["{}", run]]}))
-    for trial, index, epoch in (("trial_a_fixed-0.8_seed0", 5, 6), ("trial_a_fixed-0.8_seed0", 6, 7),
-                                ("trial_b_random_seed0", 7, 8)):
+    for trial, index, epoch in (
+        ("trial_a_fixed-0.8_seed0", 5, 6),
+        ("trial_a_fixed-0.8_seed0", 6, 7),
+        ("trial_b_random_seed0", 7, 8),
+    ):
         d = exp / trial / f"checkpoint_{index:06d}"
         d.mkdir(parents=True)
         (d / TRAIN_TIME_FILE).write_text(json.dumps({"epoch": epoch}))
     state = exp / "experiment_state-2026-01-01_00-00-00.json"
-    assert named_checkpoints(state) == {"trial_a_fixed-0.8_seed0": {"checkpoint_000003", "checkpoint_000004"},
-                                        "trial_b_random_seed0": {"checkpoint_000007"}}
+    assert named_checkpoints(state) == {
+        "trial_a_fixed-0.8_seed0": {"checkpoint_000003", "checkpoint_000004"},
+        "trial_b_random_seed0": {"checkpoint_000007"},
+    }
     done = restore_named_checkpoints(exp)
     a = exp / "trial_a_fixed-0.8_seed0"
     assert json.loads((a / "checkpoint_000004" / TRAIN_TIME_FILE).read_text()) == {"epoch": 6}  # from 5
@@ -243,17 +305,44 @@ def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, t
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("deleted")
     exp = tmp_path / "results" / name
-    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies", "fixed",
-            "--seeds", "0",
-            "--num-cpus", "1", "--encoder", tiny["encoder"], "--epochs", str(epochs),
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
-            "--set", "patience=0"]
+    args = [
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "fixed",
+        "--seeds",
+        "0",
+        "--num-cpus",
+        "1",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+        "--set",
+        "patience=0",
+    ]
     log_path = tmp_path / "driver.log"
     hook = tmp_path / "kill_after_register.py"
     hook.write_text(KILL_AFTER_REGISTER)
     with open(log_path, "w") as log:
-        killed = subprocess.Popen([PY, str(hook), "6", str(REPO / "sweeps" / "compare_strategies.py"), *args],
-                                  cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        killed = subprocess.Popen(
+            [PY, str(hook), "6", str(REPO / "sweeps" / "compare_strategies.py"), *args],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             rc = killed.wait(timeout=240)
         finally:
@@ -267,7 +356,7 @@ def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, t
     (after,) = trial_dirs(exp)
     eps = reported_epochs(after)
     log = log_path.read_text()
-    assert after.name == trial.name and eps[:len(at_kill)] == at_kill, (at_kill, eps)
+    assert after.name == trial.name and eps[: len(at_kill)] == at_kill, (at_kill, eps)
     assert max(eps) == epochs and eps[len(at_kill)] >= max(at_kill) - 1, (at_kill, eps)  # no restart from 1
     assert sorted(set(eps)) == list(range(1, epochs + 1)), eps
     assert "Trials: 1 (0 errored, 0 unfinished)" in (exp / "summary.md").read_text()
@@ -284,8 +373,10 @@ def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeyp
     (exp / "searcher-state-2026-01-02_00-00-00.pkl").write_bytes(b"\x80\x05K\x01.")  # pickle of 1
     (exp / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K")  # a cut pickle
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "raytmp"))
-    with pytest.raises(SweepStateError, match="experiment_state-2026-01-02_00-00-00.json is cut "
-                       "short.*experiment_state-2026-01-01_00-00-00.json"):
+    with pytest.raises(
+        SweepStateError,
+        match="experiment_state-2026-01-02_00-00-00.json is cut short.*experiment_state-2026-01-01_00-00-00.json",
+    ):
         repair_experiment_state(exp, "sw")
     assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole[:17]  # untouched
     staging = tmp_path / "raytmp" / "ray" / "session_1" / "artifacts" / "t" / "sw" / "driver_artifacts"
@@ -294,7 +385,9 @@ def test_repair_experiment_state_from_the_drivers_staging_copy(tmp_path, monkeyp
     (staging / "search_gen_state-2026-01-02_00-00-00.json").write_bytes(b"\x80\x05K\x02.")
     done = repair_experiment_state(exp, "sw")
     assert len(done) == 2 and sorted(d.split(" ")[0] for d in done) == [
-        "experiment_state-2026-01-02_00-00-00.json", "search_gen_state-2026-01-02_00-00-00.json"]
+        "experiment_state-2026-01-02_00-00-00.json",
+        "search_gen_state-2026-01-02_00-00-00.json",
+    ]
     assert (exp / "search_gen_state-2026-01-02_00-00-00.json").read_bytes() == b"\x80\x05K\x02."
     assert (exp / "searcher-state-2026-01-02_00-00-00.pkl").read_bytes() == b"\x80\x05K\x01."
     assert (exp / "experiment_state-2026-01-02_00-00-00.json").read_text() == whole
@@ -328,7 +421,10 @@ def test_state_snapshot_keeps_the_last_whole_set_and_repair_prefers_it(tmp_path,
     snap.on_step_begin(0, [SimpleNamespace(storage=_Storage(staging, exp))])
     assert snap.get_state() is None  # Tune saves no callback state for it
     assert sorted(p.name for p in (exp / SNAPSHOT_DIR).iterdir()) == [
-        f"experiment_state-{stamp}.json", MANIFEST, f"searcher-state-{stamp}.pkl"]  # sealed by its manifest
+        f"experiment_state-{stamp}.json",
+        MANIFEST,
+        f"searcher-state-{stamp}.pkl",
+    ]  # sealed by its manifest
     # a later save cut short in staging (Tune's in-place rewrite): the snapshot keeps the last whole set
     (staging / f"experiment_state-{stamp}.json").write_text(state[:20])
     assert snap.snapshot() is False
@@ -375,8 +471,11 @@ def test_repair_ignores_state_copies_others_could_have_planted(tmp_path, monkeyp
     planted = staging / "tuner.pkl"
     planted.write_bytes(b"\x80\x05K\x02.")
     planted.chmod(0o666)
-    with pytest.raises(SweepStateError, match=r"tuner\.pkl is cut short.*1 copy ignored: not owned by you, "
-                                              "writable by others"):
+    with pytest.raises(
+        SweepStateError,
+        match=r"tuner\.pkl is cut short.*1 copy ignored: not owned by you, "
+        "writable by others",
+    ):
         repair_experiment_state(exp, "sw")
     assert (exp / "tuner.pkl").read_bytes() == b"\x80\x05K"
     link = staging / "tuner.pkl"

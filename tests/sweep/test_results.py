@@ -58,9 +58,30 @@ def test_a_ctrl_c_partial_summary_counts_finished_seeds_only_and_resume_complete
     name = unique_name("ctrlc")
     exp = tmp_path / "results" / name
     epochs = 5
-    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies",
-            "decay;fixed", "--seeds", "0,1", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", str(epochs),
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32"]
+    args = [
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "decay;fixed",
+        "--seeds",
+        "0,1",
+        "--num-cpus",
+        "2",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def mid_way() -> bool:  # one trial finished, another stopped between its first and last epoch
@@ -83,8 +104,9 @@ def test_a_ctrl_c_partial_summary_counts_finished_seeds_only_and_resume_complete
     best = md.split("## Best checkpoint per strategy")[1].split("\n\n")[2]
     for tid in unfinished["trial_id"]:
         assert tid not in best, (tid, best)  # an unfinished trial is never a strategy's best checkpoint
-    assert set(pd.read_csv(exp / "significance.csv")[["strategy_a", "strategy_b"]].stack()) <= {"zero-shot encoder"} \
-        | set(csv[csv["finished"]]["group"]) - set(unfinished["group"])  # partial strategies are tested against nothing
+    assert set(pd.read_csv(exp / "significance.csv")[["strategy_a", "strategy_b"]].stack()) <= {
+        "zero-shot encoder"
+    } | set(csv[csv["finished"]]["group"]) - set(unfinished["group"])  # partial strategies are tested against nothing
     out = first.read_text()
     assert re.search(r"\d/2 \(\d unfinished\)", out.split("[sweep] building the summary")[-1]), out[-3000:]
     for d in trial_dirs(exp):  # HParams: a finished trial's row says so; a stopped one has none yet
@@ -107,7 +129,7 @@ def test_a_ctrl_c_partial_summary_counts_finished_seeds_only_and_resume_complete
     out = second.read_text()
     console = re.search(r"4 trials \(0 errored, 0 unfinished\) in ([\d.]+) min over 2 sessions", out)
     assert console and abs(float(console.group(1)) - total / 60) < 0.06, (out[-2000:], total)
-    summary_onwards = out[out.index("[sweep] building the summary"):]
+    summary_onwards = out[out.index("[sweep] building the summary") :]
     assert "(trainable pid=" not in summary_onwards and "Restored on" not in out  # nothing from Ray after it
     for d in trial_dirs(exp):
         assert any(s.hparams["finished"].bool_value for s in _hparams_sessions(d)), d.name

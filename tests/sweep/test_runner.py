@@ -20,8 +20,16 @@ from counterarg.sweep.runner import Sweep, init_ray, run_sweep
 from counterarg.sweep.spaces import margin_lr_space
 from counterarg.sweep.trainable import NODE_KEY
 
-from .conftest import (kill_and_resume, kill_process_group, reported_epochs, start_driver, sweep_base, sweep_script,
-                      trial_dirs, unique_name)
+from .conftest import (
+    kill_and_resume,
+    kill_process_group,
+    reported_epochs,
+    start_driver,
+    sweep_base,
+    sweep_script,
+    trial_dirs,
+    unique_name,
+)
 
 
 @pytest.mark.slow
@@ -33,10 +41,11 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     from counterarg.analysis.methods import labelled
 
     good = sweep_base(tiny, epochs=2)
-    variants = [labelled({**good, "schedule": "fixed", "rate": 0.8, "seed": 0}, "recipe"),  # named as the grid names
-                labelled({**good, "schedule": "random", "seed": 0}, "recipe"),
-                labelled({**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")},
-                         "recipe")]
+    variants = [
+        labelled({**good, "schedule": "fixed", "rate": 0.8, "seed": 0}, "recipe"),  # named as the grid names
+        labelled({**good, "schedule": "random", "seed": 0}, "recipe"),
+        labelled({**good, "schedule": "decay", "seed": 0, "encoder": str(tmp_path / "no-such-bert")}, "recipe"),
+    ]
     sweep = Sweep(name=unique_name("err"), variants=variants)
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=2, verbose=0)
@@ -103,8 +112,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
         assert json.loads((run / "config.json").read_text())["epochs"] == 2
         assert read_checkpoint(ck)["epoch"] == row["best_epoch"], row
         out = tmp_path / f"{row['trial_id']}.json"
-        assert cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out),
-                         "--quiet"]) == 0
+        assert (
+            cli_main(["evaluate", "--checkpoint", str(ck), "--split", "validation", "--json", str(out), "--quiet"]) == 0
+        )
         import json as _json
 
         assert _json.loads(out.read_text())["validation/mean/acc@1"] == pytest.approx(row["validation/mean/acc@1"])
@@ -123,8 +133,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     # the HParams plugin data, parsed: the sweep's columns in every trial's run, none at the root
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    data = {tag: plugin_data_pb2.HParamsPluginData.FromString(raw)
-            for tag, raw in acc.PluginTagToContent("hparams").items()}
+    data = {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(raw) for tag, raw in acc.PluginTagToContent("hparams").items()
+    }
     assert not list(exp.glob("events.out.tfevents.*"))  # no "." run
     experiment = data["_hparams_/experiment"].experiment
     columns = [h.display_name for h in experiment.hparam_infos]
@@ -141,8 +152,9 @@ def test_sweep_errored_trial_summary_and_tensorboard(tiny, tmp_path):
     from tensorboard.plugins.hparams import api_pb2
 
     assert data["_hparams_/session_end_info"].session_end_info.status == api_pb2.STATUS_SUCCESS  # a finished seed
-    best_row = next(r for r in res.rows if r["trial_id"] == next(
-        x.trial_id for x in res.records if x.config["schedule"] == "fixed"))
+    best_row = next(
+        r for r in res.rows if r["trial_id"] == next(x.trial_id for x in res.records if x.config["schedule"] == "fixed")
+    )
     logged = acc.Scalars("selected/test/mean/acc_1")
     assert logged[-1].value == pytest.approx(best_row["test/mean/acc@1"], abs=1e-6)
     assert logged[-1].step == best_row["best_epoch"]
@@ -154,10 +166,34 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
     """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
     name = unique_name("sharded")
     exp = tmp_path / "results" / name
-    args = ["--storage", str(tmp_path / "results"), "--name", name, "--methods", "reference", "--strategies", "fixed;random",
-            "--seeds", "0", "--num-cpus", "2", "--encoder", tiny["encoder"], "--epochs", "3",
-            "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu", "--set", "max_length=32",
-            "--set", "index=sharded-balltree", "--set", "shards=2"]
+    args = [
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "fixed;random",
+        "--seeds",
+        "0",
+        "--num-cpus",
+        "2",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        "3",
+        "--set",
+        f"cache_dir={tiny['cache_dir']}",
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+        "--set",
+        "index=sharded-balltree",
+        "--set",
+        "shards=2",
+    ]
     with open(tmp_path / "driver.log", "w") as log:
         proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
         try:
@@ -215,8 +251,9 @@ def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
         ray.shutdown()
     try:
         with pytest.raises(SystemExit) as e:
-            sweep_script("compare_strategies")(["--storage", str(tmp_path), "--name", "x", "--seeds", "0",
-                                           "--num-cpus", "1", "--gpus-per-trial", "64"])
+            sweep_script("compare_strategies")(
+                ["--storage", str(tmp_path), "--name", "x", "--seeds", "0", "--num-cpus", "1", "--gpus-per-trial", "64"]
+            )
         assert e.value.code == 2
         assert "--gpus-per-trial 64 is more than the" in capsys.readouterr().err
     finally:
@@ -238,7 +275,9 @@ def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
 
     space = margin_lr_space("fixed", margin=(0.5, 0.5000001))
     space["lr"] = tune.grid_search([3e-3, 1e-9, 1e-9])  # in this order: the learner first
-    sweep = Sweep(name=unique_name("asha"), base=sweep_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha")
+    sweep = Sweep(
+        name=unique_name("asha"), base=sweep_base(tiny, epochs=4), param_space=space, num_samples=1, scheduler="asha"
+    )
     try:
         res = run_sweep(sweep, storage=tmp_path / "results", num_cpus=1, verbose=0)
     finally:
@@ -246,7 +285,7 @@ def test_asha_margin_lr_search_stops_weak_trials_early(tiny, tmp_path):
     by_lr = sorted(res.records, key=lambda r: -r.config["lr"])
     assert [r.status for r in by_lr] == ["TERMINATED"] * 3, [(r.status, r.error) for r in by_lr]
     assert [len(r.history) for r in by_lr] == [4, 2, 2], [(r.config["lr"], len(r.history)) for r in by_lr]
-    assert all(_result_epochs(r.path) == [1, 2, 3, 4][:len(r.history)] for r in by_lr)
+    assert all(_result_epochs(r.path) == [1, 2, 3, 4][: len(r.history)] for r in by_lr)
     csv = pd.read_csv(tmp_path / "results" / sweep.name / "summary.csv")
     assert len(csv) == 3 and set(csv["status"]) == {"TERMINATED"}
     assert "Trials: 3 (0 errored, 0 unfinished)" in (tmp_path / "results" / sweep.name / "summary.md").read_text()
@@ -262,8 +301,10 @@ def test_existing_sweep_is_refused_and_errored_trials_run_again_on_resume(tiny, 
     from counterarg.nn.testing import make_tiny_encoder
 
     later = tmp_path / "later-bert"
-    variants = [{**sweep_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},
-                {**sweep_base(tiny, epochs=2), "schedule": "random", "seed": 0, "encoder": str(later)}]
+    variants = [
+        {**sweep_base(tiny, epochs=2), "schedule": "fixed", "rate": 0.8, "seed": 0},
+        {**sweep_base(tiny, epochs=2), "schedule": "random", "seed": 0, "encoder": str(later)},
+    ]
     sweep = Sweep(name=unique_name("again"), variants=variants)
     storage = tmp_path / "results"
     exp = storage / sweep.name
@@ -279,8 +320,9 @@ def test_existing_sweep_is_refused_and_errored_trials_run_again_on_resume(tiny, 
     with pytest.raises(FileExistsError, match="already holds an experiment; pass --resume"):
         run_sweep(sweep, storage=storage, num_cpus=1, verbose=0)
     with pytest.raises(SystemExit) as e:  # the script: exit 2, named error, nothing started
-        sweep_script("compare_strategies")(["--storage", str(storage), "--name", sweep.name, "--seeds", "0",
-                                       "--encoder", tiny["encoder"]])
+        sweep_script("compare_strategies")(
+            ["--storage", str(storage), "--name", sweep.name, "--seeds", "0", "--encoder", tiny["encoder"]]
+        )
     assert e.value.code == 2 and "already holds an experiment" in capsys.readouterr().err
     assert not ray.is_initialized() and sorted(p.name for p in exp.iterdir()) == state
     make_tiny_encoder(later)
@@ -320,21 +362,40 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
     _auth_env({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
     cluster = None
     try:
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 1, "include_dashboard": False})
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         epochs = 30
         storage = f"file://{tmp_path / 'shared'}"
         name = unique_name("cluster")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = ["--address", cluster.address, "--storage", storage, "--name", name,
-                "--methods", "reference", "--strategies", "fixed;decay;random", "--seeds", "0",
-                "--encoder", tiny["encoder"], "--epochs", str(epochs),
-                "--set", f"cache_dir={tiny['cache_dir']}", "--set", "device=cpu",
-                "--set", "max_length=32"]
-        at_kill, after = kill_and_resume(args, tmp_path / "shared" / name, epochs, env,
-                                         tmp_path / "driver.log", n_trials=3)
+        args = [
+            "--address",
+            cluster.address,
+            "--storage",
+            storage,
+            "--name",
+            name,
+            "--methods",
+            "reference",
+            "--strategies",
+            "fixed;decay;random",
+            "--seeds",
+            "0",
+            "--encoder",
+            tiny["encoder"],
+            "--epochs",
+            str(epochs),
+            "--set",
+            f"cache_dir={tiny['cache_dir']}",
+            "--set",
+            "device=cpu",
+            "--set",
+            "max_length=32",
+        ]
+        at_kill, after = kill_and_resume(
+            args, tmp_path / "shared" / name, epochs, env, tmp_path / "driver.log", n_trials=3
+        )
         # the trials ran on both nodes (each result row names its Ray node)
         nodes = set()
         for trial in after:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from counterarg.analysis.methods import METHODS, RECIPE_TABLE
 from counterarg.config import FIELD_NAMES, REFERENCE_METHOD, SCHEDULE, Config, ConfigError, fields_with
 from counterarg.sampling.schedules import SCHEDULES
-from counterarg.analysis.methods import METHODS, RECIPE_TABLE
 from counterarg.sweep.runner import Sweep
-from counterarg.sweep.spaces import (REFERENCE_FIELDS, VariantSearcher, grid, margin_lr_space, parse_strategy, strategy,
-                                     strategy_grid)
+from counterarg.sweep.spaces import (
+    REFERENCE_FIELDS,
+    VariantSearcher,
+    grid,
+    margin_lr_space,
+    parse_strategy,
+    strategy,
+    strategy_grid,
+)
 
 
 def _plain(fields):
@@ -25,9 +32,16 @@ def test_default_grid_is_the_main_job():
         assert set(v) <= set(FIELD_NAMES)
         Config.from_dict(v)
     labels = [v["label"] for v in variants if v["seed"] == 0]
-    assert labels == ["reference: fixed 0.8", "reference: decay 0.8-0.02", "reference: random", "recipe",
-                      "recipe: fixed 0.5", "recipe: decay 0.8-0.02", "recipe: random",
-                      "recipe: table 0.2*4,0.1*14,0"]
+    assert labels == [
+        "reference: fixed 0.8",
+        "reference: decay 0.8-0.02",
+        "reference: random",
+        "recipe",
+        "recipe: fixed 0.5",
+        "recipe: decay 0.8-0.02",
+        "recipe: random",
+        "recipe: table 0.2*4,0.1*14,0",
+    ]
     assert {v["seed"] for v in variants} == {0, 1, 2}
     by = {v["label"]: v for v in variants if v["seed"] == 0}
     ref, recipe = _plain(METHODS["reference"].fields), _plain(METHODS["recipe"].fields)
@@ -44,12 +58,19 @@ def test_methods_cross_every_strategy():
     """Given strategies are crossed with every method (method outer); one method alone runs its own list."""
     variants = strategy_grid("fixed:rate=0;decay", seeds=(0, 1))
     assert [(v["label"], v["seed"]) for v in variants] == [
-        ("reference: fixed 0", 0), ("reference: fixed 0", 1), ("reference: decay 0.8-0.02", 0),
-        ("reference: decay 0.8-0.02", 1), ("recipe", 0), ("recipe", 1),
-        ("recipe: decay 0.8-0.02", 0), ("recipe: decay 0.8-0.02", 1)]
+        ("reference: fixed 0", 0),
+        ("reference: fixed 0", 1),
+        ("reference: decay 0.8-0.02", 0),
+        ("reference: decay 0.8-0.02", 1),
+        ("recipe", 0),
+        ("recipe", 1),
+        ("recipe: decay 0.8-0.02", 0),
+        ("recipe: decay 0.8-0.02", 1),
+    ]
     ref, recipe = variants[2], variants[6]  # decay under each method: the same schedule, the method's fields
-    assert {k: ref[k] for k in fields_with(SCHEDULE) if k in ref} == {k: recipe[k] for k in fields_with(SCHEDULE)
-                                                                          if k in recipe}
+    assert {k: ref[k] for k in fields_with(SCHEDULE) if k in ref} == {
+        k: recipe[k] for k in fields_with(SCHEDULE) if k in recipe
+    }
     assert ref["loss"] == REFERENCE_METHOD["loss"] and recipe["loss"] == Config().loss
     only = strategy_grid(seeds=(0,), methods=["recipe"])  # --methods recipe alone: the recipe's main-job list
     own = [parse_strategy(s, "recipe")["label"] for s in METHODS["recipe"].strategies]
@@ -63,8 +84,12 @@ def test_strategy_parsing_and_errors():
     assert ref["loss"] == REFERENCE_METHOD["loss"] and "schedule" not in ref and "epochs" not in ref
     named = {"method": "reference", "label": "reference: fixed 0.5"}  # made with the strategy, carried by it
     assert parse_strategy("fixed:rate=0.5") == {**ref, "schedule": "fixed", "rate": 0.5, **named}
-    assert parse_strategy("random") == {**ref, "schedule": "random",  # the reference method unless named
-                                        "method": "reference", "label": "reference: random"}
+    assert parse_strategy("random") == {
+        **ref,
+        "schedule": "random",  # the reference method unless named
+        "method": "reference",
+        "label": "reference: random",
+    }
     recipe = parse_strategy("fixed:rate=0", "recipe")  # the default recipe: the same fields at their Config defaults
     defaults = Config().to_dict()
     assert (recipe["method"], recipe["label"]) == ("recipe", "recipe")
@@ -85,9 +110,13 @@ def test_strategy_parsing_and_errors():
     with pytest.raises(ConfigError):
         Sweep(name="x", base={"strategy": "fixed"}, variants=[{}])
     assert set(SCHEDULES) >= {"fixed", "decay", "random", "cosine", "step", "table"}
-    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {**ref, "schedule": "table", "rate_table": [0.8, 0.6, 0.4],
-                                                              "method": "reference",
-                                                              "label": "reference: table 0.8,0.6,0.4"}
+    assert parse_strategy("table:rate_table=0.8,0.6,0.4") == {
+        **ref,
+        "schedule": "table",
+        "rate_table": [0.8, 0.6, 0.4],
+        "method": "reference",
+        "label": "reference: table 0.8,0.6,0.4",
+    }
     space = margin_lr_space("fixed", seeds=(0, 1))
     assert set(space) <= set(FIELD_NAMES) and "margin" in space and "lr" in space
     assert space["seed"] == {"grid_search": [0, 1]} and space["schedule"] == "fixed"

@@ -25,7 +25,7 @@ from .conftest import kill_when, resume_to_end, unique_name
 def test_driver_folder_pushes_only_what_changed(s3_server, s3_bucket):
     exp = f"s3://{s3_bucket}/sw/exp"
     fs, path = filesystem(exp)
-    for name, body in (("experiment_state-1.json", b"{}"), ("sessions.jsonl", b"{\"wall_s\": 1}\n")):
+    for name, body in (("experiment_state-1.json", b"{}"), ("sessions.jsonl", b'{"wall_s": 1}\n')):
         with fs.open_output_stream(f"{path}/{name}") as f:
             f.write(body)
     with fs.open_output_stream(f"{path}/trial_1/result.json") as f:
@@ -34,7 +34,7 @@ def test_driver_folder_pushes_only_what_changed(s3_server, s3_bucket):
     try:
         assert work.pull() == ["experiment_state-1.json", "sessions.jsonl"]  # top-level files only
         assert not (work.local / "trial_1").exists()
-        (work.local / "sessions.jsonl").write_text("{\"wall_s\": 1}\n{\"wall_s\": 2}\n")
+        (work.local / "sessions.jsonl").write_text('{"wall_s": 1}\n{"wall_s": 2}\n')
         (work.local / "summary.md").write_text("# exp\n")
         assert work.push() == ["sessions.jsonl", "summary.md"]
         assert work.push() == []
@@ -59,7 +59,9 @@ def test_inputs_are_staged_once_and_fetched_per_node(s3_server, s3_bucket, tmp_p
     # a node fetches into its own cache (cache_dir or $COUNTERARG_CACHE), checked against the manifest
     local = localize_config({**staged, "cache_dir": str(tmp_path / "node-a")})
     assert Path(local["encoder"]).is_relative_to(tmp_path / "node-a")
-    assert (Path(local["encoder"]) / "model.safetensors").read_bytes() == (Path(tiny_encoder) / "model.safetensors").read_bytes()
+    assert (Path(local["encoder"]) / "model.safetensors").read_bytes() == (
+        Path(tiny_encoder) / "model.safetensors"
+    ).read_bytes()
     assert Path(local["corpus"]).name == "corpus.zip" and Path(local["corpus"]).read_bytes() == corpus.read_bytes()
     assert stage_inputs({"encoder": tiny_encoder}, str(tmp_path / "local-storage")) == {"encoder": tiny_encoder}
 
@@ -98,7 +100,9 @@ def test_checkpoints_deleted_too_early_are_put_back_in_the_bucket(s3_server, s3_
 
     trial = "trial_abc_recipe_seed0"
     manager = b"...%s/checkpoint_000000...%s/checkpoint_000001..." % (trial.encode(), trial.encode())
-    state = {"trial_data": [[json.dumps({"trial_id": "abc"}), json.dumps({"checkpoint_manager": {"value": manager.hex()}})]]}
+    state = {
+        "trial_data": [[json.dumps({"trial_id": "abc"}), json.dumps({"checkpoint_manager": {"value": manager.hex()}})]]
+    }
     (tmp_path / "experiment_state-x.json").write_text(json.dumps(state))
     fs, root = filesystem(f"s3://{s3_bucket}/sw/exp")
     for name, body in (("state.pt", b"w"), (TRAIN_TIME_FILE, b'{"epoch": 3}')):
@@ -127,7 +131,7 @@ def _remote_epochs(s3_server, bucket: str, prefix: str) -> dict[str, list[int]]:
                     eps.append(int(json.loads(line)["epoch"]))
                 except (ValueError, KeyError):
                     pass
-            out[key[len(prefix):].split("/")[0]] = eps
+            out[key[len(prefix) :].split("/")[0]] = eps
     return out
 
 
@@ -161,8 +165,19 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
         cwd = tmp_path / "driver-cwd"
         cwd.mkdir()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "COUNTERARG_CACHE": str(tmp_path / "cache-driver")}
-        args = ["--smoke-test", "--address", cluster.address, "--storage", f"s3://{s3_bucket}/sweeps",
-                "--name", name, "--methods", "reference", "--strategies", "fixed;random"]
+        args = [
+            "--smoke-test",
+            "--address",
+            cluster.address,
+            "--storage",
+            f"s3://{s3_bucket}/sweeps",
+            "--name",
+            name,
+            "--methods",
+            "reference",
+            "--strategies",
+            "fixed;random",
+        ]
         log = tmp_path / "driver.log"
         with open(log, "w") as out:
             from .conftest import start_driver
@@ -173,20 +188,28 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
         assert list(cwd.iterdir()) == [], list(cwd.iterdir())
         prefix = f"sweeps/{name}/"
         keys = _files(s3_server.keys(s3_bucket, prefix))
-        top = {k[len(prefix):] for k in keys if "/" not in k[len(prefix):]}
-        for f in ("summary.md", "summary.csv", "significance.csv", "sessions.jsonl", "tuner.pkl",
-                  "validation_mean_acc1.png"):
+        top = {k[len(prefix) :] for k in keys if "/" not in k[len(prefix) :]}
+        for f in (
+            "summary.md",
+            "summary.csv",
+            "significance.csv",
+            "sessions.jsonl",
+            "tuner.pkl",
+            "validation_mean_acc1.png",
+        ):
             assert f in top, (f, sorted(top))
         assert any(k.startswith("experiment_state-") for k in top)
         assert any(k.startswith("events.out.tfevents") for k in top)  # the sweep's TensorBoard hparams
-        trials = sorted({k[len(prefix):].split("/")[0] for k in keys if k[len(prefix):].startswith("trial_")})
+        trials = sorted({k[len(prefix) :].split("/")[0] for k in keys if k[len(prefix) :].startswith("trial_")})
         assert len(trials) == 2
         for t in trials:
-            names = {k[len(prefix) + len(t) + 1:] for k in keys if k.startswith(prefix + t + "/")}
+            names = {k[len(prefix) + len(t) + 1 :] for k in keys if k.startswith(prefix + t + "/")}
             assert {"best/manifest.json", "run/metrics.jsonl", "result.json"} <= names, sorted(names)
             assert any(n.startswith("events.out.tfevents") for n in names)
             assert any(n.startswith("checkpoint_") for n in names)
-            params = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=f"{prefix}{t}/params.json")["Body"].read())
+            params = json.loads(
+                s3_server.client().get_object(Bucket=s3_bucket, Key=f"{prefix}{t}/params.json")["Body"].read()
+            )
             assert params["encoder"].startswith(f"s3://{s3_bucket}/sweeps/{name}/inputs/")  # not the driver's path
         summary = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "summary.md")["Body"].read().decode()
         assert "Trials: 2 (0 errored, 0 unfinished)" in summary and "checkpoint not kept" not in text
@@ -218,9 +241,28 @@ def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_ser
     name = unique_name("s3kill")
     storage = f"s3://{s3_bucket}/sweeps"
     prefix = f"sweeps/{name}/"
-    args = ["--storage", storage, "--name", name, "--methods", "reference", "--strategies", "fixed;random",
-            "--seeds", "0", "--num-cpus", "1", "--encoder", tiny["encoder"], "--epochs", str(epochs),
-            "--set", "device=cpu", "--set", "max_length=32"]
+    args = [
+        "--storage",
+        storage,
+        "--name",
+        name,
+        "--methods",
+        "reference",
+        "--strategies",
+        "fixed;random",
+        "--seeds",
+        "0",
+        "--num-cpus",
+        "1",
+        "--encoder",
+        tiny["encoder"],
+        "--epochs",
+        str(epochs),
+        "--set",
+        "device=cpu",
+        "--set",
+        "max_length=32",
+    ]
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
@@ -228,8 +270,7 @@ def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_ser
 
     def ready() -> bool:
         eps = list(_remote_epochs(s3_server, s3_bucket, prefix).values())
-        return (any(e and max(e) == epochs for e in eps)
-                and any(e and 2 <= max(e) < epochs - 2 for e in eps))
+        return any(e and max(e) == epochs for e in eps) and any(e and 2 <= max(e) < epochs - 2 for e in eps)
 
     log = tmp_path / "driver.log"
     killed = kill_when(ready, args, env, log, timeout=600, poll_s=0.3, kill_group=True, cwd=first)

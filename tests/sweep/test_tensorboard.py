@@ -10,14 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from counterarg.analysis.methods import labelled
+from counterarg.analysis.trials import TrialRecord
 from counterarg.sweep.hparams_table import LEAD, tag_of
 from counterarg.sweep.strategy_runs import STRATEGIES_DIR, write_strategy_runs
 from counterarg.sweep.tensorboard import SweepTBXLogger, epoch_scalars
-from counterarg.analysis.methods import labelled
-from counterarg.analysis.trials import TrialRecord
 
-from .tensorboard_server import (artifacts_dir, chromium, deep_text, get, hparams_experiment, no_browser_reason,
-                                 tensorboard, wait_for)
+from .tensorboard_server import (
+    artifacts_dir,
+    chromium,
+    deep_text,
+    get,
+    hparams_experiment,
+    no_browser_reason,
+    tensorboard,
+    wait_for,
+)
 
 METRIC = "validation_unseen/mean/acc@1"
 
@@ -44,20 +52,36 @@ def _accumulator(folder):
 def _hparams_data(folder) -> dict:
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    return {tag: plugin_data_pb2.HParamsPluginData.FromString(raw)
-            for tag, raw in _accumulator(folder).PluginTagToContent("hparams").items()}
+    return {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(raw)
+        for tag, raw in _accumulator(folder).PluginTagToContent("hparams").items()
+    }
 
 
-CONFIGS = [labelled(c, "recipe") for c in (  # as the sweep makes them: each carries its method and name
-    {"schedule": "fixed", "rate": 0.8, "seed": 0}, {"schedule": "fixed", "rate": 0.8, "seed": 1},
-    {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02, "seed": 0},
-    {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02, "seed": 1})]
+CONFIGS = [
+    labelled(c, "recipe")
+    for c in (  # as the sweep makes them: each carries its method and name
+        {"schedule": "fixed", "rate": 0.8, "seed": 0},
+        {"schedule": "fixed", "rate": 0.8, "seed": 1},
+        {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02, "seed": 0},
+        {"schedule": "decay", "rate_start": 0.8, "rate_step": 0.02, "seed": 1},
+    )
+]
 
 
 def _row(epoch: int, value: float, best_epoch: int) -> dict:
-    return {"epoch": epoch, "training_iteration": epoch, "done": False, "pid": 1, METRIC: value,
-            "test_unseen/mean/acc@1": value / 2, "validation_unseen/sdoc/acc@1": value + 0.1,
-            "test/mean/acc@1": value / 3, "train/loss": 1.0 / epoch, "select/best_epoch": best_epoch}
+    return {
+        "epoch": epoch,
+        "training_iteration": epoch,
+        "done": False,
+        "pid": 1,
+        METRIC: value,
+        "test_unseen/mean/acc@1": value / 2,
+        "validation_unseen/sdoc/acc@1": value + 0.1,
+        "test/mean/acc@1": value / 3,
+        "train/loss": 1.0 / epoch,
+        "select/best_epoch": best_epoch,
+    }
 
 
 def hand_sweep(root: Path, epochs: int = 3) -> list[TrialRecord]:
@@ -76,8 +100,11 @@ def hand_sweep(root: Path, epochs: int = 3) -> list[TrialRecord]:
             logger.log_trial_result(e, trial, row)
             history.append(row)
         logger.log_trial_end(trial)
-        records.append(TrialRecord(trial.trial_id, cfg, history, path=trial.local_path,
-                                   status="UNFINISHED" if i == 3 else "TERMINATED"))
+        records.append(
+            TrialRecord(
+                trial.trial_id, cfg, history, path=trial.local_path, status="UNFINISHED" if i == 3 else "TERMINATED"
+            )
+        )
     write_strategy_runs(records, root, METRIC)
     return records
 
@@ -97,25 +124,47 @@ def test_trials_log_their_metrics_by_name_and_the_sweep_columns(tmp_path):
         data = _hparams_data(rec.path)
         exp = data["_hparams_/experiment"].experiment
         assert [h.display_name for h in exp.hparam_infos] == [
-            "method", "strategy", "seed", "schedule", "rate", "rate_start", "rate_step", "rate_floor", "ended"]
+            "method",
+            "strategy",
+            "seed",
+            "schedule",
+            "rate",
+            "rate_start",
+            "rate_step",
+            "rate_floor",
+            "ended",
+        ]
         assert all(h.differs for h in exp.hparam_infos)  # else TensorBoard moves a column behind the others
-        assert [m.display_name for m in exp.metric_infos][:3] == [METRIC, "test_unseen/mean/acc@1",
-                                                                  "validation/mean/acc@1"]
+        assert [m.display_name for m in exp.metric_infos][:3] == [
+            METRIC,
+            "test_unseen/mean/acc@1",
+            "validation/mean/acc@1",
+        ]
         if not rec.finished:  # interrupted: no row yet (TensorBoard keeps the first; --resume writes it)
             assert "_hparams_/session_start_info" not in data and "_hparams_/session_end_info" not in data
             continue
         start = data["_hparams_/session_start_info"].session_start_info
         assert start.hparams["09 ended"].string_value == "epochs"
         assert start.group_name == rec.trial_id and start.hparams["03 seed"].string_value == str(rec.config["seed"])
-        assert start.hparams["02 strategy"].string_value == ("fixed 0.8" if rec.config["schedule"] == "fixed"
-                                                             else "decay 0.8-0.02")
+        assert start.hparams["02 strategy"].string_value == (
+            "fixed 0.8" if rec.config["schedule"] == "fixed" else "decay 0.8-0.02"
+        )
         assert ("05 rate" in start.hparams) == (rec.config["schedule"] == "fixed")  # only what it reads
         assert data["_hparams_/session_end_info"].session_end_info.status == 1  # STATUS_SUCCESS
 
 
 def test_epoch_scalars_keep_metrics_and_drop_tune_bookkeeping():
-    row = {"epoch": 2, "training_iteration": 2, "time_total_s": 9.0, "done": False, "validation/sdoc/acc@1": 0.5,
-           "train/loss": float("nan"), "mining/share_hard": 1, "trial_id": "x", "select/best_epoch": 2}
+    row = {
+        "epoch": 2,
+        "training_iteration": 2,
+        "time_total_s": 9.0,
+        "done": False,
+        "validation/sdoc/acc@1": 0.5,
+        "train/loss": float("nan"),
+        "mining/share_hard": 1,
+        "trial_id": "x",
+        "select/best_epoch": 2,
+    }
     assert epoch_scalars(row) == {"validation/sdoc/acc_1": 0.5, "mining/share_hard": 1.0, "select/best_epoch": 2.0}
 
 
@@ -128,8 +177,9 @@ def test_strategy_runs_average_the_finished_seeds(tmp_path):
     decay = _accumulator(tmp_path / STRATEGIES_DIR / "recipe-decay-0.8-0.02")
     # the decay trial t3 stopped at epoch 2 of 3: it is left out, t2 alone is averaged
     assert [round(e.value, 6) for e in decay.Scalars("validation_unseen/mean/acc_1")] == [0.4, 0.7, 0.6]
-    assert [e.value for e in decay.Scalars("strategy_band/validation_unseen/mean/acc_1/lower")] == \
-        [e.value for e in decay.Scalars("strategy_band/validation_unseen/mean/acc_1/upper")]  # one seed: no band
+    assert [e.value for e in decay.Scalars("strategy_band/validation_unseen/mean/acc_1/lower")] == [
+        e.value for e in decay.Scalars("strategy_band/validation_unseen/mean/acc_1/upper")
+    ]  # one seed: no band
     note = decay.Tensors("strategy/text_summary")[0].tensor_proto.string_val[0].decode()
     assert note.startswith("recipe: decay 0.8-0.02: mean over 1/2 seeds (1 unfinished)"), note
     fixed = _accumulator(tmp_path / STRATEGIES_DIR / "recipe-fixed-0.8")
@@ -153,8 +203,9 @@ def check_server(url: str, strategies: list[str]) -> dict:
     """What TensorBoard's own endpoints serve over a sweep folder: the HParams experiment as the page
     gets it (method, strategy, seed first; the sweep's metric first), the runs (the strategy runs,
     no "."), the custom-scalars layout and the strategy runs' data for its margin charts."""
-    runs = wait_for(lambda: (r := get(f"{url}/data/runs")) and set(strategies) <= set(r) and r,
-                    f"the strategy runs {strategies}")
+    runs = wait_for(
+        lambda: (r := get(f"{url}/data/runs")) and set(strategies) <= set(r) and r, f"the strategy runs {strategies}"
+    )
     assert "." not in runs, runs
     exp = wait_for(lambda: (e := hparams_experiment(url)).get("hparamInfos") and e, "the HParams experiment")
     shown = [h.get("displayName") or h["name"] for h in exp["hparamInfos"]]
@@ -220,8 +271,9 @@ def test_the_dashboard_in_chromium(smoke_sweep, tmp_path):
         shots = artifacts_dir()
         with chromium() as driver:
             driver.get(f"{url}/#hparams")
-            headers = wait_for(lambda: (h := deep_text(driver, ".table-header")) and METRIC in h and h,
-                               "the HParams table", timeout=90)
+            headers = wait_for(
+                lambda: (h := deep_text(driver, ".table-header")) and METRIC in h and h, "the HParams table", timeout=90
+            )
             assert {"method", "strategy", "seed", METRIC} <= set(headers), headers
             cells = deep_text(driver, ".table-cell")
             assert {"fixed 0", "random"} <= set(cells), cells
@@ -229,14 +281,24 @@ def test_the_dashboard_in_chromium(smoke_sweep, tmp_path):
             driver.save_screenshot(str(shots / "hparams.png"))
 
             driver.get(f"{url}/#custom_scalars")
-            chart = wait_for(lambda: [t for t in deep_text(driver, "tf-custom-scalar-margin-chart-card")
-                                      if t.startswith(METRIC) and "Matches (2)" in t], "the margin chart", timeout=90)
+            chart = wait_for(
+                lambda: [
+                    t
+                    for t in deep_text(driver, "tf-custom-scalar-margin-chart-card")
+                    if t.startswith(METRIC) and "Matches (2)" in t
+                ],
+                "the margin chart",
+                timeout=90,
+            )
             assert all(f"({s})" in chart[0] for s in strategies), chart  # a mean ± std band per strategy run
             driver.save_screenshot(str(shots / "custom_scalars.png"))
 
             driver.get(f"{url}/#scalars&tagFilter={tag_of(METRIC)}")
-            runs = wait_for(lambda: (t := " ".join(deep_text(driver, "tf-runs-selector"))) and strategies[0] in t and t,
-                            "the runs list", timeout=90)
+            runs = wait_for(
+                lambda: (t := " ".join(deep_text(driver, "tf-runs-selector"))) and strategies[0] in t and t,
+                "the runs list",
+                timeout=90,
+            )
             assert all(s in runs for s in strategies) and all(r.trial_id in runs for r in res.records), runs
             time.sleep(5)  # the charts draw after the runs list
             driver.save_screenshot(str(shots / "scalars.png"))

@@ -17,7 +17,9 @@ from counterarg.sweep.tuner import asha_settings, check_resume, search_fields, t
 
 def test_trial_folders_are_named_by_the_name_each_trial_carries():
     fixed = labelled({"schedule": "fixed", "rate": 0.8, "seed": 2}, "recipe")
-    assert trial_dirname(SimpleNamespace(trial_id="ab12_00001", config=fixed)) == "trial_ab12_00001_recipe-fixed-0.8_seed2"
+    assert (
+        trial_dirname(SimpleNamespace(trial_id="ab12_00001", config=fixed)) == "trial_ab12_00001_recipe-fixed-0.8_seed2"
+    )
     # the carried name wins over what the fields would say: nothing works it out again
     renamed = {**fixed, "label": "recipe: my own"}
     assert trial_dirname(SimpleNamespace(trial_id="t", config=renamed)) == "trial_t_recipe-my-own_seed2"
@@ -33,8 +35,14 @@ def test_trial_folders_are_named_by_the_name_each_trial_carries():
 def test_asha_settings_and_search_fields():
     grid = Sweep(name="g", base={"epochs": 6}, variants=strategy_grid("decay", (0,), ["recipe"]))
     assert search_fields(grid) == [] and asha_settings(grid) == (6, 2, 2)
-    search = Sweep(name="s", base={"epochs": 3}, param_space=margin_lr_space(), scheduler="asha",
-                   grace_period=1, reduction_factor=3)
+    search = Sweep(
+        name="s",
+        base={"epochs": 3},
+        param_space=margin_lr_space(),
+        scheduler="asha",
+        grace_period=1,
+        reduction_factor=3,
+    )
     assert search_fields(search) == ["margin", "lr"] and asha_settings(search) == (3, 1, 3)  # the drawn fields
 
 

@@ -4,25 +4,35 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import rows, strip_times
+
 from counterarg.cli import main
 from counterarg.config import REFERENCE_METHOD, Config
 from counterarg.training.loop import TrainingError, train
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [{}, {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4},
-                                   {"eval_training": True, "eval_mode": "fused", "loss": "infonce+pair_ce",
-                                    "fused_grid": (0.5, 5.0)}],  # a picked weight that is not 0
-                         ids=["frozen", "top1-length-buckets", "fused-eval-training"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"finetune": "top:1", "encoder_lr": 1e-3, "length_buckets": 4},
+        {"eval_training": True, "eval_mode": "fused", "loss": "infonce+pair_ce", "fused_grid": (0.5, 5.0)},
+    ],  # a picked weight that is not 0
+    ids=["frozen", "top1-length-buckets", "fused-eval-training"],
+)
 def test_resume_equals_uninterrupted(cfg, tmp_path, extra):
     cfg = cfg.replace(**extra)
     straight = train(cfg, tmp_path / "a", progress=False)
     train(cfg.replace(epochs=2), tmp_path / "b", progress=False)
     reported = []
-    resumed = train(cfg, tmp_path / "b", resume_from=tmp_path / "b" / "checkpoint", progress=False,
-                    report=lambda row, ck: reported.append(row["epoch"]))
+    resumed = train(
+        cfg,
+        tmp_path / "b",
+        resume_from=tmp_path / "b" / "checkpoint",
+        progress=False,
+        report=lambda row, ck: reported.append(row["epoch"]),
+    )
     assert reported == [3], "a resume trains only the epochs after its checkpoint"
     assert len(rows(tmp_path / "b")) == 3 and len(resumed) == 3
     assert strip_times(rows(tmp_path / "b")) == strip_times(rows(tmp_path / "a")) == strip_times(straight)
@@ -42,8 +52,11 @@ def test_training_learns_on_demo(cfg, tmp_path):
 
 @pytest.mark.slow
 def test_default_recipe_learns_and_reports_telemetry(cfg, tmp_path):
-    h = train(cfg.replace(epochs=3, lr=3e-3, batch_size=16, num_negatives=2, schedule="fixed", rate=0.0), tmp_path / "d",
-              progress=False)
+    h = train(
+        cfg.replace(epochs=3, lr=3e-3, batch_size=16, num_negatives=2, schedule="fixed", rate=0.0),
+        tmp_path / "d",
+        progress=False,
+    )
     assert h[-1]["train/infonce"] < h[0]["train/infonce"]
     shares = ("same_debate_same_side", "same_debate_other_side", "same_theme_other_debate", "other_theme")
     assert sum(h[0][f"mining/share_{k}"] for k in shares) == pytest.approx(1.0)
@@ -64,10 +77,10 @@ def test_the_checkpoint_holds_exactly_the_trained_encoder_weights(cfg, tmp_path,
     saved = torch.load(out / "checkpoint" / "state.pt", weights_only=True)["model"]["encoder"]
     pretrained = BertModel.from_pretrained(cfg.encoder).state_dict()
     if finetune == "top:1":  # the trained part holds the top layer as layers.0 (2-layer tiny BERT)
-        mapped = {"encoder.layer.1." + k[len("layers.0."):]: v for k, v in saved.items()}
+        mapped = {"encoder.layer.1." + k[len("layers.0.") :]: v for k, v in saved.items()}
         assert set(mapped) == {k for k in pretrained if k.startswith("encoder.layer.1.")}
     else:
-        mapped = {k[len("encoder."):]: v for k, v in saved.items()}
+        mapped = {k[len("encoder.") :]: v for k, v in saved.items()}
         assert set(mapped) == set(pretrained)
     moved = {k for k, v in mapped.items() if not torch.equal(v, pretrained[k])}
     used = {k for k in mapped if k.endswith("dense.weight") and not k.startswith("pooler.")}  # mean pooling
@@ -84,8 +97,9 @@ def test_index_backends_give_identical_runs(cfg, tmp_path, monkeypatch):
 
     made = []
     real = index_mod.make_index_pair
-    monkeypatch.setattr(index_mod, "make_index_pair",
-                        lambda backend, *a, **kw: made.append(r := real(backend, *a, **kw)) or r)
+    monkeypatch.setattr(
+        index_mod, "make_index_pair", lambda backend, *a, **kw: made.append(r := real(backend, *a, **kw)) or r
+    )
     base = cfg.replace(epochs=2, schedule="fixed", rate=0.3)
     ref = strip_times(train(base, tmp_path / "exact", progress=False))
     try:
@@ -108,8 +122,18 @@ def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
     .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
     import shutil
 
-    args = ["train", "--quiet", "--set", f"encoder={cfg.encoder}", "--set", "schedule=decay", "--set",
-            "rate_step=0.3", "--set", "eval_mode=rerank"]
+    args = [
+        "train",
+        "--quiet",
+        "--set",
+        f"encoder={cfg.encoder}",
+        "--set",
+        "schedule=decay",
+        "--set",
+        "rate_step=0.3",
+        "--set",
+        "eval_mode=rerank",
+    ]
     assert main(args + ["--out", str(tmp_path / "a"), "--epochs", "4"]) == 0
     assert main(args + ["--out", str(tmp_path / "c"), "--epochs", "3"]) == 0
     assert main(args + ["--out", str(tmp_path / "b"), "--epochs", "2"]) == 0
@@ -121,8 +145,12 @@ def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "completed the swap" in out and "starting fresh" not in out
     assert strip_times(rows(b)) == strip_times(rows(tmp_path / "a"))
-    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == ["best", "checkpoint", "config.json",
-                                                                         "metrics.jsonl"]
+    assert sorted(p.name for p in b.iterdir() if p.name != ".lock") == [
+        "best",
+        "checkpoint",
+        "config.json",
+        "metrics.jsonl",
+    ]
 
 
 def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, capsys):
@@ -164,8 +192,9 @@ def test_resume_without_a_checkpoint_keeps_recorded_rows(cfg, tmp_path):
 def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     """PBT's exploit/explore: a run resumed with another rate, lr and margin trains with them from
     the resumed epoch on; the history keeps every epoch's realised values, inherited ones included."""
-    base = cfg.replace(epochs=2, schedule="fixed", rate=0.8, lr=1e-3, margin=1.0, eval_mode="retrieval",
-                       loss="combined")  # the margin is a term of the reference loss
+    base = cfg.replace(
+        epochs=2, schedule="fixed", rate=0.8, lr=1e-3, margin=1.0, eval_mode="retrieval", loss="combined"
+    )  # the margin is a term of the reference loss
     train(base, tmp_path / "donor", progress=False)
     changed = base.replace(epochs=3, rate=0.3, lr=4e-4, margin=0.5)
     hist = train(changed, tmp_path / "taker", resume_from=tmp_path / "donor" / "checkpoint", progress=False)
@@ -179,8 +208,9 @@ def test_resume_with_changed_rate_lr_margin_applies_them(cfg, tmp_path):
     n = len(json.loads((tmp_path / "donor" / "config.json").read_text()))
     assert n == len(Config().to_dict())
     # the margin reaches the loss: the same resume with the old margin trains differently
-    same_margin = train(changed.replace(margin=1.0), tmp_path / "m", progress=False,
-                        resume_from=tmp_path / "donor" / "checkpoint")
+    same_margin = train(
+        changed.replace(margin=1.0), tmp_path / "m", progress=False, resume_from=tmp_path / "donor" / "checkpoint"
+    )
     assert same_margin[2]["train/loss"] != pytest.approx(hist[2]["train/loss"])
     assert same_margin[2]["loss/margin"] == 1.0
 
@@ -227,8 +257,10 @@ def test_training_and_evaluation_modules_never_import_ray():
     import subprocess
     import sys
 
-    code = ("import sys, counterarg, counterarg.training.loop, counterarg.evaluation.evaluate, counterarg.cli, "
-            "counterarg.serving.inference; "
-            "print('ray' in sys.modules)")
+    code = (
+        "import sys, counterarg, counterarg.training.loop, counterarg.evaluation.evaluate, counterarg.cli, "
+        "counterarg.serving.inference; "
+        "print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr

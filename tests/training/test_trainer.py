@@ -8,13 +8,19 @@ import json
 import pytest
 
 from counterarg.cli import main
-from counterarg.training.trainer import TrainingError
 from counterarg.training.loop import train
+from counterarg.training.trainer import TrainingError
+
 
 def test_nan_loss_names_epoch_and_step(cfg, tmp_path):
     with pytest.raises(TrainingError, match=r"epoch 1, step \d+"):
-        train(cfg.replace(lr=1e30, grad_clip=0.0, optimizer="adam", margin=1e30, loss="combined", head="linear",
-                          sim_dim=128), tmp_path / "n", progress=False)
+        train(
+            cfg.replace(
+                lr=1e30, grad_clip=0.0, optimizer="adam", margin=1e30, loss="combined", head="linear", sim_dim=128
+            ),
+            tmp_path / "n",
+            progress=False,
+        )
 
 
 def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path, capsys):
@@ -24,13 +30,39 @@ def test_fused_weight_is_picked_on_validation_and_used_by_evaluate(cfg, tmp_path
     from counterarg.model.biencoder import BiEncoder
 
     assert BiEncoder.from_checkpoint(tmp_path / "f" / "checkpoint").fused_w == h[-1]["eval/fused_w"]  # one home
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "f" / "checkpoint"), "--split", "test", "--quiet",
-                 "--json", str(tmp_path / "t.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "f" / "checkpoint"),
+                "--split",
+                "test",
+                "--quiet",
+                "--json",
+                str(tmp_path / "t.json"),
+            ]
+        )
+        == 0
+    )
     assert "test/mean/acc@1" in json.loads((tmp_path / "t.json").read_text())
     # a checkpoint trained without fused needs an explicit weight
     train(cfg.replace(epochs=1, batch_size=16), tmp_path / "r", progress=False)
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "r" / "checkpoint"), "--split", "test", "--quiet",
-                 "--set", "eval_mode=fused"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "r" / "checkpoint"),
+                "--split",
+                "test",
+                "--quiet",
+                "--set",
+                "eval_mode=fused",
+            ]
+        )
+        == 2
+    )
     assert "fused_w" in capsys.readouterr().err
 
 
