@@ -47,8 +47,8 @@ M = [
     (
         "the index field is ignored (always exact)",
         "counterarg/training/trainer.py",
-        "                backend, s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,",
-        '                "exact", s_p, s_c, leaf_size=cfg.leaf_size, shards=cfg.shards, block_size=cfg.block_size,',
+        "                backend,",
+        '                "exact",',
         ["tests/training/test_loop.py::test_index_backends_give_identical_runs"],
     ),
     (
@@ -99,8 +99,8 @@ M = [
     (
         "the curves plot the best seed instead of the mean",
         "counterarg/analysis/plots.py",
-        '    return {"epochs": epochs, "mean": [sum(v) / len(v) for v in vals], "min": [min(v) for v in vals],',
-        '    return {"epochs": epochs, "mean": [max(v) for v in vals], "min": [min(v) for v in vals],',
+        '        "mean": [sum(v) / len(v) for v in vals],',
+        '        "mean": [max(v) for v in vals],',
         ["tests/analysis/test_summary.py::test_markdown_and_files"],
     ),
     (
@@ -197,15 +197,15 @@ M = [
     (
         "test split scored every epoch regardless of test_every",
         "counterarg/training/trainer.py",
-        '            if split == "test" and not (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last)):',
-        '            if split == "test" and not (cfg.test_every):',
+        '            if s != "test" or (cfg.test_every and ((epoch + 1) % cfg.test_every == 0 or last))',
+        '            if s != "test" or (cfg.test_every)',
         ["tests/training/test_trainer.py::test_test_split_is_scored_only_on_due_epochs_and_the_last"],
     ),
     (
         "eval_training ignored",
         "counterarg/training/trainer.py",
-        '                           and (s != "training" or config.eval_training)]',
-        '                           and (s != "training")]',
+        '                if s in self.corpus.splits and (s != "training" or config.eval_training)',
+        '                if s in self.corpus.splits and (s != "training")',
         ["tests/training/test_trainer.py::test_eval_training_adds_training_split_metrics"],
     ),
     (
@@ -256,22 +256,22 @@ M = [
     (
         "an existing sweep folder is reused without --resume",
         "counterarg/sweep/runner.py",
-        "    if not resume and local is not None and (local / TUNER_FILE).exists():",
-        "    if False and not resume and local is not None and (local / TUNER_FILE).exists():",
+        "    if not resume and (work / TUNER_FILE).exists():",
+        "    if False and not resume and (work / TUNER_FILE).exists():",
         ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_run_again_on_resume"],
     ),
     (
         "--resume leaves errored trials errored",
         "counterarg/sweep/tuner.py",
-        "                                  resume_errored=True)",
-        "                                  resume_errored=False)",
+        "        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True, resume_errored=True)",
+        "        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True, resume_errored=False)",
         ["tests/sweep/test_runner.py::test_existing_sweep_is_refused_and_errored_trials_run_again_on_resume"],
     ),
     (
         "--resume retrains an errored trial from scratch",
         "counterarg/sweep/tuner.py",
-        "                                  resume_errored=True)",
-        "                                  restart_errored=True)",
+        "        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True, resume_errored=True)",
+        "        return tune.Tuner.restore(exp_path, trainable=runnable, resume_unfinished=True, restart_errored=True)",
         ["tests/sweep/test_failures.py::test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint"],
     ),
     (
@@ -352,7 +352,7 @@ M = [
     (
         "a partial sweep crowns winners from unfinished trials",
         "counterarg/analysis/verdicts.py",
-        "        if rec.status != FINISHED:",
+        "        if not rec.finished:",
         "        if False:",
         [
             "tests/analysis/test_verdicts.py::test_unfinished_trials_leave_their_strategy_out_and_stop_every_verdict",
