@@ -128,7 +128,9 @@ def preset_of(fields_: dict[str, Any]) -> str | None:
 
 
 def _same(a: Any, b: Any) -> bool:
-    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+
     return norm(a) == norm(b)
 
 
@@ -157,7 +159,8 @@ class Config:
     cache_dir: str | None = _f(None, MACHINE, RESUME, EVAL, CACHE)  # None -> $COUNTERARG_CACHE or ~/.cache/counterarg
     embed_batch_size: int = _f(16, MACHINE, EVAL)  # no-grad embedding passes (longest texts first)
     # encoder forward in training and embedding passes: auto | fp32 | bf16 | fp16; heads and loss stay
-    # fp32, fp16 adds a gradient scaler; auto = bf16 where the device has bf16 units (CUDA Ampere+, CPUs with AVX512-BF16/AMX), else fp32
+    # fp32, fp16 adds a gradient scaler; auto = bf16 where the device has bf16 units (CUDA Ampere+,
+    # CPUs with AVX512-BF16/AMX), else fp32
     precision: str = _f("auto", RESUME)
 
     # optimisation

@@ -42,7 +42,8 @@ def _own_ray_temp(monkeypatch):
     """Each test's Ray (in-process, sweep drivers it starts, cluster nodes) keeps its sessions in a
     temp root of its own (short: Ray's socket paths are length-limited), so state repair, which
     scans Ray's temp folders for the driver's staging copies, never sees another test's sessions.
-    Test sweeps also get unique names (``unique_name`` in tests/sweep/conftest.py), since repair scans /tmp/ray as well."""
+    Test sweeps also get unique names (``unique_name`` in tests/sweep/conftest.py), since repair
+    scans /tmp/ray as well."""
     import shutil
     import sys
     import tempfile
@@ -383,7 +384,8 @@ def each_field_changed(base):
 # ----------------------------------------------------------------------------- an S3 server on 127.0.0.1
 class S3Server:
     """moto's S3-compatible server (``moto[server]``, a dev extra: the app ``ThreadedMotoServer`` runs,
-    with a request counter in front) on a free 127.0.0.1 port, in a thread of this process: the real HTTP protocol, read by the real pyarrow and boto3 clients.
+    with a request counter in front) on a free 127.0.0.1 port, in a thread of this process: the real
+    HTTP protocol, read by the real pyarrow and boto3 clients.
     It counts what it serves (:attr:`requests`: one ``[method, path, bytes in, bytes out]`` per request),
     for the tests that measure what a sweep sends."""
 

@@ -391,10 +391,12 @@ def view_table(rows: Sequence[TaskRow], view: str, split: str = "test") -> str:
         for r in mine
     ]
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    fmt = lambda line: "  ".join(
-        cell.ljust(w) if i == 0 else cell.rjust(w)  # noqa: E731
-        for i, (cell, w) in enumerate(zip(line, widths))
-    ).rstrip()
+
+    def fmt(line: list[str]) -> str:
+        return "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))
+        ).rstrip()
+
     lines = [
         f"{split} split, {what}: {r0.n_queries} queries; acc@1, mean ± std over {r0.n_runs_a} runs of A "
         f"and {r0.n_runs_b} of B",

@@ -5,8 +5,9 @@ From the trials (plain :class:`~counterarg.analysis.trials.TrialRecord`) to the 
 
 * :func:`trial_hits`: per (task, view), strategy -> the ``[R, n]`` acc@1 hits of its *finished*
   trials (:attr:`TrialRecord.finished`: planned epochs, patience or ASHA) at their best epochs (ranks
-  kept in ``best_ranks.npz``). A strategy with an unfinished trial (stopped by Ctrl-C, errored) is *partial*: it is left out of every comparison, and no
-  verdict is made while any strategy is partial.
+  kept in ``best_ranks.npz``). A strategy with an unfinished trial (stopped by Ctrl-C, errored) is
+  *partial*: it is left out of every comparison, and no verdict is made while any strategy is
+  partial.
 * :func:`compare`: every pair of strategies in one (task, view), the seed-aware test
   (:func:`counterarg.analysis.significance.seed_test`, the verdict, ``p_value``), Holm-adjusted over the
   pairs of that (task, view) (``p_holm``), the seeds per strategy that would decide the gap

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(sub)} of {q} queries per task and extrapolated x{q / len(sub):.1f}"
     )
     print(
-        f"{'task':<6}{'pool':>8}{'ours ret ms':>13}{'ours rr ms':>12}{'ref ret ms':>13}{'ref rr ms':>12}{'rr speed-up':>13}"
+        f"{'task':<6}{'pool':>8}{'ours ret ms':>13}{'ours rr ms':>12}"
+        f"{'ref ret ms':>13}{'ref rr ms':>12}{'rr speed-up':>13}"
     )
     for task in task_names():
         mask = pools.mask(task).numpy()

@@ -233,7 +233,7 @@ def _cpu_name() -> str:
 def format_table(result: dict[str, Any]) -> str:
     """A markdown table of the rows plus the ratio lines."""
     lines = [
-        "| N | data | backend | build (s) | query-all k=%d (s) | build+query (s) | ids = exact |" % result["k"],
+        f"| N | data | backend | build (s) | query-all k={result['k']:d} (s) | build+query (s) | ids = exact |",
         "|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:

@@ -332,8 +332,9 @@ def gpu_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="counterarg bench gpu",
         description=(
-            "One epoch of the GPU preset (--config gpu: full fine-tuning) at bf16 and fp32 on CUDA (real corpus; throughput, peak memory, the "
-            "epoch's metrics); without CUDA a tiny CPU version of the same code"
+            "One epoch of the GPU preset (--config gpu: full fine-tuning) at bf16 and fp32 on CUDA "
+            "(real corpus; throughput, peak memory, the epoch's metrics); without CUDA a tiny CPU "
+            "version of the same code"
         ),
     )
     ap.add_argument("--corpus", help=f"corpus zip or folder (default {real_corpus_path()})")

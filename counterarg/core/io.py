@@ -337,8 +337,9 @@ def exclusive_lock(lock_path: Path, what: str, *, wait: bool = False) -> Iterato
     Without ``wait`` a second process (or a second lock in this one) gets :class:`FolderLockedError`
     at once, naming ``what`` and the holder's pid; with ``wait`` it blocks until the holder is done
     (a cache entry being built). The lock dies with its process, so a kill never leaves a stale lock
-    behind; the file itself stays unless its holder removes it (:func:`remove_lock_file`). It is opened with ``O_NOFOLLOW`` and must be a regular file with
-    one link (:class:`LockFileError` otherwise).
+    behind; the file itself stays unless its holder removes it (:func:`remove_lock_file`). It is
+    opened with ``O_NOFOLLOW`` and must be a regular file with one link (:class:`LockFileError`
+    otherwise).
     """
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)

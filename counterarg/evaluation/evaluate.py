@@ -206,7 +206,8 @@ def evaluate_split(
     arrays, any device); ``point_h``/``counter_h``: ``[Q, H]`` raw pooled encoder outputs, needed
     when ``mode``'s scorer (scorers.SCORERS) needs the classifier, together with
     ``classify(s_p, s_c, h_p, h_c) -> logits [M, 2]`` (put the model in eval mode first; it is
-    called under ``torch.no_grad``). With ``return_ranks`` returns ``(metrics, ranks)``, ranks as from :func:`query_ranks` (kept for per-query significance tests).
+    called under ``torch.no_grad``). With ``return_ranks`` returns ``(metrics, ranks)``, ranks as
+    from :func:`query_ranks` (kept for per-query significance tests).
     Raises :class:`EvaluationError` for an empty split or pool and for embeddings whose row count
     differs from ``pools.num_queries``.
     """

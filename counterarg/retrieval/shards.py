@@ -93,8 +93,8 @@ def ensure_ray(num_cpus: int | None = None, *, quiet: bool = True, runtime_env: 
     """Start a new local Ray, unless Ray is initialised: the one way this project starts a local Ray.
 
     Never attaches to a cluster another process left running on this machine (``address="local"``),
-    listens on 127.0.0.1 only (:func:`counterarg.ray_internals.loopback_only`), no dashboard. ``quiet`` (the sharded index):
-    no worker output on the driver and Ray's warnings only; a sweep driver
+    listens on 127.0.0.1 only (:func:`counterarg.ray_internals.loopback_only`), no dashboard.
+    ``quiet`` (the sharded index): no worker output on the driver and Ray's warnings only; a sweep driver
     (:func:`counterarg.sweep.runner.init_ray`) passes ``quiet=False`` and the ``runtime_env`` its
     workers need.
 

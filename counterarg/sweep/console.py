@@ -27,7 +27,7 @@ class SweepReporter(ProgressReporter):
     came 79 times. A search names its best trial by the values of its searched ``fields`` too
     (``recipe lr=0.00092``). Needs Tune's classic output engine (``RAY_AIR_NEW_OUTPUT=0``, set by
     :func:`counterarg.sweep.tuner.build_tuner`); the summary's tables follow the sweep.
-    """
+    """  # noqa: E501 - the example is one printed line, verbatim: split, it would no longer be the line
 
     ENDED = ("terminated", "error")
 
@@ -58,7 +58,8 @@ class SweepReporter(ProgressReporter):
         return since >= self.every_s or (ended != self._ended and since >= self.min_s)
 
     def label(self, trial) -> str:
-        """The trial's one name (the one it carries, :func:`~counterarg.analysis.methods.label_of`) and searched values."""
+        """The trial's one name (the one it carries, :func:`~counterarg.analysis.methods.label_of`)
+        and searched values."""
         try:
             cfg = Config.from_dict(dict(trial.config)).to_dict()
             return " ".join([label_of(cfg), *(f"{f}={short_value(cfg[f])}" for f in self.fields)])

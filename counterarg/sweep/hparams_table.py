@@ -14,8 +14,8 @@ The metrics keep the order written: the sweep's metric first, then the unseen vi
 The Trial ID column is 10em wide: a trial's session group is named by its short Tune id (the
 ``trial_id`` of summary.csv, the ``trial_<id>_...`` folder), which it shows in full, beside the
 strategy and seed columns. The last column, ``ended``, says how the trial ended
-(:data:`counterarg.analysis.endings.ENDINGS`: its planned epochs, patience, its scheduler). The protos are TensorBoard's own
-(``tensorboard.plugins.hparams``), carried in tensorboardX summaries.
+(:data:`counterarg.analysis.endings.ENDINGS`: its planned epochs, patience, its scheduler). The
+protos are TensorBoard's own (``tensorboard.plugins.hparams``), carried in tensorboardX summaries.
 """
 
 from __future__ import annotations

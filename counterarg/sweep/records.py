@@ -2,9 +2,9 @@
 
 Per trial: its full Config, its per-epoch rows (each epoch once: a resumed trial may report an
 epoch twice), how it ended (:mod:`counterarg.analysis.endings`: Tune calls a trial a Ctrl-C stopped
-TERMINATED too; its rows say it is unfinished), its status and short error, the per-query ranks of its best epoch and where that
-epoch's state is kept in storage. The summary (:mod:`counterarg.analysis.summary`) reads only these
-records.
+TERMINATED too; its rows say it is unfinished), its status and short error, the per-query ranks of
+its best epoch and where that epoch's state is kept in storage. The summary
+(:mod:`counterarg.analysis.summary`) reads only these records.
 """
 
 from __future__ import annotations

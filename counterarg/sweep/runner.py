@@ -4,8 +4,8 @@ lock. The Tuner it runs is built by :mod:`counterarg.sweep.tuner`; what the swee
 
 * **Crash safety**: ``TUNE_GLOBAL_CHECKPOINT_S`` (1 s on local disk instead of Ray's >= 10 s, 10 s on
   object storage: :func:`counterarg.sweep.tuner.snapshot_period`) so the experiment state is at most
-  that far behind; a SIGKILLed driver then resumes each trial from its last epoch checkpoint (a torn state file is repaired first,
-  :func:`counterarg.sweep.recovery.repair_experiment_state`).
+  that far behind; a SIGKILLed driver then resumes each trial from its last epoch checkpoint (a torn
+  state file is repaired first, :func:`counterarg.sweep.recovery.repair_experiment_state`).
 * **Lost nodes**: ``FailureConfig(max_failures=Sweep.max_failures)``: a trial whose node or worker
   process is lost continues from its last epoch checkpoint wherever there is room, by itself; an
   error of the training (NaN loss, bad encoder path) ends its trial at once, recorded with its

@@ -17,16 +17,17 @@ Example (``sweeps/spaces/recipe.json``)::
 
     {"finetune": {"choice": ["none", "top:1"]}, "lr": {"loguniform": [1e-4, 3e-3]}}
 
-Every trial starts from a method's fields (:func:`counterarg.sweep.spaces.method_start`: ``recipe``, the Config defaults,
-or ``reference``); the space's fields replace them. Checked before anything runs, each error naming
-the file and the key: an unknown field (with a close match), an unknown domain kind, a bound or
-value that does not fit the field (each choice, each bound, built into a Config with the fixed
-fields; a float range on an integer field), two categorical values that cannot go together
-(every combination of the choices is built), ``seed`` (use ``--seeds``), a searched ``epochs``
-(ASHA's rungs count epochs: ``--epochs``), ``select_metric`` (the sweep selects on one metric:
-``--set``). Fields that ``--set`` (the sweep's shared base) also sets are refused as given twice.
-A search keeps its space in its folder (:func:`save_space`, ``search_space.json``): ``--resume``
-with another space is refused (:func:`space_changes`), since Tune would go on sampling the first.
+Every trial starts from a method's fields (:func:`counterarg.sweep.spaces.method_start`: ``recipe``,
+the Config defaults, or ``reference``); the space's fields replace them. Checked before anything
+runs, each error naming the file and the key: an unknown field (with a close match), an unknown
+domain kind, a bound or value that does not fit the field (each choice, each bound, built into a
+Config with the fixed fields; a float range on an integer field), two categorical values that cannot
+go together (every combination of the choices is built), ``seed`` (use ``--seeds``), a searched
+``epochs`` (ASHA's rungs count epochs: ``--epochs``), ``select_metric`` (the sweep selects on one
+metric: ``--set``). Fields that ``--set`` (the sweep's shared base) also sets are refused as given
+twice. A search keeps its space in its folder (:func:`save_space`, ``search_space.json``):
+``--resume`` with another space is refused (:func:`space_changes`), since Tune would go on sampling
+the first.
 """
 
 from __future__ import annotations

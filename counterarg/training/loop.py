@@ -1,4 +1,5 @@
-"""One full training run: the reference method or the default recipe: re-mine hard negatives, train, evaluate, checkpoint, per epoch.
+"""One full training run: the reference method or the default recipe: re-mine hard negatives, train,
+evaluate, checkpoint, per epoch.
 
 ``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (sweep/trainable.py) wraps it and this
 module never imports Ray. This module is the epoch loop and the run folder (``config.json``,
@@ -176,7 +177,7 @@ def _epochs(
             row["select/best_epoch"] = chosen
         state = make_state(epoch + 1, history, run.model.state(), run.state())
 
-        def fill(folder: Path) -> None:
+        def fill(folder: Path, state=state) -> None:  # this epoch's state, bound now (B023)
             write_state(folder, state)
             config.save(folder / "config.json")
             best.save(folder)

@@ -95,7 +95,8 @@ class Trainer:
         return s_p.cpu().numpy(), s_c.cpu().numpy()
 
     def mine(self, emb: dict[str, torch.Tensor], split: str, rate: float, rng: np.random.Generator):
-        """The reference implementation's mining rule over this split's point and counter trees, rebuilt on new embeddings.
+        """The reference implementation's mining rule over this split's point and counter trees,
+        rebuilt on new embeddings.
 
         Training mines with the configured backend; its trees are kept across epochs (``rebuild``
         reuses the sharded backend's actors). The validation loss mines with ``exact``: every

@@ -96,12 +96,13 @@ def write_run(
     base_seed: int = 7,
     corpus: str | None = "arguana",
 ) -> Path:
-    """A run folder holding ``best_ranks.npz`` as training leaves it: a query of a task is a hit (rank
-    1) where its difficulty (uniform, shared by every run: ``base_seed``) is below ``p`` plus the seed's
-    own shift, and 5% of the queries flip at random per run. ``layout``: ``run`` (``counterarg train --out``: config.json, best/, checkpoint/),
-    ``trial`` (a sweep trial: params.json, checkpoint_000001/ and the newer checkpoint_000003/) or
-    ``checkpoint`` (the ranks in the folder itself). ``corpus`` names the query texts the ranks record
-    (``{split}/queries``; None: none recorded, as ranks kept before they were)."""
+    """A run folder holding ``best_ranks.npz`` as training leaves it: a query of a task is a hit
+    (rank 1) where its difficulty (uniform, shared by every run: ``base_seed``) is below ``p`` plus
+    the seed's own shift, and 5% of the queries flip at random per run. ``layout``: ``run``
+    (``counterarg train --out``: config.json, best/, checkpoint/), ``trial`` (a sweep trial:
+    params.json, checkpoint_000001/ and the newer checkpoint_000003/) or ``checkpoint`` (the ranks
+    in the folder itself). ``corpus`` names the query texts the ranks record (``{split}/queries``;
+    None: none recorded, as ranks kept before they were)."""
     from counterarg.retrieval.pools import query_digest
 
     difficulty = np.random.default_rng(base_seed).random((len(TASKS), n))  # [T, n], shared by runs

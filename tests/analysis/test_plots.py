@@ -46,7 +46,7 @@ def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
     """Issue 23.11: the telemetry put L2 distances (up to 7) and distances of unit vectors (about 0.9)
     on one axis; each eval_metric now has its own panel, strategies named alike in all of them."""
     recs = ranked_records()
-    for i, r in enumerate(recs):
+    for r in recs:
         r.config["eval_metric"] = "l2" if r.config["rate"] == 0.5 else "cosine"
         r.history[0]["mining/dist_negative"] = 7.0 if r.config["eval_metric"] == "l2" else 0.9
         r.history[0]["mining/share_hard"] = 1.0

@@ -211,7 +211,7 @@ def test_format_table(one_debate):
     text = format_table(m, "test", one_debate)
     lines = text.splitlines()
     assert lines[0].split() == ["test", "acc@1", "acc@5", "acc@10", "mrr", "pool"]
-    assert [l.split()[0] for l in lines[2:]] == [*TASKS, "mean"]
+    assert [line.split()[0] for line in lines[2:]] == [*TASKS, "mean"]
     assert lines[-2].split()[-1] == "5.0"  # epa pool: 3 counters + 2 other points
     with pytest.raises(EvaluationError):
         format_table(m, "validation")

@@ -123,7 +123,7 @@ def main() -> None:
     reqs = here.recv()[n0:]
     by = Counter()
     sent = Counter()
-    for method, path, n_in, _ in reqs:
+    for _method, path, n_in, _ in reqs:
         k = who(path, f"sweeps/{name}")
         by[k] += 1
         sent[k] += n_in
@@ -172,7 +172,7 @@ def serve(conn) -> None:
 
     server = S3Server()
     conn.send(server.env())
-    while (msg := conn.recv()) != "stop":
+    while conn.recv() != "stop":
         conn.send(list(server.requests))
     server.stop()
 

@@ -158,7 +158,7 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
     caches = {n: tmp_path / f"cache-{n}" for n in ("a", "b")}
     try:
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-        for n, cache in caches.items():
+        for cache in caches.values():
             cluster.add_node(num_cpus=1, env_vars={"COUNTERARG_CACHE": str(cache), "PYTHONPATH": ""})
         cluster.wait_for_nodes()
         name = unique_name("s3smoke")
