@@ -171,14 +171,14 @@ def test_rank_new_argument(trained, tmp_path, capsys):
 
 # ---------------------------------------------------------------- named errors for bad rank/evaluate input
 def test_rank_k_must_be_positive(trained, capsys):
-    """Finding 9: --k 0 / --k -3 printed "best 0" / "best 69 of 72"; now a named error, exit 2."""
+    """--k 0 / --k -3 printed "best 0" / "best 69 of 72"; now a named error, exit 2."""
     for k in ("0", "-3"):
         assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--k", k]) == 2
         assert f"--k must be >= 1, got {k}" in capsys.readouterr().err
 
 
 def test_candidates_keep_their_file_line_numbers(trained, tmp_path, capsys):
-    """Finding 9: line numbers name the file's own lines, empty lines counted."""
+    """Line numbers name the file's own lines, empty lines counted."""
     cands = tmp_path / "c.txt"
     cands.write_text("\n\nonly candidate\n")
     assert main(["rank", "--checkpoint", str(trained / "checkpoint"), "--text", "x", "--candidates", str(cands)]) == 0
@@ -189,7 +189,7 @@ def test_candidates_keep_their_file_line_numbers(trained, tmp_path, capsys):
     "kind, match", [("latin1", "not valid UTF-8"), ("folder", "is not a file"), ("missing", "not found")]
 )
 def test_bad_candidates_files_are_named(trained, tmp_path, capsys, kind, match):
-    """Finding 8: --candidates in Latin-1 or a folder gave a traceback."""
+    """--candidates in Latin-1 or a folder gave a traceback."""
     path = tmp_path / "c.txt"
     if kind == "latin1":
         path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
@@ -201,7 +201,7 @@ def test_bad_candidates_files_are_named(trained, tmp_path, capsys, kind, match):
 
 
 def test_rank_text_file(trained, tmp_path, capsys, monkeypatch):
-    """Finding 9: --text-file for long texts; a BOM is dropped; over the size limit is a named error."""
+    """--text-file for long texts; a BOM is dropped; over the size limit is a named error."""
     import counterarg.cli as cli
 
     text = tmp_path / "arg.txt"
@@ -214,7 +214,7 @@ def test_rank_text_file(trained, tmp_path, capsys, monkeypatch):
 
 
 def test_evaluate_json_at_a_folder_is_a_named_error(trained, tmp_path, capsys):
-    """Finding 8: evaluate --json at a folder."""
+    """Evaluate --json at a folder."""
     assert (
         main(
             [
@@ -373,7 +373,7 @@ def test_train_prints_corpus_counts(tiny_encoder, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder, tmp_path, capsys, monkeypatch):
-    """Issue 23.6: the first `rank` against a frozen-encoder checkpoint re-encoded every counter of
+    """The first `rank` against a frozen-encoder checkpoint re-encoded every counter of
     the split although training had cached their pooled features; it now runs only the heads over
     the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
     import counterarg.model.biencoder as biencoder_mod
@@ -418,10 +418,10 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     assert [r["score"] for r in fast["results"]] == pytest.approx([r["score"] for r in slow["results"]], abs=1e-5)
 
 
-# ---------------------------------------------------------------- issue 22: machine fields, named errors, full disk
+# ---------------------------------------------------------------- machine fields, named errors, full disk
 @pytest.mark.slow
 def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_encoder, tmp_path, capsys, monkeypatch):
-    """Item 6: a checkpoint trained with --set cache_dir=/their/cache wrote evaluate's and rank's
+    """A checkpoint trained with --set cache_dir=/their/cache wrote evaluate's and rank's
     caches there (or failed where it does not exist); they go to $COUNTERARG_CACHE now."""
     import shutil
 
@@ -480,7 +480,7 @@ def test_evaluate_and_rank_use_this_machines_cache_not_the_checkpoints(tiny_enco
 
 
 def test_rank_a_npy_of_a_default_checkpoint(trained, tmp_path, capsys):
-    """Item 8: with sim_dim=0 (the encoder width) rank --candidates X.npy said "expected [2, 0]";
+    """With sim_dim=0 (the encoder width) rank --candidates X.npy said "expected [2, 0]";
     the width is resolved, and a fused checkpoint is told to score with --set eval_mode=retrieval."""
     texts = tmp_path / "t.txt"
     texts.write_text("first counter\nsecond counter\n")
@@ -530,7 +530,7 @@ def test_rank_a_npy_of_a_default_checkpoint(trained, tmp_path, capsys):
     ],
 )
 def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
-    """Item 8: each of these gave a traceback; now exit 2 with one line naming the file or value."""
+    """Each of these gave a traceback; now exit 2 with one line naming the file or value."""
     ck = str(trained / "checkpoint")
     texts = tmp_path / "t.txt"
     texts.write_text("a text\n")
@@ -569,7 +569,7 @@ def test_bad_input_is_a_named_error(trained, tmp_path, capsys, case):
 def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(
     trained, tiny_encoder, tmp_path, capsys, monkeypatch
 ):
-    """Item 8 (the hook form of a 30 MB tmpfs that fills): train, evaluate, embed and export name
+    """The hook form of a 30 MB tmpfs that fills: train, evaluate, embed and export name
     the full disk in one line (exit 1, no traceback) and the previous checkpoint, best/, export and
     files stay as they were; rank still prints its ranking without its cache."""
     import errno

@@ -138,7 +138,7 @@ def _same_numbers(texts, values) -> bool:
 
 
 def test_readme_configuration_table_states_configs_defaults():
-    """Issue 23.4: the README's defaults drifted from Config's (select_metric, epochs). Every row of
+    """The README's defaults drifted from Config's (select_metric, epochs). Every row of
     its Configuration table names fields and their defaults; each must be Config's own."""
     text = CONFIG_DOC.read_text(encoding="utf-8") + "\n".join(
         p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")) if p != CONFIG_DOC

@@ -10,7 +10,7 @@ BEIR (Thakur et al., 2021) made one retrieval task of the ArguAna Counterargs co
   encoder puts before the text; training and validation documents have none;
 * **relevant**: one document per query, the point's own counter (``...pro02b``, gain 1); the five
   test points without a counter file keep a judgement whose document is not in the collection, so
-  they score 0 (BEIR issue #101 reports one of them);
+  they score 0 (beir-cellar/beir#101 reports one of them);
 * **excluded**: the query's own document (MTEB's ``ignore_identical_ids`` drops a result whose id
   equals the query's id);
 * **measures** (pytrec_eval over the top 1,000): nDCG@10 (MTEB's main score), nDCG@1, MRR@10, Recall@100.

@@ -137,7 +137,7 @@ def run_folder(trial_id: str) -> Path:
     worker that is the driver's staging folder, which Tune's background sync copies into storage
     while ``train()`` swaps ``checkpoint/`` inside it (a ``FileNotFoundError`` for
     ``run/.checkpoint.old/...``, a failed experiment-state upload, a state on disk naming checkpoints
-    Tune had deleted: issue 22, item 1). The trial's working folder is never synced
+    Tune had deleted). The trial's working folder is never synced
     (``SyncConfig(sync_artifacts=False)``); Tune keeps what the run reports (its checkpoints) and
     :func:`mirror_run_files` copies the rest. Outside a Tune session: a fresh temporary folder.
     """

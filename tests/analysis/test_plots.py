@@ -43,7 +43,7 @@ def test_telemetry_plot_is_skipped_without_telemetry_and_drawn_with_it(tmp_path)
 
 
 def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
-    """Issue 23.11: the telemetry put L2 distances (up to 7) and distances of unit vectors (about 0.9)
+    """The telemetry put L2 distances (up to 7) and distances of unit vectors (about 0.9)
     on one axis; each eval_metric now has its own panel, strategies named alike in all of them."""
     recs = ranked_records()
     for r in recs:
@@ -60,7 +60,7 @@ def test_l2_and_cosine_distances_get_panels_of_their_own(tmp_path):
 
 
 def test_validation_curves_mark_epochs_with_fewer_seeds(tmp_path):
-    """Issue 23.11: after one seed stopped early, the curve silently averaged the seeds left."""
+    """After one seed stopped early, the curve silently averaged the seeds left."""
     from counterarg.analysis.plots import plot_curves
     from counterarg.analysis.trials import TrialRecord
 

@@ -15,7 +15,7 @@ from .conftest import summary_records
 
 
 def test_summary_names_command_epochs_versions_commit_and_sums_every_session(tmp_path, monkeypatch):
-    """Issue 23.9: summary.md had no command line, epochs, versions or commit, and after a resume
+    """summary.md had no command line, epochs, versions or commit, and after a resume
     its wall time covered only the resumed part."""
     monkeypatch.chdir(tmp_path)
     corpus = tmp_path / "data" / "corpus.zip"

@@ -136,7 +136,7 @@ def test_zero_shot_baseline_in_tables_and_files(tmp_path):
 
 
 def test_summary_names_checkpoints_relative_to_the_sweep_folder(tmp_path):
-    """Issue 23.10: summary.md named each best checkpoint by this machine's absolute path."""
+    """summary.md named each best checkpoint by this machine's absolute path."""
     from counterarg.core.paths import absolute_paths_in
 
     recs = summary_records()

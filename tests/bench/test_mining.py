@@ -23,7 +23,7 @@ def test_bench_mining_tiny(tmp_path, monkeypatch, capsys):
         assert {r["backend"] for r in rows} >= {"exact", "balltree", "sharded-balltree"}
         assert all(r["ids_agree_with_exact"] == 1.0 for r in rows if r["backend"] != "faiss-flat")
         assert "sharded-balltree" in out.read_text()
-        assert not absolute_paths_in(out.read_text()), out.read_text()  # issue 23.10: no path of this machine
+        assert not absolute_paths_in(out.read_text()), out.read_text()  # no path of this machine
         # a backend that returns other neighbours makes the bench fail, naming it
         import numpy as np
 

@@ -39,7 +39,7 @@ def test_swap_writes_a_manifest_and_leaves_nothing_behind(tmp_path):
 
 
 def test_kill_between_the_two_renames_completes_the_swap(tmp_path):
-    """Finding 2: only .checkpoint.old (epoch 7) and a complete .checkpoint.XXXX (epoch 8) remain."""
+    """Only .checkpoint.old (epoch 7) and a complete .checkpoint.XXXX (epoch 8) remain."""
     _checkpoint(tmp_path / ".checkpoint.old", 7)
     _checkpoint(tmp_path / ".checkpoint.k2j4x9aa", 8)
     done = recover_dir(tmp_path / "checkpoint")
@@ -95,7 +95,7 @@ def test_failed_fill_keeps_the_old_checkpoint(tmp_path):
 
 
 def test_second_writer_gets_a_named_error_at_once(tmp_path):
-    """Finding 4: the lock is exclusive and non-blocking; it is released when the holder ends."""
+    """The lock is exclusive and non-blocking; it is released when the holder ends."""
     with folder_lock(tmp_path, "run folder"):
         with pytest.raises(FolderLockedError, match=f"run folder {tmp_path} is in use.*pid {os.getpid()}"):
             with folder_lock(tmp_path, "run folder"):
@@ -161,7 +161,7 @@ def _swap_killed_at(target, n, epoch):
 
 @pytest.mark.parametrize("existed", [True, False])
 def test_a_kill_at_every_rename_of_the_swap_leaves_the_old_or_the_new_folder(tmp_path, existed):
-    """Issue 22 (one crash-safe swap): a SIGKILL at each rename of a swap, then recovery, gives the
+    """One crash-safe swap: a SIGKILL at each rename of a swap, then recovery, gives the
     previous folder or the new one, whole (content matches its manifest's epoch), and nothing else;
     a swap started after the kill recovers on its own and leaves no leftover."""
     outcomes = []
@@ -207,7 +207,7 @@ def test_a_swap_after_an_unrecovered_kill_keeps_the_only_copy(tmp_path):
 
 
 def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(tmp_path):
-    """Issue 22 item 4: a symlinked or hard-linked OUT/.lock is never opened through."""
+    """A symlinked or hard-linked OUT/.lock is never opened through."""
     from counterarg.core.io import LockFileError
 
     victim = tmp_path / "victim"
@@ -230,7 +230,7 @@ def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(tmp_p
 
 
 def test_a_full_disk_is_named_with_what_was_kept(tmp_path, monkeypatch):
-    """Issue 22 item 8: ENOSPC at any write of a swap, a file write or a row append is a
+    """ENOSPC at any write of a swap, a file write or a row append is a
     DiskFullError naming the file and what was kept, and the previous content stays."""
     import errno
 
@@ -288,7 +288,7 @@ def test_a_library_write_error_on_an_almost_full_disk_is_a_full_disk(tmp_path, m
 
 
 def test_a_lock_file_is_removed_by_its_holder_and_a_stale_name_is_refused(tmp_path, monkeypatch):
-    """Issue 23, item 13: sweeps left ``results/.<name>.lock`` behind. The holder removes it as it
+    """Sweeps left ``results/.<name>.lock`` behind. The holder removes it as it
     finishes; a process that had opened the file just before that gets a named error, not a lock on
     a file no one else sees."""
     import fcntl

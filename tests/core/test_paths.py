@@ -83,7 +83,7 @@ def _committed_results() -> list[Path]:
 
 
 def test_no_committed_result_file_holds_an_absolute_path():
-    """Issue 23.10: committed summaries named the folders of the machine (and the temp files) they
+    """Committed summaries named the folders of the machine (and the temp files) they
     were made on; outputs write paths relative to their own folder."""
     files = _committed_results()
     assert any(f.name == "summary.md" for f in files)

@@ -109,7 +109,7 @@ def test_real_corpus_counts(real_corpus):
 
 # ---------------------------------------------------------------- hidden files, symlinks, BOM, size limits
 def test_hidden_folders_are_reported(tmp_path):
-    """Finding 9: test/.economy is skipped, but said, not dropped without a word."""
+    """A hidden folder (test/.economy) is skipped, but said, not dropped without a word."""
     files = small_files()
     files[f"{ROOT}/training/.economy/d/pro/pro01a-point.txt"] = "hidden point"
     root = make_tree(tmp_path / "u", files)
@@ -155,7 +155,7 @@ def test_hidden_folders_are_said_by_train(tiny_encoder, tmp_path, capsys):
 
 
 def test_symlink_outside_the_corpus_folder_is_refused(tmp_path):
-    """Finding 9: a symlink inside a corpus folder is not followed outside it."""
+    """A symlink inside a corpus folder is not followed outside it."""
     outside = tmp_path / "secret.txt"
     outside.write_text("not an argument")
     root = make_tree(tmp_path / "u", small_files())
@@ -170,7 +170,7 @@ def test_symlink_outside_the_corpus_folder_is_refused(tmp_path):
 
 
 def test_utf8_byte_order_mark_is_stripped(tmp_path):
-    """Finding 9: a BOM is not part of the text."""
+    """A BOM is not part of the text."""
     files = small_files()
     files[f"{ROOT}/training/economy/house-would-tax/con/con01a-point.txt"] = b"\xef\xbb\xbfTaxes hurt growth.\n"
     root = make_tree(tmp_path / "u", files)
@@ -181,7 +181,7 @@ def test_utf8_byte_order_mark_is_stripped(tmp_path):
 
 
 def test_file_over_the_size_limit_is_named(tmp_path, monkeypatch):
-    """Finding 6: a huge file fails at once with its name, before it is read."""
+    """A huge file fails at once with its name, before it is read."""
     import counterarg.data.corpus as corpus_mod
 
     monkeypatch.setattr(corpus_mod, "MAX_FILE_BYTES", 100)

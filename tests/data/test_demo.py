@@ -28,7 +28,7 @@ def test_demo_corpus_is_written_once_and_the_same_for_the_same_seed(tmp_path):
 
 
 def test_a_demo_corpus_cut_short_by_a_full_disk_leaves_none_half_written(tmp_path, monkeypatch):
-    """Issue 22 item 8: writing the demo corpus into a full cache gave an Errno 28 traceback and
+    """Writing the demo corpus into a full cache gave an Errno 28 traceback and
     could leave a half-written folder; now a named DiskFullError and nothing in its place."""
     import errno
 

@@ -26,7 +26,7 @@ def setup(tiny_encoder, tmp_path):
 
 @pytest.mark.slow
 def test_cache_records_sha256_and_rebuilds_a_cut_short_array(setup, capsys):
-    """Finding 8: a truncated .npy is detected (sha256 in meta.json) and rebuilt, with a message."""
+    """A truncated .npy is detected (sha256 in meta.json) and rebuilt, with a message."""
     cfg, table = setup
     first = cached_inputs(cfg, table, device=torch.device("cpu"), progress=False)["pooled"]
     folder, _ = cache_folder(cfg, table)
@@ -188,7 +188,7 @@ def test_a_second_builder_waits_for_the_first_and_builds_nothing(tmp_path):
 
 
 def test_a_symlinked_cache_lock_is_refused_and_its_target_untouched(setup, tmp_path):
-    """Issue 22 item 4: ``ln -sf ~/victim $CACHE/features/<entry>.lock`` must not empty ~/victim."""
+    """``ln -sf ~/victim $CACHE/features/<entry>.lock`` must not empty ~/victim."""
     from counterarg.core.io import LockFileError
 
     cfg, table = setup
@@ -204,7 +204,7 @@ def test_a_symlinked_cache_lock_is_refused_and_its_target_untouched(setup, tmp_p
 
 @pytest.mark.slow
 def test_an_entry_whose_hashes_match_but_cannot_be_read_is_rebuilt(setup, capsys):
-    """Issue 22 item 5: any read error (here an object array, sealed with its own sha256) rebuilds."""
+    """Any read error (here an object array, sealed with its own sha256) rebuilds."""
     from counterarg.core.io import sha256_file
 
     cfg, table = setup
@@ -220,7 +220,7 @@ def test_an_entry_whose_hashes_match_but_cannot_be_read_is_rebuilt(setup, capsys
 
 
 def test_a_build_cut_short_by_a_full_disk_leaves_no_half_entry(tmp_path):
-    """Issue 22 items 5 and 8: the entry is filled beside its place and swapped in whole, so a
+    """The entry is filled beside its place and swapped in whole, so a
     build that fails (disk full) leaves no entry and no leftover, and says that the disk is full."""
     import errno
 

@@ -106,7 +106,7 @@ def test_best_ranks_take_only_a_strictly_better_finite_row(tmp_path):
 
 
 def test_best_is_repaired_after_a_kill_between_its_renames(cfg, tmp_path, capsys):
-    """Issue 22 item 2: a kill between best/'s two renames left .best.old and a fill folder, and a
+    """A kill between best/'s two renames left .best.old and a fill folder, and a
     kill before its manifest left .best.XXXX forever; reading R/best and --resume repair both."""
     import shutil
 
@@ -133,7 +133,7 @@ def test_best_is_repaired_after_a_kill_between_its_renames(cfg, tmp_path, capsys
 
 
 def test_best_ranks_that_cannot_be_read_are_left_out_with_a_warning(tmp_path, capsys):
-    """Issue 22 item 5: an object array in best_ranks.npz gave a ValueError traceback."""
+    """An object array in best_ranks.npz gave a ValueError traceback."""
     np.savez(tmp_path / BestRanks.FILE, epoch=np.array(1), **{"test/sdoc": np.array([{"x": 1}], dtype=object)})
     assert read_best_ranks(tmp_path) is None
     (tmp_path / BestRanks.FILE).write_bytes(b"PK\x03\x04 cut")

@@ -83,7 +83,7 @@ def test_scoring_weight_is_the_configs_else_the_picked_one(top1_checkpoint):
 
 @pytest.mark.slow
 def test_a_checkpoints_machine_fields_are_this_machines(tiny_encoder, tmp_path, monkeypatch):
-    """Issue 22 item 6: cache_dir, device, ... of the machine that trained are not taken."""
+    """Cache_dir, device, ... of the machine that trained are not taken."""
     from counterarg.config import MACHINE_FIELDS
 
     elsewhere = tmp_path / "their-node" / "cache"

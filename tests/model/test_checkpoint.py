@@ -24,7 +24,7 @@ class _Planted:
 
 
 def test_planted_pickle_checkpoint_is_refused_not_run(tiny_encoder, tmp_path, capsys):
-    """Finding 1: a state.pt whose unpickling would run a command is refused with a named error."""
+    """A state.pt whose unpickling would run a command is refused with a named error."""
     marker = tmp_path / "ran"
     folder = tmp_path / "evil"
     folder.mkdir()
@@ -50,7 +50,7 @@ def test_checkpoint_holds_tensors_and_plain_data_only(cfg, tmp_path):
 
 
 def test_cut_short_and_bit_flipped_checkpoints_are_named(cfg, tmp_path, capsys):
-    """Finding 8: truncated/garbage checkpoints and bit flips give a named error with file and last epoch."""
+    """Truncated/garbage checkpoints and bit flips give a named error with file and last epoch."""
 
     run = tmp_path / "r"
     train(cfg.replace(epochs=2), run, progress=False)

@@ -24,7 +24,7 @@ def no_pooler_encoder(tiny_encoder, tmp_path):
 def test_pooler_pooling_without_saved_pooler_weights_is_a_named_error(
     no_pooler_encoder, tiny_encoder, tmp_path, capsys
 ):
-    """Finding 3: transformers would draw a random pooler at every load; refuse and say what to use."""
+    """Transformers would draw a random pooler at every load; refuse and say what to use."""
     with pytest.raises(EncoderError, match=r"without pooler weights.*pooler\.dense.*pooling=cls or pooling=mean"):
         load_encoder(no_pooler_encoder, "pooler")
     load_encoder(no_pooler_encoder, "mean")  # other poolings do not need it
@@ -52,7 +52,7 @@ def test_pooler_pooling_without_saved_pooler_weights_is_a_named_error(
 
 
 def test_damaged_weight_file_is_a_named_error(tiny_encoder, tmp_path):
-    """Finding 8: a corrupt safetensors encoder gives EncoderError naming it, not a traceback."""
+    """A corrupt safetensors encoder gives EncoderError naming it, not a traceback."""
     folder = tmp_path / "broken"
     shutil.copytree(tiny_encoder, folder)
     weights = next(folder.glob("*.safetensors"))
@@ -62,7 +62,7 @@ def test_damaged_weight_file_is_a_named_error(tiny_encoder, tmp_path):
 
 
 def test_unavailable_mps_device_is_a_named_error():
-    """Finding 8: device=mps on a machine without it is an EncoderError, not a torch traceback."""
+    """Device=mps on a machine without it is an EncoderError, not a torch traceback."""
     if torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
     with pytest.raises(EncoderError, match="device 'mps'"):
@@ -70,7 +70,7 @@ def test_unavailable_mps_device_is_a_named_error():
 
 
 def test_texts_are_clipped_by_characters_before_tokenising(tiny_encoder):
-    """Finding 6: a huge text is cut to max_length * CHARS_PER_TOKEN characters before the tokenizer
+    """A huge text is cut to max_length * CHARS_PER_TOKEN characters before the tokenizer
     sees it, and the features are those of the uncut text (only max_length tokens count)."""
     model, tok = load_encoder(tiny_encoder)
     seen = []

@@ -98,8 +98,8 @@ def test_embed_and_export_refuse_bad_input(tiny_encoder, tmp_path, capsys):
 def test_export_declares_the_similarity_it_was_trained_with(
     tiny_encoder, tmp_path, capsys, monkeypatch, metric, similarity
 ):
-    """Issue 23.7: a model trained with L2 was exported declaring cosine, so `model.similarity()`
-    ranked otherwise than `counterarg rank`. Issue 23.9: its card gave the best epoch as the number
+    """A model trained with L2 was exported declaring cosine, so `model.similarity()`
+    ranked otherwise than `counterarg rank`. its card gave the best epoch as the number
     of epochs trained and held absolute paths."""
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
@@ -194,7 +194,7 @@ main(sys.argv[2:])
 
 @pytest.mark.slow
 def test_a_kill_inside_export_force_never_loses_the_previous_export(tiny_encoder, tmp_path):
-    """Issue 22 item 3: export --force deleted the old folder before renaming the new one in; a
+    """Export --force deleted the old folder before renaming the new one in; a
     kill there lost it, and a kill mid-write left .OUT.xxxx. Now a kill before the swap's last rename
     (old export moved aside, new one sealed but not yet in) is completed or rolled back by the next export,
     which leaves one whole folder and no leftover."""

@@ -47,7 +47,7 @@ def _rank_entry_file(cache):
 
 @pytest.mark.parametrize("tamper", ["flip", "same_shape"])
 def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, capsys, tamper):
-    """Issue 22 item 5: one flipped byte, or a same-shape array put in its place, is caught (sha256)
+    """One flipped byte, or a same-shape array put in its place, is caught (sha256)
     and the entry rebuilt: rank gives the same embeddings as before, never an error or other ranks."""
     tm = BiEncoder.from_checkpoint(checkpoint)
     texts = ["one candidate", "another candidate text", "a third"]
@@ -69,7 +69,7 @@ def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, 
 
 
 def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, capsys, monkeypatch):
-    """Issue 22 item 8: rank printed no ranking when its cache write failed; now it says so and
+    """Rank printed no ranking when its cache write failed; now it says so and
     goes on with the encoded texts, leaving no half entry."""
     import errno
 

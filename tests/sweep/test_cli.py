@@ -70,7 +70,7 @@ def test_relative_paths_become_absolute(tmp_path, monkeypatch):
     ],
 )
 def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tmp_path, capsys):
-    """Finding 5/8/9: bad sweep flags stop before any work, exit 2, no traceback; --resume with
+    """Bad sweep flags stop before any work, exit 2, no traceback; --resume with
     nothing to resume is an error, not a silent fresh start."""
     with pytest.raises(SystemExit) as e:
         sweep_script(script)(["--storage", str(tmp_path), "--name", "x", *flags])
@@ -83,7 +83,7 @@ def test_sweep_flags_fail_with_a_named_error_and_exit_2(script, flags, match, tm
 
 
 def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tmp_path, capsys):
-    """Finding 9: a sweep whose trials errored exited 0."""
+    """A sweep whose trials errored exited 0."""
     import counterarg.sweep.runner as runner_mod
 
     records = [
@@ -99,7 +99,7 @@ def test_sweep_with_errored_trials_exits_non_zero_and_names_them(monkeypatch, tm
 
 
 def test_second_sweep_with_the_same_name_gets_a_named_error(tmp_path, capsys):
-    """Finding 4: two sweeps with the same --name both ran; the second now stops at once."""
+    """Two sweeps with the same --name both ran; the second now stops at once."""
     from counterarg.core.io import exclusive_lock
 
     with exclusive_lock(tmp_path / ".x.lock", "first driver"):
@@ -110,7 +110,7 @@ def test_second_sweep_with_the_same_name_gets_a_named_error(tmp_path, capsys):
 
 
 def test_smoke_encoder_folder_is_per_user_and_checked(tmp_path):
-    """Finding 9: /tmp/counterarg-smoke-encoder was shared and reused without a check."""
+    """/tmp/counterarg-smoke-encoder was shared and reused without a check."""
     import argparse
 
     assert smoke_encoder_dir().name == f"counterarg-smoke-encoder-{os.getuid()}"
@@ -253,7 +253,7 @@ def test_a_toy_schedule_runs_through_set_and_the_strategy_list(monkeypatch, tmp_
     ],
 )
 def test_resume_with_another_grid_names_what_changed(flags, match, tmp_path, capsys):
-    """Issue 22, item 7: --resume with other --strategies or --seeds silently resumed the old grid."""
+    """--resume with other --strategies or --seeds silently resumed the old grid."""
     import json
     import re
 
@@ -284,7 +284,7 @@ def _printed_exports(text: str) -> list[str]:
 
 
 def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeypatch):
-    """Issue 23.2: the printed `--out models/<slug>` was relative to wherever the user stood (a
+    """The printed `--out models/<slug>` was relative to wherever the user stood (a
     folder git does not ignore) and the same in every sweep; it is now inside the sweep's folder."""
     from pathlib import Path
 
@@ -322,7 +322,7 @@ def test_printed_export_commands_write_inside_the_sweep_folder(tmp_path, monkeyp
 
 
 def test_export_folder_of_the_default_storage_is_ignored_by_git():
-    """Issue 23.2: exports under results/<sweep>/models/ leave `git status` empty (the committed
+    """Exports under results/<sweep>/models/ leave `git status` empty (the committed
     reference folders included)."""
     import shutil
     import subprocess
@@ -346,7 +346,7 @@ def test_export_folder_of_the_default_storage_is_ignored_by_git():
 
 @pytest.mark.parametrize("script", ["compare_strategies", "search_margin_lr", "search_recipe", "pbt_schedule"])
 def test_sweep_help_states_configs_defaults(script, capsys):
-    """Issue 23.4: --help said "--epochs (default: Config default, 20)" and "3 strategies x 3 seeds ...
+    """--help said "--epochs (default: Config default, 20)" and "3 strategies x 3 seeds ...
     in results/compare_strategies/" while Config trains 30 epochs, there are 4 strategies and each
     run gets a timestamped folder. --help now reads the defaults from the code."""
     import re
@@ -368,7 +368,7 @@ def test_sweep_help_states_configs_defaults(script, capsys):
 
 
 def test_results_readme_names_the_default_sweep_folder():
-    """Issue 23.4: results/README.md said the default --name is "the script's name"."""
+    """Results/README.md said the default --name is "the script's name"."""
     import re
     from pathlib import Path
     from types import SimpleNamespace
@@ -432,7 +432,7 @@ def test_methods_flag_crosses_strategies_with_methods(flags, labels, monkeypatch
 
 
 def test_a_full_storage_disk_ends_the_sweep_with_a_named_error(monkeypatch, tmp_path, capsys):
-    """Issue 22 item 8: Tune's own write to a full storage disk was a raw Ray traceback; it is one
+    """Tune's own write to a full storage disk was a raw Ray traceback; it is one
     line naming the full disk, what was kept and the resume command, exit 1."""
     import errno
 

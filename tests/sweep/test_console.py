@@ -76,7 +76,7 @@ def test_the_restore_hint_and_tunes_end_notes_are_dropped():
 
 
 def test_tunes_stop_signal_warning_is_said_in_our_words(capsys):
-    """Issue 23 item 5: Ctrl-C printed Ray's "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray
+    """Ctrl-C printed Ray's "Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray
     Tune run ..." warning; it is one line of ours that says what is kept and how to go on."""
     stop = logging.LogRecord(
         "ray.tune.tune",
@@ -94,7 +94,7 @@ def test_tunes_stop_signal_warning_is_said_in_our_words(capsys):
 
 
 def test_trials_without_results_are_not_reported_as_a_failure(capsys):
-    """Issue 23, item 5: on Ctrl-C and on resume Tune warned "Failed to fetch metrics for N trial(s)"
+    """On Ctrl-C and on resume Tune warned "Failed to fetch metrics for N trial(s)"
     for trials that had simply not reported an epoch yet; other read failures are said in our words."""
     import logging
 

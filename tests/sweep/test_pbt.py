@@ -334,7 +334,7 @@ def test_sigkill_driver_during_pbt_then_resume_keeps_every_lineage(tiny, tmp_pat
 
 
 def test_an_early_stopped_lineage_is_complete_up_to_its_stop():
-    """Issue 22, item 7: a population that early-stopped (patience) has no lineage gap after its
+    """A population that early-stopped (patience) has no lineage gap after its
     stop; a lineage cut short before its run stopped still has one."""
     from counterarg.config import Config
     from counterarg.sweep.lineage import missing_epochs

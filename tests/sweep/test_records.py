@@ -54,7 +54,7 @@ def _trial(tmp_path, name, ranks_bytes):
 
 
 def test_a_bad_trial_file_skips_that_trials_ranks_with_a_warning(tmp_path, capsys):
-    """Issue 22 item 5: one trial's cut-short best_ranks.npz (or one holding an object array) made
+    """One trial's cut-short best_ranks.npz (or one holding an object array) made
     every --resume end in BadZipFile with no summary; now that trial has no ranks, with a warning
     naming its file, and the other trials keep theirs."""
     from io import BytesIO

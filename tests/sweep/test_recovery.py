@@ -296,7 +296,7 @@ runpy.run_path(script, run_name="__main__")
 
 @pytest.mark.slow
 def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, tmp_path):
-    """Issue 22, item 1, without a race: the driver dies right after Tune registered a trial's 6th
+    """Without a race: the driver dies right after Tune registered a trial's 6th
     checkpoint (deleting its 4th, which the last saved state names). The first resume exits 0, the
     trial keeps its id and continues where it was (no epoch trained from scratch); Tune never
     copied the folder ``train()`` swaps (no ``run/checkpoint`` or ``.checkpoint.*`` in storage, no
@@ -459,7 +459,7 @@ def test_state_snapshot_does_nothing_on_remote_storage(tmp_path):
 
 
 def test_repair_ignores_state_copies_others_could_have_planted(tmp_path, monkeypatch):
-    """Finding 7: a staging copy writable by others (or owned by another user) is never used."""
+    """A staging copy writable by others (or owned by another user) is never used."""
     exp = tmp_path / "results" / "sw"
     exp.mkdir(parents=True)
     (exp / "experiment_state-2026-01-02_00-00-00.json").write_text('{"trial_d')  # cut by the kill

@@ -222,7 +222,7 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_local_ray_listens_on_loopback_only():
-    """Finding 9: GCS and raylet of a purely local sweep listened on every interface."""
+    """GCS and raylet of a purely local sweep listened on every interface."""
     import ray
 
     if ray.is_initialized():
@@ -244,7 +244,7 @@ def test_local_ray_listens_on_loopback_only():
 
 @pytest.mark.slow
 def test_more_gpus_per_trial_than_there_are_is_refused(tmp_path, capsys):
-    """Finding 5: a trial asking for resources that do not exist would wait forever."""
+    """A trial asking for resources that do not exist would wait forever."""
     import ray
 
     if ray.is_initialized():

@@ -118,7 +118,7 @@ def test_index_backends_give_identical_runs(cfg, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
-    """Finding 2 end to end: checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
+    """Checkpoint/ gone, .checkpoint.old (epoch 2) and a sealed
     .checkpoint.XXXX (epoch 3) left; --resume completes the swap and keeps every row."""
     import shutil
 
@@ -154,7 +154,7 @@ def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
 
 
 def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, capsys):
-    """Finding 4: a second writer of the same --out gets a named error, exit 2, nothing written."""
+    """A second writer of the same --out gets a named error, exit 2, nothing written."""
     from counterarg.core.io import folder_lock
 
     out = tmp_path / "r"
@@ -165,7 +165,7 @@ def test_second_train_into_a_locked_run_folder_fails_at_once(cfg, tmp_path, caps
 
 
 def test_resume_with_fewer_epochs_leaves_config_alone(cfg, tmp_path):
-    """Finding 9: --resume --epochs 2 on a 3-epoch run does not rewrite config.json or metrics."""
+    """--resume --epochs 2 on a 3-epoch run does not rewrite config.json or metrics."""
     run = tmp_path / "r"
     train(cfg, run, progress=False)
     before = (run / "config.json").read_text(), (run / "metrics.jsonl").read_text()
