@@ -80,6 +80,14 @@ def _short_error(err: Any) -> str:
     return (lines[-1] if lines else repr(err))[:500]
 
 
+def trial_id_of(folder: str, ids) -> str:
+    """The Tune trial id a trial folder ``trial_<id>[_<name>_seed<N>]`` (:func:`~counterarg.sweep.tuner.trial_dirname`)
+    names, among the sweep's ``ids``; a search's or PBT's ids hold an underscore themselves
+    (``42b21_00000``), so the longest id the name starts with is it. "" for no known id."""
+    found = [i for i in ids if folder == f"trial_{i}" or folder.startswith(f"trial_{i}_")]
+    return max(found, key=len, default="")
+
+
 def collect_records(
     result_grid, metric: str = DEFAULT_METRIC, mode: str = DEFAULT_MODE, base: Mapping[str, Any] | None = None
 ) -> list[TrialRecord]:
@@ -93,7 +101,7 @@ def collect_records(
     records = []
     for res in result_grid:
         name = Path(str(res.path)).name
-        tid = name.split("_")[1] if name.startswith("trial_") else ""  # trial_<id>_<name> (tuner.trial_dirname)
+        tid = trial_id_of(name, planned)
         metrics = dict(res.metrics or {})  # Tune's last result of the trial; Result.config is its "config"
         foreign = bool(tid) and metrics.get("trial_id") not in (None, tid)
         if foreign:  # at a Ctrl-C, a trial just handed a finished trial's reused actor holds that

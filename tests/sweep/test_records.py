@@ -147,3 +147,15 @@ def test_a_trial_holding_another_trials_last_result_keeps_its_own_id_and_config(
     (rec,) = collect_records(Grid([res]), base={"epochs": 5})
     assert rec.trial_id == "bb22" and rec.config["schedule"] == "fixed" and rec.config["rate"] == 0.8
     assert (rec.ended, rec.finished, rec.status) == ("not started", False, "UNFINISHED")
+
+
+def test_a_trial_folder_names_its_id_also_where_the_id_holds_an_underscore():
+    """PBT's and a search's trial ids are ``<experiment>_<index>``: the folder's first part alone named
+    another id, and every PBT trial lost its config in the summary."""
+    from counterarg.sweep.records import trial_id_of
+
+    ids = ["42b21_00000", "42b21_00001", "10a9914c"]
+    assert trial_id_of("trial_42b21_00001_recipe-fixed-0.3_seed0", ids) == "42b21_00001"
+    assert trial_id_of("trial_10a9914c_reference-decay-0.8-0.02_seed0", ids) == "10a9914c"
+    assert trial_id_of("trial_10a9914c", ids) == "10a9914c"
+    assert trial_id_of("trial_ffff_recipe_seed0", ids) == ""
