@@ -244,12 +244,14 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
         trial, lost_node, at = removed
         rows = [r for r in result_rows(exp / trial) if "epoch" in r]
         at_most_one_epoch_twice([r["epoch"] for r in rows], epochs)
-        after = [r["node_id"] for r in rows if r["epoch"] > at + 1 and "node_id" in r]
-        assert after and lost_node not in after, "the trial did not move to the other node"
         for d in trial_dirs(exp):
             assert sorted(set(reported_epochs(d))) == list(range(1, epochs + 1)), d.name
         [restore] = read_restores(__import__("pyarrow.fs").fs.LocalFileSystem(), str(exp / trial))
         assert restore["node"] == lost_node and restore["after_epoch"] >= at, restore
+        # the killed node's worker may still report an epoch or two of short epochs before it dies;
+        # from the epoch after the one in flight when the driver noticed, the trial runs elsewhere
+        after = [r["node_id"] for r in rows if r["epoch"] > restore["after_epoch"] + 1 and "node_id" in r]
+        assert after and lost_node not in after, "the trial did not move to the other node"
         print_cost("node removed", rows, restore["after_epoch"])  # the last epoch the driver had when it noticed
         md = (exp / "summary.md").read_text()
         assert "Trials: 2 (0 errored, 0 unfinished)" in md
