@@ -199,7 +199,9 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
         ):
             assert f in top, (f, sorted(top))
         assert any(k.startswith("experiment_state-") for k in top)
-        assert any(k.startswith("events.out.tfevents") for k in top)  # the sweep's TensorBoard hparams
+        # TensorBoard: nothing at the root (no "." run); the strategy runs are uploaded beside the summary
+        assert not any(k.startswith("events.out.tfevents") for k in top), sorted(top)
+        assert any(k[len(prefix) :].startswith("strategies/") and "events.out.tfevents" in k for k in keys)
         trials = sorted({k[len(prefix) :].split("/")[0] for k in keys if k[len(prefix) :].startswith("trial_")})
         assert len(trials) == 2
         for t in trials:
