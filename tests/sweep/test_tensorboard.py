@@ -244,7 +244,8 @@ def smoke_sweep(tiny, tmp_path_factory):
     from .conftest import sweep_base, unique_name
 
     base = sweep_base(tiny, epochs=2)
-    variants = [{"schedule": s, "seed": seed} for s in ("fixed", "random") for seed in (0, 1)]
+    # as a sweep script makes them: each variant carries its method and name (the HParams method column)
+    variants = [labelled({"schedule": s, "seed": seed}, "recipe") for s in ("fixed", "random") for seed in (0, 1)]
     sweep = Sweep(name=unique_name("tb"), base=base, variants=variants)
     storage = tmp_path_factory.mktemp("tb-sweep")
     try:
