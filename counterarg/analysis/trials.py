@@ -127,13 +127,6 @@ def group_labels(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [group_label(c, varying[label_of(c)]) for c in configs]
 
 
-def group_method(config: dict[str, Any], varying: Iterable[str] = ()) -> str | None:
-    """The method a trial's group names: the one it carries (its ``method`` field, made with its
-    variant by the sweep); None for a config no sweep labelled. ``varying`` is unused: a search's
-    trials carry the method they started from."""
-    return config.get("method")
-
-
 def dedupe_history(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per epoch, the last reported, in epoch order; rows without an epoch are dropped.
 

@@ -29,7 +29,6 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 
 from ..analysis.methods import strategy_label
-from ..analysis.trials import group_method
 from ..config import LABEL, MACHINE, Config, fields_with
 from ..retrieval.tasks import task_names
 from ..sampling import schedules
@@ -98,18 +97,17 @@ def table_columns(configs: Sequence[Mapping[str, Any]], fields: Iterable[str] = 
     return [Column(f, f"{i + 1:02d} {f}", _kind(f)) for i, f in enumerate(order)]
 
 
-def column_values(columns: Sequence[Column], config: Mapping[str, Any], varying: Sequence[str] = ()) -> dict[str, Any]:
+def column_values(columns: Sequence[Column], config: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's value in each column that applies to it (a schedule field only where its schedule
-    reads it): ``{column name: value}``; the method as the summary's group names it over the sweep's
-    ``varying`` fields (a search: the method its other fields train; ``none`` for neither method), the
-    strategy as summary.csv's strategy column."""
+    reads it): ``{column name: value}``; the method the trial carries (``none`` for a config no sweep
+    labelled), the strategy as summary.csv's strategy column."""
     full = {**Config().to_dict(), **dict(config)}
     entry = schedules.SCHEDULES.get(full["schedule"])
     rate_fields = {f for c in schedules.SCHEDULES.values() for f in c.fields}
     out: dict[str, Any] = {}
     for c in columns:
         if c.field == "method":
-            v: Any = group_method(full, varying) or "none"
+            v: Any = full.get("method") or "none"  # the method the trial carries, made with its variant
         elif c.field == "strategy":
             v = strategy_label(full)
         elif c.field in rate_fields and (entry is None or c.field not in entry.fields):

@@ -30,7 +30,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 
 from ..analysis.endings import BEST_EPOCH_KEY, is_finished, trial_ending
-from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, dedupe_history, varying_fields
+from ..analysis.trials import DEFAULT_METRIC, DEFAULT_MODE, dedupe_history
 from ..evaluation.selection import beats
 from .hparams_table import (
     column_values,
@@ -71,14 +71,13 @@ class SweepTBXLogger(TBXLoggerCallback):
         super().__init__()
         self.configs = [dict(c) for c in configs]
         self.columns = table_columns(self.configs, fields)
-        self.varying = sorted(set(varying_fields(self.configs)) | set(fields))  # the summary's groups vary these
         self.metric, self.mode = metric, mode
         self._best: dict[Any, float] = {}
         self._rows: dict[Any, list[dict[str, Any]]] = {}  # per trial: epoch, metric, best epoch of each result
 
     def row_of(self, config: Mapping[str, Any], ended: str) -> dict[str, Any]:
         """A trial's HParams values, by column name."""
-        return column_values(self.columns, {**config, "ended": ended}, self.varying)
+        return column_values(self.columns, {**config, "ended": ended})
 
     def log_trial_start(self, trial):
         super().log_trial_start(trial)

@@ -20,7 +20,7 @@ def test_a_search_names_its_method_and_puts_its_searched_fields_after_the_schedu
         "07 margin",
         "08 ended",
     ]  # seed once, placement left out
-    values = column_values(columns, cfg, ["lr", "margin"])
+    values = column_values(columns, cfg)
     # the method its other fields train (the summary's group: "recipe lr=0.0011 margin=0.3"), not "none"
     assert values == {
         "01 method": "recipe",
