@@ -43,8 +43,10 @@ ROLES: dict[str, str] = {
     "source": "where a run's texts and starting weights come from (a path or a name), not how it trains: "
     "a sweep's shared setting leaves it out",
     "label": "names a run (its method, its label), made by the sweep with its variant: nothing trains on it",
+    "mining": "chooses which hard negatives mining draws (sampling.mining): a variant that sets it apart from its "
+    "method is named by it",
 }
-MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE, LABEL = ROLES
+MODEL, RESUME, HYPER, EVAL, CACHE, MACHINE, SCHEDULE, SEED, SOURCE, LABEL, MINING = ROLES
 
 
 def _f(default: Any, *roles: str) -> Any:
@@ -202,9 +204,9 @@ class Config:
     rate_table: tuple[float, ...] = _f((), *_SCHED)  # table: the rate of each epoch; the last value holds
 
     # mining (sampling/mining.py)
-    num_negatives: int = 1  # mined negatives per anchor
-    neg_rank: tuple[int, ...] = (1, 10)  # (lo, hi): draw hard negatives from these ranks, 1 = nearest
-    neg_margin: float | None = None  # skip candidates closer than the own counter minus this; None = off
+    num_negatives: int = _f(1, MINING)  # mined negatives per anchor
+    neg_rank: tuple[int, ...] = _f((1, 10), MINING)  # (lo, hi): draw hard negatives from these ranks, 1 = nearest
+    neg_margin: float | None = _f(None, MINING)  # skip candidates closer than the own counter minus this; None = off
     dedupe_pairs: bool = True  # train on each distinct (point text, counter text) pair once
 
     # neighbour index (retrieval/index.py), shared by mining and evaluation; its defaults are the index's own

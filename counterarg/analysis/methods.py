@@ -34,6 +34,7 @@ from typing import Any
 from ..config import (
     LABEL,
     MACHINE,
+    MINING,
     PRESET_DOCS,
     SEED,
     SOURCE,
@@ -194,7 +195,22 @@ def variant_label(config: Mapping[str, Any], method: str | None) -> str:
     own = full["schedule"] == _DEFAULTS["schedule"] and all(
         format_value(full[k]) == format_value(_DEFAULTS[k]) for k in schedules.get(full["schedule"]).fields
     )
-    return method if method == DEFAULT_METHOD and own else f"{method}: {label}"
+    mining = _mining_overrides(config, method)
+    if method == DEFAULT_METHOD and own:
+        return " ".join([method, *mining])
+    return f"{method}: " + " ".join([label, *mining])
+
+
+def _mining_overrides(config: Mapping[str, Any], method: str) -> list[str]:
+    """``field=value`` for each mining field (role ``mining``) ``config`` sets apart from ``method``'s
+    own value: two variants of one schedule that mine differently get different names
+    (``recipe neg_rank=3,10``)."""
+    own = get_method(method).fields if method in METHODS else _DEFAULTS
+    return [
+        f"{k}={format_value(config[k])}"
+        for k in fields_with(MINING)
+        if k in config and format_value(config[k]) != format_value(own.get(k, _DEFAULTS[k]))
+    ]
 
 
 def labelled(config: Mapping[str, Any], method: str | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ never at parse time: a script's ``--help`` and a flag's usage error load none of
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..analysis.methods import METHODS, parse_methods, slug
 from ..analysis.trials import best_per_group, overhead
-from ..config import Config, ConfigError, parse_assignments
+from ..config import PRESET_DOCS, PRESETS, Config, ConfigError, parse_assignments
 from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_disk_full
 from ..core.paths import runnable_path, shell_path
 from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
@@ -93,6 +94,15 @@ def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0")
     default --seeds as its help says it."""
     defaults = Config.from_dict(dict(start or {}))
     p.config_start = dict(start or {})
+    start_name = next((n for n, v in PRESETS.items() if start and dict(v) == dict(start)), None)
+    p.add_argument(
+        "--config",
+        metavar="PRESET|FILE",
+        help="what every trial starts from, under the strategy, --epochs and --set: a preset ("
+        + "; ".join(f"{n} = {PRESET_DOCS[n]}" for n in PRESETS)
+        + f"), {DEFAULT_START!r} (the Config defaults, what `counterarg train` trains with no --config) or a "
+        f"JSON file of config fields (default: {start_name or DEFAULT_START})",
+    )
     p.add_argument("--corpus", help="ArguAna zip or folder (default: the built-in demo corpus)")
     p.add_argument("--encoder", help=f"encoder folder or name (default: {defaults.encoder}, embedded)")
     p.add_argument("--epochs", type=int_at_least(1), help=f"epochs per trial, >= 1 (default: {defaults.epochs})")
@@ -219,10 +229,29 @@ def _own_folder(folder: Path) -> None:
         )
 
 
+#: ``--config default``: the trials start from the Config defaults (the default recipe's training)
+DEFAULT_START = "default"
+
+
+def start_fields(name: str) -> dict[str, Any]:
+    """The fields ``--config NAME`` starts every trial from: a preset's (:data:`~counterarg.config.PRESETS`),
+    none for :data:`DEFAULT_START`, or a JSON file's (validated: an unknown field is a ConfigError
+    naming it)."""
+    if name == DEFAULT_START:
+        return {}
+    if name in PRESETS:
+        return dict(PRESETS[name])
+    Config.load(name)  # the file's errors, named
+    data = json.loads(Path(name).read_text(encoding="utf-8"))
+    return dict(data)
+
+
 def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Shared Config overrides from the flags (validated), on top of ``start`` (a preset's fields, e.g.
-    config.FROZEN_RECIPE for the strategy sweeps); the smoke test, --epochs and --set win over it."""
-    base: dict[str, Any] = dict(start or {})
+    config.FROZEN_RECIPE for the strategy sweeps; ``--config`` replaces it); the smoke test, --epochs
+    and --set win over it."""
+    config = getattr(args, "config", None)
+    base: dict[str, Any] = start_fields(config) if config else dict(start or {})
     if args.smoke_test:
         folder = smoke_dir or smoke_encoder_dir()
         if folder.exists() or folder.is_symlink():

@@ -95,3 +95,15 @@ def test_shared_setting_names_what_every_trial_changes_and_its_preset():
     assert "epochs=20" in text and "rate=" not in text and "seed" not in text
     assert shared_setting([Config().to_dict()]) is None
     assert shared_setting([]) is None
+
+
+def test_a_variant_that_mines_apart_from_its_method_is_named_by_it():
+    """Two strategies of one schedule that mine differently (a skipped nearest rank, a guard relative to
+    the own counter) get different names; a mining field at the method's own value adds nothing."""
+    from counterarg.sweep.spaces import method_strategies
+
+    strategies = "fixed:rate=0;fixed:rate=0,neg_rank=3,10;fixed:rate=0,neg_margin=0;decay"
+    labels = [c["label"] for c in method_strategies(strategies, ["recipe"])]
+    assert labels == ["recipe", "recipe neg_rank=3,10", "recipe neg_margin=0", "recipe: decay 0.8-0.02"]
+    (ref,) = method_strategies("fixed:rate=0.5,neg_rank=1,1", ["reference"])  # the reference method's own ranks
+    assert ref["label"] == "reference: fixed 0.5"

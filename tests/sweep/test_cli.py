@@ -525,3 +525,25 @@ def test_every_script_option_has_help_shows_its_default_and_the_docs_table_agree
                 "default" in parser._option_string_actions[flag].help
                 or parser._option_string_actions[flag].default is not None
             ), (script, flag)
+
+
+def test_config_names_what_every_trial_starts_from(tmp_path):
+    """--config: a preset's fields, none for `default` (the Config defaults), a JSON file's fields; a
+    missing file or an unknown field is a ConfigError naming it; without it the script's own start."""
+    from counterarg.config import FROZEN_RECIPE, ConfigError
+    from counterarg.sweep.cli import base_from_args, start_fields
+
+    assert start_fields("frozen") == FROZEN_RECIPE
+    assert start_fields("default") == {}
+    good = tmp_path / "start.json"
+    good.write_text('{"finetune": "top:2", "epochs": 3}', encoding="utf-8")
+    assert start_fields(str(good)) == {"finetune": "top:2", "epochs": 3}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"finetnue": "top:2"}', encoding="utf-8")
+    with pytest.raises(ConfigError, match="finetnue"):
+        start_fields(str(bad))
+    with pytest.raises(ConfigError, match="nope.json"):
+        start_fields(str(tmp_path / "nope.json"))
+    parser = _parser("race_strategies")
+    assert base_from_args(parser.parse_args([]), start=FROZEN_RECIPE)["finetune"] == "none"
+    assert "finetune" not in base_from_args(parser.parse_args(["--config", "default"]), start=FROZEN_RECIPE)
