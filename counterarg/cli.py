@@ -179,7 +179,7 @@ def cmd_rank(args) -> int:
     text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device)
+    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
     tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
     tm.scoring_weight(strict=True)  # a weight the scorer needs and the checkpoint lacks: said before encoding
     cands, sources, s_given, corpus = read_collection(
@@ -242,7 +242,7 @@ def cmd_embed(args) -> int:
         raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device)
+    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
     tm.config = tm.config.replace(**_checkpoint_overrides(args, tm.config, EMBED_FIELDS))
     _, s = tm.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)

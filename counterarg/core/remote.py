@@ -15,6 +15,9 @@ checkpoints through it, and sweep workers fetch the corpus and encoder a driver 
   match (an upload cut short, a file changed by hand), naming the files.
 * **The cache** (:func:`cache_dir_for`): ``<cache root>/remote/<sha of URI + manifest>``, so a new
   upload under the same URI is fetched again and an unchanged one never twice.
+
+pyarrow is imported where a filesystem is used: the CLI asks :func:`is_remote` of every path it is
+given, and a local ``rank`` loads no pyarrow for it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import posixpath
 import shutil
 import tempfile
 from pathlib import Path
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING
 
 from .io import MANIFEST, bad_files, cache_root, read_manifest, write_manifest
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 #: URI schemes read through pyarrow's filesystems; ``file://`` is a local path
 REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
@@ -46,6 +51,8 @@ def is_remote(location: str | Path | None) -> bool:
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, path inside it)`` of a URI or local path, as Ray Tune resolves its storage."""
+    import pyarrow.fs as pafs
+
     if "://" not in str(uri):
         return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
     return pafs.FileSystem.from_uri(str(uri))
@@ -66,6 +73,8 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
 
 def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
     """One object written whole (an object-store PUT is atomic; a local file goes through a temp name)."""
+    import pyarrow.fs as pafs
+
     if isinstance(fs, pafs.LocalFileSystem):
         from .io import atomic_write_bytes
 
@@ -94,6 +103,8 @@ def put_sealed_dir(local: Path, fs: pafs.FileSystem, dest: str) -> dict:
     ``local`` must hold a manifest (a folder :func:`counterarg.core.io.atomic_replace_dir` sealed);
     one without is sealed here. Returns the manifest uploaded.
     """
+    import pyarrow.fs as pafs
+
     local = Path(local)
     manifest = read_manifest(local) or write_manifest(local)
     body = (local / MANIFEST).read_bytes()
@@ -160,6 +171,8 @@ def fetch_sealed_dir(uri: str, cache: str | Path | None = None) -> Path:
 def fetch_file(uri: str, cache: str | Path | None = None) -> Path:
     """A remote file (``s3://.../corpus.zip``) as a local file in the cache, fetched again only when
     its size or modification time changed; keeps its base name (a zip stays a ``.zip``)."""
+    import pyarrow.fs as pafs
+
     fs, path = filesystem(uri)
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
@@ -182,6 +195,8 @@ def localize(location: str, cache: str | Path | None = None) -> str:
     :func:`fetch_file`); anything else returned as it is."""
     if not is_remote(location):
         return location
+    import pyarrow.fs as pafs
+
     fs, path = filesystem(location)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:

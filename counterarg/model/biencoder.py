@@ -76,10 +76,19 @@ class BiEncoder:
         *,
         table: TextTable | None = None,
         progress: bool = False,
+        forward_only: bool = False,
     ) -> BiEncoder:
         """The checkpoint's model on this machine (its config less config.MACHINE_FIELDS, which take
-        this machine's defaults); over ``table``'s texts when given, else with the whole encoder."""
-        return cls.from_state(read_checkpoint(path), device=device, table=table, progress=progress, source=Path(path))
+        this machine's defaults); over ``table``'s texts when given, else with the whole encoder
+        (``forward_only``: one for inference passes only, see nn.encoder.load_encoder)."""
+        return cls.from_state(
+            read_checkpoint(path),
+            device=device,
+            table=table,
+            progress=progress,
+            source=Path(path),
+            forward_only=forward_only,
+        )
 
     @classmethod
     def from_state(
@@ -91,6 +100,7 @@ class BiEncoder:
         table: TextTable | None = None,
         progress: bool = False,
         source: Path | None = None,
+        forward_only: bool = False,
     ) -> BiEncoder:
         """A checkpoint's model (checkpoint.read_checkpoint) with ``config`` (default: the checkpoint's
         on this machine; a caller changes only scoring and machine fields)."""
@@ -102,7 +112,7 @@ class BiEncoder:
             features = make_features(config, table, device, progress=progress)
             hidden = features.hidden
         else:
-            encoder, tokenizer = load_encoder(config.encoder, config.pooling)
+            encoder, tokenizer = load_encoder(config.encoder, config.pooling, forward_only=forward_only)
             if saved["encoder"]:  # the feature mode it trained with knows where its trained part goes
                 feature_class(config).load_into_encoder(encoder, saved["encoder"], config)
             encoder.to(device).eval()

@@ -100,16 +100,25 @@ def _content_digest(stats: tuple[tuple[str, int, int], ...]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_encoder(name: str | None, pooling: str | None = None):
+def load_encoder(name: str | None, pooling: str | None = None, *, forward_only: bool = False):
     """(model, tokenizer) through AutoModel/AutoTokenizer; offline-friendly errors.
 
     With ``pooling="pooler"`` the encoder must have saved pooler weights: transformers would draw a
     new random pooler at every load otherwise, so cached and later features would disagree.
+    ``forward_only``: for inference passes only (rank, embed), a saved BERT folder loads as
+    plain_bert.PlainBert, the same computation without seconds of transformers import; any other
+    encoder loads through transformers as without it.
     """
+    loc = resolve_encoder(name)
+    if forward_only:
+        from .plain_bert import load_plain_bert
+
+        plain = load_plain_bert(loc)
+        if plain is not None:
+            return plain
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    loc = resolve_encoder(name)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
