@@ -286,6 +286,7 @@ BENCHES = {
     "train": ("bench.train", "main"),
     "gpu": ("bench.train", "gpu_main"),
     "resume": ("bench.resume", "main"),
+    "startup": ("bench.startup", "main"),
 }
 
 

@@ -688,6 +688,22 @@ def test_help_imports_no_torch_ray_or_pandas():
     assert not {c: libs for c, libs in loaded.items() if libs}, loaded
 
 
+def test_rank_and_embed_import_torch_and_no_other_heavy_library(trained, tmp_path):
+    """The first ``rank`` took about 10 s of CPU, 0.9 s of it ranking: importing transformers 5.x costs
+    about 5 s before a BertModel exists. ``rank`` and ``embed`` run their texts through
+    nn/plain_bert.py's pass (the same computation) and load torch and none of the other heavy
+    libraries, pyarrow included (the CLI asks every path whether it is remote)."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Taxes on banks hurt growth\nschools need funding\n")
+    ck = str(trained / "checkpoint")
+    for command in (
+        ["rank", "--checkpoint", ck, "--text", "Taxes on banks hurt growth", "--quiet"],
+        ["embed", "--checkpoint", ck, "--input", str(texts), "--out", str(tmp_path / "e.npy"), "--quiet"],
+    ):
+        code = f"from counterarg.cli import main; assert main({command!r}) == 0"
+        assert heavy_loaded_by(code) == ["torch"], command[0]
+
+
 #: options named like a Config field that are not a Config override: the device this command runs on
 NOT_CONFIG = {("rank", "--device"), ("embed", "--device")}
 
