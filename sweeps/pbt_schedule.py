@@ -36,6 +36,7 @@ from counterarg.sweep.cli import (
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -134,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             param_space=param_space(base, opts, args.method),
             scheduler="pbt",
             pbt=opts,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         print(
             f"[pbt] {args.method}: population {opts.population}, {epochs} epochs, exploit/explore every "

@@ -22,6 +22,7 @@ from counterarg.sweep.cli import (
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             param_space=space,
             num_samples=num_samples,
             scheduler=args.scheduler,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

@@ -32,6 +32,7 @@ from counterarg.sweep.cli import (
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             scheduler=args.scheduler,
             grace_period=grace,
             reduction_factor=factor,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)
