@@ -88,6 +88,24 @@ def add_methods_arg(p) -> None:
     )
 
 
+def add_method_arg(p, what: str, default: str) -> None:
+    """``--method NAME``: the one method a script's trials train with; ``what`` says what it is for."""
+    p.add_argument(
+        "--method",
+        type=method_arg,
+        default=default,
+        help=f"{what}: " + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {default})",
+    )
+
+
+def add_range_arg(p, flag: str, default: str, what: str) -> None:
+    """``--lr-range LO,HI``-style flag: a range of a searched or resampled field (``default`` in the
+    flag's own form, e.g. ``"1e-4,1e-2"``)."""
+    p.add_argument(
+        flag, type=parse_range, default=parse_range(default), metavar="LO,HI", help=f"{what} (default {default})"
+    )
+
+
 def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0") -> None:
     """Flags shared by the sweep scripts; each is checked when parsed (usage error, exit 2). ``start``:
     the preset the script's trials start from (its epochs are the --epochs default; kept as the parser's
