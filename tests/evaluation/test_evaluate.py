@@ -133,7 +133,7 @@ def random_pools(rng, n_themes=3):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_with_ties(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(seed)
     pools = random_pools(rng)
@@ -337,7 +337,7 @@ def copy_heavy_pools(rng, n_themes=3):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_copies_match_the_definition(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(seed)
     labels, texts, pools = copy_heavy_pools(rng)
@@ -389,7 +389,7 @@ def test_pool_sizes_match_masks_with_copies():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(10 + seed)
     labels, texts, pools = copy_heavy_pools(rng)
