@@ -172,17 +172,14 @@ def zero_shot_metrics(
     """
     import numpy as np
 
-    from ..data.corpus import TextTable, load_corpus
-    from ..model.biencoder import BiEncoder
-    from ..nn.encoder import pick_device
+    from ..model.over_corpus import over_corpus
     from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools
     from .arguana import collection_embeddings, pair_embeddings, zero_shot_view_metrics
 
     cfg = config.replace(finetune="none")
-    corpus = load_corpus(cfg.corpus)
-    corpus.announce(progress)
-    model = BiEncoder.build(cfg, TextTable.from_corpus(corpus), pick_device(cfg.device), progress=progress)
+    base = over_corpus(cfg, progress=progress)
+    corpus, model = base.corpus, base.build(cfg, progress=progress)
     out: dict[str, float] = {}
     ranks: dict[str, np.ndarray] = {}
     collection = None
@@ -190,7 +187,7 @@ def zero_shot_metrics(
         pools = split_pools(corpus, split)
         if split != "training":  # the ArguAna view (retrieval/arguana.py): every text embedded once
             collection = collection if collection is not None else collection_embeddings(model)
-            out.update(zero_shot_view_metrics(model, build_view(corpus, model.table, split), collection))
+            out.update(zero_shot_view_metrics(model, build_view(corpus, base.table, split), collection))
         emb = pair_embeddings(model, split, collection) if collection is not None else None
         metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True, emb=emb)
         out.update(metrics)
