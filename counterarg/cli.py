@@ -105,39 +105,23 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
-    from .evaluation.evaluate import evaluate_model, zero_shot_split
-    from .model.over_corpus import over_corpus
+    from .evaluation.evaluate import evaluate_corpus_split
     from .retrieval.arguana import TITLE as ARGUANA_TITLE
-    from .retrieval.arguana import build_view, format_view
+    from .retrieval.arguana import format_view
     from .retrieval.metrics import format_table, unseen_split
-    from .retrieval.pools import split_pools
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
     cfg, state = _checkpoint_config(args)
-    base = over_corpus(cfg, progress=not args.quiet)
-    corpus = base.corpus
-    pools = split_pools(corpus, args.split)  # clear error when the split is missing
-    if not args.quiet:
-        print(f"[counterarg] {pools.describe()}", flush=True)
-    arguana = build_view(corpus, base.table, args.split)  # the ArguAna view (retrieval/arguana.py)
-    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
-        model = base.build(cfg, progress=not args.quiet)
-        every = collection_embeddings(model)  # each text once, for the tasks and the view
-        metrics = zero_shot_split(model, args.split, pools, emb=pair_embeddings(model, args.split, every))
-        metrics.update(zero_shot_view_metrics(model, arguana, every))
-    else:
-        model = base.load(state, cfg, source=Path(args.checkpoint), progress=not args.quiet)
-        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
-        metrics = evaluate_model(model, args.split, pools, pair_embeddings(model, args.split, every), fused_w=w)
-        metrics.update(model_view_metrics(model, arguana, every, fused_w=w))
+    source = Path(args.checkpoint) if state is not None else None
+    report = evaluate_corpus_split(cfg, args.split, state, source=source, progress=not args.quiet)
+    metrics, pools, arguana = report.metrics, report.pools, report.view
     what = (
         "zero-shot (pooled encoder output, cosine)"
         if state is None
         else f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     )
-    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")
+    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {report.corpus.source} - {what}")
     if args.quiet:  # otherwise said above
         print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))

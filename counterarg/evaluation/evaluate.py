@@ -7,12 +7,16 @@ ranks the pools (scorers.Scorer.rank_pools; how, and the tie rule: retrieval/poo
 :func:`evaluate_model` scores a model the way its config says (scorer, metric, ``rerank_k``, ``ks``,
 its weight), so the scoring options are threaded through one call. Passing the raw pooled encoder
 outputs with ``metric="cosine"`` gives the zero-shot baseline (:func:`zero_shot_split`,
-:func:`zero_shot_metrics`).
+:func:`zero_shot_metrics`). :func:`evaluate_corpus_split` is ``counterarg evaluate``'s work: a corpus
+split scored by a checkpoint or zero-shot, on the tasks and the ArguAna view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +25,10 @@ from ..retrieval.pool_ranks import split_embeddings
 from ..retrieval.pools import Pools
 from ..retrieval.scorers import Classify, check_options
 from ..retrieval.tasks import EvaluationError, check_tasks
+
+if TYPE_CHECKING:
+    from ..data.corpus import Corpus
+    from ..retrieval.arguana import ArguAnaView
 
 __all__ = ["EvaluationError", "evaluate_model", "evaluate_split", "query_ranks"]
 
@@ -195,3 +203,45 @@ def zero_shot_metrics(
         if pools.unseen is not None:
             ranks[f"{split}/unseen"] = np.asarray(pools.unseen)
     return (out, ranks) if with_ranks else out
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """One split of a corpus scored (:func:`evaluate_corpus_split`): flat ``metrics`` (the eight tasks,
+    their unseen view, the ArguAna view), the split's ``pools`` and ArguAna ``view``, the ``corpus``."""
+
+    metrics: dict[str, float]
+    pools: Pools
+    view: ArguAnaView
+    corpus: Corpus
+
+
+def evaluate_corpus_split(
+    config, split: str, state: dict | None = None, *, source: Path | None = None, progress: bool = True
+) -> SplitReport:
+    """``counterarg evaluate``'s work: ``split`` of ``config``'s corpus scored on the eight tasks and the
+    ArguAna view, every text embedded once, by the checkpoint ``state`` (model.checkpoint.read_checkpoint,
+    read from ``source``) as ``config`` says with its weight, or without ``state`` the zero-shot
+    baseline (the untrained encoder's pooled output, cosine). A missing split is an error before the
+    model is built."""
+    from ..model.over_corpus import over_corpus
+    from ..retrieval.arguana import build_view
+    from ..retrieval.pools import split_pools
+    from .arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
+
+    base = over_corpus(config, progress=progress)
+    pools = split_pools(base.corpus, split)  # clear error when the split is missing
+    if progress:
+        print(f"[counterarg] {pools.describe()}", flush=True)
+    view = build_view(base.corpus, base.table, split)  # the ArguAna view (retrieval/arguana.py)
+    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
+        model = base.build(config, progress=progress)
+        every = collection_embeddings(model)  # each text once, for the tasks and the view
+        metrics = zero_shot_split(model, split, pools, emb=pair_embeddings(model, split, every))
+        metrics.update(zero_shot_view_metrics(model, view, every))
+    else:
+        model = base.load(state, config, source=source, progress=progress)
+        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
+        metrics = evaluate_model(model, split, pools, pair_embeddings(model, split, every), fused_w=w)
+        metrics.update(model_view_metrics(model, view, every, fused_w=w))
+    return SplitReport(metrics, pools, view, base.corpus)

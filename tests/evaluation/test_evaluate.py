@@ -405,3 +405,21 @@ def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
         if w == 0.0:  # no weight on the classifier: plain retrieval
             plain = query_ranks(pools, ps, cs, mode="retrieval", metric=metric)
             assert all(got[t].tolist() == plain[t].tolist() for t in TASKS)
+
+
+# ----------------------------------------------------------------------------- a corpus split, as evaluate
+def test_a_corpus_split_zero_shot_scores_as_the_sweeps_baseline(tiny_encoder, capsys):
+    """``counterarg evaluate --zero-shot``'s work and the sweep's zero-shot baseline: one number per key."""
+    from counterarg.config import Config
+    from counterarg.data.corpus import CorpusError
+    from counterarg.evaluation.evaluate import evaluate_corpus_split, zero_shot_metrics
+
+    cfg = Config(encoder=tiny_encoder, max_length=32, finetune="none")
+    report = evaluate_corpus_split(cfg, "validation", progress=True)
+    assert report.pools.describe() in capsys.readouterr().out  # said before the model is built
+    assert report.corpus.is_demo and report.view.split == "validation"
+    baseline = zero_shot_metrics(cfg, splits=("validation",))
+    assert set(report.metrics) == set(baseline) and "validation/mean/acc@1" in baseline
+    assert report.metrics == pytest.approx(baseline, abs=1e-12)
+    with pytest.raises(CorpusError, match="no split 'nope'"):
+        evaluate_corpus_split(cfg, "nope", progress=False)
