@@ -28,6 +28,7 @@ from counterarg.sweep.cli import (
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -64,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             name=name,
             base=base_from_args(args, start=FROZEN_RECIPE),
             variants=variants,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

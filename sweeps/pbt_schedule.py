@@ -20,22 +20,23 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.methods import DEFAULT_METHOD
 from counterarg.config import FROZEN_RECIPE, Config, ConfigError
 from counterarg.core.paths import runnable_path
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sampling.schedules import format_value
 from counterarg.sweep.cli import (
     add_common_args,
+    add_method_arg,
+    add_range_arg,
     base_from_args,
     exit_code,
     int_at_least,
-    method_arg,
     number_at_least,
-    parse_range,
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -47,14 +48,7 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add_common_args(p, start=FROZEN_RECIPE, seeds="0; PBT takes one seed")
-    p.add_argument(
-        "--method",
-        type=method_arg,
-        default=DEFAULT_METHOD,
-        help="the method the population trains: "
-        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
-        + f" (default {DEFAULT_METHOD})",
-    )
+    add_method_arg(p, "the method the population trains", DEFAULT_METHOD)
     p.add_argument(
         "--population",
         type=int_at_least(2, 64),
@@ -84,20 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="rate",
         help="fields PBT changes: rate plus any of lr, margin, comma-separated (default rate)",
     )
-    p.add_argument(
-        "--lr-range",
-        type=parse_range,
-        default=(1e-4, 1e-2),
-        metavar="LO,HI",
-        help="lr resampling range, log-uniform (with --mutate rate,lr) (default 1e-4,1e-2)",
-    )
-    p.add_argument(
-        "--margin-range",
-        type=parse_range,
-        default=(0.1, 3.0),
-        metavar="LO,HI",
-        help="margin resampling range, uniform (with --mutate rate,margin) (default 0.1,3.0)",
-    )
+    add_range_arg(p, "--lr-range", "1e-4,1e-2", "lr resampling range, log-uniform (with --mutate rate,lr)")
+    add_range_arg(p, "--margin-range", "0.1,3.0", "margin resampling range, uniform (with --mutate rate,margin)")
     return p
 
 
@@ -134,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             param_space=param_space(base, opts, args.method),
             scheduler="pbt",
             pbt=opts,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         print(
             f"[pbt] {args.method}: population {opts.population}, {epochs} epochs, exploit/explore every "

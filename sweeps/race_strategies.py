@@ -29,6 +29,7 @@ from counterarg.sweep.cli import (
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             base=base_from_args(args, start=FROZEN_RECIPE),
             variants=strategies,
             race=race,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     if result.race is None:

@@ -14,14 +14,15 @@ from counterarg.analysis.trials import MAX_NUM_SAMPLES
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (
     add_common_args,
+    add_method_arg,
+    add_range_arg,
     base_from_args,
     exit_code,
     int_at_least,
-    method_arg,
-    parse_range,
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -30,12 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add_common_args(p)
     p.add_argument("--strategy", default="decay", help="NAME[:FIELD=V,...] (default: decay)")
-    p.add_argument(
-        "--method",
-        type=method_arg,
-        default="reference",
-        help="the method the strategy trains with: reference or recipe (default: reference)",
-    )
+    add_method_arg(p, "the method the strategy trains with", "reference")
     p.add_argument(
         "--num-samples",
         type=int_at_least(1, MAX_NUM_SAMPLES),
@@ -48,20 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="fifo",
         help="fifo: every trial trains its epochs; asha: trials that fall behind are stopped early",
     )
-    p.add_argument(
-        "--margin-range",
-        type=parse_range,
-        default=(0.1, 3.0),
-        metavar="LO,HI",
-        help="log-uniform, 0 < LO < HI (default 0.1,3.0)",
-    )
-    p.add_argument(
-        "--lr-range",
-        type=parse_range,
-        default=(1e-4, 1e-2),
-        metavar="LO,HI",
-        help="log-uniform, 0 < LO < HI (default 1e-4,1e-2)",
-    )
+    add_range_arg(p, "--margin-range", "0.1,3.0", "log-uniform, 0 < LO < HI")
+    add_range_arg(p, "--lr-range", "1e-4,1e-2", "log-uniform, 0 < LO < HI")
     return p
 
 
@@ -89,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             param_space=space,
             num_samples=num_samples,
             scheduler=args.scheduler,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

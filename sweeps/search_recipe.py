@@ -18,20 +18,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from counterarg.analysis.methods import DEFAULT_METHOD, METHODS
+from counterarg.analysis.methods import DEFAULT_METHOD
 from counterarg.analysis.trials import MAX_NUM_SAMPLES
 from counterarg.core.paths import portable_path
 from counterarg.data.inputs import DefaultsHelpFormatter
 from counterarg.sweep.cli import (
     add_common_args,
+    add_method_arg,
     base_from_args,
     exit_code,
     int_at_least,
-    method_arg,
     number_at_least,
     parse_seeds,
     run_from_args,
     sweep_name,
+    trial_resources,
     usage_errors,
 )
 
@@ -48,14 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON space file of Config fields (default: sweeps/spaces/recipe.json)",
     )
-    p.add_argument(
-        "--method",
-        type=method_arg,
-        default=DEFAULT_METHOD,
-        help="the fields every trial starts from: "
-        + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
-        + f" (default {DEFAULT_METHOD})",
-    )
+    add_method_arg(p, "the fields every trial starts from", DEFAULT_METHOD)
     p.add_argument(
         "--num-samples",
         type=int_at_least(1, MAX_NUM_SAMPLES),
@@ -118,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             scheduler=args.scheduler,
             grace_period=grace,
             reduction_factor=factor,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            **trial_resources(args),
         )
         result = run_from_args(args, sweep)
     return exit_code(result)  # 1 when a trial errored (named above)

@@ -93,3 +93,12 @@ def portable_command(argv: Sequence[str]) -> str:
             value = given_path(value)
         out.append(shlex.quote(flag + eq + value))
     return " ".join(out)
+
+
+#: The URI schemes of object storage (pyarrow's filesystems); ``file://`` is a local path.
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
+
+
+def is_remote(location: str | Path | None) -> bool:
+    """Whether ``location`` is an object-storage URI (not a local path or ``file://``)."""
+    return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)

@@ -29,19 +29,12 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from .io import MANIFEST, bad_files, cache_root, read_manifest, write_manifest
-
-#: URI schemes read through pyarrow's filesystems; ``file://`` is a local path
-REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
+from .paths import REMOTE_SCHEMES, is_remote  # noqa: F401 - the storage helpers' callers import them from here
 
 
 class RemoteFolderError(RuntimeError):
     """A remote folder that cannot be used whole (no manifest, a file missing or not matching it);
     the message names the URI and the files."""
-
-
-def is_remote(location: str | Path | None) -> bool:
-    """Whether ``location`` is an object-storage URI (not a local path or ``file://``)."""
-    return isinstance(location, str) and location.startswith(REMOTE_SCHEMES)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -187,3 +180,18 @@ def localize(location: str, cache: str | Path | None = None) -> str:
     if info.type == pafs.FileType.File:
         return str(fetch_file(location, cache))
     return str(fetch_sealed_dir(location, cache))
+
+
+def local_input(location: str, cache: str | Path | None = None) -> str:
+    """A run's input (a corpus file, an encoder folder) as a local path: a remote one is fetched into
+    this machine's cache (``cache``, else ``$COUNTERARG_CACHE``) and checked, a staged file through its
+    sealed folder (``.../inputs/<name>-<sha>/corpus.zip``, whose manifest covers it); a local one is
+    returned as it is. The run's config keeps the URI, so a checkpoint names its inputs as every
+    machine can reach them, not as one node's cache holds them."""
+    if not is_remote(location):
+        return location
+    parent, name = location.rsplit("/", 1)
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.File and remote_manifest(fs, posixpath.dirname(path)):
+        return str(Path(localize(parent, cache)) / name)
+    return localize(location, cache)

@@ -23,6 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..core.paths import is_remote
+
 #: The corpus splits, in order (the folders of an unpacked corpus).
 SPLITS = ("training", "validation", "test")
 
@@ -186,6 +188,13 @@ def load_corpus(path: str | Path | None, *, splits: tuple[str, ...] | None = Non
         corpus = load_corpus(demo_corpus_path(), splits=splits)
         corpus.is_demo = True
         return corpus
+    if is_remote(path):  # s3://..., gs://...: fetched into this machine's cache, checked
+        from ..core.remote import RemoteFolderError, local_input  # pyarrow: only for a remote input
+
+        try:
+            path = local_input(str(path))
+        except (OSError, RemoteFolderError) as e:
+            raise CorpusError(f"corpus {path}: {e}") from None
     p = Path(path).expanduser()
     if not p.exists():
         raise CorpusError(f"corpus path does not exist: {p}")

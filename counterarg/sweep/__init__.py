@@ -27,3 +27,7 @@ compare``) is :mod:`counterarg.analysis`, a layer below this one that imports no
 Importing this package imports nothing; the modules that drive Ray import it plainly. Training
 (``counterarg.training.loop``, ``counterarg.evaluation.evaluate``) never imports this package, so it never imports Ray.
 """
+
+#: Lost nodes or worker processes one trial survives by default (``Sweep.max_failures``,
+#: ``--max-failures``; :mod:`~counterarg.sweep.failures`); here, so that ``--help`` imports no Ray.
+DEFAULT_MAX_FAILURES = 3

@@ -32,6 +32,7 @@ from ..core.io import FolderLockedError, disk_full_error, folder_problem, is_dis
 from ..core.paths import runnable_path, shell_path
 from ..data.inputs import int_at_least, number_at_least  # noqa: F401 - the sweep scripts import them from here
 from ..sampling.schedules import SCHEDULES
+from . import DEFAULT_MAX_FAILURES
 
 if TYPE_CHECKING:
     from .runner import Sweep, SweepResult
@@ -84,6 +85,24 @@ def add_methods_arg(p) -> None:
         help="methods each strategy trains with, comma-separated: "
         + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values())
         + f" (default: {','.join(METHODS)})",
+    )
+
+
+def add_method_arg(p, what: str, default: str) -> None:
+    """``--method NAME``: the one method a script's trials train with; ``what`` says what it is for."""
+    p.add_argument(
+        "--method",
+        type=method_arg,
+        default=default,
+        help=f"{what}: " + "; ".join(f"{m.name} = {m.doc}" for m in METHODS.values()) + f" (default {default})",
+    )
+
+
+def add_range_arg(p, flag: str, default: str, what: str) -> None:
+    """``--lr-range LO,HI``-style flag: a range of a searched or resampled field (``default`` in the
+    flag's own form, e.g. ``"1e-4,1e-2"``)."""
+    p.add_argument(
+        flag, type=parse_range, default=parse_range(default), metavar="LO,HI", help=f"{what} (default {default})"
     )
 
 
@@ -151,6 +170,13 @@ def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0")
         help="GPUs per trial, >= 0; a fraction such as 0.5 lets two trials share one GPU",
     )
     p.add_argument(
+        "--max-failures",
+        type=int_at_least(0),
+        default=DEFAULT_MAX_FAILURES,
+        help="lost nodes or worker processes one trial survives, each time continuing from its last epoch "
+        "checkpoint; 0: a lost node errors the trial (an error of the training itself is never retried)",
+    )
+    p.add_argument(
         "--num-cpus",
         type=int_at_least(1, os.cpu_count() or 1),
         default=None,
@@ -164,6 +190,16 @@ def add_common_args(p, start: Mapping[str, Any] | None = None, seeds: str = "0")
         metavar="FIELD=VALUE",
         help="override any Config field for every trial (repeatable; default: none)",
     )
+
+
+def trial_resources(args) -> dict[str, Any]:
+    """The :class:`~counterarg.sweep.runner.Sweep` fields the shared flags set for each trial: its CPUs
+    and GPUs, and how many lost nodes or workers it survives."""
+    return {
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_failures": args.max_failures,
+    }
 
 
 def add_strategies_arg(p) -> None:

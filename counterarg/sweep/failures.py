@@ -3,7 +3,8 @@
 * **Retried**: a trial whose node or worker process is lost (a spot node reclaimed, an OOM kill, a
   drained node: :func:`counterarg.ray_internals.is_system_failure`) is put back in Tune's queue and
   continues from its last epoch checkpoint on whatever node has room, by itself, up to
-  :data:`DEFAULT_MAX_FAILURES` times per trial (``Sweep.max_failures``). An error of the training
+  ``--max-failures`` times per trial (``Sweep.max_failures``, default
+  :data:`counterarg.sweep.DEFAULT_MAX_FAILURES`). An error of the training
   itself (NaN loss, a bad encoder path, a config error) would fail again: it ends the trial at once,
   recorded once, with its message (:func:`counterarg.ray_internals.retry_system_failures_only`).
 * **Recorded**: each restore is appended to ``<trial folder>/restores.json`` in storage by the driver
@@ -21,8 +22,6 @@ from ray.tune import Callback
 
 from ..ray_internals import is_system_failure, last_failure, trial_storage
 
-#: how many lost nodes or workers one trial survives (each costs at most the epoch in flight)
-DEFAULT_MAX_FAILURES = 3
 #: one JSON list per trial folder: the trial's restores after a lost node or worker
 RESTORES_FILE = "restores.json"
 #: the result key that names the Ray node of a trial's epoch (reported by the trainable)

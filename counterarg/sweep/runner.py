@@ -47,8 +47,8 @@ from ..core.remote import filesystem
 from ..evaluation.selection import DEFAULT_MODE
 from ..ray_internals import AUTH_TOKEN_LOGGER, TUNER_FILE
 from ..retrieval.shards import ensure_ray
+from . import DEFAULT_MAX_FAILURES
 from .console import DropTokenAuthNotice, quiet_worker_logs
-from .failures import DEFAULT_MAX_FAILURES
 from .prepare import feature_configs, warm_feature_cache
 from .race import RaceOptions, strategy_labels
 from .results import SweepResult, write_results

@@ -10,7 +10,8 @@ workers fetch from there, so that no node needs a path another one chose.
 * **Inputs** (:func:`stage_inputs`): a local ``corpus`` file or ``encoder`` folder named by the
   sweep is uploaded once into ``<experiment>/inputs/<name>-<sha>`` (a folder sealed by its
   manifest, :func:`counterarg.core.remote.put_sealed_dir`) and the trials are given that URI;
-  each trial fetches it into its node's own cache (:func:`localize_config`) and checks it.
+  each trial fetches it into its node's own cache (``load_corpus`` and ``resolve_encoder`` through
+  :func:`counterarg.core.remote.local_input`) and checks it; the trial's config keeps the URI.
   The driver keeps its local paths. A corpus or encoder given as ``s3://...`` is fetched the same way.
 
 No Tune objects here; pyarrow's filesystems only.
@@ -33,7 +34,6 @@ from ..core.remote import (
     filesystem,
     is_remote,
     join,
-    localize,
     put_sealed_dir,
     read_bytes,
     remote_manifest,
@@ -149,20 +149,4 @@ def stage_inputs(fields: Mapping[str, Any], experiment: str) -> dict[str, Any]:
         v = out.get(k)
         if isinstance(v, str) and v and "://" not in v and Path(v).exists():
             out[k] = stage_input(v, experiment)
-    return out
-
-
-def localize_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with each remote :data:`INPUT_FIELDS` value fetched into this node's cache
-    (``cache_dir`` or ``$COUNTERARG_CACHE``) and replaced by the local path."""
-    out = dict(config)
-    for k in INPUT_FIELDS:
-        v = out.get(k)
-        if is_remote(v):
-            parent, name = v.rsplit("/", 1)
-            fs, path = filesystem(v)
-            if fs.get_file_info(path).type == pafs.FileType.File and remote_manifest(fs, posixpath.dirname(path)):
-                out[k] = str(Path(localize(parent, out.get("cache_dir"))) / name)  # a staged file: its sealed folder
-            else:
-                out[k] = localize(v, out.get("cache_dir"))
     return out

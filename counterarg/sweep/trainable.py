@@ -52,7 +52,6 @@ from .console import quiet_worker_logs
 from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
 from .recovery import TRAIN_TIME_FILE, later_checkpoints, load_train_time, logged_epochs, read_sidecar
-from .storage import localize_config
 
 
 def trial_bundles(config: Mapping[str, Any], cpus: float = 1, gpus: float = 0) -> list[dict[str, float]]:
@@ -154,7 +153,7 @@ def trainable(config: dict) -> None:
     checkpoint/) go to ``<trial dir>/run``; each epoch's checkpoint folder is handed to Tune,
     which persists it under the trial's storage folder.
     """
-    cfg = Config.from_dict(localize_config(config))  # a staged corpus / encoder: fetched to this node
+    cfg = Config.from_dict(config)  # a staged corpus / encoder stays a URI: train() fetches it to this node
     quiet_worker_logs()
     ctx = tune.get_context()
     try:

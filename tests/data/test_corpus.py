@@ -201,3 +201,22 @@ def test_the_shared_corpus_is_looked_for_beside_the_checkout(monkeypatch):
     assert SHARED_CORPUS == checkout.parent / "shared" / "data" / "arguana-counterargs-corpus.zip"
     monkeypatch.delenv("COUNTERARG_CORPUS", raising=False)
     assert real_corpus_path() == SHARED_CORPUS
+
+
+def test_a_corpus_in_object_storage_is_fetched_and_a_missing_one_named(s3_server, s3_bucket, tmp_path, monkeypatch):
+    """``load_corpus("s3://...")`` reads the zip through this machine's cache; a key that is not there
+    is a CorpusError naming the URI (no traceback from pyarrow)."""
+    import shutil
+
+    from counterarg.data.demo import demo_corpus_path
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    archive = shutil.make_archive(str(tmp_path / "demo"), "zip", demo_corpus_path())
+    with open(archive, "rb") as f:
+        s3_server.client().put_object(Bucket=s3_bucket, Key="data/demo.zip", Body=f.read())
+    local = load_corpus(demo_corpus_path())
+    remote = load_corpus(f"s3://{s3_bucket}/data/demo.zip")
+    assert {s: v.counts() for s, v in remote.splits.items()} == {s: v.counts() for s, v in local.splits.items()}
+    assert remote.source.startswith(str(tmp_path / "cache"))
+    with pytest.raises(CorpusError, match=f"s3://{s3_bucket}/data/nope.zip"):
+        load_corpus(f"s3://{s3_bucket}/data/nope.zip")

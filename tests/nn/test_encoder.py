@@ -1,6 +1,7 @@
 """Encoder loading (counterarg.nn.encoder): pooler weights, damaged weight files, devices, text clipping."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def test_configs_default_encoder_is_the_embedded_one():
     from counterarg.nn.encoder import DEFAULT_ALIASES, DEFAULT_ENCODER
 
     assert Config().encoder == DEFAULT_ENCODER and DEFAULT_ENCODER in DEFAULT_ALIASES
+
+
+def test_an_encoder_in_object_storage_is_fetched_checked_and_a_missing_one_named(
+    s3_server, s3_bucket, tmp_path, tiny_encoder, monkeypatch
+):
+    """``encoder=s3://.../my-bert`` (a folder sealed by its manifest) loads from this machine's cache;
+    a folder that is not there is an EncoderError naming the URI."""
+    from counterarg.core.remote import filesystem, put_sealed_dir
+    from counterarg.nn.encoder import resolve_encoder
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    fs, path = filesystem(f"s3://{s3_bucket}/models/tiny")
+    put_sealed_dir(Path(tiny_encoder), fs, path)
+    local = Path(resolve_encoder(f"s3://{s3_bucket}/models/tiny"))
+    assert local.is_relative_to(tmp_path / "cache")
+    assert (local / "config.json").read_bytes() == (Path(tiny_encoder) / "config.json").read_bytes()
+    with pytest.raises(EncoderError, match=f"s3://{s3_bucket}/models/nope"):
+        resolve_encoder(f"s3://{s3_bucket}/models/nope")

@@ -51,6 +51,22 @@ def trial_dirs(exp: Path) -> list[Path]:
     return sorted(p for p in exp.glob("trial_*") if p.is_dir())
 
 
+def remote_rows(s3_server, bucket: str, prefix: str) -> dict[str, list[dict]]:
+    """Trial folder -> the rows of its result.json in the bucket under ``prefix`` (a torn line skipped)."""
+    client = s3_server.client()
+    out: dict[str, list[dict]] = {}
+    for key in s3_server.keys(bucket, prefix):
+        if key.endswith("/result.json"):
+            rows = []
+            for line in client.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass  # a line cut by a kill
+            out[key[len(prefix) :].split("/")[0]] = [r for r in rows if "epoch" in r]
+    return out
+
+
 def reported_epochs(trial_dir: Path) -> list[int]:
     """Epochs reported to Tune, in order (result.json gets one line per report, resumes append)."""
     f = trial_dir / "result.json"

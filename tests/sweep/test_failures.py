@@ -177,15 +177,19 @@ def test_resume_continues_a_trial_that_errored_mid_way_from_its_checkpoint(tiny,
 # ----------------------------------------------------------------------------- a node removed from a cluster
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # three Ray starts and a restarted worker on a loaded machine
-def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
-    """A head that runs no trial and two one-CPU worker nodes, each with its own ``COUNTERARG_CACHE``;
-    two trials, one per worker. Once one has reported 3 epochs its node is removed: the trial continues
-    on the other node from its last checkpoint, the sweep exits 0 with both trials complete, no epoch
-    reported twice beyond the one in flight, and the summary names the restore."""
+def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path, s3_server, s3_bucket):
+    """A head that runs no trial and two one-CPU worker nodes, each with its own ``COUNTERARG_CACHE``,
+    the sweep's storage a bucket on the loopback S3 server (no shared disk); two trials, one per worker.
+    Once one has reported 3 epochs (as the bucket shows) its node is removed: the trial continues on the
+    other node from its last checkpoint in the bucket, the sweep exits 0 with both trials complete, no
+    epoch reported twice beyond the one in flight, and the summary in the bucket names the restore."""
     import secrets
 
     from ray.cluster_utils import Cluster
 
+    from counterarg.core.remote import filesystem
+
+    from .conftest import remote_rows
     from .test_runner import _auth_env
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
@@ -199,63 +203,49 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path):
         cluster.wait_for_nodes()
         epochs = 24
         name = unique_name("nodeloss")
-        exp = tmp_path / "shared" / name
+        prefix = f"sweeps/{name}/"
         args = [
-            "--address",
-            cluster.address,
-            "--storage",
-            f"file://{tmp_path / 'shared'}",
-            "--name",
-            name,
-            "--methods",
-            "reference",
-            "--strategies",
-            "fixed;random",
-            "--seeds",
-            "0",
-            "--encoder",
-            tiny["encoder"],
-            "--epochs",
-            str(epochs),
-            "--set",
-            "device=cpu",
-            "--set",
-            "max_length=32",
-            "--set",
-            "patience=0",
+            *("--address", cluster.address, "--storage", f"s3://{s3_bucket}/sweeps", "--name", name),
+            *("--methods", "reference", "--strategies", "fixed;random", "--seeds", "0"),
+            *("--encoder", tiny["encoder"], "--epochs", str(epochs)),
+            *("--set", "device=cpu", "--set", "max_length=32", "--set", "patience=0"),
         ]
         log_path = tmp_path / "driver.log"
         with open(log_path, "w") as log:
-            proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
+            proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log, cwd=tmp_path)
             removed = None
             t0 = time.time()
             while removed is None:
                 assert proc.poll() is None, log_path.read_text()[-4000:]
                 assert time.time() - t0 < 400, "no trial reached its third epoch"
-                for d in trial_dirs(exp) if exp.is_dir() else []:
-                    rows = [r for r in result_rows(d) if "epoch" in r and "node_id" in r]
+                for trial, rows in remote_rows(s3_server, s3_bucket, prefix).items():
+                    rows = [r for r in rows if "node_id" in r]
                     if rows and 3 <= rows[-1]["epoch"] <= epochs - 8:
                         node = next(w for w in workers if w.node_id == rows[-1]["node_id"])
                         cluster.remove_node(node, allow_graceful=False)
-                        removed = (d.name, rows[-1]["node_id"], rows[-1]["epoch"])
+                        removed = (trial, rows[-1]["node_id"], rows[-1]["epoch"])
                         break
-                time.sleep(0.05)
+                time.sleep(0.2)
             assert proc.wait(timeout=400) == 0, log_path.read_text()[-5000:]
         trial, lost_node, at = removed
-        rows = [r for r in result_rows(exp / trial) if "epoch" in r]
+        every = remote_rows(s3_server, s3_bucket, prefix)
+        rows = every[trial]
         at_most_one_epoch_twice([r["epoch"] for r in rows], epochs)
-        for d in trial_dirs(exp):
-            assert sorted(set(reported_epochs(d))) == list(range(1, epochs + 1)), d.name
-        [restore] = read_restores(__import__("pyarrow.fs").fs.LocalFileSystem(), str(exp / trial))
+        assert len(every) == 2
+        for t, t_rows in every.items():
+            assert sorted({r["epoch"] for r in t_rows}) == list(range(1, epochs + 1)), t
+        fs, root = filesystem(f"s3://{s3_bucket}/{prefix}{trial}")
+        [restore] = read_restores(fs, root)
         assert restore["node"] == lost_node and restore["after_epoch"] >= at, restore
         # the killed node's worker may still report an epoch or two of short epochs before it dies;
         # from the epoch after the one in flight when the driver noticed, the trial runs elsewhere
         after = [r["node_id"] for r in rows if r["epoch"] > restore["after_epoch"] + 1 and "node_id" in r]
         assert after and lost_node not in after, "the trial did not move to the other node"
         print_cost("node removed", rows, restore["after_epoch"])  # the last epoch the driver had when it noticed
-        md = (exp / "summary.md").read_text()
+        md = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "summary.md")["Body"].read().decode()
         assert "Trials: 2 (0 errored, 0 unfinished)" in md
         assert "restored 1x after a lost node or worker, from epoch" in md, md
+        assert not (tmp_path / name).exists() and not (tmp_path / "results").exists(), "the driver wrote locally"
         for i in range(2):  # each worker node built its feature cache under its own COUNTERARG_CACHE
             assert (tmp_path / f"cache-{i}").is_dir()
     finally:

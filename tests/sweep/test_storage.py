@@ -17,9 +17,9 @@ import pytest
 
 from counterarg.core.io import write_manifest
 from counterarg.core.remote import filesystem, remote_manifest
-from counterarg.sweep.storage import DriverFolder, localize_config, stage_inputs
+from counterarg.sweep.storage import DriverFolder, stage_inputs
 
-from .conftest import kill_when, resume_to_end, unique_name
+from .conftest import kill_when, remote_rows, resume_to_end, unique_name
 
 
 def test_driver_folder_pushes_only_what_changed(s3_server, s3_bucket):
@@ -43,7 +43,7 @@ def test_driver_folder_pushes_only_what_changed(s3_server, s3_bucket):
         work.close()
 
 
-def test_inputs_are_staged_once_and_fetched_per_node(s3_server, s3_bucket, tmp_path, tiny_encoder):
+def test_inputs_are_staged_once_and_fetched_per_node(s3_server, s3_bucket, tmp_path, tiny_encoder, monkeypatch):
     corpus = tmp_path / "corpus.zip"
     corpus.write_bytes(b"PK" + os.urandom(200))
     exp = f"s3://{s3_bucket}/sw/staged"
@@ -56,13 +56,18 @@ def test_inputs_are_staged_once_and_fetched_per_node(s3_server, s3_bucket, tmp_p
     n = len(s3_server.requests)
     assert stage_inputs({"encoder": tiny_encoder}, exp)["encoder"] == staged["encoder"]
     assert not [r for r in s3_server.requests[n:] if r[0] == "PUT"]  # the same content: not uploaded again
-    # a node fetches into its own cache (cache_dir or $COUNTERARG_CACHE), checked against the manifest
-    local = localize_config({**staged, "cache_dir": str(tmp_path / "node-a")})
-    assert Path(local["encoder"]).is_relative_to(tmp_path / "node-a")
-    assert (Path(local["encoder"]) / "model.safetensors").read_bytes() == (
-        Path(tiny_encoder) / "model.safetensors"
-    ).read_bytes()
-    assert Path(local["corpus"]).name == "corpus.zip" and Path(local["corpus"]).read_bytes() == corpus.read_bytes()
+    # a node fetches into its own cache ($COUNTERARG_CACHE), checked against the manifest, when the
+    # run loads the URI its config keeps
+    from counterarg.core.remote import local_input
+    from counterarg.nn.encoder import resolve_encoder
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "node-a"))
+    encoder = resolve_encoder(staged["encoder"])
+    assert Path(encoder).is_relative_to(tmp_path / "node-a")
+    assert (Path(encoder) / "model.safetensors").read_bytes() == (Path(tiny_encoder) / "model.safetensors").read_bytes()
+    local_corpus = Path(local_input(staged["corpus"]))
+    assert local_corpus.is_relative_to(tmp_path / "node-a")
+    assert local_corpus.name == "corpus.zip" and local_corpus.read_bytes() == corpus.read_bytes()
     assert stage_inputs({"encoder": tiny_encoder}, str(tmp_path / "local-storage")) == {"encoder": tiny_encoder}
 
 
@@ -121,18 +126,7 @@ def test_checkpoints_deleted_too_early_are_put_back_in_the_bucket(s3_server, s3_
 
 def _remote_epochs(s3_server, bucket: str, prefix: str) -> dict[str, list[int]]:
     """Trial folder -> the epochs in its result.json in the bucket (a torn last line skipped)."""
-    client = s3_server.client()
-    out = {}
-    for key in s3_server.keys(bucket, prefix):
-        if key.endswith("/result.json"):
-            eps = []
-            for line in client.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():
-                try:
-                    eps.append(int(json.loads(line)["epoch"]))
-                except (ValueError, KeyError):
-                    pass
-            out[key[len(prefix) :].split("/")[0]] = eps
-    return out
+    return {t: [int(r["epoch"]) for r in rows] for t, rows in remote_rows(s3_server, bucket, prefix).items()}
 
 
 def _files(keys: list[str]) -> list[str]:
@@ -213,6 +207,10 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
                 s3_server.client().get_object(Bucket=s3_bucket, Key=f"{prefix}{t}/params.json")["Body"].read()
             )
             assert params["encoder"].startswith(f"s3://{s3_bucket}/sweeps/{name}/inputs/")  # not the driver's path
+            run_config = json.loads(
+                s3_server.client().get_object(Bucket=s3_bucket, Key=f"{prefix}{t}/best/config.json")["Body"].read()
+            )
+            assert run_config["encoder"] == params["encoder"]  # the URI, not the node's cache path
         summary = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "summary.md")["Body"].read().decode()
         assert "Trials: 2 (0 errored, 0 unfinished)" in summary and "checkpoint not kept" not in text
         assert f"Summary: s3://{s3_bucket}/sweeps/{name}/summary.md" in text
