@@ -406,6 +406,25 @@ M = [
         "        pass",
         ["tests/sweep/test_pbt.py::test_explore_always_moves_the_rate"],
     ),
+    (
+        "a reranking scorer lets the true counter win its ties",
+        "counterarg/retrieval/pool_ranks.py",
+        "            ahead = (top.valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead",
+        "            ahead = (top.valid & (p_other > p_true[:, None])).sum(1)  # [n]; ties go ahead",
+        [
+            "tests/retrieval/test_pool_ranks.py::test_rerank_reorders_the_top_by_the_scorers_score",
+            "tests/evaluation/test_evaluate.py::test_rerank_follows_classifier",
+        ],
+    ),
+    (
+        "a whole-split pool counts copies of the query and its counter as other members",
+        "counterarg/retrieval/pool_ranks.py",
+        "                r_d = 1 + (not_after[:, :cols] & rep[None, :cols]).sum(1) - (peer_before & in_pool).sum(1)  # [B]",
+        "                r_d = 1 + (not_after[:, :cols] & rep[None, :cols]).sum(1)  # [B]",
+        [
+            "tests/evaluation/test_evaluate.py::test_a_copy_of_the_true_counter_is_the_hit_and_a_copy_of_the_query_is_no_candidate"
+        ],
+    ),
 ]
 
 

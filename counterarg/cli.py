@@ -22,7 +22,6 @@ from .data.inputs import (
     MAX_CANDIDATES_BYTES,
     DefaultsHelpFormatter,
     int_at_least,
-    read_collection,
     read_input_text,
     read_texts,
 )
@@ -106,45 +105,23 @@ def _checkpoint_config(args) -> tuple[Config, dict | None]:
 
 
 def cmd_evaluate(args) -> int:
-    from .data.corpus import TextTable, load_corpus
-    from .evaluation.arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
-    from .evaluation.evaluate import evaluate_model, zero_shot_split
-    from .model.biencoder import BiEncoder
-    from .nn.encoder import pick_device, set_threads_from_env
+    from .evaluation.evaluate import evaluate_corpus_split
     from .retrieval.arguana import TITLE as ARGUANA_TITLE
-    from .retrieval.arguana import build_view, format_view
+    from .retrieval.arguana import format_view
     from .retrieval.metrics import format_table, unseen_split
-    from .retrieval.pools import split_pools
 
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'metrics.json'}")
     cfg, state = _checkpoint_config(args)
-    set_threads_from_env()
-    corpus = load_corpus(cfg.corpus)
-    corpus.announce(not args.quiet)
-    pools = split_pools(corpus, args.split)  # clear error when the split is missing
-    if not args.quiet:
-        print(f"[counterarg] {pools.describe()}", flush=True)
-    table, device = TextTable.from_corpus(corpus), pick_device(cfg.device)
-    arguana = build_view(corpus, table, args.split)  # the ArguAna view (retrieval/arguana.py)
-    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
-        model = BiEncoder.build(cfg, table, device, progress=not args.quiet)
-        every = collection_embeddings(model)  # each text once, for the tasks and the view
-        metrics = zero_shot_split(model, args.split, pools, emb=pair_embeddings(model, args.split, every))
-        metrics.update(zero_shot_view_metrics(model, arguana, every))
-    else:
-        model = BiEncoder.from_state(
-            state, config=cfg, device=device, table=table, progress=not args.quiet, source=Path(args.checkpoint)
-        )
-        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
-        metrics = evaluate_model(model, args.split, pools, pair_embeddings(model, args.split, every), fused_w=w)
-        metrics.update(model_view_metrics(model, arguana, every, fused_w=w))
+    source = Path(args.checkpoint) if state is not None else None
+    report = evaluate_corpus_split(cfg, args.split, state, source=source, progress=not args.quiet)
+    metrics, pools, arguana = report.metrics, report.pools, report.view
     what = (
         "zero-shot (pooled encoder output, cosine)"
         if state is None
         else f"checkpoint {args.checkpoint} (epoch {state['epoch']}, {cfg.eval_mode}, {cfg.eval_metric})"
     )
-    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {corpus.source} - {what}")
+    print(f"{cfg.encoder} [{cfg.pooling}, max_length {cfg.max_length}] on {report.corpus.source} - {what}")
     if args.quiet:  # otherwise said above
         print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
@@ -169,42 +146,22 @@ def cmd_rank(args) -> int:
     import json
 
     import numpy as np
-    import torch
 
     from .model.biencoder import BiEncoder
-    from .serving.inference import cached_pooled, candidate_embeddings
+    from .serving.candidates import CandidateSource, rank_text, read_candidates
 
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     text = read_input_text(args.text_file, "--text-file", MAX_TEXT_FILE_BYTES) if args.text_file else args.text
     if not text.strip():
         raise ConfigError("--text-file holds no text" if args.text_file else "--text is empty")
-    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
-    tm.config = cfg = tm.config.replace(**_checkpoint_overrides(args, tm.config, RANK_FIELDS))
-    tm.scoring_weight(strict=True)  # a weight the scorer needs and the checkpoint lacks: said before encoding
-    cands, sources, s_given, corpus = read_collection(
-        args, cfg.corpus, tm.heads.sim_dim
-    )  # sim_dim 0: the encoder width
-    t0 = __import__("time").perf_counter()
-    with torch.no_grad():
-        hq, sq = tm.embed([text])  # [1, H], [1, d]
-        hc = cached_pooled(tm, corpus, cands) if corpus is not None else None  # frozen encoder: heads only
-        if hc is not None:
-            sc, cached = tm.heads.similarity(hc), "from the feature cache"
-        elif s_given is not None:
-            if tm.scorer.needs_classifier:
-                raise ConfigError(
-                    f"--candidates {args.candidates}: a .npy of similarity embeddings has no encoder "
-                    f"outputs for the classifier of eval_mode={cfg.eval_mode}: rank the texts "
-                    "themselves, or pass --set eval_mode=retrieval"
-                )
-            sc, hc, cached = torch.from_numpy(np.asarray(s_given, dtype=np.float32)), None, "from the .npy"
-        else:
-            hc, sc, hit = candidate_embeddings(tm, cands, progress=not args.quiet)
-            cached = "from cache" if hit else "encoded"
-        ids, scores = tm.rank((hq[0], sq[0]), (hc, sc), k=args.k)
-    secs = __import__("time").perf_counter() - t0
-    label = tm.scorer.label
+    model = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
+    model.config = cfg = model.config.replace(**_checkpoint_overrides(args, model.config, RANK_FIELDS))
+    model.scoring_weight(strict=True)  # a weight the scorer needs and the checkpoint lacks: said before encoding
+    source = CandidateSource(args.candidates, args.candidate_texts, args.field, args.corpus, args.split)
+    ranking = rank_text(model, text, read_candidates(model, source), args.k, progress=not args.quiet)
+    cands, sources = ranking.candidates.texts, ranking.candidates.sources
+    label = model.scorer.label
     if args.json:
         out = [
             {
@@ -214,7 +171,7 @@ def cmd_rank(args) -> int:
                 "source": sources[i],
                 "text": cands[i],
             }
-            for r, (i, sc_) in enumerate(zip(ids, scores), 1)
+            for r, (i, sc_) in enumerate(zip(ranking.ids, ranking.scores), 1)
         ]
         print(
             json.dumps(
@@ -224,8 +181,11 @@ def cmd_rank(args) -> int:
             )
         )
         return 0
-    print(f"best {len(ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; candidates {cached}; {secs:.1f} s):")
-    for r, (i, sc_) in enumerate(zip(ids, scores), 1):
+    print(
+        f"best {len(ranking.ids)} of {len(cands)} candidates ({cfg.eval_mode}; {label}; "
+        f"candidates {ranking.how}; {ranking.seconds:.1f} s):"
+    )
+    for r, (i, sc_) in enumerate(zip(ranking.ids, ranking.scores), 1):
         t = cands[i].replace("\n", " ")
         print(f"{r:>3}. [{'' if np.isnan(sc_) else f'{sc_:.4f}'}] {t[:160]}{'...' if len(t) > 160 else ''}")
         print(f"     {sources[i]}")
@@ -242,9 +202,9 @@ def cmd_embed(args) -> int:
         raise ConfigError(f"--out {out} is a folder; give a .npy file name (--force replaces files only)")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
-    tm.config = tm.config.replace(**_checkpoint_overrides(args, tm.config, EMBED_FIELDS))
-    _, s = tm.embed(texts, progress=not args.quiet)
+    model = BiEncoder.from_checkpoint(args.checkpoint, device=args.device, forward_only=True)
+    model.config = model.config.replace(**_checkpoint_overrides(args, model.config, EMBED_FIELDS))
+    _, s = model.embed(texts, progress=not args.quiet)
     save_embeddings(out, s.cpu().numpy(), force=args.force)
     print(f"[counterarg] {len(texts)} embeddings [{s.shape[1]}-d similarity space] written to {out.resolve()}")
     return 0

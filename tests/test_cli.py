@@ -296,10 +296,10 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(
     assert calls == [1, 5, 1], "the second rank against the same collection re-encoded it"
     assert second == first
     # the same order and scores, computed directly from the model
-    tm = BiEncoder.from_checkpoint(ck)
+    model = BiEncoder.from_checkpoint(ck)
     with torch.no_grad():
-        hq, sq = real(tm, ["Taxes on banks hurt growth"])
-        hc, sc = real(tm, cands)
+        hq, sq = real(model, ["Taxes on banks hurt growth"])
+        hc, sc = real(model, cands)
         d = torch.cdist(sq.double(), sc.double())[0]  # [5]
         if mode == "retrieval":
             want = sorted(range(5), key=lambda i: (float(d[i]), i))
@@ -307,7 +307,7 @@ def test_rank_equals_a_direct_computation_and_caches_candidates(
         else:
             near = sorted(range(5), key=lambda i: (float(d[i]), i))
             top = near[:3]
-            p = torch.softmax(tm.heads.classify(sq.expand(3, -1), sc[top], hq.expand(3, -1), hc[top]), 1)[:, 1]
+            p = torch.softmax(model.heads.classify(sq.expand(3, -1), sc[top], hq.expand(3, -1), hc[top]), 1)[:, 1]
             order = sorted(range(3), key=lambda j: (-float(p[j]), j))
             want = [top[j] for j in order] + near[3:]
             scores = [float(p[j]) for j in order] + [None, None]
@@ -378,7 +378,7 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     the cache (the encoder sees the query alone) and ranks exactly as encoding them does."""
     import counterarg.model.biencoder as biencoder_mod
     import counterarg.nn.encoder as model_mod
-    import counterarg.serving.inference as inference_mod
+    import counterarg.serving.candidates as candidates_mod
     from counterarg.config import Config
     from counterarg.training.loop import train
 
@@ -409,7 +409,7 @@ def test_rank_against_a_frozen_checkpoint_reads_the_cached_features(tiny_encoder
     assert main(args) == 0
     assert "candidates from the feature cache" in capsys.readouterr().out
     # before: the same checkpoint with no feature cache to read encodes every candidate
-    monkeypatch.setattr(inference_mod, "cached_pooled", lambda *a: None)
+    monkeypatch.setattr(candidates_mod, "cached_pooled", lambda *a: None)
     encoded.clear()
     assert main(args + ["--json"]) == 0
     slow = json.loads(capsys.readouterr().out)

@@ -69,7 +69,7 @@ def reference_style_ranks(pool_lists, queries, ps, cs, ph, ch, classify, rerank_
             pool = pool_lists[i]
             hit = i if hits is None else hits[i]
             d = np.linalg.norm(cand[pool] - ps[i], axis=1)  # [P]
-            # ties: lower index first, true counter after its ties (same rule as evaluation/evaluate.py)
+            # ties: lower index first, true counter after its ties (same rule as retrieval/pool_ranks.py)
             order = np.lexsort((pool, pool == hit, d))
             ranked = list(pool[order])
             if rerank:

@@ -99,57 +99,6 @@ def number_at_least(low: float) -> Callable[[str], float]:
     return parse
 
 
-def read_collection(
-    args, default_corpus: str | None, sim_dim: int
-) -> tuple[list[str], list[str], object | None, object | None]:
-    """``(texts, sources, s, corpus)`` of the collection to rank: a text file (one per line), a ``.jsonl``
-    file (``--field``), a ``.npy`` from ``counterarg embed`` with ``--candidate-texts`` (its ``s``
-    rows), or a corpus split's counters (``--corpus`` zip or folder; default the checkpoint's; then
-    ``corpus`` is that corpus, else None). ``args`` holds ``rank``'s flags: candidates,
-    candidate_texts, field, corpus, split."""
-    import numpy as np
-
-    if not args.candidates:
-        from .corpus import load_corpus
-
-        corpus = load_corpus(args.corpus or default_corpus)
-        split = corpus.split(args.split)
-        copies: dict[str, list[str]] = {}  # each distinct counter text once (debates filed under several themes)
-        for p in split.pairs:
-            copies.setdefault(p.counter.text, []).append(p.counter.source)
-        sources = [
-            src[0] + (f" (and {len(src) - 1} verbatim copies)" if len(src) > 1 else "") for src in copies.values()
-        ]
-        return list(copies), sources, None, corpus
-    path = Path(args.candidates)
-    if path.suffix == ".npy":
-        if not args.candidate_texts:
-            raise ConfigError(
-                f"--candidates {path} is a .npy of embeddings: give the texts it was made from "
-                "with --candidate-texts FILE (the --input of counterarg embed)"
-            )
-        texts = read_texts(args.candidate_texts, args.field, what="--candidate-texts file")
-        try:
-            s = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"--candidates {path} is not a readable .npy file: {e}") from None
-        if s.ndim != 2 or s.shape[0] != len(texts) or s.shape[1] != sim_dim:
-            raise ConfigError(
-                f"--candidates {path} holds an array of shape {s.shape}; expected "
-                f"[{len(texts)}, {sim_dim}] for the {len(texts)} texts of {args.candidate_texts} "
-                "and this checkpoint's similarity space"
-            )
-        return texts, [f"{args.candidate_texts}:{i + 1}" for i in range(len(texts))], s, None
-    if path.suffix == ".jsonl":
-        texts = read_texts(path, args.field, MAX_CANDIDATES_BYTES, "candidates file")
-        return texts, [f"{path}:{i + 1}" for i in range(len(texts))], None, None
-    lines = read_input_text(path, "candidates file", MAX_CANDIDATES_BYTES).splitlines()
-    numbered = [(i + 1, line.strip()) for i, line in enumerate(lines) if line.strip()]
-    if not numbered:
-        raise ConfigError(f"candidates file {path} holds no non-empty lines")
-    return [c for _, c in numbered], [f"{path}:{n}" for n, _ in numbered], None, None  # the file's own line numbers
-
-
 class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
     """``--help`` that names each option's default: ``(default: VALUE)`` after its help where it has a
     value (not None, False or a list) and the help does not say it already; the description keeps its

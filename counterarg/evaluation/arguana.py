@@ -5,7 +5,7 @@ rows, by the same distance the eight tasks use (``eval_metric`` in the similarit
 the pooled output for the zero-shot baseline). The query's own text is excluded; ties count against
 the relevant document (it goes after every document at its distance), as in the tasks. A scorer
 that needs the classifier (``rerank``, ``fused``) reorders the top ``rerank_k`` exactly as it does
-in the tasks (evaluate.query_ranks), so the view ranks the way the model ranks.
+in the tasks (retrieval/pool_ranks.py), so the view ranks the way the model ranks.
 
 Cost: one embedding of every text of the corpus (8,550 on the distributed corpus), then a ``[B, N]``
 distance block per block of query rows. The training loop and ``counterarg evaluate`` embed the
@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from ..retrieval.arguana import NO_RELEVANT, ArguAnaView, view_metrics
-from ..retrieval.scorers import check_options, pair_values, prepare, row_distances, work_dtype
+from ..retrieval.distances import prepare, row_distances, work_dtype
+from ..retrieval.pool_ranks import pair_values
+from ..retrieval.scorers import check_options
 
-#: elements of one [B, N] distance block (bounds memory as evaluate.BLOCK_ELEMENTS does)
+#: elements of one [B, N] distance block (bounds memory as pool_ranks.BLOCK_ELEMENTS does)
 BLOCK_ELEMENTS = 1 << 22
 
 __all__ = ["view_ranks", "model_view_metrics", "zero_shot_view_metrics", "collection_embeddings", "pair_embeddings"]
@@ -41,7 +43,7 @@ def view_ranks(
     """``[Q]`` float64: the 1-based rank of each query's relevant document among the collection less
     the query's own text; ``inf`` for a query without one. ``sim`` ``[N, d]`` embeds the collection
     (``view.docs`` in order), ``h`` ``[N, H]`` too when ``mode``'s scorer needs ``classify``."""
-    scorer = check_options(mode, metric, rerank_k, (1,))
+    scorer = check_options(mode, metric, rerank_k)
     s = torch.as_tensor(sim)
     n = int(view.docs.shape[0])
     if s.ndim != 2 or s.shape[0] != n:

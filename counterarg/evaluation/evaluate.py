@@ -1,57 +1,38 @@
-"""Scoring of the eight retrieval tasks: each query's rank of its true counter, vectorised.
+"""The eight retrieval tasks scored: each query's rank of its true counter, then acc@k and MRR.
 
-How candidates are scored (``retrieval``, ``rerank``, ``fused``, ...) is the
-:class:`~counterarg.retrieval.scorers.Scorer` registry (retrieval/scorers.py); this module finds, for
-every query of a split at once and every task's pool, the rank the scorer gives the true counter (no
-Python loop over queries or pairs). Passing the raw pooled encoder outputs with ``metric="cosine"``
-gives the zero-shot baseline.
+:func:`query_ranks` ranks every query of a split at once under a scorer: its options checked once
+(scorers.check_options), its inputs once (pool_ranks.split_embeddings), then the scorer's entry
+ranks the pools (scorers.Scorer.rank_pools; how, and the tie rule: retrieval/pool_ranks.py).
+:func:`evaluate_split` turns the ranks into flat metrics of both views (retrieval/metrics.py), and
 :func:`evaluate_model` scores a model the way its config says (scorer, metric, ``rerank_k``, ``ks``,
-its weight), so the scoring options are threaded through one call.
-
-**Ties.** Candidates at equal distance are ordered by candidate index, lower first, except the
-true counter, which is always placed *after* every candidate it ties with (in distance, and within
-the reranked top ``k`` in probability): a degenerate model (e.g. all embeddings equal) gets the
-worst rank, never a lucky acc@1. scorers.rank_candidates (one query, no true counter) orders equal distances
-by index and equal scores by distance order.
-
-**How the rank is found without sorting.** With that tie rule the distance rank of the true
-counter is ``#{pool members with distance <= its distance}``, one comparison over the ``[B, 2Q]``
-distance block. For rerank, only queries whose true counter is within the top ``k`` can move, and
-its new rank is ``1 + #{other top-k members with probability >= its probability}``. The other
-top-k members come from a ``topk`` over the masked distance block (rows with ties at the cut are
-redone by a stable sort, so the lower index wins). The classifier runs once over the
-deduplicated union of (query, candidate) pairs of all tasks, in chunks, so the eight tasks cost
-little more than the largest one.
-
-Metrics from the ranks (acc@k, MRR, the unseen view, the table): retrieval/metrics.py.
+its weight), so the scoring options are threaded through one call. Passing the raw pooled encoder
+outputs with ``metric="cosine"`` gives the zero-shot baseline (:func:`zero_shot_split`,
+:func:`zero_shot_metrics`). :func:`evaluate_corpus_split` is ``counterarg evaluate``'s work: a corpus
+split scored by a checkpoint or zero-shot, on the tasks and the ArguAna view.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..retrieval.metrics import view_metrics
+from ..retrieval.metrics import check_ks, view_metrics
+from ..retrieval.pool_ranks import split_embeddings
 from ..retrieval.pools import Pools
-from ..retrieval.scorers import Classify, as_tensor, check_options, pair_values, prepare, row_distances, work_dtype
-from ..retrieval.tasks import REGISTRY, EvaluationError, check_tasks
+from ..retrieval.scorers import Classify, check_options
+from ..retrieval.tasks import EvaluationError, check_tasks
+
+if TYPE_CHECKING:
+    from ..data.corpus import Corpus
+    from ..retrieval.arguana import ArguAnaView
 
 __all__ = ["EvaluationError", "evaluate_model", "evaluate_split", "query_ranks"]
 
-#: elements of one [B, 2Q] distance block (bounds memory: ~4M float64 = 32 MiB per tensor)
-BLOCK_ELEMENTS = 1 << 22
-#: pairs per classifier call
-CLASSIFY_CHUNK = 8192
 
-
-# --------------------------------------------------------------------------- helpers
-def _classifier_values(classify: Classify, scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c) -> torch.Tensor:
-    """scorers.pair_values in chunks of :data:`CLASSIFY_CHUNK` pairs."""
-    return pair_values(classify, scorer, keys, n_cand, s_q, s_c, h_q, h_c, chunk=CLASSIFY_CHUNK)
-
-
-# --------------------------------------------------------------------------- ranks
 def query_ranks(
     pools: Pools,
     point_sim,
@@ -74,113 +55,20 @@ def query_ranks(
     """
     split = split_name or pools.split
     tasks = check_tasks(tasks)
-    scorer = check_options(mode, metric, rerank_k, (1,))
-    q = pools.num_queries
-    if q == 0:
-        raise EvaluationError(f"split {split!r} has no queries (no (point, counter) pairs)")
-    ps = as_tensor(point_sim, "point_sim", q, split)  # [Q, d]
-    device = ps.device
-    cs = as_tensor(counter_sim, "counter_sim", q, split, device)  # [Q, d]
-    if cs.shape[1] != ps.shape[1]:
-        raise EvaluationError(f"split {split!r}: point_sim has dim {ps.shape[1]} but counter_sim has dim {cs.shape[1]}")
-    rerank = scorer.needs_classifier and rerank_k > 1  # reranking a single candidate changes nothing
-    if scorer.needs_classifier:
-        if classify is None:
-            raise EvaluationError(f"split {split!r}: mode {mode!r} needs a classify function")
-        ph = as_tensor(point_h, "point_h", q, split, device)  # [Q, H]
-        ch = as_tensor(counter_h, "counter_h", q, split, device)  # [Q, H]
-        if ch.shape[1] != ph.shape[1]:
-            raise EvaluationError(f"split {split!r}: point_h has dim {ph.shape[1]} but counter_h has dim {ch.shape[1]}")
-
-    n_cand = 2 * q
-    wd = work_dtype(device)
-    query = prepare(ps, metric, wd)  # [Q, d]
-    cand = torch.cat([prepare(cs, metric, wd), query])  # [2Q, d]: counters, then points
-    for t in tasks:  # empty pools cannot happen for true pairs; guard anyway (hand-made Pools)
-        if (pools.pool_sizes(t) < 1).any():
-            raise EvaluationError(f"split {split!r}, task {t!r}: a query has an empty candidate pool")
-
-    cand_sq = (cand * cand).sum(1) if metric == "l2" else None  # [2Q]
-    ranks = {t: torch.empty(q, dtype=torch.long, device=device) for t in tasks}
-    # rerank: (query ids [n], top ids [n, k-1], valid [n, k-1], top distances [n, k-1], true distance [n])
-    pending = {t: [] for t in tasks}
-    block = max(1, BLOCK_ELEMENTS // n_cand)
-    kk = min(rerank_k - 1, n_cand)  # other members of the top k besides the true counter
-    inf = float("inf")
-    dense = {t for t in tasks if REGISTRY[t].split_wide}  # whole-split pools: columns of the distance block
-    if dense:
-        # copies: only the first copy of a text counts (rep), and the candidates sharing a text
-        # with the query or its true counter (peers) are never *other* pool members
-        rep = {t: torch.as_tensor(pools.representatives(t), device=device) for t in dense}  # [2Q] each
-        peers = torch.as_tensor(pools.peers(), device=device)  # [Q, m], padded with column 0
-        first = torch.ones_like(peers, dtype=torch.bool)
-        first[:, 1:] = peers[:, 1:] != peers[:, :1]  # the padding repeats column 0
-    for start in range(0, q, block):
-        rows = slice(start, min(q, start + block))
-        qi = torch.arange(rows.start, rows.stop, device=device)  # [B]
-        b = torch.arange(qi.shape[0], device=device)  # [B]
-        dist = row_distances(query[rows], cand, cand_sq, metric)  # [B, 2Q]
-        d_true = dist[b, qi]  # [B]
-        if dense:
-            # at or before the true counter (ties count before it)
-            not_after = dist <= d_true[:, None]  # [B, 2Q]
-            pr, pf = peers[rows], first[rows]  # [B, m], [B, m]
-            peer_before = not_after.gather(1, pr) & pf  # [B, m]
-        for t in tasks:
-            if t in dense:
-                cols = n_cand if REGISTRY[t].with_points else q  # counters only: the first Q columns
-                in_pool = rep[t][pr] & (pr < cols)  # [B, m]: peers that are represented in the pool
-                r_d = 1 + (not_after[:, :cols] & rep[t][None, :cols]).sum(1) - (peer_before & in_pool).sum(1)  # [B]
-            else:
-                ids, valid = pools.index(t, rows, device)  # [B, P], [B, P]; copies already left out
-                text = pools.text_on(device)  # [2Q]
-                other = valid & (text[ids] != text[qi][:, None])  # [B, P]; the true counter's text is the hit
-                dc = dist.gather(1, ids).masked_fill_(~other, inf)  # [B, P]
-                r_d = 1 + (dc <= d_true[:, None]).sum(1)  # [B]
-            ranks[t][rows] = r_d
-            if not rerank:
-                continue
-            need = torch.nonzero(r_d <= rerank_k).flatten()  # [n]: rows whose true counter can move
-            if need.numel() == 0:
-                continue
-            if t in dense:
-                dm = dist[need, :cols].masked_fill_(~rep[t][None, :cols], inf)  # [n, cols]; a copy
-                pn = pr[need]  # [n, m]
-                dm.scatter_(1, pn.clamp_max(cols - 1).where(pn < cols, pn[:, :1]), inf)  # peers out
-                cols_ids = None
-            else:
-                dm = dc[need]  # [n, P]; the true counter's text is already out
-                cols_ids = ids[need]  # [n, P]
-            width = min(kk, dm.shape[1])
-            vals, top = torch.topk(dm, width, dim=1, largest=False, sorted=True)  # [n, k-1]
-            valid_top = torch.isfinite(vals)  # [n, k-1]; pools smaller than k are padded
-            # topk picks arbitrarily among candidates tied at the cut; redo those rows by a stable
-            # sort (columns are in candidate order, so the lower index wins). Needs exact ties.
-            cut = vals[:, -1]  # [n]
-            over = torch.nonzero(torch.isfinite(cut) & ((dm <= cut[:, None]).sum(1) > width)).flatten()
-            if over.numel():
-                top[over] = torch.sort(dm[over], dim=1, stable=True).indices[:, :width]
-            top_ids = top if cols_ids is None else cols_ids.gather(1, top)  # [n, k-1] candidate ids
-            pending[t].append((qi[need], top_ids, valid_top, dm.gather(1, top), d_true[need]))
-
-    if rerank and any(pending.values()):
-        parts = []
-        for t in tasks:
-            for qn, ids, valid, _, _ in pending[t]:
-                parts.append(qn * n_cand + qn)  # the true pair
-                parts.append((qn[:, None] * n_cand + ids)[valid])  # [n_valid]
-        keys = torch.unique(torch.cat(parts))  # sorted; each pair classified once for all tasks
-        probs = _classifier_values(classify, scorer, keys, n_cand, ps, torch.cat([cs, ps]), ph, torch.cat([ch, ph]))
-        for t in tasks:
-            for qn, ids, valid, d_top, d_qn in pending[t]:
-                p_true = probs[torch.searchsorted(keys, qn * n_cand + qn)]  # [n]
-                at = torch.searchsorted(keys, qn[:, None] * n_cand + ids).clamp_max(keys.shape[0] - 1)
-                p_other = probs[at]  # [n, k-1]; padded slots are masked by ``valid``
-                p_true = scorer.combine(p_true, d_qn, fused_w)  # [n]; distances up to a per-row constant
-                p_other = scorer.combine(p_other, d_top.double().nan_to_num(posinf=0.0), fused_w)  # [n, k-1]
-                ahead = (valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead
-                ranks[t][qn] = 1 + ahead
-    return ranks
+    scorer = check_options(mode, metric, rerank_k)
+    emb = split_embeddings(
+        pools,
+        point_sim,
+        counter_sim,
+        point_h,
+        counter_h,
+        metric=metric,
+        tasks=tasks,
+        split=split,
+        scorer=scorer,
+        classify=classify,
+    )
+    return scorer.rank_pools(pools, emb, tasks, classify, rerank_k=rerank_k, fused_w=fused_w)
 
 
 def evaluate_split(
@@ -211,9 +99,7 @@ def evaluate_split(
     Raises :class:`EvaluationError` for an empty split or pool and for embeddings whose row count
     differs from ``pools.num_queries``.
     """
-    check_options(mode, metric, rerank_k, ks)
-    if pools.num_queries == 0:
-        raise EvaluationError(f"split {split_name!r} has no queries (no (point, counter) pairs)")
+    check_ks(ks)
     ranks = query_ranks(
         pools,
         point_sim,
@@ -294,17 +180,14 @@ def zero_shot_metrics(
     """
     import numpy as np
 
-    from ..data.corpus import TextTable, load_corpus
-    from ..model.biencoder import BiEncoder
-    from ..nn.encoder import pick_device
+    from ..model.over_corpus import over_corpus
     from ..retrieval.arguana import build_view
     from ..retrieval.pools import split_pools
     from .arguana import collection_embeddings, pair_embeddings, zero_shot_view_metrics
 
     cfg = config.replace(finetune="none")
-    corpus = load_corpus(cfg.corpus)
-    corpus.announce(progress)
-    model = BiEncoder.build(cfg, TextTable.from_corpus(corpus), pick_device(cfg.device), progress=progress)
+    base = over_corpus(cfg, progress=progress)
+    corpus, model = base.corpus, base.build(cfg, progress=progress)
     out: dict[str, float] = {}
     ranks: dict[str, np.ndarray] = {}
     collection = None
@@ -312,7 +195,7 @@ def zero_shot_metrics(
         pools = split_pools(corpus, split)
         if split != "training":  # the ArguAna view (retrieval/arguana.py): every text embedded once
             collection = collection if collection is not None else collection_embeddings(model)
-            out.update(zero_shot_view_metrics(model, build_view(corpus, model.table, split), collection))
+            out.update(zero_shot_view_metrics(model, build_view(corpus, base.table, split), collection))
         emb = pair_embeddings(model, split, collection) if collection is not None else None
         metrics, by_task = zero_shot_split(model, split, pools, return_ranks=True, emb=emb)
         out.update(metrics)
@@ -320,3 +203,45 @@ def zero_shot_metrics(
         if pools.unseen is not None:
             ranks[f"{split}/unseen"] = np.asarray(pools.unseen)
     return (out, ranks) if with_ranks else out
+
+
+@dataclass(frozen=True)
+class SplitReport:
+    """One split of a corpus scored (:func:`evaluate_corpus_split`): flat ``metrics`` (the eight tasks,
+    their unseen view, the ArguAna view), the split's ``pools`` and ArguAna ``view``, the ``corpus``."""
+
+    metrics: dict[str, float]
+    pools: Pools
+    view: ArguAnaView
+    corpus: Corpus
+
+
+def evaluate_corpus_split(
+    config, split: str, state: dict | None = None, *, source: Path | None = None, progress: bool = True
+) -> SplitReport:
+    """``counterarg evaluate``'s work: ``split`` of ``config``'s corpus scored on the eight tasks and the
+    ArguAna view, every text embedded once, by the checkpoint ``state`` (model.checkpoint.read_checkpoint,
+    read from ``source``) as ``config`` says with its weight, or without ``state`` the zero-shot
+    baseline (the untrained encoder's pooled output, cosine). A missing split is an error before the
+    model is built."""
+    from ..model.over_corpus import over_corpus
+    from ..retrieval.arguana import build_view
+    from ..retrieval.pools import split_pools
+    from .arguana import collection_embeddings, model_view_metrics, pair_embeddings, zero_shot_view_metrics
+
+    base = over_corpus(config, progress=progress)
+    pools = split_pools(base.corpus, split)  # clear error when the split is missing
+    if progress:
+        print(f"[counterarg] {pools.describe()}", flush=True)
+    view = build_view(base.corpus, base.table, split)  # the ArguAna view (retrieval/arguana.py)
+    if state is None:  # zero-shot: raw pooled encoder output, cosine retrieval
+        model = base.build(config, progress=progress)
+        every = collection_embeddings(model)  # each text once, for the tasks and the view
+        metrics = zero_shot_split(model, split, pools, emb=pair_embeddings(model, split, every))
+        metrics.update(zero_shot_view_metrics(model, view, every))
+    else:
+        model = base.load(state, config, source=source, progress=progress)
+        every, w = collection_embeddings(model), model.scoring_weight(strict=True)
+        metrics = evaluate_model(model, split, pools, pair_embeddings(model, split, every), fused_w=w)
+        metrics.update(model_view_metrics(model, view, every, fused_w=w))
+    return SplitReport(metrics, pools, view, base.corpus)

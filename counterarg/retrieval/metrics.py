@@ -5,8 +5,9 @@ accuracy); ``mrr`` = mean of ``1 / rank``. Keys are flat: ``{split}/{task}/acc@{
 ``{split}/{task}/mrr``, and ``{split}/mean/...`` averaged over the evaluated tasks.
 
 The unseen view (queries whose texts never occur in training, pools.py) carries the split name
-``{split}_unseen``. Kept apart from evaluation/evaluate.py, which finds the ranks: these functions are all a
-caller needs to report ranks it already has (per-query significance tests, ``counterarg evaluate``).
+``{split}_unseen``. Kept apart from pool_ranks.py and evaluation/evaluate.py, which find the ranks:
+these functions are all a caller needs to report ranks it already has (per-query significance tests,
+``counterarg evaluate``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ UNSEEN_SUFFIX = "_unseen"
 def metric_key(split: str, task: str, measure: str) -> str:
     """The flat metric name, e.g. ``metric_key("validation", "mean", "acc@1")``."""
     return f"{split}/{task}/{measure}"
+
+
+def check_ks(ks: Sequence[int]) -> Sequence[int]:
+    """``ks`` (the cut-offs of acc@k) when a non-empty list of integers >= 1, else an EvaluationError."""
+    if not ks or any(int(k) < 1 for k in ks):
+        raise EvaluationError(f"ks must be a non-empty list of integers >= 1, got {ks!r}")
+    return ks
 
 
 def metrics_from_ranks(split: str, ranks: dict[str, torch.Tensor], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

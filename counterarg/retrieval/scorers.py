@@ -15,29 +15,33 @@ A :class:`Scorer` is one entry of :data:`SCORERS`, named by the config's ``eval_
     validation each epoch (``picks_weight``) and the model keeps it (biencoder.BiEncoder.fused_w).
 
 An entry says whether it needs the classifier, which value of it (probability or log-odds) and how
-that value and the distance make the score (``combine``, higher first). Config validation, the
-evaluator (evaluate.query_ranks, all queries of a split at once), ``counterarg rank``
-(:func:`rank_candidates`, one query) and the model card read the entry, so a new mode is one
-:func:`register_scorer` call. Nothing here imports training; torch is imported by the functions that
-compute (Config validation reads the names, and a command's ``--help`` loads no torch).
+that value and the distance make the score (``combine``, higher first), and ranks a split's pools
+with them (:meth:`Scorer.rank_pools`: all queries of a split at once, pool_ranks.py). Config
+validation, the evaluator (evaluation/evaluate.py), ``counterarg rank`` (:func:`rank_candidates`,
+one query) and the model card read the entry, so a new mode is one :func:`register_scorer` call;
+:func:`check_options` is the one check of the scoring options. Nothing here imports training; torch
+is imported by the functions that compute (Config validation reads the names, and a command's
+``--help`` loads no torch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .distances import METRICS, as_tensor, prepare, work_dtype
 from .tasks import EvaluationError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from .pool_ranks import SplitEmbeddings
+    from .pools import Pools
+
 #: pair classifier: (s_p [M,d], s_c [M,d], h_p [M,H], h_c [M,H]) -> logits [M,2]
 Classify = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
-#: the distances of the similarity space (``eval_metric``)
-METRICS = ("l2", "cosine")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class Scorer:
     * ``picks_weight``: its ``weight`` (``fused_w``) is picked on validation each epoch from
       ``fused_grid`` unless the config fixes it;
     * ``label``: what ``counterarg rank`` prints as the score.
+
+    :meth:`values` reads the classifier's value from its logits; :meth:`rank_pools` ranks a split's
+    pools by this entry (a scorer that ranks otherwise overrides it in a subclass).
     """
 
     name: str
@@ -60,6 +67,35 @@ class Scorer:
     picks_weight: bool = False
     label: str = "distance"
     doc: str = ""
+
+    def values(self, logits: torch.Tensor) -> torch.Tensor:
+        """The classifier's value ``[M]`` this scorer reads from logits ``[M, 2]`` (float32)."""
+        import torch
+
+        lg = torch.as_tensor(logits).float()
+        return lg[:, 1] - lg[:, 0] if self.log_odds else torch.softmax(lg, dim=1)[:, 1]
+
+    def rank_pools(
+        self,
+        pools: Pools,
+        emb: SplitEmbeddings,
+        tasks: Sequence[str],
+        classify: Classify | None = None,
+        *,
+        rerank_k: int = 10,
+        fused_w: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """The 1-based rank of every query's true counter in its pool, per task ``{task: LongTensor [Q]}``,
+        under this scorer: distance order (pool_ranks.distance_ranks), then, for a scorer that needs
+        the classifier, the top ``rerank_k`` reordered by its score (pool_ranks.rerank). ``emb`` from
+        pool_ranks.split_embeddings (checked for this scorer)."""
+        from .pool_ranks import distance_ranks, rerank
+
+        if not self.needs_classifier or rerank_k < 2:  # reranking a single candidate changes nothing
+            return distance_ranks(pools, emb, tasks)[0]
+        assert classify is not None  # split_embeddings: a classifier scorer has one
+        ranks, tops = distance_ranks(pools, emb, tasks, top_k=rerank_k)
+        return rerank(ranks, tops, emb, classify, self, fused_w)
 
 
 #: The registry: eval_mode name -> entry, in registration order.
@@ -111,94 +147,15 @@ register_scorer(
 )
 
 
-def classifier_values(logits: torch.Tensor, scorer: Scorer) -> torch.Tensor:
-    """The classifier's value ``[M]`` a scorer reads from logits ``[M, 2]`` (float32)."""
-    import torch
-
-    lg = torch.as_tensor(logits).float()
-    return lg[:, 1] - lg[:, 0] if scorer.log_odds else torch.softmax(lg, dim=1)[:, 1]
-
-
-def check_options(mode: str, metric: str, rerank_k: int, ks) -> Scorer:
-    """The scorer of ``mode``, after checking the other scoring options; raises EvaluationError."""
+def check_options(mode: str, metric: str, rerank_k: int) -> Scorer:
+    """The scorer of ``mode``, after checking the other scoring options (the one check of them every
+    ranking makes: the eight tasks, the ArguAna view, one query); raises EvaluationError."""
     scorer = get_scorer(mode)
     if metric not in METRICS:
         raise EvaluationError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
     if int(rerank_k) < 1:
         raise EvaluationError(f"rerank_k must be >= 1, got {rerank_k!r}")
-    if not ks or any(int(k) < 1 for k in ks):
-        raise EvaluationError(f"ks must be a non-empty list of integers >= 1, got {ks!r}")
     return scorer
-
-
-# --------------------------------------------------------------------------- tensors
-def as_tensor(x, name: str, rows: int | None, split: str, device=None) -> torch.Tensor:
-    """``x`` as a 2-D float tensor with ``rows`` rows, or an :class:`EvaluationError` saying why not."""
-    import torch
-
-    if x is None:
-        raise EvaluationError(f"split {split!r}: {name} is required")
-    t = torch.as_tensor(x)
-    if device is not None:
-        t = t.to(device)
-    if t.ndim != 2:
-        raise EvaluationError(f"split {split!r}: {name} must be 2-D [rows, dim], got shape {tuple(t.shape)}")
-    if rows is not None and t.shape[0] != rows:
-        raise EvaluationError(f"split {split!r}: {name} has {t.shape[0]} rows but the pools have {rows} queries")
-    if not t.is_floating_point():
-        t = t.float()
-    if not bool(torch.isfinite(t).all()):
-        raise EvaluationError(f"split {split!r}: {name} contains NaN or infinite values")
-    return t.detach()
-
-
-def work_dtype(device: torch.device) -> torch.dtype:
-    """float64 for distances where available: fewer spurious ties/flips from rounding."""
-    import torch
-
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def prepare(x: torch.Tensor, metric: str, dtype: torch.dtype) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    x = x.to(dtype)
-    return F.normalize(x, dim=1) if metric == "cosine" else x
-
-
-# --------------------------------------------------------------------------- many queries
-def row_distances(query: torch.Tensor, cand: torch.Tensor, cand_sq: torch.Tensor | None, metric: str) -> torch.Tensor:
-    """``[B, C]`` distances up to a per-row constant (smaller = closer), for ranking within rows.
-
-    L2: ``||c||^2 - 2 q.c`` (= squared L2 minus ``||q||^2``: same order as L2 in every row, and one
-    fused ``addmm``); cosine: ``-cos`` (inputs pre-normalised). Inputs already in the work dtype.
-    """
-    import torch
-
-    if metric == "cosine":
-        return torch.mm(query, cand.T).neg_()  # [B, C]
-    return torch.addmm(cand_sq[None, :], query, cand.T, alpha=-2.0)  # [B, C]
-
-
-def pair_values(
-    classify: Classify, scorer: Scorer, keys: torch.Tensor, n_cand: int, s_q, s_c, h_q, h_c, chunk: int = 8192
-) -> torch.Tensor:
-    """The scorer's classifier value ``[M]`` (probability or log-odds, :func:`classifier_values`) of
-    each (query, candidate) pair coded ``q * n_cand + c``, ``chunk`` pairs per classifier call."""
-    import torch
-
-    out = torch.empty(keys.shape[0], dtype=torch.float32, device=keys.device)
-    with torch.no_grad():
-        for start in range(0, keys.shape[0], chunk):
-            k = keys[start : start + chunk]  # [m]
-            qi, ci = k // n_cand, k % n_cand  # [m], [m]
-            logits = torch.as_tensor(classify(s_q[qi], s_c[ci], h_q[qi], h_c[ci]))  # [m, 2]
-            if logits.ndim != 2 or logits.shape[0] != k.shape[0] or logits.shape[1] != 2:
-                raise EvaluationError(
-                    f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={k.shape[0]}"
-                )
-            out[start : start + k.shape[0]] = classifier_values(logits, scorer).to(out.device)
-    return out
 
 
 # --------------------------------------------------------------------------- one query
@@ -224,7 +181,7 @@ def rank_candidates(
     """
     import torch
 
-    scorer = check_options(mode, metric, rerank_k, (1,))
+    scorer = check_options(mode, metric, rerank_k)
     qs = torch.as_tensor(query_sim)
     qs = qs.reshape(1, -1) if qs.ndim == 1 else qs
     cs = as_tensor(cand_sim, "cand_sim", None, "rank", qs.device)  # [C, d]
@@ -254,7 +211,7 @@ def rank_candidates(
         if logits.shape != (n, 2):
             raise EvaluationError(f"classify must return logits [M, 2]; got shape {tuple(logits.shape)} for M={n}")
         assert scorer.combine is not None  # register_scorer: a classifier scorer has combine
-        score = scorer.combine(classifier_values(logits, scorer), dist[top], fused_w).double()  # [k]
+        score = scorer.combine(scorer.values(logits), dist[top], fused_w).double()  # [k]
         re = torch.sort(-score, stable=True).indices  # [k]; equal scores keep distance order
         order = torch.cat([top[re], order[n:]])
         scores = torch.cat([score[re], torch.full((order.shape[0] - n,), float("nan"), dtype=torch.float64)])

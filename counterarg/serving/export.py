@@ -39,31 +39,33 @@ CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
 }"""
 
 
-def _modules(tm: BiEncoder, hf_dir: Path) -> list:
+def _modules(model: BiEncoder, hf_dir: Path) -> list:
     try:
         from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
     except ImportError:  # sentence-transformers 5.x
         from sentence_transformers.models import Dense, Pooling, Transformer
-    cfg = tm.config
-    tm.encoder.save_pretrained(hf_dir)
-    tm.tokenizer.save_pretrained(hf_dir)
+    cfg = model.config
+    model.encoder.save_pretrained(hf_dir)
+    model.tokenizer.save_pretrained(hf_dir)
     mods = [Transformer(str(hf_dir), max_seq_length=cfg.max_length)]
     if cfg.pooling == "pooler":
-        mods.append(Pooling(tm.hidden, pooling_mode="cls"))
-        pooler = tm.encoder.pooler.dense
+        mods.append(Pooling(model.hidden, pooling_mode="cls"))
+        pooler = model.encoder.pooler.dense
         mods.append(
             Dense(
-                tm.hidden,
-                tm.hidden,
+                model.hidden,
+                model.hidden,
                 activation_function=torch.nn.Tanh(),
                 init_weight=pooler.weight.detach().cpu().clone(),
                 init_bias=pooler.bias.detach().cpu().clone(),
             )
         )
     else:
-        mods.append(Pooling(tm.hidden, pooling_mode=cfg.pooling))
-    w, b = tm.similarity_as_affine()
-    mods.append(Dense(tm.hidden, tm.heads.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b))
+        mods.append(Pooling(model.hidden, pooling_mode=cfg.pooling))
+    w, b = model.similarity_as_affine()
+    mods.append(
+        Dense(model.hidden, model.heads.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b)
+    )
     return mods
 
 
@@ -73,7 +75,7 @@ def _best(history: list[dict], metric: str) -> dict | None:
     return best_row(history, metric)
 
 
-def run_history(tm: BiEncoder, checkpoint: Path) -> list[dict]:
+def run_history(model: BiEncoder, checkpoint: Path) -> list[dict]:
     """Every epoch row of the run the checkpoint comes from: its run's ``metrics.jsonl`` (beside a
     ``counterarg train`` checkpoint, in ``run/`` beside a sweep trial's) when it holds the
     checkpoint's epochs, else the checkpoint's own history (which ends at the checkpoint's epoch)."""
@@ -83,20 +85,20 @@ def run_history(tm: BiEncoder, checkpoint: Path) -> list[dict]:
         except (OSError, ValueError):
             continue
         epochs = [r.get("epoch") for r in rows]
-        if rows and all(r.get("epoch") in epochs for r in tm.history):
+        if rows and all(r.get("epoch") in epochs for r in model.history):
             return rows
-    return list(tm.history)
+    return list(model.history)
 
 
-def _training_sentence(tm: BiEncoder, history: list[dict]) -> str:
+def _training_sentence(model: BiEncoder, history: list[dict]) -> str:
     """How many epochs the run trained and which one these weights are (the best, or not)."""
-    cfg = tm.config
-    ran = max([int(r["epoch"]) for r in history if "epoch" in r] + [tm.epoch])
+    cfg = model.config
+    ran = max([int(r["epoch"]) for r in history if "epoch" in r] + [model.epoch])
     best = _best(history, cfg.select_metric)
-    text = f"the run trained {ran} of its {cfg.epochs} epochs; these weights are epoch {tm.epoch}"
+    text = f"the run trained {ran} of its {cfg.epochs} epochs; these weights are epoch {model.epoch}"
     if best is None:
         return text
-    if int(best["epoch"]) == tm.epoch:
+    if int(best["epoch"]) == model.epoch:
         return text + f", its best by `{cfg.select_metric}`"
     return text + f" (its best by `{cfg.select_metric}` was epoch {int(best['epoch'])})"
 
@@ -112,11 +114,11 @@ def _similarity_caveat(cfg) -> str:
     )
 
 
-def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
+def model_card(model: BiEncoder, checkpoint: Path, command: str) -> str:
     """README.md of the exported folder: what it is, the data, the metrics, how it was made. No
     absolute path of the machine that exported it (paths as :func:`counterarg.core.paths.portable_path` shows them)."""
-    cfg = tm.config
-    best = _best(tm.history, cfg.select_metric)
+    cfg = model.config
+    best = _best(model.history, cfg.select_metric)
     encoder = portable_path(cfg.encoder) if Path(cfg.encoder).expanduser().exists() else cfg.encoder
     corpus = Path(cfg.corpus).name if cfg.corpus else "generated demo corpus"
     lines = [
@@ -129,12 +131,12 @@ def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
         "# Counterargument retrieval model (counterarg)",
         "",
         f"Embeds arguments so that a point's best counterargument is its nearest neighbour ({cfg.eval_metric} "
-        f"distance in a {tm.heads.sim_dim}-d similarity space; `model.similarity()` uses "
+        f"distance in a {model.heads.sim_dim}-d similarity space; `model.similarity()` uses "
         f"{SIMILARITY_FN[cfg.eval_metric]}, ranking as `counterarg rank` does with eval_mode=retrieval"
         f"{_similarity_caveat(cfg)}). Base encoder: `{encoder}` "
         f"({cfg.pooling} pooling, max_length {cfg.max_length}, finetune={cfg.finetune}); trained with the "
         f"`counterarg` project (schedule {cfg.schedule}, seed {cfg.seed}): "
-        f"{_training_sentence(tm, run_history(tm, checkpoint))}.",
+        f"{_training_sentence(model, run_history(model, checkpoint))}.",
         "",
         "```python",
         "from sentence_transformers import SentenceTransformer",
@@ -172,7 +174,7 @@ def model_card(tm: BiEncoder, checkpoint: Path, command: str) -> str:
                 keys = [f"{prefix}/{t}/acc@1" for t in columns]
                 if all(k in best for k in keys):
                     lines.append(f"| {split} | {view} | " + " | ".join(f"{best[k]:.3f}" for k in keys) + " |")
-        weight = f" (fused_w {tm.scoring_weight():g}, the model's)" if tm.scorer.picks_weight else ""
+        weight = f" (fused_w {model.scoring_weight():g}, the model's)" if model.scorer.picks_weight else ""
         how = (
             f"scored with eval_mode={cfg.eval_mode}{weight}, {cfg.eval_metric} distance; "
             "`SentenceTransformer.encode` gives the similarity-space embeddings, i.e. retrieval without the "
@@ -206,24 +208,24 @@ def export(checkpoint: str | Path, out: str | Path, *, force: bool = False, comm
     checkpoint, out = Path(checkpoint), Path(out)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to replace it")
-    tm = BiEncoder.from_checkpoint(checkpoint, device="cpu")
+    model = BiEncoder.from_checkpoint(checkpoint, device="cpu")
 
     def fill(tmp: Path) -> None:
         with tempfile.TemporaryDirectory() as hf_dir:
             st = SentenceTransformer(
-                modules=_modules(tm, Path(hf_dir)),
+                modules=_modules(model, Path(hf_dir)),
                 device="cpu",
-                similarity_fn_name=SIMILARITY_FN[tm.config.eval_metric],
+                similarity_fn_name=SIMILARITY_FN[model.config.eval_metric],
             )
             st.save(str(tmp))
-        clf = tm.heads.classifier
+        clf = model.heads.classifier
         save_file(
             {"weight": clf.weight.detach().cpu().contiguous(), "bias": clf.bias.detach().cpu().contiguous()},
             str(tmp / "pair_classifier.safetensors"),
         )
-        (tmp / "counterarg_config.json").write_text(json.dumps(tm.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        (tmp / "counterarg_config.json").write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n")
         made_by = portable_command(["counterarg", "export", "--checkpoint", str(checkpoint), "--out", str(out)])
-        (tmp / "README.md").write_text(model_card(tm, checkpoint, command or made_by))
+        (tmp / "README.md").write_text(model_card(model, checkpoint, command or made_by))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(out.parent / f".{out.name}.lock", f"export folder {out}"):

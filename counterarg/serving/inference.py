@@ -1,9 +1,9 @@
 """Embeddings of texts outside training: ``rank``'s candidates (cached) and ``embed``'s ``.npy`` output.
 
 The model itself is biencoder.BiEncoder (loaded with ``from_checkpoint``, whole encoder); here are
-what ``rank`` does to avoid encoding candidates again (the feature cache training built, or a cache
-of the encoded candidates keyed by the checkpoint's weights and the texts) and how ``embed`` writes
-its file.
+the caches ``rank`` reads to avoid encoding candidates again (the feature cache training built, or a
+cache of the encoded candidates keyed by the checkpoint's weights and the texts) and how ``embed``
+writes its file. Where ``rank``'s candidates come from, and the ranking itself: candidates.py.
 """
 
 from __future__ import annotations
@@ -18,34 +18,33 @@ from ..model.features import feature_class
 
 if TYPE_CHECKING:
     from ..model.biencoder import BiEncoder
+    from ..model.over_corpus import OverCorpus
 
 
-def cached_pooled(tm: BiEncoder, corpus, texts: list[str]) -> torch.Tensor | None:
-    """``h [C, H]`` of ``texts`` (texts of ``corpus``) from the pooled-feature cache training built,
+def cached_pooled(model: BiEncoder, base: OverCorpus, texts: list[str]) -> torch.Tensor | None:
+    """``h [C, H]`` of ``texts`` (texts of ``base``'s corpus) from the pooled-feature cache training built,
     when the checkpoint's encoder is frozen (``finetune=none``: its pooled output is exactly what
     training cached) and that cache is built; else None (then the texts must be encoded).
 
     The first ``rank`` against a corpus split then runs only the heads over cached vectors instead of
     the encoder over every candidate (1,292 ArguAna test counters: about a minute on 2 cores)."""
-    from ..data.corpus import TextTable
     from ..data.feature_cache import load_built
     from ..model.features import PooledFeatures, cache_folder
 
-    if feature_class(tm.config) is not PooledFeatures:
+    if feature_class(model.config) is not PooledFeatures:
         return None
-    table = TextTable.from_corpus(corpus)
-    arrays = load_built(*cache_folder(tm.config, table))
+    arrays = load_built(*cache_folder(model.config, base.table))
     if arrays is None or "pooled" not in arrays:
         return None
-    index = {t: i for i, t in enumerate(table.texts)}
+    index = {t: i for i, t in enumerate(base.table.texts)}
     if any(t not in index for t in texts):
         return None
     pooled = arrays["pooled"][np.array([index[t] for t in texts], dtype=np.int64)]  # [C, H]
-    return torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).to(tm.device)
+    return torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)).to(model.device)
 
 
 def candidate_embeddings(
-    tm: BiEncoder, texts: list[str], *, progress: bool = True, cache_dir: str | None = None
+    model: BiEncoder, texts: list[str], *, progress: bool = True, cache_dir: str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """``(h [C, H], s [C, sim_dim], from_cache)`` of candidate texts, cached by content.
 
@@ -61,20 +60,20 @@ def candidate_embeddings(
     from ..core.io import DiskFullError, cache_root
     from ..data.feature_cache import load_or_build
 
-    h = hashlib.sha256(tm.fingerprint().encode())
+    h = hashlib.sha256(model.fingerprint().encode())
     for t in texts:
         h.update(t.encode("utf-8"))
         h.update(b"\0")
-    folder = cache_root(cache_dir or tm.config.cache_dir) / "rank" / h.hexdigest()[:24]
+    folder = cache_root(cache_dir or model.config.cache_dir) / "rank" / h.hexdigest()[:24]
     encoded: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def build(tmp: Path) -> None:
-        encoded.append(tm.embed(texts, progress=progress))
+        encoded.append(model.embed(texts, progress=progress))
         np.save(tmp / "h.npy", encoded[0][0].cpu().numpy())
         np.save(tmp / "s.npy", encoded[0][1].cpu().numpy())
 
     def check(arrays: dict) -> str | None:
-        want = {"h": (len(texts), tm.hidden), "s": (len(texts), tm.heads.sim_dim)}
+        want = {"h": (len(texts), model.hidden), "s": (len(texts), model.heads.sim_dim)}
         got = {k: tuple(arrays[k].shape) if k in arrays else None for k in want}
         bad = [f"{k}.npy has shape {got[k]}, expected {want[k]}" for k in want if got[k] != want[k]]
         bad += [
@@ -91,7 +90,7 @@ def candidate_embeddings(
         return encoded[0][0], encoded[0][1], False
     if encoded:
         return encoded[0][0], encoded[0][1], False
-    return torch.from_numpy(arrays["h"]).to(tm.device), torch.from_numpy(arrays["s"]).to(tm.device), True
+    return torch.from_numpy(arrays["h"]).to(model.device), torch.from_numpy(arrays["s"]).to(model.device), True
 
 
 def save_embeddings(out: str | Path, s: np.ndarray, force: bool = False) -> Path:

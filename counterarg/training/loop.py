@@ -34,11 +34,10 @@ from ..core.io import (
     recover_dir,
     remove_temp_files,
 )
-from ..data.corpus import TextTable, load_corpus
 from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
 from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
-from ..model.features import make_features
-from ..nn.encoder import EncoderError, pick_device
+from ..model.over_corpus import over_corpus
+from ..nn.encoder import EncoderError
 from .trainer import Trainer, TrainingError, say
 
 Report = Callable[[dict, Path], None]
@@ -46,9 +45,7 @@ Report = Callable[[dict, Path], None]
 
 def prepare_features(config: Config, *, progress: bool = True) -> None:
     """Build the on-disk feature cache for ``config`` (a sweep driver calls this before its trials)."""
-    corpus = load_corpus(config.corpus)
-    table = TextTable.from_corpus(corpus)
-    make_features(config, table, pick_device(config.device), progress=progress)
+    over_corpus(config, announce=False).features(config, progress=progress)
 
 
 def train(

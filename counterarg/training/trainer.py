@@ -17,9 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.corpus import Corpus, TextTable, load_corpus
-from ..model.biencoder import BiEncoder
-from ..nn.encoder import pick_device, set_threads_from_env
+from ..data.corpus import Corpus
+from ..model.over_corpus import over_corpus
 from ..nn.loss import LossBatch, total_loss, uses_classifier
 from ..nn.precision import grad_scaler
 from ..retrieval.arguana import build_view
@@ -49,13 +48,10 @@ class Trainer:
         corpus: Corpus | None = None,
         eval_splits: list[str] | None = None,
     ):
-        set_threads_from_env()
         self.config, self.progress = config, progress
-        self.device = pick_device(config.device)
-        self.corpus = corpus or load_corpus(config.corpus)
-        self.corpus.announce(progress)
-        self.table = TextTable.from_corpus(self.corpus)
-        self.model = BiEncoder.build(config, self.table, self.device, progress=progress)
+        base = over_corpus(config, corpus=corpus, progress=progress)
+        self.corpus, self.table, self.device = base.corpus, base.table, base.device
+        self.model = base.build(config, progress=progress)
         groups = [{"params": list(self.model.heads.parameters()), "lr": config.lr}]
         enc_params = self.model.features.trainable_parameters()
         if enc_params:

@@ -133,7 +133,7 @@ def random_pools(rng, n_themes=3):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_with_ties(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(seed)
     pools = random_pools(rng)
@@ -337,7 +337,7 @@ def copy_heavy_pools(rng, n_themes=3):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_copies_match_the_definition(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(seed)
     labels, texts, pools = copy_heavy_pools(rng)
@@ -389,7 +389,7 @@ def test_pool_sizes_match_masks_with_copies():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
-    import counterarg.evaluation.evaluate as ev
+    import counterarg.retrieval.pool_ranks as ev
 
     rng = np.random.default_rng(10 + seed)
     labels, texts, pools = copy_heavy_pools(rng)
@@ -405,3 +405,21 @@ def test_fused_matches_a_brute_force_sort(seed, monkeypatch):
         if w == 0.0:  # no weight on the classifier: plain retrieval
             plain = query_ranks(pools, ps, cs, mode="retrieval", metric=metric)
             assert all(got[t].tolist() == plain[t].tolist() for t in TASKS)
+
+
+# ----------------------------------------------------------------------------- a corpus split, as evaluate
+def test_a_corpus_split_zero_shot_scores_as_the_sweeps_baseline(tiny_encoder, capsys):
+    """``counterarg evaluate --zero-shot``'s work and the sweep's zero-shot baseline: one number per key."""
+    from counterarg.config import Config
+    from counterarg.data.corpus import CorpusError
+    from counterarg.evaluation.evaluate import evaluate_corpus_split, zero_shot_metrics
+
+    cfg = Config(encoder=tiny_encoder, max_length=32, finetune="none")
+    report = evaluate_corpus_split(cfg, "validation", progress=True)
+    assert report.pools.describe() in capsys.readouterr().out  # said before the model is built
+    assert report.corpus.is_demo and report.view.split == "validation"
+    baseline = zero_shot_metrics(cfg, splits=("validation",))
+    assert set(report.metrics) == set(baseline) and "validation/mean/acc@1" in baseline
+    assert report.metrics == pytest.approx(baseline, abs=1e-12)
+    with pytest.raises(CorpusError, match="no split 'nope'"):
+        evaluate_corpus_split(cfg, "nope", progress=False)

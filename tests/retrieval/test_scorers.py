@@ -1,5 +1,5 @@
-"""The scorer registry (counterarg.retrieval.scorers): one query ranked by each entry, the fused formula, the
-registry's checks, and a toy scorer registered here usable through train, evaluate and rank."""
+"""The scorer registry (counterarg.retrieval.scorers): one query and a split's pools ranked by each entry, the
+fused formula, the registry's checks, and a toy scorer registered here usable through train, evaluate and rank."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from conftest import score_classifier
 
 from counterarg.cli import main
 from counterarg.retrieval import scorers
-from counterarg.retrieval.scorers import Scorer, get_scorer, rank_candidates, register_scorer
-from counterarg.retrieval.tasks import EvaluationError
+from counterarg.retrieval.pool_ranks import split_embeddings
+from counterarg.retrieval.pools import pools_from_labels
+from counterarg.retrieval.scorers import Scorer, check_options, get_scorer, rank_candidates, register_scorer
+from counterarg.retrieval.tasks import TASKS, EvaluationError
 
 
 def test_rank_candidates():
@@ -52,6 +54,63 @@ def test_registry_names_its_entries_and_refuses_bad_ones(monkeypatch):
         register_scorer(Scorer("rerank"))
     with pytest.raises(EvaluationError, match="needs combine"):
         register_scorer(Scorer("half", needs_classifier=True))
+
+
+# One debate, Q = 3 (pairs 0, 1 pro; 2 con); candidates: counters 0..2, then points 3..5. Query 2 (point
+# at 20) in epa, by squared L2: c1 49, p1 100, c2 100 (its true counter, after its tie), c0 361, p0 400.
+# Logit of the positive class = the candidate's h (c0 0, c1 1, c2 2, every point 0). The top 3 (c1, p1, c2)
+# by probability: c2 first (rank 1); by 10 * log-odds - distance: c1 -39, c2 -80, p1 -100 (rank 2).
+TINY_RANKS = {
+    "retrieval": {"sdoc": [1, 1, 1], "sdoa": [1, 1, 2], "sdc": [1, 1, 2], "sda": [1, 1, 3], "epa": [1, 1, 3]},
+    "rerank": {"sdoc": [2, 1, 1], "sdoa": [3, 1, 1], "sdc": [3, 2, 1], "sda": [3, 1, 1], "epa": [3, 1, 1]},
+    "fused": {"sdoc": [1, 1, 1], "sdoa": [1, 1, 1], "sdc": [1, 1, 2], "sda": [1, 1, 2], "epa": [1, 1, 2]},
+}
+
+
+def tiny_split(scorer: Scorer, tasks=TASKS):
+    """The pools and the checked embeddings of the split above, for ``scorer``."""
+    pools = pools_from_labels("test", ["t/x"] * 3, ["pro", "pro", "con"])
+    p, c = torch.tensor([[0.0], [10.0], [20.0]]), torch.tensor([[1.0], [13.0], [30.0]])
+    hp, hc = torch.zeros(3, 1), torch.tensor([[0.0], [1.0], [2.0]])
+    emb = split_embeddings(
+        pools, p, c, hp, hc, metric="l2", tasks=tasks, split="test", scorer=scorer, classify=score_classifier
+    )
+    return pools, emb
+
+
+@pytest.mark.parametrize("name", list(TINY_RANKS))
+def test_each_registered_mode_ranks_a_splits_pools(name):
+    """Each entry's rank_pools gives the ranks the evaluator gave before it was split by scorer (and, in
+    one debate, the theme and whole-split tasks rank as the debate's: stc = sdc, epc = sdc, sta = sda)."""
+    scorer = check_options(name, "l2", 3)
+    pools, emb = tiny_split(scorer)
+    ranks = scorer.rank_pools(pools, emb, TASKS, score_classifier, rerank_k=3, fused_w=10.0)
+    want = {**TINY_RANKS[name], "stc": TINY_RANKS[name]["sdc"], "sta": TINY_RANKS[name]["sda"]}
+    want["epc"] = want["sdc"]
+    assert {t: r.tolist() for t, r in ranks.items()} == want
+    if scorer.needs_classifier:  # the top 1 reranked is the distance order
+        assert scorer.rank_pools(pools, emb, TASKS, score_classifier, rerank_k=1)["epa"].tolist() == [1, 1, 3]
+
+
+def test_a_registered_scorer_ranks_pools_by_its_own_score(toy_scorer):
+    """``least_likely`` puts the classifier's least likely of each top first. Query 2's top 3: p1, c1, c2
+    (rank 3); query 0's (c0, p1, c1): p1 ties c0 and goes ahead (2); query 1's (c1, c0, p0): 3. With the
+    top 2, query 2's true counter (third by distance) keeps its rank."""
+    pools, emb = tiny_split(toy_scorer, ("epa",))
+    assert toy_scorer.rank_pools(pools, emb, ("epa",), score_classifier, rerank_k=3)["epa"].tolist() == [2, 3, 3]
+    assert toy_scorer.rank_pools(pools, emb, ("epa",), score_classifier, rerank_k=2)["epa"].tolist() == [2, 2, 3]
+    with pytest.raises(EvaluationError, match="mode 'least_likely' needs a classify"):
+        split_embeddings(
+            pools, emb.point_sim, emb.counter_sim, metric="l2", tasks=("epa",), split="t", scorer=toy_scorer
+        )
+
+
+def test_options_are_checked_in_one_place():
+    with pytest.raises(EvaluationError, match="metric must be one of l2, cosine; got 'dot'"):
+        check_options("retrieval", "dot", 10)
+    with pytest.raises(EvaluationError, match="rerank_k must be >= 1, got 0"):
+        check_options("rerank", "l2", 0)
+    assert check_options("fused", "cosine", 1) is get_scorer("fused")
 
 
 @pytest.fixture

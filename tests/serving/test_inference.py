@@ -18,13 +18,13 @@ def checkpoint(top1_checkpoint):
 
 
 def test_candidate_embeddings_are_cached_by_weights_and_texts(checkpoint, tmp_path):
-    tm = BiEncoder.from_checkpoint(checkpoint)
+    model = BiEncoder.from_checkpoint(checkpoint)
     texts = ["one candidate", "another candidate text", "a third"]
-    h, s, cached = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
-    assert not cached and h.shape == (3, tm.hidden) and s.shape[0] == 3
-    h2, s2, cached2 = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
+    h, s, cached = candidate_embeddings(model, texts, progress=False, cache_dir=str(tmp_path))
+    assert not cached and h.shape == (3, model.hidden) and s.shape[0] == 3
+    h2, s2, cached2 = candidate_embeddings(model, texts, progress=False, cache_dir=str(tmp_path))
     assert cached2 and torch.equal(h, h2) and torch.equal(s, s2)
-    assert not candidate_embeddings(tm, texts[:2], progress=False, cache_dir=str(tmp_path))[2]  # other texts
+    assert not candidate_embeddings(model, texts[:2], progress=False, cache_dir=str(tmp_path))[2]  # other texts
 
 
 def test_save_embeddings_writes_float32_npy_and_refuses_to_overwrite(tmp_path):
@@ -49,9 +49,9 @@ def _rank_entry_file(cache):
 def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, capsys, tamper):
     """One flipped byte, or a same-shape array put in its place, is caught (sha256)
     and the entry rebuilt: rank gives the same embeddings as before, never an error or other ranks."""
-    tm = BiEncoder.from_checkpoint(checkpoint)
+    model = BiEncoder.from_checkpoint(checkpoint)
     texts = ["one candidate", "another candidate text", "a third"]
-    _, s, _ = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
+    _, s, _ = candidate_embeddings(model, texts, progress=False, cache_dir=str(tmp_path))
     f = _rank_entry_file(tmp_path)
     if tamper == "flip":
         data = bytearray(f.read_bytes())
@@ -60,12 +60,12 @@ def test_a_damaged_or_replaced_candidate_cache_is_rebuilt(checkpoint, tmp_path, 
     elif f.suffix == ".npy":
         np.save(f, np.zeros(s.shape, dtype=np.float32))
     else:  # the single-file cache of before
-        np.savez(f, h=np.zeros((3, tm.hidden), np.float32), s=np.zeros(s.shape, np.float32))
+        np.savez(f, h=np.zeros((3, model.hidden), np.float32), s=np.zeros(s.shape, np.float32))
     capsys.readouterr()
-    _, s2, cached = candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))
+    _, s2, cached = candidate_embeddings(model, texts, progress=False, cache_dir=str(tmp_path))
     assert not cached and torch.equal(s, s2)
     assert "rebuilding" in capsys.readouterr().out
-    assert candidate_embeddings(tm, texts, progress=False, cache_dir=str(tmp_path))[2]  # healed
+    assert candidate_embeddings(model, texts, progress=False, cache_dir=str(tmp_path))[2]  # healed
 
 
 def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, capsys, monkeypatch):
@@ -79,8 +79,8 @@ def test_a_candidate_cache_on_a_full_disk_still_ranks(checkpoint, tmp_path, caps
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(io, "_fsync_file", full)
-    tm = BiEncoder.from_checkpoint(checkpoint)
-    h, s, cached = candidate_embeddings(tm, ["one", "two"], progress=False, cache_dir=str(tmp_path))
+    model = BiEncoder.from_checkpoint(checkpoint)
+    h, s, cached = candidate_embeddings(model, ["one", "two"], progress=False, cache_dir=str(tmp_path))
     assert not cached and s.shape[0] == 2
     assert "candidate cache not written (disk full" in capsys.readouterr().out
     assert [p.suffix for p in (tmp_path / "rank").iterdir()] == [".lock"]

@@ -264,3 +264,20 @@ def test_training_and_evaluation_modules_never_import_ray():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_prepare_features_builds_the_cache_a_run_then_reads_and_says_nothing(cfg, tmp_path, monkeypatch, capsys):
+    """What a sweep driver runs before its trials: the feature cache of the config's corpus, built once,
+    quietly (its corpus is not announced: the driver's console says what it prepares)."""
+    from counterarg.data.feature_cache import load_built
+    from counterarg.model.features import cache_folder
+    from counterarg.model.over_corpus import over_corpus
+    from counterarg.training.loop import prepare_features
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    config = cfg.replace(max_length=24)
+    table = over_corpus(config, announce=False).table
+    assert load_built(*cache_folder(config, table)) is None
+    prepare_features(config, progress=False)
+    assert capsys.readouterr().out == ""
+    assert "pooled" in load_built(*cache_folder(config, table))
