@@ -405,7 +405,8 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
     from .runner import local_experiment_dir, run_sweep, storage_uri, tensorboard_command
 
     storage = storage_uri(args.storage)
-    resume_cmd = " ".join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
+    # quoted: a --strategies list holds ";", and the user pastes this into a shell
+    resume_cmd = shlex.join(["python", *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
     try:
         result = run_sweep(sweep, storage=storage, address=args.address, resume=args.resume, num_cpus=args.num_cpus)
     except KeyboardInterrupt:  # a second Ctrl-C, past Tune's own graceful stop

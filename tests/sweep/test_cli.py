@@ -547,3 +547,27 @@ def test_config_names_what_every_trial_starts_from(tmp_path):
     parser = _parser("race_strategies")
     assert base_from_args(parser.parse_args([]), start=FROZEN_RECIPE)["finetune"] == "none"
     assert "finetune" not in base_from_args(parser.parse_args(["--config", "default"]), start=FROZEN_RECIPE)
+
+
+def test_the_printed_resume_command_reads_back_in_a_shell(monkeypatch, capsys):
+    """A Ctrl-C prints the command that resumes the sweep; a flag value holding ';' or spaces (the
+    --strategies list) is quoted, so pasting it into a shell gives the script the same arguments."""
+    import shlex
+    import sys
+
+    from counterarg.sweep import runner
+    from counterarg.sweep.cli import run_from_args
+
+    argv = ["sweeps/race_strategies.py", "--strategies", "fixed:rate=0;decay", "--name", "my race"]
+    monkeypatch.setattr(sys, "argv", argv)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    args = _parser("race_strategies").parse_args(argv[1:])
+    with pytest.raises(SystemExit) as e:
+        run_from_args(args, sweep=None)
+    assert e.value.code == 130
+    command = capsys.readouterr().err.strip().splitlines()[-1]
+    assert shlex.split(command) == ["python", *argv, "--resume"]
