@@ -207,8 +207,10 @@ def local_input(location: str, cache: str | Path | None = None) -> str:
         return location
     import pyarrow.fs as pafs
 
-    parent, name = location.rsplit("/", 1)
     fs, path = filesystem(location)
-    if fs.get_file_info(path).type == pafs.FileType.File and remote_manifest(fs, posixpath.dirname(path)):
-        return str(Path(localize(parent, cache)) / name)
-    return localize(location, cache)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return str(fetch_sealed_dir(location, cache))
+    parent, name = location.rsplit("/", 1)
+    if remote_manifest(fs, posixpath.dirname(path)):
+        return str(fetch_sealed_dir(parent, cache) / name)
+    return str(fetch_file(location, cache))

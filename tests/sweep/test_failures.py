@@ -20,7 +20,15 @@ import pytest
 from counterarg.sweep.failures import RESTORES_FILE, read_restores
 from counterarg.sweep.runner import Sweep, run_sweep
 
-from .conftest import kill_process_group, reported_epochs, start_driver, sweep_base, trial_dirs, unique_name
+from .conftest import (
+    kill_process_group,
+    remote_rows,
+    reported_epochs,
+    start_driver,
+    sweep_base,
+    trial_dirs,
+    unique_name,
+)
 
 
 def result_rows(trial_dir: Path) -> list[dict]:
@@ -189,7 +197,6 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path, s3_serve
 
     from counterarg.core.remote import filesystem
 
-    from .conftest import remote_rows
     from .test_runner import _auth_env
 
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
