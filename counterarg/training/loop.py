@@ -3,7 +3,7 @@ evaluate, checkpoint, per epoch.
 
 ``train(config, out_dir, report)`` is all a caller needs; the Tune adapter (sweep/trainable.py) wraps it and this
 module never imports Ray. This module is the epoch loop and the run folder (``config.json``,
-``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is
+``machine.jsonl``, ``metrics.jsonl``, ``checkpoint/``, ``best/``); one epoch's work is
 :class:`~counterarg.training.trainer.Trainer` (which owns the model, model.biencoder.BiEncoder), the
 checkpoint's format :mod:`counterarg.model.checkpoint`, the best epoch and patience
 :mod:`counterarg.evaluation.selection`. A resumed run on CPU gives the same metrics as an
@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from ..config import Config
 from ..core.io import (
     DiskFullError,
@@ -34,6 +36,7 @@ from ..core.io import (
     recover_dir,
     remove_temp_files,
 )
+from ..core.machine import MACHINE_FILE, machine_record
 from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
 from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from ..model.over_corpus import over_corpus
@@ -58,7 +61,8 @@ def train(
 ) -> list[dict]:
     """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
 
-    Writes ``config.json``, appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
+    Writes ``config.json``, appends this session's machine to ``machine.jsonl`` (core/machine.py),
+    appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
     atomically after each epoch, then calls ``report(row, checkpoint_dir)``; ``best/`` beside it holds
     the epoch with the highest ``config.select_metric`` (earliest on ties), and with ``patience`` > 0
     the run stops once that many epochs pass without a new best. ``resume_from`` is a
@@ -117,6 +121,7 @@ def _train_locked(config: Config, out: Path, report: Report | None, resume_from,
         changed = resumed_changes(config, saved["model"]["config"])
         say(f"resumed from {resume_from} after epoch {start}" + (f" with {changed}" if changed else ""), progress)
     config.save(out / "config.json")
+    _record_machine(out / MACHINE_FILE, run, start)
     metrics_path = out / "metrics.jsonl"
     atomic_write_text(metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
     ckpt = out / "checkpoint"
@@ -207,3 +212,13 @@ def _epoch_line(row: dict) -> str:
             parts.append(f"{key} {row[key]:.4f}")
     parts.append(f"{row['time/epoch_s']:.1f}s")
     return " | ".join(parts)
+
+
+def _record_machine(path: Path, run: Trainer, start: int) -> None:
+    """Appends this session's machine (core/machine.py) to the run's ``machine.jsonl``, one row per
+    start or resume, so a resumed run keeps where each of its epochs was trained."""
+    features = run.model.features  # a trainer's model is always built over a corpus (it has features)
+    precision = features.precision if features is not None else run.config.precision
+    row = {"from_epoch": start + 1, **machine_record(run.device, precision, torch.get_num_threads())}
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write_text(path, old + json.dumps(row, sort_keys=True) + "\n")

@@ -174,6 +174,20 @@ def test_resume_with_fewer_epochs_leaves_config_alone(cfg, tmp_path):
     assert ((run / "config.json").read_text(), (run / "metrics.jsonl").read_text()) == before
 
 
+def test_each_start_and_resume_records_its_machine(cfg, tmp_path):
+    """machine.jsonl gets a row per session (the epoch it starts from, the CPU, the precision auto
+    resolved to, the threads), and a resume keeps the first session's row."""
+    run = tmp_path / "r"
+    train(cfg.replace(epochs=1), run, progress=False)
+    train(cfg.replace(epochs=2), run, resume_latest=True, progress=False)
+    machines = [json.loads(line) for line in (run / "machine.jsonl").read_text().splitlines()]
+    assert [m["from_epoch"] for m in machines] == [1, 2]
+    for m in machines:
+        assert m["precision"] == "fp32"  # the suite sets COUNTERARG_CPU_BF16=0 (conftest)
+        assert m["device"] == "cpu" and m["threads"] == torch.get_num_threads() and m["cpu"]
+        assert m["cpu_bf16"] is False and m["torch"] == torch.__version__
+
+
 def test_resume_without_a_checkpoint_keeps_recorded_rows(cfg, tmp_path):
     """--resume where rows exist but no checkpoint (nor an interrupted swap) refuses to start fresh,
     which would empty metrics.jsonl."""
