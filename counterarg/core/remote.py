@@ -214,3 +214,12 @@ def local_input(location: str, cache: str | Path | None = None) -> str:
     if remote_manifest(fs, posixpath.dirname(path)):
         return str(fetch_sealed_dir(parent, cache) / name)
     return str(fetch_file(location, cache))
+
+
+def fetched_input(location: str, error: type[Exception], what: str) -> str:
+    """:func:`local_input`, its failure (unreachable storage, a folder that fails its manifest) raised
+    as ``error`` naming ``what`` and the URI: the loaders' (corpus, encoder) one way to take a remote input."""
+    try:
+        return local_input(location)
+    except (OSError, RemoteFolderError) as e:
+        raise error(f"{what} {location}: {e}") from None

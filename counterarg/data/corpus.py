@@ -189,12 +189,9 @@ def load_corpus(path: str | Path | None, *, splits: tuple[str, ...] | None = Non
         corpus.is_demo = True
         return corpus
     if is_remote(path):  # s3://..., gs://...: fetched into this machine's cache, checked
-        from ..core.remote import RemoteFolderError, local_input  # pyarrow: only for a remote input
+        from ..core.remote import fetched_input  # pyarrow: only for a remote input
 
-        try:
-            path = local_input(str(path))
-        except (OSError, RemoteFolderError) as e:
-            raise CorpusError(f"corpus {path}: {e}") from None
+        path = fetched_input(str(path), CorpusError, "corpus")
     p = Path(path).expanduser()
     if not p.exists():
         raise CorpusError(f"corpus path does not exist: {p}")

