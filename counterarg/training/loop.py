@@ -36,11 +36,11 @@ from ..core.io import (
     recover_dir,
     remove_temp_files,
 )
-from ..core.machine import MACHINE_FILE, machine_record
 from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
 from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from ..model.over_corpus import over_corpus
 from ..nn.encoder import EncoderError
+from .machine import MACHINE_FILE, machine_record
 from .trainer import Trainer, TrainingError, say
 
 Report = Callable[[dict, Path], None]
@@ -61,7 +61,7 @@ def train(
 ) -> list[dict]:
     """Train ``config.epochs`` epochs into ``out_dir``; returns the per-epoch metric rows.
 
-    Writes ``config.json``, appends this session's machine to ``machine.jsonl`` (core/machine.py),
+    Writes ``config.json``, appends this session's machine to ``machine.jsonl`` (training/machine.py),
     appends a row per epoch to ``metrics.jsonl`` and replaces ``checkpoint/``
     atomically after each epoch, then calls ``report(row, checkpoint_dir)``; ``best/`` beside it holds
     the epoch with the highest ``config.select_metric`` (earliest on ties), and with ``patience`` > 0
@@ -215,7 +215,7 @@ def _epoch_line(row: dict) -> str:
 
 
 def _record_machine(path: Path, run: Trainer, start: int) -> None:
-    """Appends this session's machine (core/machine.py) to the run's ``machine.jsonl``, one row per
+    """Appends this session's machine (training/machine.py) to the run's ``machine.jsonl``, one row per
     start or resume, so a resumed run keeps where each of its epochs was trained."""
     features = run.model.features  # a trainer's model is always built over a corpus (it has features)
     precision = features.precision if features is not None else run.config.precision

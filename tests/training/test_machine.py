@@ -1,4 +1,4 @@
-from counterarg.core.machine import cpu_model
+from counterarg.training.machine import cpu_model
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
