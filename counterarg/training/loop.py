@@ -40,6 +40,7 @@ from ..evaluation.selection import BEST_DIR, BestRanks, best_epoch, early_stop
 from ..model.checkpoint import check_resumable, make_state, read_checkpoint, resumed_changes, write_state
 from ..model.over_corpus import over_corpus
 from ..nn.encoder import EncoderError
+from ..nn.precision import run_precision
 from .machine import MACHINE_FILE, machine_record
 from .trainer import Trainer, TrainingError, say
 
@@ -217,8 +218,7 @@ def _epoch_line(row: dict) -> str:
 def _record_machine(path: Path, run: Trainer, start: int) -> None:
     """Appends this session's machine (training/machine.py) to the run's ``machine.jsonl``, one row per
     start or resume, so a resumed run keeps where each of its epochs was trained."""
-    features = run.model.features  # a trainer's model is always built over a corpus (it has features)
-    precision = features.precision if features is not None else run.config.precision
+    precision = run_precision(run.config.precision, run.device)  # what the encoder's passes run at
     row = {"from_epoch": start + 1, **machine_record(run.device, precision, torch.get_num_threads())}
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     atomic_write_text(path, old + json.dumps(row, sort_keys=True) + "\n")

@@ -21,13 +21,20 @@ __all__ = ["MACHINE_FILE", "cpu_model", "machine_record"]
 MACHINE_FILE = "machine.jsonl"
 
 
+def _read_cpuinfo() -> str | None:
+    """Linux ``/proc/cpuinfo``, or None where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name (Linux ``/proc/cpuinfo``: its family and model numbers too, which tell
     CPU generations apart where the name is only "AMD EPYC"); ``platform.processor()`` elsewhere."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
+        cpuinfo = _read_cpuinfo()
+        if cpuinfo is None:
             return platform.processor() or platform.machine()
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
@@ -50,10 +57,11 @@ def machine_record(device: Any, precision: str, threads: int) -> dict[str, Any]:
 
     from ..nn.precision import cpu_bf16_native
 
+    cpuinfo = _read_cpuinfo()  # read once for the name and the bf16 flags
     record: dict[str, Any] = {
-        "cpu": cpu_model(),
+        "cpu": cpu_model(cpuinfo),
         "cpu_count": os.cpu_count(),
-        "cpu_bf16": cpu_bf16_native(),
+        "cpu_bf16": cpu_bf16_native(cpuinfo),
         "threads": int(threads),
         "device": str(device),
         "precision": precision,
