@@ -276,7 +276,9 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
     test acc@1 to that task's best strategy with its Holm-adjusted seed-aware p-value; a cell is dark
     where the best strategy is significantly better, pale where the seeds do not separate them, and
     the best strategy's cell says ``best`` (``best *`` where it beats every other). Nothing to draw
-    (fewer than two strategies): False."""
+    (fewer than two strategies, or a partial sweep, which makes no verdict: analysis/verdicts.py): False."""
+    if any(v.partial for v in verdict.values()):
+        return False
     views = [v for v in VIEWS if any(key[1] == v for key in verdict)]
     tasks = [*task_names(), "mean"]
     drawn: dict[str, dict[str, dict[str, Any]]] = {}

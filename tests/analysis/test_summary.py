@@ -108,6 +108,7 @@ def test_a_partial_sweep_says_so_and_crowns_no_one(tmp_path):
     assert "**" not in md.split("## Which strategy")[0]  # no bold cell
     assert "| bad2 | 1/2 (1 unfinished) |" in md.replace("recipe: fixed 0.7", "bad2")
     assert "no verdict (partial sweep)" in md and "UNFINISHED (interrupted)" in md
+    assert "verdicts" not in out["paths"] and not (tmp_path / "verdicts.png").exists()  # no figure of one either
     console = console_table(out["rows"], verdict=out["verdicts"])
     assert console.startswith("partial: 5 of 6 trials finished") and not re.search(r"\d\*", console)
     assert " 1/2 (1 unfinished) " in console
