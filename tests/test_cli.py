@@ -639,6 +639,10 @@ def test_a_full_disk_is_named_by_every_command_and_keeps_what_was_there(
     now = {p: io.sha256_file(p) for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
     assert json.loads((run / "config.json").read_text())["epochs"] == 2  # the resumed run's config (written first)
     kept.pop(run / "config.json"), now.pop(run / "config.json")
+    kept.pop(run / "machine.jsonl"), now.pop(run / "machine.jsonl")  # the resumed start's row, appended
+    machine_rows = (run / "machine.jsonl").read_text().splitlines()
+    assert machine_rows[:-1] == (trained / "machine.jsonl").read_text().splitlines()
+    assert json.loads(machine_rows[-1])["from_epoch"] == 2
     assert now == kept  # nothing else written, nothing lost, no leftover
     assert read_checkpoint(run / "checkpoint")["epoch"] == 1 and read_checkpoint(run / "best")["epoch"] == 1
 

@@ -28,8 +28,15 @@ import time
 from pathlib import Path
 
 from ..evaluation.selection import BEST_DIR
+from ..training.machine import MACHINE_FILE
 
-EXPECTED = {"checkpoint", BEST_DIR, "config.json", "metrics.jsonl", ".lock"}
+# machine.jsonl holds a row per start or resume (the killed run has more rows than the reference, by design)
+EXPECTED = {"checkpoint", BEST_DIR, "config.json", MACHINE_FILE, "metrics.jsonl", ".lock"}
+
+
+def _line_count(path: Path) -> int:
+    """Rows in a JSON-lines file (0 where it is absent): the starts a run recorded."""
+    return len(path.read_text(encoding="utf-8").splitlines()) if path.exists() else 0
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -146,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows_identical": want == got,
         "rows": len(got),
         "leftovers": leftovers,
+        "machine_rows": _line_count(killed / MACHINE_FILE),
         "swaps_completed": text.count("completed the swap"),
         "swaps_rolled_back": text.count("rolled back to"),
         "temp_removed": text.count("removed the"),

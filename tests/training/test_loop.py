@@ -149,6 +149,7 @@ def test_resume_after_a_kill_between_the_swap_renames(cfg, tmp_path, capsys):
         "best",
         "checkpoint",
         "config.json",
+        "machine.jsonl",
         "metrics.jsonl",
     ]
 
