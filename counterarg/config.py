@@ -267,8 +267,14 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         """A JSON file of fields, or the name of a preset (:data:`PRESETS`, e.g. ``reference``)."""
+        return cls.from_dict(cls.read_fields(path))
+
+    @staticmethod
+    def read_fields(path: str | Path) -> dict[str, Any]:
+        """The fields a JSON file (or a preset, :data:`PRESETS`) sets, as written: read errors are a
+        ConfigError naming the file; the fields themselves are checked by :meth:`from_dict`."""
         if str(path) in PRESETS:
-            return cls.from_dict(PRESETS[str(path)])
+            return dict(PRESETS[str(path)])
         path = Path(path)
         if path.is_dir():
             raise ConfigError(
@@ -288,7 +294,7 @@ class Config:
             raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a JSON object")
-        return cls.from_dict(data)
+        return data
 
     def save(self, path: str | Path) -> None:
         from .core.io import atomic_write_text

@@ -5,7 +5,8 @@ rows, by the same distance the eight tasks use (``eval_metric`` in the similarit
 the pooled output for the zero-shot baseline). The query's own text is excluded; ties count against
 the relevant document (it goes after every document at its distance), as in the tasks. A scorer
 that needs the classifier (``rerank``, ``fused``) reorders the top ``rerank_k`` exactly as it does
-in the tasks (retrieval/pool_ranks.py), so the view ranks the way the model ranks.
+in the tasks, by the same code (retrieval/pool_ranks.py's ``nearest`` and ``Top.reranked``), so the
+view ranks the way the model ranks.
 
 Cost: one embedding of every text of the corpus (8,550 on the distributed corpus), then a ``[B, N]``
 distance block per block of query rows. The training loop and ``counterarg evaluate`` embed the
@@ -20,7 +21,7 @@ import torch
 
 from ..retrieval.arguana import NO_RELEVANT, ArguAnaView, view_metrics
 from ..retrieval.distances import prepare, row_distances, work_dtype
-from ..retrieval.pool_ranks import pair_values
+from ..retrieval.pool_ranks import nearest, pair_values
 from ..retrieval.scorers import check_options
 
 #: elements of one [B, N] distance block (bounds memory as pool_ranks.BLOCK_ELEMENTS does)
@@ -77,19 +78,11 @@ def view_ranks(
         if need.numel() == 0:
             continue
         dm = dist[need].clone()  # [m, N]
-        dm[torch.arange(need.numel(), device=device), rel[need]] = float("inf")
-        width = min(rerank_k - 1, n)
-        top = torch.sort(dm, dim=1, stable=True).indices[:, :width]  # [m, k-1]; ties: lower index first
-        d_top = dm.gather(1, top)  # [m, k-1]
-        valid = torch.isfinite(d_top)
-        qn = qi[need]  # [m]
-        keys = torch.cat([qn * n + rel[need], (qn[:, None] * n + top)[valid]])
-        keys = torch.unique(keys)
-        vals = pair_values(classify, scorer, keys, n, s, s, h, h)
-        p_true = scorer.combine(vals[torch.searchsorted(keys, qn * n + rel[need])], d_true[need], fused_w)  # [m]
-        at = torch.searchsorted(keys, qn[:, None] * n + top).clamp_max(keys.shape[0] - 1)
-        p_other = scorer.combine(vals[at], d_top.double().nan_to_num(posinf=0.0), fused_w)  # [m, k-1]
-        out[sl][need] = 1.0 + (valid & (p_other >= p_true[:, None])).sum(1).double()
+        dm[torch.arange(need.numel(), device=device), rel[need]] = float("inf")  # the relevant one is no rival
+        top = nearest(dm, None, min(rerank_k - 1, n), qi[need], rel[need], d_true[need])  # the tasks' rule
+        keys = torch.unique(top.keys(n))  # sorted
+        vals = pair_values(classify, scorer, keys, n, s, s, h, h)  # [M]
+        out[sl][need] = top.reranked(keys, vals, n, scorer, fused_w).double()
     ranks[torch.as_tensor(rows, device=device)] = out
     return ranks.cpu()
 

@@ -128,6 +128,26 @@ class Top(NamedTuple):
     valid: torch.Tensor  # [n, k-1] False where the pool has fewer members
     dist: torch.Tensor  # [n, k-1] their distances (inf where not valid)
     true_dist: torch.Tensor  # [n] the true counter's distance
+    truth: torch.Tensor  # [n] the true counter's candidate id (the query's own id in a split's pools)
+
+    def keys(self, n_cand: int) -> torch.Tensor:
+        """``[n + n_valid]`` the (query, candidate) pairs to classify, coded ``q * n_cand + c``: the
+        true pairs, then every valid member's."""
+        return torch.cat([self.query * n_cand + self.truth, (self.query[:, None] * n_cand + self.ids)[self.valid]])
+
+    def reranked(
+        self, keys: torch.Tensor, values: torch.Tensor, n_cand: int, scorer: Scorer, fused_w: float = 0.0
+    ) -> torch.Tensor:
+        """``[n]`` the true counter's 1-based rank among its top members by ``scorer``'s score
+        (``scorer.combine`` of the classifier's ``values`` of the sorted ``keys`` and the distance,
+        weight ``fused_w``); ties go ahead of the true counter."""
+        assert scorer.combine is not None  # register_scorer: a classifier scorer has combine
+        v_true = values[torch.searchsorted(keys, self.query * n_cand + self.truth)]  # [n]
+        at = torch.searchsorted(keys, self.query[:, None] * n_cand + self.ids).clamp_max(keys.shape[0] - 1)
+        v_other = values[at]  # [n, k-1]; padded slots are masked by ``valid``
+        p_true = scorer.combine(v_true, self.true_dist, fused_w)  # [n]; distances up to a per-row constant
+        p_other = scorer.combine(v_other, self.dist.double().nan_to_num(posinf=0.0), fused_w)  # [n, k-1]
+        return 1 + (self.valid & (p_other >= p_true[:, None])).sum(1)  # [n]
 
 
 @dataclass(frozen=True)
@@ -199,13 +219,16 @@ def distance_ranks(
             else:
                 dm = dc[need]  # [n, P]; the true counter's text is already out
                 col_ids = ids[need]  # [n, P]
-            tops[t].append(_nearest(dm, col_ids, min(top_k - 1, n_cand), qi[need], d_true[need]))
+            tops[t].append(nearest(dm, col_ids, min(top_k - 1, n_cand), qi[need], qi[need], d_true[need]))
     return ranks, tops
 
 
-def _nearest(dm: torch.Tensor, col_ids: torch.Tensor | None, kk: int, qn: torch.Tensor, d_true: torch.Tensor) -> Top:
-    """The ``kk`` nearest columns of each row of ``dm`` ``[n, C]`` (inf = not a member), ties by lower
-    column; ``col_ids`` ``[n, C]`` name the columns' candidates (None: the column is the candidate)."""
+def nearest(
+    dm: torch.Tensor, col_ids: torch.Tensor | None, kk: int, qn: torch.Tensor, truth: torch.Tensor, d_true: torch.Tensor
+) -> Top:
+    """The ``kk`` nearest columns of each row of ``dm`` ``[n, C]`` (inf = not a member; the true
+    counter ``truth`` ``[n]`` is not one), ties by lower column; ``col_ids`` ``[n, C]`` name the
+    columns' candidates (None: the column is the candidate)."""
     width = min(kk, dm.shape[1])
     vals, top = torch.topk(dm, width, dim=1, largest=False, sorted=True)  # [n, k-1]
     valid = torch.isfinite(vals)  # [n, k-1]; pools smaller than k are padded
@@ -216,7 +239,7 @@ def _nearest(dm: torch.Tensor, col_ids: torch.Tensor | None, kk: int, qn: torch.
     if over.numel():
         top[over] = torch.sort(dm[over], dim=1, stable=True).indices[:, :width]
     ids = top if col_ids is None else col_ids.gather(1, top)  # [n, k-1] candidate ids
-    return Top(qn, ids, valid, dm.gather(1, top), d_true)
+    return Top(qn, ids, valid, dm.gather(1, top), d_true, truth)
 
 
 def rerank(
@@ -234,27 +257,14 @@ def rerank(
     if not any(tops.values()):
         return ranks
     n_cand = 2 * emb.num_queries
-    parts = []
-    for found in tops.values():
-        for top in found:
-            parts.append(top.query * n_cand + top.query)  # the true pair
-            parts.append((top.query[:, None] * n_cand + top.ids)[top.valid])  # [n_valid]
-    keys = torch.unique(torch.cat(parts))  # sorted; each pair classified once for all tasks
+    keys = torch.unique(torch.cat([top.keys(n_cand) for found in tops.values() for top in found]))  # sorted
     assert emb.point_h is not None and emb.counter_h is not None  # split_embeddings of a classifier scorer
-    assert scorer.combine is not None  # register_scorer: a classifier scorer has combine
     s_c = torch.cat([emb.counter_sim, emb.point_sim])  # [2Q, d]
     h_c = torch.cat([emb.counter_h, emb.point_h])  # [2Q, H]
     values = pair_values(classify, scorer, keys, n_cand, emb.point_sim, s_c, emb.point_h, h_c, chunk=CLASSIFY_CHUNK)
     for t, found in tops.items():
-        for top in found:
-            qn = top.query
-            v_true = values[torch.searchsorted(keys, qn * n_cand + qn)]  # [n]
-            at = torch.searchsorted(keys, qn[:, None] * n_cand + top.ids).clamp_max(keys.shape[0] - 1)
-            v_other = values[at]  # [n, k-1]; padded slots are masked by ``valid``
-            p_true = scorer.combine(v_true, top.true_dist, fused_w)  # [n]; distances up to a per-row constant
-            p_other = scorer.combine(v_other, top.dist.double().nan_to_num(posinf=0.0), fused_w)  # [n, k-1]
-            ahead = (top.valid & (p_other >= p_true[:, None])).sum(1)  # [n]; ties go ahead
-            ranks[t][qn] = 1 + ahead
+        for top in found:  # each pair classified once for all tasks
+            ranks[t][top.query] = top.reranked(keys, values, n_cand, scorer, fused_w)
     return ranks
 
 

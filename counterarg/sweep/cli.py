@@ -12,7 +12,6 @@ never at parse time: a script's ``--help`` and a flag's usage error load none of
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -275,11 +274,9 @@ def start_fields(name: str) -> dict[str, Any]:
     naming it)."""
     if name == DEFAULT_START:
         return {}
-    if name in PRESETS:
-        return dict(PRESETS[name])
-    Config.load(name)  # the file's errors, named
-    data = json.loads(Path(name).read_text(encoding="utf-8"))
-    return dict(data)
+    data = Config.read_fields(name)  # a preset's, or the file's (its read errors named)
+    Config.from_dict(data)  # an unknown or mistyped field, named
+    return data
 
 
 def base_from_args(args, smoke_dir: Path | None = None, start: Mapping[str, Any] | None = None) -> dict[str, Any]:

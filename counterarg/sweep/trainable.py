@@ -18,8 +18,8 @@
   trial's CPUs.
 * **Files**: ``train()`` writes into the trial's working folder, which Tune never copies
   (:func:`run_folder`); Tune persists each reported checkpoint, and the run's own files
-  (config.json, metrics.jsonl) and its best epoch's state are mirrored beside the trial's
-  checkpoints in storage after each epoch (:func:`mirror_run_files`).
+  (config.json, machine.jsonl with every session's row, metrics.jsonl) and its best epoch's state
+  are mirrored beside the trial's checkpoints in storage after each epoch (:func:`mirror_run_files`).
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ from ray import tune
 
 from ..analysis.trials import TRAIN_TIME_KEY
 from ..config import Config
-from ..core.io import read_manifest
+from ..core.io import atomic_write_text, read_manifest
 from ..core.remote import put_sealed_dir
 from ..evaluation.selection import BEST_DIR
 from ..model.checkpoint import CheckpointError, read_checkpoint
 from ..ray_internals import trial_working_dir
 from ..retrieval.shards import shard_bundles
 from ..training.loop import train
+from ..training.machine import MACHINE_FILE
 from .console import quiet_worker_logs
 from .failures import NODE_KEY  # reported with every epoch: the Ray node the trial ran on
 from .lineage import inherit, lineage_entry
@@ -238,7 +239,7 @@ def trainable(config: dict) -> None:
 
 
 #: train()'s own files a trial mirrors into ``<trial folder in storage>/run/`` after each epoch
-RUN_FILES = ("config.json", "metrics.jsonl")
+RUN_FILES = ("config.json", MACHINE_FILE, "metrics.jsonl")
 
 
 def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
@@ -255,7 +256,11 @@ def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
     if ckpt is None or ckpt.filesystem is None:
         return
     fs, trial = ckpt.filesystem, posixpath.dirname(str(ckpt.path).rstrip("/"))
+    mirrored = {} if mirrored is None else mirrored
     try:
+        if not mirrored.get("machine_rows"):  # this session's first copy: keep the earlier sessions' rows
+            keep_stored_rows(fs, f"{trial}/run/{MACHINE_FILE}", Path(out_dir) / MACHINE_FILE)
+            mirrored["machine_rows"] = True
         fs.create_dir(f"{trial}/run")
         for name in RUN_FILES:
             src = Path(out_dir) / name
@@ -264,7 +269,26 @@ def mirror_run_files(out_dir: Path, mirrored: dict | None = None) -> None:
                     f.write(src.read_bytes())
     except OSError as e:  # storage hiccup: the rows are in result.json too; say so, go on
         print(f"[trial] could not copy {', '.join(RUN_FILES)} to {trial}/run: {e}", flush=True)
-    _mirror_best(Path(out_dir) / BEST_DIR, fs, f"{trial}/{BEST_DIR}", {} if mirrored is None else mirrored)
+    _mirror_best(Path(out_dir) / BEST_DIR, fs, f"{trial}/{BEST_DIR}", mirrored)
+
+
+def keep_stored_rows(fs, stored: str, local: Path) -> None:
+    """Put the rows of ``stored`` (on ``fs``) that ``local`` lacks before its own, in ``local``.
+
+    A restored trial trains in a fresh folder (often on another node), so its ``machine.jsonl`` holds
+    only this session's row; the trial's earlier sessions' rows are in storage. Rows are whole JSON
+    lines, each session's distinct (it records when it started), so a folder left by a killed worker
+    on the same node (which already holds the stored rows) gains nothing twice.
+    """
+    try:
+        with fs.open_input_stream(stored) as f:
+            old = f.read().decode("utf-8").splitlines()
+    except FileNotFoundError:
+        return  # the trial's first session
+    mine = local.read_text(encoding="utf-8").splitlines() if local.exists() else []
+    merged = old + [row for row in mine if row not in set(old)]
+    if merged != mine:
+        atomic_write_text(local, "".join(row + "\n" for row in merged))
 
 
 def _mirror_best(best: Path, fs, dest: str, mirrored: dict) -> None:

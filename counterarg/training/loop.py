@@ -22,6 +22,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -219,6 +220,10 @@ def _record_machine(path: Path, run: Trainer, start: int) -> None:
     """Appends this session's machine (training/machine.py) to the run's ``machine.jsonl``, one row per
     start or resume, so a resumed run keeps where each of its epochs was trained."""
     precision = run_precision(run.config.precision, run.device)  # what the encoder's passes run at
-    row = {"from_epoch": start + 1, **machine_record(run.device, precision, torch.get_num_threads())}
+    row = {
+        "from_epoch": start + 1,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # two sessions' rows differ
+        **machine_record(run.device, precision, torch.get_num_threads()),
+    }
     old = path.read_text(encoding="utf-8") if path.exists() else ""
     atomic_write_text(path, old + json.dumps(row, sort_keys=True) + "\n")

@@ -63,6 +63,39 @@ def test_rerank_reorders_the_top_k_by_the_classifier():
         view_ranks(view, X, None, None, mode="rerank", metric="l2")
 
 
+@pytest.mark.parametrize("mode", ["rerank", "fused"])
+def test_reranked_ranks_equal_a_one_query_at_a_time_reference(mode):
+    """On 40 documents with many exact ties: each query's rank is its relevant document's distance
+    rank, or, within the top rerank_k, 1 + the rivals (the k - 1 nearest others, ties by lower index)
+    that the scorer puts at or above it."""
+    from counterarg.retrieval.distances import prepare, row_distances, work_dtype
+    from counterarg.retrieval.scorers import check_options
+
+    rng = np.random.default_rng(3)
+    n, k, w = 40, 5, 0.7
+    x = torch.as_tensor(rng.integers(0, 4, (n, 2)), dtype=torch.float64)  # [N, 2]; exact ties
+    h = torch.as_tensor(rng.integers(0, 3, (n, 1)), dtype=torch.float64)  # [N, 1]; ties in the classifier too
+    rel = (np.arange(n) + rng.integers(1, n, n)) % n  # never the query itself
+    view = ArguAnaView("test", np.arange(n), np.arange(n), rel, None, n)
+    got = view_ranks(view, x, h, score_classifier, mode=mode, metric="l2", rerank_k=k, fused_w=w)
+    scorer = check_options(mode, "l2", k)
+    c = prepare(x, "l2", work_dtype(x.device))
+    want = []
+    for i in range(n):
+        d = row_distances(c[i : i + 1], c, (c * c).sum(1), "l2")[0].double()  # [N]
+        others = [j for j in range(n) if j != i]
+        r = sum(1 for j in others if d[j] <= d[rel[i]])
+        if r <= k:
+            rivals = sorted((j for j in others if j != rel[i]), key=lambda j: (float(d[j]), j))[: k - 1]
+            ids = [int(rel[i]), *rivals]
+            v = scorer.values(score_classifier(None, None, None, h[ids]))  # [k]
+            p = scorer.combine(v.double(), d[ids], w)  # [k]
+            r = 1 + int((p[1:] >= p[0]).sum())
+        want.append(float(r))
+    assert got.tolist() == want
+    assert any(a != b for a, b in zip(want, view_ranks(view, x, metric="l2").tolist()))  # the rerank moved some
+
+
 def test_collection_embeddings_must_match_the_view():
     with pytest.raises(ValueError, match="expected \\[6, d\\]"):
         view_ranks(_view([0], [1]), X[:4], metric="l2")

@@ -47,6 +47,30 @@ def sweep_base(tiny, **kw):
     }
 
 
+def tiny_sweep_args(
+    tiny,
+    storage: str | Path,
+    name: str,
+    epochs: int,
+    *,
+    strategies: str = "fixed;random",
+    seeds: str = "0",
+    num_cpus: int | None = 1,
+    address: str | None = None,
+    cache: bool = True,
+    sets: tuple[str, ...] = (),
+) -> list[str]:
+    """A sweep script's command line over the tiny BERT (the ``reference`` method, CPU, 32 tokens):
+    the form every driver test starts from. ``cache=False`` leaves the feature cache to each node's
+    ``$COUNTERARG_CACHE`` (a cluster's nodes); ``sets`` adds ``--set FIELD=V`` items."""
+    args = [*(("--address", address) if address else ()), "--storage", str(storage), "--name", name]
+    args += ["--methods", "reference", "--strategies", strategies, "--seeds", seeds]
+    args += ["--num-cpus", str(num_cpus)] if num_cpus is not None else []
+    args += ["--encoder", tiny["encoder"], "--epochs", str(epochs)]
+    fields = ([f"cache_dir={tiny['cache_dir']}"] if cache else []) + ["device=cpu", "max_length=32", *sets]
+    return args + [x for field in fields for x in ("--set", field)]
+
+
 def trial_dirs(exp: Path) -> list[Path]:
     return sorted(p for p in exp.glob("trial_*") if p.is_dir())
 

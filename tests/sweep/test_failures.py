@@ -26,6 +26,7 @@ from .conftest import (
     reported_epochs,
     start_driver,
     sweep_base,
+    tiny_sweep_args,
     trial_dirs,
     unique_name,
 )
@@ -211,12 +212,16 @@ def test_removed_node_costs_at_most_the_epoch_in_flight(tiny, tmp_path, s3_serve
         epochs = 24
         name = unique_name("nodeloss")
         prefix = f"sweeps/{name}/"
-        args = [
-            *("--address", cluster.address, "--storage", f"s3://{s3_bucket}/sweeps", "--name", name),
-            *("--methods", "reference", "--strategies", "fixed;random", "--seeds", "0"),
-            *("--encoder", tiny["encoder"], "--epochs", str(epochs)),
-            *("--set", "device=cpu", "--set", "max_length=32", "--set", "patience=0"),
-        ]
+        args = tiny_sweep_args(
+            tiny,
+            f"s3://{s3_bucket}/sweeps",
+            name,
+            epochs,
+            num_cpus=None,
+            address=cluster.address,
+            cache=False,
+            sets=("patience=0",),
+        )
         log_path = tmp_path / "driver.log"
         with open(log_path, "w") as log:
             proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log, cwd=tmp_path)

@@ -31,6 +31,7 @@ from .conftest import (
     kill_process_group,
     reported_epochs,
     resume_to_end,
+    tiny_sweep_args,
     trial_dirs,
     unique_name,
 )
@@ -61,30 +62,7 @@ def test_sigkill_driver_then_resume(tiny, tmp_path):
     epochs = 30  # demo epochs take ~0.2 s: a wide window to kill mid-trial
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("kill")
-    args = [
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "fixed;random",
-        "--seeds",
-        "0",
-        "--num-cpus",
-        "1",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        str(epochs),
-        "--set",
-        f"cache_dir={tiny['cache_dir']}",
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-    ]
+    args = tiny_sweep_args(tiny, tmp_path / "results", name, epochs)
     kill_and_resume(args, tmp_path / "results" / name, epochs, env, tmp_path / "driver.log", n_trials=2)
 
 
@@ -170,30 +148,7 @@ def test_trial_finished_before_the_snapshot_is_not_rerun(tiny, tmp_path, mode):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TUNE_GLOBAL_CHECKPOINT_S": "3600"}
     name = unique_name("late")
     exp = tmp_path / "results" / name
-    args = [
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "fixed;random",
-        "--seeds",
-        "0",
-        "--num-cpus",
-        "1",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        str(epochs),
-        "--set",
-        f"cache_dir={tiny['cache_dir']}",
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-    ]
+    args = tiny_sweep_args(tiny, tmp_path / "results", name, epochs)
     log_path = tmp_path / "driver.log"
     hook = tmp_path / "hold_snapshot.py"
     hook.write_text(HOLD_SNAPSHOT)
@@ -305,32 +260,7 @@ def test_driver_killed_after_tune_deleted_a_checkpoint_resumes_the_trial(tiny, t
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     name = unique_name("deleted")
     exp = tmp_path / "results" / name
-    args = [
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "fixed",
-        "--seeds",
-        "0",
-        "--num-cpus",
-        "1",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        str(epochs),
-        "--set",
-        f"cache_dir={tiny['cache_dir']}",
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-        "--set",
-        "patience=0",
-    ]
+    args = tiny_sweep_args(tiny, tmp_path / "results", name, epochs, strategies="fixed", sets=("patience=0",))
     log_path = tmp_path / "driver.log"
     hook = tmp_path / "kill_after_register.py"
     hook.write_text(KILL_AFTER_REGISTER)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import kill_process_group, reported_epochs, start_driver, trial_dirs, unique_name
+from .conftest import kill_process_group, reported_epochs, start_driver, tiny_sweep_args, trial_dirs, unique_name
 
 
 def _hparams_sessions(trial_dir: Path) -> list:
@@ -58,30 +58,7 @@ def test_a_ctrl_c_partial_summary_counts_finished_seeds_only_and_resume_complete
     name = unique_name("ctrlc")
     exp = tmp_path / "results" / name
     epochs = 5
-    args = [
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "decay;fixed",
-        "--seeds",
-        "0,1",
-        "--num-cpus",
-        "2",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        str(epochs),
-        "--set",
-        f"cache_dir={tiny['cache_dir']}",
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-    ]
+    args = tiny_sweep_args(tiny, tmp_path / "results", name, epochs, strategies="decay;fixed", seeds="0,1", num_cpus=2)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def mid_way() -> bool:  # one trial finished, another stopped between its first and last epoch

@@ -27,6 +27,7 @@ from .conftest import (
     start_driver,
     sweep_base,
     sweep_script,
+    tiny_sweep_args,
     trial_dirs,
     unique_name,
 )
@@ -166,34 +167,7 @@ def test_two_sharded_trials_run_side_by_side_on_two_cpus(tiny, tmp_path):
     """index=sharded-balltree, shards=2: two trials, each with 2 shard actors, on a 2-CPU Ray."""
     name = unique_name("sharded")
     exp = tmp_path / "results" / name
-    args = [
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "fixed;random",
-        "--seeds",
-        "0",
-        "--num-cpus",
-        "2",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        "3",
-        "--set",
-        f"cache_dir={tiny['cache_dir']}",
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-        "--set",
-        "index=sharded-balltree",
-        "--set",
-        "shards=2",
-    ]
+    args = tiny_sweep_args(tiny, tmp_path / "results", name, 3, num_cpus=2, sets=("index=sharded-balltree", "shards=2"))
     with open(tmp_path / "driver.log", "w") as log:
         proc = start_driver(args, {**os.environ, "PYTHONUNBUFFERED": "1"}, log)
         try:
@@ -369,30 +343,9 @@ def test_two_node_cluster_kill_driver_and_restore(tiny, tmp_path):
         storage = f"file://{tmp_path / 'shared'}"
         name = unique_name("cluster")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        args = [
-            "--address",
-            cluster.address,
-            "--storage",
-            storage,
-            "--name",
-            name,
-            "--methods",
-            "reference",
-            "--strategies",
-            "fixed;decay;random",
-            "--seeds",
-            "0",
-            "--encoder",
-            tiny["encoder"],
-            "--epochs",
-            str(epochs),
-            "--set",
-            f"cache_dir={tiny['cache_dir']}",
-            "--set",
-            "device=cpu",
-            "--set",
-            "max_length=32",
-        ]
+        args = tiny_sweep_args(
+            tiny, storage, name, epochs, strategies="fixed;decay;random", num_cpus=None, address=cluster.address
+        )
         at_kill, after = kill_and_resume(
             args, tmp_path / "shared" / name, epochs, env, tmp_path / "driver.log", n_trials=3
         )

@@ -19,7 +19,7 @@ from counterarg.core.io import write_manifest
 from counterarg.core.remote import filesystem, remote_manifest
 from counterarg.sweep.storage import DriverFolder, stage_inputs
 
-from .conftest import kill_when, remote_rows, resume_to_end, unique_name
+from .conftest import kill_when, remote_rows, resume_to_end, tiny_sweep_args, unique_name
 
 
 def test_driver_folder_pushes_only_what_changed(s3_server, s3_bucket):
@@ -95,6 +95,29 @@ def test_best_is_mirrored_to_s3_without_a_rename(s3_server, s3_bucket, tmp_path)
     assert best_checkpoint(Result, 3) == f"s3://{trial}/best"
     fs.delete_file(f"{trial}/best/manifest.json")  # an upload killed before its manifest
     assert best_checkpoint(Result, 3) is None
+
+
+def test_a_restored_trial_keeps_its_earlier_sessions_machine_rows(s3_server, s3_bucket, tmp_path):
+    """A restored trial's fresh run folder holds only its own session's machine.jsonl row; the rows
+    stored in the bucket go first, and a folder that already holds them (a killed worker's, same
+    node) gains nothing twice."""
+    from counterarg.sweep.trainable import keep_stored_rows
+
+    fs, trial = filesystem(f"s3://{s3_bucket}/sw/exp/trial_m")
+    local = tmp_path / "machine.jsonl"
+    first, second = '{"from_epoch": 1, "started": "a"}', '{"from_epoch": 4, "started": "b"}'
+    local.write_text(first + "\n")
+    keep_stored_rows(fs, f"{trial}/run/machine.jsonl", local)  # nothing stored yet: the first session
+    assert local.read_text() == first + "\n"
+    with fs.open_output_stream(f"{trial}/run/machine.jsonl") as f:
+        f.write(local.read_bytes())
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text(second + "\n")
+    keep_stored_rows(fs, f"{trial}/run/machine.jsonl", fresh)
+    assert fresh.read_text().splitlines() == [first, second]
+    local.write_text(first + "\n" + second + "\n")  # the stale folder of the same node
+    keep_stored_rows(fs, f"{trial}/run/machine.jsonl", local)
+    assert local.read_text().splitlines() == [first, second]
 
 
 def test_checkpoints_deleted_too_early_are_put_back_in_the_bucket(s3_server, s3_bucket, tmp_path):
@@ -200,7 +223,8 @@ def test_smoke_sweep_on_two_nodes_keeps_every_output_in_the_bucket(s3_server, s3
         assert len(trials) == 2
         for t in trials:
             names = {k[len(prefix) + len(t) + 1 :] for k in keys if k.startswith(prefix + t + "/")}
-            assert {"best/manifest.json", "run/metrics.jsonl", "result.json"} <= names, sorted(names)
+            want = {"best/manifest.json", "run/metrics.jsonl", "run/machine.jsonl", "result.json"}
+            assert want <= names, sorted(names)
             assert any(n.startswith("events.out.tfevents") for n in names)
             assert any(n.startswith("checkpoint_") for n in names)
             params = json.loads(
@@ -241,28 +265,7 @@ def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_ser
     name = unique_name("s3kill")
     storage = f"s3://{s3_bucket}/sweeps"
     prefix = f"sweeps/{name}/"
-    args = [
-        "--storage",
-        storage,
-        "--name",
-        name,
-        "--methods",
-        "reference",
-        "--strategies",
-        "fixed;random",
-        "--seeds",
-        "0",
-        "--num-cpus",
-        "1",
-        "--encoder",
-        tiny["encoder"],
-        "--epochs",
-        str(epochs),
-        "--set",
-        "device=cpu",
-        "--set",
-        "max_length=32",
-    ]
+    args = tiny_sweep_args(tiny, storage, name, epochs, cache=False)
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
@@ -290,6 +293,10 @@ def test_driver_killed_mid_sweep_resumes_from_another_folder_with_the_uri(s3_ser
         elif before:
             resumed_from = eps[len(before)]
             assert resumed_from >= max(before), (trial, before, eps)
+        body = s3_server.client().get_object(Bucket=s3_bucket, Key=f"{prefix}{trial}/run/machine.jsonl")["Body"]
+        rows = [json.loads(line) for line in body.read().decode().splitlines()]
+        restored = bool(before) and max(before) < epochs
+        assert [r["from_epoch"] == 1 for r in rows] == [True] + [False] * restored, (trial, rows)  # every session's
     summary = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "summary.md")["Body"].read().decode()
     assert "Trials: 2 (0 errored, 0 unfinished)" in summary
     assert "session 1 (resume" in summary  # the killed driver never finished its session
