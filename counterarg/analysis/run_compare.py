@@ -121,11 +121,8 @@ def ranks_folder(folder: str | Path) -> Path:
         raise CompareError(f"{folder}: no such folder")
     if not path.is_dir():
         raise CompareError(f"{folder}: a file, not a run folder")
-    numbered = sorted(
-        (p for p in path.glob("checkpoint_*") if checkpoint_index(p.name) is not None),
-        key=lambda p: checkpoint_index(p.name),
-        reverse=True,
-    )
+    indexed = [(i, p) for p in path.glob("checkpoint_*") if (i := checkpoint_index(p.name)) is not None]
+    numbered = [p for _, p in sorted(indexed, key=lambda ip: ip[0], reverse=True)]
     for candidate in (path, path / BEST_DIR, path / CHECKPOINT_DIR, *numbered):
         if (candidate / BestRanks.FILE).is_file():
             return candidate
@@ -215,7 +212,10 @@ def check_queries(a: Sequence[RunRanks], b: Sequence[RunRanks], split: str) -> N
                 f"{n0}: runs of different corpora or query sets cannot be compared"
             )
         unseen = r.ranks.get(f"{split}/unseen")
-        if (unseen is None) != (unseen0 is None) or (unseen is not None and not np.array_equal(unseen, unseen0)):
+        same = (unseen is None and unseen0 is None) or (
+            unseen is not None and unseen0 is not None and np.array_equal(unseen, unseen0)
+        )
+        if not same:
             raise CompareError(
                 f"{r.folder}: its unseen {split} queries differ from {first.folder}'s (another "
                 "training split?): runs of different corpora cannot be compared"
@@ -292,6 +292,13 @@ def _row(c, label_a: str, label_b: str, run_a: np.ndarray, run_b: np.ndarray, n:
     )
 
 
+def _split_hits(run: RunRanks, split: str) -> dict[tuple[str, str], np.ndarray]:
+    """(task, view) -> ``[n]`` acc@1 hits of one run's ``split``."""
+    hits = ranks_hits(run.ranks, split)
+    assert hits is not None, "check_queries has read the ranks of every task of the split"
+    return hits
+
+
 def compare_runs(
     a: Sequence[RunRanks],
     b: Sequence[RunRanks],
@@ -315,8 +322,8 @@ def compare_runs(
     check_group(a, "--a")
     check_group(b, "--b")
     check_queries(a, b, split)
-    hits_a = [ranks_hits(r.ranks, split) for r in a]  # per run: (task, view) -> [n]
-    hits_b = [ranks_hits(r.ranks, split) for r in b]
+    hits_a = [_split_hits(r, split) for r in a]  # per run: (task, view) -> [n]
+    hits_b = [_split_hits(r, split) for r in b]
     names = [*task_names(), "mean"] if tasks == "all" else ["mean"]
     qtests: dict[int, PairedTest] = {}
     out = []

@@ -57,6 +57,8 @@ RESAMPLES = 10_000
 MAX_SEEDS = 200  # seeds_needed searches up to this many seeds per strategy
 _CHUNK = 1000  # resample rows per matrix product (bounds memory)
 
+RunValues = Sequence[float] | np.ndarray  # one value per training run (a list or a ``[R]`` array)
+
 
 # ------------------------------------------------------------------------------------------- run level
 @dataclass(frozen=True)
@@ -72,13 +74,14 @@ class SeedTest:
     df: float | None = None  # Welch-Satterthwaite degrees of freedom
 
 
-def _terms(a: Sequence[float], b: Sequence[float] | None, query_var: float, n_queries: int | None):
+def _terms(
+    a: np.ndarray, b: np.ndarray | None, query_var: float, n_queries: int | None
+) -> list[tuple[float, float]] | None:
     """The variance terms ``[(v, df)]`` of the gap, or None where a seed variance is unknown."""
-    terms = []
+    terms: list[tuple[float, float]] = []
     for x in (a, b):
         if x is None:  # a deterministic baseline: no training noise
             continue
-        x = np.asarray(x, dtype=np.float64)
         if x.size < 2:
             return None
         terms.append((float(x.var(ddof=1)) / x.size, x.size - 1))
@@ -87,7 +90,7 @@ def _terms(a: Sequence[float], b: Sequence[float] | None, query_var: float, n_qu
     return terms
 
 
-def _welch(terms: list[tuple[float, float]]) -> tuple[float, float]:
+def _welch(terms: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """``(V, df)``: the summed variance and its Welch-Satterthwaite degrees of freedom."""
     v = sum(t for t, _ in terms)
     denom = sum(t * t / d for t, d in terms if d > 0 and t > 0)
@@ -95,8 +98,8 @@ def _welch(terms: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def seed_test(
-    a: Sequence[float],
-    b: Sequence[float] | None,
+    a: RunValues,
+    b: RunValues | None,
     *,
     query_var: float = 0.0,
     n_queries: int | None = None,
@@ -107,30 +110,31 @@ def seed_test(
     ``b=None`` compares with a deterministic ``baseline`` value (no seed term). ``query_var`` and
     ``n_queries`` add the query-sampling term (:func:`interaction_var`).
     """
-    a = np.asarray(a, dtype=np.float64)
-    if a.size == 0:
+    runs_a = np.asarray(a, dtype=np.float64)  # [R_a]
+    if runs_a.size == 0:
         raise ValueError("seed_test needs at least one run of strategy a")
+    runs_b: np.ndarray | None = None  # [R_b]; None for a deterministic baseline
     if b is None:
         if baseline is None:
             raise ValueError("seed_test needs runs of b or a baseline value")
         mb, n_b = float(baseline), 0
     else:
-        b = np.asarray(b, dtype=np.float64)
-        if b.size == 0:
+        runs_b = np.asarray(b, dtype=np.float64)
+        if runs_b.size == 0:
             raise ValueError("seed_test needs at least one run of strategy b")
-        mb, n_b = float(b.mean()), int(b.size)
-    diff = float(a.mean()) - mb
-    terms = _terms(a, b, query_var, n_queries)
+        mb, n_b = float(runs_b.mean()), int(runs_b.size)
+    diff = float(runs_a.mean()) - mb
+    terms = _terms(runs_a, runs_b, query_var, n_queries)
     if terms is None:
-        return SeedTest(diff, math.nan, math.nan, None, int(a.size), n_b)
+        return SeedTest(diff, math.nan, math.nan, None, int(runs_a.size), n_b)
     v, df = _welch(terms)
     if v <= 0:  # no variance anywhere: identical runs
         p = 1.0 if diff == 0 else 0.0
-        return SeedTest(diff, diff, diff, p, int(a.size), n_b, df)
+        return SeedTest(diff, diff, diff, p, int(runs_a.size), n_b, df)
     se = math.sqrt(v)
     p = float(2 * stats.t.sf(abs(diff) / se, df))
     half = float(stats.t.ppf(1 - ALPHA / 2, df)) * se
-    return SeedTest(diff, diff - half, diff + half, p, int(a.size), n_b, df)
+    return SeedTest(diff, diff - half, diff + half, p, int(runs_a.size), n_b, df)
 
 
 def residual_var(hits: np.ndarray) -> float:
@@ -158,12 +162,12 @@ def interaction_var(hits_a: np.ndarray, hits_b: np.ndarray) -> float:
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values in the input order; None (no test) stays None and does not
     count towards the family size."""
-    idx = [i for i, p in enumerate(p_values) if p is not None]
-    m = len(idx)
+    tested = [(i, p) for i, p in enumerate(p_values) if p is not None]
+    m = len(tested)
     out: list[float | None] = [None] * len(p_values)
     running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda j: p_values[j])):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
+    for rank, (i, p) in enumerate(sorted(tested, key=lambda ip: ip[1])):
+        running = max(running, min(1.0, (m - rank) * p))
         out[i] = running
     return out
 
@@ -194,8 +198,8 @@ def power(
 
 
 def query_limited(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: RunValues,
+    b: RunValues,
     *,
     query_var: float,
     n_queries: int | None,
@@ -205,8 +209,8 @@ def query_limited(
     """True when no number of seeds could make the observed gap significant with ``target`` power:
     with the seed terms gone the query-sampling term alone is too wide (the gap is within what
     another sample of test queries could move)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    gap = float(a.mean() - b.mean())
+    runs_a, runs_b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # [R_a], [R_b]
+    gap = float(runs_a.mean() - runs_b.mean())
     if gap == 0:
         return True
     if not (query_var > 0 and n_queries):
@@ -217,8 +221,8 @@ def query_limited(
 
 
 def seeds_needed(
-    a: Sequence[float],
-    b: Sequence[float],
+    a: RunValues,
+    b: RunValues,
     *,
     query_var: float = 0.0,
     n_queries: int | None = None,
@@ -229,11 +233,11 @@ def seeds_needed(
     """Seeds per strategy at which the observed gap would be significant at ``alpha`` with
     ``target`` power, from the observed between-seed variances; None when no number up to
     ``max_seeds`` would do (a zero gap, or the queries alone too noisy) or a side has < 2 runs."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
+    runs_a, runs_b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)  # [R_a], [R_b]
+    if runs_a.size < 2 or runs_b.size < 2:
         return None
-    gap = float(a.mean() - b.mean())
-    seed_var = (float(a.var(ddof=1)) + float(b.var(ddof=1))) / 2
+    gap = float(runs_a.mean() - runs_b.mean())
+    seed_var = (float(runs_a.var(ddof=1)) + float(runs_b.var(ddof=1))) / 2
     q = query_var / n_queries if (query_var > 0 and n_queries) else 0.0
     if gap == 0:
         return None

@@ -187,11 +187,10 @@ def compare(hits: Mapping[str, np.ndarray], task: str, view: str, qtest: PairedT
             st = seed_test(run_a, run_b, query_var=vq, n_queries=ha.shape[1])
             raw.append((a, b, st, run_a, run_b, vq))
     queries = qtest.many([(hits[r[0]].mean(axis=0), hits[r[1]].mean(axis=0)) for r in raw])
-    raw = [(*r, q) for r, q in zip(raw, queries)]
     adjusted = holm([r[2].p_value for r in raw])
     level = ALPHA / max(1, len(raw))
     out = []
-    for (a, b, st, run_a, run_b, vq, q), ph in zip(raw, adjusted):
+    for (a, b, st, run_a, run_b, vq), q, ph in zip(raw, queries, adjusted):
         settled = ph is not None and ph < ALPHA
         n = hits[a].shape[1]
         need = None if settled else seeds_needed(run_a, run_b, query_var=vq, n_queries=n, alpha=level)
@@ -231,8 +230,7 @@ def baseline_comparisons(
         st = seed_test(h.mean(axis=1), None, baseline=float(baseline.mean()), query_var=vq, n_queries=h.shape[1])
         raw.append((g, st))
     queries = qtest.many([(hits[g].mean(axis=0), baseline) for g, _ in raw])
-    raw = [(*r, q) for r, q in zip(raw, queries)]
-    adjusted = holm([st.p_value for _, st, _ in raw])
+    adjusted = holm([st.p_value for _, st in raw])
     return [
         Comparison(
             task,
@@ -252,7 +250,7 @@ def baseline_comparisons(
             q[1],
             q[2],
         )
-        for (g, st, q), ph in zip(raw, adjusted)
+        for (g, st), q, ph in zip(raw, queries, adjusted)
     ]
 
 
@@ -272,7 +270,7 @@ def verdicts(
         }
         significant = not partial and bool(others) and all(g in mine and mine[g].significant for g in others)
         runner = others[0] if others else None
-        c = mine.get(runner)
+        c = mine.get(runner) if runner is not None else None
         out[key] = Verdict(
             key[0],
             key[1],

@@ -106,7 +106,7 @@ def _rows(run, rng: np.random.Generator) -> np.ndarray:
 
 def _padded_tokens(run, tids: np.ndarray, batches: np.ndarray) -> tuple[int, int]:
     """(tokens encoded with padding, real tokens) over the whole epoch's ``batches``."""
-    lengths = run.model.features.text_lengths(tids)  # [N, 3]
+    lengths = run.features.text_lengths(tids)  # [N, 3]
     padded = sum(int(lengths[b].max()) * lengths[b].size for b in batches)
     return padded, int(lengths[batches.ravel()].sum())
 
@@ -123,30 +123,30 @@ def time_setting(
     load_start = os.getloadavg()[0]
     cfg = base.replace(finetune=finetune, precision=precision, length_buckets=buckets)
     run = Trainer(cfg, progress=False, eval_splits=[])
-    device = run.device
+    features, device = run.features, run.device
     rng = np.random.default_rng([cfg.seed, 0])
     tids = _rows(run, rng)  # [N, 3]
     order = run.batches(tids, rng)  # [steps, B] epoch 1's batches
     row = {
         "finetune": finetune,
-        "precision": run.model.features.precision,
+        "precision": features.precision,
         "length_buckets": buckets,
         "device": str(device),
         "batch_size": cfg.batch_size,
         "steps_per_epoch": len(order),
     }
-    if run.model.features.trains_encoder:
+    if features.trains_encoder:
         row["epoch_padded_tokens"], row["epoch_real_tokens"] = _padded_tokens(run, tids, order)
     n_steps = min(batches + warmup, len(order))
     run.model.heads.train()
-    run.model.features.train()
+    features.train()
     with peak_memory(device) as mem:
         for i in range(n_steps):
             if i == min(warmup, n_steps - 1):
                 _sync(device)
                 t0, c0, timed = time.perf_counter(), time.process_time(), 0
             rows = tids[order[i]]  # [B, 3]: point, counter, one negative
-            h = run.model.features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
+            h = features(torch.from_numpy(rows.T.ravel()))  # [3B, H]: points, counters, negatives
             h_p, h_c, h_n = h.split(len(rows))  # [B, H] each
             keys = tuple(torch.as_tensor(x, device=device) for x in (rows[:, 0], rows[:, 1], rows[:, 2:]))
             total, _ = run.loss(h_p, h_c, h_n[:, None], keys)  # one negative per anchor: [B, 1, H]
@@ -156,10 +156,10 @@ def time_setting(
         _sync(device)
         train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
         texts = np.random.default_rng(1).permutation(len(run.table.texts))[:embed_texts]
-        if not run.model.features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
+        if not features.trains_encoder:  # the frozen encoder, as when its pooled cache is built
             model, tok = load_encoder(cfg.encoder, cfg.pooling)
         t1, c1 = time.perf_counter(), time.process_time()
-        if not run.model.features.trains_encoder:
+        if not features.trains_encoder:
             encode_texts(
                 model,
                 tok,
@@ -168,10 +168,10 @@ def time_setting(
                 max_length=cfg.max_length,
                 batch_size=cfg.embed_batch_size,
                 device=device,
-                precision=run.model.features.precision,
+                precision=features.precision,
             )
         else:
-            run.model.features.embed(texts)
+            features.embed(texts)
         _sync(device)
         embed_s, embed_cpu = time.perf_counter() - t1, time.process_time() - c1
     run.close()

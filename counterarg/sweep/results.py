@@ -67,24 +67,24 @@ def write_results(
     ``base``: the trials' shared fields as they ran (inputs staged into object storage; default the
     sweep's); ``remote``: the working copy of a remote experiment that :meth:`SweepResult.publish` uploads."""
     print("[sweep] building the summary (trial results, zero-shot encoder, significance tests, plots)", flush=True)
-    records = collect_records(grid, sweep.metric, sweep.mode, base=sweep.base if base is None else base)
+    records = collect_records(grid, sweep.tune_metric, sweep.mode, base=sweep.base if base is None else base)
     baseline, baseline_ranks = sweep_baseline(sweep) or (None, None)
     record_session(out, wall_s, resumed=resumed)  # the summary's wall time sums every run and resume
     race = load_race_state(exp_path) if sweep.race is not None else None
     sections = []
     if race is not None:
-        write_race(race, out, sweep.metric)
-        sections.append(race_markdown(race, sweep.metric))
+        write_race(race, out, sweep.tune_metric)
+        sections.append(race_markdown(race, sweep.tune_metric))
     if search_fields(sweep):
         how = scheduler_text(sweep.scheduler, *asha_settings(sweep))
         sections.append(
-            search_markdown(records, search_fields(sweep), metric=sweep.metric, mode=sweep.mode, scheduler=how)
+            search_markdown(records, search_fields(sweep), metric=sweep.tune_metric, mode=sweep.mode, scheduler=how)
         )
     written = write_summary(
         records,
         out,
         title=f"{sweep.name}",
-        metric=sweep.metric,
+        metric=sweep.tune_metric,
         mode=sweep.mode,
         sweep_wall_s=wall_s,
         baseline=baseline,

@@ -157,6 +157,13 @@ class Sweep:
         if not (self.gpus_per_trial >= 0 and math.isfinite(self.gpus_per_trial)):
             raise ConfigError(f"gpus_per_trial must be >= 0, got {self.gpus_per_trial}")
 
+    @property
+    def tune_metric(self) -> str:
+        """The metric Tune reports on and the summaries rank by: :attr:`metric` as given, else the
+        trials' select_metric, which ``__post_init__`` puts there."""
+        assert self.metric is not None, "Sweep.__post_init__ sets the metric"
+        return self.metric
+
 
 def storage_uri(storage: str | Path | None) -> str:
     """Absolute local path for plain paths; URIs (file://, s3://, gs://) pass through."""
@@ -296,10 +303,13 @@ def _run_sweep_locked(
     sweep: Sweep, storage: str, local: Path | None, *, address, resume, num_cpus, warm_cache, summary_dir, verbose
 ) -> SweepResult:
     exp_path = storage.rstrip("/") + "/" + sweep.name
-    remote = DriverFolder(exp_path) if local is None else None
-    if remote is not None:
+    remote: DriverFolder | None = None
+    if local is None:  # object storage: the driver works in a local copy of the experiment's files
+        remote = DriverFolder(exp_path)
         remote.pull()
-    work = remote.local if remote is not None else local
+        work = remote.local
+    else:
+        work = local
     if not resume and (work / TUNER_FILE).exists():
         raise FileExistsError(
             f"{exp_path if remote else local} already holds an experiment; pass --resume to "
@@ -334,7 +344,7 @@ def _run_sweep_locked(
         secs = warm_feature_cache(feature_configs(sweep))
         print(f"[sweep] feature cache ready in {secs:.1f} s", flush=True)
     tuner = build_tuner(staged, storage, resume=resume, verbose=verbose)
-    if not resume and search_fields(sweep):
+    if not resume and sweep.param_space is not None and search_fields(sweep):
         save_space(work, sweep.param_space)
         if remote is not None:
             remote.push()
@@ -356,7 +366,7 @@ def _run_sweep_locked(
         remote=remote if summary_dir is None else None,
     )
     try:  # TensorBoard's runs per strategy, beside the trials' (in the experiment folder)
-        write_strategy_runs(result.records, work, sweep.metric)
+        write_strategy_runs(result.records, work, sweep.tune_metric)
         if remote is not None:
             remote.push_tree(STRATEGIES_DIR)
     except (OSError, ValueError) as e:  # they must not cost the summary already written

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
 
 from ..analysis.methods import label_of, slug
 from ..analysis.trials import varying_fields
@@ -82,14 +83,12 @@ def check_resume(
             print(f"[sweep] repaired {line}", flush=True)
         for line in restore_named_checkpoints(work, fs=fs, root=root):
             print(f"[sweep] repaired {line}", flush=True)
-        wanted = variants if variants is not None else sweep.variants
-        changed = (
-            grid_changes(saved_variants(work), wanted)
-            if sweep.variants is not None
-            else space_changes(work, sweep.param_space)
-            if search_fields(sweep)
-            else None
-        )
+        changed: str | None = None
+        if sweep.variants is not None:
+            wanted = variants if variants is not None else sweep.variants
+            changed = grid_changes(saved_variants(work), wanted)
+        elif sweep.param_space is not None and search_fields(sweep):
+            changed = space_changes(work, sweep.param_space)
         if changed:
             raise ConfigError(f"--resume: {changed}. Resume with the sweep's own flags, or start a new --name")
         for line in reconcile_race_state(work) if sweep.race is not None else []:
@@ -136,18 +135,21 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     all_configs = concrete_configs(sweep)
     # HParams columns after method, strategy, seed and the schedule's: the searched fields, then those that vary
     hp_fields = list(dict.fromkeys([*searched_fields(sweep.param_space or {}), *varying_fields(all_configs)]))
-    if sweep.race is not None:
+    search_alg: Searcher | None
+    if sweep.variants is not None:
         param_space = dict(sweep.base)
-        search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
-        num_samples = sweep.race.tune_samples(len(sweep.variants))
-    elif sweep.variants is not None:
-        param_space = dict(sweep.base)
-        search_alg = VariantSearcher(sweep.variants)
-        num_samples = len(sweep.variants)
+        if sweep.race is not None:  # the variants are strategies, raced over seeds
+            search_alg = RaceSearcher(sweep.variants, sweep.race, base=sweep.base)
+            num_samples = sweep.race.tune_samples(len(sweep.variants))
+        else:
+            search_alg = VariantSearcher(sweep.variants)
+            num_samples = len(sweep.variants)
     else:
+        assert sweep.param_space is not None, "a Sweep holds variants or a param space"
         param_space = {**sweep.base, **sweep.param_space}
         search_alg = None
         num_samples = sweep.num_samples
+    scheduler: TrialScheduler
     if sweep.scheduler == "asha":
         max_t, grace, factor = asha_settings(sweep)
         scheduler = ASHAScheduler(
@@ -158,7 +160,7 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
     else:
         scheduler = FIFOScheduler()
     tune_config = tune.TuneConfig(
-        metric=sweep.metric,
+        metric=sweep.tune_metric,
         mode=sweep.mode,
         num_samples=num_samples,
         search_alg=search_alg,
@@ -175,11 +177,11 @@ def build_tuner(sweep: Sweep, storage: str, *, resume: bool = False, verbose: in
         # checkpoint it names (the best epoch's state is mirrored apart, into <trial>/best)
         checkpoint_config=CheckpointConfig(num_to_keep=None if sweep.scheduler == "pbt" else 2),
         callbacks=[
-            SweepTBXLogger(hp_fields, metric=sweep.metric, mode=sweep.mode, configs=all_configs),
+            SweepTBXLogger(hp_fields, metric=sweep.tune_metric, mode=sweep.mode, configs=all_configs),
             StateSnapshot(),
             RestoreLog(),
         ],
-        progress_reporter=SweepReporter(sweep.metric, sweep.mode, fields=search_fields(sweep)),
+        progress_reporter=SweepReporter(sweep.tune_metric, sweep.mode, fields=search_fields(sweep)),
         verbose=verbose,
     )
     return tune.Tuner(runnable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ..retrieval.pools import build_pools, split_pools
 from ..sampling.batches import batch_order
 from ..sampling.mining import dedupe_pairs, mine_negatives, mining_telemetry
 from ..sampling.schedules import random_rate
+
+if TYPE_CHECKING:
+    from ..model.features import TextFeatures
 
 
 class TrainingError(RuntimeError):
@@ -53,12 +57,12 @@ class Trainer:
         self.corpus, self.table, self.device = base.corpus, base.table, base.device
         self.model = base.build(config, progress=progress)
         groups = [{"params": list(self.model.heads.parameters()), "lr": config.lr}]
-        enc_params = self.model.features.trainable_parameters()
+        enc_params = self.features.trainable_parameters()
         if enc_params:
             groups.append({"params": enc_params, "lr": config.encoder_lr})
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
         self.optimizer = opt(groups, weight_decay=config.weight_decay)
-        self.scaler = grad_scaler(self.model.features.precision, self.device)  # active at fp16 only
+        self.scaler = grad_scaler(self.features.precision, self.device)  # active at fp16 only
         if eval_splits is None:
             eval_splits = [
                 s
@@ -81,6 +85,13 @@ class Trainer:
                 or [np.zeros(0, np.int64)]
             )
         )
+
+    @property
+    def features(self) -> TextFeatures:
+        """The model's feature mode (the encoder part that training runs and updates)."""
+        features = self.model.features
+        assert features is not None, "BiEncoder.build makes a model over the table's features"
+        return features
 
     # ------------------------------------------------------------------ embeddings
     def mining_space(self, emb: dict[str, torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +129,7 @@ class Trainer:
                 device=str(self.device),
             )
         point_index, counter_index = self._indexes[split]
+        lo, hi = cfg.neg_rank  # Config checks that it holds two ranks
         return mine_negatives(
             s_p,
             s_c,
@@ -128,7 +140,7 @@ class Trainer:
             point_keys=ids.point,
             counter_keys=ids.counter,
             num_negatives=cfg.num_negatives,
-            neg_rank=tuple(cfg.neg_rank),
+            neg_rank=(lo, hi),
             neg_margin=cfg.neg_margin,
         )
 
@@ -179,8 +191,8 @@ class Trainer:
         n = len(tids)
         if n < cfg.batch_size:
             raise TrainingError(f"training split has {n} pairs, fewer than batch_size={cfg.batch_size}")
-        buckets = cfg.length_buckets if self.model.features.trains_encoder else 0  # frozen: nothing padded
-        lengths = self.model.features.row_lengths(tids) if buckets else None  # [N]
+        buckets = cfg.length_buckets if self.features.trains_encoder else 0  # frozen: nothing padded
+        lengths = self.features.row_lengths(tids) if buckets else None  # [N]
         return batch_order(n, cfg.batch_size, rng, lengths=lengths, buckets=buckets)
 
     def backward_step(self, total: torch.Tensor) -> None:
@@ -227,7 +239,7 @@ class Trainer:
             b = len(rows)
             keys = (ids.point[rows], ids.counter[rows], neg[rows])  # [B], [B], [B, K]
             tids = torch.from_numpy(np.concatenate([keys[0], keys[1], keys[2].reshape(-1)]))  # [(2+K)B]
-            h = self.model.features(tids)  # [(2+K)B, H]
+            h = self.features(tids)  # [(2+K)B, H]
             h_p, h_c, h_n = h[:b], h[b : 2 * b], h[2 * b :].view(b, -1, h.shape[1])  # [B, H], [B, H], [B, K, H]
             total, parts = self.loss(h_p, h_c, h_n, tuple(torch.as_tensor(x, device=self.device) for x in keys))
             if not torch.isfinite(total):
@@ -243,6 +255,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{sums['loss'] / (step + 1):.4f}")
         self.model.eval()
         tp = self.training_pools
+        assert tp is not None, "the corpus has a training split: this epoch has mined its pairs"
         row = {
             "epoch": epoch + 1,
             **{f"train/{k}": v / steps for k, v in sums.items()},
@@ -332,7 +345,11 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoint
     def state(self) -> dict:
         """The checkpoint's ``trainer`` part: optimizer, gradient scaler, RNG states."""
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        # legacy=True is numpy's default; said here because numpy's stub types a bare get_state() as the
+        # dict form (its legacy=False overload). The global RandomState's MT19937 gives the tuple.
+        legacy = np.random.get_state(legacy=True)
+        assert isinstance(legacy, tuple), "the global RandomState is an MT19937: its state is the legacy tuple"
+        name, keys, pos, has_gauss, gauss = legacy
         numpy_state = {
             "name": name,
             "keys": torch.from_numpy(keys.astype(np.int64)),
