@@ -99,27 +99,37 @@ def race_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def race_markdown(state: Mapping[str, Any], metric: str) -> str:
-    """The summary's race section: per strategy its seeds, last validation mean and the round it left."""
-    last: dict[str, dict[str, Any]] = {}
-    for rnd in state["rounds"]:
-        for s in rnd["standings"]:
-            last[s["strategy"]] = s
+    """The summary's race section: per strategy its finished runs, their validation mean and the round
+    it left; a race in flight says which round and how many of its trials have finished."""
+    runs: dict[str, list[float]] = {g: [] for g in state["strategies"]}
+    for t in state["trials"].values():  # finished runs with a value (errored or valueless: missing)
+        if t["state"] == "done" and t["value"] is not None:
+            runs.setdefault(t["strategy"], []).append(float(t["value"]))
+    if state["stop"]:
+        ended = f"Ended: {state['stop']}."
+    else:
+        in_round = [t for t in state["trials"].values() if t.get("round") == state["round"]]
+        done = sum(t["state"] in ("done", "error") for t in in_round)
+        planned = len(in_round) + len(state.get("queue") or [])
+        ended = (
+            f"Not ended: round {state['round']} in flight ({done} of its {planned} trials finished); the "
+            "seeds and means below count finished runs only, and no strategy leaves before its round is whole."
+        )
     lines = [
         "## Race (validation)",
         "",
         f"Raced on {metric} (each run's best epoch), seed-aware Welch test against the leader after each "
-        f"round, Holm-corrected, alpha {state['options']['alpha']:g}; per round in `race.csv`, `race.png`. "
-        f"Ended: {state['stop'] or 'unfinished'}.",
+        f"round, Holm-corrected, alpha {state['options']['alpha']:g}; per round in `race.csv`, `race.png`. " + ended,
         "",
         "| strategy | seeds | " + metric + " mean | left in round | why |",
         "|---|---|---|---|---|",
     ]
     for g in state["strategies"]:
-        s = last.get(g)
+        values = runs.get(g, [])
         left = state["left"].get(g)
-        value = "–" if not s or s["value"] is None else f"{s['value']:.4f}"
+        value = f"{sum(values) / len(values):.4f}" if values else "–"
         lines.append(
-            f"| {g} | {s['seeds'] if s else 0} | {value} | {left['round'] if left else 'survived'} | "
+            f"| {g} | {len(values)} | {value} | {left['round'] if left else 'survived'} | "
             f"{left['reason'] if left else ''} |"
         )
     return "\n".join(lines) + "\n"

@@ -44,6 +44,28 @@ def test_race_files_carry_the_rounds(tmp_path):
     )
 
 
+def test_a_race_in_flight_counts_its_finished_runs():
+    """Before its first round is decided the race section shows each strategy's finished runs and their
+    mean (not 0 seeds), and says which round is in flight and how much of it has finished."""
+    s = RaceSearcher(
+        RACE_STRATEGIES,
+        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
+        metric=METRIC,
+        mode="max",
+        verbose=False,
+    )
+    configs = {f"t{n}": s.suggest(f"t{n}") for n in range(9)}  # round 1: 3 strategies x 3 seeds
+    for n in range(4):
+        s.on_trial_complete(f"t{n}", {METRIC: race_value(configs[f"t{n}"])})
+    md = race_markdown(s.state, METRIC)
+    assert "Not ended: round 1 in flight (4 of its 9 trials finished)" in md
+    trials = s.state["trials"]
+    for g in s.state["strategies"]:
+        mine = [race_value(configs[f"t{n}"]) for n in range(4) if trials[f"t{n}"]["strategy"] == g]
+        value = f"{sum(mine) / len(mine):.4f}" if mine else "–"
+        assert f"| {g} | {len(mine)} | {value} | survived |" in md, md
+
+
 def test_a_running_trial_missing_from_the_saved_trial_list_is_emitted_again(tmp_path):
     """A kill between the uploads of one save: the searcher state names round 2's first trial, the
     experiment state (one save older) does not. Reconciled, the race emits that strategy and seed
