@@ -194,6 +194,16 @@ def strategy_labels(strategies: Sequence[Mapping[str, Any]], base: Mapping[str, 
 
 
 # ------------------------------------------------------------------------------------- the searcher
+def finished_values(state: Mapping[str, Any], strategies: Sequence[str]) -> dict[str, list[float]]:
+    """Per strategy of ``strategies``, the values of its finished runs in a race's saved ``state``
+    (errored or valueless runs are missing): what a round is decided on and the summary shows."""
+    out: dict[str, list[float]] = {g: [] for g in strategies}
+    for t in state["trials"].values():
+        if t["strategy"] in out and t["state"] == "done" and t["value"] is not None:
+            out[t["strategy"]].append(t["value"])
+    return out
+
+
 class RaceSearcher(ConstantSpaceSearcher):
     """A Tune searcher that races ``strategies`` (flat Config fields, no seed) over seeds.
 
@@ -287,11 +297,7 @@ class RaceSearcher(ConstantSpaceSearcher):
 
     def values(self) -> dict[str, list[float]]:
         """Per surviving strategy, the values of its finished runs (errored or valueless: missing)."""
-        out: dict[str, list[float]] = {g: [] for g in self.state["alive"]}
-        for t in self.state["trials"].values():
-            if t["strategy"] in out and t["state"] == "done" and t["value"] is not None:
-                out[t["strategy"]].append(t["value"])
-        return out
+        return finished_values(self.state, self.state["alive"])
 
     def _advance(self) -> None:
         """Decide the current round once all its trials are emitted and complete; plan the next."""

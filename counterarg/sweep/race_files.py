@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from ..analysis.plots import plot_race
 from ..core.io import atomic_write_text
 from ..ray_internals import experiment_states, searcher_state_files, state_trial_ids
+from .race import finished_values
 
 RACE_COLUMNS = ("round", "strategy", "seeds", "value", "p_value", "eliminated_in_round")
 
@@ -101,10 +102,7 @@ def race_rows(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 def race_markdown(state: Mapping[str, Any], metric: str) -> str:
     """The summary's race section: per strategy its finished runs, their validation mean and the round
     it left; a race in flight says which round and how many of its trials have finished."""
-    runs: dict[str, list[float]] = {g: [] for g in state["strategies"]}
-    for t in state["trials"].values():  # finished runs with a value (errored or valueless: missing)
-        if t["state"] == "done" and t["value"] is not None:
-            runs.setdefault(t["strategy"], []).append(float(t["value"]))
+    runs = finished_values(state, list(state["strategies"]))
     if state["stop"]:
         ended = f"Ended: {state['stop']}."
     else:
@@ -125,7 +123,7 @@ def race_markdown(state: Mapping[str, Any], metric: str) -> str:
         "|---|---|---|---|---|",
     ]
     for g in state["strategies"]:
-        values = runs.get(g, [])
+        values = runs[g]
         left = state["left"].get(g)
         value = f"{sum(values) / len(values):.4f}" if values else "–"
         lines.append(

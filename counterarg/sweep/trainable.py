@@ -286,7 +286,8 @@ def keep_stored_rows(fs, stored: str, local: Path) -> None:
     except FileNotFoundError:
         return  # the trial's first session
     mine = local.read_text(encoding="utf-8").splitlines() if local.exists() else []
-    merged = old + [row for row in mine if row not in set(old)]
+    kept = set(old)
+    merged = old + [row for row in mine if row not in kept]
     if merged != mine:
         atomic_write_text(local, "".join(row + "\n" for row in merged))
 

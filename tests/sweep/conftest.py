@@ -262,3 +262,11 @@ RACE_STRATEGIES = [_recipe({"schedule": "fixed", "rate": r}) for r in (0.2, 0.5,
 
 def race_value(cfg):  # fixed 0.8 is far behind; 0.2 and 0.5 cannot be told apart
     return {0.2: 0.6, 0.5: 0.6, 0.8: 0.3}[cfg["rate"]] + 0.01 * ((cfg["seed"] * 7) % 3)
+
+
+def race_searcher(seeds, first_seeds: int = 3, max_seeds: int = 5):
+    """A quiet RaceSearcher over :data:`RACE_STRATEGIES` on the sweep metric (maximised)."""
+    from counterarg.sweep.race import RaceOptions, RaceSearcher
+
+    opts = RaceOptions(seeds=tuple(seeds), first_seeds=first_seeds, max_seeds=max_seeds)
+    return RaceSearcher(RACE_STRATEGIES, opts, metric=race_metric(), mode="max", verbose=False)

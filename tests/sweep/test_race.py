@@ -19,7 +19,17 @@ from counterarg.config import Config, ConfigError
 from counterarg.sweep.race import RaceOptions, RaceSearcher, race_round, race_table
 from counterarg.sweep.race_files import RACE_COLUMNS, race_rows
 
-from .conftest import PY, RACE_STRATEGIES, REPO, drive_race, kill_when, race_value, resume_to_end, unique_name
+from .conftest import (
+    PY,
+    RACE_STRATEGIES,
+    REPO,
+    drive_race,
+    kill_when,
+    race_searcher,
+    race_value,
+    resume_to_end,
+    unique_name,
+)
 
 METRIC = Config().select_metric
 SYNTHETIC = Path(__file__).with_name("race_synthetic.py")
@@ -67,13 +77,7 @@ def test_untestable_and_empty_strategies_and_min_mode():
 
 # ------------------------------------------------------------------------------ the searcher, no Ray
 def test_searcher_races_rounds_then_stops_at_max_seeds():
-    s = RaceSearcher(
-        RACE_STRATEGIES,
-        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
-        metric=METRIC,
-        mode="max",
-        verbose=False,
-    )
+    s = race_searcher((5, 6, 7, 8, 9))
     emitted = drive_race(s, race_value)
     seeds = [(c["rate"], c["seed"]) for c in emitted]
     assert seeds[:9] == [(r, sd) for r in (0.2, 0.5, 0.8) for sd in (5, 6, 7)]  # round 1
@@ -118,13 +122,7 @@ def test_searcher_budget_stops_before_a_round_that_does_not_fit_and_state_round_
 
 
 def test_a_strategy_whose_trials_all_error_is_dropped_with_the_reason():
-    s = RaceSearcher(
-        RACE_STRATEGIES,
-        RaceOptions(seeds=tuple(range(4)), first_seeds=2, max_seeds=4),
-        metric=METRIC,
-        mode="max",
-        verbose=False,
-    )
+    s = race_searcher(tuple(range(4)), first_seeds=2, max_seeds=4)
     drive_race(s, race_value, error=lambda c: c["rate"] == 0.5)
     assert s.state["left"]["recipe: fixed 0.5"] == {"round": 1, "reason": "no finished run"}
     # an errored run is missing, not a zero: the survivors' values hold none of it

@@ -14,19 +14,13 @@ from counterarg.config import Config
 from counterarg.sweep.race import RaceOptions, RaceSearcher
 from counterarg.sweep.race_files import RACE_COLUMNS, load_race_state, race_markdown, reconcile_race_state, write_race
 
-from .conftest import RACE_STRATEGIES, drive_race, race_value
+from .conftest import RACE_STRATEGIES, drive_race, race_searcher, race_value
 
 METRIC = Config().select_metric
 
 
 def test_race_files_carry_the_rounds(tmp_path):
-    s = RaceSearcher(
-        RACE_STRATEGIES,
-        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
-        metric=METRIC,
-        mode="max",
-        verbose=False,
-    )
+    s = race_searcher((5, 6, 7, 8, 9))
     drive_race(s, race_value)
     paths = write_race(s.state, tmp_path, METRIC)
     csv = pd.read_csv(paths["csv"])
@@ -47,13 +41,7 @@ def test_race_files_carry_the_rounds(tmp_path):
 def test_a_race_in_flight_counts_its_finished_runs():
     """Before its first round is decided the race section shows each strategy's finished runs and their
     mean (not 0 seeds), and says which round is in flight and how much of it has finished."""
-    s = RaceSearcher(
-        RACE_STRATEGIES,
-        RaceOptions(seeds=(5, 6, 7, 8, 9), first_seeds=3, max_seeds=5),
-        metric=METRIC,
-        mode="max",
-        verbose=False,
-    )
+    s = race_searcher((5, 6, 7, 8, 9))
     configs = {f"t{n}": s.suggest(f"t{n}") for n in range(9)}  # round 1: 3 strategies x 3 seeds
     for n in range(4):
         s.on_trial_complete(f"t{n}", {METRIC: race_value(configs[f"t{n}"])})
@@ -70,13 +58,7 @@ def test_a_running_trial_missing_from_the_saved_trial_list_is_emitted_again(tmp_
     """A kill between the uploads of one save: the searcher state names round 2's first trial, the
     experiment state (one save older) does not. Reconciled, the race emits that strategy and seed
     again instead of waiting for a trial Tune never restores; a second call changes nothing."""
-    s = RaceSearcher(
-        RACE_STRATEGIES,
-        RaceOptions(seeds=tuple(range(5)), first_seeds=3, max_seeds=5),
-        metric=METRIC,
-        mode="max",
-        verbose=False,
-    )
+    s = race_searcher(tuple(range(5)))
     for n in range(9):  # round 1, completed
         cfg = s.suggest(f"t{n}")
         s.on_trial_complete(f"t{n}", {METRIC: race_value(cfg)})
