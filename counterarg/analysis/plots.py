@@ -377,7 +377,9 @@ def plot_race(
         if g in left and left[g] in d["round"]:
             j = d["round"].index(left[g])
             ax.plot([xs[j]], [d["mean"][j]], marker="x", ms=12, mew=2, color=colours[g])
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    rounds = sorted({r for d in drawn.values() for r in d["round"]}) or [1]
+    ax.set_xticks(rounds)  # whole rounds only, also when a single round is drawn
+    ax.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
     ax.set_xlabel("round")
     ax.set_ylabel(f"{metric} (runs so far)")
     ax.set_title("Race: mean over seeds, 95% interval; x = eliminated")
@@ -388,6 +390,12 @@ def plot_race(
     save_figure(
         fig,
         path,
-        {"metric": metric, "strategies": drawn, "eliminated_in_round": left, "colours": {g: colours[g] for g in drawn}},
+        {
+            "metric": metric,
+            "strategies": drawn,
+            "eliminated_in_round": left,
+            "colours": {g: colours[g] for g in drawn},
+            "x_ticks": [float(t) for t in ax.get_xticks()],
+        },
         dpi=110,
     )

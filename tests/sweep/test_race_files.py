@@ -28,6 +28,7 @@ def test_race_files_carry_the_rounds(tmp_path):
     assert csv["p_value"].isna().sum() == 3  # the leader of each round
     drawn = read_plot_data(paths["png"])
     assert drawn["eliminated_in_round"] == {"recipe: fixed 0.8": 1}
+    assert drawn["x_ticks"] == [1, 2, 3]  # whole rounds, not the matplotlib default's fractions
     assert drawn["strategies"]["recipe: fixed 0.2"]["seeds"] == [3, 4, 5]
     assert drawn["strategies"]["recipe: fixed 0.2"]["mean"] == pytest.approx(
         list(csv[csv["strategy"] == "recipe: fixed 0.2"]["value"])
@@ -36,6 +37,15 @@ def test_race_files_carry_the_rounds(tmp_path):
     assert (
         "| recipe: fixed 0.8 | 3 |" in md and "| 1 | behind recipe: fixed" in md and "| recipe: fixed 0.2 | 5 |" in md
     )
+
+
+def test_a_race_of_one_round_is_drawn_at_that_round_only(tmp_path):
+    s = race_searcher((5, 6, 7, 8, 9))
+    drive_race(s, race_value)
+    first = {**s.state, "rounds": s.state["rounds"][:1], "left": {}}
+    drawn = read_plot_data(write_race(first, tmp_path, METRIC)["png"])
+    assert drawn["x_ticks"] == [1]
+    assert all(d["round"] == [1] for d in drawn["strategies"].values())
 
 
 def test_a_race_in_flight_counts_its_finished_runs():
