@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ray.tune import ProgressReporter
 
@@ -38,12 +38,15 @@ class SweepReporter(ProgressReporter):
         every_s: float = 60.0,
         fields: Sequence[str] = (),
         min_s: float = 10.0,
-        clock=time.time,
+        clock: Callable[[], float] = time.time,
     ):
         self.metric, self.mode, self.every_s, self.min_s = metric, mode, every_s, min_s
         self.fields = [f for f in fields if f not in fields_with(SEED)]  # the seed has its own place
         self.clock = clock
-        self._last, self._ended, self._start = None, None, clock()
+        #: when the last line was printed and how many trials had ended then (None before the first)
+        self._last: float | None = None
+        self._ended: int | None = None
+        self._start = clock()
 
     def setup(
         self, start_time: float | None = None, total_samples: int | None = None, metric=None, mode=None, **kwargs

@@ -103,7 +103,8 @@ def plot_schedules(
     from ..analysis.plots import save_figure
 
     fig, axes = plt.subplots(len(fields), 1, figsize=(8, 3.2 * len(fields) + 0.8), squeeze=False, sharex=True)
-    drawn: dict[str, dict[str, Any]] = {"best": best, "reference": {k: list(v) for k, v in (reference or {}).items()}}
+    # the plot's data: the best trial's name, the reference curves, then per field each trial's steps
+    drawn: dict[str, Any] = {"best": best, "reference": {k: list(v) for k, v in (reference or {}).items()}}
     for ax, f in zip(axes[:, 0], fields):
         for trial in sorted(lineages):
             entries = sorted(lineages[trial], key=lambda e: int(e["epoch"]))

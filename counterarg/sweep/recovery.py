@@ -288,13 +288,16 @@ class StateSnapshot(Callback):
                 self.exp_dir = Path(exp_path)
 
     def get_state(self) -> None:
-        if self.exp_dir is not None and self.staging is not None and self.staging.is_dir():
-            self.snapshot()
+        self.snapshot()
         return None
 
     def snapshot(self) -> bool:
-        """Copy the staging folder's state files if every one is whole; True if a set was written."""
-        data = {f.name: f.read_bytes() for f in _state_files(self.staging)}
+        """Copy the staging folder's state files if every one is whole; True if a set was written.
+        Nothing is written before a trial named the folders, nor on remote storage (no local folder)."""
+        exp_dir, staging = self.exp_dir, self.staging
+        if exp_dir is None or staging is None or not staging.is_dir():
+            return False
+        data = {f.name: f.read_bytes() for f in _state_files(staging)}
         if not any(n.startswith(EXPERIMENT_STATE_PREFIX) for n in data) or not all(map(_intact_bytes, data.values())):
             return False
 
@@ -302,7 +305,7 @@ class StateSnapshot(Callback):
             for n, b in data.items():
                 (tmp / n).write_bytes(b)
 
-        atomic_replace_dir(self.exp_dir / SNAPSHOT_DIR, fill)
+        atomic_replace_dir(exp_dir / SNAPSHOT_DIR, fill)
         return True
 
 
@@ -363,9 +366,9 @@ def repair_experiment_state(exp_dir: Path, name: str) -> list[str]:
         found = [c for root in ray_temp_roots() for c in root.glob(f"{DRIVER_STAGING_GLOB.format(name=name)}/{f.name}")]
         copies = []
         for c in found:
-            data = _read_own_file(c)
-            if data is not None and _intact_bytes(data):
-                copies.append((c.stat().st_mtime, c, data))
+            copy = _read_own_file(c)
+            if copy is not None and _intact_bytes(copy):
+                copies.append((c.stat().st_mtime, c, copy))
         if not copies:
             older = [s.name for s in states[:-1]]
             hint = (

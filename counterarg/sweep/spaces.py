@@ -101,12 +101,13 @@ def method_start(method: str) -> dict[str, Any]:
 
 
 def method_strategies(
-    strategies: str | Sequence[str] | None = None, methods: Sequence[str] = DEFAULT_METHODS
+    strategies: str | Sequence[str | Mapping[str, Any]] | None = None, methods: Sequence[str] = DEFAULT_METHODS
 ) -> list[dict[str, Any]]:
     """Every strategy crossed with every method, as flat Config fields (method outer).
 
-    ``strategies``: ``--strategies`` forms (a list, or one string separated by ``;``), each trained
-    by each method; None: each method's own main-job list (:func:`default_strategies`).
+    ``strategies``: ``--strategies`` forms (a list, or one string separated by ``;``) or schedule dicts
+    (as :func:`strategy` takes them), each trained by each method; None: each method's own main-job
+    list (:func:`default_strategies`).
     """
     if isinstance(strategies, str):
         strategies = [s for s in strategies.split(";") if s.strip()]
