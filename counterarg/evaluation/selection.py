@@ -81,8 +81,8 @@ class BestRanks:
 
     def save(self, folder: Path) -> None:
         if self.arrays:
-            with open(folder / self.FILE, "wb") as f:
-                np.savez(f, **self.arrays)
+            with open(folder / self.FILE, "wb") as f:  # numbers only: the reader loads without pickles
+                np.savez(f, allow_pickle=False, **self.arrays)
 
     def load(self, folder: str | Path, history: list[dict]) -> None:
         """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
