@@ -124,10 +124,10 @@ def run_bench(
             x, kind = _data(n, embeddings)
             n = len(x)
             log(f"N={n} ({kind}), d={x.shape[1]}")
-            builders: dict[str, Callable[[], Any]] = {}
+            builders: dict[str, Callable[[], Any] | None] = {}  # None: built below, its actors timed apart
             if n <= balltree_max:
                 builders["balltree"] = lambda: make_index("balltree", x, leaf_size=leaf_size, block_size=block_size)
-                builders["sharded-balltree"] = None  # built specially below
+                builders["sharded-balltree"] = None
             builders["exact"] = lambda: make_index("exact", x, block_size=block_size)
             if faiss is not None:
 
@@ -140,7 +140,7 @@ def run_bench(
             built: dict[str, Any] = {}
             build_s: dict[str, float] = {}
             for name, make in builders.items():
-                if name == "sharded-balltree":
+                if make is None:  # the sharded index
                     t0, idx = _timeit(
                         lambda: make_index(
                             "sharded-balltree", x, shards=shards, leaf_size=leaf_size, block_size=block_size

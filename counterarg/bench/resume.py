@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
-    kills = []
+    kills: list[dict[str, float]] = []
     log = open(work / "killed.log", "w")
     try:
         while len(kills) < args.kills:

@@ -12,9 +12,11 @@ sentence-transformers is the optional extra ``[export]``.
 
 from __future__ import annotations
 
+import importlib
 import json
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -27,7 +29,7 @@ from ..retrieval.scorers import METRICS, get_scorer
 #: export's config_sentence_transformers.json so ``model.similarity()`` ranks as ``counterarg rank`` does
 #: with eval_mode=retrieval (euclidean = negative L2 distance: the nearest candidate scores highest); rerank
 #: and fused also reorder the top rerank_k by the pair classifier, which model.similarity() does not.
-SIMILARITY_FN = {"l2": "euclidean", "cosine": "cosine"}
+SIMILARITY_FN: dict[str, Literal["euclidean", "cosine"]] = {"l2": "euclidean", "cosine": "cosine"}
 assert set(SIMILARITY_FN) == set(METRICS), "every eval_metric needs its sentence-transformers similarity"
 
 CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
@@ -41,18 +43,18 @@ CITATION = """@inproceedings{wachsmuth-etal-2018-retrieval,
 
 def _modules(model: BiEncoder, hf_dir: Path) -> list:
     try:
-        from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
-    except ImportError:  # sentence-transformers 5.x
-        from sentence_transformers.models import Dense, Pooling, Transformer
+        from sentence_transformers.sentence_transformer import modules as st
+    except ImportError:  # sentence-transformers 5.x: the same classes, where 6.x only keeps a deprecated alias
+        st = importlib.import_module("sentence_transformers.models")
     cfg = model.config
     model.encoder.save_pretrained(hf_dir)
     model.tokenizer.save_pretrained(hf_dir)
-    mods = [Transformer(str(hf_dir), max_seq_length=cfg.max_length)]
+    mods = [st.Transformer(str(hf_dir), max_seq_length=cfg.max_length)]
     if cfg.pooling == "pooler":
-        mods.append(Pooling(model.hidden, pooling_mode="cls"))
+        mods.append(st.Pooling(model.hidden, pooling_mode="cls"))
         pooler = model.encoder.pooler.dense
         mods.append(
-            Dense(
+            st.Dense(
                 model.hidden,
                 model.hidden,
                 activation_function=torch.nn.Tanh(),
@@ -61,10 +63,10 @@ def _modules(model: BiEncoder, hf_dir: Path) -> list:
             )
         )
     else:
-        mods.append(Pooling(model.hidden, pooling_mode=cfg.pooling))
+        mods.append(st.Pooling(model.hidden, pooling_mode=cfg.pooling))
     w, b = model.similarity_as_affine()
     mods.append(
-        Dense(model.hidden, model.heads.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b)
+        st.Dense(model.hidden, model.heads.sim_dim, activation_function=torch.nn.Identity(), init_weight=w, init_bias=b)
     )
     return mods
 
