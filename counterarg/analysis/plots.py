@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,11 @@ def plot_curves(
     groups drawn)."""
     values = epoch_values(records, metric)
     colours = colours or strategy_colours(values)
-    curves = {}
+    curves: dict[str, dict[str, Any]] = {}  # per group: its series, seeds per epoch, colour
     for g, v in values.items():
-        c = curves[g] = _series(v)
-        c["seeds"] = [len(v[e]) for e in c["epochs"]]
-        c["of"] = max(c["seeds"])
+        series = _series(v)
+        seeds = [len(v[e]) for e in series["epochs"]]
+        curves[g] = {**series, "seeds": seeds, "of": max(seeds)}
     fig, ax = plt.subplots(figsize=(8, 5))
     fewer = False
     for g in sorted(curves):
@@ -349,7 +349,7 @@ def plot_verdicts(comparisons: Sequence[Any], verdict: dict, path: Path) -> bool
 
 
 def plot_race(
-    state: dict[str, Any], path: Path, metric: str = DEFAULT_METRIC, colours: dict[str, str] | None = None
+    state: Mapping[str, Any], path: Path, metric: str = DEFAULT_METRIC, colours: dict[str, str] | None = None
 ) -> None:
     """A race (:mod:`counterarg.sweep.race`) per round: each strategy's validation mean over its runs
     so far with its 95% t-interval, an ``x`` where it was eliminated."""

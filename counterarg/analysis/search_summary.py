@@ -97,7 +97,7 @@ def scheduler_text(scheduler: str, max_t: int, grace: int, factor: float) -> str
     below ``max_t`` epochs) or every trial to its end (FIFO)."""
     if scheduler != "asha":
         return "FIFO: every trial ran to its last epoch or its own early stop (patience)"
-    rungs = [grace]
+    rungs: list[float] = [grace]
     while rungs[-1] * factor < max_t:
         rungs.append(rungs[-1] * factor)
     return (
