@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 from pathlib import Path
+from typing import Any
 
 from .config import (
     EVAL,
@@ -126,7 +127,7 @@ def cmd_evaluate(args) -> int:
         print(pools.describe())
     print(format_table(metrics, args.split, pools, ks=cfg.ks))
     view = unseen_split(args.split)
-    if any(k.startswith(view + "/") for k in metrics):
+    if pools.unseen is not None and any(k.startswith(view + "/") for k in metrics):  # the mask gives the view
         print(
             f"\nunseen view: the {int(pools.unseen.sum())} of {pools.num_queries} queries whose point and "
             "counter texts occur nowhere in the training split"
@@ -267,6 +268,14 @@ def config_help() -> str:
     )
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: every subcommand shows its defaults in --help."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     ap = argparse.ArgumentParser(
@@ -278,13 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Sweeps over training strategies: python sweeps/compare_strategies.py --help. "
         "Every command: counterarg COMMAND --help.",
     )
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_parser = sub.add_parser
-
-    def add_parser(name, **kw):  # every subcommand shows its defaults in --help
-        return _add_parser(name, formatter_class=DefaultsHelpFormatter, **kw)
-
-    sub.add_parser = add_parser
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
     set_help = f"override a config field, e.g. --set schedule=decay (fields: {', '.join(FIELD_NAMES)})"
     machine_help = (
         f"this machine's settings, e.g. --set cache_dir=DIR (fields: {', '.join(sorted(EMBED_FIELDS))}); "

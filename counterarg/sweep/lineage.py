@@ -69,7 +69,7 @@ def rate_table(entries: Sequence[Mapping[str, Any]]) -> list[float]:
 
 def schedule_rows(
     lineages: Mapping[str, Sequence[Mapping[str, Any]]],
-    metrics: Mapping[str, Mapping[int, float]] | None = None,
+    metrics: Mapping[str, Mapping[int, float | None]] | None = None,
     metric: str | None = None,
 ) -> list[dict[str, Any]]:
     """schedules.csv rows: every trial's lineage, trial then epoch ascending; with ``metrics``

@@ -222,7 +222,8 @@ def read_lineages(experiment: str) -> dict[str, tuple[list[dict], list[dict], An
     """Trial id -> (lineage, metric history, Tune result) of the weights each trial ended with
     (its latest checkpoint in storage, on any pyarrow filesystem)."""
     out = {}
-    for res in tune.Tuner.restore(experiment, trainable=trainable).get_results():
+    grid = tune.Tuner.restore(experiment, trainable=trainable).get_results()
+    for res in (grid[i] for i in range(len(grid))):  # a ResultGrid is indexed; it declares no __iter__
         ckpt = res.checkpoint
         if ckpt is None:
             continue
