@@ -41,7 +41,7 @@ from .trials import (
     test_acc1_keys,
 )
 from .trials import pm_text as _pm
-from .verdicts import SIGNIFICANCE_COLUMNS, significance_rows, sweep_verdicts
+from .verdicts import SIGNIFICANCE_COLUMNS, Comparison, significance_rows, sweep_verdicts
 from .verdicts import need_text as _need
 from .verdicts import p_text as _p
 
@@ -111,10 +111,10 @@ def _verdict_table(verdict: dict) -> list[str]:
     return lines
 
 
-def _baseline_table(comparisons, view: str, partial: bool = False) -> list[str]:
+def _baseline_table(comparisons: Sequence[Comparison], view: str, partial: bool = False) -> list[str]:
     """Each strategy's gap to the zero-shot encoder per task (Holm over strategies), one view; nothing
     bold in a ``partial`` sweep (Holm over the strategies tested so far is not the sweep's family)."""
-    rows = {}
+    rows: dict[str, dict[str, Comparison]] = {}  # strategy -> task -> its test against the encoder
     for c in comparisons:
         if c.strategy_b == ZERO_SHOT and c.view == view:
             rows.setdefault(c.strategy_a, {})[c.task] = c
@@ -130,12 +130,12 @@ def _baseline_table(comparisons, view: str, partial: bool = False) -> list[str]:
     for g in sorted(rows):
         cells = []
         for t in names:
-            c = rows[g].get(t)
-            if c is None:
+            test = rows[g].get(t)
+            if test is None:
                 cells.append("–")
                 continue
-            cell = f"{c.diff:+.4f} ({_p(c.p_holm)})"
-            cells.append(f"**{cell}**" if not partial and c.p_holm is not None and c.p_holm < 0.05 else cell)
+            cell = f"{test.diff:+.4f} ({_p(test.p_holm)})"
+            cells.append(f"**{cell}**" if not partial and test.p_holm is not None and test.p_holm < 0.05 else cell)
         out.append(f"| {g} | " + " | ".join(cells) + " |")
     return out + [""]
 
@@ -288,11 +288,12 @@ def summary_markdown(
             f"{r['epochs_done']} of {r['epochs_planned']} epochs done)"
         )
     ov = overhead(rows)
+    share, train_s, wall_s = ov["overhead"], ov["train_s"], ov["wall_s"]
     lines.append("")
-    if ov["overhead"] is not None:
+    if share is not None and train_s is not None and wall_s is not None:  # all three or none
         lines.append(
-            f"Ray overhead: {100 * ov['overhead']:.1f}% of trial wall time outside train() "
-            f"({ov['wall_s'] - ov['train_s']:.1f} s of {ov['wall_s']:.1f} s)."
+            f"Ray overhead: {100 * share:.1f}% of trial wall time outside train() "
+            f"({wall_s - train_s:.1f} s of {wall_s:.1f} s)."
         )
     if sweep_wall_s is not None:
         lines.append(f"Sweep wall time: {sweep_wall_s:.1f} s.")
