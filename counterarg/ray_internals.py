@@ -26,10 +26,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 #: the Ray releases the suite has passed on (pyproject's ``ray[tune]`` requirement)
 RAY_TESTED = ">=2.60,<2.61"
@@ -110,7 +113,8 @@ def trial_working_dir() -> Path | None:
     try:
         from ray.train._internal.session import get_session
 
-        return Path(get_session().storage.trial_working_directory)
+        session = get_session()
+        return None if session is None else Path(session.storage.trial_working_directory)
     except (ImportError, AttributeError, RuntimeError):
         return None
 
@@ -194,10 +198,14 @@ def is_system_failure(exc: BaseException | None) -> bool:
     return False
 
 
+#: The attribute of a ``Trial``'s temporary state (never saved with the experiment) that holds its latest failure
+FAILURE_ATTRIBUTE = "counterarg_failure"
+
+
 def last_failure(trial) -> BaseException | None:
     """The exception of a Tune ``Trial``'s latest failure in this driver (None before any), as
     recorded by :func:`retry_system_failures_only`."""
-    return getattr(trial.temporary_state, "counterarg_failure", None)
+    return getattr(trial.temporary_state, FAILURE_ATTRIBUTE, None)
 
 
 def retry_system_failures_only() -> None:
@@ -213,18 +221,24 @@ def retry_system_failures_only() -> None:
     """
     from ray.tune.experiment import Trial
 
-    if getattr(Trial.should_recover, "_counterarg", False):
+    if _TUNE_TRIAL:  # wrapped already in this process
         return
-    handle_error, should_recover = Trial.handle_error, Trial.should_recover
+    _TUNE_TRIAL.update(handle_error=Trial.handle_error, should_recover=Trial.should_recover)
+    for name, wrapper in (("handle_error", _handle_error), ("should_recover", _should_recover)):
+        wrapper.__doc__ = _TUNE_TRIAL[name].__doc__
+        setattr(Trial, name, wrapper)  # by name: a patch of Tune's class, not an attribute of ours
 
-    def _handle_error(self, exc=None):
-        handle_error(self, exc)
-        self.temporary_state.counterarg_failure = exc
 
-    def _should_recover(self):
-        exc = last_failure(self)
-        return should_recover(self) and (exc is None or is_system_failure(exc))
+#: Tune's own ``Trial.handle_error`` and ``Trial.should_recover``, kept once
+#: :func:`retry_system_failures_only` has wrapped them (empty before)
+_TUNE_TRIAL: dict[str, Callable[..., Any]] = {}
 
-    _handle_error._counterarg = _should_recover._counterarg = True
-    _handle_error.__doc__, _should_recover.__doc__ = handle_error.__doc__, should_recover.__doc__
-    Trial.handle_error, Trial.should_recover = _handle_error, _should_recover
+
+def _handle_error(self: Trial, exc: BaseException | None = None) -> None:
+    _TUNE_TRIAL["handle_error"](self, exc)
+    setattr(self.temporary_state, FAILURE_ATTRIBUTE, exc)  # Tune's class declares no such field
+
+
+def _should_recover(self: Trial) -> bool:
+    exc = last_failure(self)
+    return _TUNE_TRIAL["should_recover"](self) and (exc is None or is_system_failure(exc))

@@ -96,6 +96,20 @@ def test_tune_decides_a_retry_by_handle_error_then_should_recover():
     )
 
 
+def test_the_retry_rule_wraps_tunes_trial_once_and_keeps_its_methods():
+    """Installed twice (two sweeps in one driver), the rule wraps Tune's ``Trial`` once: a second wrap
+    would call the first wrapper as if it were Tune's method. What it runs is the slow test's below."""
+    from ray.tune.experiment import Trial
+
+    ri.retry_system_failures_only()
+    tunes = dict(ri._TUNE_TRIAL)
+    ri.retry_system_failures_only()
+    assert ri._TUNE_TRIAL == tunes and sorted(tunes) == ["handle_error", "should_recover"]
+    for name, tune_method in tunes.items():
+        assert tune_method.__module__ == Trial.__module__  # Tune's own, not a wrapper
+        assert getattr(Trial, name) is not tune_method and getattr(Trial, name).__doc__ == tune_method.__doc__
+
+
 # ----------------------------------------------------------------------------- one small Tune experiment
 @pytest.fixture(scope="module")
 def tune_run(tmp_path_factory):
