@@ -359,14 +359,15 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
     with and export the best of them (a search: its selected configuration); paths relative to the
     current folder where they lie inside it; exports into :func:`export_folder`. A strategy none of
     whose trials finished is named without a checkpoint (an under-trained seed is never offered)."""
-    best = best_per_group(rows, sweep.metric)
+    metric = sweep.tune_metric
+    best = best_per_group(rows, metric)
     groups = sorted({r["group"] for r in rows} | set(best))
     if not best:
         return "No trial finished: no checkpoint to use (--resume completes the unfinished ones)."
     pick = max if getattr(sweep, "mode", "max") == "max" else min
-    top = pick(sorted(best), key=lambda g: best[g][sweep.metric])
+    top = pick(sorted(best), key=lambda g: best[g][metric])
     searched = getattr(sweep, "param_space", None) is not None and len(best) > 1
-    lines = [f"Best checkpoint per strategy (by {sweep.metric}; finished trials only):"]
+    lines = [f"Best checkpoint per strategy (by {metric}; finished trials only):"]
     width = max(len(g) for g in groups)
     for g in groups:
         r = best.get(g)
@@ -374,7 +375,7 @@ def best_commands(rows: list[dict[str, Any]], sweep: Sweep, corpus: str | None, 
             lines.append(f"  {g:<{width}}  none: no trial of it finished")
             continue
         where = shell_path(r["best_checkpoint"]) if r.get("best_checkpoint") else "checkpoint not kept"
-        lines.append(f"  {g:<{width}}  seed {r['seed']}, epoch {r['best_epoch']}, {r[sweep.metric]:.4f}  {where}")
+        lines.append(f"  {g:<{width}}  seed {r['seed']}, epoch {r['best_epoch']}, {r[metric]:.4f}  {where}")
     r = best[top]
     if not r.get("best_checkpoint"):
         return "\n".join(lines)
@@ -410,11 +411,11 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
         print(f"\n[sweep] interrupted; finished epochs are kept. Resume with:\n  {resume_cmd}", file=sys.stderr)
         raise SystemExit(130) from None
     except (OSError, RuntimeError) as e:  # Tune's own writes to a full storage disk: name it, keep the rest
-        where = Path(local_experiment_dir(storage, sweep.name) or storage)
-        if not is_disk_full(e, where):
+        disk_at = Path(local_experiment_dir(storage, sweep.name) or storage)
+        if not is_disk_full(e, disk_at):
             raise
         err = disk_full_error(
-            where,
+            disk_at,
             f"every finished epoch's checkpoint and the experiment state already written; resume with: {resume_cmd}",
         )
         print(f"[sweep] error: {err}", file=sys.stderr)
@@ -424,12 +425,12 @@ def run_from_args(args, sweep: Sweep, finish: Callable[[SweepResult], SweepResul
         result.publish()  # object storage: what finish wrote goes into the experiment too
 
     print()
-    print(console_table(result.rows, metric=sweep.metric, verdict=result.verdicts, baseline=result.baseline))
+    print(console_table(result.rows, metric=sweep.tune_metric, verdict=result.verdicts, baseline=result.baseline))
     n_err = sum(r.ended == "error" for r in result.records)
     n_open = sum(not r.finished and r.ended != "error" for r in result.records)
     ov = overhead(result.rows)["overhead"]
-    sessions = getattr(result, "sessions", 1)
-    this = result.session_s if getattr(result, "session_s", None) is not None else result.wall_s
+    sessions = result.sessions
+    this = result.session_s if result.session_s is not None else result.wall_s
     took = f"{result.wall_s / 60:.1f} min" + (
         f" over {sessions} sessions (this one {this / 60:.1f} min)" if sessions > 1 else ""
     )

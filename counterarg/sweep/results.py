@@ -27,7 +27,7 @@ class SweepResult:
     """What :func:`run_sweep` returns: the trials as records, the summary rows and table, the timing."""
 
     experiment: str  # storage URI/path of the experiment
-    local_dir: Path | None  # where summary files were written (None: nothing written)
+    local_dir: Path  # where summary files were written (object storage: the working copy publish() uploads)
     records: list[TrialRecord]
     rows: list[dict[str, Any]]
     markdown: str
