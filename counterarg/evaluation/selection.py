@@ -81,8 +81,10 @@ class BestRanks:
 
     def save(self, folder: Path) -> None:
         if self.arrays:
-            with open(folder / self.FILE, "wb") as f:  # numbers only: the reader loads without pickles
-                np.savez(f, allow_pickle=False, **self.arrays)
+            # Any: numpy's stubs read a dict's ** as possibly its bool allow_pickle (numpy >= 2.1 only)
+            arrays: dict[str, Any] = self.arrays
+            with open(folder / self.FILE, "wb") as f:
+                np.savez(f, **arrays)
 
     def load(self, folder: str | Path, history: list[dict]) -> None:
         """Restore from a checkpoint folder and its history (the best value is recomputed from it)."""
