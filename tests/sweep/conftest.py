@@ -210,6 +210,21 @@ def kill_and_resume(
     return at_kill, after
 
 
+def run_smoke_test(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``sweeps/<script> --smoke-test --num-cpus 2 ARGS`` run to its end in the repository; fails the
+    test with the tail of its output when it exits non-zero."""
+    proc = subprocess.run(
+        [PY, str(REPO / "sweeps" / script), "--smoke-test", "--num-cpus", "2", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
 def sweep_script(name: str):
     """A sweep script's ``main`` (sweeps/ is not a package)."""
     import importlib.util

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +22,7 @@ from counterarg.config import ConfigError
 from counterarg.model.checkpoint import read_checkpoint
 from counterarg.sweep.pbt import RATE_GRID, PBTOptions, RateExplorePBT, initial_rates, param_space
 
-from .conftest import PY, REPO, kill_process_group, kill_when, resume_to_end
+from .conftest import kill_process_group, kill_when, resume_to_end, run_smoke_test
 
 SCRIPT = "pbt_schedule.py"
 
@@ -235,23 +234,8 @@ def check_lineages(exp: Path, epochs: int, population: int) -> dict[str, list[di
 @pytest.mark.slow
 def test_smoke_run_learns_a_changing_schedule(tiny, tmp_path):
     exp = tmp_path / "results" / "smoke"
-    proc = subprocess.run(
-        [
-            PY,
-            str(REPO / "sweeps" / SCRIPT),
-            "--smoke-test",
-            "--num-cpus",
-            "2",
-            *_args(tiny, tmp_path / "results", "smoke"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = run_smoke_test(SCRIPT, *_args(tiny, tmp_path / "results", "smoke"), timeout=400)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
     lineages = check_lineages(exp, epochs=4, population=2)
     changing = [t for t, rows in lineages.items() if len({r["random_rate"] for r in rows}) > 1]
     assert changing, lineages  # PBT changed at least one trial's rate mid-run

@@ -28,6 +28,7 @@ from .conftest import (
     race_searcher,
     race_value,
     resume_to_end,
+    run_smoke_test,
     unique_name,
 )
 
@@ -217,25 +218,7 @@ def test_killed_race_resumes_to_the_same_eliminations(clean_race, tmp_path):
 @pytest.mark.slow
 def test_smoke_test_writes_race_csv_and_summary(tmp_path):
     name = unique_name("smoke")
-    proc = subprocess.run(
-        [
-            PY,
-            str(REPO / "sweeps" / "race_strategies.py"),
-            "--smoke-test",
-            "--num-cpus",
-            "2",
-            "--storage",
-            str(tmp_path),
-            "--name",
-            name,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = run_smoke_test("race_strategies.py", "--storage", str(tmp_path), "--name", name)
     exp = tmp_path / name
     csv = pd.read_csv(exp / "race.csv")
     assert tuple(csv.columns) == RACE_COLUMNS

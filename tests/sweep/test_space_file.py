@@ -5,8 +5,6 @@ reads it, exits 2 on a bad file and runs its smoke test."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from counterarg.config import Config, ConfigError
 from counterarg.sweep.space_file import DOMAINS, parse_space, read_space_file, search_space, searched_fields
 from counterarg.sweep.spaces import method_start
 
-from .conftest import PY, REPO, sweep_script, unique_name
+from .conftest import REPO, run_smoke_test, sweep_script, unique_name
 
 RECIPE = method_start("recipe")
 
@@ -241,25 +239,7 @@ def test_resume_without_the_saved_space_is_refused(tmp_path, capsys):
 @pytest.mark.slow
 def test_smoke_test_samples_the_shipped_space_and_selects_on_validation(tmp_path):
     name = unique_name("search-smoke")
-    proc = subprocess.run(
-        [
-            PY,
-            str(REPO / "sweeps" / "search_recipe.py"),
-            "--smoke-test",
-            "--num-cpus",
-            "2",
-            "--storage",
-            str(tmp_path),
-            "--name",
-            name,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    proc = run_smoke_test("search_recipe.py", "--storage", str(tmp_path), "--name", name)
     exp = tmp_path / name
     csv = pd.read_csv(exp / "summary.csv")
     assert len(csv) == 2 and set(csv["status"]) == {"TERMINATED"}
